@@ -1,0 +1,78 @@
+//! Command-line types (clap). No I/O and no cross-field validation here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Copy container images between OCI registries, byte for byte",
+    long_about = "ferry copies repositories, tags, platforms and signatures between OCI registries \
+(and OCI layout directories) as a TOML plan describes, with no Docker daemon and with every digest \
+preserved.\n\nExit codes: 0 success, 1 some items failed, 2 invalid plan or usage, 3 credentials \
+could not be loaded.",
+    after_help = "Examples:\n  ferry check plans/demo.toml\n  ferry run plans/demo.toml"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More detail in the log (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate a plan without touching the network.
+    #[command(
+        long_about = "Validate a plan without touching the network: syntax, every field, every \
+reference, regex and semver constraint. Errors name the file, line, column, field and value.\n\n\
+Exit code 0 when the plan is valid, 2 when it is not.",
+        after_help = "Example:\n  ferry check plans/dockerhub-to-ghcr.toml"
+    )]
+    Check {
+        /// The plan file (TOML).
+        plan: PathBuf,
+    },
+    /// Copy what the plan selects.
+    #[command(
+        long_about = "Copy every repository and tag the plan selects from its source to its target. \
+Tags already at the target with the source digest are skipped; blobs the target holds are not \
+sent again; a blob needed by several repositories crosses the wire once and is mounted.\n\n\
+Ends with a one-line summary. Exit code 0 when every selected tag is at its target with the \
+source digest, 1 when some failed (each is listed with its reason; the rest are still copied), \
+2 for an invalid plan, 3 when credentials cannot be loaded.",
+        after_help = "Examples:\n  ferry run plans/demo.toml\n  DOCKERHUB_TOKEN=… ferry run --concurrency 16 plans/dockerhub-to-ghcr.toml"
+    )]
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The plan file (TOML).
+    pub plan: PathBuf,
+
+    /// Blob transfers (and images) in flight across the run [default: the plan's
+    /// `concurrency`, else 8].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+
+    /// How to show progress: bars on a terminal, plain timestamped lines otherwise.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
+    /// Print only failures and the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Auto,
+    Bars,
+    Plain,
+    None,
+}

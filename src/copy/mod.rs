@@ -1,0 +1,483 @@
+//! The copy engine: copy one image (tag or digest) idempotently, and a bounded, run-wide
+//! fan-out over many.
+//!
+//! Order matters for safety: blobs, then child manifests, then the parent manifest, so a
+//! target never holds a manifest pointing at missing content. A tag already at the target with
+//! the source digest is skipped without touching its blobs. Each unique blob crosses the wire
+//! at most once per target registry per run: a second repository that needs it gets a
+//! cross-repository mount. This module never builds URLs, never sleeps and never prints; it
+//! talks to registries through [`Registry`] and to people through [`Reporter`].
+
+pub mod select;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::{try_join_all, BoxFuture};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::{Digest, Manifest, Registry, RegistryError};
+use crate::report::Reporter;
+
+/// One side of a copy: a registry and a repository in it.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub registry: Arc<dyn Registry>,
+    pub repo: String,
+}
+
+impl Endpoint {
+    /// `ghcr.io/org/app`, `oci:dir`.
+    pub fn display(&self) -> String {
+        match self.registry.name() {
+            "oci:" => format!("oci:{}", self.repo),
+            host => format!("{host}/{}", self.repo),
+        }
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+/// One image to copy: a tag or digest at the source, a tag (or none: by digest) at the target.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub source: Endpoint,
+    /// A tag or a digest.
+    pub source_ref: String,
+    pub target: Endpoint,
+    /// `None` copies by digest, untagged.
+    pub target_tag: Option<String>,
+}
+
+fn join_ref(repo: &str, reference: &str) -> String {
+    if reference.contains(':') {
+        format!("{repo}@{reference}")
+    } else {
+        format!("{repo}:{reference}")
+    }
+}
+
+impl Item {
+    pub fn source_display(&self) -> String {
+        join_ref(&self.source.display(), &self.source_ref)
+    }
+    pub fn target_display(&self) -> String {
+        match &self.target_tag {
+            Some(t) => join_ref(&self.target.display(), t),
+            None => join_ref(&self.target.display(), &self.source_ref),
+        }
+    }
+}
+
+impl fmt::Display for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.source_display(), self.target_display())
+    }
+}
+
+/// Why copying one image failed; names the reference and keeps the registry's error.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("reading {reference}")]
+    Source {
+        reference: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("writing {reference}")]
+    Target {
+        reference: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("{reference}: {reason}")]
+    Manifest { reference: String, reason: String },
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The target now holds the image. `bytes` crossed the wire for it.
+    Copied {
+        digest: Digest,
+        stats: ImageStats,
+    },
+    /// The target already had the tag with the source digest.
+    Present {
+        digest: Digest,
+    },
+    Failed {
+        error: Arc<CopyError>,
+    },
+}
+
+/// Per-image counters.
+#[derive(Debug, Clone, Default)]
+pub struct ImageStats {
+    pub bytes: u64,
+    /// Blobs streamed from the source.
+    pub transferred: usize,
+    /// Blobs the target got by a cross-repository mount.
+    pub mounted: usize,
+    /// Blobs the target already had.
+    pub existing: usize,
+    /// Non-distributable layers, left to be fetched from their own URLs.
+    pub foreign: Vec<Digest>,
+    /// Child manifests written.
+    pub manifests: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes: AtomicU64,
+    transferred: AtomicUsize,
+    mounted: AtomicUsize,
+    existing: AtomicUsize,
+    manifests: AtomicUsize,
+    foreign: std::sync::Mutex<Vec<Digest>>,
+}
+
+/// Totals of a run, for the summary line.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub copied: usize,
+    pub present: usize,
+    pub failed: usize,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Where a blob is known to exist in a target registry during this run.
+type BlobKey = (String, Digest);
+
+/// The copy engine for one run.
+pub struct Engine {
+    reporter: Arc<dyn Reporter>,
+    /// Bounds blob transfers across the whole run.
+    transfers: Arc<Semaphore>,
+    concurrency: usize,
+    /// Per (target registry, digest): the repository that holds it, once known. The mutex
+    /// also makes a second copier of the same blob wait for the first instead of
+    /// transferring it again.
+    blobs: std::sync::Mutex<HashMap<BlobKey, Arc<Mutex<Option<String>>>>>,
+}
+
+impl Engine {
+    /// `concurrency` bounds blob transfers (and images) in flight across the run.
+    pub fn new(reporter: Arc<dyn Reporter>, concurrency: usize) -> Engine {
+        Engine {
+            reporter,
+            transfers: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
+            blobs: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Copy every item, at most `concurrency` images at a time; per-item failures are
+    /// recorded and the run goes on. Outcomes come back in item order.
+    pub async fn copy_all(&self, items: &[Item]) -> (Vec<Outcome>, Totals) {
+        let started = Instant::now();
+        let outcomes: Vec<Outcome> = futures::stream::iter(items.iter())
+            .map(|item| async move {
+                self.reporter.item_started(item);
+                let outcome = match self.copy_one(item).await {
+                    Ok(o) => o,
+                    Err(e) => Outcome::Failed { error: Arc::new(e) },
+                };
+                self.reporter.item_finished(item, &outcome);
+                outcome
+            })
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let mut totals = Totals {
+            elapsed: started.elapsed(),
+            ..Totals::default()
+        };
+        for o in &outcomes {
+            match o {
+                Outcome::Copied { stats, .. } => {
+                    totals.copied += 1;
+                    totals.bytes += stats.bytes;
+                }
+                Outcome::Present { .. } => totals.present += 1,
+                Outcome::Failed { .. } => totals.failed += 1,
+            }
+        }
+        (outcomes, totals)
+    }
+
+    /// Copy one image idempotently.
+    pub async fn copy_one(&self, item: &Item) -> Result<Outcome, CopyError> {
+        let src_ref = item.source_display();
+        let dst_ref = item.target_display();
+        let source_err = |e| CopyError::Source {
+            reference: src_ref.clone(),
+            source: e,
+        };
+        let target_err = |e| CopyError::Target {
+            reference: dst_ref.clone(),
+            source: e,
+        };
+
+        let src = &item.source;
+        let dst = &item.target;
+        // The source digest: from the reference itself, or a HEAD (which Docker Hub does not
+        // count as a pull).
+        let digest = match Digest::parse(&item.source_ref) {
+            Some(d) => d,
+            None => {
+                src.registry
+                    .head_manifest(&src.repo, &item.source_ref)
+                    .await
+                    .map_err(source_err)?
+                    .ok_or_else(|| {
+                        source_err(RegistryError::NotFound {
+                            what: "manifest".into(),
+                            url: src_ref.clone(),
+                        })
+                    })?
+                    .digest
+            }
+        };
+        let target_reference = item
+            .target_tag
+            .clone()
+            .unwrap_or_else(|| digest.to_string());
+        if let Some(head) = dst
+            .registry
+            .head_manifest(&dst.repo, &target_reference)
+            .await
+            .map_err(target_err)?
+        {
+            if head.digest == digest {
+                return Ok(Outcome::Present { digest });
+            }
+        }
+
+        let manifest = src
+            .registry
+            .get_manifest(&src.repo, digest.as_str())
+            .await
+            .map_err(source_err)?;
+        let counters = Counters::default();
+        self.copy_tree(item, &manifest, 0, &counters).await?;
+        dst.registry
+            .put_manifest(&dst.repo, &target_reference, &manifest)
+            .await
+            .map_err(target_err)?;
+        let stats = ImageStats {
+            bytes: counters.bytes.load(Ordering::Relaxed),
+            transferred: counters.transferred.load(Ordering::Relaxed),
+            mounted: counters.mounted.load(Ordering::Relaxed),
+            existing: counters.existing.load(Ordering::Relaxed),
+            foreign: counters.foreign.lock().expect("foreign list").clone(),
+            manifests: counters.manifests.load(Ordering::Relaxed),
+        };
+        Ok(Outcome::Copied { digest, stats })
+    }
+
+    /// Copy what a manifest references (children first, recursively), not the manifest.
+    fn copy_tree<'a>(
+        &'a self,
+        item: &'a Item,
+        manifest: &'a Manifest,
+        depth: usize,
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<(), CopyError>> {
+        async move {
+            let here = join_ref(&item.source.display(), manifest.digest.as_str());
+            let parsed =
+                manifest::parse(&manifest.media_type, &manifest.bytes).map_err(|reason| {
+                    CopyError::Manifest {
+                        reference: here.clone(),
+                        reason,
+                    }
+                })?;
+            match parsed {
+                Parsed::Index { children } => {
+                    if depth + 1 > MAX_INDEX_DEPTH {
+                        return Err(CopyError::Manifest {
+                            reference: here,
+                            reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
+                        });
+                    }
+                    try_join_all(
+                        children
+                            .iter()
+                            .map(|child| self.copy_child(item, child, depth + 1, counters)),
+                    )
+                    .await?;
+                }
+                Parsed::Image { config, layers } => {
+                    let mut blobs: Vec<&Desc> =
+                        std::iter::once(&config).chain(layers.iter()).collect();
+                    // Large blobs first: they dominate the wall time.
+                    blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+                    blobs.dedup_by(|a, b| a.digest == b.digest);
+                    try_join_all(blobs.into_iter().map(|b| self.copy_blob(item, b, counters)))
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    /// Copy one child manifest of an index (and what it references) by digest.
+    async fn copy_child(
+        &self,
+        item: &Item,
+        child: &Desc,
+        depth: usize,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let (src, dst) = (&item.source, &item.target);
+        let child_src = join_ref(&src.display(), child.digest.as_str());
+        let child_dst = join_ref(&dst.display(), child.digest.as_str());
+        let present = dst
+            .registry
+            .head_manifest(&dst.repo, child.digest.as_str())
+            .await
+            .map_err(|e| CopyError::Target {
+                reference: child_dst.clone(),
+                source: e,
+            })?;
+        if present.is_some() {
+            return Ok(());
+        }
+        let m = src
+            .registry
+            .get_manifest(&src.repo, child.digest.as_str())
+            .await
+            .map_err(|e| CopyError::Source {
+                reference: child_src.clone(),
+                source: e,
+            })?;
+        if m.bytes.len() as u64 != child.size {
+            return Err(CopyError::Manifest {
+                reference: child_src,
+                reason: format!(
+                    "the index says {} bytes, the manifest has {}",
+                    child.size,
+                    m.bytes.len()
+                ),
+            });
+        }
+        self.copy_tree(item, &m, depth, counters).await?;
+        dst.registry
+            .put_manifest(&dst.repo, child.digest.as_str(), &m)
+            .await
+            .map_err(|e| CopyError::Target {
+                reference: child_dst,
+                source: e,
+            })?;
+        counters.manifests.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Make one blob present in the target repository: already there, mounted from a
+    /// repository that has it, or streamed from the source with its digest verified.
+    async fn copy_blob(
+        &self,
+        item: &Item,
+        blob: &Desc,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let (src, dst) = (&item.source, &item.target);
+        if blob.is_foreign() {
+            counters
+                .foreign
+                .lock()
+                .expect("foreign list")
+                .push(blob.digest.clone());
+            return Ok(());
+        }
+        let target_err = |e| CopyError::Target {
+            reference: format!("{} blob {}", dst.display(), blob.digest),
+            source: e,
+        };
+        let key = (dst.registry.name().to_string(), blob.digest.clone());
+        let slot = self
+            .blobs
+            .lock()
+            .expect("blob map")
+            .entry(key)
+            .or_default()
+            .clone();
+        // Holding the slot makes another image needing the same blob wait for this copy.
+        let mut known = slot.lock().await;
+
+        if known.as_deref() == Some(dst.repo.as_str()) {
+            counters.existing.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if dst
+            .registry
+            .blob_exists(&dst.repo, &blob.digest)
+            .await
+            .map_err(target_err)?
+        {
+            counters.existing.fetch_add(1, Ordering::Relaxed);
+            *known = Some(dst.repo.clone());
+            return Ok(());
+        }
+        // A mount source: a repository of the target registry known to hold the blob, or the
+        // source repository itself when copying within one registry (promotion).
+        let same_registry = src.registry.name() == dst.registry.name();
+        let mount_from = known
+            .clone()
+            .or_else(|| same_registry.then(|| src.repo.clone()));
+        if let Some(from) = mount_from {
+            match dst
+                .registry
+                .mount_blob(&dst.repo, &blob.digest, &from)
+                .await
+            {
+                Ok(true) => {
+                    counters.mounted.fetch_add(1, Ordering::Relaxed);
+                    *known = Some(dst.repo.clone());
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, digest = %blob.digest, "mount refused; transferring")
+                }
+            }
+        }
+
+        let _permit = self
+            .transfers
+            .acquire()
+            .await
+            .expect("transfer semaphore is never closed");
+        let stream = src
+            .registry
+            .get_blob(&src.repo, &blob.digest, blob.size)
+            .await
+            .map_err(|e| CopyError::Source {
+                reference: format!("{} blob {}", src.display(), blob.digest),
+                source: e,
+            })?;
+        let reporter = self.reporter.clone();
+        let counted =
+            stream.inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64));
+        dst.registry
+            .put_blob(&dst.repo, &blob.digest, blob.size, Box::pin(counted))
+            .await
+            .map_err(target_err)?;
+        counters.bytes.fetch_add(blob.size, Ordering::Relaxed);
+        counters.transferred.fetch_add(1, Ordering::Relaxed);
+        *known = Some(dst.repo.clone());
+        Ok(())
+    }
+}

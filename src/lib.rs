@@ -1,0 +1,18 @@
+//! ferry: copy container images between OCI registries, byte for byte, and (in later
+//! versions) enforce retention policies on them.
+//!
+//! # Layout
+//! - [`cli`]: clap types only.
+//! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes.
+//! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, field, value.
+//! - [`registry`]: the [`registry::Registry`] trait and its HTTP and OCI-layout
+//!   implementations; the only code that speaks the distribution API.
+//! - [`copy`]: rule resolution and the idempotent, concurrent copy engine.
+//! - [`report`]: the [`report::Reporter`] trait and its terminal and log implementations.
+
+pub mod app;
+pub mod cli;
+pub mod copy;
+pub mod plan;
+pub mod registry;
+pub mod report;

@@ -1,0 +1,688 @@
+//! The plan: TOML in, a validated and fully defaulted [`Plan`] out.
+//!
+//! Two layers, as ripgrep does with its flags: `Raw*` types mirror the file (with spans, and
+//! `deny_unknown_fields` so a typo is an error, not a silently ignored setting), then
+//! [`Plan::from_str`] validates every field and reports `file:line:column: field = value:
+//! reason`. This module does no network or database I/O.
+
+pub mod filter;
+pub mod reference;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use semver::VersionReq;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+pub use filter::TagFilter;
+pub use reference::{Location, Reference, Selector};
+
+/// Blob transfers in flight across the whole run, unless the plan or `--concurrency` says
+/// otherwise. crane uses 4 per image, skopeo 6 per image; ferry shares one pool across all
+/// images, so 8 keeps two cores and a typical uplink busy without tripping registry limits.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Connections ferry opens to one registry host at most (regclient uses 3 requests per host;
+/// distribution and GHCR comfortably serve more).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// A plan file that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read plan {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown field; `message` already names line and column.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}:{line}:{column}: {field} = {value}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where the credentials for a registry come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthSettings {
+    /// docker's lookup: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (auths,
+    /// credsStore, credHelpers, identity tokens), then `$REGISTRY_AUTH_FILE` or the containers
+    /// `auth.json`, then anonymous.
+    Default,
+    /// A user name in the plan, the secret in an environment variable.
+    Basic {
+        username: String,
+        password_env: String,
+    },
+    /// A docker `config.json` or Kubernetes `.dockerconfigjson` at this path.
+    ConfigFile(PathBuf),
+    /// No credentials, even if a docker config has some.
+    Anonymous,
+}
+
+impl fmt::Debug for AuthSettings {
+    // Only names of variables and files here, never a secret; still spelled out so a future
+    // field cannot leak through a derived Debug.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthSettings::Default => f.write_str("Default"),
+            AuthSettings::Basic {
+                username,
+                password_env,
+            } => write!(
+                f,
+                "Basic {{ username: {username:?}, password_env: {password_env:?} }}"
+            ),
+            AuthSettings::ConfigFile(p) => write!(f, "ConfigFile({p:?})"),
+            AuthSettings::Anonymous => f.write_str("Anonymous"),
+        }
+    }
+}
+
+/// Settings of one registry host (`[registry."HOST"]`), defaulted when the plan has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrySettings {
+    pub auth: AuthSettings,
+    /// Plain HTTP or an unverified certificate is allowed for this host.
+    pub insecure: bool,
+    /// Where to connect instead of `https://HOST` (a mirror, or a test registry).
+    pub endpoint: Option<Url>,
+    /// Base URL of the registry's management API (Docker Hub's for `docker.io`).
+    pub api: Option<Url>,
+    pub max_connections: usize,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            auth: AuthSettings::Default,
+            insecure: false,
+            endpoint: None,
+            api: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// One validated `[[copy]]` block.
+#[derive(Clone, Debug)]
+pub struct CopyRule {
+    /// 1-based position among the plan's `[[copy]]` blocks.
+    pub number: usize,
+    /// Line of its `from` field, for messages.
+    pub line: usize,
+    pub from: Reference,
+    pub to: Reference,
+    pub tags: TagFilter,
+}
+
+impl fmt::Display for CopyRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "copy #{} ({} -> {})", self.number, self.from, self.to)
+    }
+}
+
+/// A validated plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub path: PathBuf,
+    registries: BTreeMap<String, RegistrySettings>,
+    pub copies: Vec<CopyRule>,
+    /// Blob transfers in flight across the run.
+    pub concurrency: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    version: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+    #[serde(default)]
+    registry: BTreeMap<Spanned<String>, RawRegistry>,
+    #[serde(default)]
+    copy: Vec<RawCopy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    insecure: bool,
+    endpoint: Option<Spanned<String>>,
+    api: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    username: Option<String>,
+    password_env: Option<String>,
+    config: Option<String>,
+    #[serde(default)]
+    anonymous: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopy {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    tags: Option<Spanned<RawTags>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTags {
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    semver: Option<Spanned<String>>,
+    newest: Option<Spanned<i64>>,
+}
+
+/// Validation context: the file and its text, to turn spans into line and column.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    fn invalid(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> PlanError {
+        let (line, column) = self.line_col(span.start);
+        PlanError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            field: field.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn positive(ctx: &Ctx, v: &Spanned<i64>, field: &str, max: i64) -> Result<usize, PlanError> {
+    let n = *v.get_ref();
+    if n < 1 || n > max {
+        return Err(ctx.invalid(v.span(), field, n, format!("must be between 1 and {max}")));
+    }
+    Ok(n as usize)
+}
+
+fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
+    let url = Url::parse(v.get_ref()).map_err(|e| {
+        ctx.invalid(
+            v.span(),
+            field,
+            format!("{:?}", v.get_ref()),
+            format!("not a URL: {e}"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ctx.invalid(
+            v.span(),
+            field,
+            format!("{:?}", v.get_ref()),
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // A secret in a URL ends up in logs; the plan keeps secrets out entirely.
+        return Err(ctx.invalid(
+            v.span(),
+            field,
+            "(URL with credentials, not shown)",
+            "credentials do not belong in the plan: use `auth`",
+        ));
+    }
+    Ok(url)
+}
+
+impl Plan {
+    /// Read and validate a plan file.
+    pub fn load(path: &Path) -> Result<Plan, PlanError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Plan::from_str(path, &text)
+    }
+
+    /// Validate plan text; `path` is used in messages.
+    pub fn from_str(path: &Path, text: &str) -> Result<Plan, PlanError> {
+        let raw: RawPlan = toml::from_str(text).map_err(|e| PlanError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let ctx = Ctx { path, text };
+
+        match &raw.version {
+            None => {
+                return Err(ctx.invalid(
+                    0..0,
+                    "version",
+                    "(missing)",
+                    "a plan starts with `version = 1`",
+                ))
+            }
+            Some(v) if *v.get_ref() != 1 => {
+                return Err(ctx.invalid(
+                    v.span(),
+                    "version",
+                    v.get_ref(),
+                    "this ferry reads plan version 1 only",
+                ))
+            }
+            Some(_) => {}
+        }
+        let concurrency = match &raw.concurrency {
+            Some(v) => positive(&ctx, v, "concurrency", 256)?,
+            None => DEFAULT_CONCURRENCY,
+        };
+
+        let mut registries = BTreeMap::new();
+        for (key, r) in &raw.registry {
+            let host = reference::normalize_host(key.get_ref());
+            let field = format!("registry.\"{}\"", key.get_ref());
+            // Reuse reference parsing to validate the host the way references see it.
+            match Reference::parse(&format!("{host}/x")) {
+                Ok(parsed) if parsed.location == Location::Registry(host.clone()) => {}
+                _ => {
+                    return Err(ctx.invalid(
+                        key.span(),
+                        &field,
+                        format!("{:?}", key.get_ref()),
+                        "not a registry host (HOST or HOST:PORT, as in references)",
+                    ))
+                }
+            }
+            let auth = match &r.auth {
+                None => AuthSettings::Default,
+                Some(a) => validate_auth(&ctx, &field, a)?,
+            };
+            let endpoint = r
+                .endpoint
+                .as_ref()
+                .map(|e| url_field(&ctx, e, &format!("{field}.endpoint")))
+                .transpose()?;
+            if let Some(e) = &endpoint {
+                if e.scheme() == "http" && !r.insecure {
+                    let span = r.endpoint.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                    return Err(ctx.invalid(
+                        span,
+                        &format!("{field}.endpoint"),
+                        format!("{:?}", e.as_str()),
+                        "plain HTTP needs `insecure = true` for this registry",
+                    ));
+                }
+            }
+            let api = r
+                .api
+                .as_ref()
+                .map(|e| url_field(&ctx, e, &format!("{field}.api")))
+                .transpose()?;
+            let max_connections = match &r.max_connections {
+                Some(v) => positive(&ctx, v, &format!("{field}.max_connections"), 1024)?,
+                None => DEFAULT_MAX_CONNECTIONS,
+            };
+            let settings = RegistrySettings {
+                auth,
+                insecure: r.insecure,
+                endpoint,
+                api,
+                max_connections,
+            };
+            if registries.insert(host.clone(), settings).is_some() {
+                return Err(ctx.invalid(
+                    key.span(),
+                    &field,
+                    format!("{:?}", key.get_ref()),
+                    format!("settings for {host} are given twice (Docker Hub has several names)"),
+                ));
+            }
+        }
+
+        let copies = raw
+            .copy
+            .iter()
+            .enumerate()
+            .map(|(i, c)| validate_copy(&ctx, i + 1, c))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Plan {
+            path: path.to_path_buf(),
+            registries,
+            copies,
+            concurrency,
+        })
+    }
+
+    /// The settings for a registry host, defaulted when the plan has no section for it.
+    pub fn registry(&self, host: &str) -> RegistrySettings {
+        self.registries.get(host).cloned().unwrap_or_default()
+    }
+
+    /// Every registry host the plan names in a rule or a section, sorted.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.registries.keys().cloned().collect();
+        for rule in &self.copies {
+            for r in [&rule.from, &rule.to] {
+                if let Location::Registry(h) = &r.location {
+                    hosts.push(h.clone());
+                }
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+}
+
+fn validate_auth(ctx: &Ctx, field: &str, a: &Spanned<RawAuth>) -> Result<AuthSettings, PlanError> {
+    let span = a.span();
+    let a = a.get_ref();
+    let field = format!("{field}.auth");
+    match (&a.username, &a.password_env, &a.config, a.anonymous) {
+        (Some(u), Some(env), None, false) => {
+            if u.is_empty() || env.is_empty() {
+                return Err(ctx.invalid(
+                    span,
+                    &field,
+                    "{ username, password_env }",
+                    "username and password_env must not be empty",
+                ));
+            }
+            Ok(AuthSettings::Basic {
+                username: u.clone(),
+                password_env: env.clone(),
+            })
+        }
+        (None, None, Some(path), false) => Ok(AuthSettings::ConfigFile(PathBuf::from(path))),
+        (None, None, None, true) => Ok(AuthSettings::Anonymous),
+        (None, None, None, false) => Ok(AuthSettings::Default),
+        _ => Err(ctx.invalid(
+            span,
+            &field,
+            "{ … }",
+            "use one of { username = \"…\", password_env = \"VAR\" }, { config = \"PATH\" } or { anonymous = true }; the secret itself never goes in the plan",
+        )),
+    }
+}
+
+fn parse_ref(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Reference, PlanError> {
+    Reference::parse(v.get_ref())
+        .map_err(|e| ctx.invalid(v.span(), field, format!("{:?}", v.get_ref()), e.0))
+}
+
+fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, PlanError> {
+    let from = parse_ref(ctx, &c.from, "copy.from")?;
+    let to = parse_ref(ctx, &c.to, "copy.to")?;
+    let to_err = |reason: &str| {
+        ctx.invalid(
+            c.to.span(),
+            "copy.to",
+            format!("{:?}", c.to.get_ref()),
+            reason,
+        )
+    };
+    match (&from.selector, &to.selector) {
+        (Selector::Wildcard, Selector::Wildcard) => {}
+        (Selector::Wildcard, _) => {
+            return Err(to_err(
+                "`from` is a wildcard, so `to` must be one too (a prefix ending in /*)",
+            ))
+        }
+        (_, Selector::Wildcard) => {
+            return Err(to_err(
+                "`to` is a wildcard but `from` is not; name one target repository",
+            ))
+        }
+        (_, Selector::Digest(_)) => {
+            return Err(to_err(
+                "a target takes no digest: the digest comes from the source",
+            ))
+        }
+        (Selector::AllTags, Selector::Tag(_)) => {
+            return Err(to_err(
+                "a target `:tag` renames one image; `from` selects a whole repository",
+            ))
+        }
+        (Selector::Digest(_), Selector::AllTags) if to.location == Location::Layout => {
+            return Err(to_err(
+                "an OCI layout names images by tag: give the target a `:tag` for this digest",
+            ))
+        }
+        _ => {}
+    }
+    let tags = match &c.tags {
+        None => TagFilter::default(),
+        Some(t) => {
+            if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
+                return Err(ctx.invalid(
+                    t.span(),
+                    "copy.tags",
+                    "{ … }",
+                    "tag filters apply when `from` is a repository or a wildcard, not one tag or digest",
+                ));
+            }
+            validate_tags(ctx, t.get_ref())?
+        }
+    };
+    let (line, _) = ctx.line_col(c.from.span().start);
+    Ok(CopyRule {
+        number,
+        line,
+        from,
+        to,
+        tags,
+    })
+}
+
+fn validate_tags(ctx: &Ctx, t: &RawTags) -> Result<TagFilter, PlanError> {
+    let regexes = |list: &[Spanned<String>], field: &str| {
+        list.iter()
+            .map(|s| {
+                Regex::new(s.get_ref()).map_err(|e| {
+                    let msg = e.to_string();
+                    let reason = msg.lines().last().unwrap_or("invalid regex").trim();
+                    let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+                    ctx.invalid(
+                        s.span(),
+                        field,
+                        format!("{:?}", s.get_ref()),
+                        format!("invalid regular expression: {reason}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let semver = t
+        .semver
+        .as_ref()
+        .map(|s| {
+            VersionReq::parse(s.get_ref()).map_err(|e| {
+                ctx.invalid(
+                    s.span(),
+                    "copy.tags.semver",
+                    format!("{:?}", s.get_ref()),
+                    format!("invalid semver constraint: {e}"),
+                )
+            })
+        })
+        .transpose()?;
+    let newest = t
+        .newest
+        .as_ref()
+        .map(|n| positive(ctx, n, "copy.tags.newest", 1_000_000))
+        .transpose()?;
+    Ok(TagFilter {
+        include: regexes(&t.include, "copy.tags.include")?,
+        exclude: regexes(&t.exclude, "copy.tags.exclude")?,
+        semver,
+        newest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Plan, PlanError> {
+        Plan::from_str(Path::new("p.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("plan should be refused").to_string()
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let plan = parse(
+            r#"
+version = 1
+
+[registry."docker.io"]
+auth = { username = "me", password_env = "DOCKERHUB_TOKEN" }
+
+[registry."ghcr.io"]
+auth = { config = "/var/run/secrets/ghcr/.dockerconfigjson" }
+
+[registry."127.0.0.1:5001"]
+insecure = true
+
+[[copy]]
+from = "docker.io/myorg/api"
+to   = "ghcr.io/myorg/api"
+tags = { include = ['^v\d+\.\d+\.\d+$', '^latest$'], exclude = ['-rc\d*$'], semver = ">=1.2, <3", newest = 20 }
+
+[[copy]]
+from = "docker.io/myorg/*"
+to   = "ghcr.io/myorg/*"
+
+[[copy]]
+from = "docker.io/library/nginx:1.27.3"
+to   = "ghcr.io/myorg/mirror/nginx"
+"#,
+        )
+        .unwrap();
+        assert_eq!(plan.copies.len(), 3);
+        assert_eq!(plan.copies[0].tags.newest, Some(20));
+        assert_eq!(plan.copies[0].line, 14);
+        assert!(plan.registry("127.0.0.1:5001").insecure);
+        assert_eq!(
+            plan.registry("docker.io").auth,
+            AuthSettings::Basic {
+                username: "me".into(),
+                password_env: "DOCKERHUB_TOKEN".into()
+            }
+        );
+        assert_eq!(plan.registry("quay.io"), RegistrySettings::default());
+        assert_eq!(plan.hosts(), vec!["127.0.0.1:5001", "docker.io", "ghcr.io"]);
+    }
+
+    #[test]
+    fn version_is_checked() {
+        assert!(err("").contains("version = (missing)"));
+        let e = err("version = 2");
+        assert!(e.starts_with("p.toml:1:11: version = 2:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_name_line_and_field() {
+        let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntag = 1\n");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("unknown field `tag`"), "{e}");
+        let e = err("version = 1\n[registry.\"ghcr.io\"]\ninsecur = true\n");
+        assert!(e.contains("unknown field `insecur`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_file_line_column_field_value() {
+        let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntags = { include = ['(unclosed'] }\n");
+        assert!(
+            e == "p.toml:5:21: copy.tags.include = \"(unclosed\": invalid regular expression: unclosed group",
+            "{e}"
+        );
+        let e = err(
+            "version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntags = { semver = \"=>1\" }\n",
+        );
+        assert!(
+            e.contains("copy.tags.semver = \"=>1\": invalid semver constraint"),
+            "{e}"
+        );
+        let e = err("version = 1\n[[copy]]\nfrom = \"a/B\"\nto = \"c/d\"\n");
+        assert!(e.starts_with("p.toml:3:8: copy.from = \"a/B\""), "{e}");
+        let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntags = { newest = 0 }\n");
+        assert!(e.contains("copy.tags.newest = 0: must be between 1"), "{e}");
+    }
+
+    #[test]
+    fn rule_shapes_are_checked() {
+        let base = "version = 1\n[[copy]]\n";
+        assert!(err(&format!(
+            "{base}from = \"ghcr.io/o/*\"\nto = \"quay.io/o/x\"\n"
+        ))
+        .contains("must be one too"));
+        assert!(err(&format!(
+            "{base}from = \"ghcr.io/o/x\"\nto = \"quay.io/o/*\"\n"
+        ))
+        .contains("`from` is not"));
+        assert!(err(&format!(
+            "{base}from = \"ghcr.io/o/x\"\nto = \"quay.io/o/x:v1\"\n"
+        ))
+        .contains("renames one image"));
+        assert!(err(&format!(
+            "{base}from = \"ghcr.io/o/x:v1\"\nto = \"quay.io/o/x\"\ntags = {{ newest = 1 }}\n"
+        ))
+        .contains("tag filters apply"));
+        assert!(err(&format!(
+            "{base}from = \"ghcr.io/o/x@sha256:{}\"\nto = \"oci:out\"\n",
+            "0".repeat(64)
+        ))
+        .contains("give the target a `:tag`"));
+        assert!(parse(&format!(
+            "{base}from = \"ghcr.io/o/x:v1\"\nto = \"quay.io/o/x:prod\"\n"
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn auth_shapes_and_secret_hygiene() {
+        let e = err("version = 1\n[registry.\"ghcr.io\"]\nauth = { username = \"u\" }\n");
+        assert!(e.contains("registry.\"ghcr.io\".auth"), "{e}");
+        let e = err("version = 1\n[registry.\"ghcr.io\"]\nauth = { password = \"hunter2\" }\n");
+        assert!(e.contains("unknown field `password`"), "{e}");
+        let e = err("version = 1\n[registry.\"ghcr.io\"]\nendpoint = \"https://u:hunter2@x.io\"\n");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = err("version = 1\n[registry.\"ghcr.io\"]\nendpoint = \"http://x.io\"\n");
+        assert!(e.contains("insecure = true"), "{e}");
+        let e = err("version = 1\n[registry.\"docker.io\"]\n[registry.\"index.docker.io\"]\n");
+        assert!(e.contains("given twice"), "{e}");
+    }
+}

@@ -1,0 +1,388 @@
+//! Image references as users write them in a plan: `docker.io/library/nginx:1.27`,
+//! `ghcr.io/org/app@sha256:…`, `127.0.0.1:5000/team/*`, `oci:./layout:tag`.
+//!
+//! Parsing follows docker's rules (a first component with a `.` or `:`, or `localhost`, is a
+//! registry host; otherwise the registry is `docker.io`, and a single-name repository there
+//! gets `library/`) so a reference means in ferry what it means in `docker pull`.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// The host name docker uses for Docker Hub in references and credentials.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// Where images live: a registry host (as keyed in the plan) or a local OCI image layout.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Location {
+    /// A registry, by the host name (and port) the plan uses; `docker.io` for Docker Hub.
+    Registry(String),
+    /// Local OCI image layout directories; the repository is the directory path.
+    Layout,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Registry(host) => f.write_str(host),
+            Location::Layout => f.write_str("oci:"),
+        }
+    }
+}
+
+/// What a reference points at inside its repository.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Selector {
+    /// Every tag (subject to the rule's tag filters).
+    AllTags,
+    /// Every repository under this prefix (the reference ended in `/*`).
+    Wildcard,
+    Tag(String),
+    Digest(String),
+}
+
+/// A parsed reference: location, repository path and selector.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reference {
+    pub location: Location,
+    /// Repository path (`library/nginx`), the path prefix for a wildcard (`myorg/`, possibly
+    /// empty), or for a layout the directory path.
+    pub repository: String,
+    pub selector: Selector,
+}
+
+/// Why a reference did not parse; the plan layer adds file, line and field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ReferenceError(pub String);
+
+static REPO_COMPONENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").expect("static regex"));
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("static regex"));
+static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$").expect("static regex")
+});
+static HOST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+        .expect("static regex")
+});
+
+/// Is this a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`)?
+pub fn is_valid_tag(tag: &str) -> bool {
+    TAG.is_match(tag)
+}
+
+/// Is this a digest ferry can verify (`sha256:<64 hex>` or `sha512:<128 hex>`)?
+pub fn is_valid_digest(digest: &str) -> bool {
+    DIGEST.is_match(digest)
+}
+
+/// Is this a valid repository path (`component/component`, lowercase)?
+pub fn is_valid_repository(repo: &str) -> bool {
+    !repo.is_empty() && repo.len() <= 255 && repo.split('/').all(|c| REPO_COMPONENT.is_match(c))
+}
+
+/// Normalise a registry host as docker does: Docker Hub's several names become `docker.io`.
+pub fn normalize_host(host: &str) -> String {
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Reference {
+    pub fn parse(input: &str) -> Result<Reference, ReferenceError> {
+        if input.trim() != input || input.is_empty() {
+            return Err(ReferenceError(
+                "a reference must be non-empty and have no surrounding spaces".into(),
+            ));
+        }
+        if let Some(path) = input.strip_prefix("oci:") {
+            return Self::parse_layout(path);
+        }
+        if input.contains("://") {
+            return Err(ReferenceError(
+                "write a reference as HOST/REPOSITORY[:TAG|@DIGEST], without a URL scheme".into(),
+            ));
+        }
+
+        // Split off a digest, then a tag (a ':' after the last '/').
+        let (rest, digest) = match input.split_once('@') {
+            Some((rest, digest)) => {
+                if !is_valid_digest(digest) {
+                    return Err(ReferenceError(format!(
+                        "`{digest}` is not a digest ferry can verify (sha256:<64 hex> or sha512:<128 hex>)"
+                    )));
+                }
+                (rest, Some(digest.to_string()))
+            }
+            None => (input, None),
+        };
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+            _ => (rest, None),
+        };
+        if let Some(tag) = &tag {
+            if !is_valid_tag(tag) {
+                return Err(ReferenceError(format!(
+                    "`{tag}` is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)"
+                )));
+            }
+        }
+        if tag.is_some() && digest.is_some() {
+            return Err(ReferenceError(
+                "give a tag or a digest, not both (the digest alone names the image)".into(),
+            ));
+        }
+
+        let (host, path) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                if !HOST.is_match(first) {
+                    return Err(ReferenceError(format!(
+                        "`{first}` is not a valid registry host"
+                    )));
+                }
+                (normalize_host(first), rest.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+
+        let wildcard = path == "*" || path.ends_with("/*");
+        let repository = if wildcard {
+            if tag.is_some() || digest.is_some() {
+                return Err(ReferenceError(
+                    "a wildcard reference (`…/*`) selects repositories; it takes no tag or digest"
+                        .into(),
+                ));
+            }
+            let prefix = &path[..path.len() - 1];
+            if path.trim_end_matches('*').contains('*') {
+                return Err(ReferenceError(
+                    "`*` is allowed only as the last path component".into(),
+                ));
+            }
+            if !prefix.is_empty() && !is_valid_repository(prefix.trim_end_matches('/')) {
+                return Err(ReferenceError(format!(
+                    "`{prefix}` is not a valid repository prefix (lowercase letters, digits, separators . _ __ -)"
+                )));
+            }
+            if host == DOCKER_HUB && prefix.is_empty() {
+                return Err(ReferenceError(
+                    "Docker Hub has no catalog: name a namespace, as in docker.io/myorg/*".into(),
+                ));
+            }
+            prefix.to_string()
+        } else {
+            if path.contains('*') {
+                return Err(ReferenceError(
+                    "`*` is allowed only as the last path component".into(),
+                ));
+            }
+            if !is_valid_repository(&path) {
+                return Err(ReferenceError(format!(
+                    "`{path}` is not a valid repository (lowercase letters, digits, separators . _ __ -, components joined by /)"
+                )));
+            }
+            if host == DOCKER_HUB && !path.contains('/') {
+                format!("library/{path}")
+            } else {
+                path
+            }
+        };
+
+        let selector = match (wildcard, tag, digest) {
+            (true, _, _) => Selector::Wildcard,
+            (false, Some(tag), _) => Selector::Tag(tag),
+            (false, None, Some(digest)) => Selector::Digest(digest),
+            (false, None, None) => Selector::AllTags,
+        };
+        Ok(Reference {
+            location: Location::Registry(host),
+            repository,
+            selector,
+        })
+    }
+
+    /// `oci:PATH`, `oci:PATH:TAG`, `oci:PATH@DIGEST`, `oci:DIR/*`.
+    fn parse_layout(path: &str) -> Result<Reference, ReferenceError> {
+        if path.is_empty() {
+            return Err(ReferenceError("`oci:` needs a directory path".into()));
+        }
+        let (path, digest) = match path.rsplit_once('@') {
+            Some((p, d)) if is_valid_digest(d) => (p, Some(d.to_string())),
+            _ => (path, None),
+        };
+        // A tag follows the last ':' only when it looks like a tag, so `oci:C:\x` style
+        // paths and paths with colons in directory names still work.
+        let (path, tag) = match path.rsplit_once(':') {
+            Some((p, t)) if !p.is_empty() && is_valid_tag(t) && !t.contains('/') => {
+                (p, Some(t.to_string()))
+            }
+            _ => (path, None),
+        };
+        if tag.is_some() && digest.is_some() {
+            return Err(ReferenceError(
+                "give a tag or a digest, not both (the digest alone names the image)".into(),
+            ));
+        }
+        let wildcard = path == "*" || path.ends_with("/*");
+        if wildcard && (tag.is_some() || digest.is_some()) {
+            return Err(ReferenceError(
+                "a wildcard reference (`…/*`) selects layouts; it takes no tag or digest".into(),
+            ));
+        }
+        let selector = match (wildcard, tag, digest) {
+            (true, _, _) => Selector::Wildcard,
+            (false, Some(tag), _) => Selector::Tag(tag),
+            (false, None, Some(digest)) => Selector::Digest(digest),
+            (false, None, None) => Selector::AllTags,
+        };
+        let repository = if wildcard {
+            path[..path.len() - 1].to_string()
+        } else {
+            path.trim_end_matches('/').to_string()
+        };
+        Ok(Reference {
+            location: Location::Layout,
+            repository,
+            selector,
+        })
+    }
+
+    /// The repository part as users write it: `docker.io/library/nginx`, `oci:dir`.
+    pub fn repo_display(&self) -> String {
+        display_repo(&self.location, &self.repository)
+    }
+}
+
+/// `docker.io/library/nginx`, `oci:./out`.
+pub fn display_repo(location: &Location, repository: &str) -> String {
+    match location {
+        Location::Registry(host) => format!("{host}/{repository}"),
+        Location::Layout => format!("oci:{repository}"),
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let repo = self.repo_display();
+        match &self.selector {
+            Selector::AllTags => write!(f, "{repo}"),
+            Selector::Wildcard => write!(f, "{repo}*"),
+            Selector::Tag(t) => write!(f, "{repo}:{t}"),
+            Selector::Digest(d) => write!(f, "{repo}@{d}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(host: &str, repo: &str, sel: Selector) -> Reference {
+        Reference {
+            location: Location::Registry(host.into()),
+            repository: repo.into(),
+            selector: sel,
+        }
+    }
+
+    #[test]
+    fn docker_hub_normalisation() {
+        assert_eq!(
+            Reference::parse("nginx").unwrap(),
+            reg("docker.io", "library/nginx", Selector::AllTags)
+        );
+        assert_eq!(
+            Reference::parse("docker.io/nginx:1.27.3").unwrap(),
+            reg("docker.io", "library/nginx", Selector::Tag("1.27.3".into()))
+        );
+        assert_eq!(
+            Reference::parse("index.docker.io/myorg/api").unwrap(),
+            reg("docker.io", "myorg/api", Selector::AllTags)
+        );
+        assert_eq!(
+            Reference::parse("myorg/api:v1").unwrap(),
+            reg("docker.io", "myorg/api", Selector::Tag("v1".into()))
+        );
+    }
+
+    #[test]
+    fn hosts_ports_digests_wildcards() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            Reference::parse(&format!("127.0.0.1:5000/team/app@{d}")).unwrap(),
+            reg("127.0.0.1:5000", "team/app", Selector::Digest(d.clone()))
+        );
+        assert_eq!(
+            Reference::parse("localhost/app").unwrap(),
+            reg("localhost", "app", Selector::AllTags)
+        );
+        assert_eq!(
+            Reference::parse("ghcr.io/myorg/*").unwrap(),
+            reg("ghcr.io", "myorg/", Selector::Wildcard)
+        );
+        assert_eq!(
+            Reference::parse("127.0.0.1:5000/*").unwrap(),
+            reg("127.0.0.1:5000", "", Selector::Wildcard)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_references() {
+        for bad in [
+            "",
+            " nginx",
+            "Docker.io/UPPER/app",
+            "ghcr.io/org/app:bad tag",
+            "ghcr.io/org/app@sha256:short",
+            "ghcr.io/org/app:v1@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "ghcr.io/*/app",
+            "docker.io/*",
+            "https://ghcr.io/org/app",
+            "ghcr.io/org/*:tag",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn layouts() {
+        assert_eq!(
+            Reference::parse("oci:./state/out:v1").unwrap(),
+            Reference {
+                location: Location::Layout,
+                repository: "./state/out".into(),
+                selector: Selector::Tag("v1".into())
+            }
+        );
+        assert_eq!(
+            Reference::parse("oci:/tmp/layouts/*").unwrap().selector,
+            Selector::Wildcard
+        );
+        assert_eq!(
+            Reference::parse("oci:plans/demo/layout")
+                .unwrap()
+                .repository,
+            "plans/demo/layout"
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "docker.io/library/nginx:1.27",
+            "ghcr.io/org/*",
+            "oci:out:v1",
+            "127.0.0.1:5000/a/b",
+        ] {
+            assert_eq!(Reference::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Registry authentication: the `WWW-Authenticate` challenge (Bearer realm/service/scope, or
+//! Basic), the token flow, and a token cache keyed by scope (repository + actions).
+//!
+//! The challenge parser is written by hand: no maintained crate covers the registry dialect
+//! (several challenges in one header, quoted values with commas inside, unquoted values).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::credentials::Credential;
+use super::error::RegistryError;
+
+/// Tokens are renewed this long before the expiry the server gave, so a long upload that
+/// started with a fresh token does not cross the expiry mid-way through a chained request.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
+
+/// docker's default token lifetime when the server does not say.
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// Parse auth-params of one or more challenges; returns the Bearer one if present (it is
+/// what registries prefer), else Basic.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let mut challenges = Vec::new();
+    let mut rest = header.trim();
+    while !rest.is_empty() {
+        let (scheme, after) = match rest.find(' ') {
+            Some(i) => (&rest[..i], rest[i + 1..].trim_start()),
+            None => (rest, ""),
+        };
+        let mut params = HashMap::new();
+        let mut tail = after;
+        loop {
+            let t = tail.trim_start_matches([' ', ',']);
+            let Some(eq) = t.find('=') else {
+                tail = t;
+                break;
+            };
+            let key = t[..eq].trim();
+            if key.contains(' ') {
+                // The next challenge's scheme starts here.
+                tail = t;
+                break;
+            }
+            let v = &t[eq + 1..];
+            let (value, remaining) = if let Some(q) = v.strip_prefix('"') {
+                let mut out = String::new();
+                let mut chars = q.char_indices();
+                let mut end = q.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, n)) = chars.next() {
+                                out.push(n);
+                            }
+                        }
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => out.push(c),
+                    }
+                }
+                (out, &q[end.min(q.len())..])
+            } else {
+                let end = v.find(',').unwrap_or(v.len());
+                (v[..end].trim().to_string(), &v[end..])
+            };
+            params.insert(key.to_ascii_lowercase(), value);
+            tail = remaining;
+            if tail.trim().is_empty() {
+                tail = "";
+                break;
+            }
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "bearer" => {
+                if let Some(realm) = params.remove("realm") {
+                    challenges.push(Challenge::Bearer {
+                        realm,
+                        service: params.remove("service"),
+                    });
+                }
+            }
+            "basic" => challenges.push(Challenge::Basic),
+            _ => {}
+        }
+        if tail == rest {
+            break;
+        }
+        rest = tail.trim_start_matches([' ', ',']);
+    }
+    challenges
+        .iter()
+        .find(|c| matches!(c, Challenge::Bearer { .. }))
+        .or(challenges.first())
+        .cloned()
+}
+
+/// The access a request needs, as token scopes (`repository:NAME:pull,push`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope(Vec<String>);
+
+impl Scope {
+    pub fn pull(repo: &str) -> Scope {
+        Scope(vec![format!("repository:{repo}:pull")])
+    }
+    pub fn push(repo: &str) -> Scope {
+        Scope(vec![format!("repository:{repo}:pull,push")])
+    }
+    /// Push to `repo` and pull from `from`, for a cross-repository mount.
+    pub fn mount(repo: &str, from: &str) -> Scope {
+        Scope(vec![
+            format!("repository:{repo}:pull,push"),
+            format!("repository:{from}:pull"),
+        ])
+    }
+    pub fn catalog() -> Scope {
+        Scope(vec!["registry:catalog:*".to_string()])
+    }
+    fn key(&self) -> String {
+        self.0.join(" ")
+    }
+}
+
+struct CachedToken {
+    token: SecretString,
+    expires: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+/// Per-registry authentication state: what the registry asked for and the tokens it gave.
+pub struct Authenticator {
+    host: String,
+    credential: Credential,
+    /// Plain-HTTP token realms are accepted only for registries the plan marks insecure.
+    insecure: bool,
+    challenge: std::sync::RwLock<Option<Challenge>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+}
+
+impl Authenticator {
+    pub fn new(host: &str, credential: Credential, insecure: bool) -> Self {
+        Authenticator {
+            host: host.to_string(),
+            credential,
+            insecure,
+            challenge: std::sync::RwLock::new(None),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn known_challenge(&self) -> Option<Challenge> {
+        self.challenge.read().expect("challenge lock").clone()
+    }
+
+    /// The `Authorization` value to send with a request needing `scope`, when the registry's
+    /// challenge is known: a cached or fresh token, or Basic credentials.
+    pub async fn header(
+        &self,
+        client: &reqwest::Client,
+        scope: &Scope,
+    ) -> Result<Option<SecretString>, RegistryError> {
+        match self.known_challenge() {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credential.basic_header()),
+            Some(Challenge::Bearer { realm, service }) => {
+                let mut tokens = self.tokens.lock().await;
+                if let Some(t) = tokens.get(&scope.key()) {
+                    if t.expires > Instant::now() {
+                        return Ok(Some(bearer(&t.token)));
+                    }
+                }
+                // Fetching under the lock keeps a burst of requests from asking for the same
+                // token many times over.
+                let fresh = self
+                    .fetch_token(client, &realm, service.as_deref(), scope)
+                    .await?;
+                let header = bearer(&fresh.token);
+                tokens.insert(scope.key(), fresh);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// After a 401: learn the challenge, drop the cached token for this scope and return the
+    /// header to retry with, or `None` when there is nothing better to try.
+    pub async fn unauthorized(
+        &self,
+        client: &reqwest::Client,
+        www_authenticate: Option<&str>,
+        scope: &Scope,
+        sent: bool,
+    ) -> Result<Option<SecretString>, RegistryError> {
+        let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
+            return Ok(None);
+        };
+        let changed = self.known_challenge().as_ref() != Some(&challenge);
+        *self.challenge.write().expect("challenge lock") = Some(challenge.clone());
+        self.tokens.lock().await.remove(&scope.key());
+        if matches!(challenge, Challenge::Basic)
+            && (self.credential.is_anonymous() || (sent && !changed))
+        {
+            return Ok(None);
+        }
+        self.header(client, scope).await
+    }
+
+    async fn fetch_token(
+        &self,
+        client: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<CachedToken, RegistryError> {
+        let auth_err = |reason: String| RegistryError::Auth {
+            url: realm.to_string(),
+            reason,
+        };
+        let url = Url::parse(realm)
+            .map_err(|e| auth_err(format!("the token realm is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.insecure => {}
+            _ => {
+                return Err(auth_err(format!(
+                    "{} asked for credentials at a non-HTTPS token realm; set `insecure = true` for it in the plan only if you trust this network",
+                    self.host
+                )))
+            }
+        }
+        let request = match &self.credential {
+            Credential::IdentityToken { token } => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", token.expose_secret().to_string()),
+                    ("client_id", "ferry".to_string()),
+                    ("scope", scope.key()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.to_string()));
+                }
+                client.post(url.clone()).form(&form)
+            }
+            cred => {
+                let mut u = url.clone();
+                {
+                    let mut q = u.query_pairs_mut();
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                    for s in &scope.0 {
+                        q.append_pair("scope", s);
+                    }
+                }
+                let mut r = client.get(u);
+                if let Some(h) = cred.basic_header() {
+                    r = r.header(reqwest::header::AUTHORIZATION, h.expose_secret());
+                }
+                r
+            }
+        };
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| auth_err(format!("token request failed: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            let detail = super::http::decode_error_body(&body);
+            let who = if self.credential.is_anonymous() {
+                "anonymous access"
+            } else {
+                "the configured credentials"
+            };
+            return Err(auth_err(format!(
+                "{status}{detail}: the token service refused {who} for {} (scope {})",
+                self.host,
+                scope.key()
+            )));
+        }
+        let parsed: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| auth_err(format!("the token answer is not JSON with a token: {e}")))?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| auth_err("the token answer has no token".into()))?;
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME));
+        Ok(CachedToken {
+            token: SecretString::from(token),
+            expires: Instant::now()
+                + lifetime
+                    .saturating_sub(EXPIRY_MARGIN)
+                    .max(Duration::from_secs(1)),
+        })
+    }
+}
+
+fn bearer(token: &SecretString) -> SecretString {
+    SecretString::from(format!("Bearer {}", token.expose_secret()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_hub_challenge() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push""#,
+        );
+        assert_eq!(
+            c,
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            })
+        );
+    }
+
+    #[test]
+    fn parses_basic_unquoted_and_multiple() {
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge("Basic realm=x, Bearer realm=https://t/token,service=s"),
+            Some(Challenge::Bearer {
+                realm: "https://t/token".into(),
+                service: Some("s".into())
+            })
+        );
+        assert_eq!(parse_challenge(""), None);
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge("Bearer service=\"no realm\""), None);
+        assert_eq!(
+            parse_challenge("Bearer realm=\"unterminated"),
+            Some(Challenge::Bearer {
+                realm: "unterminated".into(),
+                service: None
+            })
+        );
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            Scope::mount("a", "b").key(),
+            "repository:a:pull,push repository:b:pull"
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! Where credentials come from: the plan's `auth` setting, or docker's own lookup
+//! (`config.json` with `auths`, `credsStore`, `credHelpers` and identity tokens, then the
+//! containers `auth.json`), as skopeo and crane do.
+//!
+//! Written here rather than with the `docker_credential` crate because ferry must also read a
+//! config at an explicit path (a mounted Kubernetes `.dockerconfigjson`) and fall back to
+//! `$REGISTRY_AUTH_FILE`, which that crate does not do. Secrets live in `SecretString`, whose
+//! `Debug` prints `[REDACTED]`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::error::RegistryError;
+use crate::plan::reference::{normalize_host, DOCKER_HUB};
+use crate::plan::AuthSettings;
+
+/// Credentials for one registry.
+#[derive(Clone, Default)]
+pub enum Credential {
+    #[default]
+    Anonymous,
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+    /// An OAuth2 refresh token (docker's `identitytoken`), exchanged at the token realm.
+    IdentityToken { token: SecretString },
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Anonymous => f.write_str("Anonymous"),
+            Credential::Basic { username, .. } => {
+                write!(
+                    f,
+                    "Basic {{ username: {username:?}, password: <redacted> }}"
+                )
+            }
+            Credential::IdentityToken { .. } => f.write_str("IdentityToken(<redacted>)"),
+        }
+    }
+}
+
+impl Credential {
+    /// `Basic base64(user:password)`, for registries and token realms that take it.
+    pub fn basic_header(&self) -> Option<SecretString> {
+        match self {
+            Credential::Basic { username, password } => {
+                let raw = format!("{username}:{}", password.expose_secret());
+                let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+                Some(SecretString::from(format!("Basic {enc}")))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Credential::Anonymous)
+    }
+}
+
+/// Resolve the credentials for `host` (as the plan names it, `docker.io` for Docker Hub).
+pub fn resolve(host: &str, settings: &AuthSettings) -> Result<Credential, RegistryError> {
+    let err = |reason: String| RegistryError::Credentials {
+        registry: host.to_string(),
+        reason,
+    };
+    match settings {
+        AuthSettings::Anonymous => Ok(Credential::Anonymous),
+        AuthSettings::Basic {
+            username,
+            password_env,
+        } => match std::env::var(password_env) {
+            Ok(p) if !p.is_empty() => Ok(Credential::Basic {
+                username: username.clone(),
+                password: SecretString::from(p),
+            }),
+            _ => Err(err(format!(
+                "the plan takes the password from environment variable {password_env}, which is not set or empty"
+            ))),
+        },
+        AuthSettings::ConfigFile(path) => {
+            let config = read_config(path).map_err(err)?;
+            Ok(config.lookup(host).map_err(err)?.unwrap_or_default())
+        }
+        AuthSettings::Default => {
+            for path in default_config_paths() {
+                if !path.exists() {
+                    continue;
+                }
+                let config = read_config(&path).map_err(err)?;
+                if let Some(c) = config.lookup(host).map_err(err)? {
+                    return Ok(c);
+                }
+            }
+            Ok(Credential::Anonymous)
+        }
+    }
+}
+
+/// docker's config first, then the containers `auth.json` (podman, skopeo, buildah).
+fn default_config_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => paths.push(PathBuf::from(dir).join("config.json")),
+        None => {
+            if let Some(home) = std::env::var_os("HOME") {
+                paths.push(PathBuf::from(home).join(".docker/config.json"));
+            }
+        }
+    }
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        paths.push(PathBuf::from(f));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        paths.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    paths
+}
+
+#[derive(Deserialize, Default)]
+struct ConfigFile {
+    #[serde(default)]
+    auths: HashMap<String, AuthEntry>,
+    #[serde(rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(rename = "credHelpers", default)]
+    cred_helpers: HashMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuthEntry {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    identitytoken: Option<String>,
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        // serde_json's message names line and column but never echoes the content.
+        format!("{} is not a docker config.json: {e}", path.display())
+    })
+}
+
+/// The host a config key names: `https://index.docker.io/v1/` -> `docker.io`.
+fn key_host(key: &str) -> String {
+    let k = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = k.split('/').next().unwrap_or(k);
+    normalize_host(host)
+}
+
+impl ConfigFile {
+    fn lookup(&self, host: &str) -> Result<Option<Credential>, String> {
+        let host = normalize_host(host);
+        // docker keys Docker Hub's helper entries by the legacy index URL.
+        let server = if host == DOCKER_HUB {
+            "https://index.docker.io/v1/".to_string()
+        } else {
+            host.clone()
+        };
+        if let Some(helper) = self
+            .cred_helpers
+            .iter()
+            .find(|(k, _)| key_host(k) == host)
+            .map(|(_, v)| v)
+        {
+            return run_helper(helper, &server);
+        }
+        if let Some(entry) = self
+            .auths
+            .iter()
+            .find(|(k, _)| key_host(k) == host)
+            .map(|(_, v)| v)
+        {
+            if let Some(c) = entry.credential(&host)? {
+                return Ok(Some(c));
+            }
+        }
+        match &self.creds_store {
+            Some(store) if !store.is_empty() => run_helper(store, &server),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl AuthEntry {
+    fn credential(&self, host: &str) -> Result<Option<Credential>, String> {
+        if let Some(t) = self.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential::IdentityToken {
+                token: SecretString::from(t.clone()),
+            }));
+        }
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            return Ok(Some(Credential::Basic {
+                username: u.clone(),
+                password: SecretString::from(p.clone()),
+            }));
+        }
+        let Some(auth) = self.auth.as_ref().filter(|a| !a.is_empty()) else {
+            return Ok(None);
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| format!("the `auth` entry for {host} is not base64 of user:password"))?;
+        let (u, p) = decoded
+            .split_once(':')
+            .ok_or_else(|| format!("the `auth` entry for {host} is not base64 of user:password"))?;
+        Ok(Some(Credential::Basic {
+            username: u.to_string(),
+            password: SecretString::from(p.to_string()),
+        }))
+    }
+}
+
+/// Run `docker-credential-NAME get` as docker does: server URL on stdin, JSON on stdout.
+fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, String> {
+    #[derive(Deserialize)]
+    struct HelperOutput {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let program = format!("docker-credential-{name}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run credential helper {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(server.as_bytes())
+            .map_err(|e| format!("credential helper {program}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("credential helper {program}: {e}"))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stdout);
+        // Helpers say "credentials not found in native keychain" when they have none.
+        if msg.contains("not found") {
+            return Ok(None);
+        }
+        return Err(format!(
+            "credential helper {program} failed ({})",
+            out.status
+        ));
+    }
+    let parsed: HelperOutput = serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!("credential helper {program} printed something that is not its JSON answer")
+    })?;
+    if parsed.username == "<token>" {
+        Ok(Some(Credential::IdentityToken {
+            token: SecretString::from(parsed.secret),
+        }))
+    } else {
+        Ok(Some(Credential::Basic {
+            username: parsed.username,
+            password: SecretString::from(parsed.secret),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> ConfigFile {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn looks_up_auths_by_normalised_host() {
+        let c = config(
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpzM2NyZXQ="},"ghcr.io":{"username":"bot","password":"pw"},"https://quay.io":{"identitytoken":"idt"}}}"#,
+        );
+        match c.lookup("docker.io").unwrap().unwrap() {
+            Credential::Basic { username, password } => {
+                assert_eq!(username, "user");
+                assert_eq!(password.expose_secret(), "s3cret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c.lookup("ghcr.io").unwrap(),
+            Some(Credential::Basic { .. })
+        ));
+        assert!(matches!(
+            c.lookup("quay.io").unwrap(),
+            Some(Credential::IdentityToken { .. })
+        ));
+        assert!(c.lookup("example.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: SecretString::from("hunter2".to_string()),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let t = Credential::IdentityToken {
+            token: SecretString::from("hunter2".to_string()),
+        };
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_auth_entry_is_a_clear_error_without_the_value() {
+        let c = config(r#"{"auths":{"ghcr.io":{"auth":"%%%notbase64"}}}"#);
+        let e = c.lookup("ghcr.io").unwrap_err();
+        assert!(e.contains("ghcr.io") && !e.contains("%%%"), "{e}");
+    }
+
+    #[test]
+    fn missing_password_env_names_the_variable() {
+        let e = resolve(
+            "ghcr.io",
+            &AuthSettings::Basic {
+                username: "u".into(),
+                password_env: "FERRY_TEST_SURELY_UNSET_VAR".into(),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("FERRY_TEST_SURELY_UNSET_VAR"), "{e}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Content digests: parsing, hashing, and a stream adapter that verifies size and digest
+//! while bytes flow, so a lying registry is caught before anything is committed at the target.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use sha2::{Digest as _, Sha256, Sha512};
+
+use super::error::RegistryError;
+
+/// A validated `algorithm:hex` content digest (sha256 or sha512).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn parse(s: &str) -> Option<Digest> {
+        crate::plan::reference::is_valid_digest(s).then(|| Digest(s.to_string()))
+    }
+
+    /// The sha256 digest of these bytes.
+    pub fn sha256_of(bytes: &[u8]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+    }
+
+    /// The digest of `bytes` computed with this digest's algorithm.
+    pub fn recompute(&self, bytes: &[u8]) -> Digest {
+        let mut h = Hasher::for_digest(self);
+        h.update(bytes);
+        h.finish()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn algorithm(&self) -> &str {
+        self.0.split_once(':').map_or("", |(a, _)| a)
+    }
+
+    pub fn hex(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, h)| h)
+    }
+
+    /// `sha256:0123456789ab`, for human output.
+    pub fn short(&self) -> &str {
+        let end = (self.algorithm().len() + 13).min(self.0.len());
+        &self.0[..end]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An incremental hash for a digest's algorithm.
+pub enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    pub fn for_digest(d: &Digest) -> Hasher {
+        match d.algorithm() {
+            "sha512" => Hasher::Sha512(Sha512::new()),
+            _ => Hasher::Sha256(Sha256::new()),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest(format!("sha256:{}", hex::encode(h.finalize()))),
+            Hasher::Sha512(h) => Digest(format!("sha512:{}", hex::encode(h.finalize()))),
+        }
+    }
+}
+
+/// Wraps a byte stream; fails as soon as more bytes than `expected_size` arrive, and at the
+/// end when the size or digest is wrong. The error replaces the last item, so a consumer that
+/// streams into an upload aborts that upload instead of completing it.
+pub struct VerifyingStream<S> {
+    inner: S,
+    url: String,
+    expected: Digest,
+    expected_size: u64,
+    seen: u64,
+    hasher: Option<Hasher>,
+}
+
+impl<S> VerifyingStream<S> {
+    pub fn new(inner: S, url: String, expected: Digest, expected_size: u64) -> Self {
+        let hasher = Some(Hasher::for_digest(&expected));
+        VerifyingStream {
+            inner,
+            url,
+            expected,
+            expected_size,
+            seen: 0,
+            hasher,
+        }
+    }
+}
+
+impl<S> Stream for VerifyingStream<S>
+where
+    S: Stream<Item = Result<Bytes, RegistryError>> + Unpin,
+{
+    type Item = Result<Bytes, RegistryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.hasher.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(e))) => {
+                this.hasher = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.seen += chunk.len() as u64;
+                if this.seen > this.expected_size {
+                    this.hasher = None;
+                    return Poll::Ready(Some(Err(RegistryError::SizeMismatch {
+                        url: this.url.clone(),
+                        expected: this.expected_size,
+                        actual: this.seen,
+                    })));
+                }
+                if let Some(h) = this.hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                let hasher = this.hasher.take().expect("checked above");
+                if this.seen != this.expected_size {
+                    return Poll::Ready(Some(Err(RegistryError::SizeMismatch {
+                        url: this.url.clone(),
+                        expected: this.expected_size,
+                        actual: this.seen,
+                    })));
+                }
+                let actual = hasher.finish();
+                if actual != this.expected {
+                    return Poll::Ready(Some(Err(RegistryError::DigestMismatch {
+                        url: this.url.clone(),
+                        expected: this.expected.to_string(),
+                        actual: actual.to_string(),
+                    })));
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{stream, StreamExt};
+
+    async fn run(
+        chunks: Vec<&'static [u8]>,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let s = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c))));
+        let mut v = VerifyingStream::new(s, "u".into(), digest.clone(), size);
+        let mut out = Vec::new();
+        while let Some(item) = v.next().await {
+            out.extend_from_slice(&item?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn verifies_digest_and_size() {
+        let d = Digest::sha256_of(b"hello world");
+        assert_eq!(
+            run(vec![b"hello ", b"world"], &d, 11).await.unwrap(),
+            b"hello world"
+        );
+        assert!(matches!(
+            run(vec![b"hello ", b"WORLD"], &d, 11).await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            run(vec![b"hello ", b"world!"], &d, 11).await,
+            Err(RegistryError::SizeMismatch { actual: 12, .. })
+        ));
+        assert!(matches!(
+            run(vec![b"hello"], &d, 11).await,
+            Err(RegistryError::SizeMismatch { actual: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn parse_and_parts() {
+        let d = Digest::sha256_of(b"");
+        assert_eq!(d.algorithm(), "sha256");
+        assert_eq!(d.short(), "sha256:e3b0c44298fc");
+        assert_eq!(Digest::parse(d.as_str()), Some(d.clone()));
+        assert_eq!(Digest::parse("sha256:xyz"), None);
+        assert_eq!(d.recompute(b""), d);
+    }
+}

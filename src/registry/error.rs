@@ -1,0 +1,77 @@
+//! Errors of the registry layer. Each names the URL (or path), reference or digest that
+//! failed and keeps the cause in `#[source]`, so users see a "caused by" chain.
+
+use std::path::PathBuf;
+
+/// A registry or layout operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry answered with an error status; `detail` is its decoded error body.
+    #[error("{method} {url}: {status}{detail}{hint}")]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        /// ": CODE: message" from the `{"errors":[…]}` body, or a short body excerpt.
+        detail: String,
+        /// "\n  hint: …" when ferry knows what usually causes this status, else empty.
+        hint: String,
+    },
+    #[error("{method} {url}: request failed")]
+    Transport {
+        method: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: digest mismatch: expected {expected}, the bytes hash to {actual}")]
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{url}: size mismatch: the descriptor says {expected} bytes, got {actual}")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{url}: invalid manifest: {reason}")]
+    InvalidManifest { url: String, reason: String },
+    #[error("{url}: {reason}")]
+    Protocol { url: String, reason: String },
+    #[error("{what} not found: {url}")]
+    NotFound { what: String, url: String },
+    #[error("authentication at {url} failed: {reason}")]
+    Auth { url: String, reason: String },
+    #[error("credentials for {registry}: {reason}")]
+    Credentials { registry: String, reason: String },
+    #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
+    NoCatalog { registry: String, reason: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RegistryError {
+    /// Did the registry say the thing does not exist (404 or MANIFEST/BLOB/NAME_UNKNOWN)?
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RegistryError::NotFound { .. } => true,
+            RegistryError::Status { status, .. } => *status == 404,
+            _ => false,
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RegistryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

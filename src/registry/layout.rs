@@ -1,0 +1,424 @@
+//! [`LayoutRegistry`]: OCI image layout directories behind the same [`Registry`] trait, for
+//! air-gapped moves and the demo. A "repository" is a layout directory path; tags are the
+//! `org.opencontainers.image.ref.name` annotations of `index.json` entries.
+//!
+//! Writes are crash-safe: blobs go to a temporary file that is verified and then renamed into
+//! place, and `index.json` is rewritten to a temporary file and renamed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use tokio_util::io::ReaderStream;
+
+use super::digest::{Digest, Hasher, VerifyingStream};
+use super::error::{RegistryError, Result};
+use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::{BlobStream, Manifest, ManifestHead, Registry};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// How deep a wildcard looks for layouts under its directory.
+const MAX_WALK_DEPTH: usize = 6;
+
+/// All OCI layouts on this machine, addressed by directory path.
+#[derive(Default)]
+pub struct LayoutRegistry {
+    /// One lock per layout directory: `index.json` updates are read-modify-write.
+    index_locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+}
+
+impl LayoutRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn blob_path(repo: &str, digest: &Digest) -> PathBuf {
+        Path::new(repo)
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    }
+
+    async fn index_lock(&self, repo: &str) -> Arc<Mutex<()>> {
+        self.index_locks
+            .lock()
+            .await
+            .entry(PathBuf::from(repo))
+            .or_default()
+            .clone()
+    }
+
+    async fn read_index(repo: &str) -> Result<Value> {
+        let path = Path::new(repo).join("index.json");
+        let text = tokio::fs::read(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RegistryError::NotFound {
+                    what: format!("OCI layout (no index.json in {repo})"),
+                    url: format!("oci:{repo}"),
+                }
+            } else {
+                RegistryError::io(&path, e)
+            }
+        })?;
+        serde_json::from_slice(&text).map_err(|e| RegistryError::InvalidManifest {
+            url: path.display().to_string(),
+            reason: format!("index.json is not valid JSON: {e}"),
+        })
+    }
+
+    /// Create the layout skeleton if the directory is not one yet.
+    async fn ensure_layout(repo: &str) -> Result<()> {
+        let dir = Path::new(repo);
+        tokio::fs::create_dir_all(dir.join("blobs"))
+            .await
+            .map_err(|e| RegistryError::io(dir, e))?;
+        let marker = dir.join("oci-layout");
+        if !marker.exists() {
+            write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#).await?;
+        }
+        let index = dir.join("index.json");
+        if !index.exists() {
+            let empty =
+                json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": []});
+            write_atomic(&index, &serde_json::to_vec_pretty(&empty).expect("json")).await?;
+        }
+        Ok(())
+    }
+
+    /// Find the index.json descriptor for a tag.
+    async fn tagged(repo: &str, tag: &str) -> Result<Option<(Digest, Option<String>)>> {
+        let index = Self::read_index(repo).await?;
+        let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+        for d in entries {
+            if d["annotations"][REF_NAME].as_str() == Some(tag) {
+                let digest = d["digest"]
+                    .as_str()
+                    .and_then(Digest::parse)
+                    .ok_or_else(|| RegistryError::InvalidManifest {
+                        url: format!("oci:{repo}/index.json"),
+                        reason: format!("the entry for tag {tag} has no valid digest"),
+                    })?;
+                return Ok(Some((digest, d["mediaType"].as_str().map(str::to_string))));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn write_blob_bytes(repo: &str, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let path = Self::blob_path(repo, digest);
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| RegistryError::io(parent, e))?;
+        }
+        write_atomic(&path, bytes).await
+    }
+}
+
+/// Write a file through a temporary sibling and a rename, so readers and crashes never see
+/// half a file.
+async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(|e| RegistryError::io(&tmp, e))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| RegistryError::io(path, e))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+fn walk_layouts(dir: &Path, depth: usize, out: &mut Vec<String>) {
+    if dir.join("oci-layout").is_file() {
+        out.push(dir.display().to_string());
+        return;
+    }
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk_layouts(&e.path(), depth - 1, out);
+        }
+    }
+}
+
+#[async_trait]
+impl Registry for LayoutRegistry {
+    fn name(&self) -> &str {
+        "oci:"
+    }
+
+    async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = if prefix.is_empty() { "." } else { prefix };
+        let root = Path::new(root).to_path_buf();
+        if !root.is_dir() {
+            return Err(RegistryError::NotFound {
+                what: "directory of OCI layouts".into(),
+                url: format!("oci:{}", root.display()),
+            });
+        }
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&root).map_err(|e| RegistryError::io(&root, e))?;
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk_layouts(&e.path(), MAX_WALK_DEPTH, &mut out);
+            }
+        }
+        // Present them as `prefix` + relative path, so the target mapping strips the prefix.
+        let mut repos: Vec<String> = out
+            .into_iter()
+            .map(|p| {
+                let rel = Path::new(&p)
+                    .strip_prefix(&root)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or(p);
+                format!("{prefix}{rel}")
+            })
+            .collect();
+        repos.sort();
+        Ok(repos)
+    }
+
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        let index = Self::read_index(repo).await?;
+        let mut tags: Vec<String> = index["manifests"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d["annotations"][REF_NAME].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+        if !Path::new(repo).join("index.json").exists() {
+            return Ok(None);
+        }
+        if let Some(d) = Digest::parse(reference) {
+            return Ok(Self::blob_path(repo, &d).exists().then_some(ManifestHead {
+                digest: d,
+                media_type: None,
+            }));
+        }
+        Ok(Self::tagged(repo, reference)
+            .await?
+            .map(|(digest, media_type)| ManifestHead { digest, media_type }))
+    }
+
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        let (digest, listed_type) = match Digest::parse(reference) {
+            Some(d) => (d, None),
+            None => {
+                Self::tagged(repo, reference)
+                    .await?
+                    .ok_or_else(|| RegistryError::NotFound {
+                        what: format!("tag {reference}"),
+                        url: format!("oci:{repo}"),
+                    })?
+            }
+        };
+        let path = Self::blob_path(repo, &digest);
+        let meta = tokio::fs::metadata(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RegistryError::NotFound {
+                    what: format!("manifest {digest}"),
+                    url: format!("oci:{repo}"),
+                }
+            } else {
+                RegistryError::io(&path, e)
+            }
+        })?;
+        if meta.len() > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::InvalidManifest {
+                url: path.display().to_string(),
+                reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
+            });
+        }
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| RegistryError::io(&path, e))?;
+        let actual = digest.recompute(&bytes);
+        if actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                url: path.display().to_string(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let media_type =
+            manifest::media_type_of(&bytes, listed_type.as_deref()).ok_or_else(|| {
+                RegistryError::InvalidManifest {
+                    url: path.display().to_string(),
+                    reason: "no media type in the document or its index.json entry".into(),
+                }
+            })?;
+        Ok(Manifest {
+            media_type,
+            bytes: Bytes::from(bytes),
+            digest,
+        })
+    }
+
+    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
+        Self::ensure_layout(repo).await?;
+        Self::write_blob_bytes(repo, &m.digest, &m.bytes).await?;
+        if Digest::parse(reference).is_some() {
+            // By digest: a child of an index, reachable through its parent.
+            return Ok(());
+        }
+        let lock = self.index_lock(repo).await;
+        let _guard = lock.lock().await;
+        let mut index = Self::read_index(repo).await?;
+        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        entries.retain(|d| d["annotations"][REF_NAME].as_str() != Some(reference));
+        entries.push(json!({
+            "mediaType": m.media_type,
+            "digest": m.digest.as_str(),
+            "size": m.bytes.len(),
+            "annotations": { REF_NAME: reference },
+        }));
+        index["manifests"] = Value::Array(entries);
+        let path = Path::new(repo).join("index.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await
+    }
+
+    async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(Self::blob_path(repo, digest).is_file())
+    }
+
+    async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {
+        let path = Self::blob_path(repo, digest);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RegistryError::NotFound {
+                    what: format!("blob {digest}"),
+                    url: format!("oci:{repo}"),
+                }
+            } else {
+                RegistryError::io(&path, e)
+            }
+        })?;
+        let err_path = path.clone();
+        let stream = ReaderStream::with_capacity(file, 256 * 1024)
+            .map(move |r| r.map_err(|e| RegistryError::io(&err_path, e)));
+        Ok(Box::pin(VerifyingStream::new(
+            Box::pin(stream),
+            path.display().to_string(),
+            digest.clone(),
+            size,
+        )))
+    }
+
+    async fn put_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        mut data: BlobStream,
+    ) -> Result<()> {
+        Self::ensure_layout(repo).await?;
+        let path = Self::blob_path(repo, digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let parent = path.parent().expect("blob paths have a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| RegistryError::io(parent, e))?;
+        let tmp = tmp_path(&path);
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| RegistryError::io(&tmp, e))?;
+            // Verified here too: the stream may come from anywhere.
+            let mut hasher = Hasher::for_digest(digest);
+            let mut written = 0u64;
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| RegistryError::io(&tmp, e))?;
+            }
+            file.flush().await.map_err(|e| RegistryError::io(&tmp, e))?;
+            if written != size {
+                return Err(RegistryError::SizeMismatch {
+                    url: path.display().to_string(),
+                    expected: size,
+                    actual: written,
+                });
+            }
+            let actual = hasher.finish();
+            if &actual != digest {
+                return Err(RegistryError::DigestMismatch {
+                    url: path.display().to_string(),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| RegistryError::io(&path, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
+        let src = Self::blob_path(from, digest);
+        if !src.is_file() {
+            return Ok(false);
+        }
+        Self::ensure_layout(repo).await?;
+        let dst = Self::blob_path(repo, digest);
+        if dst.exists() {
+            return Ok(true);
+        }
+        let parent = dst.parent().expect("blob paths have a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| RegistryError::io(parent, e))?;
+        // A hard link costs nothing; across file systems fall back to a copy.
+        let tmp = tmp_path(&dst);
+        if tokio::fs::hard_link(&src, &tmp).await.is_err() {
+            tokio::fs::copy(&src, &tmp)
+                .await
+                .map_err(|e| RegistryError::io(&tmp, e))?;
+        }
+        tokio::fs::rename(&tmp, &dst)
+            .await
+            .map_err(|e| RegistryError::io(&dst, e))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,200 @@
+//! Manifest media types and the parts of a manifest the copy engine follows: child manifests
+//! of an index, config and layer blobs of an image. Parsing uses `oci-spec`, which already
+//! refuses descriptors with invalid digests or negative sizes; ferry adds size and media-type
+//! checks. The bytes themselves are never re-serialised: they are pushed exactly as read.
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+
+use super::digest::Digest;
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// The `Accept` header for manifest requests: every manifest type ferry copies.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Manifests larger than this are refused (the distribution spec has registries accept at
+/// least 4 MiB; anything bigger is a hostile or broken server).
+pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Nested indexes deeper than this are refused (real images nest at most 2 levels).
+pub const MAX_INDEX_DEPTH: usize = 8;
+
+/// A descriptor, reduced to what the engine needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desc {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    /// `linux/arm64/v8` for index children that say so.
+    pub platform: Option<String>,
+}
+
+impl Desc {
+    /// Non-distributable ("foreign") layers must not be pushed to another registry.
+    pub fn is_foreign(&self) -> bool {
+        self.media_type.contains(".nondistributable.")
+            || self.media_type == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    }
+}
+
+/// What a manifest references.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// An OCI index or Docker manifest list: child manifests.
+    Index { children: Vec<Desc> },
+    /// An image or artifact manifest: its config and layer blobs.
+    Image { config: Desc, layers: Vec<Desc> },
+}
+
+fn desc(d: &Descriptor) -> Result<Desc, String> {
+    let digest = Digest::parse(d.digest().as_ref()).ok_or_else(|| {
+        format!(
+            "descriptor digest `{}` is not one ferry can verify",
+            d.digest()
+        )
+    })?;
+    let platform = d.platform().as_ref().map(|p| {
+        let mut s = format!("{}/{}", p.os(), p.architecture());
+        if let Some(v) = p.variant() {
+            s.push('/');
+            s.push_str(v);
+        }
+        s
+    });
+    Ok(Desc {
+        digest,
+        size: d.size(),
+        media_type: d.media_type().to_string(),
+        platform,
+    })
+}
+
+/// The media type of manifest bytes: the document's own `mediaType`, else the one the server
+/// sent, else what its shape says.
+pub fn media_type_of(bytes: &[u8], served: Option<&str>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        layers: Option<serde_json::Value>,
+    }
+    let probe: Option<Probe> = serde_json::from_slice(bytes).ok();
+    if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.clone()) {
+        return Some(mt);
+    }
+    let served = served
+        .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+        .filter(|s| !s.is_empty() && s != "application/json" && s != "application/octet-stream");
+    if served.is_some() {
+        return served;
+    }
+    match probe {
+        Some(p) if p.manifests.is_some() => Some(OCI_INDEX.to_string()),
+        Some(p) if p.layers.is_some() => Some(OCI_MANIFEST.to_string()),
+        _ => None,
+    }
+}
+
+/// Parse manifest bytes of the given media type.
+pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed, String> {
+    if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+        return Err(format!(
+            "{} bytes is over the {MAX_MANIFEST_SIZE}-byte manifest limit",
+            bytes.len()
+        ));
+    }
+    match media_type {
+        OCI_INDEX | DOCKER_LIST => {
+            let index: ImageIndex =
+                serde_json::from_slice(bytes).map_err(|e| format!("not a valid index: {e}"))?;
+            let children = index.manifests().iter().map(desc).collect::<Result<_, _>>()?;
+            Ok(Parsed::Index { children })
+        }
+        OCI_MANIFEST | DOCKER_MANIFEST => image(bytes),
+        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(
+            "Docker schema 1 manifests are deprecated and not copied; re-push the image with a current client".into(),
+        ),
+        other => {
+            // An artifact manifest under its own type still has the image-manifest shape.
+            image(bytes).map_err(|_| format!("unsupported manifest media type `{other}`"))
+        }
+    }
+}
+
+fn image(bytes: &[u8]) -> Result<Parsed, String> {
+    let m: ImageManifest =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a valid image manifest: {e}"))?;
+    Ok(Parsed::Image {
+        config: desc(m.config())?,
+        layers: m.layers().iter().map(desc).collect::<Result<_, _>>()?,
+    })
+}
+
+/// Is this an index media type?
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn parses_docker_and_oci_shapes() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":7,"digest":"{}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","size":9,"digest":"{}"}}]}}"#,
+            d('a'),
+            d('b')
+        );
+        let mt = media_type_of(m.as_bytes(), Some("text/plain")).unwrap();
+        assert_eq!(mt, DOCKER_MANIFEST);
+        match parse(&mt, m.as_bytes()).unwrap() {
+            Parsed::Image { config, layers } => {
+                assert_eq!(config.size, 7);
+                assert!(layers[0].is_foreign());
+            }
+            other => panic!("{other:?}"),
+        }
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
+            d('c')
+        );
+        let mt = media_type_of(idx.as_bytes(), None).unwrap();
+        assert_eq!(mt, OCI_INDEX);
+        match parse(&mt, idx.as_bytes()).unwrap() {
+            Parsed::Index { children } => {
+                assert_eq!(children[0].platform.as_deref(), Some("linux/arm64/v8"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_hostile_manifests() {
+        let bad_digest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x/y","size":1,"digest":"sha256:zz"},"layers":[]}"#;
+        assert!(parse(OCI_MANIFEST, bad_digest.as_bytes()).is_err());
+        let negative = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x/y","size":-1,"digest":"{}"}},"layers":[]}}"#,
+            d('a')
+        );
+        assert!(parse(OCI_MANIFEST, negative.as_bytes()).is_err());
+        let huge = vec![b' '; MAX_MANIFEST_SIZE as usize + 1];
+        assert!(parse(OCI_MANIFEST, &huge).unwrap_err().contains("limit"));
+        assert!(parse(DOCKER_SCHEMA1, b"{}")
+            .unwrap_err()
+            .contains("schema 1"));
+        assert!(parse("text/html", b"<html>")
+            .unwrap_err()
+            .contains("unsupported"));
+    }
+}

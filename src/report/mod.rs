@@ -1,0 +1,196 @@
+//! What people see while a run goes on. The engine reports events through [`Reporter`]; the
+//! implementations here print plain timestamped lines (logs, CronJobs), draw indicatif bars
+//! (a terminal), or stay silent. Nothing here decides control flow or exit codes.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::copy::{Item, Outcome};
+
+/// Events of a copy run.
+pub trait Reporter: Send + Sync {
+    /// The plan resolved to this many images.
+    fn items_selected(&self, _count: usize) {}
+    fn item_started(&self, _item: &Item) {}
+    fn item_finished(&self, _item: &Item, _outcome: &Outcome) {}
+    /// Blob bytes streamed from a source to a target.
+    fn bytes_transferred(&self, _bytes: u64) {}
+    /// A message that belongs in the log (a skipped rule, a duplicate target).
+    fn note(&self, _message: &str) {}
+    /// The run is over; bars are cleared before the summary is printed.
+    fn finish(&self) {}
+}
+
+/// Reports nothing (`--progress none`, tests).
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// `error: cause: cause`, the whole chain on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// One line describing an item's outcome, for logs and bars alike.
+pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Copied { digest, stats } => {
+            let mut line = format!(
+                "copied  {item} ({}, {} transferred",
+                digest.short(),
+                HumanBytes(stats.bytes)
+            );
+            if stats.mounted > 0 {
+                line.push_str(&format!(", {} blobs mounted", stats.mounted));
+            }
+            if stats.existing > 0 {
+                line.push_str(&format!(", {} blobs already there", stats.existing));
+            }
+            if !stats.foreign.is_empty() {
+                line.push_str(&format!(
+                    ", {} non-distributable layers not copied",
+                    stats.foreign.len()
+                ));
+            }
+            line.push(')');
+            line
+        }
+        Outcome::Present { digest } => format!("present {item} ({})", digest.short()),
+        Outcome::Failed { error } => format!("FAILED  {item}: {}", error_chain(error.as_ref())),
+    }
+}
+
+/// RFC 3339 UTC time with seconds, without pulling in a date crate.
+pub fn timestamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Plain, timestamped, one line per event: for logs and CronJobs. No control characters.
+pub struct PlainReporter {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl PlainReporter {
+    pub fn stderr() -> Self {
+        PlainReporter {
+            out: Mutex::new(Box::new(std::io::stderr())),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let mut out = self.out.lock().expect("reporter output");
+        let _ = writeln!(out, "{} {text}", timestamp(SystemTime::now()));
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn items_selected(&self, count: usize) {
+        self.line(&format!("{count} images selected"));
+    }
+    fn item_finished(&self, item: &Item, outcome: &Outcome) {
+        self.line(&outcome_line(item, outcome));
+    }
+    fn note(&self, message: &str) {
+        self.line(message);
+    }
+}
+
+/// indicatif bars on a terminal: images done/total, and bytes with rate.
+pub struct BarReporter {
+    _multi: MultiProgress,
+    images: ProgressBar,
+    bytes: ProgressBar,
+}
+
+impl BarReporter {
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let images = multi.add(ProgressBar::new(0));
+        images.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        images.set_prefix("images");
+        let bytes = multi.add(ProgressBar::new_spinner());
+        bytes.set_style(
+            ProgressStyle::with_template("{prefix:>8} {bytes} at {bytes_per_sec}, {elapsed}")
+                .expect("static template"),
+        );
+        bytes.set_prefix("bytes");
+        bytes.enable_steady_tick(Duration::from_millis(250));
+        BarReporter {
+            _multi: multi,
+            images,
+            bytes,
+        }
+    }
+}
+
+impl Default for BarReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reporter for BarReporter {
+    fn items_selected(&self, count: usize) {
+        self.images.set_length(count as u64);
+    }
+    fn item_started(&self, item: &Item) {
+        self.images.set_message(item.source_display());
+    }
+    fn item_finished(&self, item: &Item, outcome: &Outcome) {
+        self.images.inc(1);
+        if let Outcome::Failed { .. } = outcome {
+            self.images.println(outcome_line(item, outcome));
+        }
+    }
+    fn bytes_transferred(&self, bytes: u64) {
+        self.bytes.inc(bytes);
+    }
+    fn note(&self, message: &str) {
+        self.images.println(message);
+    }
+    fn finish(&self) {
+        self.images.finish_and_clear();
+        self.bytes.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        assert_eq!(timestamp(t), "2026-11-30T00:53:20Z");
+    }
+}
