@@ -1,0 +1,211 @@
+//! Running the real `ferry` binary, writing plans, and the image sets the copy tests share.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::*;
+
+/// What one `ferry` invocation did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The summary line (the last line on stdout).
+    pub fn summary(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Run the ferry binary with a clean credential environment (a fresh HOME, no DOCKER_CONFIG),
+/// so the developer's own docker login never leaks into a test.
+pub async fn ferry(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let home = tempfile::tempdir().expect("temp HOME");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args)
+        .env("HOME", home.path())
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
+        .await
+        .expect("ferry finished within 5 minutes")
+        .expect("ferry binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Write a plan into `dir` and return its path.
+pub fn plan(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, text).expect("write plan");
+    path
+}
+
+/// `[registry."ADDR"] insecure = true` for each registry (they speak plain HTTP).
+pub fn insecure(regs: &[&Registry]) -> String {
+    regs.iter()
+        .map(|r| format!("[registry.\"{}\"]\ninsecure = true\n", r.addr))
+        .collect()
+}
+
+/// The images of the copy tests, so assertions can name what was pushed.
+pub struct Fixture {
+    /// (repo, tag, image)
+    pub tagged: Vec<(String, String, Image)>,
+}
+
+impl Fixture {
+    pub fn tags_of(&self, repo: &str) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .tagged
+            .iter()
+            .filter(|(r, _, _)| r == repo)
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        t.sort();
+        t
+    }
+    pub fn image(&self, repo: &str, tag: &str) -> &Image {
+        &self
+            .tagged
+            .iter()
+            .find(|(r, t, _)| r == repo && t == tag)
+            .unwrap_or_else(|| panic!("no fixture {repo}:{tag}"))
+            .2
+    }
+}
+
+/// Push a realistic set under `prefix`: semver tags sharing a base layer (OCI), a Docker
+/// schema 2 repository sharing the same base, a multi-arch OCI index and Docker manifest list
+/// with a cosign signature tag, and a Helm-chart-shaped artifact.
+pub async fn populate(reg: &Registry, prefix: &str) -> Fixture {
+    let pusher = reg.pusher();
+    let base = layer(100, 300 * 1024);
+    let mut tagged = Vec::new();
+
+    let api = format!("{prefix}/api");
+    for (i, tag) in ["v1.0.0", "v1.2.0", "v1.3.0-rc1", "v2.0.0", "main-abc1234"]
+        .iter()
+        .enumerate()
+    {
+        let img = image(
+            &[base.clone(), layer(200 + i as u64, 20 * 1024)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            &format!("api-{tag}"),
+        );
+        tagged.push((api.clone(), tag.to_string(), img));
+    }
+    // `latest` shares its digest with v2.0.0.
+    let v2 = tagged[3].2.clone();
+    tagged.push((api.clone(), "latest".into(), v2));
+
+    let web = format!("{prefix}/web");
+    let img = image(
+        &[base.clone(), layer(300, 10 * 1024)],
+        "linux",
+        "amd64",
+        Format::Docker,
+        "web",
+    );
+    tagged.push((web, "1.0".into(), img));
+
+    let multi = format!("{prefix}/multi");
+    let plats = |format| {
+        vec![
+            image(
+                &[base.clone(), layer(401, 8 * 1024)],
+                "linux",
+                "amd64",
+                format,
+                "multi",
+            ),
+            image(
+                &[base.clone(), layer(402, 8 * 1024)],
+                "linux",
+                "arm64",
+                format,
+                "multi",
+            ),
+        ]
+    };
+    let oci_index = index(plats(Format::Oci), Format::Oci);
+    let (sig_tag, sig) = cosign_signature(&oci_index, &multi);
+    tagged.push((multi.clone(), "oci".into(), oci_index));
+    tagged.push((multi.clone(), sig_tag, sig));
+    tagged.push((
+        multi,
+        "docker".into(),
+        index(plats(Format::Docker), Format::Docker),
+    ));
+
+    let chart = format!("{prefix}/chart");
+    tagged.push((
+        chart,
+        "0.1.0".into(),
+        artifact(
+            "application/vnd.cncf.helm.config.v1+json",
+            b"helm chart bytes",
+        ),
+    ));
+
+    for (repo, tag, img) in &tagged {
+        pusher.push(repo, tag, img).await;
+    }
+    Fixture { tagged }
+}
+
+/// Assert the target holds `repo:tag` with exactly the fixture's bytes and digest.
+pub async fn assert_copied(dst: &Registry, repo: &str, tag: &str, img: &Image) {
+    let (ct, bytes, digest) = dst
+        .pusher()
+        .manifest(repo, tag)
+        .await
+        .unwrap_or_else(|| panic!("{repo}:{tag} missing at the target"));
+    assert_eq!(digest, img.digest, "{repo}:{tag} digest");
+    assert_eq!(bytes, img.bytes, "{repo}:{tag} bytes");
+    assert_eq!(ct, img.media_type, "{repo}:{tag} media type");
+    for child in &img.children {
+        let (_, cb, _) = dst
+            .pusher()
+            .manifest(repo, &child.digest)
+            .await
+            .unwrap_or_else(|| panic!("{repo}@{} (child) missing", child.digest));
+        assert_eq!(cb, child.bytes);
+        for b in child.all_blobs() {
+            assert!(
+                dst.pusher().blob_exists(repo, &b.digest).await,
+                "{repo} blob {}",
+                b.digest
+            );
+        }
+    }
+    for b in img.all_blobs() {
+        assert!(
+            dst.pusher().blob_exists(repo, &b.digest).await,
+            "{repo} blob {}",
+            b.digest
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Registry-to-registry copies against real distribution registries, checked with our own
+//! client, the registries' access logs and skopeo.
+
+use crate::common::*;
+use crate::harness::*;
+
+/// Blob bytes that left a registry: GETs of blobs answered 200.
+fn blob_gets(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.uri.contains("/blobs/sha256:") && r.status == 200)
+        .count()
+}
+
+/// Upload sessions opened at a registry (not counting mounts).
+fn uploads(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && r.uri.contains("/blobs/uploads/") && !r.uri.contains("mount=")
+        })
+        .count()
+}
+
+fn mounts(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.uri.contains("mount=") && r.status == 201)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_copy_is_byte_exact_and_a_second_run_moves_nothing() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/*\"\nto = \"{}/mirror/*\"\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            dst.addr
+        ),
+    );
+    let p = p.to_str().unwrap();
+
+    let run = ferry(&["run", "--progress", "plain", p], &[]).await;
+    run.assert_code(0);
+    let n = fx.tagged.len();
+    assert!(
+        run.summary().starts_with(&format!(
+            "ferry: {n} images copied, 0 already present, 0 failed"
+        )),
+        "{}",
+        run.summary()
+    );
+    for (repo, tag, img) in &fx.tagged {
+        let target = repo.replacen("team/", "mirror/", 1);
+        assert_copied(&dst, &target, tag, img).await;
+    }
+    // A second implementation reads the same bytes back.
+    let raw = skopeo_inspect_raw(&format!("docker://{}/mirror/multi:docker", dst.addr), None).await;
+    assert_eq!(raw, fx.image("team/multi", "docker").bytes);
+    let raw = skopeo_inspect_raw(&format!("docker://{}/mirror/api:v1.2.0", dst.addr), None).await;
+    assert_eq!(raw, fx.image("team/api", "v1.2.0").bytes);
+
+    // The base layer is shared by every repository: it crossed the wire once and was
+    // mounted into the others.
+    dst.sync_log().await;
+    src.sync_log().await;
+    // api, web and multi share the base: one transfer, two mounts.
+    assert_eq!(mounts(&dst), 2, "cross-repository mounts used");
+    let unique_blobs: std::collections::HashSet<String> = fx
+        .tagged
+        .iter()
+        .flat_map(|(_, _, i)| i.all_blobs().into_iter().map(|b| b.digest.clone()))
+        .collect();
+    assert_eq!(
+        blob_gets(&src),
+        unique_blobs.len(),
+        "each unique blob is read from the source exactly once"
+    );
+
+    // Second run: everything present, no blob read, no upload.
+    let (gets, ups) = (blob_gets(&src), uploads(&dst));
+    let again = ferry(&["run", "--progress", "plain", p], &[]).await;
+    again.assert_code(0);
+    assert!(
+        again.summary().starts_with(&format!(
+            "ferry: 0 images copied, {n} already present, 0 failed; 0 B transferred"
+        )),
+        "{}",
+        again.summary()
+    );
+    dst.sync_log().await;
+    src.sync_log().await;
+    assert_eq!(blob_gets(&src), gets, "second run read no blob");
+    assert_eq!(uploads(&dst), ups, "second run uploaded nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_filters_select_exactly() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            r#"version = 1
+{}
+[[copy]]
+from = "{}/team/api"
+to = "{}/filtered/api"
+tags = {{ include = ['^v\d+\.\d+\.\d+', '^latest$'], exclude = ['-rc\d*$'], semver = ">=1.1", newest = 2 }}
+
+[[copy]]
+from = "{}/team/api"
+to = "{}/all/api"
+tags = {{ exclude = ['^main-'] }}
+"#,
+            insecure(&[&src, &dst]),
+            src.addr,
+            dst.addr,
+            src.addr,
+            dst.addr
+        ),
+    );
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert_eq!(
+        dst.pusher().tags("filtered/api").await,
+        vec!["v1.2.0", "v2.0.0"]
+    );
+    assert_eq!(
+        dst.pusher().tags("all/api").await,
+        vec!["latest", "v1.0.0", "v1.2.0", "v1.3.0-rc1", "v2.0.0"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tag_renamed_and_one_digest() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let multi = fx.image("team/multi", "oci");
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/team/api:v1.2.0\"\nto = \"{d}/prod/api:stable\"\n\n[[copy]]\nfrom = \"{s}/team/multi@{}\"\nto = \"{d}/pinned/multi\"\n",
+            insecure(&[&src, &dst]),
+            multi.digest,
+            s = src.addr,
+            d = dst.addr,
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.summary().starts_with("ferry: 2 images copied"),
+        "{}",
+        run.summary()
+    );
+    assert_copied(&dst, "prod/api", "stable", fx.image("team/api", "v1.2.0")).await;
+    assert_eq!(dst.pusher().tags("prod/api").await, vec!["stable"]);
+    // By digest: present, untagged.
+    assert_copied(&dst, "pinned/multi", &multi.digest, multi).await;
+    assert!(dst.pusher().tags("pinned/multi").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_within_one_registry_mounts_instead_of_transferring() {
+    let reg = Registry::start().await;
+    let fx = populate(&reg, "dev").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{a}/dev/api:v2.0.0\"\nto = \"{a}/prod/api:v2.0.0\"\n\n[[copy]]\nfrom = \"{a}/dev/multi:oci\"\nto = \"{a}/prod/multi:1\"\n",
+            insecure(&[&reg]),
+            a = reg.addr
+        ),
+    );
+    reg.sync_log().await;
+    let (gets, ups) = (blob_gets(&reg), uploads(&reg));
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    reg.sync_log().await;
+    assert_eq!(blob_gets(&reg), gets, "no blob bytes were read");
+    assert_eq!(uploads(&reg), ups, "no blob bytes were uploaded");
+    assert!(mounts(&reg) >= 3, "blobs were mounted: {}", mounts(&reg));
+    assert_copied(&reg, "prod/api", "v2.0.0", fx.image("dev/api", "v2.0.0")).await;
+    assert_copied(&reg, "prod/multi", "1", fx.image("dev/multi", "oci")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_listed_and_the_rest_is_copied() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/team/api:nope\"\nto = \"{d}/x/api\"\n\n[[copy]]\nfrom = \"{s}/team/missing\"\nto = \"{d}/x/missing\"\n\n[[copy]]\nfrom = \"{s}/team/web:1.0\"\nto = \"{d}/x/web\"\n",
+            insecure(&[&src, &dst]),
+            s = src.addr,
+            d = dst.addr,
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.summary()
+            .starts_with("ferry: 1 images copied, 0 already present, 2 failed"),
+        "{}",
+        run.summary()
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "failed: {s}/team/api:nope -> {d}/x/api:nope: reading {s}/team/api:nope",
+            s = src.addr,
+            d = dst.addr
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("listing the tags of") && run.stderr.contains("NAME_UNKNOWN"),
+        "{}",
+        run.stderr
+    );
+    assert_copied(&dst, "x/web", "1.0", fx.image("team/web", "1.0")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blob_goes_up_in_chunks() {
+    // Above the 32 MiB monolithic limit: the chunked PATCH path, verified end to end.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let big = layer(9, 40 * 1024 * 1024);
+    let img = image(&[big], "linux", "amd64", Format::Oci, "big");
+    src.pusher().push("big/app", "v1", &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/big/app\"\nto = \"{}/big/app\"\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            dst.addr
+        ),
+    );
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert_copied(&dst, "big/app", "v1", &img).await;
+    dst.sync_log().await;
+    let patches = dst
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert!(
+        patches >= 3,
+        "40 MiB in 16 MiB chunks: {patches} PATCH requests"
+    );
+}

@@ -1,0 +1,20 @@
+//! Integration-test harness: real `docker-registry` processes, a bearer-token
+//! server of our own, and in-memory image fixtures pushed by a minimal client
+//! that is independent of the code under test.
+
+// Not every test uses every helper, and each test binary compiles the whole
+// harness, so unused-item warnings here would only be noise.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod registry;
+pub mod token;
+
+// Flat re-exports so tests can `use crate::harness::*`; a test binary that
+// uses only some modules must not warn about the others.
+#[allow(unused_imports)]
+pub use fixtures::*;
+#[allow(unused_imports)]
+pub use registry::*;
+#[allow(unused_imports)]
+pub use token::*;

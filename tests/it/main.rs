@@ -1,0 +1,7 @@
+//! ferry's integration tests: one binary, a module per topic. Every test talks to real
+//! CNCF distribution registries started by the harness on loopback ports.
+
+mod common;
+mod copy;
+mod harness;
+mod harness_smoke;
