@@ -469,12 +469,32 @@ impl Engine {
                 source: e,
             })?;
         let reporter = self.reporter.clone();
-        let counted =
-            stream.inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64));
-        dst.registry
+        // When the source stream fails (a digest or size mismatch, a dropped connection), the
+        // upload is aborted and the target complains too; the source's error is the cause
+        // users need to see, so it is kept aside and reported instead.
+        let source_failure: Arc<std::sync::Mutex<Option<RegistryError>>> = Arc::default();
+        let slot = source_failure.clone();
+        let aborted = format!("{} blob {}", src.display(), blob.digest);
+        let counted = stream
+            .inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64))
+            .map_err(move |e| {
+                *slot.lock().expect("source failure slot") = Some(e);
+                RegistryError::Protocol {
+                    url: aborted.clone(),
+                    reason: "the source stream failed; upload aborted".into(),
+                }
+            });
+        let put = dst
+            .registry
             .put_blob(&dst.repo, &blob.digest, blob.size, Box::pin(counted))
-            .await
-            .map_err(target_err)?;
+            .await;
+        if let Some(e) = source_failure.lock().expect("source failure slot").take() {
+            return Err(CopyError::Source {
+                reference: format!("{} blob {}", src.display(), blob.digest),
+                source: e,
+            });
+        }
+        put.map_err(target_err)?;
         counters.bytes.fetch_add(blob.size, Ordering::Relaxed);
         counters.transferred.fetch_add(1, Ordering::Relaxed);
         *known = Some(dst.repo.clone());

@@ -92,29 +92,68 @@ impl Hasher {
     }
 }
 
-/// Wraps a byte stream; fails as soon as more bytes than `expected_size` arrive, and at the
-/// end when the size or digest is wrong. The error replaces the last item, so a consumer that
-/// streams into an upload aborts that upload instead of completing it.
+/// Wraps a byte stream and verifies it while it flows. The digest is checked when the last
+/// expected byte arrives, and a mismatch replaces that last chunk with an error: a consumer
+/// streaming into an upload never hands the final bytes of a wrong blob to the target, so the
+/// upload cannot complete. More bytes than `expected_size`, or fewer, are errors too.
 pub struct VerifyingStream<S> {
     inner: S,
     url: String,
     expected: Digest,
     expected_size: u64,
     seen: u64,
-    hasher: Option<Hasher>,
+    state: VerifyState,
+}
+
+enum VerifyState {
+    Hashing(Hasher),
+    /// All expected bytes arrived and matched; only the end of the stream may follow.
+    Verified,
+    /// An error was returned; the stream is over.
+    Done,
 }
 
 impl<S> VerifyingStream<S> {
     pub fn new(inner: S, url: String, expected: Digest, expected_size: u64) -> Self {
-        let hasher = Some(Hasher::for_digest(&expected));
+        let state = VerifyState::Hashing(Hasher::for_digest(&expected));
         VerifyingStream {
             inner,
             url,
             expected,
             expected_size,
             seen: 0,
-            hasher,
+            state,
         }
+    }
+
+    fn fail(&mut self, e: RegistryError) -> Poll<Option<Result<Bytes, RegistryError>>> {
+        self.state = VerifyState::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn size_error(&self) -> RegistryError {
+        RegistryError::SizeMismatch {
+            url: self.url.clone(),
+            expected: self.expected_size,
+            actual: self.seen,
+        }
+    }
+
+    /// Finish the hash; `Err` when the bytes are not the expected ones.
+    fn check_digest(&mut self) -> Result<(), RegistryError> {
+        let state = std::mem::replace(&mut self.state, VerifyState::Verified);
+        let VerifyState::Hashing(hasher) = state else {
+            return Ok(());
+        };
+        let actual = hasher.finish();
+        if actual != self.expected {
+            return Err(RegistryError::DigestMismatch {
+                url: self.url.clone(),
+                expected: self.expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -126,47 +165,41 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.hasher.is_none() {
+        if matches!(this.state, VerifyState::Done) {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Err(e))) => {
-                this.hasher = None;
-                Poll::Ready(Some(Err(e)))
-            }
+            Poll::Ready(Some(Err(e))) => this.fail(e),
             Poll::Ready(Some(Ok(chunk))) => {
+                if chunk.is_empty() {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
                 this.seen += chunk.len() as u64;
                 if this.seen > this.expected_size {
-                    this.hasher = None;
-                    return Poll::Ready(Some(Err(RegistryError::SizeMismatch {
-                        url: this.url.clone(),
-                        expected: this.expected_size,
-                        actual: this.seen,
-                    })));
+                    let e = this.size_error();
+                    return this.fail(e);
                 }
-                if let Some(h) = this.hasher.as_mut() {
+                if let VerifyState::Hashing(h) = &mut this.state {
                     h.update(&chunk);
+                }
+                if this.seen == this.expected_size {
+                    if let Err(e) = this.check_digest() {
+                        return this.fail(e);
+                    }
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(None) => {
-                let hasher = this.hasher.take().expect("checked above");
                 if this.seen != this.expected_size {
-                    return Poll::Ready(Some(Err(RegistryError::SizeMismatch {
-                        url: this.url.clone(),
-                        expected: this.expected_size,
-                        actual: this.seen,
-                    })));
+                    let e = this.size_error();
+                    return this.fail(e);
                 }
-                let actual = hasher.finish();
-                if actual != this.expected {
-                    return Poll::Ready(Some(Err(RegistryError::DigestMismatch {
-                        url: this.url.clone(),
-                        expected: this.expected.to_string(),
-                        actual: actual.to_string(),
-                    })));
+                // Only an empty blob gets here still hashing.
+                if let Err(e) = this.check_digest() {
+                    return this.fail(e);
                 }
+                this.state = VerifyState::Done;
                 Poll::Ready(None)
             }
         }

@@ -1,7 +1,9 @@
 //! ferry's integration tests: one binary, a module per topic. Every test talks to real
 //! CNCF distribution registries started by the harness on loopback ports.
 
+mod auth;
 mod common;
 mod copy;
 mod harness;
 mod harness_smoke;
+mod layout;

@@ -1,0 +1,249 @@
+//! Basic auth (htpasswd), the bearer-token flow, docker config lookup and secret hygiene,
+//! against real registries.
+
+use std::sync::Arc;
+
+use crate::common::*;
+use crate::harness::*;
+
+const CANARY: &str = "canary-S3cr3t-9f8e7d";
+
+fn htpasswd_registry() -> Auth {
+    Auth::Htpasswd {
+        user: "alice".into(),
+        password: CANARY.into(),
+    }
+}
+
+async fn seed(reg: &Registry) -> Image {
+    let img = image(
+        &[layer(7, 50 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "auth",
+    );
+    reg.pusher().push("secure/app", "v1", &img).await;
+    img
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_source_to_token_target_with_scoped_cached_tokens() {
+    let src = Registry::start_with(htpasswd_registry()).await;
+    let tokens: Arc<TokenServer> = TokenServer::start(&[("bob", CANARY)]).await;
+    let dst = Registry::start_with(Auth::Token(tokens.clone())).await;
+    let img = seed(&src).await;
+    let more = image(
+        &[layer(8, 10 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "auth2",
+    );
+    src.pusher().push("secure/app", "v2", &more).await;
+    tokens.clear_requests();
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            r#"version = 1
+[registry."{s}"]
+insecure = true
+auth = {{ username = "alice", password_env = "SRC_PASSWORD" }}
+[registry."{d}"]
+insecure = true
+auth = {{ username = "bob", password_env = "DST_PASSWORD" }}
+
+[[copy]]
+from = "{s}/secure/app"
+to = "{d}/copied/app"
+"#,
+            s = src.addr,
+            d = dst.addr
+        ),
+    );
+    let run = ferry(
+        &["-vv", "run", "--progress", "plain", p.to_str().unwrap()],
+        &[("SRC_PASSWORD", CANARY), ("DST_PASSWORD", CANARY)],
+    )
+    .await;
+    run.assert_code(0);
+    assert_copied(&dst, "copied/app", "v1", &img).await;
+    assert_copied(&dst, "copied/app", "v2", &more).await;
+
+    // Tokens were asked for with the user's credentials and the push scope, and reused:
+    // not one token request per registry request.
+    let reqs = tokens.requests();
+    assert!(!reqs.is_empty());
+    assert!(
+        reqs.iter()
+            .all(|r| r.user.as_deref() == Some("bob") && r.status == 200),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.actions_for("copied/app") == vec!["pull", "push"]),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.len() <= 4,
+        "tokens are cached per scope: {} requests",
+        reqs.len()
+    );
+
+    // Nothing secret in anything ferry printed, even at the highest verbosity.
+    for out in [&run.stdout, &run.stderr] {
+        assert!(!out.contains(CANARY), "password leaked:\n{out}");
+        assert!(!out.contains("eyJ"), "a token leaked:\n{out}");
+        assert!(!out.contains("Basic YWxp"), "a Basic header leaked:\n{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_config_and_identity_tokens_are_used() {
+    let tokens = TokenServer::start(&[("carol", CANARY)]).await;
+    let src = Registry::start_with(Auth::Token(tokens.clone())).await;
+    let dst = Registry::start_with(htpasswd_registry()).await;
+    let img = seed(&src).await;
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("alice:{CANARY}"));
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{s}":{{"identitytoken":"refresh-carol"}},"http://{d}":{{"auth":"{basic}"}}}}}}"#,
+            s = src.addr,
+            d = dst.addr
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/secure/app:v1\"\nto = \"{}/via-config/app\"\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            dst.addr
+        ),
+    );
+    tokens.clear_requests();
+    let run = ferry(
+        &["run", p.to_str().unwrap()],
+        &[("DOCKER_CONFIG", cfg.path().to_str().unwrap())],
+    )
+    .await;
+    run.assert_code(0);
+    assert_copied(&dst, "via-config/app", "v1", &img).await;
+    let reqs = tokens.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "POST" && r.user.as_deref() == Some("carol")),
+        "the identity token was exchanged with a refresh_token grant: {reqs:?}"
+    );
+
+    // The same file given explicitly in the plan (a mounted Kubernetes secret).
+    let p2 = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{s}\"]\ninsecure = true\nauth = {{ config = \"{c}\" }}\n[registry.\"{d}\"]\ninsecure = true\nauth = {{ config = \"{c}\" }}\n[[copy]]\nfrom = \"{s}/secure/app:v1\"\nto = \"{d}/via-plan/app\"\n",
+            s = src.addr,
+            d = dst.addr,
+            c = cfg.path().join("config.json").display()
+        ),
+    );
+    ferry(&["run", p2.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert_copied(&dst, "via-plan/app", "v1", &img).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_problems_are_clear_and_never_echo_secrets() {
+    let src = Registry::start_with(htpasswd_registry()).await;
+    seed(&src).await;
+    let dst = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!(
+        "[[copy]]\nfrom = \"{}/secure/app\"\nto = \"{}/x/app\"\n",
+        src.addr, dst.addr
+    );
+
+    // The variable named in the plan is not set: exit 3 before any work.
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{s}\"]\ninsecure = true\nauth = {{ username = \"alice\", password_env = \"FERRY_TEST_NOT_SET\" }}\n{}\n{rule}",
+            insecure(&[&dst]),
+            s = src.addr
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(3);
+    assert!(run.stderr.contains("FERRY_TEST_NOT_SET"), "{}", run.stderr);
+
+    // A wrong password: the registry's error is decoded, with a hint, and the secret is
+    // nowhere in the output.
+    let run = ferry(
+        &["-vv", "run", p.to_str().unwrap()],
+        &[("FERRY_TEST_NOT_SET", "wrong-canary-password")],
+    )
+    .await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("401"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refused the configured credentials"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("wrong-canary-password")
+            && !run.stdout.contains("wrong-canary-password")
+    );
+
+    // No credentials at all.
+    let p = plan(
+        dir.path(),
+        &format!("version = 1\n{}\n{rule}", insecure(&[&src, &dst])),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("wants credentials and none are configured"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_without_catalog_access_says_to_list_repositories() {
+    let tokens = TokenServer::start(&[("dave", CANARY)]).await;
+    let src = Registry::start_with(Auth::Token(tokens)).await;
+    seed(&src).await;
+    let dst = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Anonymous: the token server grants no catalog access, as GHCR and Docker Hub do.
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/secure/*\"\nto = \"{}/x/*\"\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            dst.addr
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("has no repository catalog"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("list the repositories explicitly"),
+        "{}",
+        run.stderr
+    );
+}
