@@ -106,7 +106,7 @@ pub struct VerifyingStream<S> {
 }
 
 enum VerifyState {
-    Hashing(Hasher),
+    Hashing(Box<Hasher>),
     /// All expected bytes arrived and matched; only the end of the stream may follow.
     Verified,
     /// An error was returned; the stream is over.
@@ -115,7 +115,7 @@ enum VerifyState {
 
 impl<S> VerifyingStream<S> {
     pub fn new(inner: S, url: String, expected: Digest, expected_size: u64) -> Self {
-        let state = VerifyState::Hashing(Hasher::for_digest(&expected));
+        let state = VerifyState::Hashing(Box::new(Hasher::for_digest(&expected)));
         VerifyingStream {
             inner,
             url,
