@@ -22,7 +22,7 @@ pub fn registries(plan: &Plan) -> anyhow::Result<select::Registries> {
     for host in plan.hosts() {
         let settings = plan.registry(&host);
         if settings.insecure {
-            tracing::warn!(registry = %host, "TLS verification is off for {host} (insecure = true in the plan)");
+            tracing::warn!("TLS verification is off for {host} (insecure = true in the plan)");
         }
         let client = HttpRegistry::new(&host, &settings)
             .with_context(|| format!("setting up registry {host}"))?;

@@ -953,6 +953,17 @@ pub fn decode_error_body(body: &[u8]) -> String {
             return format!(": {}", parts.join("; "));
         }
     }
+    // Docker Hub's and GitHub's REST APIs answer `{"message": …}` or `{"detail": …}`.
+    #[derive(Deserialize)]
+    struct Plain {
+        message: Option<String>,
+        detail: Option<String>,
+    }
+    if let Ok(Plain { message, detail }) = serde_json::from_slice::<Plain>(body) {
+        if let Some(m) = message.or(detail).filter(|m| !m.is_empty()) {
+            return format!(": {m}");
+        }
+    }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if !text.is_empty()
@@ -976,6 +987,14 @@ mod tests {
             ": DENIED: requested access to the resource is denied"
         );
         assert_eq!(decode_error_body(b"<html>nope</html>"), "");
+        assert_eq!(
+            decode_error_body(br#"{"message":"object not found","errinfo":{}}"#),
+            ": object not found"
+        );
+        assert_eq!(
+            decode_error_body(br#"{"detail":"Incorrect authentication credentials."}"#),
+            ": Incorrect authentication credentials."
+        );
         assert_eq!(decode_error_body(b"not found\n"), ": not found");
         assert_eq!(decode_error_body(b""), "");
     }

@@ -395,30 +395,9 @@ impl Registry for LayoutRegistry {
         result
     }
 
-    async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
-        let src = Self::blob_path(from, digest);
-        if !src.is_file() {
-            return Ok(false);
-        }
-        Self::ensure_layout(repo).await?;
-        let dst = Self::blob_path(repo, digest);
-        if dst.exists() {
-            return Ok(true);
-        }
-        let parent = dst.parent().expect("blob paths have a parent");
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| RegistryError::io(parent, e))?;
-        // A hard link costs nothing; across file systems fall back to a copy.
-        let tmp = tmp_path(&dst);
-        if tokio::fs::hard_link(&src, &tmp).await.is_err() {
-            tokio::fs::copy(&src, &tmp)
-                .await
-                .map_err(|e| RegistryError::io(&tmp, e))?;
-        }
-        tokio::fs::rename(&tmp, &dst)
-            .await
-            .map_err(|e| RegistryError::io(&dst, e))?;
-        Ok(true)
+    /// Layouts have no mounts: declining makes the engine stream the blob through digest
+    /// verification, so a corrupt file in one layout is never propagated into another.
+    async fn mount_blob(&self, _repo: &str, _digest: &Digest, _from: &str) -> Result<bool> {
+        Ok(false)
     }
 }

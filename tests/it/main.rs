@@ -4,6 +4,8 @@
 mod auth;
 mod common;
 mod copy;
+mod dockerhub;
 mod harness;
 mod harness_smoke;
 mod layout;
+mod plans;

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod hub;
 pub mod registry;
 pub mod token;
 
@@ -14,6 +15,8 @@ pub mod token;
 // uses only some modules must not warn about the others.
 #[allow(unused_imports)]
 pub use fixtures::*;
+#[allow(unused_imports)]
+pub use hub::*;
 #[allow(unused_imports)]
 pub use registry::*;
 #[allow(unused_imports)]
