@@ -1,6 +1,6 @@
 //! [`HttpRegistry`]: the distribution API over reqwest (rustls).
 //!
-//! Every request goes through [`HttpRegistry::send`], which takes a connection permit for the
+//! Every request goes through `HttpRegistry::send`, which takes a connection permit for the
 //! host, attaches the right `Authorization` for the request's scope and answers a 401 by
 //! following the registry's challenge once. Error bodies are decoded into the message users
 //! read. Blob bodies are streamed both ways and verified while they flow.
