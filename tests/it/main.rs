@@ -9,3 +9,4 @@ mod harness;
 mod harness_smoke;
 mod layout;
 mod plans;
+mod scale;
