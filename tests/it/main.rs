@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod copy;
 mod dockerhub;
+mod faults;
 mod harness;
 mod harness_smoke;
 mod layout;

@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 pub mod hub;
+pub mod proxy;
 pub mod registry;
 pub mod token;
 
@@ -17,6 +18,8 @@ pub mod token;
 pub use fixtures::*;
 #[allow(unused_imports)]
 pub use hub::*;
+#[allow(unused_imports)]
+pub use proxy::*;
 #[allow(unused_imports)]
 pub use registry::*;
 #[allow(unused_imports)]

@@ -1,0 +1,289 @@
+//! A fault-injecting proxy in front of real registries: paging, refused chunked uploads,
+//! registries that lie about bytes or digests, server errors, redirects to another host.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+
+use crate::common::*;
+use crate::harness::*;
+
+fn proxied_plan(dir: &std::path::Path, from: &str, to: &str, hosts: &[&str]) -> std::path::PathBuf {
+    let mut text = String::from("version = 1\n");
+    for h in hosts {
+        text.push_str(&format!("[registry.\"{h}\"]\ninsecure = true\n"));
+    }
+    text.push_str(&format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n"));
+    plan(dir, &text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_tag_lists_are_followed_across_pages() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(&[layer(1, 2048)], "linux", "amd64", Format::Oci, "paging");
+    for r in 0..5 {
+        for t in 0..3 {
+            src.pusher()
+                .push(&format!("paged/r{r}"), &format!("t{t}"), &img)
+                .await;
+        }
+    }
+    // Small pages make the registry send `Link: <…>; rel="next"`.
+    let proxy = Proxy::start(
+        &src.url,
+        Arc::new(|_, uri: &str, _| {
+            if uri.contains("n=1000") {
+                Action::Rewrite(uri.replace("n=1000", "n=2"))
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxied_plan(
+        dir.path(),
+        &format!("{}/paged/*", proxy.addr),
+        &format!("{}/paged/*", dst.addr),
+        &[&proxy.addr, &dst.addr],
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.summary().starts_with("ferry: 15 images copied"),
+        "{}",
+        run.summary()
+    );
+    let seen = proxy.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.uri.starts_with("/v2/_catalog") && s.uri.contains("last=")),
+        "catalog paging followed: {seen:?}"
+    );
+    for r in 0..5 {
+        assert_eq!(
+            dst.pusher().tags(&format!("paged/r{r}")).await,
+            vec!["t0", "t1", "t2"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_refusing_chunked_uploads_gets_one_put() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(
+        &[layer(2, 33 * 1024 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "nochunks",
+    );
+    src.pusher().push("big/app", "v1", &img).await;
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(|m, _, _| {
+            if m == "PATCH" {
+                Action::Respond(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    vec![("content-type", "application/json".into())],
+                    br#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}"#.to_vec(),
+                )
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxied_plan(
+        dir.path(),
+        &format!("{}/big/app", src.addr),
+        &format!("{}/big/app", proxy.addr),
+        &[&src.addr, &proxy.addr],
+    );
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert_copied(&dst, "big/app", "v1", &img).await;
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.iter().filter(|s| s.method == "PATCH").count(),
+        1,
+        "one refused PATCH"
+    );
+    assert!(seen
+        .iter()
+        .any(|s| s.method == "PUT" && s.uri.contains("digest=")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_lies_costs_an_item_not_the_target() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let good = image(
+        &[layer(3, 100 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "good",
+    );
+    let bad = image(
+        &[layer(4, 100 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "bad",
+    );
+    let lie = image(&[layer(5, 1024)], "linux", "amd64", Format::Oci, "lie");
+    src.pusher().push("team/good", "v1", &good).await;
+    src.pusher().push("team/bad", "v1", &bad).await;
+    src.pusher().push("team/lie", "v1", &lie).await;
+    let bad_layer = bad.layers()[0].digest.clone();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let proxy = Proxy::start(
+        &src.url,
+        Arc::new(move |m, uri: &str, _| {
+            if m == "GET" && uri.contains(&bad_layer) {
+                Action::Corrupt
+            } else if uri.starts_with("/v2/team/lie/manifests/") {
+                Action::SetHeader("docker-content-digest", wrong.clone())
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxied_plan(
+        dir.path(),
+        &format!("{}/team/*", proxy.addr),
+        &format!("{}/team/*", dst.addr),
+        &[&proxy.addr, &dst.addr],
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.summary()
+            .starts_with("ferry: 1 images copied, 0 already present, 2 failed"),
+        "{}",
+        run.summary()
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("blob {}", bad.layers()[0].digest)),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+    assert_copied(&dst, "team/good", "v1", &good).await;
+    // Nothing corrupt or dangling at the target.
+    assert!(dst.pusher().manifest("team/bad", "v1").await.is_none());
+    assert!(
+        !dst.pusher()
+            .blob_exists("team/bad", &bad.layers()[0].digest)
+            .await
+    );
+    assert!(dst.pusher().manifest("team/lie", "v1").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_decoded_per_item() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let a = image(&[layer(6, 1024)], "linux", "amd64", Format::Oci, "a");
+    let b = image(&[layer(7, 1024)], "linux", "amd64", Format::Oci, "b");
+    src.pusher().push("team/a", "v1", &a).await;
+    src.pusher().push("team/b", "v1", &b).await;
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(|m, uri: &str, _| {
+            if m == "PUT" && uri.starts_with("/v2/team/b/manifests/") {
+                Action::Respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    vec![("content-type", "application/json".into())],
+                    br#"{"errors":[{"code":"UNAVAILABLE","message":"storage is read-only for maintenance"}]}"#.to_vec(),
+                )
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxied_plan(
+        dir.path(),
+        &format!("{}/team/*", src.addr),
+        &format!("{}/team/*", proxy.addr),
+        &[&src.addr, &proxy.addr],
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("503: UNAVAILABLE: storage is read-only for maintenance"),
+        "{}",
+        run.stderr
+    );
+    assert_copied(&dst, "team/a", "v1", &a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_do_not_follow_a_redirect_to_another_host() {
+    // The registry redirects blob downloads to "storage" on another loopback port, as
+    // registries do with S3 or a CDN. The storage host must not see the registry password.
+    let src = Registry::start_with(Auth::Htpasswd {
+        user: "u".into(),
+        password: "redirect-canary".into(),
+    })
+    .await;
+    let storage_backend = Registry::start().await;
+    let dst = Registry::start().await;
+    let img = image(
+        &[layer(8, 64 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "redir",
+    );
+    src.pusher().push("team/app", "v1", &img).await;
+    storage_backend.pusher().push("team/app", "v1", &img).await;
+    let storage = Proxy::transparent(&storage_backend.url).await;
+    let storage_url = storage.url.clone();
+    let front = Proxy::start(
+        &src.url,
+        Arc::new(move |m, uri: &str, _| {
+            if m == "GET" && uri.contains("/blobs/sha256:") {
+                Action::Respond(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    vec![("location", format!("{storage_url}{uri}"))],
+                    Vec::new(),
+                )
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{f}\"]\ninsecure = true\nauth = {{ username = \"u\", password_env = \"PW\" }}\n{}\n[[copy]]\nfrom = \"{f}/team/app:v1\"\nto = \"{d}/team/app\"\n",
+            insecure(&[&dst]),
+            f = front.addr,
+            d = dst.addr
+        ),
+    );
+    ferry(&["run", p.to_str().unwrap()], &[("PW", "redirect-canary")])
+        .await
+        .assert_code(0);
+    assert_copied(&dst, "team/app", "v1", &img).await;
+    let at_storage = storage.seen();
+    assert!(!at_storage.is_empty(), "blobs were fetched from storage");
+    assert!(
+        at_storage.iter().all(|s| s.authorization.is_none()),
+        "{at_storage:?}"
+    );
+    assert!(
+        front.seen().iter().any(|s| s.authorization.is_some()),
+        "the registry itself got credentials"
+    );
+}
