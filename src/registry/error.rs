@@ -66,6 +66,14 @@ impl RegistryError {
         }
     }
 
+    pub fn transport(method: impl ToString, url: impl ToString, source: reqwest::Error) -> Self {
+        RegistryError::Transport {
+            method: method.to_string(),
+            url: url.to_string(),
+            source,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RegistryError::Io {
             path: path.into(),

@@ -78,11 +78,7 @@ impl HttpRegistry {
             .connect_timeout(std::time::Duration::from_secs(30))
             .pool_max_idle_per_host(settings.max_connections)
             .build()
-            .map_err(|e| RegistryError::Transport {
-                method: "INIT".into(),
-                url: host.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| RegistryError::transport("INIT", host, e))?;
         let configured = settings.endpoint.clone().or_else(|| {
             (host == DOCKER_HUB).then(|| Url::parse(DOCKER_HUB_REGISTRY).expect("static URL"))
         });
@@ -133,11 +129,7 @@ impl HttpRegistry {
                         tracing::info!(registry = %self.name, "using plain HTTP (insecure = true)");
                         Ok(http)
                     }
-                    Err(e) => Err(RegistryError::Transport {
-                        method: "GET".into(),
-                        url: https.to_string(),
-                        source: e,
-                    }),
+                    Err(e) => Err(RegistryError::transport("GET", &https, e)),
                 }
             })
             .await
@@ -190,11 +182,10 @@ impl HttpRegistry {
                     None => req,
                 },
             };
-            let resp = req.send().await.map_err(|e| RegistryError::Transport {
-                method: method.to_string(),
-                url: url.to_string(),
-                source: e,
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| RegistryError::transport(&method, url, e))?;
             let replayable = !matches!(body, Body::Stream(_));
             if resp.status() == StatusCode::UNAUTHORIZED && !retried && replayable {
                 retried = true;
@@ -337,13 +328,9 @@ impl HttpRegistry {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
             next = next_link(resp.headers(), &url).filter(|n| n != &url);
-            let body = read_limited(resp, 64 * 1024 * 1024).await.map_err(|e| {
-                RegistryError::Transport {
-                    method: "GET".into(),
-                    url: url.to_string(),
-                    source: e,
-                }
-            })?;
+            let body = read_limited(resp, 64 * 1024 * 1024)
+                .await
+                .map_err(|e| RegistryError::transport("GET", &url, e))?;
             let parsed: T = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 url: url.to_string(),
                 reason: format!("unexpected answer: {e}"),
@@ -392,11 +379,10 @@ impl HttpRegistry {
                 v.set_sensitive(true);
                 req = req.header(header::AUTHORIZATION, v);
             }
-            let resp = req.send().await.map_err(|e| RegistryError::Transport {
-                method: "GET".into(),
-                url: url.to_string(),
-                source: e,
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| RegistryError::transport("GET", &url, e))?;
             if !resp.status().is_success() {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
@@ -455,11 +441,7 @@ impl HttpRegistry {
             .json(&serde_json::json!({"username": username, "password": password.expose_secret()}))
             .send()
             .await
-            .map_err(|e| RegistryError::Transport {
-                method: "POST".into(),
-                url: url.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| RegistryError::transport("POST", &url, e))?;
         if !resp.status().is_success() {
             return Err(self.status_error(&Method::POST, &url, resp).await);
         }
@@ -607,11 +589,7 @@ impl Registry for HttpRegistry {
         }
         let bytes = read_limited(resp, MAX_MANIFEST_SIZE as usize + 1)
             .await
-            .map_err(|e| RegistryError::Transport {
-                method: "GET".into(),
-                url: url.to_string(),
-                source: e,
-            })?;
+            .map_err(|e| RegistryError::transport("GET", &url, e))?;
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(RegistryError::InvalidManifest {
                 url: url.to_string(),
@@ -702,11 +680,7 @@ impl Registry for HttpRegistry {
         // The permit travels with the stream: the connection is busy until the body is read.
         let body = resp.bytes_stream().map(move |r| {
             let _hold = &permit;
-            r.map_err(|e| RegistryError::Transport {
-                method: "GET".into(),
-                url: err_url.clone(),
-                source: e,
-            })
+            r.map_err(|e| RegistryError::transport("GET", &err_url, e))
         });
         Ok(Box::pin(VerifyingStream::new(
             Box::pin(body),
@@ -808,7 +782,7 @@ impl HttpRegistry {
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("{offset}-{end}")).expect("digits"),
             );
-            let (resp, _permit) = self
+            let sent = self
                 .send(
                     Method::PATCH,
                     &location,
@@ -816,19 +790,30 @@ impl HttpRegistry {
                     headers,
                     Body::Bytes(chunk.clone()),
                 )
-                .await?;
+                .await;
+            // A registry that does not take chunks may answer 4xx, or answer early and close
+            // the connection while the chunk is still being written. Either way, on the first
+            // chunk, fall back to one streamed PUT: the chunk is still in hand.
+            let refused = match &sent {
+                Ok((resp, _)) => {
+                    matches!(resp.status().as_u16(), 400 | 404 | 405 | 413 | 416 | 501)
+                }
+                Err(RegistryError::Transport { .. }) => true,
+                Err(_) => false,
+            };
+            if offset == 0 && refused {
+                tracing::debug!(registry = %self.name, "chunked upload refused; falling back to one PUT");
+                let rest = stream::iter([Ok(chunk), Ok(pending.split().freeze())]).chain(data);
+                let location = self.start_upload(repo).await?;
+                let body = Body::Stream(Some(reqwest::Body::wrap_stream(rest)));
+                return self.finish_upload(repo, location, digest, body, size).await;
+            }
+            let (resp, _permit) = sent?;
             let status = resp.status();
             if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
                 location = self.location(&location, &resp).await?;
                 offset = end + 1;
                 continue;
-            }
-            if offset == 0 && matches!(status.as_u16(), 400 | 404 | 405 | 413 | 416 | 501) {
-                tracing::debug!(registry = %self.name, %status, "chunked upload refused; falling back to one PUT");
-                let rest = stream::iter([Ok(chunk), Ok(pending.split().freeze())]).chain(data);
-                let location = self.start_upload(repo).await?;
-                let body = Body::Stream(Some(reqwest::Body::wrap_stream(rest)));
-                return self.finish_upload(repo, location, digest, body, size).await;
             }
             return Err(self.status_error(&Method::PATCH, &location, resp).await);
         }

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio_util::io::ReaderStream;
 
-use super::digest::{Digest, Hasher, VerifyingStream};
+use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::{BlobStream, Manifest, ManifestHead, Registry};
@@ -341,7 +341,7 @@ impl Registry for LayoutRegistry {
         repo: &str,
         digest: &Digest,
         size: u64,
-        mut data: BlobStream,
+        data: BlobStream,
     ) -> Result<()> {
         Self::ensure_layout(repo).await?;
         let path = Self::blob_path(repo, digest);
@@ -357,33 +357,16 @@ impl Registry for LayoutRegistry {
             let mut file = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(|e| RegistryError::io(&tmp, e))?;
-            // Verified here too: the stream may come from anywhere.
-            let mut hasher = Hasher::for_digest(digest);
-            let mut written = 0u64;
+            // Verified here too, whatever the stream's origin: nothing unverified is renamed
+            // into place.
+            let mut data =
+                VerifyingStream::new(data, path.display().to_string(), digest.clone(), size);
             while let Some(chunk) = data.next().await {
-                let chunk = chunk?;
-                hasher.update(&chunk);
-                written += chunk.len() as u64;
-                file.write_all(&chunk)
+                file.write_all(&chunk?)
                     .await
                     .map_err(|e| RegistryError::io(&tmp, e))?;
             }
             file.flush().await.map_err(|e| RegistryError::io(&tmp, e))?;
-            if written != size {
-                return Err(RegistryError::SizeMismatch {
-                    url: path.display().to_string(),
-                    expected: size,
-                    actual: written,
-                });
-            }
-            let actual = hasher.finish();
-            if &actual != digest {
-                return Err(RegistryError::DigestMismatch {
-                    url: path.display().to_string(),
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
             tokio::fs::rename(&tmp, &path)
                 .await
                 .map_err(|e| RegistryError::io(&path, e))

@@ -209,3 +209,28 @@ pub async fn assert_copied(dst: &Registry, repo: &str, tag: &str, img: &Image) {
         );
     }
 }
+
+/// Blob bytes that left a registry: GETs of blobs answered 200.
+pub fn blob_gets(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.uri.contains("/blobs/sha256:") && r.status == 200)
+        .count()
+}
+
+/// Upload sessions opened at a registry (not counting mounts).
+pub fn uploads(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && r.uri.contains("/blobs/uploads/") && !r.uri.contains("mount=")
+        })
+        .count()
+}
+
+pub fn mounts(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.uri.contains("mount=") && r.status == 201)
+        .count()
+}

@@ -4,31 +4,6 @@
 use crate::common::*;
 use crate::harness::*;
 
-/// Blob bytes that left a registry: GETs of blobs answered 200.
-fn blob_gets(reg: &Registry) -> usize {
-    reg.requests()
-        .iter()
-        .filter(|r| r.method == "GET" && r.uri.contains("/blobs/sha256:") && r.status == 200)
-        .count()
-}
-
-/// Upload sessions opened at a registry (not counting mounts).
-fn uploads(reg: &Registry) -> usize {
-    reg.requests()
-        .iter()
-        .filter(|r| {
-            r.method == "POST" && r.uri.contains("/blobs/uploads/") && !r.uri.contains("mount=")
-        })
-        .count()
-}
-
-fn mounts(reg: &Registry) -> usize {
-    reg.requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.uri.contains("mount=") && r.status == 201)
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_copy_is_byte_exact_and_a_second_run_moves_nothing() {
     let (src, dst) = (Registry::start().await, Registry::start().await);

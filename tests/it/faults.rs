@@ -83,10 +83,10 @@ async fn a_registry_refusing_chunked_uploads_gets_one_put() {
         &dst.url,
         Arc::new(|m, _, _| {
             if m == "PATCH" {
-                Action::Respond(
+                Action::registry_error(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    vec![("content-type", "application/json".into())],
-                    br#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}"#.to_vec(),
+                    "UNSUPPORTED",
+                    "The operation is unsupported.",
                 )
             } else {
                 Action::Forward
@@ -196,10 +196,10 @@ async fn server_errors_are_decoded_per_item() {
         &dst.url,
         Arc::new(|m, uri: &str, _| {
             if m == "PUT" && uri.starts_with("/v2/team/b/manifests/") {
-                Action::Respond(
+                Action::registry_error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    vec![("content-type", "application/json".into())],
-                    br#"{"errors":[{"code":"UNAVAILABLE","message":"storage is read-only for maintenance"}]}"#.to_vec(),
+                    "UNAVAILABLE",
+                    "storage is read-only for maintenance",
                 )
             } else {
                 Action::Forward

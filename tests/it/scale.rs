@@ -98,15 +98,6 @@ async fn timed(program: &str, args: &[&str]) -> (f64, u64, String, String) {
     (secs, rss, stdout, stderr)
 }
 
-fn uploads(reg: &Registry) -> usize {
-    reg.requests()
-        .iter()
-        .filter(|r| {
-            r.method == "POST" && r.uri.contains("/blobs/uploads/") && !r.uri.contains("mount=")
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "moves ~480 MB; run by bench/compare-skopeo.sh"]
 async fn scale_wildcard_copy_and_skopeo_comparison() {

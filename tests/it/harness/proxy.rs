@@ -25,6 +25,18 @@ pub enum Action {
     SetHeader(&'static str, String),
 }
 
+impl Action {
+    /// Answer with a registry error body, as distribution does.
+    pub fn registry_error(status: StatusCode, code: &str, message: &str) -> Action {
+        let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+        Action::Respond(
+            status,
+            vec![("content-type", "application/json".into())],
+            body.to_string().into_bytes(),
+        )
+    }
+}
+
 /// The hook: method, path with query, request headers -> action.
 pub type Hook = Arc<dyn Fn(&Method, &str, &HeaderMap) -> Action + Send + Sync>;
 
