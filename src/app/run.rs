@@ -79,29 +79,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or(plan.concurrency);
 
-    let selection = select::resolve(&plan.copies, &registries).await;
-    for dup in &selection.duplicates {
-        reporter.note(&format!(
-            "skipped {dup}: an earlier rule already copies to {}",
-            dup.target_display()
-        ));
-    }
-    reporter.items_selected(selection.items.len());
-
     let engine = Engine::new(reporter.clone(), concurrency);
-    let (outcomes, totals) = engine.copy_all(&selection.items).await;
+    let started = std::time::Instant::now();
+    let mut totals = Totals::default();
+    let mut select_errors = Vec::new();
+    let mut results = Vec::new();
+    for stage in select::stages(&plan.copies) {
+        let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
+        let selection = select::resolve(&rules, &registries).await;
+        for dup in &selection.duplicates {
+            reporter.note(&format!(
+                "skipped {dup}: an earlier rule already copies to {}",
+                dup.target_display()
+            ));
+        }
+        reporter.items_selected(selection.items.len());
+        let (outcomes, stage_totals) = engine.copy_all(&selection.items).await;
+        totals.add(&stage_totals);
+        select_errors.extend(selection.errors);
+        results.extend(selection.items.into_iter().zip(outcomes));
+    }
+    totals.elapsed = started.elapsed();
     reporter.finish();
 
     // Failures are listed once more at the end, where an operator looks first.
-    let mut failures: Vec<String> = selection.errors.iter().map(|e| error_chain(e)).collect();
-    for (item, outcome) in selection.items.iter().zip(&outcomes) {
+    let mut failures: Vec<String> = select_errors.iter().map(|e| error_chain(e)).collect();
+    for (item, outcome) in &results {
         if let Outcome::Failed { error } = outcome {
             failures.push(format!("{item}: {}", error_chain(error.as_ref())));
         }
     }
-    let foreign: usize = outcomes
+    let foreign: usize = results
         .iter()
-        .map(|o| match o {
+        .map(|(_, o)| match o {
             Outcome::Copied { stats, .. } => stats.foreign.len(),
             _ => 0,
         })
@@ -112,7 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for f in &failures {
         eprintln!("failed: {f}");
     }
-    println!("{}", summary(&totals, selection.errors.len()));
+    println!("{}", summary(&totals, select_errors.len()));
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {

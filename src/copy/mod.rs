@@ -156,6 +156,17 @@ pub struct Totals {
     pub elapsed: Duration,
 }
 
+impl Totals {
+    /// Add another stage's counts (not its elapsed time: stages run one after another and
+    /// the caller measures the whole).
+    pub fn add(&mut self, other: &Totals) {
+        self.copied += other.copied;
+        self.present += other.present;
+        self.failed += other.failed;
+        self.bytes += other.bytes;
+    }
+}
+
 /// Where a blob is known to exist in a target registry during this run.
 type BlobKey = (String, Digest);
 

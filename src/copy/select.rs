@@ -42,8 +42,51 @@ fn registry(registries: &Registries, r: &Reference) -> Arc<dyn Registry> {
         .expect("the app builds a registry for every location in the plan")
 }
 
+/// Could a rule whose target is `to` write what a rule reading `from` reads?
+fn writes_into(to: &Reference, from: &Reference) -> bool {
+    if to.location != from.location {
+        return false;
+    }
+    let norm = |r: &Reference| match r.location {
+        Location::Layout => r.repository.trim_start_matches("./").to_string(),
+        Location::Registry(_) => r.repository.clone(),
+    };
+    let (a, b) = (norm(to), norm(from));
+    match (
+        to.selector == Selector::Wildcard,
+        from.selector == Selector::Wildcard,
+    ) {
+        (false, false) => a == b,
+        (true, false) => b.starts_with(&a),
+        (false, true) => a.starts_with(&b),
+        (true, true) => a.starts_with(&b) || b.starts_with(&a),
+    }
+}
+
+/// Group rules into stages that run one after another: a rule that reads what an earlier rule
+/// writes (copy to staging, then promote) runs in a later stage than that rule, so it sees
+/// the copied images; every other rule runs in the first stage it can, concurrently with the
+/// rest of that stage. Returns indexes into `rules`, plan order kept within a stage.
+pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
+    let mut stage_of: Vec<usize> = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let stage = (0..i)
+            .filter(|&j| writes_into(&rules[j].to, &rule.from))
+            .map(|j| stage_of[j] + 1)
+            .max()
+            .unwrap_or(0);
+        stage_of.push(stage);
+    }
+    let count = stage_of.iter().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); count];
+    for (i, s) in stage_of.into_iter().enumerate() {
+        out[s].push(i);
+    }
+    out
+}
+
 /// Resolve every rule.
-pub async fn resolve(rules: &[CopyRule], registries: &Registries) -> Selection {
+pub async fn resolve(rules: &[&CopyRule], registries: &Registries) -> Selection {
     let mut selection = Selection::default();
     for rule in rules {
         resolve_rule(rule, registries, &mut selection).await;
@@ -160,5 +203,60 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::TagFilter;
+
+    fn rule(from: &str, to: &str) -> CopyRule {
+        CopyRule {
+            number: 0,
+            line: 0,
+            from: Reference::parse(from).unwrap(),
+            to: Reference::parse(to).unwrap(),
+            tags: TagFilter::default(),
+        }
+    }
+
+    #[test]
+    fn independent_rules_share_one_stage() {
+        let rules = [
+            rule("docker.io/org/*", "ghcr.io/org/*"),
+            rule("docker.io/library/nginx:1", "ghcr.io/mirror/nginx"),
+            rule("quay.io/a/b", "ghcr.io/a/b"),
+        ];
+        assert_eq!(stages(&rules), vec![vec![0, 1, 2]]);
+        assert_eq!(stages(&[]), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn a_rule_reading_what_another_writes_runs_after_it() {
+        let rules = [
+            rule("docker.io/org/*", "ghcr.io/org/*"),
+            rule("ghcr.io/org/api:v1", "ghcr.io/prod/api:stable"),
+            rule("ghcr.io/prod/api", "oci:./backup/api"),
+            rule("quay.io/x/y", "ghcr.io/x/y"),
+            rule("oci:backup/api:stable", "quay.io/restore/api"),
+        ];
+        assert_eq!(stages(&rules), vec![vec![0, 3], vec![1], vec![2], vec![4]]);
+    }
+
+    #[test]
+    fn overlap_rules() {
+        let w = |to: &str, from: &str| {
+            writes_into(
+                &Reference::parse(to).unwrap(),
+                &Reference::parse(from).unwrap(),
+            )
+        };
+        assert!(w("ghcr.io/org/*", "ghcr.io/org/api"));
+        assert!(w("ghcr.io/org/api", "ghcr.io/org/*"));
+        assert!(w("ghcr.io/org/*", "ghcr.io/*"));
+        assert!(!w("ghcr.io/org/api", "ghcr.io/org/web"));
+        assert!(!w("ghcr.io/org/api", "quay.io/org/api"));
+        assert!(w("oci:./out", "oci:out:v1"));
     }
 }

@@ -12,7 +12,7 @@ use crate::copy::{Item, Outcome};
 
 /// Events of a copy run.
 pub trait Reporter: Send + Sync {
-    /// The plan resolved to this many images.
+    /// The plan (or one stage of it) resolved to this many more images.
     fn items_selected(&self, _count: usize) {}
     fn item_started(&self, _item: &Item) {}
     fn item_finished(&self, _item: &Item, _outcome: &Outcome) {}
@@ -50,15 +50,18 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
                 HumanBytes(stats.bytes)
             );
             if stats.mounted > 0 {
-                line.push_str(&format!(", {} blobs mounted", stats.mounted));
+                line.push_str(&format!(", {} mounted", plural(stats.mounted, "blob")));
             }
             if stats.existing > 0 {
-                line.push_str(&format!(", {} blobs already there", stats.existing));
+                line.push_str(&format!(
+                    ", {} already there",
+                    plural(stats.existing, "blob")
+                ));
             }
             if !stats.foreign.is_empty() {
                 line.push_str(&format!(
-                    ", {} non-distributable layers not copied",
-                    stats.foreign.len()
+                    ", {} not copied",
+                    plural(stats.foreign.len(), "non-distributable layer")
                 ));
             }
             line.push(')');
@@ -66,6 +69,15 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
         }
         Outcome::Present { digest } => format!("present {item} ({})", digest.short()),
         Outcome::Failed { error } => format!("FAILED  {item}: {}", error_chain(error.as_ref())),
+    }
+}
+
+/// `1 blob`, `3 blobs`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -160,7 +172,7 @@ impl Default for BarReporter {
 
 impl Reporter for BarReporter {
     fn items_selected(&self, count: usize) {
-        self.images.set_length(count as u64);
+        self.images.inc_length(count as u64);
     }
     fn item_started(&self, item: &Item) {
         self.images.set_message(item.source_display());

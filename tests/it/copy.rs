@@ -171,6 +171,26 @@ async fn promotion_within_one_registry_mounts_instead_of_transferring() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_can_copy_then_promote_what_it_copied() {
+    // Rule 2 reads what rule 1 writes: it runs after rule 1 (plan order), in the same run.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/team/api\"\nto = \"{d}/staging/api\"\n\n[[copy]]\nfrom = \"{d}/staging/api:v2.0.0\"\nto = \"{d}/prod/api:stable\"\n",
+            insecure(&[&src, &dst]),
+            s = src.addr,
+            d = dst.addr,
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert_copied(&dst, "prod/api", "stable", fx.image("team/api", "v2.0.0")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_listed_and_the_rest_is_copied() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let fx = populate(&src, "team").await;
