@@ -117,7 +117,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .sum();
     if foreign > 0 {
-        eprintln!("note: {foreign} non-distributable layers were not copied (their images reference them by URL)");
+        eprintln!(
+            "note: {} not copied: non-distributable layers stay where their URLs point",
+            crate::report::plural(foreign, "non-distributable layer")
+        );
     }
     for f in &failures {
         eprintln!("failed: {f}");

@@ -261,3 +261,62 @@ async fn large_blob_goes_up_in_chunks() {
         "40 MiB in 16 MiB chunks: {patches} PATCH requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_layers_are_not_copied_and_the_output_says_so() {
+    // Like a Windows base layer: referenced by URL, never stored in the registry.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let base = image(
+        &[layer(11, 4096)],
+        "windows",
+        "amd64",
+        Format::Docker,
+        "foreign",
+    );
+    let foreign_digest = format!("sha256:{}", "f".repeat(64));
+    let mut doc: serde_json::Value = serde_json::from_slice(&base.bytes).unwrap();
+    doc["layers"].as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "size": 123456,
+            "digest": foreign_digest,
+            "urls": ["https://mcr.example.invalid/layer.tar.gz"]
+        }),
+    );
+    let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+    let img = Image {
+        media_type: base.media_type.clone(),
+        digest: sha256_digest(&bytes),
+        bytes,
+        blobs: base.blobs.clone(),
+        children: Vec::new(),
+    };
+    src.pusher().push("win/app", "ltsc", &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/win/app\"\nto = \"{}/win/app\"\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            dst.addr
+        ),
+    );
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("1 non-distributable layer not copied"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("note: 1 non-distributable layer not copied"),
+        "{}",
+        run.stderr
+    );
+    let (_, bytes, digest) = dst.pusher().manifest("win/app", "ltsc").await.unwrap();
+    assert_eq!((bytes, digest), (img.bytes.clone(), img.digest.clone()));
+    assert!(!dst.pusher().blob_exists("win/app", &foreign_digest).await);
+}

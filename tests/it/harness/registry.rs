@@ -283,6 +283,12 @@ storage:
 http:
   addr: {addr}
   secret: {secret}
+# Foreign (non-distributable) layers are accepted only with URLs the registry allows.
+validation:
+  manifests:
+    urls:
+      allow:
+        - '^https?://'
 {auth_yaml}",
         storage = yaml_str(&storage.to_string_lossy()),
         addr = yaml_str(addr),
