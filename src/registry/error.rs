@@ -48,6 +48,14 @@ pub enum RegistryError {
     Credentials { registry: String, reason: String },
     #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
     NoCatalog { registry: String, reason: String },
+    #[error("{url}: no progress for {seconds} s")]
+    Stalled { url: String, seconds: u64 },
+    /// The source of a blob failed while its bytes were being uploaded.
+    #[error("the source of the upload failed")]
+    SourceFailed {
+        #[source]
+        source: Box<RegistryError>,
+    },
     #[error("{path}")]
     Io {
         path: PathBuf,

@@ -13,6 +13,8 @@ pub mod error;
 pub mod http;
 pub mod layout;
 pub mod manifest;
+pub mod retry;
+pub mod throttle;
 
 use std::pin::Pin;
 

@@ -1,0 +1,142 @@
+//! Retries with exponential backoff and jitter, for the failures that pass: connection
+//! resets and timeouts, truncated or corrupted bodies, stalls, 408/429/5xx. Bounded, and
+//! explained through the throttle's observer. The registry layer sleeps here so that the copy
+//! engine never does.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use super::error::RegistryError;
+use super::throttle::{Event, Throttle};
+
+/// Tries after the first (regclient uses 5 too).
+pub const DEFAULT_RETRIES: u32 = 5;
+/// First backoff; doubles each time up to [`MAX_BACKOFF`].
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Would trying again plausibly succeed?
+pub fn is_transient(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Transport { .. }
+        | RegistryError::Stalled { .. }
+        | RegistryError::DigestMismatch { .. }
+        | RegistryError::SizeMismatch { .. } => true,
+        RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+        RegistryError::SourceFailed { source } => is_transient(source),
+        _ => false,
+    }
+}
+
+/// The backoff before retry `attempt` (1-based): exponential, capped, with "equal jitter"
+/// (half fixed, half random) so many clients do not retry in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = INITIAL_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(MAX_BACKOFF);
+    let half = capped / 2;
+    // RandomState is seeded randomly per instance: enough randomness for jitter.
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    half + Duration::from_nanos(r % (half.as_nanos() as u64 + 1))
+}
+
+/// Run `op` until it succeeds, fails for good, or `retries` retries are spent.
+pub async fn retrying<T, F, Fut>(
+    throttle: &Throttle,
+    registry: &str,
+    what: &str,
+    retries: u32,
+    mut op: F,
+) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < retries && is_transient(&e) => {
+                attempt += 1;
+                let delay = backoff(attempt);
+                tracing::debug!(%registry, %what, attempt, error = %e, "retrying");
+                throttle.notify(Event::Retrying {
+                    registry: registry.to_string(),
+                    what: what.to_string(),
+                    attempt,
+                    delay,
+                    error: crate::report::error_chain(&e),
+                });
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..40 {
+            let b = backoff(attempt);
+            let nominal = INITIAL_BACKOFF
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(MAX_BACKOFF);
+            assert!(b >= nominal / 2 && b <= nominal, "{attempt}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let status = |s| RegistryError::Status {
+            method: "GET".into(),
+            url: "u".into(),
+            status: s,
+            detail: String::new(),
+            hint: String::new(),
+        };
+        assert!(is_transient(&status(503)));
+        assert!(is_transient(&status(429)));
+        assert!(!is_transient(&status(404)));
+        assert!(!is_transient(&status(401)));
+        assert!(!is_transient(&RegistryError::NotFound {
+            what: "x".into(),
+            url: "u".into()
+        }));
+    }
+
+    #[tokio::test]
+    async fn retries_transient_failures_then_gives_up() {
+        let t = Throttle::new("r", None, None);
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retrying(&t, "r", "op", 2, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(RegistryError::Stalled {
+                url: "u".into(),
+                seconds: 1,
+            })
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let calls = AtomicU32::new(0);
+        let r = retrying(&t, "r", "op", 5, || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 1 {
+                Err(RegistryError::Stalled {
+                    url: "u".into(),
+                    seconds: 1,
+                })
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+    }
+}

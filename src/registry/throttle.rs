@@ -1,0 +1,269 @@
+//! Per-host throttling: a governor rate limit (the plan's `rate_limit`), a shared pause that
+//! a 429 (`Retry-After`) or an exhausted Docker Hub pull budget (`ratelimit-remaining`) sets
+//! for every request to the host, and the events that explain each wait. The copy engine never
+//! sleeps; requests wait here.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::HeaderMap;
+
+/// Waits longer than this are not sat out: the request fails with the registry's answer.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Used when a 429 carries no usable `Retry-After`.
+pub const DEFAULT_429_WAIT: Duration = Duration::from_secs(10);
+
+/// Something the registry layer wants people to know, without printing it itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Requests to `registry` wait `duration` because of `reason`.
+    Waiting {
+        registry: String,
+        duration: Duration,
+        reason: String,
+    },
+    /// A request failed and is tried again after `delay`.
+    Retrying {
+        registry: String,
+        what: String,
+        attempt: u32,
+        delay: Duration,
+        error: String,
+    },
+}
+
+/// Receives [`Event`]s (the app forwards them to its reporter).
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The plan's `rate_limit` for one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests_per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// Which pause a request honours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A manifest GET: counts against Docker Hub's pull limit.
+    Pull,
+    Other,
+}
+
+pub struct Throttle {
+    host: String,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Every request waits until then (a 429).
+    paused_until: Mutex<Option<Instant>>,
+    /// Manifest GETs also wait until then (pull budget spent).
+    pulls_paused_until: Mutex<Option<Instant>>,
+    observer: Option<Observer>,
+}
+
+impl Throttle {
+    pub fn new(host: &str, rate: Option<RateLimit>, observer: Option<Observer>) -> Throttle {
+        let limiter = rate.map(|r| {
+            RateLimiter::direct(Quota::per_second(r.requests_per_second).allow_burst(r.burst))
+        });
+        Throttle {
+            host: host.to_string(),
+            limiter,
+            paused_until: Mutex::new(None),
+            pulls_paused_until: Mutex::new(None),
+            observer,
+        }
+    }
+
+    pub fn notify(&self, event: Event) {
+        if let Some(o) = &self.observer {
+            o(&event);
+        }
+    }
+
+    /// Wait until a request of this kind may go out.
+    pub async fn ready(&self, kind: Kind) {
+        loop {
+            let now = Instant::now();
+            let mut until = *self.paused_until.lock().expect("pause lock");
+            if kind == Kind::Pull {
+                let pulls = *self.pulls_paused_until.lock().expect("pause lock");
+                until = until.max(pulls);
+            }
+            match until {
+                Some(t) if t > now => tokio::time::sleep_until(t.into()).await,
+                _ => break,
+            }
+        }
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+    }
+
+    /// Make every request to the host wait `duration` (extending, never shortening, a pause).
+    pub fn pause(&self, duration: Duration, reason: &str) {
+        self.pause_slot(&self.paused_until, duration, reason);
+    }
+
+    fn pause_slot(&self, slot: &Mutex<Option<Instant>>, duration: Duration, reason: &str) {
+        let until = Instant::now() + duration;
+        let extended = {
+            let mut cur = slot.lock().expect("pause lock");
+            if cur.is_some_and(|c| c >= until) {
+                false
+            } else {
+                *cur = Some(until);
+                true
+            }
+        };
+        if extended {
+            tracing::info!(registry = %self.host, seconds = duration.as_secs(), "{reason}");
+            self.notify(Event::Waiting {
+                registry: self.host.clone(),
+                duration,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Look at a response's rate-limit headers: when Docker Hub says the pull budget is
+    /// spent, hold manifest GETs back for the time one pull takes to come back in its
+    /// window, rather than running into 429s.
+    pub fn observe(&self, headers: &HeaderMap) {
+        let Some((remaining, window)) = header_budget(headers, "ratelimit-remaining") else {
+            return;
+        };
+        if remaining > 0 {
+            return;
+        }
+        let limit = header_budget(headers, "ratelimit-limit")
+            .map(|(l, _)| l)
+            .filter(|l| *l > 0)
+            .unwrap_or(1);
+        let wait = Duration::from_secs(window.div_ceil(limit).max(1));
+        self.pause_slot(
+            &self.pulls_paused_until,
+            wait.min(MAX_WAIT),
+            &format!("{} pull limit reached", self.host),
+        );
+    }
+}
+
+/// `ratelimit-remaining: 76;w=21600` -> (76, 21600).
+fn header_budget(headers: &HeaderMap, name: &str) -> Option<(u64, u64)> {
+    let v = headers.get(name)?.to_str().ok()?;
+    let mut parts = v.split(';');
+    let n = parts.next()?.trim().parse().ok()?;
+    let w = parts
+        .find_map(|p| p.trim().strip_prefix("w="))
+        .and_then(|w| w.trim().parse().ok())
+        .unwrap_or(21_600);
+    Some((n, w))
+}
+
+/// `Retry-After`: seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn parses_retry_after_and_budgets() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("120"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        h.insert("retry-after", HeaderValue::from_str(&later).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d <= Duration::from_secs(90) && d >= Duration::from_secs(85),
+            "{d:?}"
+        );
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            "ratelimit-remaining",
+            HeaderValue::from_static("76;w=21600"),
+        );
+        assert_eq!(header_budget(&h, "ratelimit-remaining"), Some((76, 21600)));
+        h.insert("ratelimit-remaining", HeaderValue::from_static("junk"));
+        assert_eq!(header_budget(&h, "ratelimit-remaining"), None);
+    }
+
+    #[tokio::test]
+    async fn a_spent_pull_budget_holds_pulls_back_and_says_so() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let t = Throttle::new(
+            "docker.io",
+            None,
+            Some(Arc::new(move |e: &Event| {
+                sink.lock().unwrap().push(e.clone())
+            })),
+        );
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-limit", HeaderValue::from_static("100;w=21600"));
+        h.insert("ratelimit-remaining", HeaderValue::from_static("0;w=21600"));
+        t.observe(&h);
+        let got = events.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![Event::Waiting {
+                registry: "docker.io".into(),
+                duration: Duration::from_secs(216),
+                reason: "docker.io pull limit reached".into()
+            }]
+        );
+        // Other requests are not held back.
+        tokio::time::timeout(Duration::from_millis(100), t.ready(Kind::Other))
+            .await
+            .expect("blob requests go on");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), t.ready(Kind::Pull))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn rate_limit_spaces_requests() {
+        let t = Throttle::new(
+            "r",
+            Some(RateLimit {
+                requests_per_second: NonZeroU32::new(20).unwrap(),
+                burst: NonZeroU32::new(1).unwrap(),
+            }),
+            None,
+        );
+        let start = Instant::now();
+        for _ in 0..5 {
+            t.ready(Kind::Other).await;
+        }
+        // 1 immediately, then 4 at 50 ms intervals.
+        assert!(
+            start.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! The schema as an append-only list of migrations, keyed on `PRAGMA user_version`.
+//!
+//! A file at version N has had exactly the first N entries of [`MIGRATIONS`] applied. Never edit
+//! or reorder an entry that has shipped: files in the field already ran it. Change the schema by
+//! appending a new entry.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Every migration, oldest first. Entry `i` takes a file from version `i` to version `i + 1`.
+///
+/// No `CHECK`s on the text enums: the owner thread is the only writer and writes them from
+/// Rust enums, so a check would only cost time on the hot path; reads reject unknown values.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE runs (
+         id               INTEGER PRIMARY KEY,
+         plan_path        TEXT NOT NULL,
+         plan_fingerprint TEXT NOT NULL,
+         started_at       INTEGER NOT NULL,
+         ended_at         INTEGER,
+         status           TEXT NOT NULL,
+         copied           INTEGER NOT NULL DEFAULT 0,
+         present          INTEGER NOT NULL DEFAULT 0,
+         failed           INTEGER NOT NULL DEFAULT 0,
+         skipped          INTEGER NOT NULL DEFAULT 0,
+         bytes            INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE items (
+         target_registry TEXT NOT NULL,
+         target_repo     TEXT NOT NULL,
+         target_ref      TEXT NOT NULL,
+         run             INTEGER NOT NULL REFERENCES runs(id),
+         source          TEXT NOT NULL,
+         source_ref      TEXT NOT NULL,
+         source_digest   TEXT,
+         status          TEXT NOT NULL,
+         attempts        INTEGER NOT NULL,
+         last_error      TEXT,
+         bytes           INTEGER NOT NULL,
+         updated_at      INTEGER NOT NULL,
+         PRIMARY KEY (target_registry, target_repo, target_ref)
+     );
+     -- run_summary counts and lists one run's items.
+     CREATE INDEX items_run ON items(run, status);
+     CREATE TABLE blobs (
+         registry   TEXT NOT NULL,
+         digest     TEXT NOT NULL,
+         size       INTEGER NOT NULL,
+         repo       TEXT NOT NULL,
+         updated_at INTEGER NOT NULL,
+         PRIMARY KEY (registry, digest)
+     );
+     CREATE TABLE uploads (
+         registry   TEXT NOT NULL,
+         repo       TEXT NOT NULL,
+         digest     TEXT NOT NULL,
+         url        TEXT NOT NULL,
+         offset     INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         PRIMARY KEY (registry, repo, digest)
+     );
+     CREATE TABLE tags (
+         registry TEXT NOT NULL,
+         repo     TEXT NOT NULL,
+         tag      TEXT NOT NULL,
+         digest   TEXT NOT NULL,
+         seen_at  INTEGER NOT NULL,
+         PRIMARY KEY (registry, repo, tag)
+     );",
+];
+
+/// The schema version this build writes and understands.
+pub(crate) const SUPPORTED: i64 = MIGRATIONS.len() as i64;
+
+/// What [`migrate`] found that it must not touch.
+#[derive(Debug)]
+pub(crate) enum MigrateError {
+    Sqlite(rusqlite::Error),
+    /// The file was written by a newer ferry; the version it has.
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sqlite(e)
+    }
+}
+
+/// Brings the file up to [`SUPPORTED`]. Each step runs in its own transaction together with its
+/// `user_version` bump (the header write is transactional), so a crash leaves the file at a
+/// whole version and the next open resumes from there.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SUPPORTED {
+        return Err(MigrateError::Newer(found));
+    }
+    // A negative user_version is not one we wrote; treating it as 0 would run CREATE TABLE on a
+    // foreign file and fail there with a clearer SQLite message than anything we could invent.
+    let start = usize::try_from(found).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        // IMMEDIATE: take the write lock up front rather than upgrading mid-migration.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
