@@ -9,6 +9,7 @@
 //!   implementations; the only code that speaks the distribution API.
 //! - [`copy`]: rule resolution and the idempotent, concurrent copy engine.
 //! - [`report`]: the [`report::Reporter`] trait and its terminal and log implementations.
+//! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
 
 pub mod app;
 pub mod cli;
@@ -16,3 +17,4 @@ pub mod copy;
 pub mod plan;
 pub mod registry;
 pub mod report;
+pub mod state;

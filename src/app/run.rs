@@ -17,14 +17,17 @@ use crate::registry::Registry;
 use crate::report::{error_chain, BarReporter, PlainReporter, Reporter, Silent};
 
 /// Build one registry client per location the plan uses.
-pub fn registries(plan: &Plan) -> anyhow::Result<select::Registries> {
+pub fn registries(
+    plan: &Plan,
+    observer: Option<crate::registry::throttle::Observer>,
+) -> anyhow::Result<select::Registries> {
     let mut map: select::Registries = HashMap::new();
     for host in plan.hosts() {
         let settings = plan.registry(&host);
         if settings.insecure {
             tracing::warn!("TLS verification is off for {host} (insecure = true in the plan)");
         }
-        let client = HttpRegistry::new(&host, &settings)
+        let client = HttpRegistry::new(&host, &settings, observer.clone())
             .with_context(|| format!("setting up registry {host}"))?;
         map.insert(
             Location::Registry(host),
@@ -72,8 +75,12 @@ pub fn summary(totals: &Totals, unresolved: usize) -> String {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
-    let registries = registries(&plan)?;
     let reporter = reporter(args.progress, args.quiet);
+    let observer: crate::registry::throttle::Observer = {
+        let reporter = reporter.clone();
+        Arc::new(move |event| reporter.registry_event(event))
+    };
+    let registries = registries(&plan, Some(observer))?;
     let concurrency = args
         .concurrency
         .map(usize::from)

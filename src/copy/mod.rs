@@ -21,8 +21,33 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, Manifest, Registry, RegistryError};
+use crate::registry::{
+    skip_bytes, BlobSource, BlobStream, BlobUpload, Digest, Manifest, Registry, RegistryError,
+};
 use crate::report::Reporter;
+
+/// The bytes of one blob at the source, for an upload that may reopen them.
+struct SourceBlob<'a> {
+    endpoint: &'a Endpoint,
+    digest: &'a Digest,
+    size: u64,
+    reporter: Arc<dyn Reporter>,
+}
+
+#[async_trait::async_trait]
+impl BlobSource for SourceBlob<'_> {
+    async fn open(&self, skip: u64) -> Result<BlobStream, RegistryError> {
+        let data = self
+            .endpoint
+            .registry
+            .get_blob(&self.endpoint.repo, self.digest, self.size)
+            .await?;
+        let reporter = self.reporter.clone();
+        let counted = skip_bytes(data, skip)
+            .inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64));
+        Ok(Box::pin(counted))
+    }
+}
 
 /// One side of a copy: a registry and a repository in it.
 #[derive(Clone)]
@@ -471,41 +496,29 @@ impl Engine {
             .acquire()
             .await
             .expect("transfer semaphore is never closed");
-        let stream = src
-            .registry
-            .get_blob(&src.repo, &blob.digest, blob.size)
+        let source = SourceBlob {
+            endpoint: src,
+            digest: &blob.digest,
+            size: blob.size,
+            reporter: self.reporter.clone(),
+        };
+        let upload = BlobUpload {
+            digest: &blob.digest,
+            size: blob.size,
+            source: &source,
+            resume: None,
+            progress: &|_| {},
+        };
+        dst.registry
+            .put_blob(&dst.repo, upload)
             .await
-            .map_err(|e| CopyError::Source {
-                reference: format!("{} blob {}", src.display(), blob.digest),
-                source: e,
+            .map_err(|e| match e {
+                RegistryError::SourceFailed { source } => CopyError::Source {
+                    reference: format!("{} blob {}", src.display(), blob.digest),
+                    source: *source,
+                },
+                e => target_err(e),
             })?;
-        let reporter = self.reporter.clone();
-        // When the source stream fails (a digest or size mismatch, a dropped connection), the
-        // upload is aborted and the target complains too; the source's error is the cause
-        // users need to see, so it is kept aside and reported instead.
-        let source_failure: Arc<std::sync::Mutex<Option<RegistryError>>> = Arc::default();
-        let slot = source_failure.clone();
-        let aborted = format!("{} blob {}", src.display(), blob.digest);
-        let counted = stream
-            .inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64))
-            .map_err(move |e| {
-                *slot.lock().expect("source failure slot") = Some(e);
-                RegistryError::Protocol {
-                    url: aborted.clone(),
-                    reason: "the source stream failed; upload aborted".into(),
-                }
-            });
-        let put = dst
-            .registry
-            .put_blob(&dst.repo, &blob.digest, blob.size, Box::pin(counted))
-            .await;
-        if let Some(e) = source_failure.lock().expect("source failure slot").take() {
-            return Err(CopyError::Source {
-                reference: format!("{} blob {}", src.display(), blob.digest),
-                source: e,
-            });
-        }
-        put.map_err(target_err)?;
         counters.bytes.fetch_add(blob.size, Ordering::Relaxed);
         counters.transferred.fetch_add(1, Ordering::Relaxed);
         *known = Some(dst.repo.clone());

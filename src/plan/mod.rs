@@ -10,7 +10,9 @@ pub mod reference;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use regex::Regex;
 use semver::VersionReq;
@@ -21,6 +23,8 @@ use url::Url;
 pub use filter::TagFilter;
 pub use reference::{Location, Reference, Selector};
 
+pub use crate::registry::throttle::RateLimit;
+
 /// Blob transfers in flight across the whole run, unless the plan or `--concurrency` says
 /// otherwise. crane uses 4 per image, skopeo 6 per image; ferry shares one pool across all
 /// images, so 8 keeps two cores and a typical uplink busy without tripping registry limits.
@@ -29,6 +33,10 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Connections ferry opens to one registry host at most (regclient uses 3 requests per host;
 /// distribution and GHCR comfortably serve more).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// A response or upload that makes no progress for this long is abandoned and retried: a
+/// stall detector, not a whole-transfer timeout (a 3 GB layer may take an hour).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A plan file that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +109,11 @@ pub struct RegistrySettings {
     /// Base URL of the registry's management API (Docker Hub's for `docker.io`).
     pub api: Option<Url>,
     pub max_connections: usize,
+    /// Requests per second (and burst) to this host at most.
+    pub rate_limit: Option<RateLimit>,
+    /// Retries of a failed request or transfer (backoff 0.25 s doubling to 30 s, jittered).
+    pub retries: u32,
+    pub stall_timeout: Duration,
 }
 
 impl Default for RegistrySettings {
@@ -111,6 +124,9 @@ impl Default for RegistrySettings {
             endpoint: None,
             api: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            rate_limit: None,
+            retries: crate::registry::retry::DEFAULT_RETRIES,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -163,6 +179,16 @@ struct RawRegistry {
     endpoint: Option<Spanned<String>>,
     api: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    rate_limit: Option<Spanned<RawRateLimit>>,
+    retries: Option<Spanned<i64>>,
+    stall_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests_per_second: Spanned<i64>,
+    burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +259,27 @@ fn positive(ctx: &Ctx, v: &Spanned<i64>, field: &str, max: i64) -> Result<usize,
         return Err(ctx.invalid(v.span(), field, n, format!("must be between 1 and {max}")));
     }
     Ok(n as usize)
+}
+
+/// A humantime duration (`90s`, `2m`, `1h 30m`), at least one second.
+fn duration(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
+    let d = humantime::parse_duration(v.get_ref()).map_err(|e| {
+        ctx.invalid(
+            v.span(),
+            field,
+            format!("{:?}", v.get_ref()),
+            format!("not a duration like \"90s\" or \"2m\": {e}"),
+        )
+    })?;
+    if d < Duration::from_secs(1) {
+        return Err(ctx.invalid(
+            v.span(),
+            field,
+            format!("{:?}", v.get_ref()),
+            "must be at least 1s",
+        ));
+    }
+    Ok(d)
 }
 
 fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
@@ -351,12 +398,45 @@ impl Plan {
                 Some(v) => positive(&ctx, v, &format!("{field}.max_connections"), 1024)?,
                 None => DEFAULT_MAX_CONNECTIONS,
             };
+            let rate_limit = match &r.rate_limit {
+                None => None,
+                Some(rl) => {
+                    let rl = rl.get_ref();
+                    let field = format!("{field}.rate_limit");
+                    let rps = positive(
+                        &ctx,
+                        &rl.requests_per_second,
+                        &format!("{field}.requests_per_second"),
+                        100_000,
+                    )?;
+                    let burst = match &rl.burst {
+                        Some(b) => positive(&ctx, b, &format!("{field}.burst"), 100_000)?,
+                        None => rps,
+                    };
+                    Some(RateLimit {
+                        requests_per_second: NonZeroU32::new(rps as u32).expect("positive"),
+                        burst: NonZeroU32::new(burst as u32).expect("positive"),
+                    })
+                }
+            };
+            let retries = match &r.retries {
+                Some(v) if *v.get_ref() == 0 => 0,
+                Some(v) => positive(&ctx, v, &format!("{field}.retries"), 100)? as u32,
+                None => crate::registry::retry::DEFAULT_RETRIES,
+            };
+            let stall_timeout = match &r.stall_timeout {
+                None => DEFAULT_STALL_TIMEOUT,
+                Some(v) => duration(&ctx, v, &format!("{field}.stall_timeout"))?,
+            };
             let settings = RegistrySettings {
                 auth,
                 insecure: r.insecure,
                 endpoint,
                 api,
                 max_connections,
+                rate_limit,
+                retries,
+                stall_timeout,
             };
             if registries.insert(host.clone(), settings).is_some() {
                 return Err(ctx.invalid(

@@ -20,7 +20,9 @@ use tokio_util::io::ReaderStream;
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
-use super::{BlobStream, Manifest, ManifestHead, Registry};
+use super::retry;
+use super::throttle::Throttle;
+use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Registry, UploadProgress};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -109,6 +111,56 @@ impl LayoutRegistry {
             }
         }
         Ok(None)
+    }
+
+    /// Write a blob from a stream: verified, to a temporary file, renamed into place.
+    /// Errors of the stream (including a digest mismatch) are the source's.
+    async fn write_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        data: BlobStream,
+    ) -> Result<()> {
+        Self::ensure_layout(repo).await?;
+        let path = Self::blob_path(repo, digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let parent = path.parent().expect("blob paths have a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| RegistryError::io(parent, e))?;
+        let tmp = tmp_path(&path);
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| RegistryError::io(&tmp, e))?;
+            // Verified here too, whatever the stream's origin: nothing unverified is renamed
+            // into place.
+            let mut data =
+                VerifyingStream::new(data, path.display().to_string(), digest.clone(), size);
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk.map_err(|e| match e {
+                    e @ RegistryError::SourceFailed { .. } => e,
+                    e => RegistryError::SourceFailed {
+                        source: Box::new(e),
+                    },
+                })?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| RegistryError::io(&tmp, e))?;
+            }
+            file.flush().await.map_err(|e| RegistryError::io(&tmp, e))?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| RegistryError::io(&path, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
     }
 
     async fn write_blob_bytes(repo: &str, digest: &Digest, bytes: &[u8]) -> Result<()> {
@@ -336,48 +388,29 @@ impl Registry for LayoutRegistry {
         )))
     }
 
-    async fn put_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        size: u64,
-        data: BlobStream,
-    ) -> Result<()> {
-        Self::ensure_layout(repo).await?;
-        let path = Self::blob_path(repo, digest);
-        if path.exists() {
-            return Ok(());
-        }
-        let parent = path.parent().expect("blob paths have a parent");
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| RegistryError::io(parent, e))?;
-        let tmp = tmp_path(&path);
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| RegistryError::io(&tmp, e))?;
-            // Verified here too, whatever the stream's origin: nothing unverified is renamed
-            // into place.
-            let mut data =
-                VerifyingStream::new(data, path.display().to_string(), digest.clone(), size);
-            while let Some(chunk) = data.next().await {
-                file.write_all(&chunk?)
+    async fn put_blob(&self, repo: &str, up: BlobUpload<'_>) -> Result<()> {
+        // Local writes do not fail transiently; a remote source may, so attempts reopen it.
+        let throttle = Throttle::new("oci:", None, None);
+        retry::retrying(
+            &throttle,
+            "oci:",
+            "write blob",
+            retry::DEFAULT_RETRIES,
+            || async {
+                let data = up
+                    .source
+                    .open(0)
                     .await
-                    .map_err(|e| RegistryError::io(&tmp, e))?;
-            }
-            file.flush().await.map_err(|e| RegistryError::io(&tmp, e))?;
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(|e| RegistryError::io(&path, e))
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+                    .map_err(|e| RegistryError::SourceFailed {
+                        source: Box::new(e),
+                    })?;
+                self.write_blob(repo, up.digest, up.size, data).await
+            },
+        )
+        .await?;
+        (up.progress)(UploadProgress::Finished);
+        Ok(())
     }
-
     /// Layouts have no mounts: declining makes the engine stream the blob through digest
     /// verification, so a corrupt file in one layout is never propagated into another.
     async fn mount_blob(&self, _repo: &str, _digest: &Digest, _from: &str) -> Result<bool> {

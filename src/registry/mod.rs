@@ -29,6 +29,59 @@ pub use error::{RegistryError, Result};
 /// they end with an error instead of a last chunk when size or digest is wrong.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// Where the bytes of a blob being uploaded come from. Reopened for every attempt.
+#[async_trait]
+pub trait BlobSource: Send + Sync {
+    /// The blob's bytes after the first `skip` (which the target already has). The whole
+    /// blob is still verified against its digest: skipped bytes are read and hashed.
+    async fn open(&self, skip: u64) -> Result<BlobStream>;
+}
+
+/// Drop the first `skip` bytes of a stream (they still flow through any verification that
+/// wraps the stream underneath).
+pub fn skip_bytes(data: BlobStream, skip: u64) -> BlobStream {
+    if skip == 0 {
+        return data;
+    }
+    let mut left = skip;
+    Box::pin(futures::StreamExt::filter_map(data, move |item| {
+        let out = match item {
+            Err(e) => Some(Err(e)),
+            Ok(mut chunk) => {
+                if left >= chunk.len() as u64 {
+                    left -= chunk.len() as u64;
+                    None
+                } else {
+                    let rest = chunk.split_off(left as usize);
+                    left = 0;
+                    Some(Ok(rest))
+                }
+            }
+        };
+        std::future::ready(out)
+    }))
+}
+
+/// Progress of an upload, for the checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadProgress {
+    /// The registry confirmed `offset` bytes in the session at `url`.
+    Session { url: String, offset: u64 },
+    /// The blob is complete at the target.
+    Finished,
+}
+
+/// Everything [`Registry::put_blob`] needs.
+pub struct BlobUpload<'a> {
+    pub digest: &'a Digest,
+    pub size: u64,
+    pub source: &'a dyn BlobSource,
+    /// The URL of an upload session a previous run left open for this blob.
+    pub resume: Option<String>,
+    /// Told about confirmed progress (chunked uploads) and completion.
+    pub progress: &'a (dyn Fn(UploadProgress) + Send + Sync),
+}
+
 /// A manifest exactly as stored: its bytes are never re-serialised.
 #[derive(Clone, Debug)]
 pub struct Manifest {
@@ -72,16 +125,39 @@ pub trait Registry: Send + Sync {
     /// Stream a blob; the stream verifies `size` and `digest` as bytes arrive.
     async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream>;
 
-    /// Store a blob from a stream; nothing is committed unless the bytes match `digest`.
-    async fn put_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        size: u64,
-        data: BlobStream,
-    ) -> Result<()>;
+    /// Store a blob read from `upload.source`; nothing is committed unless the bytes match
+    /// the digest. Transient failures are retried by reopening the source (skipping what the
+    /// target already confirmed, for a chunked upload); an upload session a previous run left
+    /// (`upload.resume`) is continued from the offset the registry reports.
+    async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()>;
 
     /// Make a blob that `from` (a repository of this same registry) holds available in `repo`
     /// without transferring it. `Ok(false)` when the registry declined.
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{stream, StreamExt};
+
+    #[tokio::test]
+    async fn skip_bytes_drops_a_prefix_across_chunks() {
+        let chunks = || ["abc", "defg", "hij"].map(|c| Ok(Bytes::from_static(c.as_bytes())));
+        for (skip, expected) in [
+            (0, "abcdefghij"),
+            (2, "cdefghij"),
+            (3, "defghij"),
+            (5, "fghij"),
+            (10, ""),
+            (11, ""),
+        ] {
+            let s: BlobStream = Box::pin(stream::iter(chunks()));
+            let got: Vec<u8> = skip_bytes(s, skip)
+                .map(|c| c.unwrap().to_vec())
+                .concat()
+                .await;
+            assert_eq!(String::from_utf8(got).unwrap(), expected, "skip {skip}");
+        }
+    }
 }

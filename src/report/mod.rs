@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::copy::{Item, Outcome};
+use crate::registry::throttle::Event;
 
 /// Events of a copy run.
 pub trait Reporter: Send + Sync {
@@ -18,6 +19,8 @@ pub trait Reporter: Send + Sync {
     fn item_finished(&self, _item: &Item, _outcome: &Outcome) {}
     /// Blob bytes streamed from a source to a target.
     fn bytes_transferred(&self, _bytes: u64) {}
+    /// A wait or a retry in the registry layer: every wait is explained.
+    fn registry_event(&self, _event: &Event) {}
     /// A message that belongs in the log (a skipped rule, a duplicate target).
     fn note(&self, _message: &str) {}
     /// The run is over; bars are cleared before the summary is printed.
@@ -27,6 +30,31 @@ pub trait Reporter: Send + Sync {
 /// Reports nothing (`--progress none`, tests).
 pub struct Silent;
 impl Reporter for Silent {}
+
+/// One line explaining a registry event.
+pub fn event_line(event: &Event) -> String {
+    match event {
+        Event::Waiting {
+            registry,
+            duration,
+            reason,
+        } => format!(
+            "waiting {} s for {registry}: {reason}",
+            duration.as_secs().max(1)
+        ),
+        Event::Retrying {
+            registry,
+            what,
+            attempt,
+            delay,
+            error,
+        } => format!(
+            "retrying {what} at {registry} in {:.1} s (attempt {}): {error}",
+            delay.as_secs_f64(),
+            attempt + 1
+        ),
+    }
+}
 
 /// `error: cause: cause`, the whole chain on one line.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -130,6 +158,9 @@ impl Reporter for PlainReporter {
     fn note(&self, message: &str) {
         self.line(message);
     }
+    fn registry_event(&self, event: &Event) {
+        self.line(&event_line(event));
+    }
 }
 
 /// indicatif bars on a terminal: images done/total, and bytes with rate.
@@ -188,6 +219,9 @@ impl Reporter for BarReporter {
     }
     fn note(&self, message: &str) {
         self.images.println(message);
+    }
+    fn registry_event(&self, event: &Event) {
+        self.images.println(event_line(event));
     }
     fn finish(&self) {
         self.images.finish_and_clear();

@@ -100,9 +100,10 @@ async fn hub_errors_are_reported_per_rule() {
     );
     assert!(run.stderr.contains("docker.io/myorg/*"), "{}", run.stderr);
 
-    // Budget spent: the 429 is reported with the rate-limit hint.
+    // Budget spent: the 429 is reported with the rate-limit hint (no retries here: the
+    // fake's budget never comes back).
     let hub = HubFake::start(&[("myorg", "a", false)], &[], 100, 0).await;
-    let p = plan(dir.path(), &hub_plan(&reg, &hub, &dst, ""));
+    let p = plan(dir.path(), &hub_plan(&reg, &hub, &dst, "retries = 0"));
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(1);
     assert!(

@@ -11,7 +11,11 @@ use crate::harness::*;
 fn proxied_plan(dir: &std::path::Path, from: &str, to: &str, hosts: &[&str]) -> std::path::PathBuf {
     let mut text = String::from("version = 1\n");
     for h in hosts {
-        text.push_str(&format!("[registry.\"{h}\"]\ninsecure = true\n"));
+        // One retry: these faults are permanent, and the default policy would spend ~8 s
+        // proving it.
+        text.push_str(&format!(
+            "[registry.\"{h}\"]\ninsecure = true\nretries = 1\n"
+        ));
     }
     text.push_str(&format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n"));
     plan(dir, &text)

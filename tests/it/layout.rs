@@ -120,7 +120,7 @@ async fn a_corrupt_layout_blob_is_refused_and_nothing_is_pushed() {
     let p = plan(
         dir.path(),
         &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"oci:{}:v1\"\nto = \"{}/x/app\"\n",
+            "version = 1\n{}retries = 0\n[[copy]]\nfrom = \"oci:{}:v1\"\nto = \"{}/x/app\"\n",
             insecure(&[&dst]),
             layout.display(),
             dst.addr

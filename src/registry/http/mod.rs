@@ -29,7 +29,9 @@ use super::credentials::{self, Credential};
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
-use super::{BlobStream, Manifest, ManifestHead, Registry};
+use super::retry;
+use super::throttle::{self, Kind, Observer, Throttle};
+use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Registry};
 use crate::plan::reference::DOCKER_HUB;
 use crate::plan::RegistrySettings;
 
@@ -72,17 +74,27 @@ pub struct HttpRegistry {
     auth: Authenticator,
     credential: Credential,
     connections: Arc<Semaphore>,
+    throttle: Throttle,
+    retries: u32,
+    stall: std::time::Duration,
 }
 
 impl HttpRegistry {
     /// A client for `host` as the plan configures it; resolves credentials now so a missing
     /// secret is reported before any work starts.
-    pub fn new(host: &str, settings: &RegistrySettings) -> Result<HttpRegistry> {
+    pub fn new(
+        host: &str,
+        settings: &RegistrySettings,
+        observer: Option<Observer>,
+    ) -> Result<HttpRegistry> {
         let credential = credentials::resolve(host, &settings.auth)?;
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .danger_accept_invalid_certs(settings.insecure)
             .connect_timeout(std::time::Duration::from_secs(30))
+            // A stall detector, not a whole-transfer timeout: each read of a response must
+            // make progress within this time, however long the whole body takes.
+            .read_timeout(settings.stall_timeout)
             .pool_max_idle_per_host(settings.max_connections)
             .build()
             .map_err(|e| RegistryError::transport("INIT", host, e))?;
@@ -102,6 +114,9 @@ impl HttpRegistry {
             auth: Authenticator::new(host, credential.clone(), settings.insecure),
             credential,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            throttle: Throttle::new(host, settings.rate_limit, observer),
+            retries: settings.retries,
+            stall: settings.stall_timeout,
         })
     }
 
@@ -150,6 +165,15 @@ impl HttpRegistry {
         })
     }
 
+    /// Run an operation with this registry's retry policy.
+    async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        retry::retrying(&self.throttle, &self.name, what, self.retries, op).await
+    }
+
     /// Send one request with auth, retrying once after a 401 with the challenge's credentials.
     async fn send(
         &self,
@@ -159,15 +183,23 @@ impl HttpRegistry {
         headers: HeaderMap,
         mut body: Body,
     ) -> Result<(Response, OwnedSemaphorePermit)> {
-        let permit = self
-            .connections
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("connection semaphore is never closed");
+        // Manifest GETs are what Docker Hub counts as pulls.
+        let kind = if method == Method::GET && url.path().contains("/manifests/") {
+            Kind::Pull
+        } else {
+            Kind::Other
+        };
         let mut auth = self.auth.header(&self.client, scope).await?;
         let mut retried = false;
         loop {
+            // Wait for the host's rate limit and any pause before taking a connection slot.
+            self.throttle.ready(kind).await;
+            let permit = self
+                .connections
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("connection semaphore is never closed");
             let mut req = self
                 .client
                 .request(method.clone(), url.clone())
@@ -193,6 +225,17 @@ impl HttpRegistry {
                 .send()
                 .await
                 .map_err(|e| RegistryError::transport(&method, url, e))?;
+            self.throttle.observe(resp.headers());
+            if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                // Slow the whole host down, not just this request.
+                let wait = throttle::retry_after(resp.headers())
+                    .unwrap_or(throttle::DEFAULT_429_WAIT)
+                    .min(throttle::MAX_WAIT);
+                self.throttle.pause(
+                    wait,
+                    &format!("{} answered 429 Too Many Requests", self.name),
+                );
+            }
             let replayable = !matches!(body, Body::Stream(_));
             if resp.status() == StatusCode::UNAUTHORIZED && !retried && replayable {
                 retried = true;
@@ -303,13 +346,9 @@ impl HttpRegistry {
     }
 }
 
-#[async_trait]
-impl Registry for HttpRegistry {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
+/// The operations, each tried once; the trait implementation below wraps them in retries.
+impl HttpRegistry {
+    async fn list_repositories_once(&self, prefix: &str) -> Result<Vec<String>> {
         if self.name == DOCKER_HUB {
             let api = self.api.clone().expect("docker.io always has an API URL");
             return self.hub_repositories(&api, prefix).await;
@@ -342,7 +381,7 @@ impl Registry for HttpRegistry {
         Ok(repos)
     }
 
-    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+    async fn list_tags_once(&self, repo: &str) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct Tags {
             #[serde(default)]
@@ -361,7 +400,11 @@ impl Registry for HttpRegistry {
         Ok(tags)
     }
 
-    async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+    async fn head_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>> {
         let url = self
             .url(&format!("/v2/{repo}/manifests/{reference}"))
             .await?;
@@ -400,7 +443,7 @@ impl Registry for HttpRegistry {
         }
     }
 
-    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+    async fn get_manifest_once(&self, repo: &str, reference: &str) -> Result<Manifest> {
         let url = self
             .url(&format!("/v2/{repo}/manifests/{reference}"))
             .await?;
@@ -458,7 +501,7 @@ impl Registry for HttpRegistry {
         })
     }
 
-    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
+    async fn put_manifest_once(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
         let url = self
             .url(&format!("/v2/{repo}/manifests/{reference}"))
             .await?;
@@ -485,7 +528,7 @@ impl Registry for HttpRegistry {
         check_reported_digest(&url, &resp, &m.digest)
     }
 
-    async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
+    async fn blob_exists_once(&self, repo: &str, digest: &Digest) -> Result<bool> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
         let (resp, _permit) = self
             .send(
@@ -503,7 +546,7 @@ impl Registry for HttpRegistry {
         }
     }
 
-    async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {
+    async fn get_blob_once(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
         let (resp, permit) = self
             .send(
@@ -537,22 +580,7 @@ impl Registry for HttpRegistry {
         )))
     }
 
-    async fn put_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        size: u64,
-        data: BlobStream,
-    ) -> Result<()> {
-        let location = self.start_upload(repo).await?;
-        if size <= MONOLITHIC_MAX {
-            let body = Body::Stream(Some(reqwest::Body::wrap_stream(data)));
-            return self.finish_upload(repo, location, digest, body, size).await;
-        }
-        self.put_chunked(repo, digest, size, location, data).await
-    }
-
-    async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
+    async fn mount_blob_once(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
         let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/")).await?;
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
@@ -586,5 +614,57 @@ impl Registry for HttpRegistry {
             }
             _ => Err(self.status_error(&Method::POST, &url, resp).await),
         }
+    }
+}
+
+#[async_trait]
+impl Registry for HttpRegistry {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
+        self.retry("list repositories", || self.list_repositories_once(prefix))
+            .await
+    }
+
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        self.retry("list tags", || self.list_tags_once(repo)).await
+    }
+
+    async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+        self.retry("HEAD manifest", || self.head_manifest_once(repo, reference))
+            .await
+    }
+
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        self.retry("GET manifest", || self.get_manifest_once(repo, reference))
+            .await
+    }
+
+    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
+        self.retry("PUT manifest", || {
+            self.put_manifest_once(repo, reference, m)
+        })
+        .await
+    }
+
+    async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        self.retry("HEAD blob", || self.blob_exists_once(repo, digest))
+            .await
+    }
+
+    async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {
+        self.retry("GET blob", || self.get_blob_once(repo, digest, size))
+            .await
+    }
+
+    async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {
+        self.upload(repo, upload).await
+    }
+
+    async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
+        self.retry("mount blob", || self.mount_blob_once(repo, digest, from))
+            .await
     }
 }

@@ -1,20 +1,308 @@
-//! Blob uploads: monolithic streamed PUT for small blobs, chunked PATCH for large ones
-//! (falling back to one PUT when a registry refuses chunks).
+//! Blob uploads: one streamed PUT for small blobs, chunked PATCHes for large ones (falling
+//! back to one PUT when a registry refuses chunks), retried by reopening the source, and
+//! resumed from the offset the registry confirms for an upload session.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::BytesMut;
-use futures::{stream, StreamExt};
+use futures::{stream, StreamExt, TryStreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::wire::check_reported_digest;
-use super::{Body, HttpRegistry, CHUNK_SIZE};
+use super::{Body, HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
 use crate::registry::auth::Scope;
 use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::BlobStream;
+use crate::registry::throttle::Event;
+use crate::registry::{retry, BlobStream, BlobUpload, UploadProgress};
+
+fn source_failed(e: RegistryError) -> RegistryError {
+    match e {
+        e @ RegistryError::SourceFailed { .. } => e,
+        e => RegistryError::SourceFailed {
+            source: Box::new(e),
+        },
+    }
+}
+
+/// Keeps a source stream's error aside: when the source fails mid-upload the target's
+/// complaint (a reset, a 400) is not the cause, and the retry policy must know it was the
+/// source.
+type FailureSlot = Arc<Mutex<Option<RegistryError>>>;
+
+fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
+    let slot: FailureSlot = Arc::default();
+    let keep = slot.clone();
+    let stream = data.map_err(move |e| {
+        let note = RegistryError::Protocol {
+            url: "blob source".into(),
+            reason: format!("upload aborted: {e}"),
+        };
+        *keep.lock().expect("failure slot") = Some(e);
+        note
+    });
+    (Box::pin(stream), slot)
+}
+
+/// Tracks when the upload body last moved, for the stall watchdog.
+struct Progress {
+    start: Instant,
+    last_ms: AtomicU64,
+    done: AtomicBool,
+}
 
 impl HttpRegistry {
+    /// `put_blob`: attempts until success, a permanent failure, or the retries are spent.
+    pub(super) async fn upload(&self, repo: &str, up: BlobUpload<'_>) -> Result<()> {
+        let mut session = up.resume.clone();
+        let mut attempt = 0;
+        loop {
+            match self.upload_attempt(repo, &up, &mut session).await {
+                Ok(()) => {
+                    (up.progress)(UploadProgress::Finished);
+                    return Ok(());
+                }
+                Err(e) if attempt < self.retries && retry::is_transient(&e) => {
+                    attempt += 1;
+                    let delay = retry::backoff(attempt);
+                    tracing::debug!(registry = %self.name, digest = %up.digest, attempt, error = %e, "retrying upload");
+                    self.throttle.notify(Event::Retrying {
+                        registry: self.name.clone(),
+                        what: format!("upload of {}", up.digest.short()),
+                        attempt,
+                        delay,
+                        error: crate::report::error_chain(&e),
+                    });
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn upload_attempt(
+        &self,
+        repo: &str,
+        up: &BlobUpload<'_>,
+        session: &mut Option<String>,
+    ) -> Result<()> {
+        // Continue a session the registry still holds, from the offset it confirms.
+        let mut resumed = None;
+        if let Some(url) = session.take() {
+            match self.upload_status(repo, &url).await {
+                Ok(Some(found)) => resumed = Some(found),
+                Ok(None) => {
+                    tracing::debug!(registry = %self.name, digest = %up.digest, "upload session expired; starting over")
+                }
+                Err(e) => {
+                    tracing::debug!(registry = %self.name, error = %e, "upload session unreadable; starting over")
+                }
+            }
+        }
+        let fresh = resumed.is_none();
+        let (location, offset) = match resumed {
+            Some(found) => found,
+            None => (self.start_upload(repo).await?, 0),
+        };
+        if fresh && up.size <= MONOLITHIC_MAX {
+            return self.put_monolithic(repo, up, location).await;
+        }
+        self.put_chunked(repo, up, location, offset, fresh, session)
+            .await
+    }
+
+    /// Where an upload session stands: its (new) Location and the bytes the registry holds,
+    /// or `None` when the session is gone.
+    async fn upload_status(&self, repo: &str, url: &str) -> Result<Option<(Url, u64)>> {
+        let url = self
+            .base()
+            .await?
+            .join(url)
+            .map_err(|e| RegistryError::Protocol {
+                url: url.to_string(),
+                reason: format!("invalid upload URL: {e}"),
+            })?;
+        let (resp, _permit) = self
+            .send(
+                Method::GET,
+                &url,
+                &Scope::push(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                // `Range: 0-<last byte>`; distribution also says `0-0` for an empty session,
+                // and ferry records sessions only after whole chunks, so `0-0` means 0.
+                let offset = resp
+                    .headers()
+                    .get(header::RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|r| r.trim().trim_start_matches("bytes=").split_once('-'))
+                    .and_then(|(_, end)| end.trim().parse::<u64>().ok())
+                    .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+                let location = match resp.headers().get(header::LOCATION) {
+                    Some(_) => self.location(&url, &resp).await?,
+                    None => url,
+                };
+                Ok(Some((location, offset)))
+            }
+            _ => Err(self.status_error(&Method::GET, &url, resp).await),
+        }
+    }
+
+    /// One streamed PUT of the whole blob, watched for stalls.
+    async fn put_monolithic(&self, repo: &str, up: &BlobUpload<'_>, location: Url) -> Result<()> {
+        let data = up.source.open(0).await.map_err(source_failed)?;
+        let (data, failure) = guarded(data);
+        let progress = Arc::new(Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        });
+        let seen = progress.clone();
+        let data = data
+            .inspect(move |_| {
+                seen.last_ms
+                    .store(seen.start.elapsed().as_millis() as u64, Ordering::Relaxed)
+            })
+            .chain(stream::once({
+                let seen = progress.clone();
+                async move {
+                    // The body is complete: from here the registry's answer is awaited,
+                    // which the client's read timeout watches.
+                    seen.done.store(true, Ordering::Relaxed);
+                    Ok(bytes::Bytes::new())
+                }
+            }));
+        let body = Body::Stream(Some(reqwest::Body::wrap_stream(data)));
+        let put = self.finish_upload(repo, location.clone(), up.digest, body, up.size);
+        let result = tokio::select! {
+            r = put => r,
+            e = self.stall_watch(&location, &progress) => Err(e),
+        };
+        if let Some(e) = failure.lock().expect("failure slot").take() {
+            return Err(source_failed(e));
+        }
+        result
+    }
+
+    /// Resolves (with an error) when an upload body has not moved for the stall timeout.
+    async fn stall_watch(&self, url: &Url, progress: &Progress) -> RegistryError {
+        let tick = (self.stall / 4).max(std::time::Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(tick).await;
+            if progress.done.load(Ordering::Relaxed) {
+                continue;
+            }
+            let last = progress.last_ms.load(Ordering::Relaxed);
+            let idle = progress.start.elapsed().as_millis() as u64 - last.min(u64::MAX / 2);
+            if idle > self.stall.as_millis() as u64 {
+                return RegistryError::Stalled {
+                    url: url.to_string(),
+                    seconds: self.stall.as_secs(),
+                };
+            }
+        }
+    }
+
+    /// Chunked upload from `offset`: PATCH one chunk at a time, recording the confirmed
+    /// session after each. If the registry refuses the first PATCH of a fresh session, fall
+    /// back to one streamed PUT of the chunk in hand followed by the rest.
+    async fn put_chunked(
+        &self,
+        repo: &str,
+        up: &BlobUpload<'_>,
+        mut location: Url,
+        mut offset: u64,
+        fresh: bool,
+        session: &mut Option<String>,
+    ) -> Result<()> {
+        let mut data = up.source.open(offset).await.map_err(source_failed)?;
+        let mut pending = BytesMut::new();
+        let mut first = fresh;
+        loop {
+            while pending.len() < CHUNK_SIZE {
+                match data.next().await {
+                    Some(chunk) => pending.extend_from_slice(&chunk.map_err(source_failed)?),
+                    None => break,
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let take = pending.len().min(CHUNK_SIZE);
+            let chunk = pending.split_to(take).freeze();
+            let end = offset + chunk.len() as u64 - 1;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(chunk.len() as u64),
+            );
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("{offset}-{end}")).expect("digits"),
+            );
+            let sent = self
+                .send(
+                    Method::PATCH,
+                    &location,
+                    &Scope::push(repo),
+                    headers,
+                    Body::Bytes(chunk.clone()),
+                )
+                .await;
+            // A registry that does not take chunks may answer 4xx, or answer early and close
+            // the connection while the chunk is still being written.
+            let refused = match &sent {
+                Ok((resp, _)) => {
+                    matches!(resp.status().as_u16(), 400 | 404 | 405 | 413 | 416 | 501)
+                }
+                Err(RegistryError::Transport { .. }) => true,
+                Err(_) => false,
+            };
+            if first && refused {
+                tracing::debug!(registry = %self.name, "chunked upload refused; falling back to one PUT");
+                let rest = stream::iter([Ok(chunk), Ok(pending.split().freeze())]).chain(data);
+                let (rest, failure) = guarded(Box::pin(rest));
+                let location = self.start_upload(repo).await?;
+                let body = Body::Stream(Some(reqwest::Body::wrap_stream(rest)));
+                let result = self
+                    .finish_upload(repo, location, up.digest, body, up.size)
+                    .await;
+                if let Some(e) = failure.lock().expect("failure slot").take() {
+                    return Err(source_failed(e));
+                }
+                return result;
+            }
+            first = false;
+            let (resp, _permit) = sent?;
+            let status = resp.status();
+            if status != StatusCode::ACCEPTED && status != StatusCode::NO_CONTENT {
+                return Err(self.status_error(&Method::PATCH, &location, resp).await);
+            }
+            location = self.location(&location, &resp).await?;
+            offset = end + 1;
+            *session = Some(location.to_string());
+            (up.progress)(UploadProgress::Session {
+                url: location.to_string(),
+                offset,
+            });
+        }
+        self.finish_upload(repo, location, up.digest, Body::Empty, 0)
+            .await
+    }
+
     /// Open an upload session (`POST …/blobs/uploads/`) and return its Location.
     pub(super) async fn start_upload(&self, repo: &str) -> Result<Url> {
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/")).await?;
@@ -58,83 +346,5 @@ impl HttpRegistry {
             return Err(self.status_error(&Method::PUT, &location, resp).await);
         }
         check_reported_digest(&location, &resp, digest)
-    }
-
-    /// Chunked upload: PATCH one chunk at a time. If the registry refuses the first PATCH,
-    /// fall back to one streamed PUT of the chunk already read followed by the rest.
-    pub(super) async fn put_chunked(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        size: u64,
-        mut location: Url,
-        mut data: BlobStream,
-    ) -> Result<()> {
-        let mut offset: u64 = 0;
-        let mut pending = BytesMut::new();
-        loop {
-            // Fill one chunk (or take what remains).
-            while pending.len() < CHUNK_SIZE {
-                match data.next().await {
-                    Some(chunk) => pending.extend_from_slice(&chunk?),
-                    None => break,
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            let take = pending.len().min(CHUNK_SIZE);
-            let chunk = pending.split_to(take).freeze();
-            let end = offset + chunk.len() as u64 - 1;
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(chunk.len() as u64),
-            );
-            headers.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("{offset}-{end}")).expect("digits"),
-            );
-            let sent = self
-                .send(
-                    Method::PATCH,
-                    &location,
-                    &Scope::push(repo),
-                    headers,
-                    Body::Bytes(chunk.clone()),
-                )
-                .await;
-            // A registry that does not take chunks may answer 4xx, or answer early and close
-            // the connection while the chunk is still being written. Either way, on the first
-            // chunk, fall back to one streamed PUT: the chunk is still in hand.
-            let refused = match &sent {
-                Ok((resp, _)) => {
-                    matches!(resp.status().as_u16(), 400 | 404 | 405 | 413 | 416 | 501)
-                }
-                Err(RegistryError::Transport { .. }) => true,
-                Err(_) => false,
-            };
-            if offset == 0 && refused {
-                tracing::debug!(registry = %self.name, "chunked upload refused; falling back to one PUT");
-                let rest = stream::iter([Ok(chunk), Ok(pending.split().freeze())]).chain(data);
-                let location = self.start_upload(repo).await?;
-                let body = Body::Stream(Some(reqwest::Body::wrap_stream(rest)));
-                return self.finish_upload(repo, location, digest, body, size).await;
-            }
-            let (resp, _permit) = sent?;
-            let status = resp.status();
-            if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-                location = self.location(&location, &resp).await?;
-                offset = end + 1;
-                continue;
-            }
-            return Err(self.status_error(&Method::PATCH, &location, resp).await);
-        }
-        self.finish_upload(repo, location, digest, Body::Empty, 0)
-            .await
     }
 }

@@ -1,0 +1,486 @@
+//! The owner thread: the only code that touches the connection.
+//!
+//! It batches queued writes into transactions because a commit is what costs (a WAL append and,
+//! every so often, an fsync); per-row inserts inside one transaction are cheap.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    BlobState, ItemState, ItemStatus, RunId, RunOutcome, RunSummary, RunTotals, Snapshot,
+    StateError, UploadState, Write, BATCH_DELAY, BATCH_WRITES, MAX_ERROR_CHARS,
+};
+
+/// A request run on the owner thread; it sends its own reply.
+pub(super) type Job = Box<dyn FnOnce(&mut Owner) + Send>;
+
+pub(super) enum Command {
+    Write(Write),
+    /// Runs after every write queued before it is committed.
+    Call(Job),
+    /// Commit what is queued and stop.
+    Shutdown,
+}
+
+pub(super) struct Owner {
+    conn: Connection,
+    path: PathBuf,
+    rx: Receiver<Command>,
+    pending: Vec<Write>,
+    /// When the pending batch must be committed; `None` while nothing is pending.
+    deadline: Option<Instant>,
+    /// The first write error since the last flush. Writes are fire-and-forget, so this is how
+    /// a failure reaches a caller at all.
+    write_error: Option<rusqlite::Error>,
+}
+
+impl Owner {
+    pub(super) fn new(conn: Connection, path: PathBuf, rx: Receiver<Command>) -> Owner {
+        Owner {
+            conn,
+            path,
+            rx,
+            pending: Vec::with_capacity(BATCH_WRITES),
+            deadline: None,
+            write_error: None,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let received = match self.deadline {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(deadline) => self
+                    .rx
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            };
+            match received {
+                Ok(Command::Write(write)) => {
+                    if self.pending.is_empty() {
+                        self.deadline = Some(Instant::now() + BATCH_DELAY);
+                    }
+                    self.pending.push(write);
+                    if self.pending.len() >= BATCH_WRITES {
+                        self.commit();
+                    }
+                }
+                Ok(Command::Call(job)) => {
+                    self.commit();
+                    job(&mut self);
+                }
+                Err(RecvTimeoutError::Timeout) => self.commit(),
+                // Disconnected cannot happen while Inner holds the sender, but if it does the
+                // right thing is the same as for Shutdown.
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.commit();
+        if let Some(e) = self.write_error.take() {
+            // Nobody flushed after the failure, so nobody else will ever hear of it.
+            tracing::warn!(path = %self.path.display(), error = %e, "state file: writes were lost");
+        }
+    }
+
+    /// Commits the pending batch, if any, in one transaction.
+    fn commit(&mut self) {
+        self.deadline = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.pending);
+        if let Err(e) = self.apply(&batch) {
+            tracing::debug!(path = %self.path.display(), error = %e, "state file: write failed");
+            self.write_error.get_or_insert(e);
+        }
+        // Keep the allocation for the next batch.
+        batch.clear();
+        self.pending = batch;
+    }
+
+    fn apply(&mut self, batch: &[Write]) -> rusqlite::Result<()> {
+        let now = unix_now();
+        let tx = self.conn.transaction()?;
+        // One bad write (a foreign key to a run that does not exist, say) fails only its own
+        // statement; SQLite keeps the transaction, so the rest of the batch still commits.
+        let mut first_error = Ok(());
+        for write in batch {
+            if let Err(e) = apply_one(&tx, write, now) {
+                if first_error.is_ok() {
+                    first_error = Err(e);
+                }
+            }
+        }
+        tx.commit()?;
+        first_error
+    }
+
+    pub(super) fn take_write_error(&mut self) -> Result<(), StateError> {
+        match self.write_error.take() {
+            Some(source) => Err(self.err(source)),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn begin_run(
+        &mut self,
+        plan_path: &str,
+        plan_fingerprint: &str,
+    ) -> Result<RunId, StateError> {
+        let result = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO runs (plan_path, plan_fingerprint, started_at, status)
+                 VALUES (?1, ?2, ?3, 'running')",
+            )
+            .and_then(|mut stmt| stmt.execute(params![plan_path, plan_fingerprint, unix_now()]))
+            .map(|_| self.conn.last_insert_rowid());
+        result.map_err(|e| self.err(e))
+    }
+
+    pub(super) fn finish_run(
+        &mut self,
+        run: RunId,
+        outcome: RunOutcome,
+        totals: &RunTotals,
+    ) -> Result<(), StateError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET ended_at = ?2, status = ?3, copied = ?4, present = ?5,
+                        failed = ?6, skipped = ?7, bytes = ?8
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run,
+                    unix_now(),
+                    outcome.as_str(),
+                    to_i64(totals.copied),
+                    to_i64(totals.present),
+                    to_i64(totals.failed),
+                    to_i64(totals.skipped),
+                    to_i64(totals.bytes),
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            // A run id that begin_run did not hand out: a caller bug, not worth its own variant.
+            return Err(self.err(rusqlite::Error::QueryReturnedNoRows));
+        }
+        Ok(())
+    }
+
+    pub(super) fn snapshot(&mut self) -> Result<Snapshot, StateError> {
+        read_snapshot(&self.conn).map_err(|e| self.err(e))
+    }
+
+    pub(super) fn run_summary(
+        &mut self,
+        run: Option<RunId>,
+    ) -> Result<Option<RunSummary>, StateError> {
+        read_run_summary(&self.conn, run).map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()> {
+    match write {
+        Write::Item(item) => {
+            conn.prepare_cached(
+                "INSERT INTO items (target_registry, target_repo, target_ref, run, source,
+                                    source_ref, source_digest, status, attempts, last_error,
+                                    bytes, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (target_registry, target_repo, target_ref) DO UPDATE SET
+                     run = excluded.run, source = excluded.source,
+                     source_ref = excluded.source_ref, source_digest = excluded.source_digest,
+                     status = excluded.status, attempts = excluded.attempts,
+                     last_error = excluded.last_error, bytes = excluded.bytes,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                item.target_registry,
+                item.target_repo,
+                item.target_ref,
+                item.run,
+                item.source,
+                item.source_ref,
+                item.source_digest,
+                item.status.as_str(),
+                i64::from(item.attempts),
+                item.last_error
+                    .as_deref()
+                    .map(|e| truncate_chars(e, MAX_ERROR_CHARS)),
+                to_i64(item.bytes),
+                now,
+            ])?;
+        }
+        Write::Blob {
+            registry,
+            digest,
+            size,
+            repo,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO blobs (registry, digest, size, repo, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (registry, digest) DO UPDATE SET
+                     size = excluded.size, repo = excluded.repo, updated_at = excluded.updated_at",
+            )?
+            .execute(params![registry, digest, to_i64(*size), repo, now])?;
+        }
+        Write::Upload {
+            registry,
+            repo,
+            digest,
+            url,
+            offset,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO uploads (registry, repo, digest, url, offset, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (registry, repo, digest) DO UPDATE SET
+                     url = excluded.url, offset = excluded.offset,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![registry, repo, digest, url, to_i64(*offset), now])?;
+        }
+        Write::UploadFinished {
+            registry,
+            repo,
+            digest,
+        } => {
+            conn.prepare_cached(
+                "DELETE FROM uploads WHERE registry = ?1 AND repo = ?2 AND digest = ?3",
+            )?
+            .execute(params![registry, repo, digest])?;
+        }
+        Write::TagSeen {
+            registry,
+            repo,
+            tag,
+            digest,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO tags (registry, repo, tag, digest, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (registry, repo, tag) DO UPDATE SET
+                     digest = excluded.digest, seen_at = excluded.seen_at",
+            )?
+            .execute(params![registry, repo, tag, digest, now])?;
+        }
+    }
+    Ok(())
+}
+
+fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+
+    let mut stmt = conn.prepare_cached(
+        "SELECT target_registry, target_repo, target_ref, source, source_ref, source_digest,
+                status, attempts, last_error
+         FROM items",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        snapshot.items.insert(
+            (row.get(0)?, row.get(1)?, row.get(2)?),
+            ItemState {
+                source: row.get(3)?,
+                source_ref: row.get(4)?,
+                source_digest: row.get(5)?,
+                status: status_at(row, 6)?,
+                attempts: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(u32::MAX),
+                last_error: row.get(8)?,
+            },
+        );
+    }
+
+    let mut stmt = conn.prepare_cached("SELECT registry, digest, repo, size FROM blobs")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        snapshot.blobs.insert(
+            (row.get(0)?, row.get(1)?),
+            BlobState {
+                repo: row.get(2)?,
+                size: to_u64(row.get(3)?),
+            },
+        );
+    }
+
+    let mut stmt =
+        conn.prepare_cached("SELECT registry, repo, digest, url, offset FROM uploads")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        snapshot.uploads.insert(
+            (row.get(0)?, row.get(1)?, row.get(2)?),
+            UploadState {
+                url: row.get(3)?,
+                offset: to_u64(row.get(4)?),
+            },
+        );
+    }
+
+    let mut stmt = conn.prepare_cached("SELECT registry, repo, tag, digest FROM tags")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        snapshot
+            .tags
+            .insert((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?);
+    }
+
+    Ok(snapshot)
+}
+
+fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<Option<RunSummary>> {
+    const COLUMNS: &str = "SELECT id, plan_path, plan_fingerprint, started_at, ended_at, status,
+                                  copied, present, failed, skipped, bytes
+                           FROM runs";
+    let to_summary = |row: &Row<'_>| -> rusqlite::Result<RunSummary> {
+        Ok(RunSummary {
+            id: row.get(0)?,
+            plan_path: row.get(1)?,
+            plan_fingerprint: row.get(2)?,
+            started_at: row.get(3)?,
+            ended_at: row.get(4)?,
+            status: row.get(5)?,
+            totals: RunTotals {
+                copied: to_u64(row.get(6)?),
+                present: to_u64(row.get(7)?),
+                failed: to_u64(row.get(8)?),
+                skipped: to_u64(row.get(9)?),
+                bytes: to_u64(row.get(10)?),
+            },
+            items_by_status: BTreeMap::new(),
+            failures: Vec::new(),
+        })
+    };
+    let summary = match run {
+        Some(id) => conn
+            .prepare_cached(&format!("{COLUMNS} WHERE id = ?1"))?
+            .query_row([id], to_summary),
+        None => conn
+            .prepare_cached(&format!("{COLUMNS} ORDER BY id DESC LIMIT 1"))?
+            .query_row([], to_summary),
+    }
+    .optional()?;
+    let Some(mut summary) = summary else {
+        return Ok(None);
+    };
+
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM items WHERE run = ?1 GROUP BY status")?;
+    let mut rows = stmt.query([summary.id])?;
+    while let Some(row) = rows.next()? {
+        summary
+            .items_by_status
+            .insert(row.get(0)?, to_u64(row.get(1)?));
+    }
+
+    let mut stmt = conn.prepare_cached(
+        "SELECT source, source_ref, target_registry, target_repo, target_ref, last_error
+         FROM items WHERE run = ?1 AND status = 'failed'
+         ORDER BY target_registry, target_repo, target_ref",
+    )?;
+    let mut rows = stmt.query([summary.id])?;
+    while let Some(row) = rows.next()? {
+        let source: String = row.get(0)?;
+        let source_ref: String = row.get(1)?;
+        let (registry, repo, target_ref): (String, String, String) =
+            (row.get(2)?, row.get(3)?, row.get(4)?);
+        let target = if registry.ends_with(':') {
+            // `oci:` is a scheme, not a host: `oci:./out`, as the plan writes it.
+            format!("{registry}{repo}")
+        } else {
+            format!("{registry}/{repo}")
+        };
+        summary.failures.push((
+            format!(
+                "{} -> {}",
+                with_ref(&source, &source_ref),
+                with_ref(&target, &target_ref)
+            ),
+            row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        ));
+    }
+
+    Ok(Some(summary))
+}
+
+/// `repo:tag`, or `repo@digest`: tags cannot contain `:`, digests always do.
+fn with_ref(repo: &str, reference: &str) -> String {
+    if reference.contains(':') {
+        format!("{repo}@{reference}")
+    } else {
+        format!("{repo}:{reference}")
+    }
+}
+
+fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<ItemStatus> {
+    let text: String = row.get(idx)?;
+    ItemStatus::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            format!("unknown item status {text:?}").into(),
+        )
+    })
+}
+
+/// The first `max` characters of `s` (not bytes: an error text may be any UTF-8).
+fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// SQLite integers are i64. No size or offset ferry sees comes near 2^63, so saturating is
+/// only there to keep a corrupt value from wrapping into a negative one.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The reverse of [`to_i64`]; a negative value can only come from a hand-edited file.
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn unix_now() -> i64 {
+    // Before 1970 only on a broken clock; 0 keeps the row valid.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("abc", 5), "abc");
+        assert_eq!(
+            truncate_chars(&"é".repeat(3000), 2000).chars().count(),
+            2000
+        );
+    }
+
+    #[test]
+    fn refs_use_at_for_digests() {
+        assert_eq!(with_ref("r", "v1"), "r:v1");
+        assert_eq!(with_ref("r", "sha256:ab"), "r@sha256:ab");
+    }
+}
