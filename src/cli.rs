@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "ferry copies repositories, tags, platforms and signatures between OCI registries \
 (and OCI layout directories) as a TOML plan describes, with no Docker daemon and with every digest \
 preserved.\n\nExit codes: 0 success, 1 some items failed, 2 invalid plan or usage, 3 credentials \
-could not be loaded.",
-    after_help = "Examples:\n  ferry check plans/demo.toml\n  ferry run plans/demo.toml"
+could not be loaded, 130/143 interrupted.",
+    after_help = "Examples:\n  ferry check plans/demo.toml\n  ferry run plans/demo.toml\n  ferry status"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,12 +42,46 @@ Exit code 0 when the plan is valid, 2 when it is not.",
         long_about = "Copy every repository and tag the plan selects from its source to its target. \
 Tags already at the target with the source digest are skipped; blobs the target holds are not \
 sent again; a blob needed by several repositories crosses the wire once and is mounted.\n\n\
-Ends with a one-line summary. Exit code 0 when every selected tag is at its target with the \
+Progress is checkpointed in a SQLite state file (--state, else the plan's `state`, else \
+state/ferry.db): run the same command again after an interruption and it continues where it \
+stopped. SIGINT/SIGTERM stop new work, let transfers in flight finish for up to 10 s, save the \
+checkpoint and exit 130/143.\n\nEnds with a one-line summary. Exit code 0 when every selected tag is at its target with the \
 source digest, 1 when some failed (each is listed with its reason; the rest are still copied), \
 2 for an invalid plan, 3 when credentials cannot be loaded.",
         after_help = "Examples:\n  ferry run plans/demo.toml\n  DOCKERHUB_TOKEN=… ferry run --concurrency 16 plans/dockerhub-to-ghcr.toml"
     )]
     Run(RunArgs),
+    /// Show what the checkpoint says about the last run (or another).
+    #[command(
+        long_about = "Read the state file and show a run: when it started and ended, its outcome, \
+images copied / present / failed / pending, bytes, and every failure with its reason. The state \
+file is --state, else the plan's `state`, else state/ferry.db.",
+        after_help = "Examples:\n  ferry status\n  ferry status plans/prod.toml --output json\n  ferry status --state /state/ferry.db --run 12"
+    )]
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// A plan whose `state` names the state file.
+    pub plan: Option<PathBuf>,
+
+    /// The state file [default: the plan's `state`, else state/ferry.db].
+    #[arg(long, env = "FERRY_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// Which run [default: the latest].
+    #[arg(long)]
+    pub run: Option<i64>,
+
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +93,14 @@ pub struct RunArgs {
     /// `concurrency`, else 8].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: Option<u16>,
+
+    /// The checkpoint (SQLite) [default: the plan's `state`, else state/ferry.db].
+    #[arg(long, env = "FERRY_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// Check every tag at the registries again, even those the checkpoint records as done.
+    #[arg(long)]
+    pub recheck: bool,
 
     /// How to show progress: bars on a terminal, plain timestamped lines otherwise.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]

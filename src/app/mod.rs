@@ -2,7 +2,9 @@
 //! place errors become exit codes.
 
 pub mod check;
+pub mod journal;
 pub mod run;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             runtime.block_on(run::run(args))
         }
+        Command::Status(args) => status::status(&args),
     }
 }
 

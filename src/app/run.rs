@@ -1,26 +1,37 @@
-//! `ferry run PLAN`: resolve the plan's rules, copy, summarise.
+//! `ferry run PLAN`: open the checkpoint, resolve the plan's rules stage by stage, copy,
+//! record, summarise. SIGINT/SIGTERM stop new work, give transfers in flight a grace period,
+//! save the checkpoint and exit 130/143.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::HumanBytes;
+use sha2::Digest as _;
+use tokio_util::sync::CancellationToken;
 
+use super::journal::{item_key, StateJournal};
 use crate::cli::{Progress, RunArgs};
-use crate::copy::{select, Engine, Outcome, Totals};
-use crate::plan::{Location, Plan};
+use crate::copy::{select, Engine, Item, Outcome, Totals};
+use crate::plan::{Location, Plan, DEFAULT_STATE};
 use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
+use crate::registry::throttle::Observer;
 use crate::registry::Registry;
-use crate::report::{error_chain, BarReporter, PlainReporter, Reporter, Silent};
+use crate::report::{error_chain, plural, BarReporter, PlainReporter, Reporter, Silent};
+use crate::state::{RunOutcome, RunTotals, State};
+
+/// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
+/// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
+pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// Build one registry client per location the plan uses.
-pub fn registries(
-    plan: &Plan,
-    observer: Option<crate::registry::throttle::Observer>,
-) -> anyhow::Result<select::Registries> {
+pub fn registries(plan: &Plan, observer: Option<Observer>) -> anyhow::Result<select::Registries> {
     let mut map: select::Registries = HashMap::new();
     for host in plan.hosts() {
         let settings = plan.registry(&host);
@@ -57,6 +68,13 @@ fn reporter(progress: Progress, quiet: bool) -> Arc<dyn Reporter> {
     }
 }
 
+/// The state file: `--state`, else the plan's `state`, else `state/ferry.db`.
+pub fn state_path(flag: Option<&Path>, plan: Option<&Plan>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| plan.and_then(|p| p.state.clone()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE))
+}
+
 /// The one-line summary that ends every run.
 pub fn summary(totals: &Totals, unresolved: usize) -> String {
     let mut line = format!(
@@ -65,6 +83,9 @@ pub fn summary(totals: &Totals, unresolved: usize) -> String {
         totals.present,
         totals.failed + unresolved
     );
+    if totals.interrupted > 0 {
+        line.push_str(&format!(", {} interrupted", totals.interrupted));
+    }
     line.push_str(&format!(
         "; {} transferred in {:.1} s",
         HumanBytes(totals.bytes),
@@ -73,10 +94,51 @@ pub fn summary(totals: &Totals, unresolved: usize) -> String {
     line
 }
 
+/// SIGINT or SIGTERM: stop new work at once, abandon work in flight after the grace period
+/// (or at a second signal). Returns the exit code the signal asks for (0 while none came).
+fn watch_signals(
+    stop: CancellationToken,
+    abort: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+) -> Arc<AtomicU8> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let code = Arc::new(AtomicU8::new(0));
+    let seen = code.clone();
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot watch SIGINT/SIGTERM; an interruption will not save a checkpoint");
+        return code;
+    };
+    tokio::spawn(async move {
+        let first = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        seen.store(first, Ordering::SeqCst);
+        stop.cancel();
+        reporter.note(&format!(
+            "interrupted: no new images; transfers in flight get {} s, then the checkpoint is saved",
+            GRACE_PERIOD.as_secs()
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(GRACE_PERIOD) => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        abort.cancel();
+    });
+    code
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
+    let plan_bytes =
+        std::fs::read(&args.plan).with_context(|| format!("reading {}", args.plan.display()))?;
+    let fingerprint = hex::encode(sha2::Sha256::digest(&plan_bytes));
     let reporter = reporter(args.progress, args.quiet);
-    let observer: crate::registry::throttle::Observer = {
+    let observer: Observer = {
         let reporter = reporter.clone();
         Arc::new(move |event| reporter.registry_event(event))
     };
@@ -86,14 +148,58 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or(plan.concurrency);
 
-    let engine = Engine::new(reporter.clone(), concurrency);
+    // The checkpoint: opened (and locked) on a blocking thread, as every SQLite call is.
+    let path = state_path(args.state.as_deref(), Some(&plan));
+    let plan_path = args.plan.display().to_string();
+    let fp = fingerprint.clone();
+    let (state, previous, run_id, snapshot) = tokio::task::spawn_blocking(move || {
+        let state = State::open(&path)?;
+        let previous = state.run_summary(None)?;
+        let run_id = state.begin_run(&plan_path, &fp)?;
+        let snapshot = state.snapshot()?;
+        anyhow::Ok((state, previous, run_id, snapshot))
+    })
+    .await??;
+    let recorded: HashSet<(String, String, String)> = snapshot.items.keys().cloned().collect();
+    if let Some(prev) = &previous {
+        if prev.plan_fingerprint != fingerprint {
+            reporter.note("the plan changed since the last run: new images are added, finished ones are not redone");
+        }
+        if prev.status == "running" || prev.status == "interrupted" {
+            reporter.note(&format!(
+                "resuming after run {} ({}): finished work is not redone",
+                prev.id, prev.status
+            ));
+        }
+    }
+    let journal = Arc::new(StateJournal::new(
+        state.clone(),
+        run_id,
+        snapshot,
+        plan.immutable_tags.clone(),
+        args.recheck,
+    ));
+
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let signal = watch_signals(stop.clone(), abort.clone(), reporter.clone());
+    let engine = Engine::new(reporter.clone(), concurrency)
+        .with_journal(journal)
+        .with_cancellation(stop.clone(), abort.clone());
+
     let started = std::time::Instant::now();
     let mut totals = Totals::default();
     let mut select_errors = Vec::new();
-    let mut results = Vec::new();
+    let mut results: Vec<(Item, Option<Outcome>)> = Vec::new();
     for stage in select::stages(&plan.copies) {
+        if stop.is_cancelled() {
+            break;
+        }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
-        let selection = select::resolve(&rules, &registries).await;
+        let selection = tokio::select! {
+            s = select::resolve(&rules, &registries) => s,
+            _ = abort.cancelled() => break,
+        };
         for dup in &selection.duplicates {
             reporter.note(&format!(
                 "skipped {dup}: an earlier rule already copies to {}",
@@ -109,30 +215,68 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     totals.elapsed = started.elapsed();
     reporter.finish();
 
+    let new_items = results
+        .iter()
+        .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item_key(item)))
+        .count();
+    if new_items > 0 {
+        eprintln!(
+            "note: {} not in the checkpoint before (new in the plan or at the source)",
+            plural(new_items, "image")
+        );
+    }
+
     // Failures are listed once more at the end, where an operator looks first.
     let mut failures: Vec<String> = select_errors.iter().map(|e| error_chain(e)).collect();
     for (item, outcome) in &results {
-        if let Outcome::Failed { error } = outcome {
+        if let Some(Outcome::Failed { error }) = outcome {
             failures.push(format!("{item}: {}", error_chain(error.as_ref())));
         }
     }
     let foreign: usize = results
         .iter()
         .map(|(_, o)| match o {
-            Outcome::Copied { stats, .. } => stats.foreign.len(),
+            Some(Outcome::Copied { stats, .. }) => stats.foreign.len(),
             _ => 0,
         })
         .sum();
     if foreign > 0 {
         eprintln!(
             "note: {} not copied: non-distributable layers stay where their URLs point",
-            crate::report::plural(foreign, "non-distributable layer")
+            plural(foreign, "non-distributable layer")
         );
     }
     for f in &failures {
         eprintln!("failed: {f}");
     }
+
+    let interrupted = signal.load(Ordering::SeqCst);
+    let outcome = match (interrupted, failures.is_empty()) {
+        (0, true) => RunOutcome::Succeeded,
+        (0, false) => RunOutcome::Partial,
+        _ => RunOutcome::Interrupted,
+    };
+    let run_totals = RunTotals {
+        copied: totals.copied as u64,
+        present: totals.present as u64,
+        failed: (totals.failed + select_errors.len()) as u64,
+        skipped: totals.interrupted as u64,
+        bytes: totals.bytes,
+    };
+    let saved =
+        tokio::task::spawn_blocking(move || state.finish_run(run_id, outcome, &run_totals)).await?;
+    if let Err(e) = saved {
+        // The copies stand; only the record of them is incomplete. Say so, loudly.
+        eprintln!("error: saving the checkpoint failed: {}", error_chain(&e));
+    }
     println!("{}", summary(&totals, select_errors.len()));
+    if interrupted != 0 {
+        eprintln!(
+            "interrupted: {}; run the same command again to continue",
+            plural(totals.interrupted, "image") + " not finished"
+        );
+        return Ok(ExitCode::from(interrupted));
+    }
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {

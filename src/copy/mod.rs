@@ -8,7 +8,10 @@
 //! cross-repository mount. This module never builds URLs, never sleeps and never prints; it
 //! talks to registries through [`Registry`] and to people through [`Reporter`].
 
+pub mod journal;
 pub mod select;
+
+pub use journal::{Journal, NoJournal};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,10 +22,12 @@ use std::time::{Duration, Instant};
 use futures::future::{try_join_all, BoxFuture};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
 use crate::registry::{
     skip_bytes, BlobSource, BlobStream, BlobUpload, Digest, Manifest, Registry, RegistryError,
+    UploadProgress,
 };
 use crate::report::Reporter;
 
@@ -140,6 +145,10 @@ pub enum Outcome {
     Present {
         digest: Digest,
     },
+    /// Recorded done by an earlier run for an immutable tag or a digest: not asked again.
+    Unchanged {
+        digest: Digest,
+    },
     Failed {
         error: Arc<CopyError>,
     },
@@ -177,6 +186,8 @@ pub struct Totals {
     pub copied: usize,
     pub present: usize,
     pub failed: usize,
+    /// Not started, or stopped by an interruption.
+    pub interrupted: usize,
     pub bytes: u64,
     pub elapsed: Duration,
 }
@@ -188,6 +199,7 @@ impl Totals {
         self.copied += other.copied;
         self.present += other.present;
         self.failed += other.failed;
+        self.interrupted += other.interrupted;
         self.bytes += other.bytes;
     }
 }
@@ -205,6 +217,11 @@ pub struct Engine {
     /// also makes a second copier of the same blob wait for the first instead of
     /// transferring it again.
     blobs: std::sync::Mutex<HashMap<BlobKey, Arc<Mutex<Option<String>>>>>,
+    journal: Arc<dyn Journal>,
+    /// Stop starting new images.
+    stop: CancellationToken,
+    /// Abandon images in flight (the grace period after `stop` is over).
+    abort: CancellationToken,
 }
 
 impl Engine {
@@ -215,38 +232,71 @@ impl Engine {
             transfers: Arc::new(Semaphore::new(concurrency.max(1))),
             concurrency: concurrency.max(1),
             blobs: std::sync::Mutex::new(HashMap::new()),
+            journal: Arc::new(NoJournal),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
         }
     }
 
+    /// Record and consult progress across runs.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Engine {
+        self.journal = journal;
+        self
+    }
+
+    /// `stop`: start no new image; `abort`: abandon the ones in flight.
+    pub fn with_cancellation(
+        mut self,
+        stop: CancellationToken,
+        abort: CancellationToken,
+    ) -> Engine {
+        self.stop = stop;
+        self.abort = abort;
+        self
+    }
+
     /// Copy every item, at most `concurrency` images at a time; per-item failures are
-    /// recorded and the run goes on. Outcomes come back in item order.
-    pub async fn copy_all(&self, items: &[Item]) -> (Vec<Outcome>, Totals) {
+    /// recorded and the run goes on. Outcomes come back in item order; `None` for an item
+    /// that an interruption kept from starting or finishing.
+    pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
         let started = Instant::now();
-        let outcomes: Vec<Outcome> = futures::stream::iter(items.iter())
-            .map(|item| async move {
-                self.reporter.item_started(item);
-                let outcome = match self.copy_one(item).await {
-                    Ok(o) => o,
-                    Err(e) => Outcome::Failed { error: Arc::new(e) },
-                };
-                self.reporter.item_finished(item, &outcome);
-                outcome
-            })
-            .buffered(self.concurrency)
-            .collect()
-            .await;
+        let results: std::sync::Mutex<Vec<Option<Outcome>>> =
+            std::sync::Mutex::new(vec![None; items.len()]);
+        let stop = self.stop.clone();
+        let work = futures::stream::iter(items.iter().enumerate())
+            .take_while(move |_| std::future::ready(!stop.is_cancelled()))
+            .for_each_concurrent(self.concurrency, |(i, item)| {
+                let results = &results;
+                async move {
+                    self.reporter.item_started(item);
+                    self.journal.item_started(item);
+                    let outcome = match self.copy_one(item).await {
+                        Ok(o) => o,
+                        Err(e) => Outcome::Failed { error: Arc::new(e) },
+                    };
+                    self.journal.item_finished(item, &outcome);
+                    self.reporter.item_finished(item, &outcome);
+                    results.lock().expect("results")[i] = Some(outcome);
+                }
+            });
+        tokio::select! {
+            _ = work => {}
+            _ = self.abort.cancelled() => {}
+        }
+        let outcomes = results.into_inner().expect("results");
         let mut totals = Totals {
             elapsed: started.elapsed(),
             ..Totals::default()
         };
         for o in &outcomes {
             match o {
-                Outcome::Copied { stats, .. } => {
+                Some(Outcome::Copied { stats, .. }) => {
                     totals.copied += 1;
                     totals.bytes += stats.bytes;
                 }
-                Outcome::Present { .. } => totals.present += 1,
-                Outcome::Failed { .. } => totals.failed += 1,
+                Some(Outcome::Present { .. } | Outcome::Unchanged { .. }) => totals.present += 1,
+                Some(Outcome::Failed { .. }) => totals.failed += 1,
+                None => totals.interrupted += 1,
             }
         }
         (outcomes, totals)
@@ -267,6 +317,14 @@ impl Engine {
 
         let src = &item.source;
         let dst = &item.target;
+        let recorded = self.journal.done_digest(item);
+        if let Some(digest) = &recorded {
+            if self.journal.trust_without_check(item) {
+                return Ok(Outcome::Unchanged {
+                    digest: digest.clone(),
+                });
+            }
+        }
         // The source digest: from the reference itself, or a HEAD (which Docker Hub does not
         // count as a pull).
         let digest = match Digest::parse(&item.source_ref) {
@@ -285,6 +343,13 @@ impl Engine {
                     .digest
             }
         };
+        if Digest::parse(&item.source_ref).is_none() {
+            self.journal.tag_seen(src, &item.source_ref, &digest);
+        }
+        // Copied before with this very digest: one HEAD at the source was all it cost.
+        if recorded.as_ref() == Some(&digest) {
+            return Ok(Outcome::Present { digest });
+        }
         let target_reference = item
             .target_tag
             .clone()
@@ -453,6 +518,16 @@ impl Engine {
         // Holding the slot makes another image needing the same blob wait for this copy.
         let mut known = slot.lock().await;
 
+        if known.is_none() {
+            // An earlier run put it somewhere in this registry: a mount candidate.
+            *known = self
+                .journal
+                .blob_location(dst.registry.name(), &blob.digest);
+        }
+        let record = |repo: &str| {
+            self.journal
+                .blob_present(dst.registry.name(), repo, &blob.digest, blob.size)
+        };
         if known.as_deref() == Some(dst.repo.as_str()) {
             counters.existing.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -465,6 +540,7 @@ impl Engine {
         {
             counters.existing.fetch_add(1, Ordering::Relaxed);
             *known = Some(dst.repo.clone());
+            record(&dst.repo);
             return Ok(());
         }
         // A mount source: a repository of the target registry known to hold the blob, or the
@@ -482,6 +558,7 @@ impl Engine {
                 Ok(true) => {
                     counters.mounted.fetch_add(1, Ordering::Relaxed);
                     *known = Some(dst.repo.clone());
+                    record(&dst.repo);
                     return Ok(());
                 }
                 Ok(false) => {}
@@ -502,12 +579,19 @@ impl Engine {
             size: blob.size,
             reporter: self.reporter.clone(),
         };
+        let registry = dst.registry.name();
+        let progress = |p: UploadProgress| {
+            self.journal
+                .upload_progress(registry, &dst.repo, &blob.digest, &p)
+        };
         let upload = BlobUpload {
             digest: &blob.digest,
             size: blob.size,
             source: &source,
-            resume: None,
-            progress: &|_| {},
+            resume: self
+                .journal
+                .upload_session(registry, &dst.repo, &blob.digest),
+            progress: &progress,
         };
         dst.registry
             .put_blob(&dst.repo, upload)
@@ -522,6 +606,7 @@ impl Engine {
         counters.bytes.fetch_add(blob.size, Ordering::Relaxed);
         counters.transferred.fetch_add(1, Ordering::Relaxed);
         *known = Some(dst.repo.clone());
+        record(&dst.repo);
         Ok(())
     }
 }

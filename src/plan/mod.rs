@@ -149,6 +149,13 @@ impl fmt::Display for CopyRule {
     }
 }
 
+/// Tags that never change once pushed, by default: semver-looking tags (`1.2.3`, `v1.2.3`,
+/// `1.2.3-rc.1`). A re-run trusts the checkpoint for these without asking any registry.
+pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
+
+/// Where the checkpoint lives unless `--state` or the plan says otherwise.
+pub const DEFAULT_STATE: &str = "state/ferry.db";
+
 /// A validated plan.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -157,6 +164,10 @@ pub struct Plan {
     pub copies: Vec<CopyRule>,
     /// Blob transfers in flight across the run.
     pub concurrency: usize,
+    /// The checkpoint file the plan names, if any.
+    pub state: Option<PathBuf>,
+    /// Tags recorded done that a re-run does not check again.
+    pub immutable_tags: Vec<Regex>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +175,8 @@ pub struct Plan {
 struct RawPlan {
     version: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
+    state: Option<String>,
+    immutable_tags: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     registry: BTreeMap<Spanned<String>, RawRegistry>,
     #[serde(default)]
@@ -455,11 +468,17 @@ impl Plan {
             .map(|(i, c)| validate_copy(&ctx, i + 1, c))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let immutable_tags = match &raw.immutable_tags {
+            None => vec![Regex::new(DEFAULT_IMMUTABLE_TAGS).expect("static regex")],
+            Some(list) => regexes(&ctx, list, "immutable_tags")?,
+        };
         Ok(Plan {
             path: path.to_path_buf(),
             registries,
             copies,
             concurrency,
+            state: raw.state.as_ref().map(PathBuf::from),
+            immutable_tags,
         })
     }
 
@@ -584,24 +603,25 @@ fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, Plan
     })
 }
 
-fn validate_tags(ctx: &Ctx, t: &RawTags) -> Result<TagFilter, PlanError> {
-    let regexes = |list: &[Spanned<String>], field: &str| {
-        list.iter()
-            .map(|s| {
-                Regex::new(s.get_ref()).map_err(|e| {
-                    let msg = e.to_string();
-                    let reason = msg.lines().last().unwrap_or("invalid regex").trim();
-                    let reason = reason.strip_prefix("error: ").unwrap_or(reason);
-                    ctx.invalid(
-                        s.span(),
-                        field,
-                        format!("{:?}", s.get_ref()),
-                        format!("invalid regular expression: {reason}"),
-                    )
-                })
+fn regexes(ctx: &Ctx, list: &[Spanned<String>], field: &str) -> Result<Vec<Regex>, PlanError> {
+    list.iter()
+        .map(|s| {
+            Regex::new(s.get_ref()).map_err(|e| {
+                let msg = e.to_string();
+                let reason = msg.lines().last().unwrap_or("invalid regex").trim();
+                let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+                ctx.invalid(
+                    s.span(),
+                    field,
+                    format!("{:?}", s.get_ref()),
+                    format!("invalid regular expression: {reason}"),
+                )
             })
-            .collect::<Result<Vec<_>, _>>()
-    };
+        })
+        .collect()
+}
+
+fn validate_tags(ctx: &Ctx, t: &RawTags) -> Result<TagFilter, PlanError> {
     let semver = t
         .semver
         .as_ref()
@@ -622,8 +642,8 @@ fn validate_tags(ctx: &Ctx, t: &RawTags) -> Result<TagFilter, PlanError> {
         .map(|n| positive(ctx, n, "copy.tags.newest", 1_000_000))
         .transpose()?;
     Ok(TagFilter {
-        include: regexes(&t.include, "copy.tags.include")?,
-        exclude: regexes(&t.exclude, "copy.tags.exclude")?,
+        include: regexes(ctx, &t.include, "copy.tags.include")?,
+        exclude: regexes(ctx, &t.exclude, "copy.tags.exclude")?,
         semver,
         newest,
     })
@@ -684,6 +704,42 @@ to   = "ghcr.io/myorg/mirror/nginx"
         );
         assert_eq!(plan.registry("quay.io"), RegistrySettings::default());
         assert_eq!(plan.hosts(), vec!["127.0.0.1:5001", "docker.io", "ghcr.io"]);
+    }
+
+    #[test]
+    fn state_and_immutable_tags() {
+        let p = parse("version = 1\n").unwrap();
+        assert_eq!(p.state, None);
+        assert!(p.immutable_tags[0].is_match("v1.2.3"));
+        assert!(p.immutable_tags[0].is_match("1.2.3-rc.1"));
+        assert!(!p.immutable_tags[0].is_match("latest"));
+        assert!(!p.immutable_tags[0].is_match("1.2"));
+        let p =
+            parse("version = 1\nstate = \"/var/lib/ferry/s.db\"\nimmutable_tags = ['^release-']\n")
+                .unwrap();
+        assert_eq!(p.state.as_deref(), Some(Path::new("/var/lib/ferry/s.db")));
+        assert!(p.immutable_tags[0].is_match("release-7"));
+        let p = parse("version = 1\nimmutable_tags = []\n").unwrap();
+        assert!(p.immutable_tags.is_empty());
+        assert!(err("version = 1\nimmutable_tags = ['(']\n").contains("immutable_tags = \"(\""));
+    }
+
+    #[test]
+    fn registry_limits() {
+        let p = parse("version = 1\n[registry.\"docker.io\"]\nrate_limit = { requests_per_second = 5, burst = 10 }\nretries = 0\nstall_timeout = \"2m\"\n").unwrap();
+        let r = p.registry("docker.io");
+        assert_eq!(r.rate_limit.unwrap().requests_per_second.get(), 5);
+        assert_eq!(r.rate_limit.unwrap().burst.get(), 10);
+        assert_eq!(r.retries, 0);
+        assert_eq!(r.stall_timeout, Duration::from_secs(120));
+        assert!(
+            err("version = 1\n[registry.\"x.io\"]\nstall_timeout = \"soon\"\n")
+                .contains("not a duration")
+        );
+        assert!(err(
+            "version = 1\n[registry.\"x.io\"]\nrate_limit = { requests_per_second = 0 }\n"
+        )
+        .contains("requests_per_second = 0"));
     }
 
     #[test]

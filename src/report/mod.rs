@@ -96,6 +96,12 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
             line
         }
         Outcome::Present { digest } => format!("present {item} ({})", digest.short()),
+        Outcome::Unchanged { digest } => {
+            format!(
+                "done    {item} ({}, recorded by an earlier run)",
+                digest.short()
+            )
+        }
         Outcome::Failed { error } => format!("FAILED  {item}: {}", error_chain(error.as_ref())),
     }
 }

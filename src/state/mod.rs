@@ -341,7 +341,8 @@ impl State {
         }
 
         // Lock before touching the database, so a second run cannot chmod, migrate or read a
-        // file the first one is halfway through writing.
+        // file the first one is halfway through writing. The lock file is never deleted:
+        // unlinking it while another opener holds it open would let two runs lock two files.
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
         let lock_path = PathBuf::from(lock_path);

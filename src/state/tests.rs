@@ -61,6 +61,8 @@ fn open_creates_private_dirs_and_files() {
         digest: "sha256:00".into(),
     });
     state.flush().unwrap();
+    // journal_mode=WAL took effect.
+    assert!(dir.path().join("a/b/state.db-wal").exists());
     for entry in std::fs::read_dir(dir.path().join("a/b")).unwrap() {
         let p = entry.unwrap().path();
         assert_eq!(mode(&p), 0o600, "{}", p.display());

@@ -40,6 +40,15 @@ pub async fn ferry(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("RUST_LOG")
         .kill_on_drop(true);
+    // Each test's checkpoint lives beside its plan (a per-test temporary directory), so
+    // tests never share one; a test may still name its own.
+    let state = args
+        .iter()
+        .rev()
+        .find(|a| a.ends_with(".toml"))
+        .map(|p| Path::new(p).with_file_name("ferry.db"))
+        .unwrap_or_else(|| home.path().join("ferry.db"));
+    cmd.env("FERRY_STATE", state);
     for (k, v) in env {
         cmd.env(k, v);
     }

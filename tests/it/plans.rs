@@ -39,6 +39,7 @@ async fn the_demo_plan_copies_the_bundled_layout() {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
     let output = cmd
         .args(["run", p.to_str().unwrap()])
+        .env("FERRY_STATE", dir.path().join("ferry.db"))
         .current_dir(repo_root())
         .output()
         .await

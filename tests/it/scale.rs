@@ -72,8 +72,13 @@ async fn populate_scale(reg: &Registry) -> (Vec<(String, String, String)>, usize
 }
 
 /// Run a command under GNU time; returns (seconds, max RSS in KiB, stdout, stderr).
-async fn timed(program: &str, args: &[&str]) -> (f64, u64, String, String) {
+async fn timed(
+    program: &str,
+    args: &[&str],
+    state: &std::path::Path,
+) -> (f64, u64, String, String) {
     let out = tokio::process::Command::new("/usr/bin/time")
+        .env("FERRY_STATE", state)
         .arg("-f")
         .arg("TIME %e %M")
         .arg(program)
@@ -126,8 +131,9 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
         ),
     );
     let p = p.to_str().unwrap();
+    let state = dir.path().join("ferry.db");
     let ferry_bin = env!("CARGO_BIN_EXE_ferry");
-    let (t1, rss1, out1, _) = timed(ferry_bin, &["run", "--progress", "none", p]).await;
+    let (t1, rss1, out1, _) = timed(ferry_bin, &["run", "--progress", "none", p], &state).await;
     println!(
         "ferry first run:  {t1:.2} s, max RSS {} MiB: {}",
         rss1 / 1024,
@@ -153,7 +159,7 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
 
     dst.sync_log().await;
     let before = uploads(&dst);
-    let (t2, _, out2, _) = timed(ferry_bin, &["run", "--progress", "none", p]).await;
+    let (t2, _, out2, _) = timed(ferry_bin, &["run", "--progress", "none", p], &state).await;
     println!("ferry second run: {t2:.2} s: {}", out2.trim());
     assert!(
         out2.contains(&format!(
@@ -185,9 +191,9 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
         sync.to_str().unwrap(),
         dest.as_str(),
     ];
-    let (s1, srss, _, _) = timed("skopeo", &args).await;
+    let (s1, srss, _, _) = timed("skopeo", &args, &state).await;
     println!("skopeo first run: {s1:.2} s, max RSS {} MiB", srss / 1024);
-    let (s2, _, _, _) = timed("skopeo", &args).await;
+    let (s2, _, _, _) = timed("skopeo", &args, &state).await;
     println!("skopeo second run: {s2:.2} s");
     println!(
         "RESULT first run: ferry {t1:.2} s, skopeo {s1:.2} s, ferry is {:.1}x faster; second run: ferry {t2:.2} s, skopeo {s2:.2} s, {:.1}x",

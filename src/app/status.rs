@@ -1,0 +1,98 @@
+//! `ferry status`: what the checkpoint says about a run, for people or as JSON.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use indicatif::HumanBytes;
+use serde_json::json;
+
+use super::run::state_path;
+use crate::cli::{Output, StatusArgs};
+use crate::plan::Plan;
+use crate::report::timestamp;
+use crate::state::{RunSummary, State};
+
+fn when(unix: i64) -> String {
+    timestamp(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let plan = args.plan.as_deref().map(Plan::load).transpose()?;
+    let path = state_path(args.state.as_deref(), plan.as_ref());
+    if !path.exists() {
+        anyhow::bail!(
+            "no state file at {}: nothing has run with it yet (ferry run creates it)",
+            path.display()
+        );
+    }
+    let state = State::open(&path)?;
+    let Some(run) = state.run_summary(args.run)? else {
+        anyhow::bail!(match args.run {
+            Some(id) => format!("{} has no run {id}", path.display()),
+            None => format!("{} records no run yet", path.display()),
+        });
+    };
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&run))?),
+        Output::Text => print!("{}", to_text(&run)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_json(run: &RunSummary) -> serde_json::Value {
+    json!({
+        "run": run.id,
+        "plan": run.plan_path,
+        "plan_fingerprint": run.plan_fingerprint,
+        "started_at": when(run.started_at),
+        "ended_at": run.ended_at.map(when),
+        "status": run.status,
+        "totals": {
+            "copied": run.totals.copied,
+            "present": run.totals.present,
+            "failed": run.totals.failed,
+            "interrupted": run.totals.skipped,
+            "bytes": run.totals.bytes,
+        },
+        "items_by_status": run.items_by_status,
+        "failures": run.failures.iter().map(|(item, error)| json!({"item": item, "error": error})).collect::<Vec<_>>(),
+    })
+}
+
+fn to_text(run: &RunSummary) -> String {
+    let mut out = String::new();
+    let elapsed = run
+        .ended_at
+        .map(|e| format!(", {} s", (e - run.started_at).max(0)))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "run {} of {}: {}{elapsed}\n  started {}{}\n",
+        run.id,
+        run.plan_path,
+        run.status,
+        when(run.started_at),
+        run.ended_at
+            .map(|e| format!(", ended {}", when(e)))
+            .unwrap_or_default(),
+    ));
+    out.push_str(&format!(
+        "  images: {} copied, {} already present, {} failed, {} interrupted; {} transferred\n",
+        run.totals.copied,
+        run.totals.present,
+        run.totals.failed,
+        run.totals.skipped,
+        HumanBytes(run.totals.bytes)
+    ));
+    if !run.items_by_status.is_empty() {
+        let counts: Vec<String> = run
+            .items_by_status
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        out.push_str(&format!("  recorded items: {}\n", counts.join(", ")));
+    }
+    for (item, error) in &run.failures {
+        out.push_str(&format!("  failed: {item}: {error}\n"));
+    }
+    out
+}
