@@ -66,6 +66,9 @@ fn record(run: RunId, item: &Item, status: ItemStatus) -> ItemRecord {
 
 impl Journal for StateJournal {
     fn done_digest(&self, item: &Item) -> Option<Digest> {
+        if self.recheck {
+            return None;
+        }
         let state = self.snapshot.items.get(&item_key(item))?;
         // Only a record of this very source counts: the plan may now copy something else to
         // the same target.
@@ -79,6 +82,7 @@ impl Journal for StateJournal {
     }
 
     fn trust_without_check(&self, item: &Item) -> bool {
+        // `done_digest` already answers nothing under --recheck; this says the same.
         !self.recheck
             && (Digest::parse(&item.source_ref).is_some()
                 || self.immutable.iter().any(|r| r.is_match(&item.source_ref)))

@@ -28,34 +28,41 @@ impl Run {
     }
 }
 
-/// Run the ferry binary with a clean credential environment (a fresh HOME, no DOCKER_CONFIG),
-/// so the developer's own docker login never leaks into a test.
-pub async fn ferry(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let home = tempfile::tempdir().expect("temp HOME");
+/// The ferry binary with a clean credential environment (a fresh HOME, no DOCKER_CONFIG),
+/// so the developer's own docker login never leaks into a test, and a checkpoint of the
+/// test's own: beside the plan (a per-test temporary directory) unless the test names one.
+pub fn ferry_command(args: &[&str], env: &[(&str, &str)], home: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.args(args)
-        .env("HOME", home.path())
+        .env("HOME", home)
         .env_remove("DOCKER_CONFIG")
         .env_remove("REGISTRY_AUTH_FILE")
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("RUST_LOG")
         .kill_on_drop(true);
-    // Each test's checkpoint lives beside its plan (a per-test temporary directory), so
-    // tests never share one; a test may still name its own.
     let state = args
         .iter()
         .rev()
         .find(|a| a.ends_with(".toml"))
         .map(|p| Path::new(p).with_file_name("ferry.db"))
-        .unwrap_or_else(|| home.path().join("ferry.db"));
+        .unwrap_or_else(|| home.join("ferry.db"));
     cmd.env("FERRY_STATE", state);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
-        .await
-        .expect("ferry finished within 5 minutes")
-        .expect("ferry binary runs");
+    cmd
+}
+
+/// Run ferry to the end (5 minutes at most).
+pub async fn ferry(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let home = tempfile::tempdir().expect("temp HOME");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        ferry_command(args, env, home.path()).output(),
+    )
+    .await
+    .expect("ferry finished within 5 minutes")
+    .expect("ferry binary runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

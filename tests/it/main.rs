@@ -10,4 +10,5 @@ mod harness;
 mod harness_smoke;
 mod layout;
 mod plans;
+mod resume;
 mod scale;

@@ -37,11 +37,11 @@ use crate::plan::RegistrySettings;
 
 /// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
 /// broken connection costs one chunk and the upload can resume.
-pub const MONOLITHIC_MAX: u64 = 32 * 1024 * 1024;
+pub const MONOLITHIC_MAX: u64 = 16 * 1024 * 1024;
 
 /// Size of one PATCH of a chunked upload; at most one chunk per in-flight upload is held in
 /// memory (Harbor uses 10 MiB).
-pub const CHUNK_SIZE: usize = 16 * 1024 * 1024;
+pub const CHUNK_SIZE: usize = 8 * 1024 * 1024;
 
 /// Page size asked of tag lists and catalogs (distribution caps catalogs at 1000).
 const PAGE_SIZE: usize = 1000;

@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures::StreamExt;
 
 /// What the proxy does with one request.
 pub enum Action {
@@ -23,6 +24,11 @@ pub enum Action {
     Corrupt,
     /// Forward, then replace a response header.
     SetHeader(&'static str, String),
+    /// Forward, then send half the response body and drop the connection.
+    Truncate,
+    /// Read nothing of the request, wait this long, then answer 503: the request never
+    /// reaches the registry (a chunk lost in the network).
+    Hold(std::time::Duration),
 }
 
 impl Action {
@@ -46,6 +52,8 @@ pub struct Seen {
     pub method: String,
     pub uri: String,
     pub authorization: Option<String>,
+    pub content_range: Option<String>,
+    pub at: std::time::Instant,
 }
 
 struct Inner {
@@ -53,6 +61,8 @@ struct Inner {
     hook: Hook,
     client: reqwest::Client,
     seen: Mutex<Vec<Seen>>,
+    /// Request body bytes received (uploads), counted as they stream through.
+    bytes_in: std::sync::atomic::AtomicU64,
 }
 
 /// A running proxy; `addr` is what plans name as the registry host.
@@ -84,6 +94,7 @@ impl Proxy {
                 .build()
                 .expect("proxy client"),
             seen: Mutex::new(Vec::new()),
+            bytes_in: std::sync::atomic::AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
@@ -105,6 +116,13 @@ impl Proxy {
     pub fn seen(&self) -> Vec<Seen> {
         self.inner.seen.lock().expect("proxy log").clone()
     }
+
+    /// Request body bytes that reached the proxy so far (what a client sent).
+    pub fn bytes_in(&self) -> u64 {
+        self.inner
+            .bytes_in
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
@@ -122,6 +140,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        content_range: headers
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        at: std::time::Instant::now(),
     });
     let action = (inner.hook)(&method, &uri, &headers);
     let target_uri = match &action {
@@ -135,13 +158,24 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
             return resp;
         }
+        Action::Hold(d) => {
+            tokio::time::sleep(*d).await;
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
         Action::Rewrite(u) => u.clone(),
         _ => uri.clone(),
     };
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), usize::MAX).await {
-        Ok(b) => b,
-        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-    };
+    // The request body streams through (and is counted as it arrives), so a client killed
+    // mid-upload leaves exactly the bytes it sent at the registry.
+    let counter = inner.clone();
+    let body = req.into_body().into_data_stream().inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            counter
+                .bytes_in
+                .fetch_add(c.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let body = reqwest::Body::wrap_stream(body);
     let mut fwd = inner
         .client
         .request(method.clone(), format!("{}{target_uri}", inner.upstream))
@@ -159,23 +193,44 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let status = upstream.status();
     let mut out_headers = upstream.headers().clone();
-    let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
-    match action {
-        Action::Corrupt if !bytes.is_empty() => {
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0xff;
+    out_headers.remove("transfer-encoding");
+    let body = match action {
+        Action::Corrupt | Action::Truncate => {
+            let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+            out_headers.remove("content-length");
+            if matches!(action, Action::Corrupt) {
+                if !bytes.is_empty() {
+                    let mid = bytes.len() / 2;
+                    bytes[mid] ^= 0xff;
+                }
+                Body::from(bytes)
+            } else {
+                // Half the bytes, then an error: the connection is cut mid-body.
+                out_headers.insert(
+                    "content-length",
+                    HeaderValue::from_str(&bytes.len().to_string()).expect("digits"),
+                );
+                let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
+                let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+                    Ok(half),
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "cut",
+                    )),
+                ];
+                Body::from_stream(futures::stream::iter(parts))
+            }
         }
         Action::SetHeader(k, v) => {
             out_headers.insert(
                 HeaderName::from_static(k),
                 HeaderValue::from_str(&v).expect("header"),
             );
+            Body::from_stream(upstream.bytes_stream())
         }
-        _ => {}
-    }
-    out_headers.remove("transfer-encoding");
-    out_headers.remove("content-length");
-    let mut resp = Response::new(Body::from(bytes));
+        _ => Body::from_stream(upstream.bytes_stream()),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = out_headers;
     resp
