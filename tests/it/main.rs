@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod harness_smoke;
 mod layout;
+mod limits;
 mod plans;
 mod resume;
 mod scale;

@@ -24,6 +24,8 @@ pub enum Action {
     Corrupt,
     /// Forward, then replace a response header.
     SetHeader(&'static str, String),
+    /// Forward, then set several response headers.
+    Headers(Vec<(&'static str, String)>),
     /// Forward, then send half the response body and drop the connection.
     Truncate,
     /// Read nothing of the request, wait this long, then answer 503: the request never
@@ -226,6 +228,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 HeaderName::from_static(k),
                 HeaderValue::from_str(&v).expect("header"),
             );
+            Body::from_stream(upstream.bytes_stream())
+        }
+        Action::Headers(list) => {
+            for (k, v) in list {
+                out_headers.insert(
+                    HeaderName::from_static(k),
+                    HeaderValue::from_str(&v).expect("header"),
+                );
+            }
             Body::from_stream(upstream.bytes_stream())
         }
         _ => Body::from_stream(upstream.bytes_stream()),

@@ -1,0 +1,260 @@
+//! Rate limits and transient faults, injected by the proxy in front of real registries: a
+//! Docker-Hub-like pull budget, 429 with Retry-After, 503s, cut and corrupted bodies, and the
+//! plan's own `rate_limit` observed at the proxy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::common::*;
+use crate::harness::*;
+
+/// `count` single-layer images under `prefix/` (tag 1.0.0).
+async fn images(reg: &Registry, prefix: &str, count: u64) -> Vec<(String, Image)> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        let img = image(
+            &[layer(1000 + i, 64 * 1024)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            &format!("{prefix}{i}"),
+        );
+        let repo = format!("{prefix}/r{i}");
+        reg.pusher().push(&repo, "1.0.0", &img).await;
+        out.push((repo, img));
+    }
+    out
+}
+
+fn plan_through(
+    dir: &std::path::Path,
+    source: &str,
+    dst: &Registry,
+    prefix: &str,
+    extra: &str,
+) -> String {
+    let p = plan(
+        dir,
+        &format!(
+            "version = 1\n[registry.\"{source}\"]\ninsecure = true\n{extra}\n{}\n[[copy]]\nfrom = \"{source}/{prefix}/*\"\nto = \"{}/{prefix}/*\"\n",
+            insecure(&[dst]),
+            dst.addr
+        ),
+    );
+    p.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_pull_budget_is_waited_out_not_failed() {
+    // Like Docker Hub: manifest GETs are pulls; the answers carry `ratelimit-remaining`; once
+    // the budget is spent, 429 with Retry-After until the window (2 s, 3 pulls) rolls over.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "hub", 6).await;
+    let window = Arc::new(Mutex::new((Instant::now(), 3i64)));
+    let refused = Arc::new(Mutex::new(0usize));
+    let (w, r) = (window.clone(), refused.clone());
+    let proxy = Proxy::start(
+        &src.url,
+        Arc::new(move |m, uri: &str, _| {
+            if m != "GET" || !uri.contains("/manifests/") {
+                return Action::Forward;
+            }
+            let mut win = w.lock().unwrap();
+            if win.0.elapsed() >= Duration::from_secs(2) {
+                *win = (Instant::now(), 3);
+            }
+            win.1 -= 1;
+            if win.1 < 0 {
+                *r.lock().unwrap() += 1;
+                let wait = 2 - win.0.elapsed().as_secs().min(1);
+                return Action::Respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    vec![("retry-after", wait.to_string()), ("content-type", "application/json".into())],
+                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#.to_vec(),
+                );
+            }
+            Action::Headers(vec![
+                ("ratelimit-limit", "3;w=2".into()),
+                ("ratelimit-remaining", format!("{};w=2", win.1)),
+            ])
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // One image at a time, so the pulls happen in order and the budget is seen running out
+    // (with several in flight, some pulls would meet the 429 first, which is also handled).
+    let p = plan_through(dir.path(), &proxy.addr, &dst, "hub", "");
+    let p = {
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("version = 1\n", "version = 1\nconcurrency = 1\n");
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let started = Instant::now();
+    let run = ferry(&["run", "--progress", "plain", &p], &[]).await;
+    run.assert_code(0);
+    assert!(run.stderr.contains("pull limit reached"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("waiting 1 s for {}", proxy.addr)),
+        "{}",
+        run.stderr
+    );
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    // Six pulls at three per 2 s: at least one full wait.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    println!("429s seen: {}", refused.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_slows_the_whole_host_and_the_run_finishes() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "busy", 4).await;
+    let served = Arc::new(Mutex::new(0usize));
+    let s = served.clone();
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(move |_, _, _| {
+            let mut n = s.lock().unwrap();
+            *n += 1;
+            if *n <= 3 {
+                return Action::Respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    vec![("retry-after", "2".into())],
+                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+                );
+            }
+            Action::Forward
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/busy/*\"\nto = \"{t}/busy/*\"\n",
+            insecure(&[&src]),
+            src.addr,
+            t = proxy.addr
+        ),
+    );
+    let started = Instant::now();
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After was honoured"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "waiting 2 s for {}: {} answered 429 Too Many Requests",
+            proxy.addr, proxy.addr
+        )),
+        "{}",
+        run.stderr
+    );
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_every_digest_verifies() {
+    // Each blob GET fails twice (503, then a body cut in half, then corrupted bytes) before
+    // it is served; manifest GETs fail once with a reset body.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "flaky", 5).await;
+    let tries: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let t = tries.clone();
+    let proxy = Proxy::start(
+        &src.url,
+        Arc::new(move |m, uri: &str, _| {
+            if m != "GET" {
+                return Action::Forward;
+            }
+            let mut map = t.lock().unwrap();
+            let n = map.entry(uri.to_string()).or_default();
+            *n += 1;
+            match (
+                uri.contains("/blobs/sha256:"),
+                uri.contains("/manifests/sha256:"),
+                *n,
+            ) {
+                (true, _, 1) => Action::registry_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "try later",
+                ),
+                (true, _, 2) => Action::Truncate,
+                (true, _, 3) => Action::Corrupt,
+                (_, true, 1) => Action::Truncate,
+                _ => Action::Forward,
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan_through(dir.path(), &proxy.addr, &dst, "flaky", "");
+    let run = ferry(&["run", "--progress", "plain", &p], &[]).await;
+    run.assert_code(0);
+    assert!(run.stderr.contains("retrying"), "{}", run.stderr);
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    // Wrong bytes never made it to a complete upload: ferry aborted those uploads before
+    // their last bytes (the registry logs the aborts as 500 "client disconnected"), so the
+    // registry never had to refuse a finished upload for its digest (400 DIGEST_INVALID).
+    dst.sync_log().await;
+    let refused = dst
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.uri.contains("/blobs/uploads/") && r.status == 400)
+        .count();
+    assert_eq!(refused, 0, "no upload with wrong bytes was ever completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_rate_limit_holds_at_the_proxy() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    images(&src, "paced", 8).await;
+    let proxy = Proxy::transparent(&src.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rps, burst) = (20usize, 4usize);
+    let p = plan_through(
+        dir.path(),
+        &proxy.addr,
+        &dst,
+        "paced",
+        &format!("rate_limit = {{ requests_per_second = {rps}, burst = {burst} }}"),
+    );
+    ferry(&["run", &p], &[]).await.assert_code(0);
+    let times: Vec<Instant> = proxy.seen().iter().map(|s| s.at).collect();
+    assert!(
+        times.len() >= 30,
+        "enough requests to measure: {}",
+        times.len()
+    );
+    // In any one-second window: at most the burst plus one second's worth.
+    let mut worst = 0;
+    for (i, t) in times.iter().enumerate() {
+        let n = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        worst = worst.max(n);
+    }
+    assert!(worst <= rps + burst, "{worst} requests in one second");
+    let span = times.last().unwrap().duration_since(times[0]);
+    let min = Duration::from_secs_f64((times.len() - burst) as f64 / rps as f64 * 0.9);
+    assert!(span >= min, "{} requests in {span:?}", times.len());
+}
