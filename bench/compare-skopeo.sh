@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: ferry and skopeo sync copy the same 20 repositories / 120 tags /
-# ~480 MB (shared base layers, multi-arch indexes, signature tags) between real local
-# registries, first run and no-op second run. Checks ferry's result tag by tag, prints times,
-# peak memory and ratios. Not part of the test suite (it moves half a gigabyte).
+# Side-by-side benchmark of ferry and `skopeo sync --all` (Debian's skopeo) on the same local
+# registries, cold and as a no-op re-run:
+#   loopback   20 repositories / 120 tags / ~480 MB (shared base layers, multi-arch indexes,
+#              signature tags), registries on 127.0.0.1
+#   wan        the same corpus through proxies that add ~40 ms per round trip and pace every
+#              connection to 100 Mbit/s
+#   1 GiB      one 1 GiB layer: peak memory (RSS) of each tool
+# ferry's result is checked tag by tag. Prints times, ratios and peak memory; the figures are
+# recorded in docs/benchmarks.md. Not part of the test suite (it moves gigabytes).
+#
+#   ./bench/compare-skopeo.sh            # all three
+#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -14,4 +22,13 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-cargo test --release --locked --test it scale_wildcard_copy_and_skopeo_comparison -- --ignored --nocapture
+case "${1:-all}" in
+    loopback) filter=bench_loopback ;;
+    wan) filter=bench_wan ;;
+    gib) filter=bench_one_gib_layer_memory ;;
+    all) filter=bench_ ;;
+    *) echo "usage: $0 [loopback|wan|gib|all]" >&2; exit 2 ;;
+esac
+# One benchmark at a time: they would compete for the two cores.
+cargo test --release --locked --test it "$filter" -- --ignored --nocapture --test-threads 1 2>&1 \
+    | grep -E '^(fixture|\[|RESULT|test |running)|panicked|assert'

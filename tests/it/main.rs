@@ -2,6 +2,7 @@
 //! CNCF distribution registries started by the harness on loopback ports.
 
 mod auth;
+mod bench;
 mod common;
 mod copy;
 mod dockerhub;
@@ -12,4 +13,3 @@ mod layout;
 mod limits;
 mod plans;
 mod resume;
-mod scale;

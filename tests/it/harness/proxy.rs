@@ -65,6 +65,34 @@ struct Inner {
     seen: Mutex<Vec<Seen>>,
     /// Request body bytes received (uploads), counted as they stream through.
     bytes_in: std::sync::atomic::AtomicU64,
+    shaping: Option<Shaping>,
+}
+
+/// A wide-area link, emulated per request: a round trip of delay before the request goes on,
+/// and both bodies paced to a bandwidth cap (per request, i.e. per connection in use).
+#[derive(Clone, Copy, Debug)]
+pub struct Shaping {
+    pub round_trip: std::time::Duration,
+    pub bytes_per_second: u64,
+}
+
+/// Pace a body stream to `rate` bytes per second.
+fn paced<S, E>(body: S, rate: u64) -> impl futures::Stream<Item = Result<Bytes, E>>
+where
+    S: futures::Stream<Item = Result<Bytes, E>>,
+{
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    body.then(move |chunk| {
+        if let Ok(c) = &chunk {
+            sent += c.len() as u64;
+        }
+        let due = start + std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+        async move {
+            tokio::time::sleep_until(due.into()).await;
+            chunk
+        }
+    })
 }
 
 /// A running proxy; `addr` is what plans name as the registry host.
@@ -84,6 +112,15 @@ impl Drop for Proxy {
 impl Proxy {
     /// Proxy to `upstream` (`http://127.0.0.1:PORT`).
     pub async fn start(upstream: &str, hook: Hook) -> Proxy {
+        Proxy::start_with(upstream, hook, None).await
+    }
+
+    /// A transparent proxy that behaves like a wide-area link.
+    pub async fn wan(upstream: &str, shaping: Shaping) -> Proxy {
+        Proxy::start_with(upstream, Arc::new(|_, _, _| Action::Forward), Some(shaping)).await
+    }
+
+    async fn start_with(upstream: &str, hook: Hook, shaping: Option<Shaping>) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
@@ -97,6 +134,7 @@ impl Proxy {
                 .expect("proxy client"),
             seen: Mutex::new(Vec::new()),
             bytes_in: std::sync::atomic::AtomicU64::new(0),
+            shaping,
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
@@ -177,7 +215,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .fetch_add(c.len() as u64, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let body = reqwest::Body::wrap_stream(body);
+    let body = match inner.shaping {
+        Some(sh) => {
+            tokio::time::sleep(sh.round_trip).await;
+            reqwest::Body::wrap_stream(paced(body, sh.bytes_per_second))
+        }
+        None => reqwest::Body::wrap_stream(body),
+    };
     let mut fwd = inner
         .client
         .request(method.clone(), format!("{}{target_uri}", inner.upstream))
@@ -239,7 +283,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
             Body::from_stream(upstream.bytes_stream())
         }
-        _ => Body::from_stream(upstream.bytes_stream()),
+        _ => match inner.shaping {
+            Some(sh) => Body::from_stream(paced(upstream.bytes_stream(), sh.bytes_per_second)),
+            None => Body::from_stream(upstream.bytes_stream()),
+        },
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -1,10 +1,12 @@
-//! The "done when" check of the copy engine, and the side-by-side benchmark with skopeo:
+//! Side-by-side benchmarks with skopeo (and the "done when" checks of the copy engine):
 //! 20 repositories, 120 tags, about 480 MB with shared base layers, multi-arch indexes and
 //! signature tags, copied with a wildcard plan between two real registries. Ignored in the
 //! normal suite (it moves half a gigabyte); `bench/compare-skopeo.sh` runs it in release mode
 //! and prints the figures.
 
 use std::time::Instant;
+
+use std::time::Duration;
 
 use crate::common::*;
 use crate::harness::*;
@@ -103,31 +105,32 @@ async fn timed(
     (secs, rss, stdout, stderr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "moves ~480 MB; run by bench/compare-skopeo.sh"]
-async fn scale_wildcard_copy_and_skopeo_comparison() {
-    let (src, dst, peer) = (
-        Registry::start().await,
-        Registry::start().await,
-        Registry::start().await,
-    );
-    let started = Instant::now();
-    let (tags, blob_count, bytes) = populate_scale(&src).await;
-    println!(
-        "fixture: {REPOS} repositories, {} tags, {blob_count} unique blobs, {:.0} MB, pushed in {:.1} s",
-        tags.len(),
-        bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+/// The figures of one side-by-side run.
+struct Figures {
+    ferry_cold: f64,
+    ferry_rss_mib: u64,
+    ferry_noop: f64,
+    skopeo_cold: f64,
+    skopeo_rss_mib: u64,
+    skopeo_noop: f64,
+}
 
+/// Copy `org/*` from `source` (a host in plans) to `ferry_target` with ferry and to
+/// `skopeo_target` with `skopeo sync --all`, cold and again as a no-op; check ferry's result
+/// at `check` tag by tag.
+async fn side_by_side(
+    label: &str,
+    source: &str,
+    ferry_target: &str,
+    skopeo_target: &str,
+    check: &Registry,
+    tags: &[(String, String, String)],
+) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let p = plan(
         dir.path(),
         &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/org/*\"\nto = \"{}/org/*\"\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
+            "version = 1\n[registry.\"{source}\"]\ninsecure = true\n[registry.\"{ferry_target}\"]\ninsecure = true\n[[copy]]\nfrom = \"{source}/org/*\"\nto = \"{ferry_target}/org/*\"\n"
         ),
     );
     let p = p.to_str().unwrap();
@@ -135,7 +138,7 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
     let ferry_bin = env!("CARGO_BIN_EXE_ferry");
     let (t1, rss1, out1, _) = timed(ferry_bin, &["run", "--progress", "none", p], &state).await;
     println!(
-        "ferry first run:  {t1:.2} s, max RSS {} MiB: {}",
+        "[{label}] ferry cold:  {t1:.2} s, peak RSS {} MiB: {}",
         rss1 / 1024,
         out1.trim()
     );
@@ -146,21 +149,18 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
         )),
         "{out1}"
     );
-
-    // Every tag at the target with the source digest, every blob present.
-    let pusher = dst.pusher();
-    for (repo, tag, digest) in &tags {
+    let pusher = check.pusher();
+    for (repo, tag, digest) in tags {
         let (_, _, d) = pusher
             .manifest(repo, tag)
             .await
             .unwrap_or_else(|| panic!("{repo}:{tag}"));
         assert_eq!(&d, digest, "{repo}:{tag}");
     }
-
-    dst.sync_log().await;
-    let before = uploads(&dst);
+    check.sync_log().await;
+    let before = uploads(check);
     let (t2, _, out2, _) = timed(ferry_bin, &["run", "--progress", "none", p], &state).await;
-    println!("ferry second run: {t2:.2} s: {}", out2.trim());
+    println!("[{label}] ferry no-op: {t2:.2} s: {}", out2.trim());
     assert!(
         out2.contains(&format!(
             "0 images copied, {} already present, 0 failed; 0 B transferred",
@@ -168,18 +168,19 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
         )),
         "{out2}"
     );
-    dst.sync_log().await;
-    assert_eq!(uploads(&dst), before, "the second run uploaded nothing");
+    check.sync_log().await;
+    assert_eq!(uploads(check), before, "the no-op run uploaded nothing");
 
-    // skopeo sync, the same repositories, into a third registry.
     let _ = std::fs::remove_file("/var/lib/containers/cache/blob-info-cache-v1.boltdb");
-    let mut yaml = format!("{}:\n  tls-verify: false\n  images:\n", src.addr);
-    for r in 0..REPOS {
-        yaml.push_str(&format!("    org/service-{r:02}: []\n"));
+    let mut yaml = format!("{source}:\n  tls-verify: false\n  images:\n");
+    let mut repos: Vec<&String> = tags.iter().map(|(r, _, _)| r).collect();
+    repos.dedup();
+    for r in repos {
+        yaml.push_str(&format!("    {r}: []\n"));
     }
     let sync = dir.path().join("sync.yml");
     std::fs::write(&sync, yaml).unwrap();
-    let dest = format!("{}/org", peer.addr);
+    let dest = format!("{skopeo_target}/org");
     let args = [
         "sync",
         "--src",
@@ -192,12 +193,98 @@ async fn scale_wildcard_copy_and_skopeo_comparison() {
         dest.as_str(),
     ];
     let (s1, srss, _, _) = timed("skopeo", &args, &state).await;
-    println!("skopeo first run: {s1:.2} s, max RSS {} MiB", srss / 1024);
-    let (s2, _, _, _) = timed("skopeo", &args, &state).await;
-    println!("skopeo second run: {s2:.2} s");
     println!(
-        "RESULT first run: ferry {t1:.2} s, skopeo {s1:.2} s, ferry is {:.1}x faster; second run: ferry {t2:.2} s, skopeo {s2:.2} s, {:.1}x",
-        s1 / t1,
-        s2 / t2
+        "[{label}] skopeo cold:  {s1:.2} s, peak RSS {} MiB",
+        srss / 1024
+    );
+    let (s2, _, _, _) = timed("skopeo", &args, &state).await;
+    println!("[{label}] skopeo no-op: {s2:.2} s");
+    println!(
+        "RESULT [{label}] cold: ferry {t1:.2} s vs skopeo {s1:.2} s = {:.2}x; no-op: ferry {t2:.2} s vs skopeo {s2:.2} s = {:.2}x; peak RSS ferry {} MiB, skopeo {} MiB",
+        t1 / s1,
+        t2 / s2,
+        rss1 / 1024,
+        srss / 1024
+    );
+    Figures {
+        ferry_cold: t1,
+        ferry_rss_mib: rss1 / 1024,
+        ferry_noop: t2,
+        skopeo_cold: s1,
+        skopeo_rss_mib: srss / 1024,
+        skopeo_noop: s2,
+    }
+}
+
+/// The "done when" corpus: 20 repositories, 120 tags, ~480 MB.
+async fn corpus() -> (Registry, Vec<(String, String, String)>) {
+    let src = Registry::start().await;
+    let started = Instant::now();
+    let (tags, blob_count, bytes) = populate_scale(&src).await;
+    println!(
+        "fixture: {REPOS} repositories, {} tags, {blob_count} unique blobs, {:.0} MB, pushed in {:.1} s",
+        tags.len(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    (src, tags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "moves ~480 MB twice; run by bench/compare-skopeo.sh"]
+async fn bench_loopback() {
+    let (src, tags) = corpus().await;
+    let (dst, peer) = (Registry::start().await, Registry::start().await);
+    let f = side_by_side("loopback", &src.addr, &dst.addr, &peer.addr, &dst, &tags).await;
+    assert!(f.ferry_cold < f.skopeo_cold && f.ferry_noop < f.skopeo_noop);
+    let _ = (f.ferry_rss_mib, f.skopeo_rss_mib);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "moves ~480 MB twice over an emulated WAN; run by bench/compare-skopeo.sh"]
+async fn bench_wan() {
+    // ~40 ms per round trip, 12.5 MB/s (100 Mbit/s) per connection, both directions.
+    let shaping = Shaping {
+        round_trip: Duration::from_millis(40),
+        bytes_per_second: 12_500_000,
+    };
+    let (src, tags) = corpus().await;
+    let (dst, peer) = (Registry::start().await, Registry::start().await);
+    let (src_wan, dst_wan, peer_wan) = (
+        Proxy::wan(&src.url, shaping).await,
+        Proxy::wan(&dst.url, shaping).await,
+        Proxy::wan(&peer.url, shaping).await,
+    );
+    let f = side_by_side(
+        "wan 40ms 100Mbit/s",
+        &src_wan.addr,
+        &dst_wan.addr,
+        &peer_wan.addr,
+        &dst,
+        &tags,
+    )
+    .await;
+    assert!(f.ferry_cold < f.skopeo_cold);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "builds and copies a 1 GiB layer; run by bench/compare-skopeo.sh"]
+async fn bench_one_gib_layer_memory() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let big = layer(77, 1024 * 1024 * 1024);
+    let img = image(&[big], "linux", "amd64", Format::Oci, "gib");
+    src.pusher().push("org/big", "1.0.0", &img).await;
+    let tags = vec![(
+        "org/big".to_string(),
+        "1.0.0".to_string(),
+        img.digest.clone(),
+    )];
+    drop(img);
+    let peer = Registry::start().await;
+    let f = side_by_side("1 GiB layer", &src.addr, &dst.addr, &peer.addr, &dst, &tags).await;
+    assert!(
+        f.ferry_rss_mib <= 64,
+        "peak RSS {} MiB while copying a 1 GiB layer",
+        f.ferry_rss_mib
     );
 }
