@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::{stream, StreamExt, TryStreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -19,6 +19,13 @@ use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::Event;
 use crate::registry::{retry, BlobStream, BlobUpload, UploadProgress};
+
+/// The rest of a chunk channel as a byte stream.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes>>,
+) -> impl futures::Stream<Item = Result<Bytes>> {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
 
 fn source_failed(e: RegistryError) -> RegistryError {
     match e {
@@ -213,9 +220,56 @@ impl HttpRegistry {
     }
 
     /// Chunked upload from `offset`: PATCH one chunk at a time, recording the confirmed
-    /// session after each. If the registry refuses the first PATCH of a fresh session, fall
-    /// back to one streamed PUT of the chunk in hand followed by the rest.
+    /// session after each. The next chunk is read from the source while the current one is
+    /// sent (two chunks in hand at most), so reading and sending overlap. If the registry
+    /// refuses the first PATCH of a fresh session, fall back to one streamed PUT of the chunk
+    /// in hand followed by the rest.
     async fn put_chunked(
+        &self,
+        repo: &str,
+        up: &BlobUpload<'_>,
+        location: Url,
+        offset: u64,
+        fresh: bool,
+        session: &mut Option<String>,
+    ) -> Result<()> {
+        let data = up.source.open(offset).await.map_err(source_failed)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
+        let producer = async move {
+            let mut data = data;
+            let mut pending = BytesMut::with_capacity(CHUNK_SIZE);
+            loop {
+                match data.next().await {
+                    Some(Ok(c)) => {
+                        pending.extend_from_slice(&c);
+                        while pending.len() >= CHUNK_SIZE {
+                            let chunk = pending.split_to(CHUNK_SIZE).freeze();
+                            pending.reserve(CHUNK_SIZE);
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(source_failed(e))).await;
+                        return;
+                    }
+                    None => {
+                        if !pending.is_empty() {
+                            let _ = tx.send(Ok(pending.freeze())).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        let consumer = self.send_chunks(repo, up, location, offset, fresh, session, rx);
+        let ((), result) = futures::join!(producer, consumer);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_chunks(
         &self,
         repo: &str,
         up: &BlobUpload<'_>,
@@ -223,22 +277,11 @@ impl HttpRegistry {
         mut offset: u64,
         fresh: bool,
         session: &mut Option<String>,
+        mut chunks: tokio::sync::mpsc::Receiver<Result<Bytes>>,
     ) -> Result<()> {
-        let mut data = up.source.open(offset).await.map_err(source_failed)?;
-        let mut pending = BytesMut::new();
         let mut first = fresh;
-        loop {
-            while pending.len() < CHUNK_SIZE {
-                match data.next().await {
-                    Some(chunk) => pending.extend_from_slice(&chunk.map_err(source_failed)?),
-                    None => break,
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            let take = pending.len().min(CHUNK_SIZE);
-            let chunk = pending.split_to(take).freeze();
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk?;
             let end = offset + chunk.len() as u64 - 1;
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -273,7 +316,7 @@ impl HttpRegistry {
             };
             if first && refused {
                 tracing::debug!(registry = %self.name, "chunked upload refused; falling back to one PUT");
-                let rest = stream::iter([Ok(chunk), Ok(pending.split().freeze())]).chain(data);
+                let rest = stream::once(async { Ok(chunk) }).chain(tokio_stream_from(chunks));
                 let (rest, failure) = guarded(Box::pin(rest));
                 let location = self.start_upload(repo).await?;
                 let body = Body::Stream(Some(reqwest::Body::wrap_stream(rest)));
