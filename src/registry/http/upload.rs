@@ -240,13 +240,20 @@ impl HttpRegistry {
             let mut pending = BytesMut::with_capacity(CHUNK_SIZE);
             loop {
                 match data.next().await {
-                    Some(Ok(c)) => {
-                        pending.extend_from_slice(&c);
-                        while pending.len() >= CHUNK_SIZE {
-                            let chunk = pending.split_to(CHUNK_SIZE).freeze();
-                            pending.reserve(CHUNK_SIZE);
-                            if tx.send(Ok(chunk)).await.is_err() {
-                                return;
+                    Some(Ok(mut c)) => {
+                        // Fill chunks exactly, so each is one allocation of CHUNK_SIZE
+                        // (overfilling would make the buffer double in size).
+                        while !c.is_empty() {
+                            let take = (CHUNK_SIZE - pending.len()).min(c.len());
+                            pending.extend_from_slice(&c.split_to(take));
+                            if pending.len() == CHUNK_SIZE {
+                                let full = std::mem::replace(
+                                    &mut pending,
+                                    BytesMut::with_capacity(CHUNK_SIZE),
+                                );
+                                if tx.send(Ok(full.freeze())).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                     }
