@@ -119,14 +119,12 @@ async fn docker_config_and_identity_tokens_are_used() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/secure/app:v1\"\nto = \"{}/via-config/app\"\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        ),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/secure/app:v1", src.addr),
+        &format!("{}/via-config/app", dst.addr),
     );
     tokens.clear_requests();
     let run = ferry(
@@ -225,14 +223,12 @@ async fn wildcard_without_catalog_access_says_to_list_repositories() {
     let dst = Registry::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Anonymous: the token server grants no catalog access, as GHCR and Docker Hub do.
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/secure/*\"\nto = \"{}/x/*\"\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        ),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/secure/*", src.addr),
+        &format!("{}/x/*", dst.addr),
     );
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(1);

@@ -77,6 +77,19 @@ pub fn plan(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// A plan copying `from` to `to`, where each of `hosts` is marked insecure and gets
+/// `settings` (more lines of its `[registry."HOST"]` section).
+pub fn copy_plan(dir: &Path, hosts: &[&str], settings: &str, from: &str, to: &str) -> PathBuf {
+    let mut text = String::from("version = 1\n");
+    for h in hosts {
+        text.push_str(&format!(
+            "[registry.\"{h}\"]\ninsecure = true\n{settings}\n"
+        ));
+    }
+    text.push_str(&format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n"));
+    plan(dir, &text)
+}
+
 /// `[registry."ADDR"] insecure = true` for each registry (they speak plain HTTP).
 pub fn insecure(regs: &[&Registry]) -> String {
     regs.iter()

@@ -9,14 +9,12 @@ async fn wildcard_copy_is_byte_exact_and_a_second_run_moves_nothing() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let fx = populate(&src, "team").await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/*\"\nto = \"{}/mirror/*\"\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        ),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/team/*", src.addr),
+        &format!("{}/mirror/*", dst.addr),
     );
     let p = p.to_str().unwrap();
 
@@ -237,14 +235,12 @@ async fn large_blob_goes_up_in_chunks() {
     let img = image(&[big], "linux", "amd64", Format::Oci, "big");
     src.pusher().push("big/app", "v1", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/big/app\"\nto = \"{}/big/app\"\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        ),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/big/app", src.addr),
+        &format!("{}/big/app", dst.addr),
     );
     ferry(&["run", p.to_str().unwrap()], &[])
         .await
@@ -294,14 +290,12 @@ async fn foreign_layers_are_not_copied_and_the_output_says_so() {
     };
     src.pusher().push("win/app", "ltsc", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/win/app\"\nto = \"{}/win/app\"\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        ),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/win/app", src.addr),
+        &format!("{}/win/app", dst.addr),
     );
     let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);

@@ -8,18 +8,8 @@ use reqwest::StatusCode;
 use crate::common::*;
 use crate::harness::*;
 
-fn proxied_plan(dir: &std::path::Path, from: &str, to: &str, hosts: &[&str]) -> std::path::PathBuf {
-    let mut text = String::from("version = 1\n");
-    for h in hosts {
-        // One retry: these faults are permanent, and the default policy would spend ~8 s
-        // proving it.
-        text.push_str(&format!(
-            "[registry.\"{h}\"]\ninsecure = true\nretries = 1\n"
-        ));
-    }
-    text.push_str(&format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n"));
-    plan(dir, &text)
-}
+/// One retry: these faults are permanent, and the default policy would spend ~8 s proving it.
+const ONE_RETRY: &str = "retries = 1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_and_tag_lists_are_followed_across_pages() {
@@ -45,11 +35,12 @@ async fn catalog_and_tag_lists_are_followed_across_pages() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let p = proxied_plan(
+    let p = copy_plan(
         dir.path(),
+        &[&proxy.addr, &dst.addr],
+        ONE_RETRY,
         &format!("{}/paged/*", proxy.addr),
         &format!("{}/paged/*", dst.addr),
-        &[&proxy.addr, &dst.addr],
     );
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
@@ -99,11 +90,12 @@ async fn a_registry_refusing_chunked_uploads_gets_one_put() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let p = proxied_plan(
+    let p = copy_plan(
         dir.path(),
+        &[&src.addr, &proxy.addr],
+        ONE_RETRY,
         &format!("{}/big/app", src.addr),
         &format!("{}/big/app", proxy.addr),
-        &[&src.addr, &proxy.addr],
     );
     ferry(&["run", p.to_str().unwrap()], &[])
         .await
@@ -157,11 +149,12 @@ async fn a_registry_that_lies_costs_an_item_not_the_target() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let p = proxied_plan(
+    let p = copy_plan(
         dir.path(),
+        &[&proxy.addr, &dst.addr],
+        ONE_RETRY,
         &format!("{}/team/*", proxy.addr),
         &format!("{}/team/*", dst.addr),
-        &[&proxy.addr, &dst.addr],
     );
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(1);
@@ -212,11 +205,12 @@ async fn server_errors_are_decoded_per_item() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let p = proxied_plan(
+    let p = copy_plan(
         dir.path(),
+        &[&src.addr, &proxy.addr],
+        ONE_RETRY,
         &format!("{}/team/*", src.addr),
         &format!("{}/team/*", proxy.addr),
-        &[&src.addr, &proxy.addr],
     );
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(1);

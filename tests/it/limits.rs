@@ -29,20 +29,20 @@ async fn images(reg: &Registry, prefix: &str, count: u64) -> Vec<(String, Image)
     out
 }
 
+/// Copy `prefix/*` from `source` (a proxy address) to `dst`.
 fn plan_through(
     dir: &std::path::Path,
     source: &str,
     dst: &Registry,
     prefix: &str,
-    extra: &str,
+    settings: &str,
 ) -> String {
-    let p = plan(
+    let p = copy_plan(
         dir,
-        &format!(
-            "version = 1\n[registry.\"{source}\"]\ninsecure = true\n{extra}\n{}\n[[copy]]\nfrom = \"{source}/{prefix}/*\"\nto = \"{}/{prefix}/*\"\n",
-            insecure(&[dst]),
-            dst.addr
-        ),
+        &[source, &dst.addr],
+        settings,
+        &format!("{source}/{prefix}/*"),
+        &format!("{}/{prefix}/*", dst.addr),
     );
     p.to_str().unwrap().to_string()
 }

@@ -57,14 +57,12 @@ async fn killed_three_times_then_resumed_copies_everything_once() {
         images.push((repo, img));
     }
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/kill/*\"\nto = \"{t}/kill/*\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = target.addr
-        ),
+        &[&src.addr, &target.addr],
+        "",
+        &format!("{}/kill/*", src.addr),
+        &format!("{}/kill/*", target.addr),
     );
     let p = p.to_str().unwrap();
     let mut kills = 0;
@@ -145,14 +143,12 @@ async fn a_large_upload_continues_from_the_registry_offset_after_a_kill() {
     );
     src.pusher().push("big/app", "v1", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/big/app\"\nto = \"{t}/big/app\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = target.addr
-        ),
+        &[&src.addr, &target.addr],
+        "",
+        &format!("{}/big/app", src.addr),
+        &format!("{}/big/app", target.addr),
     );
     let p = p.to_str().unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -194,14 +190,12 @@ async fn a_lost_chunk_is_retried_from_the_session_offset_in_the_same_run() {
     );
     src.pusher().push("big/app", "v1", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
+    let p = copy_plan(
         dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/big/app\"\nto = \"{t}/big/app\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = target.addr
-        ),
+        &[&src.addr, &target.addr],
+        "",
+        &format!("{}/big/app", src.addr),
+        &format!("{}/big/app", target.addr),
     );
     let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
