@@ -133,3 +133,47 @@ async fn hub_errors_are_reported_per_rule() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_api_budget_is_waited_out() {
+    // Two requests per 2 s window; listing three pages takes a wait for the window.
+    let (reg, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(
+        &[layer(2, 2048)],
+        "linux",
+        "amd64",
+        Format::Docker,
+        "hubwait",
+    );
+    for repo in ["myorg/a", "myorg/b", "myorg/c", "myorg/d", "myorg/e"] {
+        reg.pusher().push(repo, "1.0", &img).await;
+    }
+    let hub = HubFake::start_with_window(
+        &[
+            ("myorg", "a", false),
+            ("myorg", "b", false),
+            ("myorg", "c", false),
+            ("myorg", "d", false),
+            ("myorg", "e", false),
+        ],
+        &[],
+        2,
+        2,
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), &hub_plan(&reg, &hub, &dst, ""));
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.summary().starts_with("ferry: 5 images copied"),
+        "{}",
+        run.summary()
+    );
+    assert!(
+        run.stderr.contains("Docker Hub API rate limit"),
+        "{}",
+        run.stderr
+    );
+}

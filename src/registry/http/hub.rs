@@ -10,6 +10,7 @@ use url::Url;
 use super::{HttpRegistry, MAX_PAGES};
 use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::throttle::{self, Event};
 
 impl HttpRegistry {
     /// Docker Hub has no catalog: list a namespace's repositories through the Hub API.
@@ -40,6 +41,7 @@ impl HttpRegistry {
                 reason: format!("cannot build URL: {e}"),
             })?;
         let mut repos = Vec::new();
+        let mut waits_left = self.retries;
         for _ in 0..MAX_PAGES {
             let mut req = self.client.get(url.clone());
             if let Some(b) = &bearer {
@@ -55,6 +57,30 @@ impl HttpRegistry {
                 .send()
                 .await
                 .map_err(|e| RegistryError::transport("GET", &url, e))?;
+            // The Hub API has its own budget (X-RateLimit-*): wait it out, as the registry's.
+            if let Some(wait) = hub_wait(resp.headers(), resp.status()) {
+                let api_host = api.host_str().unwrap_or("the Docker Hub API").to_string();
+                if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    if waits_left == 0 {
+                        return Err(self.status_error(&Method::GET, &url, resp).await);
+                    }
+                    waits_left -= 1;
+                    self.throttle.notify(Event::Waiting {
+                        registry: api_host,
+                        duration: wait,
+                        reason: "Docker Hub API rate limit".into(),
+                    });
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                // A successful page that spent the budget: the next one waits.
+                self.throttle.notify(Event::Waiting {
+                    registry: api_host,
+                    duration: wait,
+                    reason: "Docker Hub API rate limit reached".into(),
+                });
+                tokio::time::sleep(wait).await;
+            }
             if !resp.status().is_success() {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
@@ -125,5 +151,73 @@ impl HttpRegistry {
             .token
             .or(login.access_token)
             .map(secrecy::SecretString::from))
+    }
+}
+
+/// How long the Hub API asks to wait: on a 429, its `Retry-After` (or until
+/// `X-RateLimit-Reset`); after a page that left `X-RateLimit-Remaining: 0`, until the reset.
+fn hub_wait(
+    headers: &reqwest::header::HeaderMap,
+    status: reqwest::StatusCode,
+) -> Option<std::time::Duration> {
+    let until_reset = || {
+        let reset: u64 = headers
+            .get("x-ratelimit-reset")?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(std::time::Duration::from_secs(reset.saturating_sub(now)))
+    };
+    let wait = if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        throttle::retry_after(headers)
+            .or_else(until_reset)
+            .unwrap_or(throttle::DEFAULT_429_WAIT)
+    } else {
+        let remaining: u64 = headers
+            .get("x-ratelimit-remaining")?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if remaining > 0 {
+            return None;
+        }
+        until_reset()?
+    };
+    Some(wait.min(throttle::MAX_WAIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use reqwest::StatusCode;
+    use std::time::Duration;
+
+    #[test]
+    fn hub_waits() {
+        let mut h = HeaderMap::new();
+        assert_eq!(hub_wait(&h, StatusCode::OK), None);
+        assert_eq!(
+            hub_wait(&h, StatusCode::TOO_MANY_REQUESTS),
+            Some(throttle::DEFAULT_429_WAIT)
+        );
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(
+            hub_wait(&h, StatusCode::TOO_MANY_REQUESTS),
+            Some(Duration::from_secs(7))
+        );
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("3"));
+        assert_eq!(hub_wait(&h, StatusCode::OK), None);
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1000"));
+        assert_eq!(hub_wait(&h, StatusCode::OK), Some(Duration::ZERO));
     }
 }

@@ -5,7 +5,6 @@
 //! `object not found` for an unknown namespace. It fails the way the real service fails.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
@@ -25,7 +24,10 @@ struct Inner {
     repos: BTreeMap<String, Vec<(String, bool)>>,
     users: Vec<(String, String)>,
     page_cap: usize,
-    budget: AtomicU64,
+    /// A fixed window as Hub's: `limit` requests per `window`, counted from `window_start`.
+    limit: u64,
+    window: std::time::Duration,
+    used: Mutex<(std::time::Instant, std::time::SystemTime, u64)>,
     requests: Mutex<Vec<String>>,
 }
 
@@ -51,6 +53,24 @@ impl HubFake {
         page_cap: usize,
         budget: u64,
     ) -> HubFake {
+        Self::start_with_window(
+            repos,
+            users,
+            page_cap,
+            budget,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+    }
+
+    /// As `start`, with the budget coming back every `window`.
+    pub async fn start_with_window(
+        repos: &[(&str, &str, bool)],
+        users: &[(&str, &str)],
+        page_cap: usize,
+        budget: u64,
+        window: std::time::Duration,
+    ) -> HubFake {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind hub fake");
@@ -69,7 +89,9 @@ impl HubFake {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
             page_cap: page_cap.min(HUB_MAX_PAGE_SIZE),
-            budget: AtomicU64::new(budget),
+            limit: budget,
+            window,
+            used: Mutex::new((std::time::Instant::now(), std::time::SystemTime::now(), 0)),
             requests: Mutex::new(Vec::new()),
         });
         let app = Router::new()
@@ -92,32 +114,47 @@ fn token_for(user: &str) -> String {
     format!("hubjwt.{user}")
 }
 
+/// Roll the window over when it has passed; returns (remaining, reset as unix seconds).
+fn window_state(inner: &Inner) -> (u64, u64) {
+    let mut used = inner.used.lock().expect("hub window");
+    if used.0.elapsed() >= inner.window {
+        *used = (std::time::Instant::now(), std::time::SystemTime::now(), 0);
+    }
+    let reset = (used.1 + inner.window)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (inner.limit.saturating_sub(used.2), reset)
+}
+
 fn rate_headers(inner: &Inner) -> [(&'static str, String); 3] {
+    let (remaining, reset) = window_state(inner);
     [
-        ("x-ratelimit-limit", "180".to_string()),
-        (
-            "x-ratelimit-remaining",
-            inner.budget.load(Ordering::SeqCst).to_string(),
-        ),
-        ("x-ratelimit-reset", "1700000000".to_string()),
+        ("x-ratelimit-limit", inner.limit.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
     ]
 }
 
-/// Spend one unit of the budget, or answer 429 as Hub does.
+/// Spend one unit of the budget, or answer 429 with Retry-After as Hub does.
 fn spend(inner: &Inner) -> Option<Response> {
-    let left = inner.budget.load(Ordering::SeqCst);
-    if left == 0 {
+    let (remaining, reset) = window_state(inner);
+    if remaining == 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         return Some(
             (
                 StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "60".to_string())],
+                [("retry-after", reset.saturating_sub(now).max(1).to_string())],
                 rate_headers(inner),
                 Json(json!({"message": "Rate limit exceeded", "errinfo": {}})),
             )
                 .into_response(),
         );
     }
-    inner.budget.store(left - 1, Ordering::SeqCst);
+    inner.used.lock().expect("hub window").2 += 1;
     None
 }
 
