@@ -6,11 +6,12 @@
 #   wan        the same corpus through proxies that add ~40 ms per round trip and pace every
 #              connection to 100 Mbit/s
 #   1 GiB      one 1 GiB layer: peak memory (RSS) of each tool
+#   kill       the loopback corpus, SIGKILLed three times and resumed: bytes sent vs one clean run
 # ferry's result is checked tag by tag. Prints times, ratios and peak memory; the figures are
 # recorded in docs/benchmarks.md. Not part of the test suite (it moves gigabytes).
 #
 #   ./bench/compare-skopeo.sh            # all three
-#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib
+#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -26,8 +27,9 @@ case "${1:-all}" in
     loopback) filter=bench_loopback ;;
     wan) filter=bench_wan ;;
     gib) filter=bench_one_gib_layer_memory ;;
+    kill) filter=bench_kill_and_resume ;;
     all) filter=bench_ ;;
-    *) echo "usage: $0 [loopback|wan|gib|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [loopback|wan|gib|kill|all]" >&2; exit 2 ;;
 esac
 # One benchmark at a time: they would compete for the two cores.
 cargo test --release --locked --test it "$filter" -- --ignored --nocapture --test-threads 1 2>&1 \

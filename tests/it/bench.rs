@@ -288,3 +288,72 @@ async fn bench_one_gib_layer_memory() {
         f.ferry_rss_mib
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "copies ~480 MB with three SIGKILLs; run by bench/compare-skopeo.sh"]
+async fn bench_kill_and_resume() {
+    let (src, tags) = corpus().await;
+    let dst = Registry::start().await;
+    let target = Proxy::transparent(&dst.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&src.addr, &target.addr],
+        "",
+        &format!("{}/org/*", src.addr),
+        &format!("{}/org/*", target.addr),
+    );
+    let p = p.to_str().unwrap();
+    // Kill points by bytes: ~483 MB of unique blobs in the corpus.
+    let clean = 483_000_000f64;
+    let mut kills = 0;
+    for fraction in [0.25, 0.5, 0.75] {
+        if crate::resume::run_until_killed(p, &target, (clean * fraction) as u64).await {
+            kills += 1;
+        }
+    }
+    let run = ferry(&["run", p], &[]).await;
+    run.assert_code(0);
+    let pusher = dst.pusher();
+    for (repo, tag, digest) in &tags {
+        let (_, _, d) = pusher
+            .manifest(repo, tag)
+            .await
+            .unwrap_or_else(|| panic!("{repo}:{tag}"));
+        assert_eq!(&d, digest, "{repo}:{tag}");
+    }
+    // One clean run sends each unique blob once: sum their sizes from the source registry.
+    let mut unique = std::collections::HashMap::new();
+    for (repo, tag, _) in &tags {
+        let (_, bytes, _) = src.pusher().manifest(repo, tag).await.unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let mut descs: Vec<serde_json::Value> =
+            doc["layers"].as_array().cloned().unwrap_or_default();
+        descs.extend(doc.get("config").cloned());
+        for child in doc["manifests"].as_array().cloned().unwrap_or_default() {
+            let (_, cb, _) = src
+                .pusher()
+                .manifest(repo, child["digest"].as_str().unwrap())
+                .await
+                .unwrap();
+            let c: serde_json::Value = serde_json::from_slice(&cb).unwrap();
+            descs.extend(c["layers"].as_array().cloned().unwrap_or_default());
+            descs.extend(c.get("config").cloned());
+        }
+        for d in descs {
+            unique.insert(
+                d["digest"].as_str().unwrap().to_string(),
+                d["size"].as_u64().unwrap(),
+            );
+        }
+    }
+    let total: u64 = unique.values().sum();
+    let sent = target.bytes_in();
+    let ratio = sent as f64 / total as f64;
+    println!(
+        "RESULT [kill x{kills}] unique blob bytes {total}, sent over {} runs {sent}: {ratio:.3}x a clean run",
+        kills + 1
+    );
+    assert_eq!(kills, 3, "killed three times mid-copy");
+    assert!(ratio <= 1.10, "{ratio:.3}x a clean run");
+}

@@ -13,7 +13,7 @@ const MB: usize = 1024 * 1024;
 
 /// Start ferry, SIGKILL it once the target proxy has received `kill_at` upload bytes; returns
 /// whether it was killed (false: it finished first).
-async fn run_until_killed(p: &str, target: &Proxy, kill_at: u64) -> bool {
+pub async fn run_until_killed(p: &str, target: &Proxy, kill_at: u64) -> bool {
     let home = tempfile::tempdir().unwrap();
     let mut child = ferry_command(&["run", "--progress", "none", p], &[], home.path())
         .stdout(Stdio::null())
