@@ -356,3 +356,45 @@ async fn a_rerun_trusts_the_checkpoint_for_immutable_tags() {
         .count();
     assert_eq!(rechecked, 6, "one HEAD per tag at the target");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_state_is_refused_while_the_first_runs() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    // The first run waits on a chunk the proxy holds, so it is still running.
+    let target = holding_nth_patch(&dst, 1, Duration::from_secs(30)).await;
+    let img = image(
+        &[layer(802, 20 * MB)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "locked",
+    );
+    src.pusher().push("big/app", "v1", &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&src.addr, &target.addr],
+        "",
+        &format!("{}/big/app", src.addr),
+        &format!("{}/big/app", target.addr),
+    );
+    let p = p.to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut first = ferry_command(&["run", p], &[], home.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !target.seen().iter().any(|s| s.method == "PATCH") {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = ferry(&["run", p], &[]).await;
+    assert_ne!(second.code, 0);
+    assert!(
+        second.stderr.contains("is in use by another ferry run"),
+        "{}",
+        second.stderr
+    );
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+}
