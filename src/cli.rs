@@ -51,6 +51,15 @@ source digest, 1 when some failed (each is listed with its reason; the rest are 
         after_help = "Examples:\n  ferry run plans/demo.toml\n  DOCKERHUB_TOKEN=… ferry run --concurrency 16 plans/dockerhub-to-ghcr.toml"
     )]
     Run(RunArgs),
+    /// Show what `ferry run` would do, without changing anything.
+    #[command(
+        long_about = "Resolve every rule into concrete rows without writing anything: for each copy, \
+the source tag, its digest and the action (copy / already present); for each retention \
+policy, every image of every repository with its tags, the decision (keep / delete) and the \
+reason. `ferry run` carries out exactly these decisions (one code path).",
+        after_help = "Examples:\n  ferry plan plans/prod.toml\n  ferry plan plans/prod.toml --output json"
+    )]
+    Plan(PlanArgs),
     /// Show what the checkpoint says about the last run (or another).
     #[command(
         long_about = "Read the state file and show a run: when it started and ended, its outcome, \
@@ -59,6 +68,15 @@ file is --state, else the plan's `state`, else state/ferry.db.",
         after_help = "Examples:\n  ferry status\n  ferry status plans/prod.toml --output json\n  ferry status --state /state/ferry.db --run 12"
     )]
     Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The plan file (TOML).
+    pub plan: PathBuf,
+
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(clap::Args, Debug)]

@@ -8,6 +8,7 @@
 //! - [`registry`]: the [`registry::Registry`] trait and its HTTP and OCI-layout
 //!   implementations; the only code that speaks the distribution API.
 //! - [`copy`]: rule resolution and the idempotent, concurrent copy engine.
+//! - [`retention`]: retention inventory, pure selection with graph protection, deletion.
 //! - [`report`]: the [`report::Reporter`] trait and its terminal and log implementations.
 //! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
 
@@ -17,4 +18,5 @@ pub mod copy;
 pub mod plan;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod state;

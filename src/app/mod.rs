@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod journal;
+pub mod plan;
 pub mod run;
 pub mod status;
 
@@ -31,6 +32,12 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(run::run(args))
         }
         Command::Status(args) => status::status(&args),
+        Command::Plan(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(plan::plan(args))
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use indicatif::HumanBytes;
@@ -24,7 +24,8 @@ use crate::registry::layout::LayoutRegistry;
 use crate::registry::throttle::Observer;
 use crate::registry::Registry;
 use crate::report::{error_chain, plural, BarReporter, PlainReporter, Reporter, Silent};
-use crate::state::{RunOutcome, RunTotals, State};
+use crate::retention::{apply::apply, plan_policy};
+use crate::state::{RunOutcome, RunTotals, State, Write};
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
@@ -48,7 +49,11 @@ pub fn registries(plan: &Plan, observer: Option<Observer>) -> anyhow::Result<sel
     let uses_layouts = plan
         .copies
         .iter()
-        .any(|c| c.from.location == Location::Layout || c.to.location == Location::Layout);
+        .any(|c| c.from.location == Location::Layout || c.to.location == Location::Layout)
+        || plan
+            .retains
+            .iter()
+            .any(|r| r.repository.location == Location::Layout);
     if uses_layouts {
         map.insert(Location::Layout, Arc::new(LayoutRegistry::new()));
     }
@@ -75,14 +80,17 @@ pub fn state_path(flag: Option<&Path>, plan: Option<&Plan>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE))
 }
 
-/// The one-line summary that ends every run.
-pub fn summary(totals: &Totals, unresolved: usize) -> String {
+/// The one-line summary that ends every run (`deleted` when the plan has retention).
+pub fn summary(totals: &Totals, unresolved: usize, deleted: Option<usize>) -> String {
     let mut line = format!(
         "ferry: {} images copied, {} already present, {} failed",
         totals.copied,
         totals.present,
         totals.failed + unresolved
     );
+    if let Some(n) = deleted {
+        line.push_str(&format!(", {n} deleted"));
+    }
     if totals.interrupted > 0 {
         line.push_str(&format!(", {} interrupted", totals.interrupted));
     }
@@ -212,6 +220,73 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         select_errors.extend(selection.errors);
         results.extend(selection.items.into_iter().zip(outcomes));
     }
+
+    // Retention, after the copies: the same inventory and selection `ferry plan` shows.
+    let mut deleted = 0usize;
+    let mut retention_failures: Vec<String> = Vec::new();
+    if !stop.is_cancelled() {
+        for policy in &plan.retains {
+            let registry = registries
+                .get(&policy.repository.location)
+                .expect("a registry for every location")
+                .clone();
+            let plans = plan_policy(policy, registry.as_ref(), SystemTime::now()).await;
+            for repo_plan in plans {
+                let decisions = match &repo_plan.decisions {
+                    Err(e) => {
+                        retention_failures.push(format!(
+                            "{}: not read, nothing there is deleted: {}",
+                            repo_plan.repository,
+                            error_chain(e)
+                        ));
+                        continue;
+                    }
+                    Ok(d) => d,
+                };
+                if let Some(why) = &decisions.held_back {
+                    retention_failures.push(format!("{}: {why}", repo_plan.repository));
+                    continue;
+                }
+                let done = apply(
+                    registry.as_ref(),
+                    &repo_plan.repo,
+                    &repo_plan.images,
+                    decisions,
+                )
+                .await;
+                for d in done {
+                    let tags = d.decision.tags.join(", ");
+                    match d.result {
+                        Ok(()) => {
+                            deleted += 1;
+                            reporter.note(&format!(
+                                "deleted {}@{} ({}): {}",
+                                repo_plan.repository,
+                                d.decision.digest.short(),
+                                if tags.is_empty() { "untagged" } else { &tags },
+                                d.decision.reason
+                            ));
+                            state.record(Write::Deletion {
+                                run: run_id,
+                                registry: registry.name().to_string(),
+                                repo: repo_plan.repo.clone(),
+                                digest: d.decision.digest.to_string(),
+                                tags,
+                                reason: d.decision.reason.clone(),
+                                version_id: None,
+                            });
+                        }
+                        Err(e) => retention_failures.push(format!(
+                            "deleting {}@{}: {}",
+                            repo_plan.repository,
+                            d.decision.digest,
+                            error_chain(&e)
+                        )),
+                    }
+                }
+            }
+        }
+    }
     totals.elapsed = started.elapsed();
     reporter.finish();
 
@@ -246,6 +321,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             plural(foreign, "non-distributable layer")
         );
     }
+    failures.extend(retention_failures);
     for f in &failures {
         eprintln!("failed: {f}");
     }
@@ -269,7 +345,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // The copies stand; only the record of them is incomplete. Say so, loudly.
         eprintln!("error: saving the checkpoint failed: {}", error_chain(&e));
     }
-    println!("{}", summary(&totals, select_errors.len()));
+    let deleted = (!plan.retains.is_empty()).then_some(deleted);
+    println!("{}", summary(&totals, select_errors.len(), deleted));
     if interrupted != 0 {
         eprintln!(
             "interrupted: {}; run the same command again to continue",

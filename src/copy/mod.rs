@@ -204,6 +204,62 @@ impl Totals {
     }
 }
 
+/// What `ferry run` would do with one item, found without writing anything.
+#[derive(Debug)]
+pub enum Preview {
+    Copy { digest: Digest },
+    Present { digest: Digest },
+    Failed { error: CopyError },
+}
+
+/// Look at the source and the target of an item (one HEAD each) without changing anything.
+pub async fn preview(item: &Item) -> Preview {
+    let (src, dst) = (&item.source, &item.target);
+    let digest = match Digest::parse(&item.source_ref) {
+        Some(d) => d,
+        None => match src
+            .registry
+            .head_manifest(&src.repo, &item.source_ref)
+            .await
+        {
+            Ok(Some(h)) => h.digest,
+            Ok(None) => {
+                return Preview::Failed {
+                    error: CopyError::Source {
+                        reference: item.source_display(),
+                        source: RegistryError::NotFound {
+                            what: "manifest".into(),
+                            url: item.source_display(),
+                        },
+                    },
+                }
+            }
+            Err(e) => {
+                return Preview::Failed {
+                    error: CopyError::Source {
+                        reference: item.source_display(),
+                        source: e,
+                    },
+                }
+            }
+        },
+    };
+    let reference = item
+        .target_tag
+        .clone()
+        .unwrap_or_else(|| digest.to_string());
+    match dst.registry.head_manifest(&dst.repo, &reference).await {
+        Ok(Some(h)) if h.digest == digest => Preview::Present { digest },
+        Ok(_) => Preview::Copy { digest },
+        Err(e) => Preview::Failed {
+            error: CopyError::Target {
+                reference: item.target_display(),
+                source: e,
+            },
+        },
+    }
+}
+
 /// Where a blob is known to exist in a target registry during this run.
 type BlobKey = (String, Digest);
 

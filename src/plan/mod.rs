@@ -156,6 +156,24 @@ pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
 /// Where the checkpoint lives unless `--state` or the plan says otherwise.
 pub const DEFAULT_STATE: &str = "state/ferry.db";
 
+/// One validated `[[retain]]` block.
+#[derive(Clone, Debug)]
+pub struct RetainPolicy {
+    /// 1-based position among the plan's `[[retain]]` blocks.
+    pub number: usize,
+    /// Line of its `repository` field.
+    pub line: usize,
+    /// A repository, or a wildcard (`ghcr.io/org/*`).
+    pub repository: Reference,
+    pub rule: crate::retention::RetainRule,
+}
+
+impl fmt::Display for RetainPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "retain #{} ({})", self.number, self.repository)
+    }
+}
+
 /// A validated plan.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -168,6 +186,8 @@ pub struct Plan {
     pub state: Option<PathBuf>,
     /// Tags recorded done that a re-run does not check again.
     pub immutable_tags: Vec<Regex>,
+    /// Retention policies, applied after the copies.
+    pub retains: Vec<RetainPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +201,23 @@ struct RawPlan {
     registry: BTreeMap<Spanned<String>, RawRegistry>,
     #[serde(default)]
     copy: Vec<RawCopy>,
+    #[serde(default)]
+    retain: Vec<RawRetain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetain {
+    repository: Spanned<String>,
+    keep_newest: Option<Spanned<i64>>,
+    #[serde(default)]
+    keep_tags: Vec<Spanned<String>>,
+    #[serde(default)]
+    delete_tags: Vec<Spanned<String>>,
+    older_than: Option<Spanned<String>>,
+    #[serde(default)]
+    untagged: bool,
+    max_deletions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -468,6 +505,12 @@ impl Plan {
             .map(|(i, c)| validate_copy(&ctx, i + 1, c))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let retains = raw
+            .retain
+            .iter()
+            .enumerate()
+            .map(|(i, r)| validate_retain(&ctx, i + 1, r))
+            .collect::<Result<Vec<_>, _>>()?;
         let immutable_tags = match &raw.immutable_tags {
             None => vec![Regex::new(DEFAULT_IMMUTABLE_TAGS).expect("static regex")],
             Some(list) => regexes(&ctx, list, "immutable_tags")?,
@@ -479,6 +522,7 @@ impl Plan {
             concurrency,
             state: raw.state.as_ref().map(PathBuf::from),
             immutable_tags,
+            retains,
         })
     }
 
@@ -490,11 +534,14 @@ impl Plan {
     /// Every registry host the plan names in a rule or a section, sorted.
     pub fn hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self.registries.keys().cloned().collect();
-        for rule in &self.copies {
-            for r in [&rule.from, &rule.to] {
-                if let Location::Registry(h) = &r.location {
-                    hosts.push(h.clone());
-                }
+        let refs = self
+            .copies
+            .iter()
+            .flat_map(|c| [&c.from, &c.to])
+            .chain(self.retains.iter().map(|r| &r.repository));
+        for r in refs {
+            if let Location::Registry(h) = &r.location {
+                hosts.push(h.clone());
             }
         }
         hosts.sort();
@@ -621,6 +668,68 @@ fn regexes(ctx: &Ctx, list: &[Spanned<String>], field: &str) -> Result<Vec<Regex
         .collect()
 }
 
+/// Registries whose registry API cannot delete: they need their own REST API backends.
+const API_ONLY_DELETES: &[(&str, &str)] = &[
+    ("ghcr.io", "the GitHub Packages REST API"),
+    (reference::DOCKER_HUB, "the Docker Hub API"),
+];
+
+fn validate_retain(ctx: &Ctx, number: usize, r: &RawRetain) -> Result<RetainPolicy, PlanError> {
+    let repository = parse_ref(ctx, &r.repository, "retain.repository")?;
+    let repo_err = |reason: &str| {
+        ctx.invalid(
+            r.repository.span(),
+            "retain.repository",
+            format!("{:?}", r.repository.get_ref()),
+            reason,
+        )
+    };
+    if !matches!(repository.selector, Selector::AllTags | Selector::Wildcard) {
+        return Err(repo_err(
+            "name a repository (or a wildcard like ghcr.io/org/*), not a tag or digest: retention decides per image",
+        ));
+    }
+    if let Location::Registry(host) = &repository.location {
+        if let Some((_, api)) = API_ONLY_DELETES.iter().find(|(h, _)| h == host) {
+            return Err(repo_err(&format!(
+                "{host} does not delete through the registry API; retention there needs {api}, which this version of ferry does not speak yet"
+            )));
+        }
+    }
+    let keep_newest = match &r.keep_newest {
+        None => 0,
+        Some(v) if *v.get_ref() == 0 => 0,
+        Some(v) => positive(ctx, v, "retain.keep_newest", 1_000_000)?,
+    };
+    let older_than = r
+        .older_than
+        .as_ref()
+        .map(|v| duration(ctx, v, "retain.older_than"))
+        .transpose()?;
+    let max_deletions = r
+        .max_deletions
+        .as_ref()
+        .map(|v| match *v.get_ref() {
+            0 => Ok(0),
+            _ => positive(ctx, v, "retain.max_deletions", 1_000_000_000),
+        })
+        .transpose()?;
+    let (line, _) = ctx.line_col(r.repository.span().start);
+    Ok(RetainPolicy {
+        number,
+        line,
+        repository,
+        rule: crate::retention::RetainRule {
+            keep_newest,
+            keep_tags: regexes(ctx, &r.keep_tags, "retain.keep_tags")?,
+            delete_tags: regexes(ctx, &r.delete_tags, "retain.delete_tags")?,
+            older_than,
+            untagged: r.untagged,
+            max_deletions,
+        },
+    })
+}
+
 fn validate_tags(ctx: &Ctx, t: &RawTags) -> Result<TagFilter, PlanError> {
     let semver = t
         .semver
@@ -740,6 +849,36 @@ to   = "ghcr.io/myorg/mirror/nginx"
             "version = 1\n[registry.\"x.io\"]\nrate_limit = { requests_per_second = 0 }\n"
         )
         .contains("requests_per_second = 0"));
+    }
+
+    #[test]
+    fn retain_blocks() {
+        let p = parse(
+            "version = 1\n[[retain]]\nrepository = \"reg.example:5000/org/*\"\nkeep_newest = 10\nkeep_tags = ['^latest$']\ndelete_tags = ['^pr-\\d+$']\nolder_than = \"30d\"\nuntagged = true\nmax_deletions = 100\n",
+        )
+        .unwrap();
+        let r = &p.retains[0];
+        assert_eq!(r.rule.keep_newest, 10);
+        assert_eq!(r.rule.older_than, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(r.rule.max_deletions, Some(100));
+        assert!(r.rule.untagged);
+        assert_eq!(p.hosts(), vec!["reg.example:5000"]);
+        assert!(
+            err("version = 1\n[[retain]]\nrepository = \"ghcr.io/org/app\"\n")
+                .contains("GitHub Packages REST API")
+        );
+        assert!(
+            err("version = 1\n[[retain]]\nrepository = \"r.io/org/app:v1\"\n")
+                .contains("not a tag or digest")
+        );
+        assert!(err(
+            "version = 1\n[[retain]]\nrepository = \"r.io/org/app\"\nolder_than = \"a while\"\n"
+        )
+        .contains("retain.older_than"));
+        assert!(
+            err("version = 1\n[[retain]]\nrepository = \"r.io/org/app\"\nkeep = 3\n")
+                .contains("unknown field `keep`")
+        );
     }
 
     #[test]

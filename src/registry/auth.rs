@@ -122,6 +122,10 @@ impl Scope {
     pub fn push(repo: &str) -> Scope {
         Scope(vec![format!("repository:{repo}:pull,push")])
     }
+    /// Delete in `repo` (distribution's token scope for DELETE).
+    pub fn delete(repo: &str) -> Scope {
+        Scope(vec![format!("repository:{repo}:delete")])
+    }
     /// Push to `repo` and pull from `from`, for a cross-repository mount.
     pub fn mount(repo: &str, from: &str) -> Scope {
         Scope(vec![

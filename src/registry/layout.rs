@@ -411,6 +411,18 @@ impl Registry for LayoutRegistry {
         (up.progress)(UploadProgress::Finished);
         Ok(())
     }
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()> {
+        // As a registry does: the tags go, the blobs stay until a garbage collection.
+        let lock = self.index_lock(repo).await;
+        let _guard = lock.lock().await;
+        let mut index = Self::read_index(repo).await?;
+        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        entries.retain(|d| d["digest"].as_str() != Some(digest.as_str()));
+        index["manifests"] = Value::Array(entries);
+        let path = Path::new(repo).join("index.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await
+    }
+
     /// Layouts have no mounts: declining makes the engine stream the blob through digest
     /// verification, so a corrupt file in one layout is never propagated into another.
     async fn mount_blob(&self, _repo: &str, _digest: &Digest, _from: &str) -> Result<bool> {

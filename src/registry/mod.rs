@@ -131,6 +131,10 @@ pub trait Registry: Send + Sync {
     /// (`upload.resume`) is continued from the offset the registry reports.
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()>;
 
+    /// Delete a manifest by digest. On distribution this removes every tag pointing at it,
+    /// which is why retention decides per image, never per tag.
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()>;
+
     /// Make a blob that `from` (a repository of this same registry) holds available in `repo`
     /// without transferring it. `Ok(false)` when the registry declined.
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool>;

@@ -107,6 +107,18 @@ pub enum Write {
         tag: String,
         digest: String,
     },
+    /// A manifest retention deleted, for audits (and restores where the registry allows).
+    Deletion {
+        run: RunId,
+        registry: String,
+        repo: String,
+        digest: String,
+        /// The tags it had, comma-separated.
+        tags: String,
+        reason: String,
+        /// The registry's own id for it (a GHCR package version id), where it has one.
+        version_id: Option<String>,
+    },
 }
 
 /// Where one copy item stands. Stored as `pending`, `done`, `failed`, `skipped`.

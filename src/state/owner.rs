@@ -280,6 +280,21 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             )?
             .execute(params![registry, repo, tag, digest, now])?;
         }
+        Write::Deletion {
+            run,
+            registry,
+            repo,
+            digest,
+            tags,
+            reason,
+            version_id,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO deletions (run, registry, repo, digest, tags, reason, version_id, deleted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![run, registry, repo, digest, tags, reason, version_id, now])?;
+        }
     }
     Ok(())
 }

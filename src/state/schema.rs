@@ -67,6 +67,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          seen_at  INTEGER NOT NULL,
          PRIMARY KEY (registry, repo, tag)
      );",
+    // 2: retention's audit trail.
+    "CREATE TABLE deletions (
+         id         INTEGER PRIMARY KEY,
+         run        INTEGER NOT NULL REFERENCES runs(id),
+         registry   TEXT NOT NULL,
+         repo       TEXT NOT NULL,
+         digest     TEXT NOT NULL,
+         tags       TEXT NOT NULL,
+         reason     TEXT NOT NULL,
+         version_id TEXT,
+         deleted_at INTEGER NOT NULL
+     );
+     CREATE INDEX deletions_run ON deletions(run);",
 ];
 
 /// The schema version this build writes and understands.

@@ -13,3 +13,4 @@ mod layout;
 mod limits;
 mod plans;
 mod resume;
+mod retention;

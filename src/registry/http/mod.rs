@@ -348,6 +348,35 @@ impl HttpRegistry {
 
 /// The operations, each tried once; the trait implementation below wraps them in retries.
 impl HttpRegistry {
+    async fn delete_manifest_once(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{digest}")).await?;
+        let (resp, _permit) = self
+            .send(
+                Method::DELETE,
+                &url,
+                &Scope::delete(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            // Already gone: the decision holds.
+            StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let mut e = self.status_error(&Method::DELETE, &url, resp).await;
+                if let RegistryError::Status { hint, .. } = &mut e {
+                    *hint = format!(
+                        "\n  hint: {} does not allow deletes; on CNCF distribution set storage.delete.enabled: true (GHCR and Docker Hub delete through their own APIs)",
+                        self.name
+                    );
+                }
+                Err(e)
+            }
+            _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
     async fn list_repositories_once(&self, prefix: &str) -> Result<Vec<String>> {
         if self.name == DOCKER_HUB {
             let api = self.api.clone().expect("docker.io always has an API URL");
@@ -661,6 +690,13 @@ impl Registry for HttpRegistry {
 
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {
         self.upload(repo, upload).await
+    }
+
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()> {
+        self.retry("DELETE manifest", || {
+            self.delete_manifest_once(repo, digest)
+        })
+        .await
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {

@@ -1,0 +1,103 @@
+//! Carry out delete decisions through the registry trait, parents and subjects before their
+//! children and referrers: if a deletion fails midway, nothing that a surviving manifest
+//! still references has been deleted.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Action, Decision, Image, RepoDecisions};
+use crate::registry::{Digest, Registry, RegistryError};
+
+/// One deletion and how it went.
+#[derive(Debug)]
+pub struct Deleted {
+    pub decision: Decision,
+    pub result: Result<(), RegistryError>,
+}
+
+/// Delete what `decisions` says to delete in `repo`.
+pub async fn apply(
+    registry: &dyn Registry,
+    repo: &str,
+    images: &[Image],
+    decisions: &RepoDecisions,
+) -> Vec<Deleted> {
+    let doomed: HashMap<&Digest, &Decision> = decisions
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::Delete)
+        .map(|d| (&d.digest, d))
+        .collect();
+    // Who references whom among the doomed: parent -> child, subject -> referrer.
+    let mut parents: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
+    for image in images {
+        if !doomed.contains_key(&image.digest) {
+            continue;
+        }
+        for (child, _) in &image.children {
+            if doomed.contains_key(child) {
+                parents.entry(child).or_default().push(&image.digest);
+            }
+        }
+        if let Some(subject) = &image.subject {
+            if doomed.contains_key(subject) {
+                parents.entry(&image.digest).or_default().push(subject);
+            }
+        }
+    }
+    // Depth: 0 for what nothing doomed references, else one more than its deepest referrer.
+    fn depth<'a>(
+        d: &'a Digest,
+        parents: &HashMap<&'a Digest, Vec<&'a Digest>>,
+        memo: &mut HashMap<&'a Digest, usize>,
+        guard: &mut HashSet<&'a Digest>,
+    ) -> usize {
+        if let Some(&v) = memo.get(d) {
+            return v;
+        }
+        if !guard.insert(d) {
+            return 0; // a cycle cannot come from content addressing; do not loop on one
+        }
+        let v = parents
+            .get(d)
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| depth(p, parents, memo, guard) + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        memo.insert(d, v);
+        v
+    }
+    let mut memo = HashMap::new();
+    let mut order: Vec<(&Digest, usize)> = doomed
+        .keys()
+        .map(|d| (*d, depth(d, &parents, &mut memo, &mut HashSet::new())))
+        .collect();
+    order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+
+    let mut failed: HashSet<&Digest> = HashSet::new();
+    let mut out = Vec::with_capacity(order.len());
+    for (digest, _) in order {
+        let decision = (*doomed[digest]).clone();
+        let blocked = parents
+            .get(digest)
+            .is_some_and(|ps| ps.iter().any(|p| failed.contains(p)));
+        let result = if blocked {
+            failed.insert(digest);
+            Err(RegistryError::Protocol {
+                url: format!("{}/{repo}@{digest}", registry.name()),
+                reason: "not deleted: deleting what references it failed, so it is still in use"
+                    .into(),
+            })
+        } else {
+            let r = registry.delete_manifest(repo, digest).await;
+            if r.is_err() {
+                failed.insert(digest);
+            }
+            r
+        };
+        out.push(Deleted { decision, result });
+    }
+    out
+}

@@ -1,0 +1,238 @@
+//! Read a repository for retention, through the registry trait: every tag and the digest it
+//! points at, every manifest (children of indexes included, recursively), creation times from
+//! image configs, and what each referrer refers to. All of it is read before anything is
+//! decided; a repository that cannot be read whole is left alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use futures::{StreamExt, TryStreamExt};
+use regex::Regex;
+
+use super::Image;
+use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::{Digest, Registry, RegistryError};
+
+/// Tags and manifests read at once.
+const READ_CONCURRENCY: usize = 8;
+
+/// Image configs larger than this are not read for their `created` (a real config is a few
+/// KiB; this only bounds what a hostile registry can make ferry hold).
+const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
+/// cosign's tag scheme and the OCI referrers fallback tag: `sha256-<hex>[.sig|.att|.sbom|…]`.
+static REFERRER_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^sha256-([0-9a-f]{64})(\.[A-Za-z0-9_.-]+)?$").expect("static regex")
+});
+
+/// The subject a cosign-style tag names.
+pub fn tag_subject(tag: &str) -> Option<Digest> {
+    let caps = REFERRER_TAG.captures(tag)?;
+    Digest::parse(&format!("sha256:{}", &caps[1]))
+}
+
+/// `created` of an image config: RFC 3339, fractional seconds and `+00:00` allowed.
+fn parse_created(bytes: &[u8]) -> Option<SystemTime> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        created: Option<String>,
+    }
+    let created = serde_json::from_slice::<Config>(bytes).ok()?.created?;
+    let normalized = created.trim().replace("+00:00", "Z");
+    humantime::parse_rfc3339_weak(normalized.trim_end_matches('Z'))
+        .ok()
+        .or_else(|| humantime::parse_rfc3339_weak(&normalized).ok())
+}
+
+struct Read {
+    media_type: String,
+    parsed: Parsed,
+    subject: Option<Digest>,
+}
+
+async fn read_manifest(
+    registry: &dyn Registry,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Read, RegistryError> {
+    let m = registry.get_manifest(repo, digest.as_str()).await?;
+    let parsed = manifest::parse(&m.media_type, &m.bytes).map_err(|reason| {
+        RegistryError::InvalidManifest {
+            url: format!("{}/{repo}@{digest}", registry.name()),
+            reason,
+        }
+    })?;
+    #[derive(serde::Deserialize)]
+    struct WithSubject {
+        subject: Option<SubjectDesc>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SubjectDesc {
+        digest: String,
+    }
+    let subject = serde_json::from_slice::<WithSubject>(&m.bytes)
+        .ok()
+        .and_then(|w| w.subject)
+        .and_then(|s| Digest::parse(&s.digest));
+    Ok(Read {
+        media_type: m.media_type,
+        parsed,
+        subject,
+    })
+}
+
+async fn created_of(
+    registry: &dyn Registry,
+    repo: &str,
+    config: &manifest::Desc,
+) -> Result<Option<SystemTime>, RegistryError> {
+    if config.size > MAX_CONFIG_SIZE {
+        return Ok(None);
+    }
+    let bytes: Vec<u8> = registry
+        .get_blob(repo, &config.digest, config.size)
+        .await?
+        .try_fold(Vec::new(), |mut acc, chunk| async move {
+            acc.extend_from_slice(&chunk);
+            Ok(acc)
+        })
+        .await?;
+    Ok(parse_created(&bytes))
+}
+
+/// Every image of a repository: tagged manifests, the children of indexes (recursively), and
+/// referrers found through cosign-style tags. An index's creation time is its newest child's.
+pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, RegistryError> {
+    let tags = registry.list_tags(repo).await?;
+    let heads: Vec<(String, Digest)> = futures::stream::iter(tags)
+        .map(|tag| async move {
+            let head = registry.head_manifest(repo, &tag).await?;
+            Ok::<_, RegistryError>(head.map(|h| (tag, h.digest)))
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_filter_map(|x| async move { Ok(x) })
+        .try_collect()
+        .await?;
+    let mut by_digest: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    for (tag, digest) in heads {
+        by_digest.entry(digest).or_default().push(tag);
+    }
+
+    // Walk manifests breadth-first from the tagged ones, so children are read too.
+    let mut images: HashMap<Digest, Image> = HashMap::new();
+    let mut frontier: Vec<(Digest, usize)> = by_digest.keys().map(|d| (d.clone(), 0)).collect();
+    while !frontier.is_empty() {
+        let batch: Vec<(Digest, usize)> = std::mem::take(&mut frontier)
+            .into_iter()
+            .filter(|(d, _)| !images.contains_key(d))
+            .collect();
+        let read: Vec<(Digest, usize, Read, Option<SystemTime>)> = futures::stream::iter(batch)
+            .map(|(digest, depth)| async move {
+                let r = read_manifest(registry, repo, &digest).await?;
+                let created = match &r.parsed {
+                    Parsed::Image { config, .. }
+                        if r.media_type == manifest::OCI_MANIFEST
+                            || r.media_type == manifest::DOCKER_MANIFEST =>
+                    {
+                        created_of(registry, repo, config).await?
+                    }
+                    _ => None,
+                };
+                Ok::<_, RegistryError>((digest, depth, r, created))
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (digest, depth, r, created) in read {
+            let tags = by_digest.get(&digest).cloned().unwrap_or_default();
+            let children: Vec<(Digest, Option<String>)> = match &r.parsed {
+                Parsed::Index { children } => children
+                    .iter()
+                    .map(|c| (c.digest.clone(), c.platform.clone()))
+                    .collect(),
+                Parsed::Image { .. } => Vec::new(),
+            };
+            if !children.is_empty() && depth + 1 > MAX_INDEX_DEPTH {
+                return Err(RegistryError::InvalidManifest {
+                    url: format!("{}/{repo}@{digest}", registry.name()),
+                    reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
+                });
+            }
+            for (child, _) in &children {
+                if !images.contains_key(child) {
+                    frontier.push((child.clone(), depth + 1));
+                }
+            }
+            let subject = r
+                .subject
+                .or_else(|| tags.iter().find_map(|t| tag_subject(t)));
+            images.insert(
+                digest.clone(),
+                Image {
+                    digest,
+                    tags,
+                    created,
+                    children,
+                    subject,
+                },
+            );
+        }
+    }
+
+    // An index is as old as its newest child.
+    let created: HashMap<Digest, Option<SystemTime>> =
+        images.iter().map(|(d, i)| (d.clone(), i.created)).collect();
+    for image in images.values_mut() {
+        if image.created.is_none() && !image.children.is_empty() {
+            image.created = image
+                .children
+                .iter()
+                .filter_map(|(c, _)| created.get(c).copied().flatten())
+                .max();
+        }
+    }
+    let mut out: Vec<Image> = images.into_values().collect();
+    out.sort_by(|a, b| a.digest.cmp(&b.digest));
+    Ok(out)
+}
+
+/// How old, for messages: whole days.
+pub fn age_days(created: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(created)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+        / 86_400
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrer_tags() {
+        let hex = "a".repeat(64);
+        for t in [
+            format!("sha256-{hex}.sig"),
+            format!("sha256-{hex}.att"),
+            format!("sha256-{hex}"),
+        ] {
+            assert_eq!(tag_subject(&t).unwrap().hex(), hex);
+        }
+        assert_eq!(tag_subject("sha256-abc.sig"), None);
+        assert_eq!(tag_subject("v1.0.0"), None);
+    }
+
+    #[test]
+    fn created_times() {
+        let t = parse_created(br#"{"created":"2026-11-01T00:00:00Z"}"#).unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_793_491_200
+        );
+        assert!(parse_created(br#"{"created":"2024-01-02T03:04:05.123456789Z"}"#).is_some());
+        assert!(parse_created(br#"{"created":"2024-01-02T03:04:05+00:00"}"#).is_some());
+        assert_eq!(parse_created(br#"{"architecture":"amd64"}"#), None);
+        assert_eq!(parse_created(b"not json"), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! Retention: decide, per image (digest), what a policy keeps and what it deletes, then
+//! delete through the [`crate::registry::Registry`] trait.
+//!
+//! Three steps, each its own module: `inventory` reads a repository (tags, digests, children,
+//! creation times, signature tags) through the registry trait; `select` is pure (inventory +
+//! rule + now -> decisions with human-readable reasons) and protects everything a kept image
+//! reaches; `apply` carries the decisions out. `ferry plan` and `ferry run` share the first two
+//! steps, so the dry run cannot lie.
+
+pub mod apply;
+pub mod inventory;
+pub mod select;
+
+use std::time::{Duration, SystemTime};
+
+use regex::Regex;
+
+use crate::registry::Digest;
+
+/// One `[[retain]]` rule, validated (the plan module builds it).
+#[derive(Clone, Debug)]
+pub struct RetainRule {
+    /// Always keep the N newest images (0: no such guarantee).
+    pub keep_newest: usize,
+    /// Images with a tag matching any of these are kept.
+    pub keep_tags: Vec<Regex>,
+    /// Only images whose tags all match one of these are candidates (empty: every tag).
+    pub delete_tags: Vec<Regex>,
+    /// Only images older than this are candidates.
+    pub older_than: Option<Duration>,
+    /// Untagged manifests (not reachable from a tagged image) are candidates too.
+    pub untagged: bool,
+    /// More deletions than this in one repository: delete nothing there and say why.
+    pub max_deletions: Option<usize>,
+}
+
+/// One manifest of a repository, as the inventory found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub digest: Digest,
+    /// Tags pointing at this digest (empty: untagged).
+    pub tags: Vec<String>,
+    /// Creation time: the config's `created`, or the registry's own push time. `None` when
+    /// unknown (an index without it, an artifact).
+    pub created: Option<SystemTime>,
+    /// Child manifests of an index, with their platform (`linux/arm64`) when given.
+    pub children: Vec<(Digest, Option<String>)>,
+    /// What this manifest refers to: the `subject` of an OCI 1.1 referrer, or the digest in a
+    /// `sha256-<hex>.sig/.att/.sbom` (or plain `sha256-<hex>`) tag.
+    pub subject: Option<Digest>,
+}
+
+/// Keep or delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Keep,
+    Delete,
+}
+
+/// The decision for one image, with the reason people read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub digest: Digest,
+    pub tags: Vec<String>,
+    pub action: Action,
+    /// e.g. "kept: newest 3 of 10", "kept: child of v1.2.0 (linux/arm64)",
+    /// "delete: matches ^pr-\d+$, 41 days old".
+    pub reason: String,
+}
+
+/// The decisions for one repository, or why nothing there is deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoDecisions {
+    /// One per image of the inventory, in a stable order: kept first, newest first.
+    pub decisions: Vec<Decision>,
+    /// Set when the repository deletes nothing although decisions say delete (the
+    /// `max_deletions` valve); the decisions are then all turned into Keep with this reason.
+    pub held_back: Option<String>,
+}
+
+/// The decisions for one repository of a `[[retain]]` policy, or why it could not be read.
+pub struct RepoPlan {
+    /// `registry/repo`, for people.
+    pub repository: String,
+    pub repo: String,
+    pub images: Vec<Image>,
+    pub decisions: Result<RepoDecisions, crate::registry::RegistryError>,
+}
+
+/// Read and decide every repository a policy names (a wildcard expands through the catalog).
+/// Pure but for the reads: nothing is deleted here.
+pub async fn plan_policy(
+    policy: &crate::plan::RetainPolicy,
+    registry: &dyn crate::registry::Registry,
+    now: SystemTime,
+) -> Vec<RepoPlan> {
+    use crate::plan::{reference::display_repo, Selector};
+    let location = &policy.repository.location;
+    let repos = match &policy.repository.selector {
+        Selector::Wildcard => match registry
+            .list_repositories(&policy.repository.repository)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![RepoPlan {
+                    repository: policy.repository.to_string(),
+                    repo: policy.repository.repository.clone(),
+                    images: Vec::new(),
+                    decisions: Err(e),
+                }]
+            }
+        },
+        _ => vec![policy.repository.repository.clone()],
+    };
+    let mut out = Vec::new();
+    for repo in repos {
+        let repository = display_repo(location, &repo);
+        match inventory::read(registry, &repo).await {
+            Ok(images) => {
+                let decisions = select::select(&images, &policy.rule, now);
+                out.push(RepoPlan {
+                    repository,
+                    repo,
+                    images,
+                    decisions: Ok(decisions),
+                });
+            }
+            Err(e) => out.push(RepoPlan {
+                repository,
+                repo,
+                images: Vec::new(),
+                decisions: Err(e),
+            }),
+        }
+    }
+    out
+}

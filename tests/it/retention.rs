@@ -1,0 +1,247 @@
+//! Retention against the real registry: `ferry plan` shows the decisions, `ferry run` carries
+//! out exactly those, and every kept image stays whole (children, signatures, blobs).
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+
+use crate::common::*;
+use crate::harness::*;
+
+struct Scenario {
+    kept: Vec<(&'static str, Image)>,
+    deleted: Vec<Image>,
+    shared_child: Image,
+}
+
+/// team/app: releases (one a multi-arch index with a signature), `latest`, PR builds (one
+/// signed, one also tagged `stable`, one a multi-arch index sharing a child with a release).
+async fn scenario(reg: &Registry) -> Scenario {
+    let p = reg.pusher();
+    let base = layer(1, 8 * 1024);
+    let single = |label: &str, seed: u64| {
+        image(
+            &[base.clone(), layer(seed, 2048)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            label,
+        )
+    };
+    let v100 = single("v1.0.0", 10);
+    let amd = image(
+        &[base.clone(), layer(11, 2048)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "v1.1.0",
+    );
+    let arm = image(
+        &[base.clone(), layer(12, 2048)],
+        "linux",
+        "arm64",
+        Format::Oci,
+        "v1.1.0",
+    );
+    let v110 = index(vec![amd.clone(), arm], Format::Oci);
+    let (v110_sig_tag, v110_sig) = cosign_signature(&v110, "team/app");
+    let v200 = single("v2.0.0", 13);
+    let pr1 = single("pr-1", 20);
+    let pr2 = single("pr-2", 21);
+    let (pr2_sig_tag, pr2_sig) = cosign_signature(&pr2, "team/app");
+    let pr3 = single("pr-3", 22);
+    let pr4_arm = image(
+        &[base.clone(), layer(23, 2048)],
+        "linux",
+        "arm64",
+        Format::Oci,
+        "pr-4",
+    );
+    let pr4 = index(vec![amd.clone(), pr4_arm.clone()], Format::Oci);
+    for (tag, img) in [
+        ("v1.0.0", &v100),
+        ("v1.1.0", &v110),
+        (v110_sig_tag.as_str(), &v110_sig),
+        ("v2.0.0", &v200),
+        ("latest", &v200),
+        ("pr-1", &pr1),
+        ("pr-2", &pr2),
+        (pr2_sig_tag.as_str(), &pr2_sig),
+        ("pr-3", &pr3),
+        ("stable", &pr3),
+        ("pr-4", &pr4),
+    ] {
+        p.push("team/app", tag, img).await;
+    }
+    Scenario {
+        kept: vec![
+            ("v1.0.0", v100),
+            ("v1.1.0", v110),
+            ("v2.0.0", v200.clone()),
+            ("latest", v200),
+            ("stable", pr3),
+            (Box::leak(v110_sig_tag.into_boxed_str()), v110_sig),
+        ],
+        deleted: vec![pr1, pr2, pr2_sig, pr4, pr4_arm],
+        shared_child: amd,
+    }
+}
+
+const RULE: &str = r#"keep_tags = ['^v\d+\.\d+\.\d+$', '^latest$', '^stable$']
+delete_tags = ['^pr-\d+$']
+older_than = "1d"
+max_deletions = 10"#;
+
+fn retain_plan(dir: &std::path::Path, host: &str, rule: &str) -> String {
+    let p = plan(
+        dir,
+        &format!("version = 1\n[registry.\"{host}\"]\ninsecure = true\n[[retain]]\nrepository = \"{host}/team/*\"\n{rule}\n"),
+    );
+    p.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_and_run_deletes_exactly_that_leaving_kept_images_whole() {
+    let reg = Registry::start().await;
+    let s = scenario(&reg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = retain_plan(dir.path(), &reg.addr, RULE);
+
+    let shown = ferry(&["plan", &p, "--output", "json"], &[]).await;
+    shown.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let decisions = v["retention"][0]["decisions"].as_array().unwrap();
+    let planned: std::collections::BTreeSet<String> = decisions
+        .iter()
+        .filter(|d| d["action"] == "delete")
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        s.deleted.iter().map(|i| i.digest.clone()).collect();
+    assert_eq!(planned, expected, "{}", shown.stdout);
+    let text = ferry(&["plan", &p], &[]).await;
+    assert!(
+        text.stdout.contains("delete: matches ^pr-\\d+$"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("kept: tag stable matches ^stable$"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("kept: signature of v1.1.0"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("delete: signature of deleted pr-2"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("(linux/amd64)"), "{}", text.stdout);
+
+    let run = ferry(&["run", "--progress", "plain", &p], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.summary()
+            .contains(&format!("{} deleted", expected.len())),
+        "{}",
+        run.summary()
+    );
+    let pusher = reg.pusher();
+    for img in &s.deleted {
+        assert!(
+            pusher.manifest("team/app", &img.digest).await.is_none(),
+            "{} deleted",
+            img.digest
+        );
+    }
+    for (tag, img) in &s.kept {
+        assert_copied(&reg, "team/app", tag, img).await;
+    }
+    // The child pr-4 shared with v1.1.0 is still there, and v1.1.0 reads whole elsewhere too.
+    assert!(pusher
+        .manifest("team/app", &s.shared_child.digest)
+        .await
+        .is_some());
+    let raw = skopeo_inspect_raw(&format!("docker://{}/team/app:v1.1.0", reg.addr), None).await;
+    assert_eq!(raw, s.kept[1].1.bytes);
+    // pr-3 is also `stable`: decisions are per image, so it stays with both tags.
+    let pr_tags: Vec<String> = pusher
+        .tags("team/app")
+        .await
+        .into_iter()
+        .filter(|t| t.starts_with("pr-"))
+        .collect();
+    assert_eq!(pr_tags, vec!["pr-3"]);
+
+    // The same plan again: nothing left to delete.
+    let again = ferry(&["run", &p], &[]).await;
+    again.assert_code(0);
+    assert!(
+        again.summary().contains(", 0 deleted"),
+        "{}",
+        again.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_deletions_holds_everything_back() {
+    let reg = Registry::start().await;
+    let s = scenario(&reg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = retain_plan(
+        dir.path(),
+        &reg.addr,
+        &RULE.replace("max_deletions = 10", "max_deletions = 2"),
+    );
+    let run = ferry(&["run", &p], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("exceed max_deletions = 2"),
+        "{}",
+        run.stderr
+    );
+    for img in &s.deleted {
+        assert!(
+            reg.pusher()
+                .manifest("team/app", &img.digest)
+                .await
+                .is_some(),
+            "nothing was deleted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_refuses_deletes_names_the_setting() {
+    let reg = Registry::start().await;
+    scenario(&reg).await;
+    let proxy = Proxy::start(
+        &reg.url,
+        Arc::new(|m, _, _| {
+            if m == "DELETE" {
+                Action::registry_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "UNSUPPORTED",
+                    "The operation is unsupported.",
+                )
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = retain_plan(dir.path(), &proxy.addr, RULE);
+    let run = ferry(&["run", &p], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("storage.delete.enabled"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("405: UNSUPPORTED"), "{}", run.stderr);
+}
