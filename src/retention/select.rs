@@ -991,8 +991,8 @@ mod tests {
                 (1, K, "kept: tag v1.0.0 matches ^v"),
                 (6, K, "kept: referrer of v1.0.0"),
                 (4, K, "kept: attestation of v1.0.0"),
-                (3, K, "kept: signature of v1.0.0"),
                 (5, K, "kept: SBOM of v1.0.0"),
+                (3, K, "kept: signature of v1.0.0"),
                 (2, D, "delete: matches ^pr-, 90 days old"),
                 (7, D, "delete: signature of deleted pr-5"),
                 (8, D, "delete: referrer of deleted pr-5"),
@@ -1047,14 +1047,6 @@ mod tests {
             run(&images, &r),
             vec![
                 (
-                    3,
-                    K,
-                    format!(
-                        "kept: referrer of {}, which is not in this repository",
-                        short(98)
-                    )
-                ),
-                (
                     2,
                     K,
                     format!("kept: attestation of {}", cosign_tag(99, "sig"))
@@ -1065,6 +1057,14 @@ mod tests {
                     format!(
                         "kept: signature of {}, which is not in this repository",
                         short(99)
+                    )
+                ),
+                (
+                    3,
+                    K,
+                    format!(
+                        "kept: referrer of {}, which is not in this repository",
+                        short(98)
                     )
                 ),
             ]
@@ -1207,5 +1207,66 @@ mod tests {
             ]
         );
         assert!(out.decisions.iter().all(|dec| dec.tags.is_sorted()));
+    }
+
+    #[test]
+    fn children_of_a_referrer_index_follow_the_referrer() {
+        let mut sig = referrer(2, 1, "att");
+        sig.children = vec![(d(3), Some("unknown/unknown".to_string()))];
+        let images = [img(1, &["pr-1"], Some(10)), sig, img(3, &[], None)];
+        let att = cosign_tag(1, "att");
+        assert_eq!(
+            run(&images, &rule()),
+            vec![
+                (1, D, "delete: 90 days old".to_string()),
+                (2, D, "delete: attestation of deleted pr-1".to_string()),
+                (
+                    3,
+                    D,
+                    format!("delete: child of deleted {att} (unknown/unknown)")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_referrer_that_is_also_a_child_of_a_kept_index_is_kept() {
+        let images = [
+            img(1, &["pr-1"], Some(10)),
+            index(2, &["v1"], Some(10), &[(3, None)]),
+            referrer(3, 1, "sig"),
+        ];
+        let r = RetainRule {
+            keep_tags: res(&["^v"]),
+            ..rule()
+        };
+        assert_eq!(
+            run(&images, &r),
+            want(&[
+                (2, K, "kept: tag v1 matches ^v"),
+                (3, K, "kept: child of v1"),
+                (1, D, "delete: 90 days old"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_reference_cycle_nothing_kept_reaches_does_not_hang() {
+        let images = [referrer(1, 2, "sig"), referrer(2, 1, "sig")];
+        assert_eq!(
+            run(&images, &rule()),
+            vec![
+                (
+                    2,
+                    D,
+                    format!("delete: signature of deleted {}", cosign_tag(2, "sig"))
+                ),
+                (
+                    1,
+                    D,
+                    format!("delete: signature of deleted {}", cosign_tag(1, "sig"))
+                ),
+            ]
+        );
     }
 }
