@@ -73,8 +73,8 @@ pub struct Decision {
 pub struct RepoDecisions {
     /// One per image of the inventory, in a stable order: kept first, newest first.
     pub decisions: Vec<Decision>,
-    /// Set when the repository deletes nothing although decisions say delete (the
-    /// `max_deletions` valve); the decisions are then all turned into Keep with this reason.
+    /// Set when the repository deletes nothing because of the `max_deletions` valve; the
+    /// would-be deletions are then Keep decisions carrying this reason.
     pub held_back: Option<String>,
 }
 
