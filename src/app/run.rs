@@ -338,6 +338,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         failed: (totals.failed + select_errors.len()) as u64,
         skipped: totals.interrupted as u64,
         bytes: totals.bytes,
+        deleted: deleted as u64,
     };
     let saved =
         tokio::task::spawn_blocking(move || state.finish_run(run_id, outcome, &run_totals)).await?;

@@ -53,7 +53,9 @@ fn to_json(run: &RunSummary) -> serde_json::Value {
             "failed": run.totals.failed,
             "interrupted": run.totals.skipped,
             "bytes": run.totals.bytes,
+            "deleted": run.totals.deleted,
         },
+        "deletions": run.deletions.iter().map(|(what, tags, reason)| json!({"manifest": what, "tags": tags, "reason": reason})).collect::<Vec<_>>(),
         "items_by_status": run.items_by_status,
         "failures": run.failures.iter().map(|(item, error)| json!({"item": item, "error": error})).collect::<Vec<_>>(),
     })
@@ -93,6 +95,20 @@ fn to_text(run: &RunSummary) -> String {
     }
     for (item, error) in &run.failures {
         out.push_str(&format!("  failed: {item}: {error}\n"));
+    }
+    if !run.deletions.is_empty() {
+        out.push_str(&format!("  deleted: {}\n", run.deletions.len()));
+        // The JSON output has them all; a terminal gets the first ones.
+        for (what, tags, reason) in run.deletions.iter().take(20) {
+            let tags = if tags.is_empty() { "untagged" } else { tags };
+            out.push_str(&format!("    {what} ({tags}): {reason}\n"));
+        }
+        if run.deletions.len() > 20 {
+            out.push_str(&format!(
+                "    … and {} more (--output json)\n",
+                run.deletions.len() - 20
+            ));
+        }
     }
     out
 }

@@ -219,6 +219,8 @@ pub struct RunTotals {
     pub failed: u64,
     pub skipped: u64,
     pub bytes: u64,
+    /// Manifests retention deleted.
+    pub deleted: u64,
 }
 
 /// Everything a resuming run needs, read in one go at startup.
@@ -278,6 +280,8 @@ pub struct RunSummary {
     /// This run's failed items as (`source:ref -> target:ref`, last error), ordered by target.
     /// Digest references are written with `@`.
     pub failures: Vec<(String, String)>,
+    /// This run's deletions as (`registry/repo@digest`, tags, reason), in deletion order.
+    pub deletions: Vec<(String, String, String)>,
 }
 
 /// Handle to the checkpoint. Cheap to clone; the last clone dropped commits every queued write,

@@ -152,7 +152,7 @@ impl Owner {
             .conn
             .prepare_cached(
                 "UPDATE runs SET ended_at = ?2, status = ?3, copied = ?4, present = ?5,
-                        failed = ?6, skipped = ?7, bytes = ?8
+                        failed = ?6, skipped = ?7, bytes = ?8, deleted = ?9
                  WHERE id = ?1",
             )
             .and_then(|mut stmt| {
@@ -165,6 +165,7 @@ impl Owner {
                     to_i64(totals.failed),
                     to_i64(totals.skipped),
                     to_i64(totals.bytes),
+                    to_i64(totals.deleted),
                 ])
             })
             .map_err(|e| self.err(e))?;
@@ -360,7 +361,7 @@ fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
 
 fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<Option<RunSummary>> {
     const COLUMNS: &str = "SELECT id, plan_path, plan_fingerprint, started_at, ended_at, status,
-                                  copied, present, failed, skipped, bytes
+                                  copied, present, failed, skipped, bytes, deleted
                            FROM runs";
     let to_summary = |row: &Row<'_>| -> rusqlite::Result<RunSummary> {
         Ok(RunSummary {
@@ -376,9 +377,11 @@ fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<O
                 failed: to_u64(row.get(8)?),
                 skipped: to_u64(row.get(9)?),
                 bytes: to_u64(row.get(10)?),
+                deleted: to_u64(row.get(11)?),
             },
             items_by_status: BTreeMap::new(),
             failures: Vec::new(),
+            deletions: Vec::new(),
         })
     };
     let summary = match run {
@@ -393,6 +396,21 @@ fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<O
     let Some(mut summary) = summary else {
         return Ok(None);
     };
+
+    let mut stmt = conn.prepare_cached(
+        "SELECT registry, repo, digest, tags, reason FROM deletions WHERE run = ?1 ORDER BY id",
+    )?;
+    let mut rows = stmt.query([summary.id])?;
+    while let Some(row) = rows.next()? {
+        let (registry, repo, digest): (String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let at = if registry.ends_with(':') {
+            format!("{registry}{repo}@{digest}")
+        } else {
+            format!("{registry}/{repo}@{digest}")
+        };
+        summary.deletions.push((at, row.get(3)?, row.get(4)?));
+    }
 
     let mut stmt =
         conn.prepare_cached("SELECT status, COUNT(*) FROM items WHERE run = ?1 GROUP BY status")?;

@@ -79,7 +79,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          version_id TEXT,
          deleted_at INTEGER NOT NULL
      );
-     CREATE INDEX deletions_run ON deletions(run);",
+     CREATE INDEX deletions_run ON deletions(run);
+     ALTER TABLE runs ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes and understands.

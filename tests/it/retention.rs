@@ -177,6 +177,16 @@ async fn plan_shows_and_run_deletes_exactly_that_leaving_kept_images_whole() {
         .collect();
     assert_eq!(pr_tags, vec!["pr-3"]);
 
+    // The deletions are on record.
+    let status = ferry(&["status", &p, "--output", "json"], &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(v["totals"]["deleted"], expected.len());
+    assert_eq!(v["deletions"].as_array().unwrap().len(), expected.len());
+    assert!(v["deletions"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("delete: "));
+
     // The same plan again: nothing left to delete.
     let again = ferry(&["run", &p], &[]).await;
     again.assert_code(0);
@@ -244,4 +254,40 @@ async fn a_registry_that_refuses_deletes_names_the_setting() {
         run.stderr
     );
     assert!(run.stderr.contains("405: UNSUPPORTED"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plan_copies_then_prunes_the_mirror() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let s = scenario(&src).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/app\"\nto = \"{d}/mirror/app\"\n\n[[retain]]\nrepository = \"{d}/mirror/app\"\n{RULE}\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            d = dst.addr
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.summary().starts_with(&format!(
+            "ferry: 11 images copied, 0 already present, 0 failed, {} deleted",
+            s.deleted.len()
+        )),
+        "{}",
+        run.summary()
+    );
+    for (tag, img) in &s.kept {
+        assert_copied(&dst, "mirror/app", tag, img).await;
+    }
+    for img in &s.deleted {
+        assert!(dst
+            .pusher()
+            .manifest("mirror/app", &img.digest)
+            .await
+            .is_none());
+    }
 }
