@@ -298,11 +298,30 @@ fn run_summary_reports_the_latest_run() {
         failed: 2,
         skipped: 1,
         bytes: 2003,
+        deleted: 1,
     };
+    state.record(Write::Deletion {
+        run,
+        registry: "reg.example".into(),
+        repo: "team/app".into(),
+        digest: "sha256:cd".into(),
+        tags: "pr-1".into(),
+        reason: "delete: matches ^pr-\\d+$".into(),
+        version_id: None,
+    });
     state.finish_run(run, RunOutcome::Partial, &totals).unwrap();
 
     let summary = state.run_summary(None).unwrap().unwrap();
     assert_eq!(summary.id, run);
+    assert_eq!(summary.totals.deleted, 1);
+    assert_eq!(
+        summary.deletions,
+        vec![(
+            "reg.example/team/app@sha256:cd".to_string(),
+            "pr-1".to_string(),
+            "delete: matches ^pr-\\d+$".to_string()
+        )]
+    );
     assert_eq!(summary.plan_path, "plan.toml");
     assert_eq!(summary.plan_fingerprint, "fp1");
     assert_eq!(summary.status, "partial");
