@@ -257,7 +257,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 for d in done {
                     let tags = d.decision.tags.join(", ");
                     match d.result {
-                        Ok(()) => {
+                        Ok(version_id) => {
                             deleted += 1;
                             reporter.note(&format!(
                                 "deleted {}@{} ({}): {}",
@@ -273,7 +273,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                                 digest: d.decision.digest.to_string(),
                                 tags,
                                 reason: d.decision.reason.clone(),
-                                version_id: None,
+                                version_id,
                             });
                         }
                         Err(e) => retention_failures.push(format!(

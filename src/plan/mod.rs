@@ -98,6 +98,30 @@ impl fmt::Debug for AuthSettings {
     }
 }
 
+/// Which API family a registry speaks beyond the distribution API, for what that API does
+/// not do (listing a namespace, deleting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// CNCF distribution and registries like it: catalog, DELETE by digest.
+    Distribution,
+    /// GHCR: the GitHub Packages REST API lists packages and deletes versions.
+    Ghcr,
+    /// Docker Hub: the Hub API lists namespaces.
+    Dockerhub,
+}
+
+impl Flavor {
+    /// The flavor a host has unless the plan says otherwise.
+    pub fn for_host(host: &str) -> Flavor {
+        match host {
+            "ghcr.io" => Flavor::Ghcr,
+            reference::DOCKER_HUB => Flavor::Dockerhub,
+            _ => Flavor::Distribution,
+        }
+    }
+}
+
 /// Settings of one registry host (`[registry."HOST"]`), defaulted when the plan has none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrySettings {
@@ -108,12 +132,23 @@ pub struct RegistrySettings {
     pub endpoint: Option<Url>,
     /// Base URL of the registry's management API (Docker Hub's for `docker.io`).
     pub api: Option<Url>,
+    pub flavor: Flavor,
     pub max_connections: usize,
     /// Requests per second (and burst) to this host at most.
     pub rate_limit: Option<RateLimit>,
     /// Retries of a failed request or transfer (backoff 0.25 s doubling to 30 s, jittered).
     pub retries: u32,
     pub stall_timeout: Duration,
+}
+
+impl RegistrySettings {
+    /// The defaults for a host (its flavor follows from the host name).
+    pub fn for_host(host: &str) -> Self {
+        RegistrySettings {
+            flavor: Flavor::for_host(host),
+            ..RegistrySettings::default()
+        }
+    }
 }
 
 impl Default for RegistrySettings {
@@ -123,6 +158,7 @@ impl Default for RegistrySettings {
             insecure: false,
             endpoint: None,
             api: None,
+            flavor: Flavor::Distribution,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_limit: None,
             retries: crate::registry::retry::DEFAULT_RETRIES,
@@ -228,6 +264,7 @@ struct RawRegistry {
     insecure: bool,
     endpoint: Option<Spanned<String>>,
     api: Option<Spanned<String>>,
+    flavor: Option<Flavor>,
     max_connections: Option<Spanned<i64>>,
     rate_limit: Option<Spanned<RawRateLimit>>,
     retries: Option<Spanned<i64>>,
@@ -483,6 +520,7 @@ impl Plan {
                 insecure: r.insecure,
                 endpoint,
                 api,
+                flavor: r.flavor.unwrap_or_else(|| Flavor::for_host(&host)),
                 max_connections,
                 rate_limit,
                 retries,
@@ -509,7 +547,7 @@ impl Plan {
             .retain
             .iter()
             .enumerate()
-            .map(|(i, r)| validate_retain(&ctx, i + 1, r))
+            .map(|(i, r)| validate_retain(&ctx, i + 1, r, &registries))
             .collect::<Result<Vec<_>, _>>()?;
         let immutable_tags = match &raw.immutable_tags {
             None => vec![Regex::new(DEFAULT_IMMUTABLE_TAGS).expect("static regex")],
@@ -528,7 +566,10 @@ impl Plan {
 
     /// The settings for a registry host, defaulted when the plan has no section for it.
     pub fn registry(&self, host: &str) -> RegistrySettings {
-        self.registries.get(host).cloned().unwrap_or_default()
+        self.registries
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| RegistrySettings::for_host(host))
     }
 
     /// Every registry host the plan names in a rule or a section, sorted.
@@ -668,13 +709,12 @@ fn regexes(ctx: &Ctx, list: &[Spanned<String>], field: &str) -> Result<Vec<Regex
         .collect()
 }
 
-/// Registries whose registry API cannot delete: they need their own REST API backends.
-const API_ONLY_DELETES: &[(&str, &str)] = &[
-    ("ghcr.io", "the GitHub Packages REST API"),
-    (reference::DOCKER_HUB, "the Docker Hub API"),
-];
-
-fn validate_retain(ctx: &Ctx, number: usize, r: &RawRetain) -> Result<RetainPolicy, PlanError> {
+fn validate_retain(
+    ctx: &Ctx,
+    number: usize,
+    r: &RawRetain,
+    registries: &BTreeMap<String, RegistrySettings>,
+) -> Result<RetainPolicy, PlanError> {
     let repository = parse_ref(ctx, &r.repository, "retain.repository")?;
     let repo_err = |reason: &str| {
         ctx.invalid(
@@ -690,10 +730,21 @@ fn validate_retain(ctx: &Ctx, number: usize, r: &RawRetain) -> Result<RetainPoli
         ));
     }
     if let Location::Registry(host) = &repository.location {
-        if let Some((_, api)) = API_ONLY_DELETES.iter().find(|(h, _)| h == host) {
-            return Err(repo_err(&format!(
-                "{host} does not delete through the registry API; retention there needs {api}, which this version of ferry does not speak yet"
-            )));
+        let flavor = registries
+            .get(host)
+            .map_or_else(|| Flavor::for_host(host), |r| r.flavor);
+        match flavor {
+            Flavor::Dockerhub => {
+                return Err(repo_err(&format!(
+                    "{host} deletes tags only through the Docker Hub API, which this version of ferry does not use for deletion yet"
+                )))
+            }
+            Flavor::Ghcr if repository.repository.trim_end_matches('/').split('/').count() < 2
+                && repository.selector != Selector::Wildcard =>
+            {
+                return Err(repo_err("a GHCR repository is OWNER/PACKAGE"));
+            }
+            _ => {}
         }
     }
     let keep_newest = match &r.keep_newest {
@@ -812,6 +863,7 @@ to   = "ghcr.io/myorg/mirror/nginx"
             }
         );
         assert_eq!(plan.registry("quay.io"), RegistrySettings::default());
+        assert_eq!(plan.registry("ghcr.io").flavor, Flavor::Ghcr);
         assert_eq!(plan.hosts(), vec!["127.0.0.1:5001", "docker.io", "ghcr.io"]);
     }
 
@@ -864,9 +916,22 @@ to   = "ghcr.io/myorg/mirror/nginx"
         assert!(r.rule.untagged);
         assert_eq!(p.hosts(), vec!["reg.example:5000"]);
         assert!(
-            err("version = 1\n[[retain]]\nrepository = \"ghcr.io/org/app\"\n")
-                .contains("GitHub Packages REST API")
+            err("version = 1\n[[retain]]\nrepository = \"docker.io/org/app\"\n")
+                .contains("Docker Hub API")
         );
+        let p = parse("version = 1\n[[retain]]\nrepository = \"ghcr.io/org/app\"\n").unwrap();
+        assert_eq!(p.registry("ghcr.io").flavor, Flavor::Ghcr);
+        assert!(
+            err("version = 1\n[[retain]]\nrepository = \"ghcr.io/app\"\n")
+                .contains("OWNER/PACKAGE")
+        );
+        let p = parse(
+            "version = 1\n[registry.\"127.0.0.1:5000\"]\ninsecure = true\nflavor = \"ghcr\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.registry("127.0.0.1:5000").flavor, Flavor::Ghcr);
+        assert!(err("version = 1\n[registry.\"r.io\"]\nflavor = \"quay\"\n")
+            .contains("unknown variant `quay`"));
         assert!(
             err("version = 1\n[[retain]]\nrepository = \"r.io/org/app:v1\"\n")
                 .contains("not a tag or digest")

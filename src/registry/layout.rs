@@ -411,7 +411,7 @@ impl Registry for LayoutRegistry {
         (up.progress)(UploadProgress::Finished);
         Ok(())
     }
-    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()> {
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         // As a registry does: the tags go, the blobs stay until a garbage collection.
         let lock = self.index_lock(repo).await;
         let _guard = lock.lock().await;
@@ -420,7 +420,8 @@ impl Registry for LayoutRegistry {
         entries.retain(|d| d["digest"].as_str() != Some(digest.as_str()));
         index["manifests"] = Value::Array(entries);
         let path = Path::new(repo).join("index.json");
-        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await
+        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await?;
+        Ok(None)
     }
 
     /// Layouts have no mounts: declining makes the engine stream the blob through digest

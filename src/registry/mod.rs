@@ -10,6 +10,7 @@ pub mod auth;
 pub mod credentials;
 pub mod digest;
 pub mod error;
+pub mod github;
 pub mod http;
 pub mod layout;
 pub mod manifest;
@@ -90,6 +91,15 @@ pub struct Manifest {
     pub digest: Digest,
 }
 
+/// A manifest as a registry's own API records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub id: String,
+    pub digest: Digest,
+    pub tags: Vec<String>,
+    pub created: Option<std::time::SystemTime>,
+}
+
 /// What a manifest `HEAD` tells: enough to decide whether a copy is needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestHead {
@@ -132,8 +142,16 @@ pub trait Registry: Send + Sync {
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()>;
 
     /// Delete a manifest by digest. On distribution this removes every tag pointing at it,
-    /// which is why retention decides per image, never per tag.
-    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()>;
+    /// which is why retention decides per image, never per tag. Returns the registry's own
+    /// id of what it deleted where it has one (a GHCR package version id), for the audit.
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>>;
+
+    /// What the registry records beyond the distribution API: every manifest of a repository
+    /// with its own id, tags and push time, untagged ones included (GHCR's package versions).
+    /// `None` where the registry has no such API.
+    async fn manifest_records(&self, _repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
+        Ok(None)
+    }
 
     /// Make a blob that `from` (a repository of this same registry) holds available in `repo`
     /// without transferring it. `Ok(false)` when the registry declined.

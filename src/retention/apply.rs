@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 use super::{Action, Decision, Image, RepoDecisions};
 use crate::registry::{Digest, Registry, RegistryError};
 
-/// One deletion and how it went.
+/// One deletion and how it went (`Ok` carries the registry's own id of what it deleted,
+/// where it has one).
 #[derive(Debug)]
 pub struct Deleted {
     pub decision: Decision,
-    pub result: Result<(), RegistryError>,
+    pub result: Result<Option<String>, RegistryError>,
 }
 
 /// Delete what `decisions` says to delete in `repo`.

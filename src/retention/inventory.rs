@@ -118,10 +118,23 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
     for (tag, digest) in heads {
         by_digest.entry(digest).or_default().push(tag);
     }
+    // Where the registry has its own records (GHCR's package versions): push times, and the
+    // untagged manifests the distribution API cannot list.
+    let records = registry.manifest_records(repo).await?.unwrap_or_default();
+    let pushed: HashMap<Digest, Option<SystemTime>> = records
+        .iter()
+        .map(|r| (r.digest.clone(), r.created))
+        .collect();
 
-    // Walk manifests breadth-first from the tagged ones, so children are read too.
+    // Walk manifests breadth-first from the tagged (and recorded) ones, so children are read.
     let mut images: HashMap<Digest, Image> = HashMap::new();
-    let mut frontier: Vec<(Digest, usize)> = by_digest.keys().map(|d| (d.clone(), 0)).collect();
+    let mut frontier: Vec<(Digest, usize)> = by_digest
+        .keys()
+        .chain(records.iter().map(|r| &r.digest))
+        .map(|d| (d.clone(), 0))
+        .collect();
+    frontier.sort();
+    frontier.dedup();
     while !frontier.is_empty() {
         let batch: Vec<(Digest, usize)> = std::mem::take(&mut frontier)
             .into_iter()
@@ -180,6 +193,12 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
         }
     }
 
+    // Without a `created` in its config, an image is as old as the registry's push record.
+    for image in images.values_mut() {
+        if image.created.is_none() {
+            image.created = pushed.get(&image.digest).copied().flatten();
+        }
+    }
     // An index is as old as its newest child.
     let created: HashMap<Digest, Option<SystemTime>> =
         images.iter().map(|(d, i)| (d.clone(), i.created)).collect();

@@ -28,12 +28,14 @@ use super::auth::{Authenticator, Scope};
 use super::credentials::{self, Credential};
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
+use super::github::{split_repository, PackagesApi};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
+use super::ManifestRecord;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Registry};
 use crate::plan::reference::DOCKER_HUB;
-use crate::plan::RegistrySettings;
+use crate::plan::{Flavor, RegistrySettings};
 
 /// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
 /// broken connection costs one chunk and the upload can resume.
@@ -52,6 +54,7 @@ const MAX_PAGES: usize = 10_000;
 /// Docker Hub's registry endpoint and repository API.
 const DOCKER_HUB_REGISTRY: &str = "https://registry-1.docker.io";
 const DOCKER_HUB_API: &str = "https://hub.docker.com";
+const GITHUB_API: &str = "https://api.github.com";
 
 const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
 
@@ -74,8 +77,11 @@ pub struct HttpRegistry {
     auth: Authenticator,
     credential: Credential,
     connections: Arc<Semaphore>,
-    throttle: Throttle,
+    throttle: Arc<Throttle>,
     retries: u32,
+    /// GHCR's Packages API, for listing packages and deleting versions.
+    packages: Option<PackagesApi>,
+    flavor: Flavor,
     stall: std::time::Duration,
 }
 
@@ -104,6 +110,21 @@ impl HttpRegistry {
         let api = settings.api.clone().or_else(|| {
             (host == DOCKER_HUB).then(|| Url::parse(DOCKER_HUB_API).expect("static URL"))
         });
+        let throttle = Arc::new(Throttle::new(host, settings.rate_limit, observer));
+        let packages = match (settings.flavor, &credential) {
+            (Flavor::Ghcr, Credential::Basic { password, .. }) => Some(PackagesApi::new(
+                settings
+                    .api
+                    .clone()
+                    .unwrap_or_else(|| Url::parse(GITHUB_API).expect("static URL")),
+                password.clone(),
+                client.clone(),
+                host,
+                throttle.clone(),
+                settings.retries,
+            )),
+            _ => None,
+        };
         Ok(HttpRegistry {
             name: host.to_string(),
             base: OnceCell::new(),
@@ -114,7 +135,9 @@ impl HttpRegistry {
             auth: Authenticator::new(host, credential.clone(), settings.insecure),
             credential,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
-            throttle: Throttle::new(host, settings.rate_limit, observer),
+            packages,
+            flavor: settings.flavor,
+            throttle,
             retries: settings.retries,
             stall: settings.stall_timeout,
         })
@@ -343,6 +366,41 @@ impl HttpRegistry {
             pages.push((parsed, url));
         }
         Ok(pages)
+    }
+}
+
+impl HttpRegistry {
+    fn no_packages_api(&self) -> RegistryError {
+        RegistryError::Credentials {
+            registry: self.name.clone(),
+            reason: "GHCR lists packages and deletes versions through the GitHub Packages API, which needs a classic personal access token: give `auth = { username = \"…\", password_env = \"…\" }` for it".into(),
+        }
+    }
+
+    fn packages_for<'a>(&'a self, repo: &'a str) -> Result<(&'a PackagesApi, &'a str, &'a str)> {
+        let api = self
+            .packages
+            .as_ref()
+            .ok_or_else(|| self.no_packages_api())?;
+        let (owner, package) = split_repository(repo).ok_or_else(|| RegistryError::Protocol {
+            url: format!("{}/{repo}", self.name),
+            reason: "a GHCR repository is OWNER/PACKAGE".into(),
+        })?;
+        Ok((api, owner, package))
+    }
+
+    /// GHCR: find the package version holding this digest and delete it.
+    async fn delete_version(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let (api, owner, package) = self.packages_for(repo)?;
+        let versions = self
+            .retry("list package versions", || api.versions(owner, package))
+            .await?;
+        let Some(version) = versions.into_iter().find(|v| &v.digest == digest) else {
+            // Already gone: the decision holds.
+            return Ok(None);
+        };
+        api.delete(owner, package, version.id).await?;
+        Ok(Some(version.id.to_string()))
     }
 }
 
@@ -653,6 +711,17 @@ impl Registry for HttpRegistry {
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
+        if self.flavor == Flavor::Ghcr {
+            let owner = prefix.split('/').next().unwrap_or("");
+            let api = self
+                .packages
+                .as_ref()
+                .ok_or_else(|| self.no_packages_api())?;
+            let mut repos = self.retry("list packages", || api.packages(owner)).await?;
+            repos.retain(|r| r.starts_with(prefix));
+            repos.sort();
+            return Ok(repos);
+        }
         self.retry("list repositories", || self.list_repositories_once(prefix))
             .await
     }
@@ -692,11 +761,36 @@ impl Registry for HttpRegistry {
         self.upload(repo, upload).await
     }
 
-    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()> {
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        if self.flavor == Flavor::Ghcr {
+            return self.delete_version(repo, digest).await;
+        }
         self.retry("DELETE manifest", || {
             self.delete_manifest_once(repo, digest)
         })
-        .await
+        .await?;
+        Ok(None)
+    }
+
+    async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
+        if self.flavor != Flavor::Ghcr {
+            return Ok(None);
+        }
+        let (api, owner, package) = self.packages_for(repo)?;
+        let versions = self
+            .retry("list package versions", || api.versions(owner, package))
+            .await?;
+        Ok(Some(
+            versions
+                .into_iter()
+                .map(|v| ManifestRecord {
+                    id: v.id.to_string(),
+                    digest: v.digest,
+                    tags: v.tags,
+                    created: v.created,
+                })
+                .collect(),
+        ))
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {

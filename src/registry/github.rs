@@ -1,0 +1,385 @@
+//! The GitHub Packages REST API, for what GHCR's registry API does not do: list a namespace's
+//! container packages, list package versions (id, digest, tags, push time, untagged ones
+//! included) and delete versions. Honours GitHub's rate limits (403/429 with `Retry-After` or
+//! `x-ratelimit-remaining: 0` until `x-ratelimit-reset`) and checks the token's scopes before
+//! the first deletion.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::error::{RegistryError, Result};
+use super::http::{decode_error_body, next_link};
+use super::throttle::{self, Event, Throttle};
+use super::Digest;
+
+/// Versions asked per page (GitHub's maximum).
+const PER_PAGE: usize = 100;
+const MAX_PAGES: usize = 10_000;
+
+/// One package version: a manifest as GitHub records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub id: u64,
+    pub digest: Digest,
+    pub tags: Vec<String>,
+    pub created: Option<SystemTime>,
+}
+
+/// Whose package: an organisation's, or a user's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Org,
+    User,
+}
+
+pub struct PackagesApi {
+    base: Url,
+    token: SecretString,
+    client: reqwest::Client,
+    registry: String,
+    throttle: std::sync::Arc<Throttle>,
+    retries: u32,
+    /// Which kind of owner each namespace turned out to be.
+    owners: Mutex<HashMap<String, Owner>>,
+    /// The token's scopes, checked once.
+    scopes: Mutex<Option<Vec<String>>>,
+}
+
+/// `myorg/team/app` -> (`myorg`, `team/app`): GHCR packages are named after the owner.
+pub fn split_repository(repo: &str) -> Option<(&str, &str)> {
+    repo.split_once('/')
+}
+
+fn encode(package: &str) -> String {
+    url::form_urlencoded::byte_serialize(package.as_bytes()).collect()
+}
+
+impl PackagesApi {
+    pub fn new(
+        base: Url,
+        token: SecretString,
+        client: reqwest::Client,
+        registry: &str,
+        throttle: std::sync::Arc<Throttle>,
+        retries: u32,
+    ) -> Self {
+        PackagesApi {
+            base,
+            token,
+            client,
+            registry: registry.to_string(),
+            throttle,
+            retries,
+            owners: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(None),
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url> {
+        self.base.join(path).map_err(|e| RegistryError::Protocol {
+            url: format!("{}{path}", self.base),
+            reason: format!("cannot build URL: {e}"),
+        })
+    }
+
+    /// One request with the token; waits out GitHub's rate limits (bounded by `retries`).
+    async fn send(&self, method: Method, url: &Url) -> Result<reqwest::Response> {
+        let mut waits = 0;
+        loop {
+            let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
+                .map_err(|_| RegistryError::Auth {
+                    url: url.to_string(),
+                    reason: "the token is not a valid header value".into(),
+                })?;
+            auth.set_sensitive(true);
+            let resp = self
+                .client
+                .request(method.clone(), url.clone())
+                .header(header::AUTHORIZATION, auth)
+                .header(header::ACCEPT, "application/vnd.github+json")
+                .header("x-github-api-version", "2022-11-28")
+                .send()
+                .await
+                .map_err(|e| RegistryError::transport(&method, url, e))?;
+            let limited = matches!(
+                resp.status(),
+                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+            ) && (resp.headers().contains_key(header::RETRY_AFTER)
+                || resp
+                    .headers()
+                    .get("x-ratelimit-remaining")
+                    .and_then(|v| v.to_str().ok())
+                    == Some("0"));
+            if limited && waits < self.retries {
+                waits += 1;
+                let wait = rate_limit_wait(resp.headers());
+                self.throttle.notify(Event::Waiting {
+                    registry: self.base.host_str().unwrap_or("the GitHub API").to_string(),
+                    duration: wait,
+                    reason: "GitHub API rate limit".into(),
+                });
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    async fn error(&self, method: &Method, url: &Url, resp: reqwest::Response) -> RegistryError {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        let hint = match status {
+            401 => "\n  hint: the GitHub API refused the token; GHCR needs a classic personal access token (fine-grained tokens do not work with GitHub Packages)".to_string(),
+            403 => "\n  hint: listing needs read:packages, deleting needs delete:packages and admin rights on the package".to_string(),
+            _ => String::new(),
+        };
+        RegistryError::Status {
+            method: method.to_string(),
+            url: url.to_string(),
+            status,
+            detail: decode_error_body(&body),
+            hint,
+        }
+    }
+
+    /// Check once that the token may list and delete packages, from `X-OAuth-Scopes`.
+    pub async fn check_delete_scopes(&self) -> Result<()> {
+        let mut scopes = self.scopes.lock().await;
+        if scopes.is_none() {
+            let url = self.url("/user")?;
+            let resp = self.send(Method::GET, &url).await?;
+            if !resp.status().is_success() {
+                return Err(self.error(&Method::GET, &url, resp).await);
+            }
+            let list: Vec<String> = resp
+                .headers()
+                .get("x-oauth-scopes")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            *scopes = Some(list);
+        }
+        let have = scopes.as_ref().expect("set above");
+        let missing: Vec<&str> = ["read:packages", "delete:packages"]
+            .into_iter()
+            .filter(|need| !have.iter().any(|h| h == need))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::Credentials {
+                registry: self.registry.clone(),
+                reason: format!(
+                    "the token lacks the {} scope{} that deleting GHCR package versions needs (it has: {})",
+                    missing.join(" and "),
+                    if missing.len() > 1 { "s" } else { "" },
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                ),
+            })
+        }
+    }
+
+    fn versions_path(owner_kind: Owner, owner: &str, package: &str) -> String {
+        match owner_kind {
+            Owner::Org => format!(
+                "/orgs/{owner}/packages/container/{}/versions",
+                encode(package)
+            ),
+            Owner::User => format!("/user/packages/container/{}/versions", encode(package)),
+        }
+    }
+
+    /// Every version of a package (paged by `Link`), trying the organisation endpoint first
+    /// and the authenticated user's packages when `owner` is not an organisation.
+    pub async fn versions(&self, owner: &str, package: &str) -> Result<Vec<Version>> {
+        let known = self.owners.lock().await.get(owner).copied();
+        let kinds: Vec<Owner> = match known {
+            Some(k) => vec![k],
+            None => vec![Owner::Org, Owner::User],
+        };
+        let mut last_err = None;
+        for kind in kinds {
+            let first = self.url(&format!(
+                "{}?per_page={PER_PAGE}",
+                Self::versions_path(kind, owner, package)
+            ))?;
+            match self.pages(first).await {
+                Ok(v) => {
+                    self.owners.lock().await.insert(owner.to_string(), kind);
+                    return Ok(v);
+                }
+                Err(e) if e.is_not_found() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("tried at least one owner kind"))
+    }
+
+    async fn pages(&self, first: Url) -> Result<Vec<Version>> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: u64,
+            name: String,
+            created_at: Option<String>,
+            metadata: Option<Meta>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            container: Option<Container>,
+        }
+        #[derive(Deserialize)]
+        struct Container {
+            #[serde(default)]
+            tags: Vec<String>,
+        }
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: "the API's paging loops".into(),
+                });
+            }
+            let resp = self.send(Method::GET, &url).await?;
+            if !resp.status().is_success() {
+                return Err(self.error(&Method::GET, &url, resp).await);
+            }
+            next = next_link(resp.headers(), &url)
+                .filter(|n| n.origin() == self.base.origin() && n != &url);
+            let raw: Vec<Raw> = resp.json().await.map_err(|e| RegistryError::Protocol {
+                url: url.to_string(),
+                reason: format!("unexpected answer from the GitHub API: {e}"),
+            })?;
+            for r in raw {
+                let Some(digest) = Digest::parse(&r.name) else {
+                    continue;
+                };
+                out.push(Version {
+                    id: r.id,
+                    digest,
+                    tags: r
+                        .metadata
+                        .and_then(|m| m.container)
+                        .map(|c| c.tags)
+                        .unwrap_or_default(),
+                    created: r
+                        .created_at
+                        .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete one version; returns its id for the audit trail.
+    pub async fn delete(&self, owner: &str, package: &str, id: u64) -> Result<()> {
+        self.check_delete_scopes().await?;
+        let kind = self
+            .owners
+            .lock()
+            .await
+            .get(owner)
+            .copied()
+            .unwrap_or(Owner::Org);
+        let url = self.url(&format!(
+            "{}/{id}",
+            Self::versions_path(kind, owner, package)
+        ))?;
+        let resp = self.send(Method::DELETE, &url).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(self.error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
+    /// The container packages of an organisation (or of the token's user), as repository
+    /// paths (`owner/package`): GHCR has no catalog.
+    pub async fn packages(&self, owner: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Raw {
+            name: String,
+        }
+        let mut last_err = None;
+        for path in [
+            format!("/orgs/{owner}/packages?package_type=container&per_page={PER_PAGE}"),
+            format!("/user/packages?package_type=container&per_page={PER_PAGE}"),
+        ] {
+            let mut next = Some(self.url(&path)?);
+            let mut names = Vec::new();
+            let mut failed = None;
+            while let Some(url) = next.take() {
+                let resp = self.send(Method::GET, &url).await?;
+                if !resp.status().is_success() {
+                    failed = Some(self.error(&Method::GET, &url, resp).await);
+                    break;
+                }
+                next = next_link(resp.headers(), &url)
+                    .filter(|n| n.origin() == self.base.origin() && n != &url);
+                let raw: Vec<Raw> = resp.json().await.map_err(|e| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("unexpected answer from the GitHub API: {e}"),
+                })?;
+                names.extend(raw.into_iter().map(|r| format!("{owner}/{}", r.name)));
+            }
+            match failed {
+                None => return Ok(names),
+                Some(e) if e.is_not_found() => last_err = Some(e),
+                Some(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("tried both owner kinds"))
+    }
+}
+
+/// How long GitHub asks to wait: `Retry-After`, else until `x-ratelimit-reset`.
+fn rate_limit_wait(headers: &HeaderMap) -> Duration {
+    if let Some(d) = throttle::retry_after(headers) {
+        return d.min(throttle::MAX_WAIT);
+    }
+    let reset = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match reset {
+        Some(r) => Duration::from_secs(r.saturating_sub(now).max(1)).min(throttle::MAX_WAIT),
+        None => Duration::from_secs(60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_waits() {
+        assert_eq!(
+            split_repository("myorg/team/app"),
+            Some(("myorg", "team/app"))
+        );
+        assert_eq!(encode("team/app"), "team%2Fapp");
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(rate_limit_wait(&h), Duration::from_secs(3));
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
+        assert_eq!(rate_limit_wait(&h), Duration::from_secs(1));
+    }
+}
