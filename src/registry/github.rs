@@ -32,11 +32,12 @@ pub struct Version {
     pub created: Option<SystemTime>,
 }
 
-/// Whose package: an organisation's, or a user's.
+/// Whose package: an organisation's, the token owner's, or another user's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Owner {
     Org,
-    User,
+    Me,
+    OtherUser,
 }
 
 pub struct PackagesApi {
@@ -48,8 +49,8 @@ pub struct PackagesApi {
     retries: u32,
     /// Which kind of owner each namespace turned out to be.
     owners: Mutex<HashMap<String, Owner>>,
-    /// The token's scopes, checked once.
-    scopes: Mutex<Option<Vec<String>>>,
+    /// The token's login and scopes, from `GET /user`, read once.
+    user: Mutex<Option<(String, Vec<String>)>>,
 }
 
 /// `myorg/team/app` -> (`myorg`, `team/app`): GHCR packages are named after the owner.
@@ -78,7 +79,7 @@ impl PackagesApi {
             throttle,
             retries,
             owners: Mutex::new(HashMap::new()),
-            scopes: Mutex::new(None),
+            user: Mutex::new(None),
         }
     }
 
@@ -149,30 +150,59 @@ impl PackagesApi {
         }
     }
 
+    /// The token's login and scopes (`GET /user`, `X-OAuth-Scopes`), read once.
+    async fn user(&self) -> Result<(String, Vec<String>)> {
+        let mut user = self.user.lock().await;
+        if let Some(u) = user.as_ref() {
+            return Ok(u.clone());
+        }
+        #[derive(Deserialize)]
+        struct Me {
+            login: String,
+        }
+        let url = self.url("/user")?;
+        let resp = self.send(Method::GET, &url).await?;
+        if !resp.status().is_success() {
+            return Err(self.error(&Method::GET, &url, resp).await);
+        }
+        let scopes: Vec<String> = resp
+            .headers()
+            .get("x-oauth-scopes")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let me: Me = resp.json().await.map_err(|e| RegistryError::Protocol {
+            url: url.to_string(),
+            reason: format!("unexpected answer from the GitHub API: {e}"),
+        })?;
+        *user = Some((me.login, scopes));
+        Ok(user.clone().expect("set above"))
+    }
+
+    /// The user kind for an owner that is not an organisation.
+    async fn user_kind(&self, owner: &str) -> Result<Owner> {
+        let (login, _) = self.user().await?;
+        Ok(if login.eq_ignore_ascii_case(owner) {
+            Owner::Me
+        } else {
+            Owner::OtherUser
+        })
+    }
+
     /// Check once that the token may list and delete packages, from `X-OAuth-Scopes`.
     pub async fn check_delete_scopes(&self) -> Result<()> {
-        let mut scopes = self.scopes.lock().await;
-        if scopes.is_none() {
-            let url = self.url("/user")?;
-            let resp = self.send(Method::GET, &url).await?;
-            if !resp.status().is_success() {
-                return Err(self.error(&Method::GET, &url, resp).await);
-            }
-            let list: Vec<String> = resp
-                .headers()
-                .get("x-oauth-scopes")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            *scopes = Some(list);
-        }
-        let have = scopes.as_ref().expect("set above");
+        let (_, have) = self.user().await?;
+        // write:packages includes read:packages in GitHub's scope hierarchy.
+        let has = |s: &str| {
+            have.iter().any(|h| h == s)
+                || (s == "read:packages" && have.iter().any(|h| h == "write:packages"))
+        };
         let missing: Vec<&str> = ["read:packages", "delete:packages"]
             .into_iter()
-            .filter(|need| !have.iter().any(|h| h == need))
+            .filter(|need| !has(need))
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -195,7 +225,11 @@ impl PackagesApi {
                 "/orgs/{owner}/packages/container/{}/versions",
                 encode(package)
             ),
-            Owner::User => format!("/user/packages/container/{}/versions", encode(package)),
+            Owner::Me => format!("/user/packages/container/{}/versions", encode(package)),
+            Owner::OtherUser => format!(
+                "/users/{owner}/packages/container/{}/versions",
+                encode(package)
+            ),
         }
     }
 
@@ -205,10 +239,14 @@ impl PackagesApi {
         let known = self.owners.lock().await.get(owner).copied();
         let kinds: Vec<Owner> = match known {
             Some(k) => vec![k],
-            None => vec![Owner::Org, Owner::User],
+            None => vec![Owner::Org, Owner::Me],
         };
         let mut last_err = None;
         for kind in kinds {
+            let kind = match kind {
+                Owner::Me => self.user_kind(owner).await?,
+                k => k,
+            };
             let first = self.url(&format!(
                 "{}?per_page={PER_PAGE}",
                 Self::versions_path(kind, owner, package)
@@ -314,9 +352,13 @@ impl PackagesApi {
             name: String,
         }
         let mut last_err = None;
+        let user_path = match self.user_kind(owner).await? {
+            Owner::Me => format!("/user/packages?package_type=container&per_page={PER_PAGE}"),
+            _ => format!("/users/{owner}/packages?package_type=container&per_page={PER_PAGE}"),
+        };
         for path in [
             format!("/orgs/{owner}/packages?package_type=container&per_page={PER_PAGE}"),
-            format!("/user/packages?package_type=container&per_page={PER_PAGE}"),
+            user_path,
         ] {
             let mut next = Some(self.url(&path)?);
             let mut names = Vec::new();

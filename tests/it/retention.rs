@@ -17,6 +17,10 @@ struct Scenario {
 /// team/app: releases (one a multi-arch index with a signature), `latest`, PR builds (one
 /// signed, one also tagged `stable`, one a multi-arch index sharing a child with a release).
 async fn scenario(reg: &Registry) -> Scenario {
+    scenario_in(reg, "team/app").await
+}
+
+async fn scenario_in(reg: &Registry, repo: &str) -> Scenario {
     let p = reg.pusher();
     let base = layer(1, 8 * 1024);
     let single = |label: &str, seed: u64| {
@@ -71,7 +75,7 @@ async fn scenario(reg: &Registry) -> Scenario {
         ("stable", &pr3),
         ("pr-4", &pr4),
     ] {
-        p.push("team/app", tag, img).await;
+        p.push(repo, tag, img).await;
     }
     Scenario {
         kept: vec![
@@ -290,4 +294,125 @@ async fn one_plan_copies_then_prunes_the_mirror() {
             .await
             .is_none());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_ghcr_the_same_decisions_become_package_version_deletions() {
+    // The images live in a real registry standing in for ghcr.io; the package versions (ids,
+    // push times, tags) in the GitHub Packages API fake, which is where GHCR deletes.
+    let reg = Registry::start().await;
+    let s = scenario_in(&reg, "myorg/app").await;
+    let mut versions: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |img: &Image, tags: &[&str]| {
+        if let Some(v) = versions.iter_mut().find(|(d, _)| d == &img.digest) {
+            v.1.extend(tags.iter().map(|t| t.to_string()));
+        } else {
+            versions.push((
+                img.digest.clone(),
+                tags.iter().map(|t| t.to_string()).collect(),
+            ));
+        }
+        for c in &img.children {
+            if !versions.iter().any(|(d, _)| d == &c.digest) {
+                versions.push((c.digest.clone(), Vec::new()));
+            }
+        }
+    };
+    for (tag, img) in &s.kept {
+        add(img, &[tag]);
+    }
+    for img in &s.deleted {
+        add(img, &[]);
+    }
+    for tag in reg.pusher().tags("myorg/app").await {
+        let (_, _, digest) = reg.pusher().manifest("myorg/app", &tag).await.unwrap();
+        if let Some(v) = versions.iter_mut().find(|(d, _)| d == &digest) {
+            if !v.1.contains(&tag) {
+                v.1.push(tag);
+            }
+        }
+    }
+    let fake = GitHubFake::start(&[
+        (
+            "ghp_canary_rw_7f3a",
+            "bot",
+            &["read:packages", "delete:packages"],
+        ),
+        ("ghp_canary_ro_9c1b", "bot", &["read:packages"]),
+    ])
+    .await;
+    let rows: Vec<(String, String, Vec<String>)> = versions
+        .iter()
+        .map(|(d, t)| (d.clone(), "2024-01-01T00:00:00Z".to_string(), t.clone()))
+        .collect();
+    let rows_ref: Vec<(&str, &str, Vec<&str>)> = rows
+        .iter()
+        .map(|(d, c, t)| {
+            (
+                d.as_str(),
+                c.as_str(),
+                t.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    let args: Vec<(&str, &str, &[&str], u64)> = rows_ref
+        .iter()
+        .map(|(d, c, t)| (*d, *c, t.as_slice(), 0))
+        .collect();
+    fake.add_package(Some("myorg"), "app", false, &args);
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{a}\"]\ninsecure = true\nflavor = \"ghcr\"\napi = \"{api}\"\nauth = {{ username = \"bot\", password_env = \"GHCR_TOKEN\" }}\n[[retain]]\nrepository = \"{a}/myorg/app\"\n{RULE}\n",
+            a = reg.addr,
+            api = fake.url
+        ),
+    );
+    let p = p.to_str().unwrap();
+
+    // A token without delete:packages: refused before anything is deleted.
+    let run = ferry(&["run", p], &[("GHCR_TOKEN", "ghp_canary_ro_9c1b")]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("lacks the delete:packages scope"),
+        "{}",
+        run.stderr
+    );
+    assert!(fake
+        .versions(Some("myorg"), "app", true)
+        .iter()
+        .all(|v| !v.deleted));
+
+    let run = ferry(
+        &["-vv", "run", "--progress", "plain", p],
+        &[("GHCR_TOKEN", "ghp_canary_rw_7f3a")],
+    )
+    .await;
+    run.assert_code(0);
+    for out in [&run.stdout, &run.stderr] {
+        assert!(!out.contains("ghp_canary"), "the token leaked:\n{out}");
+    }
+    let deleted: std::collections::BTreeSet<String> = fake
+        .versions(Some("myorg"), "app", true)
+        .into_iter()
+        .filter(|v| v.deleted)
+        .map(|v| v.digest)
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        s.deleted.iter().map(|i| i.digest.clone()).collect();
+    assert_eq!(deleted, expected);
+    // GHCR deletes through its API only: the registry API was not asked to delete anything.
+    reg.sync_log().await;
+    assert_eq!(reg.count_requests("DELETE", "/manifests/"), 0);
+    let deletes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("DELETE /orgs/myorg/packages/container/app/versions/"))
+        .count();
+    assert_eq!(deletes, expected.len());
+    let status = ferry(&["status", p, "--output", "json"], &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(v["totals"]["deleted"], expected.len());
 }

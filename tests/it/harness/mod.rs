@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod github;
 pub mod hub;
 pub mod proxy;
 pub mod registry;
@@ -16,6 +17,8 @@ pub mod token;
 // uses only some modules must not warn about the others.
 #[allow(unused_imports)]
 pub use fixtures::*;
+#[allow(unused_imports)]
+pub use github::*;
 #[allow(unused_imports)]
 pub use hub::*;
 #[allow(unused_imports)]

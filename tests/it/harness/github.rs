@@ -1,0 +1,1413 @@
+//! An in-process fake of the GitHub Packages REST API for container packages (what GHCR's
+//! retention goes through), written from GitHub's public "Packages" documentation: version
+//! listing paged by `per_page`/`page` with a `Link` header, `state=active|deleted`, version
+//! deletion and restore, an owner's container packages (`GET /orgs/{org}/packages`,
+//! `/user/packages`), `GET /user` to check a token, classic-PAT scopes reported in
+//! `X-OAuth-Scopes` and enforced (`read:packages` to list; `read:packages` + `delete:packages`
+//! to delete; `read:packages` + `write:packages` to restore), `X-RateLimit-*` headers on every
+//! answer, 403 once the primary budget is spent, and a secondary limit on DELETEs answered
+//! 403 with `Retry-After`. Package names may contain `/` and arrive percent-encoded
+//! (`team%2Fapp`). It refuses what GitHub refuses: deleting a public version with more than
+//! 5000 downloads, and deleting the last active version of a package.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// GitHub's default and maximum `per_page`.
+pub const GITHUB_DEFAULT_PER_PAGE: usize = 30;
+pub const GITHUB_MAX_PER_PAGE: usize = 100;
+/// Versions with more downloads than this cannot be deleted while the package is public.
+pub const GITHUB_DOWNLOAD_DELETE_CAP: u64 = 5000;
+
+const DOCS: &str = "https://docs.github.com/rest";
+const DOCS_PACKAGES: &str = "https://docs.github.com/rest/packages/packages";
+const DOCS_RATE: &str =
+    "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api";
+
+/// A package version as the fake holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeVersion {
+    pub id: u64,
+    /// The manifest digest (`sha256:…`), which GitHub calls the version's `name`.
+    pub digest: String,
+    pub created_at: String,
+    pub tags: Vec<String>,
+    pub downloads: u64,
+    /// Deleted through the API (and not restored since).
+    pub deleted: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum OwnerKind {
+    Org,
+    User,
+}
+
+struct Package {
+    id: u64,
+    public: bool,
+    versions: Vec<FakeVersion>,
+}
+
+/// One fixed window shared by the primary and the secondary (DELETE) limit; counters are
+/// per login (unauthenticated requests count under "").
+struct Limits {
+    requests: u64,
+    deletes: u64,
+    window: Duration,
+    start: Instant,
+    start_wall: SystemTime,
+    used: HashMap<String, u64>,
+    deletes_used: HashMap<String, u64>,
+}
+
+impl Limits {
+    fn roll(&mut self) {
+        if self.start.elapsed() >= self.window {
+            self.start = Instant::now();
+            self.start_wall = SystemTime::now();
+            self.used.clear();
+            self.deletes_used.clear();
+        }
+    }
+
+    /// Unix seconds at which the current window ends (rounded up).
+    fn reset_unix(&self) -> u64 {
+        let end = (self.start_wall + self.window)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        end.as_secs() + u64::from(end.subsec_nanos() > 0)
+    }
+
+    /// Whole seconds until the window ends, at least 1.
+    fn retry_after(&self) -> u64 {
+        let left = self.window.saturating_sub(self.start.elapsed());
+        (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+    }
+}
+
+struct Data {
+    packages: BTreeMap<(OwnerKind, String, String), Package>,
+    next_id: u64,
+    limits: Limits,
+}
+
+struct Token {
+    token: String,
+    login: String,
+    user_id: u64,
+    scopes: Vec<String>,
+}
+
+struct Inner {
+    base: String,
+    tokens: Vec<Token>,
+    data: Mutex<Data>,
+    requests: Mutex<Vec<String>>,
+}
+
+/// A running fake; dropped with the test.
+pub struct GitHubFake {
+    /// The REST API base (`http://127.0.0.1:PORT`), standing in for `https://api.github.com`.
+    pub url: String,
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GitHubFake {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl GitHubFake {
+    /// `tokens`: (token, login, scopes). Limits start at GitHub's 5000 requests an hour and
+    /// no secondary limit on deletes; see `set_limits`.
+    pub async fn start(tokens: &[(&str, &str, &[&str])]) -> GitHubFake {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind github fake");
+        let url = format!("http://{}", listener.local_addr().expect("github addr"));
+        let mut ids: Vec<&str> = Vec::new();
+        let tokens = tokens
+            .iter()
+            .map(|(token, login, scopes)| {
+                let user_id = match ids.iter().position(|l| l == login) {
+                    Some(i) => i,
+                    None => {
+                        ids.push(login);
+                        ids.len() - 1
+                    }
+                } as u64
+                    + 1;
+                Token {
+                    token: token.to_string(),
+                    login: login.to_string(),
+                    user_id,
+                    scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                }
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            base: url.clone(),
+            tokens,
+            data: Mutex::new(Data {
+                packages: BTreeMap::new(),
+                next_id: 1_000_001,
+                limits: Limits {
+                    requests: 5000,
+                    deletes: u64::MAX,
+                    window: Duration::from_secs(3600),
+                    start: Instant::now(),
+                    start_wall: SystemTime::now(),
+                    used: HashMap::new(),
+                    deletes_used: HashMap::new(),
+                },
+            }),
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/user", get(get_user))
+            .route("/orgs/{org}/packages", get(list_packages))
+            .route("/user/packages", get(list_packages))
+            .route(
+                "/orgs/{org}/packages/container/{package}/versions",
+                get(list),
+            )
+            .route("/user/packages/container/{package}/versions", get(list))
+            .route(
+                "/users/{username}/packages/container/{package}/versions",
+                get(list),
+            )
+            .route(
+                "/orgs/{org}/packages/container/{package}/versions/{id}",
+                delete(delete_version),
+            )
+            .route(
+                "/user/packages/container/{package}/versions/{id}",
+                delete(delete_version),
+            )
+            .route(
+                "/users/{username}/packages/container/{package}/versions/{id}",
+                delete(delete_version),
+            )
+            .route(
+                "/orgs/{org}/packages/container/{package}/versions/{id}/restore",
+                post(restore_version),
+            )
+            .route(
+                "/user/packages/container/{package}/versions/{id}/restore",
+                post(restore_version),
+            )
+            .route(
+                "/users/{username}/packages/container/{package}/versions/{id}/restore",
+                post(restore_version),
+            )
+            .fallback(not_found)
+            .with_state(inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GitHubFake { url, inner, task }
+    }
+
+    fn key(&self, org: Option<&str>, name: &str) -> (OwnerKind, String, String) {
+        match org {
+            Some(org) => (OwnerKind::Org, org.to_string(), name.to_string()),
+            None => (
+                OwnerKind::User,
+                self.inner
+                    .tokens
+                    .first()
+                    .expect("a user package needs at least one token")
+                    .login
+                    .clone(),
+                name.to_string(),
+            ),
+        }
+    }
+
+    /// Adds versions (digest, created_at RFC 3339, tags, downloads) to the package `name` of
+    /// `org`, or of the first token's user when `org` is None, creating it if needed (and
+    /// setting its visibility). Returns the new versions' ids, in order; ids grow.
+    pub fn add_package(
+        &self,
+        org: Option<&str>,
+        name: &str,
+        public: bool,
+        versions: &[(&str, &str, &[&str], u64)],
+    ) -> Vec<u64> {
+        let key = self.key(org, name);
+        let mut data = self.inner.data.lock().expect("github data");
+        let mut ids = Vec::new();
+        let mut added = Vec::new();
+        for (digest, created_at, tags, downloads) in versions {
+            let id = data.next_id;
+            data.next_id += 1;
+            ids.push(id);
+            added.push(FakeVersion {
+                id,
+                digest: digest.to_string(),
+                created_at: created_at.to_string(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                downloads: *downloads,
+                deleted: false,
+            });
+        }
+        if !data.packages.contains_key(&key) {
+            let id = data.next_id;
+            data.next_id += 1;
+            data.packages.insert(
+                key.clone(),
+                Package {
+                    id,
+                    public,
+                    versions: Vec::new(),
+                },
+            );
+        }
+        let package = data.packages.get_mut(&key).expect("package just added");
+        package.public = public;
+        package.versions.extend(added);
+        ids
+    }
+
+    /// Primary budget per window per login, DELETEs allowed per window per login, and the
+    /// window; starts a fresh window.
+    pub fn set_limits(&self, requests_per_window: u64, deletes_per_window: u64, window: Duration) {
+        let mut data = self.inner.data.lock().expect("github data");
+        let l = &mut data.limits;
+        l.requests = requests_per_window;
+        l.deletes = deletes_per_window;
+        l.window = window;
+        l.start = Instant::now();
+        l.start_wall = SystemTime::now();
+        l.used.clear();
+        l.deletes_used.clear();
+    }
+
+    /// The package's versions in insertion (id) order; deleted ones only if asked. Empty for
+    /// an unknown package.
+    pub fn versions(
+        &self,
+        org: Option<&str>,
+        name: &str,
+        include_deleted: bool,
+    ) -> Vec<FakeVersion> {
+        let key = self.key(org, name);
+        let data = self.inner.data.lock().expect("github data");
+        data.packages
+            .get(&key)
+            .map(|p| {
+                p.versions
+                    .iter()
+                    .filter(|v| include_deleted || !v.deleted)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every request seen: `METHOD path?query token=<login|none>`, the path as sent (still
+    /// percent-encoded).
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.requests.lock().expect("github requests").clone()
+    }
+}
+
+/// The authenticated caller of one request.
+struct Caller {
+    login: String,
+    user_id: u64,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    /// `write:packages` implies `read:packages`, as in GitHub's scope hierarchy.
+    fn has(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+            || (scope == "read:packages" && self.scopes.iter().any(|s| s == "write:packages"))
+    }
+}
+
+/// Builds every answer: rate headers for the caller's bucket, the scope headers when
+/// authenticated, a JSON body (or none for 204).
+fn answer(
+    inner: &Inner,
+    caller: Option<&Caller>,
+    accepted: &str,
+    status: StatusCode,
+    extra: Vec<(&'static str, String)>,
+    body: Option<Value>,
+) -> Response {
+    let mut headers = HeaderMap::new();
+    {
+        let mut data = inner.data.lock().expect("github data");
+        let l = &mut data.limits;
+        l.roll();
+        let used = l
+            .used
+            .get(caller.map(|c| c.login.as_str()).unwrap_or(""))
+            .copied()
+            .unwrap_or(0);
+        let mut set = |k: &'static str, v: String| {
+            headers.insert(k, v.parse().expect("header value"));
+        };
+        set("x-ratelimit-limit", l.requests.to_string());
+        set(
+            "x-ratelimit-remaining",
+            l.requests.saturating_sub(used).to_string(),
+        );
+        set("x-ratelimit-reset", l.reset_unix().to_string());
+        set("x-ratelimit-used", used.to_string());
+        set("x-ratelimit-resource", "core".to_string());
+        set("x-github-api-version-selected", "2022-11-28".to_string());
+        if let Some(c) = caller {
+            set("x-oauth-scopes", c.scopes.join(", "));
+            set("x-accepted-oauth-scopes", accepted.to_string());
+        }
+        for (k, v) in extra {
+            set(k, v);
+        }
+    }
+    match body {
+        Some(b) => (status, headers, Json(b)).into_response(),
+        None => (status, headers).into_response(),
+    }
+}
+
+fn message(
+    inner: &Inner,
+    caller: Option<&Caller>,
+    accepted: &str,
+    status: StatusCode,
+    msg: &str,
+    doc: &str,
+) -> Response {
+    answer(
+        inner,
+        caller,
+        accepted,
+        status,
+        Vec::new(),
+        Some(json!({"message": msg, "documentation_url": doc})),
+    )
+}
+
+/// Logs the request, spends one unit of the primary budget, and authenticates. Rate
+/// limiting is checked before credentials; a request over the budget is not counted.
+fn begin(
+    inner: &Inner,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Caller, Box<Response>> {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+                .or_else(|| a.strip_prefix("token "))
+        })
+        .map(str::trim);
+    let caller = presented.and_then(|p| {
+        inner.tokens.iter().find(|t| t.token == p).map(|t| Caller {
+            login: t.login.clone(),
+            user_id: t.user_id,
+            scopes: t.scopes.clone(),
+        })
+    });
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    inner
+        .requests
+        .lock()
+        .expect("github requests")
+        .push(format!(
+            "{method} {path} token={}",
+            caller.as_ref().map(|c| c.login.as_str()).unwrap_or("none")
+        ));
+    let exhausted = {
+        let mut data = inner.data.lock().expect("github data");
+        let l = &mut data.limits;
+        l.roll();
+        let bucket = caller.as_ref().map(|c| c.login.clone()).unwrap_or_default();
+        let used = l.used.entry(bucket).or_insert(0);
+        if *used >= l.requests {
+            true
+        } else {
+            *used += 1;
+            false
+        }
+    };
+    if exhausted {
+        let msg = match &caller {
+            Some(c) => format!(
+                "API rate limit exceeded for user ID {}. If you reach out to GitHub Support for help, please include the request ID.",
+                c.user_id
+            ),
+            None => "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)".to_string(),
+        };
+        return Err(Box::new(message(
+            inner,
+            caller.as_ref(),
+            "",
+            StatusCode::FORBIDDEN,
+            &msg,
+            DOCS_RATE,
+        )));
+    }
+    caller.ok_or_else(|| {
+        Box::new(message(
+            inner,
+            None,
+            "",
+            StatusCode::UNAUTHORIZED,
+            "Bad credentials",
+            DOCS,
+        ))
+    })
+}
+
+/// Which package a route names: the owner from `{org}`, `{username}` or the caller.
+fn package_key(params: &HashMap<String, String>, caller: &Caller) -> (OwnerKind, String, String) {
+    let name = params.get("package").cloned().unwrap_or_default();
+    if let Some(org) = params.get("org") {
+        (OwnerKind::Org, org.clone(), name)
+    } else if let Some(user) = params.get("username") {
+        (OwnerKind::User, user.clone(), name)
+    } else {
+        (OwnerKind::User, caller.login.clone(), name)
+    }
+}
+
+fn parse_num(s: &Option<String>) -> Option<usize> {
+    s.as_deref().and_then(|s| s.parse().ok())
+}
+
+/// The requested page of `items` (`per_page` defaults to 30, at most 100; the first page
+/// is page 1) and, when there is more than one page, GitHub's `Link` header (`prev`, `next`, `last`,
+/// `first`) with absolute URLs on the fake's base; `keep` is appended to each URL's query.
+fn page_of<T: Clone>(
+    items: &[T],
+    per_page: &Option<String>,
+    page: &Option<String>,
+    base: &str,
+    path: &str,
+    keep: &str,
+) -> (Vec<T>, Option<String>) {
+    let per_page = match parse_num(per_page) {
+        None | Some(0) => GITHUB_DEFAULT_PER_PAGE,
+        Some(n) => n.min(GITHUB_MAX_PER_PAGE),
+    };
+    let page = parse_num(page).unwrap_or(1).max(1);
+    let pages = items.len().div_ceil(per_page).max(1);
+    let chunk = items
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
+    if pages == 1 {
+        return (chunk, None);
+    }
+    let link = |p: usize, rel: &str| {
+        format!("<{base}{path}?per_page={per_page}&page={p}{keep}>; rel=\"{rel}\"")
+    };
+    let mut rels = Vec::new();
+    if page > 1 {
+        rels.push(link((page - 1).min(pages), "prev"));
+    }
+    if page < pages {
+        rels.push(link(page + 1, "next"));
+        rels.push(link(pages, "last"));
+    }
+    if page > 1 {
+        rels.push(link(1, "first"));
+    }
+    (chunk, Some(rels.join(", ")))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    per_page: Option<String>,
+    page: Option<String>,
+    state: Option<String>,
+}
+
+async fn get_user(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match begin(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let body = json!({"login": caller.login, "id": caller.user_id, "type": "User",
+                      "url": format!("{}/users/{}", inner.base, caller.login)});
+    answer(
+        &inner,
+        Some(&caller),
+        "",
+        StatusCode::OK,
+        Vec::new(),
+        Some(body),
+    )
+}
+
+async fn list(
+    State(inner): State<Arc<Inner>>,
+    Path(params): Path<HashMap<String, String>>,
+    Query(q): Query<ListQuery>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    const ACCEPTED: &str = "read:packages";
+    let caller = match begin(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let c = Some(&caller);
+    if !caller.has("read:packages") {
+        return message(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::FORBIDDEN,
+            "You need at least read:packages scope to list packages.",
+            DOCS_PACKAGES,
+        );
+    }
+    let deleted = match q.state.as_deref() {
+        None | Some("active") => false,
+        Some("deleted") => true,
+        Some(_) => {
+            return message(
+                &inner,
+                c,
+                ACCEPTED,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Validation Failed",
+                DOCS_PACKAGES,
+            )
+        }
+    };
+    let key = package_key(&params, &caller);
+    let found: Option<Vec<FakeVersion>> = {
+        let data = inner.data.lock().expect("github data");
+        data.packages.get(&key).map(|p| {
+            p.versions
+                .iter()
+                .filter(|v| v.deleted == deleted)
+                .cloned()
+                .collect()
+        })
+    };
+    let Some(mut versions) = found else {
+        return message(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::NOT_FOUND,
+            "Package not found.",
+            DOCS_PACKAGES,
+        );
+    };
+    // Newest first, as GitHub lists them.
+    versions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+
+    let (kind, owner, name) = &key;
+    let enc_name = name.replace('/', "%2F");
+    let (api_owner, html_owner) = match kind {
+        OwnerKind::Org => (format!("orgs/{owner}"), format!("orgs/{owner}")),
+        OwnerKind::User => (format!("users/{owner}"), owner.clone()),
+    };
+    let keep = q
+        .state
+        .as_deref()
+        .map(|s| format!("&state={s}"))
+        .unwrap_or_default();
+    let (versions, link) = page_of(
+        &versions,
+        &q.per_page,
+        &q.page,
+        &inner.base,
+        uri.path(),
+        &keep,
+    );
+    let body: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            json!({
+                "id": v.id,
+                "name": v.digest,
+                "url": format!("{}/{api_owner}/packages/container/{enc_name}/versions/{}", inner.base, v.id),
+                "package_html_url": format!("{}/{html_owner}/packages/container/package/{enc_name}", inner.base),
+                "created_at": v.created_at,
+                "updated_at": v.created_at,
+                "html_url": format!("{}/{html_owner}/packages/container/{enc_name}/{}", inner.base, v.id),
+                "metadata": {"package_type": "container", "container": {"tags": v.tags}},
+            })
+        })
+        .collect();
+
+    let extra = link.map(|l| ("link", l)).into_iter().collect();
+    answer(
+        &inner,
+        c,
+        ACCEPTED,
+        StatusCode::OK,
+        extra,
+        Some(Value::Array(body)),
+    )
+}
+
+#[derive(Deserialize)]
+struct PackagesQuery {
+    package_type: Option<String>,
+    per_page: Option<String>,
+    page: Option<String>,
+}
+
+/// `GET /orgs/{org}/packages?package_type=container` and `/user/packages?...`: the owner's
+/// container packages by name. An organisation is known to the fake once it has a package;
+/// an unknown one is 404 `Not Found`, as GitHub answers for a name that is not an org.
+async fn list_packages(
+    State(inner): State<Arc<Inner>>,
+    Path(params): Path<HashMap<String, String>>,
+    Query(q): Query<PackagesQuery>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    const ACCEPTED: &str = "read:packages";
+    let caller = match begin(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let c = Some(&caller);
+    if !caller.has("read:packages") {
+        return message(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::FORBIDDEN,
+            "You need at least read:packages scope to list packages.",
+            DOCS_PACKAGES,
+        );
+    }
+    match q.package_type.as_deref() {
+        Some("container") => {}
+        Some(_) => {
+            return answer(
+                &inner,
+                c,
+                ACCEPTED,
+                StatusCode::OK,
+                Vec::new(),
+                Some(json!([])),
+            )
+        }
+        None => {
+            return message(
+                &inner,
+                c,
+                ACCEPTED,
+                StatusCode::BAD_REQUEST,
+                "package_type is a required parameter",
+                DOCS_PACKAGES,
+            )
+        }
+    }
+    let (kind, owner) = match params.get("org") {
+        Some(org) => (OwnerKind::Org, org.clone()),
+        None => (OwnerKind::User, caller.login.clone()),
+    };
+    let packages: Vec<(u64, String, bool, usize, String)> = {
+        let data = inner.data.lock().expect("github data");
+        data.packages
+            .iter()
+            .filter(|((k, o, _), _)| *k == kind && *o == owner)
+            .map(|((_, _, name), p)| {
+                let active: Vec<&FakeVersion> = p.versions.iter().filter(|v| !v.deleted).collect();
+                let created = p
+                    .versions
+                    .iter()
+                    .map(|v| v.created_at.clone())
+                    .min()
+                    .unwrap_or_default();
+                (p.id, name.clone(), p.public, active.len(), created)
+            })
+            .collect()
+    };
+    if packages.is_empty() && kind == OwnerKind::Org {
+        return message(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            DOCS_PACKAGES,
+        );
+    }
+    let (chunk, link) = page_of(
+        &packages,
+        &q.per_page,
+        &q.page,
+        &inner.base,
+        uri.path(),
+        "&package_type=container",
+    );
+    let (api_owner, html_owner) = match kind {
+        OwnerKind::Org => (format!("orgs/{owner}"), format!("orgs/{owner}")),
+        OwnerKind::User => (format!("users/{owner}"), owner.clone()),
+    };
+    let body: Vec<Value> = chunk
+        .iter()
+        .map(|(id, name, public, count, created)| {
+            let enc = name.replace('/', "%2F");
+            json!({
+                "id": id,
+                "name": name,
+                "package_type": "container",
+                "owner": {"login": owner},
+                "version_count": count,
+                "visibility": if *public { "public" } else { "private" },
+                "url": format!("{}/{api_owner}/packages/container/{enc}", inner.base),
+                "html_url": format!("{}/{html_owner}/packages/container/package/{enc}", inner.base),
+                "created_at": created,
+                "updated_at": created,
+            })
+        })
+        .collect();
+    let extra = link.map(|l| ("link", l)).into_iter().collect();
+    answer(
+        &inner,
+        c,
+        ACCEPTED,
+        StatusCode::OK,
+        extra,
+        Some(Value::Array(body)),
+    )
+}
+
+async fn delete_version(
+    State(inner): State<Arc<Inner>>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    const ACCEPTED: &str = "delete:packages, read:packages";
+    let caller = match begin(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let c = Some(&caller);
+    let owner_mismatch = params.get("username").is_some_and(|u| *u != caller.login);
+    if !caller.has("read:packages") || !caller.has("delete:packages") || owner_mismatch {
+        return message(&inner, c, ACCEPTED, StatusCode::FORBIDDEN,
+            "You must have admin permissions on the package and the read:packages and delete:packages scopes to delete a package version.",
+            DOCS_PACKAGES);
+    }
+    // The secondary limit: DELETE attempts per window per login.
+    let retry = {
+        let mut data = inner.data.lock().expect("github data");
+        let l = &mut data.limits;
+        l.roll();
+        let n = l.deletes_used.entry(caller.login.clone()).or_insert(0);
+        if *n >= l.deletes {
+            Some(l.retry_after())
+        } else {
+            *n += 1;
+            None
+        }
+    };
+    if let Some(secs) = retry {
+        return answer(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::FORBIDDEN,
+            vec![("retry-after", secs.to_string())],
+            Some(
+                json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
+                        "documentation_url": DOCS_RATE}),
+            ),
+        );
+    }
+    let key = package_key(&params, &caller);
+    let id: Option<u64> = params.get("id").and_then(|s| s.parse().ok());
+    let outcome: Result<(), (StatusCode, &str)> = {
+        let mut data = inner.data.lock().expect("github data");
+        match data.packages.get_mut(&key) {
+            None => Err((StatusCode::NOT_FOUND, "Package not found.")),
+            Some(p) => {
+                let active = p.versions.iter().filter(|v| !v.deleted).count();
+                let public = p.public;
+                match p.versions.iter_mut().find(|v| Some(v.id) == id && !v.deleted) {
+                    None => Err((StatusCode::NOT_FOUND, "Not Found")),
+                    Some(v) if public && v.downloads > GITHUB_DOWNLOAD_DELETE_CAP => Err((
+                        StatusCode::BAD_REQUEST,
+                        "Publicly visible package versions with more than 5000 downloads cannot be deleted. Contact GitHub support for further assistance.",
+                    )),
+                    Some(_) if active <= 1 => Err((
+                        StatusCode::BAD_REQUEST,
+                        "You cannot delete the last tagged version of a package. You must delete the package instead.",
+                    )),
+                    Some(v) => {
+                        v.deleted = true;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => answer(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::NO_CONTENT,
+            Vec::new(),
+            None,
+        ),
+        Err((status, msg)) => message(&inner, c, ACCEPTED, status, msg, DOCS_PACKAGES),
+    }
+}
+
+async fn restore_version(
+    State(inner): State<Arc<Inner>>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    const ACCEPTED: &str = "read:packages, write:packages";
+    let caller = match begin(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let c = Some(&caller);
+    let owner_mismatch = params.get("username").is_some_and(|u| *u != caller.login);
+    if !caller.has("read:packages") || !caller.has("write:packages") || owner_mismatch {
+        return message(&inner, c, ACCEPTED, StatusCode::FORBIDDEN,
+            "You must have admin permissions on the package and the read:packages and write:packages scopes to restore a package version.",
+            DOCS_PACKAGES);
+    }
+    let key = package_key(&params, &caller);
+    let id: Option<u64> = params.get("id").and_then(|s| s.parse().ok());
+    let outcome = {
+        let mut data = inner.data.lock().expect("github data");
+        match data.packages.get_mut(&key) {
+            None => Err("Package not found."),
+            Some(p) => match p
+                .versions
+                .iter_mut()
+                .find(|v| Some(v.id) == id && v.deleted)
+            {
+                None => Err("Not Found"),
+                Some(v) => {
+                    v.deleted = false;
+                    Ok(())
+                }
+            },
+        }
+    };
+    match outcome {
+        Ok(()) => answer(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::NO_CONTENT,
+            Vec::new(),
+            None,
+        ),
+        Err(msg) => message(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::NOT_FOUND,
+            msg,
+            DOCS_PACKAGES,
+        ),
+    }
+}
+
+/// Any other path: GitHub's plain 404 (after the same auth and rate accounting).
+async fn not_found(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match begin(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    message(
+        &inner,
+        Some(&caller),
+        "",
+        StatusCode::NOT_FOUND,
+        "Not Found",
+        DOCS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &[&str] = &["read:packages", "write:packages", "delete:packages"];
+
+    fn digest(n: u32) -> String {
+        format!("sha256:{n:064x}")
+    }
+
+    async fn fake_with(n: u32, public: bool, downloads: u64) -> (GitHubFake, Vec<u64>) {
+        let gh = GitHubFake::start(&[
+            ("tok-admin", "octo", ALL),
+            ("tok-read", "reader", &["read:packages"]),
+            ("tok-none", "nobody", &["repo"]),
+        ])
+        .await;
+        let digests: Vec<String> = (0..n).map(digest).collect();
+        let created: Vec<String> = (0..n)
+            .map(|i| format!("2026-01-{:02}T00:00:00Z", i + 1))
+            .collect();
+        let rows: Vec<(&str, &str, &[&str], u64)> = (0..n as usize)
+            .map(|i| {
+                (
+                    digests[i].as_str(),
+                    created[i].as_str(),
+                    &["v"][..],
+                    downloads,
+                )
+            })
+            .collect();
+        let ids = gh.add_package(Some("acme"), "team/app", public, &rows);
+        (gh, ids)
+    }
+
+    async fn call(
+        method: reqwest::Method,
+        url: &str,
+        token: Option<&str>,
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = reqwest::Client::new().request(method, url);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.send().await.expect("request github fake");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).expect("json body")
+        };
+        (status, headers, body)
+    }
+
+    fn header(h: &reqwest::header::HeaderMap, k: &str) -> String {
+        h.get(k)
+            .map(|v| v.to_str().expect("ascii header").to_string())
+            .unwrap_or_default()
+    }
+
+    fn next_link(h: &reqwest::header::HeaderMap) -> Option<String> {
+        header(h, "link").split(", ").find_map(|part| {
+            part.strip_suffix("; rel=\"next\"")
+                .map(|u| u.trim_start_matches('<').trim_end_matches('>').to_string())
+        })
+    }
+
+    fn ids_of(body: &Value) -> Vec<u64> {
+        body.as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v["id"].as_u64().expect("id"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pages_with_link_headers_newest_first() {
+        let (gh, ids) = fake_with(7, false, 0).await;
+        let mut url = Some(format!(
+            "{}/orgs/acme/packages/container/team%2Fapp/versions?per_page=3",
+            gh.url
+        ));
+        let mut pages = Vec::new();
+        while let Some(u) = url {
+            assert!(u.starts_with(&gh.url), "{u}");
+            let (status, h, body) = call(reqwest::Method::GET, &u, Some("tok-admin")).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(header(&h, "x-oauth-scopes"), ALL.join(", "));
+            assert_eq!(header(&h, "x-ratelimit-limit"), "5000");
+            assert_eq!(header(&h, "x-ratelimit-resource"), "core");
+            if pages.is_empty() {
+                assert!(
+                    header(&h, "link").contains("page=3>; rel=\"last\""),
+                    "{h:?}"
+                );
+                let first = &body[0];
+                assert_eq!(first["name"], digest(6));
+                assert_eq!(first["metadata"]["package_type"], "container");
+                assert_eq!(first["metadata"]["container"]["tags"], json!(["v"]));
+                assert!(first["url"].as_str().unwrap().ends_with(&format!(
+                    "/orgs/acme/packages/container/team%2Fapp/versions/{}",
+                    ids[6]
+                )));
+            }
+            pages.push(ids_of(&body));
+            url = next_link(&h);
+        }
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
+        let mut all: Vec<u64> = pages.concat();
+        let mut want = ids.clone();
+        want.reverse();
+        assert_eq!(all, want, "newest first");
+        all.sort();
+        assert_eq!(all, ids);
+        let log = gh.requests();
+        assert_eq!(log.len(), 3);
+        assert!(
+            log[0].starts_with(
+                "GET /orgs/acme/packages/container/team%2Fapp/versions?per_page=3 token=octo"
+            ),
+            "{log:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn user_packages_and_unknown_packages() {
+        let gh = GitHubFake::start(&[("t", "octo", &["read:packages"])]).await;
+        let d = digest(1);
+        let ids = gh.add_package(
+            None,
+            "tools/cli",
+            true,
+            &[(&d, "2026-01-01T00:00:00Z", &["latest"], 1)],
+        );
+        let (status, h, body) = call(
+            reqwest::Method::GET,
+            &format!("{}/user/packages/container/tools%2Fcli/versions", gh.url),
+            Some("t"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ids_of(&body), ids);
+        assert_eq!(header(&h, "link"), "");
+        let (status, _, body) = call(
+            reqwest::Method::GET,
+            &format!(
+                "{}/orgs/acme/packages/container/tools%2Fcli/versions",
+                gh.url
+            ),
+            Some("t"),
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(body["message"], "Package not found.");
+        let (status, h, body) =
+            call(reqwest::Method::GET, &format!("{}/user", gh.url), Some("t")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["login"], "octo");
+        assert_eq!(header(&h, "x-oauth-scopes"), "read:packages");
+    }
+
+    #[tokio::test]
+    async fn delete_moves_a_version_to_the_deleted_state_and_restore_brings_it_back() {
+        let (gh, ids) = fake_with(3, true, 10).await;
+        let base = format!(
+            "{}/orgs/acme/packages/container/team%2Fapp/versions",
+            gh.url
+        );
+        let (status, h, body) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[0]),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(body, Value::Null);
+        assert!(!header(&h, "x-ratelimit-remaining").is_empty());
+        let (_, _, active) = call(reqwest::Method::GET, &base, Some("tok-admin")).await;
+        assert_eq!(ids_of(&active), vec![ids[2], ids[1]]);
+        let (_, _, deleted) = call(
+            reqwest::Method::GET,
+            &format!("{base}?state=deleted"),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(ids_of(&deleted), vec![ids[0]]);
+        assert!(gh.versions(Some("acme"), "team/app", true)[0].deleted);
+        assert_eq!(gh.versions(Some("acme"), "team/app", false).len(), 2);
+
+        // Deleting it again, or an unknown id: 404.
+        for id in [ids[0], 42] {
+            let (status, _, body) = call(
+                reqwest::Method::DELETE,
+                &format!("{base}/{id}"),
+                Some("tok-admin"),
+            )
+            .await;
+            assert_eq!(status, 404);
+            assert_eq!(body["message"], "Not Found");
+        }
+
+        let restore = format!("{base}/{}/restore", ids[0]);
+        let (status, _, _) = call(reqwest::Method::POST, &restore, Some("tok-admin")).await;
+        assert_eq!(status, 204);
+        assert_eq!(gh.versions(Some("acme"), "team/app", false).len(), 3);
+        let (status, _, _) = call(reqwest::Method::POST, &restore, Some("tok-admin")).await;
+        assert_eq!(status, 404, "not deleted any more");
+    }
+
+    #[tokio::test]
+    async fn refuses_popular_public_versions_and_the_last_version() {
+        let (gh, ids) = fake_with(2, true, 5001).await;
+        let base = format!(
+            "{}/orgs/acme/packages/container/team%2Fapp/versions",
+            gh.url
+        );
+        let (status, _, body) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[0]),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than 5000 downloads"),
+            "{body}"
+        );
+        assert!(body["documentation_url"].is_string());
+
+        // The same downloads on a private package are fine, until one version is left.
+        let d1 = digest(1);
+        let d2 = digest(2);
+        let ids = gh.add_package(
+            Some("acme"),
+            "private",
+            false,
+            &[
+                (&d1, "2026-01-01T00:00:00Z", &[], 9000),
+                (&d2, "2026-01-02T00:00:00Z", &["v2"], 9000),
+            ],
+        );
+        let base = format!("{}/orgs/acme/packages/container/private/versions", gh.url);
+        let (status, _, _) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[0]),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 204);
+        let (status, _, body) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[1]),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("last tagged version"),
+            "{body}"
+        );
+        assert_eq!(gh.versions(Some("acme"), "private", false).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn credentials_and_scopes() {
+        let (gh, ids) = fake_with(3, false, 0).await;
+        let base = format!(
+            "{}/orgs/acme/packages/container/team%2Fapp/versions",
+            gh.url
+        );
+        for token in [None, Some("wrong")] {
+            let (status, h, body) = call(reqwest::Method::GET, &base, token).await;
+            assert_eq!(status, 401);
+            assert_eq!(body["message"], "Bad credentials");
+            assert_eq!(header(&h, "x-ratelimit-limit"), "5000");
+        }
+        // `token <t>` works as well as `Bearer <t>`.
+        let resp = reqwest::Client::new()
+            .get(&base)
+            .header("authorization", "token tok-read")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+
+        let (status, _, body) = call(reqwest::Method::GET, &base, Some("tok-none")).await;
+        assert_eq!(status, 403);
+        assert!(
+            body["message"].as_str().unwrap().contains("read:packages"),
+            "{body}"
+        );
+        let (status, h, body) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[0]),
+            Some("tok-read"),
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("delete:packages"),
+            "{body}"
+        );
+        assert_eq!(header(&h, "x-oauth-scopes"), "read:packages");
+        assert_eq!(gh.versions(Some("acme"), "team/app", false).len(), 3);
+        let log = gh.requests();
+        assert!(log[0].ends_with("token=none"), "{log:?}");
+        assert!(
+            log.last().unwrap().starts_with("DELETE ")
+                && log.last().unwrap().ends_with("token=reader")
+        );
+    }
+
+    #[tokio::test]
+    async fn secondary_delete_limit_then_primary_limit() {
+        let (gh, ids) = fake_with(6, false, 0).await;
+        gh.set_limits(1000, 2, Duration::from_secs(2));
+        let base = format!(
+            "{}/orgs/acme/packages/container/team%2Fapp/versions",
+            gh.url
+        );
+        for id in &ids[..2] {
+            let (status, _, _) = call(
+                reqwest::Method::DELETE,
+                &format!("{base}/{id}"),
+                Some("tok-admin"),
+            )
+            .await;
+            assert_eq!(status, 204);
+        }
+        let (status, h, body) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[2]),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("secondary rate limit"),
+            "{body}"
+        );
+        let retry: u64 = header(&h, "retry-after").parse().expect("retry-after");
+        assert!((1..=2).contains(&retry), "{retry}");
+        assert_ne!(header(&h, "x-ratelimit-remaining"), "0");
+        assert_eq!(gh.versions(Some("acme"), "team/app", false).len(), 4);
+        tokio::time::sleep(Duration::from_secs(retry)).await;
+        let (status, _, _) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/{}", ids[2]),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 204, "a new window");
+
+        gh.set_limits(2, 100, Duration::from_secs(60));
+        for _ in 0..2 {
+            let (status, _, _) = call(reqwest::Method::GET, &base, Some("tok-admin")).await;
+            assert_eq!(status, 200);
+        }
+        let (status, h, body) = call(reqwest::Method::GET, &base, Some("tok-admin")).await;
+        assert_eq!(status, 403);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("API rate limit exceeded for user ID 1."),
+            "{body}"
+        );
+        assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+        assert_eq!(header(&h, "x-ratelimit-used"), "2");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let reset: u64 = header(&h, "x-ratelimit-reset").parse().unwrap();
+        assert!(reset > now && reset <= now + 61, "{reset} vs {now}");
+        // Budgets are per user: another token still gets through.
+        let (status, _, _) = call(reqwest::Method::GET, &base, Some("tok-read")).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn lists_an_owners_container_packages() {
+        let (gh, _) = fake_with(2, false, 0).await;
+        let d = digest(9);
+        gh.add_package(
+            Some("acme"),
+            "base",
+            true,
+            &[(&d, "2026-02-01T00:00:00Z", &["1"], 0)],
+        );
+        gh.add_package(
+            None,
+            "mine",
+            false,
+            &[(&d, "2026-02-01T00:00:00Z", &["1"], 0)],
+        );
+        let mut url = Some(format!(
+            "{}/orgs/acme/packages?package_type=container&per_page=1",
+            gh.url
+        ));
+        let mut names = Vec::new();
+        while let Some(u) = url {
+            let (status, h, body) = call(reqwest::Method::GET, &u, Some("tok-read")).await;
+            assert_eq!(status, 200, "{body}");
+            names.extend(body.as_array().unwrap().iter().map(|p| p["name"].clone()));
+            url = next_link(&h);
+        }
+        assert_eq!(names, vec![json!("base"), json!("team/app")]);
+        let (status, _, body) = call(
+            reqwest::Method::GET,
+            &format!("{}/user/packages?package_type=container", gh.url),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body[0]["name"], "mine");
+        assert_eq!(body[0]["visibility"], "private");
+        assert_eq!(body[0]["version_count"], 1);
+        let (status, _, body) = call(
+            reqwest::Method::GET,
+            &format!("{}/orgs/octo/packages?package_type=container", gh.url),
+            Some("tok-admin"),
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+    }
+}
