@@ -734,13 +734,14 @@ fn validate_retain(
             .get(host)
             .map_or_else(|| Flavor::for_host(host), |r| r.flavor);
         match flavor {
-            Flavor::Dockerhub => {
-                return Err(repo_err(&format!(
-                    "{host} deletes tags only through the Docker Hub API, which this version of ferry does not use for deletion yet"
-                )))
-            }
-            Flavor::Ghcr if repository.repository.trim_end_matches('/').split('/').count() < 2
-                && repository.selector != Selector::Wildcard =>
+            Flavor::Ghcr
+                if repository
+                    .repository
+                    .trim_end_matches('/')
+                    .split('/')
+                    .count()
+                    < 2
+                    && repository.selector != Selector::Wildcard =>
             {
                 return Err(repo_err("a GHCR repository is OWNER/PACKAGE"));
             }

@@ -98,6 +98,9 @@ pub struct ManifestRecord {
     pub digest: Digest,
     pub tags: Vec<String>,
     pub created: Option<std::time::SystemTime>,
+    /// The child manifests (with platforms) when the API tells them (Docker Hub's `images`),
+    /// so the inventory needs no manifest reads; `None` when they must be read.
+    pub children: Option<Vec<(Digest, Option<String>)>>,
 }
 
 /// What a manifest `HEAD` tells: enough to decide whether a copy is needed.

@@ -104,6 +104,13 @@ async fn created_of(
 /// Every image of a repository: tagged manifests, the children of indexes (recursively), and
 /// referrers found through cosign-style tags. An index's creation time is its newest child's.
 pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, RegistryError> {
+    // Where the registry's own API describes the repository whole (Docker Hub's tag list),
+    // read nothing else: every manifest GET there counts against the pull limit.
+    if let Some(records) = registry.manifest_records(repo).await? {
+        if !records.is_empty() && records.iter().all(|r| r.children.is_some()) {
+            return Ok(from_records(records));
+        }
+    }
     let tags = registry.list_tags(repo).await?;
     let heads: Vec<(String, Digest)> = futures::stream::iter(tags)
         .map(|tag| async move {
@@ -214,6 +221,37 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
     let mut out: Vec<Image> = images.into_values().collect();
     out.sort_by(|a, b| a.digest.cmp(&b.digest));
     Ok(out)
+}
+
+/// Images from records that carry their children (platform manifests are untagged images
+/// as old as their parent).
+fn from_records(records: Vec<crate::registry::ManifestRecord>) -> Vec<Image> {
+    let mut images: BTreeMap<Digest, Image> = BTreeMap::new();
+    for r in &records {
+        for (child, _) in r.children.iter().flatten() {
+            images.entry(child.clone()).or_insert_with(|| Image {
+                digest: child.clone(),
+                tags: Vec::new(),
+                created: r.created,
+                children: Vec::new(),
+                subject: None,
+            });
+        }
+    }
+    for r in records {
+        let subject = r.tags.iter().find_map(|t| tag_subject(t));
+        images.insert(
+            r.digest.clone(),
+            Image {
+                digest: r.digest,
+                tags: r.tags,
+                created: r.created,
+                children: r.children.unwrap_or_default(),
+                subject,
+            },
+        );
+    }
+    images.into_values().collect()
 }
 
 /// How old, for messages: whole days.

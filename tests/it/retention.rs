@@ -416,3 +416,89 @@ async fn on_ghcr_the_same_decisions_become_package_version_deletions() {
     let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(v["totals"]["deleted"], expected.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_docker_hub_the_same_decisions_become_tag_deletions_without_pulls() {
+    // Docker Hub's tag API describes the repository (digests, push times, platforms), so the
+    // inventory costs no pull; deletion removes tags through the Hub API.
+    let reg = Registry::start().await;
+    let s = scenario_in(&reg, "myorg/app").await;
+    let mut tags = Vec::new();
+    for tag in reg.pusher().tags("myorg/app").await {
+        let (_, bytes, digest) = reg.pusher().manifest("myorg/app", &tag).await.unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let platforms = doc["manifests"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|c| {
+                        (
+                            c["digest"].as_str().unwrap().to_string(),
+                            c["platform"]["os"].as_str().unwrap().to_string(),
+                            c["platform"]["architecture"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.push(HubTag {
+            name: tag,
+            digest,
+            last_pushed: "2024-01-01T00:00:00.000000Z".into(),
+            platforms,
+        });
+    }
+    let hub = HubFake::start(
+        &[("myorg", "app", false)],
+        &[("me", "dckr_pat_canary_5e1")],
+        3,
+        1000,
+    )
+    .await;
+    hub.set_tags("myorg/app", tags);
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"docker.io\"]\nendpoint = \"{}\"\ninsecure = true\napi = \"{}\"\nauth = {{ username = \"me\", password_env = \"HUB_PAT\" }}\n[[retain]]\nrepository = \"docker.io/myorg/app\"\n{RULE}\n",
+            reg.url, hub.url
+        ),
+    );
+    let p = p.to_str().unwrap();
+    reg.sync_log().await;
+    let pulls_before = reg.count_requests("GET", "/manifests/");
+    let shown = ferry(&["plan", p], &[("HUB_PAT", "dckr_pat_canary_5e1")]).await;
+    shown.assert_code(0);
+    assert!(
+        shown.stdout.contains("delete: signature of deleted pr-2"),
+        "{}",
+        shown.stdout
+    );
+
+    let run = ferry(&["run", p], &[("HUB_PAT", "dckr_pat_canary_5e1")]).await;
+    run.assert_code(0);
+    assert!(!run.stderr.contains("dckr_pat_canary") && !run.stdout.contains("dckr_pat_canary"));
+    let mut left = hub.tags("myorg/app");
+    left.sort();
+    let mut kept: Vec<String> = s.kept.iter().map(|(t, _)| t.to_string()).collect();
+    kept.push("pr-3".into()); // pr-3 is also `stable`: kept with both tags
+    kept.sort();
+    assert_eq!(left, kept);
+    let deletes: Vec<String> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        4,
+        "pr-1, pr-2, its signature, pr-4: {deletes:?}"
+    );
+    assert!(deletes.iter().all(|r| r.ends_with("auth=yes")));
+    reg.sync_log().await;
+    assert_eq!(
+        reg.count_requests("GET", "/manifests/"),
+        pulls_before,
+        "no pull was spent"
+    );
+}

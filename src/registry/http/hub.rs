@@ -1,9 +1,15 @@
-//! Docker Hub's repository API: the namespace listing behind `docker.io/NAMESPACE/*`
-//! (Hub has no catalog), with a login for private repositories.
+//! Docker Hub's API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
+//! (Hub has no catalog), the tag listing that retention reads instead of pulling manifests
+//! (every manifest GET counts against the pull limit), and tag deletion. Logs in with the
+//! registry credentials (a personal access token) for private repositories and deletes, and
+//! waits out the API's own `X-RateLimit-*` budget and 429s.
+
+use std::collections::BTreeMap;
 
 use reqwest::header::{self, HeaderValue};
 use reqwest::Method;
 use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
@@ -11,43 +17,46 @@ use super::{HttpRegistry, MAX_PAGES};
 use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::{self, Event};
+use crate::registry::{Digest, ManifestRecord};
+
+/// A page of a Hub API listing.
+#[derive(Deserialize)]
+struct Page<T> {
+    next: Option<String>,
+    #[serde(default = "Vec::new")]
+    results: Vec<T>,
+}
 
 impl HttpRegistry {
-    /// Docker Hub has no catalog: list a namespace's repositories through the Hub API.
-    pub(super) async fn hub_repositories(&self, api: &Url, prefix: &str) -> Result<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Page {
-            next: Option<String>,
-            #[serde(default)]
-            results: Vec<Repo>,
-        }
-        #[derive(Deserialize)]
-        struct Repo {
-            name: String,
-            namespace: Option<String>,
-        }
-        let namespace = prefix.trim_end_matches('/');
-        if namespace.is_empty() || namespace.contains('/') {
-            return Err(RegistryError::NoCatalog {
-                registry: self.name.clone(),
-                reason: format!("Docker Hub lists repositories per namespace, and `{prefix}` is not one namespace"),
-            });
-        }
-        let bearer = self.hub_login(api).await?;
-        let mut url = api
-            .join(&format!("/v2/repositories/{namespace}/?page_size=100"))
-            .map_err(|e| RegistryError::Protocol {
-                url: api.to_string(),
-                reason: format!("cannot build URL: {e}"),
-            })?;
-        let mut repos = Vec::new();
+    pub(super) fn hub_api(&self) -> Result<&Url> {
+        self.api.as_ref().ok_or_else(|| RegistryError::Protocol {
+            url: self.name.clone(),
+            reason: "no Docker Hub API URL (set `api` for this registry)".into(),
+        })
+    }
+
+    fn hub_url(&self, api: &Url, path: &str) -> Result<Url> {
+        api.join(path).map_err(|e| RegistryError::Protocol {
+            url: api.to_string(),
+            reason: format!("cannot build URL: {e}"),
+        })
+    }
+
+    /// One Hub API request, waiting out its rate limit (at most `retries` times for a 429).
+    async fn hub_send(
+        &self,
+        method: Method,
+        url: &Url,
+        bearer: Option<&secrecy::SecretString>,
+    ) -> Result<reqwest::Response> {
+        let api_host = url.host_str().unwrap_or("the Docker Hub API").to_string();
         let mut waits_left = self.retries;
-        for _ in 0..MAX_PAGES {
-            let mut req = self.client.get(url.clone());
-            if let Some(b) = &bearer {
+        loop {
+            let mut req = self.client.request(method.clone(), url.clone());
+            if let Some(b) = bearer {
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", b.expose_secret()))
                     .map_err(|_| RegistryError::Auth {
-                        url: api.to_string(),
+                        url: url.to_string(),
                         reason: "the Hub token is not a valid header value".into(),
                     })?;
                 v.set_sensitive(true);
@@ -56,44 +65,54 @@ impl HttpRegistry {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| RegistryError::transport("GET", &url, e))?;
-            // The Hub API has its own budget (X-RateLimit-*): wait it out, as the registry's.
+                .map_err(|e| RegistryError::transport(&method, url, e))?;
             if let Some(wait) = hub_wait(resp.headers(), resp.status()) {
-                let api_host = api.host_str().unwrap_or("the Docker Hub API").to_string();
                 if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
                     if waits_left == 0 {
-                        return Err(self.status_error(&Method::GET, &url, resp).await);
+                        return Err(self.status_error(&method, url, resp).await);
                     }
                     waits_left -= 1;
                     self.throttle.notify(Event::Waiting {
-                        registry: api_host,
+                        registry: api_host.clone(),
                         duration: wait,
                         reason: "Docker Hub API rate limit".into(),
                     });
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                // A successful page that spent the budget: the next one waits.
+                // A successful answer that spent the budget: the next request waits.
                 self.throttle.notify(Event::Waiting {
-                    registry: api_host,
+                    registry: api_host.clone(),
                     duration: wait,
                     reason: "Docker Hub API rate limit reached".into(),
                 });
                 tokio::time::sleep(wait).await;
             }
+            return Ok(resp);
+        }
+    }
+
+    /// Every item of a listing paged by `next` (followed only on the API's own host).
+    async fn hub_pages<T: DeserializeOwned>(
+        &self,
+        api: &Url,
+        first: Url,
+        bearer: Option<&secrecy::SecretString>,
+    ) -> Result<Vec<T>> {
+        let mut url = first;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let resp = self.hub_send(Method::GET, &url, bearer).await?;
             if !resp.status().is_success() {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
-            let page: Page = resp.json().await.map_err(|e| RegistryError::Protocol {
+            let page: Page<T> = resp.json().await.map_err(|e| RegistryError::Protocol {
                 url: url.to_string(),
                 reason: format!("unexpected answer from the Docker Hub API: {e}"),
             })?;
-            for r in page.results {
-                let ns = r.namespace.unwrap_or_else(|| namespace.to_string());
-                repos.push(format!("{ns}/{}", r.name));
-            }
+            out.extend(page.results);
             match page.next.filter(|n| !n.is_empty()) {
-                None => return Ok(repos),
+                None => return Ok(out),
                 Some(n) => {
                     let next = url.join(&n).map_err(|e| RegistryError::Protocol {
                         url: url.to_string(),
@@ -114,6 +133,123 @@ impl HttpRegistry {
             url: url.to_string(),
             reason: format!("more than {MAX_PAGES} pages: the API's paging loops"),
         })
+    }
+
+    /// Docker Hub has no catalog: list a namespace's repositories through the Hub API.
+    pub(super) async fn hub_repositories(&self, api: &Url, prefix: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Repo {
+            name: String,
+            namespace: Option<String>,
+        }
+        let namespace = prefix.trim_end_matches('/');
+        if namespace.is_empty() || namespace.contains('/') {
+            return Err(RegistryError::NoCatalog {
+                registry: self.name.clone(),
+                reason: format!("Docker Hub lists repositories per namespace, and `{prefix}` is not one namespace"),
+            });
+        }
+        let bearer = self.hub_login(api).await?;
+        let first = self.hub_url(api, &format!("/v2/repositories/{namespace}/?page_size=100"))?;
+        let repos: Vec<Repo> = self.hub_pages(api, first, bearer.as_ref()).await?;
+        Ok(repos
+            .into_iter()
+            .map(|r| {
+                let ns = r.namespace.unwrap_or_else(|| namespace.to_string());
+                format!("{ns}/{}", r.name)
+            })
+            .collect())
+    }
+
+    /// Every tag of a repository from the Hub API, grouped by digest, with the per-platform
+    /// manifests of multi-platform images: retention's inventory without a single pull.
+    pub(super) async fn hub_records(&self, repo: &str) -> Result<Vec<ManifestRecord>> {
+        #[derive(Deserialize)]
+        struct Tag {
+            name: String,
+            digest: Option<String>,
+            tag_last_pushed: Option<String>,
+            last_updated: Option<String>,
+            #[serde(default)]
+            images: Vec<Platform>,
+        }
+        #[derive(Deserialize)]
+        struct Platform {
+            digest: Option<String>,
+            os: Option<String>,
+            architecture: Option<String>,
+            variant: Option<String>,
+        }
+        let api = self.hub_api()?.clone();
+        let bearer = self.hub_login(&api).await?;
+        let first = self.hub_url(
+            &api,
+            &format!("/v2/repositories/{repo}/tags/?page_size=100"),
+        )?;
+        let tags: Vec<Tag> = self.hub_pages(&api, first, bearer.as_ref()).await?;
+        let mut by_digest: BTreeMap<Digest, ManifestRecord> = BTreeMap::new();
+        for t in tags {
+            let Some(digest) = t.digest.as_deref().and_then(Digest::parse) else {
+                continue;
+            };
+            let pushed = t
+                .tag_last_pushed
+                .or(t.last_updated)
+                .and_then(|p| humantime::parse_rfc3339_weak(p.trim_end_matches('Z')).ok());
+            // Hub lists a single-platform image as its own one entry; an index, its children.
+            let children: Vec<(Digest, Option<String>)> = t
+                .images
+                .iter()
+                .filter_map(|i| {
+                    let d = i.digest.as_deref().and_then(Digest::parse)?;
+                    let platform = match (&i.os, &i.architecture) {
+                        (Some(os), Some(arch)) => Some(match &i.variant {
+                            Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+                            _ => format!("{os}/{arch}"),
+                        }),
+                        _ => None,
+                    };
+                    Some((d, platform))
+                })
+                .filter(|(d, _)| d != &digest)
+                .collect();
+            let record = by_digest.entry(digest.clone()).or_insert(ManifestRecord {
+                id: String::new(),
+                digest,
+                tags: Vec::new(),
+                created: pushed,
+                children: Some(children),
+            });
+            record.tags.push(t.name);
+            record.created = record.created.max(pushed);
+        }
+        Ok(by_digest.into_values().collect())
+    }
+
+    /// Delete every tag pointing at `digest` through the Hub API (Hub deletes tags, and an
+    /// image goes with its last tag). Returns the tags deleted, for the audit.
+    pub(super) async fn hub_delete(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let api = self.hub_api()?.clone();
+        let Some(bearer) = self.hub_login(&api).await? else {
+            return Err(RegistryError::Credentials {
+                registry: self.name.clone(),
+                reason: "deleting on Docker Hub needs a login: give `auth = { username = \"…\", password_env = \"…\" }` with a personal access token that may delete".into(),
+            });
+        };
+        let records = self.hub_records(repo).await?;
+        let Some(record) = records.into_iter().find(|r| &r.digest == digest) else {
+            // No tag points at it (a platform manifest of an index): Docker Hub removes it
+            // with the image whose tags are deleted.
+            return Ok(None);
+        };
+        for tag in &record.tags {
+            let url = self.hub_url(&api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
+            let resp = self.hub_send(Method::DELETE, &url, Some(&bearer)).await?;
+            if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
+                return Err(self.status_error(&Method::DELETE, &url, resp).await);
+            }
+        }
+        Ok(Some(format!("tags {}", record.tags.join(", "))))
     }
 
     /// Log in to the Hub API with the registry credentials (private repositories are listed

@@ -436,8 +436,8 @@ impl HttpRegistry {
     }
 
     async fn list_repositories_once(&self, prefix: &str) -> Result<Vec<String>> {
-        if self.name == DOCKER_HUB {
-            let api = self.api.clone().expect("docker.io always has an API URL");
+        if self.flavor == Flavor::Dockerhub {
+            let api = self.hub_api()?.clone();
             return self.hub_repositories(&api, prefix).await;
         }
         #[derive(Deserialize)]
@@ -762,8 +762,10 @@ impl Registry for HttpRegistry {
     }
 
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
-        if self.flavor == Flavor::Ghcr {
-            return self.delete_version(repo, digest).await;
+        match self.flavor {
+            Flavor::Ghcr => return self.delete_version(repo, digest).await,
+            Flavor::Dockerhub => return self.hub_delete(repo, digest).await,
+            Flavor::Distribution => {}
         }
         self.retry("DELETE manifest", || {
             self.delete_manifest_once(repo, digest)
@@ -773,8 +775,15 @@ impl Registry for HttpRegistry {
     }
 
     async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
-        if self.flavor != Flavor::Ghcr {
-            return Ok(None);
+        match self.flavor {
+            Flavor::Distribution => return Ok(None),
+            Flavor::Dockerhub => {
+                return self
+                    .retry("list Docker Hub tags", || self.hub_records(repo))
+                    .await
+                    .map(Some)
+            }
+            Flavor::Ghcr => {}
         }
         let (api, owner, package) = self.packages_for(repo)?;
         let versions = self
@@ -788,6 +797,7 @@ impl Registry for HttpRegistry {
                     digest: v.digest,
                     tags: v.tags,
                     created: v.created,
+                    children: None,
                 })
                 .collect(),
         ))

@@ -29,6 +29,20 @@ struct Inner {
     window: std::time::Duration,
     used: Mutex<(std::time::Instant, std::time::SystemTime, u64)>,
     requests: Mutex<Vec<String>>,
+    /// "ns/repo" -> tags, as Hub's tag API shows them.
+    tags: Mutex<BTreeMap<String, Vec<HubTag>>>,
+}
+
+/// A tag as Hub's API shows it: the digest it points at, when it was pushed, and for a
+/// multi-platform image the per-platform manifests (`images`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubTag {
+    pub name: String,
+    pub digest: String,
+    pub last_pushed: String,
+    /// (digest, os, architecture) of each platform manifest of an index; empty for a
+    /// single-platform image (Hub then lists the image itself).
+    pub platforms: Vec<(String, String, String)>,
 }
 
 /// A running fake; dropped with the test.
@@ -93,15 +107,41 @@ impl HubFake {
             window,
             used: Mutex::new((std::time::Instant::now(), std::time::SystemTime::now(), 0)),
             requests: Mutex::new(Vec::new()),
+            tags: Mutex::new(BTreeMap::new()),
         });
         let app = Router::new()
             .route("/v2/users/login", post(login))
             .route("/v2/repositories/{namespace}/", get(list))
+            .route("/v2/repositories/{namespace}/{repo}/tags/", get(list_tags))
+            .route(
+                "/v2/repositories/{namespace}/{repo}/tags/{tag}/",
+                axum::routing::delete(delete_tag),
+            )
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         HubFake { url, inner, task }
+    }
+
+    /// Give `ns/repo` these tags in the tag API.
+    pub fn set_tags(&self, repository: &str, tags: Vec<HubTag>) {
+        self.inner
+            .tags
+            .lock()
+            .expect("hub tags")
+            .insert(repository.to_string(), tags);
+    }
+
+    /// The tags `ns/repo` still has.
+    pub fn tags(&self, repository: &str) -> Vec<String> {
+        self.inner
+            .tags
+            .lock()
+            .expect("hub tags")
+            .get(repository)
+            .map(|t| t.iter().map(|t| t.name.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Every request line seen (`GET /v2/...?query auth=yes|no`).
@@ -269,4 +309,130 @@ async fn list(
         Json(json!({"count": visible.len(), "next": next, "previous": null, "results": results})),
     )
         .into_response()
+}
+
+/// The user a `Authorization: Bearer` header logs in as, if valid.
+fn bearer_user(inner: &Inner, headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    inner
+        .users
+        .iter()
+        .find(|(u, _)| auth == format!("Bearer {}", token_for(u)))
+        .map(|(u, _)| u.clone())
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page_size: Option<usize>,
+    page: Option<usize>,
+}
+
+/// `GET /v2/repositories/{namespace}/{repo}/tags/`: paged by `next`, each tag with its digest,
+/// `tag_last_pushed` and `images` (one per platform).
+async fn list_tags(
+    State(inner): State<Arc<Inner>>,
+    Path((namespace, repo)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    inner.requests.lock().expect("hub requests").push(format!(
+        "GET /v2/repositories/{namespace}/{repo}/tags/ page={:?} auth={}",
+        q.page,
+        if bearer_user(&inner, &headers).is_some() {
+            "yes"
+        } else {
+            "no"
+        }
+    ));
+    if let Some(r) = spend(&inner) {
+        return r;
+    }
+    let key = format!("{namespace}/{repo}");
+    let all = inner.tags.lock().expect("hub tags").get(&key).cloned();
+    let Some(all) = all else {
+        return (
+            StatusCode::NOT_FOUND,
+            rate_headers(&inner),
+            Json(json!({"message": "object not found", "errinfo": {}})),
+        )
+            .into_response();
+    };
+    let size = q.page_size.unwrap_or(10).clamp(1, inner.page_cap);
+    let page = q.page.unwrap_or(1).max(1);
+    let start = (page - 1) * size;
+    let results: Vec<serde_json::Value> = all
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|t| {
+            let images: Vec<serde_json::Value> = if t.platforms.is_empty() {
+                vec![json!({"architecture": "amd64", "os": "linux", "digest": t.digest, "size": 1024, "status": "active"})]
+            } else {
+                t.platforms
+                    .iter()
+                    .map(|(d, os, arch)| json!({"architecture": arch, "os": os, "digest": d, "size": 1024, "status": "active"}))
+                    .collect()
+            };
+            json!({"name": t.name, "digest": t.digest, "last_updated": t.last_pushed,
+                   "tag_last_pushed": t.last_pushed, "tag_last_pulled": t.last_pushed,
+                   "tag_status": "active", "media_type": if t.platforms.is_empty() { "application/vnd.oci.image.manifest.v1+json" } else { "application/vnd.oci.image.index.v1+json" },
+                   "images": images})
+        })
+        .collect();
+    let next = (start + size < all.len()).then(|| {
+        format!(
+            "{}/v2/repositories/{namespace}/{repo}/tags/?page={}&page_size={size}",
+            inner.base,
+            page + 1
+        )
+    });
+    (
+        StatusCode::OK,
+        rate_headers(&inner),
+        Json(json!({"count": all.len(), "next": next, "previous": null, "results": results})),
+    )
+        .into_response()
+}
+
+/// `DELETE /v2/repositories/{namespace}/{repo}/tags/{tag}/`: 204, with a JWT from the login.
+async fn delete_tag(
+    State(inner): State<Arc<Inner>>,
+    Path((namespace, repo, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let user = bearer_user(&inner, &headers);
+    inner.requests.lock().expect("hub requests").push(format!(
+        "DELETE /v2/repositories/{namespace}/{repo}/tags/{tag}/ auth={}",
+        if user.is_some() { "yes" } else { "no" }
+    ));
+    if let Some(r) = spend(&inner) {
+        return r;
+    }
+    if user.is_none() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            rate_headers(&inner),
+            Json(json!({"detail": "Authentication credentials were not provided."})),
+        )
+            .into_response();
+    }
+    let key = format!("{namespace}/{repo}");
+    let mut tags = inner.tags.lock().expect("hub tags");
+    let Some(list) = tags.get_mut(&key) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "object not found", "errinfo": {}})),
+        )
+            .into_response();
+    };
+    let before = list.len();
+    list.retain(|t| t.name != tag);
+    if list.len() == before {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "tag not found", "errinfo": {}})),
+        )
+            .into_response();
+    }
+    (StatusCode::NO_CONTENT, rate_headers(&inner)).into_response()
 }
