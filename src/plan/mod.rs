@@ -916,10 +916,8 @@ to   = "ghcr.io/myorg/mirror/nginx"
         assert_eq!(r.rule.max_deletions, Some(100));
         assert!(r.rule.untagged);
         assert_eq!(p.hosts(), vec!["reg.example:5000"]);
-        assert!(
-            err("version = 1\n[[retain]]\nrepository = \"docker.io/org/app\"\n")
-                .contains("Docker Hub API")
-        );
+        let p = parse("version = 1\n[[retain]]\nrepository = \"docker.io/org/app\"\n").unwrap();
+        assert_eq!(p.registry("docker.io").flavor, Flavor::Dockerhub);
         let p = parse("version = 1\n[[retain]]\nrepository = \"ghcr.io/org/app\"\n").unwrap();
         assert_eq!(p.registry("ghcr.io").flavor, Flavor::Ghcr);
         assert!(
