@@ -263,6 +263,9 @@ pub async fn preview(item: &Item) -> Preview {
 /// Where a blob is known to exist in a target registry during this run.
 type BlobKey = (String, Digest);
 
+/// A manifest in a repository of a target registry.
+type ManifestKey = (String, String, Digest);
+
 /// The copy engine for one run.
 pub struct Engine {
     reporter: Arc<dyn Reporter>,
@@ -273,6 +276,10 @@ pub struct Engine {
     /// also makes a second copier of the same blob wait for the first instead of
     /// transferring it again.
     blobs: std::sync::Mutex<HashMap<BlobKey, Arc<Mutex<Option<String>>>>>,
+    /// Per (target registry, repository, digest): one writer of a child manifest at a time.
+    /// Two images sharing a platform manifest must not PUT it concurrently: distribution can
+    /// then answer the parent's PUT with MANIFEST_BLOB_UNKNOWN.
+    manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<Mutex<()>>>>,
     journal: Arc<dyn Journal>,
     /// Stop starting new images.
     stop: CancellationToken,
@@ -288,6 +295,7 @@ impl Engine {
             transfers: Arc::new(Semaphore::new(concurrency.max(1))),
             concurrency: concurrency.max(1),
             blobs: std::sync::Mutex::new(HashMap::new()),
+            manifests: std::sync::Mutex::new(HashMap::new()),
             journal: Arc::new(NoJournal),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -428,10 +436,15 @@ impl Engine {
             .map_err(source_err)?;
         let counters = Counters::default();
         self.copy_tree(item, &manifest, 0, &counters).await?;
-        dst.registry
-            .put_manifest(&dst.repo, &target_reference, &manifest)
-            .await
-            .map_err(target_err)?;
+        {
+            // Tags of one digest (v2.0.0 and latest) are PUT one at a time, as children are.
+            let slot = self.manifest_slot(dst, &digest);
+            let _writing = slot.lock().await;
+            dst.registry
+                .put_manifest(&dst.repo, &target_reference, &manifest)
+                .await
+                .map_err(target_err)?;
+        }
         let stats = ImageStats {
             bytes: counters.bytes.load(Ordering::Relaxed),
             transferred: counters.transferred.load(Ordering::Relaxed),
@@ -441,6 +454,19 @@ impl Engine {
             manifests: counters.manifests.load(Ordering::Relaxed),
         };
         Ok(Outcome::Copied { digest, stats })
+    }
+
+    fn manifest_slot(&self, dst: &Endpoint, digest: &Digest) -> Arc<Mutex<()>> {
+        self.manifests
+            .lock()
+            .expect("manifest map")
+            .entry((
+                dst.registry.name().to_string(),
+                dst.repo.clone(),
+                digest.clone(),
+            ))
+            .or_default()
+            .clone()
     }
 
     /// Copy what a manifest references (children first, recursively), not the manifest.
@@ -501,6 +527,8 @@ impl Engine {
         let (src, dst) = (&item.source, &item.target);
         let child_src = join_ref(&src.display(), child.digest.as_str());
         let child_dst = join_ref(&dst.display(), child.digest.as_str());
+        let slot = self.manifest_slot(dst, &child.digest);
+        let _writing = slot.lock().await;
         let present = dst
             .registry
             .head_manifest(&dst.repo, child.digest.as_str())
