@@ -300,67 +300,18 @@ async fn one_plan_copies_then_prunes_the_mirror() {
 async fn on_ghcr_the_same_decisions_become_package_version_deletions() {
     // The images live in a real registry standing in for ghcr.io; the package versions (ids,
     // push times, tags) in the GitHub Packages API fake, which is where GHCR deletes.
-    let reg = Registry::start().await;
-    let s = scenario_in(&reg, "myorg/app").await;
-    let mut versions: Vec<(String, Vec<String>)> = Vec::new();
-    let mut add = |img: &Image, tags: &[&str]| {
-        if let Some(v) = versions.iter_mut().find(|(d, _)| d == &img.digest) {
-            v.1.extend(tags.iter().map(|t| t.to_string()));
-        } else {
-            versions.push((
-                img.digest.clone(),
-                tags.iter().map(|t| t.to_string()).collect(),
-            ));
-        }
-        for c in &img.children {
-            if !versions.iter().any(|(d, _)| d == &c.digest) {
-                versions.push((c.digest.clone(), Vec::new()));
-            }
-        }
-    };
-    for (tag, img) in &s.kept {
-        add(img, &[tag]);
-    }
-    for img in &s.deleted {
-        add(img, &[]);
-    }
-    for tag in reg.pusher().tags("myorg/app").await {
-        let (_, _, digest) = reg.pusher().manifest("myorg/app", &tag).await.unwrap();
-        if let Some(v) = versions.iter_mut().find(|(d, _)| d == &digest) {
-            if !v.1.contains(&tag) {
-                v.1.push(tag);
-            }
-        }
-    }
-    let fake = GitHubFake::start(&[
-        (
-            "ghp_canary_rw_7f3a",
-            "bot",
-            &["read:packages", "delete:packages"],
-        ),
-        ("ghp_canary_ro_9c1b", "bot", &["read:packages"]),
-    ])
-    .await;
-    let rows: Vec<(String, String, Vec<String>)> = versions
-        .iter()
-        .map(|(d, t)| (d.clone(), "2024-01-01T00:00:00Z".to_string(), t.clone()))
-        .collect();
-    let rows_ref: Vec<(&str, &str, Vec<&str>)> = rows
-        .iter()
-        .map(|(d, c, t)| {
+    let (reg, s, fake) = ghcr_scenario(
+        0,
+        &[
             (
-                d.as_str(),
-                c.as_str(),
-                t.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
-    let args: Vec<(&str, &str, &[&str], u64)> = rows_ref
-        .iter()
-        .map(|(d, c, t)| (*d, *c, t.as_slice(), 0))
-        .collect();
-    fake.add_package(Some("myorg"), "app", false, &args);
-
+                "ghp_canary_rw_7f3a",
+                "bot",
+                &["read:packages", "delete:packages"],
+            ),
+            ("ghp_canary_ro_9c1b", "bot", &["read:packages"]),
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let p = plan(
         dir.path(),
@@ -501,4 +452,98 @@ async fn on_docker_hub_the_same_decisions_become_tag_deletions_without_pulls() {
         pulls_before,
         "no pull was spent"
     );
+}
+
+/// The scenario in a real registry plus its package versions in the GitHub fake.
+async fn ghcr_scenario(
+    public_downloads: u64,
+    tokens: &[(&str, &str, &[&str])],
+) -> (Registry, Scenario, GitHubFake) {
+    let reg = Registry::start().await;
+    let s = scenario_in(&reg, "myorg/app").await;
+    let mut versions: Vec<(String, Vec<String>)> = Vec::new();
+    for img in s.kept.iter().map(|(_, i)| i).chain(s.deleted.iter()) {
+        for d in std::iter::once(&img.digest).chain(img.children.iter().map(|c| &c.digest)) {
+            if !versions.iter().any(|(v, _)| v == d) {
+                versions.push((d.clone(), Vec::new()));
+            }
+        }
+    }
+    for tag in reg.pusher().tags("myorg/app").await {
+        let (_, _, digest) = reg.pusher().manifest("myorg/app", &tag).await.unwrap();
+        if let Some(v) = versions.iter_mut().find(|(d, _)| d == &digest) {
+            v.1.push(tag);
+        }
+    }
+    let fake = GitHubFake::start(tokens).await;
+    let pr1 = s.deleted[0].digest.clone();
+    let rows: Vec<(String, Vec<String>, u64)> = versions
+        .into_iter()
+        .map(|(d, t)| {
+            let downloads = if d == pr1 { public_downloads } else { 0 };
+            (d, t, downloads)
+        })
+        .collect();
+    let tags: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|(_, t, _)| t.iter().map(String::as_str).collect())
+        .collect();
+    let args: Vec<(&str, &str, &[&str], u64)> = rows
+        .iter()
+        .zip(&tags)
+        .map(|((d, _, n), t)| (d.as_str(), "2024-01-01T00:00:00Z", t.as_slice(), *n))
+        .collect();
+    fake.add_package(Some("myorg"), "app", true, &args);
+    (reg, s, fake)
+}
+
+fn ghcr_plan(dir: &std::path::Path, reg: &Registry, fake: &GitHubFake) -> String {
+    let p = plan(
+        dir,
+        &format!(
+            "version = 1\n[registry.\"{a}\"]\ninsecure = true\nflavor = \"ghcr\"\napi = \"{api}\"\nauth = {{ username = \"bot\", password_env = \"GHCR_TOKEN\" }}\n[[retain]]\nrepository = \"{a}/myorg/*\"\n{RULE}\n",
+            a = reg.addr,
+            api = fake.url
+        ),
+    );
+    p.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghcr_secondary_limits_are_waited_out_and_refusals_reported() {
+    // Two deletes per 2 s window; pr-1 is public with 6,000 downloads (GitHub refuses it).
+    // The wildcard expands through the Packages API (GHCR has no catalog).
+    let (reg, s, fake) = ghcr_scenario(
+        6000,
+        &[("ghp_rw", "bot", &["read:packages", "delete:packages"])],
+    )
+    .await;
+    fake.set_limits(10_000, 2, std::time::Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let p = ghcr_plan(dir.path(), &reg, &fake);
+    let run = ferry(
+        &["run", "--progress", "plain", &p],
+        &[("GHCR_TOKEN", "ghp_rw")],
+    )
+    .await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("GitHub API rate limit"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("more than 5000 downloads"),
+        "{}",
+        run.stderr
+    );
+    let deleted: std::collections::BTreeSet<String> = fake
+        .versions(Some("myorg"), "app", true)
+        .into_iter()
+        .filter(|v| v.deleted)
+        .map(|v| v.digest)
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        s.deleted[1..].iter().map(|i| i.digest.clone()).collect();
+    assert_eq!(deleted, expected, "everything but the refused pr-1");
 }
