@@ -106,10 +106,9 @@ async fn created_of(
 pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, RegistryError> {
     // Where the registry's own API describes the repository whole (Docker Hub's tag list),
     // read nothing else: every manifest GET there counts against the pull limit.
-    if let Some(records) = registry.manifest_records(repo).await? {
-        if !records.is_empty() && records.iter().all(|r| r.children.is_some()) {
-            return Ok(from_records(records));
-        }
+    let records = registry.manifest_records(repo).await?.unwrap_or_default();
+    if !records.is_empty() && records.iter().all(|r| r.children.is_some()) {
+        return Ok(from_records(records));
     }
     let tags = registry.list_tags(repo).await?;
     let heads: Vec<(String, Digest)> = futures::stream::iter(tags)
@@ -127,7 +126,6 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
     }
     // Where the registry has its own records (GHCR's package versions): push times, and the
     // untagged manifests the distribution API cannot list.
-    let records = registry.manifest_records(repo).await?.unwrap_or_default();
     let pushed: HashMap<Digest, Option<SystemTime>> = records
         .iter()
         .map(|r| (r.digest.clone(), r.created))

@@ -336,6 +336,7 @@ async fn on_ghcr_the_same_decisions_become_package_version_deletions() {
         .iter()
         .all(|v| !v.deleted));
 
+    let before_rw = fake.requests().len();
     let run = ferry(
         &["-vv", "run", "--progress", "plain", p],
         &[("GHCR_TOKEN", "ghp_canary_rw_7f3a")],
@@ -357,6 +358,12 @@ async fn on_ghcr_the_same_decisions_become_package_version_deletions() {
     // GHCR deletes through its API only: the registry API was not asked to delete anything.
     reg.sync_log().await;
     assert_eq!(reg.count_requests("DELETE", "/manifests/"), 0);
+    // One listing for the inventory, then one DELETE per version: no re-listing per deletion.
+    let listings = fake.requests()[before_rw..]
+        .iter()
+        .filter(|r| r.starts_with("GET /orgs/myorg/packages/container/app/versions"))
+        .count();
+    assert_eq!(listings, 1, "{:?}", fake.requests());
     let deletes = fake
         .requests()
         .iter()

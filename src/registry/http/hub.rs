@@ -236,8 +236,7 @@ impl HttpRegistry {
                 reason: "deleting on Docker Hub needs a login: give `auth = { username = \"…\", password_env = \"…\" }` with a personal access token that may delete".into(),
             });
         };
-        let records = self.hub_records(repo).await?;
-        let Some(record) = records.into_iter().find(|r| &r.digest == digest) else {
+        let Some(record) = self.record_of(repo, digest).await? else {
             // No tag points at it (a platform manifest of an index): Docker Hub removes it
             // with the image whose tags are deleted.
             return Ok(None);

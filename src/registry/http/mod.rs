@@ -5,6 +5,7 @@
 //! following the registry's challenge once. Error bodies are decoded into the message users
 //! read. Blob bodies are streamed both ways and verified while they flow.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -82,6 +83,9 @@ pub struct HttpRegistry {
     /// GHCR's Packages API, for listing packages and deleting versions.
     packages: Option<PackagesApi>,
     flavor: Flavor,
+    /// The records `manifest_records` last read per repository: deletions right after the
+    /// inventory look ids and tags up here instead of listing the repository again.
+    records: std::sync::Mutex<HashMap<String, Vec<ManifestRecord>>>,
     stall: std::time::Duration,
 }
 
@@ -137,6 +141,7 @@ impl HttpRegistry {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             packages,
             flavor: settings.flavor,
+            records: std::sync::Mutex::new(HashMap::new()),
             throttle,
             retries: settings.retries,
             stall: settings.stall_timeout,
@@ -370,6 +375,13 @@ impl HttpRegistry {
 }
 
 impl HttpRegistry {
+    fn cache_records(&self, repo: &str, records: &[ManifestRecord]) {
+        self.records
+            .lock()
+            .expect("records cache")
+            .insert(repo.to_string(), records.to_vec());
+    }
+
     fn no_packages_api(&self) -> RegistryError {
         RegistryError::Credentials {
             registry: self.name.clone(),
@@ -390,17 +402,41 @@ impl HttpRegistry {
     }
 
     /// GHCR: find the package version holding this digest and delete it.
+    /// The record of a manifest: from the inventory's read when there was one, else read now.
+    pub(super) async fn record_of(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        let cached = self
+            .records
+            .lock()
+            .expect("records cache")
+            .get(repo)
+            .map(|rs| rs.iter().find(|r| &r.digest == digest).cloned());
+        match cached {
+            Some(found) => Ok(found),
+            None => Ok(self
+                .manifest_records(repo)
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .find(|r| &r.digest == digest)),
+        }
+    }
+
     async fn delete_version(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         let (api, owner, package) = self.packages_for(repo)?;
-        let versions = self
-            .retry("list package versions", || api.versions(owner, package))
-            .await?;
-        let Some(version) = versions.into_iter().find(|v| &v.digest == digest) else {
+        let Some(version) = self.record_of(repo, digest).await? else {
             // Already gone: the decision holds.
             return Ok(None);
         };
-        api.delete(owner, package, version.id).await?;
-        Ok(Some(version.id.to_string()))
+        let id: u64 = version.id.parse().map_err(|_| RegistryError::Protocol {
+            url: format!("{}/{repo}@{digest}", self.name),
+            reason: format!("package version id {:?} is not a number", version.id),
+        })?;
+        api.delete(owner, package, id).await?;
+        Ok(Some(version.id))
     }
 }
 
@@ -778,10 +814,11 @@ impl Registry for HttpRegistry {
         match self.flavor {
             Flavor::Distribution => return Ok(None),
             Flavor::Dockerhub => {
-                return self
+                let records = self
                     .retry("list Docker Hub tags", || self.hub_records(repo))
-                    .await
-                    .map(Some)
+                    .await?;
+                self.cache_records(repo, &records);
+                return Ok(Some(records));
             }
             Flavor::Ghcr => {}
         }
@@ -789,18 +826,18 @@ impl Registry for HttpRegistry {
         let versions = self
             .retry("list package versions", || api.versions(owner, package))
             .await?;
-        Ok(Some(
-            versions
-                .into_iter()
-                .map(|v| ManifestRecord {
-                    id: v.id.to_string(),
-                    digest: v.digest,
-                    tags: v.tags,
-                    created: v.created,
-                    children: None,
-                })
-                .collect(),
-        ))
+        let records: Vec<ManifestRecord> = versions
+            .into_iter()
+            .map(|v| ManifestRecord {
+                id: v.id.to_string(),
+                digest: v.digest,
+                tags: v.tags,
+                created: v.created,
+                children: None,
+            })
+            .collect();
+        self.cache_records(repo, &records);
+        Ok(Some(records))
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
