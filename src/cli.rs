@@ -120,6 +120,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub recheck: bool,
 
+    /// Write a JSON report of the run here (schema: docs/report.md).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Write Prometheus text-format metrics here (for a node-exporter textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
     /// How to show progress: bars on a terminal, plain timestamped lines otherwise.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,

@@ -23,7 +23,10 @@ use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
 use crate::registry::throttle::Observer;
 use crate::registry::Registry;
-use crate::report::{error_chain, plural, BarReporter, PlainReporter, Reporter, Silent};
+use crate::report::files::{
+    item_row, metrics, write_private, Report, ReportDeletion, ReportTotals, REPORT_VERSION,
+};
+use crate::report::{error_chain, plural, timestamp, BarReporter, PlainReporter, Reporter, Silent};
 use crate::retention::{apply::apply, plan_policy};
 use crate::state::{RunOutcome, RunTotals, State, Write};
 
@@ -223,6 +226,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // Retention, after the copies: the same inventory and selection `ferry plan` shows.
     let mut deleted = 0usize;
+    let mut deletion_rows: Vec<ReportDeletion> = Vec::new();
     let mut retention_failures: Vec<String> = Vec::new();
     if !stop.is_cancelled() {
         for policy in &plan.retains {
@@ -266,6 +270,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                                 if tags.is_empty() { "untagged" } else { &tags },
                                 d.decision.reason
                             ));
+                            deletion_rows.push(ReportDeletion {
+                                repository: repo_plan.repository.clone(),
+                                digest: d.decision.digest.to_string(),
+                                tags: d.decision.tags.clone(),
+                                reason: d.decision.reason.clone(),
+                                version_id: version_id.clone(),
+                            });
                             state.record(Write::Deletion {
                                 run: run_id,
                                 registry: registry.name().to_string(),
@@ -346,6 +357,56 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // The copies stand; only the record of them is incomplete. Say so, loudly.
         eprintln!("error: saving the checkpoint failed: {}", error_chain(&e));
     }
+    let mut files_ok = true;
+    if args.report.is_some() || args.metrics.is_some() {
+        let ended = SystemTime::now();
+        let report = Report {
+            report_version: REPORT_VERSION,
+            ferry_version: env!("CARGO_PKG_VERSION"),
+            plan: args.plan.display().to_string(),
+            run: run_id,
+            started_at: timestamp(ended - totals.elapsed),
+            ended_at: timestamp(ended),
+            outcome: outcome.as_str().to_string(),
+            totals: ReportTotals {
+                copied: totals.copied,
+                present: totals.present,
+                failed: totals.failed + select_errors.len(),
+                interrupted: totals.interrupted,
+                deleted,
+                bytes: totals.bytes,
+                seconds: totals.elapsed.as_secs_f64(),
+            },
+            failures: failures.clone(),
+            items: results
+                .iter()
+                .map(|(item, o)| item_row(item, o.as_ref()))
+                .collect(),
+            deletions: deletion_rows,
+            registries: registries
+                .values()
+                .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
+                .collect(),
+        };
+        if let Some(path) = &args.report {
+            let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+            if let Err(e) = write_private(path, &json) {
+                eprintln!("error: writing the report {}: {e}", path.display());
+                files_ok = false;
+            }
+        }
+        if let Some(path) = &args.metrics {
+            let unix = ended
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let text = metrics(&report, unix, totals.elapsed);
+            if let Err(e) = write_private(path, text.as_bytes()) {
+                eprintln!("error: writing the metrics {}: {e}", path.display());
+                files_ok = false;
+            }
+        }
+    }
     let deleted = (!plan.retains.is_empty()).then_some(deleted);
     println!("{}", summary(&totals, select_errors.len(), deleted));
     if interrupted != 0 {
@@ -355,7 +416,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(interrupted));
     }
-    Ok(if failures.is_empty() {
+    Ok(if failures.is_empty() && files_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::exit::PARTIAL)

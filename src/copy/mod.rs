@@ -168,6 +168,8 @@ pub struct ImageStats {
     pub foreign: Vec<Digest>,
     /// Child manifests written.
     pub manifests: usize,
+    /// How long the copy of this image took.
+    pub elapsed: Duration,
 }
 
 #[derive(Default)]
@@ -379,6 +381,7 @@ impl Engine {
             source: e,
         };
 
+        let started = Instant::now();
         let src = &item.source;
         let dst = &item.target;
         let recorded = self.journal.done_digest(item);
@@ -452,6 +455,7 @@ impl Engine {
             existing: counters.existing.load(Ordering::Relaxed),
             foreign: counters.foreign.lock().expect("foreign list").clone(),
             manifests: counters.manifests.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
         };
         Ok(Outcome::Copied { digest, stats })
     }

@@ -116,6 +116,11 @@ pub trait Registry: Send + Sync {
     /// The name users know it by: the plan's host, or `oci:` for layouts.
     fn name(&self) -> &str;
 
+    /// What this registry cost the run so far (requests, 429s, retries, waits).
+    fn stats(&self) -> Option<throttle::RegistryStats> {
+        None
+    }
+
     /// Repositories whose path starts with `prefix` (for wildcard rules).
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>>;
 

@@ -4,6 +4,7 @@
 //! sleeps; requests wait here.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,7 +54,29 @@ pub enum Kind {
     Other,
 }
 
+/// What one registry host cost a run, for reports and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Requests sent (each retry and each 401 round trip counts).
+    pub requests: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Operations tried again after a transient failure.
+    pub retries: u64,
+    /// Time requests spent waiting for a rate limit or a pause.
+    pub waited: Duration,
+}
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+    waited_ms: AtomicU64,
+}
+
 pub struct Throttle {
+    counts: Counts,
     host: String,
     limiter: Option<DefaultDirectRateLimiter>,
     /// Every request waits until then (a 429).
@@ -69,6 +92,7 @@ impl Throttle {
             RateLimiter::direct(Quota::per_second(r.requests_per_second).allow_burst(r.burst))
         });
         Throttle {
+            counts: Counts::default(),
             host: host.to_string(),
             limiter,
             paused_until: Mutex::new(None),
@@ -78,13 +102,45 @@ impl Throttle {
     }
 
     pub fn notify(&self, event: Event) {
+        if matches!(event, Event::Retrying { .. }) {
+            self.counts.retries.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(o) = &self.observer {
             o(&event);
         }
     }
 
+    /// Count a request sent, and whether the registry answered 429.
+    pub fn sent(&self, throttled: bool) {
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
+        if throttled {
+            self.counts.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            requests: self.counts.requests.load(Ordering::Relaxed),
+            throttled: self.counts.throttled.load(Ordering::Relaxed),
+            retries: self.counts.retries.load(Ordering::Relaxed),
+            waited: Duration::from_millis(self.counts.waited_ms.load(Ordering::Relaxed)),
+        }
+    }
+
     /// Wait until a request of this kind may go out.
     pub async fn ready(&self, kind: Kind) {
+        let started = Instant::now();
+        self.wait(kind).await;
+        let waited = started.elapsed();
+        // Only real waits count: a permit taken at once costs microseconds.
+        if waited >= Duration::from_millis(5) {
+            self.counts
+                .waited_ms
+                .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn wait(&self, kind: Kind) {
         loop {
             let now = Instant::now();
             let mut until = *self.paused_until.lock().expect("pause lock");

@@ -2,6 +2,8 @@
 //! implementations here print plain timestamped lines (logs, CronJobs), draw indicatif bars
 //! (a terminal), or stay silent. Nothing here decides control flow or exit codes.
 
+pub mod files;
+
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};

@@ -12,5 +12,6 @@ mod harness_smoke;
 mod layout;
 mod limits;
 mod plans;
+mod report;
 mod resume;
 mod retention;

@@ -254,6 +254,8 @@ impl HttpRegistry {
                 .await
                 .map_err(|e| RegistryError::transport(&method, url, e))?;
             self.throttle.observe(resp.headers());
+            self.throttle
+                .sent(resp.status() == StatusCode::TOO_MANY_REQUESTS);
             if resp.status() == StatusCode::TOO_MANY_REQUESTS {
                 // Slow the whole host down, not just this request.
                 let wait = throttle::retry_after(resp.headers())
@@ -744,6 +746,10 @@ impl HttpRegistry {
 impl Registry for HttpRegistry {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn stats(&self) -> Option<super::throttle::RegistryStats> {
+        Some(self.throttle.stats())
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
