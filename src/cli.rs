@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "ferry copies repositories, tags, platforms and signatures between OCI registries \
 (and OCI layout directories) as a TOML plan describes, with no Docker daemon and with every digest \
 preserved.\n\nExit codes: 0 success, 1 some items failed, 2 invalid plan or usage, 3 credentials \
-could not be loaded, 130/143 interrupted.",
+could not be loaded or a preflight check failed, 130/143 interrupted.",
     after_help = "Examples:\n  ferry check plans/demo.toml\n  ferry run plans/demo.toml\n  ferry status"
 )]
 pub struct Cli {
@@ -30,12 +30,20 @@ pub enum Command {
     #[command(
         long_about = "Validate a plan without touching the network: syntax, every field, every \
 reference, regex and semver constraint. Errors name the file, line, column, field and value.\n\n\
-Exit code 0 when the plan is valid, 2 when it is not.",
-        after_help = "Example:\n  ferry check plans/dockerhub-to-ghcr.toml"
+With --online, a preflight too: every registry answers, the credentials work, the token may \
+pull at each source, push at each target (an upload is opened and cancelled) and delete \
+where retention is planned (where the registry lets that be checked without deleting).\n\n\
+Exit code 0 when all is well, 2 for an invalid plan, 3 when a preflight check fails.",
+        after_help = "Examples:\n  ferry check plans/dockerhub-to-ghcr.toml\n  ferry check --online plans/dockerhub-to-ghcr.toml"
     )]
     Check {
         /// The plan file (TOML).
         plan: PathBuf,
+
+        /// Also ask every registry: it answers, the credentials work, and the token may pull
+        /// at each source, push at each target and delete where retention is planned.
+        #[arg(long)]
+        online: bool,
     },
     /// Copy what the plan selects.
     #[command(

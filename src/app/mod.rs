@@ -24,7 +24,16 @@ pub mod exit {
 /// Run a parsed command line.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { plan } => check::check(&plan),
+        Command::Check { plan, online } => {
+            if online {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(check::preflight(&plan))
+            } else {
+                check::check(&plan)
+            }
+        }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

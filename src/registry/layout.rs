@@ -411,6 +411,16 @@ impl Registry for LayoutRegistry {
         (up.progress)(UploadProgress::Finished);
         Ok(())
     }
+    async fn check_push(&self, repo: &str) -> Result<()> {
+        Self::ensure_layout(repo).await?;
+        let probe = tmp_path(&Path::new(repo).join("blobs").join("probe"));
+        tokio::fs::write(&probe, b"")
+            .await
+            .map_err(|e| RegistryError::io(&probe, e))?;
+        let _ = tokio::fs::remove_file(&probe).await;
+        Ok(())
+    }
+
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         // As a registry does: the tags go, the blobs stay until a garbage collection.
         let lock = self.index_lock(repo).await;

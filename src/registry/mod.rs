@@ -116,6 +116,16 @@ pub trait Registry: Send + Sync {
     /// The name users know it by: the plan's host, or `oci:` for layouts.
     fn name(&self) -> &str;
 
+    /// Check that `repo` may be written, without writing anything that stays: a registry
+    /// opens an upload session and cancels it.
+    async fn check_push(&self, repo: &str) -> Result<()>;
+
+    /// Check, where the registry allows it without deleting, that `repo` may be deleted from.
+    /// `Ok(None)` when it cannot be checked this way; `Ok(Some(how))` when it was.
+    async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// What this registry cost the run so far (requests, 429s, retries, waits).
     fn stats(&self) -> Option<throttle::RegistryStats> {
         None

@@ -243,3 +243,69 @@ async fn wildcard_without_catalog_access_says_to_list_repositories() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_names_the_missing_permission() {
+    let src = Registry::start_with(htpasswd_registry()).await;
+    seed(&src).await;
+    let tokens = TokenServer::start(&[("erin", CANARY)]).await;
+    let dst = Registry::start_with(Auth::Token(tokens)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "[[copy]]\nfrom = \"{}/secure/app\"\nto = \"{}/copied/app\"\n",
+        src.addr, dst.addr
+    );
+    // The source credentials work; the target gets none, so an anonymous token cannot push.
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{s}\"]\ninsecure = true\nauth = {{ username = \"alice\", password_env = \"SRC_PW\" }}\n[registry.\"{d}\"]\ninsecure = true\n{rules}",
+            s = src.addr,
+            d = dst.addr
+        ),
+    );
+    let run = ferry(
+        &["check", "--online", p.to_str().unwrap()],
+        &[("SRC_PW", CANARY)],
+    )
+    .await;
+    run.assert_code(3);
+    assert!(
+        run.stdout
+            .contains(&format!("ok   pull {}/secure/app: 1 tags", src.addr)),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("FAIL push {}/copied/app", dst.addr)),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 checks, 1 failed"), "{}", run.stdout);
+    assert!(!run.stdout.contains(CANARY) && !run.stderr.contains(CANARY));
+    // Nothing was written at the target by the check.
+    assert!(dst.pusher().tags("copied/app").await.is_empty());
+
+    // With credentials for the target too, all is well.
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{s}\"]\ninsecure = true\nauth = {{ username = \"alice\", password_env = \"SRC_PW\" }}\n[registry.\"{d}\"]\ninsecure = true\nauth = {{ username = \"erin\", password_env = \"DST_PW\" }}\n{rules}",
+            s = src.addr,
+            d = dst.addr
+        ),
+    );
+    let run = ferry(
+        &["check", "--online", p.to_str().unwrap()],
+        &[("SRC_PW", CANARY), ("DST_PW", CANARY)],
+    )
+    .await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("ok   push {}/copied/app", dst.addr)),
+        "{}",
+        run.stdout
+    );
+}

@@ -253,7 +253,7 @@ impl HttpRegistry {
 
     /// Log in to the Hub API with the registry credentials (private repositories are listed
     /// only then); anonymous listing shows public repositories.
-    async fn hub_login(&self, api: &Url) -> Result<Option<secrecy::SecretString>> {
+    pub(super) async fn hub_login(&self, api: &Url) -> Result<Option<secrecy::SecretString>> {
         let Credential::Basic { username, password } = &self.credential else {
             return Ok(None);
         };

@@ -752,6 +752,44 @@ impl Registry for HttpRegistry {
         Some(self.throttle.stats())
     }
 
+    async fn check_push(&self, repo: &str) -> Result<()> {
+        let location = self.start_upload(repo).await?;
+        // Cancel the session: the check leaves nothing behind.
+        let _ = self
+            .send(
+                Method::DELETE,
+                &location,
+                &Scope::push(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn check_delete(&self, repo: &str) -> Result<Option<String>> {
+        match self.flavor {
+            Flavor::Ghcr => {
+                let (api, _, _) = self.packages_for(repo)?;
+                api.check_delete_scopes().await?;
+                Ok(Some(
+                    "the token has read:packages and delete:packages".into(),
+                ))
+            }
+            Flavor::Dockerhub => {
+                let api = self.hub_api()?.clone();
+                match self.hub_login(&api).await? {
+                    Some(_) => Ok(Some("logged in to the Docker Hub API".into())),
+                    None => Err(RegistryError::Credentials {
+                        registry: self.name.clone(),
+                        reason: "deleting on Docker Hub needs a login (user name and a personal access token)".into(),
+                    }),
+                }
+            }
+            Flavor::Distribution => Ok(None),
+        }
+    }
+
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         if self.flavor == Flavor::Ghcr {
             let owner = prefix.split('/').next().unwrap_or("");
