@@ -13,6 +13,7 @@ COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
 # The checkpoint lives on a volume (a PersistentVolumeClaim in Kubernetes).
 VOLUME ["/state"]
 WORKDIR /state
-USER nonroot
+# distroless nonroot, by number so Kubernetes can check runAsNonRoot.
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/ferry"]
 CMD ["--help"]

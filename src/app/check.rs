@@ -8,10 +8,11 @@ use crate::plan::Plan;
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;
     println!(
-        "{}: valid plan, {} copy rule{}, registries: {}",
+        "{}: valid plan, {}, {}, registries: {}",
         path.display(),
-        plan.copies.len(),
-        if plan.copies.len() == 1 { "" } else { "s" },
+        crate::report::plural(plan.copies.len(), "copy rule"),
+        crate::report::plural(plan.retains.len(), "retention policy")
+            .replace("policys", "policies"),
         match plan.hosts() {
             h if h.is_empty() => "none (OCI layouts only)".to_string(),
             h => h.join(", "),

@@ -29,6 +29,28 @@ async fn every_plan_in_plans_dir_is_valid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_in_the_kubernetes_configmap_is_valid() {
+    let yaml =
+        std::fs::read_to_string(repo_root().join("deploy/kubernetes/retention-cronjob.yaml"))
+            .unwrap();
+    let start = yaml
+        .find("plan.toml: |")
+        .expect("the ConfigMap holds plan.toml")
+        + "plan.toml: |".len();
+    let plan_text: String = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), &plan_text);
+    let run = ferry(&["check", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_plan_copies_the_bundled_layout() {
     // The demo writes under state/; here the same plan writes to a temporary directory.
     let dir = tempfile::tempdir().unwrap();
