@@ -22,6 +22,16 @@ pub struct Cli {
     /// More detail in the log (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +122,10 @@ pub enum Output {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// Filled from the global `--log-format`.
+    #[arg(skip = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// The plan file (TOML).
     pub plan: PathBuf,
 

@@ -63,9 +63,13 @@ pub fn registries(plan: &Plan, observer: Option<Observer>) -> anyhow::Result<sel
     Ok(map)
 }
 
-fn reporter(progress: Progress, quiet: bool) -> Arc<dyn Reporter> {
+fn reporter(progress: Progress, quiet: bool, json: bool) -> Arc<dyn Reporter> {
     if quiet {
         return Arc::new(Silent);
+    }
+    if json && progress != Progress::None {
+        // A log collector reads JSON lines; bars would only get in its way.
+        return Arc::new(PlainReporter::stderr_json());
     }
     match progress {
         Progress::None => Arc::new(Silent),
@@ -73,6 +77,20 @@ fn reporter(progress: Progress, quiet: bool) -> Arc<dyn Reporter> {
         Progress::Bars => Arc::new(BarReporter::new()),
         Progress::Auto if std::io::stderr().is_terminal() => Arc::new(BarReporter::new()),
         Progress::Auto => Arc::new(PlainReporter::stderr()),
+    }
+}
+
+/// A closing line on stderr: text, or a JSON object under `--log-format json`.
+fn emit(json: bool, level: &str, message: &str) {
+    if json {
+        let obj = serde_json::json!({
+            "timestamp": crate::report::timestamp(SystemTime::now()),
+            "level": level,
+            "fields": {"message": message},
+        });
+        eprintln!("{obj}");
+    } else {
+        eprintln!("{message}");
     }
 }
 
@@ -148,7 +166,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan_bytes =
         std::fs::read(&args.plan).with_context(|| format!("reading {}", args.plan.display()))?;
     let fingerprint = hex::encode(sha2::Sha256::digest(&plan_bytes));
-    let reporter = reporter(args.progress, args.quiet);
+    let json = args.log_format == crate::cli::LogFormat::Json;
+    let reporter = reporter(args.progress, args.quiet, json);
     let observer: Observer = {
         let reporter = reporter.clone();
         Arc::new(move |event| reporter.registry_event(event))
@@ -306,9 +325,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item_key(item)))
         .count();
     if new_items > 0 {
-        eprintln!(
-            "note: {} not in the checkpoint before (new in the plan or at the source)",
-            plural(new_items, "image")
+        emit(
+            json,
+            "INFO",
+            &format!(
+                "note: {} not in the checkpoint before (new in the plan or at the source)",
+                plural(new_items, "image")
+            ),
         );
     }
 
@@ -327,14 +350,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .sum();
     if foreign > 0 {
-        eprintln!(
-            "note: {} not copied: non-distributable layers stay where their URLs point",
-            plural(foreign, "non-distributable layer")
+        emit(
+            json,
+            "INFO",
+            &format!(
+                "note: {} not copied: non-distributable layers stay where their URLs point",
+                plural(foreign, "non-distributable layer")
+            ),
         );
     }
     failures.extend(retention_failures);
     for f in &failures {
-        eprintln!("failed: {f}");
+        emit(json, "ERROR", &format!("failed: {f}"));
     }
 
     let interrupted = signal.load(Ordering::SeqCst);
@@ -355,7 +382,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || state.finish_run(run_id, outcome, &run_totals)).await?;
     if let Err(e) = saved {
         // The copies stand; only the record of them is incomplete. Say so, loudly.
-        eprintln!("error: saving the checkpoint failed: {}", error_chain(&e));
+        emit(
+            json,
+            "ERROR",
+            &format!("error: saving the checkpoint failed: {}", error_chain(&e)),
+        );
     }
     let mut files_ok = true;
     if args.report.is_some() || args.metrics.is_some() {
@@ -389,9 +420,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .collect(),
         };
         if let Some(path) = &args.report {
-            let json = serde_json::to_vec_pretty(&report).expect("report serialises");
-            if let Err(e) = write_private(path, &json) {
-                eprintln!("error: writing the report {}: {e}", path.display());
+            let body = serde_json::to_vec_pretty(&report).expect("report serialises");
+            if let Err(e) = write_private(path, &body) {
+                emit(
+                    json,
+                    "ERROR",
+                    &format!("error: writing the report {}: {e}", path.display()),
+                );
                 files_ok = false;
             }
         }
@@ -402,7 +437,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(0);
             let text = metrics(&report, unix, totals.elapsed);
             if let Err(e) = write_private(path, text.as_bytes()) {
-                eprintln!("error: writing the metrics {}: {e}", path.display());
+                emit(
+                    json,
+                    "ERROR",
+                    &format!("error: writing the metrics {}: {e}", path.display()),
+                );
                 files_ok = false;
             }
         }
@@ -410,9 +449,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let deleted = (!plan.retains.is_empty()).then_some(deleted);
     println!("{}", summary(&totals, select_errors.len(), deleted));
     if interrupted != 0 {
-        eprintln!(
-            "interrupted: {}; run the same command again to continue",
-            plural(totals.interrupted, "image") + " not finished"
+        emit(
+            json,
+            "WARN",
+            &format!(
+                "interrupted: {} not finished; run the same command again to continue",
+                plural(totals.interrupted, "image")
+            ),
         );
         return Ok(ExitCode::from(interrupted));
     }

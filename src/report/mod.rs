@@ -141,18 +141,36 @@ pub fn timestamp(t: SystemTime) -> String {
 /// Plain, timestamped, one line per event: for logs and CronJobs. No control characters.
 pub struct PlainReporter {
     out: Mutex<Box<dyn Write + Send>>,
+    /// One JSON object per line (`--log-format json`) instead of text.
+    json: bool,
 }
 
 impl PlainReporter {
     pub fn stderr() -> Self {
         PlainReporter {
             out: Mutex::new(Box::new(std::io::stderr())),
+            json: false,
+        }
+    }
+
+    /// JSON lines, as `tracing-subscriber`'s JSON format writes them.
+    pub fn stderr_json() -> Self {
+        PlainReporter {
+            json: true,
+            ..Self::stderr()
         }
     }
 
     fn line(&self, text: &str) {
         let mut out = self.out.lock().expect("reporter output");
-        let _ = writeln!(out, "{} {text}", timestamp(SystemTime::now()));
+        let now = timestamp(SystemTime::now());
+        let _ = if self.json {
+            let obj =
+                serde_json::json!({"timestamp": now, "level": "INFO", "fields": {"message": text}});
+            writeln!(out, "{obj}")
+        } else {
+            writeln!(out, "{now} {text}")
+        };
     }
 }
 

@@ -186,3 +186,39 @@ fn demo_images() -> (Vec<Image>, Vec<String>) {
         vec!["1.0.0".into(), "1.1.0".into(), sig_tag],
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("plans/demo.toml")).unwrap();
+    let out = dir.path().join("demo");
+    let text = text.replace("oci:state/demo", &format!("oci:{}", out.display()));
+    let p = plan(dir.path(), &text);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--progress",
+            "plain",
+            p.to_str().unwrap(),
+        ])
+        .env("FERRY_STATE", dir.path().join("ferry.db"))
+        .current_dir(repo_root())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 4, "{stderr}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+        assert!(!line.contains('\u{1b}'), "no control characters: {line}");
+    }
+}
