@@ -86,6 +86,28 @@ file is --state, else the plan's `state`, else state/ferry.db.",
         after_help = "Examples:\n  ferry status\n  ferry status plans/prod.toml --output json\n  ferry status --state /state/ferry.db --run 12"
     )]
     Status(StatusArgs),
+    /// Work with run reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Combine the JSON reports of several shards into one.
+    #[command(
+        long_about = "Combine JSON reports (from `ferry run --report`, typically one per shard of \
+an Indexed Job) into one: items, deletions and failures concatenated, totals and registry \
+counts summed, the worst outcome kept.",
+        after_help = "Example:\n  ferry report merge --output all.json shard-0.json shard-1.json shard-2.json"
+    )]
+    Merge {
+        /// Where to write the combined report.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The reports to combine.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +163,15 @@ pub struct RunArgs {
     /// Check every tag at the registries again, even those the checkpoint records as done.
     #[arg(long)]
     pub recheck: bool,
+
+    /// Run one shard of the repositories: `INDEX/COUNT` (a stable, disjoint share; each shard
+    /// keeps its own state file).
+    #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "shards")]
+    pub shard: Option<String>,
+
+    /// Run shard `$JOB_COMPLETION_INDEX` of COUNT (a Kubernetes Indexed Job).
+    #[arg(long, value_name = "COUNT")]
+    pub shards: Option<u32>,
 
     /// Write a JSON report of the run here (schema: docs/report.md).
     #[arg(long, value_name = "PATH")]

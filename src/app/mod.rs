@@ -4,7 +4,9 @@
 pub mod check;
 pub mod journal;
 pub mod plan;
+pub mod report;
 pub mod run;
+pub mod shard;
 pub mod status;
 
 use std::process::ExitCode;
@@ -41,6 +43,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(run::run(args))
         }
         Command::Status(args) => status::status(&args),
+        Command::Report(crate::cli::ReportCommand::Merge { output, inputs }) => {
+            report::merge(&output, &inputs)
+        }
         Command::Plan(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -73,7 +73,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             .expect("a registry for every location")
             .clone();
         text.push_str(&format!("{policy}\n"));
-        for repo_plan in plan_policy(policy, registry.as_ref(), now).await {
+        for repo_plan in plan_policy(policy, registry.as_ref(), now, &|_| true).await {
             let (t, j, deletes, failed) = describe(&repo_plan);
             text.push_str(&t);
             retention_json.push(j);

@@ -178,8 +178,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or(plan.concurrency);
 
+    let shard = match super::shard::Shard::resolve(args.shard.as_deref(), args.shards) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(super::exit::INVALID));
+        }
+    };
+    let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
+    if let Some(s) = shard {
+        reporter.note(&format!(
+            "shard {s}: this run takes its share of the repositories"
+        ));
+    }
+
     // The checkpoint: opened (and locked) on a blocking thread, as every SQLite call is.
     let path = state_path(args.state.as_deref(), Some(&plan));
+    let path = match shard {
+        Some(s) => s.state_path(&path),
+        None => path,
+    };
     let plan_path = args.plan.display().to_string();
     let fp = fingerprint.clone();
     let (state, previous, run_id, snapshot) = tokio::task::spawn_blocking(move || {
@@ -226,10 +244,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
-        let selection = tokio::select! {
+        let mut selection = tokio::select! {
             s = select::resolve(&rules, &registries) => s,
             _ = abort.cancelled() => break,
         };
+        selection.items.retain(|item| owns(&item.source.display()));
         for dup in &selection.duplicates {
             reporter.note(&format!(
                 "skipped {dup}: an earlier rule already copies to {}",
@@ -253,7 +272,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .get(&policy.repository.location)
                 .expect("a registry for every location")
                 .clone();
-            let plans = plan_policy(policy, registry.as_ref(), SystemTime::now()).await;
+            let plans = plan_policy(policy, registry.as_ref(), SystemTime::now(), &owns).await;
             for repo_plan in plans {
                 let decisions = match &repo_plan.decisions {
                     Err(e) => {
@@ -395,6 +414,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             report_version: REPORT_VERSION,
             ferry_version: env!("CARGO_PKG_VERSION"),
             plan: args.plan.display().to_string(),
+            shard: shard.map(|s| s.to_string()),
             run: run_id,
             started_at: timestamp(ended - totals.elapsed),
             ended_at: timestamp(ended),

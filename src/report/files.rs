@@ -21,6 +21,8 @@ pub struct Report {
     pub report_version: u32,
     pub ferry_version: &'static str,
     pub plan: String,
+    /// `INDEX/COUNT` for a sharded run.
+    pub shard: Option<String>,
     pub run: i64,
     pub started_at: String,
     pub ended_at: String,
@@ -271,6 +273,7 @@ mod tests {
             report_version: REPORT_VERSION,
             ferry_version: "0",
             plan: "p.toml".into(),
+            shard: None,
             run: 1,
             started_at: "x".into(),
             ended_at: "y".into(),

@@ -93,6 +93,7 @@ pub async fn plan_policy(
     policy: &crate::plan::RetainPolicy,
     registry: &dyn crate::registry::Registry,
     now: SystemTime,
+    owns: &(dyn Fn(&str) -> bool + Sync),
 ) -> Vec<RepoPlan> {
     use crate::plan::{reference::display_repo, Selector};
     let location = &policy.repository.location;
@@ -116,6 +117,9 @@ pub async fn plan_policy(
     let mut out = Vec::new();
     for repo in repos {
         let repository = display_repo(location, &repo);
+        if !owns(&repository) {
+            continue;
+        }
         match inventory::read(registry, &repo).await {
             Ok(images) => {
                 let decisions = select::select(&images, &policy.rule, now);

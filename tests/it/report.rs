@@ -76,3 +76,80 @@ async fn report_and_metrics_agree_with_the_registry() {
         dst.addr
     )));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_cover_every_repository_once_and_their_reports_merge() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(&[layer(50, 2048)], "linux", "amd64", Format::Oci, "shard");
+    for r in 0..9 {
+        src.pusher()
+            .push(&format!("fleet/svc-{r}"), "1.0.0", &img)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/fleet/*", src.addr),
+        &format!("{}/fleet/*", dst.addr),
+    );
+    let p = p.to_str().unwrap();
+    let mut reports = Vec::new();
+    let mut targets = Vec::new();
+    for index in 0..3 {
+        let report = dir.path().join(format!("shard-{index}.json"));
+        // Shard 1 takes its index from the environment, as a pod of an Indexed Job does.
+        let (args, env): (Vec<String>, Vec<(&str, String)>) = if index == 1 {
+            (
+                vec!["run".into(), "--shards".into(), "3".into()],
+                vec![("JOB_COMPLETION_INDEX", "1".into())],
+            )
+        } else {
+            (
+                vec!["run".into(), "--shard".into(), format!("{index}/3")],
+                vec![],
+            )
+        };
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--report", report.to_str().unwrap(), p]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ferry(&args, &env).await.assert_code(0);
+        assert!(dir
+            .path()
+            .join(format!("ferry.shard-{index}-of-3.db"))
+            .exists());
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(v["shard"], format!("{index}/3"));
+        for item in v["items"].as_array().unwrap() {
+            targets.push(item["target"].as_str().unwrap().to_string());
+        }
+        reports.push(report);
+    }
+    let mut sorted = targets.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        targets.len(),
+        "no repository in two shards: {targets:?}"
+    );
+    assert_eq!(targets.len(), 9, "every repository in some shard");
+    for r in 0..9 {
+        assert_eq!(
+            dst.pusher().tags(&format!("fleet/svc-{r}")).await,
+            vec!["1.0.0"]
+        );
+    }
+
+    let merged = dir.path().join("all.json");
+    let mut args = vec!["report", "merge", "--output", merged.to_str().unwrap()];
+    args.extend(reports.iter().map(|r| r.to_str().unwrap()));
+    ferry(&args, &[]).await.assert_code(0);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    assert_eq!(v["totals"]["copied"], 9);
+    assert_eq!(v["items"].as_array().unwrap().len(), 9);
+    assert_eq!(v["outcome"], "succeeded");
+    assert_eq!(v["merged_from"].as_array().unwrap().len(), 3);
+}
