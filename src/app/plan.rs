@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use indicatif::HumanBytes;
 use serde_json::json;
 
 use super::run::registries;
@@ -20,6 +21,10 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let mut text = String::new();
     let mut copies_json = Vec::new();
     let (mut to_copy, mut present, mut problems) = (0usize, 0usize, 0usize);
+    let mut bytes = 0u64;
+    // Requests `ferry run` would send to each registry, roughly: per image 2 HEADs and the
+    // manifest reads and writes, per blob a HEAD, a GET and an upload (POST + PUT).
+    let mut requests: std::collections::BTreeMap<String, u64> = Default::default();
 
     let rules: Vec<&_> = plan.copies.iter().collect();
     let selection = select::resolve(&rules, &registries).await;
@@ -31,12 +36,27 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let previews = futures::future::join_all(selection.items.iter().map(preview)).await;
     for (item, p) in selection.items.iter().zip(previews) {
         let (action, digest, error) = match &p {
-            Preview::Copy { digest } => {
+            Preview::Copy { digest, size } => {
                 to_copy += 1;
+                bytes += size.bytes;
+                let m = size.manifests as u64;
+                let b = size.blobs as u64;
+                *requests
+                    .entry(item.source.registry.name().to_string())
+                    .or_default() += 1 + m + b;
+                *requests
+                    .entry(item.target.registry.name().to_string())
+                    .or_default() += 1 + m + 3 * b;
                 ("copy", Some(digest.to_string()), None)
             }
             Preview::Present { digest } => {
                 present += 1;
+                *requests
+                    .entry(item.source.registry.name().to_string())
+                    .or_default() += 1;
+                *requests
+                    .entry(item.target.registry.name().to_string())
+                    .or_default() += 1;
                 ("present", Some(digest.to_string()), None)
             }
             Preview::Failed { error } => {
@@ -60,6 +80,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             "target": item.target_display(),
             "digest": digest,
             "action": action,
+            "bytes": match &p { Preview::Copy { size, .. } => Some(size.bytes), _ => None },
             "error": error,
         }));
     }
@@ -82,19 +103,40 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // What the requests cost against each registry's rate budget.
+    let mut budget_json = serde_json::Map::new();
+    for (host, n) in &requests {
+        if host == "oci:" {
+            continue;
+        }
+        let limit = plan.registry(host).rate_limit;
+        let time = limit.map(|l| *n as f64 / f64::from(l.requests_per_second.get()));
+        text.push_str(&format!(
+            "registry {host}: about {n} requests{}\n",
+            time.map(|t| format!(", at least {t:.0} s at its rate_limit"))
+                .unwrap_or_default()
+        ));
+        budget_json.insert(
+            host.clone(),
+            json!({"requests": n, "seconds_at_rate_limit": time}),
+        );
+    }
+
     match args.output {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "copies": copies_json,
                 "retention": retention_json,
-                "totals": {"copy": to_copy, "present": present, "delete": to_delete, "errors": problems},
+                "totals": {"copy": to_copy, "present": present, "bytes": bytes, "delete": to_delete, "errors": problems},
+                "registries": budget_json,
             }))?
         ),
         Output::Text => {
             print!("{text}");
             println!(
-                "plan: {to_copy} images to copy, {present} already present, {to_delete} to delete, {problems} errors"
+                "plan: {to_copy} images to copy ({}), {present} already present, {to_delete} to delete, {problems} errors",
+                HumanBytes(bytes)
             );
         }
     }

@@ -209,12 +209,55 @@ impl Totals {
 /// What `ferry run` would do with one item, found without writing anything.
 #[derive(Debug)]
 pub enum Preview {
-    Copy { digest: Digest },
-    Present { digest: Digest },
-    Failed { error: CopyError },
+    Copy {
+        digest: Digest,
+        /// What the copy would move at most (before blobs the target already has).
+        size: PreviewSize,
+    },
+    Present {
+        digest: Digest,
+    },
+    Failed {
+        error: CopyError,
+    },
 }
 
-/// Look at the source and the target of an item (one HEAD each) without changing anything.
+/// The size of an image, from its manifests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreviewSize {
+    pub bytes: u64,
+    pub blobs: usize,
+    pub manifests: usize,
+}
+
+/// Read an image's manifests at the source and add up its blobs (each counted once).
+async fn image_size(src: &Endpoint, digest: &Digest) -> Result<PreviewSize, RegistryError> {
+    let mut size = PreviewSize::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![(digest.clone(), 0usize)];
+    while let Some((d, depth)) = todo.pop() {
+        let m = src.registry.get_manifest(&src.repo, d.as_str()).await?;
+        size.manifests += 1;
+        match manifest::parse(&m.media_type, &m.bytes) {
+            Ok(Parsed::Index { children }) if depth < MAX_INDEX_DEPTH => {
+                todo.extend(children.into_iter().map(|c| (c.digest, depth + 1)));
+            }
+            Ok(Parsed::Image { config, layers }) => {
+                for b in std::iter::once(config).chain(layers) {
+                    if !b.is_foreign() && seen.insert(b.digest.clone()) {
+                        size.bytes += b.size;
+                        size.blobs += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(size)
+}
+
+/// Look at the source and the target of an item (one HEAD each, and the manifests of an
+/// image to copy) without changing anything.
 pub async fn preview(item: &Item) -> Preview {
     let (src, dst) = (&item.source, &item.target);
     let digest = match Digest::parse(&item.source_ref) {
@@ -252,7 +295,15 @@ pub async fn preview(item: &Item) -> Preview {
         .unwrap_or_else(|| digest.to_string());
     match dst.registry.head_manifest(&dst.repo, &reference).await {
         Ok(Some(h)) if h.digest == digest => Preview::Present { digest },
-        Ok(_) => Preview::Copy { digest },
+        Ok(_) => match image_size(src, &digest).await {
+            Ok(size) => Preview::Copy { digest, size },
+            Err(e) => Preview::Failed {
+                error: CopyError::Source {
+                    reference: item.source_display(),
+                    source: e,
+                },
+            },
+        },
         Err(e) => Preview::Failed {
             error: CopyError::Target {
                 reference: item.target_display(),

@@ -314,3 +314,55 @@ async fn foreign_layers_are_not_copied_and_the_output_says_so() {
     assert_eq!((bytes, digest), (img.bytes.clone(), img.digest.clone()));
     assert!(!dst.pusher().blob_exists("win/app", &foreign_digest).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_previews_what_run_then_does() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&src.addr, &dst.addr],
+        "rate_limit = { requests_per_second = 10 }",
+        &format!("{}/team/api", src.addr),
+        &format!("{}/team/api", dst.addr),
+    );
+    let p = p.to_str().unwrap();
+    let n = fx.tags_of("team/api").len();
+    let before = ferry(&["plan", "--output", "json", p], &[]).await;
+    before.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&before.stdout).unwrap();
+    assert_eq!(v["totals"]["copy"], n);
+    // Sizes come from the manifests: each image's config and layers, counted once per image.
+    for c in v["copies"].as_array().unwrap() {
+        let tag = c["target"].as_str().unwrap().rsplit(':').next().unwrap();
+        let img = fx.image("team/api", tag);
+        let expected: u64 = img.all_blobs().iter().map(|b| b.bytes.len() as u64).sum();
+        assert_eq!(c["bytes"], expected, "{c}");
+    }
+    assert!(
+        v["registries"][src.addr.as_str()]["requests"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        v["registries"][dst.addr.as_str()]["seconds_at_rate_limit"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // `plan` wrote nothing.
+    assert!(dst.pusher().tags("team/api").await.is_empty());
+
+    ferry(&["run", p], &[]).await.assert_code(0);
+    let after = ferry(&["plan", p], &[]).await;
+    after.assert_code(0);
+    assert!(
+        after.stdout.contains(&format!(
+            "plan: 0 images to copy (0 B), {n} already present"
+        )),
+        "{}",
+        after.stdout
+    );
+}
