@@ -15,3 +15,4 @@ mod plans;
 mod report;
 mod resume;
 mod retention;
+mod snapshots;
