@@ -143,22 +143,67 @@ pub struct PlainReporter {
     out: Mutex<Box<dyn Write + Send>>,
     /// One JSON object per line (`--log-format json`) instead of text.
     json: bool,
+    progress: Mutex<Progress>,
+    every: Duration,
 }
+
+/// Counts for the periodic progress line of a log.
+struct Progress {
+    selected: usize,
+    finished: usize,
+    bytes: u64,
+    started: std::time::Instant,
+    last_line: std::time::Instant,
+}
+
+/// A log gets a progress line at most this often (and only while there is progress).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 impl PlainReporter {
     pub fn stderr() -> Self {
+        Self::to_writer(Box::new(std::io::stderr()), false, PROGRESS_EVERY)
+    }
+
+    /// Lines to any writer, with a progress line at most every `every`.
+    pub fn to_writer(out: Box<dyn Write + Send>, json: bool, every: Duration) -> Self {
+        let now = std::time::Instant::now();
         PlainReporter {
-            out: Mutex::new(Box::new(std::io::stderr())),
-            json: false,
+            out: Mutex::new(out),
+            json,
+            every,
+            progress: Mutex::new(Progress {
+                selected: 0,
+                finished: 0,
+                bytes: 0,
+                started: now,
+                last_line: now,
+            }),
         }
+    }
+
+    /// Every PROGRESS_EVERY, one line: images done of selected, bytes and rate.
+    fn maybe_progress(&self) {
+        let line = {
+            let mut p = self.progress.lock().expect("progress");
+            if p.last_line.elapsed() < self.every {
+                return;
+            }
+            p.last_line = std::time::Instant::now();
+            let secs = p.started.elapsed().as_secs_f64().max(0.001);
+            format!(
+                "progress: {}/{} images, {} at {}/s",
+                p.finished,
+                p.selected,
+                HumanBytes(p.bytes),
+                HumanBytes((p.bytes as f64 / secs) as u64)
+            )
+        };
+        self.line(&line);
     }
 
     /// JSON lines, as `tracing-subscriber`'s JSON format writes them.
     pub fn stderr_json() -> Self {
-        PlainReporter {
-            json: true,
-            ..Self::stderr()
-        }
+        Self::to_writer(Box::new(std::io::stderr()), true, PROGRESS_EVERY)
     }
 
     fn line(&self, text: &str) {
@@ -176,10 +221,17 @@ impl PlainReporter {
 
 impl Reporter for PlainReporter {
     fn items_selected(&self, count: usize) {
+        self.progress.lock().expect("progress").selected += count;
         self.line(&format!("{count} images selected"));
     }
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
+        self.progress.lock().expect("progress").finished += 1;
         self.line(&outcome_line(item, outcome));
+        self.maybe_progress();
+    }
+    fn bytes_transferred(&self, bytes: u64) {
+        self.progress.lock().expect("progress").bytes += bytes;
+        self.maybe_progress();
     }
     fn note(&self, message: &str) {
         self.line(message);
@@ -258,6 +310,39 @@ impl Reporter for BarReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logs_get_periodic_progress_lines_without_control_characters() {
+        let buf = Buffer::default();
+        let r = PlainReporter::to_writer(Box::new(buf.clone()), false, Duration::ZERO);
+        r.items_selected(4);
+        r.bytes_transferred(2048);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with(" 4 images selected"), "{text}");
+        assert!(
+            lines[1].contains(" progress: 0/4 images, 2.00 KiB at "),
+            "{text}"
+        );
+        assert!(lines.iter().all(|l| l.chars().all(|c| !c.is_control())));
+        // Not more often than asked.
+        let quiet = PlainReporter::to_writer(Box::new(Buffer::default()), false, PROGRESS_EVERY);
+        quiet.bytes_transferred(1);
+        assert!(quiet.progress.lock().unwrap().last_line.elapsed() < PROGRESS_EVERY);
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {
