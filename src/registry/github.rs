@@ -263,23 +263,8 @@ impl PackagesApi {
         Err(last_err.expect("tried at least one owner kind"))
     }
 
-    async fn pages(&self, first: Url) -> Result<Vec<Version>> {
-        #[derive(Deserialize)]
-        struct Raw {
-            id: u64,
-            name: String,
-            created_at: Option<String>,
-            metadata: Option<Meta>,
-        }
-        #[derive(Deserialize)]
-        struct Meta {
-            container: Option<Container>,
-        }
-        #[derive(Deserialize)]
-        struct Container {
-            #[serde(default)]
-            tags: Vec<String>,
-        }
+    /// Every item of a listing paged by `Link` (followed only on the API's own host).
+    async fn list<T: serde::de::DeserializeOwned>(&self, first: Url) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut next = Some(first);
         let mut pages = 0;
@@ -297,17 +282,39 @@ impl PackagesApi {
             }
             next = next_link(resp.headers(), &url)
                 .filter(|n| n.origin() == self.base.origin() && n != &url);
-            let raw: Vec<Raw> = resp.json().await.map_err(|e| RegistryError::Protocol {
+            let page: Vec<T> = resp.json().await.map_err(|e| RegistryError::Protocol {
                 url: url.to_string(),
                 reason: format!("unexpected answer from the GitHub API: {e}"),
             })?;
-            for r in raw {
-                let Some(digest) = Digest::parse(&r.name) else {
-                    continue;
-                };
-                out.push(Version {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    async fn pages(&self, first: Url) -> Result<Vec<Version>> {
+        #[derive(Deserialize)]
+        struct Raw {
+            id: u64,
+            name: String,
+            created_at: Option<String>,
+            metadata: Option<Meta>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            container: Option<Container>,
+        }
+        #[derive(Deserialize)]
+        struct Container {
+            #[serde(default)]
+            tags: Vec<String>,
+        }
+        let raw: Vec<Raw> = self.list(first).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|r| {
+                Some(Version {
                     id: r.id,
-                    digest,
+                    digest: Digest::parse(&r.name)?,
                     tags: r
                         .metadata
                         .and_then(|m| m.container)
@@ -316,10 +323,9 @@ impl PackagesApi {
                     created: r
                         .created_at
                         .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect())
     }
 
     /// Delete one version; returns its id for the audit trail.
@@ -360,27 +366,15 @@ impl PackagesApi {
             format!("/orgs/{owner}/packages?package_type=container&per_page={PER_PAGE}"),
             user_path,
         ] {
-            let mut next = Some(self.url(&path)?);
-            let mut names = Vec::new();
-            let mut failed = None;
-            while let Some(url) = next.take() {
-                let resp = self.send(Method::GET, &url).await?;
-                if !resp.status().is_success() {
-                    failed = Some(self.error(&Method::GET, &url, resp).await);
-                    break;
+            match self.list::<Raw>(self.url(&path)?).await {
+                Ok(raw) => {
+                    return Ok(raw
+                        .into_iter()
+                        .map(|r| format!("{owner}/{}", r.name))
+                        .collect())
                 }
-                next = next_link(resp.headers(), &url)
-                    .filter(|n| n.origin() == self.base.origin() && n != &url);
-                let raw: Vec<Raw> = resp.json().await.map_err(|e| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("unexpected answer from the GitHub API: {e}"),
-                })?;
-                names.extend(raw.into_iter().map(|r| format!("{owner}/{}", r.name)));
-            }
-            match failed {
-                None => return Ok(names),
-                Some(e) if e.is_not_found() => last_err = Some(e),
-                Some(e) => return Err(e),
+                Err(e) if e.is_not_found() => last_err = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last_err.expect("tried both owner kinds"))
