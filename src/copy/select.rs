@@ -8,7 +8,54 @@ use futures::StreamExt;
 
 use super::{Endpoint, Item};
 use crate::plan::{CopyRule, Location, Reference, Selector};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::manifest::referrer_tag_subject;
+use crate::registry::{Digest, Registry, RegistryError};
+
+/// Referrer tags (`sha256-<hex>.sig/.att/.sbom`) in `all` whose subject is one of the
+/// `selected` tags' images (or `known` digests), followed recursively (a signature of an SBOM).
+/// Only when the repository has such tags at all are the selected tags HEADed.
+async fn referrer_tags(
+    src: &dyn Registry,
+    repo: &str,
+    all: &[String],
+    selected: &[String],
+    known: Vec<Digest>,
+) -> Result<Vec<String>, RegistryError> {
+    let candidates: Vec<(&String, Digest)> = all
+        .iter()
+        .filter_map(|t| referrer_tag_subject(t).map(|d| (t, d)))
+        .filter(|(t, _)| !selected.contains(t))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut digests: HashSet<Digest> = known.into_iter().collect();
+    let mut pending: Vec<String> = selected.to_vec();
+    let mut found: Vec<String> = Vec::new();
+    loop {
+        let heads: Vec<Option<Digest>> = futures::stream::iter(std::mem::take(&mut pending))
+            .map(|tag| async move {
+                src.head_manifest(repo, &tag)
+                    .await
+                    .map(|h| h.map(|h| h.digest))
+            })
+            .buffered(LIST_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        digests.extend(heads.into_iter().flatten());
+        for (tag, subject) in &candidates {
+            if digests.contains(subject) && !found.contains(tag) {
+                found.push((*tag).clone());
+                pending.push((*tag).clone());
+            }
+        }
+        if pending.is_empty() {
+            return Ok(found);
+        }
+    }
+}
 
 /// How many repositories' tag lists are read at once while resolving a wildcard.
 const LIST_CONCURRENCY: usize = 8;
@@ -124,28 +171,91 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
         Selector::Tag(t) => Some(t.clone()),
         _ => None,
     };
+    // The signatures (and other referrers) of what a rule selects travel with it, under
+    // their own tags: the digest they name is preserved by the copy.
+    let with_referrers = |out: &mut Selection,
+                          repo: &str,
+                          target_repo: &str,
+                          extra: Result<Vec<String>, RegistryError>| {
+        match extra {
+            Ok(tags) => {
+                for tag in tags {
+                    out.items.push(Item {
+                        source: endpoint(&src, repo),
+                        source_ref: tag.clone(),
+                        target: endpoint(&dst, target_repo),
+                        target_tag: Some(tag),
+                    });
+                }
+            }
+            Err(e) => out.errors.push(SelectError {
+                rule: label.clone(),
+                what: format!(
+                    "finding the signatures of what it selects in {}",
+                    crate::plan::reference::display_repo(&rule.from.location, repo)
+                ),
+                source: e,
+            }),
+        }
+    };
     match &rule.from.selector {
-        Selector::Tag(tag) => out.items.push(Item {
-            source: endpoint(&src, &rule.from.repository),
-            source_ref: tag.clone(),
-            target: endpoint(&dst, &rule.to.repository),
-            target_tag: Some(target_tag.unwrap_or_else(|| tag.clone())),
-        }),
-        Selector::Digest(digest) => out.items.push(Item {
-            source: endpoint(&src, &rule.from.repository),
-            source_ref: digest.clone(),
-            target: endpoint(&dst, &rule.to.repository),
-            target_tag,
-        }),
+        Selector::Tag(_) | Selector::Digest(_) => {
+            let (source_ref, known, tag_for_target) = match &rule.from.selector {
+                Selector::Tag(tag) => (
+                    tag.clone(),
+                    Vec::new(),
+                    Some(target_tag.clone().unwrap_or_else(|| tag.clone())),
+                ),
+                Selector::Digest(d) => (
+                    d.clone(),
+                    Digest::parse(d).into_iter().collect(),
+                    target_tag.clone(),
+                ),
+                _ => unreachable!("matched above"),
+            };
+            out.items.push(Item {
+                source: endpoint(&src, &rule.from.repository),
+                source_ref: source_ref.clone(),
+                target: endpoint(&dst, &rule.to.repository),
+                target_tag: tag_for_target,
+            });
+            if rule.referrers {
+                let selected: Vec<String> = if known.is_empty() {
+                    vec![source_ref]
+                } else {
+                    Vec::new()
+                };
+                let extra = match src.list_tags(&rule.from.repository).await {
+                    Ok(all) => {
+                        referrer_tags(src.as_ref(), &rule.from.repository, &all, &selected, known)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                with_referrers(out, &rule.from.repository, &rule.to.repository, extra);
+            }
+        }
         Selector::AllTags => match src.list_tags(&rule.from.repository).await {
             Ok(tags) => {
-                for tag in rule.tags.select(&tags) {
+                let selected = rule.tags.select(&tags);
+                for tag in &selected {
                     out.items.push(Item {
                         source: endpoint(&src, &rule.from.repository),
                         source_ref: tag.clone(),
                         target: endpoint(&dst, &rule.to.repository),
-                        target_tag: Some(tag),
+                        target_tag: Some(tag.clone()),
                     });
+                }
+                if rule.referrers {
+                    let extra = referrer_tags(
+                        src.as_ref(),
+                        &rule.from.repository,
+                        &tags,
+                        &selected,
+                        Vec::new(),
+                    )
+                    .await;
+                    with_referrers(out, &rule.from.repository, &rule.to.repository, extra);
                 }
             }
             Err(e) => out.errors.push(SelectError {
@@ -183,13 +293,20 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
                 let target_repo = format!("{}{suffix}", rule.to.repository);
                 match tags {
                     Ok(tags) => {
-                        for tag in rule.tags.select(&tags) {
+                        let selected = rule.tags.select(&tags);
+                        for tag in &selected {
                             out.items.push(Item {
                                 source: endpoint(&src, &repo),
                                 source_ref: tag.clone(),
                                 target: endpoint(&dst, &target_repo),
-                                target_tag: Some(tag),
+                                target_tag: Some(tag.clone()),
                             });
+                        }
+                        if rule.referrers {
+                            let extra =
+                                referrer_tags(src.as_ref(), &repo, &tags, &selected, Vec::new())
+                                    .await;
+                            with_referrers(out, &repo, &target_repo, extra);
                         }
                     }
                     Err(e) => out.errors.push(SelectError {
@@ -218,6 +335,7 @@ mod tests {
             from: Reference::parse(from).unwrap(),
             to: Reference::parse(to).unwrap(),
             tags: TagFilter::default(),
+            referrers: true,
         }
     }
 

@@ -177,6 +177,9 @@ pub struct CopyRule {
     pub from: Reference,
     pub to: Reference,
     pub tags: TagFilter,
+    /// Carry the signatures, attestations and SBOMs of every selected image
+    /// (`sha256-<digest>.sig/.att/.sbom` tags), even where the tag filters leave them out.
+    pub referrers: bool,
 }
 
 impl fmt::Display for CopyRule {
@@ -294,6 +297,7 @@ struct RawCopy {
     from: Spanned<String>,
     to: Spanned<String>,
     tags: Option<Spanned<RawTags>>,
+    referrers: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -688,6 +692,7 @@ fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, Plan
         from,
         to,
         tags,
+        referrers: c.referrers.unwrap_or(true),
     })
 }
 

@@ -136,6 +136,30 @@ fn image(bytes: &[u8]) -> Result<Parsed, String> {
     })
 }
 
+/// The subject a referrer tag names: cosign's `sha256-<hex>.sig/.att/.sbom` (and other
+/// `sha256-<hex>.*`) tags, and the OCI referrers fallback tag `sha256-<hex>`.
+pub fn referrer_tag_subject(tag: &str) -> Option<Digest> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let (hex, suffix) = rest.split_at(rest.len().min(64));
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let suffix_ok = suffix.is_empty()
+        || (suffix.len() > 1
+            && suffix.starts_with('.')
+            && suffix[1..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-'));
+    if !suffix_ok {
+        return None;
+    }
+    Digest::parse(&format!("sha256:{hex}"))
+}
+
 /// Is this an index media type?
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_LIST

@@ -4,11 +4,9 @@
 //! decided; a repository that cannot be read whole is left alone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
-use regex::Regex;
 
 use super::Image;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
@@ -21,15 +19,9 @@ const READ_CONCURRENCY: usize = 8;
 /// KiB; this only bounds what a hostile registry can make ferry hold).
 const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 
-/// cosign's tag scheme and the OCI referrers fallback tag: `sha256-<hex>[.sig|.att|.sbom|…]`.
-static REFERRER_TAG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^sha256-([0-9a-f]{64})(\.[A-Za-z0-9_.-]+)?$").expect("static regex")
-});
-
 /// The subject a cosign-style tag names.
 pub fn tag_subject(tag: &str) -> Option<Digest> {
-    let caps = REFERRER_TAG.captures(tag)?;
-    Digest::parse(&format!("sha256:{}", &caps[1]))
+    manifest::referrer_tag_subject(tag)
 }
 
 /// `created` of an image config: RFC 3339, fractional seconds and `+00:00` allowed.

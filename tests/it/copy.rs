@@ -130,16 +130,18 @@ async fn one_tag_renamed_and_one_digest() {
     );
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
+    // The index's signature comes along with it (its own tag, `sha256-<digest>.sig`).
     assert!(
-        run.summary().starts_with("ferry: 2 images copied"),
+        run.summary().starts_with("ferry: 3 images copied"),
         "{}",
         run.summary()
     );
     assert_copied(&dst, "prod/api", "stable", fx.image("team/api", "v1.2.0")).await;
     assert_eq!(dst.pusher().tags("prod/api").await, vec!["stable"]);
-    // By digest: present, untagged.
+    // By digest: present and untagged, with only its signature's tag beside it.
     assert_copied(&dst, "pinned/multi", &multi.digest, multi).await;
-    assert!(dst.pusher().tags("pinned/multi").await.is_empty());
+    let sig_tag = format!("sha256-{}.sig", multi.digest.trim_start_matches("sha256:"));
+    assert_eq!(dst.pusher().tags("pinned/multi").await, vec![sig_tag]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,4 +367,41 @@ async fn plan_previews_what_run_then_does() {
         "{}",
         after.stdout
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_travel_with_what_the_filters_select() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let multi = fx.image("team/multi", "oci");
+    let sig_tag = format!("sha256-{}.sig", multi.digest.trim_start_matches("sha256:"));
+    let sig = fx.image("team/multi", &sig_tag);
+    let dir = tempfile::tempdir().unwrap();
+    // A filter that selects only `oci`, a single-tag rule and a digest rule: the signature of
+    // the index comes along each time; with `referrers = false` it does not.
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/team/multi\"\nto = \"{d}/filtered/multi\"\ntags = {{ include = ['^oci$'] }}\n\n[[copy]]\nfrom = \"{s}/team/multi:oci\"\nto = \"{d}/single/multi:release\"\n\n[[copy]]\nfrom = \"{s}/team/multi@{digest}\"\nto = \"{d}/bydigest/multi:pinned\"\n\n[[copy]]\nfrom = \"{s}/team/multi:oci\"\nto = \"{d}/bare/multi\"\nreferrers = false\n",
+            insecure(&[&src, &dst]),
+            s = src.addr,
+            d = dst.addr,
+            digest = multi.digest
+        ),
+    );
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    for repo in ["filtered/multi", "single/multi", "bydigest/multi"] {
+        assert_copied(&dst, repo, &sig_tag, sig).await;
+    }
+    assert_eq!(
+        dst.pusher().tags("filtered/multi").await,
+        vec!["oci".to_string(), sig_tag.clone()]
+    );
+    assert_eq!(
+        dst.pusher().tags("single/multi").await,
+        vec!["release".to_string(), sig_tag.clone()]
+    );
+    assert_eq!(dst.pusher().tags("bare/multi").await, vec!["oci"]);
 }

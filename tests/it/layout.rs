@@ -79,7 +79,8 @@ async fn registry_to_layout_to_registry_and_layout_to_layout() {
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
     assert!(
-        run.summary().starts_with("ferry: 1 images copied"),
+        // The index and its signature tag.
+        run.summary().starts_with("ferry: 2 images copied"),
         "{}",
         run.summary()
     );
@@ -88,7 +89,7 @@ async fn registry_to_layout_to_registry_and_layout_to_layout() {
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     assert!(
         run.summary()
-            .starts_with("ferry: 0 images copied, 1 already present"),
+            .starts_with("ferry: 0 images copied, 2 already present"),
         "{}",
         run.summary()
     );

@@ -72,7 +72,9 @@ async fn plan_output() {
     run.assert_code(0);
     // Copies resolve concurrently, and the two registries' ports decide the order of their
     // lines: sort both groups so the snapshot is stable.
-    let mut lines: Vec<&str> = run.stdout.lines().collect();
+    let port = regex::Regex::new(r"127\.0\.0\.1:\d+").unwrap();
+    let normalized = port.replace_all(&run.stdout, "127.0.0.1:PORT").into_owned();
+    let mut lines: Vec<&str> = normalized.lines().collect();
     let copies = lines.iter().take_while(|l| l.starts_with("copy ")).count();
     lines[..copies].sort();
     let first_registry = lines
