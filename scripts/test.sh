@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "cargo not found: ferry needs a Rust toolchain >= 1.80 (https://rustup.rs)" >&2
+    echo "cargo not found: ferry needs a Rust toolchain >= 1.89 (https://rustup.rs)" >&2
     exit 1
 fi
 
