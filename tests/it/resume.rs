@@ -135,37 +135,68 @@ fn first_patch_offset(seen: &[Seen]) -> u64 {
     range.split('-').next().unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_upload_continues_from_the_registry_offset_after_a_kill() {
+/// One image of `size` bytes at a source; a target behind a proxy that holds its `hold`th
+/// PATCH unread; the plan between them; and ferry running it, returned once that PATCH has
+/// arrived (so the run is mid-upload and stays there).
+struct HeldUpload {
+    src: Registry,
+    dst: Registry,
+    target: Proxy,
+    img: Image,
+    plan: String,
+    child: tokio::process::Child,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn held_upload(seed: u64, size: usize, hold: usize) -> HeldUpload {
     let (src, dst) = (Registry::start().await, Registry::start().await);
-    // The 4th chunk is lost in the network; ferry is killed while waiting for it.
-    let target = holding_nth_patch(&dst, 4, Duration::from_secs(30)).await;
-    let img = image(
-        &[layer(800, 100 * MB)],
-        "linux",
-        "amd64",
-        Format::Oci,
-        "large",
-    );
+    let target = holding_nth_patch(&dst, hold, Duration::from_secs(30)).await;
+    let img = image(&[layer(seed, size)], "linux", "amd64", Format::Oci, "held");
     src.pusher().push("big/app", "v1", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
+    let plan = copy_plan(
         dir.path(),
         &[&src.addr, &target.addr],
         "",
         &format!("{}/big/app", src.addr),
         &format!("{}/big/app", target.addr),
-    );
-    let p = p.to_str().unwrap();
+    )
+    .to_str()
+    .unwrap()
+    .to_string();
     let home = tempfile::tempdir().unwrap();
-    let mut child = ferry_command(&["run", p], &[], home.path())
+    let child = ferry_command(&["run", &plan], &[], home.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    while target.seen().iter().filter(|s| s.method == "PATCH").count() < 4 {
+    while target.seen().iter().filter(|s| s.method == "PATCH").count() < hold {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    HeldUpload {
+        src,
+        dst,
+        target,
+        img,
+        plan,
+        child,
+        _dirs: (dir, home),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_continues_from_the_registry_offset_after_a_kill() {
+    // The 4th chunk is lost in the network; ferry is killed while waiting for it.
+    let HeldUpload {
+        src: _src,
+        dst,
+        target,
+        img,
+        plan: p,
+        mut child,
+        _dirs,
+    } = held_upload(800, 100 * MB, 4).await;
+    let p = p.as_str();
     // The checkpoint batches writes for up to 200 ms: let the 3rd chunk's record land.
     tokio::time::sleep(Duration::from_millis(400)).await;
     child.start_kill().unwrap();
@@ -365,35 +396,9 @@ async fn a_rerun_trusts_the_checkpoint_for_immutable_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_state_is_refused_while_the_first_runs() {
-    let (src, dst) = (Registry::start().await, Registry::start().await);
     // The first run waits on a chunk the proxy holds, so it is still running.
-    let target = holding_nth_patch(&dst, 1, Duration::from_secs(30)).await;
-    let img = image(
-        &[layer(802, 20 * MB)],
-        "linux",
-        "amd64",
-        Format::Oci,
-        "locked",
-    );
-    src.pusher().push("big/app", "v1", &img).await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&src.addr, &target.addr],
-        "",
-        &format!("{}/big/app", src.addr),
-        &format!("{}/big/app", target.addr),
-    );
-    let p = p.to_str().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut first = ferry_command(&["run", p], &[], home.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while !target.seen().iter().any(|s| s.method == "PATCH") {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let held = held_upload(802, 20 * MB, 1).await;
+    let (p, mut first) = (held.plan.as_str(), held.child);
     let second = ferry(&["run", p], &[]).await;
     assert_ne!(second.code, 0);
     assert!(
