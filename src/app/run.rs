@@ -83,12 +83,7 @@ fn reporter(progress: Progress, quiet: bool, json: bool) -> Arc<dyn Reporter> {
 /// A closing line on stderr: text, or a JSON object under `--log-format json`.
 fn emit(json: bool, level: &str, message: &str) {
     if json {
-        let obj = serde_json::json!({
-            "timestamp": crate::report::timestamp(SystemTime::now()),
-            "level": level,
-            "fields": {"message": message},
-        });
-        eprintln!("{obj}");
+        eprintln!("{}", crate::report::json_line(level, message));
     } else {
         eprintln!("{message}");
     }

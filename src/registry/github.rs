@@ -386,16 +386,8 @@ fn rate_limit_wait(headers: &HeaderMap) -> Duration {
     if let Some(d) = throttle::retry_after(headers) {
         return d.min(throttle::MAX_WAIT);
     }
-    let reset = headers
-        .get("x-ratelimit-reset")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match reset {
-        Some(r) => Duration::from_secs(r.saturating_sub(now).max(1)).min(throttle::MAX_WAIT),
+    match throttle::until_reset(headers) {
+        Some(d) => d.max(Duration::from_secs(1)).min(throttle::MAX_WAIT),
         None => Duration::from_secs(60),
     }
 }

@@ -219,6 +219,22 @@ fn header_budget(headers: &HeaderMap, name: &str) -> Option<(u64, u64)> {
     Some((n, w))
 }
 
+/// Time until `x-ratelimit-reset` (Unix seconds), as GitHub's and Docker Hub's APIs send it.
+pub fn until_reset(headers: &HeaderMap) -> Option<Duration> {
+    let reset: u64 = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now)))
+}
+
 /// `Retry-After`: seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers

@@ -58,6 +58,16 @@ pub fn event_line(event: &Event) -> String {
     }
 }
 
+/// One log line as `--log-format json` writes it (the shape tracing-subscriber's JSON uses).
+pub fn json_line(level: &str, message: &str) -> String {
+    serde_json::json!({
+        "timestamp": timestamp(SystemTime::now()),
+        "level": level,
+        "fields": {"message": message},
+    })
+    .to_string()
+}
+
 /// `error: cause: cause`, the whole chain on one line.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -208,13 +218,10 @@ impl PlainReporter {
 
     fn line(&self, text: &str) {
         let mut out = self.out.lock().expect("reporter output");
-        let now = timestamp(SystemTime::now());
         let _ = if self.json {
-            let obj =
-                serde_json::json!({"timestamp": now, "level": "INFO", "fields": {"message": text}});
-            writeln!(out, "{obj}")
+            writeln!(out, "{}", json_line("INFO", text))
         } else {
-            writeln!(out, "{now} {text}")
+            writeln!(out, "{} {text}", timestamp(SystemTime::now()))
         };
     }
 }

@@ -19,11 +19,6 @@ const READ_CONCURRENCY: usize = 8;
 /// KiB; this only bounds what a hostile registry can make ferry hold).
 const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 
-/// The subject a cosign-style tag names.
-pub fn tag_subject(tag: &str) -> Option<Digest> {
-    manifest::referrer_tag_subject(tag)
-}
-
 /// `created` of an image config: RFC 3339, fractional seconds and `+00:00` allowed.
 fn parse_created(bytes: &[u8]) -> Option<SystemTime> {
     #[derive(serde::Deserialize)]
@@ -176,7 +171,7 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
             }
             let subject = r
                 .subject
-                .or_else(|| tags.iter().find_map(|t| tag_subject(t)));
+                .or_else(|| tags.iter().find_map(|t| manifest::referrer_tag_subject(t)));
             images.insert(
                 digest.clone(),
                 Image {
@@ -229,7 +224,10 @@ fn from_records(records: Vec<crate::registry::ManifestRecord>) -> Vec<Image> {
         }
     }
     for r in records {
-        let subject = r.tags.iter().find_map(|t| tag_subject(t));
+        let subject = r
+            .tags
+            .iter()
+            .find_map(|t| manifest::referrer_tag_subject(t));
         images.insert(
             r.digest.clone(),
             Image {
@@ -264,10 +262,10 @@ mod tests {
             format!("sha256-{hex}.att"),
             format!("sha256-{hex}"),
         ] {
-            assert_eq!(tag_subject(&t).unwrap().hex(), hex);
+            assert_eq!(manifest::referrer_tag_subject(&t).unwrap().hex(), hex);
         }
-        assert_eq!(tag_subject("sha256-abc.sig"), None);
-        assert_eq!(tag_subject("v1.0.0"), None);
+        assert_eq!(manifest::referrer_tag_subject("sha256-abc.sig"), None);
+        assert_eq!(manifest::referrer_tag_subject("v1.0.0"), None);
     }
 
     #[test]

@@ -295,20 +295,7 @@ fn hub_wait(
     headers: &reqwest::header::HeaderMap,
     status: reqwest::StatusCode,
 ) -> Option<std::time::Duration> {
-    let until_reset = || {
-        let reset: u64 = headers
-            .get("x-ratelimit-reset")?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs();
-        Some(std::time::Duration::from_secs(reset.saturating_sub(now)))
-    };
+    let until_reset = || throttle::until_reset(headers);
     let wait = if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         throttle::retry_after(headers)
             .or_else(until_reset)
