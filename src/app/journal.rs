@@ -47,11 +47,20 @@ pub fn item_key(item: &Item) -> (String, String, String) {
     )
 }
 
+/// The source an item's record names: with a platform list, the list too, so a record of a
+/// copy with other platforms does not count as done.
+fn source_key(item: &Item) -> String {
+    match &item.platforms {
+        None => item.source.display(),
+        Some(p) => format!("{} [platforms {p}]", item.source.display()),
+    }
+}
+
 fn record(run: RunId, item: &Item, status: ItemStatus) -> ItemRecord {
     let (target_registry, target_repo, target_ref) = item_key(item);
     ItemRecord {
         run,
-        source: item.source.display(),
+        source: source_key(item),
         source_ref: item.source_ref.clone(),
         source_digest: None,
         target_registry,
@@ -73,7 +82,7 @@ impl Journal for StateJournal {
         // Only a record of this very source counts: the plan may now copy something else to
         // the same target.
         if state.status != ItemStatus::Done
-            || state.source != item.source.display()
+            || state.source != source_key(item)
             || state.source_ref != item.source_ref
         {
             return None;

@@ -33,10 +33,23 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         text.push_str(&format!("error   {}\n", error_chain(e)));
         copies_json.push(json!({"error": error_chain(e)}));
     }
+    for n in &selection.notes {
+        text.push_str(&format!("note    {n}\n"));
+        copies_json.push(json!({"note": n}));
+    }
     let previews = futures::future::join_all(selection.items.iter().map(preview)).await;
     for (item, p) in selection.items.iter().zip(previews) {
+        let mut rewritten = None;
+        let mut left_out = 0;
         let (action, digest, error) = match &p {
-            Preview::Copy { digest, size } => {
+            Preview::Copy {
+                digest,
+                size,
+                rewritten: r,
+                left_out: l,
+            } => {
+                rewritten = r.as_ref().map(|new| format!("{digest} → {new}"));
+                left_out = *l;
                 to_copy += 1;
                 bytes += size.bytes;
                 let m = size.manifests as u64;
@@ -65,10 +78,18 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
         };
         text.push_str(&format!(
-            "{action:<7} {item}{}{}\n",
+            "{action:<7} {item}{}{}{}{}\n",
             digest
                 .as_deref()
                 .map(|d| format!(" ({})", &d[..19.min(d.len())]))
+                .unwrap_or_default(),
+            match left_out {
+                0 => String::new(),
+                n => format!(", {n} index children left out by `platforms`"),
+            },
+            rewritten
+                .as_deref()
+                .map(|r| format!("; rewritten: {r}"))
                 .unwrap_or_default(),
             error
                 .as_deref()
@@ -81,6 +102,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             "digest": digest,
             "action": action,
             "bytes": match &p { Preview::Copy { size, .. } => Some(size.bytes), _ => None },
+            "rewritten": rewritten,
+            "left_out": left_out,
             "error": error,
         }));
     }

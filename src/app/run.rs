@@ -250,6 +250,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 dup.target_display()
             ));
         }
+        for note in &selection.notes {
+            reporter.note(note);
+        }
         reporter.items_selected(selection.items.len());
         let (outcomes, stage_totals) = engine.copy_all(&selection.items).await;
         totals.add(&stage_totals);

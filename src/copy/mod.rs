@@ -9,6 +9,7 @@
 //! talks to registries through [`Registry`] and to people through [`Reporter`].
 
 pub mod journal;
+pub mod platform;
 pub mod select;
 
 pub use journal::{Journal, NoJournal};
@@ -86,6 +87,11 @@ pub struct Item {
     pub target: Endpoint,
     /// `None` copies by digest, untagged.
     pub target_tag: Option<String>,
+    /// For a referrer found by the referrers API or a fallback index: the image it refers to.
+    /// A target without the referrers API gets it listed under the subject's fallback tag.
+    pub subject: Option<Digest>,
+    /// Only these platforms of an index (`None`: all of them, the index as is).
+    pub platforms: Option<Arc<crate::plan::Platforms>>,
 }
 
 fn join_ref(repo: &str, reference: &str) -> String {
@@ -131,6 +137,13 @@ pub enum CopyError {
     },
     #[error("{reference}: {reason}")]
     Manifest { reference: String, reason: String },
+    #[error("writing {reference}: the target refuses an index whose children are missing ({left_out} left out by `platforms`); this registry needs platform_mode = \"rewrite\" (a new index, a new digest) or every platform")]
+    SparseRefused {
+        reference: String,
+        left_out: usize,
+        #[source]
+        source: RegistryError,
+    },
 }
 
 /// What happened to one item.
@@ -170,6 +183,11 @@ pub struct ImageStats {
     pub manifests: usize,
     /// How long the copy of this image took.
     pub elapsed: Duration,
+    /// The digest of the index the target got instead of the source's (`platform_mode =
+    /// "rewrite"` with platforms left out).
+    pub rewritten: Option<Digest>,
+    /// Index children not copied because of `platforms`.
+    pub left_out: usize,
 }
 
 #[derive(Default)]
@@ -213,6 +231,10 @@ pub enum Preview {
         digest: Digest,
         /// What the copy would move at most (before blobs the target already has).
         size: PreviewSize,
+        /// The digest the target's index would have instead (`platform_mode = "rewrite"`).
+        rewritten: Option<Digest>,
+        /// Index children `platforms` leaves out.
+        left_out: usize,
     },
     Present {
         digest: Digest,
@@ -231,10 +253,10 @@ pub struct PreviewSize {
 }
 
 /// Read an image's manifests at the source and add up its blobs (each counted once).
-async fn image_size(src: &Endpoint, digest: &Digest) -> Result<PreviewSize, RegistryError> {
+async fn image_size(src: &Endpoint, roots: Vec<Digest>) -> Result<PreviewSize, RegistryError> {
     let mut size = PreviewSize::default();
     let mut seen = std::collections::HashSet::new();
-    let mut todo = vec![(digest.clone(), 0usize)];
+    let mut todo: Vec<(Digest, usize)> = roots.into_iter().map(|d| (d, 0)).collect();
     while let Some((d, depth)) = todo.pop() {
         let m = src.registry.get_manifest(&src.repo, d.as_str()).await?;
         size.manifests += 1;
@@ -289,21 +311,58 @@ pub async fn preview(item: &Item) -> Preview {
             }
         },
     };
+    let source_failed = |e| Preview::Failed {
+        error: CopyError::Source {
+            reference: item.source_display(),
+            source: e,
+        },
+    };
+    let mut chosen = None;
+    if let Some(platforms) = &item.platforms {
+        let m = match src.registry.get_manifest(&src.repo, digest.as_str()).await {
+            Ok(m) => m,
+            Err(e) => return source_failed(e),
+        };
+        chosen = match platform::choose(&m, platforms) {
+            Ok(c) => c,
+            Err(reason) => {
+                return Preview::Failed {
+                    error: CopyError::Manifest {
+                        reference: item.source_display(),
+                        reason,
+                    },
+                }
+            }
+        };
+    }
+    let push_digest = chosen
+        .as_ref()
+        .map_or(&digest, |c: &platform::Chosen| &c.manifest.digest)
+        .clone();
     let reference = item
         .target_tag
         .clone()
-        .unwrap_or_else(|| digest.to_string());
+        .unwrap_or_else(|| push_digest.to_string());
     match dst.registry.head_manifest(&dst.repo, &reference).await {
-        Ok(Some(h)) if h.digest == digest => Preview::Present { digest },
-        Ok(_) => match image_size(src, &digest).await {
-            Ok(size) => Preview::Copy { digest, size },
-            Err(e) => Preview::Failed {
-                error: CopyError::Source {
-                    reference: item.source_display(),
-                    source: e,
-                },
-            },
-        },
+        Ok(Some(h)) if h.digest == push_digest => Preview::Present { digest },
+        Ok(_) => {
+            let (roots, extra) = match &chosen {
+                Some(c) => (c.children.iter().map(|c| c.digest.clone()).collect(), 1),
+                None => (vec![digest.clone()], 0),
+            };
+            match image_size(src, roots).await {
+                Ok(mut size) => {
+                    size.manifests += extra;
+                    Preview::Copy {
+                        rewritten: chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned(),
+                        left_out: chosen.as_ref().map_or(0, |c| c.left_out),
+                        digest,
+                        size,
+                    }
+                }
+                Err(e) => source_failed(e),
+            }
+        }
         Err(e) => Preview::Failed {
             error: CopyError::Target {
                 reference: item.target_display(),
@@ -333,6 +392,8 @@ pub struct Engine {
     /// Two images sharing a platform manifest must not PUT it concurrently: distribution can
     /// then answer the parent's PUT with MANIFEST_BLOB_UNKNOWN.
     manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<Mutex<()>>>>,
+    /// Per (target registry, repository, fallback tag): one writer of a referrers index.
+    fallback_tags: std::sync::Mutex<HashMap<(String, String, String), Arc<Mutex<()>>>>,
     journal: Arc<dyn Journal>,
     /// Stop starting new images.
     stop: CancellationToken,
@@ -349,6 +410,7 @@ impl Engine {
             concurrency: concurrency.max(1),
             blobs: std::sync::Mutex::new(HashMap::new()),
             manifests: std::sync::Mutex::new(HashMap::new()),
+            fallback_tags: std::sync::Mutex::new(HashMap::new()),
             journal: Arc::new(NoJournal),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -468,36 +530,102 @@ impl Engine {
         if recorded.as_ref() == Some(&digest) {
             return Ok(Outcome::Present { digest });
         }
+        // With a platform list the source index is read first: what the target gets (and so
+        // the digest to look for there) depends on it.
+        let mut source_manifest = None;
+        let mut chosen = None;
+        if let Some(platforms) = &item.platforms {
+            let m = src
+                .registry
+                .get_manifest(&src.repo, digest.as_str())
+                .await
+                .map_err(source_err)?;
+            chosen = platform::choose(&m, platforms).map_err(|reason| CopyError::Manifest {
+                reference: src_ref.clone(),
+                reason,
+            })?;
+            source_manifest = Some(m);
+        }
+        let push_digest = chosen
+            .as_ref()
+            .map_or(&digest, |c: &platform::Chosen| &c.manifest.digest)
+            .clone();
         let target_reference = item
             .target_tag
             .clone()
-            .unwrap_or_else(|| digest.to_string());
+            .unwrap_or_else(|| push_digest.to_string());
         if let Some(head) = dst
             .registry
             .head_manifest(&dst.repo, &target_reference)
             .await
             .map_err(target_err)?
         {
-            if head.digest == digest {
+            if head.digest == push_digest {
+                if let Some(subject) = &item.subject {
+                    // A run that stopped between the referrer and its fallback-tag entry left
+                    // the second half to do.
+                    if !dst
+                        .registry
+                        .supports_referrers(&dst.repo)
+                        .await
+                        .map_err(target_err)?
+                    {
+                        let m = dst
+                            .registry
+                            .get_manifest(&dst.repo, push_digest.as_str())
+                            .await
+                            .map_err(target_err)?;
+                        self.index_referrer(dst, subject, &m).await?;
+                    }
+                }
                 return Ok(Outcome::Present { digest });
             }
         }
 
-        let manifest = src
-            .registry
-            .get_manifest(&src.repo, digest.as_str())
-            .await
-            .map_err(source_err)?;
-        let counters = Counters::default();
-        self.copy_tree(item, &manifest, 0, &counters).await?;
-        {
-            // Tags of one digest (v2.0.0 and latest) are PUT one at a time, as children are.
-            let slot = self.manifest_slot(dst, &digest);
-            let _writing = slot.lock().await;
-            dst.registry
-                .put_manifest(&dst.repo, &target_reference, &manifest)
+        let manifest = match source_manifest {
+            Some(m) => m,
+            None => src
+                .registry
+                .get_manifest(&src.repo, digest.as_str())
                 .await
-                .map_err(target_err)?;
+                .map_err(source_err)?,
+        };
+        let counters = Counters::default();
+        let to_push = match &chosen {
+            Some(c) => {
+                self.copy_children(item, &c.children, 1, &counters).await?;
+                &c.manifest
+            }
+            None => {
+                self.copy_tree(item, &manifest, 0, &counters).await?;
+                &manifest
+            }
+        };
+        let pushed = {
+            // Tags of one digest (v2.0.0 and latest) are PUT one at a time, as children are.
+            let slot = self.manifest_slot(dst, &push_digest);
+            let _writing = slot.lock().await;
+            let left_out = chosen.as_ref().map_or(0, |c| c.left_out);
+            let sparse = left_out > 0 && to_push.digest == digest;
+            dst.registry
+                .put_manifest(&dst.repo, &target_reference, to_push)
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Status {
+                        status: 400 | 404 | 422,
+                        ..
+                    } if sparse => CopyError::SparseRefused {
+                        reference: dst_ref.clone(),
+                        left_out,
+                        source: e,
+                    },
+                    e => target_err(e),
+                })?
+        };
+        if let Some(subject) = manifest::subject_of(&to_push.bytes) {
+            if !pushed.subject_indexed {
+                self.index_referrer(dst, &subject, to_push).await?;
+            }
         }
         let stats = ImageStats {
             bytes: counters.bytes.load(Ordering::Relaxed),
@@ -507,8 +635,73 @@ impl Engine {
             foreign: counters.foreign.lock().expect("foreign list").clone(),
             manifests: counters.manifests.load(Ordering::Relaxed),
             elapsed: started.elapsed(),
+            rewritten: chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned(),
+            left_out: chosen.as_ref().map_or(0, |c| c.left_out),
         };
         Ok(Outcome::Copied { digest, stats })
+    }
+
+    /// List a referrer under its subject's fallback tag (`sha256-<hex>`) at a target without
+    /// the referrers API: the index there is read and extended, never replaced, so entries
+    /// other clients put there stay.
+    async fn index_referrer(
+        &self,
+        dst: &Endpoint,
+        subject: &Digest,
+        referrer: &Manifest,
+    ) -> Result<(), CopyError> {
+        let tag = manifest::fallback_tag(subject);
+        let reference = join_ref(&dst.display(), &tag);
+        let target_err = |e| CopyError::Target {
+            reference: reference.clone(),
+            source: e,
+        };
+        let slot = self
+            .fallback_tags
+            .lock()
+            .expect("fallback tag map")
+            .entry((
+                dst.registry.name().to_string(),
+                dst.repo.clone(),
+                tag.clone(),
+            ))
+            .or_default()
+            .clone();
+        let _writing = slot.lock().await;
+        let existing = match dst
+            .registry
+            .head_manifest(&dst.repo, &tag)
+            .await
+            .map_err(target_err)?
+        {
+            Some(_) => Some(
+                dst.registry
+                    .get_manifest(&dst.repo, &tag)
+                    .await
+                    .map_err(target_err)?,
+            ),
+            None => None,
+        };
+        let merged = manifest::merge_fallback_index(
+            existing.as_ref().map(|m| &m.bytes[..]),
+            manifest::referrer_entry(referrer),
+        )
+        .map_err(|reason| CopyError::Manifest {
+            reference: reference.clone(),
+            reason: format!("{reason}; it was left as it is"),
+        })?;
+        if let Some(bytes) = merged {
+            let index = Manifest {
+                media_type: manifest::OCI_INDEX.to_string(),
+                digest: Digest::sha256_of(&bytes),
+                bytes: bytes.into(),
+            };
+            dst.registry
+                .put_manifest(&dst.repo, &tag, &index)
+                .await
+                .map_err(target_err)?;
+        }
+        Ok(())
     }
 
     fn manifest_slot(&self, dst: &Endpoint, digest: &Digest) -> Arc<Mutex<()>> {
@@ -549,12 +742,8 @@ impl Engine {
                             reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
                         });
                     }
-                    try_join_all(
-                        children
-                            .iter()
-                            .map(|child| self.copy_child(item, child, depth + 1, counters)),
-                    )
-                    .await?;
+                    self.copy_children(item, &children, depth + 1, counters)
+                        .await?;
                 }
                 Parsed::Image { config, layers } => {
                     let mut blobs: Vec<&Desc> =
@@ -569,6 +758,23 @@ impl Engine {
             Ok(())
         }
         .boxed()
+    }
+
+    /// Copy children of an index (and what they reference), concurrently.
+    async fn copy_children(
+        &self,
+        item: &Item,
+        children: &[Desc],
+        depth: usize,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        try_join_all(
+            children
+                .iter()
+                .map(|child| self.copy_child(item, child, depth, counters)),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Copy one child manifest of an index (and what it references) by digest.

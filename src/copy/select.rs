@@ -4,57 +4,224 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{Endpoint, Item};
-use crate::plan::{CopyRule, Location, Reference, Selector};
-use crate::registry::manifest::referrer_tag_subject;
+use crate::plan::{CopyRule, Location, PlatformMode, Reference, Selector};
+use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
 use crate::registry::{Digest, Registry, RegistryError};
 
-/// Referrer tags (`sha256-<hex>.sig/.att/.sbom`) in `all` whose subject is one of the
-/// `selected` tags' images (or `known` digests), followed recursively (a signature of an SBOM).
-/// Only when the repository has such tags at all are the selected tags HEADed.
-async fn referrer_tags(
+/// What travels with the selected images of one source repository.
+#[derive(Debug, Default)]
+struct Found {
+    /// Cosign-style referrer tags (`sha256-<hex>.sig/.att/.sbom/…`), copied under their names.
+    tags: Vec<String>,
+    /// Referrers found by the referrers API or a fallback index: copied by digest, with the
+    /// subject they name (whose fallback tag the target may need).
+    digests: Vec<(Digest, Digest)>,
+    /// What was left behind on purpose, for the output.
+    notes: Vec<String>,
+}
+
+/// A manifest whose referrers are looked for.
+struct Node {
+    digest: Digest,
+    media_type: Option<String>,
+    /// A selected image (or a child of one): its index children are subjects too.
+    image: bool,
+}
+
+/// Find what refers to the `roots` (tags or digests selected in `repo`), recursively (a
+/// signature of an SBOM of a child): cosign-style tags in `all`, the registry's referrers API,
+/// and the `sha256-<hex>` fallback index where the registry has no API. Costs no request when
+/// the repository has no referrer tags and the registry no referrers API.
+async fn discover(
     src: &dyn Registry,
     repo: &str,
     all: &[String],
-    selected: &[String],
-    known: Vec<Digest>,
-) -> Result<Vec<String>, RegistryError> {
-    let candidates: Vec<(&String, Digest)> = all
+    roots: &[String],
+    rule: &CopyRule,
+) -> Result<Found, RegistryError> {
+    let policy = &rule.referrers;
+    let suffixed: Vec<(&String, Digest)> = all
         .iter()
+        .filter(|t| !manifest::is_fallback_tag(t) && !roots.contains(t))
         .filter_map(|t| referrer_tag_subject(t).map(|d| (t, d)))
-        .filter(|(t, _)| !selected.contains(t))
         .collect();
-    if candidates.is_empty() {
-        return Ok(Vec::new());
+    let fallback: HashMap<Digest, &String> = all
+        .iter()
+        .filter(|t| manifest::is_fallback_tag(t))
+        .filter_map(|t| referrer_tag_subject(t).map(|d| (d, t)))
+        .collect();
+    let api = src.supports_referrers(repo).await?;
+    let mut found = Found::default();
+    if !api && suffixed.is_empty() && fallback.is_empty() {
+        return Ok(found);
     }
-    let mut digests: HashSet<Digest> = known.into_iter().collect();
-    let mut pending: Vec<String> = selected.to_vec();
-    let mut found: Vec<String> = Vec::new();
-    loop {
-        let heads: Vec<Option<Digest>> = futures::stream::iter(std::mem::take(&mut pending))
-            .map(|tag| async move {
-                src.head_manifest(repo, &tag)
-                    .await
-                    .map(|h| h.map(|h| h.digest))
+    let candidates: HashSet<&Digest> = suffixed
+        .iter()
+        .map(|(_, d)| d)
+        .chain(fallback.keys())
+        .collect();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut found_digests: HashSet<Digest> = HashSet::new();
+    // Tags whose digests are still to be read, and manifests to look at.
+    let mut tags: Vec<(String, bool)> = Vec::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    for r in roots {
+        match Digest::parse(r) {
+            Some(digest) => nodes.push(Node {
+                digest,
+                media_type: None,
+                image: true,
+            }),
+            None => tags.push((r.clone(), true)),
+        }
+    }
+    while !tags.is_empty() || !nodes.is_empty() {
+        let heads: Vec<(bool, Option<crate::registry::ManifestHead>)> =
+            futures::stream::iter(std::mem::take(&mut tags))
+                .map(|(tag, image)| async move {
+                    src.head_manifest(repo, &tag).await.map(|h| (image, h))
+                })
+                .buffered(LIST_CONCURRENCY)
+                .try_collect()
+                .await?;
+        nodes.extend(heads.into_iter().filter_map(|(image, h)| {
+            h.map(|h| Node {
+                digest: h.digest,
+                media_type: h.media_type,
+                image,
             })
-            .buffered(LIST_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
+        }));
+        let batch: Vec<Node> = std::mem::take(&mut nodes)
             .into_iter()
-            .collect::<Result<_, _>>()?;
-        digests.extend(heads.into_iter().flatten());
-        for (tag, subject) in &candidates {
-            if digests.contains(subject) && !found.contains(tag) {
-                found.push((*tag).clone());
-                pending.push((*tag).clone());
+            .filter(|n| seen.insert(n.digest.clone()))
+            .collect();
+        // Without an API, an index is read only when some referrer tag names a digest that
+        // is not one of the images already known: a child's, then.
+        let unmatched = candidates.iter().any(|d| !seen.contains(*d));
+        let visits: Vec<Visit> = futures::stream::iter(batch)
+            .map(|node| visit(src, repo, node, api, unmatched, &fallback, rule))
+            .buffered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for v in visits {
+            nodes.extend(v.children);
+            found.notes.extend(v.note);
+            for (digest, subject) in v.referrers {
+                if found_digests.insert(digest.clone()) {
+                    nodes.push(Node {
+                        digest: digest.clone(),
+                        media_type: None,
+                        image: false,
+                    });
+                    found.digests.push((digest, subject));
+                }
+            }
+            for subject in v.subjects {
+                for (tag, _) in suffixed.iter().filter(|(_, d)| *d == subject) {
+                    if found.tags.contains(tag) {
+                        continue;
+                    }
+                    if policy.filters() {
+                        let m = src.get_manifest(repo, tag).await?;
+                        if !policy.admits(&manifest::artifact_kinds(&m.bytes)) {
+                            continue;
+                        }
+                    }
+                    found.tags.push((*tag).clone());
+                    tags.push(((*tag).clone(), false));
+                }
             }
         }
-        if pending.is_empty() {
-            return Ok(found);
+    }
+    found.tags.sort();
+    found.digests.sort();
+    Ok(found)
+}
+
+/// What looking at one manifest found.
+#[derive(Default)]
+struct Visit {
+    /// Digests whose referrers were looked for (the manifest, children of an index).
+    subjects: Vec<Digest>,
+    /// Index children to look at in turn (nested indexes).
+    children: Vec<Node>,
+    /// (referrer, its subject).
+    referrers: Vec<(Digest, Digest)>,
+    note: Option<String>,
+}
+
+async fn visit(
+    src: &dyn Registry,
+    repo: &str,
+    node: Node,
+    api: bool,
+    read_indexes: bool,
+    fallback: &HashMap<Digest, &String>,
+    rule: &CopyRule,
+) -> Result<Visit, RegistryError> {
+    let mut out = Visit::default();
+    let mut subjects = vec![node.digest.clone()];
+    let maybe_index = node.media_type.as_deref().is_none_or(manifest::is_index);
+    if node.image && maybe_index && (api || read_indexes) {
+        let m = src.get_manifest(repo, node.digest.as_str()).await?;
+        if let Ok(Parsed::Index { children }) = manifest::parse(&m.media_type, &m.bytes) {
+            let kept = super::platform::wanted_children(&children, rule.platforms.as_deref());
+            if kept.len() < children.len()
+                && rule.platforms.as_ref().map(|p| p.mode) == Some(PlatformMode::Rewrite)
+            {
+                // The target gets a new index: what names this one would name nothing there.
+                subjects.clear();
+                out.note = Some(format!(
+                    "referrers of {}@{} are not carried: platform_mode = \"rewrite\" gives the index a new digest at the target",
+                    crate::plan::reference::display_repo(&rule.from.location, repo),
+                    node.digest
+                ));
+            }
+            out.children = kept
+                .into_iter()
+                .map(|c| Node {
+                    digest: c.digest.clone(),
+                    media_type: Some(c.media_type.clone()),
+                    image: true,
+                })
+                .collect();
         }
     }
+    for subject in &subjects {
+        let mut listed = Vec::new();
+        if api {
+            if let Some(r) = src
+                .referrers(repo, subject, rule.referrers.api_filter())
+                .await?
+            {
+                listed.extend(r);
+            }
+        }
+        if let Some(tag) = fallback.get(subject) {
+            let index = src.get_manifest(repo, tag).await?;
+            let entries = manifest::fallback_entries(&index.bytes).map_err(|reason| {
+                RegistryError::InvalidManifest {
+                    url: format!(
+                        "{}:{tag}",
+                        crate::plan::reference::display_repo(&rule.from.location, repo)
+                    ),
+                    reason,
+                }
+            })?;
+            listed.extend(entries);
+        }
+        for r in listed {
+            let kinds: Vec<&str> = r.artifact_type.as_deref().into_iter().collect();
+            if rule.referrers.admits(&kinds) {
+                out.referrers.push((r.digest, subject.clone()));
+            }
+        }
+    }
+    out.subjects = subjects;
+    Ok(out)
 }
 
 /// How many repositories' tag lists are read at once while resolving a wildcard.
@@ -80,6 +247,8 @@ pub struct Selection {
     pub errors: Vec<SelectError>,
     /// Items dropped because an earlier rule already writes the same target.
     pub duplicates: Vec<Item>,
+    /// What was left behind on purpose (referrers of a rewritten index), for the output.
+    pub notes: Vec<String>,
 }
 
 fn registry(registries: &Registries, r: &Reference) -> Arc<dyn Registry> {
@@ -163,100 +332,54 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
     let src = registry(registries, &rule.from);
     let dst = registry(registries, &rule.to);
     let label = rule.to_string();
-    let endpoint = |registry: &Arc<dyn Registry>, repo: &str| Endpoint {
-        registry: registry.clone(),
-        repo: repo.to_string(),
-    };
     let target_tag = match &rule.to.selector {
         Selector::Tag(t) => Some(t.clone()),
         _ => None,
     };
-    // The signatures (and other referrers) of what a rule selects travel with it, under
-    // their own tags: the digest they name is preserved by the copy.
-    let with_referrers = |out: &mut Selection,
-                          repo: &str,
-                          target_repo: &str,
-                          extra: Result<Vec<String>, RegistryError>| {
-        match extra {
-            Ok(tags) => {
-                for tag in tags {
-                    out.items.push(Item {
-                        source: endpoint(&src, repo),
-                        source_ref: tag.clone(),
-                        target: endpoint(&dst, target_repo),
-                        target_tag: Some(tag),
-                    });
-                }
-            }
-            Err(e) => out.errors.push(SelectError {
-                rule: label.clone(),
-                what: format!(
-                    "finding the signatures of what it selects in {}",
-                    crate::plan::reference::display_repo(&rule.from.location, repo)
-                ),
-                source: e,
-            }),
-        }
-    };
+    let from_repo = &rule.from.repository;
     match &rule.from.selector {
-        Selector::Tag(_) | Selector::Digest(_) => {
-            let (source_ref, known, tag_for_target) = match &rule.from.selector {
-                Selector::Tag(tag) => (
-                    tag.clone(),
-                    Vec::new(),
-                    Some(target_tag.clone().unwrap_or_else(|| tag.clone())),
-                ),
-                Selector::Digest(d) => (
-                    d.clone(),
-                    Digest::parse(d).into_iter().collect(),
-                    target_tag.clone(),
-                ),
-                _ => unreachable!("matched above"),
+        Selector::Tag(tag) => {
+            let root = (tag.clone(), Some(target_tag.unwrap_or_else(|| tag.clone())));
+            let all = if rule.referrers.enabled() {
+                src.list_tags(from_repo).await
+            } else {
+                Ok(Vec::new())
             };
-            out.items.push(Item {
-                source: endpoint(&src, &rule.from.repository),
-                source_ref: source_ref.clone(),
-                target: endpoint(&dst, &rule.to.repository),
-                target_tag: tag_for_target,
-            });
-            if rule.referrers {
-                let selected: Vec<String> = if known.is_empty() {
-                    vec![source_ref]
-                } else {
-                    Vec::new()
-                };
-                let extra = match src.list_tags(&rule.from.repository).await {
-                    Ok(all) => {
-                        referrer_tags(src.as_ref(), &rule.from.repository, &all, &selected, known)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                with_referrers(out, &rule.from.repository, &rule.to.repository, extra);
-            }
+            let repo = RepoSelection {
+                rule,
+                src: &src,
+                dst: &dst,
+                repo: from_repo,
+                target_repo: &rule.to.repository,
+            };
+            repo.add(all, vec![root], out).await;
         }
-        Selector::AllTags => match src.list_tags(&rule.from.repository).await {
+        Selector::Digest(d) => {
+            let all = if rule.referrers.enabled() {
+                src.list_tags(from_repo).await
+            } else {
+                Ok(Vec::new())
+            };
+            let repo = RepoSelection {
+                rule,
+                src: &src,
+                dst: &dst,
+                repo: from_repo,
+                target_repo: &rule.to.repository,
+            };
+            repo.add(all, vec![(d.clone(), target_tag)], out).await;
+        }
+        Selector::AllTags => match src.list_tags(from_repo).await {
             Ok(tags) => {
-                let selected = rule.tags.select(&tags);
-                for tag in &selected {
-                    out.items.push(Item {
-                        source: endpoint(&src, &rule.from.repository),
-                        source_ref: tag.clone(),
-                        target: endpoint(&dst, &rule.to.repository),
-                        target_tag: Some(tag.clone()),
-                    });
-                }
-                if rule.referrers {
-                    let extra = referrer_tags(
-                        src.as_ref(),
-                        &rule.from.repository,
-                        &tags,
-                        &selected,
-                        Vec::new(),
-                    )
-                    .await;
-                    with_referrers(out, &rule.from.repository, &rule.to.repository, extra);
-                }
+                let roots = select_tags(rule, &tags);
+                let repo = RepoSelection {
+                    rule,
+                    src: &src,
+                    dst: &dst,
+                    repo: from_repo,
+                    target_repo: &rule.to.repository,
+                };
+                repo.add(Ok(tags), roots, out).await;
             }
             Err(e) => out.errors.push(SelectError {
                 rule: label,
@@ -265,7 +388,7 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
             }),
         },
         Selector::Wildcard => {
-            let repos = match src.list_repositories(&rule.from.repository).await {
+            let repos = match src.list_repositories(from_repo).await {
                 Ok(r) => r,
                 Err(e) => {
                     out.errors.push(SelectError {
@@ -289,25 +412,19 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
                     .collect()
                     .await;
             for (repo, tags) in listed {
-                let suffix = repo.strip_prefix(&rule.from.repository).unwrap_or(&repo);
+                let suffix = repo.strip_prefix(from_repo.as_str()).unwrap_or(&repo);
                 let target_repo = format!("{}{suffix}", rule.to.repository);
                 match tags {
                     Ok(tags) => {
-                        let selected = rule.tags.select(&tags);
-                        for tag in &selected {
-                            out.items.push(Item {
-                                source: endpoint(&src, &repo),
-                                source_ref: tag.clone(),
-                                target: endpoint(&dst, &target_repo),
-                                target_tag: Some(tag.clone()),
-                            });
-                        }
-                        if rule.referrers {
-                            let extra =
-                                referrer_tags(src.as_ref(), &repo, &tags, &selected, Vec::new())
-                                    .await;
-                            with_referrers(out, &repo, &target_repo, extra);
-                        }
+                        let roots = select_tags(rule, &tags);
+                        let sel = RepoSelection {
+                            rule,
+                            src: &src,
+                            dst: &dst,
+                            repo: &repo,
+                            target_repo: &target_repo,
+                        };
+                        sel.add(Ok(tags), roots, out).await;
                     }
                     Err(e) => out.errors.push(SelectError {
                         rule: label.clone(),
@@ -319,6 +436,97 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
                     }),
                 }
             }
+        }
+    }
+}
+
+/// The tags a rule's filters select, referrer tags left out: they travel with the image they
+/// name (or not at all, with `referrers = false`).
+fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<String>)> {
+    let plain: Vec<String> = tags
+        .iter()
+        .filter(|t| referrer_tag_subject(t).is_none())
+        .cloned()
+        .collect();
+    rule.tags
+        .select(&plain)
+        .into_iter()
+        .map(|t| (t.clone(), Some(t)))
+        .collect()
+}
+
+/// One source repository of a rule and where it goes.
+struct RepoSelection<'a> {
+    rule: &'a CopyRule,
+    src: &'a Arc<dyn Registry>,
+    dst: &'a Arc<dyn Registry>,
+    repo: &'a str,
+    target_repo: &'a str,
+}
+
+impl RepoSelection<'_> {
+    fn item(&self, source_ref: String, target_tag: Option<String>) -> Item {
+        Item {
+            source: Endpoint {
+                registry: self.src.clone(),
+                repo: self.repo.to_string(),
+            },
+            source_ref,
+            target: Endpoint {
+                registry: self.dst.clone(),
+                repo: self.target_repo.to_string(),
+            },
+            target_tag,
+            subject: None,
+            platforms: None,
+        }
+    }
+
+    /// Items for `roots` (source reference, target tag), and for what refers to them.
+    async fn add(
+        &self,
+        all: Result<Vec<String>, RegistryError>,
+        roots: Vec<(String, Option<String>)>,
+        out: &mut Selection,
+    ) {
+        let refs: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
+        for (source_ref, target_tag) in roots {
+            let mut item = self.item(source_ref, target_tag);
+            item.platforms = self.rule.platforms.clone();
+            out.items.push(item);
+        }
+        if !self.rule.referrers.enabled() {
+            return;
+        }
+        let found = match all {
+            Ok(all) => discover(self.src.as_ref(), self.repo, &all, &refs, self.rule).await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(found) => {
+                for tag in found.tags {
+                    out.items.push(self.item(tag.clone(), Some(tag)));
+                }
+                for (digest, subject) in found.digests {
+                    let mut item = self.item(digest.to_string(), None);
+                    item.subject = Some(subject);
+                    out.items.push(item);
+                }
+                out.notes.extend(
+                    found
+                        .notes
+                        .into_iter()
+                        .map(|n| format!("{}: {n}", self.rule)),
+                );
+            }
+            Err(e) => out.errors.push(SelectError {
+                rule: self.rule.to_string(),
+                what: format!(
+                    "finding the signatures and other referrers of what it selects in {}",
+                    crate::plan::reference::display_repo(&self.rule.from.location, self.repo)
+                ),
+                source: e,
+            }),
         }
     }
 }
@@ -335,7 +543,8 @@ mod tests {
             from: Reference::parse(from).unwrap(),
             to: Reference::parse(to).unwrap(),
             tags: TagFilter::default(),
-            referrers: true,
+            referrers: Default::default(),
+            platforms: None,
         }
     }
 

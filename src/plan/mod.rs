@@ -5,6 +5,7 @@
 //! [`Plan::from_str`] validates every field and reports `file:line:column: field = value:
 //! reason`. This module does no network or database I/O.
 
+pub mod artifacts;
 pub mod filter;
 pub mod reference;
 
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+pub use artifacts::{Platform, PlatformMode, Platforms, Referrers};
 pub use filter::TagFilter;
 pub use reference::{Location, Reference, Selector};
 
@@ -177,9 +179,11 @@ pub struct CopyRule {
     pub from: Reference,
     pub to: Reference,
     pub tags: TagFilter,
-    /// Carry the signatures, attestations and SBOMs of every selected image
-    /// (`sha256-<digest>.sig/.att/.sbom` tags), even where the tag filters leave them out.
-    pub referrers: bool,
+    /// Carry the signatures, attestations and SBOMs of every selected image (referrer tags,
+    /// the referrers API, the fallback tag index), even where the tag filters leave them out.
+    pub referrers: Referrers,
+    /// Only these platforms of each index; `None` copies every one.
+    pub platforms: Option<std::sync::Arc<Platforms>>,
 }
 
 impl fmt::Display for CopyRule {
@@ -297,7 +301,9 @@ struct RawCopy {
     from: Spanned<String>,
     to: Spanned<String>,
     tags: Option<Spanned<RawTags>>,
-    referrers: Option<bool>,
+    referrers: Option<Spanned<toml::Value>>,
+    platforms: Option<Spanned<toml::Value>>,
+    platform_mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -685,6 +691,9 @@ fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, Plan
             validate_tags(ctx, t.get_ref())?
         }
     };
+    let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
+    let platforms =
+        artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
     let (line, _) = ctx.line_col(c.from.span().start);
     Ok(CopyRule {
         number,
@@ -692,7 +701,8 @@ fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, Plan
         from,
         to,
         tags,
-        referrers: c.referrers.unwrap_or(true),
+        referrers,
+        platforms: platforms.map(std::sync::Arc::new),
     })
 }
 

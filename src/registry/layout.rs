@@ -22,7 +22,7 @@ use super::error::{RegistryError, Result};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::Throttle;
-use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Registry, UploadProgress};
+use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -338,12 +338,14 @@ impl Registry for LayoutRegistry {
         })
     }
 
-    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
+    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<Pushed> {
         Self::ensure_layout(repo).await?;
         Self::write_blob_bytes(repo, &m.digest, &m.bytes).await?;
         if Digest::parse(reference).is_some() {
-            // By digest: a child of an index, reachable through its parent.
-            return Ok(());
+            // By digest: a child of an index, reachable through its parent (or a referrer,
+            // reachable through the fallback tag the engine maintains: a layout has no
+            // referrers API).
+            return Ok(Pushed::default());
         }
         let lock = self.index_lock(repo).await;
         let _guard = lock.lock().await;
@@ -358,7 +360,8 @@ impl Registry for LayoutRegistry {
         }));
         index["manifests"] = Value::Array(entries);
         let path = Path::new(repo).join("index.json");
-        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await
+        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await?;
+        Ok(Pushed::default())
     }
 
     async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {

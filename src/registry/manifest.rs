@@ -32,6 +32,9 @@ pub struct Desc {
     pub media_type: String,
     /// `linux/arm64/v8` for index children that say so.
     pub platform: Option<String>,
+    /// The image an index child is about (`vnd.docker.reference.digest`: buildx's
+    /// attestation manifests), if it says.
+    pub about: Option<Digest>,
 }
 
 impl Desc {
@@ -66,11 +69,17 @@ fn desc(d: &Descriptor) -> Result<Desc, String> {
         }
         s
     });
+    let about = d
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("vnd.docker.reference.digest"))
+        .and_then(|v| Digest::parse(v));
     Ok(Desc {
         digest,
         size: d.size(),
         media_type: d.media_type().to_string(),
         platform,
+        about,
     })
 }
 
@@ -158,6 +167,137 @@ pub fn referrer_tag_subject(tag: &str) -> Option<Digest> {
         return None;
     }
     Digest::parse(&format!("sha256:{hex}"))
+}
+
+/// The tag that holds the referrers of `subject` on a registry without the referrers API
+/// (the distribution spec's referrers tag schema): `<algorithm>-<hex>`.
+pub fn fallback_tag(subject: &Digest) -> String {
+    format!("{}-{}", subject.algorithm(), subject.hex())
+}
+
+/// Is `tag` the fallback referrers tag of some subject (`sha256-<hex>` and nothing after)?
+pub fn is_fallback_tag(tag: &str) -> bool {
+    !tag.contains('.') && referrer_tag_subject(tag).is_some()
+}
+
+#[derive(serde::Deserialize)]
+struct ReferrerFields {
+    subject: Option<Descriptor>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn referrer_fields(bytes: &[u8]) -> Option<ReferrerFields> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// The `subject` a manifest names (OCI 1.1): what it refers to.
+pub fn subject_of(bytes: &[u8]) -> Option<Digest> {
+    Digest::parse(referrer_fields(bytes)?.subject?.digest().as_ref())
+}
+
+/// The artifact type the referrers API reports for a manifest: its `artifactType`, else its
+/// config's media type.
+pub fn artifact_type_of(bytes: &[u8]) -> Option<String> {
+    let f = referrer_fields(bytes)?;
+    f.artifact_type
+        .or_else(|| f.config.map(|c| c.media_type().to_string()))
+}
+
+/// Every type an `artifact_types` filter may name for a manifest: its artifact type and, for
+/// cosign's tag-scheme artifacts (whose config is the generic image config), its first
+/// layer's media type, which tells a signature
+/// (`application/vnd.dev.cosign.simplesigning.v1+json`) from an attestation
+/// (`application/vnd.dsse.envelope.v1+json`) from an SBOM.
+pub fn artifact_kinds(bytes: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = artifact_type_of(bytes).into_iter().collect();
+    if let Some(first) = referrer_fields(bytes).and_then(|f| f.layers.into_iter().next()) {
+        let t = first.media_type().to_string();
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The descriptor of a referrer as a referrers index lists it: media type, digest, size,
+/// artifact type and the manifest's annotations.
+pub fn referrer_entry(m: &super::Manifest) -> serde_json::Value {
+    let mut entry = serde_json::json!({
+        "mediaType": m.media_type,
+        "digest": m.digest.as_str(),
+        "size": m.bytes.len(),
+    });
+    if let Some(t) = artifact_type_of(&m.bytes) {
+        entry["artifactType"] = serde_json::Value::String(t);
+    }
+    if let Some(a) = referrer_fields(&m.bytes)
+        .and_then(|f| f.annotations)
+        .filter(|a| !a.is_empty())
+    {
+        entry["annotations"] = serde_json::Value::Object(a);
+    }
+    entry
+}
+
+/// The entries of a fallback referrers index, as `Referrer`s.
+pub fn fallback_entries(bytes: &[u8]) -> Result<Vec<super::Referrer>, String> {
+    let index: ImageIndex = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the fallback referrers tag is not an index: {e}"))?;
+    index
+        .manifests()
+        .iter()
+        .map(|d| {
+            let digest = Digest::parse(d.digest().as_ref()).ok_or_else(|| {
+                format!(
+                    "referrer digest `{}` is not one ferry can verify",
+                    d.digest()
+                )
+            })?;
+            Ok(super::Referrer {
+                digest,
+                media_type: d.media_type().to_string(),
+                size: d.size(),
+                artifact_type: d.artifact_type().as_ref().map(|t| t.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// Add `entry` to a fallback referrers index (`existing`, or a new empty one), keeping every
+/// entry already there: the spec has clients merge, never overwrite. `Ok(None)` when the
+/// entry's digest is already listed.
+pub fn merge_fallback_index(
+    existing: Option<&[u8]>,
+    entry: serde_json::Value,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut index: serde_json::Value = match existing {
+        Some(bytes) => {
+            fallback_entries(bytes)?;
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())?
+        }
+        None => serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [],
+        }),
+    };
+    let manifests = index
+        .get_mut("manifests")
+        .and_then(|m| m.as_array_mut())
+        .ok_or("the fallback referrers tag is an index without `manifests`")?;
+    if manifests
+        .iter()
+        .any(|m| m.get("digest") == entry.get("digest"))
+    {
+        return Ok(None);
+    }
+    manifests.push(entry);
+    Ok(Some(serde_json::to_vec(&index).expect("json")))
 }
 
 /// Is this an index media type?

@@ -103,6 +103,26 @@ pub struct ManifestRecord {
     pub children: Option<Vec<(Digest, Option<String>)>>,
 }
 
+/// A manifest that names another as its `subject` (OCI 1.1): a signature, an attestation, an
+/// SBOM. As a referrers index lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// The manifest's `artifactType`, else its config's media type.
+    pub artifact_type: Option<String>,
+}
+
+/// What a registry said when it stored a manifest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// The registry indexed the manifest's `subject` for its referrers API (it answered with
+    /// `OCI-Subject`). When a manifest with a subject is pushed and this is false, the client
+    /// maintains the `sha256-<hex>` fallback tag itself.
+    pub subject_indexed: bool,
+}
+
 /// What a manifest `HEAD` tells: enough to decide whether a copy is needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestHead {
@@ -145,7 +165,31 @@ pub trait Registry: Send + Sync {
 
     /// Store a manifest under a tag or (`reference` = its digest) untagged. The registry's
     /// reported digest is checked against `manifest.digest`.
-    async fn put_manifest(&self, repo: &str, reference: &str, manifest: &Manifest) -> Result<()>;
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<Pushed>;
+
+    /// Does this registry answer the OCI 1.1 referrers API? Asked once per registry (a
+    /// registry without it answers 404) and remembered; `repo` is where to ask.
+    async fn supports_referrers(&self, _repo: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// What refers to `subject` by the OCI 1.1 referrers API, every page, filtered to
+    /// `artifact_type` when given (by the registry where it applies the filter, else here).
+    /// `None` where the registry has no referrers API: the caller then reads the
+    /// `sha256-<hex>` fallback tag.
+    async fn referrers(
+        &self,
+        _repo: &str,
+        _subject: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Referrer>>> {
+        Ok(None)
+    }
 
     /// Does the repository hold this blob?
     async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool>;

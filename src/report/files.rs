@@ -57,6 +57,10 @@ pub struct ReportItem {
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// `sha256:old → sha256:new` when the target got a rewritten index (`platform_mode =
+    /// "rewrite"`): the digest there is not the source's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +114,13 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         ),
         None => ("interrupted", None, 0, 0.0, None),
     };
+    let rewritten = match outcome {
+        Some(Outcome::Copied { digest, stats }) => stats
+            .rewritten
+            .as_ref()
+            .map(|new| format!("{digest} → {new}")),
+        _ => None,
+    };
     ReportItem {
         source: item.source_display(),
         target: item.target_display(),
@@ -118,6 +129,7 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         bytes,
         seconds,
         error,
+        rewritten,
     }
 }
 

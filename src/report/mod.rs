@@ -104,7 +104,16 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
                     plural(stats.foreign.len(), "non-distributable layer")
                 ));
             }
+            if stats.left_out > 0 {
+                line.push_str(&format!(
+                    ", {} left out by `platforms`",
+                    plural(stats.left_out, "index child")
+                ));
+            }
             line.push(')');
+            if let Some(new) = &stats.rewritten {
+                line.push_str(&format!("; rewritten: {digest} → {new}"));
+            }
             line
         }
         Outcome::Present { digest } => format!("present {item} ({})", digest.short()),

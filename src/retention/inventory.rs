@@ -36,6 +36,8 @@ struct Read {
     media_type: String,
     parsed: Parsed,
     subject: Option<Digest>,
+    /// What the referrers API lists for this manifest.
+    referrers: Vec<Digest>,
 }
 
 async fn read_manifest(
@@ -66,6 +68,7 @@ async fn read_manifest(
         media_type: m.media_type,
         parsed,
         subject,
+        referrers: Vec::new(),
     })
 }
 
@@ -127,6 +130,9 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
         .collect();
     frontier.sort();
     frontier.dedup();
+    // Where the registry has the referrers API, untagged referrers (with a `subject`, listed
+    // by no tag) are found through it: one request per manifest.
+    let api = registry.supports_referrers(repo).await?;
     while !frontier.is_empty() {
         let batch: Vec<(Digest, usize)> = std::mem::take(&mut frontier)
             .into_iter()
@@ -134,7 +140,16 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
             .collect();
         let read: Vec<(Digest, usize, Read, Option<SystemTime>)> = futures::stream::iter(batch)
             .map(|(digest, depth)| async move {
-                let r = read_manifest(registry, repo, &digest).await?;
+                let mut r = read_manifest(registry, repo, &digest).await?;
+                if api {
+                    r.referrers = registry
+                        .referrers(repo, &digest, None)
+                        .await?
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| r.digest)
+                        .collect();
+                }
                 let created = match &r.parsed {
                     Parsed::Image { config, .. }
                         if r.media_type == manifest::OCI_MANIFEST
@@ -167,6 +182,11 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
             for (child, _) in &children {
                 if !images.contains_key(child) {
                     frontier.push((child.clone(), depth + 1));
+                }
+            }
+            for referrer in &r.referrers {
+                if !images.contains_key(referrer) {
+                    frontier.push((referrer.clone(), 0));
                 }
             }
             let subject = r

@@ -34,7 +34,7 @@ use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
 use super::ManifestRecord;
-use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Registry};
+use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Referrer, Registry};
 use crate::plan::reference::DOCKER_HUB;
 use crate::plan::{Flavor, RegistrySettings};
 
@@ -87,6 +87,8 @@ pub struct HttpRegistry {
     /// inventory look ids and tags up here instead of listing the repository again.
     records: std::sync::Mutex<HashMap<String, Vec<ManifestRecord>>>,
     stall: std::time::Duration,
+    /// Whether the registry answers the OCI 1.1 referrers API, once a request told.
+    referrers_api: std::sync::OnceLock<bool>,
 }
 
 impl HttpRegistry {
@@ -145,6 +147,7 @@ impl HttpRegistry {
             throttle,
             retries: settings.retries,
             stall: settings.stall_timeout,
+            referrers_api: std::sync::OnceLock::new(),
         })
     }
 
@@ -626,7 +629,7 @@ impl HttpRegistry {
         })
     }
 
-    async fn put_manifest_once(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
+    async fn put_manifest_once(&self, repo: &str, reference: &str, m: &Manifest) -> Result<Pushed> {
         let url = self
             .url(&format!("/v2/{repo}/manifests/{reference}"))
             .await?;
@@ -650,7 +653,105 @@ impl HttpRegistry {
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(self.status_error(&Method::PUT, &url, resp).await);
         }
-        check_reported_digest(&url, &resp, &m.digest)
+        check_reported_digest(&url, &resp, &m.digest)?;
+        Ok(Pushed {
+            subject_indexed: resp.headers().contains_key("oci-subject"),
+        })
+    }
+
+    /// Every page of `GET /v2/<repo>/referrers/<subject>`; `None` when the registry answers
+    /// 404 (it has no referrers API: the spec forbids a 404 from one that has).
+    async fn referrers_once(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Referrer>>> {
+        #[derive(Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Entry>,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(rename = "mediaType")]
+            media_type: String,
+            digest: String,
+            size: u64,
+            #[serde(rename = "artifactType")]
+            artifact_type: Option<String>,
+        }
+        if self.referrers_api.get() == Some(&false) {
+            return Ok(None);
+        }
+        let mut url = self.url(&format!("/v2/{repo}/referrers/{subject}")).await?;
+        if let Some(t) = artifact_type {
+            url.query_pairs_mut().append_pair("artifactType", t);
+        }
+        let mut out = Vec::new();
+        let mut next = Some(url);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("more than {MAX_PAGES} pages: the registry's paging loops"),
+                });
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static(manifest::OCI_INDEX),
+            );
+            let (resp, _permit) = self
+                .send(Method::GET, &url, &Scope::pull(repo), headers, Body::Empty)
+                .await?;
+            if pages == 1
+                && matches!(
+                    resp.status(),
+                    StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+                )
+            {
+                let _ = self.referrers_api.set(false);
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(self.status_error(&Method::GET, &url, resp).await);
+            }
+            let _ = self.referrers_api.set(true);
+            next = next_link(resp.headers(), &url).filter(|n| n != &url);
+            let body = read_limited(resp, MAX_MANIFEST_SIZE as usize + 1)
+                .await
+                .map_err(|e| RegistryError::transport("GET", &url, e))?;
+            let index: Index =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("not a referrers index: {e}"),
+                })?;
+            for e in index.manifests {
+                let digest = Digest::parse(&e.digest).ok_or_else(|| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!(
+                        "a referrer's digest `{}` is not one ferry can verify",
+                        e.digest
+                    ),
+                })?;
+                out.push(Referrer {
+                    digest,
+                    media_type: e.media_type,
+                    size: e.size,
+                    artifact_type: e.artifact_type,
+                });
+            }
+        }
+        // A registry that does not apply the filter (no `OCI-Filters-Applied`) returns
+        // everything; filtering again here is harmless where it did.
+        if let Some(t) = artifact_type {
+            out.retain(|r| r.artifact_type.as_deref() == Some(t));
+        }
+        out.dedup_by(|a, b| a.digest == b.digest);
+        Ok(Some(out))
     }
 
     async fn blob_exists_once(&self, repo: &str, digest: &Digest) -> Result<bool> {
@@ -820,9 +921,31 @@ impl Registry for HttpRegistry {
             .await
     }
 
-    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<()> {
+    async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<Pushed> {
         self.retry("PUT manifest", || {
             self.put_manifest_once(repo, reference, m)
+        })
+        .await
+    }
+
+    async fn supports_referrers(&self, repo: &str) -> Result<bool> {
+        if let Some(known) = self.referrers_api.get() {
+            return Ok(*known);
+        }
+        // A registry with the API answers 200 and an empty index even for a subject it does
+        // not hold.
+        let nothing = Digest::parse(&format!("sha256:{}", "0".repeat(64))).expect("digest");
+        Ok(self.referrers(repo, &nothing, None).await?.is_some())
+    }
+
+    async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Referrer>>> {
+        self.retry("GET referrers", || {
+            self.referrers_once(repo, subject, artifact_type)
         })
         .await
     }
