@@ -378,6 +378,9 @@ type BlobKey = (String, Digest);
 /// A manifest in a repository of a target registry.
 type ManifestKey = (String, String, Digest);
 
+/// A tag in a repository of a target registry.
+type TagKey = (String, String, String);
+
 /// The copy engine for one run.
 pub struct Engine {
     reporter: Arc<dyn Reporter>,
@@ -393,7 +396,7 @@ pub struct Engine {
     /// then answer the parent's PUT with MANIFEST_BLOB_UNKNOWN.
     manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<Mutex<()>>>>,
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
-    fallback_tags: std::sync::Mutex<HashMap<(String, String, String), Arc<Mutex<()>>>>,
+    fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
     journal: Arc<dyn Journal>,
     /// Stop starting new images.
     stop: CancellationToken,

@@ -838,6 +838,67 @@ mod tests {
     }
 
     #[test]
+    fn referrers_and_platforms_are_validated() {
+        let copy = |extra: &str| {
+            format!("version = 1\n[[copy]]\nfrom = \"r.io/a/b\"\nto = \"r.io/c/d\"\n{extra}\n")
+        };
+        let p = parse(&copy(
+            "referrers = { artifact_types = ['application/vnd.dsse.envelope.v1+json'] }\nplatforms = ['linux/amd64', 'linux/arm/v7']\nplatform_mode = 'rewrite'",
+        ))
+        .unwrap();
+        let rule = &p.copies[0];
+        assert_eq!(
+            rule.referrers,
+            Referrers::Only(vec!["application/vnd.dsse.envelope.v1+json".into()])
+        );
+        let platforms = rule.platforms.as_ref().unwrap();
+        assert_eq!(platforms.mode, PlatformMode::Rewrite);
+        assert_eq!(platforms.to_string(), "linux/amd64,linux/arm/v7 (rewrite)");
+        assert_eq!(
+            parse(&copy("")).unwrap().copies[0].referrers,
+            Referrers::All
+        );
+        assert_eq!(
+            parse(&copy("referrers = false")).unwrap().copies[0].referrers,
+            Referrers::None
+        );
+        assert!(parse(&copy("platforms = 'all'")).unwrap().copies[0]
+            .platforms
+            .is_none());
+
+        let e = err(&copy("platforms = ['linux/amd64']"));
+        assert!(
+            e.contains("p.toml:5:13") && e.contains("platform_mode"),
+            "{e}"
+        );
+        let e = err(&copy("platform_mode = 'sparse'"));
+        assert!(
+            e.contains("copy.platform_mode") && e.contains("only with"),
+            "{e}"
+        );
+        let e = err(&copy("platforms = ['linux/amd64']\nplatform_mode = 'thin'"));
+        assert!(e.contains("\"thin\"") && e.contains("sparse"), "{e}");
+        let e = err(&copy("platforms = ['linux']\nplatform_mode = 'sparse'"));
+        assert!(
+            e.contains("copy.platforms") && e.contains("os/architecture"),
+            "{e}"
+        );
+        let e = err(&copy("platforms = []\nplatform_mode = 'sparse'"));
+        assert!(e.contains("copy.platforms"), "{e}");
+        let e = err(&copy("referrers = 'yes'"));
+        assert!(
+            e.contains("copy.referrers") && e.contains("artifact_types"),
+            "{e}"
+        );
+        let e = err(&copy("referrers = { artifact_types = [] }"));
+        assert!(e.contains("referrers = false"), "{e}");
+        let e = err(&copy("referrers = { artifact_types = ['sig'] }"));
+        assert!(e.contains("not a media type"), "{e}");
+        let e = err(&copy("referrers = { types = ['a/b'] }"));
+        assert!(e.contains("unknown field `types`"), "{e}");
+    }
+
+    #[test]
     fn issue_example_parses() {
         let plan = parse(
             r#"

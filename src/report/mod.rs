@@ -104,11 +104,10 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
                     plural(stats.foreign.len(), "non-distributable layer")
                 ));
             }
-            if stats.left_out > 0 {
-                line.push_str(&format!(
-                    ", {} left out by `platforms`",
-                    plural(stats.left_out, "index child")
-                ));
+            match stats.left_out {
+                0 => {}
+                1 => line.push_str(", 1 index child left out by `platforms`"),
+                n => line.push_str(&format!(", {n} index children left out by `platforms`")),
             }
             line.push(')');
             if let Some(new) = &stats.rewritten {

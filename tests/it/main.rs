@@ -12,6 +12,7 @@ mod harness_smoke;
 mod layout;
 mod limits;
 mod plans;
+mod referrers;
 mod report;
 mod resume;
 mod retention;

@@ -290,6 +290,135 @@ pub fn cosign_signature(subject: &Image, repo: &str) -> (String, Image) {
     )
 }
 
+/// The DSSE envelope media type of cosign attestations (`.att` tags).
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// The OCI 1.1 empty config descriptor's media type.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// An in-toto attestation as an OCI 1.1 artifact type.
+pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// An SPDX SBOM as an OCI 1.1 artifact type.
+pub const SPDX: &str = "application/spdx+json";
+
+/// The hex of a sha256 digest.
+pub fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").expect("a sha256 digest")
+}
+
+/// An in-toto statement (SLSA provenance shaped) about `subject`, in a DSSE envelope, as
+/// `cosign attest` writes it.
+fn in_toto_envelope(subject: &Image, repo: &str) -> Vec<u8> {
+    use base64::Engine;
+    let statement = json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": "https://slsa.dev/provenance/v0.2",
+        "subject": [{"name": repo, "digest": {"sha256": hex_of(&subject.digest)}}],
+        "predicate": {"builder": {"id": "https://ferry.test/builder"}, "buildType": "https://ferry.test/build"},
+    });
+    let payload = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&statement).expect("statement"));
+    serde_json::to_vec(&json!({
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": payload,
+        "signatures": [{"keyid": "", "sig": base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&payload))}],
+    }))
+    .expect("envelope")
+}
+
+/// A cosign tag-scheme artifact for `subject`: one layer of `layer_type` holding `payload`,
+/// the generic image config, to be pushed under `sha256-<hex>.<suffix>`.
+fn cosign_artifact(
+    subject: &Image,
+    suffix: &str,
+    layer_type: &str,
+    payload: Vec<u8>,
+    annotations: Value,
+) -> (String, Image) {
+    let layer = Blob::new(layer_type, payload);
+    let config = json!({
+        "architecture": "", "os": "", "created": "0001-01-01T00:00:00Z", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+    });
+    let config = Blob::new(OCI_CONFIG, serde_json::to_vec(&config).expect("config"));
+    let mut layer_desc = layer.descriptor();
+    layer_desc["annotations"] = annotations;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [layer_desc],
+    });
+    (
+        format!("sha256-{}.{suffix}", hex_of(&subject.digest)),
+        Image::new(OCI_MANIFEST, &manifest, vec![config, layer], Vec::new()),
+    )
+}
+
+/// A cosign in-toto attestation (`sha256-<hex>.att`) of `subject`.
+pub fn cosign_attestation(subject: &Image, repo: &str) -> (String, Image) {
+    cosign_artifact(
+        subject,
+        "att",
+        DSSE_ENVELOPE,
+        in_toto_envelope(subject, repo),
+        json!({"predicateType": "https://slsa.dev/provenance/v0.2"}),
+    )
+}
+
+/// A cosign-attached SPDX SBOM (`sha256-<hex>.sbom`) of `subject`.
+pub fn cosign_sbom(subject: &Image) -> (String, Image) {
+    let sbom = json!({"spdxVersion": "SPDX-2.3", "name": format!("sbom of {}", subject.digest), "packages": []});
+    cosign_artifact(
+        subject,
+        "sbom",
+        "text/spdx+json",
+        serde_json::to_vec(&sbom).expect("sbom"),
+        json!({}),
+    )
+}
+
+/// An OCI 1.1 referrer of `subject`: `artifactType`, the empty config, one layer holding
+/// `payload`, the `subject` descriptor and an annotation, pushed untagged (by digest).
+pub fn oci_referrer(subject: &Image, artifact_type: &str, payload: &[u8]) -> Image {
+    let empty = Blob::new(OCI_EMPTY, b"{}".to_vec());
+    let layer = Blob::new(artifact_type, payload.to_vec());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": empty.descriptor(),
+        "layers": [layer.descriptor()],
+        "subject": subject.descriptor(),
+        "annotations": {"org.opencontainers.image.created": "2024-01-02T00:00:00Z"},
+    });
+    Image::new(OCI_MANIFEST, &manifest, vec![empty, layer], Vec::new())
+}
+
+/// An in-toto attestation of `subject` as an OCI 1.1 referrer.
+pub fn oci_attestation(subject: &Image, repo: &str) -> Image {
+    oci_referrer(subject, IN_TOTO, &in_toto_envelope(subject, repo))
+}
+
+/// The referrers tag schema's index (`sha256-<hex>` tag) listing `referrers`, as a client
+/// pushing to a registry without the referrers API writes it.
+pub fn fallback_index(referrers: &[&Image]) -> Image {
+    let manifests: Vec<Value> = referrers
+        .iter()
+        .map(|r| {
+            let m: Value = serde_json::from_slice(&r.bytes).expect("referrer json");
+            let mut d = r.descriptor();
+            if let Some(t) = m.get("artifactType") {
+                d["artifactType"] = t.clone();
+            }
+            if let Some(a) = m.get("annotations") {
+                d["annotations"] = a.clone();
+            }
+            d
+        })
+        .collect();
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+    Image::new(OCI_INDEX, &manifest, Vec::new(), Vec::new())
+}
+
 /// A non-container OCI artifact: an image manifest whose config has
 /// `artifact_type_config` as media type, with one layer holding `payload`.
 /// Helm configs get the Helm chart layer type; anything else gets
