@@ -929,6 +929,12 @@ impl Registry for HttpRegistry {
     }
 
     async fn supports_referrers(&self, repo: &str) -> Result<bool> {
+        // Docker Hub's referrers API has listed incompletely (docker/hub-feedback#2372), and
+        // every index read there to find children's referrers would count as a pull: on the
+        // Hub, referrers are found by their tags (cosign's default there).
+        if self.flavor == Flavor::Dockerhub {
+            return Ok(false);
+        }
         if let Some(known) = self.referrers_api.get() {
             return Ok(*known);
         }
