@@ -11,6 +11,7 @@ mod harness;
 mod harness_smoke;
 mod layout;
 mod limits;
+mod ocireg;
 mod plans;
 mod referrers;
 mod report;

@@ -1,6 +1,7 @@
 //! Integration-test harness: real `docker-registry` processes, a bearer-token
-//! server of our own, and in-memory image fixtures pushed by a minimal client
-//! that is independent of the code under test.
+//! server of our own, in-process fakes (Docker Hub and GitHub APIs, an OCI v1.1
+//! registry with the referrers API), and in-memory image fixtures pushed by a
+//! minimal client that is independent of the code under test.
 
 // Not every test uses every helper, and each test binary compiles the whole
 // harness, so unused-item warnings here would only be noise.
@@ -9,6 +10,7 @@
 pub mod fixtures;
 pub mod github;
 pub mod hub;
+pub mod ocireg;
 pub mod proxy;
 pub mod registry;
 pub mod token;
@@ -21,6 +23,8 @@ pub use fixtures::*;
 pub use github::*;
 #[allow(unused_imports)]
 pub use hub::*;
+#[allow(unused_imports)]
+pub use ocireg::*;
 #[allow(unused_imports)]
 pub use proxy::*;
 #[allow(unused_imports)]
