@@ -468,3 +468,243 @@ async fn retention_deletes_referrers_with_their_subject_and_keeps_those_of_kept_
         vec![s.att.digest.clone(), s.sbom.digest.clone()]
     );
 }
+
+fn insecure_hosts(hosts: &[&str]) -> String {
+    hosts
+        .iter()
+        .map(|h| format!("[registry.\"{h}\"]\ninsecure = true\n"))
+        .collect()
+}
+
+fn referrer_digests(reg: &OciRegistry, repo: &str, subject: &Image) -> Vec<String> {
+    let mut d: Vec<String> = reg
+        .referrers(repo, &subject.digest)
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap().to_string())
+        .collect();
+    d.sort();
+    d
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_referrers_api_path_finds_untagged_referrers_and_targets_get_them_their_way() {
+    // A source with the referrers API, one referrer per page so paging is followed.
+    let src = OciRegistry::start(OciOptions {
+        referrers_page_size: 1,
+        ..OciOptions::default()
+    })
+    .await;
+    let s = push_signed(&src.pusher(), "team/app", false).await;
+    let arm = s.idx.children[1].clone();
+    let arm_sig = oci_referrer(&arm, COSIGN_SIG, b"arm64 signature");
+    src.pusher()
+        .push("team/app", &arm_sig.digest, &arm_sig)
+        .await;
+    let api_target = OciRegistry::start(OciOptions::default()).await;
+    let dist_target = Registry::start().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}{}\n[[copy]]\nfrom = \"{s}/team/app:v1\"\nto = \"{a}/mirror/app\"\n\n[[copy]]\nfrom = \"{s}/team/app:v1\"\nto = \"{d}/mirror/app\"\n",
+            insecure_hosts(&[src.addr(), api_target.addr()]),
+            insecure(&[&dist_target]),
+            s = src.addr(),
+            a = api_target.addr(),
+            d = dist_target.addr,
+        ),
+    );
+    let p = p.to_str().unwrap();
+
+    // The plan lists the referrers the API found, by digest.
+    let preview = ferry(&["plan", p], &[]).await;
+    preview.assert_code(0);
+    for r in [&s.att, &s.sbom, &s.sbom_sig, &arm_sig] {
+        assert!(preview.stdout.contains(&r.digest), "{}", preview.stdout);
+    }
+
+    let run = ferry(&["run", "--progress", "plain", p], &[]).await;
+    run.assert_code(0);
+    // Per target: v1, the five cosign tags, and four OCI referrers.
+    assert!(
+        run.summary()
+            .starts_with("ferry: 20 images copied, 0 already present, 0 failed"),
+        "{}\n{}",
+        run.summary(),
+        run.stderr
+    );
+    assert!(
+        src.count_requests("GET", "/referrers/") > 4,
+        "paged referrers requests: {:?}",
+        src.requests()
+    );
+
+    // The target with the API indexed the subjects itself: no fallback tags there.
+    for r in [&s.att, &s.sbom, &s.sbom_sig, &arm_sig] {
+        let (_, bytes) = api_target.manifest("mirror/app", &r.digest).unwrap();
+        assert_eq!(bytes, r.bytes, "subject intact");
+    }
+    assert_eq!(
+        referrer_digests(&api_target, "mirror/app", &s.idx),
+        sorted(vec![s.att.digest.clone(), s.sbom.digest.clone()])
+    );
+    assert_eq!(
+        referrer_digests(&api_target, "mirror/app", &s.sbom),
+        vec![s.sbom_sig.digest.clone()]
+    );
+    assert_eq!(
+        referrer_digests(&api_target, "mirror/app", &arm),
+        vec![arm_sig.digest.clone()]
+    );
+    assert!(
+        !api_target
+            .tags("mirror/app")
+            .iter()
+            .any(|t| !t.contains('.') && t.starts_with("sha256-")),
+        "{:?}",
+        api_target.tags("mirror/app")
+    );
+
+    // Distribution 2.8 has no API: the fallback tags list them.
+    assert_eq!(
+        sorted(fallback_entries(&dist_target, "mirror/app", &s.idx).await),
+        sorted(vec![s.att.digest.clone(), s.sbom.digest.clone()])
+    );
+    assert_eq!(
+        fallback_entries(&dist_target, "mirror/app", &s.sbom).await,
+        vec![s.sbom_sig.digest.clone()]
+    );
+    assert_eq!(
+        fallback_entries(&dist_target, "mirror/app", &arm).await,
+        vec![arm_sig.digest.clone()]
+    );
+    assert_same_manifest(&dist_target, "mirror/app", &s.sbom_sig.digest, &s.sbom_sig).await;
+
+    // A single artifact type is asked of the API as a filter.
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/team/app:v1\"\nto = \"{a}/attested/app\"\nreferrers = {{ artifact_types = ['{IN_TOTO}'] }}\n",
+            insecure_hosts(&[src.addr(), api_target.addr()]),
+            s = src.addr(),
+            a = api_target.addr(),
+        ),
+    );
+    src.clear_requests();
+    ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert!(
+        src.requests().iter().any(|r| r.contains("/referrers/")
+            && r.contains("artifactType=application%2Fvnd.in-toto%2Bjson")),
+        "{:?}",
+        src.requests()
+    );
+    assert_eq!(
+        referrer_digests(&api_target, "attested/app", &s.idx),
+        vec![s.att.digest.clone()]
+    );
+    assert!(api_target
+        .manifest("attested/app", &s.sbom.digest)
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_index_keeps_its_digest_where_the_registry_accepts_it() {
+    let src = Registry::start().await;
+    let dst = OciRegistry::start(OciOptions::default()).await;
+    let (idx, children, idx_sig, _) = push_multi(&src.pusher(), "team/multi").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}{}\n[[copy]]\nfrom = \"{}/team/multi:multi\"\nto = \"{}/sparse/multi\"\nplatforms = ['linux/arm64']\nplatform_mode = 'sparse'\n",
+            insecure(&[&src]),
+            insecure_hosts(&[dst.addr()]),
+            src.addr,
+            dst.addr()
+        ),
+    );
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    let (_, bytes) = dst.manifest("sparse/multi", "multi").unwrap();
+    assert_eq!(bytes, idx.bytes, "the original index, digest preserved");
+    assert!(dst.manifest("sparse/multi", &children[1].digest).is_some());
+    assert!(dst.manifest("sparse/multi", &children[0].digest).is_none());
+    assert!(dst.manifest("sparse/multi", &children[2].digest).is_none());
+    // The index's signature still names it: it travels.
+    let (_, sig) = dst
+        .manifest(
+            "sparse/multi",
+            &format!("sha256-{}.sig", hex_of(&idx.digest)),
+        )
+        .unwrap();
+    assert_eq!(sig, idx_sig.bytes);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        out.contains("2 index children left out by `platforms`"),
+        "{out}"
+    );
+    assert!(!out.contains("rewritten"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_through_the_referrers_api_deletes_untagged_referrers_with_their_subject() {
+    let reg = OciRegistry::start(OciOptions::default()).await;
+    let s = push_signed(&reg.pusher(), "team/app", false).await;
+    let old_att = oci_attestation(&s.old, "team/app");
+    reg.pusher()
+        .push("team/app", &old_att.digest, &old_att)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[[retain]]\nrepository = \"{}/team/app\"\ndelete_tags = ['^v0$']\n",
+            insecure_hosts(&[reg.addr()]),
+            reg.addr()
+        ),
+    );
+    let preview = ferry(&["plan", p.to_str().unwrap()], &[]).await;
+    preview.assert_code(0);
+    let deletes: Vec<&str> = preview
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("delete "))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        3,
+        "v0, its signature, its attestation:\n{}",
+        preview.stdout
+    );
+    assert!(
+        preview.stdout.contains(&old_att.digest[..19]),
+        "{}",
+        preview.stdout
+    );
+
+    ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert!(reg.manifest("team/app", &s.old.digest).is_none());
+    assert!(reg.manifest("team/app", &old_att.digest).is_none());
+    assert!(reg.manifest("team/app", &s.old_sig.1.digest).is_none());
+    for r in [&s.idx, &s.att, &s.sbom, &s.sbom_sig] {
+        assert!(
+            reg.manifest("team/app", &r.digest).is_some(),
+            "{} kept",
+            r.digest
+        );
+    }
+    assert_eq!(
+        referrer_digests(&reg, "team/app", &s.idx),
+        sorted(vec![s.att.digest.clone(), s.sbom.digest.clone()])
+    );
+}
