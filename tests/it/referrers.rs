@@ -708,3 +708,35 @@ async fn retention_through_the_referrers_api_deletes_untagged_referrers_with_the
         sorted(vec![s.att.digest.clone(), s.sbom.digest.clone()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referrer_already_at_the_target_but_missing_from_its_fallback_index_gets_listed() {
+    // As a run killed between pushing a referrer and listing it would leave things.
+    let src = OciRegistry::start(OciOptions::default()).await;
+    let dst = Registry::start().await;
+    let s = push_signed(&src.pusher(), "team/app", false).await;
+    dst.pusher().push("mirror/app", &s.att.digest, &s.att).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}{}\n[[copy]]\nfrom = \"{}/team/app:v1\"\nto = \"{}/mirror/app\"\nreferrers = {{ artifact_types = ['{IN_TOTO}'] }}\n",
+            insecure_hosts(&[src.addr()]),
+            insecure(&[&dst]),
+            src.addr(),
+            dst.addr
+        ),
+    );
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.summary()
+            .starts_with("ferry: 1 images copied, 1 already present"),
+        "{}",
+        run.summary()
+    );
+    assert_eq!(
+        fallback_entries(&dst, "mirror/app", &s.idx).await,
+        vec![s.att.digest.clone()]
+    );
+}
