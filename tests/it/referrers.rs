@@ -336,8 +336,16 @@ async fn platform_subsets_rewrite_with_the_new_digest_reported_or_stay_sparse() 
         preview.stdout
     );
 
+    let report = dir.path().join("report.json");
     let run = ferry(
-        &["run", "--progress", "plain", "--report", "report.json", p],
+        &[
+            "run",
+            "--progress",
+            "plain",
+            "--report",
+            report.to_str().unwrap(),
+            p,
+        ],
         &[],
     )
     .await;
@@ -365,6 +373,22 @@ async fn platform_subsets_rewrite_with_the_new_digest_reported_or_stay_sparse() 
     assert!(
         out.contains(&format!("rewritten: {} → {new_digest}", idx.digest)),
         "{out}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let row = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["target"]
+                .as_str()
+                .unwrap()
+                .ends_with("rewritten/multi:multi")
+        })
+        .expect("a report row for the rewritten index");
+    assert_eq!(
+        row["rewritten"].as_str(),
+        Some(format!("{} → {new_digest}", idx.digest).as_str())
     );
     assert!(dst
         .pusher()
