@@ -337,49 +337,36 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
         _ => None,
     };
     let from_repo = &rule.from.repository;
+    let selection = |repo: &'_ str, target_repo: &'_ str| RepoSelection {
+        rule,
+        src: &src,
+        dst: &dst,
+        repo: repo.to_string(),
+        target_repo: target_repo.to_string(),
+    };
     match &rule.from.selector {
-        Selector::Tag(tag) => {
-            let root = (tag.clone(), Some(target_tag.unwrap_or_else(|| tag.clone())));
+        Selector::Tag(_) | Selector::Digest(_) => {
+            let root = match &rule.from.selector {
+                Selector::Tag(tag) => (tag.clone(), Some(target_tag.unwrap_or(tag.clone()))),
+                Selector::Digest(d) => (d.clone(), target_tag),
+                _ => unreachable!("matched above"),
+            };
+            // The repository's tags tell where its referrer tags are.
             let all = if rule.referrers.enabled() {
                 src.list_tags(from_repo).await
             } else {
                 Ok(Vec::new())
             };
-            let repo = RepoSelection {
-                rule,
-                src: &src,
-                dst: &dst,
-                repo: from_repo,
-                target_repo: &rule.to.repository,
-            };
-            repo.add(all, vec![root], out).await;
-        }
-        Selector::Digest(d) => {
-            let all = if rule.referrers.enabled() {
-                src.list_tags(from_repo).await
-            } else {
-                Ok(Vec::new())
-            };
-            let repo = RepoSelection {
-                rule,
-                src: &src,
-                dst: &dst,
-                repo: from_repo,
-                target_repo: &rule.to.repository,
-            };
-            repo.add(all, vec![(d.clone(), target_tag)], out).await;
+            selection(from_repo, &rule.to.repository)
+                .add(all, vec![root], out)
+                .await;
         }
         Selector::AllTags => match src.list_tags(from_repo).await {
             Ok(tags) => {
                 let roots = select_tags(rule, &tags);
-                let repo = RepoSelection {
-                    rule,
-                    src: &src,
-                    dst: &dst,
-                    repo: from_repo,
-                    target_repo: &rule.to.repository,
-                };
-                repo.add(Ok(tags), roots, out).await;
+                selection(from_repo, &rule.to.repository)
+                    .add(Ok(tags), roots, out)
+                    .await;
             }
             Err(e) => out.errors.push(SelectError {
                 rule: label,
@@ -417,14 +404,9 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
                 match tags {
                     Ok(tags) => {
                         let roots = select_tags(rule, &tags);
-                        let sel = RepoSelection {
-                            rule,
-                            src: &src,
-                            dst: &dst,
-                            repo: &repo,
-                            target_repo: &target_repo,
-                        };
-                        sel.add(Ok(tags), roots, out).await;
+                        selection(&repo, &target_repo)
+                            .add(Ok(tags), roots, out)
+                            .await;
                     }
                     Err(e) => out.errors.push(SelectError {
                         rule: label.clone(),
@@ -460,8 +442,8 @@ struct RepoSelection<'a> {
     rule: &'a CopyRule,
     src: &'a Arc<dyn Registry>,
     dst: &'a Arc<dyn Registry>,
-    repo: &'a str,
-    target_repo: &'a str,
+    repo: String,
+    target_repo: String,
 }
 
 impl RepoSelection<'_> {
@@ -469,12 +451,12 @@ impl RepoSelection<'_> {
         Item {
             source: Endpoint {
                 registry: self.src.clone(),
-                repo: self.repo.to_string(),
+                repo: self.repo.clone(),
             },
             source_ref,
             target: Endpoint {
                 registry: self.dst.clone(),
-                repo: self.target_repo.to_string(),
+                repo: self.target_repo.clone(),
             },
             target_tag,
             subject: None,
@@ -499,7 +481,7 @@ impl RepoSelection<'_> {
             return;
         }
         let found = match all {
-            Ok(all) => discover(self.src.as_ref(), self.repo, &all, &refs, self.rule).await,
+            Ok(all) => discover(self.src.as_ref(), &self.repo, &all, &refs, self.rule).await,
             Err(e) => Err(e),
         };
         match found {
@@ -523,7 +505,7 @@ impl RepoSelection<'_> {
                 rule: self.rule.to_string(),
                 what: format!(
                     "finding the signatures and other referrers of what it selects in {}",
-                    crate::plan::reference::display_repo(&self.rule.from.location, self.repo)
+                    crate::plan::reference::display_repo(&self.rule.from.location, &self.repo)
                 ),
                 source: e,
             }),
