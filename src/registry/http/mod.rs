@@ -707,12 +707,19 @@ impl HttpRegistry {
             let (resp, _permit) = self
                 .send(Method::GET, &url, &Scope::pull(repo), headers, Body::Empty)
                 .await?;
+            // A registry without the API answers 404 (the spec forbids it of one with the
+            // API); some proxies and older registries answer an unknown route otherwise.
             if pages == 1
                 && matches!(
                     resp.status(),
-                    StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+                    StatusCode::NOT_FOUND
+                        | StatusCode::METHOD_NOT_ALLOWED
+                        | StatusCode::BAD_REQUEST
+                        | StatusCode::NOT_ACCEPTABLE
+                        | StatusCode::NOT_IMPLEMENTED
                 )
             {
+                tracing::debug!(registry = %self.name, status = %resp.status(), "no referrers API");
                 let _ = self.referrers_api.set(false);
                 return Ok(None);
             }
