@@ -489,7 +489,7 @@ impl Engine {
             .await
             .map_err(source_err)?;
         let counters = Counters::default();
-        self.copy_tree(item, &manifest, 0, &counters).await?;
+        self.copy_tree(item, &manifest, &[], &counters).await?;
         {
             // Tags of one digest (v2.0.0 and latest) are PUT one at a time, as children are.
             let slot = self.manifest_slot(dst, &digest);
@@ -525,11 +525,12 @@ impl Engine {
     }
 
     /// Copy what a manifest references (children first, recursively), not the manifest.
+    /// `ancestors` are the indexes above it, outermost first.
     fn copy_tree<'a>(
         &'a self,
         item: &'a Item,
         manifest: &'a Manifest,
-        depth: usize,
+        ancestors: &'a [Digest],
         counters: &'a Counters,
     ) -> BoxFuture<'a, Result<(), CopyError>> {
         async move {
@@ -543,16 +544,32 @@ impl Engine {
                 })?;
             match parsed {
                 Parsed::Index { children } => {
-                    if depth + 1 > MAX_INDEX_DEPTH {
+                    if ancestors.len() + 1 > MAX_INDEX_DEPTH {
                         return Err(CopyError::Manifest {
                             reference: here,
                             reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
                         });
                     }
+                    let path: Vec<Digest> = ancestors
+                        .iter()
+                        .chain([&manifest.digest])
+                        .cloned()
+                        .collect();
+                    // Digests make a cycle impossible for bytes that were verified; a source
+                    // that skips verification (or a hash collision) must not loop forever.
+                    if let Some(child) = children.iter().find(|c| path.contains(&c.digest)) {
+                        return Err(CopyError::Manifest {
+                            reference: here,
+                            reason: format!(
+                                "the index names {}, which is this index or one that contains it: a cycle",
+                                child.digest
+                            ),
+                        });
+                    }
                     try_join_all(
                         children
                             .iter()
-                            .map(|child| self.copy_child(item, child, depth + 1, counters)),
+                            .map(|child| self.copy_child(item, child, &path, counters)),
                     )
                     .await?;
                 }
@@ -576,7 +593,7 @@ impl Engine {
         &self,
         item: &Item,
         child: &Desc,
-        depth: usize,
+        ancestors: &[Digest],
         counters: &Counters,
     ) -> Result<(), CopyError> {
         let (src, dst) = (&item.source, &item.target);
@@ -613,7 +630,7 @@ impl Engine {
                 ),
             });
         }
-        self.copy_tree(item, &m, depth, counters).await?;
+        self.copy_tree(item, &m, ancestors, counters).await?;
         dst.registry
             .put_manifest(&dst.repo, child.digest.as_str(), &m)
             .await
@@ -749,3 +766,6 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod hostile_tests;
