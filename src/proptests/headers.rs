@@ -110,7 +110,7 @@ fn budget_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn challenges_never_panic(header in challenge_like()) {

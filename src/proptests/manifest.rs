@@ -282,7 +282,7 @@ fn check_parsed(parsed: &Parsed) {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(4000))]
 
     /// Well-formed documents parse to exactly their descriptors; one invalid digest or
     /// size anywhere refuses the whole document.

@@ -308,7 +308,7 @@ fn check_plan(text: &str) {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn random_tomlish_plans(text in tomlish()) {

@@ -92,7 +92,7 @@ fn check_reference(input: &str) {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn references_parse_or_explain(input in reference_like()) {
