@@ -20,3 +20,6 @@ pub mod registry;
 pub mod report;
 pub mod retention;
 pub mod state;
+
+#[cfg(test)]
+mod proptests;

@@ -596,11 +596,17 @@ impl Engine {
         let counters = Counters::default();
         let to_push = match &chosen {
             Some(c) => {
-                self.copy_children(item, &c.children, 1, &counters).await?;
+                self.copy_children(
+                    item,
+                    &c.children,
+                    std::slice::from_ref(&manifest.digest),
+                    &counters,
+                )
+                .await?;
                 &c.manifest
             }
             None => {
-                self.copy_tree(item, &manifest, 0, &counters).await?;
+                self.copy_tree(item, &manifest, &[], &counters).await?;
                 &manifest
             }
         };
@@ -721,11 +727,12 @@ impl Engine {
     }
 
     /// Copy what a manifest references (children first, recursively), not the manifest.
+    /// `ancestors` are the indexes above it, outermost first.
     fn copy_tree<'a>(
         &'a self,
         item: &'a Item,
         manifest: &'a Manifest,
-        depth: usize,
+        ancestors: &'a [Digest],
         counters: &'a Counters,
     ) -> BoxFuture<'a, Result<(), CopyError>> {
         async move {
@@ -739,13 +746,29 @@ impl Engine {
                 })?;
             match parsed {
                 Parsed::Index { children } => {
-                    if depth + 1 > MAX_INDEX_DEPTH {
+                    if ancestors.len() + 1 > MAX_INDEX_DEPTH {
                         return Err(CopyError::Manifest {
                             reference: here,
                             reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
                         });
                     }
-                    self.copy_children(item, &children, depth + 1, counters)
+                    let path: Vec<Digest> = ancestors
+                        .iter()
+                        .chain([&manifest.digest])
+                        .cloned()
+                        .collect();
+                    // Digests make a cycle impossible for bytes that were verified; a source
+                    // that skips verification (or a hash collision) must not loop forever.
+                    if let Some(child) = children.iter().find(|c| path.contains(&c.digest)) {
+                        return Err(CopyError::Manifest {
+                            reference: here,
+                            reason: format!(
+                                "the index names {}, which is this index or one that contains it: a cycle",
+                                child.digest
+                            ),
+                        });
+                    }
+                    self.copy_children(item, &children, &path, counters)
                         .await?;
                 }
                 Parsed::Image { config, layers } => {
@@ -763,18 +786,19 @@ impl Engine {
         .boxed()
     }
 
-    /// Copy children of an index (and what they reference), concurrently.
+    /// Copy children of an index (and what they reference), concurrently; `ancestors` are the
+    /// indexes above them, the closest last.
     async fn copy_children(
         &self,
         item: &Item,
         children: &[Desc],
-        depth: usize,
+        ancestors: &[Digest],
         counters: &Counters,
     ) -> Result<(), CopyError> {
         try_join_all(
             children
                 .iter()
-                .map(|child| self.copy_child(item, child, depth, counters)),
+                .map(|child| self.copy_child(item, child, ancestors, counters)),
         )
         .await?;
         Ok(())
@@ -785,7 +809,7 @@ impl Engine {
         &self,
         item: &Item,
         child: &Desc,
-        depth: usize,
+        ancestors: &[Digest],
         counters: &Counters,
     ) -> Result<(), CopyError> {
         let (src, dst) = (&item.source, &item.target);
@@ -822,7 +846,7 @@ impl Engine {
                 ),
             });
         }
-        self.copy_tree(item, &m, depth, counters).await?;
+        self.copy_tree(item, &m, ancestors, counters).await?;
         dst.registry
             .put_manifest(&dst.repo, child.digest.as_str(), &m)
             .await
@@ -958,3 +982,6 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod hostile_tests;

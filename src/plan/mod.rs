@@ -49,9 +49,15 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
-    /// TOML syntax, a wrong type or an unknown field; `message` already names line and column.
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// TOML syntax, a wrong type or an unknown field: toml's message and the excerpt it
+    /// shows, at the position it points to (1-based; the column counts characters).
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{path}:{line}:{column}: {field} = {value}: {reason}")]
     Invalid {
         path: PathBuf,
@@ -324,11 +330,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// 1-based line and column (in characters, as editors count) of a byte offset.
     fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        (line, column)
+        line_col(self.text, offset)
     }
 
     fn invalid(
@@ -347,6 +351,44 @@ impl Ctx<'_> {
             value: value.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset into `text`; an offset inside a
+/// character counts as that character.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// A toml error as `FILE:LINE:COLUMN: message`, then the excerpt toml draws under it.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> PlanError {
+    let (line, column) = line_col(text, e.span().map_or(0, |s| s.start));
+    // toml's own rendering is "TOML parse error at line L, column C", the excerpt, then
+    // the message: keep the excerpt (it shows the offending spot), drop the first line
+    // whose position is now in front.
+    let rendered = e.to_string();
+    let excerpt: Vec<&str> = rendered
+        .lines()
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('|') || l.contains(" | "))
+        .collect();
+    let mut message = e.message().trim_end().to_string();
+    if !excerpt.is_empty() {
+        message.push('\n');
+        message.push_str(&excerpt.join("\n"));
+    }
+    PlanError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
     }
 }
 
@@ -420,10 +462,7 @@ impl Plan {
 
     /// Validate plan text; `path` is used in messages.
     pub fn from_str(path: &Path, text: &str) -> Result<Plan, PlanError> {
-        let raw: RawPlan = toml::from_str(text).map_err(|e| PlanError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let raw: RawPlan = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
         let ctx = Ctx { path, text };
 
         match &raw.version {
@@ -1031,10 +1070,18 @@ to   = "ghcr.io/myorg/mirror/nginx"
     #[test]
     fn unknown_fields_name_line_and_field() {
         let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntag = 1\n");
-        assert!(e.contains("line 5"), "{e}");
-        assert!(e.contains("unknown field `tag`"), "{e}");
+        assert!(e.starts_with("p.toml:5:1: unknown field `tag`"), "{e}");
+        assert!(e.contains("5 | tag = 1"), "the excerpt shows the line: {e}");
         let e = err("version = 1\n[registry.\"ghcr.io\"]\ninsecur = true\n");
-        assert!(e.contains("unknown field `insecur`"), "{e}");
+        assert!(e.starts_with("p.toml:3:1: unknown field `insecur`"), "{e}");
+        // Columns count characters, as editors do.
+        let base = "version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\n";
+        let e = err(&format!(
+            "{base}tags = {{ exclude = ['ü'], include = ['('] }}\n"
+        ));
+        assert!(e.starts_with("p.toml:5:38: copy.tags.include"), "{e}");
+        let e = err(&format!("{base}tags = {{ exclude = ['ü'], x = 2 }}\n"));
+        assert!(e.starts_with("p.toml:5:27: unknown field `x`"), "{e}");
     }
 
     #[test]

@@ -231,7 +231,19 @@ impl Reference {
                 "give a tag or a digest, not both (the digest alone names the image)".into(),
             ));
         }
+        if path.is_empty() {
+            return Err(ReferenceError(
+                "`oci:` needs a directory path before the tag or digest".into(),
+            ));
+        }
         let wildcard = path == "*" || path.ends_with("/*");
+        if path[..path.len() - usize::from(wildcard)].contains('*') {
+            // `oci:*/` or `oci:a*/b` would name a directory that `oci:DIR/*` can be
+            // confused with.
+            return Err(ReferenceError(
+                "`*` is allowed only as the last path component".into(),
+            ));
+        }
         if wildcard && (tag.is_some() || digest.is_some()) {
             return Err(ReferenceError(
                 "a wildcard reference (`…/*`) selects layouts; it takes no tag or digest".into(),
@@ -246,8 +258,17 @@ impl Reference {
         let repository = if wildcard {
             path[..path.len() - 1].to_string()
         } else {
-            path.trim_end_matches('/').to_string()
+            // `dir/` is `dir`; `/` stays the root.
+            match path.trim_end_matches('/') {
+                "" => "/".to_string(),
+                trimmed => trimmed.to_string(),
+            }
         };
+        if repository.trim() != repository || path.trim() != path {
+            return Err(ReferenceError(
+                "a layout path must have no surrounding spaces".into(),
+            ));
+        }
         Ok(Reference {
             location: Location::Layout,
             repository,
@@ -265,6 +286,15 @@ impl Reference {
 pub fn display_repo(location: &Location, repository: &str) -> String {
     match location {
         Location::Registry(host) => format!("{host}/{repository}"),
+        // A directory whose name ends like `:tag` gets its trailing `/` back, so what is
+        // printed reads back as the same directory, not as a tag of its parent.
+        Location::Layout
+            if repository
+                .rsplit_once(':')
+                .is_some_and(|(dir, tail)| !dir.is_empty() && is_valid_tag(tail)) =>
+        {
+            format!("oci:{repository}/")
+        }
         Location::Layout => format!("oci:{repository}"),
     }
 }
@@ -372,6 +402,29 @@ mod tests {
                 .repository,
             "plans/demo/layout"
         );
+    }
+
+    #[test]
+    fn odd_layout_paths_found_by_the_property_tests() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        for bad in [
+            "oci:*/".to_string(),
+            "oci:a*/b".to_string(),
+            format!("oci:@{d}"),
+            "oci: //".to_string(),
+            "oci:dir ".to_string(),
+        ] {
+            assert!(Reference::parse(&bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(Reference::parse("oci:/").unwrap().repository, "/");
+        // A directory named like `host:port` keeps its trailing slash when printed, so it
+        // is not read back as a tag of `host`.
+        let r = Reference::parse("oci:127.0.0.1:0/").unwrap();
+        assert_eq!(r.repository, "127.0.0.1:0");
+        assert_eq!(r.selector, Selector::AllTags);
+        assert_eq!(r.to_string(), "oci:127.0.0.1:0/");
+        let r = Reference::parse(&format!("oci:a:b/@{d}")).unwrap();
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -14,6 +15,11 @@ use url::Url;
 
 use super::credentials::Credential;
 use super::error::RegistryError;
+use super::http::{read_limited, MAX_ERROR_BODY, MAX_TOKEN_ANSWER};
+
+/// Progress a token service's answer must make (see [`super::http::MIN_PROGRESS`]): the
+/// client's read timeout is the plan's `stall_timeout`; this bounds a dribbling answer.
+const ANSWER_STALL: Duration = crate::plan::DEFAULT_STALL_TIMEOUT;
 
 /// Tokens are renewed this long before the expiry the server gave, so a long upload that
 /// started with a fresh token does not cross the expiry mid-way through a chained request.
@@ -253,6 +259,10 @@ impl Authenticator {
                 )))
             }
         }
+        let method = match &self.credential {
+            Credential::IdentityToken { .. } => Method::POST,
+            _ => Method::GET,
+        };
         let request = match &self.credential {
             Credential::IdentityToken { token } => {
                 let mut form = vec![
@@ -290,7 +300,9 @@ impl Authenticator {
             .map_err(|e| auth_err(format!("token request failed: {e}")))?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = read_limited(resp, &method, &url, MAX_ERROR_BODY, ANSWER_STALL)
+                .await
+                .unwrap_or_default();
             let detail = super::http::decode_error_body(&body);
             let who = if self.credential.is_anonymous() {
                 "anonymous access"
@@ -303,9 +315,10 @@ impl Authenticator {
                 scope.key()
             )));
         }
-        let parsed: TokenResponse = resp
-            .json()
+        let body = read_limited(resp, &method, &url, MAX_TOKEN_ANSWER, ANSWER_STALL)
             .await
+            .map_err(|e| auth_err(format!("reading the token answer failed: {e}")))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| auth_err(format!("the token answer is not JSON with a token: {e}")))?;
         let token = parsed
             .token

@@ -50,6 +50,10 @@ pub enum RegistryError {
     NoCatalog { registry: String, reason: String },
     #[error("{url}: no progress for {seconds} s")]
     Stalled { url: String, seconds: u64 },
+    /// The server answers too slowly to be anything but stuck or hostile (a slow-loris
+    /// response): `detail` says what it managed in how long.
+    #[error("{url}: stalled: {detail}")]
+    TooSlow { url: String, detail: String },
     /// The source of a blob failed while its bytes were being uploaded.
     #[error("the source of the upload failed")]
     SourceFailed {

@@ -15,12 +15,18 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use super::error::{RegistryError, Result};
-use super::http::{decode_error_body, next_link};
+use super::http::{
+    decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
+};
 use super::throttle::{self, Event, Throttle};
 use super::Digest;
 
 /// Versions asked per page (GitHub's maximum).
 const PER_PAGE: usize = 100;
+
+/// Progress the API's answers must make (see [`super::http::MIN_PROGRESS`]); the client's
+/// read timeout is the plan's `stall_timeout` for the registry.
+const API_STALL: Duration = crate::plan::DEFAULT_STALL_TIMEOUT;
 const MAX_PAGES: usize = 10_000;
 
 /// One package version: a manifest as GitHub records it.
@@ -135,7 +141,9 @@ impl PackagesApi {
 
     async fn error(&self, method: &Method, url: &Url, resp: reqwest::Response) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = read_limited(resp, method, url, MAX_ERROR_BODY, API_STALL)
+            .await
+            .unwrap_or_default();
         let hint = match status {
             401 => "\n  hint: the GitHub API refused the token; GHCR needs a classic personal access token (fine-grained tokens do not work with GitHub Packages)".to_string(),
             403 => "\n  hint: listing needs read:packages, deleting needs delete:packages and admin rights on the package".to_string(),
@@ -174,7 +182,8 @@ impl PackagesApi {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        let me: Me = resp.json().await.map_err(|e| RegistryError::Protocol {
+        let body = read_limited(resp, &Method::GET, &url, MAX_TOKEN_ANSWER, API_STALL).await?;
+        let me: Me = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
             url: url.to_string(),
             reason: format!("unexpected answer from the GitHub API: {e}"),
         })?;
@@ -282,10 +291,12 @@ impl PackagesApi {
             }
             next = next_link(resp.headers(), &url)
                 .filter(|n| n.origin() == self.base.origin() && n != &url);
-            let page: Vec<T> = resp.json().await.map_err(|e| RegistryError::Protocol {
-                url: url.to_string(),
-                reason: format!("unexpected answer from the GitHub API: {e}"),
-            })?;
+            let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, API_STALL).await?;
+            let page: Vec<T> =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("unexpected answer from the GitHub API: {e}"),
+                })?;
             out.extend(page);
         }
         Ok(out)

@@ -94,7 +94,12 @@ pub fn media_type_of(bytes: &[u8], served: Option<&str>) -> Option<String> {
         layers: Option<serde_json::Value>,
     }
     let probe: Option<Probe> = serde_json::from_slice(bytes).ok();
-    if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.clone()) {
+    // A blank `mediaType` says nothing: fall back as if it were absent.
+    if let Some(mt) = probe
+        .as_ref()
+        .and_then(|p| p.media_type.clone())
+        .filter(|mt| !mt.trim().is_empty())
+    {
         return Some(mt);
     }
     let served = served
@@ -149,11 +154,13 @@ fn image(bytes: &[u8]) -> Result<Parsed, String> {
 /// `sha256-<hex>.*`) tags, and the OCI referrers fallback tag `sha256-<hex>`.
 pub fn referrer_tag_subject(tag: &str) -> Option<Digest> {
     let rest = tag.strip_prefix("sha256-")?;
-    let (hex, suffix) = rest.split_at(rest.len().min(64));
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    // `get` rather than slicing: tags come from the registry, and byte 64 may fall inside a
+    // multi-byte character.
+    let hex = rest.get(..64)?;
+    let suffix = &rest[64..];
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return None;
     }

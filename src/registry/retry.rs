@@ -21,6 +21,7 @@ pub fn is_transient(e: &RegistryError) -> bool {
     match e {
         RegistryError::Transport { .. }
         | RegistryError::Stalled { .. }
+        | RegistryError::TooSlow { .. }
         | RegistryError::DigestMismatch { .. }
         | RegistryError::SizeMismatch { .. } => true,
         RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),

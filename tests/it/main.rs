@@ -9,6 +9,7 @@ mod dockerhub;
 mod faults;
 mod harness;
 mod harness_smoke;
+mod hostile;
 mod layout;
 mod limits;
 mod ocireg;

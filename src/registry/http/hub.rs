@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
+use super::wire::{read_limited, MAX_LISTING, MAX_TOKEN_ANSWER};
 use super::{HttpRegistry, MAX_PAGES};
 use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
@@ -106,10 +107,12 @@ impl HttpRegistry {
             if !resp.status().is_success() {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
-            let page: Page<T> = resp.json().await.map_err(|e| RegistryError::Protocol {
-                url: url.to_string(),
-                reason: format!("unexpected answer from the Docker Hub API: {e}"),
-            })?;
+            let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, self.stall).await?;
+            let page: Page<T> =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("unexpected answer from the Docker Hub API: {e}"),
+                })?;
             out.extend(page.results);
             match page.next.filter(|n| !n.is_empty()) {
                 None => return Ok(out),
@@ -278,7 +281,8 @@ impl HttpRegistry {
         if !resp.status().is_success() {
             return Err(self.status_error(&Method::POST, &url, resp).await);
         }
-        let login: Login = resp.json().await.map_err(|e| RegistryError::Protocol {
+        let body = read_limited(resp, &Method::POST, &url, MAX_TOKEN_ANSWER, self.stall).await?;
+        let login: Login = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
             url: url.to_string(),
             reason: format!("unexpected login answer: {e}"),
         })?;

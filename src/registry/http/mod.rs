@@ -22,8 +22,13 @@ mod hub;
 mod upload;
 mod wire;
 
-use wire::{check_reported_digest, read_limited, verify_manifest_digest};
-pub use wire::{decode_error_body, next_link};
+use wire::{
+    check_reported_digest, stalled, tracked, verify_manifest_digest, watched_body, BodyProgress,
+};
+pub use wire::{
+    decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
+    MIN_PROGRESS,
+};
 
 use super::auth::{Authenticator, Scope};
 use super::credentials::{self, Credential};
@@ -63,7 +68,7 @@ const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
 enum Body {
     Empty,
     Bytes(Bytes),
-    Stream(Option<reqwest::Body>),
+    Stream(Option<BlobStream>),
 }
 
 /// A registry spoken to over HTTP(S).
@@ -75,6 +80,10 @@ pub struct HttpRegistry {
     insecure: bool,
     api: Option<Url>,
     client: reqwest::Client,
+    /// The same client without a read timeout, for requests with a body: reqwest's read
+    /// timeout runs from the start of a request until its answer, which would cut off every
+    /// upload slower than `stall`; `send` watches those bodies' progress instead.
+    upload_client: reqwest::Client,
     auth: Authenticator,
     credential: Credential,
     connections: Arc<Semaphore>,
@@ -100,14 +109,21 @@ impl HttpRegistry {
         observer: Option<Observer>,
     ) -> Result<HttpRegistry> {
         let credential = credentials::resolve(host, &settings.auth)?;
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .danger_accept_invalid_certs(settings.insecure)
-            .connect_timeout(std::time::Duration::from_secs(30))
-            // A stall detector, not a whole-transfer timeout: each read of a response must
-            // make progress within this time, however long the whole body takes.
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .danger_accept_invalid_certs(settings.insecure)
+                .connect_timeout(std::time::Duration::from_secs(30))
+                .pool_max_idle_per_host(settings.max_connections)
+        };
+        let upload_client = builder()
+            .build()
+            .map_err(|e| RegistryError::transport("INIT", host, e))?;
+        let client = builder()
+            // For requests without a body: the answer's headers must come within this
+            // time, and each read of its body must make progress (bodies are also watched
+            // for too little progress: `wire::Watched`).
             .read_timeout(settings.stall_timeout)
-            .pool_max_idle_per_host(settings.max_connections)
             .build()
             .map_err(|e| RegistryError::transport("INIT", host, e))?;
         let configured = settings.endpoint.clone().or_else(|| {
@@ -138,6 +154,7 @@ impl HttpRegistry {
             insecure: settings.insecure,
             api,
             client,
+            upload_client,
             auth: Authenticator::new(host, credential.clone(), settings.insecure),
             credential,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
@@ -231,8 +248,11 @@ impl HttpRegistry {
                 .acquire_owned()
                 .await
                 .expect("connection semaphore is never closed");
-            let mut req = self
-                .client
+            let client = match body {
+                Body::Empty => &self.client,
+                Body::Bytes(_) | Body::Stream(_) => &self.upload_client,
+            };
+            let mut req = client
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
             if let Some(h) = &auth {
@@ -244,18 +264,35 @@ impl HttpRegistry {
                 value.set_sensitive(true);
                 req = req.header(header::AUTHORIZATION, value);
             }
+            let progress = BodyProgress::new();
             req = match &mut body {
                 Body::Empty => req,
-                Body::Bytes(b) => req.body(b.clone()),
+                Body::Bytes(b) => {
+                    // A stream body has no length of its own: say it, as the bytes did.
+                    if !headers.contains_key(header::CONTENT_LENGTH) {
+                        req = req.header(header::CONTENT_LENGTH, b.len());
+                    }
+                    let whole = futures::stream::once(std::future::ready(Ok(b.clone())));
+                    req.body(tracked(whole, progress.clone()))
+                }
                 Body::Stream(s) => match s.take() {
-                    Some(s) => req.body(s),
+                    Some(s) => req.body(tracked(s, progress.clone())),
                     None => req,
                 },
             };
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| RegistryError::transport(&method, url, e))?;
+            let resp = match body {
+                Body::Empty => req.send().await,
+                Body::Bytes(_) | Body::Stream(_) => tokio::select! {
+                    r = req.send() => r,
+                    () = stalled(&progress, self.stall) => {
+                        return Err(RegistryError::Stalled {
+                            url: url.to_string(),
+                            seconds: self.stall.as_secs(),
+                        })
+                    }
+                },
+            }
+            .map_err(|e| RegistryError::transport(&method, url, e))?;
             self.throttle.observe(resp.headers());
             self.throttle
                 .sent(resp.status() == StatusCode::TOO_MANY_REQUESTS);
@@ -296,7 +333,9 @@ impl HttpRegistry {
     /// Turn an unsuccessful response into an error with the decoded body and a hint.
     async fn status_error(&self, method: &Method, url: &Url, resp: Response) -> RegistryError {
         let status = resp.status();
-        let body = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+        let body = read_limited(resp, method, url, MAX_ERROR_BODY, self.stall)
+            .await
+            .unwrap_or_default();
         let detail = decode_error_body(&body);
         let hint = match status.as_u16() {
             401 if self.credential.is_anonymous() => format!(
@@ -366,9 +405,14 @@ impl HttpRegistry {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
             next = next_link(resp.headers(), &url).filter(|n| n != &url);
-            let body = read_limited(resp, 64 * 1024 * 1024)
-                .await
-                .map_err(|e| RegistryError::transport("GET", &url, e))?;
+            if let Some(n) = next.as_ref().filter(|n| n.origin() != url.origin()) {
+                // The request's credentials would follow the link to that host.
+                return Err(RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("refusing to follow a `Link` to another host: {n}"),
+                });
+            }
+            let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, self.stall).await?;
             let parsed: T = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 url: url.to_string(),
                 reason: format!("unexpected answer: {e}"),
@@ -605,9 +649,15 @@ impl HttpRegistry {
                 reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
             });
         }
-        let bytes = read_limited(resp, MAX_MANIFEST_SIZE as usize + 1)
-            .await
-            .map_err(|e| RegistryError::transport("GET", &url, e))?;
+        // Stops reading one byte past the limit: an endless body costs 4 MiB, no more.
+        let bytes = read_limited(
+            resp,
+            &Method::GET,
+            &url,
+            MAX_MANIFEST_SIZE as usize,
+            self.stall,
+        )
+        .await?;
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(RegistryError::InvalidManifest {
                 url: url.to_string(),
@@ -728,9 +778,20 @@ impl HttpRegistry {
             }
             let _ = self.referrers_api.set(true);
             next = next_link(resp.headers(), &url).filter(|n| n != &url);
-            let body = read_limited(resp, MAX_MANIFEST_SIZE as usize + 1)
-                .await
-                .map_err(|e| RegistryError::transport("GET", &url, e))?;
+            let body = read_limited(
+                resp,
+                &Method::GET,
+                &url,
+                MAX_MANIFEST_SIZE as usize,
+                self.stall,
+            )
+            .await?;
+            if body.len() as u64 > MAX_MANIFEST_SIZE {
+                return Err(RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("a referrers page over the {MAX_MANIFEST_SIZE}-byte limit"),
+                });
+            }
             let index: Index =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                     url: url.to_string(),
@@ -799,11 +860,10 @@ impl HttpRegistry {
         if !resp.status().is_success() {
             return Err(self.status_error(&Method::GET, &url, resp).await);
         }
-        let err_url = url.to_string();
         // The permit travels with the stream: the connection is busy until the body is read.
-        let body = resp.bytes_stream().map(move |r| {
+        let body = watched_body(resp, &Method::GET, &url, self.stall).map(move |r| {
             let _hold = &permit;
-            r.map_err(|e| RegistryError::transport("GET", &err_url, e))
+            r
         });
         Ok(Box::pin(VerifyingStream::new(
             Box::pin(body),

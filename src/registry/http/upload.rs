@@ -2,9 +2,7 @@
 //! back to one PUT when a registry refuses chunks), retried by reopening the source, and
 //! resumed from the offset the registry confirms for an upload session.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::{stream, StreamExt, TryStreamExt};
@@ -12,7 +10,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::wire::check_reported_digest;
+use super::wire::{check_reported_digest, upload_offset};
 use super::{Body, HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
 use crate::registry::auth::Scope;
 use crate::registry::digest::Digest;
@@ -55,13 +53,6 @@ fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
     (Box::pin(stream), slot)
 }
 
-/// Tracks when the upload body last moved, for the stall watchdog.
-struct Progress {
-    start: Instant,
-    last_ms: AtomicU64,
-    done: AtomicBool,
-}
-
 impl HttpRegistry {
     /// `put_blob`: attempts until success, a permanent failure, or the retries are spent.
     pub(super) async fn upload(&self, repo: &str, up: BlobUpload<'_>) -> Result<()> {
@@ -101,7 +92,10 @@ impl HttpRegistry {
         let mut resumed = None;
         if let Some(url) = session.take() {
             match self.upload_status(repo, &url).await {
-                Ok(Some(found)) => resumed = Some(found),
+                Ok(Some(found)) if found.1 <= up.size => resumed = Some(found),
+                Ok(Some((_, offset))) => {
+                    tracing::debug!(registry = %self.name, digest = %up.digest, offset, "upload session claims more bytes than the blob has; starting over")
+                }
                 Ok(None) => {
                     tracing::debug!(registry = %self.name, digest = %up.digest, "upload session expired; starting over")
                 }
@@ -145,15 +139,12 @@ impl HttpRegistry {
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
-                // `Range: 0-<last byte>`; distribution also says `0-0` for an empty session,
-                // and ferry records sessions only after whole chunks, so `0-0` means 0.
                 let offset = resp
                     .headers()
                     .get(header::RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|r| r.trim().trim_start_matches("bytes=").split_once('-'))
-                    .and_then(|(_, end)| end.trim().parse::<u64>().ok())
-                    .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+                    .and_then(upload_offset)
+                    .unwrap_or(0);
                 let location = match resp.headers().get(header::LOCATION) {
                     Some(_) => self.location(&url, &resp).await?,
                     None => url,
@@ -164,59 +155,18 @@ impl HttpRegistry {
         }
     }
 
-    /// One streamed PUT of the whole blob, watched for stalls.
+    /// One streamed PUT of the whole blob (`send` watches its progress and the answer).
     async fn put_monolithic(&self, repo: &str, up: &BlobUpload<'_>, location: Url) -> Result<()> {
         let data = up.source.open(0).await.map_err(source_failed)?;
         let (data, failure) = guarded(data);
-        let progress = Arc::new(Progress {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            done: AtomicBool::new(false),
-        });
-        let seen = progress.clone();
-        let data = data
-            .inspect(move |_| {
-                seen.last_ms
-                    .store(seen.start.elapsed().as_millis() as u64, Ordering::Relaxed)
-            })
-            .chain(stream::once({
-                let seen = progress.clone();
-                async move {
-                    // The body is complete: from here the registry's answer is awaited,
-                    // which the client's read timeout watches.
-                    seen.done.store(true, Ordering::Relaxed);
-                    Ok(bytes::Bytes::new())
-                }
-            }));
-        let body = Body::Stream(Some(reqwest::Body::wrap_stream(data)));
-        let put = self.finish_upload(repo, location.clone(), up.digest, body, up.size);
-        let result = tokio::select! {
-            r = put => r,
-            e = self.stall_watch(&location, &progress) => Err(e),
-        };
+        let body = Body::Stream(Some(data));
+        let result = self
+            .finish_upload(repo, location, up.digest, body, up.size)
+            .await;
         if let Some(e) = failure.lock().expect("failure slot").take() {
             return Err(source_failed(e));
         }
         result
-    }
-
-    /// Resolves (with an error) when an upload body has not moved for the stall timeout.
-    async fn stall_watch(&self, url: &Url, progress: &Progress) -> RegistryError {
-        let tick = (self.stall / 4).max(std::time::Duration::from_millis(50));
-        loop {
-            tokio::time::sleep(tick).await;
-            if progress.done.load(Ordering::Relaxed) {
-                continue;
-            }
-            let last = progress.last_ms.load(Ordering::Relaxed);
-            let idle = progress.start.elapsed().as_millis() as u64 - last.min(u64::MAX / 2);
-            if idle > self.stall.as_millis() as u64 {
-                return RegistryError::Stalled {
-                    url: url.to_string(),
-                    seconds: self.stall.as_secs(),
-                };
-            }
-        }
     }
 
     /// Chunked upload from `offset`: PATCH one chunk at a time, recording the confirmed
@@ -326,7 +276,7 @@ impl HttpRegistry {
                 let rest = stream::once(async { Ok(chunk) }).chain(tokio_stream_from(chunks));
                 let (rest, failure) = guarded(Box::pin(rest));
                 let location = self.start_upload(repo).await?;
-                let body = Body::Stream(Some(reqwest::Body::wrap_stream(rest)));
+                let body = Body::Stream(Some(rest));
                 let result = self
                     .finish_upload(repo, location, up.digest, body, up.size)
                     .await;

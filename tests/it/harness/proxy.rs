@@ -1,6 +1,7 @@
 //! A fault-injecting reverse proxy in front of a real registry. Each request is shown to a
 //! hook that decides what happens: forward it (optionally to another URI), answer it
-//! directly (5xx, 405, 429…), corrupt the body that comes back, or redirect it elsewhere.
+//! directly (5xx, 405, 429…), corrupt, lengthen, shorten or dribble the body that comes back,
+//! send a body that never ends, or redirect it elsewhere.
 //! The proxy forwards the client's `Host`, so the registry's absolute upload `Location`s
 //! point back through the proxy.
 
@@ -31,6 +32,31 @@ pub enum Action {
     /// Read nothing of the request, wait this long, then answer 503: the request never
     /// reaches the registry (a chunk lost in the network).
     Hold(std::time::Duration),
+    /// Answer directly with this status and headers, and a body that never ends.
+    Endless(StatusCode, Vec<(&'static str, String)>),
+    /// Forward, then send more after the real body: some bytes, or bytes without end.
+    Append(Tail),
+    /// Forward, and send the body without its last `n` bytes (a complete, shorter answer).
+    Shorten(usize),
+    /// Forward, then send the body one byte per interval, and after it spaces, forever: a
+    /// slow-loris response that never lets a read time out.
+    Dribble(std::time::Duration),
+}
+
+/// What [`Action::Append`] adds to a body.
+pub enum Tail {
+    Bytes(Vec<u8>),
+    Endless,
+}
+
+/// 64 KiB of JSON whitespace, over and over, counted into `sent` as it goes out.
+fn endless(sent: Arc<Inner>) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+    futures::stream::repeat(chunk).map(move |c| {
+        sent.bytes_out
+            .fetch_add(c.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(c)
+    })
 }
 
 impl Action {
@@ -65,6 +91,8 @@ struct Inner {
     seen: Mutex<Vec<Seen>>,
     /// Request body bytes received (uploads), counted as they stream through.
     bytes_in: std::sync::atomic::AtomicU64,
+    /// Body bytes the proxy made up (endless, appended and dribbled bodies) that went out.
+    bytes_out: std::sync::atomic::AtomicU64,
     shaping: Option<Shaping>,
 }
 
@@ -134,6 +162,7 @@ impl Proxy {
                 .expect("proxy client"),
             seen: Mutex::new(Vec::new()),
             bytes_in: std::sync::atomic::AtomicU64::new(0),
+            bytes_out: std::sync::atomic::AtomicU64::new(0),
             shaping,
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -161,6 +190,14 @@ impl Proxy {
     pub fn bytes_in(&self) -> u64 {
         self.inner
             .bytes_in
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Made-up body bytes (endless, appended, dribbled) that left the proxy so far: how
+    /// much of a body without end a client read before it stopped.
+    pub fn bytes_out(&self) -> u64 {
+        self.inner
+            .bytes_out
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
@@ -201,6 +238,17 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Action::Hold(d) => {
             tokio::time::sleep(*d).await;
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        Action::Endless(status, hdrs) => {
+            let mut resp = Response::new(Body::from_stream(endless(inner.clone())));
+            *resp.status_mut() = *status;
+            for (k, v) in hdrs {
+                resp.headers_mut().insert(
+                    HeaderName::from_static(k),
+                    HeaderValue::from_str(v).expect("header value"),
+                );
+            }
+            return resp;
         }
         Action::Rewrite(u) => u.clone(),
         _ => uri.clone(),
@@ -273,6 +321,53 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 HeaderValue::from_str(&v).expect("header"),
             );
             Body::from_stream(upstream.bytes_stream())
+        }
+        Action::Append(tail) => {
+            out_headers.remove("content-length");
+            let counter = inner.clone();
+            let extra: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> =
+                match tail {
+                    Tail::Bytes(b) => {
+                        let n = b.len() as u64;
+                        Box::pin(futures::stream::once(async move {
+                            counter
+                                .bytes_out
+                                .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                            Ok(Bytes::from(b))
+                        }))
+                    }
+                    Tail::Endless => Box::pin(endless(counter)),
+                };
+            let real = upstream
+                .bytes_stream()
+                .map(|r| r.map_err(std::io::Error::other));
+            Body::from_stream(real.chain(extra))
+        }
+        Action::Shorten(n) => {
+            let bytes = upstream.bytes().await.unwrap_or_default();
+            let short = bytes.slice(..bytes.len().saturating_sub(n));
+            out_headers.insert(
+                "content-length",
+                HeaderValue::from_str(&short.len().to_string()).expect("digits"),
+            );
+            Body::from(short)
+        }
+        Action::Dribble(every) => {
+            out_headers.remove("content-length");
+            let bytes = upstream.bytes().await.unwrap_or_default().to_vec();
+            let counter = inner.clone();
+            let body = futures::stream::iter(bytes.into_iter().chain(std::iter::repeat(b' ')))
+                .then(move |b| {
+                    let counter = counter.clone();
+                    async move {
+                        tokio::time::sleep(every).await;
+                        counter
+                            .bytes_out
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(Bytes::from(vec![b]))
+                    }
+                });
+            Body::from_stream(body)
         }
         Action::Headers(list) => {
             for (k, v) in list {
