@@ -40,7 +40,9 @@ pub fn registries(plan: &Plan, observer: Option<Observer>) -> anyhow::Result<sel
     for host in plan.hosts() {
         let settings = plan.registry(&host);
         if settings.insecure {
-            tracing::warn!("TLS verification is off for {host} (insecure = true in the plan)");
+            tracing::warn!(
+                "insecure = true for {host}: its TLS certificate is not verified and plain HTTP is allowed"
+            );
         }
         let client = HttpRegistry::new(&host, &settings, observer.clone())
             .with_context(|| format!("setting up registry {host}"))?;

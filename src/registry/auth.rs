@@ -287,7 +287,13 @@ impl Authenticator {
         let resp = request
             .send()
             .await
-            .map_err(|e| auth_err(format!("token request failed: {e}")))?;
+            .map_err(|e| match super::tls::certificate_problem(&e) {
+                Some(_) => RegistryError::transport("GET", realm, e),
+                None => auth_err(format!(
+                    "token request failed: {}",
+                    crate::report::error_chain(&e)
+                )),
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();

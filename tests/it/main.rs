@@ -16,3 +16,4 @@ mod report;
 mod resume;
 mod retention;
 mod snapshots;
+mod tls;

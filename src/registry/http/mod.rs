@@ -33,6 +33,7 @@ use super::github::{split_repository, PackagesApi};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
+use super::tls;
 use super::ManifestRecord;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Registry};
 use crate::plan::reference::DOCKER_HUB;
@@ -98,7 +99,20 @@ impl HttpRegistry {
         observer: Option<Observer>,
     ) -> Result<HttpRegistry> {
         let credential = credentials::resolve(host, &settings.auth)?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &settings.ca_file {
+            // Besides the system roots, not instead of them: a mirror behind a private CA may
+            // still redirect blob downloads to a public CDN.
+            let certs =
+                tls::read_root_certificates(path).map_err(|reason| RegistryError::CaFile {
+                    registry: host.to_string(),
+                    reason,
+                })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .user_agent(USER_AGENT)
             .danger_accept_invalid_certs(settings.insecure)
             .connect_timeout(std::time::Duration::from_secs(30))

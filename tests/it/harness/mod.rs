@@ -11,6 +11,7 @@ pub mod github;
 pub mod hub;
 pub mod proxy;
 pub mod registry;
+pub mod tls;
 pub mod token;
 
 // Flat re-exports so tests can `use crate::harness::*`; a test binary that
@@ -25,5 +26,7 @@ pub use hub::*;
 pub use proxy::*;
 #[allow(unused_imports)]
 pub use registry::*;
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use token::*;
