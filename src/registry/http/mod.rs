@@ -231,7 +231,14 @@ impl HttpRegistry {
         } else {
             Kind::Other
         };
-        let mut auth = self.auth.header(&self.client, scope).await?;
+        // Credentials go to the registry's own host only. A URL the registry hands out on
+        // another host (an upload `Location` at storage, say) gets none, as docker does; a
+        // redirect elsewhere loses them in reqwest's redirect policy.
+        let own_host = self.is_own_host(url).await?;
+        let mut auth = match own_host {
+            true => self.auth.header(&self.client, scope).await?,
+            false => None,
+        };
         let mut retried = false;
         loop {
             // Wait for the host's rate limit and any pause before taking a connection slot.
@@ -280,6 +287,15 @@ impl HttpRegistry {
                     &format!("{} answered 429 Too Many Requests", self.name),
                 );
             }
+            if resp.status() == StatusCode::UNAUTHORIZED && !own_host {
+                return Err(RegistryError::Auth {
+                    url: url.to_string(),
+                    reason: format!(
+                        "{} sent this request to another host, which asks for credentials; ferry sends the credentials for {} to {} only",
+                        self.name, self.name, self.name
+                    ),
+                });
+            }
             let replayable = !matches!(body, Body::Stream(_));
             if resp.status() == StatusCode::UNAUTHORIZED && !retried && replayable {
                 retried = true;
@@ -302,6 +318,13 @@ impl HttpRegistry {
             }
             return Ok((resp, permit));
         }
+    }
+
+    /// Is `url` on the registry's own endpoint (host and port), where its credentials belong?
+    async fn is_own_host(&self, url: &Url) -> Result<bool> {
+        let base = self.base().await?;
+        Ok(url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default())
     }
 
     /// Turn an unsuccessful response into an error with the decoded body and a hint.

@@ -31,6 +31,9 @@ pub enum Action {
     /// Read nothing of the request, wait this long, then answer 503: the request never
     /// reaches the registry (a chunk lost in the network).
     Hold(std::time::Duration),
+    /// Forward, then point the answer's `Location` at this base URL instead (same path and
+    /// query): a registry that sends uploads to another host.
+    MoveLocation(String),
 }
 
 impl Action {
@@ -272,6 +275,26 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 HeaderName::from_static(k),
                 HeaderValue::from_str(&v).expect("header"),
             );
+            Body::from_stream(upstream.bytes_stream())
+        }
+        Action::MoveLocation(base) => {
+            if let Some(loc) = out_headers
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+            {
+                let path = match loc.find("://") {
+                    Some(i) => loc[i + 3..]
+                        .find('/')
+                        .map_or("/".to_string(), |j| loc[i + 3 + j..].to_string()),
+                    None => loc,
+                };
+                out_headers.insert(
+                    "location",
+                    HeaderValue::from_str(&format!("{}{path}", base.trim_end_matches('/')))
+                        .expect("location"),
+                );
+            }
             Body::from_stream(upstream.bytes_stream())
         }
         Action::Headers(list) => {
