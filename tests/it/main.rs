@@ -15,5 +15,6 @@ mod plans;
 mod report;
 mod resume;
 mod retention;
+mod secrets;
 mod snapshots;
 mod tls;
