@@ -67,6 +67,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             Some(RegistryError::CaFile { .. }) => return exit::INVALID,
             _ => {}
         }
+        if let Some(crate::state::StateError::UnsafeDirectory { .. }) = cause.downcast_ref() {
+            return exit::INVALID;
+        }
     }
     exit::PARTIAL
 }

@@ -297,3 +297,88 @@ fn needles_find_a_secret_inside_base64() {
         );
     }
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Everything ferry writes is its owner's alone: the state directory it creates 0700, the
+/// checkpoint and its lock 0600, the report and metrics 0600 even where a looser file stood;
+/// and a state directory every user may write to is refused, not used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_private_and_a_world_writable_state_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(&[layer(70, 4096)], "linux", "amd64", Format::Oci, "perm");
+    src.pusher().push("team/app", "v1", &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/team/app", src.addr),
+        &format!("{}/team/app", dst.addr),
+    );
+    let p = p.to_str().unwrap();
+    let state = dir.path().join("new/sub/ferry.db");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (report, metrics) = (out.join("report.json"), out.join("ferry.prom"));
+    for f in [&report, &metrics] {
+        std::fs::write(f, "old, readable by all").unwrap();
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    ferry(
+        &[
+            "run",
+            "--state",
+            state.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "--metrics",
+            metrics.to_str().unwrap(),
+            p,
+        ],
+        &[],
+    )
+    .await
+    .assert_code(0);
+    assert_eq!(mode(&dir.path().join("new")), 0o700);
+    assert_eq!(mode(&dir.path().join("new/sub")), 0o700);
+    let mut written = Vec::new();
+    files_under(&dir.path().join("new/sub"), &mut written);
+    assert!(written.len() >= 2, "{written:?}");
+    for f in written.iter().chain([&report, &metrics]) {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("\"outcome\""));
+
+    // A shared, world-writable directory (as /tmp is) is refused by run and status alike.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let loose = shared.join("ferry.db");
+    for args in [
+        vec!["run", "--state", loose.to_str().unwrap(), p],
+        vec!["status", "--state", loose.to_str().unwrap()],
+    ] {
+        if args[0] == "status" {
+            // status reads an existing file only: put one there, as another user might.
+            std::fs::copy(&state, &loose).unwrap();
+        }
+        let run = ferry(&args, &[]).await;
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(&format!(
+                "its directory {} is writable by every user (mode 1777)",
+                shared.display()
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(mode(&shared), 0o1777, "left as the user set it");
+}
