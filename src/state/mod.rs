@@ -51,6 +51,17 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
+    /// SQLite could not write: the disk is full, a quota or file-size limit was reached, or
+    /// the device failed. Every transaction is atomic, so what was committed before stands.
+    #[error(
+        "cannot write state file {path} (is the disk full, or a quota or file-size limit \
+         reached?); what was saved before is intact"
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// The directory of the state file is writable by every user. Refused rather than
     /// fixed, as ssh does with loose key files: changing the mode of a directory ferry did
     /// not create would surprise whoever shares it on purpose.
@@ -344,6 +355,31 @@ const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// open, say) before failing; ferry itself never has two connections to one file.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
+impl StateError {
+    /// A SQLite error on `path`: [`StateError::Write`] when writing failed (a full disk says
+    /// so), else [`StateError::Sqlite`].
+    pub(crate) fn from_sqlite(path: &Path, source: rusqlite::Error) -> StateError {
+        use rusqlite::ffi;
+        let write_failed = match &source {
+            rusqlite::Error::SqliteFailure(e, _) => match e.code {
+                rusqlite::ErrorCode::DiskFull => true,
+                // I/O errors other than reads: write, fsync, truncate, growing -shm…
+                rusqlite::ErrorCode::SystemIoFailure => !matches!(
+                    e.extended_code,
+                    ffi::SQLITE_IOERR_READ | ffi::SQLITE_IOERR_SHORT_READ
+                ),
+                _ => false,
+            },
+            _ => false,
+        };
+        let path = path.to_path_buf();
+        match write_failed {
+            true => StateError::Write { path, source },
+            false => StateError::Sqlite { path, source },
+        }
+    }
+}
+
 impl State {
     /// Opens the checkpoint at `path`, creating it (and missing parent directories, 0700) if
     /// needed, and brings its schema up to date.
@@ -409,10 +445,7 @@ impl State {
         // the database file.
         drop(create_private(&path).map_err(open_err)?);
 
-        let sqlite_err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite_err = |source| StateError::from_sqlite(&path, source);
         let mut conn = Connection::open(&path).map_err(sqlite_err)?;
         configure(&conn).map_err(sqlite_err)?;
         schema::migrate(&mut conn).map_err(|e| match e {

@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod common;
 mod copy;
+mod crash;
 mod dockerhub;
 mod faults;
 mod harness;
