@@ -40,6 +40,21 @@ fi
 "$tools/bin/hadolint" Dockerfile
 "$tools/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
 
+# cargo-deny (deny.toml): licenses, bans and sources need no network. Advisories need the
+# RustSec database, which only a machine that reaches GitHub can fetch: checked when one has
+# been put under $CARGO_HOME/advisory-dbs (README, "Dependencies"). Pinned, since its config
+# format changes between 0.x versions; building it takes about 2 minutes.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    echo "installing cargo-deny"
+    cargo install --locked --quiet cargo-deny --version 0.20.2
+fi
+cargo deny --offline --locked check --hide-inclusion-graph licenses bans sources
+if compgen -G "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/advisory-db-*/.git" >/dev/null; then
+    cargo deny --offline --locked check --hide-inclusion-graph advisories
+else
+    echo "cargo deny: advisories skipped (no RustSec database under \$CARGO_HOME/advisory-dbs; see README)"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet

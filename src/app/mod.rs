@@ -61,8 +61,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<PlanError>().is_some() {
             return exit::INVALID;
         }
-        if let Some(RegistryError::Credentials { .. }) = cause.downcast_ref::<RegistryError>() {
-            return exit::CREDENTIALS;
+        match cause.downcast_ref::<RegistryError>() {
+            Some(RegistryError::Credentials { .. }) => return exit::CREDENTIALS,
+            // The plan named a CA file that is no longer readable since it was validated.
+            Some(RegistryError::CaFile { .. }) => return exit::INVALID,
+            _ => {}
+        }
+        if let Some(crate::state::StateError::UnsafeDirectory { .. }) = cause.downcast_ref() {
+            return exit::INVALID;
         }
     }
     exit::PARTIAL

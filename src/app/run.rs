@@ -40,7 +40,9 @@ pub fn registries(plan: &Plan, observer: Option<Observer>) -> anyhow::Result<sel
     for host in plan.hosts() {
         let settings = plan.registry(&host);
         if settings.insecure {
-            tracing::warn!("TLS verification is off for {host} (insecure = true in the plan)");
+            tracing::warn!(
+                "insecure = true for {host}: its TLS certificate is not verified and plain HTTP is allowed"
+            );
         }
         let client = HttpRegistry::new(&host, &settings, observer.clone())
             .with_context(|| format!("setting up registry {host}"))?;
@@ -397,8 +399,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let saved =
         tokio::task::spawn_blocking(move || state.finish_run(run_id, outcome, &run_totals)).await?;
+    let saved_ok = saved.is_ok();
     if let Err(e) = saved {
-        // The copies stand; only the record of them is incomplete. Say so, loudly.
+        // The copies stand; only the record of them is incomplete. Say so, loudly, and in
+        // the exit code: a run whose checkpoint is incomplete is not a clean success.
         emit(
             json,
             "ERROR",
@@ -477,7 +481,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(interrupted));
     }
-    Ok(if failures.is_empty() && files_ok {
+    Ok(if failures.is_empty() && files_ok && saved_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::exit::PARTIAL)

@@ -136,6 +136,9 @@ pub struct RegistrySettings {
     pub auth: AuthSettings,
     /// Plain HTTP or an unverified certificate is allowed for this host.
     pub insecure: bool,
+    /// Extra trusted roots for this host (a private CA), besides the system's; validated to
+    /// hold PEM certificates when the plan is read.
+    pub ca_file: Option<PathBuf>,
     /// Where to connect instead of `https://HOST` (a mirror, or a test registry).
     pub endpoint: Option<Url>,
     /// Base URL of the registry's management API (Docker Hub's for `docker.io`).
@@ -164,6 +167,7 @@ impl Default for RegistrySettings {
         RegistrySettings {
             auth: AuthSettings::Default,
             insecure: false,
+            ca_file: None,
             endpoint: None,
             api: None,
             flavor: Flavor::Distribution,
@@ -275,6 +279,7 @@ struct RawRegistry {
     auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     insecure: bool,
+    ca_file: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
     api: Option<Spanned<String>>,
     flavor: Option<Flavor>,
@@ -450,6 +455,28 @@ fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanErr
     Ok(url)
 }
 
+/// `ca_file`: a readable file of PEM certificates, each a usable X.509 trust anchor. Read
+/// here (file I/O only) so a wrong file is a plan error with its line, not a failed
+/// connection in the middle of a run.
+fn ca_file(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    field: &str,
+    insecure: bool,
+) -> Result<PathBuf, PlanError> {
+    let invalid =
+        |reason: String| ctx.invalid(v.span(), field, format!("{:?}", v.get_ref()), reason);
+    if insecure {
+        return Err(invalid(
+            "`insecure = true` turns certificate verification off, so a `ca_file` would be ignored: keep one of them".into(),
+        ));
+    }
+    let path = PathBuf::from(v.get_ref());
+    let pem = std::fs::read(&path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    crate::registry::tls::root_certificates(&pem).map_err(invalid)?;
+    Ok(path)
+}
+
 impl Plan {
     /// Read and validate a plan file.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
@@ -530,6 +557,11 @@ impl Plan {
                 .as_ref()
                 .map(|e| url_field(&ctx, e, &format!("{field}.api")))
                 .transpose()?;
+            let ca_file = r
+                .ca_file
+                .as_ref()
+                .map(|v| ca_file(&ctx, v, &format!("{field}.ca_file"), r.insecure))
+                .transpose()?;
             let max_connections = match &r.max_connections {
                 Some(v) => positive(&ctx, v, &format!("{field}.max_connections"), 1024)?,
                 None => DEFAULT_MAX_CONNECTIONS,
@@ -567,6 +599,7 @@ impl Plan {
             let settings = RegistrySettings {
                 auth,
                 insecure: r.insecure,
+                ca_file,
                 endpoint,
                 api,
                 flavor: r.flavor.unwrap_or_else(|| Flavor::for_host(&host)),
@@ -1058,6 +1091,49 @@ to   = "ghcr.io/myorg/mirror/nginx"
             err("version = 1\n[[retain]]\nrepository = \"r.io/org/app\"\nkeep = 3\n")
                 .contains("unknown field `keep`")
         );
+    }
+
+    #[test]
+    fn ca_file_must_exist_and_hold_pem_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.pem()).unwrap();
+        let section = |path: &Path| {
+            format!(
+                "version = 1\n[registry.\"r.example\"]\nca_file = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let p = parse(&section(&good)).unwrap();
+        assert_eq!(
+            p.registry("r.example").ca_file.as_deref(),
+            Some(good.as_path())
+        );
+        assert_eq!(RegistrySettings::default().ca_file, None);
+
+        let der = dir.path().join("ca.der");
+        std::fs::write(&der, ca.der()).unwrap();
+        let e = err(&section(&der));
+        assert!(
+            e.starts_with(&format!(
+                "p.toml:3:11: registry.\"r.example\".ca_file = {:?}: holds no PEM certificate",
+                der.display().to_string()
+            )),
+            "{e}"
+        );
+        let e = err(&section(&dir.path().join("missing.pem")));
+        assert!(
+            e.starts_with("p.toml:3:11: registry.\"r.example\".ca_file"),
+            "{e}"
+        );
+        assert!(e.contains("cannot read it"), "{e}");
+        let e = err(&format!("{}insecure = true\n", section(&good)));
+        assert!(e.contains("would be ignored"), "{e}");
     }
 
     #[test]

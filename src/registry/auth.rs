@@ -147,19 +147,23 @@ impl Scope {
     }
 }
 
+/// `Debug` is derived: every secret in here is a `SecretString`, which prints `[REDACTED]`.
+#[derive(Debug)]
 struct CachedToken {
     token: SecretString,
     expires: Instant,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct TokenResponse {
-    token: Option<String>,
-    access_token: Option<String>,
+    token: Option<SecretString>,
+    access_token: Option<SecretString>,
     expires_in: Option<u64>,
 }
 
 /// Per-registry authentication state: what the registry asked for and the tokens it gave.
+/// Its `Debug` shows the challenge and the cached scopes, never a credential or a token.
+#[derive(Debug)]
 pub struct Authenticator {
     host: String,
     credential: Credential,
@@ -289,7 +293,16 @@ impl Authenticator {
                 }
                 let mut r = client.get(u);
                 if let Some(h) = cred.basic_header() {
-                    r = r.header(reqwest::header::AUTHORIZATION, h.expose_secret());
+                    let mut value = reqwest::header::HeaderValue::from_str(h.expose_secret())
+                        .map_err(|_| {
+                            auth_err(
+                                "the credential contains characters not allowed in a header".into(),
+                            )
+                        })?;
+                    // Never indexed by HTTP/2 header compression, shown as "Sensitive" by
+                    // reqwest's own Debug.
+                    value.set_sensitive(true);
+                    r = r.header(reqwest::header::AUTHORIZATION, value);
                 }
                 r
             }
@@ -297,7 +310,13 @@ impl Authenticator {
         let resp = request
             .send()
             .await
-            .map_err(|e| auth_err(format!("token request failed: {e}")))?;
+            .map_err(|e| match super::tls::certificate_problem(&e) {
+                Some(_) => RegistryError::transport("GET", realm, e),
+                None => auth_err(format!(
+                    "token request failed: {}",
+                    crate::report::error_chain(&e)
+                )),
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let body = read_limited(resp, &method, &url, MAX_ERROR_BODY, ANSWER_STALL)
@@ -323,11 +342,11 @@ impl Authenticator {
         let token = parsed
             .token
             .or(parsed.access_token)
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.expose_secret().is_empty())
             .ok_or_else(|| auth_err("the token answer has no token".into()))?;
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME));
         Ok(CachedToken {
-            token: SecretString::from(token),
+            token,
             expires: Instant::now()
                 + lifetime
                     .saturating_sub(EXPIRY_MARGIN)
@@ -380,6 +399,42 @@ mod tests {
                 realm: "unterminated".into(),
                 service: None
             })
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_credentials_or_tokens() {
+        let answer: TokenResponse = serde_json::from_str(
+            r#"{"token":"tok-canary","access_token":"acc-canary","expires_in":60}"#,
+        )
+        .unwrap();
+        let d = format!("{answer:?}");
+        assert!(!d.contains("canary") && d.contains("expires_in"), "{d}");
+
+        let credential = Credential::Basic {
+            username: "u".into(),
+            password: SecretString::from("pw-canary".to_string()),
+        };
+        let header = credential.basic_header().unwrap();
+        assert!(!format!("{header:?}").contains("Basic"), "{header:?}");
+        let auth = Authenticator::new("r.example", credential, false);
+        *auth.challenge.write().unwrap() = Some(Challenge::Bearer {
+            realm: "https://auth.example/token".into(),
+            service: None,
+        });
+        auth.tokens.try_lock().unwrap().insert(
+            Scope::pull("a").key(),
+            CachedToken {
+                token: SecretString::from("tok-canary".to_string()),
+                expires: Instant::now(),
+            },
+        );
+        let d = format!("{auth:?}");
+        assert!(!d.contains("canary"), "{d}");
+        // Still useful for debugging: the challenge and the cached scopes show.
+        assert!(
+            d.contains("auth.example") && d.contains("repository:a:pull"),
+            "{d}"
         );
     }
 

@@ -126,7 +126,9 @@ fn default_config_paths() -> Vec<PathBuf> {
     paths
 }
 
-#[derive(Deserialize, Default)]
+/// A docker `config.json`. Secrets are `SecretString` from the moment they are parsed, so the
+/// derived `Debug` prints `[REDACTED]` for them.
+#[derive(Debug, Deserialize, Default)]
 struct ConfigFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
@@ -136,12 +138,13 @@ struct ConfigFile {
     cred_helpers: HashMap<String, String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 struct AuthEntry {
-    auth: Option<String>,
+    /// base64 of `user:password`.
+    auth: Option<SecretString>,
     username: Option<String>,
-    password: Option<String>,
-    identitytoken: Option<String>,
+    password: Option<SecretString>,
+    identitytoken: Option<SecretString>,
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile, String> {
@@ -199,22 +202,24 @@ impl ConfigFile {
 
 impl AuthEntry {
     fn credential(&self, host: &str) -> Result<Option<Credential>, String> {
-        if let Some(t) = self.identitytoken.as_ref().filter(|t| !t.is_empty()) {
-            return Ok(Some(Credential::IdentityToken {
-                token: SecretString::from(t.clone()),
-            }));
+        if let Some(t) = self
+            .identitytoken
+            .as_ref()
+            .filter(|t| !t.expose_secret().is_empty())
+        {
+            return Ok(Some(Credential::IdentityToken { token: t.clone() }));
         }
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
             return Ok(Some(Credential::Basic {
                 username: u.clone(),
-                password: SecretString::from(p.clone()),
+                password: p.clone(),
             }));
         }
-        let Some(auth) = self.auth.as_ref().filter(|a| !a.is_empty()) else {
+        let Some(auth) = self.auth.as_ref().filter(|a| !a.expose_secret().is_empty()) else {
             return Ok(None);
         };
         let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
+            .decode(auth.expose_secret().trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| format!("the `auth` entry for {host} is not base64 of user:password"))?;
@@ -230,12 +235,12 @@ impl AuthEntry {
 
 /// Run `docker-credential-NAME get` as docker does: server URL on stdin, JSON on stdout.
 fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, String> {
-    #[derive(Deserialize)]
+    #[derive(Debug, Deserialize)]
     struct HelperOutput {
         #[serde(rename = "Username")]
         username: String,
         #[serde(rename = "Secret")]
-        secret: String,
+        secret: SecretString,
     }
     let program = format!("docker-credential-{name}");
     let mut child = Command::new(&program)
@@ -269,12 +274,12 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, String> {
     })?;
     if parsed.username == "<token>" {
         Ok(Some(Credential::IdentityToken {
-            token: SecretString::from(parsed.secret),
+            token: parsed.secret,
         }))
     } else {
         Ok(Some(Credential::Basic {
             username: parsed.username,
-            password: SecretString::from(parsed.secret),
+            password: parsed.secret,
         }))
     }
 }
@@ -321,6 +326,21 @@ mod tests {
             token: SecretString::from("hunter2".to_string()),
         };
         assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn parsed_configs_keep_secrets_out_of_debug() {
+        let basic = base64::engine::general_purpose::STANDARD.encode("user:cfg-canary");
+        let c = config(&format!(
+            r#"{{"auths":{{"a.io":{{"auth":"{basic}"}},"b.io":{{"username":"bot","password":"cfg-canary"}},"c.io":{{"identitytoken":"cfg-canary"}}}},"credHelpers":{{"d.io":"pass"}}}}"#
+        ));
+        let d = format!("{c:?}");
+        assert!(!d.contains("canary") && !d.contains(&basic), "{d}");
+        assert!(d.contains("bot") && d.contains("d.io"), "{d}");
+        for host in ["a.io", "b.io", "c.io"] {
+            let cred = c.lookup(host).unwrap().unwrap();
+            assert!(!format!("{cred:?}").contains("canary"), "{cred:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,19 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    /// The server's TLS certificate was refused. Not retried: it will not change by itself.
+    /// The rustls reason is in the message rather than in a `#[source]` so that the hint stays
+    /// the last thing users read.
+    #[error("{method} {url}: the TLS certificate of {host} is not trusted: {reason}\n  hint: if {host} uses a private certificate authority, give its certificate (PEM) as `ca_file = \"…\"` under [registry.\"{host}\"] in the plan; `insecure = true` there turns verification off")]
+    Certificate {
+        method: String,
+        url: String,
+        host: String,
+        reason: String,
+    },
+    /// The plan's `ca_file` for a registry could not be used.
+    #[error("ca_file for {registry}: {reason}")]
+    CaFile { registry: String, reason: String },
     #[error("{url}: digest mismatch: expected {expected}, the bytes hash to {actual}")]
     DigestMismatch {
         url: String,
@@ -78,10 +91,31 @@ impl RegistryError {
         }
     }
 
+    /// A request that got no answer; a refused server certificate becomes
+    /// [`RegistryError::Certificate`], which names the host and says what to do.
     pub fn transport(method: impl ToString, url: impl ToString, source: reqwest::Error) -> Self {
+        let url = url.to_string();
+        if let Some(reason) = super::tls::certificate_problem(&source) {
+            let host = url::Url::parse(&url)
+                .ok()
+                .and_then(|u| {
+                    let host = u.host_str()?.to_string();
+                    Some(match u.port() {
+                        Some(p) => format!("{host}:{p}"),
+                        None => host,
+                    })
+                })
+                .unwrap_or_else(|| url.clone());
+            return RegistryError::Certificate {
+                method: method.to_string(),
+                url,
+                host,
+                reason,
+            };
+        }
         RegistryError::Transport {
             method: method.to_string(),
-            url: url.to_string(),
+            url,
             source,
         }
     }

@@ -46,6 +46,7 @@ enum Owner {
     OtherUser,
 }
 
+/// Its `Debug` names the API and the registry; the token prints as `[REDACTED]`.
 pub struct PackagesApi {
     base: Url,
     token: SecretString,
@@ -57,6 +58,16 @@ pub struct PackagesApi {
     owners: Mutex<HashMap<String, Owner>>,
     /// The token's login and scopes, from `GET /user`, read once.
     user: Mutex<Option<(String, Vec<String>)>>,
+}
+
+impl std::fmt::Debug for PackagesApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackagesApi")
+            .field("base", &self.base.as_str())
+            .field("registry", &self.registry)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `myorg/team/app` -> (`myorg`, `team/app`): GHCR packages are named after the owner.
@@ -406,6 +417,21 @@ fn rate_limit_wait(headers: &HeaderMap) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let api = PackagesApi::new(
+            Url::parse("https://api.github.com").unwrap(),
+            SecretString::from("ghp_canary0123456789".to_string()),
+            reqwest::Client::new(),
+            "ghcr.io",
+            std::sync::Arc::new(Throttle::new("ghcr.io", None, None)),
+            0,
+        );
+        let d = format!("{api:?}");
+        assert!(!d.contains("canary"), "{d}");
+        assert!(d.contains("ghcr.io") && d.contains("REDACTED"), "{d}");
+    }
 
     #[test]
     fn names_and_waits() {

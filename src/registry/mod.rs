@@ -16,6 +16,7 @@ pub mod layout;
 pub mod manifest;
 pub mod retry;
 pub mod throttle;
+pub mod tls;
 
 use std::pin::Pin;
 

@@ -7,8 +7,10 @@
 //! writes, or 200 ms after the first one, or before any query or flush), so copying never waits
 //! on the disk. Queries and flushes are request/response and see every write queued before them.
 //!
-//! The file and its `<path>.lock` sidecar are created 0600 in directories created 0700: the
-//! checkpoint names registries, repositories and upload URLs, which are nobody else's business.
+//! The file and its `<path>.lock` sidecar are created 0600 in directories created 0700 (SQLite
+//! gives `-wal` and `-shm` the database's mode): the checkpoint names registries, repositories
+//! and upload URLs, which are nobody else's business. A state directory writable by every user
+//! is refused.
 //! An exclusive lock on the sidecar keeps two ferry runs from interleaving their checkpoints.
 
 mod owner;
@@ -48,6 +50,30 @@ pub enum StateError {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+    /// SQLite could not write: the disk is full, a quota or file-size limit was reached, or
+    /// the device failed. Every transaction is atomic, so what was committed before stands.
+    #[error(
+        "cannot write state file {path} (is the disk full, or a quota or file-size limit \
+         reached?); what was saved before is intact"
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The directory of the state file is writable by every user. Refused rather than
+    /// fixed, as ssh does with loose key files: changing the mode of a directory ferry did
+    /// not create would surprise whoever shares it on purpose.
+    #[error(
+        "state file {path}: its directory {dir} is writable by every user (mode {mode:o}), so \
+         anyone could replace the checkpoint or plant its -wal, -shm or .lock file; keep the \
+         state in a private directory (`chmod o-w {dir}`, or another --state)"
+    )]
+    UnsafeDirectory {
+        path: PathBuf,
+        dir: PathBuf,
+        mode: u32,
     },
     #[error(
         "state file {path} is in use by another ferry run (lock {lock} is held); wait for it to \
@@ -329,6 +355,31 @@ const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// open, say) before failing; ferry itself never has two connections to one file.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
+impl StateError {
+    /// A SQLite error on `path`: [`StateError::Write`] when writing failed (a full disk says
+    /// so), else [`StateError::Sqlite`].
+    pub(crate) fn from_sqlite(path: &Path, source: rusqlite::Error) -> StateError {
+        use rusqlite::ffi;
+        let write_failed = match &source {
+            rusqlite::Error::SqliteFailure(e, _) => match e.code {
+                rusqlite::ErrorCode::DiskFull => true,
+                // I/O errors other than reads: write, fsync, truncate, growing -shm…
+                rusqlite::ErrorCode::SystemIoFailure => !matches!(
+                    e.extended_code,
+                    ffi::SQLITE_IOERR_READ | ffi::SQLITE_IOERR_SHORT_READ
+                ),
+                _ => false,
+            },
+            _ => false,
+        };
+        let path = path.to_path_buf();
+        match write_failed {
+            true => StateError::Write { path, source },
+            false => StateError::Sqlite { path, source },
+        }
+    }
+}
+
 impl State {
     /// Opens the checkpoint at `path`, creating it (and missing parent directories, 0700) if
     /// needed, and brings its schema up to date.
@@ -347,13 +398,28 @@ impl State {
             source,
         };
 
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Only directories this creates get 0700; existing ones are the user's choice.
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(open_err)?;
+        let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => {
+                // Only directories this creates get 0700; existing ones are the user's choice,
+                // within reason (below).
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(open_err)?;
+                parent.to_path_buf()
+            }
+            None => PathBuf::from("."),
+        };
+        // World-writable (even with the sticky bit, as /tmp): another user could pre-create
+        // the lock, -wal or -shm file, or a symlink in their place, before ferry does.
+        let mode = std::fs::metadata(&dir)
+            .map_err(open_err)?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(StateError::UnsafeDirectory { path, dir, mode });
         }
 
         // Lock before touching the database, so a second run cannot chmod, migrate or read a
@@ -379,10 +445,7 @@ impl State {
         // the database file.
         drop(create_private(&path).map_err(open_err)?);
 
-        let sqlite_err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite_err = |source| StateError::from_sqlite(&path, source);
         let mut conn = Connection::open(&path).map_err(sqlite_err)?;
         configure(&conn).map_err(sqlite_err)?;
         schema::migrate(&mut conn).map_err(|e| match e {

@@ -36,7 +36,7 @@ pub(super) struct Owner {
     deadline: Option<Instant>,
     /// The first write error since the last flush. Writes are fire-and-forget, so this is how
     /// a failure reaches a caller at all.
-    write_error: Option<rusqlite::Error>,
+    write_error: Option<StateError>,
 }
 
 impl Owner {
@@ -82,7 +82,7 @@ impl Owner {
         self.commit();
         if let Some(e) = self.write_error.take() {
             // Nobody flushed after the failure, so nobody else will ever hear of it.
-            tracing::warn!(path = %self.path.display(), error = %e, "state file: writes were lost");
+            tracing::warn!("{}: writes were lost", crate::report::error_chain(&e));
         }
     }
 
@@ -94,8 +94,16 @@ impl Owner {
         }
         let mut batch = std::mem::take(&mut self.pending);
         if let Err(e) = self.apply(&batch) {
-            tracing::debug!(path = %self.path.display(), error = %e, "state file: write failed");
-            self.write_error.get_or_insert(e);
+            if self.write_error.is_none() {
+                let e = self.err(e);
+                // Said at once, not only when the run ends: the copy goes on (it is
+                // idempotent), but an interruption from now on costs re-checking images.
+                tracing::warn!(
+                    "{}; the copy goes on without a checkpoint",
+                    crate::report::error_chain(&e)
+                );
+                self.write_error = Some(e);
+            }
         }
         // Keep the allocation for the next batch.
         batch.clear();
@@ -121,7 +129,7 @@ impl Owner {
 
     pub(super) fn take_write_error(&mut self) -> Result<(), StateError> {
         match self.write_error.take() {
-            Some(source) => Err(self.err(source)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -188,10 +196,7 @@ impl Owner {
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        StateError::from_sqlite(&self.path, source)
     }
 }
 

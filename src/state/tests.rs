@@ -70,6 +70,35 @@ fn open_creates_private_dirs_and_files() {
 }
 
 #[test]
+fn a_world_writable_directory_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    for loose in [0o777, 0o1777, 0o772] {
+        std::fs::set_permissions(&shared, Permissions::from_mode(loose)).unwrap();
+        let path = shared.join("state.db");
+        let e = State::open(&path).unwrap_err();
+        assert!(matches!(e, StateError::UnsafeDirectory { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "its directory {} is writable by every user",
+                shared.display()
+            )) && msg.contains(&format!("(mode {loose:o})"))
+                && msg.contains("chmod o-w"),
+            "{msg}"
+        );
+        // Nothing was created in it, and its mode was not changed behind the user's back.
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+        let now = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(now, loose);
+    }
+    // Group-writable is a choice teams make on purpose (a shared CI group): accepted.
+    std::fs::set_permissions(&shared, Permissions::from_mode(0o770)).unwrap();
+    drop(State::open(&shared.join("state.db")).unwrap());
+}
+
+#[test]
 fn open_tightens_an_existing_loose_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");

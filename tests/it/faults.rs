@@ -223,19 +223,25 @@ async fn server_errors_are_decoded_per_item() {
     assert_copied(&dst, "team/a", "v1", &a).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_do_not_follow_a_redirect_to_another_host() {
-    // The registry redirects blob downloads to "storage" on another loopback port, as
-    // registries do with S3 or a CDN. The storage host must not see the registry password.
-    let src = Registry::start_with(Auth::Htpasswd {
-        user: "u".into(),
-        password: "redirect-canary".into(),
-    })
-    .await;
+/// The registry redirects blob downloads to "storage" on another loopback port, as
+/// registries do with S3 or a CDN. The storage host must see the blob GETs and no
+/// credential: neither the registry password (Basic) nor a registry token (Bearer).
+async fn credentials_stay_at_their_host_on_a_redirect(token: bool) {
+    const PASSWORD: &str = "redirect-canary";
+    let tokens = TokenServer::start(&[("u", PASSWORD)]).await;
+    let src = if token {
+        Registry::start_with(Auth::Token(tokens.clone())).await
+    } else {
+        Registry::start_with(Auth::Htpasswd {
+            user: "u".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+    };
     let storage_backend = Registry::start().await;
     let dst = Registry::start().await;
     let img = image(
-        &[layer(8, 64 * 1024)],
+        &[layer(8, 64 * 1024), layer(9, 8 * 1024)],
         "linux",
         "amd64",
         Format::Oci,
@@ -270,12 +276,112 @@ async fn credentials_do_not_follow_a_redirect_to_another_host() {
             d = dst.addr
         ),
     );
-    ferry(&["run", p.to_str().unwrap()], &[("PW", "redirect-canary")])
+    ferry(&["run", p.to_str().unwrap()], &[("PW", PASSWORD)])
         .await
         .assert_code(0);
     assert_copied(&dst, "team/app", "v1", &img).await;
+
+    // Every blob crossed through storage, and not one request there carried credentials.
     let at_storage = storage.seen();
-    assert!(!at_storage.is_empty(), "blobs were fetched from storage");
+    for blob in img.all_blobs() {
+        assert!(
+            at_storage
+                .iter()
+                .any(|s| s.method == "GET" && s.uri.ends_with(&format!("/blobs/{}", blob.digest))),
+            "blob {} was fetched from storage: {at_storage:?}",
+            blob.digest
+        );
+    }
+    assert!(
+        at_storage.iter().all(|s| s.authorization.is_none()),
+        "{at_storage:?}"
+    );
+    // The registry itself did get them, in the scheme it asked for: so the absence at
+    // storage is ferry's doing, not a run that never authenticated.
+    let scheme = if token { "Bearer " } else { "Basic " };
+    let at_front = front.seen();
+    assert!(
+        at_front.iter().any(|s| s.uri.contains("/blobs/sha256:")
+            && s.authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with(scheme))),
+        "the registry got {scheme}credentials with the blob GETs: {at_front:?}"
+    );
+    if token {
+        assert!(
+            tokens
+                .requests()
+                .iter()
+                .any(|r| r.user.as_deref() == Some("u") && r.status == 200),
+            "a token was issued"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_do_not_follow_a_redirect_to_another_host() {
+    credentials_stay_at_their_host_on_a_redirect(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_do_not_follow_a_redirect_to_another_host() {
+    credentials_stay_at_their_host_on_a_redirect(true).await;
+}
+
+/// A registry that sends an upload to another host (its `Location` names storage elsewhere)
+/// does not get ferry to send the registry password there: the upload fails with a message
+/// that says why, and the other host never sees an `Authorization` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_not_sent_to_an_upload_location_on_another_host() {
+    let src = Registry::start().await;
+    let dst = Registry::start_with(Auth::Htpasswd {
+        user: "u".into(),
+        password: "upload-canary".into(),
+    })
+    .await;
+    let img = image(
+        &[layer(12, 16 * 1024)],
+        "linux",
+        "amd64",
+        Format::Oci,
+        "loc",
+    );
+    src.pusher().push("team/app", "v1", &img).await;
+    let storage = Proxy::transparent(&dst.url).await;
+    let storage_url = storage.url.clone();
+    let front = Proxy::start(
+        &dst.url,
+        Arc::new(move |m, uri: &str, _| {
+            if m == "POST" && uri.contains("/blobs/uploads/") && !uri.contains("mount=") {
+                Action::MoveLocation(storage_url.clone())
+            } else {
+                Action::Forward
+            }
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{f}\"]\ninsecure = true\nretries = 0\nauth = {{ username = \"u\", password_env = \"PW\" }}\n{}\n[[copy]]\nfrom = \"{s}/team/app:v1\"\nto = \"{f}/team/app\"\n",
+            insecure(&[&src]),
+            f = front.addr,
+            s = src.addr
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[("PW", "upload-canary")]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{} sent this request to another host, which asks for credentials",
+            front.addr
+        )),
+        "{}",
+        run.stderr
+    );
+    let at_storage = storage.seen();
+    assert!(!at_storage.is_empty(), "the upload went to storage");
     assert!(
         at_storage.iter().all(|s| s.authorization.is_none()),
         "{at_storage:?}"

@@ -266,10 +266,10 @@ impl HttpRegistry {
                 url: api.to_string(),
                 reason: format!("cannot build URL: {e}"),
             })?;
-        #[derive(Deserialize)]
+        #[derive(Debug, Deserialize)]
         struct Login {
-            token: Option<String>,
-            access_token: Option<String>,
+            token: Option<secrecy::SecretString>,
+            access_token: Option<secrecy::SecretString>,
         }
         let resp = self
             .client
@@ -286,10 +286,7 @@ impl HttpRegistry {
             url: url.to_string(),
             reason: format!("unexpected login answer: {e}"),
         })?;
-        Ok(login
-            .token
-            .or(login.access_token)
-            .map(secrecy::SecretString::from))
+        Ok(login.token.or(login.access_token))
     }
 }
 

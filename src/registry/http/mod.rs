@@ -38,6 +38,7 @@ use super::github::{split_repository, PackagesApi};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
+use super::tls;
 use super::ManifestRecord;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Referrer, Registry};
 use crate::plan::reference::DOCKER_HUB;
@@ -109,12 +110,27 @@ impl HttpRegistry {
         observer: Option<Observer>,
     ) -> Result<HttpRegistry> {
         let credential = credentials::resolve(host, &settings.auth)?;
+        let roots = match &settings.ca_file {
+            // Besides the system roots, not instead of them: a mirror behind a private CA may
+            // still redirect blob downloads to a public CDN.
+            Some(path) => {
+                tls::read_root_certificates(path).map_err(|reason| RegistryError::CaFile {
+                    registry: host.to_string(),
+                    reason,
+                })?
+            }
+            None => Vec::new(),
+        };
         let builder = || {
-            reqwest::Client::builder()
+            let mut b = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
                 .danger_accept_invalid_certs(settings.insecure)
                 .connect_timeout(std::time::Duration::from_secs(30))
-                .pool_max_idle_per_host(settings.max_connections)
+                .pool_max_idle_per_host(settings.max_connections);
+            for cert in &roots {
+                b = b.add_root_certificate(cert.clone());
+            }
+            b
         };
         let upload_client = builder()
             .build()
@@ -237,7 +253,14 @@ impl HttpRegistry {
         } else {
             Kind::Other
         };
-        let mut auth = self.auth.header(&self.client, scope).await?;
+        // Credentials go to the registry's own host only. A URL the registry hands out on
+        // another host (an upload `Location` at storage, say) gets none, as docker does; a
+        // redirect elsewhere loses them in reqwest's redirect policy.
+        let own_host = self.is_own_host(url).await?;
+        let mut auth = match own_host {
+            true => self.auth.header(&self.client, scope).await?,
+            false => None,
+        };
         let mut retried = false;
         loop {
             // Wait for the host's rate limit and any pause before taking a connection slot.
@@ -306,6 +329,15 @@ impl HttpRegistry {
                     &format!("{} answered 429 Too Many Requests", self.name),
                 );
             }
+            if resp.status() == StatusCode::UNAUTHORIZED && !own_host {
+                return Err(RegistryError::Auth {
+                    url: url.to_string(),
+                    reason: format!(
+                        "{} sent this request to another host, which asks for credentials; ferry sends the credentials for {} to {} only",
+                        self.name, self.name, self.name
+                    ),
+                });
+            }
             let replayable = !matches!(body, Body::Stream(_));
             if resp.status() == StatusCode::UNAUTHORIZED && !retried && replayable {
                 retried = true;
@@ -328,6 +360,13 @@ impl HttpRegistry {
             }
             return Ok((resp, permit));
         }
+    }
+
+    /// Is `url` on the registry's own endpoint (host and port), where its credentials belong?
+    async fn is_own_host(&self, url: &Url) -> Result<bool> {
+        let base = self.base().await?;
+        Ok(url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default())
     }
 
     /// Turn an unsuccessful response into an error with the decoded body and a hint.

@@ -481,10 +481,19 @@ impl Pusher {
     }
 
     pub fn with_credentials(base_url: &str, credentials: Credentials) -> Pusher {
+        Pusher::with_client(base_url, credentials, reqwest::Client::new())
+    }
+
+    /// With a client of the caller's (one that trusts a test CA, say).
+    pub fn with_client(
+        base_url: &str,
+        credentials: Credentials,
+        client: reqwest::Client,
+    ) -> Pusher {
         Pusher {
             base: base_url.trim_end_matches('/').to_string(),
             credentials,
-            client: reqwest::Client::new(),
+            client,
             auth: Mutex::new(None),
         }
     }

@@ -13,6 +13,7 @@ pub mod hub;
 pub mod ocireg;
 pub mod proxy;
 pub mod registry;
+pub mod tls;
 pub mod token;
 
 // Flat re-exports so tests can `use crate::harness::*`; a test binary that
@@ -29,5 +30,7 @@ pub use ocireg::*;
 pub use proxy::*;
 #[allow(unused_imports)]
 pub use registry::*;
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use token::*;

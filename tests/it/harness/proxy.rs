@@ -41,6 +41,9 @@ pub enum Action {
     /// Forward, then send the body one byte per interval, and after it spaces, forever: a
     /// slow-loris response that never lets a read time out.
     Dribble(std::time::Duration),
+    /// Forward, then point the answer's `Location` at this base URL instead (same path and
+    /// query): a registry that sends uploads to another host.
+    MoveLocation(String),
 }
 
 /// What [`Action::Append`] adds to a body.
@@ -368,6 +371,26 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     }
                 });
             Body::from_stream(body)
+        }
+        Action::MoveLocation(base) => {
+            if let Some(loc) = out_headers
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+            {
+                let path = match loc.find("://") {
+                    Some(i) => loc[i + 3..]
+                        .find('/')
+                        .map_or("/".to_string(), |j| loc[i + 3 + j..].to_string()),
+                    None => loc,
+                };
+                out_headers.insert(
+                    "location",
+                    HeaderValue::from_str(&format!("{}{path}", base.trim_end_matches('/')))
+                        .expect("location"),
+                );
+            }
+            Body::from_stream(upstream.bytes_stream())
         }
         Action::Headers(list) => {
             for (k, v) in list {

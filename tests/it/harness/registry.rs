@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::fixtures::{Credentials, Pusher};
+use super::tls::TestCa;
 use super::token::TokenServer;
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -43,8 +44,10 @@ pub struct LoggedRequest {
 pub struct Registry {
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` for a registry started with TLS.
     pub url: String,
+    /// For the harness's own requests: trusts the test CA when the registry serves HTTPS.
+    client: reqwest::Client,
     child: Child,
     storage: PathBuf,
     log_path: PathBuf,
@@ -70,6 +73,15 @@ impl Registry {
     }
 
     pub async fn start_with(auth: Auth) -> Registry {
+        Registry::start_opts(auth, None).await
+    }
+
+    /// A registry serving HTTPS (`http.tls`) with a certificate for 127.0.0.1 from `ca`.
+    pub async fn start_tls(auth: Auth, ca: &TestCa) -> Registry {
+        Registry::start_opts(auth, Some(ca)).await
+    }
+
+    async fn start_opts(auth: Auth, tls: Option<&TestCa>) -> Registry {
         let dir = tempfile::TempDir::new().expect("create registry temp dir");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("create registry storage dir");
@@ -98,12 +110,23 @@ impl Registry {
             }
         };
 
-        let client = reqwest::Client::new();
+        let (client, scheme, tls_yaml) = match tls {
+            None => (reqwest::Client::new(), "http", String::new()),
+            Some(ca) => {
+                let (crt, key) = ca.server_cert(dir.path());
+                let yaml = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    yaml_str(&crt.to_string_lossy()),
+                    yaml_str(&key.to_string_lossy()),
+                );
+                (ca.client(), "https", yaml)
+            }
+        };
         let config = dir.path().join("config.yml");
         let mut last_log = String::new();
         for attempt in 0..PORT_ATTEMPTS {
             let addr = format!("127.0.0.1:{}", free_port());
-            std::fs::write(&config, config_yaml(&storage, &addr, &auth_yaml))
+            std::fs::write(&config, config_yaml(&storage, &addr, &tls_yaml, &auth_yaml))
                 .expect("write registry config");
 
             // A fresh log per attempt so a failed attempt's noise never
@@ -123,11 +146,12 @@ impl Registry {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {REGISTRY_BIN}: {e}"));
 
-            let url = format!("http://{addr}");
+            let url = format!("{scheme}://{addr}");
             if wait_ready(&client, &url, &mut child).await {
                 return Registry {
                     addr,
                     url,
+                    client,
                     child,
                     storage,
                     log_path,
@@ -182,7 +206,9 @@ impl Registry {
     pub async fn sync_log(&self) {
         let marker = format!("{SYNC_MARKER}{}", UNIQUE.fetch_add(1, Ordering::Relaxed));
         // 404 outside /v2/, which needs no auth and is still access-logged.
-        reqwest::get(format!("{}{marker}", self.url))
+        self.client
+            .get(format!("{}{marker}", self.url))
+            .send()
             .await
             .expect("send log sync request");
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -212,7 +238,7 @@ impl Registry {
     /// htpasswd, locally minted tokens for token auth (so fixture pushes do
     /// not show up in `TokenServer::requests()`).
     pub fn pusher(&self) -> Pusher {
-        Pusher::with_credentials(&self.url, self.credentials.clone())
+        Pusher::with_client(&self.url, self.credentials.clone(), self.client.clone())
     }
 }
 
@@ -254,7 +280,8 @@ fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("encode YAML string")
 }
 
-fn config_yaml(storage: &Path, addr: &str, auth_yaml: &str) -> String {
+/// `tls_yaml`: lines under `http:` (indented two spaces), empty for plain HTTP.
+fn config_yaml(storage: &Path, addr: &str, tls_yaml: &str, auth_yaml: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("system clock before 1970")
@@ -283,7 +310,7 @@ storage:
 http:
   addr: {addr}
   secret: {secret}
-# Foreign (non-distributable) layers are accepted only with URLs the registry allows.
+{tls_yaml}# Foreign (non-distributable) layers are accepted only with URLs the registry allows.
 validation:
   manifests:
     urls:

@@ -72,6 +72,8 @@ struct Inner {
     /// `rootcertbundle`.
     x5c: String,
     requests: Mutex<Vec<TokenRequest>>,
+    /// Every token signed, for tests that search output for leaked tokens.
+    issued: Mutex<Vec<String>>,
     jti: AtomicU64,
 }
 
@@ -132,6 +134,7 @@ impl TokenServer {
                 .expect("load token signing key into jsonwebtoken"),
             x5c: base64::engine::general_purpose::STANDARD.encode(cert.der()),
             requests: Mutex::new(Vec::new()),
+            issued: Mutex::new(Vec::new()),
             jti: AtomicU64::new(0),
         });
 
@@ -163,6 +166,15 @@ impl TokenServer {
             .requests
             .lock()
             .expect("token request log poisoned")
+            .clone()
+    }
+
+    /// Every token this server has signed (handed out or minted), oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.inner
+            .issued
+            .lock()
+            .expect("token log poisoned")
             .clone()
     }
 
@@ -252,7 +264,12 @@ impl Inner {
             ),
             access,
         };
-        jsonwebtoken::encode(&header, &claims, &self.key).expect("sign JWT")
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).expect("sign JWT");
+        self.issued
+            .lock()
+            .expect("token log poisoned")
+            .push(token.clone());
+        token
     }
 }
 

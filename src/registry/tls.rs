@@ -1,0 +1,126 @@
+//! TLS trust: the extra roots of a plan's `ca_file`, and telling a certificate the client
+//! refused apart from any other failed connection.
+//!
+//! Verification against the system roots is reqwest's default and stays on; `ca_file` adds
+//! roots to it (for a registry behind a private CA) and never replaces them. Only
+//! `insecure = true` turns verification off, per host.
+
+use std::path::Path;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+/// The certificates of a PEM file (a CA bundle: one or more `BEGIN CERTIFICATE` blocks; other
+/// blocks such as keys are skipped), each checked to be a usable X.509 trust anchor, so a
+/// wrong file is refused when the plan is read rather than at the first connection.
+///
+/// The error is a reason for a plan message ("holds no PEM certificate…"), without the path.
+pub fn root_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let mut certs = Vec::new();
+    // The same check reqwest (rustls) makes when it builds the client's root store.
+    let mut store = rustls::RootCertStore::empty();
+    for (i, item) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let n = i + 1;
+        let der = item.map_err(|e| format!("certificate {n} is not valid PEM: {e}"))?;
+        store
+            .add(der.clone())
+            .map_err(|e| format!("certificate {n} is not a usable X.509 certificate: {e}"))?;
+        let cert = reqwest::Certificate::from_der(&der)
+            .map_err(|e| format!("certificate {n} is not usable: {e}"))?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(
+            "holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block); a DER file converts with `openssl x509 -inform der -in CA.der -out CA.pem`"
+                .into(),
+        );
+    }
+    Ok(certs)
+}
+
+/// [`root_certificates`] of a file; the error names the file.
+pub fn read_root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    root_certificates(&pem).map_err(|reason| format!("{}: {reason}", path.display()))
+}
+
+/// Why the server's certificate was refused, if that is why `e` failed (rather than a refused
+/// connection, a reset or a timeout, which may pass and are retried).
+pub fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        // rustls' error arrives wrapped in io::Errors (two, from tokio-rustls and the
+        // connector), whose `source()` skips the wrapped error itself: look inside each
+        // with `get_ref`.
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        let rustls_err = inner.downcast_ref::<rustls::Error>();
+        if let Some(r) = rustls_err {
+            return match r {
+                rustls::Error::InvalidCertificate(c) => Some(match c {
+                    rustls::CertificateError::UnknownIssuer => {
+                        "it is signed by an unknown certificate authority".to_string()
+                    }
+                    rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. } => {
+                        "it is not valid for this host name".to_string()
+                    }
+                    rustls::CertificateError::Expired
+                    | rustls::CertificateError::ExpiredContext { .. } => {
+                        "it has expired".to_string()
+                    }
+                    _ => r.to_string(),
+                }),
+                _ => None,
+            };
+        }
+        cur = err.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_files_without_certificates() {
+        let e = root_certificates(b"just some text\n").unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = root_certificates(&[0x30, 0x82, 0x01, 0x0a, 0x02]).unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = root_certificates(
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("certificate 1 is not a usable X.509"), "{e}");
+        let e =
+            root_certificates(b"-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
+        assert!(e.contains("certificate 1 is not valid PEM"), "{e}");
+    }
+
+    #[test]
+    fn reads_a_bundle_and_skips_keys() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let other = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let bundle = format!(
+            "# a comment\n{}{}{}",
+            key.serialize_pem(),
+            ca.pem(),
+            other.pem()
+        );
+        assert_eq!(root_certificates(bundle.as_bytes()).unwrap().len(), 2);
+    }
+}
