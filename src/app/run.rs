@@ -210,7 +210,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if prev.plan_fingerprint != fingerprint {
             reporter.note("the plan changed since the last run: new images are added, finished ones are not redone");
         }
-        if prev.status == "running" || prev.status == "interrupted" {
+        if matches!(prev.status.as_str(), "running" | "killed" | "interrupted") {
             reporter.note(&format!(
                 "resuming after run {} ({}): finished work is not redone",
                 prev.id, prev.status

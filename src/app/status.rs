@@ -71,7 +71,10 @@ fn to_text(run: &RunSummary) -> String {
         "run {} of {}: {}{elapsed}\n  started {}{}\n",
         run.id,
         run.plan_path,
-        run.status,
+        match run.status.as_str() {
+            "killed" => "killed (no clean exit: SIGKILL, out of memory or power loss; what it finished is recorded, run the plan again to continue)",
+            other => other,
+        },
         when(run.started_at),
         run.ended_at
             .map(|e| format!(", ended {}", when(e)))

@@ -297,7 +297,7 @@ pub struct RunSummary {
     pub started_at: i64,
     /// Unix seconds; `None` while running, or if the run died without finishing.
     pub ended_at: Option<i64>,
-    /// `running`, or a [`RunOutcome`] as text.
+    /// `running`, `killed` (it died without a clean exit), or a [`RunOutcome`] as text.
     pub status: String,
     pub totals: RunTotals,
     /// This run's items counted by status text. An item a later run touched again counts for
@@ -456,6 +456,13 @@ impl State {
                 supported: schema::SUPPORTED,
             },
         })?;
+        // The lock is ours, so no run is alive: a run still marked `running` died without a
+        // clean exit (SIGKILL, OOM, power loss). Say so instead of leaving it running forever.
+        conn.execute(
+            "UPDATE runs SET status = 'killed' WHERE status = 'running'",
+            [],
+        )
+        .map_err(sqlite_err)?;
 
         let (tx, rx) = mpsc::channel();
         let owner = Owner::new(conn, path.clone(), rx);

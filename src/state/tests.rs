@@ -469,3 +469,17 @@ fn writes_commit_on_their_own_after_the_batch_delay() {
         std::thread::sleep(BATCH_DELAY / 4);
     }
 }
+
+#[test]
+fn a_run_that_died_without_a_clean_exit_reads_as_killed_on_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let state = State::open(&path).unwrap();
+        state.begin_run("plan.toml", "fp").unwrap();
+        state.flush().unwrap();
+        // Dropped without finish_run: as after SIGKILL.
+    }
+    let state = State::open(&path).unwrap();
+    assert_eq!(state.run_summary(None).unwrap().unwrap().status, "killed");
+}
