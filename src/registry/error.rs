@@ -116,7 +116,10 @@ impl RegistryError {
         RegistryError::Transport {
             method: method.to_string(),
             url,
-            source,
+            // reqwest names the URL it last reached, which after a redirect can be a
+            // presigned storage URL (`X-Amz-Signature=…`): a credential. The message already
+            // names the URL ferry asked for.
+            source: source.without_url(),
         }
     }
 
@@ -129,3 +132,29 @@ impl RegistryError {
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transport_error_names_the_requested_url_not_a_presigned_one() {
+        // A port nothing listens on: reqwest fails, naming the URL it tried.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let presigned =
+            format!("http://127.0.0.1:{port}/blob?X-Amz-Signature=canary-signature-value");
+        let err = reqwest::get(&presigned).await.unwrap_err();
+        assert!(err.to_string().contains("canary-signature-value"));
+        let e = RegistryError::transport("GET", "http://registry.test/v2/a/blobs/sha256:x", err);
+        let mut chain = e.to_string();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(s) = cur {
+            chain.push_str(&s.to_string());
+            cur = s.source();
+        }
+        assert!(!chain.contains("canary-signature-value"), "{chain}");
+        assert!(chain.contains("registry.test"), "{chain}");
+    }
+}

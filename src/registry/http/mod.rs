@@ -101,6 +101,27 @@ pub struct HttpRegistry {
     referrers_api: std::sync::OnceLock<bool>,
 }
 
+/// Redirects followed for one request at most (a loop ends here).
+const MAX_REDIRECTS: usize = 10;
+
+/// Why a redirect from `from` to `to` (after `hops` earlier ones) is not followed: a loop, or
+/// a step down from HTTPS to plain HTTP, which only a registry marked `insecure` may take.
+fn redirect_refusal(from: &Url, to: &Url, hops: usize, insecure: bool) -> Option<String> {
+    if hops > MAX_REDIRECTS {
+        return Some(format!(
+            "more than {MAX_REDIRECTS} redirects (a redirect loop?)"
+        ));
+    }
+    if from.scheme() == "https" && to.scheme() != "https" && !insecure {
+        return Some(format!(
+            "refusing a redirect from HTTPS to {}://{}: mark the registry `insecure = true` only if plain HTTP is acceptable",
+            to.scheme(),
+            to.host_str().unwrap_or("?")
+        ));
+    }
+    None
+}
+
 impl HttpRegistry {
     /// A client for `host` as the plan configures it; resolves credentials now so a missing
     /// secret is reported before any work starts.
@@ -121,8 +142,18 @@ impl HttpRegistry {
             }
             None => Vec::new(),
         };
+        let insecure = settings.insecure;
         let builder = || {
             let mut b = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                    let from = attempt.previous().last().cloned();
+                    match from.map(|from| {
+                        redirect_refusal(&from, attempt.url(), attempt.previous().len(), insecure)
+                    }) {
+                        Some(Some(reason)) => attempt.error(reason),
+                        _ => attempt.follow(),
+                    }
+                }))
                 .user_agent(USER_AGENT)
                 .danger_accept_invalid_certs(settings.insecure)
                 .connect_timeout(std::time::Duration::from_secs(30))
@@ -1122,5 +1153,33 @@ impl Registry for HttpRegistry {
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
         self.retry("mount blob", || self.mount_blob_once(repo, digest, from))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_never_step_down_to_plain_http_unless_insecure_and_loops_end() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let (tls, plain) = (
+            u("https://registry.test/v2/a/blobs/sha256:x"),
+            u("http://cdn.test/blob"),
+        );
+        let refusal = redirect_refusal(&tls, &plain, 1, false).unwrap();
+        assert!(
+            refusal.contains("http://cdn.test") && refusal.contains("insecure"),
+            "{refusal}"
+        );
+        assert_eq!(redirect_refusal(&tls, &plain, 1, true), None);
+        assert_eq!(
+            redirect_refusal(&tls, &u("https://cdn.test/b"), 1, false),
+            None
+        );
+        assert_eq!(redirect_refusal(&plain, &plain, 1, false), None);
+        assert!(redirect_refusal(&tls, &tls, MAX_REDIRECTS + 1, true)
+            .unwrap()
+            .contains("redirect loop"));
     }
 }
