@@ -27,7 +27,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let mut requests: std::collections::BTreeMap<String, u64> = Default::default();
 
     let rules: Vec<&_> = plan.copies.iter().collect();
-    let selection = select::resolve(&rules, &registries).await;
+    let selection = select::resolve(&rules, &registries, &crate::copy::NoJournal).await;
     for e in &selection.errors {
         problems += 1;
         text.push_str(&format!("error   {}\n", error_chain(e)));

@@ -229,7 +229,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let abort = CancellationToken::new();
     let signal = watch_signals(stop.clone(), abort.clone(), reporter.clone());
     let engine = Engine::new(reporter.clone(), concurrency)
-        .with_journal(journal)
+        .with_journal(journal.clone())
         .with_cancellation(stop.clone(), abort.clone());
 
     let started = std::time::Instant::now();
@@ -242,7 +242,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
         let mut selection = tokio::select! {
-            s = select::resolve(&rules, &registries) => s,
+            s = select::resolve(&rules, &registries, journal.as_ref()) => s,
             _ = abort.cancelled() => break,
         };
         selection.items.retain(|item| owns(&item.source.display()));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Endpoint, Item};
+use super::{Endpoint, Item, Journal};
 use crate::plan::{CopyRule, Location, PlatformMode, Reference, Selector};
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
 use crate::registry::{Digest, Registry, RegistryError};
@@ -40,6 +40,7 @@ async fn discover(
     repo: &str,
     all: &[String],
     roots: &[String],
+    known: &HashMap<String, Digest>,
     rule: &CopyRule,
 ) -> Result<Found, RegistryError> {
     let policy = &rule.referrers;
@@ -69,7 +70,7 @@ async fn discover(
     let mut tags: Vec<(String, bool)> = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
     for r in roots {
-        match Digest::parse(r) {
+        match Digest::parse(r).or_else(|| known.get(r).cloned()) {
             Some(digest) => nodes.push(Node {
                 digest,
                 media_type: None,
@@ -301,11 +302,16 @@ pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Resolve every rule.
-pub async fn resolve(rules: &[&CopyRule], registries: &Registries) -> Selection {
+/// Resolve every rule. `journal` tells the digests of immutable tags an earlier run finished,
+/// so finding their referrers costs no HEAD.
+pub async fn resolve(
+    rules: &[&CopyRule],
+    registries: &Registries,
+    journal: &dyn Journal,
+) -> Selection {
     let mut selection = Selection::default();
     for rule in rules {
-        resolve_rule(rule, registries, &mut selection).await;
+        resolve_rule(rule, registries, journal, &mut selection).await;
     }
     // Two rules writing the same target tag would race; the first rule wins, as in the plan.
     let mut seen = HashSet::new();
@@ -328,7 +334,12 @@ pub async fn resolve(rules: &[&CopyRule], registries: &Registries) -> Selection 
     selection
 }
 
-async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Selection) {
+async fn resolve_rule(
+    rule: &CopyRule,
+    registries: &Registries,
+    journal: &dyn Journal,
+    out: &mut Selection,
+) {
     let src = registry(registries, &rule.from);
     let dst = registry(registries, &rule.to);
     let label = rule.to_string();
@@ -339,6 +350,7 @@ async fn resolve_rule(rule: &CopyRule, registries: &Registries, out: &mut Select
     let from_repo = &rule.from.repository;
     let selection = |repo: &'_ str, target_repo: &'_ str| RepoSelection {
         rule,
+        journal,
         src: &src,
         dst: &dst,
         repo: repo.to_string(),
@@ -440,6 +452,7 @@ fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<String>)
 /// One source repository of a rule and where it goes.
 struct RepoSelection<'a> {
     rule: &'a CopyRule,
+    journal: &'a dyn Journal,
     src: &'a Arc<dyn Registry>,
     dst: &'a Arc<dyn Registry>,
     repo: String,
@@ -472,16 +485,24 @@ impl RepoSelection<'_> {
         out: &mut Selection,
     ) {
         let refs: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
+        let mut known: HashMap<String, Digest> = HashMap::new();
         for (source_ref, target_tag) in roots {
             let mut item = self.item(source_ref, target_tag);
             item.platforms = self.rule.platforms.clone();
+            if self.journal.trust_without_check(&item) {
+                if let Some(d) = self.journal.done_digest(&item) {
+                    known.insert(item.source_ref.clone(), d);
+                }
+            }
             out.items.push(item);
         }
         if !self.rule.referrers.enabled() {
             return;
         }
         let found = match all {
-            Ok(all) => discover(self.src.as_ref(), &self.repo, &all, &refs, self.rule).await,
+            Ok(all) => {
+                discover(self.src.as_ref(), &self.repo, &all, &refs, &known, self.rule).await
+            }
             Err(e) => Err(e),
         };
         match found {
