@@ -398,37 +398,44 @@ async fn resolve_rule(
                     return;
                 }
             };
-            let listed: Vec<(String, Result<Vec<String>, RegistryError>)> =
-                futures::stream::iter(repos)
-                    .map(|repo| {
-                        let src = src.clone();
-                        async move {
-                            let tags = src.list_tags(&repo).await;
-                            (repo, tags)
+            // Repositories are listed, and their referrers found, several at a time; their
+            // items keep the catalog's order.
+            let parts: Vec<Selection> = futures::stream::iter(repos)
+                .map(|repo| {
+                    let (selection, label, src) = (&selection, &label, &src);
+                    async move {
+                        let mut part = Selection::default();
+                        let suffix = repo.strip_prefix(from_repo.as_str()).unwrap_or(&repo);
+                        let target_repo = format!("{}{suffix}", rule.to.repository);
+                        match src.list_tags(&repo).await {
+                            Ok(tags) => {
+                                let roots = select_tags(rule, &tags);
+                                selection(&repo, &target_repo)
+                                    .add(Ok(tags), roots, &mut part)
+                                    .await;
+                            }
+                            Err(e) => part.errors.push(SelectError {
+                                rule: label.clone(),
+                                what: format!(
+                                    "listing the tags of {}",
+                                    crate::plan::reference::display_repo(
+                                        &rule.from.location,
+                                        &repo
+                                    )
+                                ),
+                                source: e,
+                            }),
                         }
-                    })
-                    .buffered(LIST_CONCURRENCY)
-                    .collect()
-                    .await;
-            for (repo, tags) in listed {
-                let suffix = repo.strip_prefix(from_repo.as_str()).unwrap_or(&repo);
-                let target_repo = format!("{}{suffix}", rule.to.repository);
-                match tags {
-                    Ok(tags) => {
-                        let roots = select_tags(rule, &tags);
-                        selection(&repo, &target_repo)
-                            .add(Ok(tags), roots, out)
-                            .await;
+                        part
                     }
-                    Err(e) => out.errors.push(SelectError {
-                        rule: label.clone(),
-                        what: format!(
-                            "listing the tags of {}",
-                            crate::plan::reference::display_repo(&rule.from.location, &repo)
-                        ),
-                        source: e,
-                    }),
-                }
+                })
+                .buffered(LIST_CONCURRENCY)
+                .collect()
+                .await;
+            for part in parts {
+                out.items.extend(part.items);
+                out.errors.extend(part.errors);
+                out.notes.extend(part.notes);
             }
         }
     }
@@ -501,7 +508,15 @@ impl RepoSelection<'_> {
         }
         let found = match all {
             Ok(all) => {
-                discover(self.src.as_ref(), &self.repo, &all, &refs, &known, self.rule).await
+                discover(
+                    self.src.as_ref(),
+                    &self.repo,
+                    &all,
+                    &refs,
+                    &known,
+                    self.rule,
+                )
+                .await
             }
             Err(e) => Err(e),
         };

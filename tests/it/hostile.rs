@@ -19,6 +19,19 @@ const SETTINGS: &str = "retries = 1\nstall_timeout = \"1s\"";
 /// Far more than any of these runs needs, far less than a hang.
 const NO_HANG: Duration = Duration::from_secs(60);
 
+/// Copy `team/*` from the proxy to `dst` with the module's settings, bounded in time.
+async fn copy_through(proxy: &str, dst: &Registry) -> (Run, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[proxy, &dst.addr],
+        SETTINGS,
+        &format!("{proxy}/team/*"),
+        &format!("{}/team/*", dst.addr),
+    );
+    run_bounded(&p).await
+}
+
 async fn run_bounded(plan: &std::path::Path) -> (Run, Duration) {
     let started = Instant::now();
     let run = tokio::time::timeout(NO_HANG, ferry(&["run", plan.to_str().unwrap()], &[]))
@@ -102,15 +115,7 @@ async fn a_redirect_loop_is_a_clear_error_naming_the_url() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&proxy.addr, &dst.addr],
-        SETTINGS,
-        &format!("{}/team/*", proxy.addr),
-        &format!("{}/team/*", dst.addr),
-    );
-    let (run, took) = run_bounded(&p).await;
+    let (run, took) = copy_through(&proxy.addr, &dst).await;
     assert_only_ok_arrived(
         &run,
         &dst,
@@ -159,15 +164,7 @@ async fn endless_manifest_and_blob_bodies_are_cut_off() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&proxy.addr, &dst.addr],
-        SETTINGS,
-        &format!("{}/team/*", proxy.addr),
-        &format!("{}/team/*", dst.addr),
-    );
-    let (run, took) = run_bounded(&p).await;
+    let (run, took) = copy_through(&proxy.addr, &dst).await;
     assert_only_ok_arrived(
         &run,
         &dst,
@@ -222,15 +219,7 @@ async fn slow_loris_bodies_become_per_item_errors() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&proxy.addr, &dst.addr],
-        SETTINGS,
-        &format!("{}/team/*", proxy.addr),
-        &format!("{}/team/*", dst.addr),
-    );
-    let (run, took) = run_bounded(&p).await;
+    let (run, took) = copy_through(&proxy.addr, &dst).await;
     assert_only_ok_arrived(
         &run,
         &dst,
@@ -338,15 +327,7 @@ async fn blobs_longer_or_shorter_than_their_descriptor_are_refused() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&proxy.addr, &dst.addr],
-        SETTINGS,
-        &format!("{}/team/*", proxy.addr),
-        &format!("{}/team/*", dst.addr),
-    );
-    let (run, took) = run_bounded(&p).await;
+    let (run, took) = copy_through(&proxy.addr, &dst).await;
     assert_only_ok_arrived(&run, &dst, &ok, &[("long", &long), ("short", &short)]).await;
     for (name, img, extra) in [("long", &long, 13), ("short", &short, -100)] {
         let size = img.layers()[0].bytes.len();
