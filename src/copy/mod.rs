@@ -256,8 +256,14 @@ pub struct PreviewSize {
 async fn image_size(src: &Endpoint, roots: Vec<Digest>) -> Result<PreviewSize, RegistryError> {
     let mut size = PreviewSize::default();
     let mut seen = std::collections::HashSet::new();
+    // Each manifest is read once: a child two indexes share, or one that names an index
+    // above it (a cycle the copy refuses), costs no second read.
+    let mut read = std::collections::HashSet::new();
     let mut todo: Vec<(Digest, usize)> = roots.into_iter().map(|d| (d, 0)).collect();
     while let Some((d, depth)) = todo.pop() {
+        if !read.insert(d.clone()) {
+            continue;
+        }
         let m = src.registry.get_manifest(&src.repo, d.as_str()).await?;
         size.manifests += 1;
         match manifest::parse(&m.media_type, &m.bytes) {

@@ -83,13 +83,13 @@ impl LayoutRegistry {
             .map_err(|e| RegistryError::io(dir, e))?;
         let marker = dir.join("oci-layout");
         if !marker.exists() {
-            write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#).await?;
+            create_if_missing(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#).await?;
         }
         let index = dir.join("index.json");
         if !index.exists() {
             let empty =
                 json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": []});
-            write_atomic(&index, &serde_json::to_vec_pretty(&empty).expect("json")).await?;
+            create_if_missing(&index, &serde_json::to_vec_pretty(&empty).expect("json")).await?;
         }
         Ok(())
     }
@@ -187,6 +187,23 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tokio::fs::rename(&tmp, path)
         .await
         .map_err(|e| RegistryError::io(path, e))
+}
+
+/// Write `path` whole unless it exists, never replacing it: two copies starting on one new
+/// layout at once must not have the second blank the index the first has already tagged.
+async fn create_if_missing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(|e| RegistryError::io(&tmp, e))?;
+    // A hard link appears whole or not at all, and fails where the name is taken.
+    let linked = tokio::fs::hard_link(&tmp, path).await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RegistryError::io(path, e)),
+    }
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -441,5 +458,25 @@ impl Registry for LayoutRegistry {
     /// verification, so a corrupt file in one layout is never propagated into another.
     async fn mount_blob(&self, _repo: &str, _digest: &Digest, _from: &str) -> Result<bool> {
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creating_a_layout_file_never_replaces_one_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("index.json");
+        create_if_missing(&index, b"first").await.unwrap();
+        // Another copy checked "missing" before the first one wrote: its write must lose.
+        create_if_missing(&index, b"blank").await.unwrap();
+        assert_eq!(std::fs::read(&index).unwrap(), b"first");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("index.json")]);
     }
 }
