@@ -78,10 +78,14 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
         };
         text.push_str(&format!(
-            "{action:<7} {item}{}{}{}{}\n",
+            "{action:<7} {item}{}{}{}{}{}\n",
             digest
                 .as_deref()
                 .map(|d| format!(" ({})", &d[..19.min(d.len())]))
+                .unwrap_or_default(),
+            item.subject
+                .as_ref()
+                .map(|s| format!(", refers to {}", s.short()))
                 .unwrap_or_default(),
             match left_out {
                 0 => String::new(),
@@ -103,6 +107,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             "action": action,
             "bytes": match &p { Preview::Copy { size, .. } => Some(size.bytes), _ => None },
             "rewritten": rewritten,
+            "subject": item.subject.as_ref().map(|s| s.to_string()),
             "left_out": left_out,
             "error": error,
         }));

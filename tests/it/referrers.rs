@@ -552,6 +552,13 @@ async fn the_referrers_api_path_finds_untagged_referrers_and_targets_get_them_th
     for r in [&s.att, &s.sbom, &s.sbom_sig, &arm_sig] {
         assert!(preview.stdout.contains(&r.digest), "{}", preview.stdout);
     }
+    assert!(
+        preview
+            .stdout
+            .contains(&format!("refers to {}", &s.idx.digest[..19])),
+        "{}",
+        preview.stdout
+    );
 
     let run = ferry(&["run", "--progress", "plain", p], &[]).await;
     run.assert_code(0);
