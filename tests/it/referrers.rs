@@ -70,18 +70,13 @@ async fn push_signed(pusher: &Pusher, repo: &str, fallback_tags: bool) -> Signed
     let att = oci_attestation(&idx, repo);
     let sbom = oci_referrer(&idx, SPDX, b"{\"spdxVersion\":\"SPDX-2.3\"}");
     let sbom_sig = oci_referrer(&sbom, COSIGN_SIG, b"signature of the sbom");
-    for r in [&att, &sbom, &sbom_sig] {
-        pusher.push(repo, &r.digest, r).await;
-    }
     if fallback_tags {
-        let fb = fallback_index(&[&att, &sbom]);
-        pusher
-            .push(repo, &format!("sha256-{}", hex_of(&idx.digest)), &fb)
-            .await;
-        let fb = fallback_index(&[&sbom_sig]);
-        pusher
-            .push(repo, &format!("sha256-{}", hex_of(&sbom.digest)), &fb)
-            .await;
+        push_listed(pusher, repo, &idx, &[&att, &sbom]).await;
+        push_listed(pusher, repo, &sbom, &[&sbom_sig]).await;
+    } else {
+        for r in [&att, &sbom, &sbom_sig] {
+            pusher.push(repo, &r.digest, r).await;
+        }
     }
     Signed {
         idx,
@@ -92,6 +87,21 @@ async fn push_signed(pusher: &Pusher, repo: &str, fallback_tags: bool) -> Signed
         sbom,
         sbom_sig,
     }
+}
+
+/// Push OCI 1.1 referrers of `subject` by digest and list them under its `sha256-<hex>`
+/// fallback tag, as a client pushing to a registry without the referrers API does.
+async fn push_listed(pusher: &Pusher, repo: &str, subject: &Image, referrers: &[&Image]) {
+    for r in referrers {
+        pusher.push(repo, &r.digest, r).await;
+    }
+    pusher
+        .push(
+            repo,
+            &format!("sha256-{}", hex_of(&subject.digest)),
+            &fallback_index(referrers),
+        )
+        .await;
 }
 
 /// The digests a fallback referrers index lists, in order.
@@ -130,14 +140,7 @@ async fn signatures_attestations_and_sboms_travel_in_both_schemes_and_fallback_i
     // The target already lists a referrer of v1 under its fallback tag (another tool put it
     // there): it must still be listed afterwards.
     let other = oci_referrer(&s.idx, "application/vnd.example.other+json", b"other");
-    dst.pusher().push("mirror/app", &other.digest, &other).await;
-    dst.pusher()
-        .push(
-            "mirror/app",
-            &format!("sha256-{}", hex_of(&s.idx.digest)),
-            &fallback_index(&[&other]),
-        )
-        .await;
+    push_listed(&dst.pusher(), "mirror/app", &s.idx, &[&other]).await;
 
     let dir = tempfile::tempdir().unwrap();
     let p = plan(
@@ -294,14 +297,7 @@ async fn push_multi(pusher: &Pusher, repo: &str) -> (Image, Vec<Image>, Image, I
     let (tag, idx_sig) = cosign_signature(&idx, repo);
     pusher.push(repo, &tag, &idx_sig).await;
     let child_sig = oci_referrer(&children[1], COSIGN_SIG, b"arm64 signature");
-    pusher.push(repo, &child_sig.digest, &child_sig).await;
-    pusher
-        .push(
-            repo,
-            &format!("sha256-{}", hex_of(&children[1].digest)),
-            &fallback_index(&[&child_sig]),
-        )
-        .await;
+    push_listed(pusher, repo, &children[1], &[&child_sig]).await;
     (idx, children, idx_sig, child_sig)
 }
 
@@ -453,16 +449,7 @@ async fn retention_deletes_referrers_with_their_subject_and_keeps_those_of_kept_
     let s = push_signed(&reg.pusher(), "team/app", true).await;
     // v0 gets OCI referrers too, listed under its fallback tag.
     let old_att = oci_attestation(&s.old, "team/app");
-    reg.pusher()
-        .push("team/app", &old_att.digest, &old_att)
-        .await;
-    reg.pusher()
-        .push(
-            "team/app",
-            &format!("sha256-{}", hex_of(&s.old.digest)),
-            &fallback_index(&[&old_att]),
-        )
-        .await;
+    push_listed(&reg.pusher(), "team/app", &s.old, &[&old_att]).await;
     let dir = tempfile::tempdir().unwrap();
     let p = plan(
         dir.path(),

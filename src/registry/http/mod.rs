@@ -719,21 +719,12 @@ impl HttpRegistry {
                 reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
             });
         }
-        // Stops reading one byte past the limit: an endless body costs 4 MiB, no more.
-        let bytes = read_limited(
-            resp,
-            &Method::GET,
-            &url,
-            MAX_MANIFEST_SIZE as usize,
-            self.stall,
-        )
-        .await?;
-        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::InvalidManifest {
+        let bytes = self.read_manifest_sized(resp, &url).await?.ok_or_else(|| {
+            RegistryError::InvalidManifest {
                 url: url.to_string(),
                 reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
-            });
-        }
+            }
+        })?;
         let digest = verify_manifest_digest(&url, &bytes, reference, header_digest.as_deref())?;
         let media_type =
             manifest::media_type_of(&bytes, served_type.as_deref()).ok_or_else(|| {
@@ -777,6 +768,20 @@ impl HttpRegistry {
         Ok(Pushed {
             subject_indexed: resp.headers().contains_key("oci-subject"),
         })
+    }
+
+    /// A manifest-sized body (a manifest, a referrers page), or `None` when it is over the
+    /// limit. Stops reading one byte past it: an endless body costs 4 MiB, no more.
+    async fn read_manifest_sized(&self, resp: Response, url: &Url) -> Result<Option<Bytes>> {
+        let bytes = read_limited(
+            resp,
+            &Method::GET,
+            url,
+            MAX_MANIFEST_SIZE as usize,
+            self.stall,
+        )
+        .await?;
+        Ok((bytes.len() as u64 <= MAX_MANIFEST_SIZE).then_some(bytes))
     }
 
     /// Every page of `GET /v2/<repo>/referrers/<subject>`; `None` when the registry answers
@@ -848,20 +853,12 @@ impl HttpRegistry {
             }
             let _ = self.referrers_api.set(true);
             next = next_link(resp.headers(), &url).filter(|n| n != &url);
-            let body = read_limited(
-                resp,
-                &Method::GET,
-                &url,
-                MAX_MANIFEST_SIZE as usize,
-                self.stall,
-            )
-            .await?;
-            if body.len() as u64 > MAX_MANIFEST_SIZE {
-                return Err(RegistryError::Protocol {
+            let body = self.read_manifest_sized(resp, &url).await?.ok_or_else(|| {
+                RegistryError::Protocol {
                     url: url.to_string(),
                     reason: format!("a referrers page over the {MAX_MANIFEST_SIZE}-byte limit"),
-                });
-            }
+                }
+            })?;
             let index: Index =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                     url: url.to_string(),
