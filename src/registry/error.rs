@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry answered with an error status; `detail` is its decoded error body.
-    #[error("{method} {url}: {status}{detail}{hint}")]
+    #[error("{method} {shown_url}: {status}{detail}{hint}", shown_url = shown(.url))]
     Status {
         method: String,
         url: String,
@@ -17,7 +17,7 @@ pub enum RegistryError {
         /// "\n  hint: …" when ferry knows what usually causes this status, else empty.
         hint: String,
     },
-    #[error("{method} {url}: request failed")]
+    #[error("{method} {shown_url}: request failed", shown_url = shown(.url))]
     Transport {
         method: String,
         url: String,
@@ -27,7 +27,7 @@ pub enum RegistryError {
     /// The server's TLS certificate was refused. Not retried: it will not change by itself.
     /// The rustls reason is in the message rather than in a `#[source]` so that the hint stays
     /// the last thing users read.
-    #[error("{method} {url}: the TLS certificate of {host} is not trusted: {reason}\n  hint: if {host} uses a private certificate authority, give its certificate (PEM) as `ca_file = \"…\"` under [registry.\"{host}\"] in the plan; `insecure = true` there turns verification off")]
+    #[error("{method} {shown_url}: the TLS certificate of {host} is not trusted: {reason}\n  hint: if {host} uses a private certificate authority, give its certificate (PEM) as `ca_file = \"…\"` under [registry.\"{host}\"] in the plan; `insecure = true` there turns verification off", shown_url = shown(.url))]
     Certificate {
         method: String,
         url: String,
@@ -37,35 +37,35 @@ pub enum RegistryError {
     /// The plan's `ca_file` for a registry could not be used.
     #[error("ca_file for {registry}: {reason}")]
     CaFile { registry: String, reason: String },
-    #[error("{url}: digest mismatch: expected {expected}, the bytes hash to {actual}")]
+    #[error("{shown_url}: digest mismatch: expected {expected}, the bytes hash to {actual}", shown_url = shown(.url))]
     DigestMismatch {
         url: String,
         expected: String,
         actual: String,
     },
-    #[error("{url}: size mismatch: the descriptor says {expected} bytes, got {actual}")]
+    #[error("{shown_url}: size mismatch: the descriptor says {expected} bytes, got {actual}", shown_url = shown(.url))]
     SizeMismatch {
         url: String,
         expected: u64,
         actual: u64,
     },
-    #[error("{url}: invalid manifest: {reason}")]
+    #[error("{shown_url}: invalid manifest: {reason}", shown_url = shown(.url))]
     InvalidManifest { url: String, reason: String },
-    #[error("{url}: {reason}")]
+    #[error("{shown_url}: {reason}", shown_url = shown(.url))]
     Protocol { url: String, reason: String },
-    #[error("{what} not found: {url}")]
+    #[error("{what} not found: {shown_url}", shown_url = shown(.url))]
     NotFound { what: String, url: String },
-    #[error("authentication at {url} failed: {reason}")]
+    #[error("authentication at {shown_url} failed: {reason}", shown_url = shown(.url))]
     Auth { url: String, reason: String },
     #[error("credentials for {registry}: {reason}")]
     Credentials { registry: String, reason: String },
     #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
     NoCatalog { registry: String, reason: String },
-    #[error("{url}: no progress for {seconds} s")]
+    #[error("{shown_url}: no progress for {seconds} s", shown_url = shown(.url))]
     Stalled { url: String, seconds: u64 },
     /// The server answers too slowly to be anything but stuck or hostile (a slow-loris
     /// response): `detail` says what it managed in how long.
-    #[error("{url}: stalled: {detail}")]
+    #[error("{shown_url}: stalled: {detail}", shown_url = shown(.url))]
     TooSlow { url: String, detail: String },
     /// The source of a blob failed while its bytes were being uploaded.
     #[error("the source of the upload failed")]
@@ -133,9 +133,78 @@ impl RegistryError {
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
+/// Query parameters whose values are safe to show: paging, upload and mount parameters,
+/// token scopes, referrers filters. Every other value is masked, since storage hosts and CDNs
+/// put signatures and credentials in query strings (`X-Amz-Signature`, `sig`, `token`…).
+const SHOWN_PARAMS: &[&str] = &[
+    "n",
+    "last",
+    "digest",
+    "mount",
+    "from",
+    "scope",
+    "service",
+    "artifactType",
+    "page",
+    "per_page",
+    "page_size",
+    "package_type",
+];
+
+/// A URL as messages show it: the values of query parameters other than `SHOWN_PARAMS`
+/// masked. Whatever does not parse as a URL (a path, a reference) is shown as it is.
+pub fn shown(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    if parsed.query().is_none() {
+        return url.to_string();
+    }
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if SHOWN_PARAMS.contains(&k.as_ref()) {
+                v.into_owned()
+            } else {
+                "…".to_string()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_mask_query_values_that_may_be_credentials() {
+        let url = "https://s3.test/blob?X-Amz-Credential=AKIA1&X-Amz-Signature=canary&n=100&digest=sha256%3Aab";
+        let shown_url = shown(url);
+        assert!(
+            !shown_url.contains("canary") && !shown_url.contains("AKIA1"),
+            "{shown_url}"
+        );
+        assert!(
+            shown_url.contains("n=100") && shown_url.contains("digest=sha256%3Aab"),
+            "{shown_url}"
+        );
+        assert_eq!(
+            shown("https://r.test/v2/a/tags/list"),
+            "https://r.test/v2/a/tags/list"
+        );
+        assert_eq!(shown("oci:./layout"), "oci:./layout");
+        let e = RegistryError::Status {
+            method: "GET".into(),
+            url: url.into(),
+            status: 403,
+            detail: String::new(),
+            hint: String::new(),
+        };
+        assert!(!e.to_string().contains("canary"), "{e}");
+    }
 
     #[tokio::test]
     async fn a_transport_error_names_the_requested_url_not_a_presigned_one() {
