@@ -284,6 +284,55 @@ async fn image_size(src: &Endpoint, roots: Vec<Digest>) -> Result<PreviewSize, R
     Ok(size)
 }
 
+/// What the target gets for an item whose source digest is `digest`.
+struct Destined {
+    /// The source index, when a platform list made it be read first.
+    source_manifest: Option<Manifest>,
+    /// What a platform list chose (`None` without one, or for a single-platform image).
+    chosen: Option<platform::Chosen>,
+    /// The digest the target ends up with: the source's, or a rewritten index's.
+    push_digest: Digest,
+    /// The target tag, or `push_digest` for a copy by digest.
+    reference: String,
+}
+
+/// With a platform list the source index is read first: what the target gets (and so the
+/// digest to look for there) depends on it. Without one nothing is read.
+async fn destined(item: &Item, digest: &Digest) -> Result<Destined, CopyError> {
+    let mut source_manifest = None;
+    let mut chosen = None;
+    if let Some(platforms) = &item.platforms {
+        let src = &item.source;
+        let m = src
+            .registry
+            .get_manifest(&src.repo, digest.as_str())
+            .await
+            .map_err(|e| CopyError::Source {
+                reference: item.source_display(),
+                source: e,
+            })?;
+        chosen = platform::choose(&m, platforms).map_err(|reason| CopyError::Manifest {
+            reference: item.source_display(),
+            reason,
+        })?;
+        source_manifest = Some(m);
+    }
+    let push_digest = chosen
+        .as_ref()
+        .map_or(digest, |c| &c.manifest.digest)
+        .clone();
+    let reference = item
+        .target_tag
+        .clone()
+        .unwrap_or_else(|| push_digest.to_string());
+    Ok(Destined {
+        source_manifest,
+        chosen,
+        push_digest,
+        reference,
+    })
+}
+
 /// Look at the source and the target of an item (one HEAD each, and the manifests of an
 /// image to copy) without changing anything.
 pub async fn preview(item: &Item) -> Preview {
@@ -323,32 +372,15 @@ pub async fn preview(item: &Item) -> Preview {
             source: e,
         },
     };
-    let mut chosen = None;
-    if let Some(platforms) = &item.platforms {
-        let m = match src.registry.get_manifest(&src.repo, digest.as_str()).await {
-            Ok(m) => m,
-            Err(e) => return source_failed(e),
-        };
-        chosen = match platform::choose(&m, platforms) {
-            Ok(c) => c,
-            Err(reason) => {
-                return Preview::Failed {
-                    error: CopyError::Manifest {
-                        reference: item.source_display(),
-                        reason,
-                    },
-                }
-            }
-        };
-    }
-    let push_digest = chosen
-        .as_ref()
-        .map_or(&digest, |c: &platform::Chosen| &c.manifest.digest)
-        .clone();
-    let reference = item
-        .target_tag
-        .clone()
-        .unwrap_or_else(|| push_digest.to_string());
+    let Destined {
+        chosen,
+        push_digest,
+        reference,
+        ..
+    } = match destined(item, &digest).await {
+        Ok(d) => d,
+        Err(error) => return Preview::Failed { error },
+    };
     match dst.registry.head_manifest(&dst.repo, &reference).await {
         Ok(Some(h)) if h.digest == push_digest => Preview::Present { digest },
         Ok(_) => {
@@ -539,30 +571,12 @@ impl Engine {
         if recorded.as_ref() == Some(&digest) {
             return Ok(Outcome::Present { digest });
         }
-        // With a platform list the source index is read first: what the target gets (and so
-        // the digest to look for there) depends on it.
-        let mut source_manifest = None;
-        let mut chosen = None;
-        if let Some(platforms) = &item.platforms {
-            let m = src
-                .registry
-                .get_manifest(&src.repo, digest.as_str())
-                .await
-                .map_err(source_err)?;
-            chosen = platform::choose(&m, platforms).map_err(|reason| CopyError::Manifest {
-                reference: src_ref.clone(),
-                reason,
-            })?;
-            source_manifest = Some(m);
-        }
-        let push_digest = chosen
-            .as_ref()
-            .map_or(&digest, |c: &platform::Chosen| &c.manifest.digest)
-            .clone();
-        let target_reference = item
-            .target_tag
-            .clone()
-            .unwrap_or_else(|| push_digest.to_string());
+        let Destined {
+            source_manifest,
+            chosen,
+            push_digest,
+            reference: target_reference,
+        } = destined(item, &digest).await?;
         if let Some(head) = dst
             .registry
             .head_manifest(&dst.repo, &target_reference)
@@ -683,19 +697,10 @@ impl Engine {
             .or_default()
             .clone();
         let _writing = slot.lock().await;
-        let existing = match dst
-            .registry
-            .head_manifest(&dst.repo, &tag)
-            .await
-            .map_err(target_err)?
-        {
-            Some(_) => Some(
-                dst.registry
-                    .get_manifest(&dst.repo, &tag)
-                    .await
-                    .map_err(target_err)?,
-            ),
-            None => None,
+        let existing = match dst.registry.get_manifest(&dst.repo, &tag).await {
+            Ok(m) => Some(m),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(target_err(e)),
         };
         let merged = manifest::merge_fallback_index(
             existing.as_ref().map(|m| &m.bytes[..]),
