@@ -101,6 +101,19 @@ pub struct HttpRegistry {
     referrers_api: std::sync::OnceLock<bool>,
 }
 
+/// The next page a listing's `Link` header names, on the same host: the request's
+/// credentials would follow a link to another, so one is refused.
+fn next_page(resp: &Response, url: &Url) -> Result<Option<Url>> {
+    let next = next_link(resp.headers(), url).filter(|n| n != url);
+    if let Some(n) = next.as_ref().filter(|n| n.origin() != url.origin()) {
+        return Err(RegistryError::Protocol {
+            url: url.to_string(),
+            reason: format!("refusing to follow a `Link` to another host: {n}"),
+        });
+    }
+    Ok(next)
+}
+
 /// Redirects followed for one request at most (a loop ends here).
 const MAX_REDIRECTS: usize = 10;
 
@@ -474,14 +487,7 @@ impl HttpRegistry {
             if !resp.status().is_success() {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
-            next = next_link(resp.headers(), &url).filter(|n| n != &url);
-            if let Some(n) = next.as_ref().filter(|n| n.origin() != url.origin()) {
-                // The request's credentials would follow the link to that host.
-                return Err(RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("refusing to follow a `Link` to another host: {n}"),
-                });
-            }
+            next = next_page(&resp, &url)?;
             let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, self.stall).await?;
             let parsed: T = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                 url: url.to_string(),
@@ -852,7 +858,7 @@ impl HttpRegistry {
                 return Err(self.status_error(&Method::GET, &url, resp).await);
             }
             let _ = self.referrers_api.set(true);
-            next = next_link(resp.headers(), &url).filter(|n| n != &url);
+            next = next_page(&resp, &url)?;
             let body = self.read_manifest_sized(resp, &url).await?.ok_or_else(|| {
                 RegistryError::Protocol {
                     url: url.to_string(),
