@@ -187,32 +187,53 @@ pub fn is_fallback_tag(tag: &str) -> bool {
     !tag.contains('.') && referrer_tag_subject(tag).is_some()
 }
 
+/// The parts of a manifest that say what it refers to and what kind of artifact it is. Read
+/// leniently: the manifest itself was checked by [`parse`]; a field missing here only means
+/// less is known.
 #[derive(serde::Deserialize)]
 struct ReferrerFields {
-    subject: Option<Descriptor>,
+    subject: Option<Named>,
     #[serde(rename = "artifactType")]
     artifact_type: Option<String>,
-    config: Option<Descriptor>,
+    config: Option<Typed>,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    layers: Vec<Typed>,
     annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-fn referrer_fields(bytes: &[u8]) -> Option<ReferrerFields> {
-    serde_json::from_slice(bytes).ok()
+#[derive(serde::Deserialize)]
+struct Named {
+    digest: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Typed {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+}
+
+impl ReferrerFields {
+    fn of(bytes: &[u8]) -> Option<ReferrerFields> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// Its `artifactType`, else its config's media type.
+    fn artifact_type(&self) -> Option<String> {
+        self.artifact_type
+            .clone()
+            .or_else(|| self.config.as_ref().and_then(|c| c.media_type.clone()))
+    }
 }
 
 /// The `subject` a manifest names (OCI 1.1): what it refers to.
 pub fn subject_of(bytes: &[u8]) -> Option<Digest> {
-    Digest::parse(referrer_fields(bytes)?.subject?.digest().as_ref())
+    Digest::parse(&ReferrerFields::of(bytes)?.subject?.digest)
 }
 
 /// The artifact type the referrers API reports for a manifest: its `artifactType`, else its
 /// config's media type.
 pub fn artifact_type_of(bytes: &[u8]) -> Option<String> {
-    let f = referrer_fields(bytes)?;
-    f.artifact_type
-        .or_else(|| f.config.map(|c| c.media_type().to_string()))
+    ReferrerFields::of(bytes)?.artifact_type()
 }
 
 /// Every type an `artifact_types` filter may name for a manifest: its artifact type and, for
@@ -221,9 +242,11 @@ pub fn artifact_type_of(bytes: &[u8]) -> Option<String> {
 /// (`application/vnd.dev.cosign.simplesigning.v1+json`) from an attestation
 /// (`application/vnd.dsse.envelope.v1+json`) from an SBOM.
 pub fn artifact_kinds(bytes: &[u8]) -> Vec<String> {
-    let mut out: Vec<String> = artifact_type_of(bytes).into_iter().collect();
-    if let Some(first) = referrer_fields(bytes).and_then(|f| f.layers.into_iter().next()) {
-        let t = first.media_type().to_string();
+    let Some(f) = ReferrerFields::of(bytes) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = f.artifact_type().into_iter().collect();
+    if let Some(t) = f.layers.into_iter().next().and_then(|l| l.media_type) {
         if !out.contains(&t) {
             out.push(t);
         }
@@ -239,13 +262,13 @@ pub fn referrer_entry(m: &super::Manifest) -> serde_json::Value {
         "digest": m.digest.as_str(),
         "size": m.bytes.len(),
     });
-    if let Some(t) = artifact_type_of(&m.bytes) {
+    let Some(f) = ReferrerFields::of(&m.bytes) else {
+        return entry;
+    };
+    if let Some(t) = f.artifact_type() {
         entry["artifactType"] = serde_json::Value::String(t);
     }
-    if let Some(a) = referrer_fields(&m.bytes)
-        .and_then(|f| f.annotations)
-        .filter(|a| !a.is_empty())
-    {
+    if let Some(a) = f.annotations.filter(|a| !a.is_empty()) {
         entry["annotations"] = serde_json::Value::Object(a);
     }
     entry

@@ -52,18 +52,7 @@ async fn read_manifest(
             reason,
         }
     })?;
-    #[derive(serde::Deserialize)]
-    struct WithSubject {
-        subject: Option<SubjectDesc>,
-    }
-    #[derive(serde::Deserialize)]
-    struct SubjectDesc {
-        digest: String,
-    }
-    let subject = serde_json::from_slice::<WithSubject>(&m.bytes)
-        .ok()
-        .and_then(|w| w.subject)
-        .and_then(|s| Digest::parse(&s.digest));
+    let subject = manifest::subject_of(&m.bytes);
     Ok(Read {
         media_type: m.media_type,
         parsed,
