@@ -12,6 +12,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+for component in clippy rustfmt; do
+    sub=${component/rustfmt/fmt}
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        echo "cargo $sub not found: install it with \`rustup component add $component\`" >&2
+        exit 1
+    fi
+done
+
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
@@ -44,9 +52,25 @@ fi
 # RustSec database, which only a machine that reaches GitHub can fetch: checked when one has
 # been put under $CARGO_HOME/advisory-dbs (README, "Dependencies"). Pinned, since its config
 # format changes between 0.x versions; building it takes about 2 minutes.
-if ! command -v cargo-deny >/dev/null 2>&1; then
-    echo "installing cargo-deny"
-    cargo install --locked --quiet cargo-deny --version 0.20.2
+# `cargo deny`, not `command -v cargo-deny`: cargo finds subcommands in $CARGO_HOME/bin even
+# when that is not on PATH (a fresh CARGO_HOME), and a different version may not read
+# deny.toml the same way.
+DENY_VERSION=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $DENY_VERSION" ]; then
+    echo "installing cargo-deny $DENY_VERSION"
+    cargo install --locked --quiet --force cargo-deny --version "$DENY_VERSION"
+fi
+# Everything below runs offline or --locked, and `cargo metadata` (which cargo deny runs)
+# needs the crates of every platform in Cargo.lock, not only the ones a Linux build
+# downloads: fetch them all first (crates.io), then check that the cache really holds them,
+# so a missing crate is named here instead of deep inside cargo deny.
+if ! cargo fetch --locked --quiet; then
+    echo "cargo fetch --locked failed: the crates in Cargo.lock cannot be downloaded (is crates.io reachable, or does Cargo.lock need updating?)" >&2
+    exit 1
+fi
+if ! cargo metadata --offline --locked --format-version 1 >/dev/null; then
+    echo "cargo's cache (${CARGO_HOME:-$HOME/.cargo}) lacks crates that Cargo.lock names even after cargo fetch; see the error above" >&2
+    exit 1
 fi
 cargo deny --offline --locked check --hide-inclusion-graph licenses bans sources
 if compgen -G "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/advisory-db-*/.git" >/dev/null; then

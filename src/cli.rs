@@ -115,6 +115,15 @@ pub struct PlanArgs {
     /// The plan file (TOML).
     pub plan: PathBuf,
 
+    /// The checkpoint `ferry run` would use, read and never written [default: the plan's
+    /// `state`, else state/ferry.db].
+    #[arg(long, env = "FERRY_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// Plan as `ferry run --recheck` would run: trust no record of the checkpoint.
+    #[arg(long)]
+    pub recheck: bool,
+
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }

@@ -2,49 +2,67 @@
 //! run starts, and queues every change to the state's writer thread (never blocking the
 //! async threads on SQLite).
 
+use std::time::{Duration, SystemTime};
+
 use regex::Regex;
 
-use crate::copy::{Endpoint, Item, Journal, Outcome};
+use crate::copy::{Deleted, Endpoint, Item, Journal, Outcome, Recorded};
+use crate::plan::Plan;
 use crate::registry::{Digest, UploadProgress};
 use crate::report::error_chain;
-use crate::state::{ItemRecord, ItemStatus, RunId, Snapshot, State, Write};
+use crate::state::{ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write};
 
 pub struct StateJournal {
-    state: State,
+    /// `None`: a dry journal (`ferry plan`), which consults the records and writes nothing.
+    state: Option<State>,
     run: RunId,
     snapshot: Snapshot,
     immutable: Vec<Regex>,
     /// `--recheck`: trust no record without asking the registries.
     recheck: bool,
+    /// A record confirmed at its target longer ago than this is checked there again.
+    recheck_after: Duration,
+    /// Unix seconds, when the run started.
+    now: i64,
 }
 
 impl StateJournal {
-    pub fn new(
-        state: State,
-        run: RunId,
-        snapshot: Snapshot,
-        immutable: Vec<Regex>,
-        recheck: bool,
-    ) -> Self {
+    pub fn new(state: State, run: RunId, snapshot: Snapshot, plan: &Plan, recheck: bool) -> Self {
         StateJournal {
-            state,
+            state: Some(state),
             run,
-            snapshot,
-            immutable,
-            recheck,
+            ..Self::dry(snapshot, plan, recheck)
         }
+    }
+
+    /// Decides from `snapshot` as a run would, and records nothing.
+    pub fn dry(snapshot: Snapshot, plan: &Plan, recheck: bool) -> Self {
+        StateJournal {
+            state: None,
+            run: 0,
+            snapshot,
+            immutable: plan.immutable_tags.clone(),
+            recheck,
+            recheck_after: plan.recheck_after,
+            now: unix_now(),
+        }
+    }
+
+    fn record(&self, write: Write) {
+        if let Some(state) = &self.state {
+            state.record(write);
+        }
+    }
+
+    fn previous(&self, item: &Item) -> Option<&ItemState> {
+        self.snapshot.items.get(&item.key())
     }
 }
 
-/// The checkpoint key of an item: target registry, repository, and tag (or digest).
-pub fn item_key(item: &Item) -> (String, String, String) {
-    (
-        item.target.registry.name().to_string(),
-        item.target.repo.clone(),
-        item.target_tag
-            .clone()
-            .unwrap_or_else(|| item.source_ref.clone()),
-    )
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The source an item's record names: with a platform list, the list too, so a record of a
@@ -57,7 +75,7 @@ fn source_key(item: &Item) -> String {
 }
 
 fn record(run: RunId, item: &Item, status: ItemStatus) -> ItemRecord {
-    let (target_registry, target_repo, target_ref) = item_key(item);
+    let (target_registry, target_repo, target_ref) = item.key();
     ItemRecord {
         run,
         source: source_key(item),
@@ -70,15 +88,17 @@ fn record(run: RunId, item: &Item, status: ItemStatus) -> ItemRecord {
         attempts: 0,
         last_error: None,
         bytes: 0,
+        target_digest: None,
+        verified_at: None,
     }
 }
 
 impl Journal for StateJournal {
-    fn done_digest(&self, item: &Item) -> Option<Digest> {
+    fn recorded(&self, item: &Item) -> Option<Recorded> {
         if self.recheck {
             return None;
         }
-        let state = self.snapshot.items.get(&item_key(item))?;
+        let state = self.previous(item)?;
         // Only a record of this very source counts: the plan may now copy something else to
         // the same target.
         if state.status != ItemStatus::Done
@@ -87,51 +107,91 @@ impl Journal for StateJournal {
         {
             return None;
         }
-        state.source_digest.as_deref().and_then(Digest::parse)
+        let digest = state.source_digest.as_deref().and_then(Digest::parse)?;
+        let rewritten = state
+            .target_digest
+            .as_deref()
+            .and_then(Digest::parse)
+            .filter(|t| *t != digest);
+        // A record from before target digests were kept (or never confirmed) is not fresh.
+        let fresh = state.target_digest.is_some()
+            && state.verified_at.is_some_and(|at| {
+                self.now.saturating_sub(at) < self.recheck_after.as_secs() as i64
+            });
+        Some(Recorded {
+            digest,
+            rewritten,
+            fresh,
+        })
     }
 
-    fn trust_without_check(&self, item: &Item) -> bool {
-        // `done_digest` already answers nothing under --recheck; this says the same.
-        !self.recheck
-            && (Digest::parse(&item.source_ref).is_some()
-                || self.immutable.iter().any(|r| r.is_match(&item.source_ref)))
+    fn immutable(&self, item: &Item) -> bool {
+        Digest::parse(&item.source_ref).is_some()
+            || self.immutable.iter().any(|r| r.is_match(&item.source_ref))
     }
 
     fn item_started(&self, item: &Item) {
-        let previous = self
-            .snapshot
-            .items
-            .get(&item_key(item))
-            .map_or(0, |s| s.attempts);
         let mut r = record(self.run, item, ItemStatus::Pending);
-        r.attempts = previous;
-        self.state.record(Write::Item(r));
+        r.attempts = self.previous(item).map_or(0, |s| s.attempts);
+        self.record(Write::Item(r));
     }
 
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
-        let previous = self
-            .snapshot
-            .items
-            .get(&item_key(item))
-            .map_or(0, |s| s.attempts);
+        let previous = self.previous(item);
+        let attempts = previous.map_or(0, |s| s.attempts);
         let mut r = record(self.run, item, ItemStatus::Done);
-        r.attempts = previous + 1;
+        r.attempts = attempts + 1;
         match outcome {
             Outcome::Copied { digest, stats } => {
                 r.source_digest = Some(digest.to_string());
+                r.target_digest = Some(stats.rewritten.as_ref().unwrap_or(digest).to_string());
+                r.verified_at = Some(self.now);
                 r.bytes = stats.bytes;
             }
-            Outcome::Present { digest } | Outcome::Unchanged { digest } => {
+            Outcome::Present { digest, rewritten } => {
                 r.source_digest = Some(digest.to_string());
+                r.target_digest = Some(rewritten.as_ref().unwrap_or(digest).to_string());
+                r.verified_at = Some(self.now);
+            }
+            Outcome::Unchanged { digest, rewritten } => {
+                r.source_digest = Some(digest.to_string());
+                r.target_digest = Some(rewritten.as_ref().unwrap_or(digest).to_string());
+                // Trusted, not confirmed: the time it was last confirmed stands.
+                r.verified_at = previous.and_then(|p| p.verified_at);
                 // Nothing was attempted against the registries for an unchanged record.
-                r.attempts = previous;
+                r.attempts = attempts;
+            }
+            Outcome::Skipped { reason } => {
+                r.status = ItemStatus::Skipped;
+                r.last_error = Some(reason.clone());
+                r.attempts = attempts;
             }
             Outcome::Failed { error } => {
                 r.status = ItemStatus::Failed;
                 r.last_error = Some(error_chain(error.as_ref()));
             }
         }
-        self.state.record(Write::Item(r));
+        self.record(Write::Item(r));
+    }
+
+    fn manifest_deleted(&self, d: &Deleted<'_>) {
+        self.record(Write::Deletion {
+            run: self.run,
+            registry: d.registry.to_string(),
+            repo: d.repo.to_string(),
+            digest: d.digest.to_string(),
+            tags: d.tags.join(", "),
+            reason: d.reason.to_string(),
+            version_id: d.version_id.map(str::to_string),
+        });
+        // Whatever a record said about these references is no longer true at the target.
+        let mut refs = d.tags.to_vec();
+        refs.push(d.digest.to_string());
+        self.record(Write::Forget {
+            registry: d.registry.to_string(),
+            repo: d.repo.to_string(),
+            refs,
+        });
     }
 
     fn blob_location(&self, registry: &str, digest: &Digest) -> Option<String> {
@@ -142,7 +202,7 @@ impl Journal for StateJournal {
     }
 
     fn blob_present(&self, registry: &str, repo: &str, digest: &Digest, size: u64) {
-        self.state.record(Write::Blob {
+        self.record(Write::Blob {
             registry: registry.to_string(),
             digest: digest.to_string(),
             size,
@@ -159,7 +219,7 @@ impl Journal for StateJournal {
 
     fn upload_progress(&self, registry: &str, repo: &str, digest: &Digest, p: &UploadProgress) {
         let (registry, repo, digest) = (registry.to_string(), repo.to_string(), digest.to_string());
-        self.state.record(match p {
+        self.record(match p {
             UploadProgress::Session { url, offset } => Write::Upload {
                 registry,
                 repo,
@@ -176,7 +236,7 @@ impl Journal for StateJournal {
     }
 
     fn tag_seen(&self, source: &Endpoint, tag: &str, digest: &Digest) {
-        self.state.record(Write::TagSeen {
+        self.record(Write::TagSeen {
             registry: source.registry.name().to_string(),
             repo: source.repo.clone(),
             tag: tag.to_string(),

@@ -2,6 +2,7 @@
 //! place errors become exit codes.
 
 pub mod check;
+pub mod execute;
 pub mod journal;
 pub mod plan;
 pub mod report;

@@ -1,142 +1,180 @@
-//! `ferry plan PLAN`: what `ferry run` would do, without writing anything. Copies are
-//! previewed with one HEAD at each side; retention runs the very inventory and selection
-//! that `ferry run` applies.
+//! `ferry plan PLAN`: what `ferry run` would do, writing nothing. It executes the plan the way
+//! `run` does ([`super::execute`]: the same stages in the same order, the same engine, the
+//! same retention), against overlays of the registries that keep every write in memory, and
+//! with the checkpoint read but never written. Each line is an outcome the run would have,
+//! given unchanged registries.
 
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use indicatif::HumanBytes;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
-use super::run::registries;
+use super::execute::{execute, overlays, Context, Execution};
+use super::journal::StateJournal;
+use super::run::{registries, state_path};
 use crate::cli::{Output, PlanArgs};
-use crate::copy::{preview, select, Preview};
+use crate::copy::{Item, Outcome};
 use crate::plan::Plan;
-use crate::report::error_chain;
-use crate::retention::{plan_policy, Action, RepoPlan};
+use crate::report::{error_chain, Silent};
+use crate::retention::{Action, RepoPlan};
+use crate::state::State;
+
+/// What the plan line of one item says: the action, and what follows the item.
+fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, String, serde_json::Value) {
+    let subject = item
+        .subject
+        .as_ref()
+        .map(|s| format!(", refers to {}", s.short()))
+        .unwrap_or_default();
+    let (action, digest, bytes, rewritten, left_out, reason) = match outcome {
+        Some(Outcome::Copied { digest, stats }) => (
+            "copy",
+            Some(digest),
+            Some(stats.bytes),
+            stats.rewritten.as_ref().map(|new| format!("{digest} → {new}")),
+            stats.left_out,
+            None,
+        ),
+        Some(Outcome::Present { digest, rewritten }) => (
+            "present",
+            Some(digest),
+            None,
+            rewritten.as_ref().map(|new| format!("{digest} → {new}")),
+            0,
+            None,
+        ),
+        Some(Outcome::Unchanged { digest, rewritten }) => (
+            "unchanged",
+            Some(digest),
+            None,
+            rewritten.as_ref().map(|new| format!("{digest} → {new}")),
+            0,
+            None,
+        ),
+        Some(Outcome::Skipped { reason }) => ("skip", None, None, None, 0, Some(reason.clone())),
+        Some(Outcome::Failed { error }) => (
+            "error",
+            None,
+            None,
+            None,
+            0,
+            Some(error_chain(error.as_ref())),
+        ),
+        None => ("error", None, None, None, 0, Some("not reached".to_string())),
+    };
+    let text = format!(
+        "{}{subject}{}{}{}",
+        digest
+            .map(|d| format!(" ({})", d.short()))
+            .unwrap_or_default(),
+        match left_out {
+            0 => String::new(),
+            n => format!(", {n} index children left out by `platforms`"),
+        },
+        rewritten
+            .as_deref()
+            .map(|r| format!("; rewritten: {r}"))
+            .unwrap_or_default(),
+        reason
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    let json = json!({
+        "source": item.source_display(),
+        "target": item.target_display(),
+        "digest": digest.map(|d| d.to_string()),
+        "action": action,
+        "bytes": bytes,
+        "rewritten": rewritten,
+        "subject": item.subject.as_ref().map(|s| s.to_string()),
+        "left_out": left_out,
+        "error": reason,
+    });
+    (action, text, json)
+}
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
-    let registries = registries(&plan, None)?;
+    let real = registries(&plan, None)?;
+    let (simulated, handles) = overlays(&real);
+    // The checkpoint a run would consult, read as it stands; nothing is written.
+    let path = state_path(args.state.as_deref(), Some(&plan));
+    let snapshot = State::read_only_snapshot(&path)?;
+    let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
+    let cx = Context {
+        registries: &simulated,
+        journal,
+        reporter: std::sync::Arc::new(Silent),
+        concurrency: plan.concurrency,
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        owns: &|_| true,
+    };
+    let execution = execute(&plan, &cx).await;
+    let requests: Vec<(String, u64)> = handles
+        .iter()
+        .filter(|(name, _)| name != "oci:")
+        .map(|(name, o)| (name.clone(), o.requests()))
+        .collect();
+    print_plan(&plan, &execution, &requests, args.output)?;
+    Ok(if execution.failures(&plan).is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::exit::PARTIAL)
+    })
+}
+
+fn print_plan(
+    plan: &Plan,
+    execution: &Execution,
+    requests: &[(String, u64)],
+    output: Output,
+) -> anyhow::Result<()> {
     let mut text = String::new();
     let mut copies_json = Vec::new();
-    let (mut to_copy, mut present, mut problems) = (0usize, 0usize, 0usize);
-    let mut bytes = 0u64;
-    // Requests `ferry run` would send to each registry, roughly: per image 2 HEADs and the
-    // manifest reads and writes, per blob a HEAD, a GET and an upload (POST + PUT).
-    let mut requests: std::collections::BTreeMap<String, u64> = Default::default();
-
-    let rules: Vec<&_> = plan.copies.iter().collect();
-    let selection = select::resolve(&rules, &registries, &crate::copy::NoJournal).await;
-    for e in &selection.errors {
-        problems += 1;
+    let (mut to_copy, mut present, mut unchanged, mut skipped, mut bytes) = (0, 0, 0, 0, 0u64);
+    for e in &execution.select_errors {
         text.push_str(&format!("error   {}\n", error_chain(e)));
         copies_json.push(json!({"error": error_chain(e)}));
     }
-    for n in &selection.notes {
-        text.push_str(&format!("note    {n}\n"));
-        copies_json.push(json!({"note": n}));
-    }
-    let previews = futures::future::join_all(selection.items.iter().map(preview)).await;
-    for (item, p) in selection.items.iter().zip(previews) {
-        let mut rewritten = None;
-        let mut left_out = 0;
-        let (action, digest, error) = match &p {
-            Preview::Copy {
-                digest,
-                size,
-                rewritten: r,
-                left_out: l,
-            } => {
-                rewritten = r.as_ref().map(|new| format!("{digest} → {new}"));
-                left_out = *l;
+    for (item, outcome) in &execution.items {
+        let (action, rest, j) = describe_item(item, outcome.as_ref());
+        match outcome {
+            Some(Outcome::Copied { stats, .. }) => {
                 to_copy += 1;
-                bytes += size.bytes;
-                let m = size.manifests as u64;
-                let b = size.blobs as u64;
-                *requests
-                    .entry(item.source.registry.name().to_string())
-                    .or_default() += 1 + m + b;
-                *requests
-                    .entry(item.target.registry.name().to_string())
-                    .or_default() += 1 + m + 3 * b;
-                ("copy", Some(digest.to_string()), None)
+                bytes += stats.bytes;
             }
-            Preview::Present { digest } => {
-                present += 1;
-                *requests
-                    .entry(item.source.registry.name().to_string())
-                    .or_default() += 1;
-                *requests
-                    .entry(item.target.registry.name().to_string())
-                    .or_default() += 1;
-                ("present", Some(digest.to_string()), None)
-            }
-            Preview::Failed { error } => {
-                problems += 1;
-                ("error", None, Some(error_chain(error)))
-            }
-        };
-        text.push_str(&format!(
-            "{action:<7} {item}{}{}{}{}{}\n",
-            digest
-                .as_deref()
-                .map(|d| format!(" ({})", &d[..19.min(d.len())]))
-                .unwrap_or_default(),
-            item.subject
-                .as_ref()
-                .map(|s| format!(", refers to {}", s.short()))
-                .unwrap_or_default(),
-            match left_out {
-                0 => String::new(),
-                n => format!(", {n} index children left out by `platforms`"),
-            },
-            rewritten
-                .as_deref()
-                .map(|r| format!("; rewritten: {r}"))
-                .unwrap_or_default(),
-            error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ));
-        copies_json.push(json!({
-            "source": item.source_display(),
-            "target": item.target_display(),
-            "digest": digest,
-            "action": action,
-            "bytes": match &p { Preview::Copy { size, .. } => Some(size.bytes), _ => None },
-            "rewritten": rewritten,
-            "subject": item.subject.as_ref().map(|s| s.to_string()),
-            "left_out": left_out,
-            "error": error,
-        }));
+            Some(Outcome::Present { .. }) => present += 1,
+            Some(Outcome::Unchanged { .. }) => unchanged += 1,
+            Some(Outcome::Skipped { .. }) => skipped += 1,
+            _ => {}
+        }
+        text.push_str(&format!("{action:<9} {item}{rest}\n"));
+        copies_json.push(j);
     }
 
-    let now = SystemTime::now();
     let mut retention_json = Vec::new();
-    let mut to_delete = 0usize;
-    for policy in &plan.retains {
-        let registry = registries
-            .get(&policy.repository.location)
-            .expect("a registry for every location")
-            .clone();
-        text.push_str(&format!("{policy}\n"));
-        for repo_plan in plan_policy(policy, registry.as_ref(), now, &|_| true).await {
-            let (t, j, deletes, failed) = describe(&repo_plan);
-            text.push_str(&t);
-            retention_json.push(j);
-            to_delete += deletes;
-            problems += failed as usize;
+    let mut policy = 0;
+    for r in &execution.retained {
+        if r.policy != policy {
+            policy = r.policy;
+            text.push_str(&format!("{}\n", plan.retains[policy - 1]));
         }
+        let (t, j, _, _) = describe(&r.plan);
+        text.push_str(&t);
+        retention_json.push(j);
     }
+    let to_delete: usize = execution
+        .retained
+        .iter()
+        .map(|r| r.deletions.len())
+        .sum();
 
     // What the requests cost against each registry's rate budget.
     let mut budget_json = serde_json::Map::new();
-    for (host, n) in &requests {
-        if host == "oci:" {
-            continue;
-        }
+    for (host, n) in requests {
         let limit = plan.registry(host).rate_limit;
         let time = limit.map(|l| *n as f64 / f64::from(l.requests_per_second.get()));
         text.push_str(&format!(
@@ -149,30 +187,37 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             json!({"requests": n, "seconds_at_rate_limit": time}),
         );
     }
+    let failures = execution.failures(plan);
+    for f in &failures {
+        text.push_str(&format!("failed: {f}\n"));
+    }
 
-    match args.output {
+    match output {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "copies": copies_json,
                 "retention": retention_json,
-                "totals": {"copy": to_copy, "present": present, "bytes": bytes, "delete": to_delete, "errors": problems},
+                "failures": failures,
+                "totals": {
+                    "copy": to_copy, "present": present, "unchanged": unchanged,
+                    "skip": skipped, "bytes": bytes, "delete": to_delete,
+                    "errors": failures.len(),
+                },
                 "registries": budget_json,
             }))?
         ),
         Output::Text => {
             print!("{text}");
             println!(
-                "plan: {to_copy} images to copy ({}), {present} already present, {to_delete} to delete, {problems} errors",
-                HumanBytes(bytes)
+                "plan: {to_copy} images to copy ({}), {} already present, {to_delete} to delete, {} errors",
+                HumanBytes(bytes),
+                present + unchanged,
+                failures.len()
             );
         }
     }
-    Ok(if problems == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(super::exit::PARTIAL)
-    })
+    Ok(())
 }
 
 /// Text and JSON for one repository's decisions; the number of deletions; whether it failed.

@@ -15,9 +15,10 @@ use indicatif::HumanBytes;
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
-use super::journal::{item_key, StateJournal};
+use super::execute::{execute, Context as Execute};
+use super::journal::StateJournal;
 use crate::cli::{Progress, RunArgs};
-use crate::copy::{select, Engine, Item, Outcome, Totals};
+use crate::copy::{select, Outcome, Totals};
 use crate::plan::{Location, Plan, DEFAULT_STATE};
 use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
@@ -27,8 +28,7 @@ use crate::report::files::{
     item_row, metrics, write_private, Report, ReportDeletion, ReportTotals, REPORT_VERSION,
 };
 use crate::report::{error_chain, plural, timestamp, BarReporter, PlainReporter, Reporter, Silent};
-use crate::retention::{apply::apply, plan_policy};
-use crate::state::{RunOutcome, RunTotals, State, Write};
+use crate::state::{RunOutcome, RunTotals, State};
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
@@ -108,6 +108,12 @@ pub fn summary(totals: &Totals, unresolved: usize, deleted: Option<usize>) -> St
     );
     if let Some(n) = deleted {
         line.push_str(&format!(", {n} deleted"));
+    }
+    if totals.skipped > 0 {
+        line.push_str(&format!(
+            ", {} not carried",
+            plural(totals.skipped, "referrer")
+        ));
     }
     if totals.interrupted > 0 {
         line.push_str(&format!(", {} interrupted", totals.interrupted));
@@ -221,127 +227,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         state.clone(),
         run_id,
         snapshot,
-        plan.immutable_tags.clone(),
+        &plan,
         args.recheck,
     ));
 
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let signal = watch_signals(stop.clone(), abort.clone(), reporter.clone());
-    let engine = Engine::new(reporter.clone(), concurrency)
-        .with_journal(journal.clone())
-        .with_cancellation(stop.clone(), abort.clone());
-
     let started = std::time::Instant::now();
-    let mut totals = Totals::default();
-    let mut select_errors = Vec::new();
-    let mut results: Vec<(Item, Option<Outcome>)> = Vec::new();
-    for stage in select::stages(&plan.copies) {
-        if stop.is_cancelled() {
-            break;
-        }
-        let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
-        let mut selection = tokio::select! {
-            s = select::resolve(&rules, &registries, journal.as_ref()) => s,
-            _ = abort.cancelled() => break,
-        };
-        selection.items.retain(|item| owns(&item.source.display()));
-        for dup in &selection.duplicates {
-            reporter.note(&format!(
-                "skipped {dup}: an earlier rule already copies to {}",
-                dup.target_display()
-            ));
-        }
-        for note in &selection.notes {
-            reporter.note(note);
-        }
-        reporter.items_selected(selection.items.len());
-        let (outcomes, stage_totals) = engine.copy_all(&selection.items).await;
-        totals.add(&stage_totals);
-        select_errors.extend(selection.errors);
-        results.extend(selection.items.into_iter().zip(outcomes));
-    }
-
-    // Retention, after the copies: the same inventory and selection `ferry plan` shows.
-    let mut deleted = 0usize;
-    let mut deletion_rows: Vec<ReportDeletion> = Vec::new();
-    let mut retention_failures: Vec<String> = Vec::new();
-    if !stop.is_cancelled() {
-        for policy in &plan.retains {
-            let registry = registries
-                .get(&policy.repository.location)
-                .expect("a registry for every location")
-                .clone();
-            let plans = plan_policy(policy, registry.as_ref(), SystemTime::now(), &owns).await;
-            for repo_plan in plans {
-                let decisions = match &repo_plan.decisions {
-                    Err(e) => {
-                        retention_failures.push(format!(
-                            "{}: not read, nothing there is deleted: {}",
-                            repo_plan.repository,
-                            error_chain(e)
-                        ));
-                        continue;
-                    }
-                    Ok(d) => d,
-                };
-                if let Some(why) = &decisions.held_back {
-                    retention_failures.push(format!("{}: {why}", repo_plan.repository));
-                    continue;
-                }
-                let done = apply(
-                    registry.as_ref(),
-                    &repo_plan.repo,
-                    &repo_plan.images,
-                    decisions,
-                )
-                .await;
-                for d in done {
-                    let tags = d.decision.tags.join(", ");
-                    match d.result {
-                        Ok(version_id) => {
-                            deleted += 1;
-                            reporter.note(&format!(
-                                "deleted {}@{} ({}): {}",
-                                repo_plan.repository,
-                                d.decision.digest.short(),
-                                if tags.is_empty() { "untagged" } else { &tags },
-                                d.decision.reason
-                            ));
-                            deletion_rows.push(ReportDeletion {
-                                repository: repo_plan.repository.clone(),
-                                digest: d.decision.digest.to_string(),
-                                tags: d.decision.tags.clone(),
-                                reason: d.decision.reason.clone(),
-                                version_id: version_id.clone(),
-                            });
-                            state.record(Write::Deletion {
-                                run: run_id,
-                                registry: registry.name().to_string(),
-                                repo: repo_plan.repo.clone(),
-                                digest: d.decision.digest.to_string(),
-                                tags,
-                                reason: d.decision.reason.clone(),
-                                version_id,
-                            });
-                        }
-                        Err(e) => retention_failures.push(format!(
-                            "deleting {}@{}: {}",
-                            repo_plan.repository,
-                            d.decision.digest,
-                            error_chain(&e)
-                        )),
-                    }
-                }
-            }
-        }
-    }
+    let cx = Execute {
+        registries: &registries,
+        journal: journal.clone(),
+        reporter: reporter.clone(),
+        concurrency,
+        stop: stop.clone(),
+        abort: abort.clone(),
+        owns: &owns,
+    };
+    let execution = execute(&plan, &cx).await;
+    let mut totals = execution.totals.clone();
     totals.elapsed = started.elapsed();
     reporter.finish();
+    let results = &execution.items;
+    let deleted = execution.deleted();
 
     let new_items = results
         .iter()
-        .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item_key(item)))
+        .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item.key()))
         .count();
     if new_items > 0 {
         emit(
@@ -354,13 +266,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // Failures are listed once more at the end, where an operator looks first.
-    let mut failures: Vec<String> = select_errors.iter().map(|e| error_chain(e)).collect();
-    for (item, outcome) in &results {
-        if let Some(Outcome::Failed { error }) = outcome {
-            failures.push(format!("{item}: {}", error_chain(error.as_ref())));
-        }
-    }
     let foreign: usize = results
         .iter()
         .map(|(_, o)| match o {
@@ -378,10 +283,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-    failures.extend(retention_failures);
+    // Failures are listed once more at the end, where an operator looks first.
+    let failures = execution.failures(&plan);
     for f in &failures {
         emit(json, "ERROR", &format!("failed: {f}"));
     }
+    let select_errors = execution.select_errors.len();
 
     let interrupted = signal.load(Ordering::SeqCst);
     let outcome = match (interrupted, failures.is_empty()) {
@@ -392,7 +299,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let run_totals = RunTotals {
         copied: totals.copied as u64,
         present: totals.present as u64,
-        failed: (totals.failed + select_errors.len()) as u64,
+        failed: (totals.failed + select_errors) as u64,
         skipped: totals.interrupted as u64,
         bytes: totals.bytes,
         deleted: deleted as u64,
@@ -424,7 +331,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             totals: ReportTotals {
                 copied: totals.copied,
                 present: totals.present,
-                failed: totals.failed + select_errors.len(),
+                failed: totals.failed + select_errors,
+                skipped: totals.skipped,
                 interrupted: totals.interrupted,
                 deleted,
                 bytes: totals.bytes,
@@ -435,7 +343,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(item, o)| item_row(item, o.as_ref()))
                 .collect(),
-            deletions: deletion_rows,
+            deletions: execution
+                .retained
+                .iter()
+                .flat_map(|r| {
+                    r.deletions.iter().filter_map(|d| {
+                        let version_id = d.result.as_ref().ok()?;
+                        Some(ReportDeletion {
+                            repository: r.plan.repository.clone(),
+                            digest: d.decision.digest.to_string(),
+                            tags: d.decision.tags.clone(),
+                            reason: d.decision.reason.clone(),
+                            version_id: version_id.clone(),
+                        })
+                    })
+                })
+                .collect(),
             registries: registries
                 .values()
                 .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
@@ -469,7 +392,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let deleted = (!plan.retains.is_empty()).then_some(deleted);
-    println!("{}", summary(&totals, select_errors.len(), deleted));
+    println!("{}", summary(&totals, select_errors, deleted));
     if interrupted != 0 {
         emit(
             json,

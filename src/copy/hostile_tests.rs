@@ -161,6 +161,8 @@ async fn copy(src: Memory, reference: &str) -> (Result<Outcome, CopyError>, Vec<
         target_tag: Some("v1".into()),
         subject: None,
         platforms: None,
+        rule: 1,
+        after: None,
     };
     let engine = Engine::new(Arc::new(Silent), 4);
     let result = tokio::time::timeout(Duration::from_secs(10), engine.copy_one(&item))

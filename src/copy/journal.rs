@@ -7,15 +7,29 @@
 use super::{Endpoint, Item, Outcome};
 use crate::registry::{Digest, UploadProgress};
 
+/// What the checkpoint holds for an item an earlier run finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The source digest it had.
+    pub digest: Digest,
+    /// The digest the target got instead, for a rewritten index.
+    pub rewritten: Option<Digest>,
+    /// Verified at the target (copied, or found there) less than `recheck_after` ago. A
+    /// record that is not fresh is checked with one HEAD at the target before it is trusted,
+    /// so a tag someone deleted there comes back on the next scheduled run.
+    pub fresh: bool,
+}
+
 pub trait Journal: Send + Sync {
-    /// The source digest this item had when it was last copied (or found present).
-    fn done_digest(&self, _item: &Item) -> Option<Digest> {
+    /// What an earlier run recorded for this very item (same source, same reference, same
+    /// platforms), if it finished it. `None` under `--recheck`.
+    fn recorded(&self, _item: &Item) -> Option<Recorded> {
         None
     }
 
-    /// May a finished item be trusted without asking either registry (an immutable tag or a
-    /// digest)?
-    fn trust_without_check(&self, _item: &Item) -> bool {
+    /// Does the item's source never change: a digest, or a tag matching `immutable_tags`?
+    /// A fresh record of one is trusted without asking either registry.
+    fn immutable(&self, _item: &Item) -> bool {
         false
     }
 
@@ -44,8 +58,25 @@ pub trait Journal: Send + Sync {
     ) {
     }
 
+    /// Retention deleted `digest` from `repo` of target registry `registry`, and with it
+    /// `tags`: recorded for the audit, and every record that would let a later run trust what
+    /// is gone is forgotten.
+    fn manifest_deleted(&self, _deleted: &Deleted<'_>) {}
+
     /// The digest a source tag pointed to when it was read.
     fn tag_seen(&self, _source: &Endpoint, _tag: &str, _digest: &Digest) {}
+}
+
+/// One manifest deleted from a target (see [`Journal::manifest_deleted`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Deleted<'a> {
+    pub registry: &'a str,
+    pub repo: &'a str,
+    pub digest: &'a Digest,
+    pub tags: &'a [String],
+    pub reason: &'a str,
+    /// The registry's own id of what it deleted (a GHCR package version).
+    pub version_id: Option<&'a str>,
 }
 
 /// Remembers nothing: every run checks everything.

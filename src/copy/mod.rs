@@ -12,7 +12,7 @@ pub mod journal;
 pub mod platform;
 pub mod select;
 
-pub use journal::{Journal, NoJournal};
+pub use journal::{Deleted, Journal, NoJournal, Recorded};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -53,6 +53,13 @@ impl BlobSource for SourceBlob<'_> {
             .inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64));
         Ok(Box::pin(counted))
     }
+
+    fn origin(&self) -> Option<crate::registry::BlobOrigin> {
+        Some(crate::registry::BlobOrigin {
+            registry: self.endpoint.registry.clone(),
+            repo: self.endpoint.repo.clone(),
+        })
+    }
 }
 
 /// One side of a copy: a registry and a repository in it.
@@ -92,6 +99,25 @@ pub struct Item {
     pub subject: Option<Digest>,
     /// Only these platforms of an index (`None`: all of them, the index as is).
     pub platforms: Option<Arc<crate::plan::Platforms>>,
+    /// The `[[copy]]` rule it comes from (1-based; 0 for none).
+    pub rule: usize,
+    /// For a referrer (a signature, an attestation, an SBOM, by tag or by digest): the item
+    /// that carries what it refers to. It is copied after that item, and only when that item
+    /// put its subject at the target with the digest it names.
+    pub after: Option<After>,
+}
+
+/// Where an item writes: target registry, repository, and tag (or digest). Two items with one
+/// key write the same thing; the checkpoint keys its records by it.
+pub type ItemKey = (String, String, String);
+
+/// What a referrer waits for: see [`Item::after`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct After {
+    /// The key of the item whose copy places the subject at the target.
+    pub parent: ItemKey,
+    /// The digest the referrer names.
+    pub subject: Digest,
 }
 
 fn join_ref(repo: &str, reference: &str) -> String {
@@ -103,6 +129,17 @@ fn join_ref(repo: &str, reference: &str) -> String {
 }
 
 impl Item {
+    /// Where this item writes.
+    pub fn key(&self) -> ItemKey {
+        (
+            self.target.registry.name().to_string(),
+            self.target.repo.clone(),
+            self.target_tag
+                .clone()
+                .unwrap_or_else(|| self.source_ref.clone()),
+        )
+    }
+
     pub fn source_display(&self) -> String {
         join_ref(&self.source.display(), &self.source_ref)
     }
@@ -137,6 +174,9 @@ pub enum CopyError {
     },
     #[error("{reference}: {reason}")]
     Manifest { reference: String, reason: String },
+    /// Another rule's item writes the same target tag from another source.
+    #[error("{reference}: {reason}")]
+    Conflict { reference: String, reason: String },
     #[error("writing {reference}: the target refuses an index whose children are missing ({left_out} left out by `platforms`); this registry needs platform_mode = \"rewrite\" (a new index, a new digest) or every platform")]
     SparseRefused {
         reference: String,
@@ -154,17 +194,62 @@ pub enum Outcome {
         digest: Digest,
         stats: ImageStats,
     },
-    /// The target already had the tag with the source digest.
+    /// The target holds the tag with the source digest (or, `rewritten`, with the digest of
+    /// the index the platform list gives): checked at the target in this run.
     Present {
         digest: Digest,
+        rewritten: Option<Digest>,
     },
-    /// Recorded done by an earlier run for an immutable tag or a digest: not asked again.
+    /// Recorded done by an earlier run, and trusted without asking the target again: an
+    /// immutable tag or a digest, or a tag whose source digest is the recorded one, verified
+    /// at the target less than `recheck_after` ago.
     Unchanged {
         digest: Digest,
+        rewritten: Option<Digest>,
+    },
+    /// Not copied on purpose: a referrer whose subject failed, was not copied, or was
+    /// rewritten to a new digest at the target.
+    Skipped {
+        reason: String,
     },
     Failed {
         error: Arc<CopyError>,
     },
+}
+
+impl Outcome {
+    /// The source digest and, when the target got another one (a rewritten index), that one;
+    /// `None` unless the item is at its target.
+    pub fn placed(&self) -> Option<(&Digest, Option<&Digest>)> {
+        match self {
+            Outcome::Copied { digest, stats } => Some((digest, stats.rewritten.as_ref())),
+            Outcome::Present { digest, rewritten } | Outcome::Unchanged { digest, rewritten } => {
+                Some((digest, rewritten.as_ref()))
+            }
+            Outcome::Skipped { .. } | Outcome::Failed { .. } => None,
+        }
+    }
+}
+
+/// May a referrer whose subject is carried by an item that ended with `parent` be copied?
+/// `Err` says why not.
+pub fn follows(parent: &Outcome, parent_item: &Item, subject: &Digest) -> Result<(), String> {
+    match parent {
+        Outcome::Failed { .. } => Err(format!(
+            "not copied: what it refers to ({}) failed",
+            parent_item.target_display()
+        )),
+        Outcome::Skipped { .. } => Err(format!(
+            "not copied: what it refers to ({}) was not copied",
+            parent_item.target_display()
+        )),
+        _ => match parent.placed() {
+            Some((old, Some(new))) if old == subject => Err(format!(
+                "referrer of rewritten index not carried: {old} → {new} (platform_mode = \"rewrite\"); it names a digest the target does not have"
+            )),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// Per-image counters.
@@ -206,6 +291,8 @@ pub struct Totals {
     pub copied: usize,
     pub present: usize,
     pub failed: usize,
+    /// Referrers not copied on purpose ([`Outcome::Skipped`]).
+    pub skipped: usize,
     /// Not started, or stopped by an interruption.
     pub interrupted: usize,
     pub bytes: u64,
@@ -219,69 +306,10 @@ impl Totals {
         self.copied += other.copied;
         self.present += other.present;
         self.failed += other.failed;
+        self.skipped += other.skipped;
         self.interrupted += other.interrupted;
         self.bytes += other.bytes;
     }
-}
-
-/// What `ferry run` would do with one item, found without writing anything.
-#[derive(Debug)]
-pub enum Preview {
-    Copy {
-        digest: Digest,
-        /// What the copy would move at most (before blobs the target already has).
-        size: PreviewSize,
-        /// The digest the target's index would have instead (`platform_mode = "rewrite"`).
-        rewritten: Option<Digest>,
-        /// Index children `platforms` leaves out.
-        left_out: usize,
-    },
-    Present {
-        digest: Digest,
-    },
-    Failed {
-        error: CopyError,
-    },
-}
-
-/// The size of an image, from its manifests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PreviewSize {
-    pub bytes: u64,
-    pub blobs: usize,
-    pub manifests: usize,
-}
-
-/// Read an image's manifests at the source and add up its blobs (each counted once).
-async fn image_size(src: &Endpoint, roots: Vec<Digest>) -> Result<PreviewSize, RegistryError> {
-    let mut size = PreviewSize::default();
-    let mut seen = std::collections::HashSet::new();
-    // Each manifest is read once: a child two indexes share, or one that names an index
-    // above it (a cycle the copy refuses), costs no second read.
-    let mut read = std::collections::HashSet::new();
-    let mut todo: Vec<(Digest, usize)> = roots.into_iter().map(|d| (d, 0)).collect();
-    while let Some((d, depth)) = todo.pop() {
-        if !read.insert(d.clone()) {
-            continue;
-        }
-        let m = src.registry.get_manifest(&src.repo, d.as_str()).await?;
-        size.manifests += 1;
-        match manifest::parse(&m.media_type, &m.bytes) {
-            Ok(Parsed::Index { children }) if depth < MAX_INDEX_DEPTH => {
-                todo.extend(children.into_iter().map(|c| (c.digest, depth + 1)));
-            }
-            Ok(Parsed::Image { config, layers }) => {
-                for b in std::iter::once(config).chain(layers) {
-                    if !b.is_foreign() && seen.insert(b.digest.clone()) {
-                        size.bytes += b.size;
-                        size.blobs += 1;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(size)
 }
 
 /// What the target gets for an item whose source digest is `digest`.
@@ -331,83 +359,6 @@ async fn destined(item: &Item, digest: &Digest) -> Result<Destined, CopyError> {
         push_digest,
         reference,
     })
-}
-
-/// Look at the source and the target of an item (one HEAD each, and the manifests of an
-/// image to copy) without changing anything.
-pub async fn preview(item: &Item) -> Preview {
-    let (src, dst) = (&item.source, &item.target);
-    let digest = match Digest::parse(&item.source_ref) {
-        Some(d) => d,
-        None => match src
-            .registry
-            .head_manifest(&src.repo, &item.source_ref)
-            .await
-        {
-            Ok(Some(h)) => h.digest,
-            Ok(None) => {
-                return Preview::Failed {
-                    error: CopyError::Source {
-                        reference: item.source_display(),
-                        source: RegistryError::NotFound {
-                            what: "manifest".into(),
-                            url: item.source_display(),
-                        },
-                    },
-                }
-            }
-            Err(e) => {
-                return Preview::Failed {
-                    error: CopyError::Source {
-                        reference: item.source_display(),
-                        source: e,
-                    },
-                }
-            }
-        },
-    };
-    let source_failed = |e| Preview::Failed {
-        error: CopyError::Source {
-            reference: item.source_display(),
-            source: e,
-        },
-    };
-    let Destined {
-        chosen,
-        push_digest,
-        reference,
-        ..
-    } = match destined(item, &digest).await {
-        Ok(d) => d,
-        Err(error) => return Preview::Failed { error },
-    };
-    match dst.registry.head_manifest(&dst.repo, &reference).await {
-        Ok(Some(h)) if h.digest == push_digest => Preview::Present { digest },
-        Ok(_) => {
-            let (roots, extra) = match &chosen {
-                Some(c) => (c.children.iter().map(|c| c.digest.clone()).collect(), 1),
-                None => (vec![digest.clone()], 0),
-            };
-            match image_size(src, roots).await {
-                Ok(mut size) => {
-                    size.manifests += extra;
-                    Preview::Copy {
-                        rewritten: chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned(),
-                        left_out: chosen.as_ref().map_or(0, |c| c.left_out),
-                        digest,
-                        size,
-                    }
-                }
-                Err(e) => source_failed(e),
-            }
-        }
-        Err(e) => Preview::Failed {
-            error: CopyError::Target {
-                reference: item.target_display(),
-                source: e,
-            },
-        },
-    }
 }
 
 /// Where a blob is known to exist in a target registry during this run.
@@ -478,24 +429,65 @@ impl Engine {
     /// Copy every item, at most `concurrency` images at a time; per-item failures are
     /// recorded and the run goes on. Outcomes come back in item order; `None` for an item
     /// that an interruption kept from starting or finishing.
+    ///
+    /// A referrer ([`Item::after`]) waits for the item that carries its subject and is
+    /// copied only when that one put the subject at the target ([`follows`]). Items come in
+    /// an order where that item is earlier, so a waiting referrer never holds a slot its
+    /// subject needs.
     pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
         let started = Instant::now();
         let results: std::sync::Mutex<Vec<Option<Outcome>>> =
             std::sync::Mutex::new(vec![None; items.len()]);
+        // Each item's outcome, for the referrers that wait on it.
+        let done: Vec<tokio::sync::watch::Sender<Option<Outcome>>> = items
+            .iter()
+            .map(|_| tokio::sync::watch::channel(None).0)
+            .collect();
+        let mut first: HashMap<ItemKey, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            first.entry(item.key()).or_insert(i);
+        }
+        let parent_of = |item: &Item| {
+            let after = item.after.as_ref()?;
+            first.get(&after.parent).copied()
+        };
         let stop = self.stop.clone();
         let work = futures::stream::iter(items.iter().enumerate())
             .take_while(move |_| std::future::ready(!stop.is_cancelled()))
             .for_each_concurrent(self.concurrency, |(i, item)| {
-                let results = &results;
+                let (results, done) = (&results, &done);
+                let parent = parent_of(item).filter(|&p| p < i);
                 async move {
+                    let waited = match parent {
+                        Some(p) => {
+                            let mut rx = done[p].subscribe();
+                            let parent = rx
+                                .wait_for(Option::is_some)
+                                .await
+                                .map(|o| o.clone().expect("waited for some"));
+                            let subject = &item.after.as_ref().expect("has a parent").subject;
+                            match parent {
+                                Ok(o) => follows(&o, &items[p], subject).err(),
+                                // The sender lives as long as this function.
+                                Err(_) => None,
+                            }
+                        }
+                        None => None,
+                    };
                     self.reporter.item_started(item);
-                    self.journal.item_started(item);
-                    let outcome = match self.copy_one(item).await {
-                        Ok(o) => o,
-                        Err(e) => Outcome::Failed { error: Arc::new(e) },
+                    let outcome = match waited {
+                        Some(reason) => Outcome::Skipped { reason },
+                        None => {
+                            self.journal.item_started(item);
+                            match self.copy_one(item).await {
+                                Ok(o) => o,
+                                Err(e) => Outcome::Failed { error: Arc::new(e) },
+                            }
+                        }
                     };
                     self.journal.item_finished(item, &outcome);
                     self.reporter.item_finished(item, &outcome);
+                    done[i].send_replace(Some(outcome.clone()));
                     results.lock().expect("results")[i] = Some(outcome);
                 }
             });
@@ -515,6 +507,7 @@ impl Engine {
                     totals.bytes += stats.bytes;
                 }
                 Some(Outcome::Present { .. } | Outcome::Unchanged { .. }) => totals.present += 1,
+                Some(Outcome::Skipped { .. }) => totals.skipped += 1,
                 Some(Outcome::Failed { .. }) => totals.failed += 1,
                 None => totals.interrupted += 1,
             }
@@ -538,20 +531,23 @@ impl Engine {
         let started = Instant::now();
         let src = &item.source;
         let dst = &item.target;
-        let recorded = self.journal.done_digest(item);
-        if let Some(digest) = &recorded {
-            if self.journal.trust_without_check(item) {
-                return Ok(Outcome::Unchanged {
-                    digest: digest.clone(),
-                });
-            }
+        let recorded = self.journal.recorded(item);
+        let immutable = self.journal.immutable(item);
+        if let Some(r) = recorded.as_ref().filter(|r| immutable && r.fresh) {
+            return Ok(Outcome::Unchanged {
+                digest: r.digest.clone(),
+                rewritten: r.rewritten.clone(),
+            });
         }
-        // The source digest: from the reference itself, or a HEAD (which Docker Hub does not
-        // count as a pull).
-        let digest = match Digest::parse(&item.source_ref) {
-            Some(d) => d,
-            None => {
-                src.registry
+        // The source digest: from the reference itself; for an immutable tag recorded done,
+        // from the record (it cannot have moved: only the target is checked again); else a
+        // HEAD (which Docker Hub does not count as a pull).
+        let digest = match (Digest::parse(&item.source_ref), &recorded) {
+            (Some(d), _) => d,
+            (None, Some(r)) if immutable => r.digest.clone(),
+            (None, _) => {
+                let digest = src
+                    .registry
                     .head_manifest(&src.repo, &item.source_ref)
                     .await
                     .map_err(source_err)?
@@ -561,15 +557,18 @@ impl Engine {
                             url: src_ref.clone(),
                         })
                     })?
-                    .digest
+                    .digest;
+                self.journal.tag_seen(src, &item.source_ref, &digest);
+                digest
             }
         };
-        if Digest::parse(&item.source_ref).is_none() {
-            self.journal.tag_seen(src, &item.source_ref, &digest);
-        }
-        // Copied before with this very digest: one HEAD at the source was all it cost.
-        if recorded.as_ref() == Some(&digest) {
-            return Ok(Outcome::Present { digest });
+        // Copied before with this very digest, and verified at the target recently: one HEAD
+        // at the source was all it cost.
+        if let Some(r) = recorded.as_ref().filter(|r| r.digest == digest && r.fresh) {
+            return Ok(Outcome::Unchanged {
+                digest,
+                rewritten: r.rewritten.clone(),
+            });
         }
         let Destined {
             source_manifest,
@@ -577,6 +576,7 @@ impl Engine {
             push_digest,
             reference: target_reference,
         } = destined(item, &digest).await?;
+        let rewritten = (push_digest != digest).then(|| push_digest.clone());
         if let Some(head) = dst
             .registry
             .head_manifest(&dst.repo, &target_reference)
@@ -601,7 +601,7 @@ impl Engine {
                         self.index_referrer(dst, subject, &m).await?;
                     }
                 }
-                return Ok(Outcome::Present { digest });
+                return Ok(Outcome::Present { digest, rewritten });
             }
         }
 
@@ -901,20 +901,23 @@ impl Engine {
         // Holding the slot makes another image needing the same blob wait for this copy.
         let mut known = slot.lock().await;
 
-        if known.is_none() {
-            // An earlier run put it somewhere in this registry: a mount candidate.
-            *known = self
-                .journal
-                .blob_location(dst.registry.name(), &blob.digest);
-        }
         let record = |repo: &str| {
             self.journal
                 .blob_present(dst.registry.name(), repo, &blob.digest, blob.size)
         };
+        // Known in this run to be in this very repository: nothing to do.
         if known.as_deref() == Some(dst.repo.as_str()) {
             counters.existing.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        // An earlier run put it somewhere in this registry: a mount candidate only, never
+        // trusted as present (a garbage collection may have removed it since).
+        let recorded = match known.as_ref() {
+            Some(_) => None,
+            None => self
+                .journal
+                .blob_location(dst.registry.name(), &blob.digest),
+        };
         if dst
             .registry
             .blob_exists(&dst.repo, &blob.digest)
@@ -931,6 +934,8 @@ impl Engine {
         let same_registry = src.registry.name() == dst.registry.name();
         let mount_from = known
             .clone()
+            .or(recorded)
+            .filter(|from| from != &dst.repo)
             .or_else(|| same_registry.then(|| src.repo.clone()));
         if let Some(from) = mount_from {
             match dst

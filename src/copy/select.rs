@@ -6,21 +6,45 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Endpoint, Item, Journal};
-use crate::plan::{CopyRule, Location, PlatformMode, Reference, Selector};
+use super::{After, Endpoint, Item, ItemKey, Journal};
+use crate::plan::conflicts::writes_into;
+use crate::plan::{CopyRule, Location, Reference, Selector};
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
 use crate::registry::{Digest, Registry, RegistryError};
 
-/// What travels with the selected images of one source repository.
+/// The item a found referrer follows: a selected root (by its source reference), or another
+/// referrer (a signature of an SBOM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    Root(String),
+    Tag(String),
+    Digest(Digest),
+}
+
+/// A referrer found for a selected image.
+#[derive(Debug)]
+struct Referral {
+    /// A cosign-style tag (`sha256-<hex>.sig/.att/.sbom/…`), copied under its name; or a
+    /// manifest found by the referrers API or a fallback index, copied by digest with the
+    /// subject it names (whose fallback tag the target may need).
+    what: Referred,
+    /// The digest it refers to.
+    subject: Digest,
+    /// The item that carries that digest.
+    origin: Origin,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Referred {
+    Tag(String),
+    Digest(Digest),
+}
+
+/// What travels with the selected images of one source repository, in the order it was
+/// found: everything a referrer follows comes before it.
 #[derive(Debug, Default)]
 struct Found {
-    /// Cosign-style referrer tags (`sha256-<hex>.sig/.att/.sbom/…`), copied under their names.
-    tags: Vec<String>,
-    /// Referrers found by the referrers API or a fallback index: copied by digest, with the
-    /// subject they name (whose fallback tag the target may need).
-    digests: Vec<(Digest, Digest)>,
-    /// What was left behind on purpose, for the output.
-    notes: Vec<String>,
+    referrals: Vec<Referral>,
 }
 
 /// A manifest whose referrers are looked for.
@@ -29,6 +53,8 @@ struct Node {
     media_type: Option<String>,
     /// A selected image (or a child of one): its index children are subjects too.
     image: bool,
+    /// The item that carries this manifest.
+    origin: Origin,
 }
 
 /// Find what refers to the `roots` (tags or digests selected in `repo`), recursively (a
@@ -66,8 +92,9 @@ async fn discover(
         .collect();
     let mut seen: HashSet<Digest> = HashSet::new();
     let mut found_digests: HashSet<Digest> = HashSet::new();
+    let mut found_tags: HashSet<String> = HashSet::new();
     // Tags whose digests are still to be read, and manifests to look at.
-    let mut tags: Vec<(String, bool)> = Vec::new();
+    let mut tags: Vec<(String, bool, Origin)> = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
     for r in roots {
         match Digest::parse(r).or_else(|| known.get(r).cloned()) {
@@ -75,24 +102,28 @@ async fn discover(
                 digest,
                 media_type: None,
                 image: true,
+                origin: Origin::Root(r.clone()),
             }),
-            None => tags.push((r.clone(), true)),
+            None => tags.push((r.clone(), true, Origin::Root(r.clone()))),
         }
     }
     while !tags.is_empty() || !nodes.is_empty() {
-        let heads: Vec<(bool, Option<crate::registry::ManifestHead>)> =
+        let heads: Vec<(bool, Origin, Option<crate::registry::ManifestHead>)> =
             futures::stream::iter(std::mem::take(&mut tags))
-                .map(|(tag, image)| async move {
-                    src.head_manifest(repo, &tag).await.map(|h| (image, h))
+                .map(|(tag, image, origin)| async move {
+                    src.head_manifest(repo, &tag)
+                        .await
+                        .map(|h| (image, origin, h))
                 })
                 .buffered(LIST_CONCURRENCY)
                 .try_collect()
                 .await?;
-        nodes.extend(heads.into_iter().filter_map(|(image, h)| {
+        nodes.extend(heads.into_iter().filter_map(|(image, origin, h)| {
             h.map(|h| Node {
                 digest: h.digest,
                 media_type: h.media_type,
                 image,
+                origin,
             })
         }));
         let batch: Vec<Node> = std::mem::take(&mut nodes)
@@ -109,20 +140,24 @@ async fn discover(
             .await?;
         for v in visits {
             nodes.extend(v.children);
-            found.notes.extend(v.note);
             for (digest, subject) in v.referrers {
                 if found_digests.insert(digest.clone()) {
                     nodes.push(Node {
                         digest: digest.clone(),
                         media_type: None,
                         image: false,
+                        origin: Origin::Digest(digest.clone()),
                     });
-                    found.digests.push((digest, subject));
+                    found.referrals.push(Referral {
+                        what: Referred::Digest(digest),
+                        subject,
+                        origin: v.origin.clone(),
+                    });
                 }
             }
             for subject in v.subjects {
                 for (tag, _) in suffixed.iter().filter(|(_, d)| *d == subject) {
-                    if found.tags.contains(tag) {
+                    if found_tags.contains(*tag) {
                         continue;
                     }
                     if policy.filters() {
@@ -131,27 +166,30 @@ async fn discover(
                             continue;
                         }
                     }
-                    found.tags.push((*tag).clone());
-                    tags.push(((*tag).clone(), false));
+                    found_tags.insert((*tag).clone());
+                    found.referrals.push(Referral {
+                        what: Referred::Tag((*tag).clone()),
+                        subject: subject.clone(),
+                        origin: v.origin.clone(),
+                    });
+                    tags.push(((*tag).clone(), false, Origin::Tag((*tag).clone())));
                 }
             }
         }
     }
-    found.tags.sort();
-    found.digests.sort();
     Ok(found)
 }
 
 /// What looking at one manifest found.
-#[derive(Default)]
 struct Visit {
+    /// The item that carries the manifest looked at.
+    origin: Origin,
     /// Digests whose referrers were looked for (the manifest, children of an index).
     subjects: Vec<Digest>,
     /// Index children to look at in turn (nested indexes).
     children: Vec<Node>,
     /// (referrer, its subject).
     referrers: Vec<(Digest, Digest)>,
-    note: Option<String>,
 }
 
 async fn visit(
@@ -163,30 +201,28 @@ async fn visit(
     fallback: &HashMap<Digest, &String>,
     rule: &CopyRule,
 ) -> Result<Visit, RegistryError> {
-    let mut out = Visit::default();
-    let mut subjects = vec![node.digest.clone()];
+    let mut out = Visit {
+        origin: node.origin.clone(),
+        subjects: Vec::new(),
+        children: Vec::new(),
+        referrers: Vec::new(),
+    };
+    // The index itself is a subject even when `platform_mode = "rewrite"` gives the target a
+    // new one: its referrers become items the engine does not copy, saying why, so that the
+    // plan and the run show it the same way.
+    let subjects = vec![node.digest.clone()];
     let maybe_index = node.media_type.as_deref().is_none_or(manifest::is_index);
     if node.image && maybe_index && (api || read_indexes) {
         let m = src.get_manifest(repo, node.digest.as_str()).await?;
         if let Ok(Parsed::Index { children }) = manifest::parse(&m.media_type, &m.bytes) {
             let kept = super::platform::wanted_children(&children, rule.platforms.as_deref());
-            if kept.len() < children.len()
-                && rule.platforms.as_ref().map(|p| p.mode) == Some(PlatformMode::Rewrite)
-            {
-                // The target gets a new index: what names this one would name nothing there.
-                subjects.clear();
-                out.note = Some(format!(
-                    "referrers of {}@{} are not carried: platform_mode = \"rewrite\" gives the index a new digest at the target",
-                    crate::plan::reference::display_repo(&rule.from.location, repo),
-                    node.digest
-                ));
-            }
             out.children = kept
                 .into_iter()
                 .map(|c| Node {
                     digest: c.digest.clone(),
                     media_type: Some(c.media_type.clone()),
                     image: true,
+                    origin: node.origin.clone(),
                 })
                 .collect();
         }
@@ -246,10 +282,6 @@ pub struct SelectError {
 pub struct Selection {
     pub items: Vec<Item>,
     pub errors: Vec<SelectError>,
-    /// Items dropped because an earlier rule already writes the same target.
-    pub duplicates: Vec<Item>,
-    /// What was left behind on purpose (referrers of a rewritten index), for the output.
-    pub notes: Vec<String>,
 }
 
 fn registry(registries: &Registries, r: &Reference) -> Arc<dyn Registry> {
@@ -257,27 +289,6 @@ fn registry(registries: &Registries, r: &Reference) -> Arc<dyn Registry> {
         .get(&r.location)
         .cloned()
         .expect("the app builds a registry for every location in the plan")
-}
-
-/// Could a rule whose target is `to` write what a rule reading `from` reads?
-fn writes_into(to: &Reference, from: &Reference) -> bool {
-    if to.location != from.location {
-        return false;
-    }
-    let norm = |r: &Reference| match r.location {
-        Location::Layout => r.repository.trim_start_matches("./").to_string(),
-        Location::Registry(_) => r.repository.clone(),
-    };
-    let (a, b) = (norm(to), norm(from));
-    match (
-        to.selector == Selector::Wildcard,
-        from.selector == Selector::Wildcard,
-    ) {
-        (false, false) => a == b,
-        (true, false) => b.starts_with(&a),
-        (false, true) => a.starts_with(&b),
-        (true, true) => a.starts_with(&b) || b.starts_with(&a),
-    }
 }
 
 /// Group rules into stages that run one after another: a rule that reads what an earlier rule
@@ -313,25 +324,66 @@ pub async fn resolve(
     for rule in rules {
         resolve_rule(rule, registries, journal, &mut selection).await;
     }
-    // Two rules writing the same target tag would race; the first rule wins, as in the plan.
-    let mut seen = HashSet::new();
-    let mut items = Vec::with_capacity(selection.items.len());
-    for item in selection.items.drain(..) {
-        let key = (
-            item.target.registry.name().to_string(),
-            item.target.repo.clone(),
-            item.target_tag
-                .clone()
-                .unwrap_or_else(|| item.source_ref.clone()),
-        );
-        if seen.insert(key) {
-            items.push(item);
-        } else {
-            selection.duplicates.push(item);
-        }
-    }
-    selection.items = items;
     selection
+}
+
+/// Who writes each target tag (or digest) in a run, across its stages: the first item to
+/// claim a key writes it. A later item writing the same thing there (the same source and
+/// platforms, or the same digest) is a duplicate and is dropped; a later item writing
+/// something else there is a [`Conflict`]: two rules would fight over one tag every run.
+#[derive(Default)]
+pub struct Claims {
+    by_key: HashMap<ItemKey, (usize, String)>,
+}
+
+/// An item that would write a target another rule's item already writes from elsewhere.
+#[derive(Debug)]
+pub struct Conflict {
+    pub item: Item,
+    /// The `[[copy]]` rule whose item writes the target (it runs first, so it wins).
+    pub winner_rule: usize,
+    /// What that item writes there.
+    pub winner_source: String,
+}
+
+/// What an item writes, for telling a duplicate from a conflict.
+fn source_identity(item: &Item) -> String {
+    if item.target_tag.is_none() && item.platforms.is_none() {
+        // By digest, untagged: the digest is the content, wherever it is read from.
+        return item.source_ref.clone();
+    }
+    match &item.platforms {
+        None => item.source_display(),
+        Some(p) => format!("{} (platforms {p})", item.source_display()),
+    }
+}
+
+impl Claims {
+    /// The rule whose item claimed `key`.
+    pub fn owner(&self, key: &ItemKey) -> Option<usize> {
+        self.by_key.get(key).map(|(rule, _)| *rule)
+    }
+
+    /// Split `items` into those to copy, duplicates of earlier ones (dropped), and conflicts.
+    pub fn claim(&mut self, items: Vec<Item>) -> (Vec<Item>, Vec<Item>, Vec<Conflict>) {
+        let (mut keep, mut duplicates, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
+        for item in items {
+            let identity = source_identity(&item);
+            match self.by_key.get(&item.key()) {
+                None => {
+                    self.by_key.insert(item.key(), (item.rule, identity));
+                    keep.push(item);
+                }
+                Some((_, earlier)) if *earlier == identity => duplicates.push(item),
+                Some((rule, earlier)) => conflicts.push(Conflict {
+                    winner_rule: *rule,
+                    winner_source: earlier.clone(),
+                    item,
+                }),
+            }
+        }
+        (keep, duplicates, conflicts)
+    }
 }
 
 async fn resolve_rule(
@@ -435,7 +487,6 @@ async fn resolve_rule(
             for part in parts {
                 out.items.extend(part.items);
                 out.errors.extend(part.errors);
-                out.notes.extend(part.notes);
             }
         }
     }
@@ -481,6 +532,8 @@ impl RepoSelection<'_> {
             target_tag,
             subject: None,
             platforms: None,
+            rule: self.rule.number,
+            after: None,
         }
     }
 
@@ -493,14 +546,17 @@ impl RepoSelection<'_> {
     ) {
         let refs: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
         let mut known: HashMap<String, Digest> = HashMap::new();
+        let mut root_keys: HashMap<String, ItemKey> = HashMap::new();
         for (source_ref, target_tag) in roots {
             let mut item = self.item(source_ref, target_tag);
             item.platforms = self.rule.platforms.clone();
-            if self.journal.trust_without_check(&item) {
-                if let Some(d) = self.journal.done_digest(&item) {
-                    known.insert(item.source_ref.clone(), d);
+            // What the engine will trust without a request needs none here either.
+            if self.journal.immutable(&item) {
+                if let Some(r) = self.journal.recorded(&item).filter(|r| r.fresh) {
+                    known.insert(item.source_ref.clone(), r.digest);
                 }
             }
+            root_keys.insert(item.source_ref.clone(), item.key());
             out.items.push(item);
         }
         if !self.rule.referrers.enabled() {
@@ -522,20 +578,26 @@ impl RepoSelection<'_> {
         };
         match found {
             Ok(found) => {
-                for tag in found.tags {
-                    out.items.push(self.item(tag.clone(), Some(tag)));
-                }
-                for (digest, subject) in found.digests {
-                    let mut item = self.item(digest.to_string(), None);
-                    item.subject = Some(subject);
+                for r in found.referrals {
+                    let parent = match r.origin {
+                        Origin::Root(source_ref) => root_keys[&source_ref].clone(),
+                        Origin::Tag(tag) => self.item(tag.clone(), Some(tag)).key(),
+                        Origin::Digest(d) => self.item(d.to_string(), None).key(),
+                    };
+                    let mut item = match r.what {
+                        Referred::Tag(tag) => self.item(tag.clone(), Some(tag)),
+                        Referred::Digest(digest) => {
+                            let mut item = self.item(digest.to_string(), None);
+                            item.subject = Some(r.subject.clone());
+                            item
+                        }
+                    };
+                    item.after = Some(After {
+                        parent,
+                        subject: r.subject,
+                    });
                     out.items.push(item);
                 }
-                out.notes.extend(
-                    found
-                        .notes
-                        .into_iter()
-                        .map(|n| format!("{}: {n}", self.rule)),
-                );
             }
             Err(e) => out.errors.push(SelectError {
                 rule: self.rule.to_string(),
@@ -558,6 +620,7 @@ mod tests {
         CopyRule {
             number: 0,
             line: 0,
+            column: 0,
             from: Reference::parse(from).unwrap(),
             to: Reference::parse(to).unwrap(),
             tags: TagFilter::default(),

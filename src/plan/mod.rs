@@ -6,6 +6,7 @@
 //! reason`. This module does no network or database I/O.
 
 pub mod artifacts;
+pub mod conflicts;
 pub mod filter;
 pub mod reference;
 
@@ -66,6 +67,14 @@ pub enum PlanError {
         field: String,
         value: String,
         reason: String,
+    },
+    /// Two rules that would fight over the same images on every run.
+    #[error("{path}:{line}:{column}: {message}")]
+    Conflict {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
     },
 }
 
@@ -184,8 +193,9 @@ impl Default for RegistrySettings {
 pub struct CopyRule {
     /// 1-based position among the plan's `[[copy]]` blocks.
     pub number: usize,
-    /// Line of its `from` field, for messages.
+    /// Line and column of its `from` field, for messages.
     pub line: usize,
+    pub column: usize,
     pub from: Reference,
     pub to: Reference,
     pub tags: TagFilter,
@@ -206,6 +216,11 @@ impl fmt::Display for CopyRule {
 /// `1.2.3-rc.1`). A re-run trusts the checkpoint for these without asking any registry.
 pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
 
+/// How long a record of an item done is trusted without asking its target, unless the plan
+/// says otherwise (`recheck_after`): a tag deleted at the target by someone else comes back
+/// on the next run after this long. A day keeps a nightly CronJob's no-op run cheap.
+pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Where the checkpoint lives unless `--state` or the plan says otherwise.
 pub const DEFAULT_STATE: &str = "state/ferry.db";
 
@@ -214,8 +229,9 @@ pub const DEFAULT_STATE: &str = "state/ferry.db";
 pub struct RetainPolicy {
     /// 1-based position among the plan's `[[retain]]` blocks.
     pub number: usize,
-    /// Line of its `repository` field.
+    /// Line and column of its `repository` field.
     pub line: usize,
+    pub column: usize,
     /// A repository, or a wildcard (`ghcr.io/org/*`).
     pub repository: Reference,
     pub rule: crate::retention::RetainRule,
@@ -239,6 +255,8 @@ pub struct Plan {
     pub state: Option<PathBuf>,
     /// Tags recorded done that a re-run does not check again.
     pub immutable_tags: Vec<Regex>,
+    /// A record confirmed at its target longer ago than this is checked there again.
+    pub recheck_after: Duration,
     /// Retention policies, applied after the copies.
     pub retains: Vec<RetainPolicy>,
 }
@@ -250,6 +268,7 @@ struct RawPlan {
     concurrency: Option<Spanned<i64>>,
     state: Option<String>,
     immutable_tags: Option<Vec<Spanned<String>>>,
+    recheck_after: Option<Spanned<String>>,
     #[serde(default)]
     registry: BTreeMap<Spanned<String>, RawRegistry>,
     #[serde(default)]
@@ -635,6 +654,11 @@ impl Plan {
             None => vec![Regex::new(DEFAULT_IMMUTABLE_TAGS).expect("static regex")],
             Some(list) => regexes(&ctx, list, "immutable_tags")?,
         };
+        conflicts::check(path, &copies, &retains)?;
+        let recheck_after = match &raw.recheck_after {
+            None => DEFAULT_RECHECK_AFTER,
+            Some(v) => duration(&ctx, v, "recheck_after")?,
+        };
         Ok(Plan {
             path: path.to_path_buf(),
             registries,
@@ -642,6 +666,7 @@ impl Plan {
             concurrency,
             state: raw.state.as_ref().map(PathBuf::from),
             immutable_tags,
+            recheck_after,
             retains,
         })
     }
@@ -766,10 +791,11 @@ fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, Plan
     let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
     let platforms =
         artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
-    let (line, _) = ctx.line_col(c.from.span().start);
+    let (line, column) = ctx.line_col(c.from.span().start);
     Ok(CopyRule {
         number,
         line,
+        column,
         from,
         to,
         tags,
@@ -853,10 +879,11 @@ fn validate_retain(
             _ => positive(ctx, v, "retain.max_deletions", 1_000_000_000),
         })
         .transpose()?;
-    let (line, _) = ctx.line_col(r.repository.span().start);
+    let (line, column) = ctx.line_col(r.repository.span().start);
     Ok(RetainPolicy {
         number,
         line,
+        column,
         repository,
         rule: crate::retention::RetainRule {
             keep_newest,

@@ -287,9 +287,9 @@ fn check_plan(text: &str) {
     };
     let msg = e.to_string();
     let (line, column) = match &e {
-        PlanError::Parse { line, column, .. } | PlanError::Invalid { line, column, .. } => {
-            (*line, *column)
-        }
+        PlanError::Parse { line, column, .. }
+        | PlanError::Invalid { line, column, .. }
+        | PlanError::Conflict { line, column, .. } => (*line, *column),
         PlanError::Read { .. } => panic!("from_str reads no file: {msg}"),
     };
     assert!(

@@ -240,6 +240,10 @@ impl Registry for LayoutRegistry {
         "oci:"
     }
 
+    fn can_mount(&self) -> bool {
+        false
+    }
+
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         let root = if prefix.is_empty() { "." } else { prefix };
         let root = Path::new(root).to_path_buf();

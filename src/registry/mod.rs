@@ -14,6 +14,7 @@ pub mod github;
 pub mod http;
 pub mod layout;
 pub mod manifest;
+pub mod overlay;
 pub mod retry;
 pub mod throttle;
 pub mod tls;
@@ -37,6 +38,31 @@ pub trait BlobSource: Send + Sync {
     /// The blob's bytes after the first `skip` (which the target already has). The whole
     /// blob is still verified against its digest: skipped bytes are read and hashed.
     async fn open(&self, skip: u64) -> Result<BlobStream>;
+
+    /// The registry and repository the bytes are read from, when they are one: a simulated
+    /// upload ([`overlay::Overlay`]) remembers it instead of reading them.
+    fn origin(&self) -> Option<BlobOrigin> {
+        None
+    }
+}
+
+/// A repository of a registry that holds a blob's bytes.
+#[derive(Clone)]
+pub struct BlobOrigin {
+    pub registry: std::sync::Arc<dyn Registry>,
+    pub repo: String,
+}
+
+/// How a registry's own API records manifests ([`Registry::manifest_records`]), for a
+/// simulation that must record its writes the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordStyle {
+    /// No such API (CNCF distribution, OCI layouts).
+    None,
+    /// Every manifest pushed is a version of its own, tagged or not (GHCR packages).
+    Versions,
+    /// One entry per tag, with the platforms of an index (Docker Hub's tag API).
+    Tags,
 }
 
 /// Drop the first `skip` bytes of a stream (they still flow through any verification that
@@ -145,6 +171,16 @@ pub trait Registry: Send + Sync {
     /// `Ok(None)` when it cannot be checked this way; `Ok(Some(how))` when it was.
     async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
         Ok(None)
+    }
+
+    /// How [`Registry::manifest_records`] describes a repository.
+    fn record_style(&self) -> RecordStyle {
+        RecordStyle::None
+    }
+
+    /// Can [`Registry::mount_blob`] ever succeed here? (A layout never mounts.)
+    fn can_mount(&self) -> bool {
+        true
     }
 
     /// What this registry cost the run so far (requests, 429s, retries, waits).

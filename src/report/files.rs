@@ -41,6 +41,8 @@ pub struct ReportTotals {
     pub copied: usize,
     pub present: usize,
     pub failed: usize,
+    /// Referrers not carried on purpose (their subject failed or was rewritten).
+    pub skipped: usize,
     pub interrupted: usize,
     pub deleted: usize,
     pub bytes: u64,
@@ -52,7 +54,8 @@ pub struct ReportItem {
     pub source: String,
     pub target: String,
     pub digest: Option<String>,
-    /// copied, present, unchanged (recorded done, not re-checked), failed, interrupted
+    /// copied, present, unchanged (recorded done, not re-checked), skipped (a referrer not
+    /// carried, `error` says why), failed, interrupted
     pub action: &'static str,
     pub bytes: u64,
     pub seconds: f64,
@@ -101,10 +104,13 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
             stats.elapsed.as_secs_f64(),
             None,
         ),
-        Some(Outcome::Present { digest }) => ("present", Some(digest.to_string()), 0, 0.0, None),
-        Some(Outcome::Unchanged { digest }) => {
+        Some(Outcome::Present { digest, .. }) => {
+            ("present", Some(digest.to_string()), 0, 0.0, None)
+        }
+        Some(Outcome::Unchanged { digest, .. }) => {
             ("unchanged", Some(digest.to_string()), 0, 0.0, None)
         }
+        Some(Outcome::Skipped { reason }) => ("skipped", None, 0, 0.0, Some(reason.clone())),
         Some(Outcome::Failed { error }) => (
             "failed",
             None,
@@ -114,13 +120,9 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         ),
         None => ("interrupted", None, 0, 0.0, None),
     };
-    let rewritten = match outcome {
-        Some(Outcome::Copied { digest, stats }) => stats
-            .rewritten
-            .as_ref()
-            .map(|new| format!("{digest} → {new}")),
-        _ => None,
-    };
+    let rewritten = outcome
+        .and_then(Outcome::placed)
+        .and_then(|(old, new)| new.map(|new| format!("{old} → {new}")));
     ReportItem {
         source: item.source_display(),
         target: item.target_display(),

@@ -115,13 +115,21 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
             }
             line
         }
-        Outcome::Present { digest } => format!("present {item} ({})", digest.short()),
-        Outcome::Unchanged { digest } => {
+        Outcome::Present { digest, rewritten } => format!(
+            "present {item} ({}{})",
+            digest.short(),
+            rewritten
+                .as_ref()
+                .map(|new| format!(", rewritten to {}", new.short()))
+                .unwrap_or_default()
+        ),
+        Outcome::Unchanged { digest, .. } => {
             format!(
                 "done    {item} ({}, recorded by an earlier run)",
                 digest.short()
             )
         }
+        Outcome::Skipped { reason } => format!("skipped {item}: {reason}"),
         Outcome::Failed { error } => format!("FAILED  {item}: {}", error_chain(error.as_ref())),
     }
 }
@@ -303,7 +311,7 @@ impl Reporter for BarReporter {
     }
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
         self.images.inc(1);
-        if let Outcome::Failed { .. } = outcome {
+        if let Outcome::Failed { .. } | Outcome::Skipped { .. } = outcome {
             self.images.println(outcome_line(item, outcome));
         }
     }

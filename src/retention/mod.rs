@@ -76,6 +76,46 @@ pub struct RepoDecisions {
     /// Set when the repository deletes nothing because of the `max_deletions` valve; the
     /// would-be deletions are then Keep decisions carrying this reason.
     pub held_back: Option<String>,
+    /// Pinned images the rule alone would delete (kept; each is an error of the run).
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Images a policy must keep whatever its rule says, and who needs them: what a `[[copy]]`
+/// rule of the same plan writes into the repository (deleting it would have the next run copy
+/// it again, and the report call a deleted tag copied).
+#[derive(Clone, Debug, Default)]
+pub struct Pins {
+    /// Tag -> who needs it.
+    pub tags: std::collections::HashMap<String, String>,
+    /// Digest -> who needs it.
+    pub digests: std::collections::HashMap<Digest, String>,
+}
+
+impl Pins {
+    /// Why `image` is pinned (the first pin that names it), if it is.
+    pub fn reason_for(&self, image: &Image) -> Option<String> {
+        let mut tags: Vec<&String> = image.tags.iter().collect();
+        tags.sort();
+        tags.into_iter()
+            .find_map(|t| self.tags.get(t))
+            .or_else(|| self.digests.get(&image.digest))
+            .cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.digests.is_empty()
+    }
+}
+
+/// An image the rule would delete that a pin keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub digest: Digest,
+    pub tags: Vec<String>,
+    /// The rule's own decision, e.g. "delete: not kept by any rule".
+    pub would: String,
+    /// Who needs it, e.g. "copy #1 (plan.toml:3) writes it".
+    pub pinned_by: String,
 }
 
 /// The decisions for one repository of a `[[retain]]` policy, or why it could not be read.
@@ -94,6 +134,7 @@ pub async fn plan_policy(
     registry: &dyn crate::registry::Registry,
     now: SystemTime,
     owns: &(dyn Fn(&str) -> bool + Sync),
+    pins: &(dyn Fn(&str) -> Pins + Sync),
 ) -> Vec<RepoPlan> {
     use crate::plan::{reference::display_repo, Selector};
     let location = &policy.repository.location;
@@ -122,7 +163,7 @@ pub async fn plan_policy(
         }
         match inventory::read(registry, &repo).await {
             Ok(images) => {
-                let decisions = select::select(&images, &policy.rule, now);
+                let decisions = select::select_pinned(&images, &policy.rule, now, &pins(&repo));
                 out.push(RepoPlan {
                     repository,
                     repo,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use semver::Version;
 
-use super::{Action, Decision, Image, RepoDecisions, RetainRule};
+use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions, RetainRule};
 use crate::plan::filter::parse_version;
 use crate::registry::Digest;
 
@@ -33,6 +33,48 @@ enum Role {
 
 /// Decide, per image, keep or delete; pure (no I/O).
 pub fn select(images: &[Image], rule: &RetainRule, now: SystemTime) -> RepoDecisions {
+    select_with(images, rule, now, &vec![None; images.len()])
+}
+
+/// [`select`], with images the policy must keep whatever its rule says ([`Pins`]): each is
+/// kept with everything it reaches, and each the rule alone would delete is a [`Conflict`].
+pub fn select_pinned(
+    images: &[Image],
+    rule: &RetainRule,
+    now: SystemTime,
+    pins: &Pins,
+) -> RepoDecisions {
+    let pinned: Vec<Option<String>> = images.iter().map(|img| pins.reason_for(img)).collect();
+    if pinned.iter().all(Option::is_none) {
+        return select(images, rule, now);
+    }
+    let wanted = select(images, rule, now);
+    let mut out = select_with(images, rule, now, &pinned);
+    for (img, why) in images.iter().zip(&pinned) {
+        let Some(why) = why else { continue };
+        if let Some(d) = wanted
+            .decisions
+            .iter()
+            .find(|d| d.digest == img.digest && d.action == Action::Delete)
+        {
+            out.conflicts.push(Conflict {
+                digest: img.digest.clone(),
+                tags: d.tags.clone(),
+                would: d.reason.clone(),
+                pinned_by: why.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// `pinned[i]`: why image `i` is kept whatever the rule says.
+fn select_with(
+    images: &[Image],
+    rule: &RetainRule,
+    now: SystemTime,
+    pinned: &[Option<String>],
+) -> RepoDecisions {
     let n = images.len();
     let tags: Vec<Vec<String>> = images
         .iter()
@@ -122,6 +164,10 @@ pub fn select(images: &[Image], rule: &RetainRule, now: SystemTime) -> RepoDecis
     // and referrers of images in the inventory are decided by the walk below.
     let mut decided: Vec<Option<(Action, String)>> = (0..n)
         .map(|i| match roles[i] {
+            _ if pinned[i].is_some() => Some((
+                Action::Keep,
+                format!("kept: {}", pinned[i].as_deref().unwrap_or_default()),
+            )),
             Role::Ranked => Some(judge_tagged(
                 &images[i],
                 &tags[i],
@@ -247,6 +293,7 @@ pub fn select(images: &[Image], rule: &RetainRule, now: SystemTime) -> RepoDecis
     RepoDecisions {
         decisions,
         held_back,
+        conflicts: Vec::new(),
     }
 }
 

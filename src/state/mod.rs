@@ -126,6 +126,13 @@ pub enum Write {
         repo: String,
         digest: String,
     },
+    /// A manifest was deleted from `repo` of target registry `registry`: forget the items
+    /// whose target reference (tag or digest) is one of `refs`, so no later run trusts them.
+    Forget {
+        registry: String,
+        repo: String,
+        refs: Vec<String>,
+    },
     /// The source digest `tag` pointed to when last seen.
     TagSeen {
         registry: String,
@@ -204,6 +211,10 @@ pub struct ItemRecord {
     /// Stored truncated to [`MAX_ERROR_CHARS`] characters.
     pub last_error: Option<String>,
     pub bytes: u64,
+    /// The digest the target holds for it, when done (the source's, or a rewritten index's).
+    pub target_digest: Option<String>,
+    /// Unix seconds when the target was last confirmed to hold it (copied or found there).
+    pub verified_at: Option<i64>,
 }
 
 /// `last_error` is cut to this many characters: enough for any error chain ferry prints, and a
@@ -271,6 +282,8 @@ pub struct ItemState {
     pub status: ItemStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
+    pub target_digest: Option<String>,
+    pub verified_at: Option<i64>,
 }
 
 /// A blob known present at a target registry.
@@ -481,6 +494,37 @@ impl State {
         })
     }
 
+    /// What the checkpoint at `path` holds, read without writing anything: no lock, no
+    /// migration, no file created (an empty snapshot when there is none). For `ferry plan`,
+    /// which must decide what a run would, from the same records, while writing nothing; it
+    /// may run beside a run that holds the lock (SQLite's WAL lets a reader in).
+    pub fn read_only_snapshot(path: &Path) -> Result<Snapshot, StateError> {
+        if !path.exists() {
+            return Ok(Snapshot::default());
+        }
+        let sqlite_err = |source| StateError::from_sqlite(path, source);
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sqlite_err)?;
+        if found > schema::SUPPORTED {
+            return Err(StateError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                supported: schema::SUPPORTED,
+            });
+        }
+        if found == 0 {
+            return Ok(Snapshot::default());
+        }
+        owner::read_snapshot(&conn).map_err(sqlite_err)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -503,7 +547,7 @@ impl State {
     pub fn record(&self, write: Write) {
         // Ignoring a send error is safe: it means the owner is gone, and every later request
         // reports that as Closed.
-        let _ = self.inner.tx.send(Command::Write(write));
+        let _ = self.inner.tx.send(Command::Write(Box::new(write)));
     }
 
     /// Blocks until every write queued so far is committed; reports the first write error seen

@@ -20,7 +20,7 @@ use super::{
 pub(super) type Job = Box<dyn FnOnce(&mut Owner) + Send>;
 
 pub(super) enum Command {
-    Write(Write),
+    Write(Box<Write>),
     /// Runs after every write queued before it is committed.
     Call(Job),
     /// Commit what is queued and stop.
@@ -64,7 +64,7 @@ impl Owner {
                     if self.pending.is_empty() {
                         self.deadline = Some(Instant::now() + BATCH_DELAY);
                     }
-                    self.pending.push(write);
+                    self.pending.push(*write);
                     if self.pending.len() >= BATCH_WRITES {
                         self.commit();
                     }
@@ -206,14 +206,15 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             conn.prepare_cached(
                 "INSERT INTO items (target_registry, target_repo, target_ref, run, source,
                                     source_ref, source_digest, status, attempts, last_error,
-                                    bytes, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                    bytes, updated_at, target_digest, verified_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (target_registry, target_repo, target_ref) DO UPDATE SET
                      run = excluded.run, source = excluded.source,
                      source_ref = excluded.source_ref, source_digest = excluded.source_digest,
                      status = excluded.status, attempts = excluded.attempts,
                      last_error = excluded.last_error, bytes = excluded.bytes,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, target_digest = excluded.target_digest,
+                     verified_at = excluded.verified_at",
             )?
             .execute(params![
                 item.target_registry,
@@ -230,7 +231,22 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
                     .map(|e| truncate_chars(e, MAX_ERROR_CHARS)),
                 to_i64(item.bytes),
                 now,
+                item.target_digest,
+                item.verified_at,
             ])?;
+        }
+        Write::Forget {
+            registry,
+            repo,
+            refs,
+        } => {
+            let mut stmt = conn.prepare_cached(
+                "DELETE FROM items
+                 WHERE target_registry = ?1 AND target_repo = ?2 AND target_ref = ?3",
+            )?;
+            for r in refs {
+                stmt.execute(params![registry, repo, r])?;
+            }
         }
         Write::Blob {
             registry,
@@ -305,14 +321,19 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+pub(super) fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
-
-    let mut stmt = conn.prepare_cached(
+    // A file read without migrating it (`ferry plan` writes nothing) may predate version 3.
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let mut stmt = conn.prepare_cached(if version >= 3 {
         "SELECT target_registry, target_repo, target_ref, source, source_ref, source_digest,
-                status, attempts, last_error
-         FROM items",
-    )?;
+                status, attempts, last_error, target_digest, verified_at
+         FROM items"
+    } else {
+        "SELECT target_registry, target_repo, target_ref, source, source_ref, source_digest,
+                status, attempts, last_error, NULL, NULL
+         FROM items"
+    })?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         snapshot.items.insert(
@@ -324,6 +345,8 @@ fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
                 status: status_at(row, 6)?,
                 attempts: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(u32::MAX),
                 last_error: row.get(8)?,
+                target_digest: row.get(9)?,
+                verified_at: row.get(10)?,
             },
         );
     }

@@ -81,6 +81,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX deletions_run ON deletions(run);
      ALTER TABLE runs ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;",
+    // 3: what an item put at its target (a rewritten index has its own digest) and when that
+    // was last confirmed there, so a record is trusted only for `recheck_after`.
+    "ALTER TABLE items ADD COLUMN target_digest TEXT;
+     ALTER TABLE items ADD COLUMN verified_at INTEGER;",
 ];
 
 /// The schema version this build writes and understands.

@@ -26,6 +26,8 @@ fn item(run: RunId, n: usize, status: ItemStatus) -> ItemRecord {
         attempts: 1,
         last_error: None,
         bytes: 1000 + n as u64,
+        target_digest: None,
+        verified_at: None,
     }
 }
 
@@ -202,6 +204,8 @@ fn ten_thousand_writes_are_fast_and_all_visible() {
             status: ItemStatus::Done,
             attempts: 1,
             last_error: None,
+            target_digest: None,
+            verified_at: None,
         }
     );
     // Generous: this is about batching working at all (one commit per write would take far

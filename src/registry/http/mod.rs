@@ -989,6 +989,14 @@ impl Registry for HttpRegistry {
         &self.name
     }
 
+    fn record_style(&self) -> super::RecordStyle {
+        match self.flavor {
+            Flavor::Distribution => super::RecordStyle::None,
+            Flavor::Ghcr => super::RecordStyle::Versions,
+            Flavor::Dockerhub => super::RecordStyle::Tags,
+        }
+    }
+
     fn stats(&self) -> Option<super::throttle::RegistryStats> {
         Some(self.throttle.stats())
     }

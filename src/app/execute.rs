@@ -1,0 +1,297 @@
+//! One execution of a plan, shared by `ferry run` and `ferry plan`: the copy stages in order
+//! (a rule reading what an earlier one writes runs after it), then every `[[retain]]` policy,
+//! with what the copies bring pinned. `run` calls it with the registries themselves and the
+//! checkpoint; `plan` with overlays of them ([`crate::registry::overlay::Overlay`]) and a
+//! dry journal. One code path decides both, so the dry run says what the run does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::copy::select::{self, Claims, Registries, SelectError};
+use crate::copy::{CopyError, Deleted, Engine, Item, Journal, Outcome, Totals};
+use crate::plan::Plan;
+use crate::report::{error_chain, Reporter};
+use crate::retention::apply::{apply, Deleted as Applied};
+use crate::retention::{plan_policy, Pins, RepoPlan};
+
+/// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
+pub fn copy_label(plan: &Plan, number: usize) -> String {
+    match plan.copies.get(number.wrapping_sub(1)) {
+        Some(rule) => format!("copy #{number} ({}:{})", plan.path.display(), rule.line),
+        None => format!("copy #{number}"),
+    }
+}
+
+/// `retain #1 (plans/prod.toml:30)`.
+pub fn retain_label(plan: &Plan, number: usize) -> String {
+    match plan.retains.get(number.wrapping_sub(1)) {
+        Some(rule) => format!("retain #{number} ({}:{})", plan.path.display(), rule.line),
+        None => format!("retain #{number}"),
+    }
+}
+
+/// What an execution needs besides the plan.
+pub struct Context<'a> {
+    pub registries: &'a Registries,
+    pub journal: Arc<dyn Journal>,
+    pub reporter: Arc<dyn Reporter>,
+    /// Blob transfers (and images) in flight.
+    pub concurrency: usize,
+    /// Start no new work.
+    pub stop: CancellationToken,
+    /// Abandon work in flight.
+    pub abort: CancellationToken,
+    /// Does this run own a source repository (`--shard`)? Retention asks it of the
+    /// repositories it reads, too.
+    pub owns: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// One repository of a `[[retain]]` policy: its decisions and the deletions carried out.
+pub struct Retained {
+    /// The policy's number (1-based).
+    pub policy: usize,
+    pub plan: RepoPlan,
+    /// Every deletion attempted, in the order made (top-down); empty when the repository was
+    /// not read or was held back.
+    pub deletions: Vec<Applied>,
+}
+
+/// Everything an execution did (or, over overlays, would do).
+#[derive(Default)]
+pub struct Execution {
+    /// Every item, stage after stage, with its outcome (`None`: an interruption kept it from
+    /// finishing). Items that conflict with another rule's are here too, failed.
+    pub items: Vec<(Item, Option<Outcome>)>,
+    /// Rules, or repositories of a wildcard rule, that could not be resolved.
+    pub select_errors: Vec<SelectError>,
+    /// What people should know that is not an error (a duplicate dropped).
+    pub notes: Vec<String>,
+    pub retained: Vec<Retained>,
+    pub totals: Totals,
+    /// Retention did not run (the run was interrupted before it).
+    pub retention_skipped: bool,
+}
+
+impl Execution {
+    /// Every failure, one line each: rules that could not be resolved, failed items,
+    /// repositories retention could not read or held back, conflicts, failed deletions.
+    /// The run exits 1 when this is not empty, and `ferry plan` too.
+    pub fn failures(&self, plan: &Plan) -> Vec<String> {
+        let mut out: Vec<String> = self.select_errors.iter().map(|e| error_chain(e)).collect();
+        for (item, outcome) in &self.items {
+            if let Some(Outcome::Failed { error }) = outcome {
+                out.push(format!("{item}: {}", error_chain(error.as_ref())));
+            }
+        }
+        for r in &self.retained {
+            let repository = &r.plan.repository;
+            match &r.plan.decisions {
+                Err(e) => out.push(format!(
+                    "{repository}: not read, nothing there is deleted: {}",
+                    error_chain(e)
+                )),
+                Ok(d) => {
+                    if let Some(why) = &d.held_back {
+                        out.push(format!("{repository}: {why}"));
+                    }
+                    for c in &d.conflicts {
+                        out.push(format!(
+                            "{} would delete {repository}@{} ({}), but {}: kept. The two rules fight over it on every run: exclude those tags from the copy (`tags.exclude`, or `tags.newest` to copy only what the policy keeps) or keep them in the policy (`keep_tags`); the policy said \"{}\"",
+                            retain_label(plan, r.policy),
+                            c.digest,
+                            if c.tags.is_empty() { "untagged".to_string() } else { c.tags.join(", ") },
+                            c.pinned_by,
+                            c.would,
+                        ));
+                    }
+                }
+            }
+            for d in &r.deletions {
+                if let Err(e) = &d.result {
+                    out.push(format!(
+                        "deleting {repository}@{}: {}",
+                        d.decision.digest,
+                        error_chain(e)
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletions that went through.
+    pub fn deleted(&self) -> usize {
+        self.retained
+            .iter()
+            .flat_map(|r| &r.deletions)
+            .filter(|d| d.result.is_ok())
+            .count()
+    }
+}
+
+/// A layout path names one directory in several ways; pins and targets meet on one form.
+fn repo_key(registry: &str, repo: &str) -> (String, String) {
+    let repo = match registry {
+        "oci:" => repo.trim_start_matches("./").trim_end_matches('/').to_string(),
+        _ => repo.to_string(),
+    };
+    (registry.to_string(), repo)
+}
+
+/// Run the plan's stages, then its retention policies.
+pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
+    let engine = Engine::new(cx.reporter.clone(), cx.concurrency)
+        .with_journal(cx.journal.clone())
+        .with_cancellation(cx.stop.clone(), cx.abort.clone());
+    let mut out = Execution::default();
+    let mut claims = Claims::default();
+    for stage in select::stages(&plan.copies) {
+        if cx.stop.is_cancelled() {
+            break;
+        }
+        let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
+        let mut selection = tokio::select! {
+            s = select::resolve(&rules, cx.registries, cx.journal.as_ref()) => s,
+            _ = cx.abort.cancelled() => break,
+        };
+        selection.items.retain(|item| (cx.owns)(&item.source.display()));
+        let (items, duplicates, conflicts) = claims.claim(selection.items);
+        for dup in duplicates {
+            cx.reporter.note(&format!(
+                "skipped {dup}: {} already copies the same thing there",
+                copy_label(plan, claims_rule(&claims, &dup))
+            ));
+        }
+        cx.reporter.items_selected(items.len());
+        let (outcomes, totals) = engine.copy_all(&items).await;
+        out.totals.add(&totals);
+        out.select_errors.extend(selection.errors);
+        out.items.extend(items.into_iter().zip(outcomes));
+        for c in conflicts {
+            let reason = format!(
+                "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
+                copy_label(plan, c.item.rule),
+                c.item.source_display(),
+                copy_label(plan, c.winner_rule),
+                c.winner_source,
+            );
+            let error = CopyError::Conflict {
+                reference: c.item.target_display(),
+                reason,
+            };
+            let outcome = Outcome::Failed {
+                error: Arc::new(error),
+            };
+            cx.reporter.item_finished(&c.item, &outcome);
+            out.totals.failed += 1;
+            out.items.push((c.item, Some(outcome)));
+        }
+    }
+
+    if cx.stop.is_cancelled() {
+        out.retention_skipped = true;
+        return out;
+    }
+    // What the copies put at their targets is pinned: a policy that would delete it fights
+    // the copy on every run, and the report would call a deleted tag copied.
+    let mut pins: HashMap<(String, String), Pins> = HashMap::new();
+    for (item, outcome) in &out.items {
+        let Some((digest, rewritten)) = outcome.as_ref().and_then(Outcome::placed) else {
+            continue;
+        };
+        let why = format!("{} writes it", copy_label(plan, item.rule));
+        let p = pins
+            .entry(repo_key(item.target.registry.name(), &item.target.repo))
+            .or_default();
+        match &item.target_tag {
+            Some(tag) => {
+                p.tags.entry(tag.clone()).or_insert(why);
+            }
+            None => {
+                p.digests
+                    .entry(rewritten.unwrap_or(digest).clone())
+                    .or_insert(why);
+            }
+        }
+    }
+    let now = SystemTime::now();
+    for policy in &plan.retains {
+        let registry = cx
+            .registries
+            .get(&policy.repository.location)
+            .expect("a registry for every location")
+            .clone();
+        let name = registry.name().to_string();
+        let pins_for = |repo: &str| {
+            pins.get(&repo_key(&name, repo))
+                .cloned()
+                .unwrap_or_default()
+        };
+        for repo_plan in plan_policy(policy, registry.as_ref(), now, cx.owns, &pins_for).await {
+            let deletions = match &repo_plan.decisions {
+                Ok(d) if d.held_back.is_none() => {
+                    apply(registry.as_ref(), &repo_plan.repo, &repo_plan.images, d).await
+                }
+                _ => Vec::new(),
+            };
+            for d in &deletions {
+                if let Ok(version_id) = &d.result {
+                    cx.reporter.note(&format!(
+                        "deleted {}@{} ({}): {}",
+                        repo_plan.repository,
+                        d.decision.digest.short(),
+                        if d.decision.tags.is_empty() {
+                            "untagged".to_string()
+                        } else {
+                            d.decision.tags.join(", ")
+                        },
+                        d.decision.reason
+                    ));
+                    cx.journal.manifest_deleted(&Deleted {
+                        registry: &name,
+                        repo: &repo_plan.repo,
+                        digest: &d.decision.digest,
+                        tags: &d.decision.tags,
+                        reason: &d.decision.reason,
+                        version_id: version_id.as_deref(),
+                    });
+                }
+            }
+            out.retained.push(Retained {
+                policy: policy.number,
+                plan: repo_plan,
+                deletions,
+            });
+        }
+    }
+    out
+}
+
+/// The rule that claimed a duplicate's target first.
+fn claims_rule(claims: &Claims, dup: &Item) -> usize {
+    claims.owner(&dup.key()).unwrap_or(dup.rule)
+}
+
+/// The registries a plan names, each behind an overlay: what `ferry plan` executes against.
+pub fn overlays(
+    registries: &Registries,
+) -> (
+    Registries,
+    Vec<(String, Arc<crate::registry::overlay::Overlay>)>,
+) {
+    let mut wrapped: Registries = HashMap::new();
+    let mut handles = Vec::new();
+    for (location, registry) in registries {
+        let overlay = Arc::new(crate::registry::overlay::Overlay::new(registry.clone()));
+        handles.push((registry.name().to_string(), overlay.clone()));
+        wrapped.insert(
+            location.clone(),
+            overlay as Arc<dyn crate::registry::Registry>,
+        );
+    }
+    handles.sort_by(|a, b| a.0.cmp(&b.0));
+    (wrapped, handles)
+}
