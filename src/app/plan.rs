@@ -63,8 +63,20 @@ fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, Strin
         ),
         None => ("error", None, None, None, 0, Some("not reached".to_string())),
     };
+    // A registry that refuses an index whose children are missing says so only when it is
+    // written to: the plan cannot know, and says that instead of guessing.
+    let uncertain = match (outcome, &item.platforms) {
+        (Some(Outcome::Copied { stats, .. }), Some(p))
+            if stats.left_out > 0
+                && p.mode == crate::plan::PlatformMode::Sparse
+                && item.target.registry.name() != "oci:" =>
+        {
+            Some("the target may refuse an index whose children are missing (CNCF distribution does); only the run can tell")
+        }
+        _ => None,
+    };
     let text = format!(
-        "{}{subject}{}{}{}",
+        "{}{subject}{}{}{}{}",
         digest
             .map(|d| format!(" ({})", d.short()))
             .unwrap_or_default(),
@@ -79,7 +91,8 @@ fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, Strin
         reason
             .as_deref()
             .map(|e| format!(": {e}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        uncertain.map(|u| format!(" ({u})")).unwrap_or_default()
     );
     let json = json!({
         "source": item.source_display(),
@@ -91,6 +104,7 @@ fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, Strin
         "subject": item.subject.as_ref().map(|s| s.to_string()),
         "left_out": left_out,
         "error": reason,
+        "uncertain": uncertain,
     });
     (action, text, json)
 }

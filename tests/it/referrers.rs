@@ -400,10 +400,13 @@ async fn platform_subsets_rewrite_with_the_new_digest_reported_or_stay_sparse() 
         .await
         .contains(&format!("sha256-{}.sig", hex_of(&idx.digest))));
     let _ = idx_sig;
-    assert!(
-        out.contains("platform_mode = \"rewrite\" gives the index a new digest"),
-        "{out}"
+    let not_carried = format!(
+        "referrer of rewritten index not carried: {} → {new_digest}",
+        idx.digest
     );
+    assert!(out.contains(&not_carried), "{out}");
+    // `ferry plan` said the same, item for item.
+    assert!(preview.stdout.contains(&not_carried), "{}", preview.stdout);
 
     // sparse: distribution refuses an index whose children are missing, and says so.
     assert!(

@@ -260,40 +260,119 @@ async fn a_registry_that_refuses_deletes_names_the_setting() {
     assert!(run.stderr.contains("405: UNSUPPORTED"), "{}", run.stderr);
 }
 
+/// A mirror kept by one plan: the copy brings the releases, the policy prunes the PR builds
+/// that were pushed to the mirror by hand. The copy leaves out what the policy deletes, so the
+/// two agree (issue 11).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_plan_copies_then_prunes_the_mirror() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let s = scenario(&src).await;
+    let old = scenario_in(&dst, "mirror/app").await;
     let dir = tempfile::tempdir().unwrap();
     let p = plan(
         dir.path(),
         &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/app\"\nto = \"{d}/mirror/app\"\n\n[[retain]]\nrepository = \"{d}/mirror/app\"\n{RULE}\n",
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/app\"\nto = \"{d}/mirror/app\"\ntags = {{ exclude = ['^pr-'] }}\n\n[[retain]]\nrepository = \"{d}/mirror/app\"\n{RULE}\n",
             insecure(&[&src, &dst]),
             src.addr,
             d = dst.addr
         ),
     );
+    let shown = ferry(&["plan", p.to_str().unwrap()], &[]).await;
+    shown.assert_code(0);
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
+    // The same images are at both (the fixtures are deterministic): every release tag and
+    // its signature is present already, the PR builds go.
     assert!(
         run.summary().starts_with(&format!(
-            "ferry: 11 images copied, 0 already present, 0 failed, {} deleted",
+            "ferry: 0 images copied, 6 already present, 0 failed, {} deleted",
             s.deleted.len()
         )),
+        "{}\n{}",
+        run.summary(),
+        run.stderr
+    );
+    assert!(
+        shown.stdout.contains(&format!("{} to delete, 0 errors", s.deleted.len())),
         "{}",
-        run.summary()
+        shown.stdout
     );
     for (tag, img) in &s.kept {
         assert_copied(&dst, "mirror/app", tag, img).await;
     }
-    for img in &s.deleted {
+    for img in &old.deleted {
         assert!(dst
             .pusher()
             .manifest("mirror/app", &img.digest)
             .await
             .is_none());
     }
+}
+
+/// Issue 11, item 1: a policy that deletes what a copy of the same plan brings. Where the plan
+/// alone shows it, `ferry check` refuses it; where only the registry shows it, the run keeps
+/// what the copy wrote, says which two rules fight, and exits 1, and the next run finds
+/// everything where the report said it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let s = scenario(&src).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |rule: &str| {
+        format!(
+            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/app\"\nto = \"{d}/mirror/app\"\n\n[[retain]]\nrepository = \"{d}/mirror/app\"\n{rule}\n",
+            insecure(&[&src, &dst]),
+            src.addr,
+            d = dst.addr
+        )
+    };
+    // Known from the plan: every tag copied, the newest 1 kept.
+    let p = plan(dir.path(), &text("keep_newest = 1"));
+    let check = ferry(&["check", p.to_str().unwrap()], &[]).await;
+    check.assert_code(2);
+    assert!(
+        check.stderr.contains("retain #1 deletes what copy #1")
+            && check.stderr.contains("tags = { newest = 1 }"),
+        "{}",
+        check.stderr
+    );
+    // Known only from the registry: which tags match the patterns.
+    let p = plan(dir.path(), &text(RULE));
+    let p = p.to_str().unwrap();
+    let report = dir.path().join("report.json");
+    let shown = ferry(&["plan", p], &[]).await;
+    shown.assert_code(1);
+    let run = ferry(&["run", p, "--report", report.to_str().unwrap()], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.summary().starts_with("ferry: 11 images copied, 0 already present, 0 failed, 0 deleted"),
+        "{}",
+        run.summary()
+    );
+    for tag in ["pr-1", "pr-2", "pr-4"] {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains("would delete") && l.contains(&format!("({tag})")))
+            .unwrap_or_else(|| panic!("no conflict for {tag}:\n{}", run.stderr));
+        assert!(line.contains("retain #1") && line.contains("copy #1"), "{line}");
+        assert!(shown.stdout.contains(line.trim_start_matches("failed: ")), "{}", shown.stdout);
+    }
+    // Everything the report calls copied is there, and stays there on the next run.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(v["deletions"].as_array().unwrap().is_empty());
+    for img in &s.deleted {
+        assert!(dst.pusher().manifest("mirror/app", &img.digest).await.is_some());
+    }
+    let again = ferry(&["run", p], &[]).await;
+    again.assert_code(1);
+    assert!(
+        again.summary().starts_with("ferry: 0 images copied, 11 already present, 0 failed, 0 deleted"),
+        "{}",
+        again.summary()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,7 +82,7 @@ async fn no_secret_in_anything_ferry_prints_or_writes() {
     let tokens = TokenServer::start(&[("bob", PASSWORD), (IDENTITY_USER, PASSWORD)]).await;
     let dst = Registry::start_with(Auth::Token(tokens.clone())).await;
     let mirror = Registry::start_with(Auth::Token(tokens.clone())).await;
-    for (i, tag) in ["v1.0.0", "v2.0.0"].iter().enumerate() {
+    for (i, tag) in ["v1.0.0", "v2.0.0", "v0.9.0"].iter().enumerate() {
         let img = image(
             &[layer(60 + i as u64, 32 * 1024)],
             "linux",
@@ -124,14 +124,15 @@ retries = 0
 [[copy]]
 from = "{s}/secure/app"
 to = "{d}/copied/app"
+tags = {{ include = ['^v[12]\.'] }}
 
 [[copy]]
 from = "{s}/secure/app:v1.0.0"
 to = "{m}/mirror/app"
 
 [[retain]]
-repository = "{d}/copied/app"
-keep_newest = 1
+repository = "{s}/secure/app"
+delete_tags = ['^v0\.']
 "#,
             s = src.addr,
             d = dst.addr,
