@@ -22,3 +22,4 @@ mod retention;
 mod secrets;
 mod snapshots;
 mod tls;
+mod trust;
