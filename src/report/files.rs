@@ -181,6 +181,7 @@ pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> St
             ("copied", t.copied),
             ("present", t.present),
             ("failed", t.failed),
+            ("skipped", t.skipped),
             ("interrupted", t.interrupted),
         ]
         .iter()
