@@ -163,8 +163,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         selection
             .items
             .retain(|item| (cx.owns)(&item.source.display()));
-        let (items, duplicates, conflicts) = claims.claim(selection.items);
-        for dup in duplicates {
+        let claimed = claims.claim(selection.items);
+        let items = claimed.items;
+        for dup in claimed.duplicates {
             cx.reporter.note(&format!(
                 "skipped {dup}: {} already copies the same thing there",
                 copy_label(plan, claims_rule(&claims, &dup))
@@ -175,7 +176,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         out.totals.add(&totals);
         out.select_errors.extend(selection.errors);
         out.items.extend(items.into_iter().zip(outcomes));
-        for c in conflicts {
+        for c in claimed.conflicts {
             let reason = format!(
                 "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
                 copy_label(plan, c.item.rule),
@@ -193,6 +194,18 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             cx.reporter.item_finished(&c.item, &outcome);
             out.totals.failed += 1;
             out.items.push((c.item, Some(outcome)));
+        }
+        for item in claimed.orphans {
+            let parent = item.after.as_ref().map(|a| a.parent.2.clone());
+            let outcome = Outcome::Skipped {
+                reason: format!(
+                    "not copied: what it refers to ({}) is written by another rule",
+                    parent.unwrap_or_default()
+                ),
+            };
+            cx.reporter.item_finished(&item, &outcome);
+            out.totals.skipped += 1;
+            out.items.push((item, Some(outcome)));
         }
     }
 

@@ -386,6 +386,9 @@ pub struct Engine {
     manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<Mutex<()>>>>,
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
+    /// Items of earlier [`Engine::copy_all`] calls (earlier stages) by key, with their
+    /// outcome: a referrer whose subject's item ran in an earlier stage follows it too.
+    finished: std::sync::Mutex<HashMap<ItemKey, (Item, Outcome)>>,
     journal: Arc<dyn Journal>,
     /// Stop starting new images.
     stop: CancellationToken,
@@ -403,6 +406,7 @@ impl Engine {
             blobs: std::sync::Mutex::new(HashMap::new()),
             manifests: std::sync::Mutex::new(HashMap::new()),
             fallback_tags: std::sync::Mutex::new(HashMap::new()),
+            finished: std::sync::Mutex::new(HashMap::new()),
             journal: Arc::new(NoJournal),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -458,7 +462,20 @@ impl Engine {
                 let (results, done) = (&results, &done);
                 let parent = parent_of(item).filter(|&p| p < i);
                 async move {
+                    let earlier = match (parent, &item.after) {
+                        (None, Some(after)) => self
+                            .finished
+                            .lock()
+                            .expect("finished items")
+                            .get(&after.parent)
+                            .cloned(),
+                        _ => None,
+                    };
                     let waited = match parent {
+                        None => earlier.and_then(|(parent_item, o)| {
+                            let subject = &item.after.as_ref().expect("has a parent").subject;
+                            follows(&o, &parent_item, subject).err()
+                        }),
                         Some(p) => {
                             let mut rx = done[p].subscribe();
                             let parent = rx
@@ -472,7 +489,6 @@ impl Engine {
                                 Err(_) => None,
                             }
                         }
-                        None => None,
                     };
                     self.reporter.item_started(item);
                     let outcome = match waited {
@@ -496,6 +512,16 @@ impl Engine {
             _ = self.abort.cancelled() => {}
         }
         let outcomes = results.into_inner().expect("results");
+        {
+            let mut finished = self.finished.lock().expect("finished items");
+            for (item, o) in items.iter().zip(&outcomes) {
+                if let Some(o) = o {
+                    finished
+                        .entry(item.key())
+                        .or_insert_with(|| (item.clone(), o.clone()));
+                }
+            }
+        }
         let mut totals = Totals {
             elapsed: started.elapsed(),
             ..Totals::default()

@@ -364,26 +364,51 @@ impl Claims {
         self.by_key.get(key).map(|(rule, _)| *rule)
     }
 
-    /// Split `items` into those to copy, duplicates of earlier ones (dropped), and conflicts.
-    pub fn claim(&mut self, items: Vec<Item>) -> (Vec<Item>, Vec<Item>, Vec<Conflict>) {
-        let (mut keep, mut duplicates, mut conflicts) = (Vec::new(), Vec::new(), Vec::new());
+    /// Split `items` into those to copy, duplicates of earlier ones (dropped), conflicts,
+    /// and the referrers of conflicting items (not copied either: what they refer to is not).
+    pub fn claim(&mut self, items: Vec<Item>) -> Claimed {
+        let mut out = Claimed::default();
+        // (rule, key) of items not copied, whose referrers follow them.
+        let mut lost: HashSet<(usize, ItemKey)> = HashSet::new();
         for item in items {
+            if let Some(after) = &item.after {
+                if lost.contains(&(item.rule, after.parent.clone())) {
+                    lost.insert((item.rule, item.key()));
+                    out.orphans.push(item);
+                    continue;
+                }
+            }
             let identity = source_identity(&item);
             match self.by_key.get(&item.key()) {
                 None => {
                     self.by_key.insert(item.key(), (item.rule, identity));
-                    keep.push(item);
+                    out.items.push(item);
                 }
-                Some((_, earlier)) if *earlier == identity => duplicates.push(item),
-                Some((rule, earlier)) => conflicts.push(Conflict {
-                    winner_rule: *rule,
-                    winner_source: earlier.clone(),
-                    item,
-                }),
+                Some((_, earlier)) if *earlier == identity => out.duplicates.push(item),
+                Some((rule, earlier)) => {
+                    lost.insert((item.rule, item.key()));
+                    out.conflicts.push(Conflict {
+                        winner_rule: *rule,
+                        winner_source: earlier.clone(),
+                        item,
+                    })
+                }
             }
         }
-        (keep, duplicates, conflicts)
+        out
     }
+}
+
+/// What [`Claims::claim`] made of a stage's items.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// To copy.
+    pub items: Vec<Item>,
+    /// The same thing another item already writes there: dropped.
+    pub duplicates: Vec<Item>,
+    pub conflicts: Vec<Conflict>,
+    /// Referrers of a conflicting item (or of such a referrer).
+    pub orphans: Vec<Item>,
 }
 
 async fn resolve_rule(

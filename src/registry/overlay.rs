@@ -181,12 +181,14 @@ impl Registry for Overlay {
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         self.count(1);
+        // Named as the registry underneath names them: the prefix as given, then the rest.
+        let key_prefix = self.key(prefix);
         let created: Vec<String> = {
             let repos = self.repos.lock().expect("overlay");
             repos
                 .iter()
-                .filter(|(k, v)| v.exists() && k.starts_with(&self.key(prefix)))
-                .map(|(k, _)| k.clone())
+                .filter(|(k, v)| v.exists() && k.starts_with(&key_prefix))
+                .map(|(k, _)| format!("{prefix}{}", &k[key_prefix.len()..]))
                 .collect()
         };
         let mut repos = match self.inner.list_repositories(prefix).await {
@@ -195,7 +197,11 @@ impl Registry for Overlay {
             Err(e) => return Err(e),
         };
         let known: HashSet<String> = repos.iter().map(|r| self.key(r)).collect();
-        repos.extend(created.into_iter().filter(|k| !known.contains(k)));
+        repos.extend(
+            created
+                .into_iter()
+                .filter(|r| !known.contains(&self.key(r))),
+        );
         repos.sort();
         Ok(repos)
     }
