@@ -140,7 +140,7 @@ fn mutate(name: &str, m: &Mutation, at: usize) -> String {
         Mutation::SeparatorAtEnd(sep) => {
             let mut v: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
             let k = at % v.len();
-            if at % 2 == 0 {
+            if at.is_multiple_of(2) {
                 v[k].push_str(sep);
             } else {
                 v[k].insert_str(0, sep);
