@@ -683,3 +683,81 @@ async fn retention_leaves_a_repository_alone_when_its_tag_list_has_a_bad_tag() {
     }
     assert!(!proxy.seen().iter().any(|s| s.method == "DELETE"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tag_from_the_docker_hub_api_deletes_nothing() {
+    // Retention on the Hub reads only its tag API. A tag there named `../pr-9` would make the
+    // deletion `DELETE …/tags/../pr-9/`, which URL normalisation turns into another endpoint.
+    let reg = Registry::start().await;
+    let hub = HubFake::start(
+        &[("myorg", "app", false)],
+        &[("me", "dckr_pat_canary_5e1")],
+        3,
+        1000,
+    )
+    .await;
+    let tag = |name: &str, c: char| HubTag {
+        name: name.to_string(),
+        digest: format!("sha256:{}", c.to_string().repeat(64)),
+        last_pushed: "2024-01-01T00:00:00.000000Z".into(),
+        platforms: Vec::new(),
+    };
+    hub.set_tags("myorg/app", vec![tag("pr-1", 'a'), tag("../pr-9", 'b')]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::common::plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"docker.io\"]\nendpoint = \"{}\"\ninsecure = true\napi = \"{}\"\nauth = {{ username = \"me\", password_env = \"HUB_PAT\" }}\n[[retain]]\nrepository = \"docker.io/myorg/app\"\ndelete_tags = ['pr-']\nolder_than = \"1d\"\n",
+            reg.url, hub.url
+        ),
+    );
+    let run = ferry(
+        &["run", p.to_str().unwrap()],
+        &[("HUB_PAT", "dckr_pat_canary_5e1")],
+    )
+    .await;
+    run.assert_code(1);
+    let all = output(&run);
+    let expected = "docker.io/myorg/app: not read, nothing there is deleted: tag \"../pr-9\" is not a valid tag ('/' is not allowed in it)";
+    assert!(all.contains(expected), "{expected}\n{all}");
+    let mut left = hub.tags("myorg/app");
+    left.sort();
+    assert_eq!(left, ["../pr-9", "pr-1"]);
+    assert!(
+        !hub.requests().iter().any(|r| r.starts_with("DELETE")),
+        "{:#?}",
+        hub.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_index_json_tag_outside_the_grammar_is_a_named_error() {
+    // A layout's index.json is as untrusted as a registry's tag list.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let v1 = image(&[layer(95, 2048)], "linux", "amd64", Format::Oci, "v1");
+    let other = image(&[layer(96, 2048)], "linux", "amd64", Format::Oci, "other");
+    write_oci_layout(&src, &[("v1", &v1), ("../x", &other), ("a b", &other)]);
+    let p = crate::common::plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[[copy]]\nfrom = \"oci:{}\"\nto = \"oci:{}\"\n",
+            src.display(),
+            dst.display()
+        ),
+    );
+    let (run, _) = run_bounded(&p).await;
+    run.assert_code(1);
+    assert_eq!(
+        layout_tags(&dst),
+        vec![("v1".to_string(), v1.digest.clone())]
+    );
+    let all = output(&run);
+    for (shown, why) in [("\"../x\"", "'/'"), ("\"a b\"", "' '")] {
+        let expected = format!(
+            "skipped a tag of oci:{}: tag {shown} is not a valid tag ({why} is not allowed in it)",
+            src.display()
+        );
+        assert!(all.contains(&expected), "{expected}\n{all}");
+    }
+}
