@@ -284,7 +284,7 @@ pub fn referrer_entry(m: &super::Manifest) -> serde_json::Value {
 /// referrer whose digest ferry can verify, and an error naming each entry whose digest it
 /// cannot (one bad entry costs itself, not its neighbours). Read leniently otherwise, as the
 /// referrers API answers are: only media type, digest and size are required of an entry.
-pub fn referrer_list(bytes: &[u8]) -> Result<super::Referrers, serde_json::Error> {
+pub fn referrer_list(bytes: &[u8]) -> Result<super::ReferrerList, serde_json::Error> {
     #[derive(serde::Deserialize)]
     struct Index {
         #[serde(default)]
@@ -300,7 +300,7 @@ pub fn referrer_list(bytes: &[u8]) -> Result<super::Referrers, serde_json::Error
         artifact_type: Option<String>,
     }
     let index: Index = serde_json::from_slice(bytes)?;
-    let mut out = super::Referrers::default();
+    let mut out = super::ReferrerList::default();
     for e in index.manifests {
         match Digest::checked(&e.digest) {
             Ok(digest) => out.found.push(super::Referrer {
@@ -316,7 +316,7 @@ pub fn referrer_list(bytes: &[u8]) -> Result<super::Referrers, serde_json::Error
 }
 
 /// The entries of a fallback referrers index (see [`referrer_list`]).
-pub fn fallback_entries(bytes: &[u8]) -> Result<super::Referrers, String> {
+pub fn fallback_entries(bytes: &[u8]) -> Result<super::ReferrerList, String> {
     referrer_list(bytes).map_err(|e| format!("the fallback referrers tag is not an index: {e}"))
 }
 

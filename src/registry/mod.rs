@@ -121,7 +121,7 @@ pub struct Referrer {
 /// names: the referrers, and an error for each entry whose digest ferry cannot verify, so one
 /// bad entry costs itself and not the others.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Referrers {
+pub struct ReferrerList {
     pub found: Vec<Referrer>,
     pub refused: Vec<NameError>,
 }
@@ -203,7 +203,7 @@ pub trait Registry: Send + Sync {
         _repo: &str,
         _subject: &Digest,
         _artifact_type: Option<&str>,
-    ) -> Result<Option<Referrers>> {
+    ) -> Result<Option<ReferrerList>> {
         Ok(None)
     }
 

@@ -41,7 +41,7 @@ use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
 use super::tls;
 use super::ManifestRecord;
-use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Referrers, Registry};
+use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, ReferrerList, Registry};
 use crate::plan::reference::DOCKER_HUB;
 use crate::plan::{Flavor, RegistrySettings};
 
@@ -810,7 +810,7 @@ impl HttpRegistry {
         repo: &str,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Option<Referrers>> {
+    ) -> Result<Option<ReferrerList>> {
         if self.referrers_api.get() == Some(&false) {
             return Ok(None);
         }
@@ -818,7 +818,7 @@ impl HttpRegistry {
         if let Some(t) = artifact_type {
             url.query_pairs_mut().append_pair("artifactType", t);
         }
-        let mut out = Referrers::default();
+        let mut out = ReferrerList::default();
         let mut next = Some(url);
         let mut pages = 0;
         while let Some(url) = next.take() {
@@ -1076,7 +1076,7 @@ impl Registry for HttpRegistry {
         repo: &str,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Option<Referrers>> {
+    ) -> Result<Option<ReferrerList>> {
         self.retry("GET referrers", || {
             self.referrers_once(repo, subject, artifact_type)
         })
