@@ -10,7 +10,7 @@ use super::{After, Endpoint, Item, ItemKey, Journal};
 use crate::plan::conflicts::writes_into;
 use crate::plan::{CopyRule, Location, Reference, Selector};
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
-use crate::registry::{Digest, Registry, RegistryError};
+use crate::registry::{layout, names, Digest, NameError, Registry, RegistryError};
 
 /// The item a found referrer follows: a selected root (by its source reference), or another
 /// referrer (a signature of an SBOM).
@@ -45,6 +45,8 @@ enum Referred {
 #[derive(Debug, Default)]
 struct Found {
     referrals: Vec<Referral>,
+    /// Entries of referrers lists whose digests ferry cannot verify, with their subject.
+    refused: Vec<(Digest, NameError)>,
 }
 
 /// A manifest whose referrers are looked for.
@@ -140,6 +142,7 @@ async fn discover(
             .await?;
         for v in visits {
             nodes.extend(v.children);
+            found.refused.extend(v.refused);
             for (digest, subject) in v.referrers {
                 if found_digests.insert(digest.clone()) {
                     nodes.push(Node {
@@ -190,6 +193,8 @@ struct Visit {
     children: Vec<Node>,
     /// (referrer, its subject).
     referrers: Vec<(Digest, Digest)>,
+    /// (subject, the entry of its referrers list that names no verifiable digest).
+    refused: Vec<(Digest, NameError)>,
 }
 
 async fn visit(
@@ -206,6 +211,7 @@ async fn visit(
         subjects: Vec::new(),
         children: Vec::new(),
         referrers: Vec::new(),
+        refused: Vec::new(),
     };
     // The index itself is a subject even when `platform_mode = "rewrite"` gives the target a
     // new one: its referrers become items the engine does not copy, saying why, so that the
@@ -234,7 +240,9 @@ async fn visit(
                 .referrers(repo, subject, rule.referrers.api_filter())
                 .await?
             {
-                listed.extend(r);
+                listed.extend(r.found);
+                out.refused
+                    .extend(r.refused.into_iter().map(|e| (subject.clone(), e)));
             }
         }
         if let Some(tag) = fallback.get(subject) {
@@ -248,7 +256,9 @@ async fn visit(
                     reason,
                 }
             })?;
-            listed.extend(entries);
+            listed.extend(entries.found);
+            out.refused
+                .extend(entries.refused.into_iter().map(|e| (subject.clone(), e)));
         }
         for r in listed {
             let kinds: Vec<&str> = r.artifact_type.as_deref().into_iter().collect();
@@ -442,7 +452,9 @@ async fn resolve_rule(
             };
             // The repository's tags tell where its referrer tags are.
             let all = if rule.referrers.enabled() {
-                src.list_tags(from_repo).await
+                let what = format!("skipped a tag of {}", rule.from.repo_display());
+                (src.list_tags(from_repo).await)
+                    .map(|tags| sort_out(tags, names::tag, rule, &what, &mut out.errors))
             } else {
                 Ok(Vec::new())
             };
@@ -452,6 +464,8 @@ async fn resolve_rule(
         }
         Selector::AllTags => match src.list_tags(from_repo).await {
             Ok(tags) => {
+                let what = format!("skipped a tag of {}", rule.from.repo_display());
+                let tags = sort_out(tags, names::tag, rule, &what, &mut out.errors);
                 let roots = select_tags(rule, &tags);
                 selection(from_repo, &rule.to.repository)
                     .add(Ok(tags), roots, out)
@@ -482,10 +496,31 @@ async fn resolve_rule(
                     let (selection, label, src) = (&selection, &label, &src);
                     async move {
                         let mut part = Selection::default();
-                        let suffix = repo.strip_prefix(from_repo.as_str()).unwrap_or(&repo);
-                        let target_repo = format!("{}{suffix}", rule.to.repository);
+                        let target_repo = match wildcard_target(rule, &repo) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                part.errors.push(SelectError {
+                                    rule: label.clone(),
+                                    what: format!(
+                                        "skipped a repository listed under {}",
+                                        rule.from
+                                    ),
+                                    source: e,
+                                });
+                                return part;
+                            }
+                        };
                         match src.list_tags(&repo).await {
                             Ok(tags) => {
+                                let what = format!(
+                                    "skipped a tag of {}",
+                                    crate::plan::reference::display_repo(
+                                        &rule.from.location,
+                                        &repo
+                                    )
+                                );
+                                let tags =
+                                    sort_out(tags, names::tag, rule, &what, &mut part.errors);
                                 let roots = select_tags(rule, &tags);
                                 selection(&repo, &target_repo)
                                     .add(Ok(tags), roots, &mut part)
@@ -623,6 +658,18 @@ impl RepoSelection<'_> {
                     });
                     out.items.push(item);
                 }
+                out.errors
+                    .extend(found.refused.into_iter().map(|(subject, e)| SelectError {
+                        rule: self.rule.to_string(),
+                        what: format!(
+                            "skipped a referrer of {}@{subject}",
+                            crate::plan::reference::display_repo(
+                                &self.rule.from.location,
+                                &self.repo
+                            )
+                        ),
+                        source: e.into(),
+                    }));
             }
             Err(e) => out.errors.push(SelectError {
                 rule: self.rule.to_string(),
@@ -633,6 +680,47 @@ impl RepoSelection<'_> {
                 source: e,
             }),
         }
+    }
+}
+
+/// The names of a registry's listing that pass `check`; each other one becomes an error of
+/// the rule (`what` happened, and the name, escaped), and costs only itself.
+fn sort_out(
+    listed: Vec<String>,
+    check: fn(&str) -> Result<(), NameError>,
+    rule: &CopyRule,
+    what: &str,
+    errors: &mut Vec<SelectError>,
+) -> Vec<String> {
+    let (good, bad) = names::sort_out(listed, check);
+    errors.extend(bad.into_iter().map(|e| SelectError {
+        rule: rule.to_string(),
+        what: what.to_string(),
+        source: e.into(),
+    }));
+    good
+}
+
+/// Where a repository a wildcard found goes: its path below the source prefix, below the
+/// target prefix. The name came from a registry's catalog (or a layout walk), so it must be a
+/// valid name under the prefix, and the target must stay under the prefix the plan named.
+fn wildcard_target(rule: &CopyRule, repo: &str) -> Result<String, RegistryError> {
+    if let Location::Registry(_) = rule.from.location {
+        names::repository(repo)?;
+    }
+    let suffix = repo
+        .strip_prefix(rule.from.repository.as_str())
+        .ok_or_else(|| RegistryError::Protocol {
+            url: rule.from.to_string(),
+            reason: format!("listed {}, which is not under it", names::shown(repo)),
+        })?;
+    match rule.to.location {
+        Location::Registry(_) => {
+            let target = format!("{}{suffix}", rule.to.repository);
+            names::repository(&target)?;
+            Ok(target)
+        }
+        Location::Layout => layout::join_under(&rule.to.repository, suffix),
     }
 }
 

@@ -10,6 +10,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::registry::names;
+
 /// The host name docker uses for Docker Hub in references and credentials.
 pub const DOCKER_HUB: &str = "docker.io";
 
@@ -57,31 +59,27 @@ pub struct Reference {
 #[error("{0}")]
 pub struct ReferenceError(pub String);
 
-static REPO_COMPONENT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").expect("static regex"));
-static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("static regex"));
-static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$").expect("static regex")
-});
 static HOST: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
         .expect("static regex")
 });
 
+// The grammar is the registry layer's (`registry::names`), which checks the same names when a
+// registry lists them: a plan and a registry cannot disagree about what a name is.
+
 /// Is this a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`)?
 pub fn is_valid_tag(tag: &str) -> bool {
-    TAG.is_match(tag)
+    names::tag(tag).is_ok()
 }
 
 /// Is this a digest ferry can verify (`sha256:<64 hex>` or `sha512:<128 hex>`)?
 pub fn is_valid_digest(digest: &str) -> bool {
-    DIGEST.is_match(digest)
+    names::digest(digest).is_ok()
 }
 
 /// Is this a valid repository path (`component/component`, lowercase)?
 pub fn is_valid_repository(repo: &str) -> bool {
-    !repo.is_empty() && repo.len() <= 255 && repo.split('/').all(|c| REPO_COMPONENT.is_match(c))
+    names::repository(repo).is_ok()
 }
 
 /// Normalise a registry host as docker does: Docker Hub's several names become `docker.io`.

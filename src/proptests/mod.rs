@@ -1,5 +1,6 @@
 //! Property tests over every parser of input ferry does not control: plans (random and
-//! mutated), manifests and indexes, image references, digests, and the registry's headers
+//! mutated), manifests and indexes, image references, digests, the names registries list
+//! (repositories, tags, digests, layout paths), and the registry's headers
 //! (`WWW-Authenticate`, `Link`, `Retry-After`, rate limits). Each property is "never a
 //! panic, always a value or a clear error", plus what the parser promises beyond that.
 //!
@@ -9,6 +10,7 @@
 
 mod headers;
 mod manifest;
+mod names;
 mod plan;
 mod reference;
 

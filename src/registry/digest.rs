@@ -10,6 +10,7 @@ use futures::Stream;
 use sha2::{Digest as _, Sha256, Sha512};
 
 use super::error::RegistryError;
+use super::names::{self, NameError};
 
 /// A validated `algorithm:hex` content digest (sha256 or sha512).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,7 +18,12 @@ pub struct Digest(String);
 
 impl Digest {
     pub fn parse(s: &str) -> Option<Digest> {
-        crate::plan::reference::is_valid_digest(s).then(|| Digest(s.to_string()))
+        Digest::checked(s).ok()
+    }
+
+    /// A digest a registry sent, or the error that names it and says what is wrong with it.
+    pub fn checked(s: &str) -> Result<Digest, NameError> {
+        names::digest(s).map(|()| Digest(s.to_string()))
     }
 
     /// The sha256 digest of these bytes.

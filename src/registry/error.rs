@@ -73,6 +73,18 @@ pub enum RegistryError {
         #[source]
         source: Box<RegistryError>,
     },
+    /// A repository name, tag or digest that does not follow the distribution grammar (a
+    /// registry listed it, or it was about to become part of a URL or a layout path): ferry
+    /// builds no URL or path from it. The message shows the name escaped and cut short.
+    #[error(transparent)]
+    InvalidName(#[from] super::names::NameError),
+    /// A layout path that would lead outside the directory the plan named.
+    #[error("{path}: not under {root}: {reason}", path = path.display(), root = root.display())]
+    OutsideRoot {
+        path: PathBuf,
+        root: PathBuf,
+        reason: String,
+    },
     #[error("{path}")]
     Io {
         path: PathBuf,

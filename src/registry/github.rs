@@ -18,6 +18,7 @@ use super::error::{RegistryError, Result};
 use super::http::{
     decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
 };
+use super::names;
 use super::throttle::{self, Event, Throttle};
 use super::Digest;
 
@@ -331,23 +332,28 @@ impl PackagesApi {
             tags: Vec<String>,
         }
         let raw: Vec<Raw> = self.list(first).await?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|r| {
-                Some(Version {
+        // Only retention reads versions, and it must not judge a package it cannot read whole:
+        // a version whose digest or tag fails its check fails the listing.
+        raw.into_iter()
+            .map(|r| {
+                let tags = r
+                    .metadata
+                    .and_then(|m| m.container)
+                    .map(|c| c.tags)
+                    .unwrap_or_default();
+                for t in &tags {
+                    names::tag(t)?;
+                }
+                Ok(Version {
                     id: r.id,
-                    digest: Digest::parse(&r.name)?,
-                    tags: r
-                        .metadata
-                        .and_then(|m| m.container)
-                        .map(|c| c.tags)
-                        .unwrap_or_default(),
+                    digest: Digest::checked(&r.name)?,
+                    tags,
                     created: r
                         .created_at
                         .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// Delete one version; returns its id for the audit trail.

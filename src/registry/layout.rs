@@ -20,6 +20,7 @@ use tokio_util::io::ReaderStream;
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::names;
 use super::retry;
 use super::throttle::Throttle;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
@@ -216,6 +217,56 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// The layout directory `rel` below `root` (a wildcard target's prefix, as in
+/// `oci:/data/out/*`), refused unless it stays under `root`: `rel` (a repository a registry
+/// listed, or a directory a layout walk found) must be a relative path of plain names (no
+/// `..`, nothing absolute, no control characters), and no directory of it that already exists
+/// may be a symbolic link (which could lead anywhere). `root` itself is the plan's, and
+/// trusted. Returns the joined path in the plan's own spelling (`root` + `rel`).
+pub fn join_under(root: &str, rel: &str) -> Result<String> {
+    names::layout_path(rel)?;
+    let joined = if root.is_empty() || root.ends_with('/') {
+        format!("{root}{rel}")
+    } else {
+        format!("{root}/{rel}")
+    };
+    let outside = |path: &Path, reason: String| RegistryError::OutsideRoot {
+        path: path.to_path_buf(),
+        root: PathBuf::from(root),
+        reason,
+    };
+    // Checked again on the joined path, as the file system will read it: every component
+    // after the root's a plain name.
+    let base = Path::new(if root.is_empty() { "." } else { root });
+    let below = Path::new(&joined)
+        .strip_prefix(base)
+        .or_else(|_| Path::new(&joined).strip_prefix(root))
+        .map_err(|_| outside(Path::new(&joined), "not a path below it".into()))?;
+    let mut at = base.to_path_buf();
+    for component in below.components() {
+        let std::path::Component::Normal(name) = component else {
+            return Err(outside(
+                Path::new(&joined),
+                format!("{component:?} is not a plain directory name"),
+            ));
+        };
+        at.push(name);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(outside(
+                    Path::new(&joined),
+                    format!("{} is a symbolic link", at.display()),
+                ))
+            }
+            Ok(_) => {}
+            // Not there yet: nothing below it exists either.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(RegistryError::io(&at, e)),
+        }
+    }
+    Ok(joined)
+}
+
 fn walk_layouts(dir: &Path, depth: usize, out: &mut Vec<String>) {
     if dir.join("oci-layout").is_file() {
         out.push(dir.display().to_string());
@@ -291,6 +342,7 @@ impl Registry for LayoutRegistry {
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+        names::reference(reference)?;
         if !Path::new(repo).join("index.json").exists() {
             return Ok(None);
         }
@@ -306,6 +358,7 @@ impl Registry for LayoutRegistry {
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        names::reference(reference)?;
         let (digest, listed_type) = match Digest::parse(reference) {
             Some(d) => (d, None),
             None => {
@@ -360,6 +413,8 @@ impl Registry for LayoutRegistry {
     }
 
     async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<Pushed> {
+        // A tag goes into index.json, where the next reader takes it for a name.
+        names::reference(reference)?;
         Self::ensure_layout(repo).await?;
         Self::write_blob_bytes(repo, &m.digest, &m.bytes).await?;
         if Digest::parse(reference).is_some() {
@@ -468,6 +523,105 @@ impl Registry for LayoutRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mapped_layout_path_stays_under_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("{}/out/", dir.path().display());
+        assert_eq!(
+            join_under(&root, "ok").unwrap(),
+            format!("{}/out/ok", dir.path().display())
+        );
+        assert_eq!(
+            join_under(&root, "team/app").unwrap(),
+            format!("{root}team/app")
+        );
+        // Without the trailing `/`, and relative to the working directory.
+        assert_eq!(join_under("out", "a").unwrap(), "out/a");
+        assert_eq!(join_under("", "a/b").unwrap(), "a/b");
+        assert_eq!(join_under("../up/", "a").unwrap(), "../up/a");
+        for escape in [
+            "../escaped",
+            "../../escaped",
+            "ok/../../escaped",
+            "/etc",
+            "//etc",
+            "./x",
+            "a/./b",
+            "a//b",
+            "",
+            ".",
+            "..",
+            "a\\..\\..\\b",
+            "x\u{1b}[2J",
+        ] {
+            let e = join_under(&root, escape).unwrap_err();
+            assert!(
+                matches!(e, RegistryError::InvalidName(_)),
+                "{escape:?}: {e}"
+            );
+        }
+        // Nothing was created, inside the root or out of it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_mapped_layout_path_through_a_symbolic_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, elsewhere) = (dir.path().join("out"), dir.path().join("elsewhere"));
+        std::fs::create_dir_all(root.join("team")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("team/app")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("link")).unwrap();
+        let root = format!("{}/", root.display());
+        for through in ["team/app", "team/app/x", "link", "link/deeper/still"] {
+            match join_under(&root, through) {
+                Err(RegistryError::OutsideRoot { reason, .. }) => {
+                    assert!(reason.contains("symbolic link"), "{through}: {reason}")
+                }
+                other => panic!("{through}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            join_under(&root, "team/web").unwrap(),
+            format!("{root}team/web")
+        );
+        // The root itself is the plan's: a link there is followed.
+        let linked_root = dir.path().join("linked-root");
+        std::os::unix::fs::symlink(&elsewhere, &linked_root).unwrap();
+        assert!(join_under(&format!("{}/", linked_root.display()), "ok").is_ok());
+    }
+
+    #[tokio::test]
+    async fn names_from_an_index_json_never_become_tags_or_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("layout").display().to_string();
+        let reg = LayoutRegistry::new();
+        let m = Manifest {
+            media_type: manifest::OCI_MANIFEST.into(),
+            bytes: Bytes::from_static(b"{}"),
+            digest: Digest::sha256_of(b"{}"),
+        };
+        for bad in ["../x", "bad\ntag", ".hidden", "sha256:../../etc"] {
+            assert!(
+                matches!(
+                    reg.put_manifest(&repo, bad, &m).await,
+                    Err(RegistryError::InvalidName(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(matches!(
+                reg.get_manifest(&repo, bad).await,
+                Err(RegistryError::InvalidName(_))
+            ));
+            assert!(matches!(
+                reg.head_manifest(&repo, bad).await,
+                Err(RegistryError::InvalidName(_))
+            ));
+        }
+        assert!(!Path::new(&repo).exists(), "nothing was written");
+    }
 
     #[tokio::test]
     async fn creating_a_layout_file_never_replaces_one_that_appeared_meanwhile() {

@@ -54,6 +54,12 @@ pub enum Parsed {
     Image { config: Desc, layers: Vec<Desc> },
 }
 
+/// A parser's message about a manifest, safe to print: oci-spec's messages quote the value
+/// they refuse (a digest from the manifest) as it is, control characters included.
+fn quoted(e: serde_json::Error) -> String {
+    super::names::printable(&e.to_string(), 512)
+}
+
 fn desc(d: &Descriptor) -> Result<Desc, String> {
     let digest = Digest::parse(d.digest().as_ref()).ok_or_else(|| {
         format!(
@@ -126,7 +132,7 @@ pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed, String> {
     match media_type {
         OCI_INDEX | DOCKER_LIST => {
             let index: ImageIndex =
-                serde_json::from_slice(bytes).map_err(|e| format!("not a valid index: {e}"))?;
+                serde_json::from_slice(bytes).map_err(|e| format!("not a valid index: {}", quoted(e)))?;
             let children = index.manifests().iter().map(desc).collect::<Result<_, _>>()?;
             Ok(Parsed::Index { children })
         }
@@ -142,8 +148,8 @@ pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed, String> {
 }
 
 fn image(bytes: &[u8]) -> Result<Parsed, String> {
-    let m: ImageManifest =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a valid image manifest: {e}"))?;
+    let m: ImageManifest = serde_json::from_slice(bytes)
+        .map_err(|e| format!("not a valid image manifest: {}", quoted(e)))?;
     Ok(Parsed::Image {
         config: desc(m.config())?,
         layers: m.layers().iter().map(desc).collect::<Result<_, _>>()?,
@@ -274,28 +280,44 @@ pub fn referrer_entry(m: &super::Manifest) -> serde_json::Value {
     entry
 }
 
-/// The entries of a fallback referrers index, as `Referrer`s.
-pub fn fallback_entries(bytes: &[u8]) -> Result<Vec<super::Referrer>, String> {
-    let index: ImageIndex = serde_json::from_slice(bytes)
-        .map_err(|e| format!("the fallback referrers tag is not an index: {e}"))?;
-    index
-        .manifests()
-        .iter()
-        .map(|d| {
-            let digest = Digest::parse(d.digest().as_ref()).ok_or_else(|| {
-                format!(
-                    "referrer digest `{}` is not one ferry can verify",
-                    d.digest()
-                )
-            })?;
-            Ok(super::Referrer {
+/// The entries of a referrers index (a page of the referrers API, or a fallback index): every
+/// referrer whose digest ferry can verify, and an error naming each entry whose digest it
+/// cannot (one bad entry costs itself, not its neighbours). Read leniently otherwise, as the
+/// referrers API answers are: only media type, digest and size are required of an entry.
+pub fn referrer_list(bytes: &[u8]) -> Result<super::ReferrerList, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(rename = "mediaType")]
+        media_type: String,
+        digest: String,
+        size: u64,
+        #[serde(rename = "artifactType")]
+        artifact_type: Option<String>,
+    }
+    let index: Index = serde_json::from_slice(bytes)?;
+    let mut out = super::ReferrerList::default();
+    for e in index.manifests {
+        match Digest::checked(&e.digest) {
+            Ok(digest) => out.found.push(super::Referrer {
                 digest,
-                media_type: d.media_type().to_string(),
-                size: d.size(),
-                artifact_type: d.artifact_type().as_ref().map(|t| t.to_string()),
-            })
-        })
-        .collect()
+                media_type: e.media_type,
+                size: e.size,
+                artifact_type: e.artifact_type,
+            }),
+            Err(refused) => out.refused.push(refused),
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of a fallback referrers index (see [`referrer_list`]).
+pub fn fallback_entries(bytes: &[u8]) -> Result<super::ReferrerList, String> {
+    referrer_list(bytes).map_err(|e| format!("the fallback referrers tag is not an index: {e}"))
 }
 
 /// Add `entry` to a fallback referrers index (`existing`, or a new empty one), keeping every
@@ -307,7 +329,11 @@ pub fn merge_fallback_index(
 ) -> Result<Option<Vec<u8>>, String> {
     let mut index: serde_json::Value = match existing {
         Some(bytes) => {
-            fallback_entries(bytes)?;
+            // Merging keeps every entry already there, so an entry that names no verifiable
+            // digest would be handed on: the index is refused instead.
+            if let Some(bad) = fallback_entries(bytes)?.refused.first() {
+                return Err(format!("the fallback referrers index lists {bad}"));
+            }
             serde_json::from_slice(bytes).map_err(|e| e.to_string())?
         }
         None => serde_json::json!({
@@ -341,6 +367,49 @@ mod tests {
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn a_referrers_list_entry_with_a_bad_digest_costs_only_itself() {
+        let good = d('a');
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+                {{"mediaType":"{OCI_MANIFEST}","digest":"{good}","size":3,"artifactType":"x/y"}},
+                {{"mediaType":"{OCI_MANIFEST}","digest":"sha256:../../../etc/passwd","size":3}},
+                {{"mediaType":"{OCI_MANIFEST}","digest":"sha384:{}","size":3}}
+            ]}}"#,
+            "a".repeat(96)
+        );
+        let r = referrer_list(list.as_bytes()).unwrap();
+        assert_eq!(r.found.len(), 1);
+        assert_eq!(r.found[0].digest.as_str(), good);
+        assert_eq!(r.found[0].artifact_type.as_deref(), Some("x/y"));
+        let refused: Vec<&str> = r.refused.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            refused,
+            [
+                "sha256:../../../etc/passwd",
+                &format!("sha384:{}", "a".repeat(58))[..]
+            ]
+        );
+        assert_eq!(fallback_entries(list.as_bytes()).unwrap(), r);
+        // A fallback index being merged into must not carry such an entry on.
+        let entry = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d('b'), "size": 1});
+        let e = merge_fallback_index(Some(list.as_bytes()), entry).unwrap_err();
+        assert!(e.contains("sha256:../../../etc/passwd"), "{e}");
+    }
+
+    #[test]
+    fn an_index_child_with_a_bad_digest_fails_the_index() {
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{}"}},{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"sha256:../../x"}}]}}"#,
+            d('c')
+        );
+        assert!(parse(OCI_INDEX, idx.as_bytes()).is_err());
+        // oci-spec's message quotes the bad value: it reaches the terminal escaped.
+        let idx = idx.replace("../../x", "\\u001b[2J");
+        let e = parse(OCI_INDEX, idx.as_bytes()).unwrap_err();
+        assert!(!e.contains('\u{1b}') && e.contains("\\u{1b}"), "{e}");
     }
 
     #[test]

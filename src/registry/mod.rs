@@ -14,6 +14,7 @@ pub mod github;
 pub mod http;
 pub mod layout;
 pub mod manifest;
+pub mod names;
 pub mod overlay;
 pub mod retry;
 pub mod throttle;
@@ -27,6 +28,7 @@ use futures::Stream;
 
 pub use digest::Digest;
 pub use error::{RegistryError, Result};
+pub use names::NameError;
 
 /// A stream of blob bytes. Streams returned by [`Registry::get_blob`] are already verified:
 /// they end with an error instead of a last chunk when size or digest is wrong.
@@ -141,6 +143,15 @@ pub struct Referrer {
     pub artifact_type: Option<String>,
 }
 
+/// What a referrers list (the referrers API's pages, or a `sha256-<hex>` fallback index)
+/// names: the referrers, and an error for each entry whose digest ferry cannot verify, so one
+/// bad entry costs itself and not the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReferrerList {
+    pub found: Vec<Referrer>,
+    pub refused: Vec<NameError>,
+}
+
 /// What a registry said when it stored a manifest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pushed {
@@ -188,10 +199,14 @@ pub trait Registry: Send + Sync {
         None
     }
 
-    /// Repositories whose path starts with `prefix` (for wildcard rules).
+    /// Repositories whose path starts with `prefix` (for wildcard rules), as the registry
+    /// listed them: untrusted, each to be checked ([`names::repository`], or for layouts
+    /// [`layout::join_under`]) before it is used. A request about one that fails the grammar
+    /// is refused anyway ([`RegistryError::InvalidName`]).
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>>;
 
-    /// Every tag of a repository.
+    /// Every tag of a repository, as the registry listed them: untrusted, each to be checked
+    /// ([`names::tag`], [`names::sort_out`]) before it is used.
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>>;
 
     /// The digest a tag or digest resolves to, or `None` when the manifest does not exist.
@@ -218,13 +233,13 @@ pub trait Registry: Send + Sync {
     /// What refers to `subject` by the OCI 1.1 referrers API, every page, filtered to
     /// `artifact_type` when given (by the registry where it applies the filter, else here).
     /// `None` where the registry has no referrers API: the caller then reads the
-    /// `sha256-<hex>` fallback tag.
+    /// `sha256-<hex>` fallback tag. Entries whose digest ferry cannot verify are in `refused`.
     async fn referrers(
         &self,
         _repo: &str,
         _subject: &Digest,
         _artifact_type: Option<&str>,
-    ) -> Result<Option<Vec<Referrer>>> {
+    ) -> Result<Option<ReferrerList>> {
         Ok(None)
     }
 
@@ -248,6 +263,8 @@ pub trait Registry: Send + Sync {
     /// What the registry records beyond the distribution API: every manifest of a repository
     /// with its own id, tags and push time, untagged ones included (GHCR's package versions).
     /// `None` where the registry has no such API.
+    /// A record with a tag or digest that fails its check fails the whole listing: only
+    /// retention reads records, and it must not judge a repository it cannot read whole.
     async fn manifest_records(&self, _repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
         Ok(None)
     }

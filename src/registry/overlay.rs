@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use super::manifest::{self, Parsed};
 use super::{
     BlobOrigin, BlobStream, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed,
-    RecordStyle, Referrer, Registry, RegistryError, Result, UploadProgress,
+    RecordStyle, Referrer, ReferrerList, Registry, RegistryError, Result, UploadProgress,
 };
 
 /// A manifest written by the simulation.
@@ -337,12 +337,14 @@ impl Registry for Overlay {
         repo: &str,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Option<Vec<Referrer>>> {
+    ) -> Result<Option<ReferrerList>> {
         self.count(1);
         let listed = self.inner.referrers(repo, subject, artifact_type).await;
-        let Some(mut listed) = self.absent_is_empty(repo, listed, Some(Vec::new()))? else {
+        let Some(mut list) = self.absent_is_empty(repo, listed, Some(ReferrerList::default()))?
+        else {
             return Ok(None);
         };
+        let listed = &mut list.found;
         let (written, deleted) = self.with(repo, |v| {
             let written: Vec<Manifest> = v.manifests.values().map(|w| w.manifest.clone()).collect();
             (written, v.deleted.clone())
@@ -365,7 +367,7 @@ impl Registry for Overlay {
                 artifact_type: kind,
             });
         }
-        Ok(Some(listed))
+        Ok(Some(list))
     }
 
     async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {

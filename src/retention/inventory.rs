@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::Image;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, Registry, RegistryError};
+use crate::registry::{names, Digest, Registry, RegistryError};
 
 /// Tags and manifests read at once.
 const READ_CONCURRENCY: usize = 8;
@@ -89,7 +89,15 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
     if !records.is_empty() && records.iter().all(|r| r.children.is_some()) {
         return Ok(from_records(records));
     }
+    // A tag that fails its check fails the repository: its digest cannot be read (ferry
+    // sends no request built from such a name), and an image whose tag went unseen would be
+    // judged untagged and could be deleted. Skipping the tag would be safe only while every
+    // digest it points at stays protected, which ferry cannot know; leaving the repository
+    // alone (and saying why) always is.
     let tags = registry.list_tags(repo).await?;
+    if let Some(bad) = tags.iter().find_map(|t| names::tag(t).err()) {
+        return Err(bad.into());
+    }
     let heads: Vec<(String, Digest)> = futures::stream::iter(tags)
         .map(|tag| async move {
             let head = registry.head_manifest(repo, &tag).await?;
@@ -131,13 +139,16 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
             .map(|(digest, depth)| async move {
                 let mut r = read_manifest(registry, repo, &digest).await?;
                 if api {
-                    r.referrers = registry
+                    let listed = registry
                         .referrers(repo, &digest, None)
                         .await?
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|r| r.digest)
-                        .collect();
+                        .unwrap_or_default();
+                    // As with tags: a referrer the list names unreadably is one the inventory
+                    // would miss; the repository is left alone instead.
+                    if let Some(bad) = listed.refused.into_iter().next() {
+                        return Err(bad.into());
+                    }
+                    r.referrers = listed.found.into_iter().map(|r| r.digest).collect();
                 }
                 let created = match &r.parsed {
                     Parsed::Image { config, .. }

@@ -138,11 +138,28 @@ pub async fn plan_policy(
 ) -> Vec<RepoPlan> {
     use crate::plan::{reference::display_repo, Selector};
     let location = &policy.repository.location;
+    let mut out = Vec::new();
     let repos = match &policy.repository.selector {
         Selector::Wildcard => match registry
             .list_repositories(&policy.repository.repository)
             .await
         {
+            // A name the catalog lists that fails the grammar is that repository's error:
+            // nothing is read or deleted under it, and the others go on.
+            Ok(r) if matches!(location, crate::plan::Location::Registry(_)) => {
+                use crate::registry::names;
+                let (good, bad) = names::sort_out(r, names::repository);
+                let bad = bad
+                    .into_iter()
+                    .filter(|e| owns(&display_repo(location, &e.name)));
+                out.extend(bad.map(|e| RepoPlan {
+                    repository: policy.repository.to_string(),
+                    repo: e.name.clone(),
+                    images: Vec::new(),
+                    decisions: Err(e.into()),
+                }));
+                good
+            }
             Ok(r) => r,
             Err(e) => {
                 return vec![RepoPlan {
@@ -155,7 +172,6 @@ pub async fn plan_policy(
         },
         _ => vec![policy.repository.repository.clone()],
     };
-    let mut out = Vec::new();
     for repo in repos {
         let repository = display_repo(location, &repo);
         if !owns(&repository) {

@@ -18,7 +18,7 @@ use super::{HttpRegistry, MAX_PAGES};
 use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::{self, Event};
-use crate::registry::{Digest, ManifestRecord};
+use crate::registry::{names, Digest, ManifestRecord};
 
 /// A page of a Hub API listing.
 #[derive(Deserialize)]
@@ -183,6 +183,7 @@ impl HttpRegistry {
             architecture: Option<String>,
             variant: Option<String>,
         }
+        names::repository(repo)?;
         let api = self.hub_api()?.clone();
         let bearer = self.hub_login(&api).await?;
         let first = self.hub_url(
@@ -192,7 +193,12 @@ impl HttpRegistry {
         let tags: Vec<Tag> = self.hub_pages(&api, first, bearer.as_ref()).await?;
         let mut by_digest: BTreeMap<Digest, ManifestRecord> = BTreeMap::new();
         for t in tags {
-            let Some(digest) = t.digest.as_deref().and_then(Digest::parse) else {
+            // Retention reads these, and deletion builds API paths from the tags: a name that
+            // fails its check fails the repository's listing (see `manifest_records`).
+            names::tag(&t.name)?;
+            // A tag without a digest (the Hub has some from long ago) points at nothing
+            // retention could keep or delete.
+            let Some(digest) = t.digest.as_deref().map(Digest::checked).transpose()? else {
                 continue;
             };
             let pushed = t
@@ -200,22 +206,22 @@ impl HttpRegistry {
                 .or(t.last_updated)
                 .and_then(|p| humantime::parse_rfc3339_weak(p.trim_end_matches('Z')).ok());
             // Hub lists a single-platform image as its own one entry; an index, its children.
-            let children: Vec<(Digest, Option<String>)> = t
-                .images
-                .iter()
-                .filter_map(|i| {
-                    let d = i.digest.as_deref().and_then(Digest::parse)?;
-                    let platform = match (&i.os, &i.architecture) {
-                        (Some(os), Some(arch)) => Some(match &i.variant {
-                            Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
-                            _ => format!("{os}/{arch}"),
-                        }),
-                        _ => None,
-                    };
-                    Some((d, platform))
-                })
-                .filter(|(d, _)| d != &digest)
-                .collect();
+            let mut children: Vec<(Digest, Option<String>)> = Vec::new();
+            for i in &t.images {
+                let Some(d) = i.digest.as_deref().map(Digest::checked).transpose()? else {
+                    continue;
+                };
+                let platform = match (&i.os, &i.architecture) {
+                    (Some(os), Some(arch)) => Some(match &i.variant {
+                        Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+                        _ => format!("{os}/{arch}"),
+                    }),
+                    _ => None,
+                };
+                if d != digest {
+                    children.push((d, platform));
+                }
+            }
             let record = by_digest.entry(digest.clone()).or_insert(ManifestRecord {
                 id: String::new(),
                 digest,
@@ -245,6 +251,7 @@ impl HttpRegistry {
             return Ok(None);
         };
         for tag in &record.tags {
+            names::tag(tag)?;
             let url = self.hub_url(&api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
             let resp = self.hub_send(Method::DELETE, &url, Some(&bearer)).await?;
             if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {

@@ -36,11 +36,12 @@ use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::github::{split_repository, PackagesApi};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::names;
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
 use super::tls;
 use super::ManifestRecord;
-use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Referrer, Registry};
+use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, ReferrerList, Registry};
 use crate::plan::reference::DOCKER_HUB;
 use crate::plan::{Flavor, RegistrySettings};
 
@@ -271,6 +272,22 @@ impl HttpRegistry {
             url: format!("{base}{path}"),
             reason: format!("cannot build URL: {e}"),
         })
+    }
+
+    /// `/v2/<repo>/<rest>`, built only from a repository name that follows the distribution
+    /// grammar: `org/../../x` (which a hostile catalog may list) would become `/v2/x/…` once
+    /// the URL is normalised, a request about a repository nobody asked for. The scope of the
+    /// request's token is built from the same name. Every request about a repository goes
+    /// through here (or [`Self::manifest_url`]).
+    async fn repo_url(&self, repo: &str, rest: &str) -> Result<Url> {
+        names::repository(repo)?;
+        self.url(&format!("/v2/{repo}/{rest}")).await
+    }
+
+    /// `/v2/<repo>/manifests/<reference>`, the reference a valid tag or digest.
+    async fn manifest_url(&self, repo: &str, reference: &str) -> Result<Url> {
+        names::reference(reference)?;
+        self.repo_url(repo, &format!("manifests/{reference}")).await
     }
 
     /// Run an operation with this registry's retry policy.
@@ -515,6 +532,8 @@ impl HttpRegistry {
     }
 
     fn packages_for<'a>(&'a self, repo: &'a str) -> Result<(&'a PackagesApi, &'a str, &'a str)> {
+        // The owner and package become parts of GitHub API paths.
+        names::repository(repo)?;
         let api = self
             .packages
             .as_ref()
@@ -568,7 +587,7 @@ impl HttpRegistry {
 /// The operations, each tried once; the trait implementation below wraps them in retries.
 impl HttpRegistry {
     async fn delete_manifest_once(&self, repo: &str, digest: &Digest) -> Result<()> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{digest}")).await?;
+        let url = self.manifest_url(repo, digest.as_str()).await?;
         let (resp, _permit) = self
             .send(
                 Method::DELETE,
@@ -636,7 +655,7 @@ impl HttpRegistry {
             tags: Option<Vec<String>>,
         }
         let url = self
-            .url(&format!("/v2/{repo}/tags/list?n={PAGE_SIZE}"))
+            .repo_url(repo, &format!("tags/list?n={PAGE_SIZE}"))
             .await?;
         let pages = self.get_pages::<Tags>(url, &Scope::pull(repo)).await?;
         let mut tags: Vec<String> = pages
@@ -653,9 +672,7 @@ impl HttpRegistry {
         repo: &str,
         reference: &str,
     ) -> Result<Option<ManifestHead>> {
-        let url = self
-            .url(&format!("/v2/{repo}/manifests/{reference}"))
-            .await?;
+        let url = self.manifest_url(repo, reference).await?;
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
         let (resp, permit) = self
@@ -692,9 +709,7 @@ impl HttpRegistry {
     }
 
     async fn get_manifest_once(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let url = self
-            .url(&format!("/v2/{repo}/manifests/{reference}"))
-            .await?;
+        let url = self.manifest_url(repo, reference).await?;
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
         let (resp, _permit) = self
@@ -747,9 +762,7 @@ impl HttpRegistry {
     }
 
     async fn put_manifest_once(&self, repo: &str, reference: &str, m: &Manifest) -> Result<Pushed> {
-        let url = self
-            .url(&format!("/v2/{repo}/manifests/{reference}"))
-            .await?;
+        let url = self.manifest_url(repo, reference).await?;
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -797,29 +810,15 @@ impl HttpRegistry {
         repo: &str,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Option<Vec<Referrer>>> {
-        #[derive(Deserialize)]
-        struct Index {
-            #[serde(default)]
-            manifests: Vec<Entry>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            #[serde(rename = "mediaType")]
-            media_type: String,
-            digest: String,
-            size: u64,
-            #[serde(rename = "artifactType")]
-            artifact_type: Option<String>,
-        }
+    ) -> Result<Option<ReferrerList>> {
         if self.referrers_api.get() == Some(&false) {
             return Ok(None);
         }
-        let mut url = self.url(&format!("/v2/{repo}/referrers/{subject}")).await?;
+        let mut url = self.repo_url(repo, &format!("referrers/{subject}")).await?;
         if let Some(t) = artifact_type {
             url.query_pairs_mut().append_pair("artifactType", t);
         }
-        let mut out = Vec::new();
+        let mut out = ReferrerList::default();
         let mut next = Some(url);
         let mut pages = 0;
         while let Some(url) = next.take() {
@@ -865,38 +864,24 @@ impl HttpRegistry {
                     reason: format!("a referrers page over the {MAX_MANIFEST_SIZE}-byte limit"),
                 }
             })?;
-            let index: Index =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("not a referrers index: {e}"),
-                })?;
-            for e in index.manifests {
-                let digest = Digest::parse(&e.digest).ok_or_else(|| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!(
-                        "a referrer's digest `{}` is not one ferry can verify",
-                        e.digest
-                    ),
-                })?;
-                out.push(Referrer {
-                    digest,
-                    media_type: e.media_type,
-                    size: e.size,
-                    artifact_type: e.artifact_type,
-                });
-            }
+            let page = manifest::referrer_list(&body).map_err(|e| RegistryError::Protocol {
+                url: url.to_string(),
+                reason: format!("not a referrers index: {e}"),
+            })?;
+            out.found.extend(page.found);
+            out.refused.extend(page.refused);
         }
         // A registry that does not apply the filter (no `OCI-Filters-Applied`) returns
         // everything; filtering again here is harmless where it did.
         if let Some(t) = artifact_type {
-            out.retain(|r| r.artifact_type.as_deref() == Some(t));
+            out.found.retain(|r| r.artifact_type.as_deref() == Some(t));
         }
-        out.dedup_by(|a, b| a.digest == b.digest);
+        out.found.dedup_by(|a, b| a.digest == b.digest);
         Ok(Some(out))
     }
 
     async fn blob_exists_once(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
+        let url = self.repo_url(repo, &format!("blobs/{digest}")).await?;
         let (resp, _permit) = self
             .send(
                 Method::HEAD,
@@ -914,7 +899,7 @@ impl HttpRegistry {
     }
 
     async fn get_blob_once(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
+        let url = self.repo_url(repo, &format!("blobs/{digest}")).await?;
         let (resp, permit) = self
             .send(
                 Method::GET,
@@ -947,7 +932,9 @@ impl HttpRegistry {
     }
 
     async fn mount_blob_once(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
-        let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/")).await?;
+        // `from` goes into the token scope as well as the query.
+        names::repository(from)?;
+        let mut url = self.repo_url(repo, "blobs/uploads/").await?;
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
             .append_pair("from", from);
@@ -1097,7 +1084,7 @@ impl Registry for HttpRegistry {
         repo: &str,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Option<Vec<Referrer>>> {
+    ) -> Result<Option<ReferrerList>> {
         self.retry("GET referrers", || {
             self.referrers_once(repo, subject, artifact_type)
         })
@@ -1170,6 +1157,74 @@ impl Registry for HttpRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry that counts the connections made to it and answers none of them.
+    async fn silent_registry() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(sock);
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn no_request_is_built_from_a_name_outside_the_grammar() {
+        let (addr, connections) = silent_registry().await;
+        let settings = RegistrySettings {
+            auth: crate::plan::AuthSettings::Anonymous,
+            endpoint: Some(Url::parse(&format!("http://{addr}")).unwrap()),
+            insecure: true,
+            retries: 0,
+            ..RegistrySettings::default()
+        };
+        let reg = HttpRegistry::new(&addr, &settings, None).unwrap();
+        let good = Digest::sha256_of(b"x");
+        let refused = |r: Result<(), RegistryError>, what: &str| match r {
+            Err(RegistryError::InvalidName(e)) => e,
+            other => panic!("{what}: {other:?}"),
+        };
+        for repo in ["org/../../escaped", "/abs", "Org/app", "a b", "a\u{1b}[2J"] {
+            let e = refused(reg.list_tags(repo).await.map(|_| ()), repo);
+            assert_eq!(e.kind, names::Kind::Repository);
+            refused(reg.head_manifest(repo, "v1").await.map(|_| ()), repo);
+            refused(reg.get_manifest(repo, "v1").await.map(|_| ()), repo);
+            refused(reg.blob_exists(repo, &good).await.map(|_| ()), repo);
+            refused(reg.get_blob(repo, &good, 1).await.map(|_| ()), repo);
+            refused(reg.referrers(repo, &good, None).await.map(|_| ()), repo);
+            refused(reg.check_push(repo).await, repo);
+            refused(reg.delete_manifest(repo, &good).await.map(|_| ()), repo);
+            refused(
+                reg.mount_blob("org/ok", &good, repo).await.map(|_| ()),
+                repo,
+            );
+            refused(
+                reg.mount_blob(repo, &good, "org/ok").await.map(|_| ()),
+                repo,
+            );
+        }
+        for reference in ["../x", "..", "bad\ntag", "sha256:../../x", "-rm", ""] {
+            let e = refused(
+                reg.get_manifest("org/ok", reference).await.map(|_| ()),
+                reference,
+            );
+            assert!(matches!(e.kind, names::Kind::Tag | names::Kind::Digest));
+            refused(
+                reg.head_manifest("org/ok", reference).await.map(|_| ()),
+                reference,
+            );
+        }
+        // Nothing above reached the registry.
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A valid name does (and fails there, which is not the point).
+        assert!(reg.list_tags("org/ok").await.is_err());
+        assert!(connections.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    }
 
     #[test]
     fn redirects_never_step_down_to_plain_http_unless_insecure_and_loops_end() {

@@ -305,7 +305,7 @@ impl HttpRegistry {
 
     /// Open an upload session (`POST …/blobs/uploads/`) and return its Location.
     pub(super) async fn start_upload(&self, repo: &str) -> Result<Url> {
-        let url = self.url(&format!("/v2/{repo}/blobs/uploads/")).await?;
+        let url = self.repo_url(repo, "blobs/uploads/").await?;
         let (resp, _permit) = self
             .send(
                 Method::POST,
