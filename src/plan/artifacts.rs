@@ -212,9 +212,10 @@ pub(super) fn validate_platforms(
                             bad("platforms are strings like \"linux/amd64\"".into())
                         })?;
                         let n = i + 1;
-                        let p = Platform::parse(s).map_err(|e| bad(format!("platform {n}: {e}")))?;
+                        let p =
+                            Platform::parse(s).map_err(|e| bad(format!("platform {n}: {e}")))?;
                         if wanted.contains(&p) {
-                            return Err(bad(format!("platform {n} is listed before")));
+                            return Err(bad(format!("platform {n} repeats an earlier one")));
                         }
                         wanted.push(p);
                     }

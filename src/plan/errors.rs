@@ -252,8 +252,7 @@ enum Seg {
 /// A key as TOML writes it: bare when it can be, quoted otherwise.
 pub(super) fn toml_key(k: &str) -> String {
     let bare = !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if bare {
         k.to_string()
@@ -288,7 +287,8 @@ fn shape(path: &[Seg]) -> String {
                 out.push_str(if host { "*" } else { k });
             }
             // An entry of `copy`/`retain` is a table of its own, not a list entry.
-            Seg::Index(_) if i == 1 => {}
+            Seg::Index(_)
+                if i == 1 && matches!(&path[0], Seg::Key(k) if k == "copy" || k == "retain") => {}
             Seg::Index(_) => out.push_str("[]"),
         }
     }
@@ -463,17 +463,16 @@ pub(super) fn schema_error(
         unknown_field(&found.path)
     } else if let Some(rest) = serde.strip_prefix("missing field `") {
         // serde names a field of our own struct here, never a key or value of the plan.
+        // Checked against the schema all the same: only names ferry knows are repeated.
         let field = rest.split('`').next().unwrap_or_default();
-        let known = fields(&shape(&found.path))
-            .and_then(|f| f.iter().find(|k| **k == field))
-            .map_or("a required field", |k| k);
-        format!(
-            "{}: missing field `{known}`",
-            match found.path.as_slice() {
-                [] => "the plan".to_string(),
-                p => table_name(p),
-            }
-        )
+        let table = match found.path.as_slice() {
+            [] => "the plan".to_string(),
+            p => table_name(p),
+        };
+        match fields(&shape(&found.path)).and_then(|f| f.iter().find(|k| **k == field)) {
+            Some(known) => format!("{table}: missing field `{known}`"),
+            None => format!("{table}: a required field is missing"),
+        }
     } else {
         let field = match dotted(&found.path) {
             f if f.is_empty() => "the plan".to_string(),
@@ -553,7 +552,10 @@ pub(super) fn duration_reason(value: &str, e: &humantime::DurationError) -> Stri
         value[..end].chars().count() + 1
     };
     match e {
-        E::InvalidCharacter(i) => format!("a character that has no place in a duration at position {}", at(*i)),
+        E::InvalidCharacter(i) => format!(
+            "a character that has no place in a duration at position {}",
+            at(*i)
+        ),
         E::NumberExpected(i) => format!("a number is expected at position {}", at(*i)),
         E::UnknownUnit { start, .. } => format!(
             "unknown unit at position {} (units: s, m, h, d, w, and their long names)",
@@ -573,8 +575,18 @@ mod tests {
     const RULE: &str = "[[copy]]\nfrom = \"r.io/a/b\"\nto = \"r.io/c/d\"\n";
     /// What a message in the user's words never says.
     const RUST: &[&str] = &[
-        "i64", "u32", "usize", "struct", "Raw", "sequence", "map", "invalid type", "Spanned",
-        "variant", "Option", "u64",
+        "i64",
+        "u32",
+        "usize",
+        "struct",
+        "Raw",
+        "sequence",
+        "map",
+        "invalid type",
+        "Spanned",
+        "variant",
+        "Option",
+        "u64",
     ];
 
     fn err(text: &str) -> String {
@@ -586,9 +598,14 @@ mod tests {
     /// Refused, at a position, without the canary.
     fn refused_quietly(text: &str) -> String {
         let e = err(text);
-        assert!(!e.contains("CANARY"), "the canary leaked: {e}\n--- plan\n{text}");
         assert!(
-            regex::Regex::new(r"^p\.toml:\d+:\d+: ").unwrap().is_match(&e),
+            !e.contains("CANARY"),
+            "the canary leaked: {e}\n--- plan\n{text}"
+        );
+        assert!(
+            regex::Regex::new(r"^p\.toml:\d+:\d+: ")
+                .unwrap()
+                .is_match(&e),
             "no position: {e}"
         );
         assert!(!e.contains('\n'), "one line: {e}");
@@ -642,12 +659,15 @@ mod tests {
         for (text, table) in unknown_field_plans() {
             let e = refused_quietly(&text);
             assert!(
-                e.contains("unknown field `") && e.contains(&format!(" in {table}; expected one of `")),
+                e.contains("unknown field `")
+                    && e.contains(&format!(" in {table}; expected one of `")),
                 "{e}\n--- plan\n{text}"
             );
         }
         // The referrers table is read by ferry itself; same rule.
-        let e = refused_quietly(&format!("version = 1\n{RULE}referrers = {{ token = \"{CANARY}\" }}\n"));
+        let e = refused_quietly(&format!(
+            "version = 1\n{RULE}referrers = {{ token = \"{CANARY}\" }}\n"
+        ));
         assert!(e.contains("unknown field `token`"), "{e}");
     }
 
@@ -656,8 +676,11 @@ mod tests {
     fn refused_values_are_never_shown() {
         let c = CANARY;
         let registry = |line: String| format!("version = 1\n{RULE}[registry.\"r.io\"]\n{line}\n");
-        let copy = |line: String| format!("version = 1\n[[copy]]\nfrom = \"r.io/a/b\"\nto = \"r.io/c/d\"\n{line}\n");
-        let retain = |line: String| format!("version = 1\n[[retain]]\nrepository = \"r.io/a/b\"\n{line}\n");
+        let copy = |line: String| {
+            format!("version = 1\n[[copy]]\nfrom = \"r.io/a/b\"\nto = \"r.io/c/d\"\n{line}\n")
+        };
+        let retain =
+            |line: String| format!("version = 1\n[[retain]]\nrepository = \"r.io/a/b\"\n{line}\n");
         let plans = [
             format!("version = 1\n[[copy]]\nfrom = \"r.io/{c}\"\nto = \"r.io/c/d\"\n"),
             format!("version = 1\n[[copy]]\nfrom = \"{c}\"\nto = \"r.io/c/d\"\n"),
@@ -674,7 +697,9 @@ mod tests {
             format!("version = 1\nimmutable_tags = \"{c}\"\n{RULE}"),
             format!("version = 1\nstate = [\"{c}\"]\n{RULE}"),
             format!("version = 1\n{RULE}[registry.\"r.io\"]\nauth = \"{c}\"\n"),
-            registry(format!("auth = {{ username = \"u\", password_env = [\"{c}\"] }}")),
+            registry(format!(
+                "auth = {{ username = \"u\", password_env = [\"{c}\"] }}"
+            )),
             registry(format!("auth = {{ username = \"{c}\", config = \"x\" }}")),
             registry(format!("auth = {{ anonymous = \"{c}\" }}")),
             registry(format!("insecure = \"{c}\"")),
@@ -692,7 +717,9 @@ mod tests {
             registry(format!("stall_timeout = \"5 s {c}\"")),
             registry(format!("rate_limit = \"{c}\"")),
             registry(format!("rate_limit = {{ requests_per_second = \"{c}\" }}")),
-            registry(format!("rate_limit = {{ requests_per_second = 1, burst = \"{c}\" }}")),
+            registry(format!(
+                "rate_limit = {{ requests_per_second = 1, burst = \"{c}\" }}"
+            )),
             copy(format!("tags = \"{c}\"")),
             copy(format!("tags = {{ include = ['{c}('] }}")),
             copy(format!("tags = {{ exclude = ['x', '{c}['] }}")),
@@ -705,9 +732,15 @@ mod tests {
             copy(format!("referrers = {{ artifact_types = [\"{c}\"] }}")),
             copy(format!("referrers = {{ artifact_types = \"{c}\" }}")),
             copy(format!("platforms = \"{c}\"")),
-            copy(format!("platforms = [\"linux/{c}!\"]\nplatform_mode = \"sparse\"")),
-            copy(format!("platforms = [\"linux/{c}\", \"linux/{c}\"]\nplatform_mode = \"sparse\"")),
-            copy(format!("platforms = [\"linux/amd64\"]\nplatform_mode = \"{c}\"")),
+            copy(format!(
+                "platforms = [\"linux/{c}!\"]\nplatform_mode = \"sparse\""
+            )),
+            copy(format!(
+                "platforms = [\"linux/{c}\", \"linux/{c}\"]\nplatform_mode = \"sparse\""
+            )),
+            copy(format!(
+                "platforms = [\"linux/amd64\"]\nplatform_mode = \"{c}\""
+            )),
             copy(format!("platform_mode = \"{c}\"")),
             format!("version = 1\n[[retain]]\nrepository = \"{c}\"\n"),
             format!("version = 1\n[[retain]]\nrepository = \"r.io/a:{c}\"\n"),
@@ -757,10 +790,30 @@ mod tests {
             false => format!("\"{c}\""),
         };
         let mut checked = 0;
-        for table in ["", "registry.*", "registry.*.auth", "registry.*.rate_limit", "copy", "copy.tags", "retain"] {
+        for table in [
+            "",
+            "registry.*",
+            "registry.*.auth",
+            "registry.*.rate_limit",
+            "copy",
+            "copy.tags",
+            "retain",
+        ] {
             for field in fields(table).unwrap() {
-                let shape = if table.is_empty() { field.to_string() } else { format!("{table}.{field}") };
-                if ["registry", "copy", "retain", "copy.referrers", "copy.platforms"].contains(&shape.as_str()) {
+                let shape = if table.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{table}.{field}")
+                };
+                if [
+                    "registry",
+                    "copy",
+                    "retain",
+                    "copy.referrers",
+                    "copy.platforms",
+                ]
+                .contains(&shape.as_str())
+                {
                     continue; // tables of tables, and values ferry reads itself
                 }
                 let v = wrong(&shape);
@@ -796,23 +849,41 @@ mod tests {
         assert!(checked >= 30, "{checked}");
         // Ranges are named where a field has one; lists say what each entry must be.
         let e = refused_quietly(&format!("version = 1\nconcurrency = \"eight\"\n{RULE}"));
-        assert_eq!(e, "p.toml:2:15: concurrency: expected an integer from 1 to 256, found a string");
+        assert_eq!(
+            e,
+            "p.toml:2:15: concurrency: expected an integer from 1 to 256, found a string"
+        );
         let e = refused_quietly(&format!("version = 1\nconcurrency = 2.5\n{RULE}"));
         assert!(e.ends_with("found a decimal number"), "{e}");
         let e = refused_quietly(&format!("version = 1\nimmutable_tags = ['^v', 3]\n{RULE}"));
         assert_eq!(e, "p.toml:2:25: immutable_tags: expected a regular expression (a string) in the list, found an integer");
-        let e = refused_quietly(&format!("version = 1\n{RULE}[registry.\"r.io\"]\nmax_connections = true\n"));
+        let e = refused_quietly(&format!(
+            "version = 1\n{RULE}[registry.\"r.io\"]\nmax_connections = true\n"
+        ));
         assert!(e.contains("registry.\"r.io\".max_connections: expected an integer from 1 to 1024, found a boolean"), "{e}");
-        let e = refused_quietly(&format!("version = 1\n{RULE}[registry.\"r.io\"]\nretries = -1\n"));
+        let e = refused_quietly(&format!(
+            "version = 1\n{RULE}[registry.\"r.io\"]\nretries = -1\n"
+        ));
         assert!(e.contains("retries = -1: must be between 0 and 100"), "{e}");
         let e = refused_quietly("version = 1\ncopy = 3\n");
-        assert!(e.contains("copy: expected [[copy]] tables, found an integer"), "{e}");
+        assert!(
+            e.contains("copy: expected [[copy]] tables, found an integer"),
+            "{e}"
+        );
         let e = refused_quietly("version = 1\n[registry]\nx = 3\n");
-        assert!(e.contains("registry.x: expected a table of settings"), "{e}");
+        assert!(
+            e.contains("registry.x: expected a table of settings"),
+            "{e}"
+        );
         let e = refused_quietly("version = 1\n[[copy]]\nfrom = \"r.io/a\"\n");
         assert_eq!(e, "p.toml:2:1: [[copy]]: missing field `to`");
-        let e = refused_quietly(&format!("version = 1\n{RULE}[registry.\"r.io\"]\nrate_limit = {{ burst = 2 }}\n"));
-        assert!(e.contains("[registry.\"r.io\".rate_limit]: missing field `requests_per_second`"), "{e}");
+        let e = refused_quietly(&format!(
+            "version = 1\n{RULE}[registry.\"r.io\"]\nrate_limit = {{ burst = 2 }}\n"
+        ));
+        assert!(
+            e.contains("[registry.\"r.io\".rate_limit]: missing field `requests_per_second`"),
+            "{e}"
+        );
     }
 
     /// The schema's field lists are the `Raw*` types' own: serde lists a table's fields when
@@ -821,12 +892,28 @@ mod tests {
     fn schema_fields_match_the_raw_types() {
         let cases = [
             ("", "version = 1\nzz = 1\n".to_string()),
-            ("registry.*", "version = 1\n[registry.\"r.io\"]\nzz = 1\n".into()),
-            ("registry.*.auth", "version = 1\n[registry.\"r.io\".auth]\nzz = 1\n".into()),
-            ("registry.*.rate_limit", "version = 1\n[registry.\"r.io\".rate_limit]\nrequests_per_second = 1\nzz = 1\n".into()),
+            (
+                "registry.*",
+                "version = 1\n[registry.\"r.io\"]\nzz = 1\n".into(),
+            ),
+            (
+                "registry.*.auth",
+                "version = 1\n[registry.\"r.io\".auth]\nzz = 1\n".into(),
+            ),
+            (
+                "registry.*.rate_limit",
+                "version = 1\n[registry.\"r.io\".rate_limit]\nrequests_per_second = 1\nzz = 1\n"
+                    .into(),
+            ),
             ("copy", format!("version = 1\n{RULE}zz = 1\n")),
-            ("copy.tags", format!("version = 1\n{RULE}[copy.tags]\nzz = 1\n")),
-            ("retain", "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nzz = 1\n".into()),
+            (
+                "copy.tags",
+                format!("version = 1\n{RULE}[copy.tags]\nzz = 1\n"),
+            ),
+            (
+                "retain",
+                "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nzz = 1\n".into(),
+            ),
         ];
         for (shape, text) in cases {
             let serde = toml::from_str::<super::super::RawPlan>(&text)
@@ -834,10 +921,19 @@ mod tests {
                 .expect("refused")
                 .message()
                 .to_string();
-            let list: Vec<String> = fields(shape).unwrap().iter().map(|f| format!("`{f}`")).collect();
+            let list: Vec<String> = fields(shape)
+                .unwrap()
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect();
+            // serde's wording: "`a` or `b`" for two, "one of `a`, `b`, `c`" for more.
+            let wanted = match list.as_slice() {
+                [a, b] => format!("{a} or {b}"),
+                _ => format!("one of {}", list.join(", ")),
+            };
             assert_eq!(
                 serde,
-                format!("unknown field `zz`, expected one of {}", list.join(", ")),
+                format!("unknown field `zz`, expected {wanted}"),
                 "{shape}"
             );
         }
@@ -851,17 +947,26 @@ mod tests {
         let e = Plan::load(&path).unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("{}:2:8: not UTF-8 text (byte 0xFF); save the plan as UTF-8", path.display())
+            format!(
+                "{}:2:8: not UTF-8 text (byte 0xFF); save the plan as UTF-8",
+                path.display()
+            )
         );
         std::fs::write(&path, b"\xc3").unwrap();
         let e = Plan::load(&path).unwrap_err().to_string();
-        assert!(e.ends_with("p.toml:1:1: not UTF-8 text (byte 0xC3); save the plan as UTF-8"), "{e}");
+        assert!(
+            e.ends_with("p.toml:1:1: not UTF-8 text (byte 0xC3); save the plan as UTF-8"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_plan_without_rules_is_refused() {
         let e = err("version = 1\n[registry.\"r.io\"]\ninsecure = true\n");
-        assert_eq!(e, "p.toml:4:1: the plan has no [[copy]] or [[retain]] rule: nothing to do");
+        assert_eq!(
+            e,
+            "p.toml:4:1: the plan has no [[copy]] or [[retain]] rule: nothing to do"
+        );
         let e = err("version = 1");
         assert!(e.starts_with("p.toml:1:12: the plan has no"), "{e}");
         // Empty tables of rules are no rules either, and a misspelt one is an unknown field.
@@ -874,12 +979,21 @@ mod tests {
     #[test]
     fn semver_and_duration_reasons_keep_only_operators() {
         let reason = |s: &str| semver_reason(&semver::VersionReq::parse(s).unwrap_err());
-        assert_eq!(reason(">>1"), "unexpected character '>' while parsing major version number");
-        assert_eq!(reason("Secret"), "unexpected character while parsing major version number");
+        assert_eq!(
+            reason(">>1"),
+            "unexpected character '>' while parsing major version number"
+        );
+        assert_eq!(
+            reason("Secret"),
+            "unexpected character while parsing major version number"
+        );
         assert!(!reason("1.2.3.Q").contains('Q'), "{}", reason("1.2.3.Q"));
         assert!(!reason("=1 Q").contains('Q'), "{}", reason("=1 Q"));
         let reason = |s: &str| duration_reason(s, &humantime::parse_duration(s).unwrap_err());
-        assert_eq!(reason("5Qx"), "unknown unit at position 2 (units: s, m, h, d, w, and their long names)");
+        assert_eq!(
+            reason("5Qx"),
+            "unknown unit at position 2 (units: s, m, h, d, w, and their long names)"
+        );
         assert_eq!(reason("Q"), "a number is expected at position 1");
         assert_eq!(reason(""), "it is empty");
     }

@@ -381,23 +381,14 @@ fn duration(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Duration, Pla
         )
     })?;
     if d < Duration::from_secs(1) {
-        return Err(ctx.invalid(
-            v.span(),
-            field,
-            "must be at least 1s",
-        ));
+        return Err(ctx.invalid(v.span(), field, "must be at least 1s"));
     }
     Ok(d)
 }
 
 fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
-    let url = Url::parse(v.get_ref()).map_err(|e| {
-        ctx.invalid(
-            v.span(),
-            field,
-            format!("not a URL: {e}"),
-        )
-    })?;
+    let url = Url::parse(v.get_ref())
+        .map_err(|e| ctx.invalid(v.span(), field, format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ctx.invalid(
             v.span(),
@@ -425,8 +416,7 @@ fn ca_file(
     field: &str,
     insecure: bool,
 ) -> Result<PathBuf, PlanError> {
-    let invalid =
-        |reason: String| ctx.invalid(v.span(), field, reason);
+    let invalid = |reason: String| ctx.invalid(v.span(), field, reason);
     if insecure {
         return Err(invalid(
             "`insecure = true` turns certificate verification off, so a `ca_file` would be ignored: keep one of them".into(),
@@ -452,8 +442,8 @@ impl Plan {
     /// Validate plan text; `path` is used in messages.
     pub fn from_str(path: &Path, text: &str) -> Result<Plan, PlanError> {
         // Syntax first, from a spanned parse that also locates the field of a type error.
-        let doc = toml_edit::ImDocument::parse(text)
-            .map_err(|e| errors::syntax_error(path, text, &e))?;
+        let doc =
+            toml_edit::ImDocument::parse(text).map_err(|e| errors::syntax_error(path, text, &e))?;
         let raw: RawPlan =
             toml::from_str(text).map_err(|e| errors::schema_error(path, text, &doc, &e))?;
         let ctx = Ctx { path, text };
@@ -693,20 +683,13 @@ fn validate_auth(ctx: &Ctx, field: &str, a: &Spanned<RawAuth>) -> Result<AuthSet
 }
 
 fn parse_ref(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Reference, PlanError> {
-    Reference::parse(v.get_ref())
-        .map_err(|e| ctx.invalid(v.span(), field, e.0))
+    Reference::parse(v.get_ref()).map_err(|e| ctx.invalid(v.span(), field, e.0))
 }
 
 fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, PlanError> {
     let from = parse_ref(ctx, &c.from, "copy.from")?;
     let to = parse_ref(ctx, &c.to, "copy.to")?;
-    let to_err = |reason: &str| {
-        ctx.invalid(
-            c.to.span(),
-            "copy.to",
-            reason,
-        )
-    };
+    let to_err = |reason: &str| ctx.invalid(c.to.span(), "copy.to", reason);
     match (&from.selector, &to.selector) {
         (Selector::Wildcard, Selector::Wildcard) => {}
         (Selector::Wildcard, _) => {
@@ -788,13 +771,7 @@ fn validate_retain(
     registries: &BTreeMap<String, RegistrySettings>,
 ) -> Result<RetainPolicy, PlanError> {
     let repository = parse_ref(ctx, &r.repository, "retain.repository")?;
-    let repo_err = |reason: &str| {
-        ctx.invalid(
-            r.repository.span(),
-            "retain.repository",
-            reason,
-        )
-    };
+    let repo_err = |reason: &str| ctx.invalid(r.repository.span(), "retain.repository", reason);
     if !matches!(repository.selector, Selector::AllTags | Selector::Wildcard) {
         return Err(repo_err(
             "name a repository (or a wildcard like ghcr.io/org/*), not a tag or digest: retention decides per image",
@@ -1157,7 +1134,9 @@ to   = "ghcr.io/myorg/mirror/nginx"
         assert!(e.starts_with("p.toml:5:38: copy.tags.include"), "{e}");
         let e = err(&format!("{base}tags = {{ exclude = ['ü'], x = 2 }}\n"));
         assert!(
-            e.starts_with("p.toml:5:27: unknown field `x` in [copy.tags]; expected one of `include`"),
+            e.starts_with(
+                "p.toml:5:27: unknown field `x` in [copy.tags]; expected one of `include`"
+            ),
             "{e}"
         );
     }

@@ -130,7 +130,8 @@ impl Reference {
         if let Some(tag) = &tag {
             if !is_valid_tag(tag) {
                 return Err(ReferenceError(
-                    "the tag is not valid ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)".into(),
+                    "the tag is not valid ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)"
+                        .into(),
                 ));
             }
         }

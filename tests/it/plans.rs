@@ -329,8 +329,14 @@ async fn a_state_file_that_cannot_be_opened_is_a_configuration_error() {
     let corrupt = dir.path().join("corrupt.db");
     std::fs::write(&corrupt, vec![b'x'; 8192]).unwrap();
     let cases = [
-        ("/proc/ferry-no-such-dir/ferry.db".to_string(), "No such file or directory"),
-        (a_file.join("ferry.db").display().to_string(), "Not a directory"),
+        (
+            "/proc/ferry-no-such-dir/ferry.db".to_string(),
+            "No such file or directory",
+        ),
+        (
+            a_file.join("ferry.db").display().to_string(),
+            "Not a directory",
+        ),
         (a_dir.display().to_string(), "Is a directory"),
         (corrupt.display().to_string(), "not a database"),
     ];
@@ -367,9 +373,14 @@ async fn a_state_file_that_cannot_be_opened_is_a_configuration_error() {
     );
     // The run that can open its state still works, and a write error mid-run stays exit 1
     // (tests/it/crash.rs fills the disk).
-    ferry_at_root(&["run", "--state", dir.path().join("ok.db").to_str().unwrap(), p])
-        .await
-        .assert_code(0);
+    ferry_at_root(&[
+        "run",
+        "--state",
+        dir.path().join("ok.db").to_str().unwrap(),
+        p,
+    ])
+    .await
+    .assert_code(0);
 }
 
 /// Every line ferry prints under `--log-format json` is a JSON object: the error that ends
@@ -395,7 +406,17 @@ async fn json_logs_leave_no_line_of_text() {
         (vec!["run"], 2),
         (vec!["check", good], 0),
         (vec!["run", "--state", state.to_str().unwrap(), good], 0),
-        (vec!["run", "--progress", "plain", "--state", state.to_str().unwrap(), good], 0),
+        (
+            vec![
+                "run",
+                "--progress",
+                "plain",
+                "--state",
+                state.to_str().unwrap(),
+                good,
+            ],
+            0,
+        ),
     ];
     for (args, code) in cases {
         let mut all = vec!["--log-format", "json"];
