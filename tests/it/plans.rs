@@ -335,7 +335,7 @@ async fn a_state_file_that_cannot_be_opened_is_a_configuration_error() {
         ),
         (
             a_file.join("ferry.db").display().to_string(),
-            "Not a directory",
+            "is a file, not a directory",
         ),
         (a_dir.display().to_string(), "Is a directory"),
         (corrupt.display().to_string(), "not a database"),
