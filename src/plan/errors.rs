@@ -305,17 +305,20 @@ fn table_name(path: &[Seg]) -> String {
     }
 }
 
-/// A place in the document: a table or array of tables (an item), or a value.
+/// A place in the document: an item (a table, an array of tables or a value), an entry of an
+/// array of tables, or a value inside an inline table or array.
 #[derive(Clone, Copy)]
 enum Node<'a> {
     Item(&'a toml_edit::Item),
+    Table(&'a toml_edit::Table),
     Value(&'a toml_edit::Value),
 }
 
-impl Node<'_> {
+impl<'a> Node<'a> {
     fn span(self) -> Option<std::ops::Range<usize>> {
         match self {
             Node::Item(i) => i.span(),
+            Node::Table(t) => t.span(),
             Node::Value(v) => v.span(),
         }
     }
@@ -325,7 +328,7 @@ impl Node<'_> {
         use toml_edit::{Item, Value};
         let value = match self {
             Node::Item(Item::None) => return "nothing",
-            Node::Item(Item::Table(_)) => return "a table",
+            Node::Item(Item::Table(_)) | Node::Table(_) => return "a table",
             Node::Item(Item::ArrayOfTables(_)) => return "an array of tables",
             Node::Item(Item::Value(v)) | Node::Value(v) => v,
         };
@@ -339,87 +342,96 @@ impl Node<'_> {
             Value::InlineTable(_) => "a table",
         }
     }
+
+    /// The key/value entries when this is a table of any kind.
+    fn entries(self) -> Vec<(&'a toml_edit::Key, Node<'a>)> {
+        use toml_edit::{Item, Value};
+        match self {
+            Node::Item(Item::Table(t)) | Node::Table(t) => t
+                .iter()
+                .filter_map(|(k, _)| t.get_key_value(k))
+                .map(|(k, item)| (k, Node::Item(item)))
+                .collect(),
+            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+                t.iter()
+                    .filter_map(|(k, _)| t.get_key_value(k))
+                    .map(|(k, item)| (k, Node::Item(item)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The entries when this is a list of any kind.
+    fn elements(self) -> Vec<Node<'a>> {
+        use toml_edit::{Item, Value};
+        match self {
+            Node::Item(Item::ArrayOfTables(a)) => a.iter().map(Node::Table).collect(),
+            Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => {
+                a.iter().map(Node::Value).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The node one step down `seg`.
+    fn child(self, seg: &Seg) -> Option<Node<'a>> {
+        match seg {
+            Seg::Key(k) => self
+                .entries()
+                .into_iter()
+                .find(|(key, _)| key.get() == k)
+                .map(|(_, n)| n),
+            Seg::Index(i) => self.elements().get(*i).copied(),
+        }
+    }
 }
 
-/// The innermost key or value of the document at a byte offset.
-struct Located<'a> {
+/// Where in the document an error's position is.
+struct Located {
     path: Vec<Seg>,
-    /// The value there, when the offset is on a value rather than on a key.
-    node: Option<Node<'a>>,
+    /// On the key of the last step of `path` rather than on its value.
+    on_key: bool,
 }
 
 fn contains(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
     span.is_some_and(|s| s.contains(&offset) || (s.is_empty() && s.start == offset))
 }
 
-/// Finds the innermost key or value at `offset` among a table's entries. Spans nest, so the
-/// deepest match is the one: a table's span runs from its header to its last value.
-fn locate<'a>(
-    entries: Vec<(&'a toml_edit::Key, Node<'a>)>,
-    path: &[Seg],
-    offset: usize,
-) -> Option<Located<'a>> {
-    entries.into_iter().find_map(|(key, node)| {
+/// The innermost key or value at `offset` inside `node` (at `path`), else `node` itself when
+/// its span holds `offset`. Spans nest (a table's runs from its header to its last value), so
+/// the deepest match is the place.
+fn locate(node: Node<'_>, path: &[Seg], offset: usize) -> Option<Located> {
+    let step = |seg: Seg| {
         let mut here = path.to_vec();
-        here.push(Seg::Key(key.get().to_string()));
-        if contains(key.span(), offset) {
-            return Some(Located {
-                path: here,
-                node: None,
-            });
-        }
-        locate_in(node, &here, offset)
-    })
-}
-
-/// Inside `node` (at `path`) first, else `node` itself when its span holds `offset`.
-fn locate_in<'a>(node: Node<'a>, path: &[Seg], offset: usize) -> Option<Located<'a>> {
-    use toml_edit::{Item, Value};
-    let at = |i: usize| {
-        let mut here = path.to_vec();
-        here.push(Seg::Index(i));
+        here.push(seg);
         here
     };
-    let inner = match node {
-        Node::Item(Item::None) => None,
-        Node::Item(Item::Table(t)) => locate(table_entries(t), path, offset),
-        Node::Item(Item::ArrayOfTables(a)) => a.iter().enumerate().find_map(|(i, t)| {
-            locate(table_entries(t), &at(i), offset).or_else(|| {
-                contains(t.span(), offset).then(|| Located {
-                    path: at(i),
-                    node: None,
-                })
-            })
-        }),
-        Node::Item(Item::Value(v)) | Node::Value(v) => match v {
-            Value::InlineTable(t) => {
-                let entries = t
-                    .iter()
-                    .filter_map(|(k, _)| t.get_key_value(k))
-                    .map(|(k, item)| (k, Node::Item(item)))
-                    .collect();
-                locate(entries, path, offset)
+    let inner = node
+        .entries()
+        .into_iter()
+        .find_map(|(key, child)| {
+            let here = step(Seg::Key(key.get().to_string()));
+            if contains(key.span(), offset) {
+                return Some(Located {
+                    path: here,
+                    on_key: true,
+                });
             }
-            Value::Array(a) => a
-                .iter()
+            locate(child, &here, offset)
+        })
+        .or_else(|| {
+            node.elements()
+                .into_iter()
                 .enumerate()
-                .find_map(|(i, v)| locate_in(Node::Value(v), &at(i), offset)),
-            _ => None,
-        },
-    };
+                .find_map(|(i, child)| locate(child, &step(Seg::Index(i)), offset))
+        });
     inner.or_else(|| {
         contains(node.span(), offset).then(|| Located {
             path: path.to_vec(),
-            node: Some(node),
+            on_key: false,
         })
     })
-}
-
-fn table_entries(t: &toml_edit::Table) -> Vec<(&toml_edit::Key, Node<'_>)> {
-    t.iter()
-        .filter_map(|(k, _)| t.get_key_value(k))
-        .map(|(k, item)| (k, Node::Item(item)))
-        .collect()
 }
 
 /// A syntax error: toml's message names the construct and what it expected (`invalid
@@ -453,17 +465,26 @@ pub(super) fn schema_error(
 ) -> PlanError {
     let offset = e.span().map_or(0, |s| s.start);
     let (line, column) = line_col(text, offset);
-    let root: Vec<_> = table_entries(doc.as_table());
+    let root = Node::Table(doc.as_table());
     let found = locate(root, &[], offset).unwrap_or(Located {
         path: Vec::new(),
-        node: None,
+        on_key: false,
     });
     let serde = e.message();
-    let message = if serde.starts_with("unknown field") {
+    // On a key that its table does not have: an unknown field, whatever serde's words (a
+    // dotted key under a spanned table gets "invalid type" instead).
+    let unknown_key = found.on_key
+        && match found.path.split_last() {
+            Some((Seg::Key(k), table)) => {
+                fields(&shape(table)).is_some_and(|f| !f.contains(&k.as_str()))
+            }
+            _ => false,
+        };
+    let message = if serde.starts_with("unknown field") || unknown_key {
         unknown_field(&found.path)
     } else if let Some(rest) = serde.strip_prefix("missing field `") {
-        // serde names a field of our own struct here, never a key or value of the plan.
-        // Checked against the schema all the same: only names ferry knows are repeated.
+        // serde names a field of our own struct here, never a key or value of the plan;
+        // checked against the schema all the same, so only names ferry knows are repeated.
         let field = rest.split('`').next().unwrap_or_default();
         let table = match found.path.as_slice() {
             [] => "the plan".to_string(),
@@ -474,12 +495,17 @@ pub(super) fn schema_error(
             None => format!("{table}: a required field is missing"),
         }
     } else {
-        let field = match dotted(&found.path) {
+        // A list where the schema has none (`[[copy.tags]]`): the field is the list's.
+        let mut place = found.path;
+        while expected(&shape(&place)).is_none() && matches!(place.last(), Some(Seg::Index(_))) {
+            place.pop();
+        }
+        let field = match dotted(&place) {
             f if f.is_empty() => "the plan".to_string(),
             f => f,
         };
-        let wanted = expected(&shape(&found.path));
-        match (wanted, found.node) {
+        let node = place.iter().try_fold(root, |n, seg| n.child(seg));
+        match (expected(&shape(&place)), node) {
             (Some(w), Some(node)) => format!("{field}: expected {w}, found {}", node.kind()),
             (Some(w), None) => format!("{field}: expected {w}"),
             (None, Some(node)) => format!("{field}: {} is not valid here", node.kind()),
@@ -631,6 +657,15 @@ mod tests {
                 (
                     format!("version = 1\n{RULE}[registry.\"r.io\".auth]\n{v}\n"),
                     "[registry.\"r.io\".auth]",
+                ),
+                (
+                    // A dotted key under a spanned table: serde says "invalid type" here.
+                    format!("version = 1\n{RULE}[registry.\"r.io\"]\nauth.{v}\n"),
+                    "[registry.\"r.io\".auth]",
+                ),
+                (
+                    format!("version = 1\nregistry.\"r.io\".rate_limit.{v}\n{RULE}"),
+                    "[registry.\"r.io\".rate_limit]",
                 ),
                 (
                     format!("version = 1\n{RULE}[registry.\"r.io\"]\nrate_limit = {{ requests_per_second = 1, {v} }}\n"),
@@ -865,6 +900,9 @@ mod tests {
             "version = 1\n{RULE}[registry.\"r.io\"]\nretries = -1\n"
         ));
         assert!(e.contains("retries = -1: must be between 0 and 100"), "{e}");
+        let e = refused_quietly(&format!("version = 1\n{RULE}[[copy.tags]]\nnewest = 1\n"));
+        assert!(e.contains("copy.tags: expected a table: {"), "{e}");
+        assert!(e.ends_with("found an array of tables"), "{e}");
         let e = refused_quietly("version = 1\ncopy = 3\n");
         assert!(
             e.contains("copy: expected [[copy]] tables, found an integer"),
