@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Copy container images between OCI registries, byte for byte",
     long_about = "ferry copies repositories, tags, platforms and signatures between OCI registries \
 (and OCI layout directories) as a TOML plan describes, with no Docker daemon and with every digest \
-preserved.\n\nExit codes: 0 success, 1 some items failed, 2 invalid plan or usage, 3 credentials \
+preserved.\n\nExit codes: 0 success, 1 some items failed, 2 invalid plan, usage or state file, 3 credentials \
 could not be loaded or a preflight check failed, 130/143 interrupted.",
     after_help = "Examples:\n  ferry check plans/demo.toml\n  ferry run plans/demo.toml\n  ferry status"
 )]
@@ -39,7 +39,8 @@ pub enum Command {
     /// Validate a plan without touching the network.
     #[command(
         long_about = "Validate a plan without touching the network: syntax, every field, every \
-reference, regex and semver constraint. Errors name the file, line, column, field and value.\n\n\
+reference, regex and semver constraint. Errors name the file, line, column and field, and \
+never show a value from the plan (any string in it may be a secret).\n\n\
 With --online, a preflight too: every registry answers, the credentials work, the token may \
 pull at each source, push at each target (an upload is opened and cancelled) and delete \
 where retention is planned (where the registry lets that be checked without deleting).\n\n\

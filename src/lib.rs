@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`cli`]: clap types only.
 //! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes.
-//! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, field, value.
+//! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, column and
+//!   field, never a value from the plan.
 //! - [`registry`]: the [`registry::Registry`] trait and its HTTP and OCI-layout
 //!   implementations; the only code that speaks the distribution API.
 //! - [`copy`]: rule resolution and the idempotent, concurrent copy engine.

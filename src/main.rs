@@ -4,10 +4,14 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let mut cli = ferry::cli::Cli::parse();
+    let mut cli = match ferry::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     if let ferry::cli::Command::Run(args) = &mut cli.command {
         args.log_format = cli.log_format;
     }
+    let json = cli.log_format == ferry::cli::LogFormat::Json;
     let default = match cli.verbose {
         0 => "warn",
         1 => "ferry=debug,info",
@@ -30,8 +34,31 @@ fn main() -> ExitCode {
     match ferry::app::main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", ferry::report::error_chain(e.as_ref()));
+            let line = format!("error: {}", ferry::report::error_chain(e.as_ref()));
+            eprintln!("{}", ferry::app::log_line(json, "ERROR", &line));
             ExitCode::from(ferry::app::exit_code(&e))
         }
     }
+}
+
+/// clap's refusal of the command line (exit 2), or `--help`/`--version` (exit 0, printed as
+/// asked). Under `--log-format json` a refusal is a JSON line like every other error; the
+/// format is read from the raw arguments, since they did not parse.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let code = ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let json = args.iter().enumerate().any(|(i, a)| {
+        a == "--log-format=json"
+            || (a == "--log-format" && args.get(i + 1).map(String::as_str) == Some("json"))
+    });
+    if json && e.use_stderr() {
+        let text = e.render().to_string();
+        eprintln!("{}", ferry::report::json_line("ERROR", text.trim_end()));
+    } else {
+        let _ = e.print();
+    }
+    code
 }

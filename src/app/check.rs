@@ -1,13 +1,14 @@
-//! `ferry check PLAN`: validate without network.
+//! `ferry check PLAN`: validate without network. Its result lines go to stdout, as JSON
+//! objects under `--log-format json`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::plan::Plan;
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;
-    println!(
+    let line = format!(
         "{}: valid plan, {}, {}, registries: {}",
         path.display(),
         crate::report::plural(plan.copies.len(), "copy rule"),
@@ -18,6 +19,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             h => h.join(", "),
         }
     );
+    println!("{}", super::log_line(json, "INFO", &line));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -29,7 +31,7 @@ struct Line {
 }
 
 /// `ferry check --online`: validate, then ask every registry what the run will need.
-pub async fn preflight(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     use crate::plan::{reference::display_repo, Selector};
     use crate::report::error_chain;
 
@@ -118,19 +120,23 @@ pub async fn preflight(path: &Path) -> anyhow::Result<ExitCode> {
 
     let failed = lines.iter().filter(|l| !l.ok).count();
     for l in &lines {
-        println!(
+        let text = format!(
             "{} {}: {}",
             if l.ok { "ok  " } else { "FAIL" },
             l.what,
             l.detail
         );
+        let level = if l.ok { "INFO" } else { "ERROR" };
+        println!("{}", super::log_line(json, level, &text));
     }
-    println!(
+    let text = format!(
         "{}: {} checks, {} failed",
         path.display(),
         lines.len(),
         failed
     );
+    let level = if failed == 0 { "INFO" } else { "ERROR" };
+    println!("{}", super::log_line(json, level, &text));
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -10,9 +10,10 @@ pub mod run;
 pub mod shard;
 pub mod status;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 use crate::plan::PlanError;
 use crate::registry::RegistryError;
 
@@ -26,15 +27,16 @@ pub mod exit {
 
 /// Run a parsed command line.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.log_format == LogFormat::Json;
     match cli.command {
         Command::Check { plan, online } => {
             if online {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()?;
-                runtime.block_on(check::preflight(&plan))
+                runtime.block_on(check::preflight(&plan, json))
             } else {
-                check::check(&plan)
+                check::check(&plan, json)
             }
         }
         Command::Run(args) => {
@@ -56,10 +58,35 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A line as `--log-format` asks: the text, or a JSON object (the shape of tracing's JSON
+/// lines) for a log collector that reads every line ferry writes.
+pub fn log_line(json: bool, level: &str, text: &str) -> String {
+    match json {
+        true => crate::report::json_line(level, text),
+        false => text.to_string(),
+    }
+}
+
+/// The checkpoint could not be opened or created: a path where no file can be (under
+/// `/proc`, below a regular file), a directory in its place, no permission, a file that is
+/// not SQLite, a newer schema, another run holding it. A configuration error (exit 2), told
+/// apart from a write that fails once the run is under way (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StateUnusable {
+    /// Says the path and the reason itself.
+    #[error(transparent)]
+    Open(#[from] crate::state::StateError),
+    /// `ferry status` on a state file that does not exist.
+    #[error("no state file at {}: nothing has run with it yet (ferry run creates it)", .0.display())]
+    Missing(PathBuf),
+}
+
 /// The exit code for an error that ended the run.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause.downcast_ref::<PlanError>().is_some() {
+        if cause.downcast_ref::<PlanError>().is_some()
+            || cause.downcast_ref::<StateUnusable>().is_some()
+        {
             return exit::INVALID;
         }
         match cause.downcast_ref::<RegistryError>() {

@@ -184,7 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let shard = match super::shard::Shard::resolve(args.shard.as_deref(), args.shards) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            emit(json, "ERROR", &format!("error: {e}"));
             return Ok(ExitCode::from(super::exit::INVALID));
         }
     };
@@ -204,7 +204,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan_path = args.plan.display().to_string();
     let fp = fingerprint.clone();
     let (state, previous, run_id, snapshot) = tokio::task::spawn_blocking(move || {
-        let state = State::open(&path)?;
+        let state = State::open(&path).map_err(super::StateUnusable::Open)?;
         let previous = state.run_summary(None)?;
         let run_id = state.begin_run(&plan_path, &fp)?;
         let snapshot = state.snapshot()?;
@@ -392,7 +392,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let deleted = (!plan.retains.is_empty()).then_some(deleted);
-    println!("{}", summary(&totals, select_errors, deleted));
+    let line = summary(&totals, select_errors, deleted);
+    println!("{}", super::log_line(json, "INFO", &line));
     if interrupted != 0 {
         emit(
             json,

@@ -7,6 +7,7 @@ use indicatif::HumanBytes;
 use serde_json::json;
 
 use super::run::state_path;
+use super::StateUnusable;
 use crate::cli::{Output, StatusArgs};
 use crate::plan::Plan;
 use crate::report::timestamp;
@@ -20,12 +21,9 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan.as_deref().map(Plan::load).transpose()?;
     let path = state_path(args.state.as_deref(), plan.as_ref());
     if !path.exists() {
-        anyhow::bail!(
-            "no state file at {}: nothing has run with it yet (ferry run creates it)",
-            path.display()
-        );
+        return Err(StateUnusable::Missing(path).into());
     }
-    let state = State::open(&path)?;
+    let state = State::open(&path).map_err(StateUnusable::Open)?;
     let Some(run) = state.run_summary(args.run)? else {
         anyhow::bail!(match args.run {
             Some(id) => format!("{} has no run {id}", path.display()),

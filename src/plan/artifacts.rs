@@ -152,14 +152,7 @@ pub(super) fn validate_referrers(
     let Some(raw) = raw else {
         return Ok(Referrers::All);
     };
-    let bad = |reason: &str| {
-        ctx.invalid(
-            raw.span(),
-            "copy.referrers",
-            raw.get_ref().to_string(),
-            reason,
-        )
-    };
+    let bad = |reason: &str| ctx.invalid(raw.span(), "copy.referrers", reason);
     const SHAPE: &str = "expected `true`, `false` or `{ artifact_types = [\"…\"] }`";
     match raw.get_ref() {
         toml::Value::Boolean(true) => Ok(Referrers::All),
@@ -178,7 +171,7 @@ pub(super) fn validate_referrers(
                 ));
             }
             let mut types = Vec::new();
-            for v in list {
+            for (i, v) in list.iter().enumerate() {
                 let s = v
                     .as_str()
                     .ok_or_else(|| bad("artifact types are strings"))?;
@@ -187,7 +180,8 @@ pub(super) fn validate_referrers(
                 });
                 if !media_type {
                     return Err(bad(&format!(
-                        "`{s}` is not a media type (like `application/vnd.dev.cosign.simplesigning.v1+json`)"
+                        "artifact type {} is not a media type (like `application/vnd.dev.cosign.simplesigning.v1+json`)",
+                        i + 1
                     )));
                 }
                 if !types.iter().any(|t| t == s) {
@@ -208,25 +202,20 @@ pub(super) fn validate_platforms(
     let wanted = match raw {
         None => None,
         Some(raw) => {
-            let bad = |reason: String| {
-                ctx.invalid(
-                    raw.span(),
-                    "copy.platforms",
-                    raw.get_ref().to_string(),
-                    reason,
-                )
-            };
+            let bad = |reason: String| ctx.invalid(raw.span(), "copy.platforms", reason);
             match raw.get_ref() {
                 toml::Value::String(s) if s == "all" => None,
                 toml::Value::Array(list) if !list.is_empty() => {
                     let mut wanted: Vec<Platform> = Vec::new();
-                    for v in list {
+                    for (i, v) in list.iter().enumerate() {
                         let s = v.as_str().ok_or_else(|| {
                             bad("platforms are strings like \"linux/amd64\"".into())
                         })?;
-                        let p = Platform::parse(s).map_err(|e| bad(format!("`{s}`: {e}")))?;
+                        let n = i + 1;
+                        let p =
+                            Platform::parse(s).map_err(|e| bad(format!("platform {n}: {e}")))?;
                         if wanted.contains(&p) {
-                            return Err(bad(format!("`{s}` is listed twice")));
+                            return Err(bad(format!("platform {n} repeats an earlier one")));
                         }
                         wanted.push(p);
                     }
@@ -245,24 +234,21 @@ pub(super) fn validate_platforms(
         (None, Some(m)) => Err(ctx.invalid(
             m.span(),
             "copy.platform_mode",
-            format!("{:?}", m.get_ref()),
             "applies only with a `platforms` list; every platform is copied as is",
         )),
         (Some(_), None) => Err(ctx.invalid(
             raw.expect("a list was given").span(),
             "copy.platforms",
-            raw.expect("a list was given").get_ref().to_string(),
             "a platform list needs `platform_mode`: \"sparse\" keeps each index as is (same digest) with only these children, which some registries refuse; \"rewrite\" writes a new index of only these children (a new digest, reported)",
         )),
         (Some(wanted), Some(m)) => {
             let mode = match m.get_ref().as_str() {
                 "sparse" => PlatformMode::Sparse,
                 "rewrite" => PlatformMode::Rewrite,
-                other => {
+                _ => {
                     return Err(ctx.invalid(
                         m.span(),
                         "copy.platform_mode",
-                        format!("{other:?}"),
                         "expected \"sparse\" or \"rewrite\"",
                     ))
                 }

@@ -54,7 +54,8 @@ pub struct Reference {
     pub selector: Selector,
 }
 
-/// Why a reference did not parse; the plan layer adds file, line and field.
+/// Why a reference did not parse; the plan layer adds file, line and field. Says which part
+/// is wrong without repeating it: a reference comes from the plan, and no plan value is echoed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct ReferenceError(pub String);
@@ -112,9 +113,9 @@ impl Reference {
         let (rest, digest) = match input.split_once('@') {
             Some((rest, digest)) => {
                 if !is_valid_digest(digest) {
-                    return Err(ReferenceError(format!(
-                        "`{digest}` is not a digest ferry can verify (sha256:<64 hex> or sha512:<128 hex>)"
-                    )));
+                    return Err(ReferenceError(
+                        "the digest is not one ferry can verify (sha256:<64 hex> or sha512:<128 hex>)".into(),
+                    ));
                 }
                 (rest, Some(digest.to_string()))
             }
@@ -126,9 +127,10 @@ impl Reference {
         };
         if let Some(tag) = &tag {
             if !is_valid_tag(tag) {
-                return Err(ReferenceError(format!(
-                    "`{tag}` is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)"
-                )));
+                return Err(ReferenceError(
+                    "the tag is not valid ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)"
+                        .into(),
+                ));
             }
         }
         if tag.is_some() && digest.is_some() {
@@ -142,9 +144,9 @@ impl Reference {
                 if first.contains('.') || first.contains(':') || first == "localhost" =>
             {
                 if !HOST.is_match(first) {
-                    return Err(ReferenceError(format!(
-                        "`{first}` is not a valid registry host"
-                    )));
+                    return Err(ReferenceError(
+                        "the registry host is not valid (a name or address, with an optional :PORT)".into(),
+                    ));
                 }
                 (normalize_host(first), rest.to_string())
             }
@@ -166,9 +168,9 @@ impl Reference {
                 ));
             }
             if !prefix.is_empty() && !is_valid_repository(prefix.trim_end_matches('/')) {
-                return Err(ReferenceError(format!(
-                    "`{prefix}` is not a valid repository prefix (lowercase letters, digits, separators . _ __ -)"
-                )));
+                return Err(ReferenceError(
+                    "the repository prefix before `*` is not valid (lowercase letters, digits, separators . _ __ -)".into(),
+                ));
             }
             if host == DOCKER_HUB && prefix.is_empty() {
                 return Err(ReferenceError(
@@ -183,9 +185,9 @@ impl Reference {
                 ));
             }
             if !is_valid_repository(&path) {
-                return Err(ReferenceError(format!(
-                    "`{path}` is not a valid repository (lowercase letters, digits, separators . _ __ -, components joined by /)"
-                )));
+                return Err(ReferenceError(
+                    "the repository is not valid (lowercase letters, digits, separators . _ __ -, components joined by /)".into(),
+                ));
             }
             if host == DOCKER_HUB && !path.contains('/') {
                 format!("library/{path}")

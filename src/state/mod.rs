@@ -419,7 +419,19 @@ impl State {
                     .recursive(true)
                     .mode(0o700)
                     .create(parent)
-                    .map_err(open_err)?;
+                    .map_err(|e| {
+                        // Through a regular file, mkdir -p says "File exists": name the file.
+                        let file = parent.ancestors().find(|a| a.exists() && !a.is_dir());
+                        match (e.kind(), file) {
+                            (std::io::ErrorKind::AlreadyExists, Some(file)) => {
+                                open_err(std::io::Error::new(
+                                    std::io::ErrorKind::NotADirectory,
+                                    format!("{} is a file, not a directory", file.display()),
+                                ))
+                            }
+                            _ => open_err(e),
+                        }
+                    })?;
                 parent.to_path_buf()
             }
             None => PathBuf::from("."),

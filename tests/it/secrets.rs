@@ -383,3 +383,78 @@ async fn files_are_private_and_a_world_writable_state_directory_is_refused() {
     }
     assert_eq!(mode(&shared), 0o1777, "left as the user set it");
 }
+
+/// Issue 11, item 5: a secret written in a plan never comes back in an error. A canary as the
+/// value of an unknown field (secret-looking keys and an innocent one) in every table of the
+/// plan, and as the value of known fields it is not valid for, through `check`, `plan` and
+/// `run`, in text and JSON: refused (exit 2) at FILE:LINE:COLUMN, the canary nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_errors_never_echo_a_value_from_the_plan() {
+    const SECRET: &str = "Kanarie-plan-3c9e1d7a";
+    let rule = "[[copy]]\nfrom = \"r.example/a/b\"\nto = \"r.example/c/d\"\n";
+    let mut plans: Vec<String> = Vec::new();
+    for key in ["password", "token", "auth_token", "note"] {
+        let v = format!("{key} = \"{SECRET}\"");
+        plans.extend([
+            format!("version = 1\n{v}\n{rule}"),
+            format!("version = 1\n{rule}[registry.\"r.example\"]\n{v}\n"),
+            format!("version = 1\n{rule}[registry.\"r.example\"]\nauth = {{ username = \"u\", password_env = \"V\", {v} }}\n"),
+            format!("version = 1\n{rule}[registry.\"r.example\"]\nrate_limit = {{ requests_per_second = 5, {v} }}\n"),
+            format!("version = 1\n{rule}{v}\n"),
+            format!("version = 1\n{rule}tags = {{ include = ['^v'], {v} }}\n"),
+            format!("version = 1\n[[retain]]\nrepository = \"r.example/a/b\"\n{v}\n"),
+        ]);
+    }
+    let copy = |line: &str| {
+        format!("version = 1\n[[copy]]\nfrom = \"r.example/a/b\"\nto = \"r.example/c/d\"\n{line}\n")
+    };
+    plans.extend([
+        // Known fields, values they cannot take.
+        format!("version = 1\n[[copy]]\nfrom = \"r.example/{SECRET}\"\nto = \"r.example/c/d\"\n"),
+        format!("version = 1\n[[copy]]\nfrom = \"r.example/a/b\"\nto = \"r.example/c/d:{SECRET}!\"\n"),
+        copy(&format!("tags = {{ include = ['{SECRET}('] }}")),
+        copy(&format!("tags = {{ semver = \"{SECRET}\" }}")),
+        copy(&format!("tags = {{ newest = \"{SECRET}\" }}")),
+        copy(&format!("platforms = [\"linux/amd64\"]\nplatform_mode = \"{SECRET}\"")),
+        copy(&format!("referrers = {{ artifact_types = [\"{SECRET}\"] }}")),
+        format!("version = 1\n[[retain]]\nrepository = \"r.example/a/b\"\nolder_than = \"{SECRET}\"\n"),
+        format!("version = 1\n[[retain]]\nrepository = \"r.example/a/b\"\nolder_than = \"30{SECRET}\"\n"),
+        format!("version = 1\nconcurrency = \"{SECRET}\"\n{rule}"),
+        format!("version = 1\n{rule}[registry.\"r.example\"]\nendpoint = \"https://u:{SECRET}@r.example\"\n"),
+        format!("version = 1\n{rule}[registry.\"r.example\"]\nstall_timeout = \"{SECRET}\"\n"),
+        format!("version = 1\n{rule}[registry.\"r.example\"]\nflavor = \"{SECRET}\"\n"),
+        format!("version = 1\n{rule}[registry.\"r.example\"]\nca_file = \"/nonexistent/{SECRET}.pem\"\n"),
+        // Syntax errors next to one.
+        format!("version = 1\npassword = \"{SECRET}\n{rule}"),
+        format!("version = 1\ntoken = {SECRET}\n{rule}"),
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let position = regex::Regex::new(r"plan\.toml:\d+:\d+: ").unwrap();
+    for text in &plans {
+        let p = plan(dir.path(), text);
+        let p = p.to_str().unwrap();
+        for cmd in ["check", "plan", "run"] {
+            for json in [false, true] {
+                let mut args = vec![cmd, p];
+                if json {
+                    args = vec!["--log-format", "json", cmd, p];
+                }
+                let run = ferry(&args, &[]).await;
+                let all = format!("{}{}", run.stdout, run.stderr);
+                assert!(
+                    !all.contains(SECRET) && !all.contains("Kanarie"),
+                    "{args:?} leaked the canary:\n{all}\n--- plan\n{text}"
+                );
+                run.assert_code(2);
+                assert!(position.is_match(&run.stderr), "{args:?}: {}", run.stderr);
+                if json {
+                    for line in run.stderr.lines() {
+                        serde_json::from_str::<serde_json::Value>(line)
+                            .unwrap_or_else(|e| panic!("{args:?}: {e}: {line}"));
+                    }
+                }
+            }
+        }
+    }
+}

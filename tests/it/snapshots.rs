@@ -43,6 +43,9 @@ async fn plan_errors() {
         ("error_reference", "version = 1\n[[copy]]\nfrom = \"a.io/X\"\nto = \"b.io/x\"\n"),
         ("error_wildcard_shape", "version = 1\n[[copy]]\nfrom = \"a.io/org/*\"\nto = \"b.io/x\"\n"),
         ("error_retain_tag", "version = 1\n[[retain]]\nrepository = \"a.io/org/app:v1\"\n"),
+        ("error_type", "version = 1\nconcurrency = \"eight\"\n[[copy]]\nfrom = \"a.io/x\"\nto = \"b.io/x\"\n"),
+        ("error_secret_field", "version = 1\n[registry.\"a.io\"]\npassword = \"hunter2\"\n[[copy]]\nfrom = \"a.io/x\"\nto = \"b.io/x\"\n"),
+        ("error_no_rules", "version = 1\n[registry.\"a.io\"]\ninsecure = true\n"),
     ];
     for (name, text) in cases {
         let p = plan(dir.path(), text);
