@@ -16,7 +16,7 @@ use super::run::{registries, state_path};
 use crate::cli::{Output, PlanArgs};
 use crate::copy::{Item, Outcome};
 use crate::plan::Plan;
-use crate::report::{error_chain, Silent};
+use crate::report::error_chain;
 use crate::retention::{Action, RepoPlan};
 use crate::state::State;
 
@@ -122,6 +122,19 @@ fn describe_item(
     (action, text, json)
 }
 
+/// Keeps the notes a run would print (a duplicate dropped, a deletion made), for the plan.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl crate::report::Reporter for Notes {
+    fn note(&self, message: &str) {
+        // Deletions are listed with their repository's decisions already.
+        if !message.starts_with("deleted ") {
+            self.0.lock().expect("notes").push(message.to_string());
+        }
+    }
+}
+
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let real = registries(&plan, None)?;
@@ -130,10 +143,11 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let path = state_path(args.state.as_deref(), Some(&plan));
     let snapshot = State::read_only_snapshot(&path)?;
     let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
+    let notes = std::sync::Arc::new(Notes::default());
     let cx = Context {
         registries: &simulated,
         journal,
-        reporter: std::sync::Arc::new(Silent),
+        reporter: notes.clone(),
         concurrency: plan.concurrency,
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
@@ -145,7 +159,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .filter(|(name, _)| name != "oci:")
         .map(|(name, o)| (name.clone(), o.requests()))
         .collect();
-    print_plan(&plan, &execution, &requests, args.output)?;
+    let notes = std::mem::take(&mut *notes.0.lock().expect("notes"));
+    print_plan(&plan, &execution, &notes, &requests, args.output)?;
     Ok(if execution.failures(&plan).is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -156,11 +171,15 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 fn print_plan(
     plan: &Plan,
     execution: &Execution,
+    notes: &[String],
     requests: &[(String, u64)],
     output: Output,
 ) -> anyhow::Result<()> {
     let mut text = String::new();
     let mut copies_json = Vec::new();
+    for n in notes {
+        text.push_str(&format!("note      {n}\n"));
+    }
     let (mut to_copy, mut present, mut unchanged, mut skipped, mut bytes) = (0, 0, 0, 0, 0u64);
     for e in &execution.select_errors {
         text.push_str(&format!("error   {}\n", error_chain(e)));
@@ -222,6 +241,7 @@ fn print_plan(
                 "copies": copies_json,
                 "retention": retention_json,
                 "failures": failures,
+                "notes": notes,
                 "totals": {
                     "copy": to_copy, "present": present, "unchanged": unchanged,
                     "skip": skipped, "bytes": bytes, "delete": to_delete,

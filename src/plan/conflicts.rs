@@ -93,7 +93,7 @@ pub fn check(path: &Path, copies: &[CopyRule], retains: &[RetainPolicy]) -> Resu
                     path,
                     (b.line, b.column),
                     format!(
-                        "copy #{} and copy #{} ({}) both write tag {tag} of one target repository, from different sources (or platforms): every run would overwrite one with the other. Give one of them another target tag (`to = \"…:NEWTAG\"`), or keep one rule",
+                        "copy #{} and copy #{} ({}) both write one tag of one target repository (the tag their `from` or `to` names), from different sources or platforms: every run would overwrite one with the other. Give one of them another target tag (`to = \"…:NEWTAG\"`), or keep one rule",
                         b.number,
                         a.number,
                         at(a.line)
@@ -177,7 +177,8 @@ mod tests {
         .unwrap_err();
         assert!(e.starts_with("p.toml:7:8: copy #2"), "{e}");
         assert!(e.contains("copy #2 and copy #1 (p.toml:3)"), "{e}");
-        assert!(e.contains("tag 1.0.0"), "{e}");
+        // The tag is not repeated: any string of the plan may be a secret.
+        assert!(!e.contains("1.0.0"), "{e}");
         // Renamed to one tag from two sources: refused too.
         assert!(check("[[copy]]\nfrom = \"r.io/a:x\"\nto = \"r.io/t:stable\"\n\n[[copy]]\nfrom = \"r.io/b:y\"\nto = \"r.io/t:stable\"\n").is_err());
         // The same source twice is a harmless duplicate; other tags are no conflict.
