@@ -189,7 +189,7 @@ async fn signatures_attestations_and_sboms_travel_in_both_schemes_and_fallback_i
     let mut entries = fallback_entries(&dst, "mirror/app", &s.idx).await;
     assert_eq!(entries.first(), Some(&other.digest), "{entries:?}");
     entries[1..].sort();
-    let mut ours = vec![s.att.digest.clone(), s.sbom.digest.clone()];
+    let mut ours = [s.att.digest.clone(), s.sbom.digest.clone()];
     ours.sort();
     assert_eq!(entries[1..], ours[..]);
     assert_eq!(
