@@ -159,8 +159,14 @@ async fn side_by_side(
     }
     check.sync_log().await;
     let before = uploads(check);
+    let asked = check.requests().len();
     let (t2, _, out2, _) = timed(ferry_bin, &["run", "--progress", "none", p], &state).await;
-    println!("[{label}] ferry no-op: {t2:.2} s: {}", out2.trim());
+    check.sync_log().await;
+    println!(
+        "[{label}] ferry no-op: {t2:.2} s, {} requests at the target: {}",
+        check.requests().len() - asked - 1,
+        out2.trim()
+    );
     assert!(
         out2.contains(&format!(
             "0 images copied, {} already present, 0 failed; 0 B transferred",
@@ -170,6 +176,30 @@ async fn side_by_side(
     );
     check.sync_log().await;
     assert_eq!(uploads(check), before, "the no-op run uploaded nothing");
+    // The nightly run a day later: every record is older than `recheck_after`, so each tag
+    // costs one HEAD at the target (and mutable ones one at the source) once.
+    let stale = dir.path().join("stale.toml");
+    std::fs::write(
+        &stale,
+        std::fs::read_to_string(p)
+            .unwrap()
+            .replace("version = 1\n", "version = 1\nrecheck_after = \"1s\"\n"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let asked = check.requests().len();
+    let (t3, _, out3, _) = timed(
+        ferry_bin,
+        &["run", "--progress", "none", stale.to_str().unwrap()],
+        &state,
+    )
+    .await;
+    check.sync_log().await;
+    println!(
+        "[{label}] ferry no-op, records past recheck_after: {t3:.2} s, {} requests at the target: {}",
+        check.requests().len() - asked - 1,
+        out3.trim()
+    );
 
     let _ = std::fs::remove_file("/var/lib/containers/cache/blob-info-cache-v1.boltdb");
     let mut yaml = format!("{source}:\n  tls-verify: false\n  images:\n");
