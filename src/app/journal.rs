@@ -187,9 +187,14 @@ impl Journal for StateJournal {
         // Whatever a record said about these references is no longer true at the target.
         let mut refs = d.tags.to_vec();
         refs.push(d.digest.to_string());
+        // Keyed as the item records are (`Item::key`): a layout path in one spelling.
+        let repo = match d.registry {
+            "oci:" => crate::registry::layout::canonical(d.repo),
+            _ => d.repo.to_string(),
+        };
         self.record(Write::Forget {
             registry: d.registry.to_string(),
-            repo: d.repo.to_string(),
+            repo,
             refs,
         });
     }

@@ -129,11 +129,15 @@ fn join_ref(repo: &str, reference: &str) -> String {
 }
 
 impl Item {
-    /// Where this item writes.
+    /// Where this item writes (a layout path in one spelling).
     pub fn key(&self) -> ItemKey {
+        let registry = self.target.registry.name();
         (
-            self.target.registry.name().to_string(),
-            self.target.repo.clone(),
+            registry.to_string(),
+            match registry {
+                "oci:" => crate::registry::layout::canonical(&self.target.repo),
+                _ => self.target.repo.clone(),
+            },
             self.target_tag
                 .clone()
                 .unwrap_or_else(|| self.source_ref.clone()),

@@ -611,8 +611,10 @@ impl RepoSelection<'_> {
             let mut item = self.item(source_ref, target_tag);
             item.platforms = self.rule.platforms.clone();
             // What the engine will trust without a request needs none here either.
+            // An immutable tag recorded done cannot have moved at the source (only the target
+            // is checked again once the record is old): its digest needs no HEAD here.
             if self.journal.immutable(&item) {
-                if let Some(r) = self.journal.recorded(&item).filter(|r| r.fresh) {
+                if let Some(r) = self.journal.recorded(&item) {
                     known.insert(item.source_ref.clone(), r.digest);
                 }
             }

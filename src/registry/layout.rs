@@ -217,6 +217,25 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// One spelling of a layout path for keys (`./out/a/`, `out//a` and `out/a` are one
+/// directory): what the checkpoint, retention's pins and `ferry plan`'s overlay match on.
+pub fn canonical(repo: &str) -> String {
+    let mut rest = repo;
+    while let Some(r) = rest.strip_prefix("./") {
+        rest = r;
+    }
+    let mut out = rest.replace("/./", "/");
+    while out.contains("//") {
+        out = out.replace("//", "/");
+    }
+    if out.len() > 1 {
+        while out.ends_with('/') {
+            out.pop();
+        }
+    }
+    out
+}
+
 /// The layout directory `rel` below `root` (a wildcard target's prefix, as in
 /// `oci:/data/out/*`), refused unless it stays under `root`: `rel` (a repository a registry
 /// listed, or a directory a layout walk found) must be a relative path of plain names (no
@@ -523,6 +542,19 @@ impl Registry for LayoutRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_spelling_per_layout_path() {
+        for (a, b) in [
+            ("./out/a", "out/a"),
+            ("out//a/", "out/a"),
+            ("./././out/./a", "out/a"),
+            ("/abs/x/", "/abs/x"),
+            ("/", "/"),
+        ] {
+            assert_eq!(canonical(a), b, "{a}");
+        }
+    }
 
     #[test]
     fn a_mapped_layout_path_stays_under_its_root() {

@@ -104,18 +104,10 @@ impl Overlay {
 
     /// Layout paths name one directory in several ways (`./out/a`, `out/a`): one key each.
     fn key(&self, repo: &str) -> String {
-        if self.inner.name() != "oci:" {
-            return repo.to_string();
+        match self.inner.name() {
+            "oci:" => super::layout::canonical(repo),
+            _ => repo.to_string(),
         }
-        let mut key = repo;
-        while let Some(rest) = key.strip_prefix("./") {
-            key = rest;
-        }
-        let mut out = key.replace("/./", "/");
-        while out.contains("//") {
-            out = out.replace("//", "/");
-        }
-        out
     }
 
     fn with<T>(&self, repo: &str, f: impl FnOnce(&mut RepoView) -> T) -> T {
