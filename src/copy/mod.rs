@@ -384,10 +384,15 @@ pub struct Engine {
     /// also makes a second copier of the same blob wait for the first instead of
     /// transferring it again.
     blobs: std::sync::Mutex<HashMap<BlobKey, Arc<Mutex<Option<String>>>>>,
-    /// Per (target registry, repository, digest): one writer of a child manifest at a time.
-    /// Two images sharing a platform manifest must not PUT it concurrently: distribution can
-    /// then answer the parent's PUT with MANIFEST_BLOB_UNKNOWN.
-    manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<Mutex<()>>>>,
+    /// Per (target registry, repository, digest): who may PUT that manifest. A PUT holds it
+    /// for writing; an index's PUT also holds each child's for reading. CNCF distribution
+    /// rewrites a manifest's link files (truncate, then write) on every PUT of it and checks
+    /// an index's children by reading those links, so a PUT of a child (a platform manifest
+    /// two images share, or one also copied under a tag of its own) that overlaps its
+    /// parent's PUT makes the parent fail with MANIFEST_BLOB_UNKNOWN. Locks are taken parent
+    /// first, then children in digest order; manifests form no cycle, so no two PUTs wait on
+    /// each other.
+    manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<tokio::sync::RwLock<()>>>>,
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
     /// Items of earlier [`Engine::copy_all`] calls (earlier stages) by key, with their
@@ -663,7 +668,8 @@ impl Engine {
         let pushed = {
             // Tags of one digest (v2.0.0 and latest) are PUT one at a time, as children are.
             let slot = self.manifest_slot(dst, &push_digest);
-            let _writing = slot.lock().await;
+            let _writing = slot.write().await;
+            let _children = self.hold_children(dst, to_push).await;
             let left_out = chosen.as_ref().map_or(0, |c| c.left_out);
             let sparse = left_out > 0 && to_push.digest == digest;
             dst.registry
@@ -754,7 +760,31 @@ impl Engine {
         Ok(())
     }
 
-    fn manifest_slot(&self, dst: &Endpoint, digest: &Digest) -> Arc<Mutex<()>> {
+    /// Read locks on the slots of an index's children, for the time of its PUT (see
+    /// `manifests`); nothing for an image.
+    async fn hold_children(
+        &self,
+        dst: &Endpoint,
+        m: &Manifest,
+    ) -> Vec<tokio::sync::OwnedRwLockReadGuard<()>> {
+        let Ok(Parsed::Index { children }) = manifest::parse(&m.media_type, &m.bytes) else {
+            return Vec::new();
+        };
+        let mut digests: Vec<Digest> = children
+            .into_iter()
+            .map(|c| c.digest)
+            .filter(|d| *d != m.digest)
+            .collect();
+        digests.sort();
+        digests.dedup();
+        let mut held = Vec::with_capacity(digests.len());
+        for d in digests {
+            held.push(self.manifest_slot(dst, &d).read_owned().await);
+        }
+        held
+    }
+
+    fn manifest_slot(&self, dst: &Endpoint, digest: &Digest) -> Arc<tokio::sync::RwLock<()>> {
         self.manifests
             .lock()
             .expect("manifest map")
@@ -857,7 +887,7 @@ impl Engine {
         let child_src = join_ref(&src.display(), child.digest.as_str());
         let child_dst = join_ref(&dst.display(), child.digest.as_str());
         let slot = self.manifest_slot(dst, &child.digest);
-        let _writing = slot.lock().await;
+        let _writing = slot.write().await;
         let present = dst
             .registry
             .head_manifest(&dst.repo, child.digest.as_str())
@@ -888,6 +918,7 @@ impl Engine {
             });
         }
         self.copy_tree(item, &m, ancestors, counters).await?;
+        let _children = self.hold_children(dst, &m).await;
         dst.registry
             .put_manifest(&dst.repo, child.digest.as_str(), &m)
             .await
