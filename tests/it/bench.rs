@@ -164,7 +164,7 @@ async fn side_by_side(
     check.sync_log().await;
     println!(
         "[{label}] ferry no-op: {t2:.2} s, {} requests at the target: {}",
-        check.requests().len() - asked - 1,
+        check.requests().len() - asked,
         out2.trim()
     );
     assert!(
@@ -197,7 +197,7 @@ async fn side_by_side(
     check.sync_log().await;
     println!(
         "[{label}] ferry no-op, records past recheck_after: {t3:.2} s, {} requests at the target: {}",
-        check.requests().len() - asked - 1,
+        check.requests().len() - asked,
         out3.trim()
     );
 
