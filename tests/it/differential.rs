@@ -1,0 +1,1209 @@
+//! The differential test of issue 11: `ferry plan` shows exactly what `ferry run` does.
+//!
+//! From a seed, a generator builds a world (source repositories of single-platform images and
+//! 2–3-platform indexes sharing layers, some signed cosign-style, some with OCI referrers in a
+//! `sha256-<hex>` fallback index; sometimes content already at the targets) and a plan over it
+//! (whole repositories, wildcards, single tags renamed or not, digests, staged promotions, tag
+//! filters, platform subsets rewritten or sparse, referrers on, off or by artifact type; retention
+//! on targets and sources). Then `ferry plan --output json` and `ferry run --report`, and:
+//!
+//! - the exit codes are equal (both 2 for a plan refused for its conflicts);
+//! - the plan's items, with their actions, digests and rewrites, are the report's;
+//! - the plan's deletions (outside repositories held back) are the report's;
+//! - the number of failures is equal;
+//! - every item the report calls copied, present or unchanged is at its target: the tag points
+//!   at its digest (the rewritten one where the index was rewritten), a by-digest item's
+//!   manifest is there, and a referrer is listed in its subject's fallback index.
+//!
+//! Then a second round on the same world and checkpoint (the checkpoint paths: `unchanged`,
+//! rechecks), sometimes after a tag was removed at a target by hand, as another tool would.
+//!
+//! Most cases run over OCI layouts (fast); a few run over two real registries. Every failure
+//! names its seed. To replay one and keep its directory:
+//! `FERRY_DIFF_SEED=N [FERRY_DIFF_REGISTRY=1] cargo test --test it differential::one_case -- --ignored --nocapture`.
+//! A seed that finds a ferry bug gets its own regression test at the end of this file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures::StreamExt;
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::harness::*;
+
+/// Layout cases in the normal suite, and in the ignored long run unless `FERRY_DIFF_CASES`
+/// says otherwise.
+const SUITE_LAYOUT_CASES: u64 = 240;
+const LONG_LAYOUT_CASES: u64 = 3000;
+/// Registry cases: each pushes its world over HTTP and talks to two registries.
+const SUITE_REGISTRY_CASES: u64 = 24;
+const LONG_REGISTRY_CASES: u64 = 400;
+/// Cases in flight at once. Each is a sequence of ferry processes, so this bounds the
+/// processes competing for the cores; more only adds scheduling noise on 2 cores.
+const CASES_IN_FLIGHT: usize = 6;
+/// Seeds of the long runs start here unless `FERRY_DIFF_SEED` says otherwise, so they explore
+/// worlds the suite does not.
+const LONG_FIRST_SEED: u64 = 1_000_000;
+
+const TAGS: [&str; 8] = [
+    "1.0.0",
+    "1.1.0",
+    "2.0.0",
+    "v3.0.0-rc1",
+    "latest",
+    "main",
+    "pr-1",
+    "pr-2",
+];
+const SOURCES: [&str; 3] = ["a", "b", "team/c"];
+const PLATFORMS: [(&str, &str); 3] = [("linux", "amd64"), ("linux", "arm64"), ("linux", "s390x")];
+/// The docker-reference named in signatures; nothing verifies it.
+const SIGNED_REPO: &str = "ferry/differential";
+
+/// A deterministic generator: proptest's ChaCha [`TestRng`] seeded from the case's seed.
+struct Gen(TestRng);
+
+impl Gen {
+    fn new(seed: u64) -> Gen {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Gen(TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+    }
+
+    /// `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.0.next_u64() % n as u64) as usize
+    }
+
+    /// `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.0.next_u64() % 100 < p
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// Each item with even odds, order kept, at least `min` of them.
+    fn subset<T: Clone>(&mut self, items: &[T], min: usize) -> Vec<T> {
+        loop {
+            let out: Vec<T> = items.iter().filter(|_| self.percent(50)).cloned().collect();
+            if out.len() >= min {
+                return out;
+            }
+        }
+    }
+}
+
+/// Where a case's repositories live. Repositories are named by area and path (`src/a`,
+/// `dst/team/c`, `prod/b`): `src/` holds the sources, `dst/` and `prod/` the targets.
+enum Place<'a> {
+    /// Directories of OCI layouts under `root`.
+    Layouts { root: PathBuf },
+    /// `src/` in one registry, the rest in the other, every repository under `prefix`.
+    Registries {
+        sources: &'a Registry,
+        targets: &'a Registry,
+        prefix: String,
+    },
+}
+
+/// A reference as the report writes a target: a tag or a digest in a repository.
+struct Target<'t> {
+    repo: &'t str,
+    tag: Option<&'t str>,
+    digest: Option<&'t str>,
+}
+
+fn split_target(target: &str) -> Target<'_> {
+    if let Some((repo, digest)) = target.split_once('@') {
+        return Target {
+            repo,
+            tag: None,
+            digest: Some(digest),
+        };
+    }
+    let (repo, tag) = target
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("a tag in target {target}"));
+    Target {
+        repo,
+        tag: Some(tag),
+        digest: None,
+    }
+}
+
+/// The digest `index.json` of the layout at `dir` lists for `tag`.
+fn layout_tag(dir: &Path, tag: &str) -> Option<String> {
+    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).ok()?)
+        .expect("index.json is JSON");
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .and_then(|d| d["digest"].as_str().map(str::to_string))
+}
+
+impl Place<'_> {
+    fn is_registry(&self) -> bool {
+        matches!(self, Place::Registries { .. })
+    }
+
+    /// The plan's reference to a repository.
+    fn reference(&self, repo: &str) -> String {
+        match self {
+            Place::Layouts { root } => format!("oci:{}/{repo}", root.display()),
+            Place::Registries {
+                sources,
+                targets,
+                prefix,
+            } => {
+                let host = if repo.starts_with("src/") {
+                    sources
+                } else {
+                    targets
+                };
+                format!("{}/{prefix}/{repo}", host.addr)
+            }
+        }
+    }
+
+    /// Every repository under `area` (`src/`, `dst/`), as a wildcard.
+    fn wildcard(&self, area: &str) -> String {
+        format!("{}*", self.reference(area))
+    }
+
+    /// Write a repository: tagged images, and untagged ones (referrers a fallback index
+    /// names) first, as a registry needs what an index lists before the index.
+    async fn write(&self, repo: &str, tagged: &[(String, Image)], untagged: &[Image]) {
+        match self {
+            Place::Layouts { root } => {
+                let dir = root.join(repo);
+                let refs: Vec<(&str, &Image)> =
+                    tagged.iter().map(|(t, i)| (t.as_str(), i)).collect();
+                write_oci_layout(&dir, &refs);
+                for image in untagged {
+                    write_layout_blobs(&dir, image);
+                }
+            }
+            Place::Registries { .. } => {
+                let (registry, path) = self.registry_repo(&self.reference(repo));
+                let pusher = registry.pusher();
+                for image in untagged {
+                    pusher.push(&path, &image.digest, image).await;
+                }
+                for (tag, image) in tagged {
+                    pusher.push(&path, tag, image).await;
+                }
+            }
+        }
+    }
+
+    /// The registry and repository path of a registry reference's repository part.
+    fn registry_repo(&self, repo_ref: &str) -> (&Registry, String) {
+        let Place::Registries {
+            sources, targets, ..
+        } = self
+        else {
+            unreachable!("a registry reference in a layout case: {repo_ref}")
+        };
+        let (host, path) = repo_ref.split_once('/').expect("HOST/REPO");
+        let registry = [*sources, *targets]
+            .into_iter()
+            .find(|r| r.addr == host)
+            .unwrap_or_else(|| panic!("no registry {host}"));
+        (registry, path.to_string())
+    }
+
+    /// What is at a reported target: the digest its tag points at, or for a digest, the
+    /// digest when its manifest is there.
+    async fn lookup(&self, target: &str) -> Option<String> {
+        let t = split_target(target);
+        let reference = t.tag.or(t.digest).expect("a tag or a digest");
+        match self {
+            Place::Layouts { .. } => {
+                let dir = Path::new(t.repo.strip_prefix("oci:").expect("an oci: target"));
+                match (t.tag, t.digest) {
+                    (Some(tag), _) => layout_tag(dir, tag),
+                    (_, Some(digest)) => dir
+                        .join("blobs/sha256")
+                        .join(hex_of(digest))
+                        .is_file()
+                        .then(|| digest.to_string()),
+                    _ => None,
+                }
+            }
+            Place::Registries { .. } => {
+                let (registry, path) = self.registry_repo(t.repo);
+                registry
+                    .pusher()
+                    .manifest(&path, reference)
+                    .await
+                    .map(|(_, _, digest)| digest)
+            }
+        }
+    }
+
+    /// The digests the fallback index of `subject` lists in the repository `repo_ref`.
+    async fn fallback_entries(&self, repo_ref: &str, subject: &str) -> Vec<String> {
+        let tag = format!("sha256-{}", hex_of(subject));
+        let bytes = match self {
+            Place::Layouts { .. } => {
+                let dir = Path::new(repo_ref.strip_prefix("oci:").expect("an oci: target"));
+                layout_tag(dir, &tag)
+                    .and_then(|d| std::fs::read(dir.join("blobs/sha256").join(hex_of(&d))).ok())
+            }
+            Place::Registries { .. } => {
+                let (registry, path) = self.registry_repo(repo_ref);
+                registry
+                    .pusher()
+                    .manifest(&path, &tag)
+                    .await
+                    .map(|(_, b, _)| b)
+            }
+        };
+        let Some(bytes) = bytes else {
+            return Vec::new();
+        };
+        let index: Value = serde_json::from_slice(&bytes).expect("a fallback index is JSON");
+        index["manifests"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|d| d["digest"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Take a tag away at a target, as another tool would: from a layout's `index.json`; in
+    /// a registry (which deletes manifests, not tags) with its manifest and every tag on it.
+    async fn remove(&self, target: &str, digest: &str) {
+        let t = split_target(target);
+        let tag = t.tag.expect("a tag target");
+        match self {
+            Place::Layouts { .. } => {
+                let path = Path::new(t.repo.strip_prefix("oci:").expect("an oci: target"))
+                    .join("index.json");
+                let mut index: Value =
+                    serde_json::from_slice(&std::fs::read(&path).expect("index.json"))
+                        .expect("index.json is JSON");
+                index["manifests"]
+                    .as_array_mut()
+                    .expect("manifests")
+                    .retain(|d| d["annotations"]["org.opencontainers.image.ref.name"] != tag);
+                std::fs::write(&path, serde_json::to_vec_pretty(&index).expect("json"))
+                    .expect("write index.json");
+            }
+            Place::Registries { .. } => {
+                let (registry, path) = self.registry_repo(t.repo);
+                let resp = registry
+                    .pusher()
+                    .send(
+                        Method::DELETE,
+                        &format!("/v2/{path}/manifests/{digest}"),
+                        &[],
+                        None,
+                    )
+                    .await;
+                assert_eq!(resp.status(), 202, "DELETE {target} ({digest})");
+            }
+        }
+    }
+
+    /// Did taking `removed` away take `target` (at `digest`) too? In a layout only that tag
+    /// went; in a registry the manifest went, with every tag on it in that repository.
+    fn took_with(&self, removed: &Removed, target: &str, digest: &str) -> bool {
+        if target == removed.target {
+            return true;
+        }
+        self.is_registry()
+            && digest == removed.digest
+            && split_target(target).repo == split_target(&removed.target).repo
+    }
+
+    /// Shorter messages: the temporary root or the registry addresses as names.
+    fn short(&self, text: &str) -> String {
+        match self {
+            Place::Layouts { root } => text.replace(&root.display().to_string(), "$ROOT"),
+            Place::Registries {
+                sources, targets, ..
+            } => text
+                .replace(&sources.addr, "$SRC_REGISTRY")
+                .replace(&targets.addr, "$DST_REGISTRY"),
+        }
+    }
+}
+
+/// An image of a case's pool, with what travels with it wherever it is: cosign-style tags and
+/// fallback indexes (tagged), OCI referrers (untagged).
+struct Pooled {
+    image: Image,
+    tagged: Vec<(String, Image)>,
+    untagged: Vec<Image>,
+}
+
+fn pool(g: &mut Gen, seed: u64) -> Vec<Pooled> {
+    // Shared across the pool: the first two as bases, the rest on top.
+    let layers: Vec<Blob> = (0..5u64)
+        .map(|i| layer(0xd1ff_0000 + i, 512 + 384 * i as usize))
+        .collect();
+    (0..g.range(3, 6))
+        .map(|i| {
+            let format = if g.percent(20) {
+                Format::Docker
+            } else {
+                Format::Oci
+            };
+            let label = format!("differential-{seed}-{i}");
+            let single = |g: &mut Gen, (os, arch): (&str, &str)| {
+                let layers = [layers[g.below(2)].clone(), layers[2 + g.below(3)].clone()];
+                image(&layers, os, arch, format, &label)
+            };
+            let image = if g.percent(40) {
+                let platforms = g.subset(&PLATFORMS, 2);
+                index(
+                    platforms.into_iter().map(|p| single(g, p)).collect(),
+                    format,
+                )
+            } else {
+                let p = *g.pick(&PLATFORMS[..2]);
+                single(g, p)
+            };
+            let mut pooled = Pooled {
+                tagged: Vec::new(),
+                untagged: Vec::new(),
+                image,
+            };
+            // A referrer's subject: the image, or now and then a child of an index.
+            let subject = |g: &mut Gen, image: &Image| match image.children.len() {
+                0 => image.clone(),
+                n if g.percent(30) => image.children[g.below(n)].clone(),
+                _ => image.clone(),
+            };
+            if g.percent(35) {
+                let s = subject(g, &pooled.image);
+                pooled.tagged.push(cosign_signature(&s, SIGNED_REPO));
+            }
+            if g.percent(30) {
+                let s = subject(g, &pooled.image);
+                let attestation = || oci_attestation(&s, SIGNED_REPO);
+                let sbom = || oci_referrer(&s, SPDX, format!("sbom of {label}").as_bytes());
+                let attestation_first = g.percent(50);
+                let mut referrers = vec![if attestation_first {
+                    attestation()
+                } else {
+                    sbom()
+                }];
+                if g.percent(20) {
+                    referrers.push(if attestation_first {
+                        sbom()
+                    } else {
+                        attestation()
+                    });
+                }
+                if g.percent(20) {
+                    // A signature of a referrer: found recursively.
+                    pooled
+                        .tagged
+                        .push(cosign_signature(&referrers[0], SIGNED_REPO));
+                }
+                let listed: Vec<&Image> = referrers.iter().collect();
+                pooled.tagged.push((
+                    format!("sha256-{}", hex_of(&s.digest)),
+                    fallback_index(&listed),
+                ));
+                pooled.untagged.extend(referrers);
+            }
+            pooled
+        })
+        .collect()
+}
+
+/// A repository's content: tags (each naming a pool image), and what travels with those
+/// images.
+struct Repo {
+    name: String,
+    tags: Vec<(String, usize)>,
+}
+
+impl Repo {
+    fn content(&self, pool: &[Pooled]) -> (Vec<(String, Image)>, Vec<Image>) {
+        let mut tagged: Vec<(String, Image)> = self
+            .tags
+            .iter()
+            .map(|(t, i)| (t.clone(), pool[*i].image.clone()))
+            .collect();
+        let mut untagged = Vec::new();
+        let used: BTreeSet<usize> = self.tags.iter().map(|(_, i)| *i).collect();
+        for i in used {
+            tagged.extend(pool[i].tagged.iter().cloned());
+            untagged.extend(pool[i].untagged.iter().cloned());
+        }
+        (tagged, untagged)
+    }
+
+    fn tag_names(&self) -> Vec<&str> {
+        self.tags.iter().map(|(t, _)| t.as_str()).collect()
+    }
+}
+
+/// One generated case: the world's repositories and the plan.
+struct Case {
+    seed: u64,
+    pool: Vec<Pooled>,
+    repos: Vec<Repo>,
+    plan: String,
+    /// Take a tag away at a target between the rounds.
+    perturb: bool,
+    /// `--recheck` in the second round.
+    recheck: bool,
+}
+
+/// The `tags = { … }` of a rule: one or two of the filter kinds.
+fn tag_filter(g: &mut Gen) -> String {
+    let kinds: [&[&str]; 4] = [
+        &[r"include = ['^\d+\.\d+\.\d+$']", r"include = ['^v?\d', '^latest$']"],
+        &["exclude = ['^pr-']", "exclude = ['-rc', '^main$']"],
+        &["semver = '>=1.1'", "semver = '^1'"],
+        &["newest = 1", "newest = 2"],
+    ];
+    let mut chosen: Vec<&str> = Vec::new();
+    for kind in kinds {
+        if g.percent(35) {
+            chosen.push(*g.pick(kind));
+        }
+    }
+    if chosen.is_empty() {
+        let kind = kinds[g.below(kinds.len())];
+        chosen.push(*g.pick(kind));
+    }
+    format!("tags = {{ {} }}", chosen.join(", "))
+}
+
+/// Platforms and referrers settings of a rule.
+fn rule_options(g: &mut Gen, sparse_allowed: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if g.percent(25) {
+        out.push(
+            g.pick(&[
+                "platforms = ['linux/amd64']",
+                "platforms = ['linux/arm64']",
+                "platforms = ['linux/amd64', 'linux/s390x']",
+            ])
+            .to_string(),
+        );
+        let sparse = sparse_allowed && g.percent(40);
+        out.push(format!(
+            "platform_mode = '{}'",
+            if sparse { "sparse" } else { "rewrite" }
+        ));
+    }
+    match g.below(10) {
+        0..=2 => out.push("referrers = false".into()),
+        3 | 4 => out.push(format!(
+            "referrers = {{ artifact_types = [{}] }}",
+            g.pick(&[
+                format!("'{COSIGN_SIMPLESIGNING}'"),
+                format!("'{IN_TOTO}', '{SPDX}'"),
+                format!("'{SPDX}'"),
+            ])
+        )),
+        _ => {}
+    }
+    out
+}
+
+fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
+    let mut g = Gen::new(seed);
+    let pool = pool(&mut g, seed);
+    let mut repos: Vec<Repo> = Vec::new();
+    for name in g.subset(&SOURCES, 1) {
+        let tags = g.subset(&TAGS, 2);
+        repos.push(Repo {
+            name: format!("src/{name}"),
+            tags: tags
+                .into_iter()
+                .map(|t| (t.to_string(), g.below(pool.len())))
+                .collect(),
+        });
+    }
+    let sources: Vec<String> = repos
+        .iter()
+        .map(|r| r.name["src/".len()..].to_string())
+        .collect();
+
+    // Content already at targets: some of the same tags with the same image or another, and
+    // tags of their own.
+    if g.percent(40) {
+        for name in g.subset(&sources, 1) {
+            let source = &repos.iter().find(|r| r.name == format!("src/{name}")).unwrap();
+            let mut tags = Vec::new();
+            for (tag, image) in &source.tags {
+                match g.below(4) {
+                    0 => tags.push((tag.clone(), *image)),
+                    1 => tags.push((tag.clone(), g.below(pool.len()))),
+                    _ => {}
+                }
+            }
+            for tag in TAGS {
+                if !source.tag_names().contains(&tag) && g.percent(20) {
+                    tags.push((tag.to_string(), g.below(pool.len())));
+                }
+            }
+            if !tags.is_empty() {
+                let area = if g.percent(80) { "dst" } else { "prod" };
+                repos.push(Repo {
+                    name: format!("{area}/{name}"),
+                    tags,
+                });
+            }
+        }
+    }
+
+    let mut plan = format!("version = 1\nstate = \"{}\"\n", state.display());
+    if let Place::Registries {
+        sources, targets, ..
+    } = place
+    {
+        plan.push_str(&insecure(&[sources, targets]));
+    }
+    // Target repositories the copies write (`dst/a`), for promotions and retention.
+    let mut written: Vec<String> = Vec::new();
+    for number in 1..=g.range(1, 3) {
+        let source = g.pick(&sources).clone();
+        let src = place.reference(&format!("src/{source}"));
+        let repo = repos
+            .iter()
+            .find(|r| r.name == format!("src/{source}"))
+            .unwrap();
+        let dst = format!("dst/{source}");
+        let mut lines = Vec::new();
+        let kind = if written.is_empty() {
+            g.below(8)
+        } else {
+            g.below(10)
+        };
+        let (from, to) = match kind {
+            0 | 1 => {
+                if g.percent(50) {
+                    lines.push(tag_filter(&mut g));
+                }
+                written.push(dst.clone());
+                (src, place.reference(&dst))
+            }
+            2 | 3 => {
+                if g.percent(40) {
+                    lines.push(tag_filter(&mut g));
+                }
+                let (from_area, to_area) = if g.percent(80) {
+                    ("src/", "dst/")
+                } else {
+                    ("src/team/", "dst/team/")
+                };
+                for s in &sources {
+                    let name = format!("src/{s}");
+                    if let Some(rest) = name.strip_prefix(from_area) {
+                        written.push(format!("{to_area}{rest}"));
+                    }
+                }
+                (place.wildcard(from_area), place.wildcard(to_area))
+            }
+            4 | 5 => {
+                // Now and then a tag the repository does not have: an error both ways.
+                let tag = if g.percent(90) {
+                    g.pick(&repo.tags).0.clone()
+                } else {
+                    g.pick(&TAGS).to_string()
+                };
+                written.push(dst.clone());
+                let to = match g.percent(40) {
+                    true => format!("{}:stable", place.reference(&dst)),
+                    false => place.reference(&dst),
+                };
+                (format!("{src}:{tag}"), to)
+            }
+            6 | 7 => {
+                let image = &pool[g.pick(&repo.tags).1].image;
+                let digest = match g.below(10) {
+                    0 => sha256_digest(format!("nowhere {seed}").as_bytes()),
+                    1 | 2 if !image.children.is_empty() => {
+                        g.pick(&image.children).digest.clone()
+                    }
+                    _ => image.digest.clone(),
+                };
+                written.push(dst.clone());
+                (
+                    format!("{src}@{digest}"),
+                    // A tag per rule: two digests pinned under one tag are refused.
+                    format!("{}:pinned-{number}", place.reference(&dst)),
+                )
+            }
+            _ => {
+                // A staged promotion: reads what an earlier rule writes.
+                let from_repo = g.pick(&written).clone();
+                let prod = from_repo.replacen("dst/", "prod/", 1);
+                let from = place.reference(&from_repo);
+                let whole = g.percent(50);
+                if whole && g.percent(60) {
+                    lines.push(tag_filter(&mut g));
+                }
+                written.push(prod.clone());
+                if whole {
+                    (from, place.reference(&prod))
+                } else {
+                    let tag = g.pick(&TAGS);
+                    (
+                        format!("{from}:{tag}"),
+                        format!("{}:stable", place.reference(&prod)),
+                    )
+                }
+            }
+        };
+        lines.extend(rule_options(&mut g, !place.is_registry()));
+        plan.push_str(&format!(
+            "\n[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n{}",
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>()
+        ));
+    }
+
+    let retains = match g.below(20) {
+        0..=8 => 0,
+        9..=16 => 1,
+        _ => 2,
+    };
+    for _ in 0..retains {
+        let repository = match g.below(10) {
+            0..=5 if !written.is_empty() => place.reference(g.pick(&written).as_str()),
+            0..=7 => place.wildcard("dst/"),
+            _ => place.reference(&format!("src/{}", g.pick(&sources))),
+        };
+        let mut lines = vec![format!("repository = \"{repository}\"")];
+        if g.percent(50) {
+            lines.push(format!("keep_newest = {}", g.range(1, 2)));
+        }
+        let keep = g.percent(40);
+        let delete = g.percent(40);
+        // A policy that keeps by count alone is refused on a copy's target (`ferry check`
+        // sees it deletes what the copy brings): keep that rare, so most plans run.
+        let (keep, delete) = match (keep, delete) {
+            (false, false) if g.percent(85) => (g.percent(50), true),
+            kd => kd,
+        };
+        if keep {
+            lines.push(
+                g.pick(&[
+                    "keep_tags = ['^latest$']",
+                    r"keep_tags = ['^v?\d+\.\d+\.\d+$']",
+                    "keep_tags = ['^stable$', '^pinned-']",
+                ])
+                .to_string(),
+            );
+        }
+        if delete {
+            lines.push(
+                g.pick(&[
+                    r"delete_tags = ['^pr-\d+$']",
+                    "delete_tags = ['^pr-', '^main$']",
+                    "delete_tags = ['-rc']",
+                ])
+                .to_string(),
+            );
+        }
+        if g.percent(30) {
+            lines.push("untagged = true".into());
+        }
+        if g.percent(20) {
+            lines.push(format!("max_deletions = {}", g.range(1, 3)));
+        }
+        plan.push_str(&format!("\n[[retain]]\n{}\n", lines.join("\n")));
+    }
+
+    Case {
+        seed,
+        pool,
+        repos,
+        plan,
+        perturb: g.percent(35),
+        recheck: g.percent(25),
+    }
+}
+
+/// One item, as the plan predicts it and as the report tells it (in the report's words).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    source: String,
+    target: String,
+    action: String,
+    digest: Option<String>,
+    rewritten: Option<String>,
+}
+
+impl Row {
+    fn from_json(v: &Value, action: &str) -> Row {
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        Row {
+            source: text("source").expect("source"),
+            target: text("target").expect("target"),
+            action: action.to_string(),
+            digest: text("digest"),
+            rewritten: text("rewritten"),
+        }
+    }
+
+    /// Where the target's tag points after the run: the new index where it was rewritten.
+    fn placed_digest(&self) -> Option<&str> {
+        match &self.rewritten {
+            Some(r) => r.split(" → ").nth(1),
+            None => self.digest.as_deref(),
+        }
+    }
+}
+
+/// The plan's action in the report's words.
+fn reported_action(plan_action: &str) -> &'static str {
+    match plan_action {
+        "copy" => "copied",
+        "present" => "present",
+        "unchanged" => "unchanged",
+        "skip" => "skipped",
+        "error" => "failed",
+        other => panic!("plan action {other}"),
+    }
+}
+
+/// What a case exercised, summed over cases to keep the generator honest.
+#[derive(Default)]
+struct Tally {
+    cases: u64,
+    /// Plans refused (exit 2) for their static conflicts.
+    refused: u64,
+    rounds: u64,
+    actions: BTreeMap<String, u64>,
+    deletions: u64,
+    failures: u64,
+    perturbed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.cases += other.cases;
+        self.refused += other.refused;
+        self.rounds += other.rounds;
+        for (k, v) in other.actions {
+            *self.actions.entry(k).or_default() += v;
+        }
+        self.deletions += other.deletions;
+        self.failures += other.failures;
+        self.perturbed += other.perturbed;
+    }
+}
+
+/// A tag taken away by hand between the rounds.
+struct Removed {
+    target: String,
+    digest: String,
+}
+
+/// One round: plan, run, compare. `Ok(None)`: both refused the plan.
+async fn round(
+    case: &Case,
+    place: &Place<'_>,
+    dir: &Path,
+    number: usize,
+    recheck: bool,
+    removed: Option<&Removed>,
+    tally: &mut Tally,
+) -> Result<Option<Vec<Row>>, String> {
+    let plan_path = dir.join("plan.toml");
+    let state = dir.join("state/ferry.db");
+    let report = dir.join(format!("report-{number}.json"));
+    let (plan_path, state, report) = (
+        plan_path.to_str().unwrap(),
+        state.to_str().unwrap(),
+        report.to_str().unwrap(),
+    );
+    let mut plan_args = vec!["plan", "--output", "json", plan_path, "--state", state];
+    let mut run_args = vec!["run", plan_path, "--state", state, "--report", report];
+    if recheck {
+        plan_args.push("--recheck");
+        run_args.push("--recheck");
+    }
+    let planned = ferry(&plan_args, &[]).await;
+    let ran = ferry(&run_args, &[]).await;
+    let fail = |what: String| {
+        Err(place.short(&format!(
+            "seed {} round {number}: {what}\n--- plan\n{}\n--- ferry plan (exit {})\n{}{}\n--- ferry run (exit {})\n{}{}",
+            case.seed, case.plan, planned.code, planned.stdout, planned.stderr, ran.code, ran.stdout, ran.stderr
+        )))
+    };
+    if planned.code != ran.code {
+        return fail(format!(
+            "ferry plan exits {}, ferry run {}",
+            planned.code, ran.code
+        ));
+    }
+    if ran.code == 2 {
+        tally.refused += 1;
+        eprintln!("REFUSED {}: {}", case.seed, place.short(&planned.stderr));
+        return Ok(None);
+    }
+    if ran.code > 1 {
+        return fail(format!("exit {}", ran.code));
+    }
+    let predicted: Value = match serde_json::from_str(&planned.stdout) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("the plan's JSON: {e}")),
+    };
+    let reported: Value = match std::fs::read(report).map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(v)) => v,
+        other => return fail(format!("the report: {other:?}")),
+    };
+
+    let mut plan_rows = Vec::new();
+    let mut subjects: BTreeMap<String, String> = BTreeMap::new();
+    for c in predicted["copies"].as_array().expect("copies") {
+        if c.get("source").is_none() {
+            // A rule that could not be resolved: counted with the failures.
+            continue;
+        }
+        if !c["uncertain"].is_null() {
+            // Only sparse indexes into a registry are uncertain; the generator makes none.
+            return fail(format!("an uncertain item the generator should not make: {c}"));
+        }
+        let row = Row::from_json(c, reported_action(c["action"].as_str().expect("action")));
+        if let Some(s) = c["subject"].as_str() {
+            subjects.insert(row.target.clone(), s.to_string());
+        }
+        plan_rows.push(row);
+    }
+    let mut run_rows: Vec<Row> = reported["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| Row::from_json(i, i["action"].as_str().expect("action")))
+        .collect();
+    plan_rows.sort();
+    run_rows.sort();
+    if plan_rows != run_rows {
+        let show = |rows: Vec<&Row>| -> String {
+            rows.iter()
+                .map(|r| {
+                    format!(
+                        "  {} {} -> {} {}{}\n",
+                        r.action,
+                        r.source,
+                        r.target,
+                        r.digest.as_deref().unwrap_or("-"),
+                        r.rewritten
+                            .as_deref()
+                            .map(|w| format!(" (rewritten {w})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        return fail(format!(
+            "items differ\nonly in the plan:\n{}only in the run:\n{}",
+            show(plan_rows.iter().filter(|r| !run_rows.contains(r)).collect()),
+            show(run_rows.iter().filter(|r| !plan_rows.contains(r)).collect()),
+        ));
+    }
+
+    let mut plan_deletions = BTreeSet::new();
+    for r in predicted["retention"].as_array().expect("retention") {
+        if !r["held_back"].is_null() {
+            continue;
+        }
+        for d in r["decisions"].as_array().into_iter().flatten() {
+            if d["action"] == "delete" {
+                plan_deletions.insert((
+                    r["repository"].as_str().unwrap().to_string(),
+                    d["digest"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    let run_deletions: BTreeSet<(String, String)> = reported["deletions"]
+        .as_array()
+        .expect("deletions")
+        .iter()
+        .map(|d| {
+            (
+                d["repository"].as_str().unwrap().to_string(),
+                d["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    if plan_deletions != run_deletions {
+        return fail(format!(
+            "deletions differ\nonly in the plan: {:?}\nonly in the run: {:?}",
+            plan_deletions.difference(&run_deletions).collect::<Vec<_>>(),
+            run_deletions.difference(&plan_deletions).collect::<Vec<_>>(),
+        ));
+    }
+    let failures = |v: &Value| v["failures"].as_array().map_or(0, Vec::len);
+    if failures(&predicted) != failures(&reported) {
+        return fail(format!(
+            "{} failures planned, {} reported:\n{:#}\n{:#}",
+            failures(&predicted),
+            failures(&reported),
+            predicted["failures"],
+            reported["failures"]
+        ));
+    }
+
+    for row in &run_rows {
+        if !["copied", "present", "unchanged"].contains(&row.action.as_str()) {
+            continue;
+        }
+        let want = row.placed_digest().expect("a placed item has a digest");
+        // A record trusted without asking the target (documented: for `recheck_after`) may
+        // name a tag another tool removed: the run says unchanged and the tag stays away.
+        if row.action == "unchanged"
+            && removed.is_some_and(|r| place.took_with(r, &row.target, want))
+        {
+            continue;
+        }
+        let t = split_target(&row.target);
+        match place.lookup(&row.target).await {
+            Some(d) if t.digest.is_some() || d == want => {}
+            found => {
+                return fail(format!(
+                    "{} {} -> {}: the report says it is there as {want}; found {found:?}",
+                    row.action, row.source, row.target
+                ))
+            }
+        }
+        if let (Some(subject), Some(digest)) = (subjects.get(&row.target), t.digest) {
+            let listed = place.fallback_entries(t.repo, subject).await;
+            if !listed.iter().any(|d| d == digest) {
+                return fail(format!(
+                    "{} {}: not listed in the fallback index of its subject {subject} at the target (it lists {listed:?})",
+                    row.action, row.target
+                ));
+            }
+        }
+    }
+
+    tally.rounds += 1;
+    for row in &run_rows {
+        *tally.actions.entry(row.action.clone()).or_default() += 1;
+    }
+    tally.deletions += run_deletions.len() as u64;
+    tally.failures += failures(&reported) as u64;
+    Ok(Some(run_rows))
+}
+
+/// Generate the case of `seed`, write its world, and run both rounds.
+async fn case(seed: u64, place: &Place<'_>, dir: &Path) -> Result<Tally, String> {
+    let case = generate(seed, place, &dir.join("state/ferry.db"));
+    for repo in &case.repos {
+        let (tagged, untagged) = repo.content(&case.pool);
+        place.write(&repo.name, &tagged, &untagged).await;
+    }
+    std::fs::write(dir.join("plan.toml"), &case.plan).expect("write plan");
+    let mut tally = Tally {
+        cases: 1,
+        ..Tally::default()
+    };
+    let Some(first) = round(&case, place, dir, 1, false, None, &mut tally).await? else {
+        return Ok(tally);
+    };
+    let mut removed = None;
+    if case.perturb {
+        let mut placed: Vec<&Row> = first
+            .iter()
+            .filter(|r| {
+                ["copied", "present", "unchanged"].contains(&r.action.as_str())
+                    && split_target(&r.target).tag.is_some()
+            })
+            .collect();
+        placed.sort();
+        if !placed.is_empty() {
+            let row = placed[Gen::new(seed ^ 0x5eed).below(placed.len())];
+            let digest = row.placed_digest().unwrap().to_string();
+            place.remove(&row.target, &digest).await;
+            tally.perturbed += 1;
+            removed = Some(Removed {
+                target: row.target.clone(),
+                digest,
+            });
+        }
+    }
+    round(
+        &case,
+        place,
+        dir,
+        2,
+        case.recheck,
+        removed.as_ref(),
+        &mut tally,
+    )
+    .await?;
+    Ok(tally)
+}
+
+async fn layout_case(seed: u64) -> Result<Tally, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let place = Place::Layouts {
+        root: dir.path().to_path_buf(),
+    };
+    case(seed, &place, dir.path()).await
+}
+
+async fn registry_case(seed: u64, sources: &Registry, targets: &Registry) -> Result<Tally, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let place = Place::Registries {
+        sources,
+        targets,
+        prefix: format!("c{seed}"),
+    };
+    case(seed, &place, dir.path()).await
+}
+
+/// The count a long run takes from `FERRY_DIFF_CASES`, and its first seed from
+/// `FERRY_DIFF_SEED`.
+fn long_run(default_cases: u64) -> std::ops::Range<u64> {
+    let env = |k: &str| std::env::var(k).ok().map(|v| v.parse().expect(k));
+    let first = env("FERRY_DIFF_SEED").unwrap_or(LONG_FIRST_SEED);
+    first..first + env("FERRY_DIFF_CASES").unwrap_or(default_cases)
+}
+
+/// Run the cases, several at a time; fail with every failing seed, the first one in full.
+async fn run_cases<F, Fut>(what: &str, seeds: std::ops::Range<u64>, case: F) -> Tally
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Tally, String>>,
+{
+    let started = Instant::now();
+    let results: Vec<(u64, Result<Tally, String>)> = futures::stream::iter(seeds.clone())
+        .map(|seed| {
+            let run = case(seed);
+            async move { (seed, run.await) }
+        })
+        .buffer_unordered(CASES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut tally = Tally::default();
+    let mut failed: Vec<(u64, String)> = Vec::new();
+    for (seed, result) in results {
+        match result {
+            Ok(t) => tally.add(t),
+            Err(e) => failed.push((seed, e)),
+        }
+    }
+    failed.sort_by_key(|(seed, _)| *seed);
+    eprintln!(
+        "differential {what}: seeds {seeds:?}, {} cases in {:.1} s: {} refused (exit 2), {} rounds, items {:?}, {} deletions, {} failures, {} perturbed; {} failed",
+        tally.cases,
+        started.elapsed().as_secs_f64(),
+        tally.refused,
+        tally.rounds,
+        tally.actions,
+        tally.deletions,
+        tally.failures,
+        tally.perturbed,
+        failed.len()
+    );
+    if let Some((_, first)) = failed.first() {
+        panic!(
+            "plan and run disagree for seeds {:?}; the first:\n{first}",
+            failed.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+        );
+    }
+    tally
+}
+
+/// The generator must make plans that run, and exercise every outcome: a generator that
+/// drifted into refused plans or empty worlds would pass while testing nothing.
+fn assert_exercised(tally: &Tally) {
+    assert!(
+        tally.refused * 10 <= tally.cases,
+        "{} of {} plans refused: reshape the generator",
+        tally.refused,
+        tally.cases
+    );
+    for action in ["copied", "present", "unchanged", "skipped", "failed"] {
+        assert!(
+            tally.actions.get(action).is_some_and(|n| *n > 0),
+            "no item {action} in {} cases: {:?}",
+            tally.cases,
+            tally.actions
+        );
+    }
+    assert!(tally.deletions > 0, "no deletion in {} cases", tally.cases);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_equals_run_over_layouts() {
+    let tally = run_cases("layouts", 1..SUITE_LAYOUT_CASES + 1, layout_case).await;
+    assert_exercised(&tally);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_equals_run_over_registries() {
+    let (sources, targets) = (Registry::start().await, Registry::start().await);
+    let tally = run_cases("registries", 1..SUITE_REGISTRY_CASES + 1, |seed| {
+        registry_case(seed, &sources, &targets)
+    })
+    .await;
+    assert!(tally.refused * 5 <= tally.cases, "{} refused", tally.refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: FERRY_DIFF_CASES layout cases (default 3000) from FERRY_DIFF_SEED"]
+async fn plan_equals_run_over_layouts_long() {
+    let tally = run_cases("layouts", long_run(LONG_LAYOUT_CASES), layout_case).await;
+    assert_exercised(&tally);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: FERRY_DIFF_CASES registry cases (default 400) from FERRY_DIFF_SEED"]
+async fn plan_equals_run_over_registries_long() {
+    let (sources, targets) = (Registry::start().await, Registry::start().await);
+    let tally = run_cases(
+        "registries",
+        long_run(LONG_REGISTRY_CASES),
+        |seed| registry_case(seed, &sources, &targets),
+    )
+    .await;
+    assert_exercised(&tally);
+}
+
+/// Replays the case of `FERRY_DIFF_SEED` (over registries with `FERRY_DIFF_REGISTRY=1`) and
+/// keeps its directory: the plan, the state and both rounds' reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "replays one seed: FERRY_DIFF_SEED=N"]
+async fn one_case() {
+    let seed: u64 = std::env::var("FERRY_DIFF_SEED")
+        .expect("FERRY_DIFF_SEED")
+        .parse()
+        .expect("a seed");
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    eprintln!("seed {seed}: {}", dir.display());
+    let result = if std::env::var_os("FERRY_DIFF_REGISTRY").is_some() {
+        let (sources, targets) = (Registry::start().await, Registry::start().await);
+        let place = Place::Registries {
+            sources: &sources,
+            targets: &targets,
+            prefix: format!("c{seed}"),
+        };
+        case(seed, &place, &dir).await
+    } else {
+        let place = Place::Layouts { root: dir.clone() };
+        case(seed, &place, &dir).await
+    };
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
