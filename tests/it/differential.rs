@@ -457,14 +457,52 @@ impl Repo {
     }
 }
 
-/// One generated case: the world's repositories and the plan.
-struct Case {
-    seed: u64,
+/// The repositories of a case and the pool their tags name.
+struct World {
     pool: Vec<Pooled>,
     repos: Vec<Repo>,
+}
+
+impl World {
+    /// The source repositories' names under `src/` (`a`, `team/c`).
+    fn sources(&self) -> Vec<String> {
+        self.repos
+            .iter()
+            .filter_map(|r| r.name.strip_prefix("src/").map(str::to_string))
+            .collect()
+    }
+
+    fn repo(&self, name: &str) -> &Repo {
+        self.repos
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no repository {name}"))
+    }
+
+    async fn write(&self, place: &Place<'_>, repo: &Repo) {
+        let (tagged, untagged) = repo.content(&self.pool);
+        place.write(&repo.name, &tagged, &untagged).await;
+    }
+}
+
+/// What changes between the two rounds, as other tools or people would change it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Between {
+    Nothing,
+    /// A tag taken away at a target.
+    TargetTagRemoved,
+    /// A source repository pushed again with one tag moved to another image.
+    SourceTagMoved,
+    /// The plan edited: the second round runs another plan over the same world and
+    /// checkpoint.
+    PlanChanged,
+}
+
+/// One generated case.
+struct Case {
+    world: World,
     plan: String,
-    /// Take a tag away at a target between the rounds.
-    perturb: bool,
+    between: Between,
     /// `--recheck` in the second round.
     recheck: bool,
 }
@@ -523,9 +561,8 @@ fn rule_options(g: &mut Gen, sparse_allowed: bool) -> Vec<String> {
     out
 }
 
-fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
-    let mut g = Gen::new(seed);
-    let pool = pool(&mut g, seed);
+fn world(g: &mut Gen, seed: u64) -> World {
+    let pool = pool(g, seed);
     let mut repos: Vec<Repo> = Vec::new();
     for name in g.subset(&SOURCES, 1) {
         let tags = g.subset(&TAGS, 2);
@@ -546,7 +583,7 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
     // tags of their own.
     if g.percent(40) {
         for name in g.subset(&sources, 1) {
-            let source = &repos.iter().find(|r| r.name == format!("src/{name}")).unwrap();
+            let source = repos.iter().find(|r| r.name == format!("src/{name}")).unwrap();
             let mut tags = Vec::new();
             for (tag, image) in &source.tags {
                 match g.below(4) {
@@ -569,8 +606,17 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
             }
         }
     }
+    World { pool, repos }
+}
 
+/// A plan over `world`: 1–3 copy rules, 0–2 retention policies.
+fn plan(g: &mut Gen, seed: u64, place: &Place<'_>, state: &Path, world: &World) -> String {
+    let (pool, sources) = (&world.pool, world.sources());
     let mut plan = format!("version = 1\nstate = \"{}\"\n", state.display());
+    if g.percent(20) {
+        // Items one at a time: an order-dependent difference shows up differently.
+        plan.push_str(&format!("concurrency = {}\n", g.range(1, 2)));
+    }
     if let Place::Registries {
         sources, targets, ..
     } = place
@@ -582,10 +628,7 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
     for number in 1..=g.range(1, 3) {
         let source = g.pick(&sources).clone();
         let src = place.reference(&format!("src/{source}"));
-        let repo = repos
-            .iter()
-            .find(|r| r.name == format!("src/{source}"))
-            .unwrap();
+        let repo = world.repo(&format!("src/{source}"));
         let dst = format!("dst/{source}");
         let mut lines = Vec::new();
         let kind = if written.is_empty() {
@@ -596,14 +639,14 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
         let (from, to) = match kind {
             0 | 1 => {
                 if g.percent(50) {
-                    lines.push(tag_filter(&mut g));
+                    lines.push(tag_filter(g));
                 }
                 written.push(dst.clone());
                 (src, place.reference(&dst))
             }
             2 | 3 => {
                 if g.percent(40) {
-                    lines.push(tag_filter(&mut g));
+                    lines.push(tag_filter(g));
                 }
                 let (from_area, to_area) = if g.percent(80) {
                     ("src/", "dst/")
@@ -655,7 +698,7 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
                 let from = place.reference(&from_repo);
                 let whole = g.percent(50);
                 if whole && g.percent(60) {
-                    lines.push(tag_filter(&mut g));
+                    lines.push(tag_filter(g));
                 }
                 written.push(prod.clone());
                 if whole {
@@ -669,7 +712,7 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
                 }
             }
         };
-        lines.extend(rule_options(&mut g, !place.is_registry()));
+        lines.extend(rule_options(g, !place.is_registry()));
         plan.push_str(&format!(
             "\n[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n{}",
             lines.iter().map(|l| format!("{l}\n")).collect::<String>()
@@ -728,12 +771,23 @@ fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
         plan.push_str(&format!("\n[[retain]]\n{}\n", lines.join("\n")));
     }
 
+    plan
+}
+
+fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
+    let mut g = Gen::new(seed);
+    let world = world(&mut g, seed);
+    let plan = plan(&mut g, seed, place, state, &world);
+    let between = match g.below(20) {
+        0..=8 => Between::Nothing,
+        9..=12 => Between::TargetTagRemoved,
+        13..=16 => Between::SourceTagMoved,
+        _ => Between::PlanChanged,
+    };
     Case {
-        seed,
-        pool,
-        repos,
+        world,
         plan,
-        perturb: g.percent(35),
+        between,
         recheck: g.percent(25),
     }
 }
@@ -781,7 +835,7 @@ fn reported_action(plan_action: &str) -> &'static str {
     }
 }
 
-/// What a case exercised, summed over cases to keep the generator honest.
+/// What the cases exercised, summed, to keep the generator honest.
 #[derive(Default)]
 struct Tally {
     cases: u64,
@@ -791,7 +845,8 @@ struct Tally {
     actions: BTreeMap<String, u64>,
     deletions: u64,
     failures: u64,
-    perturbed: u64,
+    /// What changed before second rounds.
+    between: BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -804,7 +859,9 @@ impl Tally {
         }
         self.deletions += other.deletions;
         self.failures += other.failures;
-        self.perturbed += other.perturbed;
+        for (k, v) in other.between {
+            *self.between.entry(k).or_default() += v;
+        }
     }
 }
 
@@ -814,19 +871,45 @@ struct Removed {
     digest: String,
 }
 
-/// One round: plan, run, compare. `Ok(None)`: both refused the plan.
+/// One round of a case: `ferry plan`, then `ferry run`, compared.
+struct Round<'r> {
+    seed: u64,
+    number: usize,
+    plan: &'r str,
+    recheck: bool,
+    /// What changed since the round before.
+    after: Between,
+    removed: Option<&'r Removed>,
+    /// Called between `ferry plan` and `ferry run`: the checker's own test changes the world
+    /// there, which the comparison must catch.
+    meddle: Option<&'r (dyn Fn() + Sync)>,
+}
+
+impl Round<'_> {
+    fn first<'r>(seed: u64, plan: &'r str) -> Round<'r> {
+        Round {
+            seed,
+            number: 1,
+            plan,
+            recheck: false,
+            after: Between::Nothing,
+            removed: None,
+            meddle: None,
+        }
+    }
+}
+
+/// Play one round. `Ok(None)`: both refused the plan.
 async fn round(
-    case: &Case,
+    r: &Round<'_>,
     place: &Place<'_>,
     dir: &Path,
-    number: usize,
-    recheck: bool,
-    removed: Option<&Removed>,
     tally: &mut Tally,
 ) -> Result<Option<Vec<Row>>, String> {
     let plan_path = dir.join("plan.toml");
+    std::fs::write(&plan_path, r.plan).expect("write plan");
     let state = dir.join("state/ferry.db");
-    let report = dir.join(format!("report-{number}.json"));
+    let report = dir.join(format!("report-{}.json", r.number));
     let (plan_path, state, report) = (
         plan_path.to_str().unwrap(),
         state.to_str().unwrap(),
@@ -834,16 +917,29 @@ async fn round(
     );
     let mut plan_args = vec!["plan", "--output", "json", plan_path, "--state", state];
     let mut run_args = vec!["run", plan_path, "--state", state, "--report", report];
-    if recheck {
+    if r.recheck {
         plan_args.push("--recheck");
         run_args.push("--recheck");
     }
     let planned = ferry(&plan_args, &[]).await;
+    if let Some(meddle) = r.meddle {
+        meddle();
+    }
     let ran = ferry(&run_args, &[]).await;
     let fail = |what: String| {
         Err(place.short(&format!(
-            "seed {} round {number}: {what}\n--- plan\n{}\n--- ferry plan (exit {})\n{}{}\n--- ferry run (exit {})\n{}{}",
-            case.seed, case.plan, planned.code, planned.stdout, planned.stderr, ran.code, ran.stdout, ran.stderr
+            "seed {} round {} ({:?} before it{}): {what}\n--- plan\n{}\n--- ferry plan (exit {})\n{}{}\n--- ferry run (exit {})\n{}{}",
+            r.seed,
+            r.number,
+            r.after,
+            if r.recheck { ", --recheck" } else { "" },
+            r.plan,
+            planned.code,
+            planned.stdout,
+            planned.stderr,
+            ran.code,
+            ran.stdout,
+            ran.stderr
         )))
     };
     if planned.code != ran.code {
@@ -854,7 +950,6 @@ async fn round(
     }
     if ran.code == 2 {
         tally.refused += 1;
-        eprintln!("REFUSED {}: {}", case.seed, place.short(&planned.stderr));
         return Ok(None);
     }
     if ran.code > 1 {
@@ -970,7 +1065,7 @@ async fn round(
         // A record trusted without asking the target (documented: for `recheck_after`) may
         // name a tag another tool removed: the run says unchanged and the tag stays away.
         if row.action == "unchanged"
-            && removed.is_some_and(|r| place.took_with(r, &row.target, want))
+            && r.removed.is_some_and(|gone| place.took_with(gone, &row.target, want))
         {
             continue;
         }
@@ -1004,52 +1099,72 @@ async fn round(
     Ok(Some(run_rows))
 }
 
-/// Generate the case of `seed`, write its world, and run both rounds.
+/// Generate the case of `seed`, write its world, and play both rounds.
 async fn case(seed: u64, place: &Place<'_>, dir: &Path) -> Result<Tally, String> {
-    let case = generate(seed, place, &dir.join("state/ferry.db"));
-    for repo in &case.repos {
-        let (tagged, untagged) = repo.content(&case.pool);
-        place.write(&repo.name, &tagged, &untagged).await;
+    let state = dir.join("state/ferry.db");
+    let mut case = generate(seed, place, &state);
+    for repo in &case.world.repos {
+        case.world.write(place, repo).await;
     }
-    std::fs::write(dir.join("plan.toml"), &case.plan).expect("write plan");
     let mut tally = Tally {
         cases: 1,
         ..Tally::default()
     };
-    let Some(first) = round(&case, place, dir, 1, false, None, &mut tally).await? else {
+    let Some(first) = round(&Round::first(seed, &case.plan), place, dir, &mut tally).await? else {
         return Ok(tally);
     };
+    // What happens between the rounds draws from a generator of its own, so the first round's
+    // case stays the same whatever is added here.
+    let mut g = Gen::new(seed ^ 0x5eed_5eed_5eed_5eed);
     let mut removed = None;
-    if case.perturb {
-        let mut placed: Vec<&Row> = first
-            .iter()
-            .filter(|r| {
-                ["copied", "present", "unchanged"].contains(&r.action.as_str())
-                    && split_target(&r.target).tag.is_some()
-            })
-            .collect();
-        placed.sort();
-        if !placed.is_empty() {
-            let row = placed[Gen::new(seed ^ 0x5eed).below(placed.len())];
-            let digest = row.placed_digest().unwrap().to_string();
-            place.remove(&row.target, &digest).await;
-            tally.perturbed += 1;
-            removed = Some(Removed {
-                target: row.target.clone(),
-                digest,
-            });
+    let mut second_plan = None;
+    match case.between {
+        Between::Nothing => {}
+        Between::TargetTagRemoved => {
+            let placed: Vec<&Row> = first
+                .iter()
+                .filter(|r| {
+                    ["copied", "present", "unchanged"].contains(&r.action.as_str())
+                        && split_target(&r.target).tag.is_some()
+                })
+                .collect();
+            if !placed.is_empty() {
+                let row = placed[g.below(placed.len())];
+                let digest = row.placed_digest().expect("placed").to_string();
+                place.remove(&row.target, &digest).await;
+                removed = Some(Removed {
+                    target: row.target.clone(),
+                    digest,
+                });
+            }
         }
+        Between::SourceTagMoved => {
+            let sources: Vec<usize> = (0..case.world.repos.len())
+                .filter(|&i| case.world.repos[i].name.starts_with("src/"))
+                .collect();
+            let at = *g.pick(&sources);
+            let pooled = case.world.pool.len();
+            let repo = &mut case.world.repos[at];
+            let tag = g.below(repo.tags.len());
+            repo.tags[tag].1 = (repo.tags[tag].1 + 1 + g.below(pooled - 1)) % pooled;
+            case.world.write(place, &case.world.repos[at]).await;
+        }
+        Between::PlanChanged => second_plan = Some(plan(&mut g, seed, place, &state, &case.world)),
     }
-    round(
-        &case,
-        place,
-        dir,
-        2,
-        case.recheck,
-        removed.as_ref(),
-        &mut tally,
-    )
-    .await?;
+    *tally
+        .between
+        .entry(format!("{:?}", case.between))
+        .or_default() += 1;
+    let second = Round {
+        seed,
+        number: 2,
+        plan: second_plan.as_deref().unwrap_or(&case.plan),
+        recheck: case.recheck,
+        after: case.between,
+        removed: removed.as_ref(),
+        meddle: None,
+    };
+    round(&second, place, dir, &mut tally).await?;
     Ok(tally)
 }
 
@@ -1104,7 +1219,7 @@ where
     }
     failed.sort_by_key(|(seed, _)| *seed);
     eprintln!(
-        "differential {what}: seeds {seeds:?}, {} cases in {:.1} s: {} refused (exit 2), {} rounds, items {:?}, {} deletions, {} failures, {} perturbed; {} failed",
+        "differential {what}: seeds {seeds:?}, {} cases in {:.1} s: {} refused (exit 2), {} rounds, items {:?}, {} deletions, {} failures, between rounds {:?}; {} failed",
         tally.cases,
         started.elapsed().as_secs_f64(),
         tally.refused,
@@ -1112,7 +1227,7 @@ where
         tally.actions,
         tally.deletions,
         tally.failures,
-        tally.perturbed,
+        tally.between,
         failed.len()
     );
     if let Some((_, first)) = failed.first() {
