@@ -135,7 +135,10 @@ impl Execution {
 /// A layout path names one directory in several ways; pins and targets meet on one form.
 fn repo_key(registry: &str, repo: &str) -> (String, String) {
     let repo = match registry {
-        "oci:" => repo.trim_start_matches("./").trim_end_matches('/').to_string(),
+        "oci:" => repo
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string(),
         _ => repo.to_string(),
     };
     (registry.to_string(), repo)
@@ -157,7 +160,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             s = select::resolve(&rules, cx.registries, cx.journal.as_ref()) => s,
             _ = cx.abort.cancelled() => break,
         };
-        selection.items.retain(|item| (cx.owns)(&item.source.display()));
+        selection
+            .items
+            .retain(|item| (cx.owns)(&item.source.display()));
         let (items, duplicates, conflicts) = claims.claim(selection.items);
         for dup in duplicates {
             cx.reporter.note(&format!(

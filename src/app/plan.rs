@@ -21,7 +21,10 @@ use crate::retention::{Action, RepoPlan};
 use crate::state::State;
 
 /// What the plan line of one item says: the action, and what follows the item.
-fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, String, serde_json::Value) {
+fn describe_item(
+    item: &Item,
+    outcome: Option<&Outcome>,
+) -> (&'static str, String, serde_json::Value) {
     let subject = item
         .subject
         .as_ref()
@@ -32,7 +35,10 @@ fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, Strin
             "copy",
             Some(digest),
             Some(stats.bytes),
-            stats.rewritten.as_ref().map(|new| format!("{digest} → {new}")),
+            stats
+                .rewritten
+                .as_ref()
+                .map(|new| format!("{digest} → {new}")),
             stats.left_out,
             None,
         ),
@@ -61,7 +67,14 @@ fn describe_item(item: &Item, outcome: Option<&Outcome>) -> (&'static str, Strin
             0,
             Some(error_chain(error.as_ref())),
         ),
-        None => ("error", None, None, None, 0, Some("not reached".to_string())),
+        None => (
+            "error",
+            None,
+            None,
+            None,
+            0,
+            Some("not reached".to_string()),
+        ),
     };
     // A registry that refuses an index whose children are missing says so only when it is
     // written to: the plan cannot know, and says that instead of guessing.
@@ -180,11 +193,7 @@ fn print_plan(
         text.push_str(&t);
         retention_json.push(j);
     }
-    let to_delete: usize = execution
-        .retained
-        .iter()
-        .map(|r| r.deletions.len())
-        .sum();
+    let to_delete: usize = execution.retained.iter().map(|r| r.deletions.len()).sum();
 
     // What the requests cost against each registry's rate budget.
     let mut budget_json = serde_json::Map::new();

@@ -107,8 +107,7 @@ pub fn check(path: &Path, copies: &[CopyRule], retains: &[RetainPolicy]) -> Resu
         // Only a policy that keeps by count alone deletes, knowably, what a copy brings: a
         // tag pattern or an age makes it depend on the tags and images there, which the run
         // checks instead.
-        if !rule.keep_tags.is_empty() || !rule.delete_tags.is_empty() || rule.older_than.is_some()
-        {
+        if !rule.keep_tags.is_empty() || !rule.delete_tags.is_empty() || rule.older_than.is_some() {
             continue;
         }
         for c in copies {

@@ -66,7 +66,9 @@ struct RepoView {
 impl RepoView {
     /// Has the simulation created anything here (a repository that may not exist yet)?
     fn exists(&self) -> bool {
-        !self.manifests.is_empty() || !self.blobs.is_empty() || self.tags.values().any(Option::is_some)
+        !self.manifests.is_empty()
+            || !self.blobs.is_empty()
+            || self.tags.values().any(Option::is_some)
     }
 }
 
@@ -222,11 +224,7 @@ impl Registry for Overlay {
             }
             tags.push(tag);
         }
-        tags.extend(
-            changed
-                .into_iter()
-                .filter_map(|(t, d)| d.map(|_| t)),
-        );
+        tags.extend(changed.into_iter().filter_map(|(t, d)| d.map(|_| t)));
         tags.sort();
         tags.dedup();
         Ok(tags)
@@ -340,11 +338,7 @@ impl Registry for Overlay {
             return Ok(None);
         };
         let (written, deleted) = self.with(repo, |v| {
-            let written: Vec<Manifest> = v
-                .manifests
-                .values()
-                .map(|w| w.manifest.clone())
-                .collect();
+            let written: Vec<Manifest> = v.manifests.values().map(|w| w.manifest.clone()).collect();
             (written, v.deleted.clone())
         });
         listed.retain(|r| !deleted.contains(&r.digest));
@@ -397,7 +391,11 @@ impl Registry for Overlay {
         self.count(2);
         // The bytes are not read, but a blob missing at the source fails the run: ask.
         if let Some(origin) = upload.source.origin() {
-            if !origin.registry.blob_exists(&origin.repo, upload.digest).await? {
+            if !origin
+                .registry
+                .blob_exists(&origin.repo, upload.digest)
+                .await?
+            {
                 return Err(RegistryError::SourceFailed {
                     source: Box::new(RegistryError::NotFound {
                         what: format!("blob {}", upload.digest),
@@ -406,7 +404,10 @@ impl Registry for Overlay {
                 });
             }
         }
-        let bytes = upload.source.origin().map_or(BlobBytes::Unknown, BlobBytes::From);
+        let bytes = upload
+            .source
+            .origin()
+            .map_or(BlobBytes::Unknown, BlobBytes::From);
         self.with(repo, |v| v.blobs.insert(upload.digest.clone(), bytes));
         (upload.progress)(UploadProgress::Finished);
         Ok(())

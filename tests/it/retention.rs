@@ -294,7 +294,9 @@ async fn one_plan_copies_then_prunes_the_mirror() {
         run.stderr
     );
     assert!(
-        shown.stdout.contains(&format!("{} to delete, 0 errors", s.deleted.len())),
+        shown
+            .stdout
+            .contains(&format!("{} to delete, 0 errors", s.deleted.len())),
         "{}",
         shown.stdout
     );
@@ -346,7 +348,8 @@ async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
     let run = ferry(&["run", p, "--report", report.to_str().unwrap()], &[]).await;
     run.assert_code(1);
     assert!(
-        run.summary().starts_with("ferry: 11 images copied, 0 already present, 0 failed, 0 deleted"),
+        run.summary()
+            .starts_with("ferry: 11 images copied, 0 already present, 0 failed, 0 deleted"),
         "{}",
         run.summary()
     );
@@ -356,20 +359,33 @@ async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
             .lines()
             .find(|l| l.contains("would delete") && l.contains(&format!("({tag})")))
             .unwrap_or_else(|| panic!("no conflict for {tag}:\n{}", run.stderr));
-        assert!(line.contains("retain #1") && line.contains("copy #1"), "{line}");
-        assert!(shown.stdout.contains(line.trim_start_matches("failed: ")), "{}", shown.stdout);
+        assert!(
+            line.contains("retain #1") && line.contains("copy #1"),
+            "{line}"
+        );
+        assert!(
+            shown.stdout.contains(line.trim_start_matches("failed: ")),
+            "{}",
+            shown.stdout
+        );
     }
     // Everything the report calls copied is there, and stays there on the next run.
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(v["deletions"].as_array().unwrap().is_empty());
     for img in &s.deleted {
-        assert!(dst.pusher().manifest("mirror/app", &img.digest).await.is_some());
+        assert!(dst
+            .pusher()
+            .manifest("mirror/app", &img.digest)
+            .await
+            .is_some());
     }
     let again = ferry(&["run", p], &[]).await;
     again.assert_code(1);
     assert!(
-        again.summary().starts_with("ferry: 0 images copied, 11 already present, 0 failed, 0 deleted"),
+        again
+            .summary()
+            .starts_with("ferry: 0 images copied, 11 already present, 0 failed, 0 deleted"),
         "{}",
         again.summary()
     );
