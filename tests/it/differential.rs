@@ -438,7 +438,7 @@ fn random_pool(g: &mut Gen, seed: u64, shape: Shape) -> Vec<Pooled> {
                 _ => image.clone(),
             };
             let mut cosign = Vec::new();
-            if g.percent(40) {
+            if g.percent(50) {
                 let s = subject(g);
                 cosign.push(match g.below(5) {
                     0 => cosign_attestation(&s, SIGNED_REPO),
@@ -447,7 +447,7 @@ fn random_pool(g: &mut Gen, seed: u64, shape: Shape) -> Vec<Pooled> {
                 });
             }
             let mut referrers = None;
-            if g.percent(30) {
+            if g.percent(40) {
                 let s = subject(g);
                 let attestation = || oci_attestation(&s, SIGNED_REPO);
                 let sbom = || oci_referrer(&s, SPDX, format!("sbom of {label}").as_bytes());
