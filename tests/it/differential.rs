@@ -172,7 +172,7 @@ struct Shape {
     /// `seeds_15_18_21_an_index_pushed_while_its_child_is_tagged_in_the_same_repository`).
     lone_children: bool,
     /// One layout directory spelled two ways in one plan (`ROOT//dst/a`, `ROOT/./dst/a`): off
-    /// until ferry takes them for one repository (see `seed_11_…` and `seed_29_…`).
+    /// until ferry takes them for one repository (see `seed_11_…`, `seed_64_…`, `seed_61_…`).
     respelled: bool,
 }
 
@@ -1558,16 +1558,20 @@ async fn one_case() {
 
 // Regression tests: seeds that found ferry bugs, reduced to the smallest plan that shows them.
 
-/// Seeds 15, 18 and 21 of the registry cases (at random, when other cases load the machine):
-/// the plan copies an index and one of its children under a tag of its own (`main`, or a
-/// digest rule's `pinned-N`) into one repository; the run fails the index with
-/// `400: DIGEST_INVALID: provided digest did not match uploaded content;
-/// MANIFEST_BLOB_UNKNOWN: blob unknown to registry`. CNCF distribution rewrites a manifest's
-/// link files (truncate, then write) on every PUT of it, and checks an index's children by
-/// reading those links: an index PUT that overlaps a PUT of one of its children reads an
-/// empty link. ferry already PUTs one digest at a time (the manifest slot), but not an index
-/// apart from its children. Reduced: one index and its child as `main`, in twenty
-/// repositories for the timing to strike.
+/// Seeds 15, 18 and 21 of the registry cases, found while the generator still tagged lone
+/// children in registries (`FERRY_DIFF_KNOWN_BUGS=1` puts them back; the timing decides which
+/// seeds fail, more often on a loaded machine): the plan copies an index and one of its
+/// children under a tag of its own (`main`, or a digest rule's `pinned-N`) into one repository,
+/// and the run fails the index with `400: DIGEST_INVALID: provided digest did not match
+/// uploaded content; MANIFEST_BLOB_UNKNOWN: blob unknown to registry` where the plan says
+/// `copy`. CNCF distribution rewrites a manifest's link files (truncate, then write) on every
+/// PUT of it and checks an index's children by reading those links, so an index PUT that
+/// overlaps a PUT of one of its children reads an empty link (pushing the two at once by hand
+/// fails 40% of the time). ferry already PUTs one digest at a time (`Engine::manifest_slot`),
+/// but not an index apart from its children: the index PUT in `Engine::copy_one` and in
+/// `Engine::copy_child` (src/copy/mod.rs) could hold its children's slots (parents before
+/// children, so no cycle), or retry a 400 naming a child once that child is HEAD-confirmed.
+/// Reduced: one index and its child as `main`, in twenty repositories so the timing strikes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "ferry bug: an index is PUT while one of its children is PUT under its own tag in the same repository; distribution refuses the index (DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN) and the run fails what the plan copies"]
 async fn seeds_15_18_21_an_index_pushed_while_its_child_is_tagged_in_the_same_repository() {
@@ -1621,12 +1625,15 @@ fn write_layouts(root: &Path, repos: &[(&str, &[(&str, &Image)])]) {
     }
 }
 
-/// Seed 11 of the layout cases (with `FERRY_DIFF_KNOWN_BUGS=1`): a copy writes `ROOT//dst/a`,
-/// a `[[retain]]` of the same plan reads `ROOT/dst/*`, one directory. Retention deletes the
-/// images the copy just wrote, and the report calls them copied: the copy's pins are keyed by
-/// the path as spelled (`repo_key` in src/app/execute.rs normalizes a leading `./` and a
-/// trailing `/`, not `//` or `/./`, which `Overlay::key` does), so the policy does not see
-/// them. Plan and run agree; both are wrong. Reduced: one tag, one rule each.
+/// Seed 11 of the layout cases with `FERRY_DIFF_KNOWN_BUGS=1` (25, 138 and 192 too): a copy
+/// writes `ROOT//dst/b`, a `[[retain]]` of the same plan reads `ROOT/dst/*`, one directory.
+/// Retention deletes the images the copy has just written and the report calls copied: the
+/// copy's pins are keyed by the path as spelled (`repo_key` in src/app/execute.rs normalizes a
+/// leading `./` and a trailing `/`, not `//` or `/./` as `Overlay::key` in
+/// src/registry/overlay.rs does), so the policy does not see them. Plan and run agree here;
+/// where the layout does not exist before the run they do not (seed 150's kind): the overlay
+/// lists the repository under its normalized name, which matches the pin, so the plan keeps
+/// what the run deletes. Reduced: one tag, one rule each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "ferry bug: a copy into `ROOT//dst/a` is not pinned for a [[retain]] of `ROOT/dst/a`, which deletes what the report calls copied"]
 async fn seed_11_retention_deletes_a_copy_whose_layout_path_is_spelled_differently() {
@@ -1653,19 +1660,21 @@ async fn seed_11_retention_deletes_a_copy_whose_layout_path_is_spelled_different
     }
 }
 
-/// Seed 29 of the layout cases (with `FERRY_DIFF_KNOWN_BUGS=1`): two rules write
-/// `ROOT//dst/team/c` and `ROOT/dst/team/c`, one directory. Spelled alike, the second rule's
-/// items are duplicates (dropped, with a note) or conflicts (refused by `ferry check` when
-/// the plan shows it, failed when the run does); spelled differently, both rules copy every
-/// tag, at the same time, into the same `index.json`. The plan then says `present` for what
-/// the run reports `copied` (or the other way round: whichever write lands first), and of two
-/// sources for one tag the report calls both copied while the tag holds one. The item keys
-/// (`Item::key`, the claims of src/copy/select.rs) and `writes_into` (src/plan/conflicts.rs)
-/// compare layout paths as spelled. Reduced: two sources for one tag, refused only when
-/// spelled alike.
+/// Seed 64 of the layout cases with `FERRY_DIFF_KNOWN_BUGS=1` (75, 80, 83, 94, 174, 229 too):
+/// two rules write `ROOT/dst/team/c`, one through `ROOT/./src/team/c`, one directory. Spelled
+/// alike, the second rule's items are duplicates (dropped, with a note) or conflicts
+/// (refused by `ferry check` where the plan shows it, failed where the run does); spelled
+/// differently, both rules copy every tag into the same `index.json` at the same time, and the
+/// plan says `present` for what the run reports `copied` (whichever write lands first). Of two
+/// sources for one tag, the report calls both copied and the tag holds one. Where a later rule
+/// reads what an earlier one writes, a different spelling also puts them in one stage (seed
+/// 150: the plan's promotion finds the tag, the run's does not). `Item::key` (the claims in
+/// src/copy/select.rs) and `writes_into` (src/plan/conflicts.rs: stages and the refusal)
+/// compare layout paths as spelled. Reduced: two sources for one tag, which `ferry check`
+/// refuses when spelled alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferry bug: rules writing one layout spelled `ROOT//dst/a` and `ROOT/dst/a` are not seen as one target: no duplicate, no conflict, both copy into it at once"]
-async fn seed_29_two_spellings_of_one_layout_are_two_targets() {
+#[ignore = "ferry bug: rules writing one layout spelled `ROOT//dst/a` and `ROOT/dst/a` are not seen as one target: no duplicate, no conflict, one stage, both copy into it at once"]
+async fn seed_64_two_spellings_of_one_layout_are_two_targets() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
     let plan = |spelled: &str| {
@@ -1675,12 +1684,66 @@ async fn seed_29_two_spellings_of_one_layout_are_two_targets() {
         );
         crate::common::plan(root, &text)
     };
-    let alike = plan(&format!("{}/dst/a", root.display()));
-    ferry(&["check", alike.to_str().unwrap()], &[])
-        .await
-        .assert_code(2);
-    let respelled = plan(&format!("{}//dst/a", root.display()));
-    ferry(&["check", respelled.to_str().unwrap()], &[])
-        .await
-        .assert_code(2);
+    for (spelled, how) in [("/dst/a", "alike"), ("//dst/a", "differently")] {
+        let p = plan(&format!("{}{spelled}", root.display()));
+        let check = ferry(&["check", p.to_str().unwrap()], &[]).await;
+        assert_eq!(
+            check.code, 2,
+            "two sources for one tag, the target spelled {how}, are refused: {}{}",
+            check.stdout, check.stderr
+        );
+    }
+}
+
+/// Seed 61 of the layout cases with `FERRY_DIFF_KNOWN_BUGS=1`: the first plan copies into
+/// `ROOT/dst/a:1.0.0`; an edited plan copies another image into `ROOT//dst/a:1.0.0`; back on
+/// the first plan, the checkpoint's record of `ROOT/dst/a:1.0.0` (keyed by the path as
+/// spelled, `Item::key`) was never replaced, so plan and run call the tag `unchanged` (an
+/// immutable tag, recorded done, not asked again) while it holds the other image. Reduced:
+/// the three rounds, one rule each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ferry bug: a record of `ROOT/dst/a:1.0.0` survives a write to `ROOT//dst/a:1.0.0`, and the next run trusts it: `unchanged`, while the tag holds another image"]
+async fn seed_61_the_checkpoint_keeps_a_record_another_spelling_overwrote() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let place = Place::Layouts {
+        root: root.to_path_buf(),
+    };
+    let (a, b) = (
+        image(
+            &[layer(61, 600)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            "seed 61 a",
+        ),
+        image(
+            &[layer(62, 600)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            "seed 61 b",
+        ),
+    );
+    write_layouts(
+        root,
+        &[("src/a", &[("1.0.0", &a)]), ("src/b", &[("1.0.0", &b)])],
+    );
+    let copy = |from: &str, to: &str| {
+        format!(
+            "version = 1\n\n[[copy]]\nfrom = \"oci:{root}/{from}\"\nto = \"oci:{root}{to}\"\n",
+            root = root.display()
+        )
+    };
+    let (first, edited) = (copy("src/a", "/dst/a"), copy("src/b", "//dst/a"));
+    for (number, plan) in [(1, &first), (2, &edited), (3, &first)] {
+        let r = Round {
+            number,
+            after: Between::PlanChanged,
+            ..Round::first(61, plan)
+        };
+        if let Err(e) = round(&r, &place, root, &mut Tally::default()).await {
+            panic!("{e}");
+        }
+    }
 }
