@@ -283,7 +283,6 @@ impl Place<'_> {
     /// digest when its manifest is there.
     async fn lookup(&self, target: &str) -> Option<String> {
         let t = split_target(target);
-        let reference = t.tag.or(t.digest).expect("a tag or a digest");
         match self {
             Place::Layouts { .. } => {
                 let dir = Path::new(t.repo.strip_prefix("oci:").expect("an oci: target"));
@@ -299,6 +298,7 @@ impl Place<'_> {
             }
             Place::Registries { .. } => {
                 let (registry, path) = self.registry_repo(t.repo);
+                let reference = t.tag.or(t.digest).expect("a tag or a digest");
                 registry
                     .pusher()
                     .manifest(&path, reference)
@@ -957,8 +957,9 @@ fn reported_action(plan_action: &str) -> &'static str {
 #[derive(Default)]
 struct Tally {
     cases: u64,
-    /// Plans refused (exit 2) for their static conflicts.
+    /// Cases whose plan was refused (exit 2) for its static conflicts.
     refused: u64,
+    /// Rounds compared (a refused plan's are not).
     rounds: u64,
     actions: BTreeMap<String, u64>,
     deletions: u64,
@@ -1067,7 +1068,9 @@ async fn round(
         ));
     }
     if ran.code == 2 {
-        tally.refused += 1;
+        if r.number == 1 {
+            tally.refused += 1;
+        }
         return Ok(None);
     }
     if ran.code > 1 {
