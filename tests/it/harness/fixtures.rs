@@ -821,7 +821,7 @@ fn parse_challenge_params(s: &str) -> Vec<(String, String)> {
 /// with one entry per tag (`org.opencontainers.image.ref.name`), and
 /// `blobs/sha256/<hex>` for every manifest, child, config and layer.
 pub fn write_oci_layout(dir: &Path, images: &[(&str, &Image)]) {
-    std::fs::create_dir_all(dir).expect("create OCI layout dir");
+    std::fs::create_dir_all(dir.join("blobs").join("sha256")).expect("create OCI layout dir");
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
         .expect("write oci-layout");
     let mut manifests = Vec::new();
