@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod copy;
 mod crash;
+mod differential;
 mod dockerhub;
 mod faults;
 mod harness;

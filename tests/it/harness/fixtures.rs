@@ -821,28 +821,12 @@ fn parse_challenge_params(s: &str) -> Vec<(String, String)> {
 /// with one entry per tag (`org.opencontainers.image.ref.name`), and
 /// `blobs/sha256/<hex>` for every manifest, child, config and layer.
 pub fn write_oci_layout(dir: &Path, images: &[(&str, &Image)]) {
-    let blobs = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).expect("create OCI layout blobs dir");
+    std::fs::create_dir_all(dir.join("blobs").join("sha256")).expect("create OCI layout dir");
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
         .expect("write oci-layout");
-
-    fn write_blob(blobs: &Path, digest: &str, bytes: &[u8]) {
-        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-        std::fs::write(blobs.join(hex), bytes).expect("write OCI layout blob");
-    }
-    fn write_image(blobs: &Path, image: &Image) {
-        write_blob(blobs, &image.digest, &image.bytes);
-        for blob in &image.blobs {
-            write_blob(blobs, &blob.digest, &blob.bytes);
-        }
-        for child in &image.children {
-            write_image(blobs, child);
-        }
-    }
-
     let mut manifests = Vec::new();
     for (tag, image) in images {
-        write_image(&blobs, image);
+        write_layout_blobs(dir, image);
         let mut desc = image.descriptor();
         desc["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
         manifests.push(desc);
@@ -853,6 +837,24 @@ pub fn write_oci_layout(dir: &Path, images: &[(&str, &Image)]) {
         serde_json::to_vec_pretty(&index).expect("serialize index.json"),
     )
     .expect("write index.json");
+}
+
+/// Writes `image` (manifest, children, config and layers) under `dir/blobs/sha256/` without
+/// listing it in `index.json`: untagged content of a layout, such as an OCI referrer that only
+/// a fallback index names.
+pub fn write_layout_blobs(dir: &Path, image: &Image) {
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).expect("create OCI layout blobs dir");
+    let write_blob = |digest: &str, bytes: &[u8]| {
+        std::fs::write(blobs.join(hex_of(digest)), bytes).expect("write OCI layout blob");
+    };
+    write_blob(&image.digest, &image.bytes);
+    for blob in &image.blobs {
+        write_blob(&blob.digest, &blob.bytes);
+    }
+    for child in &image.children {
+        write_layout_blobs(dir, child);
+    }
 }
 
 /// `skopeo inspect --raw` of `reference`, or skopeo's stderr on failure.
