@@ -163,14 +163,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         selection
             .items
             .retain(|item| (cx.owns)(&item.source.display()));
-<<<<<<< HEAD
         let claimed = claims.claim(selection.items);
         let items = claimed.items;
         for dup in claimed.duplicates {
-=======
-        let (items, duplicates, conflicts) = claims.claim(selection.items);
-        for dup in duplicates {
->>>>>>> issue11-differential
             cx.reporter.note(&format!(
                 "skipped {dup}: {} already copies the same thing there",
                 copy_label(plan, claims_rule(&claims, &dup))

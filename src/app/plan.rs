@@ -30,7 +30,6 @@ fn describe_item(
         .as_ref()
         .map(|s| format!(", refers to {}", s.short()))
         .unwrap_or_default();
-<<<<<<< HEAD
     let placed = outcome.and_then(Outcome::placed);
     let digest = placed.map(|(d, _)| d);
     let rewritten = placed.and_then(|(old, new)| new.map(|new| format!("{old} → {new}")));
@@ -41,53 +40,6 @@ fn describe_item(
         Some(Outcome::Skipped { reason }) => ("skip", None, 0, Some(reason.clone())),
         Some(Outcome::Failed { error }) => ("error", None, 0, Some(error_chain(error.as_ref()))),
         None => ("error", None, 0, Some("not reached".to_string())),
-=======
-    let (action, digest, bytes, rewritten, left_out, reason) = match outcome {
-        Some(Outcome::Copied { digest, stats }) => (
-            "copy",
-            Some(digest),
-            Some(stats.bytes),
-            stats
-                .rewritten
-                .as_ref()
-                .map(|new| format!("{digest} → {new}")),
-            stats.left_out,
-            None,
-        ),
-        Some(Outcome::Present { digest, rewritten }) => (
-            "present",
-            Some(digest),
-            None,
-            rewritten.as_ref().map(|new| format!("{digest} → {new}")),
-            0,
-            None,
-        ),
-        Some(Outcome::Unchanged { digest, rewritten }) => (
-            "unchanged",
-            Some(digest),
-            None,
-            rewritten.as_ref().map(|new| format!("{digest} → {new}")),
-            0,
-            None,
-        ),
-        Some(Outcome::Skipped { reason }) => ("skip", None, None, None, 0, Some(reason.clone())),
-        Some(Outcome::Failed { error }) => (
-            "error",
-            None,
-            None,
-            None,
-            0,
-            Some(error_chain(error.as_ref())),
-        ),
-        None => (
-            "error",
-            None,
-            None,
-            None,
-            0,
-            Some("not reached".to_string()),
-        ),
->>>>>>> issue11-differential
     };
     // A registry that refuses an index whose children are missing says so only when it is
     // written to: the plan cannot know, and says that instead of guessing.
