@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::registry::names;
+use crate::registry::names::{self, canonical_layout_path};
 
 /// The host name docker uses for Docker Hub in references and credentials.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -255,13 +255,18 @@ impl Reference {
             (false, None, Some(digest)) => Selector::Digest(digest),
             (false, None, None) => Selector::AllTags,
         };
+        // One spelling per directory (`./out//a/` is `out/a`), so that two rules naming one
+        // layout two ways meet on it: in stages, conflicts, the checkpoint and retention.
         let repository = if wildcard {
-            path[..path.len() - 1].to_string()
+            match canonical_layout_path(&path[..path.len() - 1]) {
+                p if p.is_empty() || p.ends_with('/') => p,
+                p => format!("{p}/"),
+            }
         } else {
-            // `dir/` is `dir`; `/` stays the root.
-            match path.trim_end_matches('/') {
-                "" => "/".to_string(),
-                trimmed => trimmed.to_string(),
+            // `dir/` is `dir`; `/` stays the root, `./` the working directory.
+            match canonical_layout_path(path) {
+                p if p.is_empty() => ".".to_string(),
+                p => p,
             }
         };
         if repository.trim() != repository || path.trim() != path {
@@ -388,7 +393,7 @@ mod tests {
             Reference::parse("oci:./state/out:v1").unwrap(),
             Reference {
                 location: Location::Layout,
-                repository: "./state/out".into(),
+                repository: "state/out".into(),
                 selector: Selector::Tag("v1".into())
             }
         );

@@ -217,24 +217,7 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
-/// One spelling of a layout path for keys (`./out/a/`, `out//a` and `out/a` are one
-/// directory): what the checkpoint, retention's pins and `ferry plan`'s overlay match on.
-pub fn canonical(repo: &str) -> String {
-    let mut rest = repo;
-    while let Some(r) = rest.strip_prefix("./") {
-        rest = r;
-    }
-    let mut out = rest.replace("/./", "/");
-    while out.contains("//") {
-        out = out.replace("//", "/");
-    }
-    if out.len() > 1 {
-        while out.ends_with('/') {
-            out.pop();
-        }
-    }
-    out
-}
+pub use super::names::canonical_layout_path as canonical;
 
 /// The layout directory `rel` below `root` (a wildcard target's prefix, as in
 /// `oci:/data/out/*`), refused unless it stays under `root`: `rel` (a repository a registry
@@ -549,8 +532,10 @@ mod tests {
             ("./out/a", "out/a"),
             ("out//a/", "out/a"),
             ("./././out/./a", "out/a"),
+            ("out/././a/.", "out/a"),
             ("/abs/x/", "/abs/x"),
             ("/", "/"),
+            ("../up", "../up"),
         ] {
             assert_eq!(canonical(a), b, "{a}");
         }

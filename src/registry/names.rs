@@ -298,6 +298,20 @@ pub fn reference(name: &str) -> Result<(), NameError> {
     }
 }
 
+/// One spelling of a layout path for keys (`./out/a/`, `out//a` and `out/a` are one
+/// directory): the plan parses every layout path to it, so that the checkpoint, stages, conflicts,
+/// retention's pins and `ferry plan`'s overlay all meet on one key.
+pub fn canonical_layout_path(repo: &str) -> String {
+    let parts: Vec<&str> = repo
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match repo.starts_with('/') {
+        true => format!("/{}", parts.join("/")),
+        false => parts.join("/"),
+    }
+}
+
 /// A path below a layout root, as a wildcard over layouts maps it (`team/app` of
 /// `oci:/data/out/*`): relative, every component a plain name (no `.` or `..`, nothing
 /// empty) without control characters. Leaves the file system alone; see

@@ -177,14 +177,25 @@ impl Registry for Overlay {
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         self.count(1);
-        // Named as the registry underneath names them: the prefix as given, then the rest.
-        let key_prefix = self.key(prefix);
+        // Named as the registry underneath names them: the prefix as given, then the rest. A
+        // layout prefix is a directory: what is under it, not what merely starts like it.
+        let layouts = self.inner.name() == "oci:";
+        let key_prefix = match self.key(prefix) {
+            k if layouts && !k.is_empty() && !k.ends_with('/') => format!("{k}/"),
+            k => k,
+        };
         let created: Vec<String> = {
             let repos = self.repos.lock().expect("overlay");
             repos
                 .iter()
                 .filter(|(k, v)| v.exists() && k.starts_with(&key_prefix))
-                .map(|(k, _)| format!("{prefix}{}", &k[key_prefix.len()..]))
+                .map(|(k, _)| {
+                    let rest = &k[key_prefix.len()..];
+                    match layouts && !prefix.is_empty() && !prefix.ends_with('/') {
+                        true => format!("{prefix}/{rest}"),
+                        false => format!("{prefix}{rest}"),
+                    }
+                })
                 .collect()
         };
         let mut repos = match self.inner.list_repositories(prefix).await {

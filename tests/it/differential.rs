@@ -24,9 +24,9 @@
 //! runs take `FERRY_DIFF_CASES` cases from seed `FERRY_DIFF_SEED`. Every failure names its
 //! seed; to replay one and keep its directory:
 //! `FERRY_DIFF_SEED=N [FERRY_DIFF_REGISTRY=1] cargo test --test it differential::one_case -- --ignored --nocapture`.
-//! A seed that finds a ferry bug gets a regression test at the end of this file, and the
-//! generator leaves out what hits the bug until it is fixed (`FERRY_DIFF_KNOWN_BUGS=1` puts it
-//! back).
+//! A seed that finds a ferry bug gets a regression test at the end of this file (ignored,
+//! saying what is wrong, until the bug is fixed; the generator may leave out what hits it
+//! until then).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -167,19 +167,13 @@ struct Shape {
     /// (CNCF distribution does), which the plan cannot know and says so (`uncertain`): the
     /// comparison would have nothing to compare.
     sparse: bool,
-    /// A child of an index tagged, or pinned by digest, on its own beside its index: off for
-    /// registries until ferry no longer PUTs an index and its child at once there (see
+    /// A child of an index tagged, or pinned by digest, on its own beside its index (it once
+    /// made ferry PUT an index and its child at once: see
     /// `seeds_15_18_21_an_index_pushed_while_its_child_is_tagged_in_the_same_repository`).
     lone_children: bool,
-    /// One layout directory spelled two ways in one plan (`ROOT//dst/a`, `ROOT/./dst/a`): off
-    /// until ferry takes them for one repository (see `seed_11_…`, `seed_64_…`, `seed_61_…`).
+    /// One layout directory spelled two ways in one plan (`ROOT//dst/a`, `ROOT/./dst/a`),
+    /// which ferry once took for two repositories (see `seed_11_…`, `seed_64_…`, `seed_61_…`).
     respelled: bool,
-}
-
-/// `FERRY_DIFF_KNOWN_BUGS=1` makes what the generator leaves out for the ferry bugs the
-/// regression tests below describe: to see a fix hold in the long runs.
-fn known_bugs() -> bool {
-    std::env::var_os("FERRY_DIFF_KNOWN_BUGS").is_some()
 }
 
 impl Place<'_> {
@@ -191,8 +185,8 @@ impl Place<'_> {
         let layouts = !self.is_registry();
         Shape {
             sparse: layouts,
-            lone_children: layouts || known_bugs(),
-            respelled: layouts && known_bugs(),
+            lone_children: true,
+            respelled: layouts,
         }
     }
 
@@ -1560,9 +1554,10 @@ async fn one_case() {
 }
 
 // Regression tests: seeds that found ferry bugs, reduced to the smallest plan that shows them.
+// Each passes since its fix; the generator makes their kind of case again.
 
 /// Seeds 15, 18 and 21 of the registry cases, found while the generator still tagged lone
-/// children in registries (`FERRY_DIFF_KNOWN_BUGS=1` puts them back; the timing decides which
+/// children in registries (the timing decided which
 /// seeds fail, more often on a loaded machine): the plan copies an index and one of its
 /// children under a tag of its own (`main`, or a digest rule's `pinned-N`) into one repository,
 /// and the run fails the index with `400: DIGEST_INVALID: provided digest did not match
@@ -1576,7 +1571,6 @@ async fn one_case() {
 /// children, so no cycle), or retry a 400 naming a child once that child is HEAD-confirmed.
 /// Reduced: one index and its child as `main`, in twenty repositories so the timing strikes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferry bug: an index is PUT while one of its children is PUT under its own tag in the same repository; distribution refuses the index (DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN) and the run fails what the plan copies"]
 async fn seeds_15_18_21_an_index_pushed_while_its_child_is_tagged_in_the_same_repository() {
     let registry = Registry::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1628,7 +1622,7 @@ fn write_layouts(root: &Path, repos: &[(&str, &[(&str, &Image)])]) {
     }
 }
 
-/// Seed 11 of the layout cases with `FERRY_DIFF_KNOWN_BUGS=1` (25, 138 and 192 too): a copy
+/// Seed 11 of the layout cases (25, 138 and 192 too), before the fix: a copy
 /// writes `ROOT//dst/b`, a `[[retain]]` of the same plan reads `ROOT/dst/*`, one directory.
 /// Retention deletes the images the copy has just written and the report calls copied: the
 /// copy's pins are keyed by the path as spelled (`repo_key` in src/app/execute.rs normalizes a
@@ -1638,7 +1632,6 @@ fn write_layouts(root: &Path, repos: &[(&str, &[(&str, &Image)])]) {
 /// lists the repository under its normalized name, which matches the pin, so the plan keeps
 /// what the run deletes. Reduced: one tag, one rule each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferry bug: a copy into `ROOT//dst/a` is not pinned for a [[retain]] of `ROOT/dst/a`, which deletes what the report calls copied"]
 async fn seed_11_retention_deletes_a_copy_whose_layout_path_is_spelled_differently() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
@@ -1663,7 +1656,7 @@ async fn seed_11_retention_deletes_a_copy_whose_layout_path_is_spelled_different
     }
 }
 
-/// Seed 64 of the layout cases with `FERRY_DIFF_KNOWN_BUGS=1` (75, 80, 83, 94, 174, 229 too):
+/// Seed 64 of the layout cases (75, 80, 83, 94, 174, 229 too), before the fix:
 /// two rules write `ROOT/dst/team/c`, one through `ROOT/./src/team/c`, one directory. Spelled
 /// alike, the second rule's items are duplicates (dropped, with a note) or conflicts
 /// (refused by `ferry check` where the plan shows it, failed where the run does); spelled
@@ -1676,7 +1669,6 @@ async fn seed_11_retention_deletes_a_copy_whose_layout_path_is_spelled_different
 /// compare layout paths as spelled. Reduced: two sources for one tag, which `ferry check`
 /// refuses when spelled alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferry bug: rules writing one layout spelled `ROOT//dst/a` and `ROOT/dst/a` are not seen as one target: no duplicate, no conflict, one stage, both copy into it at once"]
 async fn seed_64_two_spellings_of_one_layout_are_two_targets() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
@@ -1698,14 +1690,13 @@ async fn seed_64_two_spellings_of_one_layout_are_two_targets() {
     }
 }
 
-/// Seed 61 of the layout cases with `FERRY_DIFF_KNOWN_BUGS=1`: the first plan copies into
+/// Seed 61 of the layout cases, before the fix: the first plan copies into
 /// `ROOT/dst/a:1.0.0`; an edited plan copies another image into `ROOT//dst/a:1.0.0`; back on
 /// the first plan, the checkpoint's record of `ROOT/dst/a:1.0.0` (keyed by the path as
 /// spelled, `Item::key`) was never replaced, so plan and run call the tag `unchanged` (an
 /// immutable tag, recorded done, not asked again) while it holds the other image. Reduced:
 /// the three rounds, one rule each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferry bug: a record of `ROOT/dst/a:1.0.0` survives a write to `ROOT//dst/a:1.0.0`, and the next run trusts it: `unchanged`, while the tag holds another image"]
 async fn seed_61_the_checkpoint_keeps_a_record_another_spelling_overwrote() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
