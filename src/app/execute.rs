@@ -180,7 +180,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             let reason = format!(
                 "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
                 copy_label(plan, c.item.rule),
-                c.item.source_display(),
+                c.source,
                 copy_label(plan, c.winner_rule),
                 c.winner_source,
             );

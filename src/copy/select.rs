@@ -354,6 +354,8 @@ pub struct Conflict {
     pub winner_rule: usize,
     /// What that item writes there.
     pub winner_source: String,
+    /// What this one would write there (its source, and platforms where it has a list).
+    pub source: String,
 }
 
 /// What an item writes, for telling a duplicate from a conflict.
@@ -400,6 +402,7 @@ impl Claims {
                     out.conflicts.push(Conflict {
                         winner_rule: *rule,
                         winner_source: earlier.clone(),
+                        source: identity,
                         item,
                     })
                 }
@@ -730,6 +733,63 @@ fn wildcard_target(rule: &CopyRule, repo: &str) -> Result<String, RegistryError>
 mod tests {
     use super::*;
     use crate::plan::TagFilter;
+
+    fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) -> Item {
+        let layouts: Arc<dyn Registry> = Arc::new(crate::registry::layout::LayoutRegistry::new());
+        Item {
+            source: Endpoint {
+                registry: layouts.clone(),
+                repo: source.into(),
+            },
+            source_ref: reference.into(),
+            target: Endpoint {
+                registry: layouts,
+                repo: "dst".into(),
+            },
+            target_tag: target_tag.map(str::to_string),
+            subject: None,
+            platforms: None,
+            rule,
+            after: None,
+        }
+    }
+
+    #[test]
+    fn the_first_writer_of_a_tag_keeps_it_and_what_hangs_off_a_loser_goes_with_it() {
+        let mut claims = Claims::default();
+        let first = claims.claim(vec![item("a", "1.0", Some("1.0"), 1)]);
+        assert_eq!(first.items.len(), 1);
+        // Across stages: the same source again is a duplicate; another source a conflict,
+        // and the signature that follows the loser is not copied either.
+        let mut sig = item("b", "sha256-x.sig", Some("sha256-x.sig"), 2);
+        sig.after = Some(After {
+            parent: item("b", "1.0", Some("1.0"), 2).key(),
+            subject: Digest::sha256_of(b"b"),
+        });
+        let mut amd64 = item("a", "1.0", Some("1.0"), 3);
+        amd64.platforms = Some(Arc::new(crate::plan::Platforms {
+            wanted: vec![crate::plan::Platform::parse("linux/amd64").unwrap()],
+            mode: crate::plan::PlatformMode::Rewrite,
+        }));
+        let second = claims.claim(vec![
+            item("a", "1.0", Some("1.0"), 2),
+            item("b", "1.0", Some("1.0"), 2),
+            sig,
+            amd64,
+            // By digest, untagged: the digest is the content, whichever repository has it.
+            item("a", "sha256:1", None, 2),
+            item("b", "sha256:1", None, 2),
+        ]);
+        assert_eq!(second.duplicates.len(), 2, "{second:?}");
+        assert_eq!(second.conflicts.len(), 2, "{second:?}");
+        assert!(second.conflicts.iter().all(|c| c.winner_rule == 1));
+        assert_eq!(
+            second.conflicts[1].source,
+            "oci:a:1.0 (platforms linux/amd64 (rewrite))"
+        );
+        assert_eq!(second.orphans.len(), 1);
+        assert_eq!(second.items.len(), 1, "the first digest item");
+    }
 
     fn rule(from: &str, to: &str) -> CopyRule {
         CopyRule {
