@@ -16,7 +16,9 @@
 pub mod app;
 pub mod cli;
 pub mod copy;
+pub mod error;
 pub mod plan;
+pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod retention;

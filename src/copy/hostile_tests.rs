@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::*;
+use crate::copy::Silent;
 use crate::registry::digest::VerifyingStream;
 use crate::registry::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::registry::{ManifestHead, Pushed, Result};
-use crate::report::Silent;
 
 /// An in-memory registry. As a source it answers a manifest request with what is stored
 /// under that reference, unverified: the lies a broken or hostile registry could tell if
@@ -172,7 +172,7 @@ async fn copy(src: Memory, reference: &str) -> (Result<Outcome, CopyError>, Vec<
 }
 
 fn error_text(e: &CopyError) -> String {
-    crate::report::error_chain(e)
+    crate::error::chain(e)
 }
 
 /// A chain of `levels` indexes, each naming the next, around one image.

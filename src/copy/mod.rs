@@ -10,6 +10,7 @@
 
 pub mod journal;
 pub mod platform;
+pub mod reporter;
 pub mod select;
 
 pub use journal::{Deleted, Journal, NoJournal, Recorded};
@@ -30,7 +31,7 @@ use crate::registry::{
     skip_bytes, BlobSource, BlobStream, BlobUpload, Digest, Manifest, Registry, RegistryError,
     UploadProgress,
 };
-use crate::report::Reporter;
+pub use reporter::{Reporter, Silent};
 
 /// The bytes of one blob at the source, for an upload that may reopen them.
 struct SourceBlob<'a> {

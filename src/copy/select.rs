@@ -9,8 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use super::{After, Endpoint, Item, ItemKey, Journal};
 use crate::plan::conflicts::writes_into;
 use crate::plan::{CopyRule, Location, Reference, Selector};
+use crate::reference::names;
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
-use crate::registry::{layout, names, Digest, NameError, Registry, RegistryError};
+use crate::registry::{layout, Digest, NameError, Registry, RegistryError};
 
 /// The item a found referrer follows: a selected root (by its source reference), or another
 /// referrer (a signature of an SBOM).
@@ -251,7 +252,7 @@ async fn visit(
                 RegistryError::InvalidManifest {
                     url: format!(
                         "{}:{tag}",
-                        crate::plan::reference::display_repo(&rule.from.location, repo)
+                        crate::reference::display_repo(&rule.from.location, repo)
                     ),
                     reason,
                 }
@@ -517,10 +518,7 @@ async fn resolve_rule(
                             Ok(tags) => {
                                 let what = format!(
                                     "skipped a tag of {}",
-                                    crate::plan::reference::display_repo(
-                                        &rule.from.location,
-                                        &repo
-                                    )
+                                    crate::reference::display_repo(&rule.from.location, &repo)
                                 );
                                 let tags =
                                     sort_out(tags, names::tag, rule, &what, &mut part.errors);
@@ -533,10 +531,7 @@ async fn resolve_rule(
                                 rule: label.clone(),
                                 what: format!(
                                     "listing the tags of {}",
-                                    crate::plan::reference::display_repo(
-                                        &rule.from.location,
-                                        &repo
-                                    )
+                                    crate::reference::display_repo(&rule.from.location, &repo)
                                 ),
                                 source: e,
                             }),
@@ -668,10 +663,7 @@ impl RepoSelection<'_> {
                         rule: self.rule.to_string(),
                         what: format!(
                             "skipped a referrer of {}@{subject}",
-                            crate::plan::reference::display_repo(
-                                &self.rule.from.location,
-                                &self.repo
-                            )
+                            crate::reference::display_repo(&self.rule.from.location, &self.repo)
                         ),
                         source: e.into(),
                     }));
@@ -680,7 +672,7 @@ impl RepoSelection<'_> {
                 rule: self.rule.to_string(),
                 what: format!(
                     "finding the signatures and other referrers of what it selects in {}",
-                    crate::plan::reference::display_repo(&self.rule.from.location, &self.repo)
+                    crate::reference::display_repo(&self.rule.from.location, &self.repo)
                 ),
                 source: e,
             }),

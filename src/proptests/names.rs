@@ -1,4 +1,4 @@
-//! The name checks every name a registry lists goes through (`registry::names`): they accept
+//! The name checks every name a registry lists goes through (`reference::names`): they accept
 //! exactly the distribution grammar (names generated from it pass; names mutated out of it,
 //! with `..`, a `/` at either end, `//`, uppercase, control characters or too many characters,
 //! fail), never panic, say which rule a name breaks, and never print a name unescaped or
@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use regex::Regex;
 
 use super::{config, nasty_text};
+use crate::reference::names::{self, Broken, Kind, NameError};
 use crate::registry::layout::join_under;
-use crate::registry::names::{self, Broken, Kind, NameError};
 use crate::registry::Digest;
 
 /// The grammars as the distribution spec writes them, compiled here apart from the module

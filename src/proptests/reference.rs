@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::{config, nasty_text};
-use crate::plan::reference::{is_valid_digest, is_valid_repository, Location, Reference, Selector};
+use crate::reference::{is_valid_digest, is_valid_repository, Location, Reference, Selector};
 use crate::registry::manifest::referrer_tag_subject;
 use crate::registry::Digest;
 

@@ -19,7 +19,7 @@ use super::http::{read_limited, MAX_ERROR_BODY, MAX_TOKEN_ANSWER};
 
 /// Progress a token service's answer must make (see [`super::http::MIN_PROGRESS`]): the
 /// client's read timeout is the plan's `stall_timeout`; this bounds a dribbling answer.
-const ANSWER_STALL: Duration = crate::plan::DEFAULT_STALL_TIMEOUT;
+const ANSWER_STALL: Duration = super::config::DEFAULT_STALL_TIMEOUT;
 
 /// Tokens are renewed this long before the expiry the server gave, so a long upload that
 /// started with a fresh token does not cross the expiry mid-way through a chained request.
@@ -312,10 +312,7 @@ impl Authenticator {
             .await
             .map_err(|e| match super::tls::certificate_problem(&e) {
                 Some(_) => RegistryError::transport("GET", realm, e),
-                None => auth_err(format!(
-                    "token request failed: {}",
-                    crate::report::error_chain(&e)
-                )),
+                None => auth_err(format!("token request failed: {}", crate::error::chain(&e))),
             })?;
         let status = resp.status();
         if !status.is_success() {

@@ -17,9 +17,9 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::config::AuthSettings;
 use super::error::RegistryError;
-use crate::plan::reference::{normalize_host, DOCKER_HUB};
-use crate::plan::AuthSettings;
+use crate::reference::{normalize_host, DOCKER_HUB};
 
 /// Credentials for one registry.
 #[derive(Clone, Default)]

@@ -77,7 +77,7 @@ pub enum RegistryError {
     /// registry listed it, or it was about to become part of a URL or a layout path): ferry
     /// builds no URL or path from it. The message shows the name escaped and cut short.
     #[error(transparent)]
-    InvalidName(#[from] super::names::NameError),
+    InvalidName(#[from] crate::reference::names::NameError),
     /// A layout path that would lead outside the directory the plan named.
     #[error("{path}: not under {root}: {reason}", path = path.display(), root = root.display())]
     OutsideRoot {

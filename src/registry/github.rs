@@ -18,16 +18,16 @@ use super::error::{RegistryError, Result};
 use super::http::{
     decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
 };
-use super::names;
 use super::throttle::{self, Event, Throttle};
 use super::Digest;
+use crate::reference::names;
 
 /// Versions asked per page (GitHub's maximum).
 const PER_PAGE: usize = 100;
 
 /// Progress the API's answers must make (see [`super::http::MIN_PROGRESS`]); the client's
 /// read timeout is the plan's `stall_timeout` for the registry.
-const API_STALL: Duration = crate::plan::DEFAULT_STALL_TIMEOUT;
+const API_STALL: Duration = super::config::DEFAULT_STALL_TIMEOUT;
 const MAX_PAGES: usize = 10_000;
 
 /// One package version: a manifest as GitHub records it.

@@ -20,10 +20,10 @@ use tokio_util::io::ReaderStream;
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
-use super::names;
 use super::retry;
 use super::throttle::Throttle;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
+use crate::reference::names;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -217,7 +217,7 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
-pub use super::names::canonical_layout_path as canonical;
+pub use crate::reference::names::canonical_layout_path as canonical;
 
 /// The layout directory `rel` below `root` (a wildcard target's prefix, as in
 /// `oci:/data/out/*`), refused unless it stays under `root`: `rel` (a repository a registry

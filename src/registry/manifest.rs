@@ -57,7 +57,7 @@ pub enum Parsed {
 /// A parser's message about a manifest, safe to print: oci-spec's messages quote the value
 /// they refuse (a digest from the manifest) as it is, control characters included.
 fn quoted(e: serde_json::Error) -> String {
-    super::names::printable(&e.to_string(), 512)
+    crate::reference::names::printable(&e.to_string(), 512)
 }
 
 fn desc(d: &Descriptor) -> Result<Desc, String> {

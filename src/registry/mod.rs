@@ -7,6 +7,7 @@
 //! never prints.
 
 pub mod auth;
+pub mod config;
 pub mod credentials;
 pub mod digest;
 pub mod error;
@@ -14,7 +15,6 @@ pub mod github;
 pub mod http;
 pub mod layout;
 pub mod manifest;
-pub mod names;
 pub mod overlay;
 pub mod retry;
 pub mod throttle;
@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use crate::reference::names::NameError;
 pub use digest::Digest;
 pub use error::{RegistryError, Result};
-pub use names::NameError;
 
 /// A stream of blob bytes. Streams returned by [`Registry::get_blob`] are already verified:
 /// they end with an error instead of a last chunk when size or digest is wrong.
@@ -200,13 +200,13 @@ pub trait Registry: Send + Sync {
     }
 
     /// Repositories whose path starts with `prefix` (for wildcard rules), as the registry
-    /// listed them: untrusted, each to be checked ([`names::repository`], or for layouts
+    /// listed them: untrusted, each to be checked ([`crate::reference::names::repository`], or for layouts
     /// [`layout::join_under`]) before it is used. A request about one that fails the grammar
     /// is refused anyway ([`RegistryError::InvalidName`]).
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>>;
 
     /// Every tag of a repository, as the registry listed them: untrusted, each to be checked
-    /// ([`names::tag`], [`names::sort_out`]) before it is used.
+    /// ([`crate::reference::names::tag`], [`crate::reference::names::sort_out`]) before it is used.
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>>;
 
     /// The digest a tag or digest resolves to, or `None` when the manifest does not exist.

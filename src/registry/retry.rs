@@ -68,7 +68,7 @@ where
                     what: what.to_string(),
                     attempt,
                     delay,
-                    error: crate::report::error_chain(&e),
+                    error: crate::error::chain(&e),
                 });
                 tokio::time::sleep(delay).await;
             }

@@ -13,25 +13,7 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Prog
 use crate::copy::{Item, Outcome};
 use crate::registry::throttle::Event;
 
-/// Events of a copy run.
-pub trait Reporter: Send + Sync {
-    /// The plan (or one stage of it) resolved to this many more images.
-    fn items_selected(&self, _count: usize) {}
-    fn item_started(&self, _item: &Item) {}
-    fn item_finished(&self, _item: &Item, _outcome: &Outcome) {}
-    /// Blob bytes streamed from a source to a target.
-    fn bytes_transferred(&self, _bytes: u64) {}
-    /// A wait or a retry in the registry layer: every wait is explained.
-    fn registry_event(&self, _event: &Event) {}
-    /// A message that belongs in the log (a skipped rule, a duplicate target).
-    fn note(&self, _message: &str) {}
-    /// The run is over; bars are cleared before the summary is printed.
-    fn finish(&self) {}
-}
-
-/// Reports nothing (`--progress none`, tests).
-pub struct Silent;
-impl Reporter for Silent {}
+pub use crate::copy::reporter::{Reporter, Silent};
 
 /// One line explaining a registry event.
 pub fn event_line(event: &Event) -> String {
@@ -68,17 +50,7 @@ pub fn json_line(level: &str, message: &str) -> String {
     .to_string()
 }
 
-/// `error: cause: cause`, the whole chain on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+pub use crate::error::chain as error_chain;
 
 /// One line describing an item's outcome, for logs and bars alike.
 pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {

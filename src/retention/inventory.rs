@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 use futures::{StreamExt, TryStreamExt};
 
 use super::Image;
+use crate::reference::names;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{names, Digest, Registry, RegistryError};
+use crate::registry::{Digest, Registry, RegistryError};
 
 /// Tags and manifests read at once.
 const READ_CONCURRENCY: usize = 8;

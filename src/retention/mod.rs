@@ -11,28 +11,11 @@ pub mod apply;
 pub mod inventory;
 pub mod select;
 
-use std::time::{Duration, SystemTime};
-
-use regex::Regex;
+use std::time::SystemTime;
 
 use crate::registry::Digest;
 
-/// One `[[retain]]` rule, validated (the plan module builds it).
-#[derive(Clone, Debug)]
-pub struct RetainRule {
-    /// Always keep the N newest images (0: no such guarantee).
-    pub keep_newest: usize,
-    /// Images with a tag matching any of these are kept.
-    pub keep_tags: Vec<Regex>,
-    /// Only images whose tags all match one of these are candidates (empty: every tag).
-    pub delete_tags: Vec<Regex>,
-    /// Only images older than this are candidates.
-    pub older_than: Option<Duration>,
-    /// Untagged manifests (not reachable from a tagged image) are candidates too.
-    pub untagged: bool,
-    /// More deletions than this in one repository: delete nothing there and say why.
-    pub max_deletions: Option<usize>,
-}
+pub use crate::plan::RetainRule;
 
 /// One manifest of a repository, as the inventory found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +130,7 @@ pub async fn plan_policy(
             // A name the catalog lists that fails the grammar is that repository's error:
             // nothing is read or deleted under it, and the others go on.
             Ok(r) if matches!(location, crate::plan::Location::Registry(_)) => {
-                use crate::registry::names;
+                use crate::reference::names;
                 let (good, bad) = names::sort_out(r, names::repository);
                 let bad = bad
                     .into_iter()

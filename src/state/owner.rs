@@ -82,7 +82,7 @@ impl Owner {
         self.commit();
         if let Some(e) = self.write_error.take() {
             // Nobody flushed after the failure, so nobody else will ever hear of it.
-            tracing::warn!("{}: writes were lost", crate::report::error_chain(&e));
+            tracing::warn!("{}: writes were lost", crate::error::chain(&e));
         }
     }
 
@@ -100,7 +100,7 @@ impl Owner {
                 // idempotent), but an interruption from now on costs re-checking images.
                 tracing::warn!(
                     "{}; the copy goes on without a checkpoint",
-                    crate::report::error_chain(&e)
+                    crate::error::chain(&e)
                 );
                 self.write_error = Some(e);
             }

@@ -15,10 +15,11 @@ use url::Url;
 
 use super::wire::{read_limited, MAX_LISTING, MAX_TOKEN_ANSWER};
 use super::{HttpRegistry, MAX_PAGES};
+use crate::reference::names;
 use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::{self, Event};
-use crate::registry::{names, Digest, ManifestRecord};
+use crate::registry::{Digest, ManifestRecord};
 
 /// A page of a Hub API listing.
 #[derive(Deserialize)]

@@ -36,14 +36,14 @@ use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::github::{split_repository, PackagesApi};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
-use super::names;
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
 use super::tls;
 use super::ManifestRecord;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, ReferrerList, Registry};
-use crate::plan::reference::DOCKER_HUB;
-use crate::plan::{Flavor, RegistrySettings};
+use crate::reference::names;
+use crate::reference::DOCKER_HUB;
+use crate::registry::config::{Flavor, RegistrySettings};
 
 /// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
 /// broken connection costs one chunk and the upload can resume.
@@ -1177,7 +1177,7 @@ mod tests {
     async fn no_request_is_built_from_a_name_outside_the_grammar() {
         let (addr, connections) = silent_registry().await;
         let settings = RegistrySettings {
-            auth: crate::plan::AuthSettings::Anonymous,
+            auth: crate::registry::config::AuthSettings::Anonymous,
             endpoint: Some(Url::parse(&format!("http://{addr}")).unwrap()),
             insecure: true,
             retries: 0,

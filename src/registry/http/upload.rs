@@ -73,7 +73,7 @@ impl HttpRegistry {
                         what: format!("upload of {}", up.digest.short()),
                         attempt,
                         delay,
-                        error: crate::report::error_chain(&e),
+                        error: crate::error::chain(&e),
                     });
                     tokio::time::sleep(delay).await;
                 }

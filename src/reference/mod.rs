@@ -1,5 +1,7 @@
-//! Image references as users write them in a plan: `docker.io/library/nginx:1.27`,
-//! `ghcr.io/org/app@sha256:…`, `127.0.0.1:5000/team/*`, `oci:./layout:tag`.
+//! The leaf types every layer shares, as regclient's `types/ref`: image references as users
+//! write them in a plan (`docker.io/library/nginx:1.27`, `ghcr.io/org/app@sha256:…`,
+//! `127.0.0.1:5000/team/*`, `oci:./layout:tag`), content digests ([`digest`]) and the grammar
+//! of the names registries hand out ([`names`]). Nothing here depends on the rest of ferry.
 //!
 //! Parsing follows docker's rules (a first component with a `.` or `:`, or `localhost`, is a
 //! registry host; otherwise the registry is `docker.io`, and a single-name repository there
@@ -10,7 +12,11 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::registry::names::{self, canonical_layout_path};
+pub mod digest;
+pub mod names;
+
+pub use digest::{Digest, Hasher};
+use names::canonical_layout_path;
 
 /// The host name docker uses for Docker Hub in references and credentials.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -65,7 +71,7 @@ static HOST: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 
-// The grammar is the registry layer's (`registry::names`), which checks the same names when a
+// The grammar is [`names`], which the registry layer also checks names against when a
 // registry lists them: a plan and a registry cannot disagree about what a name is.
 
 /// Is this a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`)?
