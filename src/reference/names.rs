@@ -315,7 +315,7 @@ pub fn canonical_layout_path(repo: &str) -> String {
 /// A path below a layout root, as a wildcard over layouts maps it (`team/app` of
 /// `oci:/data/out/*`): relative, every component a plain name (no `.` or `..`, nothing
 /// empty) without control characters. Leaves the file system alone; see
-/// [`crate::registry::layout::join_under`] for the joined path.
+/// `registry::layout::join_under` for the joined path.
 pub fn layout_path(path: &str) -> Result<(), NameError> {
     let refuse = |broken| Err(NameError::new(Kind::LayoutPath, path, broken));
     if path.is_empty() {

@@ -22,5 +22,6 @@ mod resume;
 mod retention;
 mod secrets;
 mod snapshots;
+mod structure;
 mod tls;
 mod trust;

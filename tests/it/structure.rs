@@ -1,0 +1,291 @@
+//! The shape of the code, checked (issue 12): dependencies between the top-level modules of
+//! `src/` point one way (no cycle), no file is over [`MAX_FILE_LINES`] lines and no function
+//! outside tests over [`MAX_FN_LINES`], except those the README's Development section lists
+//! with a reason. Read from the source text: a new cycle or a long function fails here, with
+//! the path that makes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const MAX_FILE_LINES: usize = 600;
+const MAX_FN_LINES: usize = 80;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `.rs` file under `src/`, with its path relative to `src/`.
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = root().join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&src).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// Is this file (or, from `mod tests`/`#[cfg(test)]` on, this part of it) test code?
+fn is_test_file(rel: &str) -> bool {
+    rel.starts_with("proptests/")
+        || rel.ends_with("/tests.rs")
+        || rel.ends_with("_tests.rs")
+        || rel.contains("/tests/")
+}
+
+/// The text of a file up to its `#[cfg(test)]` module (the code that ships).
+fn shipped(text: &str) -> &str {
+    let end = text
+        .find("#[cfg(test)]\nmod ")
+        .or_else(|| text.find("#[cfg(test)]\npub mod "))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// The top-level module a file belongs to (`copy/select.rs` -> `copy`).
+fn top(rel: &str) -> String {
+    rel.split('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+/// Top-level module -> the top-level modules its shipped code names (`crate::X`).
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, text) in sources() {
+        let from = top(&rel);
+        if is_test_file(&rel) || matches!(from.as_str(), "main" | "lib") {
+            continue;
+        }
+        // Code, not comments: a doc link names a module without depending on it.
+        let code: String = shipped(&text)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut rest = code.as_str();
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != from {
+                graph.entry(from.clone()).or_default().insert(name);
+            }
+        }
+        graph.entry(from).or_default();
+    }
+    graph
+}
+
+/// A cycle in `graph`, as the path that closes it, if there is one.
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for next in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+/// The exceptions the README's Development section lists: rows `| `PATH` | … |` or
+/// `| `PATH::function` | … |` of its size-exceptions table.
+fn exceptions() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let Some(start) = readme.find("<!-- size exceptions -->") else {
+        return BTreeSet::new();
+    };
+    readme[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("<!--"))
+        .filter_map(|l| {
+            let cell = l.strip_prefix("| `")?;
+            Some(cell[..cell.find('`')?].to_string())
+        })
+        .collect()
+}
+
+/// (name, first line, line count) of every function in `code`, by brace matching outside
+/// strings, chars and comments.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i].trim_start();
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "async fn ",
+            "pub async fn ",
+            "pub(crate) fn ",
+        ]
+        .iter()
+        .chain(["pub(super) fn ", "pub(crate) async fn ", "const fn "].iter())
+        .any(|p| l.starts_with(p));
+        if !is_fn {
+            i += 1;
+            continue;
+        }
+        let name: String = l[l.find("fn ").unwrap() + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        // From the signature to the brace that closes the body (none: a trait declaration).
+        let mut depth = 0i64;
+        let mut opened = false;
+        let mut end = None;
+        'scan: for (j, line) in lines.iter().enumerate().skip(i) {
+            let mut chars = line.chars().peekable();
+            let mut in_str = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' if in_str => {
+                        chars.next();
+                    }
+                    '"' => in_str = !in_str,
+                    '/' if !in_str && chars.peek() == Some(&'/') => break,
+                    '\'' if !in_str => {
+                        // A char literal such as '{' (a lifetime has no closing quote close by).
+                        let rest: String = chars.clone().take(3).collect();
+                        if rest.len() >= 2 && rest.chars().nth(1) == Some('\'') {
+                            chars.next();
+                            chars.next();
+                        }
+                    }
+                    '{' if !in_str => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' if !in_str => {
+                        depth -= 1;
+                        if opened && depth == 0 {
+                            end = Some(j);
+                            break 'scan;
+                        }
+                    }
+                    ';' if !in_str && !opened => break 'scan,
+                    _ => {}
+                }
+            }
+        }
+        match end {
+            Some(e) => {
+                out.push((name, i + 1, e - i + 1));
+                i += 1;
+            }
+            None => i += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn no_cycle_between_top_level_modules() {
+    let graph = imports();
+    if let Some(c) = cycle(&graph) {
+        panic!(
+            "a dependency cycle between top-level modules: {}\n(the graph: {graph:#?})",
+            c.join(" -> ")
+        );
+    }
+    // The layers the README draws: the leaves depend on nothing of ferry.
+    for leaf in ["reference", "error"] {
+        assert!(
+            graph.get(leaf).is_none_or(BTreeSet::is_empty),
+            "{leaf} is a leaf, but uses {:?}",
+            graph[leaf]
+        );
+    }
+}
+
+#[test]
+fn files_and_functions_stay_short() {
+    let allowed = exceptions();
+    let mut over = Vec::new();
+    for (rel, text) in sources() {
+        let lines = text.lines().count();
+        if lines > MAX_FILE_LINES && !allowed.contains(&rel) {
+            over.push(format!("{rel}: {lines} lines (at most {MAX_FILE_LINES})"));
+        }
+        if is_test_file(&rel) {
+            continue;
+        }
+        for (name, line, n) in functions(shipped(&text)) {
+            let id = format!("{rel}::{name}");
+            if n > MAX_FN_LINES && !allowed.contains(&id) {
+                over.push(format!(
+                    "{rel}:{line}: fn {name}: {n} lines (at most {MAX_FN_LINES})"
+                ));
+            }
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "split these, or list them with a reason in the README (Development, size \
+         exceptions):\n{}",
+        over.join("\n")
+    );
+}
+
+#[test]
+fn the_checks_see_what_they_check() {
+    let code = "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n}\npub async fn b(\n    x: u8,\n) -> u8 {\n    x\n}\ntrait T { fn c(&self); }\n";
+    assert_eq!(
+        functions(code),
+        vec![("a".to_string(), 1, 5), ("b".to_string(), 6, 5)]
+    );
+    let g: BTreeMap<String, BTreeSet<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(str::to_string).collect()))
+    .collect();
+    assert_eq!(
+        cycle(&g),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
