@@ -101,3 +101,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
     exit::PARTIAL
 }
+
+#[cfg(test)]
+mod tests;

@@ -1063,3 +1063,5 @@ impl Engine {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod tests;

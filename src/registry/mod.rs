@@ -15,6 +15,8 @@ pub mod github;
 pub mod http;
 pub mod layout;
 pub mod manifest;
+#[cfg(test)]
+pub mod memory;
 pub mod overlay;
 pub mod retry;
 pub mod throttle;

@@ -1,0 +1,229 @@
+//! The engine in-process, over [`MemoryRegistry`]: rule resolution and copies in
+//! milliseconds, with the requests each one cost counted. What only a real server proves
+//! (auth, uploads over HTTP, faults) is in `tests/it`.
+
+use std::sync::Arc;
+
+use super::select::{self, Claims, Registries};
+use super::*;
+use crate::plan::{Location, Plan};
+use crate::registry::memory::MemoryRegistry;
+
+const SRC: &str = "src.test";
+const DST: &str = "dst.test";
+
+struct World {
+    src: Arc<MemoryRegistry>,
+    dst: Arc<MemoryRegistry>,
+    registries: Registries,
+}
+
+fn world() -> World {
+    let src = Arc::new(MemoryRegistry::new(SRC));
+    let dst = Arc::new(MemoryRegistry::new(DST));
+    let mut registries: Registries = std::collections::HashMap::new();
+    registries.insert(
+        Location::Registry(SRC.into()),
+        src.clone() as Arc<dyn Registry>,
+    );
+    registries.insert(
+        Location::Registry(DST.into()),
+        dst.clone() as Arc<dyn Registry>,
+    );
+    World {
+        src,
+        dst,
+        registries,
+    }
+}
+
+/// An amd64 + arm64 index `v1` (a cosign signature on the index) and an image `v2` sharing
+/// a base layer, in `team/app`.
+fn populate(src: &MemoryRegistry) -> (Digest, Digest, Digest, String) {
+    let repo = "team/app";
+    let amd = src.push_image(repo, "", &[b"base", b"amd64 layer"], "linux/amd64");
+    let arm = src.push_image(repo, "", &[b"base", b"arm64 layer"], "linux/arm64");
+    let index = src.push_index(repo, "v1", &[(&amd, "linux/amd64"), (&arm, "linux/arm64")]);
+    let (sig_tag, _) = src.push_signature(repo, &index);
+    let v2 = src.push_image(repo, "v2", &[b"base", b"v2 layer"], "linux/amd64");
+    (index, amd, v2, sig_tag)
+}
+
+fn plan(text: &str) -> Plan {
+    Plan::from_str(
+        std::path::Path::new("p.toml"),
+        &format!("version = 1\n{text}"),
+    )
+    .unwrap()
+}
+
+/// Resolve every rule of `plan` and copy what it selects, in one stage; the outcomes by
+/// target (`repo:tag`).
+async fn copy(w: &World, plan: &Plan) -> Vec<(String, Outcome)> {
+    let rules: Vec<&_> = plan.copies.iter().collect();
+    let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
+    assert!(selection.errors.is_empty(), "{:?}", selection.errors);
+    let claimed = Claims::default().claim(selection.items);
+    let (outcomes, _) = Engine::new(Arc::new(Silent), 4)
+        .copy_all(&claimed.items)
+        .await;
+    claimed
+        .items
+        .iter()
+        .zip(outcomes)
+        .map(|(i, o)| (i.target_display(), o.expect("not interrupted")))
+        .collect()
+}
+
+fn action(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Copied { .. } => "copied",
+        Outcome::Present { .. } => "present",
+        Outcome::Unchanged { .. } => "unchanged",
+        Outcome::Skipped { .. } => "skipped",
+        Outcome::Failed { .. } => "failed",
+    }
+}
+
+#[tokio::test]
+async fn an_index_its_children_and_its_signature_arrive_byte_exact_and_once() {
+    let w = world();
+    let (index, amd, v2, sig) = populate(&w.src);
+    let p = plan(&format!(
+        "[[copy]]\nfrom = \"{SRC}/team/app\"\nto = \"{DST}/mirror/app\"\n"
+    ));
+    let first = copy(&w, &p).await;
+    assert_eq!(
+        first.iter().map(|(_, o)| action(o)).collect::<Vec<_>>(),
+        ["copied"; 3]
+    );
+    let tags = w.dst.tags("mirror/app");
+    assert_eq!(tags["v1"], index);
+    assert_eq!(tags["v2"], v2);
+    assert!(tags.contains_key(&sig));
+    assert!(w.dst.has_manifest("mirror/app", &amd));
+    // The base layer is sent once, however many images use it.
+    assert_eq!(w.dst.calls()["put_blob"], 7, "{:?}", w.dst.calls());
+
+    // Again: one HEAD per tag at each side, nothing written.
+    let before = w.dst.calls();
+    let again = copy(&w, &p).await;
+    assert!(
+        again.iter().all(|(_, o)| action(o) == "present"),
+        "{again:?}"
+    );
+    let after = w.dst.calls();
+    assert_eq!(after.get("put_blob"), before.get("put_blob"));
+    assert_eq!(after.get("put_manifest"), before.get("put_manifest"));
+}
+
+#[tokio::test]
+async fn a_failed_subject_leaves_no_referrer_at_the_target() {
+    let w = world();
+    let repo = "team/app";
+    // v1's manifest names a layer the source does not have.
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":4}}"#,
+        Digest::sha256_of(b"gone")
+    );
+    let config = w.src.add_blob(repo, b"{}");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{layer}]}}"#,
+        manifest::OCI_MANIFEST
+    );
+    w.src
+        .add_manifest(repo, "v1", manifest::OCI_MANIFEST, body.as_bytes());
+    let (sig, _) = w
+        .src
+        .push_signature(repo, &Digest::sha256_of(body.as_bytes()));
+    let p = plan(&format!(
+        "[[copy]]\nfrom = \"{SRC}/team/app\"\nto = \"{DST}/team/app\"\n"
+    ));
+    let outcomes = copy(&w, &p).await;
+    let by_target: std::collections::BTreeMap<&str, &Outcome> =
+        outcomes.iter().map(|(t, o)| (t.as_str(), o)).collect();
+    assert_eq!(
+        action(by_target[format!("{DST}/team/app:v1").as_str()]),
+        "failed"
+    );
+    match by_target[format!("{DST}/team/app:{sig}").as_str()] {
+        Outcome::Skipped { reason } => {
+            assert!(
+                reason.contains("what it refers to") && reason.contains("failed"),
+                "{reason}"
+            )
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(
+        w.dst.tags("team/app").is_empty(),
+        "{:?}",
+        w.dst.tags("team/app")
+    );
+}
+
+#[tokio::test]
+async fn a_rewritten_index_keeps_its_signature_behind_and_says_why() {
+    let w = world();
+    let (index, amd, _, sig) = populate(&w.src);
+    let p = plan(&format!(
+        "[[copy]]\nfrom = \"{SRC}/team/app:v1\"\nto = \"{DST}/team/app\"\nplatforms = [\"linux/amd64\"]\nplatform_mode = \"rewrite\"\n"
+    ));
+    let outcomes = copy(&w, &p).await;
+    let (_, o) = &outcomes[0];
+    let new = match o {
+        Outcome::Copied { stats, .. } => stats.rewritten.clone().expect("rewritten"),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(w.dst.tags("team/app")["v1"], new);
+    assert!(w.dst.has_manifest("team/app", &amd));
+    match &outcomes[1].1 {
+        Outcome::Skipped { reason } => assert!(
+            reason.starts_with(&format!(
+                "referrer of rewritten index not carried: {index} → {new}"
+            )),
+            "{reason}"
+        ),
+        o => panic!("{o:?}"),
+    }
+    assert!(!w.dst.tags("team/app").contains_key(&sig));
+}
+
+#[tokio::test]
+async fn a_second_repository_mounts_what_the_first_sent() {
+    let w = world();
+    populate(&w.src);
+    let p = plan(&format!(
+        "[[copy]]\nfrom = \"{SRC}/team/app:v2\"\nto = \"{DST}/one/app\"\n\n[[copy]]\nfrom = \"{SRC}/team/app:v2\"\nto = \"{DST}/two/app\"\n"
+    ));
+    let outcomes = copy(&w, &p).await;
+    assert!(
+        outcomes.iter().all(|(_, o)| action(o) == "copied"),
+        "{outcomes:?}"
+    );
+    let calls = w.dst.calls();
+    // Config and two layers: sent once, mounted into the second repository.
+    assert_eq!(calls["put_blob"], 3, "{calls:?}");
+    assert_eq!(calls["mount_blob"], 3, "{calls:?}");
+    assert_eq!(w.src.calls()["get_blob"], 3, "{:?}", w.src.calls());
+}
+
+#[tokio::test]
+async fn two_rules_writing_one_tag_from_two_sources_leave_one_winner() {
+    let w = world();
+    let a = w.src.push_image("a/app", "1.0.0", &[b"a"], "linux/amd64");
+    w.src.push_image("b/app", "1.0.0", &[b"b"], "linux/amd64");
+    let p = plan(&format!(
+        "[[copy]]\nfrom = \"{SRC}/a/*\"\nto = \"{DST}/x/*\"\n\n[[copy]]\nfrom = \"{SRC}/b/*\"\nto = \"{DST}/x/*\"\n"
+    ));
+    let rules: Vec<&_> = p.copies.iter().collect();
+    let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
+    let claimed = Claims::default().claim(selection.items);
+    assert_eq!(claimed.items.len(), 1);
+    assert_eq!(claimed.conflicts.len(), 1);
+    assert_eq!(claimed.conflicts[0].winner_rule, 1);
+    Engine::new(Arc::new(Silent), 4)
+        .copy_all(&claimed.items)
+        .await;
+    assert_eq!(w.dst.tags("x/app")["1.0.0"], a);
+}
