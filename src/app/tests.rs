@@ -82,7 +82,7 @@ fn plan_text(rng: &mut Rng) -> String {
         };
         text.push_str(&format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n"));
         if !from.contains(':') && rng.chance(40) {
-            text.push_str(*rng.pick(&[
+            text.push_str(rng.pick::<&str>(&[
                 "tags = { include = ['^1\\.'] }\n",
                 "tags = { exclude = ['^pr-'] }\n",
                 "tags = { newest = 1 }\n",
@@ -99,7 +99,7 @@ fn plan_text(rng: &mut Rng) -> String {
         let repo = rng.pick(REPOS);
         let side = rng.pick(&["src.test", "dst.test"]);
         text.push_str(&format!("[[retain]]\nrepository = \"{side}/{repo}\"\n"));
-        text.push_str(*rng.pick(&[
+        text.push_str(rng.pick::<&str>(&[
             "keep_tags = ['^1\\.']\n",
             "delete_tags = ['^pr-']\n",
             "keep_newest = 1\ndelete_tags = ['^pr-', '^latest$']\n",
