@@ -12,7 +12,13 @@ use super::*;
 use crate::copy::Silent;
 use crate::registry::digest::VerifyingStream;
 use crate::registry::manifest::{OCI_INDEX, OCI_MANIFEST};
-use crate::registry::{ManifestHead, Pushed, Result};
+use std::time::Duration;
+
+use crate::registry::manifest::{Desc, MAX_INDEX_DEPTH};
+use crate::registry::{
+    BlobStream, BlobUpload, Digest, Manifest, ManifestHead, Pushed, RegistryError, Result,
+};
+use futures::StreamExt;
 
 /// An in-memory registry. As a source it answers a manifest request with what is stored
 /// under that reference, unverified: the lies a broken or hostile registry could tell if

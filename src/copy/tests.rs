@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::select::{self, Claims, Registries};
 use super::*;
 use crate::plan::{Location, Plan};
+use crate::registry::manifest;
 use crate::registry::memory::MemoryRegistry;
 
 const SRC: &str = "src.test";

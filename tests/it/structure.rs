@@ -153,17 +153,18 @@ fn functions(code: &str) -> Vec<(String, usize, usize)> {
     let mut i = 0;
     while i < lines.len() {
         let l = lines[i].trim_start();
-        let is_fn = [
-            "fn ",
-            "pub fn ",
-            "async fn ",
-            "pub async fn ",
-            "pub(crate) fn ",
-        ]
-        .iter()
-        .chain(["pub(super) fn ", "pub(crate) async fn ", "const fn "].iter())
-        .any(|p| l.starts_with(p));
-        if !is_fn {
+        // Visibility (`pub`, `pub(crate)`, …), then qualifiers, then `fn`.
+        let mut rest = l;
+        if let Some(r) = rest.strip_prefix("pub") {
+            rest = match r.strip_prefix('(') {
+                Some(r) => r.split_once(") ").map_or("", |(_, r)| r),
+                None => r.trim_start(),
+            };
+        }
+        for q in ["const ", "async ", "unsafe "] {
+            rest = rest.strip_prefix(q).unwrap_or(rest);
+        }
+        if !rest.starts_with("fn ") {
             i += 1;
             continue;
         }
@@ -270,10 +271,14 @@ fn files_and_functions_stay_short() {
 
 #[test]
 fn the_checks_see_what_they_check() {
-    let code = "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n}\npub async fn b(\n    x: u8,\n) -> u8 {\n    x\n}\ntrait T { fn c(&self); }\n";
+    let code = "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n}\npub async fn b(\n    x: u8,\n) -> u8 {\n    x\n}\ntrait T { fn c(&self); }\n    pub(super) async fn d() {}\n";
     assert_eq!(
         functions(code),
-        vec![("a".to_string(), 1, 5), ("b".to_string(), 6, 5)]
+        vec![
+            ("a".to_string(), 1, 5),
+            ("b".to_string(), 6, 5),
+            ("d".to_string(), 12, 1)
+        ]
     );
     let g: BTreeMap<String, BTreeSet<String>> = [
         ("a", vec!["b"]),

@@ -1,0 +1,476 @@
+//! [`Engine`]: copy items idempotently, a bounded number at a time across the whole run,
+//! referrers after what they refer to. [`tree`] copies what a manifest references (children,
+//! blobs through [`blob`]) before the manifest itself.
+
+mod blob;
+mod tree;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use tokio::sync::watch;
+
+use super::outcome::{not_carried, CopyError, ImageStats, Outcome, Totals};
+use super::platform;
+use super::{Item, ItemKey, Journal, NoJournal, Recorded, Reporter};
+use crate::registry::manifest;
+use crate::registry::{Digest, Manifest, RegistryError};
+
+#[derive(Default)]
+struct Counters {
+    bytes: AtomicU64,
+    transferred: AtomicUsize,
+    mounted: AtomicUsize,
+    existing: AtomicUsize,
+    manifests: AtomicUsize,
+    foreign: std::sync::Mutex<Vec<Digest>>,
+}
+
+/// What the target gets for an item whose source digest is `digest`.
+struct Destined {
+    /// The source index, when a platform list made it be read first.
+    source_manifest: Option<Manifest>,
+    /// What a platform list chose (`None` without one, or for a single-platform image).
+    chosen: Option<platform::Chosen>,
+    /// The digest the target ends up with: the source's, or a rewritten index's.
+    push_digest: Digest,
+    /// The target tag, or `push_digest` for a copy by digest.
+    reference: String,
+}
+
+/// With a platform list the source index is read first: what the target gets (and so the
+/// digest to look for there) depends on it. Without one nothing is read.
+async fn destined(item: &Item, digest: &Digest) -> Result<Destined, CopyError> {
+    let mut source_manifest = None;
+    let mut chosen = None;
+    if let Some(platforms) = &item.platforms {
+        let src = &item.source;
+        let m = src
+            .registry
+            .get_manifest(&src.repo, digest.as_str())
+            .await
+            .map_err(|e| CopyError::Source {
+                reference: item.source_display(),
+                source: e,
+            })?;
+        chosen = platform::choose(&m, platforms).map_err(|reason| CopyError::Manifest {
+            reference: item.source_display(),
+            reason,
+        })?;
+        source_manifest = Some(m);
+    }
+    let push_digest = chosen
+        .as_ref()
+        .map_or(digest, |c| &c.manifest.digest)
+        .clone();
+    let reference = item
+        .target_tag
+        .clone()
+        .unwrap_or_else(|| push_digest.to_string());
+    Ok(Destined {
+        source_manifest,
+        chosen,
+        push_digest,
+        reference,
+    })
+}
+
+/// Where a blob is known to exist in a target registry during this run.
+type BlobKey = (String, Digest);
+
+/// A manifest in a repository of a target registry.
+type ManifestKey = (String, String, Digest);
+
+/// A tag in a repository of a target registry.
+type TagKey = (String, String, String);
+
+/// Where an item's outcome is announced to the referrers waiting on it.
+type Done = watch::Sender<Option<Outcome>>;
+
+/// The copy engine for one run.
+pub struct Engine {
+    reporter: Arc<dyn Reporter>,
+    /// Bounds blob transfers across the whole run.
+    transfers: Arc<Semaphore>,
+    concurrency: usize,
+    /// Per (target registry, digest): the repository that holds it, once known. The mutex
+    /// also makes a second copier of the same blob wait for the first instead of
+    /// transferring it again.
+    blobs: std::sync::Mutex<HashMap<BlobKey, Arc<Mutex<Option<String>>>>>,
+    /// Per (target registry, repository, digest): who may PUT that manifest. A PUT holds it
+    /// for writing; an index's PUT also holds each child's for reading. CNCF distribution
+    /// rewrites a manifest's link files (truncate, then write) on every PUT of it and checks
+    /// an index's children by reading those links, so a PUT of a child (a platform manifest
+    /// two images share, or one also copied under a tag of its own) that overlaps its
+    /// parent's PUT makes the parent fail with MANIFEST_BLOB_UNKNOWN. Locks are taken parent
+    /// first, then children in digest order; manifests form no cycle, so no two PUTs wait on
+    /// each other.
+    manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<tokio::sync::RwLock<()>>>>,
+    /// Per (target registry, repository, fallback tag): one writer of a referrers index.
+    fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
+    /// Items of earlier [`Engine::copy_all`] calls (earlier stages) by key, with their
+    /// outcome: a referrer whose subject's item ran in an earlier stage follows it too.
+    finished: std::sync::Mutex<HashMap<ItemKey, (Item, Outcome)>>,
+    journal: Arc<dyn Journal>,
+    /// Stop starting new images.
+    stop: CancellationToken,
+    /// Abandon images in flight (the grace period after `stop` is over).
+    abort: CancellationToken,
+}
+
+impl Engine {
+    /// `concurrency` bounds blob transfers (and images) in flight across the run.
+    pub fn new(reporter: Arc<dyn Reporter>, concurrency: usize) -> Engine {
+        Engine {
+            reporter,
+            transfers: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
+            blobs: std::sync::Mutex::new(HashMap::new()),
+            manifests: std::sync::Mutex::new(HashMap::new()),
+            fallback_tags: std::sync::Mutex::new(HashMap::new()),
+            finished: std::sync::Mutex::new(HashMap::new()),
+            journal: Arc::new(NoJournal),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Record and consult progress across runs.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Engine {
+        self.journal = journal;
+        self
+    }
+
+    /// `stop`: start no new image; `abort`: abandon the ones in flight.
+    pub fn with_cancellation(
+        mut self,
+        stop: CancellationToken,
+        abort: CancellationToken,
+    ) -> Engine {
+        self.stop = stop;
+        self.abort = abort;
+        self
+    }
+
+    /// Copy every item, at most `concurrency` images at a time; per-item failures are
+    /// recorded and the run goes on. Outcomes come back in item order; `None` for an item
+    /// that an interruption kept from starting or finishing.
+    ///
+    /// A referrer ([`Item::after`]) waits for the item that carries its subject and is
+    /// copied only when that one put the subject at the target ([`not_carried`]). Items come
+    /// in an order where that item is earlier, so a waiting referrer never holds a slot its
+    /// subject needs.
+    pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
+        let started = Instant::now();
+        let results: std::sync::Mutex<Vec<Option<Outcome>>> =
+            std::sync::Mutex::new(vec![None; items.len()]);
+        // Each item's outcome, for the referrers that wait on it.
+        let done: Vec<Done> = items.iter().map(|_| watch::channel(None).0).collect();
+        let mut first: HashMap<ItemKey, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            first.entry(item.key()).or_insert(i);
+        }
+        let stop = self.stop.clone();
+        let work = futures::stream::iter(items.iter().enumerate())
+            .take_while(move |_| std::future::ready(!stop.is_cancelled()))
+            .for_each_concurrent(self.concurrency, |(i, item)| {
+                let (results, done, first) = (&results, &done, &first);
+                async move {
+                    let parent = item
+                        .after
+                        .as_ref()
+                        .and_then(|a| first.get(&a.parent).copied())
+                        .filter(|&p| p < i);
+                    let outcome = self.run_item(item, parent, items, done).await;
+                    done[i].send_replace(Some(outcome.clone()));
+                    results.lock().expect("results")[i] = Some(outcome);
+                }
+            });
+        tokio::select! {
+            _ = work => {}
+            _ = self.abort.cancelled() => {}
+        }
+        let outcomes = results.into_inner().expect("results");
+        self.remember(items, &outcomes);
+        let mut totals = Totals::of(&outcomes);
+        totals.elapsed = started.elapsed();
+        (outcomes, totals)
+    }
+
+    /// One item: wait for what it refers to (if it is a referrer), then copy it, telling the
+    /// journal and the reporter.
+    async fn run_item(
+        &self,
+        item: &Item,
+        parent: Option<usize>,
+        items: &[Item],
+        done: &[Done],
+    ) -> Outcome {
+        let not_carried = self.wait_for_subject(item, parent, items, done).await;
+        self.reporter.item_started(item);
+        let outcome = match not_carried {
+            Some(reason) => Outcome::Skipped { reason },
+            None => {
+                self.journal.item_started(item);
+                match self.copy_one(item).await {
+                    Ok(o) => o,
+                    Err(e) => Outcome::Failed { error: Arc::new(e) },
+                }
+            }
+        };
+        self.journal.item_finished(item, &outcome);
+        self.reporter.item_finished(item, &outcome);
+        outcome
+    }
+
+    /// For a referrer: wait until the item carrying its subject is done (in this batch,
+    /// `items[parent]`, or in an earlier stage), and say why it is not carried, if it is not.
+    async fn wait_for_subject(
+        &self,
+        item: &Item,
+        parent: Option<usize>,
+        items: &[Item],
+        done: &[Done],
+    ) -> Option<String> {
+        let after = item.after.as_ref()?;
+        let (parent_item, outcome) = match parent {
+            Some(p) => {
+                let mut rx = done[p].subscribe();
+                // The senders live as long as `copy_all`, which awaits this.
+                let o = rx.wait_for(Option::is_some).await.ok()?.clone()?;
+                (items[p].clone(), o)
+            }
+            None => self
+                .finished
+                .lock()
+                .expect("finished items")
+                .get(&after.parent)
+                .cloned()?,
+        };
+        not_carried(&outcome, &parent_item, &after.subject)
+    }
+
+    /// Keep what this batch did for the referrers of later stages.
+    fn remember(&self, items: &[Item], outcomes: &[Option<Outcome>]) {
+        let mut finished = self.finished.lock().expect("finished items");
+        for (item, o) in items.iter().zip(outcomes) {
+            if let Some(o) = o {
+                finished
+                    .entry(item.key())
+                    .or_insert_with(|| (item.clone(), o.clone()));
+            }
+        }
+    }
+
+    /// Copy one image idempotently.
+    pub async fn copy_one(&self, item: &Item) -> Result<Outcome, CopyError> {
+        let started = Instant::now();
+        let recorded = self.journal.recorded(item);
+        let immutable = self.journal.immutable(item);
+        if let Some(r) = recorded.as_ref().filter(|r| immutable && r.fresh) {
+            return Ok(Outcome::Unchanged {
+                digest: r.digest.clone(),
+                rewritten: r.rewritten.clone(),
+            });
+        }
+        let digest = self
+            .source_digest(item, recorded.as_ref().filter(|_| immutable))
+            .await?;
+        // Copied before with this very digest, and verified at the target recently: one HEAD
+        // at the source was all it cost.
+        if let Some(r) = recorded.as_ref().filter(|r| r.digest == digest && r.fresh) {
+            return Ok(Outcome::Unchanged {
+                digest,
+                rewritten: r.rewritten.clone(),
+            });
+        }
+        let destined = destined(item, &digest).await?;
+        if self.found_at_target(item, &destined).await? {
+            let rewritten = (destined.push_digest != digest).then_some(destined.push_digest);
+            return Ok(Outcome::Present { digest, rewritten });
+        }
+        let counters = Counters::default();
+        let (manifest, chosen) = self
+            .copy_content(
+                item,
+                &digest,
+                destined.source_manifest,
+                destined.chosen,
+                &counters,
+            )
+            .await?;
+        let to_push = chosen.as_ref().map_or(&manifest, |c| &c.manifest);
+        let left_out = chosen.as_ref().map_or(0, |c| c.left_out);
+        self.push(
+            item,
+            &destined.reference,
+            to_push,
+            left_out > 0 && to_push.digest == digest,
+            left_out,
+        )
+        .await?;
+        let stats = ImageStats {
+            bytes: counters.bytes.load(Ordering::Relaxed),
+            transferred: counters.transferred.load(Ordering::Relaxed),
+            mounted: counters.mounted.load(Ordering::Relaxed),
+            existing: counters.existing.load(Ordering::Relaxed),
+            foreign: counters.foreign.lock().expect("foreign list").clone(),
+            manifests: counters.manifests.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
+            rewritten: chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned(),
+            left_out,
+        };
+        Ok(Outcome::Copied { digest, stats })
+    }
+
+    /// The source digest: from the reference itself; for an immutable tag recorded done,
+    /// from the record (it cannot have moved: only the target is checked again); else a HEAD
+    /// (which Docker Hub does not count as a pull).
+    async fn source_digest(
+        &self,
+        item: &Item,
+        immutable_record: Option<&Recorded>,
+    ) -> Result<Digest, CopyError> {
+        if let Some(d) = Digest::parse(&item.source_ref) {
+            return Ok(d);
+        }
+        if let Some(r) = immutable_record {
+            return Ok(r.digest.clone());
+        }
+        let src = &item.source;
+        let source_err = |e| CopyError::Source {
+            reference: item.source_display(),
+            source: e,
+        };
+        let digest = src
+            .registry
+            .head_manifest(&src.repo, &item.source_ref)
+            .await
+            .map_err(source_err)?
+            .ok_or_else(|| {
+                source_err(RegistryError::NotFound {
+                    what: "manifest".into(),
+                    url: item.source_display(),
+                })
+            })?
+            .digest;
+        self.journal.tag_seen(src, &item.source_ref, &digest);
+        Ok(digest)
+    }
+
+    /// Does the target hold what this item would put there? A referrer found there also gets
+    /// its fallback-tag entry, which a run stopped between the two steps left to do.
+    async fn found_at_target(&self, item: &Item, d: &Destined) -> Result<bool, CopyError> {
+        let dst = &item.target;
+        let target_err = |e| CopyError::Target {
+            reference: item.target_display(),
+            source: e,
+        };
+        let head = dst
+            .registry
+            .head_manifest(&dst.repo, &d.reference)
+            .await
+            .map_err(target_err)?;
+        if head.is_none_or(|h| h.digest != d.push_digest) {
+            return Ok(false);
+        }
+        if let Some(subject) = &item.subject {
+            if !dst
+                .registry
+                .supports_referrers(&dst.repo)
+                .await
+                .map_err(target_err)?
+            {
+                let m = dst
+                    .registry
+                    .get_manifest(&dst.repo, d.push_digest.as_str())
+                    .await
+                    .map_err(target_err)?;
+                self.index_referrer(dst, subject, &m).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Everything the manifest to push references: the whole tree, or only the children a
+    /// platform list chose. Returns the source manifest and that choice.
+    async fn copy_content(
+        &self,
+        item: &Item,
+        digest: &Digest,
+        source_manifest: Option<Manifest>,
+        chosen: Option<platform::Chosen>,
+        counters: &Counters,
+    ) -> Result<(Manifest, Option<platform::Chosen>), CopyError> {
+        let src = &item.source;
+        let manifest = match source_manifest {
+            Some(m) => m,
+            None => src
+                .registry
+                .get_manifest(&src.repo, digest.as_str())
+                .await
+                .map_err(|e| CopyError::Source {
+                    reference: item.source_display(),
+                    source: e,
+                })?,
+        };
+        match &chosen {
+            Some(c) => {
+                let above = std::slice::from_ref(&manifest.digest);
+                self.copy_children(item, &c.children, above, counters)
+                    .await?
+            }
+            None => self.copy_tree(item, &manifest, &[], counters).await?,
+        }
+        Ok((manifest, chosen))
+    }
+
+    /// PUT the manifest under the item's target reference (tags of one digest one at a time,
+    /// its children held still), then list it under its subject's fallback tag where the
+    /// target does not index referrers.
+    async fn push(
+        &self,
+        item: &Item,
+        reference: &str,
+        to_push: &Manifest,
+        sparse: bool,
+        left_out: usize,
+    ) -> Result<(), CopyError> {
+        let dst = &item.target;
+        let target_err = |e| CopyError::Target {
+            reference: item.target_display(),
+            source: e,
+        };
+        let pushed = {
+            let slot = self.manifest_slot(dst, &to_push.digest);
+            let _writing = slot.write().await;
+            let _children = self.hold_children(dst, to_push).await;
+            dst.registry
+                .put_manifest(&dst.repo, reference, to_push)
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Status {
+                        status: 400 | 404 | 422,
+                        ..
+                    } if sparse => CopyError::SparseRefused {
+                        reference: item.target_display(),
+                        left_out,
+                        source: e,
+                    },
+                    e => target_err(e),
+                })?
+        };
+        if let Some(subject) = manifest::subject_of(&to_push.bytes) {
+            if !pushed.subject_indexed {
+                self.index_referrer(dst, &subject, to_push).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! Copying what a manifest references, children first, and the manifest after: one writer per
+//! manifest and target, and an index written while none of its children is.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::future::{try_join_all, BoxFuture};
+use futures::FutureExt;
+
+use super::{Counters, Engine};
+use crate::copy::{join_ref, CopyError, Endpoint, Item};
+use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::{Digest, Manifest};
+
+impl Engine {
+    /// List a referrer under its subject's fallback tag (`sha256-<hex>`) at a target without
+    /// the referrers API: the index there is read and extended, never replaced, so entries
+    /// other clients put there stay.
+    pub(super) async fn index_referrer(
+        &self,
+        dst: &Endpoint,
+        subject: &Digest,
+        referrer: &Manifest,
+    ) -> Result<(), CopyError> {
+        let tag = manifest::fallback_tag(subject);
+        let reference = join_ref(&dst.display(), &tag);
+        let target_err = |e| CopyError::Target {
+            reference: reference.clone(),
+            source: e,
+        };
+        let slot = self
+            .fallback_tags
+            .lock()
+            .expect("fallback tag map")
+            .entry((
+                dst.registry.name().to_string(),
+                dst.repo.clone(),
+                tag.clone(),
+            ))
+            .or_default()
+            .clone();
+        let _writing = slot.lock().await;
+        let existing = match dst.registry.get_manifest(&dst.repo, &tag).await {
+            Ok(m) => Some(m),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(target_err(e)),
+        };
+        let merged = manifest::merge_fallback_index(
+            existing.as_ref().map(|m| &m.bytes[..]),
+            manifest::referrer_entry(referrer),
+        )
+        .map_err(|reason| CopyError::Manifest {
+            reference: reference.clone(),
+            reason: format!("{reason}; it was left as it is"),
+        })?;
+        if let Some(bytes) = merged {
+            let index = Manifest {
+                media_type: manifest::OCI_INDEX.to_string(),
+                digest: Digest::sha256_of(&bytes),
+                bytes: bytes.into(),
+            };
+            dst.registry
+                .put_manifest(&dst.repo, &tag, &index)
+                .await
+                .map_err(target_err)?;
+        }
+        Ok(())
+    }
+
+    /// Read locks on the slots of an index's children, for the time of its PUT (see
+    /// `manifests`); nothing for an image.
+    pub(super) async fn hold_children(
+        &self,
+        dst: &Endpoint,
+        m: &Manifest,
+    ) -> Vec<tokio::sync::OwnedRwLockReadGuard<()>> {
+        let Ok(Parsed::Index { children }) = manifest::parse(&m.media_type, &m.bytes) else {
+            return Vec::new();
+        };
+        let mut digests: Vec<Digest> = children
+            .into_iter()
+            .map(|c| c.digest)
+            .filter(|d| *d != m.digest)
+            .collect();
+        digests.sort();
+        digests.dedup();
+        let mut held = Vec::with_capacity(digests.len());
+        for d in digests {
+            held.push(self.manifest_slot(dst, &d).read_owned().await);
+        }
+        held
+    }
+
+    pub(super) fn manifest_slot(
+        &self,
+        dst: &Endpoint,
+        digest: &Digest,
+    ) -> Arc<tokio::sync::RwLock<()>> {
+        self.manifests
+            .lock()
+            .expect("manifest map")
+            .entry((
+                dst.registry.name().to_string(),
+                dst.repo.clone(),
+                digest.clone(),
+            ))
+            .or_default()
+            .clone()
+    }
+
+    /// Copy what a manifest references (children first, recursively), not the manifest.
+    /// `ancestors` are the indexes above it, outermost first.
+    pub(super) fn copy_tree<'a>(
+        &'a self,
+        item: &'a Item,
+        manifest: &'a Manifest,
+        ancestors: &'a [Digest],
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<(), CopyError>> {
+        async move {
+            let here = join_ref(&item.source.display(), manifest.digest.as_str());
+            let parsed =
+                manifest::parse(&manifest.media_type, &manifest.bytes).map_err(|reason| {
+                    CopyError::Manifest {
+                        reference: here.clone(),
+                        reason,
+                    }
+                })?;
+            match parsed {
+                Parsed::Index { children } => {
+                    if ancestors.len() + 1 > MAX_INDEX_DEPTH {
+                        return Err(CopyError::Manifest {
+                            reference: here,
+                            reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
+                        });
+                    }
+                    let path: Vec<Digest> = ancestors
+                        .iter()
+                        .chain([&manifest.digest])
+                        .cloned()
+                        .collect();
+                    // Digests make a cycle impossible for bytes that were verified; a source
+                    // that skips verification (or a hash collision) must not loop forever.
+                    if let Some(child) = children.iter().find(|c| path.contains(&c.digest)) {
+                        return Err(CopyError::Manifest {
+                            reference: here,
+                            reason: format!(
+                                "the index names {}, which is this index or one that contains it: a cycle",
+                                child.digest
+                            ),
+                        });
+                    }
+                    self.copy_children(item, &children, &path, counters)
+                        .await?;
+                }
+                Parsed::Image { config, layers } => {
+                    let mut blobs: Vec<&Desc> =
+                        std::iter::once(&config).chain(layers.iter()).collect();
+                    // Large blobs first: they dominate the wall time.
+                    blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+                    blobs.dedup_by(|a, b| a.digest == b.digest);
+                    try_join_all(blobs.into_iter().map(|b| self.copy_blob(item, b, counters)))
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    /// Copy children of an index (and what they reference), concurrently; `ancestors` are the
+    /// indexes above them, the closest last.
+    pub(super) async fn copy_children(
+        &self,
+        item: &Item,
+        children: &[Desc],
+        ancestors: &[Digest],
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        try_join_all(
+            children
+                .iter()
+                .map(|child| self.copy_child(item, child, ancestors, counters)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Copy one child manifest of an index (and what it references) by digest.
+    async fn copy_child(
+        &self,
+        item: &Item,
+        child: &Desc,
+        ancestors: &[Digest],
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let (src, dst) = (&item.source, &item.target);
+        let child_src = join_ref(&src.display(), child.digest.as_str());
+        let child_dst = join_ref(&dst.display(), child.digest.as_str());
+        let slot = self.manifest_slot(dst, &child.digest);
+        let _writing = slot.write().await;
+        let present = dst
+            .registry
+            .head_manifest(&dst.repo, child.digest.as_str())
+            .await
+            .map_err(|e| CopyError::Target {
+                reference: child_dst.clone(),
+                source: e,
+            })?;
+        if present.is_some() {
+            return Ok(());
+        }
+        let m = src
+            .registry
+            .get_manifest(&src.repo, child.digest.as_str())
+            .await
+            .map_err(|e| CopyError::Source {
+                reference: child_src.clone(),
+                source: e,
+            })?;
+        if m.bytes.len() as u64 != child.size {
+            return Err(CopyError::Manifest {
+                reference: child_src,
+                reason: format!(
+                    "the index says {} bytes, the manifest has {}",
+                    child.size,
+                    m.bytes.len()
+                ),
+            });
+        }
+        self.copy_tree(item, &m, ancestors, counters).await?;
+        let _children = self.hold_children(dst, &m).await;
+        dst.registry
+            .put_manifest(&dst.repo, child.digest.as_str(), &m)
+            .await
+            .map_err(|e| CopyError::Target {
+                reference: child_dst,
+                source: e,
+            })?;
+        counters.manifests.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

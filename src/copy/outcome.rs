@@ -1,0 +1,171 @@
+//! What became of an item: copied, present, unchanged, skipped or failed, with the counts a
+//! run adds up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Item;
+use crate::registry::{Digest, RegistryError};
+
+/// Why copying one image failed; names the reference and keeps the registry's error.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("reading {reference}")]
+    Source {
+        reference: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("writing {reference}")]
+    Target {
+        reference: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("{reference}: {reason}")]
+    Manifest { reference: String, reason: String },
+    /// Another rule's item writes the same target tag from another source.
+    #[error("{reference}: {reason}")]
+    Conflict { reference: String, reason: String },
+    #[error("writing {reference}: the target refuses an index whose children are missing ({left_out} left out by `platforms`); this registry needs platform_mode = \"rewrite\" (a new index, a new digest) or every platform")]
+    SparseRefused {
+        reference: String,
+        left_out: usize,
+        #[source]
+        source: RegistryError,
+    },
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The target now holds the image. `bytes` crossed the wire for it.
+    Copied {
+        digest: Digest,
+        stats: ImageStats,
+    },
+    /// The target holds the tag with the source digest (or, `rewritten`, with the digest of
+    /// the index the platform list gives): checked at the target in this run.
+    Present {
+        digest: Digest,
+        rewritten: Option<Digest>,
+    },
+    /// Recorded done by an earlier run, and trusted without asking the target again: an
+    /// immutable tag or a digest, or a tag whose source digest is the recorded one, verified
+    /// at the target less than `recheck_after` ago.
+    Unchanged {
+        digest: Digest,
+        rewritten: Option<Digest>,
+    },
+    /// Not copied on purpose: a referrer whose subject failed, was not copied, or was
+    /// rewritten to a new digest at the target.
+    Skipped {
+        reason: String,
+    },
+    Failed {
+        error: Arc<CopyError>,
+    },
+}
+
+impl Outcome {
+    /// The source digest and, when the target got another one (a rewritten index), that one;
+    /// `None` unless the item is at its target.
+    pub fn placed(&self) -> Option<(&Digest, Option<&Digest>)> {
+        match self {
+            Outcome::Copied { digest, stats } => Some((digest, stats.rewritten.as_ref())),
+            Outcome::Present { digest, rewritten } | Outcome::Unchanged { digest, rewritten } => {
+                Some((digest, rewritten.as_ref()))
+            }
+            Outcome::Skipped { .. } | Outcome::Failed { .. } => None,
+        }
+    }
+}
+
+/// Why a referrer whose subject is carried by an item that ended with `parent` is not copied,
+/// or `None` when it may be: only after its subject is at the target with the digest it names.
+pub fn not_carried(parent: &Outcome, parent_item: &Item, subject: &Digest) -> Option<String> {
+    match parent {
+        Outcome::Failed { .. } => Some(format!(
+            "not copied: what it refers to ({}) failed",
+            parent_item.target_display()
+        )),
+        Outcome::Skipped { .. } => Some(format!(
+            "not copied: what it refers to ({}) was not copied",
+            parent_item.target_display()
+        )),
+        _ => match parent.placed() {
+            Some((old, Some(new))) if old == subject => Some(format!(
+                "referrer of rewritten index not carried: {old} → {new} (platform_mode = \"rewrite\"); it names a digest the target does not have"
+            )),
+            _ => None,
+        },
+    }
+}
+
+/// Per-image counters.
+#[derive(Debug, Clone, Default)]
+pub struct ImageStats {
+    pub bytes: u64,
+    /// Blobs streamed from the source.
+    pub transferred: usize,
+    /// Blobs the target got by a cross-repository mount.
+    pub mounted: usize,
+    /// Blobs the target already had.
+    pub existing: usize,
+    /// Non-distributable layers, left to be fetched from their own URLs.
+    pub foreign: Vec<Digest>,
+    /// Child manifests written.
+    pub manifests: usize,
+    /// How long the copy of this image took.
+    pub elapsed: Duration,
+    /// The digest of the index the target got instead of the source's (`platform_mode =
+    /// "rewrite"` with platforms left out).
+    pub rewritten: Option<Digest>,
+    /// Index children not copied because of `platforms`.
+    pub left_out: usize,
+}
+
+/// Totals of a run, for the summary line.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub copied: usize,
+    pub present: usize,
+    pub failed: usize,
+    /// Referrers not copied on purpose ([`Outcome::Skipped`]).
+    pub skipped: usize,
+    /// Not started, or stopped by an interruption.
+    pub interrupted: usize,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl Totals {
+    /// The counts of a batch's outcomes (`None`: interrupted); elapsed time not set.
+    pub fn of(outcomes: &[Option<Outcome>]) -> Totals {
+        let mut totals = Totals::default();
+        for o in outcomes {
+            match o {
+                Some(Outcome::Copied { stats, .. }) => {
+                    totals.copied += 1;
+                    totals.bytes += stats.bytes;
+                }
+                Some(Outcome::Present { .. } | Outcome::Unchanged { .. }) => totals.present += 1,
+                Some(Outcome::Skipped { .. }) => totals.skipped += 1,
+                Some(Outcome::Failed { .. }) => totals.failed += 1,
+                None => totals.interrupted += 1,
+            }
+        }
+        totals
+    }
+
+    /// Add another stage's counts (not its elapsed time: stages run one after another and
+    /// the caller measures the whole).
+    pub fn add(&mut self, other: &Totals) {
+        self.copied += other.copied;
+        self.present += other.present;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.interrupted += other.interrupted;
+        self.bytes += other.bytes;
+    }
+}
