@@ -1,0 +1,379 @@
+//! Turn the plan's `[[copy]]` rules into concrete items: expand wildcards through the
+//! registry's catalog, list tags, apply the tag filters, map source repositories to targets,
+//! and find what refers to what is selected ([`referrers`]). [`claims`] then decides, across
+//! the stages of a run, which item writes each target.
+
+mod claims;
+mod referrers;
+
+pub use claims::{Claimed, Claims, Conflict};
+use referrers::{discover, Origin, Referred};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::{After, Endpoint, Item, ItemKey, Journal};
+use crate::plan::conflicts::writes_into;
+use crate::plan::{CopyRule, Location, Reference, Selector};
+use crate::reference::names;
+use crate::registry::manifest::referrer_tag_subject;
+use crate::registry::{layout, Digest, NameError, Registry, RegistryError};
+
+/// How many repositories' tag lists are read at once while resolving a wildcard.
+const LIST_CONCURRENCY: usize = 8;
+
+/// The registries of a run, by location.
+pub type Registries = HashMap<Location, Arc<dyn Registry>>;
+
+/// A rule (or one repository of a wildcard rule) that could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("{rule}: {what}")]
+pub struct SelectError {
+    pub rule: String,
+    pub what: String,
+    #[source]
+    pub source: RegistryError,
+}
+
+/// The items of all rules, in plan order, plus what could not be resolved.
+#[derive(Default)]
+pub struct Selection {
+    pub items: Vec<Item>,
+    pub errors: Vec<SelectError>,
+}
+
+fn registry(registries: &Registries, r: &Reference) -> Arc<dyn Registry> {
+    registries
+        .get(&r.location)
+        .cloned()
+        .expect("the app builds a registry for every location in the plan")
+}
+
+/// Group rules into stages that run one after another: a rule that reads what an earlier rule
+/// writes (copy to staging, then promote) runs in a later stage than that rule, so it sees
+/// the copied images; every other rule runs in the first stage it can, concurrently with the
+/// rest of that stage. Returns indexes into `rules`, plan order kept within a stage.
+pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
+    let mut stage_of: Vec<usize> = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let stage = (0..i)
+            .filter(|&j| writes_into(&rules[j].to, &rule.from))
+            .map(|j| stage_of[j] + 1)
+            .max()
+            .unwrap_or(0);
+        stage_of.push(stage);
+    }
+    let count = stage_of.iter().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); count];
+    for (i, s) in stage_of.into_iter().enumerate() {
+        out[s].push(i);
+    }
+    out
+}
+
+/// Resolve every rule. `journal` tells the digests of immutable tags an earlier run finished,
+/// so finding their referrers costs no HEAD.
+pub async fn resolve(
+    rules: &[&CopyRule],
+    registries: &Registries,
+    journal: &dyn Journal,
+) -> Selection {
+    let mut selection = Selection::default();
+    for rule in rules {
+        resolve_rule(rule, registries, journal, &mut selection).await;
+    }
+    selection
+}
+
+/// One rule, resolved into `out`.
+async fn resolve_rule(
+    rule: &CopyRule,
+    registries: &Registries,
+    journal: &dyn Journal,
+    out: &mut Selection,
+) {
+    let cx = RuleContext {
+        rule,
+        journal,
+        src: registry(registries, &rule.from),
+        dst: registry(registries, &rule.to),
+    };
+    let from = &rule.from.repository;
+    match &rule.from.selector {
+        Selector::Tag(_) | Selector::Digest(_) => cx.one_reference(out).await,
+        Selector::AllTags => cx.repository(from, &rule.to.repository, out).await,
+        Selector::Wildcard => cx.wildcard(out).await,
+    }
+}
+
+/// A rule being resolved, with the registries it reads and writes.
+struct RuleContext<'a> {
+    rule: &'a CopyRule,
+    journal: &'a dyn Journal,
+    src: Arc<dyn Registry>,
+    dst: Arc<dyn Registry>,
+}
+
+impl RuleContext<'_> {
+    fn error(&self, what: String, source: RegistryError) -> SelectError {
+        SelectError {
+            rule: self.rule.to_string(),
+            what,
+            source,
+        }
+    }
+
+    fn selection(&self, repo: &str, target_repo: &str) -> RepoSelection<'_> {
+        RepoSelection {
+            rule: self.rule,
+            journal: self.journal,
+            src: &self.src,
+            dst: &self.dst,
+            repo: repo.to_string(),
+            target_repo: target_repo.to_string(),
+        }
+    }
+
+    /// `from = "REPO:TAG"` or `"REPO@DIGEST"`: one root, and what refers to it.
+    async fn one_reference(&self, out: &mut Selection) {
+        let rule = self.rule;
+        let target_tag = match &rule.to.selector {
+            Selector::Tag(t) => Some(t.clone()),
+            _ => None,
+        };
+        let root = match &rule.from.selector {
+            Selector::Tag(tag) => (tag.clone(), Some(target_tag.unwrap_or(tag.clone()))),
+            Selector::Digest(d) => (d.clone(), target_tag),
+            _ => unreachable!("a reference to one image"),
+        };
+        // The repository's tags tell where its referrer tags are.
+        let from = &rule.from.repository;
+        let all = if rule.referrers.enabled() {
+            let what = format!("skipped a tag of {}", rule.from.repo_display());
+            (self.src.list_tags(from).await)
+                .map(|tags| sort_out(tags, names::tag, rule, &what, &mut out.errors))
+        } else {
+            Ok(Vec::new())
+        };
+        self.selection(from, &rule.to.repository)
+            .add(all, vec![root], out)
+            .await;
+    }
+
+    /// Every tag of `repo` the filters select, into `target_repo`.
+    async fn repository(&self, repo: &str, target_repo: &str, out: &mut Selection) {
+        let shown = crate::reference::display_repo(&self.rule.from.location, repo);
+        match self.src.list_tags(repo).await {
+            Ok(tags) => {
+                let what = format!("skipped a tag of {shown}");
+                let tags = sort_out(tags, names::tag, self.rule, &what, &mut out.errors);
+                let roots = select_tags(self.rule, &tags);
+                self.selection(repo, target_repo)
+                    .add(Ok(tags), roots, out)
+                    .await;
+            }
+            Err(e) => out
+                .errors
+                .push(self.error(format!("listing the tags of {shown}"), e)),
+        }
+    }
+
+    /// Every repository under the prefix, several at a time; items keep the catalog's order.
+    async fn wildcard(&self, out: &mut Selection) {
+        let rule = self.rule;
+        let repos = match self.src.list_repositories(&rule.from.repository).await {
+            Ok(r) => r,
+            Err(e) => {
+                let what = format!("listing the repositories under {}", rule.from);
+                return out.errors.push(self.error(what, e));
+            }
+        };
+        let parts: Vec<Selection> = futures::stream::iter(repos)
+            .map(|repo| async move {
+                let mut part = Selection::default();
+                match wildcard_target(rule, &repo) {
+                    Ok(target) => self.repository(&repo, &target, &mut part).await,
+                    Err(e) => {
+                        let what = format!("skipped a repository listed under {}", rule.from);
+                        part.errors.push(self.error(what, e));
+                    }
+                }
+                part
+            })
+            .buffered(LIST_CONCURRENCY)
+            .collect()
+            .await;
+        for part in parts {
+            out.items.extend(part.items);
+            out.errors.extend(part.errors);
+        }
+    }
+}
+
+/// The tags a rule's filters select, referrer tags left out: they travel with the image they
+/// name (or not at all, with `referrers = false`).
+fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<String>)> {
+    let plain: Vec<String> = tags
+        .iter()
+        .filter(|t| referrer_tag_subject(t).is_none())
+        .cloned()
+        .collect();
+    rule.tags
+        .select(&plain)
+        .into_iter()
+        .map(|t| (t.clone(), Some(t)))
+        .collect()
+}
+
+/// One source repository of a rule and where it goes.
+struct RepoSelection<'a> {
+    rule: &'a CopyRule,
+    journal: &'a dyn Journal,
+    src: &'a Arc<dyn Registry>,
+    dst: &'a Arc<dyn Registry>,
+    repo: String,
+    target_repo: String,
+}
+
+impl RepoSelection<'_> {
+    fn item(&self, source_ref: String, target_tag: Option<String>) -> Item {
+        Item {
+            source: Endpoint {
+                registry: self.src.clone(),
+                repo: self.repo.clone(),
+            },
+            source_ref,
+            target: Endpoint {
+                registry: self.dst.clone(),
+                repo: self.target_repo.clone(),
+            },
+            target_tag,
+            subject: None,
+            platforms: None,
+            rule: self.rule.number,
+            after: None,
+        }
+    }
+
+    /// Items for `roots` (source reference, target tag), and for what refers to them.
+    async fn add(
+        &self,
+        all: Result<Vec<String>, RegistryError>,
+        roots: Vec<(String, Option<String>)>,
+        out: &mut Selection,
+    ) {
+        let refs: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
+        let mut known: HashMap<String, Digest> = HashMap::new();
+        let mut root_keys: HashMap<String, ItemKey> = HashMap::new();
+        for (source_ref, target_tag) in roots {
+            let mut item = self.item(source_ref, target_tag);
+            item.platforms = self.rule.platforms.clone();
+            // An immutable tag recorded done cannot have moved at the source (only the target
+            // is checked again once the record is old): its digest needs no HEAD here.
+            if self.journal.immutable(&item) {
+                if let Some(r) = self.journal.recorded(&item) {
+                    known.insert(item.source_ref.clone(), r.digest);
+                }
+            }
+            root_keys.insert(item.source_ref.clone(), item.key());
+            out.items.push(item);
+        }
+        if !self.rule.referrers.enabled() {
+            return;
+        }
+        let repo = &self.repo;
+        let found = match all {
+            Ok(all) => discover(self.src.as_ref(), repo, &all, &refs, &known, self.rule).await,
+            Err(e) => Err(e),
+        };
+        let shown = crate::reference::display_repo(&self.rule.from.location, repo);
+        let error = |what: String, source| SelectError {
+            rule: self.rule.to_string(),
+            what,
+            source,
+        };
+        match found {
+            Ok(found) => {
+                for r in found.referrals {
+                    out.items.push(self.referrer(r, &root_keys));
+                }
+                out.errors
+                    .extend(found.refused.into_iter().map(|(subject, e)| {
+                        error(format!("skipped a referrer of {shown}@{subject}"), e.into())
+                    }));
+            }
+            Err(e) => out.errors.push(error(
+                format!("finding the signatures and other referrers of what it selects in {shown}"),
+                e,
+            )),
+        }
+    }
+
+    /// The item for a referrer found, after the item that carries its subject.
+    fn referrer(&self, r: referrers::Referral, root_keys: &HashMap<String, ItemKey>) -> Item {
+        let parent = match r.origin {
+            Origin::Root(source_ref) => root_keys[&source_ref].clone(),
+            Origin::Tag(tag) => self.item(tag.clone(), Some(tag)).key(),
+            Origin::Digest(d) => self.item(d.to_string(), None).key(),
+        };
+        let mut item = match r.what {
+            Referred::Tag(tag) => self.item(tag.clone(), Some(tag)),
+            Referred::Digest(digest) => {
+                let mut item = self.item(digest.to_string(), None);
+                item.subject = Some(r.subject.clone());
+                item
+            }
+        };
+        item.after = Some(After {
+            parent,
+            subject: r.subject,
+        });
+        item
+    }
+}
+
+/// The names of a registry's listing that pass `check`; each other one becomes an error of
+/// the rule (`what` happened, and the name, escaped), and costs only itself.
+fn sort_out(
+    listed: Vec<String>,
+    check: fn(&str) -> Result<(), NameError>,
+    rule: &CopyRule,
+    what: &str,
+    errors: &mut Vec<SelectError>,
+) -> Vec<String> {
+    let (good, bad) = names::sort_out(listed, check);
+    errors.extend(bad.into_iter().map(|e| SelectError {
+        rule: rule.to_string(),
+        what: what.to_string(),
+        source: e.into(),
+    }));
+    good
+}
+
+/// Where a repository a wildcard found goes: its path below the source prefix, below the
+/// target prefix. The name came from a registry's catalog (or a layout walk), so it must be a
+/// valid name under the prefix, and the target must stay under the prefix the plan named.
+fn wildcard_target(rule: &CopyRule, repo: &str) -> Result<String, RegistryError> {
+    if let Location::Registry(_) = rule.from.location {
+        names::repository(repo)?;
+    }
+    let suffix = repo
+        .strip_prefix(rule.from.repository.as_str())
+        .ok_or_else(|| RegistryError::Protocol {
+            url: rule.from.to_string(),
+            reason: format!("listed {}, which is not under it", names::shown(repo)),
+        })?;
+    match rule.to.location {
+        Location::Registry(_) => {
+            let target = format!("{}{suffix}", rule.to.repository);
+            names::repository(&target)?;
+            Ok(target)
+        }
+        Location::Layout => layout::join_under(&rule.to.repository, suffix),
+    }
+}
+
+#[cfg(test)]
+mod tests;
