@@ -114,51 +114,8 @@ impl Reference {
                 "write a reference as HOST/REPOSITORY[:TAG|@DIGEST], without a URL scheme".into(),
             ));
         }
-
-        // Split off a digest, then a tag (a ':' after the last '/').
-        let (rest, digest) = match input.split_once('@') {
-            Some((rest, digest)) => {
-                if !is_valid_digest(digest) {
-                    return Err(ReferenceError(
-                        "the digest is not one ferry can verify (sha256:<64 hex> or sha512:<128 hex>)".into(),
-                    ));
-                }
-                (rest, Some(digest.to_string()))
-            }
-            None => (input, None),
-        };
-        let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
-            _ => (rest, None),
-        };
-        if let Some(tag) = &tag {
-            if !is_valid_tag(tag) {
-                return Err(ReferenceError(
-                    "the tag is not valid ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)"
-                        .into(),
-                ));
-            }
-        }
-        if tag.is_some() && digest.is_some() {
-            return Err(ReferenceError(
-                "give a tag or a digest, not both (the digest alone names the image)".into(),
-            ));
-        }
-
-        let (host, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                if !HOST.is_match(first) {
-                    return Err(ReferenceError(
-                        "the registry host is not valid (a name or address, with an optional :PORT)".into(),
-                    ));
-                }
-                (normalize_host(first), rest.to_string())
-            }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
-        };
-
+        let (name, tag, digest) = split_tag_and_digest(input)?;
+        let (host, path) = split_host(name)?;
         let wildcard = path == "*" || path.ends_with("/*");
         let repository = if wildcard {
             if tag.is_some() || digest.is_some() {
@@ -167,41 +124,10 @@ impl Reference {
                         .into(),
                 ));
             }
-            let prefix = &path[..path.len() - 1];
-            if path.trim_end_matches('*').contains('*') {
-                return Err(ReferenceError(
-                    "`*` is allowed only as the last path component".into(),
-                ));
-            }
-            if !prefix.is_empty() && !is_valid_repository(prefix.trim_end_matches('/')) {
-                return Err(ReferenceError(
-                    "the repository prefix before `*` is not valid (lowercase letters, digits, separators . _ __ -)".into(),
-                ));
-            }
-            if host == DOCKER_HUB && prefix.is_empty() {
-                return Err(ReferenceError(
-                    "Docker Hub has no catalog: name a namespace, as in docker.io/myorg/*".into(),
-                ));
-            }
-            prefix.to_string()
+            wildcard_prefix(&host, &path)?
         } else {
-            if path.contains('*') {
-                return Err(ReferenceError(
-                    "`*` is allowed only as the last path component".into(),
-                ));
-            }
-            if !is_valid_repository(&path) {
-                return Err(ReferenceError(
-                    "the repository is not valid (lowercase letters, digits, separators . _ __ -, components joined by /)".into(),
-                ));
-            }
-            if host == DOCKER_HUB && !path.contains('/') {
-                format!("library/{path}")
-            } else {
-                path
-            }
+            repository(&host, path)?
         };
-
         let selector = match (wildcard, tag, digest) {
             (true, _, _) => Selector::Wildcard,
             (false, Some(tag), _) => Selector::Tag(tag),
@@ -291,6 +217,97 @@ impl Reference {
     pub fn repo_display(&self) -> String {
         display_repo(&self.location, &self.repository)
     }
+}
+
+/// `NAME[:TAG][@DIGEST]` -> name, tag, digest (a tag is a `:` after the last `/`).
+fn split_tag_and_digest(
+    input: &str,
+) -> Result<(&str, Option<String>, Option<String>), ReferenceError> {
+    let (rest, digest) = match input.split_once('@') {
+        Some((rest, digest)) => {
+            if !is_valid_digest(digest) {
+                return Err(ReferenceError(
+                    "the digest is not one ferry can verify (sha256:<64 hex> or sha512:<128 hex>)"
+                        .into(),
+                ));
+            }
+            (rest, Some(digest.to_string()))
+        }
+        None => (input, None),
+    };
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+        _ => (rest, None),
+    };
+    if tag.as_deref().is_some_and(|t| !is_valid_tag(t)) {
+        return Err(ReferenceError(
+            "the tag is not valid ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)".into(),
+        ));
+    }
+    if tag.is_some() && digest.is_some() {
+        return Err(ReferenceError(
+            "give a tag or a digest, not both (the digest alone names the image)".into(),
+        ));
+    }
+    Ok((name, tag, digest))
+}
+
+/// The registry host (docker's rule: a first component with `.` or `:`, or `localhost`;
+/// otherwise Docker Hub) and the path after it.
+fn split_host(name: &str) -> Result<(String, String), ReferenceError> {
+    match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            if !HOST.is_match(first) {
+                return Err(ReferenceError(
+                    "the registry host is not valid (a name or address, with an optional :PORT)"
+                        .into(),
+                ));
+            }
+            Ok((normalize_host(first), rest.to_string()))
+        }
+        _ => Ok((DOCKER_HUB.to_string(), name.to_string())),
+    }
+}
+
+/// The prefix of `PREFIX/*` (empty for `*`: the whole registry).
+fn wildcard_prefix(host: &str, path: &str) -> Result<String, ReferenceError> {
+    let prefix = &path[..path.len() - 1];
+    if path.trim_end_matches('*').contains('*') {
+        return Err(ReferenceError(
+            "`*` is allowed only as the last path component".into(),
+        ));
+    }
+    if !prefix.is_empty() && !is_valid_repository(prefix.trim_end_matches('/')) {
+        return Err(ReferenceError(
+            "the repository prefix before `*` is not valid (lowercase letters, digits, separators . _ __ -)".into(),
+        ));
+    }
+    if host == DOCKER_HUB && prefix.is_empty() {
+        return Err(ReferenceError(
+            "Docker Hub has no catalog: name a namespace, as in docker.io/myorg/*".into(),
+        ));
+    }
+    Ok(prefix.to_string())
+}
+
+/// A repository path, checked; a single name on Docker Hub gets `library/`.
+fn repository(host: &str, path: String) -> Result<String, ReferenceError> {
+    if path.contains('*') {
+        return Err(ReferenceError(
+            "`*` is allowed only as the last path component".into(),
+        ));
+    }
+    if !is_valid_repository(&path) {
+        return Err(ReferenceError(
+            "the repository is not valid (lowercase letters, digits, separators . _ __ -, components joined by /)".into(),
+        ));
+    }
+    Ok(match host == DOCKER_HUB && !path.contains('/') {
+        true => format!("library/{path}"),
+        false => path,
+    })
 }
 
 /// `docker.io/library/nginx`, `oci:./out`.

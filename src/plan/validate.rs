@@ -1,0 +1,513 @@
+//! Checking every field of a plan, with a message that names the file, line, column and
+//! field (and never a string value: it may be a secret).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use semver::VersionReq;
+use toml::Spanned;
+use url::Url;
+
+use super::raw::{RawAuth, RawCopy, RawRateLimit, RawRegistry, RawRetain, RawTags};
+use super::{
+    artifacts, errors, AuthSettings, CopyRule, Flavor, Location, PlanError, RateLimit, Reference,
+    RegistrySettings, RetainPolicy, RetainRule, Selector, TagFilter, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_STALL_TIMEOUT,
+};
+use crate::reference;
+
+/// Validation context: the file and its text, to turn spans into line and column.
+pub(super) struct Ctx<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
+}
+
+impl Ctx<'_> {
+    /// 1-based line and column (in characters, as editors count) of a byte offset.
+    pub(super) fn line_col(&self, offset: usize) -> (usize, usize) {
+        errors::line_col(self.text, offset)
+    }
+
+    /// A refused value: its field and why, never the value itself (it may be a secret).
+    pub(super) fn invalid(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        reason: impl Into<String>,
+    ) -> PlanError {
+        self.refused(span, field, None, reason.into())
+    }
+
+    /// A refused number, which is shown: numbers are not secrets, and `= 0` says it all.
+    pub(super) fn invalid_number(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        value: i64,
+        reason: impl Into<String>,
+    ) -> PlanError {
+        self.refused(span, field, Some(value), reason.into())
+    }
+
+    fn refused(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        value: Option<i64>,
+        reason: String,
+    ) -> PlanError {
+        let (line, column) = self.line_col(span.start);
+        PlanError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            field: field.to_string(),
+            value,
+            reason,
+        }
+    }
+}
+
+/// An integer within its bounds.
+pub(super) fn int_in(
+    ctx: &Ctx,
+    v: &Spanned<i64>,
+    field: &str,
+    b: errors::Bounds,
+) -> Result<usize, PlanError> {
+    let n = *v.get_ref();
+    if n < b.min || n > b.max {
+        return Err(ctx.invalid_number(
+            v.span(),
+            field,
+            n,
+            format!("must be between {} and {}", b.min, b.max),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// A humantime duration (`90s`, `2m`, `1h 30m`), at least one second.
+pub(super) fn duration(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
+    let d = humantime::parse_duration(v.get_ref()).map_err(|e| {
+        ctx.invalid(
+            v.span(),
+            field,
+            format!(
+                "not a duration like \"90s\" or \"2m\": {}",
+                errors::duration_reason(v.get_ref(), &e)
+            ),
+        )
+    })?;
+    if d < Duration::from_secs(1) {
+        return Err(ctx.invalid(v.span(), field, "must be at least 1s"));
+    }
+    Ok(d)
+}
+
+pub(super) fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
+    let url = Url::parse(v.get_ref())
+        .map_err(|e| ctx.invalid(v.span(), field, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ctx.invalid(
+            v.span(),
+            field,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // A secret in a URL ends up in logs; the plan keeps secrets out entirely.
+        return Err(ctx.invalid(
+            v.span(),
+            field,
+            "credentials do not belong in the plan: use `auth`",
+        ));
+    }
+    Ok(url)
+}
+
+/// `ca_file`: a readable file of PEM certificates, each a usable X.509 trust anchor. Read
+/// here (file I/O only) so a wrong file is a plan error with its line, not a failed
+/// connection in the middle of a run.
+pub(super) fn ca_file(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    field: &str,
+    insecure: bool,
+) -> Result<PathBuf, PlanError> {
+    let invalid = |reason: String| ctx.invalid(v.span(), field, reason);
+    if insecure {
+        return Err(invalid(
+            "`insecure = true` turns certificate verification off, so a `ca_file` would be ignored: keep one of them".into(),
+        ));
+    }
+    let path = PathBuf::from(v.get_ref());
+    let pem = std::fs::read(&path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    crate::registry::tls::root_certificates(&pem).map_err(invalid)?;
+    Ok(path)
+}
+
+/// `version = 1`, and nothing else.
+pub(super) fn version(ctx: &Ctx, v: Option<&Spanned<i64>>) -> Result<(), PlanError> {
+    match v {
+        None => Err(ctx.invalid(0..0, "version", "missing: a plan starts with `version = 1`")),
+        Some(v) if *v.get_ref() != 1 => Err(ctx.invalid_number(
+            v.span(),
+            "version",
+            *v.get_ref(),
+            "this ferry reads plan version 1 only",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Every `[registry."HOST"]` section, by host (Docker Hub's names are one host).
+pub(super) fn registries(
+    ctx: &Ctx,
+    raw: &BTreeMap<Spanned<String>, RawRegistry>,
+) -> Result<BTreeMap<String, RegistrySettings>, PlanError> {
+    let mut registries = BTreeMap::new();
+    for (key, r) in raw {
+        let (host, settings) = registry(ctx, key, r)?;
+        if registries.insert(host.clone(), settings).is_some() {
+            return Err(ctx.invalid(
+                key.span(),
+                &format!("registry.{}", errors::toml_key(key.get_ref())),
+                format!("settings for {host} are given twice (Docker Hub has several names)"),
+            ));
+        }
+    }
+    Ok(registries)
+}
+
+/// One `[registry."HOST"]` section.
+fn registry(
+    ctx: &Ctx,
+    key: &Spanned<String>,
+    r: &RawRegistry,
+) -> Result<(String, RegistrySettings), PlanError> {
+    let host = reference::normalize_host(key.get_ref());
+    let field = format!("registry.{}", errors::toml_key(key.get_ref()));
+    // Reuse reference parsing to validate the host the way references see it.
+    match Reference::parse(&format!("{host}/x")) {
+        Ok(parsed) if parsed.location == Location::Registry(host.clone()) => {}
+        _ => {
+            return Err(ctx.invalid(
+                key.span(),
+                &field,
+                "not a registry host (HOST or HOST:PORT, as in references)",
+            ))
+        }
+    }
+    let auth = match &r.auth {
+        None => AuthSettings::Default,
+        Some(a) => validate_auth(ctx, &field, a)?,
+    };
+    let settings = RegistrySettings {
+        auth,
+        insecure: r.insecure,
+        ca_file: r
+            .ca_file
+            .as_ref()
+            .map(|v| ca_file(ctx, v, &format!("{field}.ca_file"), r.insecure))
+            .transpose()?,
+        endpoint: endpoint(ctx, r, &field)?,
+        api: r
+            .api
+            .as_ref()
+            .map(|e| url_field(ctx, e, &format!("{field}.api")))
+            .transpose()?,
+        flavor: flavor(ctx, r, &field, &host)?,
+        max_connections: match &r.max_connections {
+            Some(v) => int_in(
+                ctx,
+                v,
+                &format!("{field}.max_connections"),
+                errors::MAX_CONNECTIONS,
+            )?,
+            None => DEFAULT_MAX_CONNECTIONS,
+        },
+        rate_limit: r
+            .rate_limit
+            .as_ref()
+            .map(|rl| rate_limit(ctx, rl.get_ref(), &format!("{field}.rate_limit")))
+            .transpose()?,
+        retries: match &r.retries {
+            Some(v) => int_in(ctx, v, &format!("{field}.retries"), errors::RETRIES)? as u32,
+            None => crate::registry::retry::DEFAULT_RETRIES,
+        },
+        stall_timeout: match &r.stall_timeout {
+            None => DEFAULT_STALL_TIMEOUT,
+            Some(v) => duration(ctx, v, &format!("{field}.stall_timeout"))?,
+        },
+    };
+    Ok((host, settings))
+}
+
+/// `endpoint`: a URL; plain HTTP only for an `insecure` registry.
+fn endpoint(ctx: &Ctx, r: &RawRegistry, field: &str) -> Result<Option<Url>, PlanError> {
+    let Some(e) = &r.endpoint else {
+        return Ok(None);
+    };
+    let url = url_field(ctx, e, &format!("{field}.endpoint"))?;
+    if url.scheme() == "http" && !r.insecure {
+        return Err(ctx.invalid(
+            e.span(),
+            &format!("{field}.endpoint"),
+            "plain HTTP needs `insecure = true` for this registry",
+        ));
+    }
+    Ok(Some(url))
+}
+
+/// `flavor`, or the one the host name implies.
+fn flavor(ctx: &Ctx, r: &RawRegistry, field: &str, host: &str) -> Result<Flavor, PlanError> {
+    let Some(f) = &r.flavor else {
+        return Ok(Flavor::for_host(host));
+    };
+    match f.get_ref().as_str() {
+        "distribution" => Ok(Flavor::Distribution),
+        "ghcr" => Ok(Flavor::Ghcr),
+        "dockerhub" => Ok(Flavor::Dockerhub),
+        _ => Err(ctx.invalid(
+            f.span(),
+            &format!("{field}.flavor"),
+            "expected \"distribution\", \"ghcr\" or \"dockerhub\"",
+        )),
+    }
+}
+
+/// `rate_limit = { requests_per_second = R, burst = B }` (`burst` defaults to `R`).
+fn rate_limit(ctx: &Ctx, rl: &RawRateLimit, field: &str) -> Result<RateLimit, PlanError> {
+    let rps = int_in(
+        ctx,
+        &rl.requests_per_second,
+        &format!("{field}.requests_per_second"),
+        errors::RATE,
+    )?;
+    let burst = match &rl.burst {
+        Some(b) => int_in(ctx, b, &format!("{field}.burst"), errors::RATE)?,
+        None => rps,
+    };
+    Ok(RateLimit {
+        requests_per_second: NonZeroU32::new(rps as u32).expect("positive"),
+        burst: NonZeroU32::new(burst as u32).expect("positive"),
+    })
+}
+
+pub(super) fn validate_auth(
+    ctx: &Ctx,
+    field: &str,
+    a: &Spanned<RawAuth>,
+) -> Result<AuthSettings, PlanError> {
+    let span = a.span();
+    let a = a.get_ref();
+    let field = format!("{field}.auth");
+    match (&a.username, &a.password_env, &a.config, a.anonymous) {
+        (Some(u), Some(env), None, false) => {
+            if u.is_empty() || env.is_empty() {
+                return Err(ctx.invalid(
+                    span,
+                    &field,
+                    "username and password_env must not be empty",
+                ));
+            }
+            Ok(AuthSettings::Basic {
+                username: u.clone(),
+                password_env: env.clone(),
+            })
+        }
+        (None, None, Some(path), false) => Ok(AuthSettings::ConfigFile(PathBuf::from(path))),
+        (None, None, None, true) => Ok(AuthSettings::Anonymous),
+        (None, None, None, false) => Ok(AuthSettings::Default),
+        _ => Err(ctx.invalid(
+            span,
+            &field,
+            "use one of { username = \"…\", password_env = \"VAR\" }, { config = \"PATH\" } or { anonymous = true }; the secret itself never goes in the plan",
+        )),
+    }
+}
+
+pub(super) fn parse_ref(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    field: &str,
+) -> Result<Reference, PlanError> {
+    Reference::parse(v.get_ref()).map_err(|e| ctx.invalid(v.span(), field, e.0))
+}
+
+pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, PlanError> {
+    let from = parse_ref(ctx, &c.from, "copy.from")?;
+    let to = parse_ref(ctx, &c.to, "copy.to")?;
+    let to_err = |reason: &str| ctx.invalid(c.to.span(), "copy.to", reason);
+    match (&from.selector, &to.selector) {
+        (Selector::Wildcard, Selector::Wildcard) => {}
+        (Selector::Wildcard, _) => {
+            return Err(to_err(
+                "`from` is a wildcard, so `to` must be one too (a prefix ending in /*)",
+            ))
+        }
+        (_, Selector::Wildcard) => {
+            return Err(to_err(
+                "`to` is a wildcard but `from` is not; name one target repository",
+            ))
+        }
+        (_, Selector::Digest(_)) => {
+            return Err(to_err(
+                "a target takes no digest: the digest comes from the source",
+            ))
+        }
+        (Selector::AllTags, Selector::Tag(_)) => {
+            return Err(to_err(
+                "a target `:tag` renames one image; `from` selects a whole repository",
+            ))
+        }
+        (Selector::Digest(_), Selector::AllTags) if to.location == Location::Layout => {
+            return Err(to_err(
+                "an OCI layout names images by tag: give the target a `:tag` for this digest",
+            ))
+        }
+        _ => {}
+    }
+    let tags = match &c.tags {
+        None => TagFilter::default(),
+        Some(t) => {
+            if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
+                return Err(ctx.invalid(
+                    t.span(),
+                    "copy.tags",
+                    "tag filters apply when `from` is a repository or a wildcard, not one tag or digest",
+                ));
+            }
+            validate_tags(ctx, t.get_ref())?
+        }
+    };
+    let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
+    let platforms =
+        artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
+    let (line, column) = ctx.line_col(c.from.span().start);
+    Ok(CopyRule {
+        number,
+        line,
+        column,
+        from,
+        to,
+        tags,
+        referrers,
+        platforms: platforms.map(std::sync::Arc::new),
+    })
+}
+
+pub(super) fn regexes(
+    ctx: &Ctx,
+    list: &[Spanned<String>],
+    field: &str,
+) -> Result<Vec<Regex>, PlanError> {
+    list.iter()
+        .map(|s| {
+            Regex::new(s.get_ref()).map_err(|e| {
+                let msg = e.to_string();
+                let reason = msg.lines().last().unwrap_or("invalid regex").trim();
+                let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+                ctx.invalid(
+                    s.span(),
+                    field,
+                    format!("invalid regular expression: {reason}"),
+                )
+            })
+        })
+        .collect()
+}
+
+pub(super) fn validate_retain(
+    ctx: &Ctx,
+    number: usize,
+    r: &RawRetain,
+    registries: &BTreeMap<String, RegistrySettings>,
+) -> Result<RetainPolicy, PlanError> {
+    let repository = parse_ref(ctx, &r.repository, "retain.repository")?;
+    let repo_err = |reason: &str| ctx.invalid(r.repository.span(), "retain.repository", reason);
+    if !matches!(repository.selector, Selector::AllTags | Selector::Wildcard) {
+        return Err(repo_err(
+            "name a repository (or a wildcard like ghcr.io/org/*), not a tag or digest: retention decides per image",
+        ));
+    }
+    if let Location::Registry(host) = &repository.location {
+        let flavor = registries
+            .get(host)
+            .map_or_else(|| Flavor::for_host(host), |r| r.flavor);
+        match flavor {
+            Flavor::Ghcr
+                if repository
+                    .repository
+                    .trim_end_matches('/')
+                    .split('/')
+                    .count()
+                    < 2
+                    && repository.selector != Selector::Wildcard =>
+            {
+                return Err(repo_err("a GHCR repository is OWNER/PACKAGE"));
+            }
+            _ => {}
+        }
+    }
+    let keep_newest = match &r.keep_newest {
+        None => 0,
+        Some(v) => int_in(ctx, v, "retain.keep_newest", errors::KEEP_NEWEST)?,
+    };
+    let older_than = r
+        .older_than
+        .as_ref()
+        .map(|v| duration(ctx, v, "retain.older_than"))
+        .transpose()?;
+    let max_deletions = r
+        .max_deletions
+        .as_ref()
+        .map(|v| int_in(ctx, v, "retain.max_deletions", errors::MAX_DELETIONS))
+        .transpose()?;
+    let (line, column) = ctx.line_col(r.repository.span().start);
+    Ok(RetainPolicy {
+        number,
+        line,
+        column,
+        repository,
+        rule: RetainRule {
+            keep_newest,
+            keep_tags: regexes(ctx, &r.keep_tags, "retain.keep_tags")?,
+            delete_tags: regexes(ctx, &r.delete_tags, "retain.delete_tags")?,
+            older_than,
+            untagged: r.untagged,
+            max_deletions,
+        },
+    })
+}
+
+pub(super) fn validate_tags(ctx: &Ctx, t: &RawTags) -> Result<TagFilter, PlanError> {
+    let semver = t
+        .semver
+        .as_ref()
+        .map(|s| {
+            VersionReq::parse(s.get_ref()).map_err(|e| {
+                ctx.invalid(
+                    s.span(),
+                    "copy.tags.semver",
+                    format!("invalid semver constraint: {}", errors::semver_reason(&e)),
+                )
+            })
+        })
+        .transpose()?;
+    let newest = t
+        .newest
+        .as_ref()
+        .map(|n| int_in(ctx, n, "copy.tags.newest", errors::NEWEST))
+        .transpose()?;
+    Ok(TagFilter {
+        include: regexes(ctx, &t.include, "copy.tags.include")?,
+        exclude: regexes(ctx, &t.exclude, "copy.tags.exclude")?,
+        semver,
+        newest,
+    })
+}
