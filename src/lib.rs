@@ -1,17 +1,33 @@
-//! ferry: copy container images between OCI registries, byte for byte, and (in later
-//! versions) enforce retention policies on them.
+//! ferry: copy container images between OCI registries (and OCI layouts), byte for byte, and
+//! enforce retention policies on them, resumably, with a dry run that runs the run's own code.
 //!
 //! # Layout
+//! Dependencies point down this diagram and never back up (`tests/it/structure.rs` fails on a
+//! cycle between these modules):
+//!
+//! ```text
+//!   cli ── app ──┬── report, state      (implement the engine's Reporter and Journal)
+//!                ├── copy, retention    (the engines; they never speak HTTP)
+//!                ├── plan               (TOML -> validated rules)
+//!                └── registry           (the Registry trait and what implements it)
+//!                      └── reference, error   (leaves)
+//! ```
+//!
 //! - [`cli`]: clap types only.
-//! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes.
-//! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, column and
-//!   field, never a value from the plan.
-//! - [`registry`]: the [`registry::Registry`] trait and its HTTP and OCI-layout
-//!   implementations; the only code that speaks the distribution API.
-//! - [`copy`]: rule resolution and the idempotent, concurrent copy engine.
-//! - [`retention`]: retention inventory, pure selection with graph protection, deletion.
-//! - [`report`]: the [`report::Reporter`] trait and its terminal and log implementations.
+//! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes. `app::execute`
+//!   runs a plan's copy stages and retention for `run` and `plan` alike.
+//! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics; implements
+//!   [`copy::Reporter`].
 //! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
+//! - [`copy`]: rule resolution and the idempotent, concurrent copy engine; the
+//!   [`copy::Journal`] and [`copy::Reporter`] traits it calls.
+//! - [`retention`]: inventory, pure selection with graph protection, top-down deletion.
+//! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, column and field,
+//!   never a value from the plan.
+//! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
+//!   the overlay `ferry plan` runs against, and an in-memory one for tests); the only code that
+//!   speaks the distribution API. [`registry::config`] holds per-registry settings.
+//! - [`reference`]: references, digests and the names grammar; [`error`]: error chains.
 
 pub mod app;
 pub mod cli;
