@@ -27,7 +27,7 @@
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
 //!   the overlay `ferry plan` runs against, and an in-memory one for tests); the only code that
 //!   speaks the distribution API. [`registry::config`] holds per-registry settings.
-//! - [`reference`]: references, digests and the names grammar; [`error`]: error chains.
+//! - [`reference`](mod@reference): references, digests and the names grammar; [`error`]: error chains.
 
 pub mod app;
 pub mod cli;
