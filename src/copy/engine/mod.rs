@@ -1,6 +1,6 @@
 //! [`Engine`]: copy items idempotently, a bounded number at a time across the whole run,
-//! referrers after what they refer to. [`tree`] copies what a manifest references (children,
-//! blobs through [`blob`]) before the manifest itself.
+//! referrers after what they refer to. `tree` copies what a manifest references (children,
+//! blobs through `blob`) before the manifest itself.
 
 mod blob;
 mod tree;

@@ -1,6 +1,6 @@
 //! Turn the plan's `[[copy]]` rules into concrete items: expand wildcards through the
 //! registry's catalog, list tags, apply the tag filters, map source repositories to targets,
-//! and find what refers to what is selected ([`referrers`]). [`claims`] then decides, across
+//! and find what refers to what is selected (`referrers`). [`Claims`] then decides, across
 //! the stages of a run, which item writes each target.
 
 mod claims;
