@@ -36,7 +36,10 @@ pub enum RegistryError {
     },
     /// The plan's `ca_file` for a registry could not be used.
     #[error("ca_file for {registry}: {reason}")]
-    CaFile { registry: String, reason: String },
+    CaFile {
+        registry: String,
+        reason: super::tls::CaFileError,
+    },
     #[error("{shown_url}: digest mismatch: expected {expected}, the bytes hash to {actual}", shown_url = shown(.url))]
     DigestMismatch {
         url: String,
@@ -50,7 +53,10 @@ pub enum RegistryError {
         actual: u64,
     },
     #[error("{shown_url}: invalid manifest: {reason}", shown_url = shown(.url))]
-    InvalidManifest { url: String, reason: String },
+    InvalidManifest {
+        url: String,
+        reason: super::manifest::ManifestError,
+    },
     #[error("{shown_url}: {reason}", shown_url = shown(.url))]
     Protocol { url: String, reason: String },
     #[error("{what} not found: {shown_url}", shown_url = shown(.url))]
@@ -58,7 +64,10 @@ pub enum RegistryError {
     #[error("authentication at {shown_url} failed: {reason}", shown_url = shown(.url))]
     Auth { url: String, reason: String },
     #[error("credentials for {registry}: {reason}")]
-    Credentials { registry: String, reason: String },
+    Credentials {
+        registry: String,
+        reason: super::credentials::CredentialsError,
+    },
     #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
     NoCatalog { registry: String, reason: String },
     #[error("{shown_url}: no progress for {seconds} s", shown_url = shown(.url))]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
+use super::credentials::CredentialsError;
 use super::error::{RegistryError, Result};
 use super::http::{
     decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
@@ -230,12 +231,7 @@ impl PackagesApi {
         } else {
             Err(RegistryError::Credentials {
                 registry: self.registry.clone(),
-                reason: format!(
-                    "the token lacks the {} scope{} that deleting GHCR package versions needs (it has: {})",
-                    missing.join(" and "),
-                    if missing.len() > 1 { "s" } else { "" },
-                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                ),
+                reason: CredentialsError::PackagesScopes { missing, have },
             })
         }
     }

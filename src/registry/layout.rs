@@ -19,7 +19,7 @@ use tokio_util::io::ReaderStream;
 
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
-use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::Throttle;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
@@ -72,7 +72,9 @@ impl LayoutRegistry {
         })?;
         serde_json::from_slice(&text).map_err(|e| RegistryError::InvalidManifest {
             url: path.display().to_string(),
-            reason: format!("index.json is not valid JSON: {e}"),
+            reason: ManifestError::LayoutIndex {
+                message: e.to_string(),
+            },
         })
     }
 
@@ -106,7 +108,9 @@ impl LayoutRegistry {
                     .and_then(Digest::parse)
                     .ok_or_else(|| RegistryError::InvalidManifest {
                         url: format!("oci:{repo}/index.json"),
-                        reason: format!("the entry for tag {tag} has no valid digest"),
+                        reason: ManifestError::LayoutTag {
+                            tag: tag.to_string(),
+                        },
                     })?;
                 return Ok(Some((digest, d["mediaType"].as_str().map(str::to_string))));
             }
@@ -386,7 +390,7 @@ impl Registry for LayoutRegistry {
         if meta.len() > MAX_MANIFEST_SIZE {
             return Err(RegistryError::InvalidManifest {
                 url: path.display().to_string(),
-                reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
+                reason: ManifestError::OverLimit,
             });
         }
         let bytes = tokio::fs::read(&path)
@@ -404,7 +408,9 @@ impl Registry for LayoutRegistry {
             manifest::media_type_of(&bytes, listed_type.as_deref()).ok_or_else(|| {
                 RegistryError::InvalidManifest {
                     url: path.display().to_string(),
-                    reason: "no media type in the document or its index.json entry".into(),
+                    reason: ManifestError::NoMediaType {
+                        besides: "its index.json entry",
+                    },
                 }
             })?;
         Ok(Manifest {

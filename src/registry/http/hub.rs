@@ -16,7 +16,7 @@ use url::Url;
 use super::wire::{read_limited, MAX_LISTING, MAX_TOKEN_ANSWER};
 use super::{HttpRegistry, MAX_PAGES};
 use crate::reference::names;
-use crate::registry::credentials::Credential;
+use crate::registry::credentials::{Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::{self, Event};
 use crate::registry::{Digest, ManifestRecord};
@@ -243,7 +243,7 @@ impl HttpRegistry {
         let Some(bearer) = self.hub_login(&api).await? else {
             return Err(RegistryError::Credentials {
                 registry: self.name.clone(),
-                reason: "deleting on Docker Hub needs a login: give `auth = { username = \"…\", password_env = \"…\" }` with a personal access token that may delete".into(),
+                reason: CredentialsError::HubLogin,
             });
         };
         let Some(record) = self.record_of(repo, digest).await? else {

@@ -31,11 +31,11 @@ pub use wire::{
 };
 
 use super::auth::{Authenticator, Scope};
-use super::credentials::{self, Credential};
+use super::credentials::{self, Credential, CredentialsError};
 use super::digest::{Digest, VerifyingStream};
 use super::error::{RegistryError, Result};
 use super::github::{split_repository, PackagesApi};
-use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::{self, Kind, Observer, Throttle};
 use super::tls;
@@ -527,7 +527,7 @@ impl HttpRegistry {
     fn no_packages_api(&self) -> RegistryError {
         RegistryError::Credentials {
             registry: self.name.clone(),
-            reason: "GHCR lists packages and deletes versions through the GitHub Packages API, which needs a classic personal access token: give `auth = { username = \"…\", password_env = \"…\" }` for it".into(),
+            reason: CredentialsError::PackagesToken,
         }
     }
 
@@ -737,13 +737,13 @@ impl HttpRegistry {
         if resp.content_length().unwrap_or(0) > MAX_MANIFEST_SIZE {
             return Err(RegistryError::InvalidManifest {
                 url: url.to_string(),
-                reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
+                reason: ManifestError::OverLimit,
             });
         }
         let bytes = self.read_manifest_sized(resp, &url).await?.ok_or_else(|| {
             RegistryError::InvalidManifest {
                 url: url.to_string(),
-                reason: format!("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit"),
+                reason: ManifestError::OverLimit,
             }
         })?;
         let digest = verify_manifest_digest(&url, &bytes, reference, header_digest.as_deref())?;
@@ -751,7 +751,9 @@ impl HttpRegistry {
             manifest::media_type_of(&bytes, served_type.as_deref()).ok_or_else(|| {
                 RegistryError::InvalidManifest {
                     url: url.to_string(),
-                    reason: "no media type in the document or the Content-Type header".into(),
+                    reason: ManifestError::NoMediaType {
+                        besides: "the Content-Type header",
+                    },
                 }
             })?;
         Ok(Manifest {
@@ -768,7 +770,9 @@ impl HttpRegistry {
             header::CONTENT_TYPE,
             HeaderValue::from_str(&m.media_type).map_err(|_| RegistryError::InvalidManifest {
                 url: url.to_string(),
-                reason: format!("media type {:?} is not a valid header value", m.media_type),
+                reason: ManifestError::MediaTypeHeader {
+                    media_type: m.media_type.clone(),
+                },
             })?,
         );
         let (resp, _permit) = self
@@ -1018,7 +1022,7 @@ impl Registry for HttpRegistry {
                     Some(_) => Ok(Some("logged in to the Docker Hub API".into())),
                     None => Err(RegistryError::Credentials {
                         registry: self.name.clone(),
-                        reason: "deleting on Docker Hub needs a login (user name and a personal access token)".into(),
+                        reason: CredentialsError::HubLogin,
                     }),
                 }
             }

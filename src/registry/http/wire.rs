@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::manifest::ManifestError;
 
 /// Check a manifest's bytes against the digest it was asked by, or the one the registry
 /// reported; returns the digest.
@@ -42,7 +43,9 @@ pub fn verify_manifest_digest(
         if let Some(h) = header_digest {
             let reported = Digest::parse(h).ok_or_else(|| RegistryError::InvalidManifest {
                 url: url.to_string(),
-                reason: format!("Docker-Content-Digest {h:?} is not a valid digest"),
+                reason: ManifestError::DigestHeader {
+                    value: h.to_string(),
+                },
             })?;
             let of_bytes = reported.recompute(bytes);
             if of_bytes != reported {
@@ -59,7 +62,9 @@ pub fn verify_manifest_digest(
         Some(h) => {
             let expected = Digest::parse(h).ok_or_else(|| RegistryError::InvalidManifest {
                 url: url.to_string(),
-                reason: format!("Docker-Content-Digest {h:?} is not a valid digest"),
+                reason: ManifestError::DigestHeader {
+                    value: h.to_string(),
+                },
             })?;
             let actual = expected.recompute(bytes);
             if actual == expected {
