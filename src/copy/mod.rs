@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::status::code;
 use crate::registry::{
     skip_bytes, BlobSource, BlobStream, BlobUpload, Digest, Manifest, Registry, RegistryError,
     UploadProgress,
@@ -677,14 +678,25 @@ impl Engine {
                 .put_manifest(&dst.repo, &target_reference, to_push)
                 .await
                 .map_err(|e| match e {
-                    RegistryError::Status {
-                        status: 400 | 404 | 422,
-                        ..
-                    } if sparse => CopyError::SparseRefused {
-                        reference: dst_ref.clone(),
-                        left_out,
-                        source: e,
-                    },
+                    // The registry names the reference it lacks; a bare 400/404/422 where it
+                    // gives no code.
+                    e if sparse
+                        && e.has_code_or_status(
+                            &[
+                                code::MANIFEST_BLOB_UNKNOWN,
+                                code::MANIFEST_INVALID,
+                                code::MANIFEST_UNKNOWN,
+                                code::BLOB_UNKNOWN,
+                            ],
+                            &[400, 404, 422],
+                        ) =>
+                    {
+                        CopyError::SparseRefused {
+                            reference: dst_ref.clone(),
+                            left_out,
+                            source: e,
+                        }
+                    }
                     e => target_err(e),
                 })?
         };

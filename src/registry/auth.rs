@@ -319,7 +319,7 @@ impl Authenticator {
             let body = read_limited(resp, &method, &url, MAX_ERROR_BODY, ANSWER_STALL)
                 .await
                 .unwrap_or_default();
-            let detail = super::http::decode_error_body(&body);
+            let detail = super::status::decode_error_body(&body);
             let who = if self.credential.is_anonymous() {
                 "anonymous access"
             } else {

@@ -3,19 +3,25 @@
 
 use std::path::PathBuf;
 
+use super::status::{code, hint, rendered, OciError, Service};
+
 /// A registry or layout operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The registry answered with an error status; `detail` is its decoded error body.
-    #[error("{method} {shown_url}: {status}{detail}{hint}", shown_url = shown(.url))]
+    /// The server answered with an error status. Its body is kept decoded (`errors`); the
+    /// hint is rendered when shown, from status, codes and `service`.
+    #[error(
+        "{method} {shown_url}: {status}{body}{hint}",
+        shown_url = shown(.url),
+        body = rendered(.errors),
+        hint = hint(.method, *.status, .errors, .service)
+    )]
     Status {
         method: String,
         url: String,
         status: u16,
-        /// ": CODE: message" from the `{"errors":[…]}` body, or a short body excerpt.
-        detail: String,
-        /// "\n  hint: …" when ferry knows what usually causes this status, else empty.
-        hint: String,
+        errors: Vec<OciError>,
+        service: Service,
     },
     #[error("{method} {shown_url}: request failed", shown_url = shown(.url))]
     Transport {
@@ -107,8 +113,53 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         match self {
             RegistryError::NotFound { .. } => true,
-            RegistryError::Status { status, .. } => *status == 404,
+            RegistryError::Status { status, .. } => {
+                *status == 404
+                    || [
+                        code::MANIFEST_UNKNOWN,
+                        code::BLOB_UNKNOWN,
+                        code::NAME_UNKNOWN,
+                    ]
+                    .iter()
+                    .any(|c| self.has_code(c))
+            }
             _ => false,
+        }
+    }
+
+    /// The HTTP status of an error answer.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The OCI error codes of an error answer, in the order the body gave them.
+    pub fn codes(&self) -> impl Iterator<Item = &str> {
+        let errors: &[OciError] = match self {
+            RegistryError::Status { errors, .. } => errors,
+            _ => &[],
+        };
+        errors.iter().filter_map(|e| e.code.as_deref())
+    }
+
+    /// The first OCI error code of an error answer (`MANIFEST_UNKNOWN`, `DENIED`, …).
+    pub fn code(&self) -> Option<&str> {
+        self.codes().next()
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.codes().any(|c| c == code)
+    }
+
+    /// Did the server answer with one of `codes` or, where its body gave no code, with one of
+    /// `statuses` (the fallback for registries that answer with a bare status)?
+    pub fn has_code_or_status(&self, codes: &[&str], statuses: &[u16]) -> bool {
+        match (self.code(), self.http_status()) {
+            (Some(_), _) => codes.iter().any(|c| self.has_code(c)),
+            (None, Some(status)) => statuses.contains(&status),
+            (None, None) => false,
         }
     }
 
@@ -221,8 +272,8 @@ mod tests {
             method: "GET".into(),
             url: url.into(),
             status: 403,
-            detail: String::new(),
-            hint: String::new(),
+            errors: Vec::new(),
+            service: Service::GitHubApi,
         };
         assert!(!e.to_string().contains("canary"), "{e}");
     }

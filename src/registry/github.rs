@@ -16,9 +16,8 @@ use url::Url;
 
 use super::credentials::CredentialsError;
 use super::error::{RegistryError, Result};
-use super::http::{
-    decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
-};
+use super::http::{next_link, read_limited, status_error, MAX_LISTING, MAX_TOKEN_ANSWER};
+use super::status::Service;
 use super::throttle::{self, Event, Throttle};
 use super::Digest;
 use crate::reference::names;
@@ -153,22 +152,7 @@ impl PackagesApi {
     }
 
     async fn error(&self, method: &Method, url: &Url, resp: reqwest::Response) -> RegistryError {
-        let status = resp.status().as_u16();
-        let body = read_limited(resp, method, url, MAX_ERROR_BODY, API_STALL)
-            .await
-            .unwrap_or_default();
-        let hint = match status {
-            401 => "\n  hint: the GitHub API refused the token; GHCR needs a classic personal access token (fine-grained tokens do not work with GitHub Packages)".to_string(),
-            403 => "\n  hint: listing needs read:packages, deleting needs delete:packages and admin rights on the package".to_string(),
-            _ => String::new(),
-        };
-        RegistryError::Status {
-            method: method.to_string(),
-            url: url.to_string(),
-            status,
-            detail: decode_error_body(&body),
-            hint,
-        }
+        status_error(resp, method, url, API_STALL, Service::GitHubApi).await
     }
 
     /// The token's login and scopes (`GET /user`, `X-OAuth-Scopes`), read once.

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod overlay;
 pub mod retry;
+pub mod status;
 pub mod throttle;
 pub mod tls;
 

@@ -24,7 +24,10 @@ pub fn is_transient(e: &RegistryError) -> bool {
         | RegistryError::TooSlow { .. }
         | RegistryError::DigestMismatch { .. }
         | RegistryError::SizeMismatch { .. } => true,
-        RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+        RegistryError::Status { status, .. } => {
+            matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+                || e.has_code(super::status::code::TOOMANYREQUESTS)
+        }
         RegistryError::SourceFailed { source } => is_transient(source),
         _ => false,
     }
@@ -99,8 +102,8 @@ mod tests {
             method: "GET".into(),
             url: "u".into(),
             status: s,
-            detail: String::new(),
-            hint: String::new(),
+            errors: Vec::new(),
+            service: crate::registry::status::Service::GitHubApi,
         };
         assert!(is_transient(&status(503)));
         assert!(is_transient(&status(429)));

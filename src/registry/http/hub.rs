@@ -18,6 +18,7 @@ use super::{HttpRegistry, MAX_PAGES};
 use crate::reference::names;
 use crate::registry::credentials::{Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::status::Service;
 use crate::registry::throttle::{self, Event};
 use crate::registry::{Digest, ManifestRecord};
 
@@ -35,6 +36,20 @@ impl HttpRegistry {
             url: self.name.clone(),
             reason: "no Docker Hub API URL (set `api` for this registry)".into(),
         })
+    }
+
+    /// An error answer of the Hub API.
+    async fn hub_error(
+        &self,
+        method: &Method,
+        url: &Url,
+        resp: reqwest::Response,
+    ) -> RegistryError {
+        let service = Service::DockerHubApi {
+            registry: self.name.clone(),
+            credentials: !self.credential.is_anonymous(),
+        };
+        super::status_error(resp, method, url, self.stall, service).await
     }
 
     fn hub_url(&self, api: &Url, path: &str) -> Result<Url> {
@@ -71,7 +86,7 @@ impl HttpRegistry {
             if let Some(wait) = hub_wait(resp.headers(), resp.status()) {
                 if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
                     if waits_left == 0 {
-                        return Err(self.status_error(&method, url, resp).await);
+                        return Err(self.hub_error(&method, url, resp).await);
                     }
                     waits_left -= 1;
                     self.throttle.notify(Event::Waiting {
@@ -106,7 +121,7 @@ impl HttpRegistry {
         for _ in 0..MAX_PAGES {
             let resp = self.hub_send(Method::GET, &url, bearer).await?;
             if !resp.status().is_success() {
-                return Err(self.status_error(&Method::GET, &url, resp).await);
+                return Err(self.hub_error(&Method::GET, &url, resp).await);
             }
             let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, self.stall).await?;
             let page: Page<T> =
@@ -256,7 +271,7 @@ impl HttpRegistry {
             let url = self.hub_url(&api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
             let resp = self.hub_send(Method::DELETE, &url, Some(&bearer)).await?;
             if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
-                return Err(self.status_error(&Method::DELETE, &url, resp).await);
+                return Err(self.hub_error(&Method::DELETE, &url, resp).await);
             }
         }
         Ok(Some(format!("tags {}", record.tags.join(", "))))
@@ -287,7 +302,7 @@ impl HttpRegistry {
             .await
             .map_err(|e| RegistryError::transport("POST", &url, e))?;
         if !resp.status().is_success() {
-            return Err(self.status_error(&Method::POST, &url, resp).await);
+            return Err(self.hub_error(&Method::POST, &url, resp).await);
         }
         let body = read_limited(resp, &Method::POST, &url, MAX_TOKEN_ANSWER, self.stall).await?;
         let login: Login = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {

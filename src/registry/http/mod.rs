@@ -22,11 +22,13 @@ mod hub;
 mod upload;
 mod wire;
 
+/// An error body as messages show it (kept here for the header proptests).
+pub use crate::registry::status::decode_error_body;
 use wire::{
     check_reported_digest, stalled, tracked, verify_manifest_digest, watched_body, BodyProgress,
 };
 pub use wire::{
-    decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
+    next_link, read_limited, status_error, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
     MIN_PROGRESS,
 };
 
@@ -37,6 +39,7 @@ use super::error::{RegistryError, Result};
 use super::github::{split_repository, PackagesApi};
 use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
 use super::retry;
+use super::status::{rendered, Service};
 use super::throttle::{self, Kind, Observer, Throttle};
 use super::tls;
 use super::ManifestRecord;
@@ -430,37 +433,16 @@ impl HttpRegistry {
             && url.port_or_known_default() == base.port_or_known_default())
     }
 
-    /// Turn an unsuccessful response into an error with the decoded body and a hint.
+    /// Turn an unsuccessful response into an error with the decoded body.
     async fn status_error(&self, method: &Method, url: &Url, resp: Response) -> RegistryError {
-        let status = resp.status();
-        let body = read_limited(resp, method, url, MAX_ERROR_BODY, self.stall)
-            .await
-            .unwrap_or_default();
-        let detail = decode_error_body(&body);
-        let hint = match status.as_u16() {
-            401 if self.credential.is_anonymous() => format!(
-                "\n  hint: {} wants credentials and none are configured: add `auth` for it in the plan, or `docker login {}`",
-                self.name, self.name
-            ),
-            401 => format!(
-                "\n  hint: {} refused the configured credentials; check the user name and the token",
-                self.name
-            ),
-            403 if self.name == "ghcr.io" => "\n  hint: GHCR needs a classic personal access token with read:packages to pull, write:packages to push and delete:packages to delete".into(),
-            403 => format!(
-                "\n  hint: the credentials for {} lack permission here (pull at a source, pull and push at a target)",
-                self.name
-            ),
-            405 => "\n  hint: the registry does not allow this operation here (for deletes on distribution: storage.delete.enabled)".into(),
-            429 => "\n  hint: the registry is rate limiting these requests".into(),
-            _ => String::new(),
-        };
-        RegistryError::Status {
-            method: method.to_string(),
-            url: url.to_string(),
-            status: status.as_u16(),
-            detail,
-            hint,
+        status_error(resp, method, url, self.stall, self.service()).await
+    }
+
+    /// This registry, as error answers name it for their hints.
+    fn service(&self) -> Service {
+        Service::Registry {
+            name: self.name.clone(),
+            credentials: !self.credential.is_anonymous(),
         }
     }
 
@@ -601,16 +583,6 @@ impl HttpRegistry {
             s if s.is_success() => Ok(()),
             // Already gone: the decision holds.
             StatusCode::NOT_FOUND => Ok(()),
-            StatusCode::METHOD_NOT_ALLOWED => {
-                let mut e = self.status_error(&Method::DELETE, &url, resp).await;
-                if let RegistryError::Status { hint, .. } = &mut e {
-                    *hint = format!(
-                        "\n  hint: {} does not allow deletes; on CNCF distribution set storage.delete.enabled: true (GHCR and Docker Hub delete through their own APIs)",
-                        self.name
-                    );
-                }
-                Err(e)
-            }
             _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
         }
     }
@@ -628,12 +600,12 @@ impl HttpRegistry {
         let url = self.url(&format!("/v2/_catalog?n={PAGE_SIZE}")).await?;
         let pages = match self.get_pages::<Catalog>(url, &Scope::catalog()).await {
             Ok(p) => p,
-            Err(RegistryError::Status { status, detail, .. })
+            Err(RegistryError::Status { status, errors, .. })
                 if matches!(status, 401 | 403 | 404 | 405) =>
             {
                 return Err(RegistryError::NoCatalog {
                     registry: self.name.clone(),
-                    reason: format!("GET /v2/_catalog answered {status}{detail}"),
+                    reason: format!("GET /v2/_catalog answered {status}{}", rendered(&errors)),
                 })
             }
             Err(e) => return Err(e),

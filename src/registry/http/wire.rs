@@ -12,13 +12,13 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, TryStreamExt};
 use reqwest::header::{self, HeaderMap};
 use reqwest::Response;
-use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 use url::Url;
 
 use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::ManifestError;
+use crate::registry::status::{OciError, Service};
 
 /// Check a manifest's bytes against the digest it was asked by, or the one the registry
 /// reported; returns the digest.
@@ -344,55 +344,26 @@ pub fn next_link(headers: &HeaderMap, url: &Url) -> Option<Url> {
     None
 }
 
-/// `": CODE: message; CODE: message"` from a registry's `{"errors":[…]}` body, else a short
-/// printable excerpt of the body, else nothing.
-pub fn decode_error_body(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Envelope {
-        errors: Vec<Entry>,
+/// An error answer as [`RegistryError::Status`]: its body (up to [`MAX_ERROR_BODY`]) decoded,
+/// and `service` for the hint it gets when shown.
+pub async fn status_error(
+    resp: Response,
+    method: &reqwest::Method,
+    url: &Url,
+    stall: Duration,
+    service: Service,
+) -> RegistryError {
+    let status = resp.status().as_u16();
+    let body = read_limited(resp, method, url, MAX_ERROR_BODY, stall)
+        .await
+        .unwrap_or_default();
+    RegistryError::Status {
+        method: method.to_string(),
+        url: url.to_string(),
+        status,
+        errors: OciError::decode(&body),
+        service,
     }
-    #[derive(Deserialize)]
-    struct Entry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-        let parts: Vec<String> = env
-            .errors
-            .iter()
-            .map(|e| match (&e.code, &e.message) {
-                (Some(c), Some(m)) if !m.is_empty() => format!("{c}: {m}"),
-                (Some(c), _) => c.clone(),
-                (None, Some(m)) => m.clone(),
-                (None, None) => String::new(),
-            })
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !parts.is_empty() {
-            return format!(": {}", parts.join("; "));
-        }
-    }
-    // Docker Hub's and GitHub's REST APIs answer `{"message": …}` or `{"detail": …}`.
-    #[derive(Deserialize)]
-    struct Plain {
-        message: Option<String>,
-        detail: Option<String>,
-    }
-    if let Ok(Plain { message, detail }) = serde_json::from_slice::<Plain>(body) {
-        if let Some(m) = message.or(detail).filter(|m| !m.is_empty()) {
-            return format!(": {m}");
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if !text.is_empty()
-        && text.len() <= 200
-        && !text.contains('<')
-        && text.chars().all(|c| !c.is_control())
-    {
-        return format!(": {text}");
-    }
-    String::new()
 }
 
 #[cfg(test)]
@@ -555,25 +526,6 @@ mod tests {
         assert_eq!(upload_offset("0-18446744073709551615"), None);
         assert_eq!(upload_offset("junk"), None);
         assert_eq!(upload_offset("0-"), None);
-    }
-
-    #[test]
-    fn decodes_registry_errors() {
-        assert_eq!(
-            decode_error_body(br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#),
-            ": DENIED: requested access to the resource is denied"
-        );
-        assert_eq!(decode_error_body(b"<html>nope</html>"), "");
-        assert_eq!(
-            decode_error_body(br#"{"message":"object not found","errinfo":{}}"#),
-            ": object not found"
-        );
-        assert_eq!(
-            decode_error_body(br#"{"detail":"Incorrect authentication credentials."}"#),
-            ": Incorrect authentication credentials."
-        );
-        assert_eq!(decode_error_body(b"not found\n"), ": not found");
-        assert_eq!(decode_error_body(b""), "");
     }
 
     #[test]
