@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::RegistryError;
@@ -77,6 +78,40 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// One registry's retry policy ([`retrying`] with its throttle, name and `retries`): every
+/// operation of the HTTP client goes through it, uploads and the vendor APIs' listings too.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    throttle: Arc<Throttle>,
+    registry: String,
+    retries: u32,
+}
+
+impl RetryPolicy {
+    pub fn new(registry: &str, throttle: Arc<Throttle>, retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            throttle,
+            registry: registry.to_string(),
+            retries,
+        }
+    }
+
+    /// Retries after the first try (also what bounds the rate-limit waits of the vendor APIs).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the retries are spent; `what` names it
+    /// in the [`Event::Retrying`] events.
+    pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        retrying(&self.throttle, &self.registry, what, self.retries, op).await
     }
 }
 
