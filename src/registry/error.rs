@@ -278,6 +278,44 @@ mod tests {
         assert!(!e.to_string().contains("canary"), "{e}");
     }
 
+    #[test]
+    fn decisions_follow_the_codes_and_the_status_where_there_are_none() {
+        let answer = |status, body: &[u8]| RegistryError::Status {
+            method: "PUT".into(),
+            url: "https://r.test/v2/a/manifests/v1".into(),
+            status,
+            errors: OciError::decode(body),
+            service: Service::Registry {
+                name: "r.test".into(),
+                credentials: true,
+            },
+        };
+        let refused = [code::MANIFEST_BLOB_UNKNOWN, code::MANIFEST_INVALID];
+        let missing = answer(
+            400,
+            br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+        );
+        assert_eq!(missing.code(), Some(code::MANIFEST_BLOB_UNKNOWN));
+        assert!(missing.has_code_or_status(&refused, &[400]));
+        // A code says more than the status: a 400 for another reason is not one of these.
+        let size = answer(400, br#"{"errors":[{"code":"SIZE_INVALID"}]}"#);
+        assert!(!size.has_code_or_status(&refused, &[400]));
+        // No code: the status decides.
+        let bare = answer(422, b"");
+        assert!(bare.has_code_or_status(&refused, &[400, 422]));
+        assert!(!bare.has_code_or_status(&refused, &[400]));
+        assert_eq!(
+            bare.to_string(),
+            "PUT https://r.test/v2/a/manifests/v1: 422"
+        );
+        assert!(answer(400, br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#).is_not_found());
+        assert!(!size.is_not_found());
+        assert_eq!(
+            missing.to_string(),
+            "PUT https://r.test/v2/a/manifests/v1: 400: MANIFEST_BLOB_UNKNOWN: blob unknown to registry"
+        );
+    }
+
     #[tokio::test]
     async fn a_transport_error_names_the_requested_url_not_a_presigned_one() {
         // A port nothing listens on: reqwest fails, naming the URL it tried.

@@ -144,6 +144,14 @@ mod tests {
         assert!(is_transient(&status(429)));
         assert!(!is_transient(&status(404)));
         assert!(!is_transient(&status(401)));
+        // The code says it whatever the status.
+        let mut slow = status(403);
+        if let RegistryError::Status { errors, .. } = &mut slow {
+            *errors = crate::registry::status::OciError::decode(
+                br#"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#,
+            );
+        }
+        assert!(is_transient(&slow));
         assert!(!is_transient(&RegistryError::NotFound {
             what: "x".into(),
             url: "u".into()

@@ -3,6 +3,7 @@
 //! answered once with the challenge's credentials, a 429 slowing the whole host, and request
 //! bodies watched for stalls.
 
+use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -15,7 +16,6 @@ use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::{self, Kind};
 use crate::registry::BlobStream;
-use bytes::Bytes;
 
 /// A request body that can be sent again after a 401 (bytes), or only once (a stream).
 pub(super) enum Body {
