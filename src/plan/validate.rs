@@ -146,7 +146,7 @@ pub(super) fn ca_file(
     }
     let path = PathBuf::from(v.get_ref());
     let pem = std::fs::read(&path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
-    crate::registry::tls::root_certificates(&pem).map_err(invalid)?;
+    crate::registry::tls::root_certificates(&pem).map_err(|e| invalid(e.to_string()))?;
     Ok(path)
 }
 

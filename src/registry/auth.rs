@@ -247,109 +247,154 @@ impl Authenticator {
         service: Option<&str>,
         scope: &Scope,
     ) -> Result<CachedToken, RegistryError> {
-        let auth_err = |reason: String| RegistryError::Auth {
-            url: realm.to_string(),
-            reason,
-        };
-        let url = Url::parse(realm)
-            .map_err(|e| auth_err(format!("the token realm is not a URL: {e}")))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.insecure => {}
-            _ => {
-                return Err(auth_err(format!(
-                    "{} asked for credentials at a non-HTTPS token realm; set `insecure = true` for it in the plan only if you trust this network",
-                    self.host
-                )))
-            }
-        }
-        let method = match &self.credential {
-            Credential::IdentityToken { .. } => Method::POST,
-            _ => Method::GET,
-        };
-        let request = match &self.credential {
-            Credential::IdentityToken { token } => {
-                let mut form = vec![
-                    ("grant_type", "refresh_token".to_string()),
-                    ("refresh_token", token.expose_secret().to_string()),
-                    ("client_id", "ferry".to_string()),
-                    ("scope", scope.key()),
-                ];
-                if let Some(s) = service {
-                    form.push(("service", s.to_string()));
-                }
-                client.post(url.clone()).form(&form)
-            }
-            cred => {
-                let mut u = url.clone();
-                {
-                    let mut q = u.query_pairs_mut();
-                    if let Some(s) = service {
-                        q.append_pair("service", s);
-                    }
-                    for s in &scope.0 {
-                        q.append_pair("scope", s);
-                    }
-                }
-                let mut r = client.get(u);
-                if let Some(h) = cred.basic_header() {
-                    let mut value = reqwest::header::HeaderValue::from_str(h.expose_secret())
-                        .map_err(|_| {
-                            auth_err(
-                                "the credential contains characters not allowed in a header".into(),
-                            )
-                        })?;
-                    // Never indexed by HTTP/2 header compression, shown as "Sensitive" by
-                    // reqwest's own Debug.
-                    value.set_sensitive(true);
-                    r = r.header(reqwest::header::AUTHORIZATION, value);
-                }
-                r
-            }
-        };
+        let url = self.realm_url(realm)?;
+        let (method, request) = self.token_request(client, realm, &url, service, scope)?;
         let resp = request
             .send()
             .await
             .map_err(|e| match super::tls::certificate_problem(&e) {
                 Some(_) => RegistryError::transport("GET", realm, e),
-                None => auth_err(format!("token request failed: {}", crate::error::chain(&e))),
+                None => auth_error(
+                    realm,
+                    format!("token request failed: {}", crate::error::chain(&e)),
+                ),
             })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = read_limited(resp, &method, &url, MAX_ERROR_BODY, ANSWER_STALL)
-                .await
-                .unwrap_or_default();
-            let detail = super::http::decode_error_body(&body);
-            let who = if self.credential.is_anonymous() {
-                "anonymous access"
-            } else {
-                "the configured credentials"
-            };
-            return Err(auth_err(format!(
-                "{status}{detail}: the token service refused {who} for {} (scope {})",
-                self.host,
-                scope.key()
-            )));
+        if !resp.status().is_success() {
+            return Err(self.refused(resp, &method, realm, &url, scope).await);
         }
         let body = read_limited(resp, &method, &url, MAX_TOKEN_ANSWER, ANSWER_STALL)
             .await
-            .map_err(|e| auth_err(format!("reading the token answer failed: {e}")))?;
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| auth_err(format!("the token answer is not JSON with a token: {e}")))?;
-        let token = parsed
-            .token
-            .or(parsed.access_token)
-            .filter(|t| !t.expose_secret().is_empty())
-            .ok_or_else(|| auth_err("the token answer has no token".into()))?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME));
-        Ok(CachedToken {
-            token,
-            expires: Instant::now()
-                + lifetime
-                    .saturating_sub(EXPIRY_MARGIN)
-                    .max(Duration::from_secs(1)),
-        })
+            .map_err(|e| auth_error(realm, format!("reading the token answer failed: {e}")))?;
+        token_from(realm, &body)
     }
+
+    /// The token realm, refused unless HTTPS (or plain HTTP for a registry marked insecure):
+    /// the credentials travel there.
+    fn realm_url(&self, realm: &str) -> Result<Url, RegistryError> {
+        let url = Url::parse(realm)
+            .map_err(|e| auth_error(realm, format!("the token realm is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if self.insecure => Ok(url),
+            _ => Err(auth_error(
+                realm,
+                format!(
+                    "{} asked for credentials at a non-HTTPS token realm; set `insecure = true` for it in the plan only if you trust this network",
+                    self.host
+                ),
+            )),
+        }
+    }
+
+    /// The token request for `scope`: an identity token is exchanged by POST (OAuth2
+    /// refresh), anything else asks by GET, with Basic credentials when there are some.
+    fn token_request(
+        &self,
+        client: &reqwest::Client,
+        realm: &str,
+        url: &Url,
+        service: Option<&str>,
+        scope: &Scope,
+    ) -> Result<(Method, reqwest::RequestBuilder), RegistryError> {
+        if let Credential::IdentityToken { token } = &self.credential {
+            let mut form = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", token.expose_secret().to_string()),
+                ("client_id", "ferry".to_string()),
+                ("scope", scope.key()),
+            ];
+            if let Some(s) = service {
+                form.push(("service", s.to_string()));
+            }
+            return Ok((Method::POST, client.post(url.clone()).form(&form)));
+        }
+        let mut u = url.clone();
+        {
+            let mut q = u.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in &scope.0 {
+                q.append_pair("scope", s);
+            }
+        }
+        let mut r = client.get(u);
+        if let Some(h) = self.credential.basic_header() {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(h.expose_secret()).map_err(|_| {
+                    auth_error(
+                        realm,
+                        "the credential contains characters not allowed in a header".into(),
+                    )
+                })?;
+            // Never indexed by HTTP/2 header compression, shown as "Sensitive" by reqwest's
+            // own Debug.
+            value.set_sensitive(true);
+            r = r.header(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok((Method::GET, r))
+    }
+
+    /// The token service's refusal, with what it said and whose credentials it refused.
+    async fn refused(
+        &self,
+        resp: reqwest::Response,
+        method: &Method,
+        realm: &str,
+        url: &Url,
+        scope: &Scope,
+    ) -> RegistryError {
+        let status = resp.status();
+        let body = read_limited(resp, method, url, MAX_ERROR_BODY, ANSWER_STALL)
+            .await
+            .unwrap_or_default();
+        let detail = super::status::decode_error_body(&body);
+        let who = if self.credential.is_anonymous() {
+            "anonymous access"
+        } else {
+            "the configured credentials"
+        };
+        auth_error(
+            realm,
+            format!(
+                "{status}{detail}: the token service refused {who} for {} (scope {})",
+                self.host,
+                scope.key()
+            ),
+        )
+    }
+}
+
+/// Authentication at `url` (a token realm) failed for `reason`.
+fn auth_error(url: &str, reason: String) -> RegistryError {
+    RegistryError::Auth {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// The token of a token service's answer (from `realm`), valid until shortly before the
+/// expiry it gives.
+fn token_from(realm: &str, body: &[u8]) -> Result<CachedToken, RegistryError> {
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        auth_error(
+            realm,
+            format!("the token answer is not JSON with a token: {e}"),
+        )
+    })?;
+    let token = parsed
+        .token
+        .or(parsed.access_token)
+        .filter(|t| !t.expose_secret().is_empty())
+        .ok_or_else(|| auth_error(realm, "the token answer has no token".into()))?;
+    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME));
+    Ok(CachedToken {
+        token,
+        expires: Instant::now()
+            + lifetime
+                .saturating_sub(EXPIRY_MARGIN)
+                .max(Duration::from_secs(1)),
+    })
 }
 
 fn bearer(token: &SecretString) -> SecretString {

@@ -67,9 +67,56 @@ impl Credential {
     }
 }
 
+/// Why the credentials for a registry cannot be had or used: the reason as data. Shown inside
+/// [`RegistryError::Credentials`], which names the registry. Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("the plan takes the password from environment variable {variable}, which is not set or empty")]
+    PasswordEnv { variable: String },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `message` is serde_json's, which names line and column but never echoes the content.
+    #[error("{} is not a docker config.json: {message}", path.display())]
+    ConfigSyntax { path: PathBuf, message: String },
+    #[error("the `auth` entry for {host} is not base64 of user:password")]
+    AuthEntry { host: String },
+    #[error("cannot run credential helper {program}: {source}")]
+    HelperStart {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("credential helper {program}: {source}")]
+    HelperIo {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("credential helper {program} failed ({status})")]
+    HelperFailed {
+        program: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("credential helper {program} printed something that is not its JSON answer")]
+    HelperAnswer { program: String },
+    /// GHCR without a token for the GitHub Packages API.
+    #[error("GHCR lists packages and deletes versions through the GitHub Packages API, which needs a classic personal access token: give `auth = {{ username = \"…\", password_env = \"…\" }}` for it")]
+    PackagesToken,
+    /// The token lacks scopes that deleting GHCR package versions needs.
+    #[error("the token lacks the {} scope{} that deleting GHCR package versions needs (it has: {})", .missing.join(" and "), if .missing.len() > 1 { "s" } else { "" }, if .have.is_empty() { "none".to_string() } else { .have.join(", ") })]
+    PackagesScopes {
+        missing: Vec<&'static str>,
+        have: Vec<String>,
+    },
+    /// Deleting on Docker Hub without a login.
+    #[error("deleting on Docker Hub needs a login: give `auth = {{ username = \"…\", password_env = \"…\" }}` with a personal access token that may delete")]
+    HubLogin,
+}
+
 /// Resolve the credentials for `host` (as the plan names it, `docker.io` for Docker Hub).
 pub fn resolve(host: &str, settings: &AuthSettings) -> Result<Credential, RegistryError> {
-    let err = |reason: String| RegistryError::Credentials {
+    let err = |reason: CredentialsError| RegistryError::Credentials {
         registry: host.to_string(),
         reason,
     };
@@ -83,9 +130,9 @@ pub fn resolve(host: &str, settings: &AuthSettings) -> Result<Credential, Regist
                 username: username.clone(),
                 password: SecretString::from(p),
             }),
-            _ => Err(err(format!(
-                "the plan takes the password from environment variable {password_env}, which is not set or empty"
-            ))),
+            _ => Err(err(CredentialsError::PasswordEnv {
+                variable: password_env.clone(),
+            })),
         },
         AuthSettings::ConfigFile(path) => {
             let config = read_config(path).map_err(err)?;
@@ -147,12 +194,14 @@ struct AuthEntry {
     identitytoken: Option<SecretString>,
 }
 
-fn read_config(path: &Path) -> Result<ConfigFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        // serde_json's message names line and column but never echoes the content.
-        format!("{} is not a docker config.json: {e}", path.display())
+fn read_config(path: &Path) -> Result<ConfigFile, CredentialsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CredentialsError::ConfigSyntax {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     })
 }
 
@@ -167,7 +216,7 @@ fn key_host(key: &str) -> String {
 }
 
 impl ConfigFile {
-    fn lookup(&self, host: &str) -> Result<Option<Credential>, String> {
+    fn lookup(&self, host: &str) -> Result<Option<Credential>, CredentialsError> {
         let host = normalize_host(host);
         // docker keys Docker Hub's helper entries by the legacy index URL.
         let server = if host == DOCKER_HUB {
@@ -201,7 +250,7 @@ impl ConfigFile {
 }
 
 impl AuthEntry {
-    fn credential(&self, host: &str) -> Result<Option<Credential>, String> {
+    fn credential(&self, host: &str) -> Result<Option<Credential>, CredentialsError> {
         if let Some(t) = self
             .identitytoken
             .as_ref()
@@ -218,14 +267,15 @@ impl AuthEntry {
         let Some(auth) = self.auth.as_ref().filter(|a| !a.expose_secret().is_empty()) else {
             return Ok(None);
         };
+        let malformed = || CredentialsError::AuthEntry {
+            host: host.to_string(),
+        };
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.expose_secret().trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| format!("the `auth` entry for {host} is not base64 of user:password"))?;
-        let (u, p) = decoded
-            .split_once(':')
-            .ok_or_else(|| format!("the `auth` entry for {host} is not base64 of user:password"))?;
+            .ok_or_else(malformed)?;
+        let (u, p) = decoded.split_once(':').ok_or_else(malformed)?;
         Ok(Some(Credential::Basic {
             username: u.to_string(),
             password: SecretString::from(p.to_string()),
@@ -234,7 +284,7 @@ impl AuthEntry {
 }
 
 /// Run `docker-credential-NAME get` as docker does: server URL on stdin, JSON on stdout.
-fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, String> {
+fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, CredentialsError> {
     #[derive(Debug, Deserialize)]
     struct HelperOutput {
         #[serde(rename = "Username")]
@@ -249,29 +299,31 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credential>, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run credential helper {program}: {e}"))?;
+        .map_err(|source| CredentialsError::HelperStart {
+            program: program.clone(),
+            source,
+        })?;
+    let io = |source| CredentialsError::HelperIo {
+        program: program.clone(),
+        source,
+    };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server.as_bytes())
-            .map_err(|e| format!("credential helper {program}: {e}"))?;
+        stdin.write_all(server.as_bytes()).map_err(io)?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("credential helper {program}: {e}"))?;
+    let out = child.wait_with_output().map_err(io)?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout);
         // Helpers say "credentials not found in native keychain" when they have none.
         if msg.contains("not found") {
             return Ok(None);
         }
-        return Err(format!(
-            "credential helper {program} failed ({})",
-            out.status
-        ));
+        return Err(CredentialsError::HelperFailed {
+            program,
+            status: out.status,
+        });
     }
-    let parsed: HelperOutput = serde_json::from_slice(&out.stdout).map_err(|_| {
-        format!("credential helper {program} printed something that is not its JSON answer")
-    })?;
+    let parsed: HelperOutput = serde_json::from_slice(&out.stdout)
+        .map_err(|_| CredentialsError::HelperAnswer { program })?;
     if parsed.username == "<token>" {
         Ok(Some(Credential::IdentityToken {
             token: parsed.secret,
@@ -346,7 +398,7 @@ mod tests {
     #[test]
     fn bad_auth_entry_is_a_clear_error_without_the_value() {
         let c = config(r#"{"auths":{"ghcr.io":{"auth":"%%%notbase64"}}}"#);
-        let e = c.lookup("ghcr.io").unwrap_err();
+        let e = c.lookup("ghcr.io").unwrap_err().to_string();
         assert!(e.contains("ghcr.io") && !e.contains("%%%"), "{e}");
     }
 

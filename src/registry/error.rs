@@ -3,19 +3,25 @@
 
 use std::path::PathBuf;
 
+use super::status::{code, hint, rendered, OciError, Service};
+
 /// A registry or layout operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The registry answered with an error status; `detail` is its decoded error body.
-    #[error("{method} {shown_url}: {status}{detail}{hint}", shown_url = shown(.url))]
+    /// The server answered with an error status. Its body is kept decoded (`errors`); the
+    /// hint is rendered when shown, from status, codes and `service`.
+    #[error(
+        "{method} {shown_url}: {status}{body}{hint}",
+        shown_url = shown(.url),
+        body = rendered(.errors),
+        hint = hint(.method, *.status, .errors, .service)
+    )]
     Status {
         method: String,
         url: String,
         status: u16,
-        /// ": CODE: message" from the `{"errors":[…]}` body, or a short body excerpt.
-        detail: String,
-        /// "\n  hint: …" when ferry knows what usually causes this status, else empty.
-        hint: String,
+        errors: Vec<OciError>,
+        service: Service,
     },
     #[error("{method} {shown_url}: request failed", shown_url = shown(.url))]
     Transport {
@@ -36,7 +42,10 @@ pub enum RegistryError {
     },
     /// The plan's `ca_file` for a registry could not be used.
     #[error("ca_file for {registry}: {reason}")]
-    CaFile { registry: String, reason: String },
+    CaFile {
+        registry: String,
+        reason: super::tls::CaFileError,
+    },
     #[error("{shown_url}: digest mismatch: expected {expected}, the bytes hash to {actual}", shown_url = shown(.url))]
     DigestMismatch {
         url: String,
@@ -50,7 +59,10 @@ pub enum RegistryError {
         actual: u64,
     },
     #[error("{shown_url}: invalid manifest: {reason}", shown_url = shown(.url))]
-    InvalidManifest { url: String, reason: String },
+    InvalidManifest {
+        url: String,
+        reason: super::manifest::ManifestError,
+    },
     #[error("{shown_url}: {reason}", shown_url = shown(.url))]
     Protocol { url: String, reason: String },
     #[error("{what} not found: {shown_url}", shown_url = shown(.url))]
@@ -58,7 +70,10 @@ pub enum RegistryError {
     #[error("authentication at {shown_url} failed: {reason}", shown_url = shown(.url))]
     Auth { url: String, reason: String },
     #[error("credentials for {registry}: {reason}")]
-    Credentials { registry: String, reason: String },
+    Credentials {
+        registry: String,
+        reason: super::credentials::CredentialsError,
+    },
     #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
     NoCatalog { registry: String, reason: String },
     #[error("{shown_url}: no progress for {seconds} s", shown_url = shown(.url))]
@@ -98,8 +113,53 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         match self {
             RegistryError::NotFound { .. } => true,
-            RegistryError::Status { status, .. } => *status == 404,
+            RegistryError::Status { status, .. } => {
+                *status == 404
+                    || [
+                        code::MANIFEST_UNKNOWN,
+                        code::BLOB_UNKNOWN,
+                        code::NAME_UNKNOWN,
+                    ]
+                    .iter()
+                    .any(|c| self.has_code(c))
+            }
             _ => false,
+        }
+    }
+
+    /// The HTTP status of an error answer.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The OCI error codes of an error answer, in the order the body gave them.
+    pub fn codes(&self) -> impl Iterator<Item = &str> {
+        let errors: &[OciError] = match self {
+            RegistryError::Status { errors, .. } => errors,
+            _ => &[],
+        };
+        errors.iter().filter_map(|e| e.code.as_deref())
+    }
+
+    /// The first OCI error code of an error answer (`MANIFEST_UNKNOWN`, `DENIED`, …).
+    pub fn code(&self) -> Option<&str> {
+        self.codes().next()
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.codes().any(|c| c == code)
+    }
+
+    /// Did the server answer with one of `codes` or, where its body gave no code, with one of
+    /// `statuses` (the fallback for registries that answer with a bare status)?
+    pub fn has_code_or_status(&self, codes: &[&str], statuses: &[u16]) -> bool {
+        match (self.code(), self.http_status()) {
+            (Some(_), _) => codes.iter().any(|c| self.has_code(c)),
+            (None, Some(status)) => statuses.contains(&status),
+            (None, None) => false,
         }
     }
 
@@ -212,10 +272,48 @@ mod tests {
             method: "GET".into(),
             url: url.into(),
             status: 403,
-            detail: String::new(),
-            hint: String::new(),
+            errors: Vec::new(),
+            service: Service::GitHubApi,
         };
         assert!(!e.to_string().contains("canary"), "{e}");
+    }
+
+    #[test]
+    fn decisions_follow_the_codes_and_the_status_where_there_are_none() {
+        let answer = |status, body: &[u8]| RegistryError::Status {
+            method: "PUT".into(),
+            url: "https://r.test/v2/a/manifests/v1".into(),
+            status,
+            errors: OciError::decode(body),
+            service: Service::Registry {
+                name: "r.test".into(),
+                credentials: true,
+            },
+        };
+        let refused = [code::MANIFEST_BLOB_UNKNOWN, code::MANIFEST_INVALID];
+        let missing = answer(
+            400,
+            br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+        );
+        assert_eq!(missing.code(), Some(code::MANIFEST_BLOB_UNKNOWN));
+        assert!(missing.has_code_or_status(&refused, &[400]));
+        // A code says more than the status: a 400 for another reason is not one of these.
+        let size = answer(400, br#"{"errors":[{"code":"SIZE_INVALID"}]}"#);
+        assert!(!size.has_code_or_status(&refused, &[400]));
+        // No code: the status decides.
+        let bare = answer(422, b"");
+        assert!(bare.has_code_or_status(&refused, &[400, 422]));
+        assert!(!bare.has_code_or_status(&refused, &[400]));
+        assert_eq!(
+            bare.to_string(),
+            "PUT https://r.test/v2/a/manifests/v1: 422"
+        );
+        assert!(answer(400, br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#).is_not_found());
+        assert!(!size.is_not_found());
+        assert_eq!(
+            missing.to_string(),
+            "PUT https://r.test/v2/a/manifests/v1: 400: MANIFEST_BLOB_UNKNOWN: blob unknown to registry"
+        );
     }
 
     #[tokio::test]

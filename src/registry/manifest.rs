@@ -60,13 +60,67 @@ fn quoted(e: serde_json::Error) -> String {
     crate::reference::names::printable(&e.to_string(), 512)
 }
 
-fn desc(d: &Descriptor) -> Result<Desc, String> {
-    let digest = Digest::parse(d.digest().as_ref()).ok_or_else(|| {
-        format!(
-            "descriptor digest `{}` is not one ferry can verify",
-            d.digest()
-        )
-    })?;
+/// Why a manifest (or a referrers index, or a layout's `index.json`) is refused: the reason as
+/// data. At the registry border it becomes [`super::RegistryError::InvalidManifest`], which
+/// adds the URL or path; shown, it reads as the reason alone.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Bigger than [`MAX_MANIFEST_SIZE`], by its size.
+    #[error("{size} bytes is over the {MAX_MANIFEST_SIZE}-byte manifest limit")]
+    TooLarge { size: u64 },
+    /// Bigger than [`MAX_MANIFEST_SIZE`], by its `Content-Length` or a read that stopped one
+    /// byte past it.
+    #[error("larger than the {MAX_MANIFEST_SIZE}-byte manifest limit")]
+    OverLimit,
+    /// Not the JSON document its media type says (`what`: "index", "image manifest");
+    /// `message` is the parser's, made printable.
+    #[error("not a valid {what}: {message}")]
+    Syntax { what: &'static str, message: String },
+    /// A descriptor whose digest names an algorithm or form ferry cannot check.
+    #[error("descriptor digest `{digest}` is not one ferry can verify")]
+    DescriptorDigest { digest: String },
+    #[error("Docker schema 1 manifests are deprecated and not copied; re-push the image with a current client")]
+    Schema1,
+    #[error("unsupported manifest media type `{media_type}`")]
+    UnsupportedMediaType { media_type: String },
+    /// Nothing says what the bytes are; `besides` names what else was asked (the
+    /// Content-Type header, a layout's index.json entry).
+    #[error("no media type in the document or {besides}")]
+    NoMediaType { besides: &'static str },
+    #[error("media type {media_type:?} is not a valid header value")]
+    MediaTypeHeader { media_type: String },
+    #[error("Docker-Content-Digest {value:?} is not a valid digest")]
+    DigestHeader { value: String },
+    #[error("indexes nested deeper than {MAX_INDEX_DEPTH} levels")]
+    TooDeep,
+    /// The fallback referrers tag holds something other than an index.
+    #[error("the fallback referrers tag is not an index: {message}")]
+    FallbackNotIndex { message: String },
+    #[error("the fallback referrers tag is an index without `manifests`")]
+    FallbackWithoutManifests,
+    /// A fallback index being merged into lists an entry whose digest cannot be verified.
+    #[error("the fallback referrers index lists {0}")]
+    FallbackEntry(crate::reference::names::NameError),
+    /// A layout's `index.json` that is not JSON (`message`: the parser's).
+    #[error("index.json is not valid JSON: {message}")]
+    LayoutIndex { message: String },
+    #[error("the entry for tag {tag} has no valid digest")]
+    LayoutTag { tag: String },
+}
+
+/// For code that still carries reasons as text (the copy engine's platform choice): the
+/// message as shown.
+impl From<ManifestError> for String {
+    fn from(e: ManifestError) -> String {
+        e.to_string()
+    }
+}
+
+fn desc(d: &Descriptor) -> Result<Desc, ManifestError> {
+    let digest =
+        Digest::parse(d.digest().as_ref()).ok_or_else(|| ManifestError::DescriptorDigest {
+            digest: d.digest().to_string(),
+        })?;
     let platform = d.platform().as_ref().map(|p| {
         let mut s = format!("{}/{}", p.os(), p.architecture());
         if let Some(v) = p.variant() {
@@ -122,34 +176,42 @@ pub fn media_type_of(bytes: &[u8], served: Option<&str>) -> Option<String> {
 }
 
 /// Parse manifest bytes of the given media type.
-pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed, String> {
+pub fn parse(media_type: &str, bytes: &[u8]) -> Result<Parsed, ManifestError> {
     if bytes.len() as u64 > MAX_MANIFEST_SIZE {
-        return Err(format!(
-            "{} bytes is over the {MAX_MANIFEST_SIZE}-byte manifest limit",
-            bytes.len()
-        ));
+        return Err(ManifestError::TooLarge {
+            size: bytes.len() as u64,
+        });
     }
     match media_type {
         OCI_INDEX | DOCKER_LIST => {
             let index: ImageIndex =
-                serde_json::from_slice(bytes).map_err(|e| format!("not a valid index: {}", quoted(e)))?;
-            let children = index.manifests().iter().map(desc).collect::<Result<_, _>>()?;
+                serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax {
+                    what: "index",
+                    message: quoted(e),
+                })?;
+            let children = index
+                .manifests()
+                .iter()
+                .map(desc)
+                .collect::<Result<_, _>>()?;
             Ok(Parsed::Index { children })
         }
         OCI_MANIFEST | DOCKER_MANIFEST => image(bytes),
-        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(
-            "Docker schema 1 manifests are deprecated and not copied; re-push the image with a current client".into(),
-        ),
+        DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(ManifestError::Schema1),
         other => {
             // An artifact manifest under its own type still has the image-manifest shape.
-            image(bytes).map_err(|_| format!("unsupported manifest media type `{other}`"))
+            image(bytes).map_err(|_| ManifestError::UnsupportedMediaType {
+                media_type: other.to_string(),
+            })
         }
     }
 }
 
-fn image(bytes: &[u8]) -> Result<Parsed, String> {
-    let m: ImageManifest = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not a valid image manifest: {}", quoted(e)))?;
+fn image(bytes: &[u8]) -> Result<Parsed, ManifestError> {
+    let m: ImageManifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax {
+        what: "image manifest",
+        message: quoted(e),
+    })?;
     Ok(Parsed::Image {
         config: desc(m.config())?,
         layers: m.layers().iter().map(desc).collect::<Result<_, _>>()?,
@@ -316,8 +378,10 @@ pub fn referrer_list(bytes: &[u8]) -> Result<super::ReferrerList, serde_json::Er
 }
 
 /// The entries of a fallback referrers index (see [`referrer_list`]).
-pub fn fallback_entries(bytes: &[u8]) -> Result<super::ReferrerList, String> {
-    referrer_list(bytes).map_err(|e| format!("the fallback referrers tag is not an index: {e}"))
+pub fn fallback_entries(bytes: &[u8]) -> Result<super::ReferrerList, ManifestError> {
+    referrer_list(bytes).map_err(|e| ManifestError::FallbackNotIndex {
+        message: e.to_string(),
+    })
 }
 
 /// Add `entry` to a fallback referrers index (`existing`, or a new empty one), keeping every
@@ -326,15 +390,17 @@ pub fn fallback_entries(bytes: &[u8]) -> Result<super::ReferrerList, String> {
 pub fn merge_fallback_index(
     existing: Option<&[u8]>,
     entry: serde_json::Value,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, ManifestError> {
     let mut index: serde_json::Value = match existing {
         Some(bytes) => {
             // Merging keeps every entry already there, so an entry that names no verifiable
             // digest would be handed on: the index is refused instead.
-            if let Some(bad) = fallback_entries(bytes)?.refused.first() {
-                return Err(format!("the fallback referrers index lists {bad}"));
+            if let Some(bad) = fallback_entries(bytes)?.refused.into_iter().next() {
+                return Err(ManifestError::FallbackEntry(bad));
             }
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())?
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::FallbackNotIndex {
+                message: e.to_string(),
+            })?
         }
         None => serde_json::json!({
             "schemaVersion": 2,
@@ -345,7 +411,7 @@ pub fn merge_fallback_index(
     let manifests = index
         .get_mut("manifests")
         .and_then(|m| m.as_array_mut())
-        .ok_or("the fallback referrers tag is an index without `manifests`")?;
+        .ok_or(ManifestError::FallbackWithoutManifests)?;
     if manifests
         .iter()
         .any(|m| m.get("digest") == entry.get("digest"))
@@ -395,7 +461,9 @@ mod tests {
         assert_eq!(fallback_entries(list.as_bytes()).unwrap(), r);
         // A fallback index being merged into must not carry such an entry on.
         let entry = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d('b'), "size": 1});
-        let e = merge_fallback_index(Some(list.as_bytes()), entry).unwrap_err();
+        let e = merge_fallback_index(Some(list.as_bytes()), entry)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256:../../../etc/passwd"), "{e}");
     }
 
@@ -408,7 +476,7 @@ mod tests {
         assert!(parse(OCI_INDEX, idx.as_bytes()).is_err());
         // oci-spec's message quotes the bad value: it reaches the terminal escaped.
         let idx = idx.replace("../../x", "\\u001b[2J");
-        let e = parse(OCI_INDEX, idx.as_bytes()).unwrap_err();
+        let e = parse(OCI_INDEX, idx.as_bytes()).unwrap_err().to_string();
         assert!(!e.contains('\u{1b}') && e.contains("\\u{1b}"), "{e}");
     }
 
@@ -452,12 +520,20 @@ mod tests {
         );
         assert!(parse(OCI_MANIFEST, negative.as_bytes()).is_err());
         let huge = vec![b' '; MAX_MANIFEST_SIZE as usize + 1];
-        assert!(parse(OCI_MANIFEST, &huge).unwrap_err().contains("limit"));
+        assert_eq!(
+            parse(OCI_MANIFEST, &huge).unwrap_err().to_string(),
+            format!(
+                "{} bytes is over the {MAX_MANIFEST_SIZE}-byte manifest limit",
+                huge.len()
+            )
+        );
         assert!(parse(DOCKER_SCHEMA1, b"{}")
             .unwrap_err()
+            .to_string()
             .contains("schema 1"));
-        assert!(parse("text/html", b"<html>")
-            .unwrap_err()
-            .contains("unsupported"));
+        assert_eq!(
+            parse("text/html", b"<html>").unwrap_err().to_string(),
+            "unsupported manifest media type `text/html`"
+        );
     }
 }

@@ -3,15 +3,19 @@
 //! [`Registry`] is the edge the copy engine and retention work through; it has two
 //! implementations: [`http::HttpRegistry`] (any OCI distribution registry: auth, per-host
 //! connection limits, streaming digest checks) and [`layout::LayoutRegistry`] (local OCI image
-//! layout directories). This module knows nothing of plans' rules, SQLite or terminals, and
-//! never prints.
+//! layout directories), and [`overlay::Overlay`] simulates writes over either. This module
+//! knows nothing of plans' rules, SQLite or terminals, and never prints.
+//!
+//! Beside them: [`vendor`], the APIs of GHCR and Docker Hub behind their own trait, for what
+//! the distribution API does not do; [`auth`] and [`credentials`]; [`throttle`] and [`retry`],
+//! the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
+//! what the registry answered as data; [`manifest`] and [`digest`], what is read is checked.
 
 pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod digest;
 pub mod error;
-pub mod github;
 pub mod http;
 pub mod layout;
 pub mod manifest;
@@ -19,8 +23,10 @@ pub mod manifest;
 pub mod memory;
 pub mod overlay;
 pub mod retry;
+pub mod status;
 pub mod throttle;
 pub mod tls;
+pub mod vendor;
 
 use std::pin::Pin;
 

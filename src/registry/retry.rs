@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::RegistryError;
@@ -24,7 +25,10 @@ pub fn is_transient(e: &RegistryError) -> bool {
         | RegistryError::TooSlow { .. }
         | RegistryError::DigestMismatch { .. }
         | RegistryError::SizeMismatch { .. } => true,
-        RegistryError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+        RegistryError::Status { status, .. } => {
+            matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+                || e.has_code(super::status::code::TOOMANYREQUESTS)
+        }
         RegistryError::SourceFailed { source } => is_transient(source),
         _ => false,
     }
@@ -77,6 +81,40 @@ where
     }
 }
 
+/// One registry's retry policy ([`retrying`] with its throttle, name and `retries`): every
+/// operation of the HTTP client goes through it, uploads and the vendor APIs' listings too.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    throttle: Arc<Throttle>,
+    registry: String,
+    retries: u32,
+}
+
+impl RetryPolicy {
+    pub fn new(registry: &str, throttle: Arc<Throttle>, retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            throttle,
+            registry: registry.to_string(),
+            retries,
+        }
+    }
+
+    /// Retries after the first try (also what bounds the rate-limit waits of the vendor APIs).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the retries are spent; `what` names it
+    /// in the [`Event::Retrying`] events.
+    pub async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        retrying(&self.throttle, &self.registry, what, self.retries, op).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,13 +137,21 @@ mod tests {
             method: "GET".into(),
             url: "u".into(),
             status: s,
-            detail: String::new(),
-            hint: String::new(),
+            errors: Vec::new(),
+            service: crate::registry::status::Service::GitHubApi,
         };
         assert!(is_transient(&status(503)));
         assert!(is_transient(&status(429)));
         assert!(!is_transient(&status(404)));
         assert!(!is_transient(&status(401)));
+        // The code says it whatever the status.
+        let mut slow = status(403);
+        if let RegistryError::Status { errors, .. } = &mut slow {
+            *errors = crate::registry::status::OciError::decode(
+                br#"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#,
+            );
+        }
+        assert!(is_transient(&slow));
         assert!(!is_transient(&RegistryError::NotFound {
             what: "x".into(),
             url: "u".into()

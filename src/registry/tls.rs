@@ -5,43 +5,80 @@
 //! roots to it (for a registry behind a private CA) and never replaces them. Only
 //! `insecure = true` turns verification off, per host.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+
+/// Why a CA file cannot be used: the reason as data. [`root_certificates`]' reasons say what
+/// is wrong with the contents and name no path (the plan's message names the field);
+/// [`read_root_certificates`] adds the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// Certificate `n` (1-based) is not valid PEM.
+    #[error("certificate {n} is not valid PEM: {message}")]
+    Pem { n: usize, message: String },
+    /// Certificate `n` is PEM, but not an X.509 certificate rustls can trust.
+    #[error("certificate {n} is not a usable X.509 certificate: {message}")]
+    NotX509 { n: usize, message: String },
+    #[error("certificate {n} is not usable: {message}")]
+    Unusable { n: usize, message: String },
+    #[error("holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block); a DER file converts with `openssl x509 -inform der -in CA.der -out CA.pem`")]
+    NoCertificate,
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// What is wrong with the contents of the file at `path`.
+    #[error("{}: {reason}", path.display())]
+    InFile {
+        path: PathBuf,
+        reason: Box<CaFileError>,
+    },
+}
 
 /// The certificates of a PEM file (a CA bundle: one or more `BEGIN CERTIFICATE` blocks; other
 /// blocks such as keys are skipped), each checked to be a usable X.509 trust anchor, so a
 /// wrong file is refused when the plan is read rather than at the first connection.
 ///
 /// The error is a reason for a plan message ("holds no PEM certificate…"), without the path.
-pub fn root_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+pub fn root_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, CaFileError> {
     let mut certs = Vec::new();
     // The same check reqwest (rustls) makes when it builds the client's root store.
     let mut store = rustls::RootCertStore::empty();
     for (i, item) in CertificateDer::pem_slice_iter(pem).enumerate() {
         let n = i + 1;
-        let der = item.map_err(|e| format!("certificate {n} is not valid PEM: {e}"))?;
-        store
-            .add(der.clone())
-            .map_err(|e| format!("certificate {n} is not a usable X.509 certificate: {e}"))?;
-        let cert = reqwest::Certificate::from_der(&der)
-            .map_err(|e| format!("certificate {n} is not usable: {e}"))?;
+        let der = item.map_err(|e| CaFileError::Pem {
+            n,
+            message: e.to_string(),
+        })?;
+        store.add(der.clone()).map_err(|e| CaFileError::NotX509 {
+            n,
+            message: e.to_string(),
+        })?;
+        let cert = reqwest::Certificate::from_der(&der).map_err(|e| CaFileError::Unusable {
+            n,
+            message: e.to_string(),
+        })?;
         certs.push(cert);
     }
     if certs.is_empty() {
-        return Err(
-            "holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block); a DER file converts with `openssl x509 -inform der -in CA.der -out CA.pem`"
-                .into(),
-        );
+        return Err(CaFileError::NoCertificate);
     }
     Ok(certs)
 }
 
 /// [`root_certificates`] of a file; the error names the file.
-pub fn read_root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    root_certificates(&pem).map_err(|reason| format!("{}: {reason}", path.display()))
+pub fn read_root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, CaFileError> {
+    let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    root_certificates(&pem).map_err(|reason| CaFileError::InFile {
+        path: path.to_path_buf(),
+        reason: Box::new(reason),
+    })
 }
 
 /// Why the server's certificate was refused, if that is why `e` failed (rather than a refused
@@ -90,18 +127,24 @@ mod tests {
 
     #[test]
     fn refuses_files_without_certificates() {
-        let e = root_certificates(b"just some text\n").unwrap_err();
+        let e = root_certificates(b"just some text\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("holds no PEM certificate"), "{e}");
-        let e = root_certificates(&[0x30, 0x82, 0x01, 0x0a, 0x02]).unwrap_err();
+        let e = root_certificates(&[0x30, 0x82, 0x01, 0x0a, 0x02])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("holds no PEM certificate"), "{e}");
         let e = root_certificates(
             b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("certificate 1 is not a usable X.509"), "{e}");
         let e =
             root_certificates(b"-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("certificate 1 is not valid PEM"), "{e}");
     }
 

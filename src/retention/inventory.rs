@@ -177,7 +177,7 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
             if !children.is_empty() && depth + 1 > MAX_INDEX_DEPTH {
                 return Err(RegistryError::InvalidManifest {
                     url: format!("{}/{repo}@{digest}", registry.name()),
-                    reason: format!("indexes nested deeper than {MAX_INDEX_DEPTH} levels"),
+                    reason: manifest::ManifestError::TooDeep,
                 });
             }
             for (child, _) in &children {

@@ -20,6 +20,7 @@ use super::outcome::{not_carried, CopyError, ImageStats, Outcome, Totals};
 use super::platform;
 use super::{Item, ItemKey, Journal, NoJournal, Recorded, Reporter};
 use crate::registry::manifest;
+use crate::registry::status::code;
 use crate::registry::{Digest, Manifest, RegistryError};
 
 #[derive(Default)]
@@ -455,14 +456,25 @@ impl Engine {
                 .put_manifest(&dst.repo, reference, to_push)
                 .await
                 .map_err(|e| match e {
-                    RegistryError::Status {
-                        status: 400 | 404 | 422,
-                        ..
-                    } if sparse => CopyError::SparseRefused {
-                        reference: item.target_display(),
-                        left_out,
-                        source: e,
-                    },
+                    // The registry names the reference it lacks; a bare 400/404/422 where it
+                    // gives no code.
+                    e if sparse
+                        && e.has_code_or_status(
+                            &[
+                                code::MANIFEST_BLOB_UNKNOWN,
+                                code::MANIFEST_INVALID,
+                                code::MANIFEST_UNKNOWN,
+                                code::BLOB_UNKNOWN,
+                            ],
+                            &[400, 404, 422],
+                        ) =>
+                    {
+                        CopyError::SparseRefused {
+                            reference: item.target_display(),
+                            left_out,
+                            source: e,
+                        }
+                    }
                     e => target_err(e),
                 })?
         };

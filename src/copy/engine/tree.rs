@@ -123,7 +123,7 @@ impl Engine {
                 manifest::parse(&manifest.media_type, &manifest.bytes).map_err(|reason| {
                     CopyError::Manifest {
                         reference: here.clone(),
-                        reason,
+                        reason: reason.into(),
                     }
                 })?;
             match parsed {

@@ -10,13 +10,13 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::send::Body;
 use super::wire::{check_reported_digest, upload_offset};
-use super::{Body, HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
+use super::{HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
 use crate::registry::auth::Scope;
 use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::throttle::Event;
-use crate::registry::{retry, BlobStream, BlobUpload, UploadProgress};
+use crate::registry::{BlobStream, BlobUpload, UploadProgress};
 
 /// The rest of a chunk channel as a byte stream.
 fn tokio_stream_from(
@@ -33,6 +33,11 @@ fn source_failed(e: RegistryError) -> RegistryError {
         },
     }
 }
+
+/// The upload session to continue: a previous run's, then the one the last attempt left. Set
+/// after each confirmed chunk, taken at the start of each attempt (never held across an
+/// await).
+type Session = Mutex<Option<String>>;
 
 /// Keeps a source stream's error aside: when the source fails mid-upload the target's
 /// complaint (a reset, a 400) is not the cause, and the retry policy must know it was the
@@ -54,43 +59,29 @@ fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
 }
 
 impl HttpRegistry {
-    /// `put_blob`: attempts until success, a permanent failure, or the retries are spent.
+    /// `put_blob`: attempts under the retry policy until success, a permanent failure, or
+    /// the retries are spent. Each attempt reopens the source, continuing the session the
+    /// last one left from the offset the registry confirms.
     pub(super) async fn upload(&self, repo: &str, up: BlobUpload<'_>) -> Result<()> {
-        let mut session = up.resume.clone();
-        let mut attempt = 0;
-        loop {
-            match self.upload_attempt(repo, &up, &mut session).await {
-                Ok(()) => {
-                    (up.progress)(UploadProgress::Finished);
-                    return Ok(());
-                }
-                Err(e) if attempt < self.retries && retry::is_transient(&e) => {
-                    attempt += 1;
-                    let delay = retry::backoff(attempt);
-                    tracing::debug!(registry = %self.name, digest = %up.digest, attempt, error = %e, "retrying upload");
-                    self.throttle.notify(Event::Retrying {
-                        registry: self.name.clone(),
-                        what: format!("upload of {}", up.digest.short()),
-                        attempt,
-                        delay,
-                        error: crate::error::chain(&e),
-                    });
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let session: Session = Mutex::new(up.resume.clone());
+        let what = format!("upload of {}", up.digest.short());
+        self.retry
+            .run(&what, || self.upload_attempt(repo, &up, &session))
+            .await?;
+        (up.progress)(UploadProgress::Finished);
+        Ok(())
     }
 
     async fn upload_attempt(
         &self,
         repo: &str,
         up: &BlobUpload<'_>,
-        session: &mut Option<String>,
+        session: &Session,
     ) -> Result<()> {
         // Continue a session the registry still holds, from the offset it confirms.
         let mut resumed = None;
-        if let Some(url) = session.take() {
+        let left = session.lock().expect("upload session").take();
+        if let Some(url) = left {
             match self.upload_status(repo, &url).await {
                 Ok(Some(found)) if found.1 <= up.size => resumed = Some(found),
                 Ok(Some((_, offset))) => {
@@ -181,7 +172,7 @@ impl HttpRegistry {
         location: Url,
         offset: u64,
         fresh: bool,
-        session: &mut Option<String>,
+        session: &Session,
     ) -> Result<()> {
         let data = up.source.open(offset).await.map_err(source_failed)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
@@ -233,7 +224,7 @@ impl HttpRegistry {
         mut location: Url,
         mut offset: u64,
         fresh: bool,
-        session: &mut Option<String>,
+        session: &Session,
         mut chunks: tokio::sync::mpsc::Receiver<Result<Bytes>>,
     ) -> Result<()> {
         let mut first = fresh;
@@ -293,7 +284,7 @@ impl HttpRegistry {
             }
             location = self.location(&location, &resp).await?;
             offset = end + 1;
-            *session = Some(location.to_string());
+            *session.lock().expect("upload session") = Some(location.to_string());
             (up.progress)(UploadProgress::Session {
                 url: location.to_string(),
                 offset,

@@ -1,11 +1,14 @@
-//! Docker Hub's API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
+//! Docker Hub's [`VendorApi`], its API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
 //! (Hub has no catalog), the tag listing that retention reads instead of pulling manifests
 //! (every manifest GET counts against the pull limit), and tag deletion. Logs in with the
 //! registry credentials (a personal access token) for private repositories and deletes, and
 //! waits out the API's own `X-RateLimit-*` budget and 429s.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use reqwest::header::{self, HeaderValue};
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -13,13 +16,18 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
-use super::wire::{read_limited, MAX_LISTING, MAX_TOKEN_ANSWER};
-use super::{HttpRegistry, MAX_PAGES};
-use crate::reference::names;
-use crate::registry::credentials::Credential;
+use super::{Context, RecordCache, VendorApi};
+use crate::reference::{names, DOCKER_HUB};
+use crate::registry::credentials::{Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::throttle::{self, Event};
-use crate::registry::{Digest, ManifestRecord};
+use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
+use crate::registry::retry::RetryPolicy;
+use crate::registry::status::Service;
+use crate::registry::throttle::{self, Event, Throttle};
+use crate::registry::{Digest, ManifestRecord, RecordStyle};
+
+/// Docker Hub's API, for `docker.io` unless the plan names another.
+const DOCKER_HUB_API: &str = "https://hub.docker.com";
 
 /// A page of a Hub API listing.
 #[derive(Deserialize)]
@@ -29,12 +37,56 @@ struct Page<T> {
     results: Vec<T>,
 }
 
-impl HttpRegistry {
-    pub(super) fn hub_api(&self) -> Result<&Url> {
+/// Docker Hub's API as its [`VendorApi`].
+pub struct DockerHub {
+    /// The registry's host (`docker.io`).
+    name: String,
+    /// The API's base URL: `None` for a registry of Docker Hub's flavor that names none.
+    api: Option<Url>,
+    client: reqwest::Client,
+    credential: Credential,
+    throttle: Arc<Throttle>,
+    retry: RetryPolicy,
+    stall: Duration,
+    records: RecordCache,
+}
+
+impl DockerHub {
+    pub fn new(cx: Context) -> DockerHub {
+        let api = cx.api.clone().or_else(|| {
+            (cx.registry == DOCKER_HUB).then(|| Url::parse(DOCKER_HUB_API).expect("static URL"))
+        });
+        DockerHub {
+            name: cx.registry,
+            api,
+            client: cx.client,
+            credential: cx.credential,
+            throttle: cx.throttle,
+            retry: cx.retry,
+            stall: cx.stall,
+            records: RecordCache::default(),
+        }
+    }
+
+    fn hub_api(&self) -> Result<&Url> {
         self.api.as_ref().ok_or_else(|| RegistryError::Protocol {
             url: self.name.clone(),
             reason: "no Docker Hub API URL (set `api` for this registry)".into(),
         })
+    }
+
+    /// An error answer of the Hub API.
+    async fn hub_error(
+        &self,
+        method: &Method,
+        url: &Url,
+        resp: reqwest::Response,
+    ) -> RegistryError {
+        let service = Service::DockerHubApi {
+            registry: self.name.clone(),
+            credentials: !self.credential.is_anonymous(),
+        };
+        status_error(resp, method, url, self.stall, service).await
     }
 
     fn hub_url(&self, api: &Url, path: &str) -> Result<Url> {
@@ -52,7 +104,7 @@ impl HttpRegistry {
         bearer: Option<&secrecy::SecretString>,
     ) -> Result<reqwest::Response> {
         let api_host = url.host_str().unwrap_or("the Docker Hub API").to_string();
-        let mut waits_left = self.retries;
+        let mut waits_left = self.retry.retries();
         loop {
             let mut req = self.client.request(method.clone(), url.clone());
             if let Some(b) = bearer {
@@ -71,7 +123,7 @@ impl HttpRegistry {
             if let Some(wait) = hub_wait(resp.headers(), resp.status()) {
                 if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
                     if waits_left == 0 {
-                        return Err(self.status_error(&method, url, resp).await);
+                        return Err(self.hub_error(&method, url, resp).await);
                     }
                     waits_left -= 1;
                     self.throttle.notify(Event::Waiting {
@@ -94,19 +146,18 @@ impl HttpRegistry {
         }
     }
 
-    /// Every item of a listing paged by `next` (followed only on the API's own host).
+    /// Every item of a listing paged by `next` (see [`Pager`]).
     async fn hub_pages<T: DeserializeOwned>(
         &self,
-        api: &Url,
         first: Url,
         bearer: Option<&secrecy::SecretString>,
     ) -> Result<Vec<T>> {
-        let mut url = first;
         let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
+        let mut pager = Pager::new(first);
+        while let Some(url) = pager.next_page()? {
             let resp = self.hub_send(Method::GET, &url, bearer).await?;
             if !resp.status().is_success() {
-                return Err(self.status_error(&Method::GET, &url, resp).await);
+                return Err(self.hub_error(&Method::GET, &url, resp).await);
             }
             let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, self.stall).await?;
             let page: Page<T> =
@@ -115,32 +166,20 @@ impl HttpRegistry {
                     reason: format!("unexpected answer from the Docker Hub API: {e}"),
                 })?;
             out.extend(page.results);
-            match page.next.filter(|n| !n.is_empty()) {
-                None => return Ok(out),
-                Some(n) => {
-                    let next = url.join(&n).map_err(|e| RegistryError::Protocol {
-                        url: url.to_string(),
-                        reason: format!("invalid `next` link {n:?}: {e}"),
-                    })?;
-                    // Credentials go only to the API host the plan names.
-                    if next.origin() != api.origin() || next == url {
-                        return Err(RegistryError::Protocol {
-                            url: url.to_string(),
-                            reason: format!("refusing to follow `next` to {next}"),
-                        });
-                    }
-                    url = next;
-                }
-            }
+            let next = match page.next.filter(|n| !n.is_empty()) {
+                None => None,
+                Some(n) => Some(url.join(&n).map_err(|e| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("invalid `next` link {n:?}: {e}"),
+                })?),
+            };
+            pager.follow(&url, next)?;
         }
-        Err(RegistryError::Protocol {
-            url: url.to_string(),
-            reason: format!("more than {MAX_PAGES} pages: the API's paging loops"),
-        })
+        Ok(out)
     }
 
     /// Docker Hub has no catalog: list a namespace's repositories through the Hub API.
-    pub(super) async fn hub_repositories(&self, api: &Url, prefix: &str) -> Result<Vec<String>> {
+    async fn hub_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct Repo {
             name: String,
@@ -153,9 +192,10 @@ impl HttpRegistry {
                 reason: format!("Docker Hub lists repositories per namespace, and `{prefix}` is not one namespace"),
             });
         }
+        let api = self.hub_api()?;
         let bearer = self.hub_login(api).await?;
         let first = self.hub_url(api, &format!("/v2/repositories/{namespace}/?page_size=100"))?;
-        let repos: Vec<Repo> = self.hub_pages(api, first, bearer.as_ref()).await?;
+        let repos: Vec<Repo> = self.hub_pages(first, bearer.as_ref()).await?;
         Ok(repos
             .into_iter()
             .map(|r| {
@@ -167,7 +207,7 @@ impl HttpRegistry {
 
     /// Every tag of a repository from the Hub API, grouped by digest, with the per-platform
     /// manifests of multi-platform images: retention's inventory without a single pull.
-    pub(super) async fn hub_records(&self, repo: &str) -> Result<Vec<ManifestRecord>> {
+    async fn hub_records(&self, repo: &str) -> Result<Vec<ManifestRecord>> {
         #[derive(Deserialize)]
         struct Tag {
             name: String,
@@ -185,13 +225,10 @@ impl HttpRegistry {
             variant: Option<String>,
         }
         names::repository(repo)?;
-        let api = self.hub_api()?.clone();
-        let bearer = self.hub_login(&api).await?;
-        let first = self.hub_url(
-            &api,
-            &format!("/v2/repositories/{repo}/tags/?page_size=100"),
-        )?;
-        let tags: Vec<Tag> = self.hub_pages(&api, first, bearer.as_ref()).await?;
+        let api = self.hub_api()?;
+        let bearer = self.hub_login(api).await?;
+        let first = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/?page_size=100"))?;
+        let tags: Vec<Tag> = self.hub_pages(first, bearer.as_ref()).await?;
         let mut by_digest: BTreeMap<Digest, ManifestRecord> = BTreeMap::new();
         for t in tags {
             // Retention reads these, and deletion builds API paths from the tags: a name that
@@ -238,25 +275,26 @@ impl HttpRegistry {
 
     /// Delete every tag pointing at `digest` through the Hub API (Hub deletes tags, and an
     /// image goes with its last tag). Returns the tags deleted, for the audit.
-    pub(super) async fn hub_delete(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
-        let api = self.hub_api()?.clone();
-        let Some(bearer) = self.hub_login(&api).await? else {
+    async fn hub_delete(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let api = self.hub_api()?;
+        let Some(bearer) = self.hub_login(api).await? else {
             return Err(RegistryError::Credentials {
                 registry: self.name.clone(),
-                reason: "deleting on Docker Hub needs a login: give `auth = { username = \"…\", password_env = \"…\" }` with a personal access token that may delete".into(),
+                reason: CredentialsError::HubLogin,
             });
         };
-        let Some(record) = self.record_of(repo, digest).await? else {
+        let read = self.manifest_records(repo);
+        let Some(record) = self.records.record_of(repo, digest, read).await? else {
             // No tag points at it (a platform manifest of an index): Docker Hub removes it
             // with the image whose tags are deleted.
             return Ok(None);
         };
         for tag in &record.tags {
             names::tag(tag)?;
-            let url = self.hub_url(&api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
+            let url = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
             let resp = self.hub_send(Method::DELETE, &url, Some(&bearer)).await?;
             if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
-                return Err(self.status_error(&Method::DELETE, &url, resp).await);
+                return Err(self.hub_error(&Method::DELETE, &url, resp).await);
             }
         }
         Ok(Some(format!("tags {}", record.tags.join(", "))))
@@ -264,7 +302,7 @@ impl HttpRegistry {
 
     /// Log in to the Hub API with the registry credentials (private repositories are listed
     /// only then); anonymous listing shows public repositories.
-    pub(super) async fn hub_login(&self, api: &Url) -> Result<Option<secrecy::SecretString>> {
+    async fn hub_login(&self, api: &Url) -> Result<Option<secrecy::SecretString>> {
         let Credential::Basic { username, password } = &self.credential else {
             return Ok(None);
         };
@@ -287,7 +325,7 @@ impl HttpRegistry {
             .await
             .map_err(|e| RegistryError::transport("POST", &url, e))?;
         if !resp.status().is_success() {
-            return Err(self.status_error(&Method::POST, &url, resp).await);
+            return Err(self.hub_error(&Method::POST, &url, resp).await);
         }
         let body = read_limited(resp, &Method::POST, &url, MAX_TOKEN_ANSWER, self.stall).await?;
         let login: Login = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
@@ -295,6 +333,49 @@ impl HttpRegistry {
             reason: format!("unexpected login answer: {e}"),
         })?;
         Ok(login.token.or(login.access_token))
+    }
+}
+
+#[async_trait]
+impl VendorApi for DockerHub {
+    fn record_style(&self) -> RecordStyle {
+        RecordStyle::Tags
+    }
+
+    /// Docker Hub's referrers API has listed incompletely (docker/hub-feedback#2372), and
+    /// every index read there to find children's referrers would count as a pull: on the Hub,
+    /// referrers are found by their tags (cosign's default there).
+    fn referrers_api(&self) -> Option<bool> {
+        Some(false)
+    }
+
+    async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
+        match self.hub_login(self.hub_api()?).await? {
+            Some(_) => Ok(Some("logged in to the Docker Hub API".into())),
+            None => Err(RegistryError::Credentials {
+                registry: self.name.clone(),
+                reason: CredentialsError::HubLogin,
+            }),
+        }
+    }
+
+    async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
+        self.retry
+            .run("list repositories", || self.hub_repositories(prefix))
+            .await
+    }
+
+    async fn manifest_records(&self, repo: &str) -> Result<Vec<ManifestRecord>> {
+        let records = self
+            .retry
+            .run("list Docker Hub tags", || self.hub_records(repo))
+            .await?;
+        self.records.keep(repo, &records);
+        Ok(records)
+    }
+
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        self.hub_delete(repo, digest).await
     }
 }
 

@@ -1,12 +1,13 @@
-//! The GitHub Packages REST API, for what GHCR's registry API does not do: list a namespace's
-//! container packages, list package versions (id, digest, tags, push time, untagged ones
-//! included) and delete versions. Honours GitHub's rate limits (403/429 with `Retry-After` or
-//! `x-ratelimit-remaining: 0` until `x-ratelimit-reset`) and checks the token's scopes before
-//! the first deletion.
+//! GHCR's [`VendorApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
+//! do: list a namespace's container packages, list package versions (id, digest, tags, push
+//! time, untagged ones included) and delete versions. Honours GitHub's rate limits (403/429
+//! with `Retry-After` or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`) and checks the
+//! token's scopes before the first deletion.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -14,21 +15,26 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::error::{RegistryError, Result};
-use super::http::{
-    decode_error_body, next_link, read_limited, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER,
-};
-use super::throttle::{self, Event, Throttle};
-use super::Digest;
+use super::{Context, RecordCache, VendorApi};
 use crate::reference::names;
+use crate::registry::credentials::{Credential, CredentialsError};
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
+use crate::registry::retry::RetryPolicy;
+use crate::registry::status::Service;
+use crate::registry::throttle::{self, Event, Throttle};
+use crate::registry::{Digest, ManifestRecord, RecordStyle};
+
+/// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
+/// Enterprise).
+const GITHUB_API: &str = "https://api.github.com";
 
 /// Versions asked per page (GitHub's maximum).
 const PER_PAGE: usize = 100;
 
-/// Progress the API's answers must make (see [`super::http::MIN_PROGRESS`]); the client's
-/// read timeout is the plan's `stall_timeout` for the registry.
-const API_STALL: Duration = super::config::DEFAULT_STALL_TIMEOUT;
-const MAX_PAGES: usize = 10_000;
+/// Progress the API's answers must make (see [`crate::registry::http::MIN_PROGRESS`]); the
+/// client's read timeout is the plan's `stall_timeout` for the registry.
+const API_STALL: Duration = crate::registry::config::DEFAULT_STALL_TIMEOUT;
 
 /// One package version: a manifest as GitHub records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,22 +158,7 @@ impl PackagesApi {
     }
 
     async fn error(&self, method: &Method, url: &Url, resp: reqwest::Response) -> RegistryError {
-        let status = resp.status().as_u16();
-        let body = read_limited(resp, method, url, MAX_ERROR_BODY, API_STALL)
-            .await
-            .unwrap_or_default();
-        let hint = match status {
-            401 => "\n  hint: the GitHub API refused the token; GHCR needs a classic personal access token (fine-grained tokens do not work with GitHub Packages)".to_string(),
-            403 => "\n  hint: listing needs read:packages, deleting needs delete:packages and admin rights on the package".to_string(),
-            _ => String::new(),
-        };
-        RegistryError::Status {
-            method: method.to_string(),
-            url: url.to_string(),
-            status,
-            detail: decode_error_body(&body),
-            hint,
-        }
+        status_error(resp, method, url, API_STALL, Service::GitHubApi).await
     }
 
     /// The token's login and scopes (`GET /user`, `X-OAuth-Scopes`), read once.
@@ -230,12 +221,7 @@ impl PackagesApi {
         } else {
             Err(RegistryError::Credentials {
                 registry: self.registry.clone(),
-                reason: format!(
-                    "the token lacks the {} scope{} that deleting GHCR package versions needs (it has: {})",
-                    missing.join(" and "),
-                    if missing.len() > 1 { "s" } else { "" },
-                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                ),
+                reason: CredentialsError::PackagesScopes { missing, have },
             })
         }
     }
@@ -284,25 +270,16 @@ impl PackagesApi {
         Err(last_err.expect("tried at least one owner kind"))
     }
 
-    /// Every item of a listing paged by `Link` (followed only on the API's own host).
+    /// Every item of a listing paged by `Link` (see [`Pager`]).
     async fn list<T: serde::de::DeserializeOwned>(&self, first: Url) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        let mut next = Some(first);
-        let mut pages = 0;
-        while let Some(url) = next.take() {
-            pages += 1;
-            if pages > MAX_PAGES {
-                return Err(RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: "the API's paging loops".into(),
-                });
-            }
+        let mut pager = Pager::new(first);
+        while let Some(url) = pager.next_page()? {
             let resp = self.send(Method::GET, &url).await?;
             if !resp.status().is_success() {
                 return Err(self.error(&Method::GET, &url, resp).await);
             }
-            next = next_link(resp.headers(), &url)
-                .filter(|n| n.origin() == self.base.origin() && n != &url);
+            pager.follow_link(&url, resp.headers())?;
             let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, API_STALL).await?;
             let page: Vec<T> =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
@@ -406,6 +383,121 @@ impl PackagesApi {
             }
         }
         Err(last_err.expect("tried both owner kinds"))
+    }
+}
+
+/// GHCR: the GitHub Packages API as its [`VendorApi`].
+pub struct Ghcr {
+    registry: String,
+    /// `None` without a token for it (a user name and a classic personal access token).
+    api: Option<PackagesApi>,
+    retry: RetryPolicy,
+    records: RecordCache,
+}
+
+impl Ghcr {
+    pub fn new(cx: Context) -> Ghcr {
+        let api = match &cx.credential {
+            Credential::Basic { password, .. } => Some(PackagesApi::new(
+                cx.api
+                    .clone()
+                    .unwrap_or_else(|| Url::parse(GITHUB_API).expect("static URL")),
+                password.clone(),
+                cx.client.clone(),
+                &cx.registry,
+                cx.throttle.clone(),
+                cx.retry.retries(),
+            )),
+            _ => None,
+        };
+        Ghcr {
+            registry: cx.registry,
+            api,
+            retry: cx.retry,
+            records: RecordCache::default(),
+        }
+    }
+
+    fn api(&self) -> Result<&PackagesApi> {
+        self.api.as_ref().ok_or_else(|| RegistryError::Credentials {
+            registry: self.registry.clone(),
+            reason: CredentialsError::PackagesToken,
+        })
+    }
+
+    /// The API, the owner and the package of a repository (`OWNER/PACKAGE`).
+    fn package<'a>(&'a self, repo: &'a str) -> Result<(&'a PackagesApi, &'a str, &'a str)> {
+        // The owner and package become parts of GitHub API paths.
+        names::repository(repo)?;
+        let api = self.api()?;
+        let (owner, package) = split_repository(repo).ok_or_else(|| RegistryError::Protocol {
+            url: format!("{}/{repo}", self.registry),
+            reason: "a GHCR repository is OWNER/PACKAGE".into(),
+        })?;
+        Ok((api, owner, package))
+    }
+}
+
+#[async_trait]
+impl VendorApi for Ghcr {
+    fn record_style(&self) -> RecordStyle {
+        RecordStyle::Versions
+    }
+
+    async fn check_delete(&self, repo: &str) -> Result<Option<String>> {
+        let (api, _, _) = self.package(repo)?;
+        api.check_delete_scopes().await?;
+        Ok(Some(
+            "the token has read:packages and delete:packages".into(),
+        ))
+    }
+
+    async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
+        let owner = prefix.split('/').next().unwrap_or("");
+        let api = self.api()?;
+        let mut repos = self
+            .retry
+            .run("list packages", || api.packages(owner))
+            .await?;
+        repos.retain(|r| r.starts_with(prefix));
+        repos.sort();
+        Ok(repos)
+    }
+
+    async fn manifest_records(&self, repo: &str) -> Result<Vec<ManifestRecord>> {
+        let (api, owner, package) = self.package(repo)?;
+        let versions = self
+            .retry
+            .run("list package versions", || api.versions(owner, package))
+            .await?;
+        let records: Vec<ManifestRecord> = versions
+            .into_iter()
+            .map(|v| ManifestRecord {
+                id: v.id.to_string(),
+                digest: v.digest,
+                tags: v.tags,
+                created: v.created,
+                children: None,
+            })
+            .collect();
+        self.records.keep(repo, &records);
+        Ok(records)
+    }
+
+    /// Find the package version holding this digest and delete it.
+    async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let (api, owner, package) = self.package(repo)?;
+        let read = self.manifest_records(repo);
+        let Some(version) = self.records.record_of(repo, digest, read).await? else {
+            // Already gone: the decision holds.
+            return Ok(None);
+        };
+        let id: u64 = version.id.parse().map_err(|_| RegistryError::Protocol {
+            url: format!("{}/{repo}@{digest}", self.registry),
+            reason: format!("package version id {:?} is not a number", version.id),
+        })?;
+        api.delete(owner, package, id).await?;
+        Ok(Some(version.id))
     }
 }
 

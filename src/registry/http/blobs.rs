@@ -1,0 +1,116 @@
+//! Blobs: whether a repository holds one, streaming one out (verified as it flows), and
+//! mounting one from another repository. Uploads are in `upload.rs`.
+
+use futures::StreamExt;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+
+use super::body::watched_body;
+use super::send::Body;
+use super::HttpRegistry;
+use crate::reference::names;
+use crate::registry::auth::Scope;
+use crate::registry::digest::VerifyingStream;
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::{BlobStream, Digest};
+
+impl HttpRegistry {
+    pub(super) async fn blob_exists_once(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let url = self.repo_url(repo, &format!("blobs/{digest}")).await?;
+        let (resp, _permit) = self
+            .send(
+                Method::HEAD,
+                &url,
+                &Scope::pull(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(&Method::HEAD, &url, resp).await),
+        }
+    }
+
+    pub(super) async fn get_blob_once(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<BlobStream> {
+        let url = self.repo_url(repo, &format!("blobs/{digest}")).await?;
+        let (resp, permit) = self
+            .send(
+                Method::GET,
+                &url,
+                &Scope::pull(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                what: format!("blob {digest} in {}/{repo}", self.name),
+                url: url.to_string(),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.status_error(&Method::GET, &url, resp).await);
+        }
+        // The permit travels with the stream: the connection is busy until the body is read.
+        let body = watched_body(resp, &Method::GET, &url, self.stall).map(move |r| {
+            let _hold = &permit;
+            r
+        });
+        Ok(Box::pin(VerifyingStream::new(
+            Box::pin(body),
+            url.to_string(),
+            digest.clone(),
+            size,
+        )))
+    }
+
+    pub(super) async fn mount_blob_once(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<bool> {
+        // `from` goes into the token scope as well as the query.
+        names::repository(from)?;
+        let mut url = self.repo_url(repo, "blobs/uploads/").await?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from);
+        let (resp, _permit) = self
+            .send(
+                Method::POST,
+                &url,
+                &Scope::mount(repo, from),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // The registry opened an ordinary upload instead; close it so it does not
+                // linger until the registry's upload purge.
+                if let Ok(loc) = self.location(&url, &resp).await {
+                    let _ = self
+                        .send(
+                            Method::DELETE,
+                            &loc,
+                            &Scope::push(repo),
+                            HeaderMap::new(),
+                            Body::Empty,
+                        )
+                        .await;
+                }
+                Ok(false)
+            }
+            _ => Err(self.status_error(&Method::POST, &url, resp).await),
+        }
+    }
+}

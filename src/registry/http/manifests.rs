@@ -1,0 +1,188 @@
+//! Manifests: HEAD (what a tag or digest resolves to), GET (verified against the reference
+//! or the registry's digest, bounded in size), PUT (the registry's reported digest checked)
+//! and DELETE by digest.
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use super::body::read_limited;
+use super::send::Body;
+use super::wire::{check_reported_digest, verify_manifest_digest};
+use super::HttpRegistry;
+use crate::registry::auth::Scope;
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
+use crate::registry::{Digest, Manifest, ManifestHead, Pushed, Registry};
+
+/// The operations, each tried once; the `Registry` implementation wraps them in retries.
+impl HttpRegistry {
+    pub(super) async fn head_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>> {
+        let url = self.manifest_url(repo, reference).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
+        let (resp, permit) = self
+            .send(Method::HEAD, &url, &Scope::pull(repo), headers, Body::Empty)
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.status_error(&Method::HEAD, &url, resp).await);
+        }
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Digest::parse);
+        let media_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        drop(permit);
+        match digest {
+            Some(digest) => Ok(Some(ManifestHead { digest, media_type })),
+            // Without the header the only way to know the digest is to read the manifest.
+            None => {
+                let m = self.get_manifest(repo, reference).await?;
+                Ok(Some(ManifestHead {
+                    digest: m.digest,
+                    media_type: Some(m.media_type),
+                }))
+            }
+        }
+    }
+
+    pub(super) async fn get_manifest_once(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        let url = self.manifest_url(repo, reference).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(manifest::ACCEPT));
+        let (resp, _permit) = self
+            .send(Method::GET, &url, &Scope::pull(repo), headers, Body::Empty)
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                what: format!("manifest {}/{repo}:{reference}", self.name),
+                url: url.to_string(),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.status_error(&Method::GET, &url, resp).await);
+        }
+        let served_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if resp.content_length().unwrap_or(0) > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::InvalidManifest {
+                url: url.to_string(),
+                reason: ManifestError::OverLimit,
+            });
+        }
+        let bytes = self.read_manifest_sized(resp, &url).await?.ok_or_else(|| {
+            RegistryError::InvalidManifest {
+                url: url.to_string(),
+                reason: ManifestError::OverLimit,
+            }
+        })?;
+        let digest = verify_manifest_digest(&url, &bytes, reference, header_digest.as_deref())?;
+        let media_type =
+            manifest::media_type_of(&bytes, served_type.as_deref()).ok_or_else(|| {
+                RegistryError::InvalidManifest {
+                    url: url.to_string(),
+                    reason: ManifestError::NoMediaType {
+                        besides: "the Content-Type header",
+                    },
+                }
+            })?;
+        Ok(Manifest {
+            media_type,
+            bytes,
+            digest,
+        })
+    }
+
+    pub(super) async fn put_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+        m: &Manifest,
+    ) -> Result<Pushed> {
+        let url = self.manifest_url(repo, reference).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&m.media_type).map_err(|_| RegistryError::InvalidManifest {
+                url: url.to_string(),
+                reason: ManifestError::MediaTypeHeader {
+                    media_type: m.media_type.clone(),
+                },
+            })?,
+        );
+        let (resp, _permit) = self
+            .send(
+                Method::PUT,
+                &url,
+                &Scope::push(repo),
+                headers,
+                Body::Bytes(m.bytes.clone()),
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(self.status_error(&Method::PUT, &url, resp).await);
+        }
+        check_reported_digest(&url, &resp, &m.digest)?;
+        Ok(Pushed {
+            subject_indexed: resp.headers().contains_key("oci-subject"),
+        })
+    }
+
+    pub(super) async fn delete_manifest_once(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let url = self.manifest_url(repo, digest.as_str()).await?;
+        let (resp, _permit) = self
+            .send(
+                Method::DELETE,
+                &url,
+                &Scope::delete(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            // Already gone: the decision holds.
+            StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
+    /// A manifest-sized body (a manifest, a referrers page), or `None` when it is over the
+    /// limit. Stops reading one byte past it: an endless body costs 4 MiB, no more.
+    pub(super) async fn read_manifest_sized(
+        &self,
+        resp: Response,
+        url: &Url,
+    ) -> Result<Option<Bytes>> {
+        let bytes = read_limited(
+            resp,
+            &Method::GET,
+            url,
+            MAX_MANIFEST_SIZE as usize,
+            self.stall,
+        )
+        .await?;
+        Ok((bytes.len() as u64 <= MAX_MANIFEST_SIZE).then_some(bytes))
+    }
+}

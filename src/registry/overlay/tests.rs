@@ -1,0 +1,169 @@
+//! Unit tests of [`super`].
+
+use super::*;
+use crate::registry::layout::LayoutRegistry;
+
+fn manifest(body: &str) -> Manifest {
+    let bytes = bytes::Bytes::from(body.to_string());
+    Manifest {
+        media_type: manifest::OCI_MANIFEST.to_string(),
+        digest: Digest::sha256_of(&bytes),
+        bytes,
+    }
+}
+
+fn image(n: u32) -> Manifest {
+    manifest(&format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{n}}},"layers":[]}}"#,
+        manifest::OCI_MANIFEST,
+        "a".repeat(64)
+    ))
+}
+
+#[tokio::test]
+async fn writes_stay_in_memory_and_reads_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("new/layout").display().to_string();
+    let o = Overlay::new(Arc::new(LayoutRegistry::new()));
+    // A layout that does not exist: the run would create it.
+    assert!(o.list_tags(&repo).await.is_err());
+    let m = image(1);
+    o.put_manifest(&repo, "v1", &m).await.unwrap();
+    assert_eq!(o.list_tags(&repo).await.unwrap(), vec!["v1".to_string()]);
+    let head = o.head_manifest(&repo, "v1").await.unwrap().unwrap();
+    assert_eq!(head.digest, m.digest);
+    assert_eq!(o.get_manifest(&repo, "v1").await.unwrap().bytes, m.bytes);
+    // Another spelling of the same layout path is the same repository.
+    let dotted = format!("./{}", repo.trim_start_matches('/'));
+    if !repo.starts_with('/') {
+        assert!(o.head_manifest(&dotted, "v1").await.unwrap().is_some());
+    }
+    // A wildcard over the parent lists it, named as the layout registry would.
+    let parent = format!("{}/new/", dir.path().display());
+    assert_eq!(
+        o.list_repositories(&parent).await.unwrap(),
+        vec![format!("{parent}layout")]
+    );
+    assert!(!dir.path().join("new").exists(), "nothing written");
+}
+
+#[tokio::test]
+async fn deleting_a_manifest_takes_every_tag_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("l").display().to_string();
+    let layouts = Arc::new(LayoutRegistry::new());
+    // Written for real underneath: v1 and latest on one image, v2 on another.
+    let (one, two) = (image(1), image(2));
+    for (tag, m) in [("v1", &one), ("latest", &one), ("v2", &two)] {
+        layouts.put_manifest(&repo, tag, m).await.unwrap();
+    }
+    let o = Overlay::new(layouts.clone());
+    o.delete_manifest(&repo, &one.digest).await.unwrap();
+    assert_eq!(o.list_tags(&repo).await.unwrap(), vec!["v2".to_string()]);
+    assert!(o.head_manifest(&repo, "latest").await.unwrap().is_none());
+    assert!(o.get_manifest(&repo, one.digest.as_str()).await.is_err());
+    // Untouched underneath.
+    assert_eq!(layouts.list_tags(&repo).await.unwrap().len(), 3);
+    // Pushed again (a copy after the deletion): back.
+    o.put_manifest(&repo, "v1", &one).await.unwrap();
+    assert_eq!(
+        o.list_tags(&repo).await.unwrap(),
+        vec!["v1".to_string(), "v2".to_string()]
+    );
+}
+
+/// A registry whose own API keeps records (GHCR's versions, Docker Hub's tags), empty.
+struct Records(RecordStyle);
+
+#[async_trait]
+impl Registry for Records {
+    fn name(&self) -> &str {
+        "records.example"
+    }
+    fn record_style(&self) -> RecordStyle {
+        self.0
+    }
+    async fn check_push(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn list_repositories(&self, _: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn list_tags(&self, _: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn head_manifest(&self, _: &str, _: &str) -> Result<Option<ManifestHead>> {
+        Ok(None)
+    }
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        Err(RegistryError::NotFound {
+            what: "manifest".into(),
+            url: format!("{repo}:{reference}"),
+        })
+    }
+    async fn put_manifest(&self, _: &str, _: &str, _: &Manifest) -> Result<Pushed> {
+        unreachable!("an overlay never writes through")
+    }
+    async fn blob_exists(&self, _: &str, _: &Digest) -> Result<bool> {
+        Ok(false)
+    }
+    async fn get_blob(&self, _: &str, _: &Digest, _: u64) -> Result<BlobStream> {
+        unreachable!()
+    }
+    async fn put_blob(&self, _: &str, _: BlobUpload<'_>) -> Result<()> {
+        unreachable!("an overlay never writes through")
+    }
+    async fn delete_manifest(&self, _: &str, _: &Digest) -> Result<Option<String>> {
+        unreachable!("an overlay never writes through")
+    }
+    async fn manifest_records(&self, _: &str) -> Result<Option<Vec<ManifestRecord>>> {
+        Ok(Some(Vec::new()))
+    }
+    async fn mount_blob(&self, _: &str, _: &Digest, _: &str) -> Result<bool> {
+        unreachable!("an overlay never writes through")
+    }
+}
+
+#[tokio::test]
+async fn records_grow_the_way_the_registry_keeps_them() {
+    let index = manifest(&format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":10,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#,
+        manifest::OCI_INDEX,
+        manifest::OCI_MANIFEST,
+        image(3).digest
+    ));
+    let index = Manifest {
+        media_type: manifest::OCI_INDEX.to_string(),
+        ..index
+    };
+    let child = image(3);
+    for style in [RecordStyle::Versions, RecordStyle::Tags] {
+        let o = Overlay::new(Arc::new(Records(style)));
+        o.put_manifest("o/p", child.digest.as_str(), &child)
+            .await
+            .unwrap();
+        o.put_manifest("o/p", "v1", &index).await.unwrap();
+        let records = o.manifest_records("o/p").await.unwrap().unwrap();
+        let tagged = records.iter().find(|r| r.digest == index.digest).unwrap();
+        assert_eq!(tagged.tags, vec!["v1".to_string()]);
+        assert!(tagged.created.is_some());
+        match style {
+            // GHCR: the child is a version of its own, untagged; children are read.
+            RecordStyle::Versions => {
+                assert_eq!(records.len(), 2);
+                assert!(tagged.children.is_none());
+            }
+            // Docker Hub: one entry per tagged digest, with the index's platforms.
+            _ => {
+                assert_eq!(records.len(), 1);
+                assert_eq!(
+                    tagged.children,
+                    Some(vec![(child.digest.clone(), Some("linux/arm64".into()))])
+                );
+            }
+        }
+        o.delete_manifest("o/p", &index.digest).await.unwrap();
+        let left = o.manifest_records("o/p").await.unwrap().unwrap();
+        assert!(left.iter().all(|r| r.digest != index.digest));
+    }
+}
