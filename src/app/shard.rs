@@ -18,6 +18,21 @@ impl fmt::Display for Shard {
     }
 }
 
+/// Why `--shard`/`--shards` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("--shard {given:?}: {why}")]
+    Flag { given: String, why: &'static str },
+    #[error(
+        "--shards needs JOB_COMPLETION_INDEX (set in each pod of a Kubernetes Indexed Job) or --shard INDEX/COUNT"
+    )]
+    NoIndex,
+    #[error("JOB_COMPLETION_INDEX={0:?} is not a number")]
+    IndexNotANumber(String),
+    #[error("shard {0}: INDEX must be below COUNT, and COUNT at least 1")]
+    OutOfRange(Shard),
+}
+
 /// FNV-1a, 64 bits: stable across builds and platforms (unlike std's hasher).
 fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -31,38 +46,32 @@ fn fnv1a(s: &str) -> u64 {
 impl Shard {
     /// `--shard 2/8`, or `--shards 8` with the index from `JOB_COMPLETION_INDEX` (set by
     /// Kubernetes in each pod of an Indexed Job).
-    pub fn resolve(shard: Option<&str>, shards: Option<u32>) -> Result<Option<Shard>, String> {
+    pub fn resolve(shard: Option<&str>, shards: Option<u32>) -> Result<Option<Shard>, ShardError> {
         let parsed = match (shard, shards) {
             (Some(s), _) => {
+                let bad = |why| ShardError::Flag {
+                    given: s.to_string(),
+                    why,
+                };
                 let (i, c) = s
                     .split_once('/')
-                    .ok_or_else(|| format!("--shard {s:?}: write INDEX/COUNT, as in 2/8"))?;
-                let index = i
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("--shard {s:?}: INDEX is not a number"))?;
-                let count = c
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("--shard {s:?}: COUNT is not a number"))?;
+                    .ok_or_else(|| bad("write INDEX/COUNT, as in 2/8"))?;
+                let index = i.trim().parse().map_err(|_| bad("INDEX is not a number"))?;
+                let count = c.trim().parse().map_err(|_| bad("COUNT is not a number"))?;
                 Shard { index, count }
             }
             (None, Some(count)) => {
-                let env = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
-                    "--shards needs JOB_COMPLETION_INDEX (set in each pod of a Kubernetes Indexed Job) or --shard INDEX/COUNT".to_string()
-                })?;
+                let env = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| ShardError::NoIndex)?;
                 let index = env
                     .trim()
                     .parse()
-                    .map_err(|_| format!("JOB_COMPLETION_INDEX={env:?} is not a number"))?;
+                    .map_err(|_| ShardError::IndexNotANumber(env.clone()))?;
                 Shard { index, count }
             }
             (None, None) => return Ok(None),
         };
         if parsed.count == 0 || parsed.index >= parsed.count {
-            return Err(format!(
-                "shard {parsed}: INDEX must be below COUNT, and COUNT at least 1"
-            ));
+            return Err(ShardError::OutOfRange(parsed));
         }
         Ok(Some(parsed))
     }

@@ -27,6 +27,13 @@ pub enum CopyError {
     /// Another rule's item writes the same target tag from another source.
     #[error("{reference}: {reason}")]
     Conflict { reference: String, reason: String },
+    /// The platform list cannot be applied to this index.
+    #[error("{reference}")]
+    Platforms {
+        reference: String,
+        #[source]
+        source: super::platform::PlatformError,
+    },
     #[error("writing {reference}: the target refuses an index whose children are missing ({left_out} left out by `platforms`); this registry needs platform_mode = \"rewrite\" (a new index, a new digest) or every platform")]
     SparseRefused {
         reference: String,

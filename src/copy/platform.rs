@@ -52,9 +52,27 @@ impl Chosen {
     }
 }
 
+/// Why a platform list cannot be applied to an index.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{0}")]
+    Manifest(#[from] manifest::ManifestError),
+    #[error(
+        "it has none of the platforms asked for ({}); it has {}",
+        .wanted.join(", "),
+        if .offered.is_empty() { "no platform at all".to_string() } else { .offered.join(", ") }
+    )]
+    NoneAskedFor {
+        wanted: Vec<String>,
+        offered: Vec<String>,
+    },
+    #[error("not a valid index: {0}")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// Apply a platform list to an index. `Ok(None)` for a manifest that is not an index
 /// (single-platform images pass through untouched).
-pub fn choose(index: &Manifest, platforms: &Platforms) -> Result<Option<Chosen>, String> {
+pub fn choose(index: &Manifest, platforms: &Platforms) -> Result<Option<Chosen>, PlatformError> {
     let children = match manifest::parse(&index.media_type, &index.bytes)? {
         Parsed::Index { children } => children,
         Parsed::Image { .. } => return Ok(None),
@@ -69,20 +87,10 @@ pub fn choose(index: &Manifest, platforms: &Platforms) -> Result<Option<Chosen>,
             .filter(|c| !platformless(c))
             .filter_map(|c| c.platform.as_deref())
             .collect();
-        return Err(format!(
-            "it has none of the platforms asked for ({}); it has {}",
-            platforms
-                .wanted
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            if offered.is_empty() {
-                "no platform at all".to_string()
-            } else {
-                offered.join(", ")
-            }
-        ));
+        return Err(PlatformError::NoneAskedFor {
+            wanted: platforms.wanted.iter().map(|p| p.to_string()).collect(),
+            offered: offered.into_iter().map(str::to_string).collect(),
+        });
     }
     let left_out = children.len() - kept.len();
     if platforms.mode == PlatformMode::Sparse || left_out == 0 {
@@ -94,7 +102,7 @@ pub fn choose(index: &Manifest, platforms: &Platforms) -> Result<Option<Chosen>,
     }
     // A new index: the original's fields, only the kept children, in their original order.
     let mut value: serde_json::Value =
-        serde_json::from_slice(&index.bytes).map_err(|e| format!("not a valid index: {e}"))?;
+        serde_json::from_slice(&index.bytes).map_err(PlatformError::NotJson)?;
     let keep: HashSet<&str> = kept.iter().map(|c| c.digest.as_str()).collect();
     if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
         list.retain(|m| {
@@ -215,7 +223,8 @@ mod tests {
             &index(),
             &platforms(&["windows/amd64"], PlatformMode::Rewrite),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("windows/amd64"), "{err}");
         assert!(err.contains("linux/s390x"), "{err}");
     }

@@ -58,8 +58,13 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+/// What a platform must look like.
+#[derive(Debug, thiserror::Error)]
+#[error("a platform is `os/architecture` or `os/architecture/variant`, like `linux/amd64` or `linux/arm/v7`")]
+pub struct PlatformSyntax;
+
 impl Platform {
-    pub fn parse(s: &str) -> Result<Platform, String> {
+    pub fn parse(s: &str) -> Result<Platform, PlatformSyntax> {
         let parts: Vec<&str> = s.split('/').collect();
         let ok = |p: &str| {
             !p.is_empty()
@@ -77,7 +82,7 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: Some(variant.to_string()),
             }),
-            _ => Err("a platform is `os/architecture` or `os/architecture/variant`, like `linux/amd64` or `linux/arm/v7`".into()),
+            _ => Err(PlatformSyntax),
         }
     }
 

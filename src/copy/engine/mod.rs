@@ -60,9 +60,9 @@ async fn destined(item: &Item, digest: &Digest) -> Result<Destined, CopyError> {
                 reference: item.source_display(),
                 source: e,
             })?;
-        chosen = platform::choose(&m, platforms).map_err(|reason| CopyError::Manifest {
+        chosen = platform::choose(&m, platforms).map_err(|source| CopyError::Platforms {
             reference: item.source_display(),
-            reason,
+            source,
         })?;
         source_manifest = Some(m);
     }
