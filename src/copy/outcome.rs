@@ -24,6 +24,12 @@ pub enum CopyError {
     },
     #[error("{reference}: {reason}")]
     Manifest { reference: String, reason: String },
+    /// The manifest cannot be read as one ferry copies.
+    #[error("{reference}")]
+    Unreadable {
+        reference: String,
+        source: crate::registry::manifest::ManifestError,
+    },
     /// Another rule's item writes the same target tag from another source.
     #[error("{reference}: {reason}")]
     Conflict { reference: String, reason: String },

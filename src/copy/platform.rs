@@ -55,7 +55,7 @@ impl Chosen {
 /// Why a platform list cannot be applied to an index.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
     #[error(
         "it has none of the platforms asked for ({}); it has {}",

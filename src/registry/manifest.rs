@@ -110,12 +110,6 @@ pub enum ManifestError {
 
 /// For code that still carries reasons as text (the copy engine's platform choice): the
 /// message as shown.
-impl From<ManifestError> for String {
-    fn from(e: ManifestError) -> String {
-        e.to_string()
-    }
-}
-
 fn desc(d: &Descriptor) -> Result<Desc, ManifestError> {
     let digest =
         Digest::parse(d.digest().as_ref()).ok_or_else(|| ManifestError::DescriptorDigest {

@@ -120,10 +120,10 @@ impl Engine {
         async move {
             let here = join_ref(&item.source.display(), manifest.digest.as_str());
             let parsed =
-                manifest::parse(&manifest.media_type, &manifest.bytes).map_err(|reason| {
-                    CopyError::Manifest {
+                manifest::parse(&manifest.media_type, &manifest.bytes).map_err(|source| {
+                    CopyError::Unreadable {
                         reference: here.clone(),
-                        reason: reason.into(),
+                        source,
                     }
                 })?;
             match parsed {
