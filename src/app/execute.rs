@@ -10,12 +10,13 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use super::journal::Checkpoint;
 use crate::copy::select::{self, Claims, Registries, SelectError};
-use crate::copy::{CopyError, Deleted, Engine, Item, Journal, Outcome, Totals};
+use crate::copy::{CopyError, Engine, Item, Outcome, Totals};
 use crate::plan::Plan;
 use crate::report::{error_chain, Reporter};
 use crate::retention::apply::{apply, Deleted as Applied};
-use crate::retention::{plan_policy, Pins, RepoPlan};
+use crate::retention::{plan_policy, Deletion, Pins, RepoPlan};
 
 /// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
 pub fn copy_label(plan: &Plan, number: usize) -> String {
@@ -36,7 +37,7 @@ pub fn retain_label(plan: &Plan, number: usize) -> String {
 /// What an execution needs besides the plan.
 pub struct Context<'a> {
     pub registries: &'a Registries,
-    pub journal: Arc<dyn Journal>,
+    pub journal: Arc<dyn Checkpoint>,
     pub reporter: Arc<dyn Reporter>,
     /// Blob transfers (and images) in flight.
     pub concurrency: usize,
@@ -268,7 +269,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
                         },
                         d.decision.reason
                     ));
-                    cx.journal.manifest_deleted(&Deleted {
+                    cx.journal.deleted(&Deletion {
                         registry: &name,
                         repo: &repo_plan.repo,
                         digest: &d.decision.digest,

@@ -13,7 +13,7 @@ pub mod platform;
 pub mod reporter;
 pub mod select;
 
-pub use journal::{Deleted, Journal, NoJournal, Recorded};
+pub use journal::{Journal, NoJournal, Recorded};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod inventory;
+pub mod journal;
 pub mod select;
 
 use std::time::SystemTime;
@@ -16,6 +17,7 @@ use std::time::SystemTime;
 use crate::registry::Digest;
 
 pub use crate::plan::RetainRule;
+pub use journal::{Deletion, Journal};
 
 /// One manifest of a repository, as the inventory found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
