@@ -68,215 +68,319 @@ pub fn select_pinned(
     out
 }
 
-/// `pinned[i]`: why image `i` is kept whatever the rule says.
+/// Each image's decision while selection goes on (`None`: not decided yet), by index into
+/// the inventory.
+type Decided = Vec<Option<(Action, String)>>;
+
+/// `pinned[i]`: why image `i` is kept whatever the rule says. The seven phases, in order.
 fn select_with(
     images: &[Image],
     rule: &RetainRule,
     now: SystemTime,
     pinned: &[Option<String>],
 ) -> RepoDecisions {
-    let n = images.len();
-    let tags: Vec<Vec<String>> = images
-        .iter()
-        .map(|img| {
-            let mut t = img.tags.clone();
-            t.sort();
-            t
-        })
-        .collect();
-    let names: Vec<String> = images
-        .iter()
-        .zip(&tags)
-        .map(|(img, t)| {
-            t.first()
-                .cloned()
-                .unwrap_or_else(|| img.digest.short().to_string())
-        })
-        .collect();
+    let mut graph = Graph::new(images);
+    let order = Order::new(&graph);
+    graph.sort_referrers(&order.position);
+    let mut decided = own_decisions(&graph, &order, rule, now, pinned);
+    protect(&graph, &order, &mut decided);
+    decide_orphans(&graph, &order, &mut decided);
+    let mut decisions = in_order(&graph, &order, decided);
+    let held_back = valve(rule, &mut decisions);
+    RepoDecisions {
+        decisions,
+        held_back,
+        conflicts: Vec::new(),
+    }
+}
 
-    // Digest -> index (the first image with that digest, should the inventory repeat one).
-    let mut index: HashMap<&Digest, usize> = HashMap::with_capacity(n);
-    for (i, img) in images.iter().enumerate() {
-        index.entry(&img.digest).or_insert(i);
+/// The repository as selection sees it, by index into the inventory: each image's tags
+/// (sorted) and name for people, and the graph inside the inventory.
+struct Graph<'a> {
+    images: &'a [Image],
+    tags: Vec<Vec<String>>,
+    /// The first tag, else the short digest.
+    names: Vec<String>,
+    /// Digest -> index (the first image with that digest, should the inventory repeat one).
+    index: HashMap<&'a Digest, usize>,
+    /// Children of each image (listed order, first listing wins), with their platform.
+    children: Vec<Vec<(usize, Option<&'a str>)>>,
+    /// Parents of each image, with the platform they list it under.
+    parents: Vec<Vec<(usize, Option<&'a str>)>>,
+    /// Referrers of each subject.
+    referrers: Vec<Vec<usize>>,
+    roles: Vec<Role>,
+}
+
+impl<'a> Graph<'a> {
+    /// Phase 1: tags, names, edges and roles.
+    fn new(images: &'a [Image]) -> Self {
+        let n = images.len();
+        let tags: Vec<Vec<String>> = images
+            .iter()
+            .map(|img| {
+                let mut t = img.tags.clone();
+                t.sort();
+                t
+            })
+            .collect();
+        let names = images
+            .iter()
+            .zip(&tags)
+            .map(|(img, t)| {
+                t.first()
+                    .cloned()
+                    .unwrap_or_else(|| img.digest.short().to_string())
+            })
+            .collect();
+        let mut index: HashMap<&Digest, usize> = HashMap::with_capacity(n);
+        for (i, img) in images.iter().enumerate() {
+            index.entry(&img.digest).or_insert(i);
+        }
+        let mut graph = Graph {
+            images,
+            tags,
+            names,
+            index,
+            children: vec![Vec::new(); n],
+            parents: vec![Vec::new(); n],
+            referrers: vec![Vec::new(); n],
+            roles: Vec::new(),
+        };
+        graph.link();
+        graph.roles = (0..n).map(|i| graph.role(i)).collect();
+        graph
     }
 
-    // The graph inside the inventory: children of each image (listed order, first listing
-    // wins), parents of each image, referrers of each subject.
-    let mut children: Vec<Vec<(usize, Option<&str>)>> = vec![Vec::new(); n];
-    let mut parents: Vec<Vec<(usize, Option<&str>)>> = vec![Vec::new(); n];
-    let mut referrers: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (p, img) in images.iter().enumerate() {
-        for (d, platform) in &img.children {
-            if let Some(&c) = index.get(d) {
-                if children[p].iter().any(|&(x, _)| x == c) {
-                    continue;
+    /// Children and parents of each image, referrers of each subject.
+    fn link(&mut self) {
+        for (p, img) in self.images.iter().enumerate() {
+            for (d, platform) in &img.children {
+                if let Some(&c) = self.index.get(d) {
+                    if self.children[p].iter().any(|&(x, _)| x == c) {
+                        continue;
+                    }
+                    self.children[p].push((c, platform.as_deref()));
+                    self.parents[c].push((p, platform.as_deref()));
                 }
-                children[p].push((c, platform.as_deref()));
-                parents[c].push((p, platform.as_deref()));
+            }
+            if let Some(s) = img.subject.as_ref().and_then(|s| self.index.get(s)) {
+                self.referrers[*s].push(p);
             }
         }
-        if let Some(s) = img.subject.as_ref().and_then(|s| index.get(s)) {
-            referrers[*s].push(p);
+    }
+
+    fn role(&self, i: usize) -> Role {
+        if self.images[i].subject.is_some() {
+            Role::Referrer
+        } else if !self.tags[i].is_empty() {
+            Role::Ranked
+        } else if !self.parents[i].is_empty() {
+            Role::Child
+        } else {
+            Role::Untagged
         }
     }
 
-    let roles: Vec<Role> = (0..n)
-        .map(|i| {
-            if images[i].subject.is_some() {
-                Role::Referrer
-            } else if !tags[i].is_empty() {
-                Role::Ranked
-            } else if !parents[i].is_empty() {
-                Role::Child
-            } else {
-                Role::Untagged
-            }
-        })
-        .collect();
-
-    // Rank the tagged top-level images, newest first.
-    let ranked: Vec<usize> = rank(images, &tags, &roles);
-    let mut rank_of: Vec<Option<usize>> = vec![None; n];
-    for (r, &i) in ranked.iter().enumerate() {
-        rank_of[i] = Some(r);
+    /// Referrers of each subject in the stable order, so the walk is deterministic.
+    fn sort_referrers(&mut self, position: &[usize]) {
+        for list in &mut self.referrers {
+            list.sort_by_key(|&r| position[r]);
+        }
     }
 
-    // The stable order of everything: ranked images by rank, then the rest by display name
-    // and digest. Used for the output, and to make the protection walk deterministic.
-    let mut order: Vec<usize> = ranked.clone();
-    let mut rest: Vec<usize> = (0..n).filter(|&i| rank_of[i].is_none()).collect();
-    rest.sort_by(|&a, &b| {
-        names[a]
-            .cmp(&names[b])
-            .then_with(|| images[a].digest.cmp(&images[b].digest))
-            .then(a.cmp(&b))
-    });
-    order.extend(rest);
-    let mut position = vec![0usize; n];
-    for (pos, &i) in order.iter().enumerate() {
-        position[i] = pos;
+    /// The index of what referrer `i` refers to, when it is in the inventory.
+    fn subject_of(&self, i: usize) -> Option<usize> {
+        let subject = self.images[i]
+            .subject
+            .as_ref()
+            .expect("referrer has a subject");
+        self.index.get(subject).copied()
     }
-    for list in &mut referrers {
-        list.sort_by_key(|&r| position[r]);
-    }
+}
 
-    // Own decisions: ranked and untagged images by the rule, orphan referrers kept. Children
-    // and referrers of images in the inventory are decided by the walk below.
-    let mut decided: Vec<Option<(Action, String)>> = (0..n)
-        .map(|i| match roles[i] {
+/// Phase 2: the tagged top-level images ranked newest first, and the stable order of
+/// everything: ranked images by rank, then the rest by name and digest. The order is the
+/// output's, and makes the protection walk deterministic.
+struct Order {
+    ranked: Vec<usize>,
+    rank_of: Vec<Option<usize>>,
+    order: Vec<usize>,
+    /// Where each image stands in `order`.
+    position: Vec<usize>,
+}
+
+impl Order {
+    fn new(g: &Graph<'_>) -> Self {
+        let n = g.images.len();
+        let ranked: Vec<usize> = rank(g.images, &g.tags, &g.roles);
+        let mut rank_of: Vec<Option<usize>> = vec![None; n];
+        for (r, &i) in ranked.iter().enumerate() {
+            rank_of[i] = Some(r);
+        }
+        let mut order: Vec<usize> = ranked.clone();
+        let mut rest: Vec<usize> = (0..n).filter(|&i| rank_of[i].is_none()).collect();
+        rest.sort_by(|&a, &b| {
+            g.names[a]
+                .cmp(&g.names[b])
+                .then_with(|| g.images[a].digest.cmp(&g.images[b].digest))
+                .then(a.cmp(&b))
+        });
+        order.extend(rest);
+        let mut position = vec![0usize; n];
+        for (pos, &i) in order.iter().enumerate() {
+            position[i] = pos;
+        }
+        Order {
+            ranked,
+            rank_of,
+            order,
+            position,
+        }
+    }
+}
+
+/// Phase 3, own decisions: pinned images kept, ranked and untagged images judged by the rule,
+/// orphan referrers kept. Children and referrers of images in the inventory are left to the
+/// walk.
+fn own_decisions(
+    g: &Graph<'_>,
+    o: &Order,
+    rule: &RetainRule,
+    now: SystemTime,
+    pinned: &[Option<String>],
+) -> Decided {
+    (0..g.images.len())
+        .map(|i| match g.roles[i] {
             _ if pinned[i].is_some() => Some((
                 Action::Keep,
                 format!("kept: {}", pinned[i].as_deref().unwrap_or_default()),
             )),
             Role::Ranked => Some(judge_tagged(
-                &images[i],
-                &tags[i],
-                rank_of[i].unwrap_or(usize::MAX),
-                ranked.len(),
+                &g.images[i],
+                &g.tags[i],
+                o.rank_of[i].unwrap_or(usize::MAX),
+                o.ranked.len(),
                 rule,
                 now,
             )),
-            Role::Untagged => Some(judge_untagged(&images[i], rule, now)),
-            Role::Referrer => {
-                let subject = images[i].subject.as_ref().expect("referrer has a subject");
-                (!index.contains_key(subject)).then(|| {
-                    (
-                        Action::Keep,
-                        format!(
-                            "kept: {} of {}, which is not in this repository",
-                            referrer_kind(&tags[i]),
-                            subject.short()
-                        ),
-                    )
-                })
-            }
+            Role::Untagged => Some(judge_untagged(&g.images[i], rule, now)),
+            Role::Referrer => g.subject_of(i).is_none().then(|| {
+                let subject = g.images[i]
+                    .subject
+                    .as_ref()
+                    .expect("referrer has a subject");
+                (
+                    Action::Keep,
+                    format!(
+                        "kept: {} of {}, which is not in this repository",
+                        referrer_kind(&g.tags[i]),
+                        subject.short()
+                    ),
+                )
+            }),
             Role::Child => None,
         })
-        .collect();
+        .collect()
+}
 
-    // Protection: everything reachable from a kept image is kept, breadth first so that each
-    // reason names the closest kept image (and never an image kept only because of this one).
+/// Phase 4, protection: everything reachable from a kept image is kept, breadth first so that
+/// each reason names the closest kept image (and never an image kept only because of this one).
+fn protect(g: &Graph<'_>, o: &Order, decided: &mut Decided) {
     let mut kept: Vec<bool> = decided
         .iter()
         .map(|d| matches!(d, Some((Action::Keep, _))))
         .collect();
-    let mut queue: VecDeque<usize> = order.iter().copied().filter(|&i| kept[i]).collect();
+    let mut queue: VecDeque<usize> = o.order.iter().copied().filter(|&i| kept[i]).collect();
     while let Some(x) = queue.pop_front() {
-        for &(c, platform) in &children[x] {
+        for &(c, platform) in &g.children[x] {
             if !kept[c] {
                 kept[c] = true;
                 decided[c] = Some((
                     Action::Keep,
-                    format!("kept: child of {}{}", names[x], platform_suffix(platform)),
+                    format!("kept: child of {}{}", g.names[x], platform_suffix(platform)),
                 ));
                 queue.push_back(c);
             }
         }
-        for &r in &referrers[x] {
+        for &r in &g.referrers[x] {
             if !kept[r] {
                 kept[r] = true;
                 decided[r] = Some((
                     Action::Keep,
-                    format!("kept: {} of {}", referrer_kind(&tags[r]), names[x]),
+                    format!("kept: {} of {}", referrer_kind(&g.tags[r]), g.names[x]),
                 ));
                 queue.push_back(r);
             }
         }
     }
+}
 
-    // Whatever no kept image reaches and has no decision of its own goes with what it hangs
-    // off: a child whose parents are all deleted, a referrer whose subject is deleted.
-    for i in 0..n {
-        if decided[i].is_some() {
+/// Phase 5, orphans: whatever no kept image reaches and has no decision of its own goes with
+/// what it hangs off: a child whose parents are all deleted, a referrer whose subject is.
+fn decide_orphans(g: &Graph<'_>, o: &Order, decided: &mut Decided) {
+    for (i, decision) in decided.iter_mut().enumerate() {
+        if decision.is_some() {
             continue;
         }
-        let reason = match roles[i] {
+        let reason = match g.roles[i] {
             Role::Referrer => {
-                let subject = images[i].subject.as_ref().expect("referrer has a subject");
-                let s = index[subject];
+                let s = g
+                    .subject_of(i)
+                    .expect("an undecided referrer's subject is here");
                 format!(
                     "delete: {} of deleted {}",
-                    referrer_kind(&tags[i]),
-                    names[s]
+                    referrer_kind(&g.tags[i]),
+                    g.names[s]
                 )
             }
             _ => {
-                let &(p, platform) = parents[i]
+                let &(p, platform) = g.parents[i]
                     .iter()
-                    .min_by_key(|&&(p, _)| position[p])
+                    .min_by_key(|&&(p, _)| o.position[p])
                     .expect("a child has a parent");
                 format!(
                     "delete: child of deleted {}{}",
-                    names[p],
+                    g.names[p],
                     platform_suffix(platform)
                 )
             }
         };
-        decided[i] = Some((Action::Delete, reason));
+        *decision = Some((Action::Delete, reason));
     }
+}
 
-    let mut decisions: Vec<Decision> = Vec::with_capacity(n);
+/// Phase 6, the output: kept images first, then deleted ones, each in the stable order.
+fn in_order(g: &Graph<'_>, o: &Order, decided: Decided) -> Vec<Decision> {
+    let decided: Vec<(Action, String)> = decided
+        .into_iter()
+        .map(|d| d.expect("every image is decided"))
+        .collect();
+    let mut decisions: Vec<Decision> = Vec::with_capacity(decided.len());
     for action in [Action::Keep, Action::Delete] {
-        for &i in &order {
-            let (a, reason) = decided[i].as_ref().expect("every image is decided");
+        for &i in &o.order {
+            let (a, reason) = &decided[i];
             if *a == action {
                 decisions.push(Decision {
-                    digest: images[i].digest.clone(),
-                    tags: tags[i].clone(),
+                    digest: g.images[i].digest.clone(),
+                    tags: g.tags[i].clone(),
                     action: *a,
                     reason: reason.clone(),
                 });
             }
         }
     }
+    decisions
+}
 
-    // The valve: too many deletions in one repository means something is off (a wrong
-    // pattern, a broken inventory); delete nothing there and say why.
+/// Phase 7, the valve: too many deletions in one repository means something is off (a wrong
+/// pattern, a broken inventory); delete nothing there and say why.
+fn valve(rule: &RetainRule, decisions: &mut [Decision]) -> Option<String> {
     let deletions = decisions
         .iter()
         .filter(|d| d.action == Action::Delete)
         .count();
-    let held_back = match rule.max_deletions {
+    match rule.max_deletions {
         Some(max) if deletions > max => {
             let why = format!(
                 "{deletions} deletions exceed max_deletions = {max}; nothing is deleted in this repository"
@@ -288,12 +392,6 @@ fn select_with(
             Some(why)
         }
         _ => None,
-    };
-
-    RepoDecisions {
-        decisions,
-        held_back,
-        conflicts: Vec::new(),
     }
 }
 
