@@ -300,7 +300,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         copied: totals.copied as u64,
         present: totals.present as u64,
         failed: (totals.failed + select_errors) as u64,
-        skipped: totals.interrupted as u64,
+        skipped: totals.skipped as u64,
+        interrupted: totals.interrupted as u64,
         bytes: totals.bytes,
         deleted: deleted as u64,
     };

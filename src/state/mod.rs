@@ -254,7 +254,12 @@ pub struct RunTotals {
     pub copied: u64,
     pub present: u64,
     pub failed: u64,
+    /// Referrers not carried on purpose (what they refer to failed, was not copied, or was
+    /// rewritten to a new digest).
     pub skipped: u64,
+    /// Items not started or not finished because of SIGINT/SIGTERM (the next run continues
+    /// them).
+    pub interrupted: u64,
     pub bytes: u64,
     /// Manifests retention deleted.
     pub deleted: u64,

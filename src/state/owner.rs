@@ -160,7 +160,8 @@ impl Owner {
             .conn
             .prepare_cached(
                 "UPDATE runs SET ended_at = ?2, status = ?3, copied = ?4, present = ?5,
-                        failed = ?6, skipped = ?7, bytes = ?8, deleted = ?9
+                        failed = ?6, skipped = ?7, interrupted = ?8, bytes = ?9,
+                        deleted = ?10
                  WHERE id = ?1",
             )
             .and_then(|mut stmt| {
@@ -172,6 +173,7 @@ impl Owner {
                     to_i64(totals.present),
                     to_i64(totals.failed),
                     to_i64(totals.skipped),
+                    to_i64(totals.interrupted),
                     to_i64(totals.bytes),
                     to_i64(totals.deleted),
                 ])
@@ -389,7 +391,8 @@ pub(super) fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
 
 fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<Option<RunSummary>> {
     const COLUMNS: &str = "SELECT id, plan_path, plan_fingerprint, started_at, ended_at, status,
-                                  copied, present, failed, skipped, bytes, deleted
+                                  copied, present, failed, skipped, interrupted, bytes,
+                                  deleted
                            FROM runs";
     let to_summary = |row: &Row<'_>| -> rusqlite::Result<RunSummary> {
         Ok(RunSummary {
@@ -404,8 +407,9 @@ fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<O
                 present: to_u64(row.get(7)?),
                 failed: to_u64(row.get(8)?),
                 skipped: to_u64(row.get(9)?),
-                bytes: to_u64(row.get(10)?),
-                deleted: to_u64(row.get(11)?),
+                interrupted: to_u64(row.get(10)?),
+                bytes: to_u64(row.get(11)?),
+                deleted: to_u64(row.get(12)?),
             },
             items_by_status: BTreeMap::new(),
             failures: Vec::new(),
