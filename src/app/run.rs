@@ -322,10 +322,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let ended = SystemTime::now();
         let report = Report {
             report_version: REPORT_VERSION,
-            ferry_version: env!("CARGO_PKG_VERSION"),
+            ferry_version: env!("CARGO_PKG_VERSION").to_string(),
             plan: args.plan.display().to_string(),
             shard: shard.map(|s| s.to_string()),
-            run: run_id,
+            run: Some(run_id),
             started_at: timestamp(ended - totals.elapsed),
             ended_at: timestamp(ended),
             outcome: outcome.as_str().to_string(),
@@ -364,6 +364,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .values()
                 .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
                 .collect(),
+            merged_from: None,
         };
         if let Some(path) = &args.report {
             let body = serde_json::to_vec_pretty(&report).expect("report serialises");
