@@ -439,4 +439,83 @@ mod tests {
             assert!(!name.is_empty() && value.parse::<f64>().is_ok(), "{line}");
         }
     }
+
+    fn shard(outcome: &str, started: &str, ended: &str, copied: usize) -> Report {
+        let mut registries = BTreeMap::new();
+        registries.insert(
+            "ghcr.io".to_string(),
+            ReportRegistry {
+                requests: 10,
+                wait_seconds: 0.5,
+                ..Default::default()
+            },
+        );
+        Report {
+            report_version: REPORT_VERSION,
+            ferry_version: "0".into(),
+            plan: "p.toml".into(),
+            shard: Some(format!("{copied}/3")),
+            run: Some(copied as i64),
+            started_at: started.into(),
+            ended_at: ended.into(),
+            outcome: outcome.into(),
+            totals: ReportTotals {
+                copied,
+                seconds: 1.5,
+                ..Default::default()
+            },
+            failures: vec![format!("f{copied}")],
+            items: vec![],
+            deletions: vec![],
+            registries,
+            merged_from: None,
+        }
+    }
+
+    #[test]
+    fn a_merge_keeps_the_span_and_the_worst_outcome_and_sums_the_rest() {
+        let a = shard("partial", "2026-01-01T02:00:00Z", "2026-01-01T03:00:00Z", 1);
+        let mut m = Report::merged(a.plan.clone(), a.started_at.clone(), a.ended_at.clone());
+        m.merge(a, "a.json".into());
+        m.merge(
+            shard(
+                "succeeded",
+                "2026-01-01T01:00:00Z",
+                "2026-01-01T02:30:00Z",
+                2,
+            ),
+            "b.json".into(),
+        );
+        assert_eq!(m.started_at, "2026-01-01T01:00:00Z");
+        assert_eq!(m.ended_at, "2026-01-01T03:00:00Z");
+        assert_eq!(m.outcome, "partial");
+        assert_eq!((m.totals.copied, m.totals.seconds), (3, 3.0));
+        assert_eq!(m.registries["ghcr.io"].requests, 20);
+        assert_eq!(m.registries["ghcr.io"].wait_seconds, 1.0);
+        assert_eq!(m.failures, ["f1", "f2"]);
+        assert_eq!((m.shard.as_deref(), m.run), (None, None));
+        let from = m.merged_from.as_deref().unwrap();
+        assert_eq!(from.len(), 2);
+        assert_eq!(
+            (
+                from[1].report.as_str(),
+                from[1].shard.as_deref(),
+                from[1].run
+            ),
+            ("b.json", Some("2/3"), Some(2))
+        );
+        m.merge(
+            shard(
+                "interrupted",
+                "2026-01-01T02:00:00Z",
+                "2026-01-01T02:00:00Z",
+                0,
+            ),
+            "c.json".into(),
+        );
+        assert_eq!(m.outcome, "interrupted");
+        // What it writes reads back as it was.
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), m);
+    }
 }

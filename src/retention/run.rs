@@ -132,3 +132,54 @@ fn note(repository: &str, d: &Deleted) -> String {
         d.decision.reason
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Digest;
+    use crate::retention::{Action, Decision};
+
+    #[test]
+    fn a_layout_path_has_one_key_however_it_is_spelled() {
+        let mut pins = PinMap::default();
+        pins.entry("oci:", "./out/app/")
+            .tags
+            .insert("v1".into(), "copy #1 writes it".into());
+        pins.entry("reg.example", "team/app")
+            .tags
+            .insert("v2".into(), "copy #2 writes it".into());
+        for spelling in ["out/app", "./out/app", "out/app/"] {
+            assert_eq!(
+                pins.get("oci:", spelling).tags["v1"],
+                "copy #1 writes it",
+                "{spelling}"
+            );
+        }
+        assert!(pins.get("reg.example", "team/app").tags.contains_key("v2"));
+        // A registry path is taken as written; another registry has its own pins.
+        assert!(pins.get("reg.example", "./team/app").is_empty());
+        assert!(pins.get("other.example", "team/app").is_empty());
+    }
+
+    #[test]
+    fn a_deletion_is_told_with_its_short_digest_tags_and_reason() {
+        let digest = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let deleted = |tags: &[&str]| Deleted {
+            decision: Decision {
+                digest: digest.clone(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                action: Action::Delete,
+                reason: "delete: matches ^pr-, 41 days old".into(),
+            },
+            result: Ok(None),
+        };
+        assert_eq!(
+            note("reg.example/team/app", &deleted(&["pr-1", "pr-1b"])),
+            "deleted reg.example/team/app@sha256:abababababab (pr-1, pr-1b): delete: matches ^pr-, 41 days old"
+        );
+        assert_eq!(
+            note("oci:out/app", &deleted(&[])),
+            "deleted oci:out/app@sha256:abababababab (untagged): delete: matches ^pr-, 41 days old"
+        );
+    }
+}
