@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::plan::Plan;
+use crate::plan::reference::display_repo;
+use crate::plan::{Plan, Reference, Selector};
+use crate::registry::{Registry, RegistryError};
+use crate::report::error_chain;
 
 pub fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;
@@ -32,94 +35,117 @@ struct Line {
 
 /// `ferry check --online`: validate, then ask every registry what the run will need.
 pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    use crate::plan::{reference::display_repo, Selector};
-    use crate::report::error_chain;
-
     let plan = Plan::load(path)?;
     let registries = super::run::registries(&plan, None)?;
-    let registry = |r: &crate::plan::Reference| {
+    let registry = |r: &Reference| {
         registries
             .get(&r.location)
             .expect("a registry for every location")
             .clone()
     };
     let mut lines: Vec<Line> = Vec::new();
-    let mut push = |ok: bool, what: String, detail: String| lines.push(Line { ok, what, detail });
-
     for rule in &plan.copies {
-        // Pull at the source: the tag list (or one tag) answers with the credentials.
-        let src = registry(&rule.from);
         let what = format!("pull {}", rule.from);
-        let result = match &rule.from.selector {
-            Selector::Wildcard => src
-                .list_repositories(&rule.from.repository)
-                .await
-                .map(|r| format!("{} repositories", r.len())),
-            Selector::Tag(t) => src
-                .head_manifest(&rule.from.repository, t)
-                .await
-                .and_then(|h| {
-                    h.map(|h| h.digest.short().to_string()).ok_or_else(|| {
-                        crate::registry::RegistryError::NotFound {
-                            what: format!("tag {t}"),
-                            url: rule.from.to_string(),
-                        }
-                    })
-                }),
-            Selector::Digest(d) => src.head_manifest(&rule.from.repository, d).await.map(|h| {
-                if h.is_some() {
-                    "present".into()
-                } else {
-                    "missing".into()
-                }
-            }),
-            Selector::AllTags => src
-                .list_tags(&rule.from.repository)
-                .await
-                .map(|t| format!("{} tags", t.len())),
-        };
-        match result {
-            Ok(d) => push(true, what, d),
-            Err(e) => push(false, what, error_chain(&e)),
-        }
-        // Push at the target: an upload session opened and cancelled. A wildcard target is
-        // checked at a probe repository under its prefix.
-        let dst = registry(&rule.to);
-        let repo = match rule.to.selector {
-            Selector::Wildcard => format!("{}ferry-preflight", rule.to.repository),
-            _ => rule.to.repository.clone(),
-        };
-        let what = format!("push {}", display_repo(&rule.to.location, &repo));
-        match dst.check_push(&repo).await {
-            Ok(()) => push(true, what, "an upload was opened and cancelled".into()),
-            Err(e) => push(false, what, error_chain(&e)),
-        }
+        lines.push(Line::of(
+            what,
+            pull(&rule.from, registry(&rule.from).as_ref()).await,
+        ));
+        lines.push(push(&rule.to, registry(&rule.to).as_ref()).await);
     }
     for policy in &plan.retains {
-        let reg = registry(&policy.repository);
-        let repo = policy.repository.repository.clone();
-        let what = format!("delete {}", policy.repository);
-        let listed = match policy.repository.selector {
-            Selector::Wildcard => reg.list_repositories(&repo).await.map(|_| ()),
-            _ => reg.list_tags(&repo).await.map(|_| ()),
-        };
-        if let Err(e) = listed {
-            push(false, what, format!("cannot read it: {}", error_chain(&e)));
-            continue;
-        }
-        match reg.check_delete(&repo).await {
-            Ok(Some(how)) => push(true, what, how),
-            Ok(None) => push(
-                true,
+        lines.push(delete(&policy.repository, registry(&policy.repository).as_ref()).await);
+    }
+    Ok(print(path, &lines, json))
+}
+
+impl Line {
+    fn of(what: String, result: Result<String, RegistryError>) -> Line {
+        match result {
+            Ok(detail) => Line {
+                ok: true,
                 what,
-                "readable; this registry cannot show delete permission without deleting".into(),
-            ),
-            Err(e) => push(false, what, error_chain(&e)),
+                detail,
+            },
+            Err(e) => Line {
+                ok: false,
+                what,
+                detail: error_chain(&e),
+            },
         }
     }
+}
 
+/// Pull at the source: the tag list (or one tag) answers with the credentials.
+async fn pull(from: &Reference, src: &dyn Registry) -> Result<String, RegistryError> {
+    match &from.selector {
+        Selector::Wildcard => src
+            .list_repositories(&from.repository)
+            .await
+            .map(|r| format!("{} repositories", r.len())),
+        Selector::Tag(t) => src.head_manifest(&from.repository, t).await.and_then(|h| {
+            h.map(|h| h.digest.short().to_string())
+                .ok_or_else(|| RegistryError::NotFound {
+                    what: format!("tag {t}"),
+                    url: from.to_string(),
+                })
+        }),
+        Selector::Digest(d) => src.head_manifest(&from.repository, d).await.map(|h| {
+            if h.is_some() {
+                "present".into()
+            } else {
+                "missing".into()
+            }
+        }),
+        Selector::AllTags => src
+            .list_tags(&from.repository)
+            .await
+            .map(|t| format!("{} tags", t.len())),
+    }
+}
+
+/// Push at the target: an upload session opened and cancelled. A wildcard target is checked
+/// at a probe repository under its prefix.
+async fn push(to: &Reference, dst: &dyn Registry) -> Line {
+    let repo = match to.selector {
+        Selector::Wildcard => format!("{}ferry-preflight", to.repository),
+        _ => to.repository.clone(),
+    };
+    let what = format!("push {}", display_repo(&to.location, &repo));
+    let result = dst.check_push(&repo).await;
+    Line::of(
+        what,
+        result.map(|()| "an upload was opened and cancelled".into()),
+    )
+}
+
+/// Delete in a policy's repository: readable, and deletable as far as the registry shows.
+async fn delete(repository: &Reference, reg: &dyn Registry) -> Line {
+    let repo = repository.repository.clone();
+    let what = format!("delete {repository}");
+    let listed = match repository.selector {
+        Selector::Wildcard => reg.list_repositories(&repo).await.map(|_| ()),
+        _ => reg.list_tags(&repo).await.map(|_| ()),
+    };
+    if let Err(e) = listed {
+        let detail = format!("cannot read it: {}", error_chain(&e));
+        return Line {
+            ok: false,
+            what,
+            detail,
+        };
+    }
+    let how = reg.check_delete(&repo).await.map(|how| {
+        how.unwrap_or_else(|| {
+            "readable; this registry cannot show delete permission without deleting".into()
+        })
+    });
+    Line::of(what, how)
+}
+
+/// Every check's line, then the count; exit 3 when one failed.
+fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
     let failed = lines.iter().filter(|l| !l.ok).count();
-    for l in &lines {
+    for l in lines {
         let text = format!(
             "{} {}: {}",
             if l.ok { "ok  " } else { "FAIL" },
@@ -137,9 +163,9 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     );
     let level = if failed == 0 { "INFO" } else { "ERROR" };
     println!("{}", super::log_line(json, level, &text));
-    Ok(if failed == 0 {
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::exit::CREDENTIALS)
-    })
+    }
 }

@@ -10,12 +10,12 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use super::journal::Checkpoint;
 use crate::copy::select::{self, Claims, Registries, SelectError};
-use crate::copy::{CopyError, Deleted, Engine, Item, Journal, Outcome, Totals};
+use crate::copy::{CopyError, Engine, Item, Outcome, Totals};
 use crate::plan::Plan;
 use crate::report::{error_chain, Reporter};
-use crate::retention::apply::{apply, Deleted as Applied};
-use crate::retention::{plan_policy, Pins, RepoPlan};
+use crate::retention::{self, PinMap, Retained};
 
 /// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
 pub fn copy_label(plan: &Plan, number: usize) -> String {
@@ -36,7 +36,7 @@ pub fn retain_label(plan: &Plan, number: usize) -> String {
 /// What an execution needs besides the plan.
 pub struct Context<'a> {
     pub registries: &'a Registries,
-    pub journal: Arc<dyn Journal>,
+    pub journal: Arc<dyn Checkpoint>,
     pub reporter: Arc<dyn Reporter>,
     /// Blob transfers (and images) in flight.
     pub concurrency: usize,
@@ -47,16 +47,6 @@ pub struct Context<'a> {
     /// Does this run own a source repository (`--shard`)? Retention asks it of the
     /// repositories it reads, too.
     pub owns: &'a (dyn Fn(&str) -> bool + Sync),
-}
-
-/// One repository of a `[[retain]]` policy: its decisions and the deletions carried out.
-pub struct Retained {
-    /// The policy's number (1-based).
-    pub policy: usize,
-    pub plan: RepoPlan,
-    /// Every deletion attempted, in the order made (top-down); empty when the repository was
-    /// not read or was held back.
-    pub deletions: Vec<Applied>,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -132,18 +122,6 @@ impl Execution {
     }
 }
 
-/// A layout path names one directory in several ways; pins and targets meet on one form.
-fn repo_key(registry: &str, repo: &str) -> (String, String) {
-    let repo = match registry {
-        "oci:" => repo
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string(),
-        _ => repo.to_string(),
-    };
-    (registry.to_string(), repo)
-}
-
 /// Run the plan's stages, then its retention policies.
 pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     let engine = Engine::new(cx.reporter.clone(), cx.concurrency)
@@ -156,74 +134,110 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             break;
         }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
-        let mut selection = tokio::select! {
+        let selection = tokio::select! {
             s = select::resolve(&rules, cx.registries, cx.journal.as_ref()) => s,
             _ = cx.abort.cancelled() => break,
         };
-        selection
-            .items
-            .retain(|item| (cx.owns)(&item.source.display()));
-        let claimed = claims.claim(selection.items);
-        let items = claimed.items;
-        for dup in claimed.duplicates {
-            cx.reporter.note(&format!(
-                "skipped {dup}: {} already copies the same thing there",
-                copy_label(plan, claims_rule(&claims, &dup))
-            ));
-        }
-        cx.reporter.items_selected(items.len());
-        let (outcomes, totals) = engine.copy_all(&items).await;
-        out.totals.add(&totals);
-        out.select_errors.extend(selection.errors);
-        out.items.extend(items.into_iter().zip(outcomes));
-        for c in claimed.conflicts {
-            let reason = format!(
-                "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
-                copy_label(plan, c.item.rule),
-                c.source,
-                copy_label(plan, c.winner_rule),
-                c.winner_source,
-            );
-            let error = CopyError::Conflict {
-                reference: c.item.target_display(),
-                reason,
-            };
-            let outcome = Outcome::Failed {
-                error: Arc::new(error),
-            };
-            cx.reporter.item_finished(&c.item, &outcome);
-            out.totals.failed += 1;
-            out.items.push((c.item, Some(outcome)));
-        }
-        for item in claimed.orphans {
-            let parent = item.after.as_ref().map(|a| a.parent.2.clone());
-            let outcome = Outcome::Skipped {
-                reason: format!(
-                    "not copied: what it refers to ({}) is written by another rule",
-                    parent.unwrap_or_default()
-                ),
-            };
-            cx.reporter.item_finished(&item, &outcome);
-            out.totals.skipped += 1;
-            out.items.push((item, Some(outcome)));
-        }
+        copy_stage(plan, cx, &engine, &mut claims, selection, &mut out).await;
     }
-
     if cx.stop.is_cancelled() {
         out.retention_skipped = true;
         return out;
     }
-    // What the copies put at their targets is pinned: a policy that would delete it fights
-    // the copy on every run, and the report would call a deleted tag copied.
-    let mut pins: HashMap<(String, String), Pins> = HashMap::new();
-    for (item, outcome) in &out.items {
+    out.retained = retain(plan, cx, &out.items).await;
+    out
+}
+
+/// One stage: what this run owns of its selection, claimed against earlier stages, copied;
+/// the items another rule already writes are failed (a conflict) or skipped (a referrer of
+/// one) without being copied.
+async fn copy_stage(
+    plan: &Plan,
+    cx: &Context<'_>,
+    engine: &Engine,
+    claims: &mut Claims,
+    mut selection: select::Selection,
+    out: &mut Execution,
+) {
+    selection
+        .items
+        .retain(|item| (cx.owns)(&item.source.display()));
+    let claimed = claims.claim(selection.items);
+    let items = claimed.items;
+    for dup in claimed.duplicates {
+        cx.reporter.note(&format!(
+            "skipped {dup}: {} already copies the same thing there",
+            copy_label(plan, claims_rule(claims, &dup))
+        ));
+    }
+    cx.reporter.items_selected(items.len());
+    let (outcomes, totals) = engine.copy_all(&items).await;
+    out.totals.add(&totals);
+    out.select_errors.extend(selection.errors);
+    out.items.extend(items.into_iter().zip(outcomes));
+    for c in claimed.conflicts {
+        let outcome = conflict(plan, &c);
+        cx.reporter.item_finished(&c.item, &outcome);
+        out.totals.failed += 1;
+        out.items.push((c.item, Some(outcome)));
+    }
+    for item in claimed.orphans {
+        let parent = item.after.as_ref().map(|a| a.parent.2.clone());
+        let outcome = Outcome::Skipped {
+            reason: format!(
+                "not copied: what it refers to ({}) is written by another rule",
+                parent.unwrap_or_default()
+            ),
+        };
+        cx.reporter.item_finished(&item, &outcome);
+        out.totals.skipped += 1;
+        out.items.push((item, Some(outcome)));
+    }
+}
+
+/// A tag two rules write: the one that runs second fails, saying who wins.
+fn conflict(plan: &Plan, c: &select::Conflict) -> Outcome {
+    let reason = format!(
+        "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
+        copy_label(plan, c.item.rule),
+        c.source,
+        copy_label(plan, c.winner_rule),
+        c.winner_source,
+    );
+    let error = CopyError::Conflict {
+        reference: c.item.target_display(),
+        reason,
+    };
+    Outcome::Failed {
+        error: Arc::new(error),
+    }
+}
+
+/// Every `[[retain]]` policy, with what the copies put at their targets pinned.
+async fn retain(plan: &Plan, cx: &Context<'_>, items: &[(Item, Option<Outcome>)]) -> Vec<Retained> {
+    let pins = pins(plan, items);
+    let note = |message: &str| cx.reporter.note(message);
+    let retention = retention::Context {
+        registries: cx.registries,
+        now: SystemTime::now(),
+        owns: cx.owns,
+        pins: &pins,
+        journal: cx.journal.as_ref(),
+        note: &note,
+    };
+    retention::run(&plan.retains, &retention).await
+}
+
+/// What the copies put at their targets is pinned: a policy that would delete it fights the
+/// copy on every run, and the report would call a deleted tag copied.
+fn pins(plan: &Plan, items: &[(Item, Option<Outcome>)]) -> PinMap {
+    let mut pins = PinMap::default();
+    for (item, outcome) in items {
         let Some((digest, rewritten)) = outcome.as_ref().and_then(Outcome::placed) else {
             continue;
         };
         let why = format!("{} writes it", copy_label(plan, item.rule));
-        let p = pins
-            .entry(repo_key(item.target.registry.name(), &item.target.repo))
-            .or_default();
+        let p = pins.entry(item.target.registry.name(), &item.target.repo);
         match &item.target_tag {
             Some(tag) => {
                 p.tags.entry(tag.clone()).or_insert(why);
@@ -235,57 +249,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             }
         }
     }
-    let now = SystemTime::now();
-    for policy in &plan.retains {
-        let registry = cx
-            .registries
-            .get(&policy.repository.location)
-            .expect("a registry for every location")
-            .clone();
-        let name = registry.name().to_string();
-        let pins_for = |repo: &str| {
-            pins.get(&repo_key(&name, repo))
-                .cloned()
-                .unwrap_or_default()
-        };
-        for repo_plan in plan_policy(policy, registry.as_ref(), now, cx.owns, &pins_for).await {
-            let deletions = match &repo_plan.decisions {
-                Ok(d) if d.held_back.is_none() => {
-                    apply(registry.as_ref(), &repo_plan.repo, &repo_plan.images, d).await
-                }
-                _ => Vec::new(),
-            };
-            for d in &deletions {
-                if let Ok(version_id) = &d.result {
-                    cx.reporter.note(&format!(
-                        "deleted {}@{} ({}): {}",
-                        repo_plan.repository,
-                        d.decision.digest.short(),
-                        if d.decision.tags.is_empty() {
-                            "untagged".to_string()
-                        } else {
-                            d.decision.tags.join(", ")
-                        },
-                        d.decision.reason
-                    ));
-                    cx.journal.manifest_deleted(&Deleted {
-                        registry: &name,
-                        repo: &repo_plan.repo,
-                        digest: &d.decision.digest,
-                        tags: &d.decision.tags,
-                        reason: &d.decision.reason,
-                        version_id: version_id.as_deref(),
-                    });
-                }
-            }
-            out.retained.push(Retained {
-                policy: policy.number,
-                plan: repo_plan,
-                deletions,
-            });
-        }
-    }
-    out
+    pins
 }
 
 /// The rule that claimed a duplicate's target first.

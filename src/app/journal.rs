@@ -1,16 +1,23 @@
-//! The copy engine's [`Journal`] over the SQLite checkpoint: consults a snapshot taken when the
-//! run starts, and queues every change to the state's writer thread (never blocking the
-//! async threads on SQLite).
+//! The copy engine's [`Journal`] and retention's [`retention::Journal`] over the SQLite
+//! checkpoint: consults a snapshot taken when the run starts, and queues every change to the
+//! state's writer thread (never blocking the async threads on SQLite).
 
 use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 
-use crate::copy::{Deleted, Endpoint, Item, Journal, Outcome, Recorded};
+use crate::copy::{Endpoint, Item, Journal, Outcome, Recorded};
 use crate::plan::Plan;
 use crate::registry::{Digest, UploadProgress};
 use crate::report::error_chain;
+use crate::retention::{self, Deletion};
 use crate::state::{ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write};
+
+/// What an execution records through: the copy engine's journal and retention's, one
+/// checkpoint.
+pub trait Checkpoint: Journal + retention::Journal {}
+
+impl<T: Journal + retention::Journal> Checkpoint for T {}
 
 pub struct StateJournal {
     /// `None`: a dry journal (`ferry plan`), which consults the records and writes nothing.
@@ -174,31 +181,6 @@ impl Journal for StateJournal {
         self.record(Write::Item(r));
     }
 
-    fn manifest_deleted(&self, d: &Deleted<'_>) {
-        self.record(Write::Deletion {
-            run: self.run,
-            registry: d.registry.to_string(),
-            repo: d.repo.to_string(),
-            digest: d.digest.to_string(),
-            tags: d.tags.join(", "),
-            reason: d.reason.to_string(),
-            version_id: d.version_id.map(str::to_string),
-        });
-        // Whatever a record said about these references is no longer true at the target.
-        let mut refs = d.tags.to_vec();
-        refs.push(d.digest.to_string());
-        // Keyed as the item records are (`Item::key`): a layout path in one spelling.
-        let repo = match d.registry {
-            "oci:" => crate::registry::layout::canonical(d.repo),
-            _ => d.repo.to_string(),
-        };
-        self.record(Write::Forget {
-            registry: d.registry.to_string(),
-            repo,
-            refs,
-        });
-    }
-
     fn blob_location(&self, registry: &str, digest: &Digest) -> Option<String> {
         self.snapshot
             .blobs
@@ -246,6 +228,33 @@ impl Journal for StateJournal {
             repo: source.repo.clone(),
             tag: tag.to_string(),
             digest: digest.to_string(),
+        });
+    }
+}
+
+impl retention::Journal for StateJournal {
+    fn deleted(&self, d: &Deletion<'_>) {
+        self.record(Write::Deletion {
+            run: self.run,
+            registry: d.registry.to_string(),
+            repo: d.repo.to_string(),
+            digest: d.digest.to_string(),
+            tags: d.tags.join(", "),
+            reason: d.reason.to_string(),
+            version_id: d.version_id.map(str::to_string),
+        });
+        // Whatever a record said about these references is no longer true at the target.
+        let mut refs = d.tags.to_vec();
+        refs.push(d.digest.to_string());
+        // Keyed as the item records are (`Item::key`): a layout path in one spelling.
+        let repo = match d.registry {
+            "oci:" => crate::registry::layout::canonical(d.repo),
+            _ => d.repo.to_string(),
+        };
+        self.record(Write::Forget {
+            registry: d.registry.to_string(),
+            repo,
+            refs,
         });
     }
 }

@@ -1,6 +1,7 @@
-//! `ferry run PLAN`: open the checkpoint, resolve the plan's rules stage by stage, copy,
-//! record, summarise. SIGINT/SIGTERM stop new work, give transfers in flight a grace period,
-//! save the checkpoint and exit 130/143.
+//! `ferry run PLAN`: open the checkpoint, execute the plan ([`super::execute`]: its stages,
+//! then its retention), record, summarise, and write the report and metrics (`files`).
+//! SIGINT/SIGTERM stop new work, give transfers in flight a grace period, save the checkpoint
+//! and exit 130/143.
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -8,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::HumanBytes;
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, Context as Execute};
+use super::execute::{execute, Context as Execute, Execution};
 use super::journal::StateJournal;
 use crate::cli::{Progress, RunArgs};
 use crate::copy::{select, Outcome, Totals};
@@ -24,11 +25,10 @@ use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
 use crate::registry::throttle::Observer;
 use crate::registry::Registry;
-use crate::report::files::{
-    item_row, metrics, write_private, Report, ReportDeletion, ReportTotals, REPORT_VERSION,
-};
-use crate::report::{error_chain, plural, timestamp, BarReporter, PlainReporter, Reporter, Silent};
-use crate::state::{RunOutcome, RunTotals, State};
+use crate::report::{error_chain, plural, BarReporter, PlainReporter, Reporter, Silent};
+use crate::state::{RunId, RunOutcome, RunSummary, RunTotals, Snapshot, State};
+
+mod files;
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
@@ -166,9 +166,7 @@ fn watch_signals(
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
-    let plan_bytes =
-        std::fs::read(&args.plan).with_context(|| format!("reading {}", args.plan.display()))?;
-    let fingerprint = hex::encode(sha2::Sha256::digest(&plan_bytes));
+    let fingerprint = fingerprint(&args.plan)?;
     let json = args.log_format == crate::cli::LogFormat::Json;
     let reporter = reporter(args.progress, args.quiet, json);
     let observer: Observer = {
@@ -181,52 +179,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or(plan.concurrency);
 
-    let shard = match super::shard::Shard::resolve(args.shard.as_deref(), args.shards) {
+    let shard = match resolve_shard(&args, json, reporter.as_ref()) {
         Ok(s) => s,
-        Err(e) => {
-            emit(json, "ERROR", &format!("error: {e}"));
-            return Ok(ExitCode::from(super::exit::INVALID));
-        }
+        Err(code) => return Ok(code),
     };
     let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
-    if let Some(s) = shard {
-        reporter.note(&format!(
-            "shard {s}: this run takes its share of the repositories"
-        ));
-    }
 
-    // The checkpoint: opened (and locked) on a blocking thread, as every SQLite call is.
-    let path = state_path(args.state.as_deref(), Some(&plan));
-    let path = match shard {
-        Some(s) => s.state_path(&path),
-        None => path,
-    };
-    let plan_path = args.plan.display().to_string();
-    let fp = fingerprint.clone();
-    let (state, previous, run_id, snapshot) = tokio::task::spawn_blocking(move || {
-        let state = State::open(&path).map_err(super::StateUnusable::Open)?;
-        let previous = state.run_summary(None)?;
-        let run_id = state.begin_run(&plan_path, &fp)?;
-        let snapshot = state.snapshot()?;
-        anyhow::Ok((state, previous, run_id, snapshot))
-    })
-    .await??;
-    let recorded: HashSet<(String, String, String)> = snapshot.items.keys().cloned().collect();
-    if let Some(prev) = &previous {
-        if prev.plan_fingerprint != fingerprint {
-            reporter.note("the plan changed since the last run: new images are added, finished ones are not redone");
-        }
-        if matches!(prev.status.as_str(), "running" | "killed" | "interrupted") {
-            reporter.note(&format!(
-                "resuming after run {} ({}): finished work is not redone",
-                prev.id, prev.status
-            ));
-        }
-    }
+    let opened = open_checkpoint(&args, &plan, shard, &fingerprint).await?;
+    let recorded: HashSet<(String, String, String)> =
+        opened.snapshot.items.keys().cloned().collect();
+    tell_previous(reporter.as_ref(), opened.previous.as_ref(), &fingerprint);
+    let (state, run_id) = (opened.state.clone(), opened.run);
     let journal = Arc::new(StateJournal::new(
-        state.clone(),
-        run_id,
-        snapshot,
+        opened.state,
+        opened.run,
+        opened.snapshot,
         &plan,
         args.recheck,
     ));
@@ -237,7 +204,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let cx = Execute {
         registries: &registries,
-        journal: journal.clone(),
+        journal,
         reporter: reporter.clone(),
         concurrency,
         stop: stop.clone(),
@@ -248,9 +215,136 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut totals = execution.totals.clone();
     totals.elapsed = started.elapsed();
     reporter.finish();
-    let results = &execution.items;
-    let deleted = execution.deleted();
+    after_notes(json, &execution, &recorded);
 
+    // Failures are listed once more at the end, where an operator looks first.
+    let failures = execution.failures(&plan);
+    for f in &failures {
+        emit(json, "ERROR", &format!("failed: {f}"));
+    }
+    let interrupted = signal.load(Ordering::SeqCst);
+    let ended = Ended::new(run_id, interrupted, &execution, totals, failures);
+    let saved_ok = save(state, &ended, json).await?;
+    let files_ok = files::write_files(&args, shard, &ended, &execution, &registries, json);
+    Ok(close(
+        json,
+        &plan,
+        &ended,
+        interrupted,
+        saved_ok && files_ok,
+    ))
+}
+
+/// `--shard`/`--shards` (or the Job's completion index), said when there is one; an invalid
+/// one is said, and is the exit code.
+fn resolve_shard(
+    args: &RunArgs,
+    json: bool,
+    reporter: &dyn Reporter,
+) -> Result<Option<super::shard::Shard>, ExitCode> {
+    match super::shard::Shard::resolve(args.shard.as_deref(), args.shards) {
+        Ok(shard) => {
+            if let Some(s) = shard {
+                reporter.note(&format!(
+                    "shard {s}: this run takes its share of the repositories"
+                ));
+            }
+            Ok(shard)
+        }
+        Err(e) => {
+            emit(json, "ERROR", &format!("error: {e}"));
+            Err(ExitCode::from(super::exit::INVALID))
+        }
+    }
+}
+
+/// The closing lines, and the exit code: the signal's after an interruption, else 0 when
+/// nothing failed and the checkpoint and files were written (`saved`), else 1.
+fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -> ExitCode {
+    let deleted = (!plan.retains.is_empty()).then_some(ended.deleted);
+    let line = summary(&ended.totals, ended.select_errors, deleted);
+    println!("{}", super::log_line(json, "INFO", &line));
+    if interrupted != 0 {
+        emit(
+            json,
+            "WARN",
+            &format!(
+                "interrupted: {} not finished; run the same command again to continue",
+                plural(ended.totals.interrupted, "image")
+            ),
+        );
+        return ExitCode::from(interrupted);
+    }
+    if ended.failures.is_empty() && saved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::exit::PARTIAL)
+    }
+}
+
+/// The plan file's SHA-256: a changed plan is noted when the next run starts.
+fn fingerprint(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// The checkpoint as a run starts with it.
+struct Opened {
+    state: State,
+    /// The run before this one, if any.
+    previous: Option<RunSummary>,
+    run: RunId,
+    snapshot: Snapshot,
+}
+
+/// The checkpoint (the shard's own under `--shard`), opened and locked on a blocking thread,
+/// as every SQLite call is; this run begun in it.
+async fn open_checkpoint(
+    args: &RunArgs,
+    plan: &Plan,
+    shard: Option<super::shard::Shard>,
+    fingerprint: &str,
+) -> anyhow::Result<Opened> {
+    let path = state_path(args.state.as_deref(), Some(plan));
+    let path = match shard {
+        Some(s) => s.state_path(&path),
+        None => path,
+    };
+    let plan_path = args.plan.display().to_string();
+    let fp = fingerprint.to_string();
+    tokio::task::spawn_blocking(move || {
+        let state = State::open(&path).map_err(super::StateUnusable::Open)?;
+        let previous = state.run_summary(None)?;
+        let run = state.begin_run(&plan_path, &fp)?;
+        let snapshot = state.snapshot()?;
+        anyhow::Ok(Opened {
+            state,
+            previous,
+            run,
+            snapshot,
+        })
+    })
+    .await?
+}
+
+/// What people should know about the run before this one: the plan changed, or it did not
+/// finish (this one continues it).
+fn tell_previous(reporter: &dyn Reporter, previous: Option<&RunSummary>, fingerprint: &str) {
+    let Some(prev) = previous else { return };
+    if prev.plan_fingerprint != fingerprint {
+        reporter.note("the plan changed since the last run: new images are added, finished ones are not redone");
+    }
+    if matches!(prev.status.as_str(), "running" | "killed" | "interrupted") {
+        reporter.note(&format!(
+            "resuming after run {} ({}): finished work is not redone",
+            prev.id, prev.status
+        ));
+    }
+}
+
+/// Notes after the run: images the checkpoint did not know, layers left where they are.
+fn after_notes(json: bool, execution: &Execution, recorded: &HashSet<(String, String, String)>) {
+    let results = &execution.items;
     let new_items = results
         .iter()
         .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item.key()))
@@ -265,7 +359,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-
     let foreign: usize = results
         .iter()
         .map(|(_, o)| match o {
@@ -283,131 +376,69 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-    // Failures are listed once more at the end, where an operator looks first.
-    let failures = execution.failures(&plan);
-    for f in &failures {
-        emit(json, "ERROR", &format!("failed: {f}"));
-    }
-    let select_errors = execution.select_errors.len();
+}
 
-    let interrupted = signal.load(Ordering::SeqCst);
-    let outcome = match (interrupted, failures.is_empty()) {
-        (0, true) => RunOutcome::Succeeded,
-        (0, false) => RunOutcome::Partial,
-        _ => RunOutcome::Interrupted,
+/// How a run ended: what the checkpoint, the report and the closing lines say.
+struct Ended {
+    run: RunId,
+    outcome: RunOutcome,
+    /// With the run's wall time.
+    totals: Totals,
+    /// Rules (or repositories of wildcard rules) that could not be resolved: failures too.
+    select_errors: usize,
+    /// Deletions that went through.
+    deleted: usize,
+    failures: Vec<String>,
+}
+
+impl Ended {
+    /// `interrupted`: the signal's exit code, 0 when none came.
+    fn new(
+        run: RunId,
+        interrupted: u8,
+        execution: &Execution,
+        totals: Totals,
+        failures: Vec<String>,
+    ) -> Ended {
+        Ended {
+            run,
+            outcome: match (interrupted, failures.is_empty()) {
+                (0, true) => RunOutcome::Succeeded,
+                (0, false) => RunOutcome::Partial,
+                _ => RunOutcome::Interrupted,
+            },
+            totals,
+            select_errors: execution.select_errors.len(),
+            deleted: execution.deleted(),
+            failures,
+        }
+    }
+}
+
+/// The run's outcome and totals, saved with every queued write; `false` (said loudly) when
+/// that failed.
+async fn save(state: State, ended: &Ended, json: bool) -> anyhow::Result<bool> {
+    let t = &ended.totals;
+    let totals = RunTotals {
+        copied: t.copied as u64,
+        present: t.present as u64,
+        failed: (t.failed + ended.select_errors) as u64,
+        skipped: t.skipped as u64,
+        interrupted: t.interrupted as u64,
+        bytes: t.bytes,
+        deleted: ended.deleted as u64,
     };
-    let run_totals = RunTotals {
-        copied: totals.copied as u64,
-        present: totals.present as u64,
-        failed: (totals.failed + select_errors) as u64,
-        skipped: totals.interrupted as u64,
-        bytes: totals.bytes,
-        deleted: deleted as u64,
-    };
+    let (run, outcome) = (ended.run, ended.outcome);
     let saved =
-        tokio::task::spawn_blocking(move || state.finish_run(run_id, outcome, &run_totals)).await?;
-    let saved_ok = saved.is_ok();
-    if let Err(e) = saved {
+        tokio::task::spawn_blocking(move || state.finish_run(run, outcome, &totals)).await?;
+    if let Err(e) = &saved {
         // The copies stand; only the record of them is incomplete. Say so, loudly, and in
         // the exit code: a run whose checkpoint is incomplete is not a clean success.
         emit(
             json,
             "ERROR",
-            &format!("error: saving the checkpoint failed: {}", error_chain(&e)),
+            &format!("error: saving the checkpoint failed: {}", error_chain(e)),
         );
     }
-    let mut files_ok = true;
-    if args.report.is_some() || args.metrics.is_some() {
-        let ended = SystemTime::now();
-        let report = Report {
-            report_version: REPORT_VERSION,
-            ferry_version: env!("CARGO_PKG_VERSION"),
-            plan: args.plan.display().to_string(),
-            shard: shard.map(|s| s.to_string()),
-            run: run_id,
-            started_at: timestamp(ended - totals.elapsed),
-            ended_at: timestamp(ended),
-            outcome: outcome.as_str().to_string(),
-            totals: ReportTotals {
-                copied: totals.copied,
-                present: totals.present,
-                failed: totals.failed + select_errors,
-                skipped: totals.skipped,
-                interrupted: totals.interrupted,
-                deleted,
-                bytes: totals.bytes,
-                seconds: totals.elapsed.as_secs_f64(),
-            },
-            failures: failures.clone(),
-            items: results
-                .iter()
-                .map(|(item, o)| item_row(item, o.as_ref()))
-                .collect(),
-            deletions: execution
-                .retained
-                .iter()
-                .flat_map(|r| {
-                    r.deletions.iter().filter_map(|d| {
-                        let version_id = d.result.as_ref().ok()?;
-                        Some(ReportDeletion {
-                            repository: r.plan.repository.clone(),
-                            digest: d.decision.digest.to_string(),
-                            tags: d.decision.tags.clone(),
-                            reason: d.decision.reason.clone(),
-                            version_id: version_id.clone(),
-                        })
-                    })
-                })
-                .collect(),
-            registries: registries
-                .values()
-                .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
-                .collect(),
-        };
-        if let Some(path) = &args.report {
-            let body = serde_json::to_vec_pretty(&report).expect("report serialises");
-            if let Err(e) = write_private(path, &body) {
-                emit(
-                    json,
-                    "ERROR",
-                    &format!("error: writing the report {}: {e}", path.display()),
-                );
-                files_ok = false;
-            }
-        }
-        if let Some(path) = &args.metrics {
-            let unix = ended
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let text = metrics(&report, unix, totals.elapsed);
-            if let Err(e) = write_private(path, text.as_bytes()) {
-                emit(
-                    json,
-                    "ERROR",
-                    &format!("error: writing the metrics {}: {e}", path.display()),
-                );
-                files_ok = false;
-            }
-        }
-    }
-    let deleted = (!plan.retains.is_empty()).then_some(deleted);
-    let line = summary(&totals, select_errors, deleted);
-    println!("{}", super::log_line(json, "INFO", &line));
-    if interrupted != 0 {
-        emit(
-            json,
-            "WARN",
-            &format!(
-                "interrupted: {} not finished; run the same command again to continue",
-                plural(totals.interrupted, "image")
-            ),
-        );
-        return Ok(ExitCode::from(interrupted));
-    }
-    Ok(if failures.is_empty() && files_ok && saved_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(super::exit::PARTIAL)
-    })
+    Ok(saved.is_ok())
 }

@@ -49,7 +49,8 @@ fn to_json(run: &RunSummary) -> serde_json::Value {
             "copied": run.totals.copied,
             "present": run.totals.present,
             "failed": run.totals.failed,
-            "interrupted": run.totals.skipped,
+            "skipped": run.totals.skipped,
+            "interrupted": run.totals.interrupted,
             "bytes": run.totals.bytes,
             "deleted": run.totals.deleted,
         },
@@ -79,11 +80,12 @@ fn to_text(run: &RunSummary) -> String {
             .unwrap_or_default(),
     ));
     out.push_str(&format!(
-        "  images: {} copied, {} already present, {} failed, {} interrupted; {} transferred\n",
+        "  images: {} copied, {} already present, {} failed, {} skipped (referrers not carried), {} interrupted; {} transferred\n",
         run.totals.copied,
         run.totals.present,
         run.totals.failed,
         run.totals.skipped,
+        run.totals.interrupted,
         HumanBytes(run.totals.bytes)
     ));
     if !run.items_by_status.is_empty() {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::execute::{execute, overlays, Context, Execution};
 use crate::copy::select::Registries;
-use crate::copy::{NoJournal, Outcome, Silent};
+use crate::copy::{Outcome, Silent};
 use crate::plan::{Location, Plan};
 use crate::reference::Digest;
 use crate::registry::memory::MemoryRegistry;
@@ -145,10 +145,15 @@ fn rng_salt(rng: &mut Rng) -> &'static str {
     }
 }
 
+/// A checkpoint that remembers nothing, for copies and deletions alike.
+struct Forgetful;
+impl crate::copy::Journal for Forgetful {}
+impl crate::retention::Journal for Forgetful {}
+
 async fn run(plan: &Plan, registries: &Registries) -> Execution {
     let cx = Context {
         registries,
-        journal: Arc::new(NoJournal),
+        journal: Arc::new(Forgetful),
         reporter: Arc::new(Silent),
         concurrency: 4,
         stop: CancellationToken::new(),

@@ -58,25 +58,8 @@ pub trait Journal: Send + Sync {
     ) {
     }
 
-    /// Retention deleted `digest` from `repo` of target registry `registry`, and with it
-    /// `tags`: recorded for the audit, and every record that would let a later run trust what
-    /// is gone is forgotten.
-    fn manifest_deleted(&self, _deleted: &Deleted<'_>) {}
-
     /// The digest a source tag pointed to when it was read.
     fn tag_seen(&self, _source: &Endpoint, _tag: &str, _digest: &Digest) {}
-}
-
-/// One manifest deleted from a target (see [`Journal::manifest_deleted`]).
-#[derive(Clone, Copy, Debug)]
-pub struct Deleted<'a> {
-    pub registry: &'a str,
-    pub repo: &'a str,
-    pub digest: &'a Digest,
-    pub tags: &'a [String],
-    pub reason: &'a str,
-    /// The registry's own id of what it deleted (a GHCR package version).
-    pub version_id: Option<&'a str>,
 }
 
 /// Remembers nothing: every run checks everything.

@@ -20,7 +20,7 @@ pub mod reporter;
 pub mod select;
 
 pub use engine::Engine;
-pub use journal::{Deleted, Journal, NoJournal, Recorded};
+pub use journal::{Journal, NoJournal, Recorded};
 pub use outcome::{not_carried, CopyError, ImageStats, Outcome, Totals};
 pub use reporter::{Reporter, Silent};
 

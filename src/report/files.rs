@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::copy::{Item, Outcome};
 use crate::registry::throttle::RegistryStats;
@@ -16,14 +16,16 @@ use crate::registry::throttle::RegistryStats;
 /// docs/report.md).
 pub const REPORT_VERSION: u32 = 1;
 
-#[derive(Serialize)]
+/// The JSON report of a run (`--report`), or of several merged (`ferry report merge`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Report {
     pub report_version: u32,
-    pub ferry_version: &'static str,
+    pub ferry_version: String,
     pub plan: String,
     /// `INDEX/COUNT` for a sharded run.
     pub shard: Option<String>,
-    pub run: i64,
+    /// The run's id in its state file; `None` for a merged report (each shard has its own).
+    pub run: Option<i64>,
     pub started_at: String,
     pub ended_at: String,
     /// succeeded, partial, interrupted
@@ -34,9 +36,22 @@ pub struct Report {
     pub items: Vec<ReportItem>,
     pub deletions: Vec<ReportDeletion>,
     pub registries: BTreeMap<String, ReportRegistry>,
+    /// The reports a merged one was made from; absent from a run's own report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<MergedFrom>>,
 }
 
-#[derive(Serialize, Default, Clone, Copy)]
+/// One report a merged report was made from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MergedFrom {
+    /// Its path, as given to `ferry report merge`.
+    pub report: String,
+    pub shard: Option<String>,
+    pub run: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Copy, Debug, PartialEq)]
+#[serde(default)]
 pub struct ReportTotals {
     pub copied: usize,
     pub present: usize,
@@ -49,14 +64,14 @@ pub struct ReportTotals {
     pub seconds: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ReportItem {
     pub source: String,
     pub target: String,
     pub digest: Option<String>,
     /// copied, present, unchanged (recorded done, not re-checked), skipped (a referrer not
     /// carried, `error` says why), failed, interrupted
-    pub action: &'static str,
+    pub action: String,
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,
@@ -66,7 +81,7 @@ pub struct ReportItem {
     pub rewritten: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ReportDeletion {
     pub repository: String,
     pub digest: String,
@@ -75,7 +90,8 @@ pub struct ReportDeletion {
     pub version_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
 pub struct ReportRegistry {
     pub requests: u64,
     pub throttled: u64,
@@ -91,6 +107,90 @@ impl From<&RegistryStats> for ReportRegistry {
             retries: s.retries,
             wait_seconds: s.waited.as_secs_f64(),
         }
+    }
+}
+
+impl Report {
+    /// An empty report to merge others into (see [`Report::merge`]), for this ferry.
+    pub fn merged(plan: String, started_at: String, ended_at: String) -> Report {
+        Report {
+            report_version: REPORT_VERSION,
+            ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+            plan,
+            shard: None,
+            run: None,
+            started_at,
+            ended_at,
+            outcome: "succeeded".to_string(),
+            totals: ReportTotals::default(),
+            failures: Vec::new(),
+            items: Vec::new(),
+            deletions: Vec::new(),
+            registries: BTreeMap::new(),
+            merged_from: Some(Vec::new()),
+        }
+    }
+
+    /// Add `other` (a shard's report) to this one: the earliest start, the latest end, the
+    /// worse outcome, counts summed, lists joined, and `other` named in `merged_from` as
+    /// `path`.
+    pub fn merge(&mut self, other: Report, path: String) {
+        // RFC 3339 UTC strings order as text.
+        if other.started_at < self.started_at {
+            self.started_at = other.started_at;
+        }
+        if other.ended_at > self.ended_at {
+            self.ended_at = other.ended_at;
+        }
+        if outcome_rank(&other.outcome) > outcome_rank(&self.outcome) {
+            self.outcome = other.outcome;
+        }
+        self.totals.add(&other.totals);
+        self.failures.extend(other.failures);
+        self.items.extend(other.items);
+        self.deletions.extend(other.deletions);
+        for (host, stats) in other.registries {
+            self.registries.entry(host).or_default().add(&stats);
+        }
+        self.merged_from
+            .get_or_insert_with(Vec::new)
+            .push(MergedFrom {
+                report: path,
+                shard: other.shard,
+                run: other.run,
+            });
+    }
+}
+
+/// Worse outcomes win: a merged run succeeded only when every shard did.
+fn outcome_rank(outcome: &str) -> u8 {
+    match outcome {
+        "succeeded" => 0,
+        "partial" => 1,
+        "interrupted" => 2,
+        _ => 3,
+    }
+}
+
+impl ReportTotals {
+    pub fn add(&mut self, other: &ReportTotals) {
+        self.copied += other.copied;
+        self.present += other.present;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.interrupted += other.interrupted;
+        self.deleted += other.deleted;
+        self.bytes += other.bytes;
+        self.seconds += other.seconds;
+    }
+}
+
+impl ReportRegistry {
+    pub fn add(&mut self, other: &ReportRegistry) {
+        self.requests += other.requests;
+        self.throttled += other.throttled;
+        self.retries += other.retries;
+        self.wait_seconds += other.wait_seconds;
     }
 }
 
@@ -127,7 +227,7 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         source: item.source_display(),
         target: item.target_display(),
         digest,
-        action,
+        action: action.to_string(),
         bytes,
         seconds,
         error,
@@ -166,15 +266,37 @@ fn escape(label: &str) -> String {
 
 /// Prometheus text exposition format.
 pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> String {
-    let t = &report.totals;
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: Vec<(String, String)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    let mut out = Gauges::default();
+    totals_metrics(&mut out, report);
+    run_metrics(&mut out, report, finished_unix, run_seconds);
+    registry_metrics(&mut out, report);
+    out.0
+}
+
+/// Metrics text, one gauge after another.
+#[derive(Default)]
+struct Gauges(String);
+
+impl Gauges {
+    /// A gauge with one sample per `(labels, value)`.
+    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(String, String)>) {
+        self.0
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for (labels, value) in samples {
-            out.push_str(&format!("{name}{labels} {value}\n"));
+            self.0.push_str(&format!("{name}{labels} {value}\n"));
         }
-    };
-    gauge(
+    }
+
+    /// A gauge with one unlabelled sample.
+    fn single(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.gauge(name, help, vec![(String::new(), value.to_string())]);
+    }
+}
+
+/// What the run counted: images by outcome, deletions, bytes, failures.
+fn totals_metrics(out: &mut Gauges, report: &Report) {
+    let t = &report.totals;
+    out.gauge(
         "ferry_images",
         "Images of the last run by outcome.",
         [
@@ -188,46 +310,51 @@ pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> St
         .map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n.to_string()))
         .collect(),
     );
-    gauge(
+    out.single(
         "ferry_deleted_manifests",
         "Manifests retention deleted in the last run.",
-        vec![(String::new(), t.deleted.to_string())],
+        t.deleted,
     );
-    gauge(
+    out.single(
         "ferry_transferred_bytes",
         "Blob bytes copied in the last run.",
-        vec![(String::new(), t.bytes.to_string())],
+        t.bytes,
     );
-    gauge(
+    out.single(
         "ferry_failures",
         "Failures (items, rules, deletions) in the last run.",
-        vec![(String::new(), report.failures.len().to_string())],
+        report.failures.len(),
     );
-    gauge(
+}
+
+/// How long the run took, when it ended, and whether it succeeded.
+fn run_metrics(out: &mut Gauges, report: &Report, finished_unix: u64, run_seconds: Duration) {
+    out.single(
         "ferry_run_duration_seconds",
         "Wall time of the last run.",
-        vec![(String::new(), format!("{:.3}", run_seconds.as_secs_f64()))],
+        format!("{:.3}", run_seconds.as_secs_f64()),
     );
-    gauge(
+    out.single(
         "ferry_last_run_timestamp_seconds",
         "When the last run ended (Unix time).",
-        vec![(String::new(), finished_unix.to_string())],
+        finished_unix,
     );
-    gauge(
+    out.single(
         "ferry_last_run_success",
         "1 when the last run copied and deleted everything it selected.",
-        vec![(
-            String::new(),
-            u8::from(report.outcome == "succeeded").to_string(),
-        )],
+        u8::from(report.outcome == "succeeded"),
     );
     if report.outcome == "succeeded" {
-        gauge(
+        out.single(
             "ferry_last_success_timestamp_seconds",
             "When the last successful run ended (Unix time).",
-            vec![(String::new(), finished_unix.to_string())],
+            finished_unix,
         );
     }
+}
+
+/// What each registry cost, labelled by registry.
+fn registry_metrics(out: &mut Gauges, report: &Report) {
     for (name, help, pick) in [
         (
             "ferry_registry_requests",
@@ -250,22 +377,18 @@ pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> St
             |r: &ReportRegistry| r.wait_seconds,
         ),
     ] {
-        gauge(
-            name,
-            help,
-            report
-                .registries
-                .iter()
-                .map(|(host, r)| {
-                    (
-                        format!("{{registry=\"{}\"}}", escape(host)),
-                        pick(r).to_string(),
-                    )
-                })
-                .collect(),
-        );
+        let samples = report
+            .registries
+            .iter()
+            .map(|(host, r)| {
+                (
+                    format!("{{registry=\"{}\"}}", escape(host)),
+                    pick(r).to_string(),
+                )
+            })
+            .collect();
+        out.gauge(name, help, samples);
     }
-    out
 }
 
 #[cfg(test)]
@@ -286,10 +409,10 @@ mod tests {
         );
         let report = Report {
             report_version: REPORT_VERSION,
-            ferry_version: "0",
+            ferry_version: "0".into(),
             plan: "p.toml".into(),
             shard: None,
-            run: 1,
+            run: Some(1),
             started_at: "x".into(),
             ended_at: "y".into(),
             outcome: "succeeded".into(),
@@ -302,6 +425,7 @@ mod tests {
             items: vec![],
             deletions: vec![],
             registries,
+            merged_from: None,
         };
         let m = metrics(&report, 1_800_000_000, Duration::from_millis(1500));
         assert!(m.contains("ferry_images{outcome=\"copied\"} 3\n"), "{m}");
@@ -314,5 +438,84 @@ mod tests {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(!name.is_empty() && value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    fn shard(outcome: &str, started: &str, ended: &str, copied: usize) -> Report {
+        let mut registries = BTreeMap::new();
+        registries.insert(
+            "ghcr.io".to_string(),
+            ReportRegistry {
+                requests: 10,
+                wait_seconds: 0.5,
+                ..Default::default()
+            },
+        );
+        Report {
+            report_version: REPORT_VERSION,
+            ferry_version: "0".into(),
+            plan: "p.toml".into(),
+            shard: Some(format!("{copied}/3")),
+            run: Some(copied as i64),
+            started_at: started.into(),
+            ended_at: ended.into(),
+            outcome: outcome.into(),
+            totals: ReportTotals {
+                copied,
+                seconds: 1.5,
+                ..Default::default()
+            },
+            failures: vec![format!("f{copied}")],
+            items: vec![],
+            deletions: vec![],
+            registries,
+            merged_from: None,
+        }
+    }
+
+    #[test]
+    fn a_merge_keeps_the_span_and_the_worst_outcome_and_sums_the_rest() {
+        let a = shard("partial", "2026-01-01T02:00:00Z", "2026-01-01T03:00:00Z", 1);
+        let mut m = Report::merged(a.plan.clone(), a.started_at.clone(), a.ended_at.clone());
+        m.merge(a, "a.json".into());
+        m.merge(
+            shard(
+                "succeeded",
+                "2026-01-01T01:00:00Z",
+                "2026-01-01T02:30:00Z",
+                2,
+            ),
+            "b.json".into(),
+        );
+        assert_eq!(m.started_at, "2026-01-01T01:00:00Z");
+        assert_eq!(m.ended_at, "2026-01-01T03:00:00Z");
+        assert_eq!(m.outcome, "partial");
+        assert_eq!((m.totals.copied, m.totals.seconds), (3, 3.0));
+        assert_eq!(m.registries["ghcr.io"].requests, 20);
+        assert_eq!(m.registries["ghcr.io"].wait_seconds, 1.0);
+        assert_eq!(m.failures, ["f1", "f2"]);
+        assert_eq!((m.shard.as_deref(), m.run), (None, None));
+        let from = m.merged_from.as_deref().unwrap();
+        assert_eq!(from.len(), 2);
+        assert_eq!(
+            (
+                from[1].report.as_str(),
+                from[1].shard.as_deref(),
+                from[1].run
+            ),
+            ("b.json", Some("2/3"), Some(2))
+        );
+        m.merge(
+            shard(
+                "interrupted",
+                "2026-01-01T02:00:00Z",
+                "2026-01-01T02:00:00Z",
+                0,
+            ),
+            "c.json".into(),
+        );
+        assert_eq!(m.outcome, "interrupted");
+        // What it writes reads back as it was.
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), m);
     }
 }

@@ -15,6 +15,9 @@ pub struct Deleted {
     pub result: Result<Option<String>, RegistryError>,
 }
 
+/// Who references whom among the doomed: child -> parents, referrer -> subject.
+type Referenced<'a> = HashMap<&'a Digest, Vec<&'a Digest>>;
+
 /// Delete what `decisions` says to delete in `repo`.
 pub async fn apply(
     registry: &dyn Registry,
@@ -28,8 +31,38 @@ pub async fn apply(
         .filter(|d| d.action == Action::Delete)
         .map(|d| (&d.digest, d))
         .collect();
-    // Who references whom among the doomed: parent -> child, subject -> referrer.
-    let mut parents: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
+    let parents = referenced_by(images, &doomed);
+    let mut failed: HashSet<&Digest> = HashSet::new();
+    let mut out = Vec::with_capacity(doomed.len());
+    for digest in top_down(&doomed, &parents) {
+        let decision = (*doomed[digest]).clone();
+        let blocked = parents
+            .get(digest)
+            .is_some_and(|ps| ps.iter().any(|p| failed.contains(p)));
+        let result = if blocked {
+            Err(RegistryError::Protocol {
+                url: format!("{}/{repo}@{digest}", registry.name()),
+                reason: "not deleted: deleting what references it failed, so it is still in use"
+                    .into(),
+            })
+        } else {
+            registry.delete_manifest(repo, digest).await
+        };
+        if result.is_err() {
+            failed.insert(digest);
+        }
+        out.push(Deleted { decision, result });
+    }
+    out
+}
+
+/// For each doomed image, the doomed images that reference it: the indexes listing it as a
+/// child, and (for a referrer) its subject, which goes first.
+fn referenced_by<'a>(
+    images: &'a [Image],
+    doomed: &HashMap<&'a Digest, &'a Decision>,
+) -> Referenced<'a> {
+    let mut parents: Referenced<'a> = HashMap::new();
     for image in images {
         if !doomed.contains_key(&image.digest) {
             continue;
@@ -45,60 +78,46 @@ pub async fn apply(
             }
         }
     }
-    // Depth: 0 for what nothing doomed references, else one more than its deepest referrer.
-    fn depth<'a>(
-        d: &'a Digest,
-        parents: &HashMap<&'a Digest, Vec<&'a Digest>>,
-        memo: &mut HashMap<&'a Digest, usize>,
-        guard: &mut HashSet<&'a Digest>,
-    ) -> usize {
-        if let Some(&v) = memo.get(d) {
-            return v;
-        }
-        if !guard.insert(d) {
-            return 0; // a cycle cannot come from content addressing; do not loop on one
-        }
-        let v = parents
-            .get(d)
-            .map(|ps| {
-                ps.iter()
-                    .map(|p| depth(p, parents, memo, guard) + 1)
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0);
-        memo.insert(d, v);
-        v
-    }
+    parents
+}
+
+/// The doomed digests in deletion order: by depth (what nothing doomed references first),
+/// then by digest.
+fn top_down<'a>(
+    doomed: &HashMap<&'a Digest, &'a Decision>,
+    parents: &Referenced<'a>,
+) -> Vec<&'a Digest> {
     let mut memo = HashMap::new();
     let mut order: Vec<(&Digest, usize)> = doomed
         .keys()
-        .map(|d| (*d, depth(d, &parents, &mut memo, &mut HashSet::new())))
+        .map(|d| (*d, depth(d, parents, &mut memo, &mut HashSet::new())))
         .collect();
     order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    order.into_iter().map(|(d, _)| d).collect()
+}
 
-    let mut failed: HashSet<&Digest> = HashSet::new();
-    let mut out = Vec::with_capacity(order.len());
-    for (digest, _) in order {
-        let decision = (*doomed[digest]).clone();
-        let blocked = parents
-            .get(digest)
-            .is_some_and(|ps| ps.iter().any(|p| failed.contains(p)));
-        let result = if blocked {
-            failed.insert(digest);
-            Err(RegistryError::Protocol {
-                url: format!("{}/{repo}@{digest}", registry.name()),
-                reason: "not deleted: deleting what references it failed, so it is still in use"
-                    .into(),
-            })
-        } else {
-            let r = registry.delete_manifest(repo, digest).await;
-            if r.is_err() {
-                failed.insert(digest);
-            }
-            r
-        };
-        out.push(Deleted { decision, result });
+/// Depth: 0 for what nothing doomed references, else one more than its deepest referrer.
+fn depth<'a>(
+    d: &'a Digest,
+    parents: &Referenced<'a>,
+    memo: &mut HashMap<&'a Digest, usize>,
+    guard: &mut HashSet<&'a Digest>,
+) -> usize {
+    if let Some(&v) = memo.get(d) {
+        return v;
     }
-    out
+    if !guard.insert(d) {
+        return 0; // a cycle cannot come from content addressing; do not loop on one
+    }
+    let v = parents
+        .get(d)
+        .map(|ps| {
+            ps.iter()
+                .map(|p| depth(p, parents, memo, guard) + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    memo.insert(d, v);
+    v
 }

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::Image;
 use crate::reference::names;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, Registry, RegistryError};
+use crate::registry::{Digest, ManifestRecord, Registry, RegistryError};
 
 /// Tags and manifests read at once.
 const READ_CONCURRENCY: usize = 8;
@@ -39,6 +39,8 @@ struct Read {
     subject: Option<Digest>,
     /// What the referrers API lists for this manifest.
     referrers: Vec<Digest>,
+    /// The image config's `created`.
+    created: Option<SystemTime>,
 }
 
 async fn read_manifest(
@@ -59,6 +61,7 @@ async fn read_manifest(
         parsed,
         subject,
         referrers: Vec::new(),
+        created: None,
     })
 }
 
@@ -90,6 +93,19 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
     if !records.is_empty() && records.iter().all(|r| r.children.is_some()) {
         return Ok(from_records(records));
     }
+    let tagged = tagged(registry, repo).await?;
+    let mut images = walk(registry, repo, &tagged, &records).await?;
+    date(&mut images, &records);
+    let mut out: Vec<Image> = images.into_values().collect();
+    out.sort_by(|a, b| a.digest.cmp(&b.digest));
+    Ok(out)
+}
+
+/// Every tag of the repository, by the digest it points at.
+async fn tagged(
+    registry: &dyn Registry,
+    repo: &str,
+) -> Result<BTreeMap<Digest, Vec<String>>, RegistryError> {
     // A tag that fails its check fails the repository: its digest cannot be read (ferry
     // sends no request built from such a name), and an image whose tag went unseen would be
     // judged untagged and could be deleted. Skipping the tag would be safe only while every
@@ -112,16 +128,18 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
     for (tag, digest) in heads {
         by_digest.entry(digest).or_default().push(tag);
     }
-    // Where the registry has its own records (GHCR's package versions): push times, and the
-    // untagged manifests the distribution API cannot list.
-    let pushed: HashMap<Digest, Option<SystemTime>> = records
-        .iter()
-        .map(|r| (r.digest.clone(), r.created))
-        .collect();
+    Ok(by_digest)
+}
 
-    // Walk manifests breadth-first from the tagged (and recorded) ones, so children are read.
+/// Walk manifests breadth-first from the tagged (and recorded) ones, so children are read.
+async fn walk(
+    registry: &dyn Registry,
+    repo: &str,
+    tagged: &BTreeMap<Digest, Vec<String>>,
+    records: &[ManifestRecord],
+) -> Result<HashMap<Digest, Image>, RegistryError> {
     let mut images: HashMap<Digest, Image> = HashMap::new();
-    let mut frontier: Vec<(Digest, usize)> = by_digest
+    let mut frontier: Vec<(Digest, usize)> = tagged
         .keys()
         .chain(records.iter().map(|r| &r.digest))
         .map(|d| (d.clone(), 0))
@@ -136,83 +154,97 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
             .into_iter()
             .filter(|(d, _)| !images.contains_key(d))
             .collect();
-        let read: Vec<(Digest, usize, Read, Option<SystemTime>)> = futures::stream::iter(batch)
-            .map(|(digest, depth)| async move {
-                let mut r = read_manifest(registry, repo, &digest).await?;
-                if api {
-                    let listed = registry
-                        .referrers(repo, &digest, None)
-                        .await?
-                        .unwrap_or_default();
-                    // As with tags: a referrer the list names unreadably is one the inventory
-                    // would miss; the repository is left alone instead.
-                    if let Some(bad) = listed.refused.into_iter().next() {
-                        return Err(bad.into());
-                    }
-                    r.referrers = listed.found.into_iter().map(|r| r.digest).collect();
-                }
-                let created = match &r.parsed {
-                    Parsed::Image { config, .. }
-                        if r.media_type == manifest::OCI_MANIFEST
-                            || r.media_type == manifest::DOCKER_MANIFEST =>
-                    {
-                        created_of(registry, repo, config).await?
-                    }
-                    _ => None,
-                };
-                Ok::<_, RegistryError>((digest, depth, r, created))
-            })
+        let read: Vec<(Digest, usize, Read)> = futures::stream::iter(batch)
+            .map(|(digest, depth)| read_one(registry, repo, digest, depth, api))
             .buffer_unordered(READ_CONCURRENCY)
             .try_collect()
             .await?;
-        for (digest, depth, r, created) in read {
-            let tags = by_digest.get(&digest).cloned().unwrap_or_default();
-            let children: Vec<(Digest, Option<String>)> = match &r.parsed {
-                Parsed::Index { children } => children
-                    .iter()
-                    .map(|c| (c.digest.clone(), c.platform.clone()))
-                    .collect(),
-                Parsed::Image { .. } => Vec::new(),
-            };
+        for (digest, depth, r) in read {
+            let children = children_of(&r.parsed);
             if !children.is_empty() && depth + 1 > MAX_INDEX_DEPTH {
                 return Err(RegistryError::InvalidManifest {
                     url: format!("{}/{repo}@{digest}", registry.name()),
                     reason: manifest::ManifestError::TooDeep,
                 });
             }
-            for (child, _) in &children {
-                if !images.contains_key(child) {
-                    frontier.push((child.clone(), depth + 1));
+            let next = children.iter().map(|(c, _)| (c, depth + 1));
+            let next = next.chain(r.referrers.iter().map(|r| (r, 0)));
+            for (d, depth) in next {
+                if !images.contains_key(d) {
+                    frontier.push((d.clone(), depth));
                 }
             }
-            for referrer in &r.referrers {
-                if !images.contains_key(referrer) {
-                    frontier.push((referrer.clone(), 0));
-                }
-            }
+            let tags = tagged.get(&digest).cloned().unwrap_or_default();
             let subject = r
                 .subject
                 .or_else(|| tags.iter().find_map(|t| manifest::referrer_tag_subject(t)));
-            images.insert(
-                digest.clone(),
-                Image {
-                    digest,
-                    tags,
-                    created,
-                    children,
-                    subject,
-                },
-            );
+            let image = Image {
+                digest: digest.clone(),
+                tags,
+                created: r.created,
+                children,
+                subject,
+            };
+            images.insert(digest, image);
         }
     }
+    Ok(images)
+}
 
-    // Without a `created` in its config, an image is as old as the registry's push record.
+/// One manifest, what the referrers API (where `api`) lists for it, and its creation time.
+async fn read_one(
+    registry: &dyn Registry,
+    repo: &str,
+    digest: Digest,
+    depth: usize,
+    api: bool,
+) -> Result<(Digest, usize, Read), RegistryError> {
+    let mut r = read_manifest(registry, repo, &digest).await?;
+    if api {
+        let listed = registry
+            .referrers(repo, &digest, None)
+            .await?
+            .unwrap_or_default();
+        // As with tags: a referrer the list names unreadably is one the inventory would
+        // miss; the repository is left alone instead.
+        if let Some(bad) = listed.refused.into_iter().next() {
+            return Err(bad.into());
+        }
+        r.referrers = listed.found.into_iter().map(|r| r.digest).collect();
+    }
+    r.created = match &r.parsed {
+        Parsed::Image { config, .. }
+            if r.media_type == manifest::OCI_MANIFEST
+                || r.media_type == manifest::DOCKER_MANIFEST =>
+        {
+            created_of(registry, repo, config).await?
+        }
+        _ => None,
+    };
+    Ok((digest, depth, r))
+}
+
+/// The child manifests of an index, with their platforms (none for an image).
+fn children_of(parsed: &Parsed) -> Vec<(Digest, Option<String>)> {
+    match parsed {
+        Parsed::Index { children } => children
+            .iter()
+            .map(|c| (c.digest.clone(), c.platform.clone()))
+            .collect(),
+        Parsed::Image { .. } => Vec::new(),
+    }
+}
+
+/// Creation times the configs did not give: an image without a `created` is as old as the
+/// registry's push record (GHCR's package versions), and an index as old as its newest child.
+fn date(images: &mut HashMap<Digest, Image>, records: &[ManifestRecord]) {
+    let pushed: HashMap<&Digest, Option<SystemTime>> =
+        records.iter().map(|r| (&r.digest, r.created)).collect();
     for image in images.values_mut() {
         if image.created.is_none() {
             image.created = pushed.get(&image.digest).copied().flatten();
         }
     }
-    // An index is as old as its newest child.
     let created: HashMap<Digest, Option<SystemTime>> =
         images.iter().map(|(d, i)| (d.clone(), i.created)).collect();
     for image in images.values_mut() {
@@ -224,14 +256,11 @@ pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, Reg
                 .max();
         }
     }
-    let mut out: Vec<Image> = images.into_values().collect();
-    out.sort_by(|a, b| a.digest.cmp(&b.digest));
-    Ok(out)
 }
 
 /// Images from records that carry their children (platform manifests are untagged images
 /// as old as their parent).
-fn from_records(records: Vec<crate::registry::ManifestRecord>) -> Vec<Image> {
+fn from_records(records: Vec<ManifestRecord>) -> Vec<Image> {
     let mut images: BTreeMap<Digest, Image> = BTreeMap::new();
     for r in &records {
         for (child, _) in r.children.iter().flatten() {

@@ -4,11 +4,16 @@
 //! Three steps, each its own module: `inventory` reads a repository (tags, digests, children,
 //! creation times, signature tags) through the registry trait; `select` is pure (inventory +
 //! rule + now -> decisions with human-readable reasons) and protects everything a kept image
-//! reaches; `apply` carries the decisions out. `ferry plan` and `ferry run` share the first two
-//! steps, so the dry run cannot lie.
+//! reaches; `apply` carries the decisions out. [`run()`] strings them together for every policy
+//! of a plan and records each deletion through retention's own [`Journal`]; `ferry plan` and
+//! `ferry run` both call it (against overlays or the registries), so the dry run cannot lie.
+//!
+//! Retention does not use the copy engine: what the copies need kept comes in as [`Pins`].
 
 pub mod apply;
 pub mod inventory;
+pub mod journal;
+pub mod run;
 pub mod select;
 
 use std::time::SystemTime;
@@ -16,6 +21,8 @@ use std::time::SystemTime;
 use crate::registry::Digest;
 
 pub use crate::plan::RetainRule;
+pub use journal::{Deletion, Journal};
+pub use run::{run, Context, PinMap, Retained};
 
 /// One manifest of a repository, as the inventory found it.
 #[derive(Clone, Debug, PartialEq, Eq)]

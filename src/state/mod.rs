@@ -14,9 +14,10 @@
 //! An exclusive lock on the sidecar keeps two ferry runs from interleaving their checkpoints.
 
 mod owner;
+mod read;
+mod records;
 mod schema;
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions, Permissions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -28,6 +29,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use owner::{Command, Owner};
+pub use records::{
+    BlobState, ItemRecord, ItemState, ItemStatus, RunOutcome, RunSummary, RunTotals, Snapshot,
+    UploadState, Write, MAX_ERROR_CHARS,
+};
 
 /// The id of a row in `runs`, as SQLite assigns it.
 pub type RunId = i64;
@@ -92,235 +97,6 @@ pub enum StateError {
     /// The owner thread is gone (it panicked); nothing more can be read or written.
     #[error("the state writer for {path} stopped")]
     Closed { path: PathBuf },
-}
-
-/// One change to the checkpoint, queued by [`State::record`].
-///
-/// Callers must never pass credentials in any field: no `user:password@` or bearer tokens in
-/// URLs, no `Authorization` headers or token responses in error texts. This module stores what
-/// it is given; the file is 0600, but it outlives the run and ends up attached to bug reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
-    /// Upsert one copy item, keyed `(target_registry, target_repo, target_ref)`.
-    Item(ItemRecord),
-    /// A blob known present in `repo` at target registry `registry`; keyed `(registry, digest)`,
-    /// so a later record for another repository replaces the repository (any one will do as a
-    /// cross-repository mount source).
-    Blob {
-        registry: String,
-        digest: String,
-        size: u64,
-        repo: String,
-    },
-    /// An upload in progress: where to resume it and how many bytes the registry has.
-    Upload {
-        registry: String,
-        repo: String,
-        digest: String,
-        url: String,
-        offset: u64,
-    },
-    /// The upload completed (or was abandoned); its row is deleted.
-    UploadFinished {
-        registry: String,
-        repo: String,
-        digest: String,
-    },
-    /// A manifest was deleted from `repo` of target registry `registry`: forget the items
-    /// whose target reference (tag or digest) is one of `refs`, so no later run trusts them.
-    Forget {
-        registry: String,
-        repo: String,
-        refs: Vec<String>,
-    },
-    /// The source digest `tag` pointed to when last seen.
-    TagSeen {
-        registry: String,
-        repo: String,
-        tag: String,
-        digest: String,
-    },
-    /// A manifest retention deleted, for audits (and restores where the registry allows).
-    Deletion {
-        run: RunId,
-        registry: String,
-        repo: String,
-        digest: String,
-        /// The tags it had, comma-separated.
-        tags: String,
-        reason: String,
-        /// The registry's own id for it (a GHCR package version id), where it has one.
-        version_id: Option<String>,
-    },
-}
-
-/// Where one copy item stands. Stored as `pending`, `done`, `failed`, `skipped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ItemStatus {
-    Pending,
-    Done,
-    Failed,
-    Skipped,
-}
-
-impl ItemStatus {
-    /// The text stored in the `status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemStatus::Pending => "pending",
-            ItemStatus::Done => "done",
-            ItemStatus::Failed => "failed",
-            ItemStatus::Skipped => "skipped",
-        }
-    }
-
-    fn parse(s: &str) -> Option<ItemStatus> {
-        Some(match s {
-            "pending" => ItemStatus::Pending,
-            "done" => ItemStatus::Done,
-            "failed" => ItemStatus::Failed,
-            "skipped" => ItemStatus::Skipped,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for ItemStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One copy item as the engine reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemRecord {
-    pub run: RunId,
-    /// The source repository as users write it, e.g. `docker.io/library/nginx`.
-    pub source: String,
-    /// Tag or digest at the source.
-    pub source_ref: String,
-    pub source_digest: Option<String>,
-    /// A registry host such as `ghcr.io`, or `oci:` for an image layout.
-    pub target_registry: String,
-    pub target_repo: String,
-    /// The tag, or the digest for an untagged copy.
-    pub target_ref: String,
-    pub status: ItemStatus,
-    /// Stored as given: the engine knows whether a retry counts.
-    pub attempts: u32,
-    /// Stored truncated to [`MAX_ERROR_CHARS`] characters.
-    pub last_error: Option<String>,
-    pub bytes: u64,
-    /// The digest the target holds for it, when done (the source's, or a rewritten index's).
-    pub target_digest: Option<String>,
-    /// Unix seconds when the target was last confirmed to hold it (copied or found there).
-    pub verified_at: Option<i64>,
-}
-
-/// `last_error` is cut to this many characters: enough for any error chain ferry prints, and a
-/// bound on what a registry's error body can make us store.
-pub const MAX_ERROR_CHARS: usize = 2000;
-
-/// How a run ended. Stored as `succeeded`, `partial`, `interrupted`, `failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunOutcome {
-    Succeeded,
-    Partial,
-    Interrupted,
-    Failed,
-}
-
-impl RunOutcome {
-    /// The text stored in the `runs.status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Succeeded => "succeeded",
-            RunOutcome::Partial => "partial",
-            RunOutcome::Interrupted => "interrupted",
-            RunOutcome::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for RunOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A run's counters, as the engine counted them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunTotals {
-    pub copied: u64,
-    pub present: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub bytes: u64,
-    /// Manifests retention deleted.
-    pub deleted: u64,
-}
-
-/// Everything a resuming run needs, read in one go at startup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Keyed `(target_registry, target_repo, target_ref)`.
-    pub items: HashMap<(String, String, String), ItemState>,
-    /// Keyed `(registry, digest)`.
-    pub blobs: HashMap<(String, String), BlobState>,
-    /// Keyed `(registry, repo, digest)`.
-    pub uploads: HashMap<(String, String, String), UploadState>,
-    /// `(registry, repo, tag)` to the digest last seen.
-    pub tags: HashMap<(String, String, String), String>,
-}
-
-/// A copy item as last recorded, by any run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemState {
-    pub source: String,
-    pub source_ref: String,
-    pub source_digest: Option<String>,
-    pub status: ItemStatus,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub target_digest: Option<String>,
-    pub verified_at: Option<i64>,
-}
-
-/// A blob known present at a target registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobState {
-    pub repo: String,
-    pub size: u64,
-}
-
-/// An upload that can be resumed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadState {
-    pub url: String,
-    pub offset: u64,
-}
-
-/// One run, for `ferry status` and the end-of-run report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunSummary {
-    pub id: RunId,
-    pub plan_path: String,
-    pub plan_fingerprint: String,
-    /// Unix seconds.
-    pub started_at: i64,
-    /// Unix seconds; `None` while running, or if the run died without finishing.
-    pub ended_at: Option<i64>,
-    /// `running`, `killed` (it died without a clean exit), or a [`RunOutcome`] as text.
-    pub status: String,
-    pub totals: RunTotals,
-    /// This run's items counted by status text. An item a later run touched again counts for
-    /// the later run only: items are keyed by target, not by run.
-    pub items_by_status: BTreeMap<String, u64>,
-    /// This run's failed items as (`source:ref -> target:ref`, last error), ordered by target.
-    /// Digest references are written with `@`.
-    pub failures: Vec<(String, String)>,
-    /// This run's deletions as (`registry/repo@digest`, tags, reason), in deletion order.
-    pub deletions: Vec<(String, String, String)>,
 }
 
 /// Handle to the checkpoint. Cheap to clone; the last clone dropped commits every queued write,
@@ -410,85 +186,9 @@ impl State {
             path: path.clone(),
             source,
         };
-
-        let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => {
-                // Only directories this creates get 0700; existing ones are the user's choice,
-                // within reason (below).
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(|e| {
-                        // Through a regular file, mkdir -p says "File exists": name the file.
-                        let file = parent.ancestors().find(|a| a.exists() && !a.is_dir());
-                        match (e.kind(), file) {
-                            (std::io::ErrorKind::AlreadyExists, Some(file)) => {
-                                open_err(std::io::Error::new(
-                                    std::io::ErrorKind::NotADirectory,
-                                    format!("{} is a file, not a directory", file.display()),
-                                ))
-                            }
-                            _ => open_err(e),
-                        }
-                    })?;
-                parent.to_path_buf()
-            }
-            None => PathBuf::from("."),
-        };
-        // World-writable (even with the sticky bit, as /tmp): another user could pre-create
-        // the lock, -wal or -shm file, or a symlink in their place, before ferry does.
-        let mode = std::fs::metadata(&dir)
-            .map_err(open_err)?
-            .permissions()
-            .mode()
-            & 0o7777;
-        if mode & 0o002 != 0 {
-            return Err(StateError::UnsafeDirectory { path, dir, mode });
-        }
-
-        // Lock before touching the database, so a second run cannot chmod, migrate or read a
-        // file the first one is halfway through writing. The lock file is never deleted:
-        // unlinking it while another opener holds it open would let two runs lock two files.
-        let mut lock_path = path.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock_path = PathBuf::from(lock_path);
-        let lock = create_private(&lock_path).map_err(open_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StateError::Locked {
-                    path,
-                    lock: lock_path,
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(open_err(e)),
-        }
-
-        // SQLite would create the file with 0644 (less the umask); create it first so the
-        // database never exists with a looser mode. SQLite gives -wal and -shm files the mode of
-        // the database file.
-        drop(create_private(&path).map_err(open_err)?);
-
-        let sqlite_err = |source| StateError::from_sqlite(&path, source);
-        let mut conn = Connection::open(&path).map_err(sqlite_err)?;
-        configure(&conn).map_err(sqlite_err)?;
-        schema::migrate(&mut conn).map_err(|e| match e {
-            schema::MigrateError::Sqlite(source) => sqlite_err(source),
-            schema::MigrateError::Newer(found) => StateError::NewerSchema {
-                path: path.clone(),
-                found,
-                supported: schema::SUPPORTED,
-            },
-        })?;
-        // The lock is ours, so no run is alive: a run still marked `running` died without a
-        // clean exit (SIGKILL, OOM, power loss). Say so instead of leaving it running forever.
-        conn.execute(
-            "UPDATE runs SET status = 'killed' WHERE status = 'running'",
-            [],
-        )
-        .map_err(sqlite_err)?;
-
+        private_dir(&path)?;
+        let lock = lock(&path)?;
+        let conn = connect(&path)?;
         let (tx, rx) = mpsc::channel();
         let owner = Owner::new(conn, path.clone(), rx);
         let thread = std::thread::Builder::new()
@@ -534,7 +234,7 @@ impl State {
         if found == 0 {
             return Ok(Snapshot::default());
         }
-        owner::read_snapshot(&conn).map_err(sqlite_err)
+        read::snapshot(&conn).map_err(sqlite_err)
     }
 
     /// The database file.
@@ -622,6 +322,109 @@ impl State {
             path: self.inner.path.clone(),
         }
     }
+}
+
+/// The directory of the state file at `path`, created 0700 where missing, and refused when
+/// every user may write to it.
+fn private_dir(path: &Path) -> Result<(), StateError> {
+    let open_err = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => {
+            // Only directories this creates get 0700; existing ones are the user's choice,
+            // within reason (below).
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    // Through a regular file, mkdir -p says "File exists": name the file.
+                    let file = parent.ancestors().find(|a| a.exists() && !a.is_dir());
+                    match (e.kind(), file) {
+                        (std::io::ErrorKind::AlreadyExists, Some(file)) => {
+                            open_err(std::io::Error::new(
+                                std::io::ErrorKind::NotADirectory,
+                                format!("{} is a file, not a directory", file.display()),
+                            ))
+                        }
+                        _ => open_err(e),
+                    }
+                })?;
+            parent.to_path_buf()
+        }
+        None => PathBuf::from("."),
+    };
+    // World-writable (even with the sticky bit, as /tmp): another user could pre-create
+    // the lock, -wal or -shm file, or a symlink in their place, before ferry does.
+    let mode = std::fs::metadata(&dir)
+        .map_err(open_err)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(StateError::UnsafeDirectory {
+            path: path.to_path_buf(),
+            dir,
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// The exclusive lock on `<path>.lock`, taken before the database is touched, so a second run
+/// cannot chmod, migrate or read a file the first one is halfway through writing. The lock
+/// file is never deleted: unlinking it while another opener holds it open would let two runs
+/// lock two files.
+fn lock(path: &Path) -> Result<File, StateError> {
+    let open_err = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut lock_path = path.to_path_buf().into_os_string();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = create_private(&lock_path).map_err(open_err)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(StateError::Locked {
+            path: path.to_path_buf(),
+            lock: lock_path,
+        }),
+        Err(TryLockError::Error(e)) => Err(open_err(e)),
+    }
+}
+
+/// The connection to the (locked) database at `path`: created 0600, configured, its schema
+/// brought up to date, and runs a crash left `running` marked `killed`.
+fn connect(path: &Path) -> Result<Connection, StateError> {
+    // SQLite would create the file with 0644 (less the umask); create it first so the
+    // database never exists with a looser mode. SQLite gives -wal and -shm files the mode of
+    // the database file.
+    drop(create_private(path).map_err(|source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?);
+    let sqlite_err = |source| StateError::from_sqlite(path, source);
+    let mut conn = Connection::open(path).map_err(sqlite_err)?;
+    configure(&conn).map_err(sqlite_err)?;
+    schema::migrate(&mut conn).map_err(|e| match e {
+        schema::MigrateError::Sqlite(source) => sqlite_err(source),
+        schema::MigrateError::Newer(found) => StateError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: schema::SUPPORTED,
+        },
+    })?;
+    // The lock is ours, so no run is alive: a run still marked `running` died without a
+    // clean exit (SIGKILL, OOM, power loss). Say so instead of leaving it running forever.
+    conn.execute(
+        "UPDATE runs SET status = 'killed' WHERE status = 'running'",
+        [],
+    )
+    .map_err(sqlite_err)?;
+    Ok(conn)
 }
 
 /// Opens (creating if missing) a file that only its owner may read, and tightens an existing

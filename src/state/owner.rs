@@ -1,19 +1,17 @@
-//! The owner thread: the only code that touches the connection.
+//! The owner thread: the only code that holds the connection (its queries are in `read`).
 //!
 //! It batches queued writes into transactions because a commit is what costs (a WAL append and,
 //! every so often, an fsync); per-row inserts inside one transaction are cheap.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::Type;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection};
 
 use super::{
-    BlobState, ItemState, ItemStatus, RunId, RunOutcome, RunSummary, RunTotals, Snapshot,
-    StateError, UploadState, Write, BATCH_DELAY, BATCH_WRITES, MAX_ERROR_CHARS,
+    ItemRecord, RunId, RunOutcome, RunSummary, RunTotals, Snapshot, StateError, Write, BATCH_DELAY,
+    BATCH_WRITES, MAX_ERROR_CHARS,
 };
 
 /// A request run on the owner thread; it sends its own reply.
@@ -160,7 +158,8 @@ impl Owner {
             .conn
             .prepare_cached(
                 "UPDATE runs SET ended_at = ?2, status = ?3, copied = ?4, present = ?5,
-                        failed = ?6, skipped = ?7, bytes = ?8, deleted = ?9
+                        failed = ?6, skipped = ?7, interrupted = ?8, bytes = ?9,
+                        deleted = ?10
                  WHERE id = ?1",
             )
             .and_then(|mut stmt| {
@@ -172,6 +171,7 @@ impl Owner {
                     to_i64(totals.present),
                     to_i64(totals.failed),
                     to_i64(totals.skipped),
+                    to_i64(totals.interrupted),
                     to_i64(totals.bytes),
                     to_i64(totals.deleted),
                 ])
@@ -185,14 +185,14 @@ impl Owner {
     }
 
     pub(super) fn snapshot(&mut self) -> Result<Snapshot, StateError> {
-        read_snapshot(&self.conn).map_err(|e| self.err(e))
+        super::read::snapshot(&self.conn).map_err(|e| self.err(e))
     }
 
     pub(super) fn run_summary(
         &mut self,
         run: Option<RunId>,
     ) -> Result<Option<RunSummary>, StateError> {
-        read_run_summary(&self.conn, run).map_err(|e| self.err(e))
+        super::read::run_summary(&self.conn, run).map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {
@@ -203,37 +203,7 @@ impl Owner {
 fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()> {
     match write {
         Write::Item(item) => {
-            conn.prepare_cached(
-                "INSERT INTO items (target_registry, target_repo, target_ref, run, source,
-                                    source_ref, source_digest, status, attempts, last_error,
-                                    bytes, updated_at, target_digest, verified_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT (target_registry, target_repo, target_ref) DO UPDATE SET
-                     run = excluded.run, source = excluded.source,
-                     source_ref = excluded.source_ref, source_digest = excluded.source_digest,
-                     status = excluded.status, attempts = excluded.attempts,
-                     last_error = excluded.last_error, bytes = excluded.bytes,
-                     updated_at = excluded.updated_at, target_digest = excluded.target_digest,
-                     verified_at = excluded.verified_at",
-            )?
-            .execute(params![
-                item.target_registry,
-                item.target_repo,
-                item.target_ref,
-                item.run,
-                item.source,
-                item.source_ref,
-                item.source_digest,
-                item.status.as_str(),
-                i64::from(item.attempts),
-                item.last_error
-                    .as_deref()
-                    .map(|e| truncate_chars(e, MAX_ERROR_CHARS)),
-                to_i64(item.bytes),
-                now,
-                item.target_digest,
-                item.verified_at,
-            ])?;
+            upsert_item(conn, item, now)?;
         }
         Write::Forget {
             registry,
@@ -262,31 +232,8 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             )?
             .execute(params![registry, digest, to_i64(*size), repo, now])?;
         }
-        Write::Upload {
-            registry,
-            repo,
-            digest,
-            url,
-            offset,
-        } => {
-            conn.prepare_cached(
-                "INSERT INTO uploads (registry, repo, digest, url, offset, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (registry, repo, digest) DO UPDATE SET
-                     url = excluded.url, offset = excluded.offset,
-                     updated_at = excluded.updated_at",
-            )?
-            .execute(params![registry, repo, digest, url, to_i64(*offset), now])?;
-        }
-        Write::UploadFinished {
-            registry,
-            repo,
-            digest,
-        } => {
-            conn.prepare_cached(
-                "DELETE FROM uploads WHERE registry = ?1 AND repo = ?2 AND digest = ?3",
-            )?
-            .execute(params![registry, repo, digest])?;
+        Write::Upload { .. } | Write::UploadFinished { .. } => {
+            apply_upload(conn, write, now)?;
         }
         Write::TagSeen {
             registry,
@@ -321,182 +268,70 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-pub(super) fn read_snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
-    let mut snapshot = Snapshot::default();
-    // A file read without migrating it (`ferry plan` writes nothing) may predate version 3.
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let mut stmt = conn.prepare_cached(if version >= 3 {
-        "SELECT target_registry, target_repo, target_ref, source, source_ref, source_digest,
-                status, attempts, last_error, target_digest, verified_at
-         FROM items"
-    } else {
-        "SELECT target_registry, target_repo, target_ref, source, source_ref, source_digest,
-                status, attempts, last_error, NULL, NULL
-         FROM items"
-    })?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        snapshot.items.insert(
-            (row.get(0)?, row.get(1)?, row.get(2)?),
-            ItemState {
-                source: row.get(3)?,
-                source_ref: row.get(4)?,
-                source_digest: row.get(5)?,
-                status: status_at(row, 6)?,
-                attempts: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(u32::MAX),
-                last_error: row.get(8)?,
-                target_digest: row.get(9)?,
-                verified_at: row.get(10)?,
-            },
-        );
-    }
-
-    let mut stmt = conn.prepare_cached("SELECT registry, digest, repo, size FROM blobs")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        snapshot.blobs.insert(
-            (row.get(0)?, row.get(1)?),
-            BlobState {
-                repo: row.get(2)?,
-                size: to_u64(row.get(3)?),
-            },
-        );
-    }
-
-    let mut stmt =
-        conn.prepare_cached("SELECT registry, repo, digest, url, offset FROM uploads")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        snapshot.uploads.insert(
-            (row.get(0)?, row.get(1)?, row.get(2)?),
-            UploadState {
-                url: row.get(3)?,
-                offset: to_u64(row.get(4)?),
-            },
-        );
-    }
-
-    let mut stmt = conn.prepare_cached("SELECT registry, repo, tag, digest FROM tags")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        snapshot
-            .tags
-            .insert((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?);
-    }
-
-    Ok(snapshot)
+/// [`Write::Item`]: one row per target reference, the latest values winning.
+fn upsert_item(conn: &Connection, item: &ItemRecord, now: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT INTO items (target_registry, target_repo, target_ref, run, source,
+                            source_ref, source_digest, status, attempts, last_error,
+                            bytes, updated_at, target_digest, verified_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (target_registry, target_repo, target_ref) DO UPDATE SET
+             run = excluded.run, source = excluded.source,
+             source_ref = excluded.source_ref, source_digest = excluded.source_digest,
+             status = excluded.status, attempts = excluded.attempts,
+             last_error = excluded.last_error, bytes = excluded.bytes,
+             updated_at = excluded.updated_at, target_digest = excluded.target_digest,
+             verified_at = excluded.verified_at",
+    )?
+    .execute(params![
+        item.target_registry,
+        item.target_repo,
+        item.target_ref,
+        item.run,
+        item.source,
+        item.source_ref,
+        item.source_digest,
+        item.status.as_str(),
+        i64::from(item.attempts),
+        item.last_error
+            .as_deref()
+            .map(|e| truncate_chars(e, MAX_ERROR_CHARS)),
+        to_i64(item.bytes),
+        now,
+        item.target_digest,
+        item.verified_at,
+    ])
 }
 
-fn read_run_summary(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<Option<RunSummary>> {
-    const COLUMNS: &str = "SELECT id, plan_path, plan_fingerprint, started_at, ended_at, status,
-                                  copied, present, failed, skipped, bytes, deleted
-                           FROM runs";
-    let to_summary = |row: &Row<'_>| -> rusqlite::Result<RunSummary> {
-        Ok(RunSummary {
-            id: row.get(0)?,
-            plan_path: row.get(1)?,
-            plan_fingerprint: row.get(2)?,
-            started_at: row.get(3)?,
-            ended_at: row.get(4)?,
-            status: row.get(5)?,
-            totals: RunTotals {
-                copied: to_u64(row.get(6)?),
-                present: to_u64(row.get(7)?),
-                failed: to_u64(row.get(8)?),
-                skipped: to_u64(row.get(9)?),
-                bytes: to_u64(row.get(10)?),
-                deleted: to_u64(row.get(11)?),
-            },
-            items_by_status: BTreeMap::new(),
-            failures: Vec::new(),
-            deletions: Vec::new(),
-        })
-    };
-    let summary = match run {
-        Some(id) => conn
-            .prepare_cached(&format!("{COLUMNS} WHERE id = ?1"))?
-            .query_row([id], to_summary),
-        None => conn
-            .prepare_cached(&format!("{COLUMNS} ORDER BY id DESC LIMIT 1"))?
-            .query_row([], to_summary),
+/// [`Write::Upload`] and [`Write::UploadFinished`]: a session's row kept while it is open.
+fn apply_upload(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<usize> {
+    match write {
+        Write::Upload {
+            registry,
+            repo,
+            digest,
+            url,
+            offset,
+        } => conn
+            .prepare_cached(
+                "INSERT INTO uploads (registry, repo, digest, url, offset, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (registry, repo, digest) DO UPDATE SET
+                     url = excluded.url, offset = excluded.offset,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![registry, repo, digest, url, to_i64(*offset), now]),
+        Write::UploadFinished {
+            registry,
+            repo,
+            digest,
+        } => conn
+            .prepare_cached(
+                "DELETE FROM uploads WHERE registry = ?1 AND repo = ?2 AND digest = ?3",
+            )?
+            .execute(params![registry, repo, digest]),
+        _ => Ok(0),
     }
-    .optional()?;
-    let Some(mut summary) = summary else {
-        return Ok(None);
-    };
-
-    let mut stmt = conn.prepare_cached(
-        "SELECT registry, repo, digest, tags, reason FROM deletions WHERE run = ?1 ORDER BY id",
-    )?;
-    let mut rows = stmt.query([summary.id])?;
-    while let Some(row) = rows.next()? {
-        let (registry, repo, digest): (String, String, String) =
-            (row.get(0)?, row.get(1)?, row.get(2)?);
-        let at = if registry.ends_with(':') {
-            format!("{registry}{repo}@{digest}")
-        } else {
-            format!("{registry}/{repo}@{digest}")
-        };
-        summary.deletions.push((at, row.get(3)?, row.get(4)?));
-    }
-
-    let mut stmt =
-        conn.prepare_cached("SELECT status, COUNT(*) FROM items WHERE run = ?1 GROUP BY status")?;
-    let mut rows = stmt.query([summary.id])?;
-    while let Some(row) = rows.next()? {
-        summary
-            .items_by_status
-            .insert(row.get(0)?, to_u64(row.get(1)?));
-    }
-
-    let mut stmt = conn.prepare_cached(
-        "SELECT source, source_ref, target_registry, target_repo, target_ref, last_error
-         FROM items WHERE run = ?1 AND status = 'failed'
-         ORDER BY target_registry, target_repo, target_ref",
-    )?;
-    let mut rows = stmt.query([summary.id])?;
-    while let Some(row) = rows.next()? {
-        let source: String = row.get(0)?;
-        let source_ref: String = row.get(1)?;
-        let (registry, repo, target_ref): (String, String, String) =
-            (row.get(2)?, row.get(3)?, row.get(4)?);
-        let target = if registry.ends_with(':') {
-            // `oci:` is a scheme, not a host: `oci:./out`, as the plan writes it.
-            format!("{registry}{repo}")
-        } else {
-            format!("{registry}/{repo}")
-        };
-        summary.failures.push((
-            format!(
-                "{} -> {}",
-                with_ref(&source, &source_ref),
-                with_ref(&target, &target_ref)
-            ),
-            row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-        ));
-    }
-
-    Ok(Some(summary))
-}
-
-/// `repo:tag`, or `repo@digest`: tags cannot contain `:`, digests always do.
-fn with_ref(repo: &str, reference: &str) -> String {
-    if reference.contains(':') {
-        format!("{repo}@{reference}")
-    } else {
-        format!("{repo}:{reference}")
-    }
-}
-
-fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<ItemStatus> {
-    let text: String = row.get(idx)?;
-    ItemStatus::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            Type::Text,
-            format!("unknown item status {text:?}").into(),
-        )
-    })
 }
 
 /// The first `max` characters of `s` (not bytes: an error text may be any UTF-8).
@@ -514,7 +349,7 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// The reverse of [`to_i64`]; a negative value can only come from a hand-edited file.
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -537,11 +372,5 @@ mod tests {
             truncate_chars(&"é".repeat(3000), 2000).chars().count(),
             2000
         );
-    }
-
-    #[test]
-    fn refs_use_at_for_digests() {
-        assert_eq!(with_ref("r", "v1"), "r:v1");
-        assert_eq!(with_ref("r", "sha256:ab"), "r@sha256:ab");
     }
 }

@@ -85,6 +85,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // was last confirmed there, so a record is trusted only for `recheck_after`.
     "ALTER TABLE items ADD COLUMN target_digest TEXT;
      ALTER TABLE items ADD COLUMN verified_at INTEGER;",
+    // 4: each count by its name. `runs.skipped` held the items an interruption kept from
+    // finishing: it becomes `interrupted`, and `skipped` counts what it says, referrers not
+    // carried on purpose (0 for runs before this version, which did not count them).
+    "ALTER TABLE runs RENAME COLUMN skipped TO interrupted;
+     ALTER TABLE runs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes and understands.

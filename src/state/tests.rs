@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
@@ -148,6 +149,43 @@ fn migrations_are_idempotent_and_set_user_version() {
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     drop(State::open(&path).unwrap());
     assert_eq!(user_version(&path), SCHEMA_VERSION);
+}
+
+/// Version 4 renamed `runs.skipped` (what an interruption kept from finishing) to
+/// `interrupted`, and counts referrers not carried in a new `skipped`.
+#[test]
+fn a_version_3_file_keeps_its_interrupted_count_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO runs (plan_path, plan_fingerprint, started_at, ended_at, status,
+                               copied, failed, skipped, bytes, deleted)
+             VALUES ('p.toml', 'fp', 1, 2, 'interrupted', 5, 1, 7, 100, 2)",
+            [],
+        )
+        .unwrap();
+    }
+    let state = State::open(&path).unwrap();
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let run = state.run_summary(None).unwrap().unwrap();
+    assert_eq!(
+        run.totals,
+        RunTotals {
+            copied: 5,
+            present: 0,
+            failed: 1,
+            skipped: 0,
+            interrupted: 7,
+            bytes: 100,
+            deleted: 2,
+        }
+    );
 }
 
 #[test]
@@ -330,6 +368,7 @@ fn run_summary_reports_the_latest_run() {
         present: 0,
         failed: 2,
         skipped: 1,
+        interrupted: 3,
         bytes: 2003,
         deleted: 1,
     };

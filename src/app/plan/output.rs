@@ -1,0 +1,255 @@
+//! What `ferry plan` prints, as data: [`PlanOutput`]. `--output json` is it serialized, and the
+//! text is rendered from it, so the two cannot disagree.
+//!
+//! Fields are declared in alphabetical order, here and in every struct below: the order the
+//! JSON has always had (it was built as a `serde_json` map, which sorts its keys).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use indicatif::HumanBytes;
+use serde::{Serialize, Serializer};
+
+use crate::registry::Digest;
+
+#[derive(Serialize)]
+pub struct PlanOutput {
+    /// Rules that could not be resolved, then every item, stage after stage.
+    #[serde(rename = "copies")]
+    pub items: Vec<PlanCopy>,
+    /// Every failure, one line each (the exit code is 1 when there are some).
+    pub failures: Vec<String>,
+    /// What a run would print that is not an error (a duplicate dropped).
+    pub notes: Vec<String>,
+    /// Per registry host: what the plan's requests cost against its rate budget.
+    pub registries: BTreeMap<String, PlanRegistry>,
+    /// Every repository of every `[[retain]]` policy, in order.
+    pub retention: Vec<PlanRepo>,
+    pub totals: PlanTotals,
+}
+
+/// A line of `copies`: a rule that could not be resolved, or an item.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum PlanCopy {
+    Unresolved { error: String },
+    Item(PlanItem),
+}
+
+/// One item and what the run would do with it.
+#[derive(Serialize)]
+pub struct PlanItem {
+    /// copy, present, unchanged, skip, error.
+    pub action: &'static str,
+    /// Blob bytes to copy (`copy` only).
+    pub bytes: Option<u64>,
+    #[serde(serialize_with = "optional_digest")]
+    pub digest: Option<Digest>,
+    /// Why it is skipped or fails.
+    pub error: Option<String>,
+    /// Index children left out by `platforms`.
+    pub left_out: usize,
+    /// `sha256:old → sha256:new`, when the target gets a rewritten index.
+    pub rewritten: Option<String>,
+    pub source: String,
+    /// What a referrer refers to.
+    #[serde(serialize_with = "optional_digest")]
+    pub subject: Option<Digest>,
+    pub target: String,
+    /// What only the run can tell.
+    pub uncertain: Option<&'static str>,
+}
+
+/// One repository of a `[[retain]]` policy: its decisions, or why it was not read.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum PlanRepo {
+    NotRead {
+        error: String,
+        /// The policy it belongs to, as the text heads its repositories (not in the JSON).
+        #[serde(skip)]
+        policy: String,
+        repository: String,
+    },
+    Decided {
+        decisions: Vec<PlanDecision>,
+        /// Why nothing there is deleted (the `max_deletions` valve).
+        held_back: Option<String>,
+        #[serde(skip)]
+        policy: String,
+        repository: String,
+    },
+}
+
+/// One image's decision.
+#[derive(Serialize)]
+pub struct PlanDecision {
+    /// keep, delete.
+    pub action: &'static str,
+    #[serde(serialize_with = "digest")]
+    pub digest: Digest,
+    pub reason: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct PlanRegistry {
+    pub requests: u64,
+    /// At least this long at the registry's `rate_limit`, when it has one.
+    pub seconds_at_rate_limit: Option<f64>,
+}
+
+#[derive(Serialize, Default)]
+pub struct PlanTotals {
+    pub bytes: u64,
+    pub copy: usize,
+    /// Deletions the run would attempt.
+    pub delete: usize,
+    /// Failures.
+    pub errors: usize,
+    pub present: usize,
+    pub skip: usize,
+    pub unchanged: usize,
+}
+
+fn digest<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+
+fn optional_digest<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+    d.as_ref().map(Digest::as_str).serialize(s)
+}
+
+impl PlanOutput {
+    /// The text `ferry plan` prints: notes, items, decisions, registries, failures, and the
+    /// closing line.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for n in &self.notes {
+            let _ = writeln!(out, "note      {n}");
+        }
+        for c in &self.items {
+            match c {
+                PlanCopy::Unresolved { error } => {
+                    let _ = writeln!(out, "error   {error}");
+                }
+                PlanCopy::Item(item) => item.text(&mut out),
+            }
+        }
+        let mut policy = None;
+        for r in &self.retention {
+            if policy != Some(r.policy()) {
+                policy = Some(r.policy());
+                let _ = writeln!(out, "{}", r.policy());
+            }
+            r.text(&mut out);
+        }
+        for (host, r) in &self.registries {
+            let _ = writeln!(
+                out,
+                "registry {host}: about {} requests{}",
+                r.requests,
+                r.seconds_at_rate_limit
+                    .map(|t| format!(", at least {t:.0} s at its rate_limit"))
+                    .unwrap_or_default()
+            );
+        }
+        for f in &self.failures {
+            let _ = writeln!(out, "failed: {f}");
+        }
+        let t = &self.totals;
+        let _ = writeln!(
+            out,
+            "plan: {} images to copy ({}), {} already present, {} to delete, {} errors",
+            t.copy,
+            HumanBytes(t.bytes),
+            t.present + t.unchanged,
+            t.delete,
+            t.errors
+        );
+        out
+    }
+}
+
+impl PlanItem {
+    /// `ACTION    SOURCE -> TARGET (DIGEST)…`: the action, then what follows the item.
+    fn text(&self, out: &mut String) {
+        let _ = write!(out, "{:<9} {} -> {}", self.action, self.source, self.target);
+        if let Some(d) = &self.digest {
+            let _ = write!(out, " ({})", d.short());
+        }
+        if let Some(s) = &self.subject {
+            let _ = write!(out, ", refers to {}", s.short());
+        }
+        if self.left_out > 0 {
+            let _ = write!(
+                out,
+                ", {} index children left out by `platforms`",
+                self.left_out
+            );
+        }
+        if let Some(r) = &self.rewritten {
+            let _ = write!(out, "; rewritten: {r}");
+        }
+        if let Some(e) = &self.error {
+            let _ = write!(out, ": {e}");
+        }
+        if let Some(u) = self.uncertain {
+            let _ = write!(out, " ({u})");
+        }
+        out.push('\n');
+    }
+}
+
+impl PlanRepo {
+    /// The policy's header line, `retain #1 (REPOSITORY)`.
+    fn policy(&self) -> &str {
+        match self {
+            PlanRepo::NotRead { policy, .. } | PlanRepo::Decided { policy, .. } => policy,
+        }
+    }
+
+    /// The repository's line, then one line per decision.
+    fn text(&self, out: &mut String) {
+        match self {
+            PlanRepo::NotRead {
+                error, repository, ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  {repository}: not read, nothing there is deleted: {error}"
+                );
+            }
+            PlanRepo::Decided {
+                decisions,
+                held_back,
+                repository,
+                ..
+            } => {
+                let deletes = decisions.iter().filter(|x| x.action == "delete").count();
+                let _ = writeln!(
+                    out,
+                    "  {repository}: {} images: keep {}, delete {deletes}",
+                    decisions.len(),
+                    decisions.len() - deletes,
+                );
+                if let Some(why) = held_back {
+                    let _ = writeln!(out, "    held back: {why}");
+                }
+                for x in decisions {
+                    let tags = match x.tags.is_empty() {
+                        true => "(untagged)".to_string(),
+                        false => x.tags.join(", "),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {:<6} {} {tags}: {}",
+                        x.action,
+                        x.digest.short(),
+                        x.reason
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The files a run leaves for machines, `--report` and `--metrics`, from how it ended.
+
+use std::time::SystemTime;
+
+use super::{emit, Ended};
+use crate::app::execute::Execution;
+use crate::app::shard::Shard;
+use crate::cli::RunArgs;
+use crate::copy::select;
+use crate::report::files::{
+    item_row, metrics, write_private, Report, ReportDeletion, ReportTotals, REPORT_VERSION,
+};
+use crate::report::timestamp;
+
+/// `--report` and `--metrics`, when asked for; `false` when one could not be written (said).
+pub(super) fn write_files(
+    args: &RunArgs,
+    shard: Option<Shard>,
+    ended: &Ended,
+    execution: &Execution,
+    registries: &select::Registries,
+    json: bool,
+) -> bool {
+    if args.report.is_none() && args.metrics.is_none() {
+        return true;
+    }
+    let at = SystemTime::now();
+    let report = report(args, shard, ended, execution, registries, at);
+    let mut ok = true;
+    if let Some(path) = &args.report {
+        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
+        if let Err(e) = write_private(path, &body) {
+            let what = format!("error: writing the report {}: {e}", path.display());
+            emit(json, "ERROR", &what);
+            ok = false;
+        }
+    }
+    if let Some(path) = &args.metrics {
+        let unix = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let text = metrics(&report, unix, ended.totals.elapsed);
+        if let Err(e) = write_private(path, text.as_bytes()) {
+            let what = format!("error: writing the metrics {}: {e}", path.display());
+            emit(json, "ERROR", &what);
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// The run's JSON report, as it ended at `at`.
+fn report(
+    args: &RunArgs,
+    shard: Option<Shard>,
+    ended: &Ended,
+    execution: &Execution,
+    registries: &select::Registries,
+    at: SystemTime,
+) -> Report {
+    let t = &ended.totals;
+    Report {
+        report_version: REPORT_VERSION,
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        plan: args.plan.display().to_string(),
+        shard: shard.map(|s| s.to_string()),
+        run: Some(ended.run),
+        started_at: timestamp(at - t.elapsed),
+        ended_at: timestamp(at),
+        outcome: ended.outcome.as_str().to_string(),
+        totals: ReportTotals {
+            copied: t.copied,
+            present: t.present,
+            failed: t.failed + ended.select_errors,
+            skipped: t.skipped,
+            interrupted: t.interrupted,
+            deleted: ended.deleted,
+            bytes: t.bytes,
+            seconds: t.elapsed.as_secs_f64(),
+        },
+        failures: ended.failures.clone(),
+        items: execution
+            .items
+            .iter()
+            .map(|(item, o)| item_row(item, o.as_ref()))
+            .collect(),
+        deletions: deletions(execution),
+        registries: registries
+            .values()
+            .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
+            .collect(),
+        merged_from: None,
+    }
+}
+
+/// The deletions that went through, for the report.
+fn deletions(execution: &Execution) -> Vec<ReportDeletion> {
+    execution
+        .retained
+        .iter()
+        .flat_map(|r| {
+            r.deletions.iter().filter_map(|d| {
+                let version_id = d.result.as_ref().ok()?;
+                Some(ReportDeletion {
+                    repository: r.plan.repository.clone(),
+                    digest: d.decision.digest.to_string(),
+                    tags: d.decision.tags.clone(),
+                    reason: d.decision.reason.clone(),
+                    version_id: version_id.clone(),
+                })
+            })
+        })
+        .collect()
+}

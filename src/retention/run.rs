@@ -1,0 +1,185 @@
+//! Retention carried out: every policy read and decided ([`super::plan_policy`]), its
+//! deletions made top-down ([`super::apply`]), each one told to people and recorded through
+//! [`Journal`]. `ferry run` runs it against the registries, `ferry plan` against overlays of
+//! them, with the same pins, so the dry run deletes what the run deletes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::apply::{apply, Deleted};
+use super::{plan_policy, Deletion, Journal, Pins, RepoPlan};
+use crate::plan::{Location, RetainPolicy};
+use crate::registry::Registry;
+
+/// Pins by repository: what other steps of the plan need in each one.
+#[derive(Clone, Debug, Default)]
+pub struct PinMap(HashMap<(String, String), Pins>);
+
+impl PinMap {
+    /// The pins of `repo` at registry `registry` (its name: a host, or `oci:`), to add to.
+    pub fn entry(&mut self, registry: &str, repo: &str) -> &mut Pins {
+        self.0.entry(repo_key(registry, repo)).or_default()
+    }
+
+    /// The pins of `repo` at registry `registry` (none: empty).
+    pub fn get(&self, registry: &str, repo: &str) -> Pins {
+        self.0
+            .get(&repo_key(registry, repo))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A layout path names one directory in several ways; pins and targets meet on one form.
+fn repo_key(registry: &str, repo: &str) -> (String, String) {
+    let repo = match registry {
+        "oci:" => repo
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string(),
+        _ => repo.to_string(),
+    };
+    (registry.to_string(), repo)
+}
+
+/// What [`run`] needs besides the policies.
+pub struct Context<'a> {
+    /// A registry for every location a policy names.
+    pub registries: &'a HashMap<Location, Arc<dyn Registry>>,
+    /// What ages are measured from.
+    pub now: SystemTime,
+    /// Does this run own a repository (`--shard`)? Only those are read.
+    pub owns: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Images each repository keeps whatever its policy says.
+    pub pins: &'a PinMap,
+    pub journal: &'a dyn Journal,
+    /// Told of each deletion made, one line each ("deleted …").
+    pub note: &'a (dyn Fn(&str) + Sync),
+}
+
+/// One repository of a `[[retain]]` policy: its decisions and the deletions carried out.
+pub struct Retained {
+    /// The policy's number (1-based).
+    pub policy: usize,
+    pub plan: RepoPlan,
+    /// Every deletion attempted, in the order made (top-down); empty when the repository was
+    /// not read or was held back.
+    pub deletions: Vec<Deleted>,
+}
+
+/// Apply `policies` in order, each repository read, decided and pruned before the next.
+pub async fn run(policies: &[RetainPolicy], cx: &Context<'_>) -> Vec<Retained> {
+    let mut out = Vec::new();
+    for policy in policies {
+        out.extend(run_policy(policy, cx).await);
+    }
+    out
+}
+
+async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
+    let registry = cx
+        .registries
+        .get(&policy.repository.location)
+        .expect("a registry for every location")
+        .clone();
+    let name = registry.name().to_string();
+    let pins_for = |repo: &str| cx.pins.get(&name, repo);
+    let mut out = Vec::new();
+    for plan in plan_policy(policy, registry.as_ref(), cx.now, cx.owns, &pins_for).await {
+        let deletions = carry_out(registry.as_ref(), &plan).await;
+        for d in &deletions {
+            if let Ok(version_id) = &d.result {
+                (cx.note)(&note(&plan.repository, d));
+                cx.journal.deleted(&Deletion {
+                    registry: &name,
+                    repo: &plan.repo,
+                    digest: &d.decision.digest,
+                    tags: &d.decision.tags,
+                    reason: &d.decision.reason,
+                    version_id: version_id.as_deref(),
+                });
+            }
+        }
+        out.push(Retained {
+            policy: policy.number,
+            plan,
+            deletions,
+        });
+    }
+    out
+}
+
+/// The deletions a repository's decisions call for, made; none when it was not read or the
+/// `max_deletions` valve held it back.
+async fn carry_out(registry: &dyn Registry, plan: &RepoPlan) -> Vec<Deleted> {
+    match &plan.decisions {
+        Ok(d) if d.held_back.is_none() => apply(registry, &plan.repo, &plan.images, d).await,
+        _ => Vec::new(),
+    }
+}
+
+/// `deleted REPOSITORY@SHORT (TAGS): REASON`, the line people read for a deletion made.
+fn note(repository: &str, d: &Deleted) -> String {
+    format!(
+        "deleted {repository}@{} ({}): {}",
+        d.decision.digest.short(),
+        if d.decision.tags.is_empty() {
+            "untagged".to_string()
+        } else {
+            d.decision.tags.join(", ")
+        },
+        d.decision.reason
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Digest;
+    use crate::retention::{Action, Decision};
+
+    #[test]
+    fn a_layout_path_has_one_key_however_it_is_spelled() {
+        let mut pins = PinMap::default();
+        pins.entry("oci:", "./out/app/")
+            .tags
+            .insert("v1".into(), "copy #1 writes it".into());
+        pins.entry("reg.example", "team/app")
+            .tags
+            .insert("v2".into(), "copy #2 writes it".into());
+        for spelling in ["out/app", "./out/app", "out/app/"] {
+            assert_eq!(
+                pins.get("oci:", spelling).tags["v1"],
+                "copy #1 writes it",
+                "{spelling}"
+            );
+        }
+        assert!(pins.get("reg.example", "team/app").tags.contains_key("v2"));
+        // A registry path is taken as written; another registry has its own pins.
+        assert!(pins.get("reg.example", "./team/app").is_empty());
+        assert!(pins.get("other.example", "team/app").is_empty());
+    }
+
+    #[test]
+    fn a_deletion_is_told_with_its_short_digest_tags_and_reason() {
+        let digest = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let deleted = |tags: &[&str]| Deleted {
+            decision: Decision {
+                digest: digest.clone(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                action: Action::Delete,
+                reason: "delete: matches ^pr-, 41 days old".into(),
+            },
+            result: Ok(None),
+        };
+        assert_eq!(
+            note("reg.example/team/app", &deleted(&["pr-1", "pr-1b"])),
+            "deleted reg.example/team/app@sha256:abababababab (pr-1, pr-1b): delete: matches ^pr-, 41 days old"
+        );
+        assert_eq!(
+            note("oci:out/app", &deleted(&[])),
+            "deleted oci:out/app@sha256:abababababab (untagged): delete: matches ^pr-, 41 days old"
+        );
+    }
+}
