@@ -16,6 +16,9 @@ pub mod journal;
 pub mod run;
 pub mod select;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::SystemTime;
 
 use crate::registry::Digest;

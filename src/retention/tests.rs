@@ -1,0 +1,224 @@
+//! Retention carried out in-process against [`MemoryRegistry`]: what a policy deletes, what it
+//! must never break (children, signatures, shared manifests), pins and the valve, and what is
+//! recorded through the journal. The integration suite proves the same against a real
+//! docker-registry; these run in milliseconds.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::{run, Context, Deletion, Journal, PinMap, Retained};
+use crate::plan::{Location, Plan};
+use crate::reference::Digest;
+use crate::registry::memory::MemoryRegistry;
+use crate::registry::Registry;
+
+const REPO: &str = "team/app";
+
+/// Deletions as recorded: (repository, digest, tags).
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, Digest, Vec<String>)>>);
+
+impl Journal for Recorder {
+    fn deleted(&self, d: &Deletion<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((d.repo.to_string(), d.digest.clone(), d.tags.to_vec()));
+    }
+}
+
+struct World {
+    reg: Arc<MemoryRegistry>,
+    /// The release: an index of amd64 + arm64, signed.
+    release: Digest,
+    release_sig: Digest,
+    /// The amd64 child the release shares with pr-1.
+    shared_child: Digest,
+    arm_child: Digest,
+    /// pr-1: an index of the shared amd64 child and an arm64 child of its own, signed.
+    pr: Digest,
+    pr_arm: Digest,
+    pr_sig: Digest,
+    /// pr-2: a single-platform image.
+    pr2: Digest,
+}
+
+fn world() -> World {
+    let reg = Arc::new(MemoryRegistry::new("reg.test"));
+    let shared_child = reg.push_image(REPO, "", &[b"base", b"app 1"], "linux/amd64");
+    let arm_child = reg.push_image(REPO, "", &[b"base", b"arm", b"app 1"], "linux/arm64");
+    let release = reg.push_index(
+        REPO,
+        "1.0.0",
+        &[(&shared_child, "linux/amd64"), (&arm_child, "linux/arm64")],
+    );
+    let (_, release_sig) = reg.push_signature(REPO, &release);
+    let pr_arm = reg.push_image(REPO, "", &[b"base", b"arm", b"pr 1"], "linux/arm64");
+    let pr = reg.push_index(
+        REPO,
+        "pr-1",
+        &[(&shared_child, "linux/amd64"), (&pr_arm, "linux/arm64")],
+    );
+    let (_, pr_sig) = reg.push_signature(REPO, &pr);
+    let pr2 = reg.push_image(REPO, "pr-2", &[b"base", b"pr 2"], "linux/amd64");
+    World {
+        reg,
+        release,
+        release_sig,
+        shared_child,
+        arm_child,
+        pr,
+        pr_arm,
+        pr_sig,
+        pr2,
+    }
+}
+
+fn plan(rule: &str) -> Plan {
+    let text = format!("version = 1\n[[retain]]\nrepository = \"reg.test/{REPO}\"\n{rule}");
+    Plan::from_str(Path::new("p.toml"), &text).expect("a valid plan")
+}
+
+async fn retain(w: &World, rule: &str, pins: &PinMap) -> (Vec<Retained>, Recorder) {
+    let plan = plan(rule);
+    let mut registries: HashMap<Location, Arc<dyn Registry>> = HashMap::new();
+    registries.insert(
+        Location::Registry("reg.test".into()),
+        w.reg.clone() as Arc<dyn Registry>,
+    );
+    let journal = Recorder::default();
+    let cx = Context {
+        registries: &registries,
+        now: SystemTime::now(),
+        owns: &|_| true,
+        pins,
+        journal: &journal,
+        note: &|_| {},
+    };
+    (run(&plan.retains, &cx).await, journal)
+}
+
+fn deleted(journal: &Recorder) -> Vec<Digest> {
+    let mut d: Vec<_> = journal
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.1.clone())
+        .collect();
+    d.sort();
+    d
+}
+
+fn sorted(mut d: Vec<Digest>) -> Vec<Digest> {
+    d.sort();
+    d
+}
+
+#[tokio::test]
+async fn a_deleted_index_takes_its_own_children_and_signature_and_leaves_what_is_kept_whole() {
+    let w = world();
+    let (out, journal) = retain(&w, "delete_tags = ['^pr-1$']\n", &PinMap::default()).await;
+
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        deleted(&journal),
+        sorted(vec![w.pr.clone(), w.pr_arm.clone(), w.pr_sig.clone()])
+    );
+    for gone in [&w.pr, &w.pr_arm, &w.pr_sig] {
+        assert!(!w.reg.has_manifest(REPO, gone), "{gone} still there");
+    }
+    // The child pr-1 shared with the release, the release, its child and its signature stay.
+    for kept in [
+        &w.release,
+        &w.shared_child,
+        &w.arm_child,
+        &w.release_sig,
+        &w.pr2,
+    ] {
+        assert!(w.reg.has_manifest(REPO, kept), "{kept} was deleted");
+    }
+    let tags = w.reg.tags(REPO);
+    assert!(!tags.contains_key("pr-1"));
+    assert_eq!(tags.get("1.0.0"), Some(&w.release));
+    // Each deletion is recorded with the tags it took.
+    let records = journal.0.lock().unwrap();
+    let pr = records.iter().find(|r| r.1 == w.pr).expect("pr-1 recorded");
+    assert_eq!(
+        (pr.0.as_str(), pr.2.as_slice()),
+        (REPO, &["pr-1".to_string()][..])
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_image_is_kept_and_reported_as_a_conflict() {
+    let w = world();
+    let mut pins = PinMap::default();
+    pins.entry("reg.test", REPO)
+        .tags
+        .insert("pr-2".into(), "copy #1 (p.toml:2) writes it".into());
+    let (out, journal) = retain(&w, "delete_tags = ['^pr-']\n", &pins).await;
+
+    assert!(w.reg.has_manifest(REPO, &w.pr2));
+    assert!(!w.reg.has_manifest(REPO, &w.pr));
+    assert!(!deleted(&journal).contains(&w.pr2));
+    let decisions = out[0].plan.decisions.as_ref().expect("read");
+    assert_eq!(decisions.conflicts.len(), 1);
+    assert_eq!(decisions.conflicts[0].digest, w.pr2);
+    assert_eq!(
+        decisions.conflicts[0].pinned_by,
+        "copy #1 (p.toml:2) writes it"
+    );
+}
+
+#[tokio::test]
+async fn the_valve_holds_back_every_deletion_of_the_repository() {
+    let w = world();
+    let before = w.reg.calls().get("delete_manifest").copied().unwrap_or(0);
+    let (out, journal) = retain(
+        &w,
+        "delete_tags = ['^pr-']\nmax_deletions = 2\n",
+        &PinMap::default(),
+    )
+    .await;
+
+    let decisions = out[0].plan.decisions.as_ref().expect("read");
+    assert!(decisions.held_back.is_some());
+    assert!(out[0].deletions.is_empty());
+    assert!(deleted(&journal).is_empty());
+    assert_eq!(
+        w.reg.calls().get("delete_manifest").copied().unwrap_or(0),
+        before
+    );
+    assert_eq!(w.reg.tags(REPO).len(), 5, "{:?}", w.reg.tags(REPO));
+}
+
+#[tokio::test]
+async fn untagged_cleanup_spares_every_child_and_cannot_see_orphans_without_a_records_api() {
+    let w = world();
+    // An orphan: once a child, now reachable from nothing. Distribution lists tags only, so
+    // without a records API (GHCR's versions) it is invisible: nothing is guessed.
+    let orphan = w
+        .reg
+        .push_image(REPO, "", &[b"base", b"old"], "linux/amd64");
+    let (_, journal) = retain(
+        &w,
+        "keep_tags = ['.']\nuntagged = true\n",
+        &PinMap::default(),
+    )
+    .await;
+
+    assert!(deleted(&journal).is_empty());
+    assert!(w.reg.has_manifest(REPO, &orphan));
+    for kept in [
+        &w.shared_child,
+        &w.arm_child,
+        &w.pr_arm,
+        &w.release_sig,
+        &w.pr_sig,
+    ] {
+        assert!(w.reg.has_manifest(REPO, kept), "{kept} was deleted");
+    }
+}
