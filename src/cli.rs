@@ -187,6 +187,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
+    /// Disk the spool may use: blobs of 64 MiB and more are kept beside the checkpoint while
+    /// they upload, so an upload session that does not survive an interruption is rebuilt
+    /// from disk, not read from the source again. `0` turns it off. Sizes: `8GiB`, `500MB`,
+    /// `0`.
+    #[arg(long, value_name = "SIZE", env = "FERRY_SPOOL_LIMIT", default_value = "8GiB", value_parser = parse_size)]
+    pub spool_limit: u64,
+
     /// Write Prometheus text-format metrics here (for a node-exporter textfile collector).
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
@@ -206,4 +213,43 @@ pub enum Progress {
     Bars,
     Plain,
     None,
+}
+
+/// `8GiB`, `512MiB`, `500MB`, `1024`: a size in bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "a size is a whole number with an optional unit (8GiB, 500MB)".to_string())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err("units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB".to_string()),
+    };
+    n.checked_mul(factor).ok_or_else(|| "too large".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("64 mib"), Ok(64 << 20));
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("8XB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
 }

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::Checkpoint;
 use crate::copy::select::{self, Claims, Registries, SelectError};
-use crate::copy::{CopyError, Engine, Item, Outcome, Totals};
+use crate::copy::spool::Spool;
+use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
 use crate::plan::Plan;
 use crate::report::{error_chain, Reporter};
 use crate::retention::{self, PinMap, Retained};
@@ -47,6 +48,8 @@ pub struct Context<'a> {
     /// Does this run own a source repository (`--shard`)? Retention asks it of the
     /// repositories it reads, too.
     pub owns: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Where large blobs in flight are kept (`ferry run`; none for `ferry plan`).
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -61,6 +64,8 @@ pub struct Execution {
     pub notes: Vec<String>,
     pub retained: Vec<Retained>,
     pub totals: Totals,
+    /// What the blob transfers cost and saved (resumed, spooled, read again, parked).
+    pub transfer: TransferTotals,
     /// Retention did not run (the run was interrupted before it).
     pub retention_skipped: bool,
 }
@@ -124,9 +129,12 @@ impl Execution {
 
 /// Run the plan's stages, then its retention policies.
 pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
-    let engine = Engine::new(cx.reporter.clone(), cx.concurrency)
+    let mut engine = Engine::new(cx.reporter.clone(), cx.concurrency)
         .with_journal(cx.journal.clone())
         .with_cancellation(cx.stop.clone(), cx.abort.clone());
+    if let Some(spool) = &cx.spool {
+        engine = engine.with_spool(spool.clone());
+    }
     let mut out = Execution::default();
     let mut claims = Claims::default();
     for stage in select::stages(&plan.copies) {
@@ -140,6 +148,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         };
         copy_stage(plan, cx, &engine, &mut claims, selection, &mut out).await;
     }
+    out.transfer = engine.transfer_totals();
     if cx.stop.is_cancelled() {
         out.retention_skipped = true;
         return out;

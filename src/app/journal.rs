@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 
-use crate::copy::{Endpoint, Item, Journal, Outcome, Recorded};
+use crate::copy::{Endpoint, Item, Journal, Outcome, Recorded, Transfer};
 use crate::plan::Plan;
-use crate::registry::{Digest, UploadProgress};
+use crate::registry::{Digest, Midstate, Parked, UploadProgress};
 use crate::report::error_chain;
 use crate::retention::{self, Deletion};
 use crate::state::{ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write};
@@ -197,22 +197,36 @@ impl Journal for StateJournal {
         });
     }
 
-    fn upload_session(&self, registry: &str, repo: &str, digest: &Digest) -> Option<String> {
-        self.snapshot
-            .uploads
-            .get(&(registry.to_string(), repo.to_string(), digest.to_string()))
-            .map(|u| u.url.clone())
+    fn upload_session(&self, registry: &str, repo: &str, digest: &Digest) -> Option<Parked> {
+        let up = self.snapshot.uploads.get(&(
+            registry.to_string(),
+            repo.to_string(),
+            digest.to_string(),
+        ))?;
+        // A row without a readable hash (older than schema 5, or damaged) starts over.
+        let state = Midstate::decode(up.hash_state.as_deref()?).ok()?;
+        (state.offset() == up.offset).then(|| Parked {
+            url: up.url.clone(),
+            state,
+        })
     }
 
-    fn upload_progress(&self, registry: &str, repo: &str, digest: &Digest, p: &UploadProgress) {
-        let (registry, repo, digest) = (registry.to_string(), repo.to_string(), digest.to_string());
+    fn upload_progress(&self, t: &Transfer<'_>, p: &UploadProgress) {
+        let (registry, repo, digest) = (
+            t.target.registry.name().to_string(),
+            t.target.repo.clone(),
+            t.digest.to_string(),
+        );
         self.record(match p {
-            UploadProgress::Session { url, offset } => Write::Upload {
+            UploadProgress::Session { url, state } => Write::Upload {
                 registry,
                 repo,
                 digest,
                 url: url.clone(),
-                offset: *offset,
+                offset: state.offset(),
+                hash_state: state.encode(),
+                size: t.size,
+                source: t.source.display(),
             },
             UploadProgress::Finished => Write::UploadFinished {
                 registry,

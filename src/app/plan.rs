@@ -93,6 +93,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
         owns: &|_| true,
+        spool: None,
     };
     let execution = execute(&plan, &cx).await;
     let requests: Vec<(String, u64)> = handles

@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use super::execute::{execute, Context as Execute, Execution};
 use super::journal::StateJournal;
 use crate::cli::{Progress, RunArgs};
+use crate::copy::spool::{Spool, SPOOL_MIN};
 use crate::copy::{select, Outcome, Totals};
 use crate::plan::{Location, Plan, DEFAULT_STATE};
 use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
 use crate::registry::throttle::Observer;
-use crate::registry::Registry;
+use crate::registry::{Digest, Registry};
 use crate::report::{error_chain, plural, BarReporter, PlainReporter, Reporter, Silent};
 use crate::state::{RunId, RunOutcome, RunSummary, RunTotals, Snapshot, State};
 
@@ -190,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         opened.snapshot.items.keys().cloned().collect();
     tell_previous(reporter.as_ref(), opened.previous.as_ref(), &fingerprint);
     let (state, run_id) = (opened.state.clone(), opened.run);
+    let spool = open_spool(&opened, args.spool_limit);
     let journal = Arc::new(StateJournal::new(
         opened.state,
         opened.run,
@@ -210,6 +212,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop: stop.clone(),
         abort: abort.clone(),
         owns: &owns,
+        spool: spool.clone(),
     };
     let execution = execute(&plan, &cx).await;
     let mut totals = execution.totals.clone();
@@ -226,6 +229,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let ended = Ended::new(run_id, interrupted, &execution, totals, failures);
     let saved_ok = save(state, &ended, json).await?;
     let files_ok = files::write_files(&args, shard, &ended, &execution, &registries, json);
+    if let Some(spool) =
+        spool.filter(|_| ended.totals.interrupted == 0 && ended.failures.is_empty())
+    {
+        // Everything finished: nothing in the spool is needed any more.
+        let _ = std::fs::remove_dir_all(spool.dir());
+    }
     Ok(close(
         json,
         &plan,
@@ -288,9 +297,31 @@ fn fingerprint(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
+/// The spool beside the checkpoint (`<state>.spool/`), holding only the blobs of uploads the
+/// checkpoint can continue; `None` with `--spool-limit 0`.
+fn open_spool(opened: &Opened, limit: u64) -> Option<Arc<Spool>> {
+    if limit == 0 {
+        return None;
+    }
+    let mut dir = opened.path.clone().into_os_string();
+    dir.push(".spool");
+    let spool = Spool::new(dir.into(), limit, SPOOL_MIN);
+    let parked: HashSet<Digest> = opened
+        .snapshot
+        .uploads
+        .iter()
+        .filter(|(_, u)| u.hash_state.is_some())
+        .filter_map(|((_, _, digest), _)| Digest::parse(digest))
+        .collect();
+    spool.retain_only(&parked);
+    Some(Arc::new(spool))
+}
+
 /// The checkpoint as a run starts with it.
 struct Opened {
     state: State,
+    /// Where the checkpoint is (the spool lives beside it).
+    path: std::path::PathBuf,
     /// The run before this one, if any.
     previous: Option<RunSummary>,
     run: RunId,
@@ -319,6 +350,7 @@ async fn open_checkpoint(
         let snapshot = state.snapshot()?;
         anyhow::Ok(Opened {
             state,
+            path,
             previous,
             run,
             snapshot,

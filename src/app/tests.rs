@@ -159,6 +159,7 @@ async fn run(plan: &Plan, registries: &Registries) -> Execution {
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
         owns: &|_| true,
+        spool: None,
     };
     execute(plan, &cx).await
 }

@@ -133,7 +133,10 @@ impl Registry for Memory {
         )))
     }
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {
-        let mut data = upload.source.open(0).await?;
+        let mut data = upload
+            .source
+            .open(&crate::registry::Midstate::new())
+            .await?;
         while let Some(chunk) = data.next().await {
             chunk?;
         }

@@ -5,7 +5,7 @@
 //! continues where the registry says it stands.
 
 use super::{Endpoint, Item, Outcome};
-use crate::registry::{Digest, UploadProgress};
+use crate::registry::{Digest, Parked, UploadProgress};
 
 /// What the checkpoint holds for an item an earlier run finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,22 +44,25 @@ pub trait Journal: Send + Sync {
 
     fn blob_present(&self, _registry: &str, _repo: &str, _digest: &Digest, _size: u64) {}
 
-    /// An upload session an earlier run left open for this blob.
-    fn upload_session(&self, _registry: &str, _repo: &str, _digest: &Digest) -> Option<String> {
+    /// An upload session an earlier run left open for this blob, with the hash of the bytes
+    /// it holds.
+    fn upload_session(&self, _registry: &str, _repo: &str, _digest: &Digest) -> Option<Parked> {
         None
     }
 
-    fn upload_progress(
-        &self,
-        _registry: &str,
-        _repo: &str,
-        _digest: &Digest,
-        _progress: &UploadProgress,
-    ) {
-    }
+    fn upload_progress(&self, _transfer: &Transfer<'_>, _progress: &UploadProgress) {}
 
     /// The digest a source tag pointed to when it was read.
     fn tag_seen(&self, _source: &Endpoint, _tag: &str, _digest: &Digest) {}
+}
+
+/// One blob on its way from a source repository to a target one.
+#[derive(Clone, Copy)]
+pub struct Transfer<'a> {
+    pub source: &'a Endpoint,
+    pub target: &'a Endpoint,
+    pub digest: &'a Digest,
+    pub size: u64,
 }
 
 /// Remembers nothing: every run checks everything.

@@ -18,10 +18,11 @@ pub mod outcome;
 pub mod platform;
 pub mod reporter;
 pub mod select;
+pub mod spool;
 
 pub use engine::Engine;
-pub use journal::{Journal, NoJournal, Recorded};
-pub use outcome::{not_carried, CopyError, ImageStats, Outcome, Totals};
+pub use journal::{Journal, NoJournal, Recorded, Transfer};
+pub use outcome::{not_carried, CopyError, ImageStats, Outcome, Totals, TransferTotals};
 pub use reporter::{Reporter, Silent};
 
 use std::fmt;

@@ -40,6 +40,10 @@ pub enum CopyError {
         #[source]
         source: super::platform::PlatformError,
     },
+    /// The run is stopping: an upload parked at a chunk boundary (or a large one was not
+    /// begun). The item is interrupted, not failed; the next run continues it.
+    #[error("{reference}: interrupted (the run is stopping)")]
+    Interrupted { reference: String },
     #[error("writing {reference}: the target refuses an index whose children are missing ({left_out} left out by `platforms`); this registry needs platform_mode = \"rewrite\" (a new index, a new digest) or every platform")]
     SparseRefused {
         reference: String,
@@ -136,6 +140,33 @@ pub struct ImageStats {
     pub rewritten: Option<Digest>,
     /// Index children not copied because of `platforms`.
     pub left_out: usize,
+}
+
+/// What the run's blob transfers cost and saved, across images (an interrupted image has no
+/// [`ImageStats`], but its bytes were read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransferTotals {
+    /// Bytes received from sources for uploads, discarded ones included.
+    pub source_bytes: u64,
+    /// Bytes upload sessions of earlier runs already held: neither read nor sent again.
+    pub resumed_bytes: u64,
+    /// Bytes sent from the local spool instead of read from the source again.
+    pub spooled_bytes: u64,
+    /// Bytes a source sent again because it answered a range request with the whole blob
+    /// (read and discarded).
+    pub reread_bytes: u64,
+    /// Uploads parked at a chunk boundary because the run was stopping.
+    pub parked: u64,
+}
+
+impl TransferTotals {
+    pub fn add(&mut self, other: &TransferTotals) {
+        self.source_bytes += other.source_bytes;
+        self.resumed_bytes += other.resumed_bytes;
+        self.spooled_bytes += other.spooled_bytes;
+        self.reread_bytes += other.reread_bytes;
+        self.parked += other.parked;
+    }
 }
 
 /// Totals of a run, for the summary line.

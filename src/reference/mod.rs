@@ -13,9 +13,11 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 pub mod digest;
+pub mod midstate;
 pub mod names;
 
 pub use digest::{Digest, Hasher};
+pub use midstate::{Midstate, MidstateError};
 use names::canonical_layout_path;
 
 /// The host name docker uses for Docker Hub in references and credentials.

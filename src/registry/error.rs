@@ -88,6 +88,10 @@ pub enum RegistryError {
         #[source]
         source: Box<RegistryError>,
     },
+    /// The run is stopping: the upload stopped after a confirmed chunk, its session and hash
+    /// in the checkpoint for the next run to continue.
+    #[error("upload parked at byte {offset} of {size} (the run is stopping)")]
+    Parked { offset: u64, size: u64 },
     /// A repository name, tag or digest that does not follow the distribution grammar (a
     /// registry listed it, or it was about to become part of a URL or a layout path): ferry
     /// builds no URL or path from it. The message shows the name escaped and cut short.
@@ -109,6 +113,15 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Bytes that were not the blob's (a wrong digest or size), wherever they came from.
+    pub fn is_mismatch(&self) -> bool {
+        match self {
+            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => true,
+            RegistryError::SourceFailed { source } => source.is_mismatch(),
+            _ => false,
+        }
+    }
+
     /// Did the registry say the thing does not exist (404 or MANIFEST/BLOB/NAME_UNKNOWN)?
     pub fn is_not_found(&self) -> bool {
         match self {

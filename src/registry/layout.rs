@@ -486,7 +486,7 @@ impl Registry for LayoutRegistry {
             || async {
                 let data = up
                     .source
-                    .open(0)
+                    .open(&crate::registry::Midstate::new())
                     .await
                     .map_err(|e| RegistryError::SourceFailed {
                         source: Box::new(e),

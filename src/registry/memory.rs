@@ -321,7 +321,7 @@ impl Registry for MemoryRegistry {
         let url = format!("{}/{repo}@{}", self.name, upload.digest);
         let source = upload
             .source
-            .open(0)
+            .open(&crate::registry::Midstate::new())
             .await
             .map_err(|e| RegistryError::SourceFailed {
                 source: Box::new(e),

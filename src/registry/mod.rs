@@ -35,6 +35,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use crate::reference::names::NameError;
+pub use crate::reference::Midstate;
 pub use digest::Digest;
 pub use error::{RegistryError, Result};
 
@@ -45,9 +46,10 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 /// Where the bytes of a blob being uploaded come from. Reopened for every attempt.
 #[async_trait]
 pub trait BlobSource: Send + Sync {
-    /// The blob's bytes after the first `skip` (which the target already has). The whole
-    /// blob is still verified against its digest: skipped bytes are read and hashed.
-    async fn open(&self, skip: u64) -> Result<BlobStream>;
+    /// The blob's bytes from `from.offset()` on (the target has the ones before), not yet
+    /// verified: [`Registry::put_blob`] verifies them, continuing the hash `from` holds of
+    /// the bytes before, and commits nothing unless the whole blob matches its digest.
+    async fn open(&self, from: &Midstate) -> Result<BlobStream>;
 
     /// The registry and repository the bytes are read from, when they are one: a simulated
     /// upload ([`overlay::Overlay`]) remembers it instead of reading them.
@@ -73,6 +75,14 @@ pub enum RecordStyle {
     Versions,
     /// One entry per tag, with the platforms of an index (Docker Hub's tag API).
     Tags,
+}
+
+/// A blob read from an offset ([`Registry::get_blob_from`]): raw bytes from `start` on.
+pub struct BlobTail {
+    pub stream: BlobStream,
+    /// Where `stream` begins: the offset asked for, or 0 where the registry sent the whole
+    /// blob instead of the range.
+    pub start: u64,
 }
 
 /// Drop the first `skip` bytes of a stream (they still flow through any verification that
@@ -103,8 +113,9 @@ pub fn skip_bytes(data: BlobStream, skip: u64) -> BlobStream {
 /// Progress of an upload, for the checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UploadProgress {
-    /// The registry confirmed `offset` bytes in the session at `url`.
-    Session { url: String, offset: u64 },
+    /// The registry confirmed the bytes `state` hashed (`state.offset()` of them) in the
+    /// session at `url`.
+    Session { url: String, state: Midstate },
     /// The blob is complete at the target.
     Finished,
 }
@@ -114,10 +125,21 @@ pub struct BlobUpload<'a> {
     pub digest: &'a Digest,
     pub size: u64,
     pub source: &'a dyn BlobSource,
-    /// The URL of an upload session a previous run left open for this blob.
-    pub resume: Option<String>,
+    /// An upload session a previous run left open for this blob.
+    pub resume: Option<Parked>,
     /// Told about confirmed progress (chunked uploads) and completion.
     pub progress: &'a (dyn Fn(UploadProgress) + Send + Sync),
+    /// Asked after each confirmed chunk: true when the run is stopping. The upload then
+    /// stops there ([`RegistryError::Parked`]), its session and hash in the checkpoint, so
+    /// no request body is ever cut.
+    pub park: &'a (dyn Fn() -> bool + Send + Sync),
+}
+
+/// An upload session left open: where it is and the hash of the bytes it confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parked {
+    pub url: String,
+    pub state: Midstate,
 }
 
 /// A manifest exactly as stored: its bytes are never re-serialised.
@@ -256,6 +278,22 @@ pub trait Registry: Send + Sync {
 
     /// Stream a blob; the stream verifies `size` and `digest` as bytes arrive.
     async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream>;
+
+    /// A blob's bytes from `offset` on, unverified (the caller continues the hash of the
+    /// bytes before). Where the registry cannot serve a range, the whole blob from 0, still
+    /// verified: the caller skips what it does not need.
+    async fn get_blob_from(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        _offset: u64,
+    ) -> Result<BlobTail> {
+        Ok(BlobTail {
+            stream: self.get_blob(repo, digest, size).await?,
+            start: 0,
+        })
+    }
 
     /// Store a blob read from `upload.source`; nothing is committed unless the bytes match
     /// the digest. Transient failures are retried by reopening the source (skipping what the

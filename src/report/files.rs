@@ -62,6 +62,16 @@ pub struct ReportTotals {
     pub deleted: usize,
     pub bytes: u64,
     pub seconds: f64,
+    /// Bytes received from sources for uploads, discarded ones included.
+    pub source_bytes: u64,
+    /// Bytes upload sessions of earlier runs already held: neither read nor sent again.
+    pub resumed_bytes: u64,
+    /// Bytes sent from the spool instead of read from the source again.
+    pub spooled_bytes: u64,
+    /// Bytes read again because a source answered a range request with the whole blob.
+    pub reread_bytes: u64,
+    /// Uploads parked at a chunk boundary because the run was stopping.
+    pub parked: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -182,6 +192,11 @@ impl ReportTotals {
         self.deleted += other.deleted;
         self.bytes += other.bytes;
         self.seconds += other.seconds;
+        self.source_bytes += other.source_bytes;
+        self.resumed_bytes += other.resumed_bytes;
+        self.spooled_bytes += other.spooled_bytes;
+        self.reread_bytes += other.reread_bytes;
+        self.parked += other.parked;
     }
 }
 

@@ -312,15 +312,30 @@ fn apply_upload(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<
             digest,
             url,
             offset,
+            hash_state,
+            size,
+            source,
         } => conn
             .prepare_cached(
-                "INSERT INTO uploads (registry, repo, digest, url, offset, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO uploads
+                     (registry, repo, digest, url, offset, updated_at, hash_state, size, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (registry, repo, digest) DO UPDATE SET
                      url = excluded.url, offset = excluded.offset,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, hash_state = excluded.hash_state,
+                     size = excluded.size, source = excluded.source",
             )?
-            .execute(params![registry, repo, digest, url, to_i64(*offset), now]),
+            .execute(params![
+                registry,
+                repo,
+                digest,
+                url,
+                to_i64(*offset),
+                now,
+                hash_state,
+                to_i64(*size),
+                source
+            ]),
         Write::UploadFinished {
             registry,
             repo,

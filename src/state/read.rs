@@ -53,8 +53,9 @@ pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         );
     }
 
-    let mut stmt =
-        conn.prepare_cached("SELECT registry, repo, digest, url, offset FROM uploads")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT registry, repo, digest, url, offset, hash_state, size, source FROM uploads",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         snapshot.uploads.insert(
@@ -62,6 +63,9 @@ pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             UploadState {
                 url: row.get(3)?,
                 offset: to_u64(row.get(4)?),
+                hash_state: row.get(5)?,
+                size: to_u64(row.get(6)?),
+                source: row.get(7)?,
             },
         );
     }

@@ -24,13 +24,18 @@ pub enum Write {
         size: u64,
         repo: String,
     },
-    /// An upload in progress: where to resume it and how many bytes the registry has.
+    /// An upload in progress: where to resume it, how many bytes the registry has and the
+    /// SHA-256 state of those bytes.
     Upload {
         registry: String,
         repo: String,
         digest: String,
         url: String,
         offset: u64,
+        hash_state: String,
+        size: u64,
+        /// `registry/repo` the bytes are read from.
+        source: String,
     },
     /// The upload completed (or was abandoned); its row is deleted.
     UploadFinished {
@@ -215,6 +220,11 @@ pub struct BlobState {
 pub struct UploadState {
     pub url: String,
     pub offset: u64,
+    /// The encoded hash of the first `offset` bytes; `None` for a row written before it was
+    /// kept (such an upload starts over).
+    pub hash_state: Option<String>,
+    pub size: u64,
+    pub source: String,
 }
 
 /// One run, for `ferry status` and the end-of-run report.

@@ -90,6 +90,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // carried on purpose (0 for runs before this version, which did not count them).
     "ALTER TABLE runs RENAME COLUMN skipped TO interrupted;
      ALTER TABLE runs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;",
+    // 5: a parked upload continues without reading its first bytes again: the SHA-256 state
+    // of the bytes the session holds (an encoded `Midstate`; NULL for rows older than this,
+    // which start over), the blob's size and where its bytes come from, for `ferry status`.
+    "ALTER TABLE uploads ADD COLUMN hash_state TEXT;
+     ALTER TABLE uploads ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE uploads ADD COLUMN source TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this build writes and understands.

@@ -273,6 +273,9 @@ fn upserts_keep_one_row_with_the_latest_values() {
         digest: digest.into(),
         url: format!("https://ghcr.io/v2/o/one/blobs/uploads/{digest}"),
         offset,
+        hash_state: format!("state at {offset}"),
+        size: 100,
+        source: "docker.io/o/one".into(),
     };
     state.record(upload("sha256:bb", 10));
     state.record(upload("sha256:bb", 20));
@@ -320,6 +323,8 @@ fn upserts_keep_one_row_with_the_latest_values() {
         "sha256:bb".to_string(),
     )];
     assert_eq!(up.offset, 20);
+    assert_eq!(up.hash_state.as_deref(), Some("state at 20"));
+    assert_eq!((up.size, up.source.as_str()), (100, "docker.io/o/one"));
     assert_eq!(snapshot.tags.len(), 1);
     assert_eq!(
         snapshot.tags.values().next().map(String::as_str),

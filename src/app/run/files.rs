@@ -78,6 +78,11 @@ fn report(
             deleted: ended.deleted,
             bytes: t.bytes,
             seconds: t.elapsed.as_secs_f64(),
+            source_bytes: execution.transfer.source_bytes,
+            resumed_bytes: execution.transfer.resumed_bytes,
+            spooled_bytes: execution.transfer.spooled_bytes,
+            reread_bytes: execution.transfer.reread_bytes,
+            parked: execution.transfer.parked,
         },
         failures: ended.failures.clone(),
         items: execution

@@ -1,38 +1,90 @@
 //! One blob into one target repository: already there, mounted from a repository of the same
 //! registry that has it, or streamed from the source with its digest verified.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{self, Relaxed};
+use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
-use super::{Counters, Engine};
-use crate::copy::{CopyError, Endpoint, Item, Reporter};
+use super::{Counters, Engine, TransferCounters};
+use crate::copy::spool::Lease;
+use crate::copy::{CopyError, Endpoint, Item, Reporter, Transfer};
+use crate::reference::Midstate;
 use crate::registry::manifest::Desc;
 use crate::registry::{
     skip_bytes, BlobSource, BlobStream, BlobUpload, Digest, RegistryError, UploadProgress,
 };
-use std::sync::Arc;
 
-/// The bytes of one blob at the source, for an upload that may reopen them.
+/// The bytes of one blob, for an upload that may reopen them at any offset: from the spool
+/// where it holds them (verified once against the checkpoint), then from the source with a
+/// range request, written to the spool on the way when the blob is large.
 struct SourceBlob<'a> {
     endpoint: &'a Endpoint,
     digest: &'a Digest,
     size: u64,
     reporter: Arc<dyn Reporter>,
+    stats: Arc<TransferCounters>,
+    lease: Option<Lease<'a>>,
+    /// The hash of the spool's first bytes, as the checkpoint has it: used once.
+    spooled: std::sync::Mutex<Option<Midstate>>,
+    /// The first open counts what the target already held.
+    opened: std::sync::atomic::AtomicBool,
+}
+
+impl SourceBlob<'_> {
+    /// Up to where the spool serves an open at `at`: the checkpoint's offset, when the file
+    /// matches it (checked, then forgotten: a spool is used once).
+    async fn spool_end(&self, at: u64) -> Option<u64> {
+        let lease = self.lease.as_ref()?;
+        let prefix = self.spooled.lock().expect("spool prefix").take()?;
+        (at < prefix.offset() && lease.verified_prefix(&prefix).await).then(|| prefix.offset())
+    }
+
+    /// The source's bytes from `at` on: a range where the registry serves one, else the whole
+    /// blob with the first `at` bytes dropped (counted as read again).
+    async fn from_source(&self, at: u64) -> Result<BlobStream, RegistryError> {
+        let src = self.endpoint;
+        let tail = src
+            .registry
+            .get_blob_from(&src.repo, self.digest, self.size, at)
+            .await?;
+        let skip = at - tail.start.min(at);
+        self.stats.reread_bytes.fetch_add(skip, Relaxed);
+        let stats = self.stats.clone();
+        let counted = tail.stream.inspect_ok(move |chunk| {
+            stats.source_bytes.fetch_add(chunk.len() as u64, Relaxed);
+        });
+        let data = skip_bytes(Box::pin(counted), skip);
+        Ok(match &self.lease {
+            Some(lease) => lease.tee(data, at),
+            None => data,
+        })
+    }
 }
 
 #[async_trait::async_trait]
 impl BlobSource for SourceBlob<'_> {
-    async fn open(&self, skip: u64) -> Result<BlobStream, RegistryError> {
-        let data = self
-            .endpoint
-            .registry
-            .get_blob(&self.endpoint.repo, self.digest, self.size)
-            .await?;
+    async fn open(&self, from: &Midstate) -> Result<BlobStream, RegistryError> {
+        let at = from.offset();
+        if !self.opened.swap(true, Relaxed) {
+            self.stats.resumed_bytes.fetch_add(at, Relaxed);
+        }
+        let spooled = self.spool_end(at).await;
+        let mut parts: Vec<BlobStream> = Vec::new();
+        if let (Some(end), Some(lease)) = (spooled, &self.lease) {
+            self.stats.spooled_bytes.fetch_add(end - at, Relaxed);
+            parts.push(lease.read(at, end));
+        }
+        let rest = spooled.unwrap_or(at);
+        if rest < self.size || parts.is_empty() {
+            parts.push(self.from_source(rest).await?);
+        }
         let reporter = self.reporter.clone();
-        let counted = skip_bytes(data, skip)
+        let data = futures::stream::iter(parts)
+            .flatten()
             .inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64));
-        Ok(Box::pin(counted))
+        Ok(Box::pin(data))
     }
 
     fn origin(&self) -> Option<crate::registry::BlobOrigin> {
@@ -84,9 +136,12 @@ impl Engine {
             return Ok(());
         }
         let placed = match self.place(item, blob, known.clone()).await? {
-            Some(placed) => placed,
+            Some(placed) => {
+                self.forget_upload(item, blob);
+                placed
+            }
             None => {
-                self.transfer(item, blob).await?;
+                self.transfer(item, blob, counters).await?;
                 counters.bytes.fetch_add(blob.size, Ordering::Relaxed);
                 Placed::Transferred
             }
@@ -153,44 +208,99 @@ impl Engine {
     }
 
     /// Stream the blob from the source into the target (one of `concurrency` transfers at a
-    /// time), continuing an upload an earlier run left open.
-    async fn transfer(&self, item: &Item, blob: &Desc) -> Result<(), CopyError> {
+    /// time), continuing an upload an earlier run left open, or rebuilding it from the
+    /// spool. When the run stops, a chunked upload parks after the chunk it is sending.
+    async fn transfer(
+        &self,
+        item: &Item,
+        blob: &Desc,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
         let (src, dst) = (&item.source, &item.target);
         let _permit = self
             .transfers
             .acquire()
             .await
             .expect("transfer semaphore is never closed");
+        let registry = dst.registry.name();
+        let resume = self
+            .journal
+            .upload_session(registry, &dst.repo, &blob.digest);
+        let lease = self
+            .spool
+            .as_ref()
+            .and_then(|s| s.lease(&blob.digest, blob.size));
         let source = SourceBlob {
             endpoint: src,
             digest: &blob.digest,
             size: blob.size,
             reporter: self.reporter.clone(),
+            stats: self.transfer_stats.clone(),
+            lease,
+            spooled: std::sync::Mutex::new(resume.as_ref().map(|p| p.state.clone())),
+            opened: AtomicBool::new(false),
         };
-        let registry = dst.registry.name();
-        let progress = |p: UploadProgress| {
-            self.journal
-                .upload_progress(registry, &dst.repo, &blob.digest, &p)
+        let transfer = Transfer {
+            source: src,
+            target: dst,
+            digest: &blob.digest,
+            size: blob.size,
         };
+        let progress = |p: UploadProgress| self.journal.upload_progress(&transfer, &p);
         let upload = BlobUpload {
             digest: &blob.digest,
             size: blob.size,
             source: &source,
-            resume: self
-                .journal
-                .upload_session(registry, &dst.repo, &blob.digest),
+            resume,
             progress: &progress,
+            park: &|| counters.park.is_cancelled(),
         };
-        dst.registry
-            .put_blob(&dst.repo, upload)
-            .await
-            .map_err(|e| match e {
-                RegistryError::SourceFailed { source } => CopyError::Source {
+        let result = dst.registry.put_blob(&dst.repo, upload).await;
+        let spool = self.spool.as_ref().filter(|_| source.lease.is_some());
+        match result {
+            Ok(()) => {
+                spool.inspect(|s| s.discard(&blob.digest));
+                Ok(())
+            }
+            Err(RegistryError::Parked { .. }) => {
+                self.transfer_stats.parked.fetch_add(1, Relaxed);
+                Err(CopyError::Interrupted {
+                    reference: format!("{} blob {}", dst.display(), blob.digest),
+                })
+            }
+            Err(RegistryError::SourceFailed { source }) => {
+                if source.is_mismatch() {
+                    spool.inspect(|s| s.discard(&blob.digest));
+                }
+                Err(CopyError::Source {
                     reference: format!("{} blob {}", src.display(), blob.digest),
                     source: *source,
-                },
-                e => target_error(dst, blob, e),
-            })
+                })
+            }
+            Err(e) => Err(target_error(dst, blob, e)),
+        }
+    }
+
+    /// A blob found at the target (or mounted) needs no parked upload of it, nor its spool.
+    fn forget_upload(&self, item: &Item, blob: &Desc) {
+        let dst = &item.target;
+        if self
+            .journal
+            .upload_session(dst.registry.name(), &dst.repo, &blob.digest)
+            .is_some()
+        {
+            let transfer = Transfer {
+                source: &item.source,
+                target: dst,
+                digest: &blob.digest,
+                size: blob.size,
+            };
+            self.journal
+                .upload_progress(&transfer, &UploadProgress::Finished);
+            if let Some(s) = &self.spool {
+                s.discard(&blob.digest);
+            }
+        }
     }
 }
 

@@ -16,21 +16,35 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::sync::watch;
 
-use super::outcome::{not_carried, CopyError, ImageStats, Outcome, Totals};
+use super::outcome::{not_carried, CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
+use super::spool::Spool;
 use super::{Item, ItemKey, Journal, NoJournal, Recorded, Reporter};
 use crate::registry::manifest;
 use crate::registry::status::code;
 use crate::registry::{Digest, Manifest, RegistryError};
 
+/// One image's counts, and its own stop: a failed blob parks its siblings' uploads at their
+/// next chunk boundary instead of cutting them (a cut PATCH loses the session).
 #[derive(Default)]
 struct Counters {
+    park: CancellationToken,
     bytes: AtomicU64,
     transferred: AtomicUsize,
     mounted: AtomicUsize,
     existing: AtomicUsize,
     manifests: AtomicUsize,
     foreign: std::sync::Mutex<Vec<Digest>>,
+}
+
+/// The engine's [`TransferTotals`], counted as bytes flow.
+#[derive(Default)]
+struct TransferCounters {
+    source_bytes: AtomicU64,
+    resumed_bytes: AtomicU64,
+    spooled_bytes: AtomicU64,
+    reread_bytes: AtomicU64,
+    parked: AtomicU64,
 }
 
 /// What the target gets for an item whose source digest is `digest`.
@@ -92,7 +106,15 @@ type ManifestKey = (String, String, Digest);
 type TagKey = (String, String, String);
 
 /// Where an item's outcome is announced to the referrers waiting on it.
-type Done = watch::Sender<Option<Outcome>>;
+type Done = watch::Sender<Slot>;
+
+/// An item's outcome as its referrers see it.
+#[derive(Clone)]
+enum Slot {
+    Pending,
+    /// `None`: interrupted (an upload parked).
+    Done(Option<Outcome>),
+}
 
 /// The copy engine for one run.
 pub struct Engine {
@@ -119,6 +141,9 @@ pub struct Engine {
     /// outcome: a referrer whose subject's item ran in an earlier stage follows it too.
     finished: std::sync::Mutex<HashMap<ItemKey, (Item, Outcome)>>,
     journal: Arc<dyn Journal>,
+    /// Large blobs in flight, kept on disk so a dead upload session costs no source reads.
+    spool: Option<Arc<Spool>>,
+    transfer_stats: Arc<TransferCounters>,
     /// Stop starting new images.
     stop: CancellationToken,
     /// Abandon images in flight (the grace period after `stop` is over).
@@ -137,6 +162,8 @@ impl Engine {
             fallback_tags: std::sync::Mutex::new(HashMap::new()),
             finished: std::sync::Mutex::new(HashMap::new()),
             journal: Arc::new(NoJournal),
+            spool: None,
+            transfer_stats: Arc::default(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
         }
@@ -146,6 +173,24 @@ impl Engine {
     pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Engine {
         self.journal = journal;
         self
+    }
+
+    /// Spool large blobs in flight to disk (see [`Spool`]).
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Engine {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// What the blob transfers of this engine cost and saved so far.
+    pub fn transfer_totals(&self) -> TransferTotals {
+        let t = &self.transfer_stats;
+        TransferTotals {
+            source_bytes: t.source_bytes.load(Ordering::Relaxed),
+            resumed_bytes: t.resumed_bytes.load(Ordering::Relaxed),
+            spooled_bytes: t.spooled_bytes.load(Ordering::Relaxed),
+            reread_bytes: t.reread_bytes.load(Ordering::Relaxed),
+            parked: t.parked.load(Ordering::Relaxed),
+        }
     }
 
     /// `stop`: start no new image; `abort`: abandon the ones in flight.
@@ -172,7 +217,10 @@ impl Engine {
         let results: std::sync::Mutex<Vec<Option<Outcome>>> =
             std::sync::Mutex::new(vec![None; items.len()]);
         // Each item's outcome, for the referrers that wait on it.
-        let done: Vec<Done> = items.iter().map(|_| watch::channel(None).0).collect();
+        let done: Vec<Done> = items
+            .iter()
+            .map(|_| watch::channel(Slot::Pending).0)
+            .collect();
         let mut first: HashMap<ItemKey, usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             first.entry(item.key()).or_insert(i);
@@ -189,8 +237,8 @@ impl Engine {
                         .and_then(|a| first.get(&a.parent).copied())
                         .filter(|&p| p < i);
                     let outcome = self.run_item(item, parent, items, done).await;
-                    done[i].send_replace(Some(outcome.clone()));
-                    results.lock().expect("results")[i] = Some(outcome);
+                    done[i].send_replace(Slot::Done(outcome.clone()));
+                    results.lock().expect("results")[i] = outcome;
                 }
             });
         tokio::select! {
@@ -212,8 +260,9 @@ impl Engine {
         parent: Option<usize>,
         items: &[Item],
         done: &[Done],
-    ) -> Outcome {
-        let not_carried = self.wait_for_subject(item, parent, items, done).await;
+    ) -> Option<Outcome> {
+        // A referrer whose subject was interrupted is interrupted too.
+        let not_carried = self.wait_for_subject(item, parent, items, done).await?;
         self.reporter.item_started(item);
         let outcome = match not_carried {
             Some(reason) => Outcome::Skipped { reason },
@@ -221,13 +270,15 @@ impl Engine {
                 self.journal.item_started(item);
                 match self.copy_one(item).await {
                     Ok(o) => o,
+                    // Parked: left as started, as an abandoned item is, for the next run.
+                    Err(CopyError::Interrupted { .. }) => return None,
                     Err(e) => Outcome::Failed { error: Arc::new(e) },
                 }
             }
         };
         self.journal.item_finished(item, &outcome);
         self.reporter.item_finished(item, &outcome);
-        outcome
+        Some(outcome)
     }
 
     /// For a referrer: wait until the item carrying its subject is done (in this batch,
@@ -238,23 +289,32 @@ impl Engine {
         parent: Option<usize>,
         items: &[Item],
         done: &[Done],
-    ) -> Option<String> {
-        let after = item.after.as_ref()?;
+    ) -> Option<Option<String>> {
+        let Some(after) = item.after.as_ref() else {
+            return Some(None);
+        };
         let (parent_item, outcome) = match parent {
             Some(p) => {
                 let mut rx = done[p].subscribe();
                 // The senders live as long as `copy_all`, which awaits this.
-                let o = rx.wait_for(Option::is_some).await.ok()?.clone()?;
+                let slot = rx.wait_for(|s| !matches!(s, Slot::Pending)).await.ok()?;
+                let Slot::Done(Some(o)) = slot.clone() else {
+                    return None;
+                };
                 (items[p].clone(), o)
             }
-            None => self
+            None => match self
                 .finished
                 .lock()
                 .expect("finished items")
                 .get(&after.parent)
-                .cloned()?,
+                .cloned()
+            {
+                Some(found) => found,
+                None => return Some(None),
+            },
         };
-        not_carried(&outcome, &parent_item, &after.subject)
+        Some(not_carried(&outcome, &parent_item, &after.subject))
     }
 
     /// Keep what this batch did for the referrers of later stages.
@@ -296,7 +356,10 @@ impl Engine {
             let rewritten = (destined.push_digest != digest).then_some(destined.push_digest);
             return Ok(Outcome::Present { digest, rewritten });
         }
-        let counters = Counters::default();
+        let counters = Counters {
+            park: self.stop.child_token(),
+            ..Counters::default()
+        };
         let (manifest, chosen) = self
             .copy_content(
                 item,

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::future::{try_join_all, BoxFuture};
+use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 
 use super::{Counters, Engine};
@@ -159,8 +159,11 @@ impl Engine {
                     // Large blobs first: they dominate the wall time.
                     blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
                     blobs.dedup_by(|a, b| a.digest == b.digest);
-                    try_join_all(blobs.into_iter().map(|b| self.copy_blob(item, b, counters)))
-                        .await?;
+                    settle(
+                        counters,
+                        blobs.into_iter().map(|b| self.copy_blob(item, b, counters)),
+                    )
+                    .await?;
                 }
             }
             Ok(())
@@ -177,13 +180,13 @@ impl Engine {
         ancestors: &[Digest],
         counters: &Counters,
     ) -> Result<(), CopyError> {
-        try_join_all(
+        settle(
+            counters,
             children
                 .iter()
                 .map(|child| self.copy_child(item, child, ancestors, counters)),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Copy one child manifest of an index (and what it references) by digest.
@@ -240,4 +243,30 @@ impl Engine {
         counters.manifests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Run `work` concurrently to its end. The first failure parks the image's other uploads at
+/// their next chunk boundary (cutting a PATCH would lose its session) and is the result; an
+/// interruption is the result only when nothing failed.
+async fn settle<F>(counters: &Counters, work: impl IntoIterator<Item = F>) -> Result<(), CopyError>
+where
+    F: std::future::Future<Output = Result<(), CopyError>>,
+{
+    let results = join_all(work.into_iter().map(|f| async {
+        let r = f.await;
+        if r.is_err() {
+            counters.park.cancel();
+        }
+        r
+    }))
+    .await;
+    let mut interrupted = None;
+    for r in results {
+        match r {
+            Err(e @ CopyError::Interrupted { .. }) => interrupted = interrupted.or(Some(e)),
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+    }
+    interrupted.map_or(Ok(()), Err)
 }

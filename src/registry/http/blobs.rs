@@ -2,7 +2,7 @@
 //! mounting one from another repository. Uploads are in `upload.rs`.
 
 use futures::StreamExt;
-use reqwest::header::HeaderMap;
+use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use super::body::watched_body;
@@ -12,7 +12,13 @@ use crate::reference::names;
 use crate::registry::auth::Scope;
 use crate::registry::digest::VerifyingStream;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::{BlobStream, Digest};
+use crate::registry::{BlobStream, BlobTail, Digest};
+
+/// The first byte of a `Content-Range: bytes <first>-<last>/<size>` answer.
+fn content_range_start(v: &str) -> Option<u64> {
+    let range = v.trim().strip_prefix("bytes ")?;
+    range.split(['-', '/']).next()?.trim().parse().ok()
+}
 
 impl HttpRegistry {
     pub(super) async fn blob_exists_once(&self, repo: &str, digest: &Digest) -> Result<bool> {
@@ -69,6 +75,62 @@ impl HttpRegistry {
             digest.clone(),
             size,
         )))
+    }
+
+    /// The blob from byte `offset` on (`Range: bytes=<offset>-`), raw: the caller verifies it,
+    /// continuing the hash of the bytes before. A registry (or the storage a redirect leads
+    /// to) that answers 200 sends the whole blob: `start` is then 0 and the caller skips.
+    pub(super) async fn get_blob_from_once(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobTail> {
+        let url = self.repo_url(repo, &format!("blobs/{digest}")).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("digits"),
+        );
+        let (resp, permit) = self
+            .send(Method::GET, &url, &Scope::pull(repo), headers, Body::Empty)
+            .await?;
+        let start = match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let range = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range_start);
+                if range != Some(offset) {
+                    return Err(RegistryError::Protocol {
+                        url: url.to_string(),
+                        reason: format!(
+                            "asked for bytes from {offset}, the 206 answer's Content-Range starts at {}",
+                            range.map_or("an unreadable offset".to_string(), |r| r.to_string())
+                        ),
+                    });
+                }
+                offset
+            }
+            s if s.is_success() => 0,
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound {
+                    what: format!("blob {digest} in {}/{repo}", self.name),
+                    url: url.to_string(),
+                })
+            }
+            // 416: the range is past the end; the blob is not what its descriptor says.
+            _ => return Err(self.status_error(&Method::GET, &url, resp).await),
+        };
+        let body = watched_body(resp, &Method::GET, &url, self.stall).map(move |r| {
+            let _hold = &permit;
+            r
+        });
+        Ok(BlobTail {
+            stream: Box::pin(body),
+            start,
+        })
     }
 
     pub(super) async fn mount_blob_once(

@@ -23,6 +23,7 @@ use reqwest::Method;
 
 mod blobs;
 mod body;
+mod chunks;
 mod client;
 mod manifests;
 mod pager;
@@ -44,8 +45,8 @@ use super::auth::Scope;
 use super::error::Result;
 use super::throttle::RegistryStats;
 use super::{
-    BlobStream, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed, RecordStyle,
-    ReferrerList, Registry,
+    BlobStream, BlobTail, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed,
+    RecordStyle, ReferrerList, Registry,
 };
 use send::Body;
 
@@ -160,6 +161,18 @@ impl Registry for HttpRegistry {
     async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {
         self.retry
             .run("GET blob", || self.get_blob_once(repo, digest, size))
+            .await
+    }
+
+    async fn get_blob_from(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        _size: u64,
+        offset: u64,
+    ) -> Result<BlobTail> {
+        self.retry
+            .run("GET blob", || self.get_blob_from_once(repo, digest, offset))
             .await
     }
 

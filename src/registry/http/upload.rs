@@ -4,24 +4,26 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::chunks::{self, Chunk, Cut};
 use super::send::Body;
 use super::wire::{check_reported_digest, upload_offset};
 use super::{HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
 use crate::registry::auth::Scope;
 use crate::registry::digest::Digest;
+use crate::registry::digest::VerifyingStream;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::{BlobStream, BlobUpload, UploadProgress};
+use crate::registry::{BlobStream, BlobUpload, Midstate, Parked, UploadProgress};
 
-/// The rest of a chunk channel as a byte stream.
+/// The rest of a chunk channel as a stream.
 fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes>>,
-) -> impl futures::Stream<Item = Result<Bytes>> {
+    mut rx: tokio::sync::mpsc::Receiver<Result<Chunk>>,
+) -> impl futures::Stream<Item = Result<Chunk>> {
     stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -37,7 +39,7 @@ fn source_failed(e: RegistryError) -> RegistryError {
 /// The upload session to continue: a previous run's, then the one the last attempt left. Set
 /// after each confirmed chunk, taken at the start of each attempt (never held across an
 /// await).
-type Session = Mutex<Option<String>>;
+type Session = Mutex<Option<Parked>>;
 
 /// Keeps a source stream's error aside: when the source fails mid-upload the target's
 /// complaint (a reset, a 400) is not the cause, and the retry policy must know it was the
@@ -58,6 +60,13 @@ fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
     (Box::pin(stream), slot)
 }
 
+/// Where an attempt starts: an open session, and the hash of the bytes it holds.
+struct Start {
+    location: Url,
+    from: Midstate,
+    fresh: bool,
+}
+
 impl HttpRegistry {
     /// `put_blob`: attempts under the retry policy until success, a permanent failure, or
     /// the retries are spent. Each attempt reopens the source, continuing the session the
@@ -66,7 +75,17 @@ impl HttpRegistry {
         let session: Session = Mutex::new(up.resume.clone());
         let what = format!("upload of {}", up.digest.short());
         self.retry
-            .run(&what, || self.upload_attempt(repo, &up, &session))
+            .run(&what, || async {
+                let result = self.upload_attempt(repo, &up, &session).await;
+                if let Err(e) = &result {
+                    if e.is_mismatch() {
+                        // The bytes (or a stored hash) were not the blob's: what the session
+                        // holds cannot be trusted either. Start over.
+                        session.lock().expect("upload session").take();
+                    }
+                }
+                result
+            })
             .await?;
         (up.progress)(UploadProgress::Finished);
         Ok(())
@@ -78,33 +97,61 @@ impl HttpRegistry {
         up: &BlobUpload<'_>,
         session: &Session,
     ) -> Result<()> {
-        // Continue a session the registry still holds, from the offset it confirms.
-        let mut resumed = None;
         let left = session.lock().expect("upload session").take();
-        if let Some(url) = left {
-            match self.upload_status(repo, &url).await {
-                Ok(Some(found)) if found.1 <= up.size => resumed = Some(found),
-                Ok(Some((_, offset))) => {
-                    tracing::debug!(registry = %self.name, digest = %up.digest, offset, "upload session claims more bytes than the blob has; starting over")
-                }
-                Ok(None) => {
-                    tracing::debug!(registry = %self.name, digest = %up.digest, "upload session expired; starting over")
-                }
-                Err(e) => {
-                    tracing::debug!(registry = %self.name, error = %e, "upload session unreadable; starting over")
-                }
-            }
-        }
-        let fresh = resumed.is_none();
-        let (location, offset) = match resumed {
-            Some(found) => found,
-            None => (self.start_upload(repo).await?, 0),
+        let resumed = match left {
+            Some(parked) => self.continue_session(repo, up, parked).await,
+            None => None,
         };
-        if fresh && up.size <= MONOLITHIC_MAX {
+        if resumed.is_none() && up.size <= MONOLITHIC_MAX {
+            let location = self.start_upload(repo).await?;
             return self.put_monolithic(repo, up, location).await;
         }
-        self.put_chunked(repo, up, location, offset, fresh, session)
-            .await
+        if resumed.is_none() && (up.park)() {
+            // Stopping: a large blob not begun is not begun.
+            return Err(RegistryError::Parked {
+                offset: 0,
+                size: up.size,
+            });
+        }
+        let start = match resumed {
+            Some(s) => s,
+            None => Start {
+                location: self.start_upload(repo).await?,
+                from: Midstate::new(),
+                fresh: true,
+            },
+        };
+        self.put_chunked(repo, up, start, session).await
+    }
+
+    /// A session a previous attempt or run left, if the registry still holds it at the offset
+    /// the checkpoint's hash covers; else `None` (start over).
+    async fn continue_session(
+        &self,
+        repo: &str,
+        up: &BlobUpload<'_>,
+        parked: Parked,
+    ) -> Option<Start> {
+        let at = parked.state.offset();
+        match self.upload_status(repo, &parked.url).await {
+            Ok(Some((location, offset))) if offset == at && at <= up.size => Some(Start {
+                location,
+                from: parked.state,
+                fresh: false,
+            }),
+            Ok(Some((_, offset))) => {
+                tracing::debug!(registry = %self.name, digest = %up.digest, offset, at, "upload session holds other bytes than the checkpoint's hash covers; starting over");
+                None
+            }
+            Ok(None) => {
+                tracing::debug!(registry = %self.name, digest = %up.digest, "upload session expired; starting over");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(registry = %self.name, error = %e, "upload session unreadable; starting over");
+                None
+            }
+        }
     }
 
     /// Where an upload session stands: its (new) Location and the bytes the registry holds,
@@ -148,8 +195,18 @@ impl HttpRegistry {
 
     /// One streamed PUT of the whole blob (`send` watches its progress and the answer).
     async fn put_monolithic(&self, repo: &str, up: &BlobUpload<'_>, location: Url) -> Result<()> {
-        let data = up.source.open(0).await.map_err(source_failed)?;
-        let (data, failure) = guarded(data);
+        let data = up
+            .source
+            .open(&Midstate::new())
+            .await
+            .map_err(source_failed)?;
+        let data = VerifyingStream::new(
+            data,
+            format!("source of {}", up.digest),
+            up.digest.clone(),
+            up.size,
+        );
+        let (data, failure) = guarded(Box::pin(data));
         let body = Body::Stream(Some(data));
         let result = self
             .finish_upload(repo, location, up.digest, body, up.size)
@@ -160,99 +217,51 @@ impl HttpRegistry {
         result
     }
 
-    /// Chunked upload from `offset`: PATCH one chunk at a time, recording the confirmed
-    /// session after each. The next chunk is read from the source while the current one is
-    /// sent (two chunks in hand at most), so reading and sending overlap. If the registry
-    /// refuses the first PATCH of a fresh session, fall back to one streamed PUT of the chunk
-    /// in hand followed by the rest.
+    /// Chunked upload from `start`: PATCH one chunk at a time, recording the confirmed
+    /// session and hash after each. The next chunk is read from the source while the current
+    /// one is sent (two chunks in hand at most), so reading and sending overlap. If the
+    /// registry refuses the first PATCH of a fresh session, fall back to one streamed PUT of
+    /// the chunk in hand followed by the rest.
     async fn put_chunked(
         &self,
         repo: &str,
         up: &BlobUpload<'_>,
-        location: Url,
-        offset: u64,
-        fresh: bool,
+        start: Start,
         session: &Session,
     ) -> Result<()> {
-        let data = up.source.open(offset).await.map_err(source_failed)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(1);
-        let producer = async move {
-            let mut data = data;
-            let mut pending = BytesMut::with_capacity(CHUNK_SIZE);
-            loop {
-                match data.next().await {
-                    Some(Ok(mut c)) => {
-                        // Fill chunks exactly, so each is one allocation of CHUNK_SIZE
-                        // (overfilling would make the buffer double in size).
-                        while !c.is_empty() {
-                            let take = (CHUNK_SIZE - pending.len()).min(c.len());
-                            pending.extend_from_slice(&c.split_to(take));
-                            if pending.len() == CHUNK_SIZE {
-                                let full = std::mem::replace(
-                                    &mut pending,
-                                    BytesMut::with_capacity(CHUNK_SIZE),
-                                );
-                                if tx.send(Ok(full.freeze())).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(source_failed(e))).await;
-                        return;
-                    }
-                    None => {
-                        if !pending.is_empty() {
-                            let _ = tx.send(Ok(pending.freeze())).await;
-                        }
-                        return;
-                    }
-                }
-            }
+        let data = up.source.open(&start.from).await.map_err(source_failed)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(1);
+        let cut = Cut {
+            digest: up.digest,
+            size: up.size,
+            from: start.from.clone(),
+            chunk_size: CHUNK_SIZE,
+            what: format!("source of {}", up.digest),
         };
-        let consumer = self.send_chunks(repo, up, location, offset, fresh, session, rx);
+        let producer = chunks::produce(data, cut, tx);
+        let consumer = self.send_chunks(repo, up, start, session, rx);
         let ((), result) = futures::join!(producer, consumer);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn send_chunks(
         &self,
         repo: &str,
         up: &BlobUpload<'_>,
-        mut location: Url,
-        mut offset: u64,
-        fresh: bool,
+        start: Start,
         session: &Session,
-        mut chunks: tokio::sync::mpsc::Receiver<Result<Bytes>>,
+        mut chunks: tokio::sync::mpsc::Receiver<Result<Chunk>>,
     ) -> Result<()> {
+        let Start {
+            mut location,
+            from,
+            fresh,
+        } = start;
+        let mut offset = from.offset();
         let mut first = fresh;
         while let Some(chunk) = chunks.recv().await {
             let chunk = chunk?;
-            let end = offset + chunk.len() as u64 - 1;
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(chunk.len() as u64),
-            );
-            headers.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("{offset}-{end}")).expect("digits"),
-            );
-            let sent = self
-                .send(
-                    Method::PATCH,
-                    &location,
-                    &Scope::push(repo),
-                    headers,
-                    Body::Bytes(chunk.clone()),
-                )
-                .await;
+            let sent = self.patch(repo, &location, offset, &chunk.bytes).await;
             // A registry that does not take chunks may answer 4xx, or answer early and close
             // the connection while the chunk is still being written.
             let refused = match &sent {
@@ -264,17 +273,7 @@ impl HttpRegistry {
             };
             if first && refused {
                 tracing::debug!(registry = %self.name, "chunked upload refused; falling back to one PUT");
-                let rest = stream::once(async { Ok(chunk) }).chain(tokio_stream_from(chunks));
-                let (rest, failure) = guarded(Box::pin(rest));
-                let location = self.start_upload(repo).await?;
-                let body = Body::Stream(Some(rest));
-                let result = self
-                    .finish_upload(repo, location, up.digest, body, up.size)
-                    .await;
-                if let Some(e) = failure.lock().expect("failure slot").take() {
-                    return Err(source_failed(e));
-                }
-                return result;
+                return self.put_rest(repo, up, chunk.bytes, chunks).await;
             }
             first = false;
             let (resp, _permit) = sent?;
@@ -283,15 +282,82 @@ impl HttpRegistry {
                 return Err(self.status_error(&Method::PATCH, &location, resp).await);
             }
             location = self.location(&location, &resp).await?;
-            offset = end + 1;
-            *session.lock().expect("upload session") = Some(location.to_string());
-            (up.progress)(UploadProgress::Session {
-                url: location.to_string(),
-                offset,
-            });
+            offset = chunk.end;
+            if let Some(state) = chunk.state {
+                let parked = Parked {
+                    url: location.to_string(),
+                    state,
+                };
+                *session.lock().expect("upload session") = Some(parked.clone());
+                (up.progress)(UploadProgress::Session {
+                    url: parked.url,
+                    state: parked.state,
+                });
+                if (up.park)() {
+                    return Err(RegistryError::Parked {
+                        offset,
+                        size: up.size,
+                    });
+                }
+            }
         }
         self.finish_upload(repo, location, up.digest, Body::Empty, 0)
             .await
+    }
+
+    /// One PATCH of the bytes from `offset`.
+    async fn patch(
+        &self,
+        repo: &str,
+        location: &Url,
+        offset: u64,
+        bytes: &Bytes,
+    ) -> Result<super::send::Answer> {
+        let end = offset + bytes.len() as u64 - 1;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(bytes.len() as u64),
+        );
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("{offset}-{end}")).expect("digits"),
+        );
+        self.send(
+            Method::PATCH,
+            location,
+            &Scope::push(repo),
+            headers,
+            Body::Bytes(bytes.clone()),
+        )
+        .await
+    }
+
+    /// The fallback for a registry that refuses chunks: a new session, closed by one streamed
+    /// PUT of the chunk in hand and the rest.
+    async fn put_rest(
+        &self,
+        repo: &str,
+        up: &BlobUpload<'_>,
+        first: Bytes,
+        chunks: tokio::sync::mpsc::Receiver<Result<Chunk>>,
+    ) -> Result<()> {
+        let rest =
+            stream::once(async { Ok(first) }).chain(tokio_stream_from(chunks).map_ok(|c| c.bytes));
+        let (rest, failure) = guarded(Box::pin(rest));
+        let location = self.start_upload(repo).await?;
+        let body = Body::Stream(Some(rest));
+        let result = self
+            .finish_upload(repo, location, up.digest, body, up.size)
+            .await;
+        if let Some(e) = failure.lock().expect("failure slot").take() {
+            return Err(source_failed(e));
+        }
+        result
     }
 
     /// Open an upload session (`POST …/blobs/uploads/`) and return its Location.
