@@ -63,8 +63,9 @@ Tags already at the target with the source digest are skipped; blobs the target 
 sent again; a blob needed by several repositories crosses the wire once and is mounted.\n\n\
 Progress is checkpointed in a SQLite state file (--state, else the plan's `state`, else \
 state/ferry.db): run the same command again after an interruption and it continues where it \
-stopped. SIGINT/SIGTERM stop new work, let transfers in flight finish for up to 10 s, save the \
-checkpoint and exit 130/143.\n\nEnds with a one-line summary. Exit code 0 when every selected tag is at its target with the \
+stopped. SIGINT/SIGTERM stop new work, park chunked uploads after the chunk they are sending \
+(the next run continues them without reading their first bytes again), let other work in \
+flight finish for up to 10 s, save the checkpoint and exit 130/143.\n\nEnds with a one-line summary. Exit code 0 when every selected tag is at its target with the \
 source digest, 1 when some failed (each is listed with its reason; the rest are still copied), \
 2 for an invalid plan, 3 when credentials cannot be loaded.",
         after_help = "Examples:\n  ferry run plans/demo.toml\n  DOCKERHUB_TOKEN=… ferry run --concurrency 16 plans/dockerhub-to-ghcr.toml"

@@ -1,7 +1,7 @@
 //! `ferry run PLAN`: open the checkpoint, execute the plan ([`super::execute`]: its stages,
 //! then its retention), record, summarise, and write the report and metrics (`files`).
-//! SIGINT/SIGTERM stop new work, give transfers in flight a grace period, save the checkpoint
-//! and exit 130/143.
+//! SIGINT/SIGTERM stop new work, park chunked uploads at their next chunk boundary, give the
+//! rest in flight a grace period, save the checkpoint and exit 130/143.
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -152,7 +152,7 @@ fn watch_signals(
         seen.store(first, Ordering::SeqCst);
         stop.cancel();
         reporter.note(&format!(
-            "interrupted: no new images; transfers in flight get {} s, then the checkpoint is saved",
+            "interrupted: no new images; uploads park after the chunk they are sending, other work in flight gets {} s, then the checkpoint is saved",
             GRACE_PERIOD.as_secs()
         ));
         tokio::select! {
@@ -317,6 +317,36 @@ fn open_spool(opened: &Opened, limit: u64) -> Option<Arc<Spool>> {
     Some(Arc::new(spool))
 }
 
+/// What resuming saved and cost, when it did anything.
+fn transfer_note(t: &crate::copy::TransferTotals) -> Option<String> {
+    let mut parts = Vec::new();
+    if t.resumed_bytes > 0 {
+        parts.push(format!(
+            "{} already at the target from an earlier run",
+            HumanBytes(t.resumed_bytes)
+        ));
+    }
+    if t.spooled_bytes > 0 {
+        parts.push(format!(
+            "{} sent from the spool",
+            HumanBytes(t.spooled_bytes)
+        ));
+    }
+    if t.reread_bytes > 0 {
+        parts.push(format!(
+            "{} read again (a source answered a range request with the whole blob)",
+            HumanBytes(t.reread_bytes)
+        ));
+    }
+    if t.parked > 0 {
+        parts.push(format!(
+            "{} parked for the next run",
+            plural(t.parked as usize, "upload")
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("resume: {}", parts.join("; ")))
+}
+
 /// The checkpoint as a run starts with it.
 struct Opened {
     state: State,
@@ -376,6 +406,9 @@ fn tell_previous(reporter: &dyn Reporter, previous: Option<&RunSummary>, fingerp
 
 /// Notes after the run: images the checkpoint did not know, layers left where they are.
 fn after_notes(json: bool, execution: &Execution, recorded: &HashSet<(String, String, String)>) {
+    if let Some(line) = transfer_note(&execution.transfer) {
+        emit(json, "INFO", &line);
+    }
     let results = &execution.items;
     let new_items = results
         .iter()

@@ -30,11 +30,98 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             None => format!("{} records no run yet", path.display()),
         });
     };
+    let parked = parked_uploads(&state, &path, &run)?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&run))?),
-        Output::Text => print!("{}", to_text(&run)),
+        Output::Json => {
+            let mut doc = to_json(&run);
+            doc["parked"] = serde_json::to_value(&parked)?;
+            println!("{}", serde_json::to_string_pretty(&doc)?)
+        }
+        Output::Text => print!("{}{}", to_text(&run), parked_text(&parked)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An upload the checkpoint can continue.
+#[derive(serde::Serialize)]
+struct ParkedUpload {
+    /// `registry/repo` of the target.
+    target: String,
+    source: String,
+    digest: String,
+    /// Bytes the target's session confirmed, of `size`.
+    offset: u64,
+    size: u64,
+    /// Bytes of it in the spool (0: none).
+    spooled: u64,
+    /// `parked`: stopped at a chunk boundary by SIGINT/SIGTERM, the session open unless the
+    /// registry expired it since; `unknown`: the run was killed, and a PATCH cut mid-body
+    /// cancels the session on CNCF distribution (the spool, else the source, fills in).
+    session: &'static str,
+}
+
+fn parked_uploads(
+    state: &State,
+    path: &std::path::Path,
+    run: &RunSummary,
+) -> anyhow::Result<Vec<ParkedUpload>> {
+    let mut spool = path.as_os_str().to_owned();
+    spool.push(".spool");
+    let spool = std::path::PathBuf::from(spool);
+    let session = match run.status.as_str() {
+        "interrupted" => "parked",
+        _ => "unknown",
+    };
+    let mut out: Vec<ParkedUpload> = state
+        .snapshot()?
+        .uploads
+        .into_iter()
+        .filter(|(_, u)| u.hash_state.is_some())
+        .map(|((registry, repo, digest), u)| {
+            let file = spool.join(digest.replacen(':', "-", 1));
+            let spooled = std::fs::metadata(file).map_or(0, |m| m.len());
+            ParkedUpload {
+                target: format!("{registry}/{repo}"),
+                source: u.source,
+                digest,
+                offset: u.offset,
+                size: u.size,
+                spooled,
+                session,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.target, &a.digest).cmp(&(&b.target, &b.digest)));
+    Ok(out)
+}
+
+fn parked_text(parked: &[ParkedUpload]) -> String {
+    if parked.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "  parked uploads: {} (the next run continues them)\n",
+        parked.len()
+    );
+    for p in parked {
+        let session = match p.session {
+            "parked" => "session parked at a chunk boundary",
+            _ => "session state unknown (the run was killed)",
+        };
+        let spooled = match p.spooled {
+            0 => String::new(),
+            n => format!(", {} in the spool", HumanBytes(n)),
+        };
+        out.push_str(&format!(
+            "    {}@{} from {}: {} of {}{spooled}; {session}\n",
+            p.target,
+            p.digest,
+            p.source,
+            HumanBytes(p.offset),
+            HumanBytes(p.size),
+        ));
+    }
+    out
 }
 
 fn to_json(run: &RunSummary) -> serde_json::Value {

@@ -51,6 +51,11 @@ pub trait BlobSource: Send + Sync {
     /// the bytes before, and commits nothing unless the whole blob matches its digest.
     async fn open(&self, from: &Midstate) -> Result<BlobStream>;
 
+    /// Where the last [`BlobSource::open`] read from (a URL), for errors about its bytes.
+    fn url(&self) -> Option<String> {
+        None
+    }
+
     /// The registry and repository the bytes are read from, when they are one: a simulated
     /// upload ([`overlay::Overlay`]) remembers it instead of reading them.
     fn origin(&self) -> Option<BlobOrigin> {
@@ -83,6 +88,8 @@ pub struct BlobTail {
     /// Where `stream` begins: the offset asked for, or 0 where the registry sent the whole
     /// blob instead of the range.
     pub start: u64,
+    /// Where the bytes come from, for errors about them.
+    pub url: String,
 }
 
 /// Drop the first `skip` bytes of a stream (they still flow through any verification that
@@ -292,6 +299,7 @@ pub trait Registry: Send + Sync {
         Ok(BlobTail {
             stream: self.get_blob(repo, digest, size).await?,
             start: 0,
+            url: format!("{}/{repo}@{digest}", self.name()),
         })
     }
 

@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod harness_smoke;
 mod hostile;
+mod large;
 mod layout;
 mod limits;
 mod ocireg;

@@ -30,6 +30,8 @@ struct SourceBlob<'a> {
     spooled: std::sync::Mutex<Option<Midstate>>,
     /// The first open counts what the target already held.
     opened: std::sync::atomic::AtomicBool,
+    /// Where the last open read the source.
+    url: std::sync::Mutex<Option<String>>,
 }
 
 impl SourceBlob<'_> {
@@ -43,12 +45,13 @@ impl SourceBlob<'_> {
 
     /// The source's bytes from `at` on: a range where the registry serves one, else the whole
     /// blob with the first `at` bytes dropped (counted as read again).
-    async fn from_source(&self, at: u64) -> Result<BlobStream, RegistryError> {
+    async fn read_source(&self, at: u64) -> Result<BlobStream, RegistryError> {
         let src = self.endpoint;
         let tail = src
             .registry
             .get_blob_from(&src.repo, self.digest, self.size, at)
             .await?;
+        *self.url.lock().expect("source url") = Some(tail.url.clone());
         let skip = at - tail.start.min(at);
         self.stats.reread_bytes.fetch_add(skip, Relaxed);
         let stats = self.stats.clone();
@@ -78,13 +81,17 @@ impl BlobSource for SourceBlob<'_> {
         }
         let rest = spooled.unwrap_or(at);
         if rest < self.size || parts.is_empty() {
-            parts.push(self.from_source(rest).await?);
+            parts.push(self.read_source(rest).await?);
         }
         let reporter = self.reporter.clone();
         let data = futures::stream::iter(parts)
             .flatten()
             .inspect_ok(move |chunk| reporter.bytes_transferred(chunk.len() as u64));
         Ok(Box::pin(data))
+    }
+
+    fn url(&self) -> Option<String> {
+        self.url.lock().expect("source url").clone()
     }
 
     fn origin(&self) -> Option<crate::registry::BlobOrigin> {
@@ -239,6 +246,7 @@ impl Engine {
             lease,
             spooled: std::sync::Mutex::new(resume.as_ref().map(|p| p.state.clone())),
             opened: AtomicBool::new(false),
+            url: std::sync::Mutex::default(),
         };
         let transfer = Transfer {
             source: src,

@@ -88,10 +88,12 @@ impl HttpRegistry {
     ) -> Result<BlobTail> {
         let url = self.repo_url(repo, &format!("blobs/{digest}")).await?;
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::RANGE,
-            HeaderValue::from_str(&format!("bytes={offset}-")).expect("digits"),
-        );
+        if offset > 0 {
+            headers.insert(
+                header::RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("digits"),
+            );
+        }
         let (resp, permit) = self
             .send(Method::GET, &url, &Scope::pull(repo), headers, Body::Empty)
             .await?;
@@ -130,6 +132,7 @@ impl HttpRegistry {
         Ok(BlobTail {
             stream: Box::pin(body),
             start,
+            url: url.to_string(),
         })
     }
 

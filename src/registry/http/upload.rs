@@ -27,6 +27,13 @@ fn tokio_stream_from(
     stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Where an upload's bytes were read from, for errors about them.
+fn source_url(up: &BlobUpload<'_>) -> String {
+    up.source
+        .url()
+        .unwrap_or_else(|| format!("the source of {}", up.digest))
+}
+
 fn source_failed(e: RegistryError) -> RegistryError {
     match e {
         e @ RegistryError::SourceFailed { .. } => e,
@@ -200,12 +207,7 @@ impl HttpRegistry {
             .open(&Midstate::new())
             .await
             .map_err(source_failed)?;
-        let data = VerifyingStream::new(
-            data,
-            format!("source of {}", up.digest),
-            up.digest.clone(),
-            up.size,
-        );
+        let data = VerifyingStream::new(data, source_url(up), up.digest.clone(), up.size);
         let (data, failure) = guarded(Box::pin(data));
         let body = Body::Stream(Some(data));
         let result = self
@@ -236,7 +238,7 @@ impl HttpRegistry {
             size: up.size,
             from: start.from.clone(),
             chunk_size: CHUNK_SIZE,
-            what: format!("source of {}", up.digest),
+            what: source_url(up),
         };
         let producer = chunks::produce(data, cut, tx);
         let consumer = self.send_chunks(repo, up, start, session, rx);

@@ -44,6 +44,9 @@ pub enum Action {
     /// Forward, then point the answer's `Location` at this base URL instead (same path and
     /// query): a registry that sends uploads to another host.
     MoveLocation(String),
+    /// Forward without the request's `Range` header: a server that ignores ranges (200 with
+    /// the whole body).
+    IgnoreRange,
 }
 
 /// What [`Action::Append`] adds to a body.
@@ -84,6 +87,8 @@ pub struct Seen {
     pub uri: String,
     pub authorization: Option<String>,
     pub content_range: Option<String>,
+    /// The request's `Range` header.
+    pub range: Option<String>,
     pub at: std::time::Instant,
 }
 
@@ -196,8 +201,8 @@ impl Proxy {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Made-up body bytes (endless, appended, dribbled) that left the proxy so far: how
-    /// much of a body without end a client read before it stopped.
+    /// Response body bytes that left the proxy so far, forwarded or made up (endless,
+    /// appended, dribbled): what a client read, even of a body without end.
     pub fn bytes_out(&self) -> u64 {
         self.inner
             .bytes_out
@@ -222,6 +227,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             .map(str::to_string),
         content_range: headers
             .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        range: headers
+            .get("range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         at: std::time::Instant::now(),
@@ -280,6 +289,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     for (k, v) in headers.iter() {
         // Host is forwarded as the client sent it, so absolute Locations come back here.
         if k == "content-length" || k == "transfer-encoding" || k == "connection" {
+            continue;
+        }
+        if k == "range" && matches!(action, Action::IgnoreRange) {
             continue;
         }
         fwd = fwd.header(k, v);
@@ -401,10 +413,21 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
             Body::from_stream(upstream.bytes_stream())
         }
-        _ => match inner.shaping {
-            Some(sh) => Body::from_stream(paced(upstream.bytes_stream(), sh.bytes_per_second)),
-            None => Body::from_stream(upstream.bytes_stream()),
-        },
+        _ => {
+            // Counted as it goes out, so a test knows how much of each body a client read.
+            let counter = inner.clone();
+            let body = upstream.bytes_stream().inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    counter
+                        .bytes_out
+                        .fetch_add(c.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            match inner.shaping {
+                Some(sh) => Body::from_stream(paced(body, sh.bytes_per_second)),
+                None => Body::from_stream(body),
+            }
+        }
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
