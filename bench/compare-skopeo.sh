@@ -6,12 +6,16 @@
 #   wan        the same corpus through proxies that add ~40 ms per round trip and pace every
 #              connection to 100 Mbit/s
 #   1 GiB      one 1 GiB layer: peak memory (RSS) of each tool
-#   kill       the loopback corpus, SIGKILLed three times and resumed: bytes sent vs one clean run
+#   kill       the loopback corpus, SIGKILLed three times and resumed: bytes sent and read vs
+#              one clean run
+#   interrupt  one 1064 MiB layer, SIGTERM at half staged (source behind a 40 ms / 200 Mbit/s
+#              link) and SIGKILL at half staged (loopback): what ferry and skopeo read and send
+#              after the interruption
 # ferry's result is checked tag by tag. Prints times, ratios and peak memory; the figures are
 # recorded in docs/benchmarks.md. Not part of the test suite (it moves gigabytes).
 #
 #   ./bench/compare-skopeo.sh            # all three
-#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill
+#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -28,8 +32,9 @@ case "${1:-all}" in
     wan) filter=bench_wan ;;
     gib) filter=bench_one_gib_layer_memory ;;
     kill) filter=bench_kill_and_resume ;;
+    interrupt) filter=bench_interrupted_large_layer ;;
     all) filter=bench_ ;;
-    *) echo "usage: $0 [loopback|wan|gib|kill|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|all]" >&2; exit 2 ;;
 esac
 # One benchmark at a time: they would compete for the two cores.
 cargo test --release --locked --test it "$filter" -- --ignored --nocapture --test-threads 1 2>&1 \

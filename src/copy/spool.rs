@@ -288,3 +288,95 @@ fn hash_prefix(path: &Path, len: u64) -> Option<Midstate> {
     }
     Some(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn blob(n: usize) -> (Vec<u8>, Digest) {
+        let bytes: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        let d = Digest::sha256_of(&bytes);
+        (bytes, d)
+    }
+
+    async fn collect(s: BlobStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = s;
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b.unwrap());
+        }
+        out
+    }
+
+    fn pieces(bytes: &[u8]) -> BlobStream {
+        let items: Vec<Result<Bytes, RegistryError>> = bytes
+            .chunks(300_001)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn what_passes_through_is_on_disk_and_verified_against_a_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"), 1 << 30, 0);
+        let (bytes, d) = blob(3_000_000);
+        let lease = spool.lease(&d, bytes.len() as u64).unwrap();
+        // The first 2 MB, then (as a later run would) the rest from an offset.
+        let first = collect(lease.tee(pieces(&bytes[..2_000_000]), 0)).await;
+        assert_eq!(first, &bytes[..2_000_000]);
+        let mut state = Midstate::new();
+        state.update(&bytes[..1_500_000]);
+        assert!(lease.verified_prefix(&state).await);
+        assert_eq!(
+            collect(lease.read(1_000_000, 1_500_000)).await,
+            &bytes[1_000_000..1_500_000]
+        );
+        let rest = collect(lease.tee(pieces(&bytes[1_500_000..]), 1_500_000)).await;
+        assert_eq!(rest, &bytes[1_500_000..]);
+        assert_eq!(std::fs::read(spool.path(&d)).unwrap(), bytes);
+
+        // A state of other bytes, or of more bytes than the file has: discarded.
+        let mut other = Midstate::new();
+        other.update(&bytes[1..1_000_001]);
+        assert!(!lease.verified_prefix(&other).await);
+        assert!(!spool.path(&d).exists());
+        let mut long = Midstate::new();
+        long.update(&bytes);
+        long.update(b"more");
+        assert!(!lease.verified_prefix(&long).await);
+    }
+
+    #[tokio::test]
+    async fn leases_respect_the_limit_the_minimum_and_one_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"), 100, 10);
+        let (_, a) = blob(1);
+        let (_, b) = blob(2);
+        assert!(spool.lease(&a, 9).is_none(), "below the minimum");
+        let la = spool.lease(&a, 60).unwrap();
+        assert!(spool.lease(&a, 60).is_none(), "one writer per blob");
+        assert!(
+            spool.lease(&b, 50).is_none(),
+            "over the limit beside the other"
+        );
+        drop(la);
+        assert!(spool.lease(&b, 50).is_some());
+    }
+
+    #[test]
+    fn retain_only_keeps_the_files_of_parked_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().to_path_buf(), 100, 0);
+        let (_, a) = blob(1);
+        let (_, b) = blob(2);
+        std::fs::write(spool.path(&a), b"a").unwrap();
+        std::fs::write(spool.path(&b), b"b").unwrap();
+        std::fs::write(dir.path().join("stray"), b"?").unwrap();
+        spool.retain_only(&[a.clone()].into_iter().collect());
+        assert!(spool.path(&a).exists());
+        assert!(!spool.path(&b).exists());
+        assert!(!dir.path().join("stray").exists());
+    }
+}

@@ -226,6 +226,12 @@ pub trait Registry: Send + Sync {
         RecordStyle::None
     }
 
+    /// Can an upload outlive the process that began it (an upload session a later run
+    /// continues)? Only then is a large blob worth spooling on its way here.
+    fn resumable_uploads(&self) -> bool {
+        false
+    }
+
     /// Can [`Registry::mount_blob`] ever succeed here? (A layout never mounts.)
     fn can_mount(&self) -> bool {
         true

@@ -74,7 +74,7 @@ async fn populate_scale(reg: &Registry) -> (Vec<(String, String, String)>, usize
 }
 
 /// Run a command under GNU time; returns (seconds, max RSS in KiB, stdout, stderr).
-async fn timed(
+pub async fn timed(
     program: &str,
     args: &[&str],
     state: &std::path::Path,
@@ -325,12 +325,13 @@ async fn bench_kill_and_resume() {
     let (src, tags) = corpus().await;
     let dst = Registry::start().await;
     let target = Proxy::transparent(&dst.url).await;
+    let source = Proxy::transparent(&src.url).await;
     let dir = tempfile::tempdir().unwrap();
     let p = copy_plan(
         dir.path(),
-        &[&src.addr, &target.addr],
+        &[&source.addr, &target.addr],
         "",
-        &format!("{}/org/*", src.addr),
+        &format!("{}/org/*", source.addr),
         &format!("{}/org/*", target.addr),
     );
     let p = p.to_str().unwrap();
@@ -380,10 +381,19 @@ async fn bench_kill_and_resume() {
     let total: u64 = unique.values().sum();
     let sent = target.bytes_in();
     let ratio = sent as f64 / total as f64;
+    // What one clean run reads: every unique blob once, and the manifests.
+    let manifests: u64 = source
+        .seen()
+        .iter()
+        .filter(|r| r.uri.contains("/manifests/"))
+        .count() as u64;
+    let read = source.bytes_out();
+    let read_ratio = read as f64 / total as f64;
     println!(
-        "RESULT [kill x{kills}] unique blob bytes {total}, sent over {} runs {sent}: {ratio:.3}x a clean run",
+        "RESULT [kill x{kills}] unique blob bytes {total}, sent over {} runs {sent}: {ratio:.3}x a clean run; read from the source {read}: {read_ratio:.3}x ({manifests} manifest requests)",
         kills + 1
     );
     assert_eq!(kills, 3, "killed three times mid-copy");
     assert!(ratio <= 1.10, "{ratio:.3}x a clean run");
+    assert!(read_ratio <= 1.05, "read {read_ratio:.3}x a clean run");
 }

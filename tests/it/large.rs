@@ -196,7 +196,10 @@ async fn sigterm_parks_at_a_chunk_boundary_and_the_next_run_reads_and_sends_only
 
     let parked = s.parked().await;
     let offset = offset_of(&parked);
-    assert!(offset >= 24 * MB && offset.is_multiple_of(8 * MB), "{parked}");
+    assert!(
+        offset >= 24 * MB && offset.is_multiple_of(8 * MB),
+        "{parked}"
+    );
     assert_eq!(parked["size"].as_u64(), Some(s.size()));
     assert_eq!(parked["session"], "parked");
     // No chunk was cut: everything the target received is what it confirmed.

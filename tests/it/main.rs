@@ -3,6 +3,7 @@
 
 mod auth;
 mod bench;
+mod bench_interrupt;
 mod common;
 mod copy;
 mod crash;

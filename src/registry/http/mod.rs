@@ -176,6 +176,10 @@ impl Registry for HttpRegistry {
             .await
     }
 
+    fn resumable_uploads(&self) -> bool {
+        true
+    }
+
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {
         self.upload(repo, upload).await
     }

@@ -208,7 +208,19 @@ impl HttpRegistry {
             .await
             .map_err(source_failed)?;
         let data = VerifyingStream::new(data, source_url(up), up.digest.clone(), up.size);
-        let (data, failure) = guarded(Box::pin(data));
+        self.put_stream(repo, up, location, Box::pin(data)).await
+    }
+
+    /// Close the session at `location` with one streamed PUT of `data` (the whole blob); a
+    /// failure of the source while it streams is the error, not the target's complaint.
+    async fn put_stream(
+        &self,
+        repo: &str,
+        up: &BlobUpload<'_>,
+        location: Url,
+        data: BlobStream,
+    ) -> Result<()> {
+        let (data, failure) = guarded(data);
         let body = Body::Stream(Some(data));
         let result = self
             .finish_upload(repo, location, up.digest, body, up.size)
@@ -350,16 +362,8 @@ impl HttpRegistry {
     ) -> Result<()> {
         let rest =
             stream::once(async { Ok(first) }).chain(tokio_stream_from(chunks).map_ok(|c| c.bytes));
-        let (rest, failure) = guarded(Box::pin(rest));
         let location = self.start_upload(repo).await?;
-        let body = Body::Stream(Some(rest));
-        let result = self
-            .finish_upload(repo, location, up.digest, body, up.size)
-            .await;
-        if let Some(e) = failure.lock().expect("failure slot").take() {
-            return Err(source_failed(e));
-        }
-        result
+        self.put_stream(repo, up, location, Box::pin(rest)).await
     }
 
     /// Open an upload session (`POST …/blobs/uploads/`) and return its Location.
