@@ -29,6 +29,16 @@ struct Setup {
 
 impl Setup {
     async fn new(seed: u64, size: u64, source_hook: Hook, target_hook: Hook) -> Setup {
+        Setup::build(seed, size, |_| source_hook, target_hook).await
+    }
+
+    /// The source hook is made knowing the source registry (for one that redirects).
+    async fn build(
+        seed: u64,
+        size: u64,
+        source_hook: impl FnOnce(&Registry) -> Hook,
+        target_hook: Hook,
+    ) -> Setup {
         let (src, dst) = (Registry::start().await, Registry::start().await);
         let img = image(
             &[layer(seed, size as usize)],
@@ -38,7 +48,7 @@ impl Setup {
             "large",
         );
         src.pusher().push("big/model", "v1", &img).await;
-        let source = Proxy::start(&src.url, source_hook).await;
+        let source = Proxy::start(&src.url, source_hook(&src)).await;
         let target = Proxy::start(&dst.url, target_hook).await;
         let dir = tempfile::tempdir().unwrap();
         let plan = copy_plan(
@@ -330,4 +340,50 @@ async fn a_source_that_ignores_ranges_is_read_from_the_start_and_counted() {
     assert!(read >= s.size(), "{read} of {}: {t}", s.size());
     // Still only the rest is sent.
     assert!(sent <= s.size() - offset + MB, "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_follows_a_redirect_to_blob_storage_on_another_host() {
+    // Blob GETs are sent to "storage" on another loopback port, as registries do with S3 or
+    // a CDN; the range must reach it.
+    let storage: Arc<std::sync::Mutex<Option<Proxy>>> = Arc::default();
+    let slot = storage.clone();
+    let s = Setup::build(
+        1306,
+        72 * MB,
+        move |src| {
+            let proxy = futures::executor::block_on(Proxy::transparent(&src.url));
+            let url = proxy.url.clone();
+            *slot.lock().unwrap() = Some(proxy);
+            Arc::new(move |m, uri: &str, _| {
+                if m == "GET" && uri.contains("/blobs/sha256:") {
+                    Action::Respond(
+                        reqwest::StatusCode::TEMPORARY_REDIRECT,
+                        vec![("location", format!("{url}{uri}"))],
+                        Vec::new(),
+                    )
+                } else {
+                    Action::Forward
+                }
+            })
+        },
+        slow_patches(Duration::from_millis(150)),
+    )
+    .await;
+    let (code, _) = s.interrupt(30 * MB, "-TERM").await;
+    assert_eq!(code, Some(143));
+    let offset = offset_of(&s.parked().await);
+    let storage = storage.lock().unwrap().take().unwrap();
+    let read_before = storage.bytes_out();
+
+    let (report, _, _) = s.finish().await;
+    assert_eq!(report["totals"]["reread_bytes"].as_u64(), Some(0));
+    let ranges: Vec<String> = storage
+        .seen()
+        .iter()
+        .filter_map(|r| r.range.clone())
+        .collect();
+    assert_eq!(ranges, vec![format!("bytes={offset}-")]);
+    let read = storage.bytes_out() - read_before;
+    assert!(read <= s.size() - offset + MB, "{read}");
 }
