@@ -33,6 +33,7 @@ pub mod app;
 pub mod cli;
 pub mod copy;
 pub mod error;
+pub mod inuse;
 pub mod plan;
 pub mod reference;
 pub mod registry;

@@ -14,6 +14,7 @@ use super::journal::Checkpoint;
 use crate::copy::select::{self, Claims, Registries, SelectError};
 use crate::copy::spool::Spool;
 use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
+use crate::inuse;
 use crate::plan::Plan;
 use crate::report::{error_chain, Reporter};
 use crate::retention::{self, PinMap, Retained};
@@ -68,6 +69,8 @@ pub struct Execution {
     pub transfer: TransferTotals,
     /// Retention did not run (the run was interrupted before it).
     pub retention_skipped: bool,
+    /// `[in_use]` sources that could not be read whole (retention then deleted nothing).
+    pub in_use_failures: Vec<String>,
 }
 
 impl Execution {
@@ -76,6 +79,7 @@ impl Execution {
     /// The run exits 1 when this is not empty, and `ferry plan` too.
     pub fn failures(&self, plan: &Plan) -> Vec<String> {
         let mut out: Vec<String> = self.select_errors.iter().map(|e| error_chain(e)).collect();
+        out.extend(self.in_use_failures.iter().cloned());
         for (item, outcome) in &self.items {
             if let Some(Outcome::Failed { error }) = outcome {
                 out.push(format!("{item}: {}", error_chain(error.as_ref())));
@@ -117,6 +121,15 @@ impl Execution {
         out
     }
 
+    /// Images kept because they are in use that the rules alone would delete.
+    pub fn kept_in_use(&self) -> usize {
+        self.retained
+            .iter()
+            .filter_map(|r| r.plan.decisions.as_ref().ok())
+            .map(|d| d.in_use)
+            .sum()
+    }
+
     /// Deletions that went through.
     pub fn deleted(&self) -> usize {
         self.retained
@@ -153,7 +166,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         out.retention_skipped = true;
         return out;
     }
-    out.retained = retain(plan, cx, &out.items).await;
+    out.retained = retain(plan, cx, &out.items, &mut out.in_use_failures).await;
     out
 }
 
@@ -223,8 +236,29 @@ fn conflict(plan: &Plan, c: &select::Conflict) -> Outcome {
 }
 
 /// Every `[[retain]]` policy, with what the copies put at their targets pinned.
-async fn retain(plan: &Plan, cx: &Context<'_>, items: &[(Item, Option<Outcome>)]) -> Vec<Retained> {
-    let pins = pins(plan, items);
+async fn retain(
+    plan: &Plan,
+    cx: &Context<'_>,
+    items: &[(Item, Option<Outcome>)],
+    out: &mut Vec<String>,
+) -> Vec<Retained> {
+    let mut pins = pins(plan, items);
+    if !plan.in_use.is_empty() && !plan.retains.is_empty() {
+        let gathered = inuse::gather(&plan.in_use).await;
+        in_use_pins(&mut pins, &gathered.uses, &plan.in_use.aliases);
+        if !gathered.failures.is_empty() {
+            pins.hold_all(
+                "an [in_use] source could not be read whole, so nothing is deleted (protection fails closed)"
+                    .to_string(),
+            );
+        }
+        out.extend(
+            gathered
+                .failures
+                .iter()
+                .map(|f| format!("in use: {f}; nothing is deleted until it can be read")),
+        );
+    }
     let note = |message: &str| cx.reporter.note(message);
     let retention = retention::Context {
         registries: cx.registries,
@@ -259,6 +293,25 @@ fn pins(plan: &Plan, items: &[(Item, Option<Outcome>)]) -> PinMap {
         }
     }
     pins
+}
+
+/// What runs or is about to, pinned where it lives: a digest protects that manifest, a tag
+/// the image it points at when the policy reads the repository.
+fn in_use_pins(pins: &mut PinMap, uses: &[inuse::Use], aliases: &[(String, String)]) {
+    for u in uses {
+        let Some(t) = inuse::Target::of(&u.image, aliases) else {
+            continue;
+        };
+        let p = pins.entry(&t.registry, &t.repo);
+        match t.what {
+            inuse::Pinned::Tag(tag) => {
+                p.in_use.tags.entry(tag).or_insert_with(|| u.by.clone());
+            }
+            inuse::Pinned::Digest(d) => {
+                p.in_use.digests.entry(d).or_insert_with(|| u.by.clone());
+            }
+        }
+    }
 }
 
 /// The rule that claimed a duplicate's target first.

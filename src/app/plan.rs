@@ -162,6 +162,7 @@ fn output_of(
 fn totals(execution: &Execution, errors: usize) -> PlanTotals {
     let mut t = PlanTotals {
         delete: execution.retained.iter().map(|r| r.deletions.len()).sum(),
+        kept_in_use: execution.kept_in_use(),
         errors,
         ..PlanTotals::default()
     };

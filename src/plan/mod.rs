@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod conflicts;
 pub mod errors;
 pub mod filter;
+pub mod in_use;
 mod raw;
 mod schema;
 mod validate;
@@ -28,6 +29,7 @@ pub use crate::reference::{self, Location, Reference, Selector};
 pub use artifacts::{Platform, PlatformMode, Platforms, Referrers};
 pub use errors::PlanError;
 pub use filter::TagFilter;
+pub use in_use::{FilePattern, InUse, KubeConfig, KubeSource};
 
 pub use crate::registry::config::{
     AuthSettings, Flavor, RateLimit, RegistrySettings, DEFAULT_MAX_CONNECTIONS,
@@ -127,6 +129,8 @@ pub struct Plan {
     pub recheck_after: Duration,
     /// Retention policies, applied after the copies.
     pub retains: Vec<RetainPolicy>,
+    /// What runs, or is about to: every policy keeps it.
+    pub in_use: InUse,
 }
 
 impl Plan {
@@ -180,6 +184,10 @@ impl Plan {
             });
         }
         conflicts::check(path, &copies, &retains)?;
+        let in_use = match &raw.in_use {
+            Some(raw) => in_use::validate(&ctx, raw)?,
+            None => InUse::default(),
+        };
         let recheck_after = match &raw.recheck_after {
             None => DEFAULT_RECHECK_AFTER,
             Some(v) => validate::duration(&ctx, v, "recheck_after")?,
@@ -193,6 +201,7 @@ impl Plan {
             immutable_tags,
             recheck_after,
             retains,
+            in_use,
         })
     }
 

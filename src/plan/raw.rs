@@ -20,6 +20,7 @@ pub(super) struct RawPlan {
     pub(super) copy: Vec<RawCopy>,
     #[serde(default)]
     pub(super) retain: Vec<RawRetain>,
+    pub(super) in_use: Option<super::in_use::RawInUse>,
 }
 
 #[derive(Deserialize)]

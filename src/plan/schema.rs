@@ -87,6 +87,22 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "retain.keep_newest" => return bounds(KEEP_NEWEST),
         "retain.older_than" => "a duration like \"30d\" (a string)",
         "retain.max_deletions" => return bounds(MAX_DELETIONS),
+        "in_use" => "a table: [in_use] with kubernetes, files and aliases",
+        "in_use.kubernetes" => {
+            "a list of tables: [{ in_cluster = true }, { kubeconfig = \"PATH\", context = \"NAME\" }]"
+        }
+        "in_use.kubernetes[]" => {
+            "a table: { in_cluster = true } or { kubeconfig = \"PATH\", context = \"NAME\", namespaces = [\"…\"] }"
+        }
+        "in_use.kubernetes.in_cluster" => "true or false",
+        "in_use.kubernetes.kubeconfig" => "a file path (a string)",
+        "in_use.kubernetes.context" => "a kubeconfig context name (a string)",
+        "in_use.kubernetes.namespaces" => "a list of namespace names (strings)",
+        "in_use.kubernetes.namespaces[]" => "a namespace name (a string) in the list",
+        "in_use.files" => "a list of glob patterns like \"deploy/**/*.yaml\" (strings)",
+        "in_use.files[]" => "a glob pattern (a string) in the list",
+        "in_use.aliases" => "a table: { \"MIRROR/PATH\" = \"REGISTRY\" }",
+        "in_use.aliases.*" => "a registry host (a string)",
         _ => return None,
     };
     Some(text.to_string())
@@ -105,6 +121,7 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "registry",
             "copy",
             "retain",
+            "in_use",
         ],
         "registry.*" => &[
             "auth",
@@ -138,6 +155,8 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "untagged",
             "max_deletions",
         ],
+        "in_use" => &["kubernetes", "files", "aliases"],
+        "in_use.kubernetes" => &["in_cluster", "kubeconfig", "context", "namespaces"],
         _ => return None,
     })
 }

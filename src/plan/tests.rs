@@ -347,3 +347,78 @@ fn auth_shapes_and_secret_hygiene() {
     let e = err("version = 1\n[registry.\"docker.io\"]\n[registry.\"index.docker.io\"]\n");
     assert!(e.contains("given twice"), "{e}");
 }
+
+#[test]
+fn in_use_is_validated_without_echoing_values() {
+    use super::{InUse, KubeConfig};
+    let base = "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nkeep_tags = ['x']\n";
+    let plan = parse(&format!(
+        "{base}[in_use]\nkubernetes = [\n  {{ in_cluster = true }},\n  {{ kubeconfig = \"/k/config\", context = \"prod-eu\", namespaces = [\"prod\", \"kube-system\"] }},\n]\nfiles = [\"deploy/**/*.yaml\"]\naliases = {{ \"mirror.internal/hub\" = \"index.docker.io\", \"m.io\" = \"ghcr.io\" }}\n"
+    ))
+    .unwrap();
+    let InUse {
+        kubernetes,
+        files,
+        aliases,
+    } = plan.in_use;
+    assert_eq!(kubernetes.len(), 2);
+    assert_eq!(kubernetes[0].config, KubeConfig::InCluster);
+    assert_eq!(
+        kubernetes[1].config,
+        KubeConfig::File {
+            path: "/k/config".into(),
+            context: Some("prod-eu".into())
+        }
+    );
+    assert_eq!(kubernetes[1].namespaces, vec!["prod", "kube-system"]);
+    assert_eq!(
+        (files[0].pattern.as_str(), files[0].line),
+        ("deploy/**/*.yaml", 10)
+    );
+    // Longest prefix first; Docker Hub's other names are docker.io.
+    assert_eq!(
+        aliases,
+        vec![
+            ("mirror.internal/hub".to_string(), "docker.io".to_string()),
+            ("m.io".to_string(), "ghcr.io".to_string())
+        ]
+    );
+    assert!(parse(base).unwrap().in_use.is_empty());
+
+    for (bad, says) in [
+        (
+            "kubernetes = [{ in_cluster = true, kubeconfig = \"secret-path\" }]",
+            "each entry is",
+        ),
+        (
+            "kubernetes = [{ context = \"secret-ctx\" }]",
+            "each entry is",
+        ),
+        (
+            "kubernetes = [{ in_cluster = true, context = \"secret-ctx\" }]",
+            "belongs to a kubeconfig",
+        ),
+        (
+            "kubernetes = [{ in_cluster = true, namespaces = [\"Secret_NS\"] }]",
+            "DNS label",
+        ),
+        ("files = [\"secret[\"]", "not a glob pattern"),
+        (
+            "aliases = { \"secret host/x\" = \"docker.io\" }",
+            "a key is a registry host",
+        ),
+        (
+            "aliases = { \"m.io\" = \"secret value/x\" }",
+            "a value is the registry host",
+        ),
+        (
+            "kubernetes = [{ in_cluster = true, zz = 1 }]",
+            "unknown field `zz`",
+        ),
+    ] {
+        let e = err(&format!("{base}[in_use]\n{bad}\n"));
+        assert!(e.contains(says), "{bad}: {e}");
+        assert!(e.contains("p.toml:6:"), "{bad}: {e}");
+        assert!(!e.to_lowercase().contains("secret"), "{bad}: {e}");
+    }
+}

@@ -91,6 +91,11 @@ pub fn is_valid_repository(repo: &str) -> bool {
     names::repository(repo).is_ok()
 }
 
+/// A registry host as references write it: a name or address, with an optional `:PORT`.
+pub fn is_valid_host(host: &str) -> bool {
+    HOST.is_match(host)
+}
+
 /// Normalise a registry host as docker does: Docker Hub's several names become `docker.io`.
 pub fn normalize_host(host: &str) -> String {
     match host {

@@ -72,6 +72,8 @@ pub struct ReportTotals {
     pub reread_bytes: u64,
     /// Uploads parked at a chunk boundary because the run was stopping.
     pub parked: u64,
+    /// Images kept because something runs them (`[in_use]`) that the rules alone would delete.
+    pub kept_in_use: usize,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -197,6 +199,7 @@ impl ReportTotals {
         self.spooled_bytes += other.spooled_bytes;
         self.reread_bytes += other.reread_bytes;
         self.parked += other.parked;
+        self.kept_in_use += other.kept_in_use;
     }
 }
 

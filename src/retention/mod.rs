@@ -71,6 +71,8 @@ pub struct RepoDecisions {
     pub held_back: Option<String>,
     /// Pinned images the rule alone would delete (kept; each is an error of the run).
     pub conflicts: Vec<Conflict>,
+    /// Images kept because they are in use (`[in_use]`), which the rule alone would delete.
+    pub in_use: usize,
 }
 
 /// Images a policy must keep whatever its rule says, and who needs them: what a `[[copy]]`
@@ -82,9 +84,32 @@ pub struct Pins {
     pub tags: std::collections::HashMap<String, String>,
     /// Digest -> who needs it.
     pub digests: std::collections::HashMap<Digest, String>,
+    /// What runs or is about to (`[in_use]`): kept with all it reaches, never a conflict.
+    pub in_use: InUsePins,
+    /// Set when an `[in_use]` source could not be read whole: nothing is deleted, and this
+    /// says why (protection fails closed).
+    pub hold: Option<String>,
+}
+
+/// Images in use, by tag and by digest, each with who uses it.
+#[derive(Clone, Debug, Default)]
+pub struct InUsePins {
+    pub tags: std::collections::HashMap<String, String>,
+    pub digests: std::collections::HashMap<Digest, String>,
 }
 
 impl Pins {
+    /// Who uses `image`, if anything does (the first use that names it).
+    pub fn in_use_by(&self, image: &Image) -> Option<String> {
+        let mut tags: Vec<&String> = image.tags.iter().collect();
+        tags.sort();
+        self.in_use
+            .digests
+            .get(&image.digest)
+            .or_else(|| tags.into_iter().find_map(|t| self.in_use.tags.get(t)))
+            .cloned()
+    }
+
     /// Why `image` is pinned (the first pin that names it), if it is.
     pub fn reason_for(&self, image: &Image) -> Option<String> {
         let mut tags: Vec<&String> = image.tags.iter().collect();
@@ -96,7 +121,11 @@ impl Pins {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty() && self.digests.is_empty()
+        self.tags.is_empty()
+            && self.digests.is_empty()
+            && self.in_use.tags.is_empty()
+            && self.in_use.digests.is_empty()
+            && self.hold.is_none()
     }
 }
 

@@ -14,20 +14,34 @@ use crate::registry::Registry;
 
 /// Pins by repository: what other steps of the plan need in each one.
 #[derive(Clone, Debug, Default)]
-pub struct PinMap(HashMap<(String, String), Pins>);
+pub struct PinMap {
+    repos: HashMap<(String, String), Pins>,
+    /// Every repository holds its deletions, and why (an `[in_use]` source failed).
+    hold: Option<String>,
+}
 
 impl PinMap {
+    /// Hold every deletion in every repository, saying `why`.
+    pub fn hold_all(&mut self, why: String) {
+        self.hold = Some(why);
+    }
+
     /// The pins of `repo` at registry `registry` (its name: a host, or `oci:`), to add to.
     pub fn entry(&mut self, registry: &str, repo: &str) -> &mut Pins {
-        self.0.entry(repo_key(registry, repo)).or_default()
+        self.repos.entry(repo_key(registry, repo)).or_default()
     }
 
     /// The pins of `repo` at registry `registry` (none: empty).
     pub fn get(&self, registry: &str, repo: &str) -> Pins {
-        self.0
+        let mut pins = self
+            .repos
             .get(&repo_key(registry, repo))
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(why) = &self.hold {
+            pins.hold = Some(why.clone());
+        }
+        pins
     }
 }
 

@@ -44,28 +44,60 @@ pub fn select_pinned(
     now: SystemTime,
     pins: &Pins,
 ) -> RepoDecisions {
-    let pinned: Vec<Option<String>> = images.iter().map(|img| pins.reason_for(img)).collect();
-    if pinned.iter().all(Option::is_none) {
-        return select(images, rule, now);
-    }
-    let wanted = select(images, rule, now);
-    let mut out = select_with(images, rule, now, &pinned);
-    for (img, why) in images.iter().zip(&pinned) {
-        let Some(why) = why else { continue };
-        if let Some(d) = wanted
-            .decisions
-            .iter()
-            .find(|d| d.digest == img.digest && d.action == Action::Delete)
-        {
-            out.conflicts.push(Conflict {
-                digest: img.digest.clone(),
-                tags: d.tags.clone(),
-                would: d.reason.clone(),
-                pinned_by: why.clone(),
-            });
+    let copied: Vec<Option<String>> = images.iter().map(|img| pins.reason_for(img)).collect();
+    let used: Vec<Option<String>> = images.iter().map(|img| pins.in_use_by(img)).collect();
+    let pinned: Vec<Option<String>> = copied
+        .iter()
+        .zip(&used)
+        .map(|(c, u)| c.clone().or_else(|| u.clone()))
+        .collect();
+    let mut out = if pinned.iter().all(Option::is_none) {
+        select(images, rule, now)
+    } else {
+        let wanted = select(images, rule, now);
+        let mut out = select_with(images, rule, now, &pinned);
+        for (i, img) in images.iter().enumerate() {
+            let Some(d) = wanted
+                .decisions
+                .iter()
+                .find(|d| d.digest == img.digest && d.action == Action::Delete)
+            else {
+                continue;
+            };
+            match (&copied[i], &used[i]) {
+                (Some(why), _) => out.conflicts.push(Conflict {
+                    digest: img.digest.clone(),
+                    tags: d.tags.clone(),
+                    would: d.reason.clone(),
+                    pinned_by: why.clone(),
+                }),
+                (None, Some(_)) => out.in_use += 1,
+                (None, None) => {}
+            }
         }
+        out
+    };
+    if let Some(why) = &pins.hold {
+        hold(&mut out, why);
     }
     out
+}
+
+/// Delete nothing: every deletion becomes a keep that says why.
+fn hold(out: &mut RepoDecisions, why: &str) {
+    let mut held = false;
+    for d in out
+        .decisions
+        .iter_mut()
+        .filter(|d| d.action == Action::Delete)
+    {
+        d.action = Action::Keep;
+        d.reason = format!("kept: {why}");
+        held = true;
+    }
+    if held {
+        out.held_back = Some(why.to_string());
+    }
 }
 
 /// Each image's decision while selection goes on (`None`: not decided yet), by index into
@@ -91,6 +123,7 @@ fn select_with(
         decisions,
         held_back,
         conflicts: Vec::new(),
+        in_use: 0,
     }
 }
 

@@ -222,3 +222,72 @@ async fn untagged_cleanup_spares_every_child_and_cannot_see_orphans_without_a_re
         assert!(w.reg.has_manifest(REPO, kept), "{kept} was deleted");
     }
 }
+
+#[tokio::test]
+async fn an_image_in_use_is_kept_with_all_it_reaches_and_is_no_conflict() {
+    let w = world();
+    let mut pins = PinMap::default();
+    let p = pins.entry("reg.test", REPO);
+    // pr-1 runs by its index digest; pr-2 is named by tag in a Deployment.
+    p.in_use.digests.insert(
+        w.pr.clone(),
+        "in use by pod prod/api-1 (container api, running), cluster c".into(),
+    );
+    p.in_use.tags.insert(
+        "pr-2".into(),
+        "in use by deployment prod/api (container api), cluster c".into(),
+    );
+    let (out, journal) = retain(&w, "delete_tags = ['^pr-']\n", &pins).await;
+
+    assert!(deleted(&journal).is_empty());
+    for kept in [&w.pr, &w.pr_arm, &w.pr_sig, &w.pr2] {
+        assert!(w.reg.has_manifest(REPO, kept), "{kept} was deleted");
+    }
+    let d = out[0].plan.decisions.as_ref().expect("read");
+    assert!(
+        d.conflicts.is_empty(),
+        "in use is a keep root, not a conflict"
+    );
+    assert_eq!(d.in_use, 2, "two images the rule alone would delete");
+    let reason = |digest: &Digest| {
+        d.decisions
+            .iter()
+            .find(|x| &x.digest == digest)
+            .map(|x| x.reason.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        reason(&w.pr),
+        "kept: in use by pod prod/api-1 (container api, running), cluster c"
+    );
+    assert!(
+        reason(&w.pr_arm).starts_with("kept: child of pr-1"),
+        "{}",
+        reason(&w.pr_arm)
+    );
+    assert_eq!(
+        reason(&w.pr2),
+        "kept: in use by deployment prod/api (container api), cluster c"
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_failed_holds_every_deletion() {
+    let w = world();
+    let mut pins = PinMap::default();
+    pins.hold_all("an [in_use] source could not be read whole".into());
+    let before = w.reg.calls().get("delete_manifest").copied().unwrap_or(0);
+    let (out, journal) = retain(&w, "delete_tags = ['^pr-']\n", &pins).await;
+
+    assert!(deleted(&journal).is_empty());
+    assert_eq!(
+        w.reg.calls().get("delete_manifest").copied().unwrap_or(0),
+        before
+    );
+    let d = out[0].plan.decisions.as_ref().expect("read");
+    assert_eq!(
+        d.held_back.as_deref(),
+        Some("an [in_use] source could not be read whole")
+    );
+    assert!(d.decisions.iter().all(|x| x.action == super::Action::Keep));
+}

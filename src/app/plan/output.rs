@@ -110,6 +110,14 @@ pub struct PlanTotals {
     pub present: usize,
     pub skip: usize,
     pub unchanged: usize,
+    /// Images kept because something runs them (`[in_use]`) that the rules alone would
+    /// delete; absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kept_in_use: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn digest<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {

@@ -83,6 +83,7 @@ fn report(
             spooled_bytes: execution.transfer.spooled_bytes,
             reread_bytes: execution.transfer.reread_bytes,
             parked: execution.transfer.parked,
+            kept_in_use: execution.kept_in_use(),
         },
         failures: ended.failures.clone(),
         items: execution

@@ -357,6 +357,11 @@ fn schema_fields_match_the_raw_types() {
             "retain",
             "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nzz = 1\n".into(),
         ),
+        ("in_use", "version = 1\n[in_use]\nzz = 1\n".into()),
+        (
+            "in_use.kubernetes",
+            "version = 1\n[[in_use.kubernetes]]\nin_cluster = true\nzz = 1\n".into(),
+        ),
     ];
     for (shape, text) in cases {
         let serde = toml::from_str::<super::super::RawPlan>(&text)

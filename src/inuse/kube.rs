@@ -1,0 +1,397 @@
+//! A Kubernetes cluster as a source of images in use, through the `kube` crate (kubeconfig,
+//! in-cluster config, exec credential plugins, TLS): every container, init container and
+//! ephemeral container of every Pod (by the digest it runs and by its spec), and the pod
+//! templates of Deployments, StatefulSets, DaemonSets, Jobs and CronJobs (what starts next),
+//! ReplicaSets and ControllerRevisions (what a rollback returns to). Lists are read in pages
+//! of 500 (`limit`/`continue`); a continue token that expired restarts that list once. Any
+//! list that cannot be read whole (401, 403 on one kind, the API unreachable) fails the
+//! source: protection fails closed.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+
+use super::{Source, SourceError, Use};
+use crate::plan::{KubeConfig, KubeSource as Settings};
+
+/// Objects per list page.
+const PAGE: u32 = 500;
+
+/// Where the service account's token and CA are in a pod; `FERRY_SERVICE_ACCOUNT_DIR`
+/// points elsewhere (tests, unusual mounts).
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// One cluster of `[in_use].kubernetes`.
+pub struct KubeSource {
+    settings: Settings,
+}
+
+impl KubeSource {
+    pub fn new(settings: Settings) -> KubeSource {
+        KubeSource { settings }
+    }
+
+    /// The cluster as people know it, in reasons (never in errors: a plan value): its
+    /// context, or `in-cluster`.
+    fn cluster(&self) -> String {
+        match &self.settings.config {
+            KubeConfig::InCluster => "in-cluster".to_string(),
+            KubeConfig::File { context, .. } => context
+                .clone()
+                .unwrap_or_else(|| "the kubeconfig's current context".to_string()),
+        }
+    }
+
+    fn fail(&self, reason: String) -> SourceError {
+        SourceError {
+            source_name: format!("in_use.kubernetes (plan line {})", self.settings.line),
+            reason,
+        }
+    }
+
+    async fn client(&self) -> Result<Client, SourceError> {
+        let config = match &self.settings.config {
+            KubeConfig::InCluster => in_cluster().map_err(|e| self.fail(e))?,
+            KubeConfig::File { path, context } => {
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|e| self.fail(kubeconfig_error(&e)))?;
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| self.fail(kubeconfig_error(&e)))?
+            }
+        };
+        Client::try_from(config).map_err(|e| self.fail(format!("no client: {e}")))
+    }
+
+    /// Every object of `K` in the namespaces asked for, page by page, each turned into uses
+    /// as it comes (a page is dropped before the next is read).
+    async fn list<K>(
+        &self,
+        client: &Client,
+        out: &mut Vec<Use>,
+        uses_of: impl Fn(&K, &str) -> Vec<Use>,
+    ) -> Result<(), SourceError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let cluster = self.cluster();
+        let apis: Vec<Api<K>> = if self.settings.namespaces.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            self.settings
+                .namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect()
+        };
+        for api in apis {
+            // A continue token that expired restarts the list, once.
+            let mut restarted = false;
+            'list: loop {
+                let mut found = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let mut params = ListParams::default().limit(PAGE);
+                    if let Some(t) = &token {
+                        params = params.continue_token(t);
+                    }
+                    match api.list(&params).await {
+                        Ok(page) => {
+                            for obj in &page.items {
+                                found.extend(uses_of(obj, &cluster));
+                            }
+                            token = page.metadata.continue_.filter(|t| !t.is_empty());
+                            if token.is_none() {
+                                out.extend(found);
+                                break 'list;
+                            }
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 410 && !restarted => {
+                            restarted = true;
+                            continue 'list;
+                        }
+                        Err(e) => return Err(self.fail(explain::<K>(&e))),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Source for KubeSource {
+    async fn uses(&self) -> Result<Vec<Use>, SourceError> {
+        let client = self.client().await?;
+        let mut out = Vec::new();
+        self.list::<Pod>(&client, &mut out, pod_uses).await?;
+        self.list::<Deployment>(&client, &mut out, |o, c| {
+            template_uses(
+                "deployment",
+                o,
+                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+            )
+        })
+        .await?;
+        self.list::<StatefulSet>(&client, &mut out, |o, c| {
+            template_uses(
+                "statefulset",
+                o,
+                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+            )
+        })
+        .await?;
+        self.list::<DaemonSet>(&client, &mut out, |o, c| {
+            template_uses(
+                "daemonset",
+                o,
+                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+            )
+        })
+        .await?;
+        self.list::<ReplicaSet>(&client, &mut out, |o, c| {
+            let spec = o
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref());
+            template_uses("replicaset", o, spec, c)
+        })
+        .await?;
+        self.list::<Job>(&client, &mut out, |o, c| {
+            template_uses(
+                "job",
+                o,
+                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+            )
+        })
+        .await?;
+        self.list::<CronJob>(&client, &mut out, |o, c| {
+            let spec = o
+                .spec
+                .as_ref()
+                .and_then(|s| s.job_template.spec.as_ref())
+                .and_then(|j| j.template.spec.as_ref());
+            template_uses("cronjob", o, spec, c)
+        })
+        .await?;
+        self.list::<ControllerRevision>(&client, &mut out, revision_uses)
+            .await?;
+        Ok(out)
+    }
+}
+
+/// What is wrong with a kubeconfig, without the values it or the plan holds (a context name,
+/// a path, a URL): the plan line already says which one.
+fn kubeconfig_error(e: &kube::config::KubeconfigError) -> String {
+    use kube::config::KubeconfigError as K;
+    let what = match e {
+        K::ReadConfig(io, _) => return format!("cannot read the kubeconfig: {io}"),
+        K::Parse(_) => "the kubeconfig is not valid YAML",
+        K::CurrentContextNotSet => "the kubeconfig sets no current-context; name a `context`",
+        K::LoadContext(_) => "the kubeconfig has no such context",
+        K::LoadClusterOfContext(_) => "the kubeconfig has no cluster for that context",
+        K::MissingClusterUrl => "the context's cluster has no server URL",
+        K::ParseClusterUrl(_) => "the context's cluster server is not a URL",
+        K::LoadCertificateAuthority(_) | K::ParseCertificates(_) => {
+            "the cluster's certificate authority cannot be read"
+        }
+        K::LoadClientCertificate(_) => "the user's client certificate cannot be read",
+        K::LoadClientKey(_) => "the user's client key cannot be read",
+        _ => "the kubeconfig cannot be used",
+    };
+    what.to_string()
+}
+
+/// The in-cluster configuration: the API server from `KUBERNETES_SERVICE_HOST`/`_PORT`, the
+/// service account's token and CA from its directory.
+fn in_cluster() -> Result<Config, String> {
+    let dir = std::env::var_os("FERRY_SERVICE_ACCOUNT_DIR").map(PathBuf::from);
+    let Some(dir) = dir.filter(|d| d.as_os_str() != SERVICE_ACCOUNT_DIR) else {
+        return Config::incluster().map_err(|e| format!("in-cluster configuration: {e}"));
+    };
+    let host = std::env::var("KUBERNETES_SERVICE_HOST")
+        .map_err(|_| "KUBERNETES_SERVICE_HOST is not set (not running in a pod?)".to_string())?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url: http::Uri = format!("https://{host}:{port}")
+        .parse()
+        .map_err(|e| format!("KUBERNETES_SERVICE_HOST/PORT: {e}"))?;
+    let ca = dir.join("ca.crt");
+    let pem = std::fs::read(&ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let certs = pem_certificates(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut config = Config::new(url);
+    config.root_cert = Some(certs);
+    config.auth_info.token_file = Some(dir.join("token").display().to_string());
+    Ok(config)
+}
+
+/// The DER certificates of a PEM bundle.
+fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    Ok(certs)
+}
+
+/// Why a list failed, naming the permission that is missing.
+fn explain<K: Resource<DynamicType = ()>>(e: &kube::Error) -> String {
+    let plural = K::plural(&());
+    let group = K::group(&());
+    let group = if group.is_empty() { "core" } else { &group };
+    match e {
+        kube::Error::Api(s) if s.code == 401 => format!(
+            "listing {plural}: 401 Unauthorized: the cluster refused the credentials"
+        ),
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "listing {plural}: 403 Forbidden: the account needs `list` on {plural} (API group {group}): {}",
+            s.message
+        ),
+        kube::Error::Api(s) if s.code == 410 => format!(
+            "listing {plural}: the list changed too fast to be read whole (410 Expired twice)"
+        ),
+        kube::Error::Api(s) => format!("listing {plural}: {} {}: {}", s.code, s.reason, s.message),
+        other => format!("listing {plural}: {}", crate::error::chain(other)),
+    }
+}
+
+fn describe<K: Resource<DynamicType = ()>>(kind: &str, obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{kind} {}/{}",
+        meta.namespace.as_deref().unwrap_or("-"),
+        meta.name.as_deref().unwrap_or("-")
+    )
+}
+
+/// A pod runs its images by the digests in its status and names them in its spec.
+fn pod_uses(pod: &Pod, cluster: &str) -> Vec<Use> {
+    let who = describe("pod", pod);
+    let mut out = Vec::new();
+    if let Some(spec) = &pod.spec {
+        out.extend(spec_uses(&who, spec, cluster));
+        for c in spec.ephemeral_containers.iter().flatten() {
+            if let Some(image) = &c.image {
+                out.push(Use {
+                    image: image.clone(),
+                    by: format!("in use by {who} (container {}), cluster {cluster}", c.name),
+                });
+            }
+        }
+    }
+    if let Some(status) = &pod.status {
+        let statuses = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .chain(status.ephemeral_container_statuses.iter().flatten());
+        for s in statuses {
+            if !s.image_id.is_empty() {
+                out.push(Use {
+                    image: s.image_id.clone(),
+                    by: format!(
+                        "in use by {who} (container {}, running), cluster {cluster}",
+                        s.name
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The containers and init containers of a pod spec.
+fn spec_uses(who: &str, spec: &PodSpec, cluster: &str) -> Vec<Use> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter_map(|c| {
+            c.image.as_ref().map(|image| Use {
+                image: image.clone(),
+                by: format!("in use by {who} (container {}), cluster {cluster}", c.name),
+            })
+        })
+        .collect()
+}
+
+fn template_uses<K: Resource<DynamicType = ()>>(
+    kind: &str,
+    obj: &K,
+    spec: Option<&PodSpec>,
+    cluster: &str,
+) -> Vec<Use> {
+    spec.map(|s| spec_uses(&describe(kind, obj), s, cluster))
+        .unwrap_or_default()
+}
+
+/// A ControllerRevision keeps a StatefulSet's or DaemonSet's earlier pod template as a patch
+/// (`data`): every `image` of a `containers` or `initContainers` list in it.
+fn revision_uses(rev: &ControllerRevision, cluster: &str) -> Vec<Use> {
+    let who = describe("controllerrevision", rev);
+    let mut images = Vec::new();
+    if let Some(data) = &rev.data {
+        collect_images(&data.0, &mut images);
+    }
+    images
+        .into_iter()
+        .map(|(container, image)| Use {
+            image,
+            by: format!(
+                "in use by {who} (container {container}, rollback history), cluster {cluster}"
+            ),
+        })
+        .collect()
+}
+
+fn collect_images(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                if k == "containers" || k == "initContainers" {
+                    for c in child.as_array().into_iter().flatten() {
+                        if let Some(image) = c.get("image").and_then(|i| i.as_str()) {
+                            let name = c.get("name").and_then(|n| n.as_str()).unwrap_or("-");
+                            out.push((name.to_string(), image.to_string()));
+                        }
+                    }
+                } else {
+                    collect_images(child, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_images(i, out)),
+        _ => {}
+    }
+}

@@ -1,0 +1,206 @@
+//! `[in_use]`: where the references of images that run, or are about to, come from. Every
+//! `[[retain]]` of the plan keeps what they name (see `crate::inuse`).
+//!
+//! ```toml
+//! [in_use]
+//! kubernetes = [
+//!   { in_cluster = true },
+//!   { kubeconfig = "~/.kube/config", context = "prod-eu", namespaces = ["prod"] },
+//! ]
+//! files = ["deploy/**/*.yaml", "charts/*/values.yaml"]
+//! aliases = { "mirror.internal/hub" = "docker.io" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::validate::Ctx;
+use super::PlanError;
+use crate::reference::names;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInUse {
+    #[serde(default)]
+    kubernetes: Vec<Spanned<RawKube>>,
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
+    #[serde(default)]
+    aliases: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKube {
+    in_cluster: Option<Spanned<bool>>,
+    kubeconfig: Option<Spanned<String>>,
+    context: Option<Spanned<String>>,
+    namespaces: Option<Vec<Spanned<String>>>,
+}
+
+/// A validated `[in_use]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InUse {
+    pub kubernetes: Vec<KubeSource>,
+    /// Glob patterns, relative to the working directory.
+    pub files: Vec<FilePattern>,
+    /// Name prefix (a mirror's `host[/path]`) -> the registry host it stands for.
+    pub aliases: Vec<(String, String)>,
+}
+
+impl InUse {
+    pub fn is_empty(&self) -> bool {
+        self.kubernetes.is_empty() && self.files.is_empty()
+    }
+}
+
+/// One cluster to ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSource {
+    pub config: KubeConfig,
+    /// Only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Where it is written, for messages (`plan.toml:12`).
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeConfig {
+    /// The pod's service account (the CronJob case).
+    InCluster,
+    /// A kubeconfig file (`~` is the home directory) and one of its contexts (none: its
+    /// current context).
+    File {
+        path: PathBuf,
+        context: Option<String>,
+    },
+}
+
+/// One `files` pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePattern {
+    pub pattern: String,
+    pub line: usize,
+}
+
+pub(super) fn validate(ctx: &Ctx, raw: &RawInUse) -> Result<InUse, PlanError> {
+    let kubernetes = raw
+        .kubernetes
+        .iter()
+        .map(|k| kube_source(ctx, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut files = Vec::new();
+    for f in &raw.files {
+        glob::Pattern::new(f.get_ref()).map_err(|e| {
+            ctx.invalid(
+                f.span(),
+                "in_use.files",
+                format!("not a glob pattern: {}", e.msg),
+            )
+        })?;
+        files.push(FilePattern {
+            pattern: f.get_ref().clone(),
+            line: ctx.line_col(f.span().start).0,
+        });
+    }
+    let mut aliases = Vec::new();
+    for (from, to) in &raw.aliases {
+        let prefix = from.get_ref().trim_end_matches('/');
+        let host = prefix.split('/').next().unwrap_or_default();
+        if !crate::reference::is_valid_host(host)
+            || prefix
+                .split('/')
+                .skip(1)
+                .any(|p| names::repository(p).is_err())
+        {
+            return Err(ctx.invalid(
+                from.span(),
+                "in_use.aliases",
+                "a key is a registry host with an optional path (`mirror.internal/hub`)",
+            ));
+        }
+        if !crate::reference::is_valid_host(to.get_ref()) {
+            return Err(ctx.invalid(
+                to.span(),
+                "in_use.aliases",
+                "a value is the registry host the mirror stands for (`docker.io`)",
+            ));
+        }
+        aliases.push((
+            prefix.to_string(),
+            crate::reference::normalize_host(to.get_ref()),
+        ));
+    }
+    // The longest prefix is tried first.
+    aliases.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    Ok(InUse {
+        kubernetes,
+        files,
+        aliases,
+    })
+}
+
+fn kube_source(ctx: &Ctx, k: &Spanned<RawKube>) -> Result<KubeSource, PlanError> {
+    let raw = k.get_ref();
+    let field = "in_use.kubernetes";
+    let config = match (&raw.in_cluster, &raw.kubeconfig) {
+        (Some(b), None) if *b.get_ref() => {
+            if let Some(c) = &raw.context {
+                return Err(ctx.invalid(
+                    c.span(),
+                    "in_use.kubernetes.context",
+                    "a context belongs to a kubeconfig; in_cluster uses the pod's service account",
+                ));
+            }
+            KubeConfig::InCluster
+        }
+        (None, Some(path)) => KubeConfig::File {
+            path: expand_home(path.get_ref()),
+            context: raw.context.as_ref().map(|c| c.get_ref().clone()),
+        },
+        _ => {
+            return Err(ctx.invalid(
+                k.span(),
+                field,
+                "each entry is `{ in_cluster = true }` or `{ kubeconfig = \"PATH\" }` (with an optional `context`)",
+            ))
+        }
+    };
+    let mut namespaces = Vec::new();
+    for ns in raw.namespaces.iter().flatten() {
+        if !is_dns_label(ns.get_ref()) {
+            return Err(ctx.invalid(
+                ns.span(),
+                "in_use.kubernetes.namespaces",
+                "a namespace name is a DNS label: lower-case letters, digits and '-', at most 63",
+            ));
+        }
+        namespaces.push(ns.get_ref().clone());
+    }
+    Ok(KubeSource {
+        config,
+        namespaces,
+        line: ctx.line_col(k.span().start).0,
+    })
+}
+
+/// `~/x` is `$HOME/x`.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// RFC 1123 label, as Kubernetes names namespaces.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
