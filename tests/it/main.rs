@@ -13,6 +13,7 @@ mod faults;
 mod harness;
 mod harness_smoke;
 mod hostile;
+mod inuse;
 mod large;
 mod layout;
 mod limits;
