@@ -55,6 +55,13 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for policy in &plan.retains {
         lines.push(delete(&policy.repository, registry(&policy.repository).as_ref()).await);
     }
+    for (what, result) in crate::inuse::preflight(&plan.in_use).await {
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        lines.push(Line { ok, what, detail });
+    }
     Ok(print(path, &lines, json))
 }
 

@@ -136,6 +136,56 @@ impl KubeSource {
     }
 }
 
+impl KubeSource {
+    /// `ferry check --online`: may the account list each kind? One list of one object per
+    /// kind (in each namespace asked for): (what, Ok(detail) or Err(why)).
+    pub async fn preflight(&self) -> Vec<(String, Result<String, String>)> {
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return vec![(e.source_name.clone(), Err(e.reason))],
+        };
+        let mut out = Vec::new();
+        out.push(self.probe::<Pod>(&client).await);
+        out.push(self.probe::<Deployment>(&client).await);
+        out.push(self.probe::<StatefulSet>(&client).await);
+        out.push(self.probe::<DaemonSet>(&client).await);
+        out.push(self.probe::<ReplicaSet>(&client).await);
+        out.push(self.probe::<ControllerRevision>(&client).await);
+        out.push(self.probe::<Job>(&client).await);
+        out.push(self.probe::<CronJob>(&client).await);
+        out
+    }
+
+    async fn probe<K>(&self, client: &Client) -> (String, Result<String, String>)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let what = format!(
+            "list {} (in_use.kubernetes, plan line {})",
+            K::plural(&()),
+            self.settings.line
+        );
+        let apis: Vec<Api<K>> = if self.settings.namespaces.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            self.settings
+                .namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect()
+        };
+        for api in apis {
+            if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+                return (what, Err(explain::<K>(&e)));
+            }
+        }
+        (what, Ok("allowed".to_string()))
+    }
+}
+
 #[async_trait]
 impl Source for KubeSource {
     async fn uses(&self) -> Result<Vec<Use>, SourceError> {

@@ -73,6 +73,25 @@ pub async fn gather_from(sources: &[Box<dyn Source>]) -> Gathered {
     out
 }
 
+/// `ferry check --online`: can each source be read? (what, Ok(detail) or Err(why)).
+pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, String>)> {
+    let mut out = Vec::new();
+    for f in &in_use.files {
+        let what = format!("in use: files (plan line {})", f.line);
+        let source = files::FileSource::new(vec![f.clone()]);
+        out.push(match source.uses().await {
+            Ok(uses) => (what, Ok(format!("{} image references", uses.len()))),
+            Err(e) => (what, Err(e.reason)),
+        });
+    }
+    for k in &in_use.kubernetes {
+        for (what, result) in kube::KubeSource::new(k.clone()).preflight().await {
+            out.push((format!("in use: {what}"), result));
+        }
+    }
+    out
+}
+
 /// What a reference names: a tag or a digest in a repository of a registry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {

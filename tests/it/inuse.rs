@@ -103,6 +103,14 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
             dir.path().display()
         ),
     );
+    let checked = ferry(&["check", "--online", &p], &[]).await;
+    assert_ne!(checked.code, 0, "{}", checked.stdout);
+    assert!(
+        checked.stdout.contains("in use: files (plan line 8)")
+            && checked.stdout.contains("matches no file"),
+        "{}",
+        checked.stdout
+    );
     let shown = ferry(&["plan", &p], &[]).await;
     shown.assert_code(1);
     assert!(
