@@ -29,7 +29,9 @@
 //!   `forbid_cluster_scope`, `forbid_in_namespace`, `forbid_namespace_list`); a refusal is a
 //!   403 `Status` worded as kube-apiserver words it (`deployments.apps is forbidden: User "…"
 //!   cannot list resource "deployments" in API group "apps" at the cluster scope`).
-//!   `SelfSubjectAccessReview` answers from the same rules.
+//!   `SelfSubjectAccessReview` answers from the same rules: `get`, `list` and `watch` of
+//!   those resources where not forbidden, and `get` of the discovery paths, are allowed;
+//!   any other verb, resource or subresource is not (the caller holds no other grant).
 //! * `GET /version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}`, `/apis/{group}/v1`
 //!   (legacy, non-aggregated discovery documents); anything else is 404 `Status` "the server
 //!   could not find the requested resource"; other methods on known paths are 405.
@@ -92,7 +94,7 @@ pub enum KubeAuth {
 }
 
 /// The kinds ferry reads.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Kind {
     Pod,
     Deployment,
