@@ -1,7 +1,7 @@
 //! Integration-test harness: real `docker-registry` processes, a bearer-token
 //! server of our own, in-process fakes (Docker Hub and GitHub APIs, an OCI v1.1
-//! registry with the referrers API), and in-memory image fixtures pushed by a
-//! minimal client that is independent of the code under test.
+//! registry with the referrers API, a Kubernetes API server), and in-memory image
+//! fixtures pushed by a minimal client that is independent of the code under test.
 
 // Not every test uses every helper, and each test binary compiles the whole
 // harness, so unused-item warnings here would only be noise.
@@ -10,6 +10,7 @@
 pub mod fixtures;
 pub mod github;
 pub mod hub;
+pub mod kube;
 pub mod ocireg;
 pub mod proxy;
 pub mod registry;
@@ -24,6 +25,8 @@ pub use fixtures::*;
 pub use github::*;
 #[allow(unused_imports)]
 pub use hub::*;
+#[allow(unused_imports)]
+pub use kube::*;
 #[allow(unused_imports)]
 pub use ocireg::*;
 #[allow(unused_imports)]

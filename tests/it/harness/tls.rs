@@ -46,6 +46,21 @@ impl TestCa {
     /// A server certificate for `127.0.0.1` and `localhost` signed by this CA, written into
     /// `dir` as `server.crt` and `server.key` (PEM); returns their paths.
     pub fn server_cert(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.server_cert_pem();
+        let (crt_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&crt_path, cert).expect("write server certificate");
+        std::fs::write(&key_path, key).expect("write server key");
+        (crt_path, key_path)
+    }
+
+    /// The CA certificate, PEM text.
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost` signed by this CA: (certificate,
+    /// PKCS#8 key), PEM.
+    pub fn server_cert_pem(&self) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("generate server key");
         let mut params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
@@ -57,10 +72,34 @@ impl TestCa {
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .expect("sign the server certificate");
-        let (crt_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
-        std::fs::write(&crt_path, cert.pem()).expect("write server certificate");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write server key");
-        (crt_path, key_path)
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate signed by this CA with subject `CN=<common_name>` and, if given,
+    /// `O=<organization>` (what Kubernetes' x509 authenticator reads as the user name and a
+    /// group): (certificate, PKCS#8 key), PEM.
+    pub fn client_cert_pem(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("generate client key");
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("client certificate params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        if let Some(o) = organization {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, o);
+        }
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("sign the client certificate");
+        (cert.pem(), key.serialize_pem())
     }
 
     /// A client that trusts this CA (and nothing else).
