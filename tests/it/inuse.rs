@@ -136,3 +136,306 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
         );
     }
 }
+
+/// `team/api` v1.0.0 … v1.0.5; the policy would delete v1.0.0 … v1.0.4.
+async fn six_releases(reg: &Registry) -> Vec<Image> {
+    let mut out = Vec::new();
+    for i in 0..6u64 {
+        let tag = format!("v1.0.{i}");
+        let img = image(
+            &[layer(1500 + i, 2048)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            &tag,
+        );
+        reg.pusher().push("team/api", &tag, &img).await;
+        out.push(img);
+    }
+    out
+}
+
+fn cluster_plan(dir: &std::path::Path, host: &str, source: &str, extra: &str) -> String {
+    plan(
+        dir,
+        &format!(
+            "version = 1\n[registry.\"{host}\"]\ninsecure = true\n[[retain]]\nrepository = \"{host}/team/api\"\ndelete_tags = ['^v1\\.0\\.[0-4]$']\n[in_use]\nkubernetes = [{source}]\n{extra}"
+        ),
+    )
+    .to_str()
+    .unwrap()
+    .to_string()
+}
+
+/// A cluster that runs v1.0.0 by digest (its spec names a tag that has moved on), a
+/// Deployment naming v1.0.1, a ReplicaSet of its rollback history naming v1.0.2, and a
+/// StatefulSet revision naming v1.0.5 (kept anyway).
+fn populate(kube: &FakeKube, host: &str, imgs: &[Image]) {
+    kube.add(
+        Kind::Pod,
+        pod(
+            "prod",
+            "api-7d9f8",
+            &[(
+                "api",
+                &format!("{host}/team/api:stable"),
+                &format!("{host}/team/api@{}", imgs[0].digest),
+            )],
+        ),
+    );
+    kube.add(
+        Kind::Deployment,
+        workload(
+            Kind::Deployment,
+            "prod",
+            "api",
+            &[("api", &format!("{host}/team/api:v1.0.1"))],
+        ),
+    );
+    kube.add(
+        Kind::ReplicaSet,
+        workload(
+            Kind::ReplicaSet,
+            "prod",
+            "api-5f6c",
+            &[("api", &format!("{host}/team/api:v1.0.2"))],
+        ),
+    );
+    kube.add(
+        Kind::ControllerRevision,
+        workload(
+            Kind::ControllerRevision,
+            "prod",
+            "db-1",
+            &[("db", &format!("{host}/team/api:v1.0.5"))],
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_cluster_runs_names_or_can_roll_back_to_is_kept_and_says_why() {
+    let reg = Registry::start().await;
+    let imgs = six_releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::Token("kube-canary-token".into())).await;
+    populate(&kube, &reg.addr, &imgs);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&config, "prod-eu");
+    std::fs::write(
+        dir.path().join("api.yaml"),
+        format!("image: {}/team/api:v1.0.3\n", reg.addr),
+    )
+    .unwrap();
+    let p = cluster_plan(
+        dir.path(),
+        &reg.addr,
+        &format!(
+            "{{ kubeconfig = \"{}\", context = \"prod-eu\" }}",
+            config.display()
+        ),
+        &format!("files = [\"{}/api.yaml\"]\n", dir.path().display()),
+    );
+
+    let checked = ferry(&["check", "--online", &p], &[]).await;
+    assert_eq!(checked.code, 0, "{}", checked.stdout);
+    assert!(
+        checked.stdout.contains("list replicasets"),
+        "{}",
+        checked.stdout
+    );
+
+    let shown = ferry(&["plan", &p], &[]).await;
+    shown.assert_code(0);
+    for reason in [
+        "kept: in use by pod prod/api-7d9f8 (container api, running), cluster prod-eu",
+        "kept: in use by deployment prod/api (container api), cluster prod-eu",
+        "kept: in use by replicaset prod/api-5f6c (container api), cluster prod-eu",
+        "kept: referenced in",
+    ] {
+        assert!(shown.stdout.contains(reason), "{reason}\n{}", shown.stdout);
+    }
+    assert!(!shown.stdout.contains("kube-canary-token"));
+
+    let report = dir.path().join("report.json");
+    let run = ferry(&["run", "--report", report.to_str().unwrap(), &p], &[]).await;
+    run.assert_code(0);
+    assert!(!run.stderr.contains("kube-canary-token"));
+    let pusher = reg.pusher();
+    assert!(
+        pusher.manifest("team/api", "v1.0.4").await.is_none(),
+        "v1.0.4 is deleted"
+    );
+    for (i, img) in imgs.iter().enumerate().take(4) {
+        let tag = format!("v1.0.{i}");
+        let (_, _, d) = pusher.manifest("team/api", &tag).await.expect(&tag);
+        assert_eq!(d, img.digest);
+    }
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["totals"]["kept_in_use"], 4, "{r}");
+    // Every kind was listed, page by page, with the token.
+    let listed: Vec<String> = kube
+        .requests()
+        .into_iter()
+        .map(|(_, path, _)| path)
+        .collect();
+    for kind in [
+        "pods",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "replicasets",
+        "controllerrevisions",
+        "jobs",
+        "cronjobs",
+    ] {
+        assert!(
+            listed.iter().any(|p| p.contains(&format!("/{kind}?"))),
+            "{kind}: {listed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_on_replicasets_deletes_nothing_and_names_the_permission() {
+    let reg = Registry::start().await;
+    let imgs = six_releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::Token("t".into())).await;
+    populate(&kube, &reg.addr, &imgs);
+    kube.forbid(Kind::ReplicaSet);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&config, "prod-eu");
+    let p = cluster_plan(
+        dir.path(),
+        &reg.addr,
+        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
+        "",
+    );
+    let checked = ferry(&["check", "--online", &p], &[]).await;
+    assert_ne!(checked.code, 0);
+    assert!(
+        checked
+            .stdout
+            .contains("the account needs `list` on replicasets (API group apps)"),
+        "{}",
+        checked.stdout
+    );
+    let run = ferry(&["run", &p], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("listing replicasets: 403 Forbidden: the account needs `list` on replicasets (API group apps)"),
+        "{}",
+        run.stderr
+    );
+    let pusher = reg.pusher();
+    for i in 0..6 {
+        let tag = format!("v1.0.{i}");
+        assert!(
+            pusher.manifest("team/api", &tag).await.is_some(),
+            "{tag} deleted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_kubectl_proxy_and_the_in_cluster_account_all_work() {
+    let reg = Registry::start().await;
+    let imgs = six_releases(&reg).await;
+    for auth in ["cert", "proxy", "in-cluster"] {
+        let kube = FakeKube::start(match auth {
+            "cert" => KubeAuth::ClientCert,
+            "proxy" => KubeAuth::None,
+            _ => KubeAuth::Token("sa-token".into()),
+        })
+        .await;
+        populate(&kube, &reg.addr, &imgs);
+        let dir = tempfile::tempdir().unwrap();
+        let mut env: Vec<(String, String)> = Vec::new();
+        let source = if auth == "in-cluster" {
+            let sa = dir.path().join("serviceaccount");
+            std::fs::create_dir_all(&sa).unwrap();
+            std::fs::write(sa.join("token"), "sa-token").unwrap();
+            std::fs::write(sa.join("ca.crt"), kube.ca_pem()).unwrap();
+            let port = kube.url.rsplit(':').next().unwrap().to_string();
+            env.push(("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()));
+            env.push(("KUBERNETES_SERVICE_PORT".into(), port));
+            env.push(("FERRY_SERVICE_ACCOUNT_DIR".into(), sa.display().to_string()));
+            "{ in_cluster = true }".to_string()
+        } else {
+            let config = dir.path().join("kubeconfig");
+            kube.write_kubeconfig(&config, "c");
+            format!("{{ kubeconfig = \"{}\" }}", config.display())
+        };
+        let p = cluster_plan(dir.path(), &reg.addr, &source, "");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let shown = ferry(&["plan", &p], &env).await;
+        assert_eq!(shown.code, 0, "{auth}: {}\n{}", shown.stdout, shown.stderr);
+        assert!(
+            shown.stdout.contains("kept: in use by pod prod/api-7d9f8"),
+            "{auth}: {}",
+            shown.stdout
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_pods_are_read_in_pages() {
+    let reg = Registry::start().await;
+    let imgs = six_releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::None).await;
+    for n in 0..10_000 {
+        kube.add(
+            Kind::Pod,
+            pod(
+                &format!("ns{}", n % 50),
+                &format!("web-{n:05}"),
+                &[("web", "docker.io/library/nginx:1.27", "")],
+            ),
+        );
+    }
+    kube.add(
+        Kind::Pod,
+        pod(
+            "zz",
+            "api",
+            &[("api", &format!("{}/team/api:v1.0.2", reg.addr), "")],
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&config, "big");
+    let p = cluster_plan(
+        dir.path(),
+        &reg.addr,
+        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
+        "",
+    );
+    let out = tokio::process::Command::new("/usr/bin/time")
+        .args(["-f", "RSS %M", env!("CARGO_BIN_EXE_ferry"), "plan", &p])
+        .env("HOME", dir.path())
+        .env("FERRY_STATE", dir.path().join("ferry.db"))
+        .output()
+        .await
+        .expect("/usr/bin/time");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("kept: in use by pod zz/api"), "{stdout}");
+    let pages = kube
+        .requests()
+        .iter()
+        .filter(|(_, path, _)| path.starts_with("/api/v1/pods"))
+        .count();
+    assert!(pages >= 20, "{pages} pod list requests");
+    let rss: u64 = stderr
+        .lines()
+        .rfind(|l| l.starts_with("RSS "))
+        .and_then(|l| l[4..].trim().parse().ok())
+        .expect("RSS line");
+    assert!(
+        rss / 1024 <= 96,
+        "peak RSS {} MiB reading 10,000 pods",
+        rss / 1024
+    );
+    let _ = imgs;
+}
