@@ -439,3 +439,59 @@ async fn ten_thousand_pods_are_read_in_pages() {
     );
     let _ = imgs;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed() {
+    let reg = Registry::start().await;
+    let imgs = six_releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::Token("t".into())).await;
+    for n in 0..1_200 {
+        kube.add(
+            Kind::Pod,
+            pod("web", &format!("web-{n:04}"), &[("web", "nginx:1.27", "")]),
+        );
+    }
+    populate(&kube, &reg.addr, &imgs);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&config, "c");
+    let p = cluster_plan(
+        dir.path(),
+        &reg.addr,
+        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
+        "",
+    );
+    // The pods list expires at its second page: it is read again from the start.
+    kube.expire_at_continue(1);
+    let shown = ferry(&["plan", &p], &[]).await;
+    assert_eq!(shown.code, 0, "{}\n{}", shown.stdout, shown.stderr);
+    assert!(
+        shown.stdout.contains("kept: in use by pod prod/api-7d9f8"),
+        "{}",
+        shown.stdout
+    );
+    let firsts = kube
+        .requests()
+        .iter()
+        .filter(|(_, path, _)| path.starts_with("/api/v1/pods") && !path.contains("continue="))
+        .count();
+    assert_eq!(firsts, 2, "the pods list started twice");
+    // A cluster that refuses the credentials.
+    kube.unauthorized();
+    let run = ferry(&["run", &p], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("listing pods: 401 Unauthorized: the cluster refused the credentials"),
+        "{}",
+        run.stderr
+    );
+    let pusher = reg.pusher();
+    for i in 0..6 {
+        let tag = format!("v1.0.{i}");
+        assert!(
+            pusher.manifest("team/api", &tag).await.is_some(),
+            "{tag} deleted"
+        );
+    }
+}

@@ -451,6 +451,9 @@ struct Inner {
     data: Mutex<Data>,
     requests: Mutex<Vec<(String, String, bool)>>,
     audit: AtomicU64,
+    /// Expire every continue token issued so far once the `n`th request with a `continue`
+    /// parameter arrives, before it is answered (set by `expire_at_continue`).
+    expire_at: Mutex<Option<usize>>,
 }
 
 /// A running fake API server; stops when dropped.
@@ -547,6 +550,7 @@ impl FakeKube {
                 access: HashMap::new(),
             }),
             requests: Mutex::new(Vec::new()),
+            expire_at: Mutex::new(None),
             audit: AtomicU64::new(0),
         });
 
@@ -799,6 +803,12 @@ impl FakeKube {
         let mut data = self.inner.data.lock().expect("kube data");
         data.rv += 1;
         data.compacted = data.rv;
+    }
+
+    /// Expire the continue tokens issued so far when the `n`th request that carries one
+    /// arrives (1-based), once: a list read in pages meets a 410 in the middle.
+    pub fn expire_at_continue(&self, n: usize) {
+        *self.inner.expire_at.lock().expect("expire at") = Some(n);
     }
 
     /// The latest resource version.
@@ -1602,11 +1612,27 @@ async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| uri.path().to_string());
-    inner.requests.lock().expect("kube requests").push((
-        method.to_string(),
-        path_and_query,
-        headers.contains_key(header::AUTHORIZATION),
-    ));
+    let continued = {
+        let mut requests = inner.requests.lock().expect("kube requests");
+        requests.push((
+            method.to_string(),
+            path_and_query,
+            headers.contains_key(header::AUTHORIZATION),
+        ));
+        requests
+            .iter()
+            .filter(|r| r.1.contains("continue="))
+            .count()
+    };
+    {
+        let mut at = inner.expire_at.lock().expect("expire at");
+        if *at == Some(continued) {
+            *at = None;
+            let mut data = inner.data.lock().expect("kube data");
+            data.rv += 1;
+            data.compacted = data.rv;
+        }
+    }
     let unauthorized = inner.data.lock().expect("kube data").unauthorized;
     let user = match authenticate(&inner, &info, &headers, unauthorized) {
         Ok(u) => u,
