@@ -432,6 +432,10 @@ async fn ten_thousand_pods_are_read_in_pages() {
         .rfind(|l| l.starts_with("RSS "))
         .and_then(|l| l[4..].trim().parse().ok())
         .expect("RSS line");
+    println!(
+        "ferry plan over 10,000 pods: {pages} pod list requests, peak RSS {} MiB",
+        rss / 1024
+    );
     assert!(
         rss / 1024 <= 96,
         "peak RSS {} MiB reading 10,000 pods",
