@@ -77,6 +77,22 @@ impl KubeSource {
         Client::try_from(config).map_err(|e| self.fail(format!("no client: {e}")))
     }
 
+    /// `K` cluster-wide, or in each namespace asked for.
+    fn apis<K>(&self, client: &Client) -> Vec<Api<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        if self.settings.namespaces.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            self.settings
+                .namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect()
+        }
+    }
+
     /// Every object of `K` in the namespaces asked for, page by page, each turned into uses
     /// as it comes (a page is dropped before the next is read).
     async fn list<K>(
@@ -92,15 +108,7 @@ impl KubeSource {
             + std::fmt::Debug,
     {
         let cluster = self.cluster();
-        let apis: Vec<Api<K>> = if self.settings.namespaces.is_empty() {
-            vec![Api::all(client.clone())]
-        } else {
-            self.settings
-                .namespaces
-                .iter()
-                .map(|ns| Api::namespaced(client.clone(), ns))
-                .collect()
-        };
+        let apis: Vec<Api<K>> = self.apis(client);
         for api in apis {
             // A continue token that expired restarts the list, once.
             let mut restarted = false;
@@ -168,15 +176,7 @@ impl KubeSource {
             K::plural(&()),
             self.settings.line
         );
-        let apis: Vec<Api<K>> = if self.settings.namespaces.is_empty() {
-            vec![Api::all(client.clone())]
-        } else {
-            self.settings
-                .namespaces
-                .iter()
-                .map(|ns| Api::namespaced(client.clone(), ns))
-                .collect()
-        };
+        let apis: Vec<Api<K>> = self.apis(client);
         for api in apis {
             if let Err(e) = api.list(&ListParams::default().limit(1)).await {
                 return (what, Err(explain::<K>(&e)));
@@ -192,60 +192,15 @@ impl Source for KubeSource {
         let client = self.client().await?;
         let mut out = Vec::new();
         self.list::<Pod>(&client, &mut out, pod_uses).await?;
-        self.list::<Deployment>(&client, &mut out, |o, c| {
-            template_uses(
-                "deployment",
-                o,
-                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-                c,
-            )
-        })
-        .await?;
-        self.list::<StatefulSet>(&client, &mut out, |o, c| {
-            template_uses(
-                "statefulset",
-                o,
-                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-                c,
-            )
-        })
-        .await?;
-        self.list::<DaemonSet>(&client, &mut out, |o, c| {
-            template_uses(
-                "daemonset",
-                o,
-                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-                c,
-            )
-        })
-        .await?;
-        self.list::<ReplicaSet>(&client, &mut out, |o, c| {
-            let spec = o
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.as_ref())
-                .and_then(|t| t.spec.as_ref());
-            template_uses("replicaset", o, spec, c)
-        })
-        .await?;
-        self.list::<Job>(&client, &mut out, |o, c| {
-            template_uses(
-                "job",
-                o,
-                o.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-                c,
-            )
-        })
-        .await?;
-        self.list::<CronJob>(&client, &mut out, |o, c| {
-            let spec = o
-                .spec
-                .as_ref()
-                .and_then(|s| s.job_template.spec.as_ref())
-                .and_then(|j| j.template.spec.as_ref());
-            template_uses("cronjob", o, spec, c)
-        })
-        .await?;
+        self.list::<Deployment>(&client, &mut out, templated)
+            .await?;
+        self.list::<StatefulSet>(&client, &mut out, templated)
+            .await?;
+        self.list::<DaemonSet>(&client, &mut out, templated).await?;
+        self.list::<ReplicaSet>(&client, &mut out, templated)
+            .await?;
+        self.list::<Job>(&client, &mut out, templated).await?;
+        self.list::<CronJob>(&client, &mut out, templated).await?;
         self.list::<ControllerRevision>(&client, &mut out, revision_uses)
             .await?;
         Ok(out)
@@ -396,13 +351,66 @@ fn spec_uses(who: &str, spec: &PodSpec, cluster: &str) -> Vec<Use> {
         .collect()
 }
 
-fn template_uses<K: Resource<DynamicType = ()>>(
-    kind: &str,
-    obj: &K,
-    spec: Option<&PodSpec>,
-    cluster: &str,
-) -> Vec<Use> {
-    spec.map(|s| spec_uses(&describe(kind, obj), s, cluster))
+/// A kind whose objects hold a pod template: what starts next, or what a rollback returns to.
+trait Templated: Resource<DynamicType = ()> {
+    /// The kind as reasons name it (`deployment prod/api`).
+    const LABEL: &'static str;
+    fn pod_spec(&self) -> Option<&PodSpec>;
+}
+
+impl Templated for Deployment {
+    const LABEL: &'static str = "deployment";
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+impl Templated for StatefulSet {
+    const LABEL: &'static str = "statefulset";
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+impl Templated for DaemonSet {
+    const LABEL: &'static str = "daemonset";
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+impl Templated for ReplicaSet {
+    const LABEL: &'static str = "replicaset";
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.as_ref()?.spec.as_ref()
+    }
+}
+
+impl Templated for Job {
+    const LABEL: &'static str = "job";
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+impl Templated for CronJob {
+    const LABEL: &'static str = "cronjob";
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec
+            .as_ref()?
+            .job_template
+            .spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()
+    }
+}
+
+/// The containers of an object's pod template.
+fn templated<K: Templated>(obj: &K, cluster: &str) -> Vec<Use> {
+    obj.pod_spec()
+        .map(|s| spec_uses(&describe(K::LABEL, obj), s, cluster))
         .unwrap_or_default()
 }
 

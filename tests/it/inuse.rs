@@ -167,6 +167,18 @@ fn cluster_plan(dir: &std::path::Path, host: &str, source: &str, extra: &str) ->
     .to_string()
 }
 
+/// [`cluster_plan`] with a kubeconfig for `kube` (its current context `context`).
+fn kubeconfig_plan(dir: &std::path::Path, host: &str, kube: &FakeKube, context: &str) -> String {
+    let config = dir.join("kubeconfig");
+    kube.write_kubeconfig(&config, context);
+    cluster_plan(
+        dir,
+        host,
+        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
+        "",
+    )
+}
+
 /// A cluster that runs v1.0.0 by digest (its spec names a tag that has moved on), a
 /// Deployment naming v1.0.1, a ReplicaSet of its rollback history naming v1.0.2, and a
 /// StatefulSet revision naming v1.0.5 (kept anyway).
@@ -303,14 +315,7 @@ async fn a_403_on_replicasets_deletes_nothing_and_names_the_permission() {
     populate(&kube, &reg.addr, &imgs);
     kube.forbid(Kind::ReplicaSet);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&config, "prod-eu");
-    let p = cluster_plan(
-        dir.path(),
-        &reg.addr,
-        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
-        "",
-    );
+    let p = kubeconfig_plan(dir.path(), &reg.addr, &kube, "prod-eu");
     let checked = ferry(&["check", "--online", &p], &[]).await;
     assert_ne!(checked.code, 0);
     assert!(
@@ -402,14 +407,7 @@ async fn ten_thousand_pods_are_read_in_pages() {
         ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&config, "big");
-    let p = cluster_plan(
-        dir.path(),
-        &reg.addr,
-        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
-        "",
-    );
+    let p = kubeconfig_plan(dir.path(), &reg.addr, &kube, "big");
     let out = tokio::process::Command::new("/usr/bin/time")
         .args(["-f", "RSS %M", env!("CARGO_BIN_EXE_ferry"), "plan", &p])
         .env("HOME", dir.path())
@@ -457,14 +455,7 @@ async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed()
     }
     populate(&kube, &reg.addr, &imgs);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&config, "c");
-    let p = cluster_plan(
-        dir.path(),
-        &reg.addr,
-        &format!("{{ kubeconfig = \"{}\" }}", config.display()),
-        "",
-    );
+    let p = kubeconfig_plan(dir.path(), &reg.addr, &kube, "c");
     // The pods list expires at its second page: it is read again from the start.
     kube.expire_at_continue(1);
     let shown = ferry(&["plan", &p], &[]).await;
