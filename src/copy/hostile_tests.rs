@@ -149,6 +149,14 @@ impl Registry for Memory {
     async fn delete_manifest(&self, _repo: &str, _digest: &Digest) -> Result<Option<String>> {
         Ok(None)
     }
+    async fn delete_tag(
+        &self,
+        _repo: &str,
+        _tag: &str,
+        _digest: &Digest,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
     async fn mount_blob(&self, _repo: &str, _digest: &Digest, _from: &str) -> Result<bool> {
         Ok(false)
     }

@@ -65,6 +65,15 @@ pub enum RegistryError {
     },
     #[error("{shown_url}: {reason}", shown_url = shown(.url))]
     Protocol { url: String, reason: String },
+    /// A tag to be removed points at another manifest than the one it was to be removed from
+    /// (it was pushed again since the decision): it is left alone.
+    #[error("{shown_url}: tag {tag} now points at {actual}, not {expected}: it moved, so it is left alone", shown_url = shown(.url))]
+    TagMoved {
+        url: String,
+        tag: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{what} not found: {shown_url}", shown_url = shown(.url))]
     NotFound { what: String, url: String },
     #[error("authentication at {shown_url} failed: {reason}", shown_url = shown(.url))]
@@ -205,6 +214,22 @@ impl RegistryError {
             // presigned storage URL (`X-Amz-Signature=…`): a credential. The message already
             // names the URL ferry asked for.
             source: source.without_url(),
+        }
+    }
+
+    /// The tag `tag` (at `url`) points at `actual`, not at `expected` (see
+    /// [`RegistryError::TagMoved`]).
+    pub fn tag_moved(
+        url: impl ToString,
+        tag: &str,
+        expected: &crate::reference::Digest,
+        actual: &crate::reference::Digest,
+    ) -> Self {
+        RegistryError::TagMoved {
+            url: url.to_string(),
+            tag: tag.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
         }
     }
 

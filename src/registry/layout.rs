@@ -103,19 +103,30 @@ impl LayoutRegistry {
         let entries = index["manifests"].as_array().cloned().unwrap_or_default();
         for d in entries {
             if d["annotations"][REF_NAME].as_str() == Some(tag) {
-                let digest = d["digest"]
-                    .as_str()
-                    .and_then(Digest::parse)
-                    .ok_or_else(|| RegistryError::InvalidManifest {
-                        url: format!("oci:{repo}/index.json"),
-                        reason: ManifestError::LayoutTag {
-                            tag: tag.to_string(),
-                        },
-                    })?;
+                let digest = Self::entry_digest(repo, tag, &d)?;
                 return Ok(Some((digest, d["mediaType"].as_str().map(str::to_string))));
             }
         }
         Ok(None)
+    }
+
+    /// The digest of the `index.json` entry `d`, which names `tag`.
+    fn entry_digest(repo: &str, tag: &str, d: &Value) -> Result<Digest> {
+        d["digest"]
+            .as_str()
+            .and_then(Digest::parse)
+            .ok_or_else(|| RegistryError::InvalidManifest {
+                url: format!("oci:{repo}/index.json"),
+                reason: ManifestError::LayoutTag {
+                    tag: tag.to_string(),
+                },
+            })
+    }
+
+    /// Replace `index.json` whole (callers hold the index lock).
+    async fn write_index(repo: &str, index: &Value) -> Result<()> {
+        let path = Path::new(repo).join("index.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(index).expect("json")).await
     }
 
     /// Write a blob from a stream: verified, to a temporary file, renamed into place.
@@ -443,8 +454,7 @@ impl Registry for LayoutRegistry {
             "annotations": { REF_NAME: reference },
         }));
         index["manifests"] = Value::Array(entries);
-        let path = Path::new(repo).join("index.json");
-        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await?;
+        Self::write_index(repo, &index).await?;
         Ok(Pushed::default())
     }
 
@@ -516,8 +526,37 @@ impl Registry for LayoutRegistry {
         let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
         entries.retain(|d| d["digest"].as_str() != Some(digest.as_str()));
         index["manifests"] = Value::Array(entries);
-        let path = Path::new(repo).join("index.json");
-        write_atomic(&path, &serde_json::to_vec_pretty(&index).expect("json")).await?;
+        Self::write_index(repo, &index).await?;
+        Ok(None)
+    }
+
+    /// The `index.json` entry naming the tag goes; other entries (other tags of the digest)
+    /// and the blobs stay. Under the index lock, rewritten atomically, as every index update.
+    async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {
+        names::tag(tag)?;
+        let lock = self.index_lock(repo).await;
+        let _guard = lock.lock().await;
+        let mut index = match Self::read_index(repo).await {
+            // No layout: no tag to remove, as a registry answers of a missing repository.
+            Err(e) if e.is_not_found() => return Ok(None),
+            r => r?,
+        };
+        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        let names_tag = |d: &Value| d["annotations"][REF_NAME].as_str() == Some(tag);
+        // Every entry naming the tag (an index.json written elsewhere may name one twice).
+        for d in entries.iter().filter(|d| names_tag(d)) {
+            let actual = Self::entry_digest(repo, tag, d)?;
+            if actual != *digest {
+                let url = format!("oci:{repo}:{tag}");
+                return Err(RegistryError::tag_moved(url, tag, digest, &actual));
+            }
+        }
+        let before = entries.len();
+        entries.retain(|d| !names_tag(d));
+        if entries.len() < before {
+            index["manifests"] = Value::Array(entries);
+            Self::write_index(repo, &index).await?;
+        }
         Ok(None)
     }
 

@@ -3,8 +3,9 @@
 //! distribution that ferry relies on: a manifest's digest is its bytes' digest, an image
 //! manifest is refused while a blob it names is missing, a blob is stored only when its bytes
 //! match its digest, a mount works only from a repository holding the blob, deleting a manifest
-//! removes every tag pointing at it, tags list sorted. What only a real server proves (auth,
-//! uploads over HTTP, faults) stays with the integration tests and the real docker-registry.
+//! removes every tag pointing at it (deleting a tag, that tag alone), tags list sorted. What
+//! only a real server proves (auth, uploads over HTTP, faults) stays with the integration
+//! tests and the real docker-registry.
 //!
 //! Every call is counted by kind ([`MemoryRegistry::calls`]), so a test can say how many
 //! requests a copy cost.
@@ -355,6 +356,25 @@ impl Registry for MemoryRegistry {
         Ok(None)
     }
 
+    async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {
+        let url = format!("{}/{repo}:{tag}", self.name);
+        self.with("delete_tag", |i| {
+            let Some(r) = i.repos.get_mut(repo) else {
+                return Ok(None);
+            };
+            match r.tags.get(tag) {
+                Some(actual) if actual != digest => {
+                    Err(RegistryError::tag_moved(url, tag, digest, actual))
+                }
+                Some(_) => {
+                    r.tags.remove(tag);
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
         Ok(self.with("mount_blob", |i| {
             let there = i.repos.get(from).is_some_and(|r| r.blobs.contains(digest));
@@ -367,5 +387,38 @@ impl Registry for MemoryRegistry {
             }
             there
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deleting_a_tag_keeps_the_manifest_and_its_other_tags() {
+        let reg = MemoryRegistry::new("memory.test");
+        let one = reg.push_image("team/app", "a", &[b"layer"], "linux/amd64");
+        reg.add_manifest(
+            "team/app",
+            "b",
+            manifest::OCI_MANIFEST,
+            &reg.manifest_bytes("team/app", one.as_str()),
+        );
+        let two = reg.push_image("team/app", "c", &[b"other"], "linux/amd64");
+        assert_eq!(reg.delete_tag("team/app", "b", &one).await.unwrap(), None);
+        let tags = reg.tags("team/app");
+        assert_eq!(tags.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(tags["a"], one);
+        assert!(reg.has_manifest("team/app", &one));
+        // Gone already, or in no repository: nothing to do.
+        assert_eq!(reg.delete_tag("team/app", "b", &one).await.unwrap(), None);
+        assert_eq!(reg.delete_tag("nowhere", "b", &one).await.unwrap(), None);
+        // Pointing elsewhere: left alone.
+        match reg.delete_tag("team/app", "c", &one).await {
+            Err(RegistryError::TagMoved { actual, .. }) => assert_eq!(actual, two.to_string()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reg.tags("team/app")["c"], two);
+        assert_eq!(reg.calls()["delete_tag"], 4);
     }
 }

@@ -9,7 +9,8 @@
 //! Beside them: [`vendor`], the APIs of GHCR and Docker Hub behind their own trait, for what
 //! the distribution API does not do; [`auth`] and [`credentials`]; [`throttle`] and [`retry`],
 //! the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
-//! what the registry answered as data; [`manifest`] and [`digest`], what is read is checked.
+//! what the registry answered as data; [`manifest`] and [`digest`], what is read is checked;
+//! [`placeholder`], how one tag is removed where a registry deletes only manifests.
 
 pub mod auth;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod manifest;
 #[cfg(test)]
 pub mod memory;
 pub mod overlay;
+pub mod placeholder;
 pub mod retry;
 pub mod status;
 pub mod throttle;
@@ -60,6 +62,19 @@ pub trait BlobSource: Send + Sync {
     /// upload ([`overlay::Overlay`]) remembers it instead of reading them.
     fn origin(&self) -> Option<BlobOrigin> {
         None
+    }
+}
+
+/// A blob held in memory, as a [`BlobSource`] (the `{}` config of
+/// [`placeholder::manifest`]).
+pub struct BytesSource(pub Bytes);
+
+#[async_trait]
+impl BlobSource for BytesSource {
+    async fn open(&self, from: &Midstate) -> Result<BlobStream> {
+        let start = usize::try_from(from.offset()).map_or(self.0.len(), |o| o.min(self.0.len()));
+        let rest = self.0.slice(start..);
+        Ok(Box::pin(futures::stream::iter([Ok(rest)])))
     }
 }
 
@@ -320,6 +335,15 @@ pub trait Registry: Send + Sync {
     /// id of what it deleted where it has one (a GHCR package version id), for the audit.
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>>;
 
+    /// Remove the tag `tag` of `repo`, which points at `digest`, and nothing else: the manifest
+    /// and its other tags stay. Returns the registry's own id of what it deleted, for the audit
+    /// (the placeholder's GHCR package version id, "tag v1" on Docker Hub), where it has one.
+    /// A tag that no longer points at `digest` is left alone ([`RegistryError::TagMoved`]); a
+    /// tag already gone is `Ok(None)`. Where the registry deletes only manifests (CNCF
+    /// distribution, GHCR), the tag is first moved onto a throw-away manifest
+    /// ([`placeholder`]), which is then deleted.
+    async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>>;
+
     /// What the registry records beyond the distribution API: every manifest of a repository
     /// with its own id, tags and push time, untagged ones included (GHCR's package versions).
     /// `None` where the registry has no such API.
@@ -338,6 +362,23 @@ pub trait Registry: Send + Sync {
 mod tests {
     use super::*;
     use futures::{stream, StreamExt};
+
+    #[tokio::test]
+    async fn a_bytes_source_opens_at_the_offset_asked() {
+        let source = BytesSource(Bytes::from_static(b"abcdef"));
+        let mut from = Midstate::new();
+        for (skip, expected) in [(0, "abcdef"), (2, "cdef"), (6, "")] {
+            from.update(&b"abcdef"[from.offset() as usize..skip]);
+            let got: Vec<u8> = source
+                .open(&from)
+                .await
+                .unwrap()
+                .map(|c| c.unwrap().to_vec())
+                .concat()
+                .await;
+            assert_eq!(String::from_utf8(got).unwrap(), expected, "from {skip}");
+        }
+    }
 
     #[tokio::test]
     async fn skip_bytes_drops_a_prefix_across_chunks() {

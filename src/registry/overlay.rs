@@ -10,7 +10,8 @@
 //!
 //! The overlay models what each backend does with a write, no more: a tag points at the last
 //! manifest put under it; deleting a manifest removes every tag pointing at it (as
-//! distribution, GHCR versions, Docker Hub tags and layout `index.json` entries all do); a
+//! distribution, GHCR versions, Docker Hub tags and layout `index.json` entries all do);
+//! deleting a tag removes that tag alone (the placeholder a registry may need is not shown); a
 //! registry's own records ([`RecordStyle`]) gain a version (GHCR) or a tag entry (Docker Hub)
 //! per write, pushed "now". Blob bytes are never read: a blob put here remembers where its
 //! bytes are ([`BlobOrigin`]), so retention can still read a copied image's config.
@@ -128,6 +129,16 @@ impl Overlay {
         RegistryError::NotFound {
             what: "manifest".into(),
             url: format!("{}/{repo}{sep}{reference}", self.inner.name()),
+        }
+    }
+
+    /// Requests a tag deletion sends after its check: one where the registry deletes tags
+    /// (Docker Hub's API, a layout's index), else the placeholder's config check, push and
+    /// deletion.
+    fn untag_requests(&self) -> u64 {
+        match (self.inner.name(), self.inner.record_style()) {
+            ("oci:", _) | (_, RecordStyle::Tags) => 1,
+            _ => 3,
         }
     }
 
@@ -456,6 +467,22 @@ impl Registry for Overlay {
                 v.tags.insert(t, None);
             }
         });
+        Ok(None)
+    }
+
+    /// The tag reads as absent from then on; the manifest and its other tags stay readable.
+    async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {
+        // The check a real deletion makes first, as this simulation now sees the tag.
+        match self.head_manifest(repo, tag).await? {
+            None => return Ok(None),
+            Some(h) if h.digest != *digest => {
+                let url = format!("{}/{repo}:{tag}", self.name());
+                return Err(RegistryError::tag_moved(url, tag, digest, &h.digest));
+            }
+            Some(_) => {}
+        }
+        self.count(self.untag_requests());
+        self.with(repo, |v| v.tags.insert(tag.to_string(), None));
         Ok(None)
     }
 

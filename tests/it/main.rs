@@ -28,3 +28,4 @@ mod snapshots;
 mod structure;
 mod tls;
 mod trust;
+mod untag;

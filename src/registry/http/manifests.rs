@@ -1,6 +1,7 @@
 //! Manifests: HEAD (what a tag or digest resolves to), GET (verified against the reference
 //! or the registry's digest, bounded in size), PUT (the registry's reported digest checked)
-//! and DELETE by digest.
+//! and DELETE by digest; and a tag removed by pushing a placeholder under it and deleting
+//! that ([`placeholder`]).
 
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -14,7 +15,10 @@ use super::HttpRegistry;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
-use crate::registry::{Digest, Manifest, ManifestHead, Pushed, Registry};
+use crate::registry::{
+    placeholder, BlobUpload, BytesSource, Digest, Manifest, ManifestHead, Pushed, RecordStyle,
+    Registry,
+};
 
 /// The operations, each tried once; the `Registry` implementation wraps them in retries.
 impl HttpRegistry {
@@ -166,6 +170,56 @@ impl HttpRegistry {
             StatusCode::NOT_FOUND => Ok(()),
             _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
         }
+    }
+
+    /// Remove `tag` (checked to point at the manifest it is removed from) the
+    /// [`placeholder`] way: move it onto a throw-away manifest, then delete that by digest
+    /// (through the vendor API where the registry has one: GHCR deletes its package version).
+    /// Returns the deleted placeholder's id where the registry has one. Where the vendor API
+    /// can tell beforehand that deleting will be refused (GHCR's token scopes), nothing is
+    /// pushed: a placeholder that cannot be deleted would hold the tag.
+    pub(super) async fn untag_by_placeholder(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<String>> {
+        if let Some(v) = &self.vendor {
+            v.check_delete(repo).await?;
+        }
+        self.ensure_empty_config(repo).await?;
+        let throwaway = placeholder::manifest(tag);
+        self.put_manifest(repo, tag, &throwaway).await?;
+        let id = self.delete_manifest(repo, &throwaway.digest).await?;
+        if id.is_none() && self.record_style() == RecordStyle::Versions {
+            // A registry of package versions answers with the id of what it deleted: without
+            // one, the version was not found, and the placeholder still holds the tag.
+            return Err(RegistryError::Protocol {
+                url: self.manifest_url(repo, throwaway.digest.as_str()).await?.to_string(),
+                reason: format!(
+                    "the placeholder pushed to remove tag {tag} is not among the package's versions, so it was not deleted and holds the tag; delete it by digest"
+                ),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Upload the placeholder's `{}` config unless `repo` has it: distribution refuses an
+    /// image manifest whose config it does not hold.
+    async fn ensure_empty_config(&self, repo: &str) -> Result<()> {
+        let digest = placeholder::empty_config_digest();
+        if self.blob_exists(repo, &digest).await? {
+            return Ok(());
+        }
+        let source = BytesSource(placeholder::empty_config());
+        let upload = BlobUpload {
+            digest: &digest,
+            size: placeholder::EMPTY_CONFIG.len() as u64,
+            source: &source,
+            resume: None,
+            progress: &|_| {},
+            park: &|| false,
+        };
+        self.put_blob(repo, upload).await
     }
 
     /// A manifest-sized body (a manifest, a referrers page), or `None` when it is over the

@@ -10,9 +10,10 @@
 //!   and error answers; `wire.rs`: digest checks and upload offsets.
 //!
 //! Every operation runs under the registry's one [`RetryPolicy`], uploads included. What the
-//! distribution API does not do (listing a namespace, deleting on GHCR and Docker Hub) the
-//! registry's [`VendorApi`], chosen once when the client is built, does. Blob bodies are
-//! streamed both ways and verified while they flow.
+//! distribution API does not do (listing a namespace, deleting on GHCR and Docker Hub, deleting
+//! one tag on Docker Hub) the registry's [`VendorApi`], chosen once when the client is built,
+//! does; one tag elsewhere is removed the [`placeholder`](crate::registry::placeholder) way.
+//! Blob bodies are streamed both ways and verified while they flow.
 //!
 //! [`RetryPolicy`]: crate::registry::retry::RetryPolicy
 //! [`VendorApi`]: crate::registry::vendor::VendorApi
@@ -42,12 +43,13 @@ pub use client::HttpRegistry;
 pub use pager::{next_link, Pager, MAX_PAGES};
 
 use super::auth::Scope;
-use super::error::Result;
+use super::error::{RegistryError, Result};
 use super::throttle::RegistryStats;
 use super::{
     BlobStream, BlobTail, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed,
     RecordStyle, ReferrerList, Registry,
 };
+use crate::reference::names;
 use send::Body;
 
 /// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
@@ -194,6 +196,28 @@ impl Registry for HttpRegistry {
             })
             .await?;
         Ok(None)
+    }
+
+    /// Checked first with a HEAD (no pull on Docker Hub); then the vendor API where it deletes
+    /// tags (Docker Hub), else the [`placeholder`](crate::registry::placeholder) way.
+    async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {
+        names::tag(tag)?;
+        match self.head_manifest(repo, tag).await? {
+            None => return Ok(None),
+            Some(h) if h.digest != *digest => {
+                let url = self.manifest_url(repo, tag).await?;
+                return Err(RegistryError::tag_moved(url, tag, digest, &h.digest));
+            }
+            Some(_) => {}
+        }
+        let by_vendor = match &self.vendor {
+            Some(v) => v.delete_tag(repo, tag).await,
+            None => None,
+        };
+        match by_vendor {
+            Some(done) => done,
+            None => self.untag_by_placeholder(repo, tag).await,
+        }
     }
 
     async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {

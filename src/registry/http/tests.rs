@@ -51,6 +51,7 @@ async fn no_request_is_built_from_a_name_outside_the_grammar() {
         refused(reg.referrers(repo, &good, None).await.map(|_| ()), repo);
         refused(reg.check_push(repo).await, repo);
         refused(reg.delete_manifest(repo, &good).await.map(|_| ()), repo);
+        refused(reg.delete_tag(repo, "v1", &good).await.map(|_| ()), repo);
         refused(
             reg.mount_blob("org/ok", &good, repo).await.map(|_| ()),
             repo,
@@ -70,7 +71,19 @@ async fn no_request_is_built_from_a_name_outside_the_grammar() {
             reg.head_manifest("org/ok", reference).await.map(|_| ()),
             reference,
         );
+        refused(
+            reg.delete_tag("org/ok", reference, &good).await.map(|_| ()),
+            reference,
+        );
     }
+    // A digest is no tag to remove.
+    let e = refused(
+        reg.delete_tag("org/ok", good.as_str(), &good)
+            .await
+            .map(|_| ()),
+        "a digest",
+    );
+    assert_eq!(e.kind, names::Kind::Tag);
     // Nothing above reached the registry.
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
     // A valid name does (and fails there, which is not the point).

@@ -130,3 +130,58 @@ async fn creating_a_layout_file_never_replaces_one_that_appeared_meanwhile() {
         .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("index.json")]);
 }
+
+#[tokio::test]
+async fn deleting_a_tag_keeps_the_manifest_and_its_other_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("layout").display().to_string();
+    let reg = LayoutRegistry::new();
+    let manifest = |body: &'static str| Manifest {
+        media_type: manifest::OCI_MANIFEST.into(),
+        bytes: Bytes::from_static(body.as_bytes()),
+        digest: Digest::sha256_of(body.as_bytes()),
+    };
+    let (one, two) = (
+        manifest(r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","n":1}"#),
+        manifest(r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","n":2}"#),
+    );
+    for (tag, m) in [("a", &one), ("b", &one), ("c", &two)] {
+        reg.put_manifest(&repo, tag, m).await.unwrap();
+    }
+    assert_eq!(reg.delete_tag(&repo, "b", &one.digest).await.unwrap(), None);
+    assert_eq!(reg.list_tags(&repo).await.unwrap(), ["a", "c"]);
+    assert!(reg.head_manifest(&repo, "b").await.unwrap().is_none());
+    let a = reg.head_manifest(&repo, "a").await.unwrap().unwrap();
+    assert_eq!(a.digest, one.digest);
+    assert_eq!(
+        reg.get_manifest(&repo, one.digest.as_str())
+            .await
+            .unwrap()
+            .bytes,
+        one.bytes
+    );
+    // Gone already, or never a layout: nothing to do.
+    assert_eq!(reg.delete_tag(&repo, "b", &one.digest).await.unwrap(), None);
+    let nowhere = dir.path().join("nowhere").display().to_string();
+    assert_eq!(
+        reg.delete_tag(&nowhere, "b", &one.digest).await.unwrap(),
+        None
+    );
+    assert!(!Path::new(&nowhere).exists());
+    // A tag that points elsewhere is left alone, and the index untouched.
+    let index = std::fs::read(Path::new(&repo).join("index.json")).unwrap();
+    match reg.delete_tag(&repo, "c", &one.digest).await {
+        Err(RegistryError::TagMoved { tag, actual, .. }) => {
+            assert_eq!((tag.as_str(), actual), ("c", two.digest.to_string()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(Path::new(&repo).join("index.json")).unwrap(),
+        index
+    );
+    assert!(matches!(
+        reg.delete_tag(&repo, "../x", &one.digest).await,
+        Err(RegistryError::InvalidName(_))
+    ));
+}

@@ -47,16 +47,21 @@ async fn writes_stay_in_memory_and_reads_see_them() {
     assert!(!dir.path().join("new").exists(), "nothing written");
 }
 
-#[tokio::test]
-async fn deleting_a_manifest_takes_every_tag_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("l").display().to_string();
+/// A layout in `dir`, written for real: `v1` and `latest` on one image, `v2` on another.
+async fn two_images(dir: &std::path::Path) -> (String, Arc<LayoutRegistry>, Manifest, Manifest) {
+    let repo = dir.join("l").display().to_string();
     let layouts = Arc::new(LayoutRegistry::new());
-    // Written for real underneath: v1 and latest on one image, v2 on another.
     let (one, two) = (image(1), image(2));
     for (tag, m) in [("v1", &one), ("latest", &one), ("v2", &two)] {
         layouts.put_manifest(&repo, tag, m).await.unwrap();
     }
+    (repo, layouts, one, two)
+}
+
+#[tokio::test]
+async fn deleting_a_manifest_takes_every_tag_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, layouts, one, _) = two_images(dir.path()).await;
     let o = Overlay::new(layouts.clone());
     o.delete_manifest(&repo, &one.digest).await.unwrap();
     assert_eq!(o.list_tags(&repo).await.unwrap(), vec!["v2".to_string()]);
@@ -70,6 +75,49 @@ async fn deleting_a_manifest_takes_every_tag_of_it() {
         o.list_tags(&repo).await.unwrap(),
         vec!["v1".to_string(), "v2".to_string()]
     );
+}
+
+#[tokio::test]
+async fn deleting_a_tag_takes_that_tag_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, layouts, one, _) = two_images(dir.path()).await;
+    let o = Overlay::new(layouts.clone());
+    let before = o.requests();
+    assert_eq!(
+        o.delete_tag(&repo, "latest", &one.digest).await.unwrap(),
+        None
+    );
+    // The check (a HEAD) and the deletion.
+    assert_eq!(o.requests() - before, 2);
+    assert_eq!(o.list_tags(&repo).await.unwrap(), ["v1", "v2"]);
+    assert!(o.head_manifest(&repo, "latest").await.unwrap().is_none());
+    assert!(o.get_manifest(&repo, "latest").await.is_err());
+    assert_eq!(
+        o.get_manifest(&repo, "v1").await.unwrap().digest,
+        one.digest
+    );
+    assert_eq!(
+        o.get_manifest(&repo, one.digest.as_str())
+            .await
+            .unwrap()
+            .bytes,
+        one.bytes
+    );
+    // Gone: nothing more to do. Elsewhere: left alone.
+    assert_eq!(
+        o.delete_tag(&repo, "latest", &one.digest).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        o.delete_tag(&repo, "v2", &one.digest).await,
+        Err(RegistryError::TagMoved { .. })
+    ));
+    assert_eq!(o.list_tags(&repo).await.unwrap(), ["v1", "v2"]);
+    // Untouched underneath.
+    assert_eq!(layouts.list_tags(&repo).await.unwrap().len(), 3);
+    // Pushed again: back.
+    o.put_manifest(&repo, "latest", &one).await.unwrap();
+    assert_eq!(o.list_tags(&repo).await.unwrap(), ["latest", "v1", "v2"]);
 }
 
 /// A registry whose own API keeps records (GHCR's versions, Docker Hub's tags), empty.
@@ -114,6 +162,9 @@ impl Registry for Records {
         unreachable!("an overlay never writes through")
     }
     async fn delete_manifest(&self, _: &str, _: &Digest) -> Result<Option<String>> {
+        unreachable!("an overlay never writes through")
+    }
+    async fn delete_tag(&self, _: &str, _: &str, _: &Digest) -> Result<Option<String>> {
         unreachable!("an overlay never writes through")
     }
     async fn manifest_records(&self, _: &str) -> Result<Option<Vec<ManifestRecord>>> {
@@ -165,5 +216,27 @@ async fn records_grow_the_way_the_registry_keeps_them() {
         o.delete_manifest("o/p", &index.digest).await.unwrap();
         let left = o.manifest_records("o/p").await.unwrap().unwrap();
         assert!(left.iter().all(|r| r.digest != index.digest));
+    }
+}
+
+#[tokio::test]
+async fn records_lose_a_deleted_tag_the_way_the_registry_keeps_them() {
+    let m = image(4);
+    for style in [RecordStyle::Versions, RecordStyle::Tags] {
+        let o = Overlay::new(Arc::new(Records(style)));
+        o.put_manifest("o/p", "v1", &m).await.unwrap();
+        o.put_manifest("o/p", "v2", &m).await.unwrap();
+        o.delete_tag("o/p", "v2", &m.digest).await.unwrap();
+        let records = o.manifest_records("o/p").await.unwrap().unwrap();
+        assert_eq!(records.len(), 1, "{style:?}");
+        assert_eq!(records[0].tags, vec!["v1".to_string()], "{style:?}");
+        o.delete_tag("o/p", "v1", &m.digest).await.unwrap();
+        let records = o.manifest_records("o/p").await.unwrap().unwrap();
+        match style {
+            // GHCR: the version stays, untagged.
+            RecordStyle::Versions => assert!(records[0].tags.is_empty()),
+            // Docker Hub lists tags: an image without one is not listed.
+            _ => assert!(records.is_empty()),
+        }
     }
 }

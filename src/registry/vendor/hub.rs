@@ -1,8 +1,9 @@
 //! Docker Hub's [`VendorApi`], its API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
 //! (Hub has no catalog), the tag listing that retention reads instead of pulling manifests
-//! (every manifest GET counts against the pull limit), and tag deletion. Logs in with the
-//! registry credentials (a personal access token) for private repositories and deletes, and
-//! waits out the API's own `X-RateLimit-*` budget and 429s.
+//! (every manifest GET counts against the pull limit), and tag deletion (every tag of an
+//! image, or one tag alone). Logs in with the registry credentials (a personal access token)
+//! for private repositories and deletes, and waits out the API's own `X-RateLimit-*` budget
+//! and 429s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -290,14 +291,43 @@ impl DockerHub {
             return Ok(None);
         };
         for tag in &record.tags {
-            names::tag(tag)?;
-            let url = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
-            let resp = self.hub_send(Method::DELETE, &url, Some(&bearer)).await?;
-            if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
-                return Err(self.hub_error(&Method::DELETE, &url, resp).await);
-            }
+            self.hub_delete_tag(api, &bearer, repo, tag).await?;
         }
         Ok(Some(format!("tags {}", record.tags.join(", "))))
+    }
+
+    /// Delete one tag through the Hub API (`Ok(false)`: it was gone already).
+    async fn hub_delete_tag(
+        &self,
+        api: &Url,
+        bearer: &secrecy::SecretString,
+        repo: &str,
+        tag: &str,
+    ) -> Result<bool> {
+        names::repository(repo)?;
+        names::tag(tag)?;
+        let url = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
+        let resp = self.hub_send(Method::DELETE, &url, Some(bearer)).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.hub_error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
+    /// Delete the one tag `tag` (Hub deletes tags; the image stays while another tag names
+    /// it). Returns `tag <name>` for the audit, `None` when it was gone.
+    async fn hub_untag(&self, repo: &str, tag: &str) -> Result<Option<String>> {
+        let api = self.hub_api()?;
+        let Some(bearer) = self.hub_login(api).await? else {
+            return Err(RegistryError::Credentials {
+                registry: self.name.clone(),
+                reason: CredentialsError::HubLogin,
+            });
+        };
+        let deleted = self.hub_delete_tag(api, &bearer, repo, tag).await?;
+        self.records.forget_tag(repo, tag);
+        Ok(deleted.then(|| format!("tag {tag}")))
     }
 
     /// Log in to the Hub API with the registry credentials (private repositories are listed
@@ -376,6 +406,10 @@ impl VendorApi for DockerHub {
 
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         self.hub_delete(repo, digest).await
+    }
+
+    async fn delete_tag(&self, repo: &str, tag: &str) -> Option<Result<Option<String>>> {
+        Some(self.hub_untag(repo, tag).await)
     }
 }
 

@@ -1,9 +1,10 @@
 //! What some registries do only through an API of their own: listing a namespace's
 //! repositories where there is no catalog, reading every manifest as the registry records it
-//! (with ids, tags, push times), deleting, and checking beforehand that deleting will be
-//! allowed. [`VendorApi`] is that API; GitHub Packages ([`github`]) and Docker Hub ([`hub`])
-//! implement it. The HTTP client picks one once, from the registry's [`Flavor`], when it is
-//! built ([`for_flavor`]), and asks it instead of the distribution API for these operations.
+//! (with ids, tags, push times), deleting (a manifest; on Docker Hub, one tag too), and
+//! checking beforehand that deleting will be allowed. [`VendorApi`] is that API; GitHub
+//! Packages ([`github`]) and Docker Hub ([`hub`]) implement it. The HTTP client picks one
+//! once, from the registry's [`Flavor`], when it is built ([`for_flavor`]), and asks it
+//! instead of the distribution API for these operations.
 
 pub mod github;
 pub mod hub;
@@ -46,6 +47,14 @@ pub trait VendorApi: Send + Sync {
 
     /// Delete the manifest `digest` of `repo` the API's way; its id or tags, for the audit.
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>>;
+
+    /// Delete the one tag `tag` of `repo` (already checked to point at the manifest it is
+    /// removed from) the API's way: what it deleted, for the audit, or `Ok(None)` when the tag
+    /// was gone. `None` when this API does not delete single tags: the client then moves the
+    /// tag onto a placeholder and deletes that ([`super::placeholder`]).
+    async fn delete_tag(&self, _repo: &str, _tag: &str) -> Option<Result<Option<String>>> {
+        None
+    }
 }
 
 /// What a vendor API client is built from: the registry's client and settings.
@@ -84,8 +93,11 @@ impl RecordCache {
             .insert(repo.to_string(), records.to_vec());
     }
 
-    /// The record of `digest` in `repo`: from the last read of the repository when there was
-    /// one, else from `read` (which lists it now).
+    /// The record of `digest` in `repo`: from the last read of the repository when it has
+    /// the digest, else from `read` (which lists it now: a manifest pushed since, such as a
+    /// [`super::placeholder`], is found). A digest the last read names as a child of a record
+    /// (Docker Hub lists an index's platforms with it) has no record of its own: `None`,
+    /// without listing again.
     pub async fn record_of(
         &self,
         repo: &str,
@@ -97,10 +109,106 @@ impl RecordCache {
             .lock()
             .expect("records cache")
             .get(repo)
-            .map(|rs| rs.iter().find(|r| &r.digest == digest).cloned());
+            .and_then(|rs| {
+                if let Some(r) = rs.iter().find(|r| &r.digest == digest) {
+                    return Some(Some(r.clone()));
+                }
+                let child = |r: &ManifestRecord| {
+                    r.children
+                        .as_ref()
+                        .is_some_and(|cs| cs.iter().any(|(c, _)| c == digest))
+                };
+                rs.iter().any(child).then_some(None)
+            });
         match cached {
             Some(found) => Ok(found),
             None => Ok(read.await?.into_iter().find(|r| &r.digest == digest)),
         }
+    }
+
+    /// Forget `tag` in the last read of `repo`: it was deleted. A record left without tags
+    /// goes too, as from a listing of tags (Docker Hub's), which names no digest without one.
+    pub fn forget_tag(&self, repo: &str, tag: &str) {
+        if let Some(rs) = self.0.lock().expect("records cache").get_mut(repo) {
+            rs.iter_mut().for_each(|r| r.tags.retain(|t| t != tag));
+            rs.retain(|r| !r.tags.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn record(n: u8, tags: &[&str], children: &[u8]) -> ManifestRecord {
+        ManifestRecord {
+            id: n.to_string(),
+            digest: Digest::sha256_of(&[n]),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            created: None,
+            children: Some(
+                children
+                    .iter()
+                    .map(|c| (Digest::sha256_of(&[*c]), None))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `record_of` with a listing that counts how often it is read.
+    async fn lookup(
+        cache: &RecordCache,
+        n: u8,
+        listing: &[ManifestRecord],
+        reads: &AtomicUsize,
+    ) -> Option<String> {
+        let read = async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Ok(listing.to_vec())
+        };
+        let digest = Digest::sha256_of(&[n]);
+        let found = cache.record_of("o/p", &digest, read).await;
+        found.unwrap().map(|r| r.id)
+    }
+
+    #[tokio::test]
+    async fn a_digest_the_cached_listing_lacks_is_listed_again() {
+        let cache = RecordCache::default();
+        let reads = AtomicUsize::new(0);
+        cache.keep("o/p", &[record(1, &["v1"], &[2])]);
+        // Pushed since the cache was filled (a placeholder): the listing is read again.
+        let now = [record(1, &["v1"], &[2]), record(3, &["v2"], &[])];
+        assert_eq!(lookup(&cache, 3, &now, &reads).await.as_deref(), Some("3"));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        // In the cache: no listing.
+        assert_eq!(lookup(&cache, 1, &now, &reads).await.as_deref(), Some("1"));
+        // A child of a cached record has no record of its own, and costs no listing.
+        assert_eq!(lookup(&cache, 2, &now, &reads).await, None);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        // Gone everywhere: listed, and not found.
+        assert_eq!(lookup(&cache, 9, &now, &reads).await, None);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_tag_leaves_its_records_other_tags() {
+        let cache = RecordCache::default();
+        let reads = AtomicUsize::new(0);
+        cache.keep(
+            "o/p",
+            &[record(1, &["a", "b"], &[]), record(2, &["c"], &[])],
+        );
+        cache.forget_tag("o/p", "b");
+        cache.forget_tag("o/p", "c");
+        // From the cache (the listing read instead would be empty).
+        let digest = Digest::sha256_of(&[1]);
+        let one = cache
+            .record_of("o/p", &digest, async { Ok(Vec::new()) })
+            .await;
+        assert_eq!(one.unwrap().unwrap().tags, vec!["a".to_string()]);
+        // Its last tag gone, a record leaves a listing of tags: asked, it is listed again.
+        assert_eq!(lookup(&cache, 2, &[], &reads).await, None);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 }

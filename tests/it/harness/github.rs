@@ -9,6 +9,12 @@
 //! 403 with `Retry-After`. Package names may contain `/` and arrive percent-encoded
 //! (`team%2Fapp`). It refuses what GitHub refuses: deleting a public version with more than
 //! 5000 downloads, and deleting the last active version of a package.
+//!
+//! For tests that push and delete, `registry_front` stands in for GHCR's registry side: a
+//! proxy in front of a real registry that keeps the packages in step as GHCR does (each
+//! manifest pushed is a version, a tag moves to the version pushed under it, the registry's own
+//! manifest DELETE answers 405 UNSUPPORTED), and deleting a version then deletes its manifest,
+//! and so its tags, in that registry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -113,6 +119,8 @@ struct Inner {
     tokens: Vec<Token>,
     data: Mutex<Data>,
     requests: Mutex<Vec<String>>,
+    /// The registry behind `registry_front`, where deleting a version deletes its manifest.
+    upstream: Mutex<Option<String>>,
 }
 
 /// A running fake; dropped with the test.
@@ -174,6 +182,7 @@ impl GitHubFake {
                 },
             }),
             requests: Mutex::new(Vec::new()),
+            upstream: Mutex::new(None),
         });
         let app = Router::new()
             .route("/user", get(get_user))
@@ -315,6 +324,44 @@ impl GitHubFake {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// GHCR's registry side (see the module docs): a proxy in front of the real registry at
+    /// `upstream`. A manifest pushed to `OWNER/PACKAGE` becomes a version of organisation
+    /// OWNER's package PACKAGE (one per digest, as GHCR keeps them), and a tag pushed moves to
+    /// that version; the registry's manifest DELETE answers 405 UNSUPPORTED, as GHCR's does.
+    pub async fn registry_front(&self, upstream: &str) -> super::Proxy {
+        *self.inner.upstream.lock().expect("github upstream") =
+            Some(upstream.trim_end_matches('/').to_string());
+        let hook: super::Hook = Arc::new(|method, uri, _| {
+            if *method == Method::DELETE && uri.contains("/manifests/") {
+                let message = "The operation is unsupported.";
+                super::Action::registry_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "UNSUPPORTED",
+                    message,
+                )
+            } else {
+                super::Action::Forward
+            }
+        });
+        let inner = self.inner.clone();
+        let answered: super::Answered = Arc::new(move |method, uri, status, headers| {
+            if *method != Method::PUT || status != StatusCode::CREATED {
+                return;
+            }
+            let pushed = uri
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split_once("/manifests/"));
+            let digest = headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok());
+            if let (Some((name, reference)), Some(digest)) = (pushed, digest) {
+                let tag = (!reference.starts_with("sha256:")).then_some(reference);
+                record_push(&inner, name, digest, tag);
+            }
+        });
+        super::Proxy::start_observed(upstream, hook, answered).await
     }
 
     /// Every request seen: `METHOD path?query token=<login|none>`, the path as sent (still
@@ -476,6 +523,75 @@ fn begin(
             DOCS,
         ))
     })
+}
+
+/// A manifest `digest` pushed to `name` (`OWNER/PACKAGE`) through `registry_front`, under
+/// `tag` or untagged: the version of that digest (new unless an active one has it) takes the
+/// tag from whichever version had it.
+fn record_push(inner: &Inner, name: &str, digest: &str, tag: Option<&str>) {
+    let Some((owner, package)) = name.split_once('/') else {
+        return;
+    };
+    let mut guard = inner.data.lock().expect("github data");
+    let data = &mut *guard;
+    let key = (OwnerKind::Org, owner.to_string(), package.to_string());
+    if !data.packages.contains_key(&key) {
+        let id = data.next_id;
+        data.next_id += 1;
+        let package = Package {
+            id,
+            public: false,
+            versions: Vec::new(),
+        };
+        data.packages.insert(key.clone(), package);
+    }
+    let p = data.packages.get_mut(&key).expect("package just added");
+    if let Some(tag) = tag {
+        for v in &mut p.versions {
+            v.tags.retain(|t| t != tag);
+        }
+    }
+    let at = match p
+        .versions
+        .iter()
+        .position(|v| v.digest == digest && !v.deleted)
+    {
+        Some(at) => at,
+        None => {
+            p.versions.push(FakeVersion {
+                id: data.next_id,
+                digest: digest.to_string(),
+                created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                tags: Vec::new(),
+                downloads: 0,
+                deleted: false,
+            });
+            data.next_id += 1;
+            p.versions.len() - 1
+        }
+    };
+    p.versions[at].tags.extend(tag.map(str::to_string));
+}
+
+/// What deleting a version does in the registry behind `registry_front`: its manifest goes,
+/// and with it every tag pointing at it (GHCR's deletion removes the digest and its tags).
+async fn delete_upstream(inner: &Inner, key: &(OwnerKind, String, String), digest: &str) {
+    let upstream = inner.upstream.lock().expect("github upstream").clone();
+    let Some(upstream) = upstream else {
+        return;
+    };
+    let (_, owner, package) = key;
+    let url = format!("{upstream}/v2/{owner}/{package}/manifests/{digest}");
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .expect("delete in the registry behind the GHCR front");
+    assert!(
+        resp.status().is_success(),
+        "DELETE {url}: {}",
+        resp.status()
+    );
 }
 
 /// Which package a route names: the owner from `{org}`, `{username}` or the caller.
@@ -850,7 +966,7 @@ async fn delete_version(
     }
     let key = package_key(&params, &caller);
     let id: Option<u64> = params.get("id").and_then(|s| s.parse().ok());
-    let outcome: Result<(), (StatusCode, &str)> = {
+    let outcome: Result<String, (StatusCode, &str)> = {
         let mut data = inner.data.lock().expect("github data");
         match data.packages.get_mut(&key) {
             None => Err((StatusCode::NOT_FOUND, "Package not found.")),
@@ -869,21 +985,24 @@ async fn delete_version(
                     )),
                     Some(v) => {
                         v.deleted = true;
-                        Ok(())
+                        Ok(v.digest.clone())
                     }
                 }
             }
         }
     };
     match outcome {
-        Ok(()) => answer(
-            &inner,
-            c,
-            ACCEPTED,
-            StatusCode::NO_CONTENT,
-            Vec::new(),
-            None,
-        ),
+        Ok(digest) => {
+            delete_upstream(&inner, &key, &digest).await;
+            answer(
+                &inner,
+                c,
+                ACCEPTED,
+                StatusCode::NO_CONTENT,
+                Vec::new(),
+                None,
+            )
+        }
         Err((status, msg)) => message(&inner, c, ACCEPTED, status, msg, DOCS_PACKAGES),
     }
 }

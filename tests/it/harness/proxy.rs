@@ -80,6 +80,11 @@ impl Action {
 /// The hook: method, path with query, request headers -> action.
 pub type Hook = Arc<dyn Fn(&Method, &str, &HeaderMap) -> Action + Send + Sync>;
 
+/// Told of each answer the registry gave to a forwarded request (method, path with query,
+/// status, response headers) before it goes back to the client: a fake that must keep in step
+/// with what the registry stored (see `GitHubFake::registry_front`).
+pub type Answered = Arc<dyn Fn(&Method, &str, StatusCode, &HeaderMap) + Send + Sync>;
+
 /// One request as the proxy saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -95,6 +100,7 @@ pub struct Seen {
 struct Inner {
     upstream: String,
     hook: Hook,
+    answered: Option<Answered>,
     client: reqwest::Client,
     seen: Mutex<Vec<Seen>>,
     /// Request body bytes received (uploads), counted as they stream through.
@@ -148,15 +154,26 @@ impl Drop for Proxy {
 impl Proxy {
     /// Proxy to `upstream` (`http://127.0.0.1:PORT`).
     pub async fn start(upstream: &str, hook: Hook) -> Proxy {
-        Proxy::start_with(upstream, hook, None).await
+        Proxy::start_with(upstream, hook, None, None).await
+    }
+
+    /// Proxy to `upstream`, telling `answered` of each answer the registry gave.
+    pub async fn start_observed(upstream: &str, hook: Hook, answered: Answered) -> Proxy {
+        Proxy::start_with(upstream, hook, Some(answered), None).await
     }
 
     /// A transparent proxy that behaves like a wide-area link.
     pub async fn wan(upstream: &str, shaping: Shaping) -> Proxy {
-        Proxy::start_with(upstream, Arc::new(|_, _, _| Action::Forward), Some(shaping)).await
+        let hook: Hook = Arc::new(|_, _, _| Action::Forward);
+        Proxy::start_with(upstream, hook, None, Some(shaping)).await
     }
 
-    async fn start_with(upstream: &str, hook: Hook, shaping: Option<Shaping>) -> Proxy {
+    async fn start_with(
+        upstream: &str,
+        hook: Hook,
+        answered: Option<Answered>,
+        shaping: Option<Shaping>,
+    ) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
@@ -164,6 +181,7 @@ impl Proxy {
         let inner = Arc::new(Inner {
             upstream: upstream.trim_end_matches('/').to_string(),
             hook,
+            answered,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -303,6 +321,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let status = upstream.status();
     let mut out_headers = upstream.headers().clone();
     out_headers.remove("transfer-encoding");
+    if let Some(answered) = &inner.answered {
+        answered(&method, &uri, status, &out_headers);
+    }
     let body = match action {
         Action::Corrupt | Action::Truncate => {
             let mut bytes = upstream.bytes().await.unwrap_or_default().to_vec();
