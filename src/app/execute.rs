@@ -17,6 +17,7 @@ use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
 use crate::inuse;
 use crate::plan::Plan;
 use crate::report::{error_chain, Reporter};
+use crate::retention::prune::{PruneAction, Pruned};
 use crate::retention::{self, PinMap, Retained};
 
 /// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
@@ -64,6 +65,10 @@ pub struct Execution {
     /// What people should know that is not an error (a duplicate dropped).
     pub notes: Vec<String>,
     pub retained: Vec<Retained>,
+    /// What each `prune` rule decided and deleted.
+    pub pruned: Vec<Pruned>,
+    /// What the sources listed, for pruning.
+    pub listings: Vec<select::Listing>,
     pub totals: Totals,
     /// What the blob transfers cost and saved (resumed, spooled, read again, parked).
     pub transfer: TransferTotals,
@@ -85,6 +90,7 @@ impl Execution {
                 out.push(format!("{item}: {}", error_chain(error.as_ref())));
             }
         }
+        out.extend(self.prune_failures(plan));
         for r in &self.retained {
             let repository = &r.plan.repository;
             match &r.plan.decisions {
@@ -116,6 +122,56 @@ impl Execution {
                         error_chain(e)
                     ));
                 }
+            }
+        }
+        out
+    }
+
+    /// What pruning could not do: a repository it could not read, a rule held back, a
+    /// deletion that failed.
+    fn prune_failures(&self, plan: &Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.pruned {
+            if let Some(why) = &p.held_back {
+                out.push(format!("{}: {why}", copy_label(plan, p.rule)));
+            }
+            for r in &p.repos {
+                if let Err(e) = &r.decisions {
+                    out.push(format!(
+                        "{}: not read, nothing there is pruned: {}",
+                        r.repository,
+                        error_chain(e)
+                    ));
+                }
+                for d in &r.done {
+                    if let Err(e) = &d.result {
+                        out.push(format!(
+                            "pruning {}@{} ({}): {}",
+                            r.repository,
+                            d.decision.digest,
+                            d.decision.tags.join(", "),
+                            error_chain(e)
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Prune deletions that went through: manifests deleted, and tags removed alone.
+    pub fn pruned(&self) -> (usize, usize) {
+        let done = self
+            .pruned
+            .iter()
+            .flat_map(|p| &p.repos)
+            .flat_map(|r| &r.done)
+            .filter(|d| d.result.is_ok());
+        let mut out = (0, 0);
+        for d in done {
+            match d.decision.action {
+                PruneAction::Untag => out.1 += 1,
+                _ => out.0 += 1,
             }
         }
         out
@@ -166,8 +222,44 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         out.retention_skipped = true;
         return out;
     }
-    out.retained = retain(plan, cx, &out.items, &mut out.in_use_failures).await;
+    let mut pins = pins(plan, &out.items);
+    if !plan.in_use.is_empty() && (!plan.retains.is_empty() || super::prune::any(plan)) {
+        in_use(plan, &mut pins, &mut out.in_use_failures).await;
+    }
+    out.pruned = prune(plan, cx, &out, &pins).await;
+    out.retained = retain(plan, cx, &pins).await;
     out
+}
+
+/// Every `prune` rule, after the copies: what they copied and no longer select, deleted.
+async fn prune(plan: &Plan, cx: &Context<'_>, out: &Execution, pins: &PinMap) -> Vec<Pruned> {
+    if !super::prune::any(plan) {
+        return Vec::new();
+    }
+    let ledger = cx.journal.ledger();
+    let scopes = super::prune::scopes(
+        plan,
+        cx.registries,
+        &out.listings,
+        &out.items,
+        &ledger,
+        cx.owns,
+    );
+    for s in &scopes {
+        for warning in &s.refused {
+            cx.reporter.note(&format!("warning: {warning}"));
+        }
+    }
+    let note = |message: &str| cx.reporter.note(message);
+    let prune = retention::prune::Context {
+        registries: cx.registries,
+        now: SystemTime::now(),
+        pins,
+        ledger: &ledger,
+        journal: cx.journal.as_ref(),
+        note: &note,
+    };
+    retention::prune::run(&scopes, &prune).await
 }
 
 /// One stage: what this run owns of its selection, claimed against earlier stages, copied;
@@ -196,6 +288,7 @@ async fn copy_stage(
     let (outcomes, totals) = engine.copy_all(&items).await;
     out.totals.add(&totals);
     out.select_errors.extend(selection.errors);
+    out.listings.extend(selection.listings);
     out.items.extend(items.into_iter().zip(outcomes));
     for c in claimed.conflicts {
         let outcome = conflict(plan, &c);
@@ -235,36 +328,33 @@ fn conflict(plan: &Plan, c: &select::Conflict) -> Outcome {
     }
 }
 
-/// Every `[[retain]]` policy, with what the copies put at their targets pinned.
-async fn retain(
-    plan: &Plan,
-    cx: &Context<'_>,
-    items: &[(Item, Option<Outcome>)],
-    out: &mut Vec<String>,
-) -> Vec<Retained> {
-    let mut pins = pins(plan, items);
-    if !plan.in_use.is_empty() && !plan.retains.is_empty() {
-        let gathered = inuse::gather(&plan.in_use).await;
-        in_use_pins(&mut pins, &gathered.uses, &plan.in_use.aliases);
-        if !gathered.failures.is_empty() {
-            pins.hold_all(
-                "an [in_use] source could not be read whole, so nothing is deleted (protection fails closed)"
-                    .to_string(),
-            );
-        }
-        out.extend(
-            gathered
-                .failures
-                .iter()
-                .map(|f| format!("in use: {f}; nothing is deleted until it can be read")),
+/// What runs or is about to, from every `[in_use]` source, pinned; when a source cannot be
+/// read whole, every deletion is held (protection fails closed) and `out` says why.
+async fn in_use(plan: &Plan, pins: &mut PinMap, out: &mut Vec<String>) {
+    let gathered = inuse::gather(&plan.in_use).await;
+    in_use_pins(pins, &gathered.uses, &plan.in_use.aliases);
+    if !gathered.failures.is_empty() {
+        pins.hold_all(
+            "an [in_use] source could not be read whole, so nothing is deleted (protection fails closed)"
+                .to_string(),
         );
     }
+    out.extend(
+        gathered
+            .failures
+            .iter()
+            .map(|f| format!("in use: {f}; nothing is deleted until it can be read")),
+    );
+}
+
+/// Every `[[retain]]` policy, with what the copies put at their targets pinned.
+async fn retain(plan: &Plan, cx: &Context<'_>, pins: &PinMap) -> Vec<Retained> {
     let note = |message: &str| cx.reporter.note(message);
     let retention = retention::Context {
         registries: cx.registries,
         now: SystemTime::now(),
         owns: cx.owns,
-        pins: &pins,
+        pins,
         journal: cx.journal.as_ref(),
         note: &note,
     };

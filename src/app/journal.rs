@@ -10,6 +10,7 @@ use crate::copy::{Endpoint, Item, Journal, Outcome, Recorded, Transfer};
 use crate::plan::Plan;
 use crate::registry::{Digest, Midstate, Parked, UploadProgress};
 use crate::report::error_chain;
+use crate::retention::prune::{Copied, Ledger};
 use crate::retention::{self, Deletion};
 use crate::state::{ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write};
 
@@ -247,6 +248,36 @@ impl Journal for StateJournal {
 }
 
 impl retention::Journal for StateJournal {
+    fn ledger(&self) -> Ledger {
+        let mut ledger = Ledger::default();
+        for ((registry, repo, reference), item) in &self.snapshot.items {
+            let Some(digest) = item.target_digest.as_deref().and_then(Digest::parse) else {
+                continue;
+            };
+            // The source as the rule names it, without the platform list `source_key` adds.
+            let source = match item.source.split_once(" [platforms ") {
+                Some((source, _)) => source,
+                None => &item.source,
+            };
+            ledger
+                .copied
+                .entry((registry.clone(), repo.clone()))
+                .or_default()
+                .insert(
+                    reference.clone(),
+                    Copied {
+                        source: source.to_string(),
+                        digest,
+                    },
+                );
+        }
+        for (key, since) in &self.snapshot.missing {
+            let since = SystemTime::UNIX_EPOCH + Duration::from_secs((*since).max(0) as u64);
+            ledger.missing.insert(key.clone(), since);
+        }
+        ledger
+    }
+
     fn deleted(&self, d: &Deletion<'_>) {
         self.record(Write::Deletion {
             run: self.run,
@@ -254,12 +285,18 @@ impl retention::Journal for StateJournal {
             repo: d.repo.to_string(),
             digest: d.digest.to_string(),
             tags: d.tags.join(", "),
-            reason: d.reason.to_string(),
+            reason: if d.tags_only {
+                format!("{} (tag only)", d.reason)
+            } else {
+                d.reason.to_string()
+            },
             version_id: d.version_id.map(str::to_string),
         });
         // Whatever a record said about these references is no longer true at the target.
         let mut refs = d.tags.to_vec();
-        refs.push(d.digest.to_string());
+        if !d.tags_only {
+            refs.push(d.digest.to_string());
+        }
         // Keyed as the item records are (`Item::key`): a layout path in one spelling.
         let repo = match d.registry {
             "oci:" => crate::registry::layout::canonical(d.repo),
@@ -270,5 +307,29 @@ impl retention::Journal for StateJournal {
             repo,
             refs,
         });
+    }
+
+    fn missing(&self, registry: &str, repo: &str, tags: &[String], since: SystemTime) {
+        let since = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for tag in tags {
+            self.record(Write::Missing {
+                registry: registry.to_string(),
+                repo: repo.to_string(),
+                tag: tag.clone(),
+                since,
+            });
+        }
+    }
+
+    fn not_missing(&self, registry: &str, repo: &str, tags: &[String]) {
+        if !tags.is_empty() {
+            self.record(Write::NotMissing {
+                registry: registry.to_string(),
+                repo: repo.to_string(),
+                tags: tags.to_vec(),
+            });
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod execute;
 pub mod journal;
 pub mod plan;
+pub mod prune;
 pub mod report;
 pub mod run;
 pub mod shard;

@@ -16,13 +16,15 @@ use crate::cli::{Output, PlanArgs};
 use crate::copy::{Item, Outcome};
 use crate::plan::Plan;
 use crate::report::error_chain;
+use crate::retention::prune::{PruneAction, PruneDecision, Pruned};
 use crate::retention::{Action, RepoPlan};
 use crate::state::State;
 
 mod output;
 
 pub use output::{
-    PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanRegistry, PlanRepo, PlanTotals,
+    PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanRegistry,
+    PlanRepo, PlanTotals,
 };
 
 /// One item as the plan shows it: the outcome the run would have.
@@ -70,7 +72,7 @@ struct Notes(std::sync::Mutex<Vec<String>>);
 impl crate::report::Reporter for Notes {
     fn note(&self, message: &str) {
         // Deletions are listed with their repository's decisions already.
-        if !message.starts_with("deleted ") {
+        if !message.starts_with("deleted ") && !message.starts_with("pruned ") {
             self.0.lock().expect("notes").push(message.to_string());
         }
     }
@@ -147,8 +149,14 @@ fn output_of(
         .iter()
         .map(|r| repo(plan.retains[r.policy - 1].to_string(), &r.plan))
         .collect();
+    let prune = execution
+        .pruned
+        .iter()
+        .map(prune_rule)
+        .collect();
     let failures = execution.failures(plan);
     PlanOutput {
+        prune,
         items: unresolved.chain(items).collect(),
         totals: totals(execution, failures.len()),
         failures,
@@ -163,6 +171,12 @@ fn totals(execution: &Execution, errors: usize) -> PlanTotals {
     let mut t = PlanTotals {
         delete: execution.retained.iter().map(|r| r.deletions.len()).sum(),
         kept_in_use: execution.kept_in_use(),
+        prune: execution
+            .pruned
+            .iter()
+            .flat_map(|p| &p.repos)
+            .map(|r| r.done.len())
+            .sum(),
         errors,
         ..PlanTotals::default()
     };
@@ -195,6 +209,41 @@ fn budgets(plan: &Plan, requests: &[(String, u64)]) -> BTreeMap<String, PlanRegi
             (host.clone(), budget)
         })
         .collect()
+}
+
+/// One `prune` rule's decisions.
+fn prune_rule(p: &Pruned) -> PlanPrune {
+    PlanPrune {
+        held_back: p.held_back.clone(),
+        rule: p.label.clone(),
+        warnings: p.warnings.clone(),
+        repositories: p
+            .repos
+            .iter()
+            .map(|r| PlanPruneRepo {
+                decisions: r
+                    .decisions
+                    .as_ref()
+                    .map(|d| d.decisions.iter().map(prune_decision).collect())
+                    .unwrap_or_default(),
+                error: r.decisions.as_ref().err().map(|e| error_chain(e)),
+                repository: r.repository.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn prune_decision(x: &PruneDecision) -> PlanDecision {
+    PlanDecision {
+        action: match x.action {
+            PruneAction::Keep => "keep",
+            PruneAction::Delete => "delete",
+            PruneAction::Untag => "untag",
+        },
+        digest: x.digest.clone(),
+        reason: x.reason.clone(),
+        tags: x.tags.clone(),
+    }
 }
 
 /// One repository's decisions, under its policy's header `policy`.

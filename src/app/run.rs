@@ -270,8 +270,11 @@ fn resolve_shard(
 /// The closing lines, and the exit code: the signal's after an interruption, else 0 when
 /// nothing failed and the checkpoint and files were written (`saved`), else 1.
 fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -> ExitCode {
-    let deleted = (!plan.retains.is_empty()).then_some(ended.deleted);
-    let line = summary(&ended.totals, ended.select_errors, deleted);
+    let deleted = (!plan.retains.is_empty()).then_some(ended.deleted - ended.pruned);
+    let mut line = summary(&ended.totals, ended.select_errors, deleted);
+    if super::prune::any(plan) {
+        line.push_str(&format!(", {} pruned", ended.pruned));
+    }
     println!("{}", super::log_line(json, "INFO", &line));
     if interrupted != 0 {
         emit(
@@ -452,7 +455,10 @@ struct Ended {
     /// Rules (or repositories of wildcard rules) that could not be resolved: failures too.
     select_errors: usize,
     /// Deletions that went through.
+    /// Deletions made, retention's and pruning's.
     deleted: usize,
+    /// Of those, pruning's (manifests deleted and tags removed alone).
+    pruned: usize,
     failures: Vec<String>,
 }
 
@@ -465,6 +471,8 @@ impl Ended {
         totals: Totals,
         failures: Vec<String>,
     ) -> Ended {
+        let (deleted, untagged) = execution.pruned();
+        let pruned = deleted + untagged;
         Ended {
             run,
             outcome: match (interrupted, failures.is_empty()) {
@@ -474,7 +482,8 @@ impl Ended {
             },
             totals,
             select_errors: execution.select_errors.len(),
-            deleted: execution.deleted(),
+            deleted: execution.deleted() + pruned,
+            pruned,
             failures,
         }
     }

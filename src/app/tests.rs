@@ -16,6 +16,7 @@ use crate::plan::{Location, Plan};
 use crate::reference::Digest;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::Registry;
+use crate::retention::prune::{Copied, Ledger};
 
 /// splitmix64: a seeded stream of numbers, so a failing case is replayed by its seed.
 struct Rng(u64);
@@ -94,6 +95,9 @@ fn plan_text(rng: &mut Rng) -> String {
         if rng.chance(15) {
             text.push_str("referrers = false\n");
         }
+        if !from.contains(':') && rng.chance(40) {
+            text.push_str(rng.pick::<&str>(&["prune = true\n", "prune = { max_deletions = 2 }\n"]));
+        }
     }
     for _ in 0..rng.below(3) {
         let repo = rng.pick(REPOS);
@@ -110,6 +114,37 @@ fn plan_text(rng: &mut Rng) -> String {
         }
     }
     text
+}
+
+/// What an earlier run recorded copying into `dst` (for pruning): most of what it holds,
+/// from the source repository of the same name; some of it since pushed over.
+fn ledger(dst: &MemoryRegistry, seed: u64) -> Ledger {
+    let mut rng = Rng(seed ^ 0x1ed9e5);
+    let mut ledger = Ledger::default();
+    for repo in REPOS {
+        for (tag, digest) in dst.tags(repo) {
+            if !rng.chance(70) {
+                continue;
+            }
+            let digest = if rng.chance(15) {
+                Digest::parse(&format!("sha256:{}", "e".repeat(64))).unwrap()
+            } else {
+                digest
+            };
+            ledger
+                .copied
+                .entry(("dst.test".to_string(), repo.to_string()))
+                .or_default()
+                .insert(
+                    tag,
+                    Copied {
+                        source: format!("src.test/{repo}"),
+                        digest,
+                    },
+                );
+        }
+    }
+    ledger
 }
 
 /// Two registries filled from `seed`, and their map for the plan.
@@ -145,15 +180,20 @@ fn rng_salt(rng: &mut Rng) -> &'static str {
     }
 }
 
-/// A checkpoint that remembers nothing, for copies and deletions alike.
-struct Forgetful;
+/// A checkpoint that remembers nothing new, for copies and deletions alike, and knows what
+/// an earlier run copied (`Ledger`).
+struct Forgetful(Ledger);
 impl crate::copy::Journal for Forgetful {}
-impl crate::retention::Journal for Forgetful {}
+impl crate::retention::Journal for Forgetful {
+    fn ledger(&self) -> Ledger {
+        self.0.clone()
+    }
+}
 
-async fn run(plan: &Plan, registries: &Registries) -> Execution {
+async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Execution {
     let cx = Context {
         registries,
-        journal: Arc::new(Forgetful),
+        journal: Arc::new(Forgetful(ledger.clone())),
         reporter: Arc::new(Silent),
         concurrency: 4,
         stop: CancellationToken::new(),
@@ -200,6 +240,14 @@ fn summary(plan: &Plan, e: &Execution) -> Summary {
                 .map(|d| (r.plan.repository.clone(), d.decision.digest.clone()))
         })
         .collect();
+    for p in &e.pruned {
+        for r in &p.repos {
+            for d in r.done.iter().filter(|d| d.result.is_ok()) {
+                let what = format!("{} prune {}", r.repository, d.decision.tags.join(","));
+                deletions.push((what, d.decision.digest.clone()));
+            }
+        }
+    }
     deletions.sort();
     (items, deletions, e.failures(plan).len())
 }
@@ -210,7 +258,7 @@ async fn plan_and_run_agree_over_memory_registries() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(300);
-    let (mut compared, mut refused, mut deleted, mut copied) = (0, 0, 0, 0);
+    let (mut compared, mut refused, mut deleted, mut copied, mut pruned) = (0, 0, 0, 0, 0);
     for seed in 0..cases {
         let text = plan_text(&mut Rng(seed ^ 0x5eed));
         let Ok(plan) = Plan::from_str(std::path::Path::new("p.toml"), &text) else {
@@ -218,9 +266,10 @@ async fn plan_and_run_agree_over_memory_registries() {
             continue;
         };
         let (registries, dst) = world(seed);
+        let ledger = ledger(&dst, seed);
         let (simulated, _) = overlays(&registries);
-        let planned = summary(&plan, &run(&plan, &simulated).await);
-        let done = run(&plan, &registries).await;
+        let planned = summary(&plan, &run(&plan, &simulated, &ledger).await);
+        let done = run(&plan, &registries, &ledger).await;
         let ran = summary(&plan, &done);
         assert_eq!(planned, ran, "seed {seed}: plan and run differ\n{text}");
         // What the run calls copied, present or unchanged is at its target.
@@ -241,6 +290,23 @@ async fn plan_and_run_agree_over_memory_registries() {
                 ),
             }
         }
+        // Pruning removed only tags an earlier run recorded writing, as it wrote them.
+        for p in &done.pruned {
+            for r in &p.repos {
+                let copied = &ledger.copied.get(&("dst.test".to_string(), r.repo.clone()));
+                for d in r.done.iter().filter(|d| d.result.is_ok()) {
+                    for tag in &d.decision.tags {
+                        let ours = copied.and_then(|c| c.get(tag));
+                        assert_eq!(
+                            ours.map(|c| &c.digest),
+                            Some(&d.decision.digest),
+                            "seed {seed}: pruned {tag}, not ours\n{text}"
+                        );
+                    }
+                }
+            }
+        }
+        pruned += done.pruned.iter().flat_map(|p| &p.repos).map(|r| r.done.len()).sum::<usize>();
         compared += 1;
         deleted += ran.1.len();
         copied += ran.0.iter().filter(|(_, a, _)| *a == "copied").count();
@@ -248,7 +314,7 @@ async fn plan_and_run_agree_over_memory_registries() {
     // The generator makes what it is meant to.
     assert!(refused * 5 < cases, "{refused} of {cases} plans refused");
     assert!(
-        compared > 0 && deleted > 0 && copied > 0,
-        "{compared} {deleted} {copied}"
+        compared > 0 && deleted > 0 && copied > 0 && pruned > 0,
+        "{compared} {deleted} {copied} {pruned}"
     );
 }

@@ -11,6 +11,7 @@ pub mod conflicts;
 pub mod errors;
 pub mod filter;
 pub mod in_use;
+pub mod prune;
 mod raw;
 mod schema;
 mod validate;
@@ -30,6 +31,7 @@ pub use artifacts::{Platform, PlatformMode, Platforms, Referrers};
 pub use errors::PlanError;
 pub use filter::TagFilter;
 pub use in_use::{FilePattern, InUse, KubeConfig, KubeSource};
+pub use prune::Prune;
 
 pub use crate::registry::config::{
     AuthSettings, Flavor, RateLimit, RegistrySettings, DEFAULT_MAX_CONNECTIONS,
@@ -57,6 +59,8 @@ pub struct CopyRule {
     pub referrers: Referrers,
     /// Only these platforms of each index; `None` copies every one.
     pub platforms: Option<std::sync::Arc<Platforms>>,
+    /// Delete at the target what this rule copied there and no longer selects.
+    pub prune: Option<Prune>,
 }
 
 impl fmt::Display for CopyRule {

@@ -81,6 +81,7 @@ pub(super) struct RawCopy {
     pub(super) referrers: Option<Spanned<toml::Value>>,
     pub(super) platforms: Option<Spanned<toml::Value>>,
     pub(super) platform_mode: Option<Spanned<String>>,
+    pub(super) prune: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]

@@ -82,6 +82,7 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "copy.referrers" => "true, false or { artifact_types = [\"…\"] }",
         "copy.platforms" => "\"all\" or a list like [\"linux/amd64\", \"linux/arm64\"]",
         "copy.platform_mode" => "\"sparse\" or \"rewrite\"",
+        "copy.prune" => "true, false or { max_deletions = N, older_than = \"7d\" }",
         "retain" => "[[retain]] tables",
         "retain.repository" => "a repository or a wildcard (a string)",
         "retain.keep_newest" => return bounds(KEEP_NEWEST),
@@ -144,6 +145,7 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "referrers",
             "platforms",
             "platform_mode",
+            "prune",
         ],
         "copy.tags" => &["include", "exclude", "semver", "newest"],
         "retain" => &[

@@ -263,7 +263,7 @@ fn unknown_fields_name_line_and_field() {
     let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntag = 1\n");
     assert_eq!(
         e,
-        "p.toml:5:1: unknown field `tag` in [[copy]]; expected one of `from`, `to`, `tags`, `referrers`, `platforms`, `platform_mode`"
+        "p.toml:5:1: unknown field `tag` in [[copy]]; expected one of `from`, `to`, `tags`, `referrers`, `platforms`, `platform_mode`, `prune`"
     );
     let e = err("version = 1\n[registry.\"ghcr.io\"]\ninsecur = true\n");
     assert!(
@@ -421,4 +421,45 @@ fn in_use_is_validated_without_echoing_values() {
         assert!(e.contains("p.toml:6:"), "{bad}: {e}");
         assert!(!e.to_lowercase().contains("secret"), "{bad}: {e}");
     }
+}
+
+#[test]
+fn prune_is_a_switch_or_its_valves() {
+    let rule = |prune: &str| {
+        format!("version = 1\n[[copy]]\nfrom = \"r.io/a/*\"\nto = \"s.io/b/*\"\nprune = {prune}\n")
+    };
+    let prune_of = |text: &str| {
+        Plan::from_str(Path::new("p.toml"), text).unwrap().copies[0]
+            .prune
+            .clone()
+    };
+    assert_eq!(prune_of(&rule("false")), None);
+    assert_eq!(prune_of(&rule("true")), Some(Prune::default()));
+    assert_eq!(
+        prune_of(&rule("{ max_deletions = 50, older_than = \"7d\" }")),
+        Some(Prune {
+            max_deletions: Some(50),
+            older_than: Some(std::time::Duration::from_secs(7 * 86_400)),
+        })
+    );
+    assert_eq!(
+        err(&rule("\"yes\"")),
+        "p.toml:5:9: copy.prune: expected `true`, `false` or `{ max_deletions = N, older_than = \"7d\" }`"
+    );
+    assert_eq!(
+        err(&rule("{ max = 1 }")),
+        "p.toml:5:9: copy.prune: unknown field `max`; expected `true`, `false` or `{ max_deletions = N, older_than = \"7d\" }`"
+    );
+    assert_eq!(
+        err(&rule("{ max_deletions = -1 }")),
+        "p.toml:5:9: copy.prune.max_deletions = -1: must be between 0 and 1000000000"
+    );
+    let e = err(&rule("{ older_than = \"SECRET-ish\" }"));
+    assert!(e.starts_with("p.toml:5:9: copy.prune.older_than: not a duration"), "{e}");
+    assert!(!e.contains("SECRET"), "{e}");
+    let one = "version = 1\n[[copy]]\nfrom = \"r.io/a:1\"\nto = \"s.io/b\"\nprune = true\n";
+    assert_eq!(
+        err(one),
+        "p.toml:5:9: copy.prune: pruning applies when `from` is a repository or a wildcard, not one tag or digest"
+    );
 }

@@ -388,6 +388,16 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
     let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
     let platforms =
         artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
+    let prune = super::prune::validate(ctx, c.prune.as_ref())?;
+    if let (Some(_), Some(raw)) = (&prune, &c.prune) {
+        if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
+            return Err(ctx.invalid(
+                raw.span(),
+                "copy.prune",
+                "pruning applies when `from` is a repository or a wildcard, not one tag or digest",
+            ));
+        }
+    }
     let (line, column) = ctx.line_col(c.from.span().start);
     Ok(CopyRule {
         number,
@@ -398,6 +408,7 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
         tags,
         referrers,
         platforms: platforms.map(std::sync::Arc::new),
+        prune,
     })
 }
 

@@ -35,6 +35,10 @@ pub struct Report {
     pub failures: Vec<String>,
     pub items: Vec<ReportItem>,
     pub deletions: Vec<ReportDeletion>,
+    /// Every decision of the plan's `prune` rules: deletions (`delete`, `untag`) with how
+    /// they went, and what stays that a rule does not select (`keep`: not ours, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<ReportPrune>,
     pub registries: BTreeMap<String, ReportRegistry>,
     /// The reports a merged one was made from; absent from a run's own report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +78,8 @@ pub struct ReportTotals {
     pub parked: u64,
     /// Images kept because something runs them (`[in_use]`) that the rules alone would delete.
     pub kept_in_use: usize,
+    /// Prune deletions made: manifests deleted, and tags removed alone.
+    pub pruned: usize,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -100,6 +106,21 @@ pub struct ReportDeletion {
     pub tags: Vec<String>,
     pub reason: String,
     pub version_id: Option<String>,
+}
+
+/// One decision of a `prune` rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReportPrune {
+    /// `copy #1 (plans/mirror.toml:3)`.
+    pub rule: String,
+    pub repository: String,
+    /// delete, untag, keep.
+    pub action: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub reason: String,
+    /// For a deletion: `done`, or why it failed.
+    pub result: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
@@ -138,6 +159,7 @@ impl Report {
             failures: Vec::new(),
             items: Vec::new(),
             deletions: Vec::new(),
+            prune: Vec::new(),
             registries: BTreeMap::new(),
             merged_from: Some(Vec::new()),
         }
@@ -161,6 +183,7 @@ impl Report {
         self.failures.extend(other.failures);
         self.items.extend(other.items);
         self.deletions.extend(other.deletions);
+        self.prune.extend(other.prune);
         for (host, stats) in other.registries {
             self.registries.entry(host).or_default().add(&stats);
         }
@@ -200,6 +223,7 @@ impl ReportTotals {
         self.reread_bytes += other.reread_bytes;
         self.parked += other.parked;
         self.kept_in_use += other.kept_in_use;
+        self.pruned += other.pruned;
     }
 }
 
@@ -442,6 +466,7 @@ mod tests {
             failures: vec![],
             items: vec![],
             deletions: vec![],
+            prune: vec![],
             registries,
             merged_from: None,
         };
@@ -485,6 +510,7 @@ mod tests {
             failures: vec![format!("f{copied}")],
             items: vec![],
             deletions: vec![],
+            prune: vec![],
             registries,
             merged_from: None,
         }

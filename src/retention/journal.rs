@@ -2,6 +2,8 @@
 //! owns its own. The SQLite checkpoint implements it (in `app`, over `state`); retention never
 //! learns how a deletion is stored.
 
+use std::time::SystemTime;
+
 use crate::registry::Digest;
 
 pub trait Journal: Send + Sync {
@@ -9,6 +11,17 @@ pub trait Journal: Send + Sync {
     /// recorded for the audit, and every record that would let a later run trust what is gone
     /// is forgotten.
     fn deleted(&self, _deletion: &Deletion<'_>) {}
+
+    /// What the checkpoint recorded that pruning judges ownership by (none: prune nothing).
+    fn ledger(&self) -> super::prune::Ledger {
+        super::prune::Ledger::default()
+    }
+
+    /// Pruning found `tags` of `repo` missing from what their rule selects, first at `since`.
+    fn missing(&self, _registry: &str, _repo: &str, _tags: &[String], _since: SystemTime) {}
+
+    /// `tags` of `repo` are no longer missing (selected again, not ours, or gone).
+    fn not_missing(&self, _registry: &str, _repo: &str, _tags: &[String]) {}
 }
 
 /// One manifest deleted (see [`Journal::deleted`]).
@@ -21,4 +34,6 @@ pub struct Deletion<'a> {
     pub reason: &'a str,
     /// The registry's own id of what it deleted (a GHCR package version).
     pub version_id: Option<&'a str>,
+    /// Only `tags` were removed; the manifest stays (pruning a tag an image kept shares).
+    pub tags_only: bool,
 }

@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod inventory;
 pub mod journal;
+pub mod prune;
 pub mod run;
 pub mod select;
 

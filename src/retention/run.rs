@@ -26,6 +26,11 @@ impl PinMap {
         self.hold = Some(why);
     }
 
+    /// Why every deletion is held, when it is.
+    pub fn held(&self) -> Option<&str> {
+        self.hold.as_deref()
+    }
+
     /// The pins of `repo` at registry `registry` (its name: a host, or `oci:`), to add to.
     pub fn entry(&mut self, registry: &str, repo: &str) -> &mut Pins {
         self.repos.entry(repo_key(registry, repo)).or_default()
@@ -112,6 +117,7 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
                     tags: &d.decision.tags,
                     reason: &d.decision.reason,
                     version_id: version_id.as_deref(),
+                    tags_only: false,
                 });
             }
         }

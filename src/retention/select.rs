@@ -20,7 +20,7 @@ const DAY: u64 = 86_400;
 
 /// What part an image plays in its repository, which decides how it is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     /// Tagged, no subject: ranked and judged by the rule (even when also a child of an index).
     Ranked,
     /// No tag, no subject, no parent in the inventory.
@@ -111,13 +111,9 @@ fn select_with(
     now: SystemTime,
     pinned: &[Option<String>],
 ) -> RepoDecisions {
-    let mut graph = Graph::new(images);
-    let order = Order::new(&graph);
-    graph.sort_referrers(&order.position);
-    let mut decided = own_decisions(&graph, &order, rule, now, pinned);
-    protect(&graph, &order, &mut decided);
-    decide_orphans(&graph, &order, &mut decided);
-    let mut decisions = in_order(&graph, &order, decided);
+    let mut decisions = decide(images, &|seen: &Seen<'_>| {
+        own_decision(seen, rule, now, pinned)
+    });
     let held_back = valve(rule, &mut decisions);
     RepoDecisions {
         decisions,
@@ -125,6 +121,49 @@ fn select_with(
         conflicts: Vec::new(),
         in_use: 0,
     }
+}
+
+/// What phase 3 knows of one image when it judges it.
+pub(super) struct Seen<'a> {
+    /// Index into the inventory.
+    pub index: usize,
+    pub image: &'a Image,
+    /// Its tags, sorted.
+    pub tags: &'a [String],
+    pub role: Role,
+    /// Its place among the ranked images, newest first, and how many there are.
+    pub rank: Option<usize>,
+    pub ranked: usize,
+    /// For a referrer: is what it refers to in the inventory?
+    pub subject_here: bool,
+}
+
+/// Phases 1 to 6 with `own` as phase 3: an image's own decision, or `None` to have it follow
+/// what it hangs off (a child its parents, a referrer its subject). Everything a kept image
+/// reaches is kept; an orphan goes with what it hangs off.
+pub(super) fn decide(
+    images: &[Image],
+    own: &dyn Fn(&Seen<'_>) -> Option<(Action, String)>,
+) -> Vec<Decision> {
+    let mut graph = Graph::new(images);
+    let order = Order::new(&graph);
+    graph.sort_referrers(&order.position);
+    let mut decided: Decided = (0..images.len())
+        .map(|i| {
+            own(&Seen {
+                index: i,
+                image: &images[i],
+                tags: &graph.tags[i],
+                role: graph.roles[i],
+                rank: order.rank_of[i],
+                ranked: order.ranked.len(),
+                subject_here: graph.roles[i] == Role::Referrer && graph.subject_of(i).is_some(),
+            })
+        })
+        .collect();
+    protect(&graph, &order, &mut decided);
+    decide_orphans(&graph, &order, &mut decided);
+    in_order(&graph, &order, decided)
 }
 
 /// The repository as selection sees it, by index into the inventory: each image's tags
@@ -276,45 +315,42 @@ impl Order {
 /// Phase 3, own decisions: pinned images kept, ranked and untagged images judged by the rule,
 /// orphan referrers kept. Children and referrers of images in the inventory are left to the
 /// walk.
-fn own_decisions(
-    g: &Graph<'_>,
-    o: &Order,
+fn own_decision(
+    seen: &Seen<'_>,
     rule: &RetainRule,
     now: SystemTime,
     pinned: &[Option<String>],
-) -> Decided {
-    (0..g.images.len())
-        .map(|i| match g.roles[i] {
-            _ if pinned[i].is_some() => Some((
+) -> Option<(Action, String)> {
+    if let Some(why) = &pinned[seen.index] {
+        return Some((Action::Keep, format!("kept: {why}")));
+    }
+    match seen.role {
+        Role::Ranked => Some(judge_tagged(
+            seen.image,
+            seen.tags,
+            seen.rank.unwrap_or(usize::MAX),
+            seen.ranked,
+            rule,
+            now,
+        )),
+        Role::Untagged => Some(judge_untagged(seen.image, rule, now)),
+        Role::Referrer if !seen.subject_here => {
+            let subject = seen
+                .image
+                .subject
+                .as_ref()
+                .expect("referrer has a subject");
+            Some((
                 Action::Keep,
-                format!("kept: {}", pinned[i].as_deref().unwrap_or_default()),
-            )),
-            Role::Ranked => Some(judge_tagged(
-                &g.images[i],
-                &g.tags[i],
-                o.rank_of[i].unwrap_or(usize::MAX),
-                o.ranked.len(),
-                rule,
-                now,
-            )),
-            Role::Untagged => Some(judge_untagged(&g.images[i], rule, now)),
-            Role::Referrer => g.subject_of(i).is_none().then(|| {
-                let subject = g.images[i]
-                    .subject
-                    .as_ref()
-                    .expect("referrer has a subject");
-                (
-                    Action::Keep,
-                    format!(
-                        "kept: {} of {}, which is not in this repository",
-                        referrer_kind(&g.tags[i]),
-                        subject.short()
-                    ),
-                )
-            }),
-            Role::Child => None,
-        })
-        .collect()
+                format!(
+                    "kept: {} of {}, which is not in this repository",
+                    referrer_kind(seen.tags),
+                    subject.short()
+                ),
+            ))
+        }
+        Role::Referrer | Role::Child => None,
+    }
 }
 
 /// Phase 4, protection: everything reachable from a kept image is kept, breadth first so that
@@ -562,7 +598,7 @@ fn age_of(created: SystemTime, now: SystemTime) -> Duration {
 }
 
 /// `older_than` as people wrote it: whole days (`30d`), else whole hours (`36h`), else seconds.
-fn format_rule(d: Duration) -> String {
+pub(super) fn format_rule(d: Duration) -> String {
     let s = d.as_secs();
     if s.is_multiple_of(DAY) {
         format!("{}d", s / DAY)
@@ -574,7 +610,7 @@ fn format_rule(d: Duration) -> String {
 }
 
 /// What a referrer is, from its tags: the first (sorted) cosign-style suffix that says.
-fn referrer_kind(tags: &[String]) -> &'static str {
+pub(super) fn referrer_kind(tags: &[String]) -> &'static str {
     tags.iter()
         .find_map(|t| {
             if t.ends_with(".sig") {
@@ -590,7 +626,7 @@ fn referrer_kind(tags: &[String]) -> &'static str {
         .unwrap_or("referrer")
 }
 
-fn platform_suffix(platform: Option<&str>) -> String {
+pub(super) fn platform_suffix(platform: Option<&str>) -> String {
     platform.map(|p| format!(" ({p})")).unwrap_or_default()
 }
 

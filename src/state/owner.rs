@@ -217,7 +217,25 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             for r in refs {
                 stmt.execute(params![registry, repo, r])?;
             }
+            not_missing(conn, registry, repo, refs)?;
         }
+        Write::Missing {
+            registry,
+            repo,
+            tag,
+            since,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO missing (registry, repo, tag, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (registry, repo, tag) DO NOTHING",
+            )?
+            .execute(params![registry, repo, tag, since])?;
+        }
+        Write::NotMissing {
+            registry,
+            repo,
+            tags,
+        } => not_missing(conn, registry, repo, tags)?,
         Write::Blob {
             registry,
             digest,
@@ -268,7 +286,24 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// [`Write::Item`]: one row per target reference, the latest values winning.
+/// Forget that `tags` of a target repository were missing.
+fn not_missing(
+    conn: &Connection,
+    registry: &str,
+    repo: &str,
+    tags: &[String],
+) -> rusqlite::Result<()> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM missing WHERE registry = ?1 AND repo = ?2 AND tag = ?3")?;
+    for t in tags {
+        stmt.execute(params![registry, repo, t])?;
+    }
+    Ok(())
+}
+
+/// [`Write::Item`]: one row per target reference, the latest values winning, except the
+/// digest ferry last put at the target, which an attempt that failed does not erase: it is
+/// how pruning knows the tag is still the one ferry wrote.
 fn upsert_item(conn: &Connection, item: &ItemRecord, now: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT INTO items (target_registry, target_repo, target_ref, run, source,
@@ -280,7 +315,8 @@ fn upsert_item(conn: &Connection, item: &ItemRecord, now: i64) -> rusqlite::Resu
              source_ref = excluded.source_ref, source_digest = excluded.source_digest,
              status = excluded.status, attempts = excluded.attempts,
              last_error = excluded.last_error, bytes = excluded.bytes,
-             updated_at = excluded.updated_at, target_digest = excluded.target_digest,
+             updated_at = excluded.updated_at,
+             target_digest = COALESCE(excluded.target_digest, items.target_digest),
              verified_at = excluded.verified_at",
     )?
     .execute(params![

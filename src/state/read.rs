@@ -78,6 +78,17 @@ pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             .insert((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?);
     }
 
+    // A file read without migrating it may predate version 6.
+    if version >= 6 {
+        let mut stmt = conn.prepare_cached("SELECT registry, repo, tag, since FROM missing")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            snapshot
+                .missing
+                .insert((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?);
+        }
+    }
+
     Ok(snapshot)
 }
 

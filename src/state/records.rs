@@ -57,6 +57,20 @@ pub enum Write {
         tag: String,
         digest: String,
     },
+    /// A tag a `prune` rule copied was found missing from what the rule selects: remembered
+    /// with the time first found (a later write for the same tag keeps the first time).
+    Missing {
+        registry: String,
+        repo: String,
+        tag: String,
+        since: i64,
+    },
+    /// The tags were found selected again (or are gone): they are no longer missing.
+    NotMissing {
+        registry: String,
+        repo: String,
+        tags: Vec<String>,
+    },
     /// A manifest retention deleted, for audits (and restores where the registry allows).
     Deletion {
         run: RunId,
@@ -193,6 +207,9 @@ pub struct Snapshot {
     pub uploads: HashMap<(String, String, String), UploadState>,
     /// `(registry, repo, tag)` to the digest last seen.
     pub tags: HashMap<(String, String, String), String>,
+    /// `(registry, repo, tag)` of a target to when a `prune` rule first found it missing
+    /// (unix seconds).
+    pub missing: HashMap<(String, String, String), i64>,
 }
 
 /// A copy item as last recorded, by any run.

@@ -96,6 +96,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE uploads ADD COLUMN hash_state TEXT;
      ALTER TABLE uploads ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE uploads ADD COLUMN source TEXT NOT NULL DEFAULT '';",
+    // 6: pruning. A tag a `prune` rule copied and no longer selects is deleted only once it
+    // has been missing for the rule's `older_than`: when it was first found missing.
+    "CREATE TABLE missing (
+         registry TEXT NOT NULL,
+         repo     TEXT NOT NULL,
+         tag      TEXT NOT NULL,
+         since    INTEGER NOT NULL,
+         PRIMARY KEY (registry, repo, tag)
+     );",
 ];
 
 /// The schema version this build writes and understands.

@@ -19,6 +19,7 @@ mod layout;
 mod limits;
 mod ocireg;
 mod plans;
+mod prune;
 mod referrers;
 mod report;
 mod resume;

@@ -21,6 +21,9 @@ pub struct PlanOutput {
     pub failures: Vec<String>,
     /// What a run would print that is not an error (a duplicate dropped).
     pub notes: Vec<String>,
+    /// Every `prune` rule: what it would delete at its targets, and what it leaves and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<PlanPrune>,
     /// Per registry host: what the plan's requests cost against its rate budget.
     pub registries: BTreeMap<String, PlanRegistry>,
     /// Every repository of every `[[retain]]` policy, in order.
@@ -81,10 +84,34 @@ pub enum PlanRepo {
     },
 }
 
+/// One `prune` rule's decisions.
+#[derive(Serialize)]
+pub struct PlanPrune {
+    /// Why nothing of the rule is deleted (its `max_deletions`, or a failed `[in_use]`).
+    pub held_back: Option<String>,
+    pub repositories: Vec<PlanPruneRepo>,
+    /// `copy #1 (plans/mirror.toml:3)`.
+    pub rule: String,
+    /// Repositories left alone, and why (a source that lists nothing).
+    pub warnings: Vec<String>,
+}
+
+/// One target repository of a `prune` rule.
+#[derive(Serialize)]
+pub struct PlanPruneRepo {
+    /// Deletions (`delete` a manifest with its tags, `untag` a tag alone), then what stays
+    /// that the rule does not select (`keep`: not ours, not missing long enough, still
+    /// needed by a kept image).
+    pub decisions: Vec<PlanDecision>,
+    /// Why it could not be read (then nothing there is pruned).
+    pub error: Option<String>,
+    pub repository: String,
+}
+
 /// One image's decision.
 #[derive(Serialize)]
 pub struct PlanDecision {
-    /// keep, delete.
+    /// keep, delete (and for pruning, untag).
     pub action: &'static str,
     #[serde(serialize_with = "digest")]
     pub digest: Digest,
@@ -110,6 +137,10 @@ pub struct PlanTotals {
     pub present: usize,
     pub skip: usize,
     pub unchanged: usize,
+    /// Prune deletions the run would attempt (manifests, and tags removed alone); absent
+    /// when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prune: usize,
     /// Images kept because something runs them (`[in_use]`) that the rules alone would
     /// delete; absent when none.
     #[serde(skip_serializing_if = "is_zero")]
@@ -152,6 +183,9 @@ impl PlanOutput {
             }
             r.text(&mut out);
         }
+        for p in &self.prune {
+            p.text(&mut out);
+        }
         for (host, r) in &self.registries {
             let _ = writeln!(
                 out,
@@ -166,9 +200,13 @@ impl PlanOutput {
             let _ = writeln!(out, "failed: {f}");
         }
         let t = &self.totals;
+        let prune = match t.prune {
+            0 => String::new(),
+            n => format!(", {n} to prune"),
+        };
         let _ = writeln!(
             out,
-            "plan: {} images to copy ({}), {} already present, {} to delete, {} errors",
+            "plan: {} images to copy ({}), {} already present, {} to delete{prune}, {} errors",
             t.copy,
             HumanBytes(t.bytes),
             t.present + t.unchanged,
@@ -176,6 +214,58 @@ impl PlanOutput {
             t.errors
         );
         out
+    }
+}
+
+impl PlanPrune {
+    /// `prune copy #1 (…)`, its warnings, then each repository and its decisions.
+    fn text(&self, out: &mut String) {
+        let _ = writeln!(out, "prune {}", self.rule);
+        for w in &self.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
+        if let Some(why) = &self.held_back {
+            let _ = writeln!(out, "  held back: {why}");
+        }
+        for r in &self.repositories {
+            if let Some(e) = &r.error {
+                let _ = writeln!(
+                    out,
+                    "  {}: not read, nothing there is pruned: {e}",
+                    r.repository
+                );
+                continue;
+            }
+            let count = |a: &str| r.decisions.iter().filter(|x| x.action == a).count();
+            let _ = writeln!(
+                out,
+                "  {}: delete {}, untag {}, keep {}",
+                r.repository,
+                count("delete"),
+                count("untag"),
+                count("keep")
+            );
+            for x in &r.decisions {
+                x.text(out);
+            }
+        }
+    }
+}
+
+impl PlanDecision {
+    /// `    ACTION SHORT TAGS: REASON`.
+    fn text(&self, out: &mut String) {
+        let tags = match self.tags.is_empty() {
+            true => "(untagged)".to_string(),
+            false => self.tags.join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "    {:<6} {} {tags}: {}",
+            self.action,
+            self.digest.short(),
+            self.reason
+        );
     }
 }
 
@@ -245,17 +335,7 @@ impl PlanRepo {
                     let _ = writeln!(out, "    held back: {why}");
                 }
                 for x in decisions {
-                    let tags = match x.tags.is_empty() {
-                        true => "(untagged)".to_string(),
-                        false => x.tags.join(", "),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "    {:<6} {} {tags}: {}",
-                        x.action,
-                        x.digest.short(),
-                        x.reason
-                    );
+                    x.text(out);
                 }
             }
         }

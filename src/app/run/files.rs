@@ -8,8 +8,11 @@ use crate::app::shard::Shard;
 use crate::cli::RunArgs;
 use crate::copy::select;
 use crate::report::files::{
-    item_row, metrics, write_private, Report, ReportDeletion, ReportTotals, REPORT_VERSION,
+    item_row, metrics, write_private, Report, ReportDeletion, ReportPrune, ReportTotals,
+    REPORT_VERSION,
 };
+use crate::report::error_chain;
+use crate::retention::prune::PruneAction;
 use crate::report::timestamp;
 
 /// `--report` and `--metrics`, when asked for; `false` when one could not be written (said).
@@ -84,6 +87,10 @@ fn report(
             reread_bytes: execution.transfer.reread_bytes,
             parked: execution.transfer.parked,
             kept_in_use: execution.kept_in_use(),
+            pruned: {
+                let (deleted, untagged) = execution.pruned();
+                deleted + untagged
+            },
         },
         failures: ended.failures.clone(),
         items: execution
@@ -92,12 +99,49 @@ fn report(
             .map(|(item, o)| item_row(item, o.as_ref()))
             .collect(),
         deletions: deletions(execution),
+        prune: prune_rows(execution),
         registries: registries
             .values()
             .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
             .collect(),
         merged_from: None,
     }
+}
+
+/// Every prune decision, deletions with how they went.
+fn prune_rows(execution: &Execution) -> Vec<ReportPrune> {
+    let mut out = Vec::new();
+    for p in &execution.pruned {
+        let rule = p.label.clone();
+        for r in &p.repos {
+            let Ok(decided) = &r.decisions else { continue };
+            for x in &decided.decisions {
+                let result = r
+                    .done
+                    .iter()
+                    .find(|d| d.decision == *x)
+                    .map(|d| match &d.result {
+                        Ok(_) => "done".to_string(),
+                        Err(e) => error_chain(e),
+                    });
+                out.push(ReportPrune {
+                    rule: rule.clone(),
+                    repository: r.repository.clone(),
+                    action: match x.action {
+                        PruneAction::Keep => "keep",
+                        PruneAction::Delete => "delete",
+                        PruneAction::Untag => "untag",
+                    }
+                    .to_string(),
+                    digest: x.digest.to_string(),
+                    tags: x.tags.clone(),
+                    reason: x.reason.clone(),
+                    result,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The deletions that went through, for the report.

@@ -42,6 +42,39 @@ pub struct SelectError {
 pub struct Selection {
     pub items: Vec<Item>,
     pub errors: Vec<SelectError>,
+    /// What each listing of a `prune` rule found, for pruning to tell a tag gone at the
+    /// source from one filtered out, and a source gone from one that failed to answer.
+    pub listings: Vec<Listing>,
+}
+
+/// What one listing of a rule found at the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// A wildcard rule's catalog: the target repositories of the source repositories it
+    /// listed (`None`: the catalog could not be read).
+    Catalog {
+        rule: usize,
+        targets: Option<Vec<String>>,
+    },
+    /// The tags of the source repository `source` (as people write it), which the rule copies
+    /// to `target`.
+    Tags {
+        rule: usize,
+        source: String,
+        target: String,
+        found: Found,
+    },
+}
+
+/// What a source repository's tag list said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// These tags (valid names only).
+    Listed(Vec<String>),
+    /// The repository does not exist.
+    Gone,
+    /// It could not be read (the error is among the selection's errors).
+    Failed,
 }
 
 fn registry(registries: &Registries, r: &Reference) -> Arc<dyn Registry> {
@@ -165,7 +198,24 @@ impl RuleContext<'_> {
     /// Every tag of `repo` the filters select, into `target_repo`.
     async fn repository(&self, repo: &str, target_repo: &str, out: &mut Selection) {
         let shown = crate::reference::display_repo(&self.rule.from.location, repo);
-        match self.src.list_tags(repo).await {
+        let listed = self.src.list_tags(repo).await;
+        if self.rule.prune.is_some() {
+            out.listings.push(Listing::Tags {
+                rule: self.rule.number,
+                source: Endpoint {
+                    registry: self.src.clone(),
+                    repo: repo.to_string(),
+                }
+                .display(),
+                target: target_repo.to_string(),
+                found: match &listed {
+                    Ok(tags) => Found::Listed(names::sort_out(tags.clone(), names::tag).0),
+                    Err(e) if e.is_not_found() => Found::Gone,
+                    Err(_) => Found::Failed,
+                },
+            });
+        }
+        match listed {
             Ok(tags) => {
                 let what = format!("skipped a tag of {shown}");
                 let tags = sort_out(tags, names::tag, self.rule, &what, &mut out.errors);
@@ -183,7 +233,19 @@ impl RuleContext<'_> {
     /// Every repository under the prefix, several at a time; items keep the catalog's order.
     async fn wildcard(&self, out: &mut Selection) {
         let rule = self.rule;
-        let repos = match self.src.list_repositories(&rule.from.repository).await {
+        let listed = self.src.list_repositories(&rule.from.repository).await;
+        if rule.prune.is_some() {
+            out.listings.push(Listing::Catalog {
+                rule: rule.number,
+                targets: listed.as_ref().ok().map(|repos| {
+                    repos
+                        .iter()
+                        .filter_map(|r| wildcard_target(rule, r).ok())
+                        .collect()
+                }),
+            });
+        }
+        let repos = match listed {
             Ok(r) => r,
             Err(e) => {
                 let what = format!("listing the repositories under {}", rule.from);
@@ -208,6 +270,7 @@ impl RuleContext<'_> {
         for part in parts {
             out.items.extend(part.items);
             out.errors.extend(part.errors);
+            out.listings.extend(part.listings);
         }
     }
 }
@@ -355,7 +418,7 @@ fn sort_out(
 /// Where a repository a wildcard found goes: its path below the source prefix, below the
 /// target prefix. The name came from a registry's catalog (or a layout walk), so it must be a
 /// valid name under the prefix, and the target must stay under the prefix the plan named.
-fn wildcard_target(rule: &CopyRule, repo: &str) -> Result<String, RegistryError> {
+pub fn wildcard_target(rule: &CopyRule, repo: &str) -> Result<String, RegistryError> {
     if let Location::Registry(_) = rule.from.location {
         names::repository(repo)?;
     }

@@ -70,6 +70,7 @@ fn rule(from: &str, to: &str) -> CopyRule {
         tags: TagFilter::default(),
         referrers: Default::default(),
         platforms: None,
+        prune: None,
     }
 }
 

@@ -252,6 +252,7 @@ fn type_errors_say_what_is_expected() {
                 "retain",
                 "copy.referrers",
                 "copy.platforms",
+                "copy.prune",
             ]
             .contains(&shape.as_str())
             {
