@@ -23,8 +23,8 @@ use crate::state::State;
 mod output;
 
 pub use output::{
-    PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanRegistry,
-    PlanRepo, PlanTotals,
+    PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanRegistry, PlanRepo,
+    PlanTotals,
 };
 
 /// One item as the plan shows it: the outcome the run would have.
@@ -149,11 +149,7 @@ fn output_of(
         .iter()
         .map(|r| repo(plan.retains[r.policy - 1].to_string(), &r.plan))
         .collect();
-    let prune = execution
-        .pruned
-        .iter()
-        .map(prune_rule)
-        .collect();
+    let prune = execution.pruned.iter().map(prune_rule).collect();
     let failures = execution.failures(plan);
     PlanOutput {
         prune,

@@ -177,7 +177,8 @@ impl RuleCx<'_> {
         }
         for (repo, source) in ours {
             if owns(&source) {
-                out.scopes.push(self.scope(&repo, &source, SourceTags::Gone));
+                out.scopes
+                    .push(self.scope(&repo, &source, SourceTags::Gone));
             }
         }
     }
@@ -199,7 +200,10 @@ impl RuleCx<'_> {
                 let Some(source_repo) = source.strip_prefix(&prefix) else {
                     continue;
                 };
-                if self.maps(source_repo).is_some_and(|t| self.key(&t) == *repo) {
+                if self
+                    .maps(source_repo)
+                    .is_some_and(|t| self.key(&t) == *repo)
+                {
                     out.insert((repo.clone(), source.clone()));
                 }
             }

@@ -306,7 +306,12 @@ async fn plan_and_run_agree_over_memory_registries() {
                 }
             }
         }
-        pruned += done.pruned.iter().flat_map(|p| &p.repos).map(|r| r.done.len()).sum::<usize>();
+        pruned += done
+            .pruned
+            .iter()
+            .flat_map(|p| &p.repos)
+            .map(|r| r.done.len())
+            .sum::<usize>();
         compared += 1;
         deleted += ran.1.len();
         copied += ran.0.iter().filter(|(_, a, _)| *a == "copied").count();

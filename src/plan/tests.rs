@@ -455,7 +455,10 @@ fn prune_is_a_switch_or_its_valves() {
         "p.toml:5:9: copy.prune.max_deletions = -1: must be between 0 and 1000000000"
     );
     let e = err(&rule("{ older_than = \"SECRET-ish\" }"));
-    assert!(e.starts_with("p.toml:5:9: copy.prune.older_than: not a duration"), "{e}");
+    assert!(
+        e.starts_with("p.toml:5:9: copy.prune.older_than: not a duration"),
+        "{e}"
+    );
     assert!(!e.contains("SECRET"), "{e}");
     let one = "version = 1\n[[copy]]\nfrom = \"r.io/a:1\"\nto = \"s.io/b\"\nprune = true\n";
     assert_eq!(

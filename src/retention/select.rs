@@ -335,11 +335,7 @@ fn own_decision(
         )),
         Role::Untagged => Some(judge_untagged(seen.image, rule, now)),
         Role::Referrer if !seen.subject_here => {
-            let subject = seen
-                .image
-                .subject
-                .as_ref()
-                .expect("referrer has a subject");
+            let subject = seen.image.subject.as_ref().expect("referrer has a subject");
             Some((
                 Action::Keep,
                 format!(

@@ -293,8 +293,8 @@ fn not_missing(
     repo: &str,
     tags: &[String],
 ) -> rusqlite::Result<()> {
-    let mut stmt = conn
-        .prepare_cached("DELETE FROM missing WHERE registry = ?1 AND repo = ?2 AND tag = ?3")?;
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM missing WHERE registry = ?1 AND repo = ?2 AND tag = ?3")?;
     for t in tags {
         stmt.execute(params![registry, repo, t])?;
     }

@@ -61,7 +61,11 @@ async fn delete(reg: &Registry, repo: &str, digest: &str) {
             None,
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED, "DELETE {repo}@{digest}");
+    assert_eq!(
+        resp.status(),
+        StatusCode::ACCEPTED,
+        "DELETE {repo}@{digest}"
+    );
 }
 
 async fn mirror(older_than: &str) -> Mirror {
@@ -134,7 +138,14 @@ impl Mirror {
 
     async fn plan_json(&self) -> Value {
         let shown = ferry(
-            &["plan", &self.plan, "--state", &self.state, "--output", "json"],
+            &[
+                "plan",
+                &self.plan,
+                "--state",
+                &self.state,
+                "--output",
+                "json",
+            ],
             &[],
         )
         .await;
@@ -143,16 +154,23 @@ impl Mirror {
     }
 
     /// The drift: at the source, org/a:v1.0.2 deleted, org/b:v1.0.1 removed alone (its
-    /// image stays under v1.0.0), org/c removed entirely; at the target, a foreign tag
-    /// pushed and mirror/d:v1.0.0 pushed over.
+    /// image stays under v1.0.0), org/d:v1.0.0 deleted, org/c removed entirely; at the
+    /// target, a foreign tag pushed and mirror/d:v1.0.0 pushed over.
     async fn drift(&self) {
         let (_, _, v102) = self.src.pusher().manifest("org/a", "v1.0.2").await.unwrap();
         delete(&self.src, "org/a", &v102).await;
         // A tag alone, the only way distribution allows: move it, then delete what it
         // points at now.
         let placeholder = single(99, "placeholder");
-        self.src.pusher().push("org/b", "v1.0.1", &placeholder).await;
+        self.src
+            .pusher()
+            .push("org/b", "v1.0.1", &placeholder)
+            .await;
         delete(&self.src, "org/b", &placeholder.digest).await;
+        // mirror/d:v1.0.0 is gone at the source too, but someone pushed over it at the
+        // target: not ours any more.
+        let (_, _, d100) = self.src.pusher().manifest("org/d", "v1.0.0").await.unwrap();
+        delete(&self.src, "org/d", &d100).await;
         let repo_dir = self
             .src
             .storage_dir()
@@ -206,15 +224,17 @@ fn set(rows: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     let m = mirror("2s").await;
     m.run().await.assert_code(0);
-    assert_eq!(m.dst.pusher().tags("mirror/c").await, vec!["v1.0.0", "v1.1.0"]);
+    assert_eq!(
+        m.dst.pusher().tags("mirror/c").await,
+        vec!["v1.0.0", "v1.1.0"]
+    );
     m.drift().await;
 
     // First run after the drift: the missing tags are noticed, not yet deleted.
     let noticed = m.run().await;
     noticed.assert_code(0);
     assert!(noticed.stdout.contains(", 0 pruned"), "{}", noticed.stdout);
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&m.report).unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&m.report).unwrap()).unwrap();
     let waiting: Vec<&Value> = report["prune"]
         .as_array()
         .unwrap()
@@ -256,8 +276,7 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     let ran = m.run().await;
     ran.assert_code(0);
     assert!(ran.stdout.contains(", 5 pruned"), "{}", ran.stdout);
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&m.report).unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&m.report).unwrap()).unwrap();
     assert_eq!(report["totals"]["pruned"], 5);
     let done: Vec<(String, String, Vec<String>)> = report["prune"]
         .as_array()
@@ -313,12 +332,16 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     assert_eq!(d100, m.pushed_over.digest, "pushed over by hand: not ours");
     assert!(p.manifest("mirror/d", "v2.0.0").await.is_some());
     // A second implementation reads what stays.
-    let kept = skopeo_inspect_raw(&format!("{}/mirror/a:v1.0.1", m.dst.addr), None).await;
+    let kept = skopeo_inspect_raw(&format!("docker://{}/mirror/a:v1.0.1", m.dst.addr), None).await;
     assert_eq!(sha256_digest(&kept), m.kept_index.digest);
 
     // `ferry status` lists them, and the next run has nothing left to prune.
     let status = ferry(&["status", "--state", &m.state], &[]).await;
-    assert!(status.stdout.contains("prune: gone at the source"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("prune: gone at the source"),
+        "{}",
+        status.stdout
+    );
     let again = m.run().await;
     again.assert_code(0);
     assert!(again.stdout.contains(", 0 pruned"), "{}", again.stdout);
@@ -349,7 +372,10 @@ async fn a_source_that_lists_no_tags_prunes_nothing_and_warns() {
     let ran = m.run().await;
     ran.assert_code(0);
     assert!(ran.stderr.contains("warning:") || ran.stdout.contains("warning:"));
-    assert_eq!(m.dst.pusher().tags("mirror/d").await, vec!["v1.0.0", "v2.0.0"]);
+    assert_eq!(
+        m.dst.pusher().tags("mirror/d").await,
+        vec!["v1.0.0", "v2.0.0"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,11 +397,17 @@ async fn more_deletions_than_max_deletions_prunes_nothing_and_fails() {
     let ran = m.run().await;
     ran.assert_code(1);
     assert!(
-        ran.stdout.contains("2 prune deletions exceed max_deletions = 1")
-            || ran.stderr.contains("2 prune deletions exceed max_deletions = 1"),
+        ran.stdout
+            .contains("2 prune deletions exceed max_deletions = 1")
+            || ran
+                .stderr
+                .contains("2 prune deletions exceed max_deletions = 1"),
         "{}\n{}",
         ran.stdout,
         ran.stderr
     );
-    assert_eq!(m.dst.pusher().tags("mirror/c").await, vec!["v1.0.0", "v1.1.0"]);
+    assert_eq!(
+        m.dst.pusher().tags("mirror/c").await,
+        vec!["v1.0.0", "v1.1.0"]
+    );
 }

@@ -7,13 +7,13 @@ use crate::app::execute::Execution;
 use crate::app::shard::Shard;
 use crate::cli::RunArgs;
 use crate::copy::select;
+use crate::report::error_chain;
 use crate::report::files::{
     item_row, metrics, write_private, Report, ReportDeletion, ReportPrune, ReportTotals,
     REPORT_VERSION,
 };
-use crate::report::error_chain;
-use crate::retention::prune::PruneAction;
 use crate::report::timestamp;
+use crate::retention::prune::PruneAction;
 
 /// `--report` and `--metrics`, when asked for; `false` when one could not be written (said).
 pub(super) fn write_files(

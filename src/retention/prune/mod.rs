@@ -18,10 +18,10 @@ use crate::retention::select::{decide, format_rule, Role, Seen};
 use crate::retention::{inventory, Action, Deletion, Image, InUsePins, Journal};
 
 pub mod run;
-pub use run::{run, Context, Pruned, PrunedRepo, RuleScope};
 use crate::plan::Prune;
 use crate::registry::manifest::referrer_tag_subject;
 use crate::registry::{Digest, Registry, RegistryError};
+pub use run::{run, Context, Pruned, PrunedRepo, RuleScope};
 
 const DAY: u64 = 86_400;
 
@@ -207,7 +207,9 @@ pub fn select(images: &[Image], judge: &Judge<'_>) -> RepoPrune {
                 .collect()
         })
         .collect();
-    let whole = decide(images, &|seen: &Seen<'_>| own(seen, &fates[seen.index], judge));
+    let whole = decide(images, &|seen: &Seen<'_>| {
+        own(seen, &fates[seen.index], judge)
+    });
     let mut out = RepoPrune::default();
     let by_digest: HashMap<&Digest, usize> = images
         .iter()
@@ -302,7 +304,10 @@ fn kept_tags(
             Fate::Prune(why) => out.push(one(
                 tag,
                 PruneAction::Untag,
-                format!("{why}; the image stays ({})", reason.trim_start_matches("kept: ")),
+                format!(
+                    "{why}; the image stays ({})",
+                    reason.trim_start_matches("kept: ")
+                ),
             )),
         }
     }

@@ -143,7 +143,12 @@ fn a_removed_source_repository_prunes_every_tag_ferry_copied_there() {
         vec![
             row(1, D, "a", "prune: its source repository is gone"),
             row(2, D, "b", "prune: its source repository is gone"),
-            row(3, K, "mine", "kept: not ours (ferry did not copy this tag here)"),
+            row(
+                3,
+                K,
+                "mine",
+                "kept: not ours (ferry did not copy this tag here)"
+            ),
         ]
     );
 }
@@ -166,7 +171,11 @@ fn a_pruned_tag_sharing_its_image_with_a_kept_tag_is_removed_alone() {
 fn children_and_signatures_follow_their_image_and_stay_with_a_kept_one() {
     // v1 (index 1 with children 11, 12) is pruned; v2 (index 2) shares child 12 and stays.
     let case = Case::new(
-        &[("v1", 1), ("v2", 2), (&format!("sha256-{}.sig", d(1).hex()), 30)],
+        &[
+            ("v1", 1),
+            ("v2", 2),
+            (&format!("sha256-{}.sig", d(1).hex()), 30),
+        ],
         &["v2", &format!("sha256-{}.sig", d(2).hex())],
         &["v2"],
     );
@@ -254,7 +263,10 @@ fn the_valve_and_a_hold_turn_every_deletion_into_a_keep() {
     assert_eq!(valve(&prune, 1), None);
     hold(&mut out, &why);
     assert_eq!(out.deletions(), 0);
-    assert!(out.decisions.iter().all(|x| x.reason.starts_with("kept: 2 prune")));
+    assert!(out
+        .decisions
+        .iter()
+        .all(|x| x.reason.starts_with("kept: 2 prune")));
 }
 
 /// Property: whatever the tags, ownership and selection, pruning never deletes a manifest
