@@ -52,6 +52,11 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         ));
         lines.push(push(&rule.to, registry(&rule.to).as_ref()).await);
     }
+    for rule in plan.copies.iter().filter(|r| r.prune.is_some()) {
+        let mut line = delete(&rule.to, registry(&rule.to).as_ref()).await;
+        line.what = format!("prune {}", rule.to);
+        lines.push(line);
+    }
     for policy in &plan.retains {
         lines.push(delete(&policy.repository, registry(&policy.repository).as_ref()).await);
     }
@@ -134,6 +139,15 @@ async fn delete(repository: &Reference, reg: &dyn Registry) -> Line {
         _ => reg.list_tags(&repo).await.map(|_| ()),
     };
     if let Err(e) = listed {
+        if e.is_not_found() {
+            // A mirror's target before its first copy: nothing to delete yet.
+            let detail = "not there yet, so nothing to delete".to_string();
+            return Line {
+                ok: true,
+                what,
+                detail,
+            };
+        }
         let detail = format!("cannot read it: {}", error_chain(&e));
         return Line {
             ok: false,
