@@ -6,9 +6,9 @@
 //! recorded copying it from the source repository the rule maps there, and the tag still
 //! points at the digest that run wrote. A tag nobody recorded, or that someone pushed over,
 //! is "not ours" and stays. Decisions are made per image through the same graph walk as
-//! retention ([`super::select::decide`]): what a kept tag, a referrer or an `[in_use]`
+//! retention (`select::decide`): what a kept tag, a referrer or an `[in_use]`
 //! reference reaches stays; an image that also carries a kept tag loses only the pruned tag
-//! ([`Registry::delete_tag`]). [`select`] is pure; [`run`] reads, decides and deletes, and
+//! ([`Registry::delete_tag`]). [`select()`] is pure; [`run()`] reads, decides and deletes, and
 //! `ferry plan` runs it over overlays, so the dry run prunes what the run prunes.
 
 use std::collections::{HashMap, HashSet};
