@@ -247,6 +247,12 @@ pub trait Registry: Send + Sync {
         false
     }
 
+    /// Does a manifest GET cost more than a HEAD here (Docker Hub counts each GET as a pull
+    /// against its limit)? Then a tag is resolved with a HEAD before its manifest is read.
+    fn counts_pulls(&self) -> bool {
+        false
+    }
+
     /// Can [`Registry::mount_blob`] ever succeed here? (A layout never mounts.)
     fn can_mount(&self) -> bool {
         true

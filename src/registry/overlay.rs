@@ -186,6 +186,10 @@ impl Registry for Overlay {
         self.inner.can_mount()
     }
 
+    fn counts_pulls(&self) -> bool {
+        self.inner.counts_pulls()
+    }
+
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         self.count(1);
         // Named as the registry underneath names them: the prefix as given, then the rest. A
@@ -555,9 +559,13 @@ impl Registry for Overlay {
         if !self.inner.can_mount() || !self.blob_exists(from, digest).await? {
             return Ok(false);
         }
+        // A repository that holds the blob already keeps what it has (a registry answers 201
+        // too): recording it as mounted from a repository that got it from here would make
+        // a cycle that no read could follow.
         self.with(repo, |v| {
             v.blobs
-                .insert(digest.clone(), BlobBytes::Mounted(from.to_string()))
+                .entry(digest.clone())
+                .or_insert_with(|| BlobBytes::Mounted(from.to_string()));
         });
         Ok(true)
     }

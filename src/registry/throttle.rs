@@ -3,6 +3,7 @@
 //! for every request to the host, and the events that explain each wait. The copy engine never
 //! sleeps; requests wait here.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,14 +66,39 @@ pub struct RegistryStats {
     pub retries: u64,
     /// Time requests spent waiting for a rate limit or a pause.
     pub waited: Duration,
+    /// Requests by method and what they were about (`HEAD manifest`, `POST upload`, …).
+    pub by_kind: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
 struct Counts {
+    by_kind: Mutex<BTreeMap<String, u64>>,
     requests: AtomicU64,
     throttled: AtomicU64,
     retries: AtomicU64,
     waited_ms: AtomicU64,
+}
+
+/// What a request is, for counting: its method and the resource of the distribution API its
+/// path names (`HEAD manifest`, `GET blob`, `POST upload`, `PATCH upload`, `GET tags`, …;
+/// `other` for tokens and vendor APIs).
+pub fn request_kind(method: &str, path: &str) -> String {
+    let what = if path.contains("/blobs/uploads") {
+        "upload"
+    } else if path.contains("/blobs/") {
+        "blob"
+    } else if path.contains("/manifests/") {
+        "manifest"
+    } else if path.ends_with("/tags/list") {
+        "tags"
+    } else if path.ends_with("/_catalog") {
+        "catalog"
+    } else if path.contains("/referrers/") {
+        "referrers"
+    } else {
+        "other"
+    };
+    format!("{method} {what}")
 }
 
 pub struct Throttle {
@@ -110,9 +136,17 @@ impl Throttle {
         }
     }
 
-    /// Count a request sent, and whether the registry answered 429.
-    pub fn sent(&self, throttled: bool) {
+    /// Count a request sent (`kind`: see [`request_kind`]), and whether the registry
+    /// answered 429.
+    pub fn sent(&self, kind: String, throttled: bool) {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
+        *self
+            .counts
+            .by_kind
+            .lock()
+            .expect("counts lock")
+            .entry(kind)
+            .or_default() += 1;
         if throttled {
             self.counts.throttled.fetch_add(1, Ordering::Relaxed);
         }
@@ -124,6 +158,7 @@ impl Throttle {
             throttled: self.counts.throttled.load(Ordering::Relaxed),
             retries: self.counts.retries.load(Ordering::Relaxed),
             waited: Duration::from_millis(self.counts.waited_ms.load(Ordering::Relaxed)),
+            by_kind: self.counts.by_kind.lock().expect("counts lock").clone(),
         }
     }
 

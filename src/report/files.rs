@@ -130,6 +130,9 @@ pub struct ReportRegistry {
     pub throttled: u64,
     pub retries: u64,
     pub wait_seconds: f64,
+    /// Requests by method and resource (`HEAD manifest`, `GET blob`, `POST upload`, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_kind: BTreeMap<String, u64>,
 }
 
 impl From<&RegistryStats> for ReportRegistry {
@@ -139,6 +142,7 @@ impl From<&RegistryStats> for ReportRegistry {
             throttled: s.throttled,
             retries: s.retries,
             wait_seconds: s.waited.as_secs_f64(),
+            by_kind: s.by_kind.clone(),
         }
     }
 }
@@ -233,6 +237,9 @@ impl ReportRegistry {
         self.throttled += other.throttled;
         self.retries += other.retries;
         self.wait_seconds += other.wait_seconds;
+        for (kind, n) in &other.by_kind {
+            *self.by_kind.entry(kind.clone()).or_default() += n;
+        }
     }
 }
 
@@ -358,6 +365,11 @@ fn totals_metrics(out: &mut Gauges, report: &Report) {
         t.deleted,
     );
     out.single(
+        "ferry_pruned",
+        "Prune deletions (manifests and tags removed alone) in the last run.",
+        t.pruned,
+    );
+    out.single(
         "ferry_transferred_bytes",
         "Blob bytes copied in the last run.",
         t.bytes,
@@ -431,6 +443,29 @@ fn registry_metrics(out: &mut Gauges, report: &Report) {
             .collect();
         out.gauge(name, help, samples);
     }
+    let by_kind = report
+        .registries
+        .iter()
+        .flat_map(|(host, r)| {
+            r.by_kind.iter().map(move |(kind, n)| {
+                let (method, resource) = kind.split_once(' ').unwrap_or((kind, ""));
+                (
+                    format!(
+                        "{{registry=\"{}\",method=\"{}\",resource=\"{}\"}}",
+                        escape(host),
+                        escape(method),
+                        escape(resource)
+                    ),
+                    n.to_string(),
+                )
+            })
+        })
+        .collect();
+    out.gauge(
+        "ferry_registry_requests_by_kind",
+        "Requests sent to each registry in the last run, by method and resource.",
+        by_kind,
+    );
 }
 
 #[cfg(test)]
@@ -447,6 +482,7 @@ mod tests {
                 throttled: 1,
                 retries: 2,
                 wait_seconds: 3.5,
+                ..Default::default()
             },
         );
         let report = Report {

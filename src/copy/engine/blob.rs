@@ -138,7 +138,7 @@ impl Engine {
         // Holding the slot makes another image needing the same blob wait for this copy.
         let mut known = slot.lock().await;
         // Known in this run to be in this very repository: nothing to do.
-        if known.as_deref() == Some(dst.repo.as_str()) {
+        if known.as_deref() == Some(dst.repo.as_str()) || self.blob_placed(dst, &blob.digest) {
             counters.existing.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -160,6 +160,7 @@ impl Engine {
         }
         .fetch_add(1, Ordering::Relaxed);
         *known = Some(dst.repo.clone());
+        self.placed_blob(dst, &blob.digest);
         self.journal
             .blob_present(dst.registry.name(), &dst.repo, &blob.digest, blob.size);
         Ok(())
@@ -182,11 +183,14 @@ impl Engine {
                 .journal
                 .blob_location(dst.registry.name(), &blob.digest),
         };
-        if dst
-            .registry
-            .blob_exists(&dst.repo, &blob.digest)
-            .await
-            .map_err(|e| target_error(dst, blob, e))?
+        // A repository that did not exist when the run first listed it holds only what this
+        // run put there (`blob_placed`, asked before): no need to ask the registry.
+        if !self.target_was_missing(dst)
+            && dst
+                .registry
+                .blob_exists(&dst.repo, &blob.digest)
+                .await
+                .map_err(|e| target_error(dst, blob, e))?
         {
             return Ok(Some(Placed::Existing));
         }

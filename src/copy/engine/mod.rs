@@ -3,6 +3,7 @@
 //! blobs through `blob`) before the manifest itself.
 
 mod blob;
+mod target;
 mod tree;
 
 use std::collections::HashMap;
@@ -59,21 +60,29 @@ struct Destined {
     reference: String,
 }
 
-/// With a platform list the source index is read first: what the target gets (and so the
-/// digest to look for there) depends on it. Without one nothing is read.
-async fn destined(item: &Item, digest: &Digest) -> Result<Destined, CopyError> {
-    let mut source_manifest = None;
+/// With a platform list the source index is read first (unless `fetched` is it already):
+/// what the target gets (and so the digest to look for there) depends on it. Without one
+/// nothing is read.
+async fn destined(
+    item: &Item,
+    digest: &Digest,
+    fetched: Option<Manifest>,
+) -> Result<Destined, CopyError> {
+    let mut source_manifest = fetched;
     let mut chosen = None;
     if let Some(platforms) = &item.platforms {
         let src = &item.source;
-        let m = src
-            .registry
-            .get_manifest(&src.repo, digest.as_str())
-            .await
-            .map_err(|e| CopyError::Source {
-                reference: item.source_display(),
-                source: e,
-            })?;
+        let m = match source_manifest.take() {
+            Some(m) => m,
+            None => src
+                .registry
+                .get_manifest(&src.repo, digest.as_str())
+                .await
+                .map_err(|e| CopyError::Source {
+                    reference: item.source_display(),
+                    source: e,
+                })?,
+        };
         chosen = platform::choose(&m, platforms).map_err(|source| CopyError::Platforms {
             reference: item.source_display(),
             source,
@@ -135,6 +144,12 @@ pub struct Engine {
     /// first, then children in digest order; manifests form no cycle, so no two PUTs wait on
     /// each other.
     manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<tokio::sync::RwLock<()>>>>,
+    /// What each target repository held when first listed (see [`target`]).
+    targets: target::Targets,
+    /// Manifests put at (or found at) a target repository in this run.
+    placed: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
+    /// Blobs placed in (or found in) a target repository in this run.
+    placed_blobs: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
     /// Items of earlier [`Engine::copy_all`] calls (earlier stages) by key, with their
@@ -160,6 +175,9 @@ impl Engine {
             blobs: std::sync::Mutex::new(HashMap::new()),
             manifests: std::sync::Mutex::new(HashMap::new()),
             fallback_tags: std::sync::Mutex::new(HashMap::new()),
+            targets: std::sync::Mutex::new(HashMap::new()),
+            placed: std::sync::Mutex::default(),
+            placed_blobs: std::sync::Mutex::default(),
             finished: std::sync::Mutex::new(HashMap::new()),
             journal: Arc::new(NoJournal),
             spool: None,
@@ -340,9 +358,19 @@ impl Engine {
                 rewritten: r.rewritten.clone(),
             });
         }
-        let digest = self
-            .source_digest(item, recorded.as_ref().filter(|_| immutable))
-            .await?;
+        // Nothing recorded: a cold copy. One GET by tag gives digest and body (a HEAD first
+        // only saves a pull where pulls are counted), and the target as first listed tells
+        // whether the tag can be there at all.
+        let cold = recorded.is_none();
+        let by_tag = Digest::parse(&item.source_ref).is_none();
+        let (digest, fetched) = match cold && by_tag && !item.source.registry.counts_pulls() {
+            true => Box::pin(self.source_manifest(item)).await?,
+            false => (
+                self.source_digest(item, recorded.as_ref().filter(|_| immutable))
+                    .await?,
+                None,
+            ),
+        };
         // Copied before with this very digest, and verified at the target recently: one HEAD
         // at the source was all it cost.
         if let Some(r) = recorded.as_ref().filter(|r| r.digest == digest && r.fresh) {
@@ -351,8 +379,14 @@ impl Engine {
                 rewritten: r.rewritten.clone(),
             });
         }
-        let destined = destined(item, &digest).await?;
-        if self.found_at_target(item, &destined).await? {
+        let destined = destined(item, &digest, fetched).await?;
+        let absent = cold
+            && item.target_tag.is_some()
+            && self
+                .target_seen(&item.target)
+                .await
+                .lacks_tag(&destined.reference);
+        if !absent && self.found_at_target(item, &destined).await? {
             let rewritten = (destined.push_digest != digest).then_some(destined.push_digest);
             return Ok(Outcome::Present { digest, rewritten });
         }
@@ -426,6 +460,21 @@ impl Engine {
             .digest;
         self.journal.tag_seen(src, &item.source_ref, &digest);
         Ok(digest)
+    }
+
+    /// The source manifest by the item's tag, in one GET: its digest and body.
+    async fn source_manifest(&self, item: &Item) -> Result<(Digest, Option<Manifest>), CopyError> {
+        let src = &item.source;
+        let m = src
+            .registry
+            .get_manifest(&src.repo, &item.source_ref)
+            .await
+            .map_err(|e| CopyError::Source {
+                reference: item.source_display(),
+                source: e,
+            })?;
+        self.journal.tag_seen(src, &item.source_ref, &m.digest);
+        Ok((m.digest.clone(), Some(m)))
     }
 
     /// Does the target hold what this item would put there? A referrer found there also gets
@@ -541,6 +590,7 @@ impl Engine {
                     e => target_err(e),
                 })?
         };
+        self.placed_manifest(dst, &to_push.digest);
         if let Some(subject) = manifest::subject_of(&to_push.bytes) {
             if !pushed.subject_indexed {
                 self.index_referrer(dst, &subject, to_push).await?;

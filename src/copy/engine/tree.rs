@@ -202,15 +202,24 @@ impl Engine {
         let child_dst = join_ref(&dst.display(), child.digest.as_str());
         let slot = self.manifest_slot(dst, &child.digest);
         let _writing = slot.write().await;
-        let present = dst
-            .registry
-            .head_manifest(&dst.repo, child.digest.as_str())
-            .await
-            .map_err(|e| CopyError::Target {
-                reference: child_dst.clone(),
-                source: e,
-            })?;
+        // Put (or found) there earlier in this run; or else, in a repository that did not
+        // exist when first listed, certainly absent: no HEAD either way.
+        if self.manifest_placed(dst, &child.digest) {
+            return Ok(());
+        }
+        let present = match self.target_was_missing(dst) {
+            true => None,
+            false => dst
+                .registry
+                .head_manifest(&dst.repo, child.digest.as_str())
+                .await
+                .map_err(|e| CopyError::Target {
+                    reference: child_dst.clone(),
+                    source: e,
+                })?,
+        };
         if present.is_some() {
+            self.placed_manifest(dst, &child.digest);
             return Ok(());
         }
         let m = src
@@ -240,6 +249,7 @@ impl Engine {
                 reference: child_dst,
                 source: e,
             })?;
+        self.placed_manifest(dst, &child.digest);
         counters.manifests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

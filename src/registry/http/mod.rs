@@ -182,6 +182,10 @@ impl Registry for HttpRegistry {
         true
     }
 
+    fn counts_pulls(&self) -> bool {
+        self.vendor.as_ref().is_some_and(|v| v.counts_pulls())
+    }
+
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {
         self.upload(repo, upload).await
     }

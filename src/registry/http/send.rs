@@ -108,7 +108,7 @@ impl HttpRegistry {
             req = req.header(header::AUTHORIZATION, authorization(h, url)?);
         }
         let resp = self.dispatch(req, method, url, headers, body).await?;
-        self.observe(&resp);
+        self.observe(&resp, method, url);
         Ok((resp, permit))
     }
 
@@ -159,10 +159,11 @@ impl HttpRegistry {
 
     /// Count the request, take in the rate-limit headers, and on a 429 slow the whole host
     /// down, not just this request.
-    fn observe(&self, resp: &Response) {
+    fn observe(&self, resp: &Response, method: &Method, url: &Url) {
         self.throttle.observe(resp.headers());
         let throttled = resp.status() == StatusCode::TOO_MANY_REQUESTS;
-        self.throttle.sent(throttled);
+        let kind = throttle::request_kind(method.as_str(), url.path());
+        self.throttle.sent(kind, throttled);
         if throttled {
             let wait = throttle::retry_after(resp.headers())
                 .unwrap_or(throttle::DEFAULT_429_WAIT)

@@ -379,6 +379,11 @@ impl VendorApi for DockerHub {
         Some(false)
     }
 
+    /// Docker Hub's pull limit counts manifest GETs; HEADs are free.
+    fn counts_pulls(&self) -> bool {
+        true
+    }
+
     async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
         match self.hub_login(self.hub_api()?).await? {
             Some(_) => Ok(Some("logged in to the Docker Hub API".into())),

@@ -35,6 +35,11 @@ pub trait VendorApi: Send + Sync {
         None
     }
 
+    /// Does the registry count each manifest GET as a pull against a limit (a HEAD not)?
+    fn counts_pulls(&self) -> bool {
+        false
+    }
+
     /// Check, without deleting, that `repo` may be deleted from; says how it was checked.
     async fn check_delete(&self, repo: &str) -> Result<Option<String>>;
 

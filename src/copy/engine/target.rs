@@ -1,0 +1,112 @@
+//! What a target repository held when the run first looked, so that a cold copy into a new
+//! or partly filled repository sends no existence check whose answer is already known: a tag
+//! the listing lacks needs no manifest `HEAD`, and a repository that did not exist holds no
+//! blob this run did not put there. Listed once per repository, only for items the
+//! checkpoint knows nothing of; a failed listing just means checking everything.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use super::Engine;
+use crate::copy::Endpoint;
+use crate::registry::Digest;
+
+/// A target repository as the run first saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Not listed, or the listing failed: check everything.
+    Unknown,
+    /// It did not exist: it holds only what this run puts there.
+    Missing,
+    /// It existed, with these tags.
+    Tags(HashSet<String>),
+}
+
+impl Seen {
+    /// The target is known not to have held `tag` (nothing else of this run writes it:
+    /// one item per target tag).
+    pub(super) fn lacks_tag(&self, tag: &str) -> bool {
+        match self {
+            Seen::Unknown => false,
+            Seen::Missing => true,
+            Seen::Tags(tags) => !tags.contains(tag),
+        }
+    }
+}
+
+/// One cell per target repository, filled by the first listing.
+pub(super) type Targets =
+    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<OnceCell<Seen>>>>;
+
+impl Engine {
+    fn target_cell(&self, dst: &Endpoint) -> Arc<OnceCell<Seen>> {
+        self.targets
+            .lock()
+            .expect("targets map")
+            .entry((dst.registry.name().to_string(), dst.repo.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// The target repository as first listed (listing it now if nobody has).
+    pub(super) async fn target_seen(&self, dst: &Endpoint) -> Seen {
+        let cell = self.target_cell(dst);
+        // Boxed: the listing's future is large, and an image's copy future holds it.
+        Box::pin(cell.get_or_init(|| async {
+                match dst.registry.list_tags(&dst.repo).await {
+                    Ok(tags) => Seen::Tags(tags.into_iter().collect()),
+                    Err(e) if e.is_not_found() => Seen::Missing,
+                    Err(e) => {
+                        tracing::debug!(error = %e, repo = %dst.repo, "target not listed; checking each item");
+                        Seen::Unknown
+                    }
+                }
+            }))
+            .await
+            .clone()
+    }
+
+    /// Is manifest `digest` known to be in the target repository: put there, or found
+    /// there, earlier in this run?
+    pub(super) fn manifest_placed(&self, dst: &Endpoint, digest: &Digest) -> bool {
+        self.placed.lock().expect("placed manifests").contains(&(
+            dst.registry.name().to_string(),
+            dst.repo.clone(),
+            digest.clone(),
+        ))
+    }
+
+    /// Remember that manifest `digest` is in the target repository.
+    pub(super) fn placed_manifest(&self, dst: &Endpoint, digest: &Digest) {
+        self.placed.lock().expect("placed manifests").insert((
+            dst.registry.name().to_string(),
+            dst.repo.clone(),
+            digest.clone(),
+        ));
+    }
+
+    /// Is blob `digest` known to be in the target repository (placed there in this run)?
+    pub(super) fn blob_placed(&self, dst: &Endpoint, digest: &Digest) -> bool {
+        self.placed_blobs.lock().expect("placed blobs").contains(&(
+            dst.registry.name().to_string(),
+            dst.repo.clone(),
+            digest.clone(),
+        ))
+    }
+
+    /// Remember that blob `digest` is in the target repository.
+    pub(super) fn placed_blob(&self, dst: &Endpoint, digest: &Digest) {
+        self.placed_blobs.lock().expect("placed blobs").insert((
+            dst.registry.name().to_string(),
+            dst.repo.clone(),
+            digest.clone(),
+        ));
+    }
+
+    /// Was the target repository missing when first listed (without listing it)?
+    pub(super) fn target_was_missing(&self, dst: &Endpoint) -> bool {
+        self.target_cell(dst).get() == Some(&Seen::Missing)
+    }
+}
