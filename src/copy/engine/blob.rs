@@ -183,6 +183,28 @@ impl Engine {
                 .journal
                 .blob_location(dst.registry.name(), &blob.digest),
         };
+        // A mount source: a repository of the target registry known to hold the blob, or the
+        // source repository itself when copying within one registry (promotion).
+        let same_registry = src.registry.name() == dst.registry.name();
+        let from = known
+            .or(recorded)
+            .filter(|from| from != &dst.repo)
+            .or_else(|| same_registry.then(|| src.repo.clone()));
+        // The mount is itself the existence check: a registry mounts (201) a blob the
+        // repository already holds too. Only when it declines is there anything to ask.
+        if let Some(from) = from {
+            match dst
+                .registry
+                .mount_blob(&dst.repo, &blob.digest, &from)
+                .await
+            {
+                Ok(true) => return Ok(Some(Placed::Mounted)),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, digest = %blob.digest, "mount refused; transferring");
+                }
+            }
+        }
         // A repository that did not exist when the run first listed it holds only what this
         // run put there (`blob_placed`, asked before): no need to ask the registry.
         if !self.target_was_missing(dst)
@@ -194,28 +216,7 @@ impl Engine {
         {
             return Ok(Some(Placed::Existing));
         }
-        // A mount source: a repository of the target registry known to hold the blob, or the
-        // source repository itself when copying within one registry (promotion).
-        let same_registry = src.registry.name() == dst.registry.name();
-        let Some(from) = known
-            .or(recorded)
-            .filter(|from| from != &dst.repo)
-            .or_else(|| same_registry.then(|| src.repo.clone()))
-        else {
-            return Ok(None);
-        };
-        match dst
-            .registry
-            .mount_blob(&dst.repo, &blob.digest, &from)
-            .await
-        {
-            Ok(true) => Ok(Some(Placed::Mounted)),
-            Ok(false) => Ok(None),
-            Err(e) => {
-                tracing::debug!(error = %e, digest = %blob.digest, "mount refused; transferring");
-                Ok(None)
-            }
-        }
+        Ok(None)
     }
 
     /// Stream the blob from the source into the target (one of `concurrency` transfers at a
