@@ -8,7 +8,7 @@
 //! and the `max_deletions` valve is applied last.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use semver::Version;
 
@@ -494,117 +494,6 @@ fn rank(images: &[Image], tags: &[Vec<String>], roles: &[Role]) -> Vec<usize> {
     ranked
 }
 
-/// A tagged top-level image: the first keep rule that holds, else delete.
-fn judge_tagged(
-    img: &Image,
-    tags: &[String],
-    rank: usize,
-    ranked: usize,
-    rule: &RetainRule,
-    now: SystemTime,
-) -> (Action, String) {
-    for t in tags {
-        if let Some(re) = rule.keep_tags.iter().find(|re| re.is_match(t)) {
-            return (
-                Action::Keep,
-                format!("kept: tag {t} matches {}", re.as_str()),
-            );
-        }
-    }
-    if rank < rule.keep_newest {
-        return (
-            Action::Keep,
-            format!("kept: newest {} of {ranked}", rank + 1),
-        );
-    }
-    if !rule.delete_tags.is_empty() {
-        if let Some(t) = tags
-            .iter()
-            .find(|t| !rule.delete_tags.iter().any(|re| re.is_match(t)))
-        {
-            return (
-                Action::Keep,
-                format!("kept: tag {t} matches no delete_tags pattern"),
-            );
-        }
-    }
-    let age = img.created.map(|c| age_of(c, now));
-    if let Some(older_than) = rule.older_than {
-        match age {
-            None => return (Action::Keep, "kept: age unknown".to_string()),
-            Some(age) if age < older_than => {
-                return (
-                    Action::Keep,
-                    format!(
-                        "kept: {} days old, younger than {}",
-                        age.as_secs() / DAY,
-                        format_rule(older_than)
-                    ),
-                )
-            }
-            Some(_) => {}
-        }
-    }
-    let mut parts = Vec::new();
-    if let Some(re) = tags
-        .first()
-        .and_then(|t| rule.delete_tags.iter().find(|re| re.is_match(t)))
-    {
-        parts.push(format!("matches {}", re.as_str()));
-    }
-    if let Some(age) = age {
-        parts.push(format!("{} days old", age.as_secs() / DAY));
-    }
-    if parts.is_empty() {
-        parts.push("not kept by any rule".to_string());
-    }
-    (Action::Delete, format!("delete: {}", parts.join(", ")))
-}
-
-/// An untagged manifest nothing in the inventory reaches.
-fn judge_untagged(img: &Image, rule: &RetainRule, now: SystemTime) -> (Action, String) {
-    if !rule.untagged {
-        return (
-            Action::Keep,
-            "kept: untagged (untagged = false)".to_string(),
-        );
-    }
-    let age = img.created.map(|c| age_of(c, now));
-    match (rule.older_than, age) {
-        (Some(_), None) => (Action::Keep, "kept: untagged, age unknown".to_string()),
-        (Some(older_than), Some(age)) if age < older_than => (
-            Action::Keep,
-            format!(
-                "kept: untagged, {} days old, younger than {}",
-                age.as_secs() / DAY,
-                format_rule(older_than)
-            ),
-        ),
-        (_, Some(age)) => (
-            Action::Delete,
-            format!("delete: untagged, {} days old", age.as_secs() / DAY),
-        ),
-        (None, None) => (Action::Delete, "delete: untagged".to_string()),
-    }
-}
-
-/// How long ago `created` was; zero for a time in the future (clock skew).
-fn age_of(created: SystemTime, now: SystemTime) -> Duration {
-    now.duration_since(created).unwrap_or(Duration::ZERO)
-}
-
-/// `older_than` as people wrote it: whole days (`30d`), else whole hours (`36h`), else seconds.
-pub(super) fn format_rule(d: Duration) -> String {
-    let s = d.as_secs();
-    if s.is_multiple_of(DAY) {
-        format!("{}d", s / DAY)
-    } else if s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// What a referrer is, from its tags: the first (sorted) cosign-style suffix that says.
 pub(super) fn referrer_kind(tags: &[String]) -> &'static str {
     tags.iter()
@@ -625,6 +514,11 @@ pub(super) fn referrer_kind(tags: &[String]) -> &'static str {
 pub(super) fn platform_suffix(platform: Option<&str>) -> String {
     platform.map(|p| format!(" ({p})")).unwrap_or_default()
 }
+
+mod judge;
+
+pub(in crate::retention) use judge::format_rule;
+use judge::{judge_tagged, judge_untagged};
 
 #[cfg(test)]
 mod tests;

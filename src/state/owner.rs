@@ -219,23 +219,7 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             }
             not_missing(conn, registry, repo, refs)?;
         }
-        Write::Missing {
-            registry,
-            repo,
-            tag,
-            since,
-        } => {
-            conn.prepare_cached(
-                "INSERT INTO missing (registry, repo, tag, since) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (registry, repo, tag) DO NOTHING",
-            )?
-            .execute(params![registry, repo, tag, since])?;
-        }
-        Write::NotMissing {
-            registry,
-            repo,
-            tags,
-        } => not_missing(conn, registry, repo, tags)?,
+        Write::Missing { .. } | Write::NotMissing { .. } => apply_missing(conn, write)?,
         Write::Blob {
             registry,
             digest,
@@ -284,6 +268,31 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
         }
     }
     Ok(())
+}
+
+/// [`Write::Missing`] and [`Write::NotMissing`]: when pruning first found a tag missing.
+fn apply_missing(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
+    match write {
+        Write::Missing {
+            registry,
+            repo,
+            tag,
+            since,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO missing (registry, repo, tag, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (registry, repo, tag) DO NOTHING",
+            )?
+            .execute(params![registry, repo, tag, since])?;
+            Ok(())
+        }
+        Write::NotMissing {
+            registry,
+            repo,
+            tags,
+        } => not_missing(conn, registry, repo, tags),
+        _ => Ok(()),
+    }
 }
 
 /// Forget that `tags` of a target repository were missing.

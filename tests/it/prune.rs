@@ -3,6 +3,12 @@
 //! mirrored tag pushed over). The next runs delete exactly what ferry copied and the source no
 //! longer has, once `older_than` has passed, keep what is not ferry's, keep every child and
 //! signature a kept tag reaches, and `ferry plan` says exactly that first.
+//!
+//! Then every other target kind ferry writes, with one drift (a tag deleted at the source, a
+//! tag removed alone there while its image keeps another, a repository gone from the
+//! catalog) and a foreign tag at the target: an OCI layout (its `index.json` entries), GHCR
+//! (the GitHub Packages API fake with its registry front: package versions) and Docker Hub
+//! (the Hub API fake with its registry front: the tag API).
 
 use std::collections::BTreeSet;
 
@@ -12,13 +18,70 @@ use serde_json::Value;
 use crate::common::*;
 use crate::harness::*;
 
-struct Mirror {
-    src: Registry,
-    dst: Registry,
-    dir: tempfile::TempDir,
+/// A plan in a directory of its own, its checkpoint and report, and what its runs get in
+/// their environment (a token).
+struct Runs {
+    _dir: tempfile::TempDir,
     plan: String,
     state: String,
     report: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Runs {
+    fn new(text: &str, env: &[(&'static str, &str)]) -> Runs {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db").display().to_string();
+        let report = dir.path().join("report.json").display().to_string();
+        let plan = plan(dir.path(), text).display().to_string();
+        let env = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Runs {
+            _dir: dir,
+            plan,
+            state,
+            report,
+            env,
+        }
+    }
+
+    async fn ferry(&self, args: &[&str]) -> Run {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ferry(args, &env).await
+    }
+
+    async fn run(&self) -> Run {
+        let (plan, state, report) = (&self.plan, &self.state, &self.report);
+        self.ferry(&["run", plan, "--state", state, "--report", report])
+            .await
+    }
+
+    async fn plan_text(&self) -> Run {
+        let shown = self
+            .ferry(&["plan", &self.plan, "--state", &self.state])
+            .await;
+        shown.assert_code(0);
+        shown
+    }
+
+    async fn plan_json(&self) -> Value {
+        let (plan, state) = (&self.plan, &self.state);
+        let shown = self
+            .ferry(&["plan", plan, "--state", state, "--output", "json"])
+            .await;
+        shown.assert_code(0);
+        serde_json::from_str(&shown.stdout).unwrap()
+    }
+
+    /// The last run's report.
+    fn report(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&self.report).unwrap()).unwrap()
+    }
+}
+
+struct Mirror {
+    src: Registry,
+    dst: Registry,
+    runs: Runs,
     /// org/a v1.0.1: a multi-arch index with a cosign signature, kept.
     kept_index: Image,
     kept_sig: (String, Image),
@@ -68,6 +131,14 @@ async fn delete(reg: &Registry, repo: &str, digest: &str) {
     );
 }
 
+/// Remove `tag` alone at a registry, the only way distribution allows: move it onto a
+/// placeholder, then delete what it points at now.
+async fn untag(reg: &Registry, repo: &str, tag: &str) {
+    let placeholder = single(99, "placeholder");
+    reg.pusher().push(repo, tag, &placeholder).await;
+    delete(reg, repo, &placeholder.digest).await;
+}
+
 async fn mirror(older_than: &str) -> Mirror {
     let src = Registry::start().await;
     let dst = Registry::start().await;
@@ -91,27 +162,19 @@ async fn mirror(older_than: &str) -> Mirror {
     p.push("org/d", "v1.0.0", &single(40, "d")).await;
     p.push("org/d", "v2.0.0", &single(41, "d-2")).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db").display().to_string();
-    let report = dir.path().join("report.json").display().to_string();
-    let plan = plan(
-        dir.path(),
+    let runs = Runs::new(
         &format!(
             "version = 1\n{}\n[[copy]]\nfrom = \"{}/org/*\"\nto = \"{}/mirror/*\"\ntags = {{ include = ['^v\\d+\\.\\d+\\.\\d+$'] }}\nprune = {{ older_than = \"{older_than}\", max_deletions = 10 }}\n",
             insecure(&[&src, &dst]),
             src.addr,
             dst.addr
         ),
-    )
-    .display()
-    .to_string();
+        &[],
+    );
     Mirror {
         src,
         dst,
-        dir,
-        plan,
-        state,
-        report,
+        runs,
         kept_index,
         kept_sig,
         shared_child,
@@ -122,35 +185,11 @@ async fn mirror(older_than: &str) -> Mirror {
 
 impl Mirror {
     async fn run(&self) -> Run {
-        ferry(
-            &[
-                "run",
-                &self.plan,
-                "--state",
-                &self.state,
-                "--report",
-                &self.report,
-            ],
-            &[],
-        )
-        .await
+        self.runs.run().await
     }
 
     async fn plan_json(&self) -> Value {
-        let shown = ferry(
-            &[
-                "plan",
-                &self.plan,
-                "--state",
-                &self.state,
-                "--output",
-                "json",
-            ],
-            &[],
-        )
-        .await;
-        shown.assert_code(0);
-        serde_json::from_str(&shown.stdout).unwrap()
+        self.runs.plan_json().await
     }
 
     /// The drift: at the source, org/a:v1.0.2 deleted, org/b:v1.0.1 removed alone (its
@@ -159,14 +198,7 @@ impl Mirror {
     async fn drift(&self) {
         let (_, _, v102) = self.src.pusher().manifest("org/a", "v1.0.2").await.unwrap();
         delete(&self.src, "org/a", &v102).await;
-        // A tag alone, the only way distribution allows: move it, then delete what it
-        // points at now.
-        let placeholder = single(99, "placeholder");
-        self.src
-            .pusher()
-            .push("org/b", "v1.0.1", &placeholder)
-            .await;
-        delete(&self.src, "org/b", &placeholder.digest).await;
+        untag(&self.src, "org/b", "v1.0.1").await;
         // mirror/d:v1.0.0 is gone at the source too, but someone pushed over it at the
         // target: not ours any more.
         let (_, _, d100) = self.src.pusher().manifest("org/d", "v1.0.0").await.unwrap();
@@ -182,36 +214,60 @@ impl Mirror {
     }
 }
 
-/// `(action, repository, tags)` of every prune decision in a plan or report, the repository
-/// without its host.
-fn decisions(rows: &[(String, String, Vec<String>)]) -> BTreeSet<(String, String, String)> {
-    rows.iter()
-        .map(|(a, r, t)| {
-            let repo = r.split_once('/').map_or(r.as_str(), |x| x.1).to_string();
-            (a.clone(), repo, t.join(","))
-        })
-        .collect()
+/// One prune decision of a plan or report: `(action, repository, digest, tags)`, the tags
+/// joined by commas.
+type Row = (String, String, String, String);
+
+fn row(action: &Value, repository: &Value, decision: &Value) -> Row {
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    let tags: Vec<String> = decision["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    (
+        text(action),
+        text(repository),
+        text(&decision["digest"]),
+        tags.join(","),
+    )
 }
 
-fn plan_rows(v: &Value) -> Vec<(String, String, Vec<String>)> {
+/// Every prune decision of `ferry plan --output json`, sorted.
+fn plan_rows(v: &Value) -> Vec<Row> {
     let mut out = Vec::new();
     for rule in v["prune"].as_array().cloned().unwrap_or_default() {
         for r in rule["repositories"].as_array().unwrap() {
             for d in r["decisions"].as_array().unwrap() {
-                out.push((
-                    d["action"].as_str().unwrap().to_string(),
-                    r["repository"].as_str().unwrap().to_string(),
-                    d["tags"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| t.as_str().unwrap().to_string())
-                        .collect(),
-                ));
+                out.push(row(&d["action"], &r["repository"], d));
             }
         }
     }
+    out.sort();
     out
+}
+
+/// Every prune decision of a run's report, sorted.
+fn report_rows(v: &Value) -> Vec<Row> {
+    let mut out: Vec<Row> = v["prune"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| row(&d["action"], &d["repository"], d))
+        .collect();
+    out.sort();
+    out
+}
+
+/// `(action, repository, tags)` of every decision, the repository without its host.
+fn decisions(rows: &[Row]) -> BTreeSet<(String, String, String)> {
+    rows.iter()
+        .map(|(a, r, _, t)| {
+            let repo = r.split_once('/').map_or(r.as_str(), |x| x.1).to_string();
+            (a.clone(), repo, t.clone())
+        })
+        .collect()
 }
 
 fn set(rows: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
@@ -234,7 +290,7 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     let noticed = m.run().await;
     noticed.assert_code(0);
     assert!(noticed.stdout.contains(", 0 pruned"), "{}", noticed.stdout);
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&m.report).unwrap()).unwrap();
+    let report = m.runs.report();
     let waiting: Vec<&Value> = report["prune"]
         .as_array()
         .unwrap()
@@ -265,7 +321,7 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
         "{:#}",
         planned["prune"]
     );
-    let text = ferry(&["plan", &m.plan, "--state", &m.state], &[]).await;
+    let text = m.runs.plan_text().await;
     assert!(
         text.stdout.contains("kept: not ours (pushed over: it is"),
         "{}",
@@ -276,26 +332,13 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     let ran = m.run().await;
     ran.assert_code(0);
     assert!(ran.stdout.contains(", 5 pruned"), "{}", ran.stdout);
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&m.report).unwrap()).unwrap();
+    let report = m.runs.report();
     assert_eq!(report["totals"]["pruned"], 5);
-    let done: Vec<(String, String, Vec<String>)> = report["prune"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["action"].as_str().unwrap().to_string(),
-                r["repository"].as_str().unwrap().to_string(),
-                r["tags"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t.as_str().unwrap().to_string())
-                    .collect(),
-            )
-        })
-        .collect();
-    assert_eq!(decisions(&done), expected, "the run did what the plan said");
+    assert_eq!(
+        report_rows(&report),
+        plan_rows(&planned),
+        "the run did what the plan said"
+    );
     assert!(report["prune"]
         .as_array()
         .unwrap()
@@ -336,7 +379,7 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     assert_eq!(sha256_digest(&kept), m.kept_index.digest);
 
     // `ferry status` lists them, and the next run has nothing left to prune.
-    let status = ferry(&["status", "--state", &m.state], &[]).await;
+    let status = m.runs.ferry(&["status", "--state", &m.runs.state]).await;
     assert!(
         status.stdout.contains("prune: gone at the source"),
         "{}",
@@ -345,7 +388,6 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     let again = m.run().await;
     again.assert_code(0);
     assert!(again.stdout.contains(", 0 pruned"), "{}", again.stdout);
-    drop(m.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,10 +424,10 @@ async fn a_source_that_lists_no_tags_prunes_nothing_and_warns() {
 async fn more_deletions_than_max_deletions_prunes_nothing_and_fails() {
     let m = mirror("1s").await;
     m.run().await.assert_code(0);
-    let tight = std::fs::read_to_string(&m.plan)
+    let tight = std::fs::read_to_string(&m.runs.plan)
         .unwrap()
         .replace("max_deletions = 10", "max_deletions = 1");
-    std::fs::write(&m.plan, tight).unwrap();
+    std::fs::write(&m.runs.plan, tight).unwrap();
     std::fs::remove_dir_all(
         m.src
             .storage_dir()
@@ -410,4 +452,340 @@ async fn more_deletions_than_max_deletions_prunes_nothing_and_fails() {
         m.dst.pusher().tags("mirror/c").await,
         vec!["v1.0.0", "v1.1.0"]
     );
+}
+
+// Every other target kind ferry writes, with one drift: the same plan, the same decisions,
+// carried out each target's way.
+
+const FOREIGN_TAG: &str = "hand";
+
+/// The source the tests below mirror: org/app with v1, v2 (a two-platform index whose amd64
+/// child is v1's image), and v3 and stable on one image; org/old with 1.0.
+struct Source {
+    reg: Registry,
+    v1: Image,
+    v2: Image,
+    /// v2's arm64 child, which only v2 uses.
+    lone_child: Image,
+    v3: Image,
+    /// Tagged `hand` at the target by someone else.
+    foreign: Image,
+    /// org/old:1.0, whose repository goes.
+    old: Image,
+}
+
+async fn source() -> Source {
+    let reg = Registry::start().await;
+    let v1 = single(60, "app-v1");
+    let lone_child = arm(61, "app-v2-arm");
+    let v2 = index(vec![v1.clone(), lone_child.clone()], Format::Oci);
+    let v3 = single(62, "app-v3");
+    let p = reg.pusher();
+    p.push("org/app", "v1", &v1).await;
+    p.push("org/app", "v2", &v2).await;
+    p.push("org/app", "v3", &v3).await;
+    p.push("org/app", "stable", &v3).await;
+    let old = single(64, "old");
+    p.push("org/old", "1.0", &old).await;
+    Source {
+        reg,
+        v1,
+        v2,
+        lone_child,
+        v3,
+        foreign: single(63, "by hand"),
+        old,
+    }
+}
+
+impl Source {
+    /// `org/*` mirrored to `to` with `prune = true`; `target` is the target's
+    /// `[registry]` section, if it needs one.
+    fn plan(&self, target: &str, to: &str) -> String {
+        format!(
+            "version = 1\n{}{target}\n[[copy]]\nfrom = \"{}/org/*\"\nto = \"{to}\"\nprune = true\n",
+            insecure(&[&self.reg]),
+            self.reg.addr
+        )
+    }
+
+    /// At the source: v2 deleted, stable removed alone (v3 keeps the image), org/old gone
+    /// from the catalog.
+    async fn drift(&self) {
+        delete(&self.reg, "org/app", &self.v2.digest).await;
+        untag(&self.reg, "org/app", "stable").await;
+        let old = self
+            .reg
+            .storage_dir()
+            .join("docker/registry/v2/repositories/org/old");
+        std::fs::remove_dir_all(old).unwrap();
+    }
+
+    /// What pruning after the drift decides in the repositories under `target`: in app, v2
+    /// deleted with the child only it uses (v1 keeps the other), stable removed alone, the
+    /// foreign tag kept; old:1.0 deleted.
+    fn expected(&self, target: &str) -> Vec<Row> {
+        let mut rows: Vec<Row> = [
+            ("delete", "app", &self.v2, "v2"),
+            ("delete", "app", &self.lone_child, ""),
+            ("untag", "app", &self.v3, "stable"),
+            ("keep", "app", &self.foreign, FOREIGN_TAG),
+            ("delete", "old", &self.old, "1.0"),
+        ]
+        .into_iter()
+        .map(|(a, r, img, t)| {
+            (
+                a.into(),
+                format!("{target}/{r}"),
+                img.digest.clone(),
+                t.into(),
+            )
+        })
+        .collect();
+        rows.sort();
+        rows
+    }
+}
+
+/// After the drift, `ferry plan --output json` shows exactly `expected` (the foreign tag
+/// kept as not ours), and the run does exactly that: every deletion done, but those
+/// `refused` (`(tags, why)`: the target refused it, which fails the run). The run after it
+/// has nothing left to prune, and fails the same way.
+async fn prune_as_planned(runs: &Runs, expected: &[Row], refused: &[(&str, &str)]) {
+    let planned = runs.plan_json().await;
+    assert_eq!(plan_rows(&planned), expected, "{:#}", planned["prune"]);
+    let deletions = expected.iter().filter(|r| r.0 != "keep").count();
+    let text = runs.plan_text().await;
+    let to_prune = format!(", {deletions} to prune");
+    for shown in [
+        &to_prune,
+        "kept: not ours (ferry did not copy this tag here)",
+    ] {
+        assert!(text.stdout.contains(shown), "{shown}: {}", text.stdout);
+    }
+
+    let code = i32::from(!refused.is_empty());
+    let pruned = deletions - refused.len();
+    let ran = runs.run().await;
+    ran.assert_code(code);
+    let summary = format!(", {pruned} pruned");
+    assert!(ran.stdout.contains(&summary), "{}", ran.stdout);
+    let report = runs.report();
+    assert_eq!(report["totals"]["pruned"], pruned);
+    let done = report_rows(&report);
+    assert_eq!(done, expected, "the run did what the plan said");
+    for d in report["prune"].as_array().unwrap() {
+        let result = d["result"].as_str().unwrap_or_default();
+        let why = refused
+            .iter()
+            .find(|(t, _)| d["tags"] == serde_json::json!([t]));
+        match (d["action"].as_str().unwrap(), why) {
+            ("keep", _) => assert!(d["reason"].as_str().unwrap().contains("not ours"), "{d}"),
+            (_, Some((_, why))) => assert!(result.contains(why), "{d}"),
+            (_, None) => assert_eq!(result, "done", "{d}"),
+        }
+    }
+
+    let again = runs.run().await;
+    again.assert_code(code);
+    assert!(again.stdout.contains(", 0 pruned"), "{}", again.stdout);
+}
+
+/// `(tag, digest)` of every entry of a layout's `index.json`, sorted.
+fn layout_entries(layout: &std::path::Path) -> Vec<(String, String)> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut out: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let tag = &d["annotations"]["org.opencontainers.image.ref.name"];
+            (
+                tag.as_str().unwrap().into(),
+                d["digest"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Tag `img` in a layout by hand: its blobs, and an `index.json` entry.
+fn tag_in_layout(layout: &std::path::Path, tag: &str, img: &Image) {
+    write_layout_blobs(layout, img);
+    let path = layout.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut entry = img.descriptor();
+    entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+    index["manifests"].as_array_mut().unwrap().push(entry);
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn entries(rows: &[(&str, &Image)]) -> Vec<(String, String)> {
+    rows.iter()
+        .map(|(t, img)| (t.to_string(), img.digest.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_layout_mirror_loses_exactly_the_pruned_index_entries() {
+    let s = source().await;
+    let out = tempfile::tempdir().unwrap();
+    let to = format!("oci:{}/*", out.path().display());
+    let runs = Runs::new(&s.plan("", &to), &[]);
+    runs.run().await.assert_code(0);
+    let layout = out.path().join("app");
+    let copied = [
+        ("stable", &s.v3),
+        ("v1", &s.v1),
+        ("v2", &s.v2),
+        ("v3", &s.v3),
+    ];
+    assert_eq!(layout_entries(&layout), entries(&copied));
+    tag_in_layout(&layout, FOREIGN_TAG, &s.foreign);
+    s.drift().await;
+
+    let target = format!("oci:{}", out.path().display());
+    prune_as_planned(&runs, &s.expected(&target), &[]).await;
+    let left = [(FOREIGN_TAG, &s.foreign), ("v1", &s.v1), ("v3", &s.v3)];
+    assert_eq!(layout_entries(&layout), entries(&left));
+    assert_eq!(layout_entries(&out.path().join("old")), []);
+    // The blobs stay, as a registry's stay until its garbage collection.
+    let blob = |img: &Image| layout.join("blobs/sha256").join(hex_of(&img.digest));
+    assert!(blob(&s.v2).is_file() && blob(&s.lone_child).is_file());
+    // A second implementation reads what stays.
+    for (tag, img) in [("v1", &s.v1), ("v3", &s.v3)] {
+        let raw = skopeo_inspect_raw(&format!("oci:{}:{tag}", layout.display()), None).await;
+        assert_eq!(raw, img.bytes, "{tag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ghcr_mirror_deletes_exactly_the_pruned_package_versions() {
+    let s = source().await;
+    let reg = Registry::start().await;
+    let scopes: &[&str] = &["read:packages", "write:packages", "delete:packages"];
+    let github = GitHubFake::start(&[("ghp_prune", "bot", scopes)]).await;
+    let ghcr = github.registry_front(&reg.url).await;
+    let target = format!(
+        "[registry.\"{}\"]\ninsecure = true\nflavor = \"ghcr\"\napi = \"{}\"\nauth = {{ username = \"bot\", password_env = \"GHCR_TOKEN\" }}\n",
+        ghcr.addr, github.url
+    );
+    let to = format!("{}/myorg/*", ghcr.addr);
+    let runs = Runs::new(&s.plan(&target, &to), &[("GHCR_TOKEN", "ghp_prune")]);
+    runs.run().await.assert_code(0);
+    // Each manifest pushed is a version: v1's image (v2's amd64 child too), v2, its arm64
+    // child, and v3's image.
+    assert_eq!(github.versions(Some("myorg"), "app", false).len(), 4);
+    let pusher = Pusher::new(&ghcr.url, None);
+    pusher.push("myorg/app", FOREIGN_TAG, &s.foreign).await;
+    s.drift().await;
+
+    // GitHub refuses to delete the last version of a package (the package has to be deleted
+    // instead): org/old's mirror keeps it, and each run says so and fails.
+    let last = "You cannot delete the last tagged version of a package";
+    let target = format!("{}/myorg", ghcr.addr);
+    prune_as_planned(&runs, &s.expected(&target), &[("1.0", last)]).await;
+    let all = github.versions(Some("myorg"), "app", true);
+    let version = |img: &Image| all.iter().find(|v| v.digest == img.digest).unwrap();
+    let known = [&s.v1, &s.v2, &s.lone_child, &s.v3, &s.foreign];
+    let placeholders: Vec<&FakeVersion> = all
+        .iter()
+        .filter(|v| known.iter().all(|k| k.digest != v.digest))
+        .collect();
+    assert_eq!(placeholders.len(), 1, "{all:?}");
+    let placeholder = placeholders[0];
+    // Deleted: v2, its own child, and the placeholder stable was moved to; v3's version
+    // keeps its other tag.
+    let deleted: BTreeSet<&str> = all
+        .iter()
+        .filter(|v| v.deleted)
+        .map(|v| v.digest.as_str())
+        .collect();
+    let want: BTreeSet<&str> = [&s.v2.digest, &s.lone_child.digest, &placeholder.digest]
+        .into_iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(deleted, want, "{all:?}");
+    assert_eq!(placeholder.tags, ["stable"]);
+    assert_eq!(version(&s.v3).tags, ["v3"]);
+    assert_eq!(version(&s.v1).tags, ["v1"]);
+    assert_eq!(version(&s.foreign).tags, [FOREIGN_TAG]);
+    let api_deletes = github
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("DELETE /orgs/myorg/packages/container/app/versions/"))
+        .count();
+    assert_eq!(api_deletes, 3, "{:?}", github.requests());
+    let old = github.versions(Some("myorg"), "old", true);
+    assert_eq!((old.len(), old[0].deleted), (1, false), "{old:?}");
+    // GHCR deletes through its API only; the registry behind holds what stays.
+    assert!(!ghcr
+        .seen()
+        .iter()
+        .any(|r| r.method == "DELETE" && r.uri.contains("/manifests/")));
+    let p = reg.pusher();
+    assert_eq!(p.tags("myorg/app").await, [FOREIGN_TAG, "v1", "v3"]);
+    assert_copied(&reg, "myorg/app", "v3", &s.v3).await;
+    assert!(p
+        .manifest("myorg/app", &s.lone_child.digest)
+        .await
+        .is_none());
+    assert_eq!(p.tags("myorg/old").await, ["1.0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_hub_mirror_deletes_exactly_the_pruned_tags_through_the_hub_api() {
+    let s = source().await;
+    let reg = Registry::start().await;
+    let hub = HubFake::start(&[], &[("me", "dckr_pat_prune")], 100, 1000).await;
+    let front = hub.registry_front(&reg).await;
+    let target = format!(
+        "[registry.\"docker.io\"]\nendpoint = \"{}\"\ninsecure = true\napi = \"{}\"\nauth = {{ username = \"me\", password_env = \"HUB_PAT\" }}\n",
+        front.url, hub.url
+    );
+    let runs = Runs::new(
+        &s.plan(&target, "docker.io/myorg/*"),
+        &[("HUB_PAT", "dckr_pat_prune")],
+    );
+    runs.run().await.assert_code(0);
+    let pusher = Pusher::new(&front.url, None);
+    pusher.push("myorg/app", FOREIGN_TAG, &s.foreign).await;
+    s.drift().await;
+
+    let before = front.seen().len();
+    prune_as_planned(&runs, &s.expected("docker.io/myorg"), &[]).await;
+    // The registry was only asked where stable points: the inventory is the Hub API's (no
+    // pull), and no placeholder was pushed, nothing deleted there.
+    let seen: Vec<String> = front.seen()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect();
+    assert!(
+        seen.iter()
+            .all(|r| r == "HEAD /v2/myorg/app/manifests/stable"),
+        "{seen:?}"
+    );
+    // v2's tag, stable and old's 1.0, through the Hub API's tag DELETE, logged in; v2's
+    // platform manifests have no tag of their own and go with it.
+    let mut deletes: Vec<String> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .collect();
+    deletes.sort();
+    assert_eq!(
+        deletes,
+        [
+            "DELETE /v2/repositories/myorg/app/tags/stable/ auth=yes",
+            "DELETE /v2/repositories/myorg/app/tags/v2/ auth=yes",
+            "DELETE /v2/repositories/myorg/old/tags/1.0/ auth=yes",
+        ]
+    );
+    let p = reg.pusher();
+    assert_eq!(p.tags("myorg/app").await, [FOREIGN_TAG, "v1", "v3"]);
+    assert!(p.tags("myorg/old").await.is_empty());
+    assert_copied(&reg, "myorg/app", "v3", &s.v3).await;
+    assert_copied(&reg, "myorg/app", "v1", &s.v1).await;
 }

@@ -3,12 +3,20 @@
 //! `/v2/users/login`, private repositories visible only when logged in, `X-RateLimit-*`
 //! headers on every answer and 429 with `Retry-After` once the budget is spent, 404
 //! `object not found` for an unknown namespace. It fails the way the real service fails.
+//!
+//! For tests that push and delete, `registry_front` stands in for Docker Hub's registry side
+//! (registry-1.docker.io): a proxy in front of a real registry, with the Hub API describing
+//! what that registry holds, as the real Hub does. A push creates the repository and the tag
+//! (its push time is what the tag API says); the tag API lists the registry's tags with their
+//! digests and an index's platform manifests; the tag DELETE removes the tag from the registry
+//! (the manifest stays, untagged, and with it any other tag on it); the registry's own
+//! manifest DELETE answers 405 UNSUPPORTED, as Docker Hub's does (deletion is the Hub API's).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,8 +28,8 @@ pub const HUB_MAX_PAGE_SIZE: usize = 100;
 
 struct Inner {
     base: String,
-    /// namespace -> [(repository name, private?)]
-    repos: BTreeMap<String, Vec<(String, bool)>>,
+    /// namespace -> [(repository name, private?)]; a push through `registry_front` adds one.
+    repos: Mutex<BTreeMap<String, Vec<(String, bool)>>>,
     users: Vec<(String, String)>,
     page_cap: usize,
     /// A fixed window as Hub's: `limit` requests per `window`, counted from `window_start`.
@@ -29,8 +37,20 @@ struct Inner {
     window: std::time::Duration,
     used: Mutex<(std::time::Instant, std::time::SystemTime, u64)>,
     requests: Mutex<Vec<String>>,
-    /// "ns/repo" -> tags, as Hub's tag API shows them.
+    /// "ns/repo" -> tags, as Hub's tag API shows them (without `registry_front`).
     tags: Mutex<BTreeMap<String, Vec<HubTag>>>,
+    /// The registry behind `registry_front`, whose tags the tag API describes.
+    upstream: Mutex<Option<Upstream>>,
+    /// ("ns/repo", tag) -> when it was last pushed through `registry_front`.
+    pushed: Mutex<BTreeMap<(String, String), String>>,
+}
+
+/// The real registry behind `registry_front`: its URL, and its storage, where a tag the Hub
+/// API deletes is removed as distribution removes one (its `_manifests/tags/<tag>` entry).
+#[derive(Clone)]
+struct Upstream {
+    url: String,
+    storage: std::path::PathBuf,
 }
 
 /// A tag as Hub's API shows it: the digest it points at, when it was pushed, and for a
@@ -97,7 +117,7 @@ impl HubFake {
         }
         let inner = Arc::new(Inner {
             base: url.clone(),
-            repos: map,
+            repos: Mutex::new(map),
             users: users
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
@@ -108,6 +128,8 @@ impl HubFake {
             used: Mutex::new((std::time::Instant::now(), std::time::SystemTime::now(), 0)),
             requests: Mutex::new(Vec::new()),
             tags: Mutex::new(BTreeMap::new()),
+            upstream: Mutex::new(None),
+            pushed: Mutex::new(BTreeMap::new()),
         });
         let app = Router::new()
             .route("/v2/users/login", post(login))
@@ -133,7 +155,41 @@ impl HubFake {
             .insert(repository.to_string(), tags);
     }
 
-    /// The tags `ns/repo` still has.
+    /// Docker Hub's registry side (see the module docs): a proxy in front of the real
+    /// registry `upstream`, which the tag API then describes.
+    pub async fn registry_front(&self, upstream: &super::Registry) -> super::Proxy {
+        *self.inner.upstream.lock().expect("hub upstream") = Some(Upstream {
+            url: upstream.url.trim_end_matches('/').to_string(),
+            storage: upstream.storage_dir().to_path_buf(),
+        });
+        let hook: super::Hook = Arc::new(|method, uri, _| {
+            if *method == Method::DELETE && uri.contains("/manifests/") {
+                let message = "The operation is unsupported.";
+                super::Action::registry_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "UNSUPPORTED",
+                    message,
+                )
+            } else {
+                super::Action::Forward
+            }
+        });
+        let inner = self.inner.clone();
+        let answered: super::Answered = Arc::new(move |method, uri, status, _| {
+            if *method != Method::PUT || status != StatusCode::CREATED {
+                return;
+            }
+            let pushed = uri
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split_once("/manifests/"));
+            if let Some((name, reference)) = pushed {
+                record_push(&inner, name, reference);
+            }
+        });
+        super::Proxy::start_observed(&upstream.url, hook, answered).await
+    }
+
+    /// The tags `ns/repo` still has (without `registry_front`: what `set_tags` gave it).
     pub fn tags(&self, repository: &str) -> Vec<String> {
         self.inner
             .tags
@@ -148,6 +204,142 @@ impl HubFake {
     pub fn requests(&self) -> Vec<String> {
         self.inner.requests.lock().expect("hub requests").clone()
     }
+}
+
+/// A manifest pushed through `registry_front`: Hub creates the repository (public, as an
+/// account's default visibility is) and, for a tag, records when it was pushed.
+fn record_push(inner: &Inner, name: &str, reference: &str) {
+    let Some((namespace, repo)) = name.split_once('/') else {
+        return;
+    };
+    {
+        let mut repos = inner.repos.lock().expect("hub repos");
+        let list = repos.entry(namespace.to_string()).or_default();
+        if !list.iter().any(|(r, _)| r == repo) {
+            list.push((repo.to_string(), false));
+        }
+    }
+    if !reference.starts_with("sha256:") {
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+        inner
+            .pushed
+            .lock()
+            .expect("hub pushed")
+            .insert((name.to_string(), reference.to_string()), now);
+    }
+}
+
+/// The manifest types a tag may name, for reading them from the registry.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// The tags of `repository` in the registry behind `registry_front`, as the tag API shows
+/// them; `None` when the registry does not know the repository.
+async fn upstream_tags(inner: &Inner, up: &Upstream, repository: &str) -> Option<Vec<HubTag>> {
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("{}/v2/{repository}/tags/list", up.url))
+        .send()
+        .await
+        .expect("list tags behind the Hub front");
+    if resp.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
+    let listed: serde_json::Value = resp.json().await.expect("a tag list");
+    let names: Vec<String> = listed["tags"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for name in names {
+        let resp = client
+            .get(format!("{}/v2/{repository}/manifests/{name}", up.url))
+            .header("accept", MANIFEST_TYPES)
+            .send()
+            .await
+            .expect("read a manifest behind the Hub front");
+        if !resp.status().is_success() {
+            continue;
+        }
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .expect("the registry names the digest")
+            .to_string();
+        let doc: serde_json::Value = resp.json().await.expect("a manifest");
+        let platforms = doc["manifests"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|c| {
+                        let field =
+                            |k: &str| c["platform"][k].as_str().unwrap_or("unknown").to_string();
+                        (
+                            c["digest"].as_str().unwrap_or_default().to_string(),
+                            field("os"),
+                            field("architecture"),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let last_pushed = inner
+            .pushed
+            .lock()
+            .expect("hub pushed")
+            .get(&(repository.to_string(), name.clone()))
+            .cloned()
+            .unwrap_or_else(|| "2026-01-01T00:00:00Z".into());
+        out.push(HubTag {
+            name,
+            digest,
+            last_pushed,
+            platforms,
+        });
+    }
+    Some(out)
+}
+
+/// What `set_tags` gave `repository`.
+fn set_tags_of(inner: &Inner, repository: &str) -> Option<Vec<HubTag>> {
+    inner
+        .tags
+        .lock()
+        .expect("hub tags")
+        .get(repository)
+        .cloned()
+}
+
+fn upstream(inner: &Inner) -> Option<Upstream> {
+    inner.upstream.lock().expect("hub upstream").clone()
+}
+
+/// Removes `tag` of `repository` from the registry behind `registry_front`, as distribution
+/// removes a tag; or Hub's 404 message when there is no such repository or tag.
+async fn delete_upstream_tag(
+    inner: &Inner,
+    up: &Upstream,
+    repository: &str,
+    tag: &str,
+) -> Result<(), &'static str> {
+    let listed = upstream_tags(inner, up, repository)
+        .await
+        .ok_or("object not found")?;
+    if !listed.iter().any(|t| t.name == tag) {
+        return Err("tag not found");
+    }
+    let dir = up
+        .storage
+        .join("docker/registry/v2/repositories")
+        .join(repository)
+        .join("_manifests/tags")
+        .join(tag);
+    std::fs::remove_dir_all(&dir).expect("remove the tag behind the Hub front");
+    Ok(())
 }
 
 fn token_for(user: &str) -> String {
@@ -275,7 +467,13 @@ async fn list(
             true
         }
     };
-    let Some(all) = inner.repos.get(&namespace) else {
+    let all = inner
+        .repos
+        .lock()
+        .expect("hub repos")
+        .get(&namespace)
+        .cloned();
+    let Some(all) = all else {
         return (
             StatusCode::NOT_FOUND,
             rate_headers(&inner),
@@ -348,7 +546,10 @@ async fn list_tags(
         return r;
     }
     let key = format!("{namespace}/{repo}");
-    let all = inner.tags.lock().expect("hub tags").get(&key).cloned();
+    let all = match upstream(&inner) {
+        Some(up) => upstream_tags(&inner, &up, &key).await,
+        None => set_tags_of(&inner, &key),
+    };
     let Some(all) = all else {
         return (
             StatusCode::NOT_FOUND,
@@ -417,6 +618,16 @@ async fn delete_tag(
             .into_response();
     }
     let key = format!("{namespace}/{repo}");
+    if let Some(up) = upstream(&inner) {
+        return match delete_upstream_tag(&inner, &up, &key, &tag).await {
+            Ok(()) => (StatusCode::NO_CONTENT, rate_headers(&inner)).into_response(),
+            Err(message) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"message": message, "errinfo": {}})),
+            )
+                .into_response(),
+        };
+    }
     let mut tags = inner.tags.lock().expect("hub tags");
     let Some(list) = tags.get_mut(&key) else {
         return (
