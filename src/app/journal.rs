@@ -32,6 +32,8 @@ pub struct StateJournal {
     recheck_after: Duration,
     /// Unix seconds, when the run started.
     now: i64,
+    /// Every target repository the snapshot records writing into.
+    targets: std::collections::HashSet<(String, String)>,
 }
 
 impl StateJournal {
@@ -48,11 +50,12 @@ impl StateJournal {
         StateJournal {
             state: None,
             run: 0,
-            snapshot,
             immutable: plan.immutable_tags.clone(),
             recheck,
             recheck_after: plan.recheck_after,
             now: unix_now(),
+            targets: targets_of(&snapshot),
+            snapshot,
         }
     }
 
@@ -65,6 +68,23 @@ impl StateJournal {
     fn previous(&self, item: &Item) -> Option<&ItemState> {
         self.snapshot.items.get(&item.key())
     }
+}
+
+/// The target repositories a snapshot records writing into: items, blobs, upload sessions.
+fn targets_of(snapshot: &Snapshot) -> std::collections::HashSet<(String, String)> {
+    let items = snapshot
+        .items
+        .keys()
+        .map(|(r, repo, _)| (r.clone(), repo.clone()));
+    let blobs = snapshot
+        .blobs
+        .iter()
+        .map(|((r, _), b)| (r.clone(), b.repo.clone()));
+    let uploads = snapshot
+        .uploads
+        .keys()
+        .map(|(r, repo, _)| (r.clone(), repo.clone()));
+    items.chain(blobs).chain(uploads).collect()
 }
 
 fn unix_now() -> i64 {
@@ -187,6 +207,11 @@ impl Journal for StateJournal {
             .blobs
             .get(&(registry.to_string(), digest.to_string()))
             .map(|b| b.repo.clone())
+    }
+
+    fn knows_target(&self, registry: &str, repo: &str) -> bool {
+        self.targets
+            .contains(&(registry.to_string(), repo.to_string()))
     }
 
     fn blob_present(&self, registry: &str, repo: &str, digest: &Digest, size: u64) {

@@ -44,6 +44,13 @@ pub trait Journal: Send + Sync {
 
     fn blob_present(&self, _registry: &str, _repo: &str, _digest: &Digest, _size: u64) {}
 
+    /// Has any run recorded writing into `repo` of target registry `registry` (an item, a
+    /// blob, an upload session)? A repository nothing recorded and the registry lists no tags
+    /// of holds only what this run puts there.
+    fn knows_target(&self, _registry: &str, _repo: &str) -> bool {
+        false
+    }
+
     /// An upload session an earlier run left open for this blob, with the hash of the bytes
     /// it holds.
     fn upload_session(&self, _registry: &str, _repo: &str, _digest: &Digest) -> Option<Parked> {

@@ -449,15 +449,9 @@ fn registry_metrics(out: &mut Gauges, report: &Report) {
         .flat_map(|(host, r)| {
             r.by_kind.iter().map(move |(kind, n)| {
                 let (method, resource) = kind.split_once(' ').unwrap_or((kind, ""));
-                (
-                    format!(
-                        "{{registry=\"{}\",method=\"{}\",resource=\"{}\"}}",
-                        escape(host),
-                        escape(method),
-                        escape(resource)
-                    ),
-                    n.to_string(),
-                )
+                let (h, m, r) = (escape(host), escape(method), escape(resource));
+                let labels = format!("{{registry=\"{h}\",method=\"{m}\",resource=\"{r}\"}}");
+                (labels, n.to_string())
             })
         })
         .collect();

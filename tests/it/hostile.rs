@@ -125,8 +125,9 @@ async fn a_redirect_loop_is_a_clear_error_naming_the_url() {
     .await;
     for url in [
         format!(
-            "http://{}/v2/team/loop/manifests/{}",
-            proxy.addr, manifest_loop.digest
+            // A cold copy reads the tag in one GET.
+            "http://{}/v2/team/loop/manifests/v1",
+            proxy.addr
         ),
         format!(
             "http://{}/v2/team/blobloop/blobs/{}",
@@ -177,8 +178,8 @@ async fn endless_manifest_and_blob_bodies_are_cut_off() {
     .await;
     assert!(
         run.stderr.contains(&format!(
-            "http://{}/v2/team/endless/manifests/{}: invalid manifest: larger than the 4194304-byte manifest limit",
-            proxy.addr, endless_manifest.digest
+            "http://{}/v2/team/endless/manifests/v1: invalid manifest: larger than the 4194304-byte manifest limit",
+            proxy.addr
         )),
         "{}",
         run.stderr
@@ -228,10 +229,7 @@ async fn slow_loris_bodies_become_per_item_errors() {
     )
     .await;
     for url in [
-        format!(
-            "http://{}/v2/team/slow/manifests/{}",
-            proxy.addr, slow_manifest.digest
-        ),
+        format!("http://{}/v2/team/slow/manifests/v1", proxy.addr),
         format!(
             "http://{}/v2/team/slowblob/blobs/{}",
             proxy.addr,
@@ -302,7 +300,7 @@ async fn slow_loris_headers_become_per_item_errors() {
         .unwrap_or_else(|| panic!("a per-item error:\n{}", run.stderr));
     assert!(
         failed.contains(&format!(
-            "HEAD http://{addr}/v2/team/app/manifests/v1: request failed"
+            "GET http://{addr}/v2/team/app/manifests/v1: request failed"
         )) && failed.ends_with("operation timed out"),
         "{failed}"
     );

@@ -205,9 +205,10 @@ impl Engine {
                 }
             }
         }
-        // A repository that did not exist when the run first listed it holds only what this
-        // run put there (`blob_placed`, asked before): no need to ask the registry.
-        if !self.target_was_missing(dst)
+        // A repository the registry listed no tags of when the run first looked, and that no
+        // earlier run recorded writing into (one stopped before its manifests leaves blobs
+        // and no tag), holds only what this run put there (`blob_placed`, asked before).
+        if !self.target_is_fresh(dst)
             && dst
                 .registry
                 .blob_exists(&dst.repo, &blob.digest)

@@ -4,6 +4,7 @@
 
 mod blob;
 mod target;
+use target::{destined, Destined};
 mod tree;
 
 use std::collections::HashMap;
@@ -46,63 +47,6 @@ struct TransferCounters {
     spooled_bytes: AtomicU64,
     reread_bytes: AtomicU64,
     parked: AtomicU64,
-}
-
-/// What the target gets for an item whose source digest is `digest`.
-struct Destined {
-    /// The source index, when a platform list made it be read first.
-    source_manifest: Option<Manifest>,
-    /// What a platform list chose (`None` without one, or for a single-platform image).
-    chosen: Option<platform::Chosen>,
-    /// The digest the target ends up with: the source's, or a rewritten index's.
-    push_digest: Digest,
-    /// The target tag, or `push_digest` for a copy by digest.
-    reference: String,
-}
-
-/// With a platform list the source index is read first (unless `fetched` is it already):
-/// what the target gets (and so the digest to look for there) depends on it. Without one
-/// nothing is read.
-async fn destined(
-    item: &Item,
-    digest: &Digest,
-    fetched: Option<Manifest>,
-) -> Result<Destined, CopyError> {
-    let mut source_manifest = fetched;
-    let mut chosen = None;
-    if let Some(platforms) = &item.platforms {
-        let src = &item.source;
-        let m = match source_manifest.take() {
-            Some(m) => m,
-            None => src
-                .registry
-                .get_manifest(&src.repo, digest.as_str())
-                .await
-                .map_err(|e| CopyError::Source {
-                    reference: item.source_display(),
-                    source: e,
-                })?,
-        };
-        chosen = platform::choose(&m, platforms).map_err(|source| CopyError::Platforms {
-            reference: item.source_display(),
-            source,
-        })?;
-        source_manifest = Some(m);
-    }
-    let push_digest = chosen
-        .as_ref()
-        .map_or(digest, |c| &c.manifest.digest)
-        .clone();
-    let reference = item
-        .target_tag
-        .clone()
-        .unwrap_or_else(|| push_digest.to_string());
-    Ok(Destined {
-        source_manifest,
-        chosen,
-        push_digest,
-        reference,
-    })
 }
 
 /// Where a blob is known to exist in a target registry during this run.

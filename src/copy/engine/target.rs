@@ -10,8 +10,9 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use super::Engine;
-use crate::copy::Endpoint;
-use crate::registry::Digest;
+use crate::copy::outcome::CopyError;
+use crate::copy::{platform, Endpoint, Item};
+use crate::registry::{Digest, Manifest};
 
 /// A target repository as the run first saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,8 +106,69 @@ impl Engine {
         ));
     }
 
-    /// Was the target repository missing when first listed (without listing it)?
-    pub(super) fn target_was_missing(&self, dst: &Endpoint) -> bool {
+    /// Is the target repository fresh: the registry listed no tags of it when the run first
+    /// looked (without listing it now), and no earlier run recorded writing into it (one
+    /// stopped before its manifests leaves blobs and no tag)? Then it holds only what this
+    /// run put there.
+    pub(super) fn target_is_fresh(&self, dst: &Endpoint) -> bool {
         self.target_cell(dst).get() == Some(&Seen::Missing)
+            && !self.journal.knows_target(dst.registry.name(), &dst.repo)
     }
+}
+
+/// What the target gets for an item whose source digest is `digest`.
+pub(super) struct Destined {
+    /// The source index, when a platform list made it be read first.
+    pub(super) source_manifest: Option<Manifest>,
+    /// What a platform list chose (`None` without one, or for a single-platform image).
+    pub(super) chosen: Option<platform::Chosen>,
+    /// The digest the target ends up with: the source's, or a rewritten index's.
+    pub(super) push_digest: Digest,
+    /// The target tag, or `push_digest` for a copy by digest.
+    pub(super) reference: String,
+}
+
+/// With a platform list the source index is read first (unless `fetched` is it already):
+/// what the target gets (and so the digest to look for there) depends on it. Without one
+/// nothing is read.
+pub(super) async fn destined(
+    item: &Item,
+    digest: &Digest,
+    fetched: Option<Manifest>,
+) -> Result<Destined, CopyError> {
+    let mut source_manifest = fetched;
+    let mut chosen = None;
+    if let Some(platforms) = &item.platforms {
+        let src = &item.source;
+        let m = match source_manifest.take() {
+            Some(m) => m,
+            None => src
+                .registry
+                .get_manifest(&src.repo, digest.as_str())
+                .await
+                .map_err(|e| CopyError::Source {
+                    reference: item.source_display(),
+                    source: e,
+                })?,
+        };
+        chosen = platform::choose(&m, platforms).map_err(|source| CopyError::Platforms {
+            reference: item.source_display(),
+            source,
+        })?;
+        source_manifest = Some(m);
+    }
+    let push_digest = chosen
+        .as_ref()
+        .map_or(digest, |c| &c.manifest.digest)
+        .clone();
+    let reference = item
+        .target_tag
+        .clone()
+        .unwrap_or_else(|| push_digest.to_string());
+    Ok(Destined {
+        source_manifest,
+        chosen,
+        push_digest,
+        reference,
+    })
 }

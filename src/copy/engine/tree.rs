@@ -202,12 +202,12 @@ impl Engine {
         let child_dst = join_ref(&dst.display(), child.digest.as_str());
         let slot = self.manifest_slot(dst, &child.digest);
         let _writing = slot.write().await;
-        // Put (or found) there earlier in this run; or else, in a repository that did not
-        // exist when first listed, certainly absent: no HEAD either way.
+        // Put (or found) there earlier in this run; or else, in a fresh repository, certainly
+        // absent: no HEAD either way.
         if self.manifest_placed(dst, &child.digest) {
             return Ok(());
         }
-        let present = match self.target_was_missing(dst) {
+        let present = match self.target_is_fresh(dst) {
             true => None,
             false => dst
                 .registry
