@@ -141,15 +141,20 @@ async fn carry_out(registry: &dyn Registry, plan: &RepoPlan) -> Vec<Deleted> {
 
 /// `deleted REPOSITORY@SHORT (TAGS): REASON`, the line people read for a deletion made.
 fn note(repository: &str, d: &Deleted) -> String {
+    told("deleted", repository, &d.decision)
+}
+
+/// `VERB REPOSITORY@SHORT (TAGS): REASON`: a deletion (or a pruning) as people read it.
+pub(crate) fn told(verb: &str, repository: &str, d: &super::Decision) -> String {
     format!(
-        "deleted {repository}@{} ({}): {}",
-        d.decision.digest.short(),
-        if d.decision.tags.is_empty() {
+        "{verb} {repository}@{} ({}): {}",
+        d.digest.short(),
+        if d.tags.is_empty() {
             "untagged".to_string()
         } else {
-            d.decision.tags.join(", ")
+            d.tags.join(", ")
         },
-        d.decision.reason
+        d.reason
     )
 }
 

@@ -465,17 +465,9 @@ impl Engine {
         chosen: Option<platform::Chosen>,
         counters: &Counters,
     ) -> Result<(Manifest, Option<platform::Chosen>), CopyError> {
-        let src = &item.source;
         let manifest = match source_manifest {
             Some(m) => m,
-            None => src
-                .registry
-                .get_manifest(&src.repo, digest.as_str())
-                .await
-                .map_err(|e| CopyError::Source {
-                    reference: item.source_display(),
-                    source: e,
-                })?,
+            None => target::source_by_digest(item, digest).await?,
         };
         match &chosen {
             Some(c) => {

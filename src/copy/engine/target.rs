@@ -139,17 +139,9 @@ pub(super) async fn destined(
     let mut source_manifest = fetched;
     let mut chosen = None;
     if let Some(platforms) = &item.platforms {
-        let src = &item.source;
         let m = match source_manifest.take() {
             Some(m) => m,
-            None => src
-                .registry
-                .get_manifest(&src.repo, digest.as_str())
-                .await
-                .map_err(|e| CopyError::Source {
-                    reference: item.source_display(),
-                    source: e,
-                })?,
+            None => source_by_digest(item, digest).await?,
         };
         chosen = platform::choose(&m, platforms).map_err(|source| CopyError::Platforms {
             reference: item.source_display(),
@@ -171,4 +163,16 @@ pub(super) async fn destined(
         push_digest,
         reference,
     })
+}
+
+/// The item's source manifest `digest`, read (and verified) by digest.
+pub(super) async fn source_by_digest(item: &Item, digest: &Digest) -> Result<Manifest, CopyError> {
+    let src = &item.source;
+    src.registry
+        .get_manifest(&src.repo, digest.as_str())
+        .await
+        .map_err(|e| CopyError::Source {
+            reference: item.source_display(),
+            source: e,
+        })
 }

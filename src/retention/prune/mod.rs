@@ -442,17 +442,17 @@ pub async fn apply(
     }
     for done in &out {
         if let Ok(version_id) = &done.result {
-            note(&format!(
-                "pruned {}/{repo}@{} ({}): {}",
-                registry.name(),
-                done.decision.digest.short(),
-                if done.decision.tags.is_empty() {
-                    "untagged".to_string()
-                } else {
-                    done.decision.tags.join(", ")
-                },
-                done.decision.reason
-            ));
+            let shown = crate::retention::Decision {
+                digest: done.decision.digest.clone(),
+                tags: done.decision.tags.clone(),
+                action: Action::Delete,
+                reason: done.decision.reason.clone(),
+            };
+            let repository = match registry.name() {
+                "oci:" => format!("oci:{repo}"),
+                host => format!("{host}/{repo}"),
+            };
+            note(&crate::retention::run::told("pruned", &repository, &shown));
             journal.deleted(&Deletion {
                 registry: registry.name(),
                 repo,
