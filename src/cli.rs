@@ -162,8 +162,9 @@ pub struct RunArgs {
     /// The plan file (TOML).
     pub plan: PathBuf,
 
-    /// Blob transfers (and images) in flight across the run [default: the plan's
-    /// `concurrency`, else 8].
+    /// The most blob transfers in flight to one target registry, and images in flight; each
+    /// registry's window starts at 8 (or this, if lower) and grows while throughput rises
+    /// [default: the plan's `concurrency`, else 16].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: Option<u16>,
 

@@ -72,6 +72,8 @@ pub struct Execution {
     pub totals: Totals,
     /// What the blob transfers cost and saved (resumed, spooled, read again, parked).
     pub transfer: TransferTotals,
+    /// Each target registry's window of blob transfers: where it settled, and its widest.
+    pub windows: Vec<(String, usize, usize)>,
     /// Retention did not run (the run was interrupted before it).
     pub retention_skipped: bool,
     /// `[in_use]` sources that could not be read whole (retention then deleted nothing).
@@ -199,6 +201,7 @@ impl Execution {
 /// Run the plan's stages, then its retention policies.
 pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     let mut engine = Engine::new(cx.reporter.clone(), cx.concurrency)
+        .adaptive(crate::plan::WINDOW_START)
         .with_journal(cx.journal.clone())
         .with_cancellation(cx.stop.clone(), cx.abort.clone());
     if let Some(spool) = &cx.spool {
@@ -218,6 +221,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         copy_stage(plan, cx, &engine, &mut claims, selection, &mut out).await;
     }
     out.transfer = engine.transfer_totals();
+    out.windows = engine.windows();
     if cx.stop.is_cancelled() {
         out.retention_skipped = true;
         return out;

@@ -38,10 +38,16 @@ pub use crate::registry::config::{
     DEFAULT_STALL_TIMEOUT,
 };
 
-/// Blob transfers in flight across the whole run, unless the plan or `--concurrency` says
-/// otherwise. crane uses 4 per image, skopeo 6 per image; ferry shares one pool across all
-/// images, so 8 keeps two cores and a typical uplink busy without tripping registry limits.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The most blob transfers in flight to one target registry (and images in flight), unless
+/// the plan or `--concurrency` says otherwise. Each registry's window starts at
+/// [`WINDOW_START`] and grows while the link's throughput rises, halving when the registry
+/// pushes back (see `copy::engine::window`). crane uses 4 per image, skopeo 6 per image;
+/// ferry shares its windows across all images.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// Where each registry's window of blob transfers starts (at most the `concurrency` bound):
+/// enough to keep two cores and a typical uplink busy without tripping registry limits.
+pub const WINDOW_START: usize = 8;
 
 /// One validated `[[copy]]` block.
 #[derive(Clone, Debug)]
@@ -123,7 +129,7 @@ pub struct Plan {
     pub path: PathBuf,
     registries: BTreeMap<String, RegistrySettings>,
     pub copies: Vec<CopyRule>,
-    /// Blob transfers in flight across the run.
+    /// The most blob transfers in flight to one target registry (and images in flight).
     pub concurrency: usize,
     /// The checkpoint file the plan names, if any.
     pub state: Option<PathBuf>,

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{Item, Outcome};
 use crate::registry::throttle::RegistryStats;
+
+pub use super::metrics::metrics;
 
 /// The report's schema version; bumped on any incompatible change (documented in
 /// docs/report.md).
@@ -133,6 +134,12 @@ pub struct ReportRegistry {
     /// Requests by method and resource (`HEAD manifest`, `GET blob`, `POST upload`, …).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub by_kind: BTreeMap<String, u64>,
+    /// Blob transfers in flight to it when the run ended (the window it settled at), and the
+    /// widest the window was; absent where nothing was sent to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_peak: Option<usize>,
 }
 
 impl From<&RegistryStats> for ReportRegistry {
@@ -143,6 +150,8 @@ impl From<&RegistryStats> for ReportRegistry {
             retries: s.retries,
             wait_seconds: s.waited.as_secs_f64(),
             by_kind: s.by_kind.clone(),
+            window: None,
+            window_peak: None,
         }
     }
 }
@@ -240,6 +249,8 @@ impl ReportRegistry {
         for (kind, n) in &other.by_kind {
             *self.by_kind.entry(kind.clone()).or_default() += n;
         }
+        self.window = self.window.max(other.window);
+        self.window_peak = self.window_peak.max(other.window_peak);
     }
 }
 
@@ -306,165 +317,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text exposition format.
-pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> String {
-    let mut out = Gauges::default();
-    totals_metrics(&mut out, report);
-    run_metrics(&mut out, report, finished_unix, run_seconds);
-    registry_metrics(&mut out, report);
-    out.0
-}
-
-/// Metrics text, one gauge after another.
-#[derive(Default)]
-struct Gauges(String);
-
-impl Gauges {
-    /// A gauge with one sample per `(labels, value)`.
-    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(String, String)>) {
-        self.0
-            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for (labels, value) in samples {
-            self.0.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    }
-
-    /// A gauge with one unlabelled sample.
-    fn single(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
-        self.gauge(name, help, vec![(String::new(), value.to_string())]);
-    }
-}
-
-/// What the run counted: images by outcome, deletions, bytes, failures.
-fn totals_metrics(out: &mut Gauges, report: &Report) {
-    let t = &report.totals;
-    out.gauge(
-        "ferry_images",
-        "Images of the last run by outcome.",
-        [
-            ("copied", t.copied),
-            ("present", t.present),
-            ("failed", t.failed),
-            ("skipped", t.skipped),
-            ("interrupted", t.interrupted),
-        ]
-        .iter()
-        .map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n.to_string()))
-        .collect(),
-    );
-    out.single(
-        "ferry_deleted_manifests",
-        "Manifests retention deleted in the last run.",
-        t.deleted,
-    );
-    out.single(
-        "ferry_pruned",
-        "Prune deletions (manifests and tags removed alone) in the last run.",
-        t.pruned,
-    );
-    out.single(
-        "ferry_transferred_bytes",
-        "Blob bytes copied in the last run.",
-        t.bytes,
-    );
-    out.single(
-        "ferry_failures",
-        "Failures (items, rules, deletions) in the last run.",
-        report.failures.len(),
-    );
-}
-
-/// How long the run took, when it ended, and whether it succeeded.
-fn run_metrics(out: &mut Gauges, report: &Report, finished_unix: u64, run_seconds: Duration) {
-    out.single(
-        "ferry_run_duration_seconds",
-        "Wall time of the last run.",
-        format!("{:.3}", run_seconds.as_secs_f64()),
-    );
-    out.single(
-        "ferry_last_run_timestamp_seconds",
-        "When the last run ended (Unix time).",
-        finished_unix,
-    );
-    out.single(
-        "ferry_last_run_success",
-        "1 when the last run copied and deleted everything it selected.",
-        u8::from(report.outcome == "succeeded"),
-    );
-    if report.outcome == "succeeded" {
-        out.single(
-            "ferry_last_success_timestamp_seconds",
-            "When the last successful run ended (Unix time).",
-            finished_unix,
-        );
-    }
-}
-
-/// What each registry cost, labelled by registry.
-fn registry_metrics(out: &mut Gauges, report: &Report) {
-    for (name, help, pick) in [
-        (
-            "ferry_registry_requests",
-            "Requests sent to each registry in the last run.",
-            (|r: &ReportRegistry| r.requests as f64) as fn(&ReportRegistry) -> f64,
-        ),
-        (
-            "ferry_registry_throttled",
-            "429 answers from each registry in the last run.",
-            |r: &ReportRegistry| r.throttled as f64,
-        ),
-        (
-            "ferry_registry_retries",
-            "Retries against each registry in the last run.",
-            |r: &ReportRegistry| r.retries as f64,
-        ),
-        (
-            "ferry_registry_wait_seconds",
-            "Time spent waiting for each registry's rate limits in the last run.",
-            |r: &ReportRegistry| r.wait_seconds,
-        ),
-    ] {
-        let samples = report
-            .registries
-            .iter()
-            .map(|(host, r)| {
-                (
-                    format!("{{registry=\"{}\"}}", escape(host)),
-                    pick(r).to_string(),
-                )
-            })
-            .collect();
-        out.gauge(name, help, samples);
-    }
-    let by_kind = report
-        .registries
-        .iter()
-        .flat_map(|(host, r)| {
-            r.by_kind.iter().map(move |(kind, n)| {
-                let (method, resource) = kind.split_once(' ').unwrap_or((kind, ""));
-                let (h, m, r) = (escape(host), escape(method), escape(resource));
-                let labels = format!("{{registry=\"{h}\",method=\"{m}\",resource=\"{r}\"}}");
-                (labels, n.to_string())
-            })
-        })
-        .collect();
-    out.gauge(
-        "ferry_registry_requests_by_kind",
-        "Requests sent to each registry in the last run, by method and resource.",
-        by_kind,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn metrics_are_prometheus_text() {

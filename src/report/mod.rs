@@ -3,6 +3,7 @@
 //! (a terminal), or stay silent. Nothing here decides control flow or exit codes.
 
 pub mod files;
+pub mod metrics;
 
 use std::io::Write;
 use std::sync::Mutex;

@@ -9,8 +9,8 @@ use crate::cli::RunArgs;
 use crate::copy::select;
 use crate::report::error_chain;
 use crate::report::files::{
-    item_row, metrics, write_private, Report, ReportDeletion, ReportPrune, ReportTotals,
-    REPORT_VERSION,
+    item_row, metrics, write_private, Report, ReportDeletion, ReportPrune, ReportRegistry,
+    ReportTotals, REPORT_VERSION,
 };
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;
@@ -100,12 +100,27 @@ fn report(
             .collect(),
         deletions: deletions(execution),
         prune: prune_rows(execution),
-        registries: registries
-            .values()
-            .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
-            .collect(),
+        registries: registry_rows(registries, execution),
         merged_from: None,
     }
+}
+
+/// What each registry cost the run, and where its window of blob transfers settled.
+fn registry_rows(
+    registries: &select::Registries,
+    execution: &Execution,
+) -> std::collections::BTreeMap<String, ReportRegistry> {
+    let mut rows: std::collections::BTreeMap<String, ReportRegistry> = registries
+        .values()
+        .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
+        .collect();
+    for (name, now, peak) in &execution.windows {
+        if let Some(row) = rows.get_mut(name) {
+            row.window = Some(*now);
+            row.window_peak = Some(*peak);
+        }
+    }
+    rows
 }
 
 /// Every prune decision, deletions with how they went.

@@ -230,11 +230,10 @@ impl Engine {
         counters: &Counters,
     ) -> Result<(), CopyError> {
         let (src, dst) = (&item.source, &item.target);
-        let _permit = self
-            .transfers
-            .acquire()
-            .await
-            .expect("transfer semaphore is never closed");
+        let window = self.window(dst.registry.name());
+        let _slot = window.enter().await;
+        let pushback = || dst.registry.stats().map(|s| s.throttled + s.retries);
+        let before = pushback();
         let registry = dst.registry.name();
         let resume = self
             .journal
@@ -271,6 +270,8 @@ impl Engine {
             park: &|| counters.park.is_cancelled(),
         };
         let result = dst.registry.put_blob(&dst.repo, upload).await;
+        let sent = if result.is_ok() { blob.size } else { 0 };
+        window.finished(sent, pushback() > before);
         let spool = self.spool.as_ref().filter(|_| source.lease.is_some());
         match result {
             Ok(()) => {

@@ -6,6 +6,7 @@ mod blob;
 mod target;
 use target::{destined, Destined};
 mod tree;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::watch;
@@ -72,8 +73,10 @@ enum Slot {
 /// The copy engine for one run.
 pub struct Engine {
     reporter: Arc<dyn Reporter>,
-    /// Bounds blob transfers across the whole run.
-    transfers: Arc<Semaphore>,
+    /// Blob transfers in flight, per target registry (see [`window`]).
+    windows: std::sync::Mutex<HashMap<String, Arc<window::Window>>>,
+    /// Where each window starts.
+    window_start: usize,
     concurrency: usize,
     /// Per (target registry, digest): the repository that holds it, once known. The mutex
     /// also makes a second copier of the same blob wait for the first instead of
@@ -110,11 +113,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// `concurrency` bounds blob transfers (and images) in flight across the run.
+    /// `concurrency` bounds blob transfers per target registry (and images) in flight:
+    /// fixed, unless [`Engine::adaptive`] lets the window start lower and find its size.
     pub fn new(reporter: Arc<dyn Reporter>, concurrency: usize) -> Engine {
         Engine {
             reporter,
-            transfers: Arc::new(Semaphore::new(concurrency.max(1))),
+            windows: std::sync::Mutex::new(HashMap::new()),
+            window_start: concurrency.max(1),
             concurrency: concurrency.max(1),
             blobs: std::sync::Mutex::new(HashMap::new()),
             manifests: std::sync::Mutex::new(HashMap::new()),
@@ -129,6 +134,38 @@ impl Engine {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
         }
+    }
+
+    /// Start each registry's window at `start` transfers and let it find its size (up to
+    /// the `concurrency` the engine was made with).
+    pub fn adaptive(mut self, start: usize) -> Engine {
+        self.window_start = start.clamp(1, self.concurrency);
+        self
+    }
+
+    /// Each target registry's window of blob transfers: where it is, and the widest it was.
+    pub fn windows(&self) -> Vec<(String, usize, usize)> {
+        let mut out: Vec<(String, usize, usize)> = self
+            .windows
+            .lock()
+            .expect("windows")
+            .iter()
+            .map(|(name, w)| {
+                let (now, peak) = w.size();
+                (name.clone(), now, peak)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn window(&self, registry: &str) -> Arc<window::Window> {
+        self.windows
+            .lock()
+            .expect("windows")
+            .entry(registry.to_string())
+            .or_insert_with(|| window::Window::new(self.window_start, self.concurrency))
+            .clone()
     }
 
     /// Record and consult progress across runs.

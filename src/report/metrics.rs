@@ -1,0 +1,161 @@
+//! The `--metrics` file: the report's figures in the Prometheus text exposition format.
+
+use std::time::Duration;
+
+use super::files::{Report, ReportRegistry};
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text exposition format.
+pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> String {
+    let mut out = Gauges::default();
+    totals_metrics(&mut out, report);
+    run_metrics(&mut out, report, finished_unix, run_seconds);
+    registry_metrics(&mut out, report);
+    out.0
+}
+
+/// Metrics text, one gauge after another.
+#[derive(Default)]
+struct Gauges(String);
+
+impl Gauges {
+    /// A gauge with one sample per `(labels, value)`.
+    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(String, String)>) {
+        self.0
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (labels, value) in samples {
+            self.0.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    }
+
+    /// A gauge with one unlabelled sample.
+    fn single(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.gauge(name, help, vec![(String::new(), value.to_string())]);
+    }
+}
+
+/// What the run counted: images by outcome, deletions, bytes, failures.
+fn totals_metrics(out: &mut Gauges, report: &Report) {
+    let t = &report.totals;
+    out.gauge(
+        "ferry_images",
+        "Images of the last run by outcome.",
+        [
+            ("copied", t.copied),
+            ("present", t.present),
+            ("failed", t.failed),
+            ("skipped", t.skipped),
+            ("interrupted", t.interrupted),
+        ]
+        .iter()
+        .map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), n.to_string()))
+        .collect(),
+    );
+    out.single(
+        "ferry_deleted_manifests",
+        "Manifests retention deleted in the last run.",
+        t.deleted,
+    );
+    out.single(
+        "ferry_pruned",
+        "Prune deletions (manifests and tags removed alone) in the last run.",
+        t.pruned,
+    );
+    out.single(
+        "ferry_transferred_bytes",
+        "Blob bytes copied in the last run.",
+        t.bytes,
+    );
+    out.single(
+        "ferry_failures",
+        "Failures (items, rules, deletions) in the last run.",
+        report.failures.len(),
+    );
+}
+
+/// How long the run took, when it ended, and whether it succeeded.
+fn run_metrics(out: &mut Gauges, report: &Report, finished_unix: u64, run_seconds: Duration) {
+    out.single(
+        "ferry_run_duration_seconds",
+        "Wall time of the last run.",
+        format!("{:.3}", run_seconds.as_secs_f64()),
+    );
+    out.single(
+        "ferry_last_run_timestamp_seconds",
+        "When the last run ended (Unix time).",
+        finished_unix,
+    );
+    out.single(
+        "ferry_last_run_success",
+        "1 when the last run copied and deleted everything it selected.",
+        u8::from(report.outcome == "succeeded"),
+    );
+    if report.outcome == "succeeded" {
+        out.single(
+            "ferry_last_success_timestamp_seconds",
+            "When the last successful run ended (Unix time).",
+            finished_unix,
+        );
+    }
+}
+
+/// What each registry cost, labelled by registry.
+fn registry_metrics(out: &mut Gauges, report: &Report) {
+    for (name, help, pick) in [
+        (
+            "ferry_registry_requests",
+            "Requests sent to each registry in the last run.",
+            (|r: &ReportRegistry| r.requests as f64) as fn(&ReportRegistry) -> f64,
+        ),
+        (
+            "ferry_registry_throttled",
+            "429 answers from each registry in the last run.",
+            |r: &ReportRegistry| r.throttled as f64,
+        ),
+        (
+            "ferry_registry_retries",
+            "Retries against each registry in the last run.",
+            |r: &ReportRegistry| r.retries as f64,
+        ),
+        (
+            "ferry_registry_wait_seconds",
+            "Time spent waiting for each registry's rate limits in the last run.",
+            |r: &ReportRegistry| r.wait_seconds,
+        ),
+    ] {
+        let samples = report
+            .registries
+            .iter()
+            .map(|(host, r)| {
+                (
+                    format!("{{registry=\"{}\"}}", escape(host)),
+                    pick(r).to_string(),
+                )
+            })
+            .collect();
+        out.gauge(name, help, samples);
+    }
+    let by_kind = report
+        .registries
+        .iter()
+        .flat_map(|(host, r)| {
+            r.by_kind.iter().map(move |(kind, n)| {
+                let (method, resource) = kind.split_once(' ').unwrap_or((kind, ""));
+                let (h, m, r) = (escape(host), escape(method), escape(resource));
+                let labels = format!("{{registry=\"{h}\",method=\"{m}\",resource=\"{r}\"}}");
+                (labels, n.to_string())
+            })
+        })
+        .collect();
+    out.gauge(
+        "ferry_registry_requests_by_kind",
+        "Requests sent to each registry in the last run, by method and resource.",
+        by_kind,
+    );
+}
