@@ -258,3 +258,67 @@ async fn the_plan_rate_limit_holds_at_the_proxy() {
     let min = Duration::from_secs_f64((times.len() - burst) as f64 / rps as f64 * 0.9);
     assert!(span >= min, "{} requests in {span:?}", times.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_pushes_back_halves_the_window_of_transfers() {
+    // 16 images of two blobs (config and layer): 32 uploads. The target answers the first
+    // three upload POSTs with 429.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "window", 16).await;
+    let refused = Arc::new(Mutex::new(0usize));
+    let r = refused.clone();
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(move |m, uri: &str, _| {
+            let mut n = r.lock().unwrap();
+            if m == "POST" && uri.contains("/blobs/uploads/") && *n < 3 {
+                *n += 1;
+                return Action::Respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    vec![("retry-after", "1".into())],
+                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+                );
+            }
+            Action::Forward
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/window/*\"\nto = \"{t}/window/*\"\n",
+            insecure(&[&src]),
+            src.addr,
+            t = proxy.addr
+        ),
+    );
+    let run = ferry(
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(0);
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let row = &v["registries"][&proxy.addr];
+    assert!(row["throttled"].as_u64().unwrap() >= 3, "{row:#}");
+    // It starts at 8 and halves to 4 in the round that saw the 429s; after that it can grow by
+    // one per round, and 32 uploads leave room for at most three more rounds (4 + 5 + 6).
+    let window = row["window"].as_u64().unwrap();
+    assert!((1..=7).contains(&window), "{row:#}");
+    assert_eq!(row["window_peak"], 8, "{row:#}");
+    assert!(
+        row["by_kind"]["POST upload"].as_u64().unwrap() >= 32,
+        "{row:#}"
+    );
+}
