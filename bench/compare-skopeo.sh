@@ -11,11 +11,16 @@
 #   interrupt  one 1064 MiB layer, SIGTERM at half staged (source behind a 40 ms / 200 Mbit/s
 #              link) and SIGKILL at half staged (loopback): what ferry and skopeo read and send
 #              after the interruption
+#   many       100 repositories / 1,600 tags / 4,706 unique blobs of a few KiB (issue 16):
+#              ferry cold and no-op, skopeo cold, with the requests each asked of the source
+#              and of the target by method and resource; FERRY_BENCH_BIN_BEFORE=/path/to/ferry
+#              times a second ferry build on the same corpus, interleaved
+#              (FERRY_BENCH_ORDER=before-first runs it first); registries store in /dev/shm
 # ferry's result is checked tag by tag. Prints times, ratios and peak memory; the figures are
 # recorded in docs/benchmarks.md. Not part of the test suite (it moves gigabytes).
 #
-#   ./bench/compare-skopeo.sh            # all three
-#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt
+#   ./bench/compare-skopeo.sh            # every scenario, one after the other
+#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt, many
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -33,9 +38,16 @@ case "${1:-all}" in
     gib) filter=bench_one_gib_layer_memory ;;
     kill) filter=bench_kill_and_resume ;;
     interrupt) filter=bench_interrupted_large_layer ;;
+    many)
+        filter=bench_many
+        # Registry storage (and checkpoints) in memory unless TMPDIR says otherwise: this one
+        # measures round trips, and the tens of thousands of small files a registry writes
+        # for it add seconds of disk noise that differ from run to run.
+        if [ -d /dev/shm ]; then export TMPDIR="${TMPDIR:-/dev/shm}"; fi
+        ;;
     all) filter=bench_ ;;
-    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|many|all]" >&2; exit 2 ;;
 esac
 # One benchmark at a time: they would compete for the two cores.
 cargo test --release --locked --test it "$filter" -- --ignored --nocapture --test-threads 1 2>&1 \
-    | grep -E '^(fixture|\[|RESULT|test |running)|panicked|assert'
+    | grep -E '^(fixture|\[|RESULT|test |running| {6}[A-Z]+ )|panicked|assert'

@@ -4,6 +4,7 @@
 mod auth;
 mod bench;
 mod bench_interrupt;
+mod bench_many;
 mod common;
 mod copy;
 mod crash;

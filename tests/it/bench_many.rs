@@ -1,0 +1,605 @@
+//! The many-small-images benchmark (issue 16, "fewest round trips per image"): 100
+//! repositories, 1,600 tags, 4,706 unique blobs of a few KiB, where what a copy costs is round
+//! trips, not bytes. Side by side on fresh empty targets, one tool after another: ferry cold,
+//! then ferry again as a no-op (five times), then `skopeo sync --all` cold. With
+//! `FERRY_BENCH_BIN_BEFORE` (the build before a change) both builds copy the corpus twice
+//! each and run their no-ops, interleaved. Prints wall times and what each run asked of the
+//! source and of the target, counted from the registries' access logs by method and resource,
+//! against the issue's bounds. Its own module (as `bench_interrupt`) because it shares no
+//! corpus with `bench`. Ignored in the normal suite; `bench/compare-skopeo.sh many` runs it in
+//! release mode.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::bench::timed;
+use crate::common::*;
+use crate::harness::*;
+
+const REPOS: usize = 100;
+/// Single-platform releases per repository (`v1.0.0` …), each with a config and two layers
+/// of its own over two shared base layers.
+const RELEASES: u64 = 13;
+/// Base layers: the first in every image, one of the others in each repository's.
+const BASES: u64 = 6;
+const KIB: usize = 1024;
+/// Repositories pushed at once while building the fixture.
+const PUSHERS: usize = 16;
+/// Manifests read at once while verifying a copy.
+const READERS: usize = 16;
+/// No-op runs of each build, on the target its first cold copy filled (the median is
+/// reported).
+const NOOP_RUNS: usize = 5;
+
+/// The issue's bounds on an empty target: requests per unique blob and per manifest.
+const TARGET_PER_BLOB: f64 = 1.15;
+const TARGET_PER_MANIFEST: f64 = 1.0;
+const SOURCE_PER_BLOB: f64 = 1.0;
+const SOURCE_PER_MANIFEST: f64 = 1.1;
+
+/// What the fixture holds.
+struct Corpus {
+    /// (repository, tag, manifest digest) of every tag.
+    tags: Vec<(String, String, String)>,
+    /// Unique blob digests.
+    blobs: usize,
+    /// (repository, blob) pairs: a shared base layer counts once per repository holding it.
+    placements: usize,
+    /// (repository, manifest digest) pairs, index children included.
+    manifests: usize,
+    bytes: usize,
+    repos: Vec<String>,
+}
+
+fn repo_name(r: usize) -> String {
+    format!("org/app-{r:03}")
+}
+
+/// One repository's tags: 13 releases, a two-platform Docker manifest list (`multi`), and
+/// cosign signature tags for the list and for the last release.
+fn repo_images(r: usize, bases: &[Blob]) -> Vec<(String, Image)> {
+    let repo = repo_name(r);
+    let seed = |k: u64| 1_000_000 + r as u64 * 100 + k;
+    let base = &bases[0];
+    let flavour = &bases[1 + r % (bases.len() - 1)];
+    let mut images: Vec<(String, Image)> = (0..RELEASES)
+        .map(|v| {
+            let layers = [
+                base.clone(),
+                flavour.clone(),
+                layer(seed(2 * v), 2 * KIB),
+                layer(seed(2 * v + 1), 4 * KIB),
+            ];
+            let label = format!("{repo}-v1.{v}.0");
+            let img = image(&layers, "linux", "amd64", Format::Oci, &label);
+            (format!("v1.{v}.0"), img)
+        })
+        .collect();
+    let platforms = ["amd64", "arm64"]
+        .iter()
+        .zip(50..)
+        .map(|(arch, k)| {
+            let layers = [base.clone(), layer(seed(k), 3 * KIB)];
+            image(
+                &layers,
+                "linux",
+                arch,
+                Format::Docker,
+                &format!("{repo}-{arch}"),
+            )
+        })
+        .collect();
+    let multi = index(platforms, Format::Docker);
+    let release_sig = cosign_signature(&images[images.len() - 1].1, &repo);
+    let multi_sig = cosign_signature(&multi, &repo);
+    images.push(("multi".into(), multi));
+    images.push(release_sig);
+    images.push(multi_sig);
+    images
+}
+
+/// Build the corpus and push it to `reg`, [`PUSHERS`] repositories at a time.
+async fn populate_many(reg: &Registry) -> Corpus {
+    let bases: Vec<Blob> = (0..BASES).map(|i| layer(900_000 + i, 8 * KIB)).collect();
+    let repos: Vec<(String, Vec<(String, Image)>)> = (0..REPOS)
+        .map(|r| (repo_name(r), repo_images(r, &bases)))
+        .collect();
+    let (mut blobs, mut placements, mut manifests) =
+        (HashSet::new(), HashSet::new(), HashSet::new());
+    let (mut tags, mut bytes) = (Vec::new(), 0);
+    for (repo, images) in &repos {
+        for (tag, img) in images {
+            for b in img.all_blobs() {
+                if blobs.insert(b.digest.clone()) {
+                    bytes += b.bytes.len();
+                }
+                placements.insert((repo.clone(), b.digest.clone()));
+            }
+            manifests.insert((repo.clone(), img.digest.clone()));
+            for c in &img.children {
+                manifests.insert((repo.clone(), c.digest.clone()));
+            }
+            tags.push((repo.clone(), tag.clone(), img.digest.clone()));
+        }
+    }
+    futures::stream::iter(&repos)
+        .for_each_concurrent(PUSHERS, |(repo, images)| async move {
+            let pusher = reg.pusher();
+            for (tag, img) in images {
+                pusher.push(repo, tag, img).await;
+            }
+        })
+        .await;
+    Corpus {
+        tags,
+        blobs: blobs.len(),
+        placements: placements.len(),
+        manifests: manifests.len(),
+        bytes,
+        repos: repos.into_iter().map(|(r, _)| r).collect(),
+    }
+}
+
+/// The resource a logged request was about, as ferry's report names it (`manifest`, `blob`,
+/// `upload`, `tags`, `catalog`), with a cross-repository mount told apart from an upload and
+/// the API root (`/v2/`) as `base`.
+fn kind(r: &LoggedRequest) -> String {
+    let (path, query) = r.uri.split_once('?').unwrap_or((&r.uri, ""));
+    let what = if path == "/v2/" || path == "/v2" {
+        "base"
+    } else if path.contains("/blobs/uploads") {
+        match r.method == "POST" && query.contains("mount=") {
+            true => "upload (mount)",
+            false => "upload",
+        }
+    } else if path.contains("/blobs/") {
+        "blob"
+    } else if path.contains("/manifests/") {
+        "manifest"
+    } else if path.ends_with("/tags/list") {
+        "tags"
+    } else if path.ends_with("/_catalog") {
+        "catalog"
+    } else if path.contains("/referrers/") {
+        "referrers"
+    } else {
+        "other"
+    };
+    format!("{} {what}", r.method)
+}
+
+/// What one registry answered during one run: per kind, the count and the statuses.
+#[derive(Default)]
+struct Tally {
+    by_kind: BTreeMap<String, BTreeMap<u16, usize>>,
+}
+
+impl Tally {
+    fn of(requests: &[LoggedRequest]) -> Tally {
+        let mut t = Tally::default();
+        for r in requests {
+            *t.by_kind
+                .entry(kind(r))
+                .or_default()
+                .entry(r.status)
+                .or_default() += 1;
+        }
+        t
+    }
+
+    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.by_kind
+            .iter()
+            .filter(|(k, _)| pred(k))
+            .map(|(_, s)| s.values().sum::<usize>())
+            .sum()
+    }
+
+    fn total(&self) -> usize {
+        self.count(|_| true)
+    }
+
+    fn blob_side(&self) -> usize {
+        self.count(|k| k.contains(" blob") || k.contains(" upload"))
+    }
+
+    fn manifest_side(&self) -> usize {
+        self.count(|k| k.ends_with(" manifest"))
+    }
+
+    /// `GET blob 4706 [200×4706]; …` on one line per kind.
+    fn breakdown(&self) -> String {
+        self.by_kind
+            .iter()
+            .map(|(k, statuses)| {
+                let n: usize = statuses.values().sum();
+                let s: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+                format!("      {k:<22} {n:>6}  [{}]", s.join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Where a registry's request log stands (everything answered so far logged).
+async fn mark(reg: &Registry) -> usize {
+    reg.sync_log().await;
+    reg.requests().len()
+}
+
+/// What a registry answered since `mark`; with `FERRY_BENCH_LOG_DIR` set, also written
+/// there request by request (`<name>.log`: status, method, URI), for a closer look.
+async fn since(reg: &Registry, mark: usize, name: &str) -> Tally {
+    reg.sync_log().await;
+    let requests = reg.requests().split_off(mark);
+    if let Ok(dir) = std::env::var("FERRY_BENCH_LOG_DIR") {
+        let lines: String = requests
+            .iter()
+            .map(|r| format!("{} {} {}\n", r.status, r.method, r.uri))
+            .collect();
+        let path = std::path::Path::new(&dir).join(format!("{}.log", name.replace(' ', "-")));
+        std::fs::write(&path, lines).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+    Tally::of(&requests)
+}
+
+/// Run `program` under GNU time and count what it asked of `src` and `dst`; with its stdout.
+async fn measure(
+    label: &str,
+    program: &str,
+    args: &[&str],
+    state: &std::path::Path,
+    (src, dst): (&Registry, &Registry),
+) -> (Measured, String) {
+    let (s0, t0) = (mark(src).await, mark(dst).await);
+    let before = stalls();
+    let (secs, rss, out, _) = timed(program, args, state).await;
+    let after = stalls();
+    let measured = Measured {
+        secs,
+        rss_mib: rss / 1024,
+        stalled: [0, 1, 2].map(|i| after[i] - before[i]),
+        source: since(src, s0, &format!("{label}.source")).await,
+        target: since(dst, t0, &format!("{label}.target")).await,
+    };
+    (measured, out)
+}
+
+/// Seconds in which some task of the machine waited for a CPU and for IO (the kernel's
+/// pressure stall counters, `/proc/pressure/{cpu,io}`, `some total`), and CPU seconds the
+/// hypervisor gave to other machines (`steal` in `/proc/stat`); zero where the kernel has
+/// none. The benchmark's own processes count too; a run that stalled much more than its peers
+/// shared the machine with something else.
+fn stalls() -> [f64; 3] {
+    let pressure = |what: &str| {
+        std::fs::read_to_string(format!("/proc/pressure/{what}"))
+            .ok()
+            .and_then(|s| {
+                let some = s.lines().next()?.to_string();
+                let total = some
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("total="))?;
+                total.parse::<f64>().ok()
+            })
+            .map_or(0.0, |micros| micros / 1e6)
+    };
+    // `cpu  user nice system idle iowait irq softirq steal …`, in 1/100 s.
+    let steal = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()?
+                .split_whitespace()
+                .nth(8)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |ticks| ticks / 100.0);
+    [pressure("cpu"), pressure("io"), steal]
+}
+
+/// One timed run of one tool and what it asked of both registries.
+struct Measured {
+    secs: f64,
+    rss_mib: u64,
+    /// Seconds of CPU stall, IO stall and steal on the machine during the run ([`stalls`]).
+    stalled: [f64; 3],
+    source: Tally,
+    target: Tally,
+}
+
+impl Measured {
+    /// Print the run and its requests against the issue's bounds (which are about a cold
+    /// copy to an empty target; for a no-op they are shown for scale only).
+    fn print(&self, label: &str, c: &Corpus, detailed: bool) {
+        println!(
+            "[many] {label}: {:.2} s, peak RSS {} MiB; machine stalled {:.1} s on CPU, {:.1} s on IO, {:.1} s stolen",
+            self.secs, self.rss_mib, self.stalled[0], self.stalled[1], self.stalled[2]
+        );
+        let (b, m) = (c.blobs as f64, c.manifests as f64);
+        for (side, t, per_blob, per_manifest) in [
+            ("source", &self.source, SOURCE_PER_BLOB, SOURCE_PER_MANIFEST),
+            ("target", &self.target, TARGET_PER_BLOB, TARGET_PER_MANIFEST),
+        ] {
+            let total = t.total();
+            let bound = per_blob * b + per_manifest * m;
+            println!(
+                "[many] {label} @{side}: {total} requests = {:.3}/blob + {:.3}/manifest + {} other; \
+                 {:.3} per blob placement; issue bound {per_blob}/blob + {per_manifest}/manifest = {bound:.0}: {}",
+                t.blob_side() as f64 / b,
+                t.manifest_side() as f64 / m,
+                total - t.blob_side() - t.manifest_side(),
+                t.blob_side() as f64 / c.placements as f64,
+                if total as f64 <= bound { "met" } else { "NOT met" },
+            );
+            if detailed {
+                println!("{}", t.breakdown());
+            }
+        }
+    }
+}
+
+/// A target one ferry build filled, cold, and what it takes to run that build again on it.
+struct Filled {
+    label: &'static str,
+    bin: String,
+    dst: Registry,
+    /// Plan, checkpoint and report.
+    dir: tempfile::TempDir,
+    /// Upload sessions the target had seen after the cold copy.
+    uploads: usize,
+}
+
+impl Filled {
+    fn args(&self) -> Vec<String> {
+        let d = self.dir.path();
+        ["run", "--progress", "none", "--report"]
+            .into_iter()
+            .map(String::from)
+            .chain([d.join("report.json"), d.join("plan.toml")].map(|p| p.display().to_string()))
+            .collect()
+    }
+
+    /// ferry `bin` cold into a fresh registry, checked tag by tag.
+    async fn cold(
+        label: &'static str,
+        bin: &str,
+        src: &Registry,
+        c: &Corpus,
+    ) -> (Filled, Measured) {
+        let dst = Registry::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        copy_plan(
+            dir.path(),
+            &[&src.addr, &dst.addr],
+            "",
+            &format!("{}/org/*", src.addr),
+            &format!("{}/org/*", dst.addr),
+        );
+        let mut filled = Filled {
+            label,
+            bin: bin.to_string(),
+            dst,
+            dir,
+            uploads: 0,
+        };
+        let args = filled.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let state = filled.dir.path().join("ferry.db");
+        let regs = (src, &filled.dst);
+        let (cold, out) = measure(&format!("{label} cold"), bin, &args, &state, regs).await;
+        println!("[many] {label} cold: {}", out.trim());
+        let copied = format!(
+            "{} images copied, 0 already present, 0 failed",
+            c.tags.len()
+        );
+        assert!(out.contains(&copied), "{out}");
+        let report = filled.dir.path().join("report.json");
+        println!(
+            "[many] {label} cold: ferry's report counts {} requests at the target",
+            reported_requests(&report, &filled.dst.addr)
+        );
+        verify(&filled.dst, c).await;
+        filled.dst.sync_log().await;
+        filled.uploads = uploads(&filled.dst);
+        (filled, cold)
+    }
+
+    /// The same build again, a no-op: nothing copied, nothing uploaded.
+    async fn noop(&self, n: usize, src: &Registry, c: &Corpus) -> Measured {
+        let label = self.label;
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let state = self.dir.path().join("ferry.db");
+        let regs = (src, &self.dst);
+        let name = format!("{label} no-op {n}");
+        let (noop, out) = measure(&name, &self.bin, &args, &state, regs).await;
+        println!("[many] {name}: {:.2} s: {}", noop.secs, out.trim());
+        let present = format!(
+            "0 images copied, {} already present, 0 failed",
+            c.tags.len()
+        );
+        assert!(out.contains(&present), "{out}");
+        assert_eq!(
+            uploads(&self.dst),
+            self.uploads,
+            "a no-op run uploads nothing"
+        );
+        noop
+    }
+}
+
+/// The requests ferry's JSON report counts at `host` (0 if it has none).
+fn reported_requests(report: &std::path::Path, host: &str) -> u64 {
+    let text = std::fs::read_to_string(report).expect("ferry wrote its report");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    doc["registries"][host]["requests"].as_u64().unwrap_or(0)
+}
+
+/// Every tag at `dst` has the source's digest.
+async fn verify(dst: &Registry, c: &Corpus) {
+    let pusher = dst.pusher();
+    let pusher = &pusher;
+    futures::stream::iter(&c.tags)
+        .for_each_concurrent(READERS, |(repo, tag, digest)| async move {
+            let (_, _, d) = pusher
+                .manifest(repo, tag)
+                .await
+                .unwrap_or_else(|| panic!("{repo}:{tag} missing at the target"));
+            assert_eq!(&d, digest, "{repo}:{tag}");
+        })
+        .await;
+}
+
+/// `skopeo sync --all` of every repository into a fresh registry, cold.
+async fn skopeo_cold(src: &Registry, c: &Corpus) -> Measured {
+    let dst = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // skopeo's blob-location cache would remember blobs of an earlier target on this port.
+    let _ = std::fs::remove_file("/var/lib/containers/cache/blob-info-cache-v1.boltdb");
+    let mut yaml = format!("{}:\n  tls-verify: false\n  images:\n", src.addr);
+    for r in &c.repos {
+        yaml.push_str(&format!("    {r}: []\n"));
+    }
+    let sync = dir.path().join("sync.yml");
+    std::fs::write(&sync, yaml).unwrap();
+    let dest = format!("{}/org", dst.addr);
+    let args = [
+        "sync",
+        "--src",
+        "yaml",
+        "--dest",
+        "docker",
+        "--dest-tls-verify=false",
+        "--all",
+        sync.to_str().unwrap(),
+        dest.as_str(),
+    ];
+    let state = dir.path().join("unused.db");
+    measure("skopeo cold", "skopeo", &args, &state, (src, &dst))
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "pushes 1,600 small images and copies them two to five times; run by bench/compare-skopeo.sh"]
+async fn bench_many() {
+    let src = Registry::start().await;
+    let started = Instant::now();
+    let c = populate_many(&src).await;
+    println!(
+        "fixture: {} repositories, {} tags, {} manifests, {} unique blobs ({} blob placements), {:.1} MB, pushed in {:.1} s",
+        c.repos.len(),
+        c.tags.len(),
+        c.manifests,
+        c.blobs,
+        c.placements,
+        c.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(c.repos.len() >= 100 && c.tags.len() >= 1500 && c.blobs >= 4500);
+
+    // The build under test; with a second build, each copies twice in the order A B B A, so
+    // that what drifts during the benchmark (the machine's other work, disk writeback of the
+    // previous target, caches) falls on both alike. `FERRY_BENCH_ORDER=before-first` starts
+    // with the second build.
+    let here = ("ferry", env!("CARGO_BIN_EXE_ferry").to_string());
+    let order = match std::env::var("FERRY_BENCH_BIN_BEFORE") {
+        Err(_) => vec![here],
+        Ok(before) => {
+            let before = ("ferry-before", before);
+            let (a, b) = match std::env::var("FERRY_BENCH_ORDER").as_deref() {
+                Ok("before-first") => (before, here),
+                _ => (here, before),
+            };
+            vec![a.clone(), b.clone(), b, a]
+        }
+    };
+    let mut colds: Vec<(&str, Measured)> = Vec::new();
+    // The first target each build filled, for the no-op runs.
+    let mut kept: Vec<Filled> = Vec::new();
+    for (label, bin) in order {
+        let (filled, cold) = Filled::cold(label, &bin, &src, &c).await;
+        // Requests do not vary from run to run of one build: the breakdown once is enough.
+        let first = !colds.iter().any(|(l, _)| *l == label);
+        cold.print(&format!("{label} cold"), &c, first);
+        colds.push((label, cold));
+        if first {
+            kept.push(filled);
+        }
+    }
+    // A no-op run takes about half a second: several, interleaved between the builds.
+    let mut noops: Vec<Vec<Measured>> = kept.iter().map(|_| Vec::new()).collect();
+    for n in 0..NOOP_RUNS {
+        for (filled, runs) in kept.iter().zip(&mut noops) {
+            runs.push(filled.noop(n, &src, &c).await);
+        }
+    }
+    let noops: Vec<(&str, Vec<Measured>)> = kept
+        .iter()
+        .zip(noops)
+        .map(|(f, mut runs)| {
+            runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            runs[NOOP_RUNS / 2].print(&format!("{} no-op (median)", f.label), &c, true);
+            (f.label, runs)
+        })
+        .collect();
+    drop(kept);
+    let skopeo = skopeo_cold(&src, &c).await;
+    skopeo.print("skopeo cold", &c, true);
+
+    let times = |ms: &[&Measured]| {
+        ms.iter()
+            .map(|m| format!("{:.2}", m.secs))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mean = |ms: &[&Measured]| ms.iter().map(|m| m.secs).sum::<f64>() / ms.len() as f64;
+    let cold_of = |l: &str| -> Vec<&Measured> {
+        colds
+            .iter()
+            .filter(|(x, _)| *x == l)
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let noop_of = |l: &str| -> Vec<&Measured> {
+        noops
+            .iter()
+            .filter(|(x, _)| *x == l)
+            .flat_map(|(_, ms)| ms.iter())
+            .collect()
+    };
+    for label in ["ferry", "ferry-before"] {
+        let (cold, noop) = (cold_of(label), noop_of(label));
+        if cold.is_empty() {
+            continue;
+        }
+        println!(
+            "RESULT [many {label}] cold {} s (skopeo {:.2} s: {:.2}x on the mean); no-op {} s (sorted; median {:.2}); \
+             requests cold: source {} target {}; no-op: source {} target {}; skopeo cold: source {} target {}",
+            times(&cold),
+            skopeo.secs,
+            mean(&cold) / skopeo.secs,
+            times(&noop),
+            noop[NOOP_RUNS / 2].secs,
+            cold[0].source.total(),
+            cold[0].target.total(),
+            noop[0].source.total(),
+            noop[0].target.total(),
+            skopeo.source.total(),
+            skopeo.target.total(),
+        );
+    }
+    let (after, before) = (cold_of("ferry"), cold_of("ferry-before"));
+    if !before.is_empty() {
+        let (after_noop, before_noop) = (noop_of("ferry"), noop_of("ferry-before"));
+        println!(
+            "RESULT [many] after/before: cold {:.2}x on the means, no-op {:.2}x on the medians",
+            mean(&after) / mean(&before),
+            after_noop[NOOP_RUNS / 2].secs / before_noop[NOOP_RUNS / 2].secs,
+        );
+    }
+    assert!(colds.iter().all(|(_, cold)| cold.secs < skopeo.secs));
+}
