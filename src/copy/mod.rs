@@ -73,6 +73,9 @@ pub struct Item {
     /// that carries what it refers to. It is copied after that item, and only when that item
     /// put its subject at the target with the digest it names.
     pub after: Option<After>,
+    /// The digest selection read for this tag at the source moments ago (finding what refers
+    /// to it), so the copy does not ask again.
+    pub seen: Option<Digest>,
 }
 
 /// Where an item writes: target registry, repository, and tag (or digest). Two items with one

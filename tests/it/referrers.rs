@@ -760,3 +760,43 @@ async fn a_referrer_already_at_the_target_but_missing_from_its_fallback_index_ge
         vec![s.att.digest.clone()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_read_to_find_its_signatures_is_not_asked_again_by_the_copy() {
+    // `latest` is mutable (never trusted without asking) and signed: finding its signature
+    // reads its digest, and the copy uses that answer instead of a second HEAD.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(&[layer(900, 4096)], "linux", "amd64", Format::Oci, "signed");
+    let (sig_tag, sig) = cosign_signature(&img, "team/app");
+    let p = src.pusher();
+    p.push("team/app", "latest", &img).await;
+    p.push("team/app", &sig_tag, &sig).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = copy_plan(
+        dir.path(),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/team/app", src.addr),
+        &format!("{}/team/app", dst.addr),
+    );
+    let state = dir.path().join("state.db");
+    let args = [
+        "run",
+        plan.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    ferry(&args, &[]).await.assert_code(0);
+    src.sync_log().await;
+    let before = src.count_requests("HEAD", "/v2/team/app/manifests/latest");
+    let again = ferry(&args, &[]).await;
+    again.assert_code(0);
+    assert!(again.stdout.contains("0 images copied"), "{}", again.stdout);
+    src.sync_log().await;
+    let heads = src.count_requests("HEAD", "/v2/team/app/manifests/latest") - before;
+    assert_eq!(
+        heads, 1,
+        "one HEAD of latest per run: selection's, reused by the copy"
+    );
+    assert_copied(&dst, "team/app", &sig_tag, &sig).await;
+}

@@ -423,6 +423,10 @@ impl Engine {
             return Ok(r.digest.clone());
         }
         let src = &item.source;
+        if let Some(d) = &item.seen {
+            self.journal.tag_seen(src, &item.source_ref, d);
+            return Ok(d.clone());
+        }
         let source_err = |e| CopyError::Source {
             reference: item.source_display(),
             source: e,

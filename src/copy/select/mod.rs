@@ -317,6 +317,7 @@ impl RepoSelection<'_> {
             platforms: None,
             rule: self.rule.number,
             after: None,
+            seen: None,
         }
     }
 
@@ -330,6 +331,7 @@ impl RepoSelection<'_> {
         let refs: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
         let mut known: HashMap<String, Digest> = HashMap::new();
         let mut root_keys: HashMap<String, ItemKey> = HashMap::new();
+        let first_root = out.items.len();
         for (source_ref, target_tag) in roots {
             let mut item = self.item(source_ref, target_tag);
             item.platforms = self.rule.platforms.clone();
@@ -359,8 +361,13 @@ impl RepoSelection<'_> {
         };
         match found {
             Ok(found) => {
+                for item in &mut out.items[first_root..] {
+                    item.seen = found.seen.get(&item.source_ref).cloned();
+                }
                 for r in found.referrals {
-                    out.items.push(self.referrer(r, &root_keys));
+                    let mut item = self.referrer(r, &root_keys);
+                    item.seen = found.seen.get(&item.source_ref).cloned();
+                    out.items.push(item);
                 }
                 out.errors
                     .extend(found.refused.into_iter().map(|(subject, e)| {

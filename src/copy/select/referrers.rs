@@ -46,6 +46,9 @@ pub(super) struct Found {
     pub(super) referrals: Vec<Referral>,
     /// Entries of referrers lists whose digests ferry cannot verify, with their subject.
     pub(super) refused: Vec<(Digest, NameError)>,
+    /// The digest each tag read on the way pointed at (selected tags, referrer tags), so the
+    /// copy need not ask again.
+    pub(super) seen: HashMap<String, Digest>,
 }
 
 /// A manifest whose referrers are looked for.
@@ -156,6 +159,11 @@ impl Discovery<'_> {
                 .buffered(LIST_CONCURRENCY)
                 .try_collect()
                 .await?;
+        for (_, origin, h) in &heads {
+            if let (Origin::Root(tag) | Origin::Tag(tag), Some(h)) = (origin, h) {
+                self.found.seen.insert(tag.clone(), h.digest.clone());
+            }
+        }
         self.nodes
             .extend(heads.into_iter().filter_map(|(image, origin, h)| {
                 h.map(|h| Node {

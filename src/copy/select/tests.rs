@@ -20,6 +20,7 @@ fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) ->
         platforms: None,
         rule,
         after: None,
+        seen: None,
     }
 }
 
