@@ -490,3 +490,39 @@ async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_expires_again_after_its_restart_fails_closed() {
+    let reg = Registry::start().await;
+    let imgs = six_releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::Token("t".into())).await;
+    for n in 0..1_200 {
+        kube.add(
+            Kind::Pod,
+            pod("web", &format!("web-{n:04}"), &[("web", "nginx:1.27", "")]),
+        );
+    }
+    populate(&kube, &reg.addr, &imgs);
+    let dir = tempfile::tempdir().unwrap();
+    let p = kubeconfig_plan(dir.path(), &reg.addr, &kube, "c");
+    // The pods list expires at its second page, and again at the second page of its restart.
+    kube.expire_at_continue(1);
+    kube.expire_at_continue(2);
+    let run = ferry(&["run", &p], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(
+            "listing pods: the list changed too fast to be read whole (410 Expired twice)"
+        ),
+        "{}",
+        run.stderr
+    );
+    let pusher = reg.pusher();
+    for i in 0..6 {
+        let tag = format!("v1.0.{i}");
+        assert!(
+            pusher.manifest("team/api", &tag).await.is_some(),
+            "{tag} deleted"
+        );
+    }
+}

@@ -453,7 +453,7 @@ struct Inner {
     audit: AtomicU64,
     /// Expire every continue token issued so far once the `n`th request with a `continue`
     /// parameter arrives, before it is answered (set by `expire_at_continue`).
-    expire_at: Mutex<Option<usize>>,
+    expire_at: Mutex<Vec<usize>>,
 }
 
 /// A running fake API server; stops when dropped.
@@ -550,7 +550,7 @@ impl FakeKube {
                 access: HashMap::new(),
             }),
             requests: Mutex::new(Vec::new()),
-            expire_at: Mutex::new(None),
+            expire_at: Mutex::new(Vec::new()),
             audit: AtomicU64::new(0),
         });
 
@@ -806,9 +806,10 @@ impl FakeKube {
     }
 
     /// Expire the continue tokens issued so far when the `n`th request that carries one
-    /// arrives (1-based), once: a list read in pages meets a 410 in the middle.
+    /// arrives (1-based), once: a list read in pages meets a 410 in the middle. Each call
+    /// adds one such moment.
     pub fn expire_at_continue(&self, n: usize) {
-        *self.inner.expire_at.lock().expect("expire at") = Some(n);
+        self.inner.expire_at.lock().expect("expire at").push(n);
     }
 
     /// The latest resource version.
@@ -1626,8 +1627,8 @@ async fn handle(
     };
     {
         let mut at = inner.expire_at.lock().expect("expire at");
-        if *at == Some(continued) {
-            *at = None;
+        if let Some(i) = at.iter().position(|&n| n == continued) {
+            at.remove(i);
             let mut data = inner.data.lock().expect("kube data");
             data.rv += 1;
             data.compacted = data.rv;
