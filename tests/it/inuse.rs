@@ -442,8 +442,9 @@ async fn ten_thousand_pods_are_read_in_pages() {
     let _ = imgs;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed() {
+/// The six releases, and a cluster whose 1,200 pods take three pages to list (what
+/// `populate` adds runs the kept ones); the plan that reads it through a kubeconfig.
+async fn paged_cluster() -> (Registry, FakeKube, tempfile::TempDir, String) {
     let reg = Registry::start().await;
     let imgs = six_releases(&reg).await;
     let kube = FakeKube::start(KubeAuth::Token("t".into())).await;
@@ -456,6 +457,12 @@ async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed()
     populate(&kube, &reg.addr, &imgs);
     let dir = tempfile::tempdir().unwrap();
     let p = kubeconfig_plan(dir.path(), &reg.addr, &kube, "c");
+    (reg, kube, dir, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed() {
+    let (reg, kube, _dir, p) = paged_cluster().await;
     // The pods list expires at its second page: it is read again from the start.
     kube.expire_at_continue(1);
     let shown = ferry(&["plan", &p], &[]).await;
@@ -493,18 +500,7 @@ async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_that_expires_again_after_its_restart_fails_closed() {
-    let reg = Registry::start().await;
-    let imgs = six_releases(&reg).await;
-    let kube = FakeKube::start(KubeAuth::Token("t".into())).await;
-    for n in 0..1_200 {
-        kube.add(
-            Kind::Pod,
-            pod("web", &format!("web-{n:04}"), &[("web", "nginx:1.27", "")]),
-        );
-    }
-    populate(&kube, &reg.addr, &imgs);
-    let dir = tempfile::tempdir().unwrap();
-    let p = kubeconfig_plan(dir.path(), &reg.addr, &kube, "c");
+    let (reg, kube, _dir, p) = paged_cluster().await;
     // The pods list expires at its second page, and again at the second page of its restart.
     kube.expire_at_continue(1);
     kube.expire_at_continue(2);
