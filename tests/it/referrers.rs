@@ -800,3 +800,33 @@ async fn a_tag_read_to_find_its_signatures_is_not_asked_again_by_the_copy() {
     );
     assert_copied(&dst, "team/app", &sig_tag, &sig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_is_asked_once_whether_it_has_a_referrers_api() {
+    // Twelve repositories listed eight at a time: one probe, the others wait for its answer.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    for r in 0..12u64 {
+        let img = image(
+            &[layer(950 + r, 2048)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            "probe",
+        );
+        src.pusher().push(&format!("probe/r{r}"), "v1", &img).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = copy_plan(
+        dir.path(),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/probe/*", src.addr),
+        &format!("{}/probe/*", dst.addr),
+    );
+    ferry(&["run", plan.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    src.sync_log().await;
+    let probes = src.count_requests("GET", &format!("/referrers/sha256:{}", "0".repeat(64)));
+    assert_eq!(probes, 1, "one referrers-API probe per registry");
+}

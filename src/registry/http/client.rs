@@ -54,6 +54,9 @@ pub struct HttpRegistry {
     pub(super) stall: Duration,
     /// Whether the registry answers the OCI 1.1 referrers API, once a request told.
     pub(super) referrers_api: std::sync::OnceLock<bool>,
+    /// Held while the referrers API is probed, so concurrent callers wait for that one
+    /// answer instead of each sending a probe.
+    pub(super) referrers_probe: tokio::sync::Mutex<()>,
 }
 
 /// Why a redirect from `from` to `to` (after `hops` earlier ones) is not followed: a loop, or
@@ -169,6 +172,7 @@ impl HttpRegistry {
             retry,
             stall: settings.stall_timeout,
             referrers_api: std::sync::OnceLock::new(),
+            referrers_probe: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -25,6 +25,11 @@ impl HttpRegistry {
         if let Some(known) = self.referrers_api.get() {
             return Ok(*known);
         }
+        // One probe at a time: whoever waited finds the answer the probe before it cached.
+        let _probing = self.referrers_probe.lock().await;
+        if let Some(known) = self.referrers_api.get() {
+            return Ok(*known);
+        }
         let nothing = Digest::parse(&format!("sha256:{}", "0".repeat(64))).expect("digest");
         Ok(self.referrers(repo, &nothing, None).await?.is_some())
     }
