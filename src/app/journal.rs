@@ -296,9 +296,13 @@ impl retention::Journal for StateJournal {
                     },
                 );
         }
-        for (key, since) in &self.snapshot.missing {
+        for ((registry, repo, tag), since) in &self.snapshot.missing {
             let since = SystemTime::UNIX_EPOCH + Duration::from_secs((*since).max(0) as u64);
-            ledger.missing.insert(key.clone(), since);
+            ledger
+                .missing
+                .entry((registry.clone(), repo.clone()))
+                .or_default()
+                .insert(tag.clone(), since);
         }
         ledger
     }

@@ -147,27 +147,14 @@ async fn populate_many(reg: &Registry) -> Corpus {
 /// the API root (`/v2/`) as `base`.
 fn kind(r: &LoggedRequest) -> String {
     let (path, query) = r.uri.split_once('?').unwrap_or((&r.uri, ""));
-    let what = if path == "/v2/" || path == "/v2" {
-        "base"
-    } else if path.contains("/blobs/uploads") {
-        match r.method == "POST" && query.contains("mount=") {
-            true => "upload (mount)",
-            false => "upload",
-        }
-    } else if path.contains("/blobs/") {
-        "blob"
-    } else if path.contains("/manifests/") {
-        "manifest"
-    } else if path.ends_with("/tags/list") {
-        "tags"
-    } else if path.ends_with("/_catalog") {
-        "catalog"
-    } else if path.contains("/referrers/") {
-        "referrers"
-    } else {
-        "other"
-    };
-    format!("{} {what}", r.method)
+    if path == "/v2/" || path == "/v2" {
+        return format!("{} base", r.method);
+    }
+    let kind = ferry::registry::throttle::request_kind(&r.method, path);
+    match r.method == "POST" && kind.ends_with(" upload") && query.contains("mount=") {
+        true => format!("{kind} (mount)"),
+        false => kind,
+    }
 }
 
 /// What one registry answered during one run: per kind, the count and the statuses.

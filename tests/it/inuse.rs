@@ -138,6 +138,18 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
 }
 
 /// `team/api` v1.0.0 … v1.0.5; the policy would delete v1.0.0 … v1.0.4.
+/// Every one of the six releases is still there.
+async fn assert_nothing_deleted(reg: &Registry) {
+    let pusher = reg.pusher();
+    for i in 0..6 {
+        let tag = format!("v1.0.{i}");
+        assert!(
+            pusher.manifest("team/api", &tag).await.is_some(),
+            "{tag} deleted"
+        );
+    }
+}
+
 async fn six_releases(reg: &Registry) -> Vec<Image> {
     let mut out = Vec::new();
     for i in 0..6u64 {
@@ -332,14 +344,7 @@ async fn a_403_on_replicasets_deletes_nothing_and_names_the_permission() {
         "{}",
         run.stderr
     );
-    let pusher = reg.pusher();
-    for i in 0..6 {
-        let tag = format!("v1.0.{i}");
-        assert!(
-            pusher.manifest("team/api", &tag).await.is_some(),
-            "{tag} deleted"
-        );
-    }
+    assert_nothing_deleted(&reg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,14 +493,7 @@ async fn an_expired_list_is_read_again_once_and_a_refused_account_fails_closed()
         "{}",
         run.stderr
     );
-    let pusher = reg.pusher();
-    for i in 0..6 {
-        let tag = format!("v1.0.{i}");
-        assert!(
-            pusher.manifest("team/api", &tag).await.is_some(),
-            "{tag} deleted"
-        );
-    }
+    assert_nothing_deleted(&reg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,12 +511,5 @@ async fn a_list_that_expires_again_after_its_restart_fails_closed() {
         "{}",
         run.stderr
     );
-    let pusher = reg.pusher();
-    for i in 0..6 {
-        let tag = format!("v1.0.{i}");
-        assert!(
-            pusher.manifest("team/api", &tag).await.is_some(),
-            "{tag} deleted"
-        );
-    }
+    assert_nothing_deleted(&reg).await;
 }

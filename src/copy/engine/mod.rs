@@ -449,16 +449,9 @@ impl Engine {
 
     /// The source manifest by the item's tag, in one GET: its digest and body.
     async fn source_manifest(&self, item: &Item) -> Result<(Digest, Option<Manifest>), CopyError> {
-        let src = &item.source;
-        let m = src
-            .registry
-            .get_manifest(&src.repo, &item.source_ref)
-            .await
-            .map_err(|e| CopyError::Source {
-                reference: item.source_display(),
-                source: e,
-            })?;
-        self.journal.tag_seen(src, &item.source_ref, &m.digest);
+        let m = target::source_at(item, &item.source_ref).await?;
+        self.journal
+            .tag_seen(&item.source, &item.source_ref, &m.digest);
         Ok((m.digest.clone(), Some(m)))
     }
 

@@ -167,9 +167,14 @@ pub(super) async fn destined(
 
 /// The item's source manifest `digest`, read (and verified) by digest.
 pub(super) async fn source_by_digest(item: &Item, digest: &Digest) -> Result<Manifest, CopyError> {
+    source_at(item, digest.as_str()).await
+}
+
+/// The item's source manifest by `reference` (a tag or digest), verified.
+pub(super) async fn source_at(item: &Item, reference: &str) -> Result<Manifest, CopyError> {
     let src = &item.source;
     src.registry
-        .get_manifest(&src.repo, digest.as_str())
+        .get_manifest(&src.repo, reference)
         .await
         .map_err(|e| CopyError::Source {
             reference: item.source_display(),

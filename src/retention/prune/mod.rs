@@ -40,8 +40,8 @@ pub struct Ledger {
     /// `(registry, repo)` -> reference (tag, or digest of an untagged copy) -> what ferry
     /// wrote there.
     pub copied: HashMap<(String, String), HashMap<String, Copied>>,
-    /// `(registry, repo, tag)` -> when pruning first found the tag missing.
-    pub missing: HashMap<(String, String, String), SystemTime>,
+    /// `(registry, repo)` -> tag -> when pruning first found the tag missing.
+    pub missing: HashMap<(String, String), HashMap<String, SystemTime>>,
 }
 
 impl Ledger {

@@ -134,13 +134,12 @@ async fn decide_repo(
 ) -> (PrunedRepo, Vec<Image>) {
     let name = registry.name();
     let copied = cx.ledger.copied_from(name, &scope.repo, &scope.source);
-    let missing: HashMap<String, SystemTime> = cx
+    let missing = cx
         .ledger
         .missing
-        .iter()
-        .filter(|((reg, repo, _), _)| reg == name && *repo == scope.repo)
-        .map(|((_, _, tag), since)| (tag.clone(), *since))
-        .collect();
+        .get(&(name.to_string(), scope.repo.clone()))
+        .cloned()
+        .unwrap_or_default();
     let pins = cx.pins.get(name, &scope.repo);
     let judge = Judge {
         prune: &rule.prune,
