@@ -181,6 +181,7 @@ async fn copy(src: Memory, reference: &str) -> (Result<Outcome, CopyError>, Vec<
         rule: 1,
         after: None,
         seen: None,
+        read: None,
     };
     let engine = Engine::new(Arc::new(Silent), 4);
     let result = tokio::time::timeout(Duration::from_secs(10), engine.copy_one(&item))

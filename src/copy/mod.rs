@@ -76,6 +76,9 @@ pub struct Item {
     /// The digest selection read for this tag at the source moments ago (finding what refers
     /// to it), so the copy does not ask again.
     pub seen: Option<Digest>,
+    /// The whole manifest selection read for this tag moments ago (where the copy would read
+    /// it anyway), so the copy reads it no more.
+    pub read: Option<crate::registry::Manifest>,
 }
 
 /// Where an item writes: target registry, repository, and tag (or digest). Two items with one

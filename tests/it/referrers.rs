@@ -764,7 +764,8 @@ async fn a_referrer_already_at_the_target_but_missing_from_its_fallback_index_ge
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_read_to_find_its_signatures_is_not_asked_again_by_the_copy() {
     // `latest` is mutable (never trusted without asking) and signed: finding its signature
-    // reads its digest, and the copy uses that answer instead of a second HEAD.
+    // reads it (whole on a cold copy, its digest after), and the copy uses that answer
+    // instead of asking again.
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let img = image(&[layer(900, 4096)], "linux", "amd64", Format::Oci, "signed");
     let (sig_tag, sig) = cosign_signature(&img, "team/app");
@@ -788,6 +789,15 @@ async fn a_tag_read_to_find_its_signatures_is_not_asked_again_by_the_copy() {
     ];
     ferry(&args, &[]).await.assert_code(0);
     src.sync_log().await;
+    // Cold: each tag is read once, whole, by selection; the copy uses that body.
+    for tag in ["latest", sig_tag.as_str()] {
+        let path = format!("/v2/team/app/manifests/{tag}");
+        let asked = (
+            src.count_requests("HEAD", &path),
+            src.count_requests("GET", &path),
+        );
+        assert_eq!(asked, (0, 1), "{tag}: (HEADs, GETs) on a cold copy");
+    }
     let before = src.count_requests("HEAD", "/v2/team/app/manifests/latest");
     let again = ferry(&args, &[]).await;
     again.assert_code(0);

@@ -345,6 +345,7 @@ impl Engine {
         let cold = recorded.is_none();
         let by_tag = Digest::parse(&item.source_ref).is_none();
         let (digest, fetched) = match cold && by_tag && !item.source.registry.counts_pulls() {
+            true if item.read.is_some() => self.read_by_selection(item),
             true => Box::pin(self.source_manifest(item)).await?,
             false => (
                 self.source_digest(item, recorded.as_ref().filter(|_| immutable))
@@ -453,6 +454,14 @@ impl Engine {
         self.journal
             .tag_seen(&item.source, &item.source_ref, &m.digest);
         Ok((m.digest.clone(), Some(m)))
+    }
+
+    /// The manifest selection read whole for this item moments ago.
+    fn read_by_selection(&self, item: &Item) -> (Digest, Option<Manifest>) {
+        let m = item.read.clone().expect("read by selection");
+        self.journal
+            .tag_seen(&item.source, &item.source_ref, &m.digest);
+        (m.digest.clone(), Some(m))
     }
 
     /// Does the target hold what this item would put there? A referrer found there also gets

@@ -7,9 +7,10 @@ mod claims;
 mod referrers;
 
 pub use claims::{Claimed, Claims, Conflict};
-use referrers::{discover, Origin, Referred};
+use referrers::{discover, Origin, Reads, Referred};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -23,6 +24,10 @@ use crate::registry::{layout, Digest, NameError, Registry, RegistryError};
 
 /// How many repositories' tag lists are read at once while resolving a wildcard.
 const LIST_CONCURRENCY: usize = 8;
+
+/// How many bytes of manifests selection may hold for the copy (read whole where a cold copy
+/// would read them anyway): some 30,000 typical manifests. Beyond it, digests only.
+const READ_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The registries of a run, by location.
 pub type Registries = HashMap<Location, Arc<dyn Registry>>;
@@ -114,8 +119,9 @@ pub async fn resolve(
     journal: &dyn Journal,
 ) -> Selection {
     let mut selection = Selection::default();
+    let budget = AtomicUsize::new(READ_BUDGET);
     for rule in rules {
-        resolve_rule(rule, registries, journal, &mut selection).await;
+        resolve_rule(rule, registries, journal, &budget, &mut selection).await;
     }
     selection
 }
@@ -125,11 +131,13 @@ async fn resolve_rule(
     rule: &CopyRule,
     registries: &Registries,
     journal: &dyn Journal,
+    budget: &AtomicUsize,
     out: &mut Selection,
 ) {
     let cx = RuleContext {
         rule,
         journal,
+        budget,
         src: registry(registries, &rule.from),
         dst: registry(registries, &rule.to),
     };
@@ -145,6 +153,8 @@ async fn resolve_rule(
 struct RuleContext<'a> {
     rule: &'a CopyRule,
     journal: &'a dyn Journal,
+    /// What is left of [`READ_BUDGET`].
+    budget: &'a AtomicUsize,
     src: Arc<dyn Registry>,
     dst: Arc<dyn Registry>,
 }
@@ -162,6 +172,7 @@ impl RuleContext<'_> {
         RepoSelection {
             rule: self.rule,
             journal: self.journal,
+            budget: self.budget,
             src: &self.src,
             dst: &self.dst,
             repo: repo.to_string(),
@@ -294,6 +305,7 @@ fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<String>)
 struct RepoSelection<'a> {
     rule: &'a CopyRule,
     journal: &'a dyn Journal,
+    budget: &'a AtomicUsize,
     src: &'a Arc<dyn Registry>,
     dst: &'a Arc<dyn Registry>,
     repo: String,
@@ -318,6 +330,7 @@ impl RepoSelection<'_> {
             rule: self.rule.number,
             after: None,
             seen: None,
+            read: None,
         }
     }
 
@@ -330,11 +343,15 @@ impl RepoSelection<'_> {
     ) {
         let refs: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
         let mut known: HashMap<String, Digest> = HashMap::new();
+        let mut cold: HashSet<String> = HashSet::new();
         let mut root_keys: HashMap<String, ItemKey> = HashMap::new();
         let first_root = out.items.len();
         for (source_ref, target_tag) in roots {
             let mut item = self.item(source_ref, target_tag);
             item.platforms = self.rule.platforms.clone();
+            if self.journal.recorded(&item).is_none() {
+                cold.insert(item.source_ref.clone());
+            }
             // An immutable tag recorded done cannot have moved at the source (only the target
             // is checked again once the record is old): its digest needs no HEAD here.
             if self.journal.immutable(&item) {
@@ -349,36 +366,65 @@ impl RepoSelection<'_> {
             return;
         }
         let repo = &self.repo;
+        // A tag nothing is recorded for is read whole: its copy would read it anyway. A
+        // referrer tag is a root of none.
+        let is_cold = |tag: &str| match root_keys.contains_key(tag) {
+            true => cold.contains(tag),
+            false => self
+                .journal
+                .recorded(&self.item(tag.to_string(), Some(tag.to_string())))
+                .is_none(),
+        };
+        let reads = Reads {
+            cold: &is_cold,
+            budget: self.budget,
+        };
         let found = match all {
-            Ok(all) => discover(self.src.as_ref(), repo, &all, &refs, &known, self.rule).await,
+            Ok(all) => {
+                let src = self.src.as_ref();
+                discover(src, repo, &all, &refs, &known, self.rule, &reads).await
+            }
             Err(e) => Err(e),
         };
-        let shown = crate::reference::display_repo(&self.rule.from.location, repo);
-        let error = |what: String, source| SelectError {
-            rule: self.rule.to_string(),
-            what,
-            source,
-        };
         match found {
-            Ok(found) => {
-                for item in &mut out.items[first_root..] {
-                    item.seen = found.seen.get(&item.source_ref).cloned();
-                }
-                for r in found.referrals {
-                    let mut item = self.referrer(r, &root_keys);
-                    item.seen = found.seen.get(&item.source_ref).cloned();
-                    out.items.push(item);
-                }
-                out.errors
-                    .extend(found.refused.into_iter().map(|(subject, e)| {
-                        error(format!("skipped a referrer of {shown}@{subject}"), e.into())
-                    }));
-            }
-            Err(e) => out.errors.push(error(
-                format!("finding the signatures and other referrers of what it selects in {shown}"),
-                e,
-            )),
+            Ok(found) => self.take_in(found, first_root, &root_keys, out),
+            Err(e) => out.errors.push(SelectError {
+                rule: self.rule.to_string(),
+                what: format!(
+                    "finding the signatures and other referrers of what it selects in {}",
+                    crate::reference::display_repo(&self.rule.from.location, repo)
+                ),
+                source: e,
+            }),
         }
+    }
+
+    /// Take in what discovery found: what the roots (from `first_root` on) were read as, the
+    /// referrers' items, and the referrers refused.
+    fn take_in(
+        &self,
+        mut found: referrers::Found,
+        first_root: usize,
+        root_keys: &HashMap<String, ItemKey>,
+        out: &mut Selection,
+    ) {
+        for item in &mut out.items[first_root..] {
+            item.seen = found.seen.get(&item.source_ref).cloned();
+            item.read = found.read.remove(&item.source_ref);
+        }
+        for r in std::mem::take(&mut found.referrals) {
+            let mut item = self.referrer(r, root_keys);
+            item.seen = found.seen.get(&item.source_ref).cloned();
+            item.read = found.read.remove(&item.source_ref);
+            out.items.push(item);
+        }
+        let shown = crate::reference::display_repo(&self.rule.from.location, &self.repo);
+        out.errors
+            .extend(found.refused.into_iter().map(|(subject, e)| SelectError {
+                rule: self.rule.to_string(),
+                what: format!("skipped a referrer of {shown}@{subject}"),
+                source: e.into(),
+            }));
     }
 
     /// The item for a referrer found, after the item that carries its subject.

@@ -3,13 +3,14 @@
 //! index where it has none. Each find names the item it follows ([`super::super::After`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 
 use super::LIST_CONCURRENCY;
 use crate::plan::CopyRule;
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
-use crate::registry::{Digest, ManifestHead, NameError, Registry, RegistryError};
+use crate::registry::{Digest, Manifest, NameError, Registry, RegistryError};
 
 /// The item a found referrer follows: a selected root (by its source reference), or another
 /// referrer (a signature of an SBOM).
@@ -49,12 +50,35 @@ pub(super) struct Found {
     /// The digest each tag read on the way pointed at (selected tags, referrer tags), so the
     /// copy need not ask again.
     pub(super) seen: HashMap<String, Digest>,
+    /// The manifests of the tags read whole (see [`Reads`]), so the copy need not read them.
+    pub(super) read: HashMap<String, Manifest>,
+}
+
+/// Which tags discovery reads whole (one GET) instead of asking their digest (one HEAD): the
+/// tags a cold copy would GET anyway, while their bodies fit in `budget` (bytes still free
+/// for the whole selection). Nowhere pulls are counted: there a HEAD saves one.
+pub(super) struct Reads<'a> {
+    pub(super) cold: &'a (dyn Fn(&str) -> bool + Sync),
+    pub(super) budget: &'a AtomicUsize,
+}
+
+impl Reads<'_> {
+    /// Take `len` bytes from the budget; `false` (nothing taken) when it has not that much.
+    fn take(&self, len: usize) -> bool {
+        self.budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
+                free.checked_sub(len)
+            })
+            .is_ok()
+    }
 }
 
 /// A manifest whose referrers are looked for.
 struct Node {
     digest: Digest,
     media_type: Option<String>,
+    /// Its body, when it was read whole on the way.
+    body: Option<Manifest>,
     /// A selected image (or a child of one): its index children are subjects too.
     image: bool,
     /// The item that carries this manifest.
@@ -63,8 +87,8 @@ struct Node {
 
 /// Find what refers to the `roots` (tags or digests selected in `repo`): cosign-style tags in
 /// `all`, the registry's referrers API, the fallback index where it has no API. `known` gives
-/// the digests of roots the checkpoint already knows. Costs no request when the repository
-/// has no referrer tags and the registry no referrers API.
+/// the digests of roots the checkpoint already knows; `reads` which tags to read whole. Costs
+/// no request when the repository has no referrer tags and the registry no referrers API.
 pub(super) async fn discover(
     src: &dyn Registry,
     repo: &str,
@@ -72,6 +96,7 @@ pub(super) async fn discover(
     roots: &[String],
     known: &HashMap<String, Digest>,
     rule: &CopyRule,
+    reads: &Reads<'_>,
 ) -> Result<Found, RegistryError> {
     let suffixed: Vec<(&String, Digest)> = all
         .iter()
@@ -92,6 +117,7 @@ pub(super) async fn discover(
         repo,
         rule,
         api,
+        reads,
         candidates: suffixed
             .iter()
             .map(|(_, d)| d.clone())
@@ -111,6 +137,7 @@ pub(super) async fn discover(
             Some(digest) => walk.nodes.push(Node {
                 digest,
                 media_type: None,
+                body: None,
                 image: true,
                 origin: Origin::Root(r.clone()),
             }),
@@ -129,6 +156,7 @@ struct Discovery<'a> {
     repo: &'a str,
     rule: &'a CopyRule,
     api: bool,
+    reads: &'a Reads<'a>,
     /// Cosign-style referrer tags and the digest each names.
     suffixed: Vec<(&'a String, Digest)>,
     /// Fallback-index tags, by the digest they list referrers of.
@@ -149,30 +177,38 @@ impl Discovery<'_> {
     /// what they lead to.
     async fn round(&mut self) -> Result<(), RegistryError> {
         let (src, repo) = (self.src, self.repo);
-        let heads: Vec<(bool, Origin, Option<ManifestHead>)> =
+        let whole = !src.counts_pulls();
+        let reads = self.reads;
+        let nodes: Vec<(bool, Origin, Option<Node>)> =
             futures::stream::iter(std::mem::take(&mut self.tags))
                 .map(|(tag, image, origin)| async move {
-                    src.head_manifest(repo, &tag)
-                        .await
-                        .map(|h| (image, origin, h))
+                    let node = match whole && (reads.cold)(&tag) {
+                        true => read_whole(src, repo, &tag, reads).await?,
+                        false => src.head_manifest(repo, &tag).await?.map(|h| Node {
+                            digest: h.digest,
+                            media_type: h.media_type,
+                            body: None,
+                            image,
+                            origin: origin.clone(),
+                        }),
+                    };
+                    Ok::<_, RegistryError>((image, origin, node))
                 })
                 .buffered(LIST_CONCURRENCY)
                 .try_collect()
                 .await?;
-        for (_, origin, h) in &heads {
-            if let (Origin::Root(tag) | Origin::Tag(tag), Some(h)) = (origin, h) {
-                self.found.seen.insert(tag.clone(), h.digest.clone());
+        for (image, origin, node) in nodes {
+            let Some(mut node) = node else { continue };
+            if let Origin::Root(tag) | Origin::Tag(tag) = &origin {
+                self.found.seen.insert(tag.clone(), node.digest.clone());
+                if let Some(body) = &node.body {
+                    self.found.read.insert(tag.clone(), body.clone());
+                }
             }
+            node.image = image;
+            node.origin = origin;
+            self.nodes.push(node);
         }
-        self.nodes
-            .extend(heads.into_iter().filter_map(|(image, origin, h)| {
-                h.map(|h| Node {
-                    digest: h.digest,
-                    media_type: h.media_type,
-                    image,
-                    origin,
-                })
-            }));
         let seen = &mut self.seen;
         let batch: Vec<Node> = std::mem::take(&mut self.nodes)
             .into_iter()
@@ -203,6 +239,7 @@ impl Discovery<'_> {
                 self.nodes.push(Node {
                     digest: digest.clone(),
                     media_type: None,
+                    body: None,
                     image: false,
                     origin: Origin::Digest(digest.clone()),
                 });
@@ -247,6 +284,31 @@ impl Discovery<'_> {
     }
 }
 
+/// One GET of `tag`: the node of its manifest, body kept while the budget lasts (`None`
+/// when the tag is gone, as a HEAD would tell).
+async fn read_whole(
+    src: &dyn Registry,
+    repo: &str,
+    tag: &str,
+    reads: &Reads<'_>,
+) -> Result<Option<Node>, RegistryError> {
+    let m = match src.get_manifest(repo, tag).await {
+        Ok(m) => m,
+        Err(RegistryError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let digest = m.digest.clone();
+    let media_type = Some(m.media_type.clone());
+    let body = reads.take(m.bytes.len()).then_some(m);
+    Ok(Some(Node {
+        digest,
+        media_type,
+        body,
+        image: false,
+        origin: Origin::Tag(tag.to_string()),
+    }))
+}
+
 /// What looking at one manifest found.
 struct Visit {
     /// The item that carries the manifest looked at.
@@ -283,7 +345,10 @@ async fn visit(
     let subjects = vec![node.digest.clone()];
     let maybe_index = node.media_type.as_deref().is_none_or(manifest::is_index);
     if node.image && maybe_index && (api || read_indexes) {
-        let m = src.get_manifest(repo, node.digest.as_str()).await?;
+        let m = match node.body {
+            Some(m) => m,
+            None => src.get_manifest(repo, node.digest.as_str()).await?,
+        };
         if let Ok(Parsed::Index { children }) = manifest::parse(&m.media_type, &m.bytes) {
             let kept = crate::copy::platform::wanted_children(&children, rule.platforms.as_deref());
             out.children = kept
@@ -291,6 +356,7 @@ async fn visit(
                 .map(|c| Node {
                     digest: c.digest.clone(),
                     media_type: Some(c.media_type.clone()),
+                    body: None,
                     image: true,
                     origin: node.origin.clone(),
                 })

@@ -21,6 +21,7 @@ fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) ->
         rule,
         after: None,
         seen: None,
+        read: None,
     }
 }
 
