@@ -68,6 +68,8 @@ pub struct RegistryStats {
     pub waited: Duration,
     /// Requests by method and what they were about (`HEAD manifest`, `POST upload`, …).
     pub by_kind: BTreeMap<String, u64>,
+    /// Whether it took a whole blob in one POST (`None`: no upload asked).
+    pub single_post: Option<bool>,
 }
 
 #[derive(Default)]
@@ -159,6 +161,7 @@ impl Throttle {
             retries: self.counts.retries.load(Ordering::Relaxed),
             waited: Duration::from_millis(self.counts.waited_ms.load(Ordering::Relaxed)),
             by_kind: self.counts.by_kind.lock().expect("counts lock").clone(),
+            single_post: None,
         }
     }
 

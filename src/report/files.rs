@@ -140,6 +140,10 @@ pub struct ReportRegistry {
     pub window: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_peak: Option<usize>,
+    /// Whether it took a whole blob in one request (`POST ?digest=`); absent where ferry
+    /// uploaded nothing small enough to ask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub single_post_upload: Option<bool>,
 }
 
 impl From<&RegistryStats> for ReportRegistry {
@@ -152,6 +156,7 @@ impl From<&RegistryStats> for ReportRegistry {
             by_kind: s.by_kind.clone(),
             window: None,
             window_peak: None,
+            single_post_upload: s.single_post,
         }
     }
 }
@@ -251,6 +256,7 @@ impl ReportRegistry {
         }
         self.window = self.window.max(other.window);
         self.window_peak = self.window_peak.max(other.window_peak);
+        self.single_post_upload = self.single_post_upload.or(other.single_post_upload);
     }
 }
 

@@ -160,18 +160,10 @@ impl HttpRegistry {
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
-                // The registry opened an ordinary upload instead; close it so it does not
-                // linger until the registry's upload purge.
-                if let Ok(loc) = self.location(&url, &resp).await {
-                    let _ = self
-                        .send(
-                            Method::DELETE,
-                            &loc,
-                            &Scope::push(repo),
-                            HeaderMap::new(),
-                            Body::Empty,
-                        )
-                        .await;
+                // The registry opened an ordinary upload instead: the upload of this blob
+                // uses it (or it is cancelled when the repository holds the blob already).
+                if let Ok(session) = self.location(&url, &resp).await {
+                    self.keep_declined(repo, digest, session);
                 }
                 Ok(false)
             }

@@ -57,6 +57,10 @@ pub struct HttpRegistry {
     /// Held while the referrers API is probed, so concurrent callers wait for that one
     /// answer instead of each sending a probe.
     pub(super) referrers_probe: tokio::sync::Mutex<()>,
+    /// Whether the registry takes a whole blob in one POST, once an upload told.
+    pub(super) single_post: super::single::SinglePost,
+    /// Sessions declined mounts opened, for the uploads that follow them.
+    pub(super) declined: super::single::Declined,
 }
 
 /// Why a redirect from `from` to `to` (after `hops` earlier ones) is not followed: a loop, or
@@ -173,6 +177,8 @@ impl HttpRegistry {
             stall: settings.stall_timeout,
             referrers_api: std::sync::OnceLock::new(),
             referrers_probe: tokio::sync::Mutex::new(()),
+            single_post: Default::default(),
+            declined: Default::default(),
         })
     }
 

@@ -30,6 +30,7 @@ mod manifests;
 mod pager;
 mod referrers;
 mod send;
+mod single;
 mod tags;
 mod upload;
 mod wire;
@@ -41,6 +42,7 @@ pub use body::{
 };
 pub use client::HttpRegistry;
 pub use pager::{next_link, Pager, MAX_PAGES};
+pub use single::PROBE_MAX;
 
 use super::auth::Scope;
 use super::error::{RegistryError, Result};
@@ -75,7 +77,9 @@ impl Registry for HttpRegistry {
     }
 
     fn stats(&self) -> Option<RegistryStats> {
-        Some(self.throttle.stats())
+        let mut stats = self.throttle.stats();
+        stats.single_post = self.single_post.known();
+        Some(stats)
     }
 
     async fn check_push(&self, repo: &str) -> Result<()> {
@@ -155,9 +159,15 @@ impl Registry for HttpRegistry {
     }
 
     async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        self.retry
+        let there = self
+            .retry
             .run("HEAD blob", || self.blob_exists_once(repo, digest))
-            .await
+            .await?;
+        if there {
+            // No upload follows: a declined mount's session goes.
+            self.cancel_declined(repo, digest).await;
+        }
+        Ok(there)
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<BlobStream> {

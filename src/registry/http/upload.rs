@@ -1,6 +1,7 @@
-//! Blob uploads: one streamed PUT for small blobs, chunked PATCHes for large ones (falling
-//! back to one PUT when a registry refuses chunks), retried by reopening the source, and
-//! resumed from the offset the registry confirms for an upload session.
+//! Blob uploads: one streamed POST or PUT for small blobs (see `single.rs`), chunked PATCHes
+//! for large ones (falling back to one PUT when a registry refuses chunks), retried by
+//! reopening the source, and resumed from the offset the registry confirms for an upload
+//! session.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +13,7 @@ use url::Url;
 
 use super::chunks::{self, Chunk, Cut};
 use super::send::Body;
+use super::single::Posted;
 use super::wire::{check_reported_digest, upload_offset};
 use super::{HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
 use crate::registry::auth::Scope;
@@ -28,13 +30,13 @@ fn tokio_stream_from(
 }
 
 /// Where an upload's bytes were read from, for errors about them.
-fn source_url(up: &BlobUpload<'_>) -> String {
+pub(super) fn source_url(up: &BlobUpload<'_>) -> String {
     up.source
         .url()
         .unwrap_or_else(|| format!("the source of {}", up.digest))
 }
 
-fn source_failed(e: RegistryError) -> RegistryError {
+pub(super) fn source_failed(e: RegistryError) -> RegistryError {
     match e {
         e @ RegistryError::SourceFailed { .. } => e,
         e => RegistryError::SourceFailed {
@@ -51,9 +53,9 @@ type Session = Mutex<Option<Parked>>;
 /// Keeps a source stream's error aside: when the source fails mid-upload the target's
 /// complaint (a reset, a 400) is not the cause, and the retry policy must know it was the
 /// source.
-type FailureSlot = Arc<Mutex<Option<RegistryError>>>;
+pub(super) type FailureSlot = Arc<Mutex<Option<RegistryError>>>;
 
-fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
+pub(super) fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
     let slot: FailureSlot = Arc::default();
     let keep = slot.clone();
     let stream = data.map_err(move |e| {
@@ -110,8 +112,25 @@ impl HttpRegistry {
             None => None,
         };
         if resumed.is_none() && up.size <= MONOLITHIC_MAX {
-            let location = self.start_upload(repo).await?;
-            return self.put_monolithic(repo, up, location).await;
+            // A declined mount's session, else the whole blob in one POST where the registry
+            // takes it, else a session of its own.
+            let (location, held) = match self.take_declined(repo, up.digest) {
+                Some(session) => (session, None),
+                None => match self.post_whole(repo, up).await? {
+                    Posted::Stored => return Ok(()),
+                    Posted::Session(session, held) => (session, held),
+                    Posted::Not(held) => (self.start_upload(repo).await?, held),
+                },
+            };
+            return match held {
+                Some(bytes) => {
+                    let len = bytes.len() as u64;
+                    let body = Body::Bytes(bytes);
+                    self.finish_upload(repo, location, up.digest, body, len)
+                        .await
+                }
+                None => self.put_monolithic(repo, up, location).await,
+            };
         }
         if resumed.is_none() && (up.park)() {
             // Stopping: a large blob not begun is not begun.
@@ -123,7 +142,10 @@ impl HttpRegistry {
         let start = match resumed {
             Some(s) => s,
             None => Start {
-                location: self.start_upload(repo).await?,
+                location: match self.take_declined(repo, up.digest) {
+                    Some(session) => session,
+                    None => self.start_upload(repo).await?,
+                },
                 from: Midstate::new(),
                 fresh: true,
             },

@@ -1,0 +1,237 @@
+//! One request per new blob where the registry allows it, and no session opened twice:
+//!
+//! - the single-request monolithic upload (`POST …/blobs/uploads/?digest=<d>` with the whole
+//!   blob; the OCI distribution spec's "single POST"). A registry that does not take it
+//!   answers 202 with an ordinary session, which the upload then uses; ferry remembers that
+//!   answer for the run and asks with an empty POST from then on. While it does not know, one
+//!   small blob at a time asks, so a registry that drops the body costs a few KiB once.
+//! - the session a declined cross-repository mount opens (202): kept for the upload of that
+//!   blob, and cancelled only if the repository turns out to hold the blob after all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::send::Body;
+use super::wire::check_reported_digest;
+use super::HttpRegistry;
+use crate::registry::auth::Scope;
+use crate::registry::digest::{Digest, VerifyingStream};
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::{BlobStream, BlobUpload, Midstate};
+
+/// Blobs up to this size ask a registry whether it takes single-request uploads: what it
+/// drops when it does not is at most this much, once.
+pub const PROBE_MAX: u64 = 256 * 1024;
+
+/// What ferry knows of a registry's single-request uploads.
+#[derive(Debug, Default)]
+pub(super) struct SinglePost(AtomicU8);
+
+const UNKNOWN: u8 = 0;
+const ASKING: u8 = 1;
+const TAKEN: u8 = 2;
+const REFUSED: u8 = 3;
+
+impl SinglePost {
+    /// Should an upload of `size` bytes try the single request? While nothing is known, the
+    /// one that may ask holds the question until [`SinglePost::answer`].
+    fn try_for(&self, size: u64) -> Option<Asking<'_>> {
+        match self.0.load(Ordering::Acquire) {
+            TAKEN => Some(Asking {
+                state: self,
+                probe: false,
+            }),
+            UNKNOWN if size <= PROBE_MAX => self
+                .0
+                .compare_exchange(UNKNOWN, ASKING, Ordering::AcqRel, Ordering::Acquire)
+                .ok()
+                .map(|_| Asking {
+                    state: self,
+                    probe: true,
+                }),
+            _ => None,
+        }
+    }
+
+    /// Whether the registry took a single-request upload (`Some(false)`: refused it).
+    pub(super) fn known(&self) -> Option<bool> {
+        match self.0.load(Ordering::Acquire) {
+            TAKEN => Some(true),
+            REFUSED => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// One try of a single-request upload; unanswered (an error that says nothing about the
+/// registry), it gives the question back.
+struct Asking<'a> {
+    state: &'a SinglePost,
+    probe: bool,
+}
+
+impl Asking<'_> {
+    fn answer(self, taken: bool) {
+        let to = if taken { TAKEN } else { REFUSED };
+        self.state.0.store(to, Ordering::Release);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            let _ =
+                self.state
+                    .0
+                    .compare_exchange(ASKING, UNKNOWN, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+}
+
+/// Sessions declined mounts opened, by (repository, digest), for the upload that follows.
+pub(super) type Declined = Mutex<HashMap<(String, Digest), Url>>;
+
+/// How a single-request upload went; the bytes sent, when they were read whole, to send
+/// again.
+pub(super) enum Posted {
+    /// The blob is stored.
+    Stored,
+    /// The registry opened an ordinary session instead (and dropped the bytes).
+    Session(Url, Option<Bytes>),
+    /// Not tried, or refused outright: open a session the ordinary way.
+    Not(Option<Bytes>),
+}
+
+/// A small blob's bytes, read whole (and verified as they came).
+async fn read_all(mut data: BlobStream, size: u64) -> Result<Bytes> {
+    let mut out = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(chunk) = data.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out.freeze())
+}
+
+impl HttpRegistry {
+    /// Keep the session a declined mount of `digest` into `repo` opened.
+    pub(super) fn keep_declined(&self, repo: &str, digest: &Digest, session: Url) {
+        let mut held = self.declined.lock().expect("declined sessions");
+        if let Some(old) = held.insert((repo.to_string(), digest.clone()), session) {
+            tracing::debug!(registry = %self.name, %old, "replaced a declined mount's session");
+        }
+    }
+
+    /// The session a declined mount of `digest` into `repo` left, if any (taken: used once).
+    pub(super) fn take_declined(&self, repo: &str, digest: &Digest) -> Option<Url> {
+        self.declined
+            .lock()
+            .expect("declined sessions")
+            .remove(&(repo.to_string(), digest.clone()))
+    }
+
+    /// Cancel a session nothing will use (the blob was there after all).
+    pub(super) async fn cancel_declined(&self, repo: &str, digest: &Digest) {
+        if let Some(session) = self.take_declined(repo, digest) {
+            let _ = self
+                .send(
+                    Method::DELETE,
+                    &session,
+                    &Scope::push(repo),
+                    HeaderMap::new(),
+                    Body::Empty,
+                )
+                .await;
+        }
+    }
+
+    /// The whole blob in one `POST ?digest=`, where the registry takes it (or may). The blob
+    /// that asks is small and read whole first, so that what a refusing registry dropped is
+    /// sent again without reading the source twice (and a 401 can be answered).
+    pub(super) async fn post_whole(&self, repo: &str, up: &BlobUpload<'_>) -> Result<Posted> {
+        let Some(asking) = self.single_post.try_for(up.size) else {
+            return Ok(Posted::Not(None));
+        };
+        let mut url = self.repo_url(repo, "blobs/uploads/").await?;
+        url.query_pairs_mut()
+            .append_pair("digest", up.digest.as_str());
+        let data = up
+            .source
+            .open(&Midstate::new())
+            .await
+            .map_err(super::upload::source_failed)?;
+        let what = super::upload::source_url(up);
+        let data = VerifyingStream::new(data, what, up.digest.clone(), up.size);
+        let (held, body, failure) = match asking.probe {
+            true => {
+                let bytes = read_all(Box::pin(data), up.size)
+                    .await
+                    .map_err(super::upload::source_failed)?;
+                (Some(bytes.clone()), Body::Bytes(bytes), None)
+            }
+            false => {
+                let (data, failure) = super::upload::guarded(Box::pin(data));
+                (None, Body::Stream(Some(data)), Some(failure))
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.size));
+        let sent = self
+            .send(Method::POST, &url, &Scope::push(repo), headers, body)
+            .await;
+        if let Some(e) = failure.and_then(|f| f.lock().expect("failure slot").take()) {
+            return Err(super::upload::source_failed(e));
+        }
+        let (resp, _permit) = match sent {
+            Ok(answer) => answer,
+            // A registry that answers before reading a body it does not want may close the
+            // connection under it: ask the ordinary way, and from now on.
+            Err(RegistryError::Transport { .. }) if asking.probe => {
+                tracing::debug!(registry = %self.name, "single-request upload cut off; uploading in two requests from now on");
+                asking.answer(false);
+                return Ok(Posted::Not(held));
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::CREATED => {
+                check_reported_digest(&url, &resp, up.digest)?;
+                asking.answer(true);
+                Ok(Posted::Stored)
+            }
+            StatusCode::ACCEPTED => {
+                tracing::debug!(registry = %self.name, "single-request upload answered with a session; uploading in two requests from now on");
+                let session = self.location(&url, &resp).await?;
+                asking.answer(false);
+                Ok(Posted::Session(session, held))
+            }
+            // Refused as a request (a digest the registry will not take in a POST, a body it
+            // will not read): the ordinary way says what is wrong, if anything is.
+            StatusCode::BAD_REQUEST
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::LENGTH_REQUIRED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::NOT_IMPLEMENTED => {
+                if asking.probe {
+                    tracing::debug!(registry = %self.name, status = %resp.status(), "single-request upload refused; uploading in two requests from now on");
+                    asking.answer(false);
+                }
+                Ok(Posted::Not(held))
+            }
+            // A 401 could not be answered with a body sent once: the ordinary way asks again.
+            StatusCode::UNAUTHORIZED => Ok(Posted::Not(held)),
+            _ => Err(self.status_error(&Method::POST, &url, resp).await),
+        }
+    }
+}
