@@ -31,3 +31,4 @@ mod structure;
 mod tls;
 mod trust;
 mod untag;
+mod uploads;
