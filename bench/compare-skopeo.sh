@@ -16,11 +16,13 @@
 #              and of the target by method and resource; FERRY_BENCH_BIN_BEFORE=/path/to/ferry
 #              times a second ferry build on the same corpus, interleaved
 #              (FERRY_BENCH_ORDER=before-first runs it first); registries store in /dev/shm
+#   many-wan   the same corpus with source and target behind 40 ms / 200 Mbit/s proxies: ferry
+#              cold and no-op, and ferry beside skopeo on the first 10 repositories
 # ferry's result is checked tag by tag. Prints times, ratios and peak memory; the figures are
 # recorded in docs/benchmarks.md. Not part of the test suite (it moves gigabytes).
 #
 #   ./bench/compare-skopeo.sh            # every scenario, one after the other
-#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt, many
+#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt, many, many-wan
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -32,6 +34,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+exact=()
 case "${1:-all}" in
     loopback) filter=bench_loopback ;;
     wan) filter=bench_wan ;;
@@ -39,15 +42,17 @@ case "${1:-all}" in
     kill) filter=bench_kill_and_resume ;;
     interrupt) filter=bench_interrupted_large_layer ;;
     many)
-        filter=bench_many
+        filter=bench_many::bench_many
+        exact=(--exact)
         # Registry storage (and checkpoints) in memory unless TMPDIR says otherwise: this one
         # measures round trips, and the tens of thousands of small files a registry writes
         # for it add seconds of disk noise that differ from run to run.
         if [ -d /dev/shm ]; then export TMPDIR="${TMPDIR:-/dev/shm}"; fi
         ;;
+    many-wan) filter=bench_many_wan ;;
     all) filter=bench_ ;;
-    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|many|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|many|many-wan|all]" >&2; exit 2 ;;
 esac
 # One benchmark at a time: they would compete for the two cores.
-cargo test --release --locked --test it "$filter" -- --ignored --nocapture --test-threads 1 2>&1 \
+cargo test --release --locked --test it "$filter" -- --ignored "${exact[@]}" --nocapture --test-threads 1 2>&1 \
     | grep -E '^(fixture|\[|RESULT|test |running| {6}[A-Z]+ )|panicked|assert'

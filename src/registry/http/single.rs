@@ -235,3 +235,36 @@ impl HttpRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_small_blob_asks_at_a_time_and_the_answer_is_kept() {
+        let s = SinglePost::default();
+        assert!(
+            s.try_for(PROBE_MAX + 1).is_none(),
+            "a large blob never asks"
+        );
+        let asking = s.try_for(1024).expect("the first small blob asks");
+        assert!(s.try_for(1024).is_none(), "one question at a time");
+        assert_eq!(s.known(), None);
+        asking.answer(true);
+        assert_eq!(s.known(), Some(true));
+        let large = s.try_for(16 * 1024 * 1024).expect("once taken, every size");
+        assert!(!large.probe);
+        drop(large);
+        assert_eq!(s.known(), Some(true), "an unanswered try changes nothing");
+    }
+
+    #[test]
+    fn an_unanswered_question_is_asked_again_and_a_refusal_is_final() {
+        let s = SinglePost::default();
+        drop(s.try_for(10).expect("asks"));
+        assert_eq!(s.known(), None, "a 5xx or a 401 tells nothing");
+        s.try_for(10).expect("asked again").answer(false);
+        assert_eq!(s.known(), Some(false));
+        assert!(s.try_for(10).is_none());
+    }
+}
