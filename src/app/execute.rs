@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::journal::Checkpoint;
 use crate::copy::select::{self, Claims, Registries, SelectError};
 use crate::copy::spool::Spool;
+use futures::StreamExt;
+
 use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
 use crate::inuse;
 use crate::plan::Plan;
@@ -214,11 +216,19 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             break;
         }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
-        let selection = tokio::select! {
-            s = select::resolve(&rules, cx.registries, cx.journal.as_ref()) => s,
-            _ = cx.abort.cancelled() => break,
+        // Resolving and copying overlap: each part is copied as soon as it is resolved.
+        let (parts, resolved) = tokio::sync::mpsc::unbounded_channel();
+        let resolving = async move {
+            tokio::select! {
+                () = select::resolve_into(&rules, cx.registries, cx.journal.as_ref(), &parts) => {}
+                () = cx.abort.cancelled() => {}
+            }
         };
-        copy_stage(plan, cx, &engine, &mut claims, selection, &mut out).await;
+        let copying = copy_stage(plan, cx, &engine, &mut claims, resolved, &mut out);
+        futures::join!(resolving, copying);
+        if cx.abort.is_cancelled() {
+            break;
+        }
     }
     out.transfer = engine.transfer_totals();
     out.windows = engine.windows();
@@ -266,31 +276,97 @@ async fn prune(plan: &Plan, cx: &Context<'_>, out: &Execution, pins: &PinMap) ->
     retention::prune::run(&scopes, &prune).await
 }
 
-/// One stage: what this run owns of its selection, claimed against earlier stages, copied;
-/// the items another rule already writes are failed (a conflict) or skipped (a referrer of
-/// one) without being copied.
+/// One part of a stage's selection, claimed: what it copies, and what it does not.
+struct Part {
+    items: Vec<Item>,
+    claimed: select::Claimed,
+    selection: select::Selection,
+}
+
+/// A part, its place among the stage's parts, and what copying it did.
+type Copied = (usize, Part, Vec<Option<Outcome>>, Totals);
+
+/// One stage, part by part as its selection resolves: what this run owns of each part,
+/// claimed against everything claimed before (earlier parts, earlier stages), copied while
+/// later parts resolve; the items another rule already writes are failed (a conflict) or
+/// skipped (a referrer of one) without being copied. Parts are claimed in the order they
+/// are resolved in, which is the plan's, so who wins a tag does not depend on timing; what
+/// they did is taken in in that order too.
 async fn copy_stage(
     plan: &Plan,
     cx: &Context<'_>,
     engine: &Engine,
     claims: &mut Claims,
-    mut selection: select::Selection,
+    mut resolved: tokio::sync::mpsc::UnboundedReceiver<select::Selection>,
     out: &mut Execution,
 ) {
-    selection
-        .items
-        .retain(|item| (cx.owns)(&item.source.display()));
-    let claimed = claims.claim(selection.items);
-    let items = claimed.items;
-    for dup in claimed.duplicates {
+    let parts = futures::stream::poll_fn(move |c| resolved.poll_recv(c));
+    let finished: std::sync::Mutex<Vec<Copied>> = std::sync::Mutex::default();
+    parts
+        .enumerate()
+        .map(|(n, selection)| (n, claim_part(plan, cx, claims, selection)))
+        .for_each_concurrent(None, |(n, part)| {
+            let finished = &finished;
+            async move {
+                let (outcomes, totals) = engine.copy_all(&part.items).await;
+                finished
+                    .lock()
+                    .expect("finished parts")
+                    .push((n, part, outcomes, totals));
+            }
+        })
+        .await;
+    let mut finished = finished.into_inner().expect("finished parts");
+    finished.sort_by_key(|(n, ..)| *n);
+    for (_, part, outcomes, totals) in finished {
+        take_in(plan, cx, part, outcomes, &totals, out);
+    }
+}
+
+/// Claim what this run owns of one part (a note for each duplicate dropped).
+fn claim_part(
+    plan: &Plan,
+    cx: &Context<'_>,
+    claims: &mut Claims,
+    mut selection: select::Selection,
+) -> Part {
+    let owned = std::mem::take(&mut selection.items)
+        .into_iter()
+        .filter(|item| (cx.owns)(&item.source.display()))
+        .collect();
+    let mut claimed = claims.claim(owned);
+    for dup in std::mem::take(&mut claimed.duplicates) {
         cx.reporter.note(&format!(
             "skipped {dup}: {} already copies the same thing there",
             copy_label(plan, claims_rule(claims, &dup))
         ));
     }
-    cx.reporter.items_selected(items.len());
-    let (outcomes, totals) = engine.copy_all(&items).await;
-    out.totals.add(&totals);
+    let items = std::mem::take(&mut claimed.items);
+    if !items.is_empty() {
+        cx.reporter.items_selected(items.len());
+    }
+    Part {
+        items,
+        claimed,
+        selection,
+    }
+}
+
+/// Take in what one part did, and what it did not copy: conflicts and their referrers.
+fn take_in(
+    plan: &Plan,
+    cx: &Context<'_>,
+    part: Part,
+    outcomes: Vec<Option<Outcome>>,
+    totals: &Totals,
+    out: &mut Execution,
+) {
+    let Part {
+        items,
+        claimed,
+        selection,
+    } = part;
+    out.totals.add(totals);
     out.select_errors.extend(selection.errors);
     out.listings.extend(selection.listings);
     out.items.extend(items.into_iter().zip(outcomes));

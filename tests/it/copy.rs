@@ -1,6 +1,10 @@
 //! Registry-to-registry copies against real distribution registries, checked with our own
 //! client, the registries' access logs and skopeo.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::common::*;
 use crate::harness::*;
 
@@ -407,4 +411,69 @@ async fn signatures_travel_with_what_the_filters_select() {
         vec!["release".to_string(), sig_tag.clone()]
     );
     assert_eq!(dst.pusher().tags("bare/multi").await, vec!["oci"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_starts_while_later_repositories_are_still_being_listed() {
+    // Twelve repositories; the tag list of the last one is slow (the first answer takes 1.5 s
+    // and fails, the retry succeeds). The first repositories are copied meanwhile: the
+    // target sees blobs before the source has listed the last repository.
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    for r in 0..12u64 {
+        let img = image(
+            &[layer(7300 + r, 8 * 1024)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            &format!("early{r}"),
+        );
+        src.pusher()
+            .push(&format!("early/r{r:02}"), "v1", &img)
+            .await;
+    }
+    let held = Arc::new(AtomicBool::new(false));
+    let hold = held.clone();
+    let source = Proxy::start(
+        &src.url,
+        Arc::new(move |method, uri, _| {
+            let slow = method == "GET" && uri.starts_with("/v2/early/r11/tags/list");
+            match slow && !hold.swap(true, Ordering::SeqCst) {
+                true => Action::Hold(Duration::from_millis(1500)),
+                false => Action::Forward,
+            }
+        }),
+    )
+    .await;
+    let target = Proxy::transparent(&dst.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&source.addr, &target.addr],
+        "",
+        &format!("{}/early/*", source.addr),
+        &format!("{}/early/*", target.addr),
+    );
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    assert!(held.load(Ordering::SeqCst), "the slow listing was asked");
+    let listed_last = source
+        .seen()
+        .iter()
+        .filter(|s| s.uri.starts_with("/v2/early/r11/tags/list"))
+        .map(|s| s.at)
+        .max()
+        .expect("r11 listed");
+    let first_blob = target
+        .seen()
+        .iter()
+        .filter(|s| s.uri.contains("/blobs/"))
+        .map(|s| s.at)
+        .min()
+        .expect("blobs sent");
+    assert!(
+        first_blob < listed_last,
+        "the first blob went out {:?} after the last listing was answered",
+        first_blob - listed_last
+    );
 }

@@ -99,9 +99,12 @@ pub struct Engine {
     placed_blobs: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
-    /// Items of earlier [`Engine::copy_all`] calls (earlier stages) by key, with their
-    /// outcome: a referrer whose subject's item ran in an earlier stage follows it too.
-    finished: std::sync::Mutex<HashMap<ItemKey, (Item, Outcome)>>,
+    /// Every item of every [`Engine::copy_all`] call (batches running side by side, earlier
+    /// stages), by key (the first with its key), with where its outcome is announced: a
+    /// referrer follows the item that carries its subject, wherever that one runs.
+    live: std::sync::Mutex<HashMap<ItemKey, (Item, watch::Receiver<Slot>)>>,
+    /// Images in flight, across the batches that run side by side.
+    images: Arc<tokio::sync::Semaphore>,
     journal: Arc<dyn Journal>,
     /// Large blobs in flight, kept on disk so a dead upload session costs no source reads.
     spool: Option<Arc<Spool>>,
@@ -127,7 +130,8 @@ impl Engine {
             targets: std::sync::Mutex::new(HashMap::new()),
             placed: std::sync::Mutex::default(),
             placed_blobs: std::sync::Mutex::default(),
-            finished: std::sync::Mutex::new(HashMap::new()),
+            live: std::sync::Mutex::new(HashMap::new()),
+            images: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             journal: Arc::new(NoJournal),
             spool: None,
             transfer_stats: Arc::default(),
@@ -203,39 +207,53 @@ impl Engine {
         self
     }
 
-    /// Copy every item, at most `concurrency` images at a time; per-item failures are
-    /// recorded and the run goes on. Outcomes come back in item order; `None` for an item
-    /// that an interruption kept from starting or finishing.
+    /// Copy every item, at most `concurrency` images at a time (across every batch this
+    /// engine copies at once); per-item failures are recorded and the run goes on. Outcomes
+    /// come back in item order; `None` for an item that an interruption kept from starting
+    /// or finishing.
     ///
-    /// A referrer ([`Item::after`]) waits for the item that carries its subject and is
-    /// copied only when that one put the subject at the target ([`not_carried`]). Items come
-    /// in an order where that item is earlier, so a waiting referrer never holds a slot its
-    /// subject needs.
+    /// A referrer ([`Item::after`]) waits for the item that carries its subject (in this
+    /// batch, another one running beside it, or an earlier stage) and is copied only when
+    /// that one put the subject at the target ([`not_carried`]). Items come in an order
+    /// where that item is earlier, so a waiting referrer never holds a slot its subject
+    /// needs; it takes its place among the images in flight only once it may go.
     pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
         let started = Instant::now();
         let results: std::sync::Mutex<Vec<Option<Outcome>>> =
             std::sync::Mutex::new(vec![None; items.len()]);
-        // Each item's outcome, for the referrers that wait on it.
-        let done: Vec<Done> = items
-            .iter()
-            .map(|_| watch::channel(Slot::Pending).0)
-            .collect();
         let mut first: HashMap<ItemKey, usize> = HashMap::new();
-        for (i, item) in items.iter().enumerate() {
-            first.entry(item.key()).or_insert(i);
-        }
+        let done: Vec<Done> = {
+            let mut live = self.live.lock().expect("live items");
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let (tx, rx) = watch::channel(Slot::Pending);
+                    first.entry(item.key()).or_insert(i);
+                    // Without the manifest selection read for it: the copy has used it.
+                    let kept = Item {
+                        read: None,
+                        ..item.clone()
+                    };
+                    live.entry(item.key()).or_insert((kept, rx));
+                    tx
+                })
+                .collect()
+        };
         let stop = self.stop.clone();
         let work = futures::stream::iter(items.iter().enumerate())
             .take_while(move |_| std::future::ready(!stop.is_cancelled()))
             .for_each_concurrent(self.concurrency, |(i, item)| {
                 let (results, done, first) = (&results, &done, &first);
                 async move {
-                    let parent = item
+                    // A parent later in this very batch is not waited for (it could wait
+                    // for a slot this referrer holds).
+                    let later = item
                         .after
                         .as_ref()
-                        .and_then(|a| first.get(&a.parent).copied())
-                        .filter(|&p| p < i);
-                    let outcome = self.run_item(item, parent, items, done).await;
+                        .and_then(|a| first.get(&a.parent))
+                        .is_some_and(|&p| p >= i);
+                    let outcome = self.run_item(item, later).await;
                     done[i].send_replace(Slot::Done(outcome.clone()));
                     results.lock().expect("results")[i] = outcome;
                 }
@@ -245,7 +263,6 @@ impl Engine {
             _ = self.abort.cancelled() => {}
         }
         let outcomes = results.into_inner().expect("results");
-        self.remember(items, &outcomes);
         let mut totals = Totals::of(&outcomes);
         totals.elapsed = started.elapsed();
         (outcomes, totals)
@@ -253,15 +270,17 @@ impl Engine {
 
     /// One item: wait for what it refers to (if it is a referrer), then copy it, telling the
     /// journal and the reporter.
-    async fn run_item(
-        &self,
-        item: &Item,
-        parent: Option<usize>,
-        items: &[Item],
-        done: &[Done],
-    ) -> Option<Outcome> {
+    async fn run_item(&self, item: &Item, parent_later: bool) -> Option<Outcome> {
         // A referrer whose subject was interrupted is interrupted too.
-        let not_carried = self.wait_for_subject(item, parent, items, done).await?;
+        let not_carried = match parent_later {
+            true => None,
+            false => self.wait_for_subject(item).await?,
+        };
+        let _in_flight = self.images.acquire().await.expect("never closed");
+        // Stopping: an image that waited for its turn does not start.
+        if self.stop.is_cancelled() {
+            return None;
+        }
         self.reporter.item_started(item);
         let outcome = match not_carried {
             Some(reason) => Outcome::Skipped { reason },
@@ -280,52 +299,28 @@ impl Engine {
         Some(outcome)
     }
 
-    /// For a referrer: wait until the item carrying its subject is done (in this batch,
-    /// `items[parent]`, or in an earlier stage), and say why it is not carried, if it is not.
-    async fn wait_for_subject(
-        &self,
-        item: &Item,
-        parent: Option<usize>,
-        items: &[Item],
-        done: &[Done],
-    ) -> Option<Option<String>> {
+    /// For a referrer: wait until the item carrying its subject is done, and say why it is
+    /// not carried, if it is not (`None`: that item was interrupted).
+    async fn wait_for_subject(&self, item: &Item) -> Option<Option<String>> {
         let Some(after) = item.after.as_ref() else {
             return Some(None);
         };
-        let (parent_item, outcome) = match parent {
-            Some(p) => {
-                let mut rx = done[p].subscribe();
-                // The senders live as long as `copy_all`, which awaits this.
-                let slot = rx.wait_for(|s| !matches!(s, Slot::Pending)).await.ok()?;
-                let Slot::Done(Some(o)) = slot.clone() else {
-                    return None;
-                };
-                (items[p].clone(), o)
-            }
-            None => match self
-                .finished
-                .lock()
-                .expect("finished items")
-                .get(&after.parent)
-                .cloned()
-            {
-                Some(found) => found,
-                None => return Some(None),
-            },
+        let found = self
+            .live
+            .lock()
+            .expect("live items")
+            .get(&after.parent)
+            .cloned();
+        let Some((parent, mut rx)) = found else {
+            return Some(None);
         };
-        Some(not_carried(&outcome, &parent_item, &after.subject))
-    }
-
-    /// Keep what this batch did for the referrers of later stages.
-    fn remember(&self, items: &[Item], outcomes: &[Option<Outcome>]) {
-        let mut finished = self.finished.lock().expect("finished items");
-        for (item, o) in items.iter().zip(outcomes) {
-            if let Some(o) = o {
-                finished
-                    .entry(item.key())
-                    .or_insert_with(|| (item.clone(), o.clone()));
-            }
-        }
+        // Its sender lives until its batch is over; a slot left pending then was
+        // interrupted.
+        let slot = rx.wait_for(|s| !matches!(s, Slot::Pending)).await.ok()?;
+        let Slot::Done(Some(outcome)) = slot.clone() else {
+            return None;
+        };
+        Some(not_carried(&outcome, &parent, &after.subject))
     }
 
     /// Copy one image idempotently.

@@ -111,41 +111,63 @@ pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Resolve every rule. `journal` tells the digests of immutable tags an earlier run finished,
-/// so finding their referrers costs no HEAD.
+/// Where resolved parts go as soon as each is ready: every rule is a part, and so is each
+/// repository a wildcard lists (as its tags are read), so that copying starts while the
+/// rest is resolved. Parts come in plan order, a wildcard's repositories in catalog order.
+pub type Parts = tokio::sync::mpsc::UnboundedSender<Selection>;
+
+impl Selection {
+    /// Take in a later part.
+    pub fn absorb(&mut self, part: Selection) {
+        self.items.extend(part.items);
+        self.errors.extend(part.errors);
+        self.listings.extend(part.listings);
+    }
+}
+
+/// Resolve every rule into one selection (see [`resolve_into`]).
 pub async fn resolve(
     rules: &[&CopyRule],
     registries: &Registries,
     journal: &dyn Journal,
 ) -> Selection {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    resolve_into(rules, registries, journal, &tx).await;
+    drop(tx);
     let mut selection = Selection::default();
-    let budget = AtomicUsize::new(READ_BUDGET);
-    for rule in rules {
-        resolve_rule(rule, registries, journal, &budget, &mut selection).await;
+    while let Some(part) = rx.recv().await {
+        selection.absorb(part);
     }
     selection
 }
 
-/// One rule, resolved into `out`.
-async fn resolve_rule(
-    rule: &CopyRule,
+/// Resolve every rule, part by part, into `parts`. `journal` tells the digests of immutable
+/// tags an earlier run finished, so finding their referrers costs no HEAD.
+pub async fn resolve_into(
+    rules: &[&CopyRule],
     registries: &Registries,
     journal: &dyn Journal,
-    budget: &AtomicUsize,
-    out: &mut Selection,
+    parts: &Parts,
 ) {
-    let cx = RuleContext {
-        rule,
-        journal,
-        budget,
-        src: registry(registries, &rule.from),
-        dst: registry(registries, &rule.to),
-    };
-    let from = &rule.from.repository;
-    match &rule.from.selector {
-        Selector::Tag(_) | Selector::Digest(_) => cx.one_reference(out).await,
-        Selector::AllTags => cx.repository(from, &rule.to.repository, out).await,
-        Selector::Wildcard => cx.wildcard(out).await,
+    let budget = AtomicUsize::new(READ_BUDGET);
+    for rule in rules {
+        let cx = RuleContext {
+            rule,
+            journal,
+            budget: &budget,
+            parts,
+            src: registry(registries, &rule.from),
+            dst: registry(registries, &rule.to),
+        };
+        let mut out = Selection::default();
+        let from = &rule.from.repository;
+        match &rule.from.selector {
+            Selector::Tag(_) | Selector::Digest(_) => cx.one_reference(&mut out).await,
+            Selector::AllTags => cx.repository(from, &rule.to.repository, &mut out).await,
+            Selector::Wildcard => cx.wildcard(&mut out).await,
+        }
+        // The receiver is gone only when the run is over.
+        let _ = parts.send(out);
     }
 }
 
@@ -155,6 +177,7 @@ struct RuleContext<'a> {
     journal: &'a dyn Journal,
     /// What is left of [`READ_BUDGET`].
     budget: &'a AtomicUsize,
+    parts: &'a Parts,
     src: Arc<dyn Registry>,
     dst: Arc<dyn Registry>,
 }
@@ -263,7 +286,9 @@ impl RuleContext<'_> {
                 return out.errors.push(self.error(what, e));
             }
         };
-        let parts: Vec<Selection> = futures::stream::iter(repos)
+        // What the catalog said goes first; then each repository as soon as it is resolved.
+        let _ = self.parts.send(std::mem::take(out));
+        futures::stream::iter(repos)
             .map(|repo| async move {
                 let mut part = Selection::default();
                 match wildcard_target(rule, &repo) {
@@ -276,13 +301,11 @@ impl RuleContext<'_> {
                 part
             })
             .buffered(LIST_CONCURRENCY)
-            .collect()
+            .for_each(|part| {
+                let _ = self.parts.send(part);
+                std::future::ready(())
+            })
             .await;
-        for part in parts {
-            out.items.extend(part.items);
-            out.errors.extend(part.errors);
-            out.listings.extend(part.listings);
-        }
     }
 }
 
