@@ -74,6 +74,37 @@ async fn populate_scale(reg: &Registry) -> (Vec<(String, String, String)>, usize
 }
 
 /// Run a command under GNU time; returns (seconds, max RSS in KiB, stdout, stderr).
+/// The arguments of `skopeo sync --all` of `repos` at `source` into `dest` (both plain
+/// HTTP), its sync file written into `dir`.
+pub fn skopeo_sync_args<'a>(
+    dir: &std::path::Path,
+    source: &str,
+    repos: impl IntoIterator<Item = &'a String>,
+    dest: &str,
+) -> Vec<String> {
+    let mut yaml = format!("{source}:\n  tls-verify: false\n  images:\n");
+    for r in repos {
+        yaml.push_str(&format!("    {r}: []\n"));
+    }
+    let sync = dir.join("sync.yml");
+    std::fs::write(&sync, yaml).unwrap();
+    let sync = sync.display().to_string();
+    let fixed = [
+        "sync",
+        "--src",
+        "yaml",
+        "--dest",
+        "docker",
+        "--dest-tls-verify=false",
+        "--all",
+    ];
+    fixed
+        .into_iter()
+        .map(String::from)
+        .chain([sync, dest.to_string()])
+        .collect()
+}
+
 pub async fn timed(
     program: &str,
     args: &[&str],
@@ -202,26 +233,10 @@ async fn side_by_side(
     );
 
     let _ = std::fs::remove_file("/var/lib/containers/cache/blob-info-cache-v1.boltdb");
-    let mut yaml = format!("{source}:\n  tls-verify: false\n  images:\n");
     let mut repos: Vec<&String> = tags.iter().map(|(r, _, _)| r).collect();
     repos.dedup();
-    for r in repos {
-        yaml.push_str(&format!("    {r}: []\n"));
-    }
-    let sync = dir.path().join("sync.yml");
-    std::fs::write(&sync, yaml).unwrap();
-    let dest = format!("{skopeo_target}/org");
-    let args = [
-        "sync",
-        "--src",
-        "yaml",
-        "--dest",
-        "docker",
-        "--dest-tls-verify=false",
-        "--all",
-        sync.to_str().unwrap(),
-        dest.as_str(),
-    ];
+    let args = skopeo_sync_args(dir.path(), source, repos, &format!("{skopeo_target}/org"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (s1, srss, _, _) = timed("skopeo", &args, &state).await;
     println!(
         "[{label}] skopeo cold:  {s1:.2} s, peak RSS {} MiB",
