@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod bench_interrupt;
 mod bench_many;
+mod bench_many_wan;
 mod common;
 mod copy;
 mod crash;
