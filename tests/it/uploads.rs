@@ -4,6 +4,9 @@
 //! opens used for the upload that follows it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::Method;
 
@@ -219,4 +222,42 @@ async fn a_declined_mount_opens_the_session_its_upload_uses() {
     let hex = first.digest.trim_start_matches("sha256:");
     let put = n("PUT", &|u| u.contains("/blobs/uploads/") && u.contains(hex));
     assert_eq!(put, 1, "{second:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_post_uploads_lost_on_the_way_are_sent_again() {
+    // The in-process registry behind a proxy that holds the first, third and fifth
+    // single-request uploads unread and answers 503 (the bytes never arrive): the question
+    // is asked again, the uploads are retried, and every image arrives exact.
+    let src = Registry::start().await;
+    let dst = OciRegistry::start(OciOptions::default()).await;
+    let imgs = three_repos(&src).await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    let lossy = Proxy::start(
+        &dst.url(),
+        Arc::new(move |method, uri, _| {
+            if method != "POST" || !uri.contains("/blobs/uploads/?digest=") {
+                return Action::Forward;
+            }
+            match count.fetch_add(1, Ordering::SeqCst) {
+                0 | 2 | 4 => Action::Hold(Duration::from_millis(100)),
+                _ => Action::Forward,
+            }
+        }),
+    )
+    .await;
+    let report = copy_all(&src, &lossy.addr).await;
+    for (repo, img) in &imgs {
+        let target = repo.replacen("up/", "mirror/", 1);
+        let (_, bytes) = dst.manifest(&target, "v1").expect("copied");
+        assert_eq!(bytes, img.bytes, "{target}");
+        for b in img.all_blobs() {
+            assert_eq!(dst.blob(&target, &b.digest), Some(b.bytes.clone()));
+        }
+    }
+    assert!(seen.load(Ordering::SeqCst) >= 5, "three were lost");
+    let row = &report["registries"][&lossy.addr];
+    assert!(row["retries"].as_u64().unwrap() >= 3, "{row:#}");
+    assert_eq!(row["single_post_upload"], true, "{row:#}");
 }
