@@ -217,8 +217,16 @@ impl PlainReporter {
 
 impl Reporter for PlainReporter {
     fn items_selected(&self, count: usize) {
-        self.progress.lock().expect("progress").selected += count;
-        self.line(&format!("{count} images selected"));
+        let total = {
+            let mut progress = self.progress.lock().expect("progress");
+            progress.selected += count;
+            progress.selected
+        };
+        // Repositories are selected one after another while the first ones copy.
+        match total == count {
+            true => self.line(&format!("{count} images selected")),
+            false => self.line(&format!("{count} more images selected ({total} in all)")),
+        }
     }
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
         self.progress.lock().expect("progress").finished += 1;
@@ -325,12 +333,17 @@ mod tests {
         let buf = Buffer::default();
         let r = PlainReporter::to_writer(Box::new(buf.clone()), false, Duration::ZERO);
         r.items_selected(4);
+        r.items_selected(3);
         r.bytes_transferred(2048);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].ends_with(" 4 images selected"), "{text}");
         assert!(
-            lines[1].contains(" progress: 0/4 images, 2.00 KiB at "),
+            lines[1].ends_with(" 3 more images selected (7 in all)"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains(" progress: 0/7 images, 2.00 KiB at "),
             "{text}"
         );
         assert!(lines.iter().all(|l| l.chars().all(|c| !c.is_control())));
