@@ -4,7 +4,8 @@
 //!   blob; the OCI distribution spec's "single POST"). A registry that does not take it
 //!   answers 202 with an ordinary session, which the upload then uses; ferry remembers that
 //!   answer for the run and asks with an empty POST from then on. While it does not know, one
-//!   small blob at a time asks, so a registry that drops the body costs a few KiB once.
+//!   small blob at a time asks (at most [`PROBE_MAX`] bytes, held in memory), so a registry
+//!   that drops the body costs that much upload once, and no second read of the source.
 //! - the session a declined cross-repository mount opens (202): kept for the upload of that
 //!   blob, and cancelled only if the repository turns out to hold the blob after all.
 
@@ -41,7 +42,7 @@ const REFUSED: u8 = 3;
 
 impl SinglePost {
     /// Should an upload of `size` bytes try the single request? While nothing is known, the
-    /// one that may ask holds the question until [`SinglePost::answer`].
+    /// one that may ask holds the question until [`Asking::answer`] (or its drop).
     fn try_for(&self, size: u64) -> Option<Asking<'_>> {
         match self.0.load(Ordering::Acquire) {
             TAKEN => Some(Asking {
