@@ -34,6 +34,19 @@ async fn three_repos(src: &Registry) -> Vec<(String, Image)> {
     out
 }
 
+/// The in-process registry holds every image of [`three_repos`] under `mirror/`, manifest
+/// and blobs byte for byte.
+fn assert_all_in(dst: &OciRegistry, imgs: &[(String, Image)]) {
+    for (repo, img) in imgs {
+        let target = repo.replacen("up/", "mirror/", 1);
+        let (_, bytes) = dst.manifest(&target, "v1").expect("copied");
+        assert_eq!(bytes, img.bytes, "{target}: the same manifest bytes");
+        for b in img.all_blobs() {
+            assert_eq!(dst.blob(&target, &b.digest), Some(b.bytes.clone()));
+        }
+    }
+}
+
 fn unique_blobs(imgs: &[(String, Image)]) -> usize {
     imgs.iter()
         .flat_map(|(_, i)| i.all_blobs().into_iter().map(|b| b.digest.clone()))
@@ -71,14 +84,7 @@ async fn a_registry_that_takes_a_whole_blob_in_one_post_gets_one_request_per_new
     let dst = OciRegistry::start(OciOptions::default()).await;
     let imgs = three_repos(&src).await;
     let report = copy_all(&src, dst.addr()).await;
-    for (repo, img) in &imgs {
-        let target = repo.replacen("up/", "mirror/", 1);
-        let (_, bytes) = dst.manifest(&target, "v1").expect("copied");
-        assert_eq!(bytes, img.bytes, "{target}: the same manifest bytes");
-        for b in img.all_blobs() {
-            assert_eq!(dst.blob(&target, &b.digest), Some(b.bytes.clone()));
-        }
-    }
+    assert_all_in(&dst, &imgs);
     let log = dst.requests();
     let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|l| f(l)).count();
     let whole = count(&|l| l.starts_with("POST ") && l.contains("/blobs/uploads/?digest="));
@@ -248,14 +254,7 @@ async fn single_post_uploads_lost_on_the_way_are_sent_again() {
     )
     .await;
     let report = copy_all(&src, &lossy.addr).await;
-    for (repo, img) in &imgs {
-        let target = repo.replacen("up/", "mirror/", 1);
-        let (_, bytes) = dst.manifest(&target, "v1").expect("copied");
-        assert_eq!(bytes, img.bytes, "{target}");
-        for b in img.all_blobs() {
-            assert_eq!(dst.blob(&target, &b.digest), Some(b.bytes.clone()));
-        }
-    }
+    assert_all_in(&dst, &imgs);
     assert!(seen.load(Ordering::SeqCst) >= 5, "three were lost");
     let row = &report["registries"][&lossy.addr];
     assert!(row["retries"].as_u64().unwrap() >= 3, "{row:#}");

@@ -72,38 +72,26 @@ impl Engine {
     /// Is manifest `digest` known to be in the target repository: put there, or found
     /// there, earlier in this run?
     pub(super) fn manifest_placed(&self, dst: &Endpoint, digest: &Digest) -> bool {
-        self.placed.lock().expect("placed manifests").contains(&(
-            dst.registry.name().to_string(),
-            dst.repo.clone(),
-            digest.clone(),
-        ))
+        let placed = self.placed.lock().expect("placed manifests");
+        placed.contains(&repo_digest_key(dst, digest))
     }
 
     /// Remember that manifest `digest` is in the target repository.
     pub(super) fn placed_manifest(&self, dst: &Endpoint, digest: &Digest) {
-        self.placed.lock().expect("placed manifests").insert((
-            dst.registry.name().to_string(),
-            dst.repo.clone(),
-            digest.clone(),
-        ));
+        let mut placed = self.placed.lock().expect("placed manifests");
+        placed.insert(repo_digest_key(dst, digest));
     }
 
     /// Is blob `digest` known to be in the target repository (placed there in this run)?
     pub(super) fn blob_placed(&self, dst: &Endpoint, digest: &Digest) -> bool {
-        self.placed_blobs.lock().expect("placed blobs").contains(&(
-            dst.registry.name().to_string(),
-            dst.repo.clone(),
-            digest.clone(),
-        ))
+        let placed = self.placed_blobs.lock().expect("placed blobs");
+        placed.contains(&repo_digest_key(dst, digest))
     }
 
     /// Remember that blob `digest` is in the target repository.
     pub(super) fn placed_blob(&self, dst: &Endpoint, digest: &Digest) {
-        self.placed_blobs.lock().expect("placed blobs").insert((
-            dst.registry.name().to_string(),
-            dst.repo.clone(),
-            digest.clone(),
-        ));
+        let mut placed = self.placed_blobs.lock().expect("placed blobs");
+        placed.insert(repo_digest_key(dst, digest));
     }
 
     /// Is the target repository fresh: the registry listed no tags of it when the run first
@@ -163,6 +151,15 @@ pub(super) async fn destined(
         push_digest,
         reference,
     })
+}
+
+/// (target registry, repository, digest): a manifest or blob in one target repository.
+pub(super) fn repo_digest_key(dst: &Endpoint, digest: &Digest) -> super::ManifestKey {
+    (
+        dst.registry.name().to_string(),
+        dst.repo.clone(),
+        digest.clone(),
+    )
 }
 
 /// The item's source manifest `digest`, read (and verified) by digest.

@@ -99,11 +99,7 @@ impl Engine {
         self.manifests
             .lock()
             .expect("manifest map")
-            .entry((
-                dst.registry.name().to_string(),
-                dst.repo.clone(),
-                digest.clone(),
-            ))
+            .entry(super::target::repo_digest_key(dst, digest))
             .or_default()
             .clone()
     }

@@ -19,8 +19,6 @@
 //! [`VendorApi`]: crate::registry::vendor::VendorApi
 
 use async_trait::async_trait;
-use reqwest::header::HeaderMap;
-use reqwest::Method;
 
 mod blobs;
 mod body;
@@ -44,7 +42,6 @@ pub use client::HttpRegistry;
 pub use pager::{next_link, Pager, MAX_PAGES};
 pub use single::PROBE_MAX;
 
-use super::auth::Scope;
 use super::error::{RegistryError, Result};
 use super::throttle::RegistryStats;
 use super::{
@@ -52,7 +49,6 @@ use super::{
     RecordStyle, ReferrerList, Registry,
 };
 use crate::reference::names;
-use send::Body;
 
 /// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
 /// broken connection costs one chunk and the upload can resume.
@@ -85,15 +81,7 @@ impl Registry for HttpRegistry {
     async fn check_push(&self, repo: &str) -> Result<()> {
         let location = self.start_upload(repo).await?;
         // Cancel the session: the check leaves nothing behind.
-        let _ = self
-            .send(
-                Method::DELETE,
-                &location,
-                &Scope::push(repo),
-                HeaderMap::new(),
-                Body::Empty,
-            )
-            .await;
+        self.cancel_session(repo, &location).await;
         Ok(())
     }
 

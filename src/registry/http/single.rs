@@ -23,9 +23,9 @@ use super::send::Body;
 use super::wire::check_reported_digest;
 use super::HttpRegistry;
 use crate::registry::auth::Scope;
-use crate::registry::digest::{Digest, VerifyingStream};
+use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::{BlobStream, BlobUpload, Midstate};
+use crate::registry::{BlobStream, BlobUpload};
 
 /// Blobs up to this size ask a registry whether it takes single-request uploads: what it
 /// drops when it does not is at most this much, once.
@@ -140,15 +140,7 @@ impl HttpRegistry {
     /// Cancel a session nothing will use (the blob was there after all).
     pub(super) async fn cancel_declined(&self, repo: &str, digest: &Digest) {
         if let Some(session) = self.take_declined(repo, digest) {
-            let _ = self
-                .send(
-                    Method::DELETE,
-                    &session,
-                    &Scope::push(repo),
-                    HeaderMap::new(),
-                    Body::Empty,
-                )
-                .await;
+            self.cancel_session(repo, &session).await;
         }
     }
 
@@ -162,22 +154,16 @@ impl HttpRegistry {
         let mut url = self.repo_url(repo, "blobs/uploads/").await?;
         url.query_pairs_mut()
             .append_pair("digest", up.digest.as_str());
-        let data = up
-            .source
-            .open(&Midstate::new())
-            .await
-            .map_err(super::upload::source_failed)?;
-        let what = super::upload::source_url(up);
-        let data = VerifyingStream::new(data, what, up.digest.clone(), up.size);
+        let data = super::upload::whole_blob(up).await?;
         let (held, body, failure) = match asking.probe {
             true => {
-                let bytes = read_all(Box::pin(data), up.size)
+                let bytes = read_all(data, up.size)
                     .await
                     .map_err(super::upload::source_failed)?;
                 (Some(bytes.clone()), Body::Bytes(bytes), None)
             }
             false => {
-                let (data, failure) = super::upload::guarded(Box::pin(data));
+                let (data, failure) = super::upload::guarded(data);
                 (None, Body::Stream(Some(data)), Some(failure))
             }
         };

@@ -29,6 +29,18 @@ fn tokio_stream_from(
     stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// The whole blob from its first byte, verified as it flows (the digest and size it must
+/// have end the stream with an error otherwise).
+pub(super) async fn whole_blob(up: &BlobUpload<'_>) -> Result<BlobStream> {
+    let data = up
+        .source
+        .open(&Midstate::new())
+        .await
+        .map_err(source_failed)?;
+    let data = VerifyingStream::new(data, source_url(up), up.digest.clone(), up.size);
+    Ok(Box::pin(data))
+}
+
 /// Where an upload's bytes were read from, for errors about them.
 pub(super) fn source_url(up: &BlobUpload<'_>) -> String {
     up.source
@@ -224,13 +236,8 @@ impl HttpRegistry {
 
     /// One streamed PUT of the whole blob (`send` watches its progress and the answer).
     async fn put_monolithic(&self, repo: &str, up: &BlobUpload<'_>, location: Url) -> Result<()> {
-        let data = up
-            .source
-            .open(&Midstate::new())
-            .await
-            .map_err(source_failed)?;
-        let data = VerifyingStream::new(data, source_url(up), up.digest.clone(), up.size);
-        self.put_stream(repo, up, location, Box::pin(data)).await
+        let data = whole_blob(up).await?;
+        self.put_stream(repo, up, location, data).await
     }
 
     /// Close the session at `location` with one streamed PUT of `data` (the whole blob); a
@@ -386,6 +393,20 @@ impl HttpRegistry {
             stream::once(async { Ok(first) }).chain(tokio_stream_from(chunks).map_ok(|c| c.bytes));
         let location = self.start_upload(repo).await?;
         self.put_stream(repo, up, location, Box::pin(rest)).await
+    }
+
+    /// Cancel an upload session nothing will use, so it does not linger until the registry's
+    /// purge (best effort: a session the registry has dropped already is no error).
+    pub(super) async fn cancel_session(&self, repo: &str, session: &Url) {
+        let _ = self
+            .send(
+                Method::DELETE,
+                session,
+                &Scope::push(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await;
     }
 
     /// Open an upload session (`POST …/blobs/uploads/`) and return its Location.

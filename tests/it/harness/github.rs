@@ -333,18 +333,7 @@ impl GitHubFake {
     pub async fn registry_front(&self, upstream: &str) -> super::Proxy {
         *self.inner.upstream.lock().expect("github upstream") =
             Some(upstream.trim_end_matches('/').to_string());
-        let hook: super::Hook = Arc::new(|method, uri, _| {
-            if *method == Method::DELETE && uri.contains("/manifests/") {
-                let message = "The operation is unsupported.";
-                super::Action::registry_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "UNSUPPORTED",
-                    message,
-                )
-            } else {
-                super::Action::Forward
-            }
-        });
+        let hook = super::proxy::manifest_delete_unsupported();
         let inner = self.inner.clone();
         let answered: super::Answered = Arc::new(move |method, uri, status, headers| {
             if *method != Method::PUT || status != StatusCode::CREATED {

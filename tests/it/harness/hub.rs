@@ -162,18 +162,7 @@ impl HubFake {
             url: upstream.url.trim_end_matches('/').to_string(),
             storage: upstream.storage_dir().to_path_buf(),
         });
-        let hook: super::Hook = Arc::new(|method, uri, _| {
-            if *method == Method::DELETE && uri.contains("/manifests/") {
-                let message = "The operation is unsupported.";
-                super::Action::registry_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "UNSUPPORTED",
-                    message,
-                )
-            } else {
-                super::Action::Forward
-            }
-        });
+        let hook = super::proxy::manifest_delete_unsupported();
         let inner = self.inner.clone();
         let answered: super::Answered = Arc::new(move |method, uri, status, _| {
             if *method != Method::PUT || status != StatusCode::CREATED {

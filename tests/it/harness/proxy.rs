@@ -80,6 +80,19 @@ impl Action {
 /// The hook: method, path with query, request headers -> action.
 pub type Hook = Arc<dyn Fn(&Method, &str, &HeaderMap) -> Action + Send + Sync>;
 
+/// A hook for a vendor's registry front (GHCR, Docker Hub): a manifest DELETE answers 405
+/// UNSUPPORTED, as theirs do (deletion goes through their own APIs); the rest goes through.
+pub fn manifest_delete_unsupported() -> Hook {
+    Arc::new(|method, uri, _| {
+        if *method == Method::DELETE && uri.contains("/manifests/") {
+            let message = "The operation is unsupported.";
+            Action::registry_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
+        } else {
+            Action::Forward
+        }
+    })
+}
+
 /// Told of each answer the registry gave to a forwarded request (method, path with query,
 /// status, response headers) before it goes back to the client: a fake that must keep in step
 /// with what the registry stored (see `GitHubFake::registry_front`).
