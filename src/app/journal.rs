@@ -26,7 +26,8 @@ pub struct StateJournal {
     run: RunId,
     snapshot: Snapshot,
     immutable: Vec<Regex>,
-    /// `--recheck`: trust no record without asking the registries.
+    /// `--recheck`: trust no record without asking the registries (records are still read,
+    /// to tell a source that moved since).
     recheck: bool,
     /// A record confirmed at its target longer ago than this is checked there again.
     recheck_after: Duration,
@@ -123,9 +124,6 @@ fn record(run: RunId, item: &Item, status: ItemStatus) -> ItemRecord {
 
 impl Journal for StateJournal {
     fn recorded(&self, item: &Item) -> Option<Recorded> {
-        if self.recheck {
-            return None;
-        }
         let state = self.previous(item)?;
         // Only a record of this very source counts: the plan may now copy something else to
         // the same target.
@@ -142,7 +140,8 @@ impl Journal for StateJournal {
             .and_then(Digest::parse)
             .filter(|t| *t != digest);
         // A record from before target digests were kept (or never confirmed) is not fresh.
-        let fresh = state.target_digest.is_some()
+        let fresh = !self.recheck
+            && state.target_digest.is_some()
             && state.verified_at.is_some_and(|at| {
                 self.now.saturating_sub(at) < self.recheck_after.as_secs() as i64
             });

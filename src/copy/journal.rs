@@ -14,21 +14,23 @@ pub struct Recorded {
     pub digest: Digest,
     /// The digest the target got instead, for a rewritten index.
     pub rewritten: Option<Digest>,
-    /// Verified at the target (copied, or found there) less than `recheck_after` ago. A
-    /// record that is not fresh is checked with one HEAD at the target before it is trusted,
-    /// so a tag someone deleted there comes back on the next scheduled run.
+    /// Verified at the target (copied, or found there whole) less than `recheck_after` ago,
+    /// and not under `--recheck`. A record that is not fresh is trusted for nothing: its
+    /// source is asked again (a re-pushed tag is copied again) and its target is checked
+    /// whole (a child or layer someone deleted there is put back).
     pub fresh: bool,
 }
 
 pub trait Journal: Send + Sync {
     /// What an earlier run recorded for this very item (same source, same reference, same
-    /// platforms), if it finished it. `None` under `--recheck`.
+    /// platforms), if it finished it; never [`Recorded::fresh`] under `--recheck`.
     fn recorded(&self, _item: &Item) -> Option<Recorded> {
         None
     }
 
     /// Does the item's source never change: a digest, or a tag matching `immutable_tags`?
-    /// A fresh record of one is trusted without asking either registry.
+    /// A fresh record of one is trusted without asking either registry; once it is not fresh,
+    /// the source is asked like any other's (release tags do get re-pushed).
     fn immutable(&self, _item: &Item) -> bool {
         false
     }

@@ -22,7 +22,7 @@ pub mod spool;
 
 pub use engine::Engine;
 pub use journal::{Journal, NoJournal, Recorded, Transfer};
-pub use outcome::{not_carried, CopyError, ImageStats, Outcome, Totals, TransferTotals};
+pub use outcome::{not_carried, CopyError, Gap, ImageStats, Outcome, Part, Totals, TransferTotals};
 pub use reporter::{Reporter, Silent};
 
 use std::fmt;

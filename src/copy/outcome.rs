@@ -140,6 +140,84 @@ pub struct ImageStats {
     pub rewritten: Option<Digest>,
     /// Index children not copied because of `platforms`.
     pub left_out: usize,
+    /// The digest an earlier run recorded for this source reference, when the source has
+    /// moved since (a re-pushed tag): the image was copied again.
+    pub updated: Option<Digest>,
+    /// What the target tag pointed at before, when it pointed at another digest.
+    pub replaced: Option<Digest>,
+    /// What the target lacked of an image whose top manifest it held: put back from the
+    /// source.
+    pub gaps: Vec<Gap>,
+}
+
+/// Something an image reaches that its target lacks (or, read whole, holds damaged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub part: Part,
+    /// The missing manifest or blob; for [`Part::Unlisted`], the subject whose fallback index
+    /// does not list the referrer.
+    pub digest: Digest,
+    /// The manifest that names it (an index for a child, an image for a blob).
+    pub within: Option<Digest>,
+}
+
+/// What kind of thing a [`Gap`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// A child manifest of an index, with its platform when the index says it.
+    Manifest {
+        platform: Option<String>,
+    },
+    Config,
+    Layer,
+    /// A blob the target has whose bytes do not hash to its digest (`ferry verify --deep`).
+    Damaged,
+    /// A referrer missing from its subject's `sha256-<hex>` fallback index, at a target
+    /// without the referrers API.
+    Unlisted,
+}
+
+impl Part {
+    /// `manifest`, `config`, `layer`, `damaged`, `unlisted`: the part's name in JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Part::Manifest { .. } => "manifest",
+            Part::Config => "config",
+            Part::Layer => "layer",
+            Part::Damaged => "damaged",
+            Part::Unlisted => "unlisted",
+        }
+    }
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let within = match &self.within {
+            Some(w) => format!(" of {w}"),
+            None => String::new(),
+        };
+        match &self.part {
+            Part::Manifest { platform } => {
+                write!(f, "child manifest {}", self.digest)?;
+                if let Some(p) = platform {
+                    write!(f, " ({p})")?;
+                }
+                write!(f, "{within} missing")
+            }
+            Part::Config => write!(f, "config blob {}{within} missing", self.digest),
+            Part::Layer => write!(f, "layer {}{within} missing", self.digest),
+            Part::Damaged => write!(
+                f,
+                "blob {}{within} damaged: its bytes do not hash to its digest",
+                self.digest
+            ),
+            Part::Unlisted => write!(
+                f,
+                "not listed in the fallback index {} of its subject",
+                crate::registry::manifest::fallback_tag(&self.digest)
+            ),
+        }
+    }
 }
 
 /// What the run's blob transfers cost and saved, across images (an interrupted image has no

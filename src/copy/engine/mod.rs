@@ -3,8 +3,9 @@
 //! blobs through `blob`) before the manifest itself.
 
 mod blob;
+mod graph;
 mod target;
-use target::{destined, Destined};
+use target::destined;
 mod tree;
 mod window;
 
@@ -22,7 +23,7 @@ use tokio::sync::watch;
 use super::outcome::{not_carried, CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
 use super::spool::Spool;
-use super::{Item, ItemKey, Journal, NoJournal, Recorded, Reporter};
+use super::{Item, ItemKey, Journal, NoJournal, Reporter};
 use crate::registry::manifest;
 use crate::registry::status::code;
 use crate::registry::{Digest, Manifest, RegistryError};
@@ -97,6 +98,15 @@ pub struct Engine {
     placed: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
     /// Blobs placed in (or found in) a target repository in this run.
     placed_blobs: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
+    /// What this run knows of each target repository's manifests and blobs as wholes
+    /// (see [`graph`]).
+    graphs: graph::Graphs,
+    /// Change nothing: find what the targets lack and say what a run would copy
+    /// (`ferry verify`).
+    audit: bool,
+    /// Read every blob a whole check looks at, checking its digest, instead of asking
+    /// whether it exists (`ferry verify --deep`).
+    deep: bool,
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
     /// Every item of every [`Engine::copy_all`] call (batches running side by side, earlier
@@ -130,6 +140,9 @@ impl Engine {
             targets: std::sync::Mutex::new(HashMap::new()),
             placed: std::sync::Mutex::default(),
             placed_blobs: std::sync::Mutex::default(),
+            graphs: graph::Graphs::default(),
+            audit: false,
+            deep: false,
             live: std::sync::Mutex::new(HashMap::new()),
             images: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             journal: Arc::new(NoJournal),
@@ -170,6 +183,15 @@ impl Engine {
             .entry(registry.to_string())
             .or_insert_with(|| window::Window::new(self.window_start, self.concurrency))
             .clone()
+    }
+
+    /// Change nothing: check every item at its target whole and report what a run would
+    /// copy or put back as `Copied` (with [`ImageStats::gaps`]), without copying it. `deep`
+    /// reads every blob it checks and verifies its digest.
+    pub fn audit(mut self, deep: bool) -> Engine {
+        self.audit = true;
+        self.deep = deep;
+        self
     }
 
     /// Record and consult progress across runs.
@@ -324,48 +346,68 @@ impl Engine {
     }
 
     /// Copy one image idempotently.
+    ///
+    /// A fresh record ([`crate::copy::Recorded::fresh`]) of an immutable tag or a digest is trusted
+    /// outright, and of a mutable tag after one look at the source. Anything else is checked
+    /// against both registries now: the source (a tag re-pushed there is copied again,
+    /// reported `updated`) and the target, whole ([`graph`]: a child or layer missing there
+    /// is put back).
     pub async fn copy_one(&self, item: &Item) -> Result<Outcome, CopyError> {
         let started = Instant::now();
         let recorded = self.journal.recorded(item);
-        let immutable = self.journal.immutable(item);
-        if let Some(r) = recorded.as_ref().filter(|r| immutable && r.fresh) {
+        let fresh = recorded.as_ref().filter(|r| r.fresh);
+        if let Some(r) = fresh.filter(|_| self.journal.immutable(item)) {
             return Ok(Outcome::Unchanged {
                 digest: r.digest.clone(),
                 rewritten: r.rewritten.clone(),
             });
         }
-        // Nothing recorded: a cold copy. One GET by tag gives digest and body (a HEAD first
-        // only saves a pull where pulls are counted), and the target as first listed tells
-        // whether the tag can be there at all.
-        let cold = recorded.is_none();
-        let by_tag = Digest::parse(&item.source_ref).is_none();
-        let (digest, fetched) = match cold && by_tag && !item.source.registry.counts_pulls() {
-            true if item.read.is_some() => self.read_by_selection(item),
-            true => Box::pin(self.source_manifest(item)).await?,
-            false => (
-                self.source_digest(item, recorded.as_ref().filter(|_| immutable))
-                    .await?,
-                None,
-            ),
-        };
+        let (digest, fetched) = self.source_of(item, fresh.is_none()).await?;
         // Copied before with this very digest, and verified at the target recently: one HEAD
         // at the source was all it cost.
-        if let Some(r) = recorded.as_ref().filter(|r| r.digest == digest && r.fresh) {
+        if let Some(r) = fresh.filter(|r| r.digest == digest) {
             return Ok(Outcome::Unchanged {
                 digest,
                 rewritten: r.rewritten.clone(),
             });
         }
+        let cold = recorded.is_none();
+        let updated = recorded.filter(|r| r.digest != digest).map(|r| r.digest);
         let destined = destined(item, &digest, fetched).await?;
+        // Nothing recorded: the target as first listed tells whether the tag can be there.
         let absent = cold
             && item.target_tag.is_some()
             && self
                 .target_seen(&item.target)
                 .await
                 .lacks_tag(&destined.reference);
-        if !absent && self.found_at_target(item, &destined).await? {
-            let rewritten = (destined.push_digest != digest).then_some(destined.push_digest);
-            return Ok(Outcome::Present { digest, rewritten });
+        let (replaced, gaps) = match absent {
+            true => (None, Vec::new()),
+            false => match self.at_target(item, &destined).await? {
+                graph::AtTarget::Whole => {
+                    let rewritten =
+                        (destined.push_digest != digest).then_some(destined.push_digest);
+                    return Ok(Outcome::Present { digest, rewritten });
+                }
+                graph::AtTarget::Gaps(gaps) => (None, gaps),
+                graph::AtTarget::Elsewhere(other) => (other, Vec::new()),
+            },
+        };
+        let mut stats = ImageStats {
+            updated,
+            replaced,
+            gaps,
+            ..ImageStats::default()
+        };
+        if self.audit {
+            // An audit changes nothing: what the run would copy (or put back) is the finding.
+            stats.rewritten = destined
+                .chosen
+                .as_ref()
+                .and_then(|c| c.rewritten(&digest))
+                .cloned();
+            stats.left_out = destined.chosen.as_ref().map_or(0, |c| c.left_out);
+            return Ok(Outcome::Copied { digest, stats });
         }
         let counters = Counters {
             park: self.stop.child_token(),
@@ -390,33 +432,39 @@ impl Engine {
             left_out,
         )
         .await?;
-        let stats = ImageStats {
-            bytes: counters.bytes.load(Ordering::Relaxed),
-            transferred: counters.transferred.load(Ordering::Relaxed),
-            mounted: counters.mounted.load(Ordering::Relaxed),
-            existing: counters.existing.load(Ordering::Relaxed),
-            foreign: counters.foreign.lock().expect("foreign list").clone(),
-            manifests: counters.manifests.load(Ordering::Relaxed),
-            elapsed: started.elapsed(),
-            rewritten: chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned(),
-            left_out,
-        };
+        stats.bytes = counters.bytes.load(Ordering::Relaxed);
+        stats.transferred = counters.transferred.load(Ordering::Relaxed);
+        stats.mounted = counters.mounted.load(Ordering::Relaxed);
+        stats.existing = counters.existing.load(Ordering::Relaxed);
+        stats.foreign = counters.foreign.lock().expect("foreign list").clone();
+        stats.manifests = counters.manifests.load(Ordering::Relaxed);
+        stats.elapsed = started.elapsed();
+        stats.rewritten = chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned();
+        stats.left_out = left_out;
         Ok(Outcome::Copied { digest, stats })
     }
 
-    /// The source digest: from the reference itself; for an immutable tag recorded done,
-    /// from the record (it cannot have moved: only the target is checked again); else a HEAD
-    /// (which Docker Hub does not count as a pull).
-    async fn source_digest(
+    /// The source digest, and the manifest itself where it was read whole: a tag no fresh
+    /// record vouches for (`unconfirmed`) is read with one GET (digest and body, which a copy
+    /// or a whole check needs), except where a GET counts as a pull and a HEAD saves it.
+    async fn source_of(
         &self,
         item: &Item,
-        immutable_record: Option<&Recorded>,
-    ) -> Result<Digest, CopyError> {
+        unconfirmed: bool,
+    ) -> Result<(Digest, Option<Manifest>), CopyError> {
+        let by_tag = Digest::parse(&item.source_ref).is_none();
+        match unconfirmed && by_tag && !item.source.registry.counts_pulls() {
+            true if item.read.is_some() => Ok(self.read_by_selection(item)),
+            true => Box::pin(self.source_manifest(item)).await,
+            false => Ok((self.source_digest(item).await?, None)),
+        }
+    }
+
+    /// The source digest: from the reference itself, else from what selection saw moments
+    /// ago, else a HEAD (which Docker Hub does not count as a pull).
+    async fn source_digest(&self, item: &Item) -> Result<Digest, CopyError> {
         if let Some(d) = Digest::parse(&item.source_ref) {
             return Ok(d);
-        }
-        if let Some(r) = immutable_record {
-            return Ok(r.digest.clone());
         }
         let src = &item.source;
         if let Some(d) = &item.seen {
@@ -457,40 +505,6 @@ impl Engine {
         self.journal
             .tag_seen(&item.source, &item.source_ref, &m.digest);
         (m.digest.clone(), Some(m))
-    }
-
-    /// Does the target hold what this item would put there? A referrer found there also gets
-    /// its fallback-tag entry, which a run stopped between the two steps left to do.
-    async fn found_at_target(&self, item: &Item, d: &Destined) -> Result<bool, CopyError> {
-        let dst = &item.target;
-        let target_err = |e| CopyError::Target {
-            reference: item.target_display(),
-            source: e,
-        };
-        let head = dst
-            .registry
-            .head_manifest(&dst.repo, &d.reference)
-            .await
-            .map_err(target_err)?;
-        if head.is_none_or(|h| h.digest != d.push_digest) {
-            return Ok(false);
-        }
-        if let Some(subject) = &item.subject {
-            if !dst
-                .registry
-                .supports_referrers(&dst.repo)
-                .await
-                .map_err(target_err)?
-            {
-                let m = dst
-                    .registry
-                    .get_manifest(&dst.repo, d.push_digest.as_str())
-                    .await
-                    .map_err(target_err)?;
-                self.index_referrer(dst, subject, &m).await?;
-            }
-        }
-        Ok(true)
     }
 
     /// Everything the manifest to push references: the whole tree, or only the children a
@@ -565,6 +579,7 @@ impl Engine {
                 })?
         };
         self.placed_manifest(dst, &to_push.digest);
+        self.placed_whole(dst, &to_push.digest);
         if let Some(subject) = manifest::subject_of(&to_push.bytes) {
             if !pushed.subject_indexed {
                 self.index_referrer(dst, &subject, to_push).await?;

@@ -214,7 +214,9 @@ impl Engine {
                     source: e,
                 })?,
         };
-        if present.is_some() {
+        // There, and not found lacking anything below it by a whole check: nothing to do.
+        // (Found lacking a layer, it is copied again below: its PUT is harmless.)
+        if present.is_some() && !self.lacks_below(dst, &child.digest) {
             self.placed_manifest(dst, &child.digest);
             return Ok(());
         }
@@ -246,6 +248,7 @@ impl Engine {
                 source: e,
             })?;
         self.placed_manifest(dst, &child.digest);
+        self.placed_whole(dst, &child.digest);
         counters.manifests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -372,15 +372,18 @@ impl RepoSelection<'_> {
         for (source_ref, target_tag) in roots {
             let mut item = self.item(source_ref, target_tag);
             item.platforms = self.rule.platforms.clone();
-            if self.journal.recorded(&item).is_none() {
-                cold.insert(item.source_ref.clone());
-            }
-            // An immutable tag recorded done cannot have moved at the source (only the target
-            // is checked again once the record is old): its digest needs no HEAD here.
-            if self.journal.immutable(&item) {
-                if let Some(r) = self.journal.recorded(&item) {
+            let recorded = self.journal.recorded(&item);
+            match recorded.filter(|r| r.fresh) {
+                None => {
+                    cold.insert(item.source_ref.clone());
+                }
+                // An immutable tag recorded done recently is trusted not to have moved at the
+                // source: its digest needs no HEAD here. (Once its record is old, it is asked
+                // like any other: release tags do get re-pushed.)
+                Some(r) if self.journal.immutable(&item) => {
                     known.insert(item.source_ref.clone(), r.digest);
                 }
+                Some(_) => {}
             }
             root_keys.insert(item.source_ref.clone(), item.key());
             out.items.push(item);
@@ -389,14 +392,14 @@ impl RepoSelection<'_> {
             return;
         }
         let repo = &self.repo;
-        // A tag nothing is recorded for is read whole: its copy would read it anyway. A
+        // A tag no fresh record vouches for is read whole: its copy would read it anyway. A
         // referrer tag is a root of none.
         let is_cold = |tag: &str| match root_keys.contains_key(tag) {
             true => cold.contains(tag),
             false => self
                 .journal
                 .recorded(&self.item(tag.to_string(), Some(tag.to_string())))
-                .is_none(),
+                .is_none_or(|r| !r.fresh),
         };
         let reads = Reads {
             cold: &is_cold,
