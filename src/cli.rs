@@ -80,6 +80,20 @@ reason. `ferry run` carries out exactly these decisions (one code path).",
         after_help = "Examples:\n  ferry plan plans/prod.toml\n  ferry plan plans/prod.toml --output json"
     )]
     Plan(PlanArgs),
+    /// Check that every image the plan selects is at its target, whole; change nothing.
+    #[command(
+        long_about = "An audit that changes nothing. For every tag the plan selects (and every \
+signature and other referrer that travels with it): the target has it with the source's digest, \
+and everything it reaches: each child manifest of an index, each config and layer blob, and \
+for a referrer at a target without the referrers API, its entry in the subject's fallback \
+index. Each is asked once per repository (a HEAD per blob; a GET per manifest). --deep also \
+reads every blob and checks its digest.\n\n\
+Every finding names what `ferry run --recheck PLAN` will put back. Exit code 0 only when every \
+image is complete, 1 when something is missing, outdated or could not be checked, 2 for an \
+invalid plan, 3 when credentials cannot be loaded.",
+        after_help = "Examples:\n  ferry verify plans/prod.toml\n  ferry verify --deep --output json plans/prod.toml > verify.json\n  ferry verify --metrics /var/lib/node-exporter/ferry-verify.prom plans/prod.toml"
+    )]
+    Verify(VerifyArgs),
     /// Show what the checkpoint says about the last run (or another).
     #[command(
         long_about = "Read the state file and show a run: when it started and ended, its outcome, \
@@ -128,6 +142,46 @@ pub struct PlanArgs {
 
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Filled from the global `--log-format`.
+    #[arg(skip = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The plan file (TOML).
+    pub plan: PathBuf,
+
+    /// Also read every blob at the targets and check its digest (every byte crosses the
+    /// wire once).
+    #[arg(long)]
+    pub deep: bool,
+
+    /// The checkpoint `ferry run` uses, read (never written) to tell a source that moved since
+    /// the last run [default: the plan's `state`, else state/ferry.db].
+    #[arg(long, env = "FERRY_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// Images checked at once [default: the plan's `concurrency`, else 16].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+
+    /// What to print on stdout: findings and a summary line, or one JSON object.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Write Prometheus text-format metrics here (for a node-exporter textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
+    /// How to show progress on stderr: bars on a terminal, plain timestamped lines otherwise.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -8,8 +8,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    if let ferry::cli::Command::Run(args) = &mut cli.command {
-        args.log_format = cli.log_format;
+    match &mut cli.command {
+        ferry::cli::Command::Run(args) => args.log_format = cli.log_format,
+        ferry::cli::Command::Verify(args) => args.log_format = cli.log_format,
+        _ => {}
     }
     let json = cli.log_format == ferry::cli::LogFormat::Json;
     let default = match cli.verbose {

@@ -54,6 +54,9 @@ pub struct Context<'a> {
     pub owns: &'a (dyn Fn(&str) -> bool + Sync),
     /// Where large blobs in flight are kept (`ferry run`; none for `ferry plan`).
     pub spool: Option<Arc<Spool>>,
+    /// `ferry verify`: audit the copies only (`Some(deep)`): check each item at its target
+    /// whole, copy nothing, and run no retention or pruning.
+    pub audit: Option<bool>,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -209,6 +212,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     if let Some(spool) = &cx.spool {
         engine = engine.with_spool(spool.clone());
     }
+    if let Some(deep) = cx.audit {
+        engine = engine.audit(deep);
+    }
     let mut out = Execution::default();
     let mut claims = Claims::default();
     for stage in select::stages(&plan.copies) {
@@ -232,7 +238,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     }
     out.transfer = engine.transfer_totals();
     out.windows = engine.windows();
-    if cx.stop.is_cancelled() {
+    if cx.stop.is_cancelled() || cx.audit.is_some() {
         out.retention_skipped = true;
         return out;
     }

@@ -10,6 +10,7 @@ pub mod report;
 pub mod run;
 pub mod shard;
 pub mod status;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,12 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(run::run(args))
+        }
+        Command::Verify(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(verify::verify(args))
         }
         Command::Status(args) => status::status(&args),
         Command::Report(crate::cli::ReportCommand::Merge { output, inputs }) => {

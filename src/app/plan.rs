@@ -51,7 +51,10 @@ fn item(item: &Item, outcome: Option<&Outcome>) -> PlanItem {
         }
         _ => None,
     };
+    let (updated, put_back) = outcome.map(Outcome::changes).unwrap_or_default();
     PlanItem {
+        updated,
+        put_back,
         action,
         bytes,
         digest: placed.map(|(d, _)| d.clone()),
@@ -96,6 +99,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         abort: CancellationToken::new(),
         owns: &|_| true,
         spool: None,
+        audit: None,
     };
     let execution = execute(&plan, &cx).await;
     let requests: Vec<(String, u64)> = handles
@@ -143,7 +147,7 @@ fn output_of(
     let items = execution
         .items
         .iter()
-        .map(|(i, o)| PlanCopy::Item(item(i, o.as_ref())));
+        .map(|(i, o)| PlanCopy::Item(Box::new(item(i, o.as_ref()))));
     let retention = execution
         .retained
         .iter()

@@ -66,25 +66,44 @@ pub fn registries(plan: &Plan, observer: Option<Observer>) -> anyhow::Result<sel
     Ok(map)
 }
 
-fn reporter(progress: Progress, quiet: bool, json: bool) -> Arc<dyn Reporter> {
+/// How progress is shown: nothing (`quiet`), JSON lines for a log collector, plain lines, or
+/// bars on a terminal. `audit`: the items are `ferry verify`'s findings.
+pub(super) fn reporter(
+    progress: Progress,
+    quiet: bool,
+    json: bool,
+    audit: bool,
+) -> Arc<dyn Reporter> {
     if quiet {
         return Arc::new(Silent);
     }
+    let plain = |r: PlainReporter| -> Arc<dyn Reporter> {
+        match audit {
+            true => Arc::new(r.audit()),
+            false => Arc::new(r),
+        }
+    };
+    let bars = || -> Arc<dyn Reporter> {
+        match audit {
+            true => Arc::new(BarReporter::new().audit()),
+            false => Arc::new(BarReporter::new()),
+        }
+    };
     if json && progress != Progress::None {
         // A log collector reads JSON lines; bars would only get in its way.
-        return Arc::new(PlainReporter::stderr_json());
+        return plain(PlainReporter::stderr_json());
     }
     match progress {
         Progress::None => Arc::new(Silent),
-        Progress::Plain => Arc::new(PlainReporter::stderr()),
-        Progress::Bars => Arc::new(BarReporter::new()),
-        Progress::Auto if std::io::stderr().is_terminal() => Arc::new(BarReporter::new()),
-        Progress::Auto => Arc::new(PlainReporter::stderr()),
+        Progress::Plain => plain(PlainReporter::stderr()),
+        Progress::Bars => bars(),
+        Progress::Auto if std::io::stderr().is_terminal() => bars(),
+        Progress::Auto => plain(PlainReporter::stderr()),
     }
 }
 
 /// A closing line on stderr: text, or a JSON object under `--log-format json`.
-fn emit(json: bool, level: &str, message: &str) {
+pub(super) fn emit(json: bool, level: &str, message: &str) {
     if json {
         eprintln!("{}", crate::report::json_line(level, message));
     } else {
@@ -169,7 +188,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let fingerprint = fingerprint(&args.plan)?;
     let json = args.log_format == crate::cli::LogFormat::Json;
-    let reporter = reporter(args.progress, args.quiet, json);
+    let reporter = reporter(args.progress, args.quiet, json, false);
     let observer: Observer = {
         let reporter = reporter.clone();
         Arc::new(move |event| reporter.registry_event(event))
@@ -213,6 +232,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         abort: abort.clone(),
         owns: &owns,
         spool: spool.clone(),
+        audit: None,
     };
     let execution = execute(&plan, &cx).await;
     let mut totals = execution.totals.clone();

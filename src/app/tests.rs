@@ -200,6 +200,7 @@ async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Execution
         abort: CancellationToken::new(),
         owns: &|_| true,
         spool: None,
+        audit: None,
     };
     execute(plan, &cx).await
 }

@@ -98,6 +98,23 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// For a copy: `sha256:old → sha256:new` when the source moved since an earlier run
+    /// recorded it, and what the target lacked of an image it held (put back), in words.
+    pub fn changes(&self) -> (Option<String>, Vec<String>) {
+        match self {
+            Outcome::Copied { digest, stats } => (
+                stats
+                    .updated
+                    .as_ref()
+                    .map(|old| format!("{old} → {digest}")),
+                stats.gaps.iter().map(ToString::to_string).collect(),
+            ),
+            _ => (None, Vec::new()),
+        }
+    }
+}
+
 /// Why a referrer whose subject is carried by an item that ended with `parent` is not copied,
 /// or `None` when it may be: only after its subject is at the target with the digest it names.
 pub fn not_carried(parent: &Outcome, parent_item: &Item, subject: &Digest) -> Option<String> {

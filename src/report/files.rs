@@ -98,6 +98,14 @@ pub struct ReportItem {
     /// "rewrite"`): the digest there is not the source's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewritten: Option<String>,
+    /// `sha256:old → sha256:new` when the source moved since an earlier run recorded it (a
+    /// re-pushed tag) and the image was copied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+    /// What the target lacked of an image whose tag it held, put back by this copy (child
+    /// manifests, blobs, a referrer's fallback-index entry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub put_back: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -289,7 +297,10 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
     let rewritten = outcome
         .and_then(Outcome::placed)
         .and_then(|(old, new)| new.map(|new| format!("{old} → {new}")));
+    let (updated, put_back) = outcome.map(Outcome::changes).unwrap_or_default();
     ReportItem {
+        updated,
+        put_back,
         source: item.source_display(),
         target: item.target_display(),
         digest,

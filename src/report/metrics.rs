@@ -159,3 +159,88 @@ fn registry_metrics(out: &mut Gauges, report: &Report) {
         by_kind,
     );
 }
+
+/// What `ferry verify --metrics` writes.
+pub struct VerifyFigures<'a> {
+    /// Items by status (complete, incomplete, missing, outdated, skipped, failed).
+    pub statuses: Vec<(&'static str, usize)>,
+    /// Pieces the targets lack.
+    pub gaps: usize,
+    pub seconds: f64,
+    pub finished_unix: u64,
+    /// Every target complete, everything checked.
+    pub success: bool,
+    /// The metrics file this one replaces, whose last success is carried over.
+    pub previous: Option<&'a str>,
+    pub registries: &'a std::collections::BTreeMap<String, ReportRegistry>,
+}
+
+/// `ferry verify`'s metrics, in the Prometheus text format. The last success survives a
+/// failed audit (carried over from the file being replaced), so an alert on its age fires
+/// instead of going absent.
+pub fn verify_metrics(f: &VerifyFigures<'_>) -> String {
+    let mut out = Gauges::default();
+    out.gauge(
+        "ferry_verify_images",
+        "Images of the last verify by what their target holds.",
+        f.statuses
+            .iter()
+            .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
+            .collect(),
+    );
+    out.single(
+        "ferry_verify_gaps",
+        "Manifests and blobs the targets lack (or hold damaged) in the last verify.",
+        f.gaps,
+    );
+    out.single(
+        "ferry_verify_duration_seconds",
+        "Wall time of the last verify.",
+        format!("{:.3}", f.seconds),
+    );
+    out.single(
+        "ferry_verify_last_run_timestamp_seconds",
+        "When the last verify ended (Unix time).",
+        f.finished_unix,
+    );
+    out.single(
+        "ferry_verify_last_run_success",
+        "1 when the last verify found every target complete.",
+        u8::from(f.success),
+    );
+    let last_success = match f.success {
+        true => Some(f.finished_unix),
+        false => f
+            .previous
+            .and_then(|p| gauge_value(p, "ferry_verify_last_success_timestamp_seconds")),
+    };
+    if let Some(at) = last_success {
+        out.single(
+            "ferry_verify_last_success_timestamp_seconds",
+            "When a verify last found every target complete (Unix time).",
+            at,
+        );
+    }
+    let requests = f
+        .registries
+        .iter()
+        .map(|(host, r)| {
+            let labels = format!("{{registry=\"{}\"}}", escape(host));
+            (labels, r.requests.to_string())
+        })
+        .collect();
+    out.gauge(
+        "ferry_verify_registry_requests",
+        "Requests the last verify sent to each registry.",
+        requests,
+    );
+    out.0
+}
+
+/// The value of an unlabelled gauge in metrics text, when it is there.
+pub fn gauge_value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -86,6 +86,7 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
             if let Some(new) = &stats.rewritten {
                 line.push_str(&format!("; rewritten: {digest} → {new}"));
             }
+            line.push_str(&changes(digest, stats));
             line
         }
         Outcome::Present { digest, rewritten } => format!(
@@ -105,6 +106,67 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
         Outcome::Skipped { reason } => format!("skipped {item}: {reason}"),
         Outcome::Failed { error } => format!("FAILED  {item}: {}", error_chain(error.as_ref())),
     }
+}
+
+/// One line saying what `ferry verify` found of an item (the engine's audit reports what a run
+/// would copy as `Copied`): complete, incomplete (what is missing), missing, outdated, or why
+/// it could not be checked.
+pub fn audit_line(item: &Item, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Present { digest, .. } | Outcome::Unchanged { digest, .. } => {
+            format!("complete   {item} ({})", digest.short())
+        }
+        Outcome::Copied { digest, stats } if !stats.gaps.is_empty() => {
+            let gaps: Vec<String> = stats.gaps.iter().map(ToString::to_string).collect();
+            format!(
+                "INCOMPLETE {item} ({}): {}",
+                digest.short(),
+                gaps.join(", ")
+            )
+        }
+        Outcome::Copied { digest, stats } => match (&stats.replaced, &stats.updated) {
+            (Some(had), _) => format!(
+                "OUTDATED   {item}: the target has {}, the source {}",
+                had.short(),
+                digest.short()
+            ),
+            (None, Some(old)) => format!(
+                "MISSING    {item} ({}; recorded as {} before the source moved)",
+                digest.short(),
+                old.short()
+            ),
+            (None, None) => format!("MISSING    {item} ({})", digest.short()),
+        },
+        Outcome::Skipped { reason } => format!("skipped    {item}: {reason}"),
+        Outcome::Failed { error } => {
+            format!(
+                "FAILED     {item}: not checked: {}",
+                error_chain(error.as_ref())
+            )
+        }
+    }
+}
+
+/// What a copy changed at the target beyond adding an image: `; updated: old → new` (the
+/// source moved since the last run), `; replaced sha256:…` (the target tag pointed elsewhere),
+/// `; put back: …` (what the target lacked of an image it held).
+pub fn changes(digest: &crate::registry::Digest, stats: &crate::copy::ImageStats) -> String {
+    let mut out = String::new();
+    if let Some(old) = &stats.updated {
+        out.push_str(&format!("; updated: {old} → {digest}"));
+    }
+    if let Some(other) = stats
+        .replaced
+        .as_ref()
+        .filter(|r| Some(*r) != stats.updated.as_ref())
+    {
+        out.push_str(&format!("; the target had {other}"));
+    }
+    if !stats.gaps.is_empty() {
+        let gaps: Vec<String> = stats.gaps.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("; put back: {}", gaps.join(", ")));
+    }
+    out
 }
 
 /// `1 blob`, `3 blobs`.
@@ -144,6 +206,8 @@ pub struct PlainReporter {
     json: bool,
     progress: Mutex<Progress>,
     every: Duration,
+    /// Items are findings of `ferry verify` ([`audit_line`]), not copies.
+    audit: bool,
 }
 
 /// Counts for the periodic progress line of a log.
@@ -170,6 +234,7 @@ impl PlainReporter {
             out: Mutex::new(out),
             json,
             every,
+            audit: false,
             progress: Mutex::new(Progress {
                 selected: 0,
                 finished: 0,
@@ -198,6 +263,12 @@ impl PlainReporter {
             )
         };
         self.line(&line);
+    }
+
+    /// Say what `ferry verify` found of each item ([`audit_line`]).
+    pub fn audit(mut self) -> Self {
+        self.audit = true;
+        self
     }
 
     /// JSON lines, as `tracing-subscriber`'s JSON format writes them.
@@ -230,7 +301,10 @@ impl Reporter for PlainReporter {
     }
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
         self.progress.lock().expect("progress").finished += 1;
-        self.line(&outcome_line(item, outcome));
+        match self.audit {
+            true => self.line(&audit_line(item, outcome)),
+            false => self.line(&outcome_line(item, outcome)),
+        }
         self.maybe_progress();
     }
     fn bytes_transferred(&self, bytes: u64) {
@@ -250,6 +324,8 @@ pub struct BarReporter {
     _multi: MultiProgress,
     images: ProgressBar,
     bytes: ProgressBar,
+    /// Items are findings of `ferry verify`: every one that is not complete gets a line.
+    audit: bool,
 }
 
 impl BarReporter {
@@ -273,7 +349,14 @@ impl BarReporter {
             _multi: multi,
             images,
             bytes,
+            audit: false,
         }
+    }
+
+    /// Say what `ferry verify` found of each item that is not complete ([`audit_line`]).
+    pub fn audit(mut self) -> Self {
+        self.audit = true;
+        self
     }
 }
 
@@ -292,8 +375,13 @@ impl Reporter for BarReporter {
     }
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
         self.images.inc(1);
-        if let Outcome::Failed { .. } | Outcome::Skipped { .. } = outcome {
-            self.images.println(outcome_line(item, outcome));
+        match (self.audit, outcome) {
+            (true, Outcome::Present { .. } | Outcome::Unchanged { .. }) => {}
+            (true, _) => self.images.println(audit_line(item, outcome)),
+            (false, Outcome::Failed { .. } | Outcome::Skipped { .. }) => {
+                self.images.println(outcome_line(item, outcome))
+            }
+            (false, _) => {}
         }
     }
     fn bytes_transferred(&self, bytes: u64) {

@@ -36,7 +36,7 @@ pub struct PlanOutput {
 #[serde(untagged)]
 pub enum PlanCopy {
     Unresolved { error: String },
-    Item(PlanItem),
+    Item(Box<PlanItem>),
 }
 
 /// One item and what the run would do with it.
@@ -61,6 +61,12 @@ pub struct PlanItem {
     pub target: String,
     /// What only the run can tell.
     pub uncertain: Option<&'static str>,
+    /// `sha256:old → sha256:new`: the source moved since an earlier run recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+    /// What the target lacks of an image whose tag it holds, to be put back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub put_back: Vec<String>,
 }
 
 /// One repository of a `[[retain]]` policy: its decisions, or why it was not read.
@@ -288,6 +294,12 @@ impl PlanItem {
         }
         if let Some(r) = &self.rewritten {
             let _ = write!(out, "; rewritten: {r}");
+        }
+        if let Some(u) = &self.updated {
+            let _ = write!(out, "; updated: {u}");
+        }
+        if !self.put_back.is_empty() {
+            let _ = write!(out, "; put back: {}", self.put_back.join(", "));
         }
         if let Some(e) = &self.error {
             let _ = write!(out, ": {e}");

@@ -67,8 +67,9 @@ type Done = watch::Sender<Slot>;
 #[derive(Clone)]
 enum Slot {
     Pending,
-    /// `None`: interrupted (an upload parked).
-    Done(Option<Outcome>),
+    /// `None`: interrupted (an upload parked). Boxed: an outcome is large, a pending slot
+    /// nothing.
+    Done(Option<Box<Outcome>>),
 }
 
 /// The copy engine for one run.
@@ -276,7 +277,7 @@ impl Engine {
                         .and_then(|a| first.get(&a.parent))
                         .is_some_and(|&p| p >= i);
                     let outcome = self.run_item(item, later).await;
-                    done[i].send_replace(Slot::Done(outcome.clone()));
+                    done[i].send_replace(Slot::Done(outcome.clone().map(Box::new)));
                     results.lock().expect("results")[i] = outcome;
                 }
             });

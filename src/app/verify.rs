@@ -1,0 +1,195 @@
+//! `ferry verify PLAN`: an audit that changes nothing. It executes the plan's copy stages the
+//! way `run` does ([`super::execute`]: the same selection, the same referrers, the same
+//! engine), with every record treated as `--recheck` treats it and the engine in audit mode:
+//! each item is checked at its target whole (its top manifest with the source's digest, every
+//! child manifest, every config and layer blob, a referrer's fallback-index entry), and what a
+//! run would copy or put back is the finding. Registries are behind overlays, so not even a
+//! bug could write to one; no retention or pruning runs; the checkpoint is read, never written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::execute::{execute, overlays, Context, Execution};
+use super::journal::StateJournal;
+use super::run::{emit, registries, reporter, state_path};
+use crate::cli::{Output, VerifyArgs};
+use crate::copy::{Item, Outcome, Part};
+use crate::plan::Plan;
+use crate::registry::throttle::Observer;
+use crate::report::files::{write_private, ReportRegistry};
+use crate::report::metrics::{verify_metrics, VerifyFigures};
+use crate::report::{audit_line, error_chain};
+use crate::state::State;
+
+mod output;
+
+pub use output::{VerifyGap, VerifyItem, VerifyOutput, VerifyTotals};
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::load(&args.plan)?;
+    let json = args.log_format == crate::cli::LogFormat::Json;
+    let reporter = reporter(args.progress, args.quiet, json, true);
+    let observer: Observer = {
+        let reporter = reporter.clone();
+        Arc::new(move |event| reporter.registry_event(event))
+    };
+    let real = registries(&plan, Some(observer))?;
+    let (simulated, _) = overlays(&real);
+    let path = state_path(args.state.as_deref(), Some(&plan));
+    let snapshot = State::read_only_snapshot(&path)?;
+    // Every record as `--recheck` treats it: read (to tell a source that moved), trusted for
+    // nothing.
+    let journal = Arc::new(StateJournal::dry(snapshot, &plan, true));
+    let started = Instant::now();
+    let cx = Context {
+        registries: &simulated,
+        journal,
+        reporter: reporter.clone(),
+        concurrency: args.concurrency.map_or(plan.concurrency, usize::from),
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        owns: &|_| true,
+        spool: None,
+        audit: Some(args.deep),
+    };
+    let execution = execute(&plan, &cx).await;
+    reporter.finish();
+    let registries: BTreeMap<String, ReportRegistry> = real
+        .values()
+        .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
+        .collect();
+    let out = output_of(&plan, &args, &execution, registries);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+        Output::Text => print!("{}", out.text(json)),
+    }
+    let mut ok = out.complete();
+    if let Some(metrics) = &args.metrics {
+        ok &= write_metrics(metrics, &out, started.elapsed().as_secs_f64(), json);
+    }
+    Ok(match ok {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(super::exit::PARTIAL),
+    })
+}
+
+/// What `ferry verify` says about an audit.
+fn output_of(
+    plan: &Plan,
+    args: &VerifyArgs,
+    execution: &Execution,
+    registries: BTreeMap<String, ReportRegistry>,
+) -> VerifyOutput {
+    let items: Vec<VerifyItem> = execution
+        .items
+        .iter()
+        .map(|(item, outcome)| finding(item, outcome.as_ref()))
+        .collect();
+    let mut totals = VerifyTotals::default();
+    for i in &items {
+        totals.count(i);
+    }
+    let repairable = items
+        .iter()
+        .any(|i| matches!(i.status, "incomplete" | "missing" | "outdated"));
+    VerifyOutput {
+        deep: args.deep,
+        failures: execution
+            .select_errors
+            .iter()
+            .map(|e| error_chain(e))
+            .collect(),
+        items,
+        plan: args.plan.display().to_string(),
+        registries,
+        repair: repairable.then(|| format!("ferry run --recheck {}", plan.path.display())),
+        totals,
+    }
+}
+
+/// One item's finding. The engine's audit reports what a run would copy as `Copied`.
+fn finding(item: &Item, outcome: Option<&Outcome>) -> VerifyItem {
+    let mut out = VerifyItem {
+        digest: None,
+        error: None,
+        line: String::new(),
+        missing: Vec::new(),
+        source: item.source_display(),
+        status: "failed",
+        target: item.target_display(),
+        target_digest: None,
+    };
+    let Some(outcome) = outcome else {
+        out.error = Some("not checked: interrupted".to_string());
+        out.line = format!("FAILED     {item}: not checked: interrupted");
+        return out;
+    };
+    out.line = audit_line(item, outcome);
+    match outcome {
+        Outcome::Present { digest, rewritten } | Outcome::Unchanged { digest, rewritten } => {
+            out.status = "complete";
+            out.digest = Some(digest.to_string());
+            out.target_digest = rewritten.as_ref().map(ToString::to_string);
+        }
+        Outcome::Copied { digest, stats } => {
+            out.digest = Some(digest.to_string());
+            out.status = match (&stats.replaced, stats.gaps.is_empty()) {
+                (_, false) => "incomplete",
+                (Some(_), true) => "outdated",
+                (None, true) => "missing",
+            };
+            out.target_digest = stats.replaced.as_ref().map(ToString::to_string);
+            out.missing = stats
+                .gaps
+                .iter()
+                .map(|g| VerifyGap {
+                    part: g.part.name(),
+                    digest: g.digest.to_string(),
+                    within: g.within.as_ref().map(ToString::to_string),
+                    platform: match &g.part {
+                        Part::Manifest { platform } => platform.clone(),
+                        _ => None,
+                    },
+                    text: g.to_string(),
+                })
+                .collect();
+        }
+        Outcome::Skipped { reason } => {
+            out.status = "skipped";
+            out.error = Some(reason.clone());
+        }
+        Outcome::Failed { error } => out.error = Some(error_chain(error.as_ref())),
+    }
+    out
+}
+
+/// The `--metrics` file, carrying the last success over from the file it replaces; `false`
+/// (said) when it could not be written.
+fn write_metrics(path: &Path, out: &VerifyOutput, seconds: f64, json: bool) -> bool {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let previous = std::fs::read_to_string(path).ok();
+    let figures = VerifyFigures {
+        statuses: out.totals.by_status(),
+        gaps: out.totals.gaps,
+        seconds,
+        finished_unix: now,
+        success: out.complete(),
+        previous: previous.as_deref(),
+        registries: &out.registries,
+    };
+    match write_private(path, verify_metrics(&figures).as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            let what = format!("error: writing the metrics {}: {e}", path.display());
+            emit(json, "ERROR", &what);
+            false
+        }
+    }
+}
