@@ -346,7 +346,7 @@ async fn a_rerun_trusts_the_checkpoint_for_immutable_tags() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let source = Proxy::transparent(&src.url).await;
     let target = Proxy::transparent(&dst.url).await;
-    populate(&src, "team").await;
+    let fixture = populate(&src, "team").await;
     let dir = tempfile::tempdir().unwrap();
     let p = plan(
         dir.path(),
@@ -384,14 +384,39 @@ async fn a_rerun_trusts_the_checkpoint_for_immutable_tags() {
         "{dst_reqs:?}"
     );
 
-    // --recheck asks again.
+    // --recheck asks again, the whole image (issue 21): each tag's manifest is read at the
+    // source (one GET: digest and body), and at the target one HEAD per tag and one per blob
+    // the repository's images reach, however many tags share it; no manifest is read there.
     let before = target.seen().len();
     ferry(&["run", "--recheck", p], &[]).await.assert_code(0);
-    let rechecked = target.seen()[before..]
+    let rechecked = &target.seen()[before..];
+    let heads = |what: &str| {
+        rechecked
+            .iter()
+            .filter(|s| s.method == "HEAD" && s.uri.contains(what))
+            .count()
+    };
+    let mut blobs: Vec<&str> = fixture
+        .tagged
         .iter()
-        .filter(|s| s.method == "HEAD")
-        .count();
-    assert_eq!(rechecked, 6, "one HEAD per tag at the target");
+        .filter(|(repo, _, _)| repo == "team/api")
+        .flat_map(|(_, _, img)| img.all_blobs())
+        .map(|b| b.digest.as_str())
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    assert_eq!(heads("/manifests/"), 6, "one HEAD per tag at the target");
+    assert_eq!(
+        heads("/blobs/"),
+        blobs.len(),
+        "one HEAD per blob: {rechecked:?}"
+    );
+    assert!(
+        rechecked
+            .iter()
+            .all(|s| s.method == "HEAD" || !s.uri.contains("/manifests/")),
+        "{rechecked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

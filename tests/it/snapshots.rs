@@ -25,6 +25,7 @@ async fn help_texts() {
         ("help_check", vec!["check", "--help"]),
         ("help_plan", vec!["plan", "--help"]),
         ("help_status", vec!["status", "--help"]),
+        ("help_verify", vec!["verify", "--help"]),
         ("help_report_merge", vec!["report", "merge", "--help"]),
     ] {
         let run = ferry(&args, &[]).await;

@@ -4,6 +4,7 @@
 
 mod blob;
 mod graph;
+mod source;
 mod target;
 use target::destined;
 mod tree;
@@ -26,7 +27,7 @@ use super::spool::Spool;
 use super::{Item, ItemKey, Journal, NoJournal, Reporter};
 use crate::registry::manifest;
 use crate::registry::status::code;
-use crate::registry::{Digest, Manifest, RegistryError};
+use crate::registry::{Digest, Manifest};
 
 /// One image's counts, and its own stop: a failed blob parks its siblings' uploads at their
 /// next chunk boundary instead of cutting them (a cut PATCH loses the session).
@@ -410,6 +411,20 @@ impl Engine {
             stats.left_out = destined.chosen.as_ref().map_or(0, |c| c.left_out);
             return Ok(Outcome::Copied { digest, stats });
         }
+        self.copy_and_push(item, &digest, destined, stats, started)
+            .await
+    }
+
+    /// Copy what the manifest references (children first), then push it: `stats` says what
+    /// this took.
+    async fn copy_and_push(
+        &self,
+        item: &Item,
+        digest: &Digest,
+        destined: target::Destined,
+        mut stats: ImageStats,
+        started: Instant,
+    ) -> Result<Outcome, CopyError> {
         let counters = Counters {
             park: self.stop.child_token(),
             ..Counters::default()
@@ -417,7 +432,7 @@ impl Engine {
         let (manifest, chosen) = self
             .copy_content(
                 item,
-                &digest,
+                digest,
                 destined.source_manifest,
                 destined.chosen,
                 &counters,
@@ -429,7 +444,7 @@ impl Engine {
             item,
             &destined.reference,
             to_push,
-            left_out > 0 && to_push.digest == digest,
+            left_out > 0 && to_push.digest == *digest,
             left_out,
         )
         .await?;
@@ -440,72 +455,12 @@ impl Engine {
         stats.foreign = counters.foreign.lock().expect("foreign list").clone();
         stats.manifests = counters.manifests.load(Ordering::Relaxed);
         stats.elapsed = started.elapsed();
-        stats.rewritten = chosen.as_ref().and_then(|c| c.rewritten(&digest)).cloned();
+        stats.rewritten = chosen.as_ref().and_then(|c| c.rewritten(digest)).cloned();
         stats.left_out = left_out;
-        Ok(Outcome::Copied { digest, stats })
-    }
-
-    /// The source digest, and the manifest itself where it was read whole: a tag no fresh
-    /// record vouches for (`unconfirmed`) is read with one GET (digest and body, which a copy
-    /// or a whole check needs), except where a GET counts as a pull and a HEAD saves it.
-    async fn source_of(
-        &self,
-        item: &Item,
-        unconfirmed: bool,
-    ) -> Result<(Digest, Option<Manifest>), CopyError> {
-        let by_tag = Digest::parse(&item.source_ref).is_none();
-        match unconfirmed && by_tag && !item.source.registry.counts_pulls() {
-            true if item.read.is_some() => Ok(self.read_by_selection(item)),
-            true => Box::pin(self.source_manifest(item)).await,
-            false => Ok((self.source_digest(item).await?, None)),
-        }
-    }
-
-    /// The source digest: from the reference itself, else from what selection saw moments
-    /// ago, else a HEAD (which Docker Hub does not count as a pull).
-    async fn source_digest(&self, item: &Item) -> Result<Digest, CopyError> {
-        if let Some(d) = Digest::parse(&item.source_ref) {
-            return Ok(d);
-        }
-        let src = &item.source;
-        if let Some(d) = &item.seen {
-            self.journal.tag_seen(src, &item.source_ref, d);
-            return Ok(d.clone());
-        }
-        let source_err = |e| CopyError::Source {
-            reference: item.source_display(),
-            source: e,
-        };
-        let digest = src
-            .registry
-            .head_manifest(&src.repo, &item.source_ref)
-            .await
-            .map_err(source_err)?
-            .ok_or_else(|| {
-                source_err(RegistryError::NotFound {
-                    what: "manifest".into(),
-                    url: item.source_display(),
-                })
-            })?
-            .digest;
-        self.journal.tag_seen(src, &item.source_ref, &digest);
-        Ok(digest)
-    }
-
-    /// The source manifest by the item's tag, in one GET: its digest and body.
-    async fn source_manifest(&self, item: &Item) -> Result<(Digest, Option<Manifest>), CopyError> {
-        let m = target::source_at(item, &item.source_ref).await?;
-        self.journal
-            .tag_seen(&item.source, &item.source_ref, &m.digest);
-        Ok((m.digest.clone(), Some(m)))
-    }
-
-    /// The manifest selection read whole for this item moments ago.
-    fn read_by_selection(&self, item: &Item) -> (Digest, Option<Manifest>) {
-        let m = item.read.clone().expect("read by selection");
-        self.journal
-            .tag_seen(&item.source, &item.source_ref, &m.digest);
-        (m.digest.clone(), Some(m))
+        Ok(Outcome::Copied {
+            digest: digest.clone(),
+            stats,
+        })
     }
 
     /// Everything the manifest to push references: the whole tree, or only the children a

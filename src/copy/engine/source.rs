@@ -1,0 +1,71 @@
+//! Reading an item's source: its digest (from the reference, what selection saw, or a HEAD)
+//! or its whole manifest (one GET, where the copy or a whole check needs the body anyway).
+
+use super::{target, Engine};
+use crate::copy::{CopyError, Item};
+use crate::registry::{Digest, Manifest, RegistryError};
+
+impl Engine {
+    /// The source digest, and the manifest itself where it was read whole: a tag no fresh
+    /// record vouches for (`unconfirmed`) is read with one GET (digest and body, which a copy
+    /// or a whole check needs), except where a GET counts as a pull and a HEAD saves it.
+    pub(super) async fn source_of(
+        &self,
+        item: &Item,
+        unconfirmed: bool,
+    ) -> Result<(Digest, Option<Manifest>), CopyError> {
+        let by_tag = Digest::parse(&item.source_ref).is_none();
+        match unconfirmed && by_tag && !item.source.registry.counts_pulls() {
+            true if item.read.is_some() => Ok(self.read_by_selection(item)),
+            true => Box::pin(self.source_manifest(item)).await,
+            false => Ok((self.source_digest(item).await?, None)),
+        }
+    }
+
+    /// The source digest: from the reference itself, else from what selection saw moments
+    /// ago, else a HEAD (which Docker Hub does not count as a pull).
+    async fn source_digest(&self, item: &Item) -> Result<Digest, CopyError> {
+        if let Some(d) = Digest::parse(&item.source_ref) {
+            return Ok(d);
+        }
+        let src = &item.source;
+        if let Some(d) = &item.seen {
+            self.journal.tag_seen(src, &item.source_ref, d);
+            return Ok(d.clone());
+        }
+        let source_err = |e| CopyError::Source {
+            reference: item.source_display(),
+            source: e,
+        };
+        let digest = src
+            .registry
+            .head_manifest(&src.repo, &item.source_ref)
+            .await
+            .map_err(source_err)?
+            .ok_or_else(|| {
+                source_err(RegistryError::NotFound {
+                    what: "manifest".into(),
+                    url: item.source_display(),
+                })
+            })?
+            .digest;
+        self.journal.tag_seen(src, &item.source_ref, &digest);
+        Ok(digest)
+    }
+
+    /// The source manifest by the item's tag, in one GET: its digest and body.
+    async fn source_manifest(&self, item: &Item) -> Result<(Digest, Option<Manifest>), CopyError> {
+        let m = target::source_at(item, &item.source_ref).await?;
+        self.journal
+            .tag_seen(&item.source, &item.source_ref, &m.digest);
+        Ok((m.digest.clone(), Some(m)))
+    }
+
+    /// The manifest selection read whole for this item moments ago.
+    fn read_by_selection(&self, item: &Item) -> (Digest, Option<Manifest>) {
+        let m = item.read.clone().expect("read by selection");
+        self.journal
+            .tag_seen(&item.source, &item.source_ref, &m.digest);
+        (m.digest.clone(), Some(m))
+    }
+}
