@@ -398,6 +398,17 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
             ));
         }
     }
+    let allow_empty = match &c.allow_empty {
+        Some(v) if *v.get_ref() && !matches!(from.selector, Selector::AllTags | Selector::Wildcard) => {
+            return Err(ctx.invalid(
+                v.span(),
+                "copy.allow_empty",
+                "applies when `from` is a repository or a wildcard: one tag or digest selects one image",
+            ))
+        }
+        Some(v) => *v.get_ref(),
+        None => false,
+    };
     let (line, column) = ctx.line_col(c.from.span().start);
     Ok(CopyRule {
         number,
@@ -409,6 +420,7 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
         referrers,
         platforms: platforms.map(std::sync::Arc::new),
         prune,
+        allow_empty,
     })
 }
 

@@ -73,6 +73,7 @@ fn rule(from: &str, to: &str) -> CopyRule {
         referrers: Default::default(),
         platforms: None,
         prune: None,
+        allow_empty: false,
     }
 }
 
