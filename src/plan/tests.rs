@@ -470,7 +470,9 @@ fn prune_is_a_switch_or_its_valves() {
 #[test]
 fn allow_empty_is_a_switch_of_rules_that_select_many() {
     let rule = |from: &str, value: &str| {
-        format!("version = 1\n[[copy]]\nfrom = \"{from}\"\nto = \"s.io/b/*\"\nallow_empty = {value}\n")
+        format!(
+            "version = 1\n[[copy]]\nfrom = \"{from}\"\nto = \"s.io/b/*\"\nallow_empty = {value}\n"
+        )
     };
     assert!(parse(&rule("r.io/a/*", "true")).unwrap().copies[0].allow_empty);
     assert!(!parse(&rule("r.io/a/*", "false")).unwrap().copies[0].allow_empty);
