@@ -398,17 +398,7 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
             ));
         }
     }
-    let allow_empty = match &c.allow_empty {
-        Some(v) if *v.get_ref() && !matches!(from.selector, Selector::AllTags | Selector::Wildcard) => {
-            return Err(ctx.invalid(
-                v.span(),
-                "copy.allow_empty",
-                "applies when `from` is a repository or a wildcard: one tag or digest selects one image",
-            ))
-        }
-        Some(v) => *v.get_ref(),
-        None => false,
-    };
+    let allow_empty = allow_empty(ctx, c, &from)?;
     let (line, column) = ctx.line_col(c.from.span().start);
     Ok(CopyRule {
         number,
@@ -422,6 +412,21 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
         prune,
         allow_empty,
     })
+}
+
+/// `allow_empty`: only where `from` selects many tags (one tag or digest is one image).
+fn allow_empty(ctx: &Ctx, c: &RawCopy, from: &Reference) -> Result<bool, PlanError> {
+    match &c.allow_empty {
+        Some(v) if *v.get_ref() && !matches!(from.selector, Selector::AllTags | Selector::Wildcard) => {
+            Err(ctx.invalid(
+                v.span(),
+                "copy.allow_empty",
+                "applies when `from` is a repository or a wildcard: one tag or digest selects one image",
+            ))
+        }
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(false),
+    }
 }
 
 pub(super) fn regexes(
