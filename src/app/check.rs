@@ -4,8 +4,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::execute::{copy_label, empty_line};
+use crate::copy::select::{select_tags, Count};
+use crate::plan::conflicts::writes_into;
 use crate::plan::reference::display_repo;
-use crate::plan::{Plan, Reference, Selector};
+use crate::plan::{CopyRule, Plan, Reference, Selector};
 use crate::registry::{Registry, RegistryError};
 use crate::report::error_chain;
 
@@ -44,12 +47,17 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             .clone()
     };
     let mut lines: Vec<Line> = Vec::new();
-    for rule in &plan.copies {
-        let what = format!("pull {}", rule.from);
-        lines.push(Line::of(
-            what,
-            pull(&rule.from, registry(&rule.from).as_ref()).await,
-        ));
+    for (i, rule) in plan.copies.iter().enumerate() {
+        let src = registry(&rule.from);
+        // A source an earlier rule writes (a staged promotion) may not exist before the run.
+        let line = match plan.copies[..i]
+            .iter()
+            .find(|earlier| writes_into(&earlier.to, &rule.from))
+        {
+            Some(earlier) => planned(&plan, earlier, rule, src.as_ref()).await,
+            None => source(&plan, rule, src.as_ref()).await,
+        };
+        lines.push(line);
         lines.push(push(&rule.to, registry(&rule.to).as_ref()).await);
     }
     for rule in plan.copies.iter().filter(|r| r.prune.is_some()) {
@@ -87,13 +95,69 @@ impl Line {
     }
 }
 
-/// Pull at the source: the tag list (or one tag) answers with the credentials.
-async fn pull(from: &Reference, src: &dyn Registry) -> Result<String, RegistryError> {
+/// A rule's source, which must be there: pulled, and what the rule selects counted as the run
+/// counts it, so a rule that selects nothing fails here too.
+async fn source(plan: &Plan, rule: &CopyRule, src: &dyn Registry) -> Line {
+    let what = format!("pull {}", rule.from);
+    let count = Count::default();
+    let pulled = pull(rule, src, &count).await;
+    match (pulled, count.empty(rule)) {
+        (Ok(_), Some(e)) if !e.allowed => Line {
+            ok: false,
+            what,
+            detail: empty_line(plan, &e),
+        },
+        (Ok(d), Some(_)) => Line {
+            ok: true,
+            what,
+            detail: format!("{d}; it selects nothing, which allow_empty = true accepts"),
+        },
+        (pulled, _) => Line::of(what, pulled),
+    }
+}
+
+/// A source that `earlier`, a rule before this one, writes: push is checked where it
+/// writes, and a pull of what is there already may find nothing yet.
+async fn planned(plan: &Plan, earlier: &CopyRule, rule: &CopyRule, reg: &dyn Registry) -> Line {
+    // The repository this rule reads, or under a wildcard source the earlier rule's target.
+    let at = match rule.from.selector {
+        Selector::Wildcard => &earlier.to,
+        _ => &rule.from,
+    };
+    let pushed = push(at, reg).await;
+    let mut line = Line {
+        ok: pushed.ok,
+        what: format!("pull {}", rule.from),
+        detail: format!(
+            "planned: {} writes it first; push there: {}",
+            copy_label(plan, earlier.number),
+            pushed.detail
+        ),
+    };
+    match pull(rule, reg, &Count::default()).await {
+        Ok(d) => line.detail.push_str(&format!("; there now: {d}")),
+        // Not there yet: the run writes it before this rule reads it.
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            line.ok = false;
+            line.detail
+                .push_str(&format!("; pull: {}", error_chain(&e)));
+        }
+    }
+    line
+}
+
+/// Pull at the source: the tag list (or one tag) answers with the credentials. What a
+/// repository or wildcard rule selects goes into `count`.
+async fn pull(rule: &CopyRule, src: &dyn Registry, count: &Count) -> Result<String, RegistryError> {
+    let from = &rule.from;
     match &from.selector {
-        Selector::Wildcard => src
-            .list_repositories(&from.repository)
-            .await
-            .map(|r| format!("{} repositories", r.len())),
+        Selector::Wildcard => {
+            let repos = src.list_repositories(&from.repository).await?;
+            count.repositories(repos.len());
+            select_any(rule, src, &repos, count).await?;
+            Ok(format!("{} repositories", repos.len()))
+        }
         Selector::Tag(t) => src.head_manifest(&from.repository, t).await.and_then(|h| {
             h.map(|h| h.digest.short().to_string())
                 .ok_or_else(|| RegistryError::NotFound {
@@ -108,11 +172,32 @@ async fn pull(from: &Reference, src: &dyn Registry) -> Result<String, RegistryEr
                 "missing".into()
             }
         }),
-        Selector::AllTags => src
-            .list_tags(&from.repository)
-            .await
-            .map(|t| format!("{} tags", t.len())),
+        Selector::AllTags => {
+            let tags = src.list_tags(&from.repository).await?;
+            count.listed(tags.len(), select_tags(rule, &tags).len());
+            Ok(format!("{} tags", tags.len()))
+        }
     }
+}
+
+/// The tags of a wildcard's repositories, in catalog order, until one repository has a tag
+/// the rule selects: one listing where the rule selects something in its first repository,
+/// every one where it selects nothing (as the run lists them).
+async fn select_any(
+    rule: &CopyRule,
+    src: &dyn Registry,
+    repos: &[String],
+    count: &Count,
+) -> Result<(), RegistryError> {
+    for repo in repos {
+        let tags = src.list_tags(repo).await?;
+        let selected = select_tags(rule, &tags).len();
+        count.listed(tags.len(), selected);
+        if selected > 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Push at the target: an upload session opened and cancelled. A wildcard target is checked

@@ -67,6 +67,8 @@ pub struct Execution {
     pub items: Vec<(Item, Option<Outcome>)>,
     /// Rules, or repositories of a wildcard rule, that could not be resolved.
     pub select_errors: Vec<SelectError>,
+    /// Rules that selected nothing; those without `allow_empty` are failures.
+    pub empty: Vec<select::Empty>,
     /// What people should know that is not an error (a duplicate dropped).
     pub notes: Vec<String>,
     pub retained: Vec<Retained>,
@@ -91,6 +93,7 @@ impl Execution {
     /// The run exits 1 when this is not empty, and `ferry plan` too.
     pub fn failures(&self, plan: &Plan) -> Vec<String> {
         let mut out: Vec<String> = self.select_errors.iter().map(|e| error_chain(e)).collect();
+        out.extend(self.selected_nothing().map(|e| empty_line(plan, e)));
         out.extend(self.in_use_failures.iter().cloned());
         for (item, outcome) in &self.items {
             if let Some(Outcome::Failed { error }) = outcome {
@@ -166,6 +169,11 @@ impl Execution {
         out
     }
 
+    /// The rules that selected nothing without `allow_empty`: each is a failure.
+    pub fn selected_nothing(&self) -> impl Iterator<Item = &select::Empty> {
+        self.empty.iter().filter(|e| !e.allowed)
+    }
+
     /// Prune deletions that went through: manifests deleted, and tags removed alone.
     pub fn pruned(&self) -> (usize, usize) {
         let done = self
@@ -201,6 +209,11 @@ impl Execution {
             .filter(|d| d.result.is_ok())
             .count()
     }
+}
+
+/// `copy #2 (plans/x.toml:9): 0 repositories match docker.io/tema/*`.
+pub fn empty_line(plan: &Plan, e: &select::Empty) -> String {
+    format!("{}: {}", copy_label(plan, e.rule), e.what)
 }
 
 /// Run the plan's stages, then its retention policies.
@@ -261,6 +274,7 @@ async fn prune(plan: &Plan, cx: &Context<'_>, out: &Execution, pins: &PinMap) ->
         plan,
         cx.registries,
         &out.listings,
+        &out.empty,
         &out.items,
         &ledger,
         cx.owns,
@@ -375,6 +389,14 @@ fn take_in(
     out.totals.add(totals);
     out.select_errors.extend(selection.errors);
     out.listings.extend(selection.listings);
+    for e in selection.empty {
+        if e.allowed {
+            let line = empty_line(plan, &e);
+            cx.reporter
+                .note(&format!("{line}: accepted (allow_empty = true)"));
+        }
+        out.empty.push(e);
+    }
     out.items.extend(items.into_iter().zip(outcomes));
     for c in claimed.conflicts {
         let outcome = conflict(plan, &c);

@@ -138,12 +138,12 @@ fn output_of(
     notes: &[String],
     requests: &[(String, u64)],
 ) -> PlanOutput {
-    let unresolved = execution
-        .select_errors
-        .iter()
-        .map(|e| PlanCopy::Unresolved {
-            error: error_chain(e),
-        });
+    let empty = execution
+        .selected_nothing()
+        .map(|e| super::execute::empty_line(plan, e));
+    let unresolved = (execution.select_errors.iter().map(|e| error_chain(e)))
+        .chain(empty)
+        .map(|error| PlanCopy::Unresolved { error });
     let items = execution
         .items
         .iter()

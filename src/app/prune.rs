@@ -5,18 +5,21 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::copy::select::{wildcard_target, Found, Listing, Registries};
+use crate::copy::select::{wildcard_target, Empty, Found, Listing, Registries};
 use crate::copy::{Item, Outcome};
 use crate::plan::{CopyRule, Plan, Selector};
 use crate::reference::display_repo;
 use crate::registry::layout;
 use crate::retention::prune::{Ledger, RuleScope, Scope, SourceTags};
 
-/// The scopes of the plan's `prune` rules, in plan order.
+/// The scopes of the plan's `prune` rules, in plan order. A rule that selected nothing
+/// without `allow_empty` (in `empty`) prunes nothing: a filter that keeps no tag is a mistake
+/// to fix, not an order to delete every tag ferry copied.
 pub fn scopes(
     plan: &Plan,
     registries: &Registries,
     listings: &[Listing],
+    empty: &[Empty],
     items: &[(Item, Option<Outcome>)],
     ledger: &Ledger,
     owns: &(dyn Fn(&str) -> bool + Sync),
@@ -43,6 +46,13 @@ pub fn scopes(
             };
             for l in listings {
                 cx.add(l, owns, &mut scope);
+            }
+            if empty.iter().any(|e| e.rule == rule.number && !e.allowed) {
+                scope.scopes.clear();
+                scope.refused.push(format!(
+                    "{}: it selects nothing, so nothing is pruned",
+                    scope.label
+                ));
             }
             Some(scope)
         })

@@ -501,7 +501,7 @@ impl Ended {
                 _ => RunOutcome::Interrupted,
             },
             totals,
-            select_errors: execution.select_errors.len(),
+            select_errors: execution.select_errors.len() + execution.selected_nothing().count(),
             deleted: execution.deleted() + pruned,
             pruned,
             failures,

@@ -67,6 +67,9 @@ pub struct CopyRule {
     pub platforms: Option<std::sync::Arc<Platforms>>,
     /// Delete at the target what this rule copied there and no longer selects.
     pub prune: Option<Prune>,
+    /// Selecting nothing (a wildcard that lists no repository, tag filters that keep no tag)
+    /// is accepted, not a failure of the rule.
+    pub allow_empty: bool,
 }
 
 impl fmt::Display for CopyRule {

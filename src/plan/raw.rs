@@ -82,6 +82,7 @@ pub(super) struct RawCopy {
     pub(super) platforms: Option<Spanned<toml::Value>>,
     pub(super) platform_mode: Option<Spanned<String>>,
     pub(super) prune: Option<Spanned<toml::Value>>,
+    pub(super) allow_empty: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

@@ -55,7 +55,10 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "registry.*.auth.username" => "a user name (a string)",
         "registry.*.auth.password_env" => "the name of an environment variable (a string)",
         "registry.*.auth.config" | "registry.*.ca_file" => "a file path (a string)",
-        "registry.*.auth.anonymous" | "registry.*.insecure" | "retain.untagged" => {
+        "registry.*.auth.anonymous"
+        | "registry.*.insecure"
+        | "retain.untagged"
+        | "copy.allow_empty" => {
             "true or false"
         }
         "registry.*.endpoint" | "registry.*.api" => "a URL (a string)",
@@ -146,6 +149,7 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "platforms",
             "platform_mode",
             "prune",
+            "allow_empty",
         ],
         "copy.tags" => &["include", "exclude", "semver", "newest"],
         "retain" => &[

@@ -263,7 +263,7 @@ fn unknown_fields_name_line_and_field() {
     let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntag = 1\n");
     assert_eq!(
         e,
-        "p.toml:5:1: unknown field `tag` in [[copy]]; expected one of `from`, `to`, `tags`, `referrers`, `platforms`, `platform_mode`, `prune`"
+        "p.toml:5:1: unknown field `tag` in [[copy]]; expected one of `from`, `to`, `tags`, `referrers`, `platforms`, `platform_mode`, `prune`, `allow_empty`"
     );
     let e = err("version = 1\n[registry.\"ghcr.io\"]\ninsecur = true\n");
     assert!(
@@ -464,5 +464,27 @@ fn prune_is_a_switch_or_its_valves() {
     assert_eq!(
         err(one),
         "p.toml:5:9: copy.prune: pruning applies when `from` is a repository or a wildcard, not one tag or digest"
+    );
+}
+
+#[test]
+fn allow_empty_is_a_switch_of_rules_that_select_many() {
+    let rule = |from: &str, value: &str| {
+        format!(
+            "version = 1\n[[copy]]\nfrom = \"{from}\"\nto = \"s.io/b/*\"\nallow_empty = {value}\n"
+        )
+    };
+    assert!(parse(&rule("r.io/a/*", "true")).unwrap().copies[0].allow_empty);
+    assert!(!parse(&rule("r.io/a/*", "false")).unwrap().copies[0].allow_empty);
+    let plain = "version = 1\n[[copy]]\nfrom = \"r.io/a\"\nto = \"s.io/b\"\n";
+    assert!(!parse(plain).unwrap().copies[0].allow_empty);
+    assert_eq!(
+        err(&rule("r.io/a/*", "\"yes\"")),
+        "p.toml:5:15: copy.allow_empty: expected true or false, found a string"
+    );
+    let one = "version = 1\n[[copy]]\nfrom = \"r.io/a:1\"\nto = \"s.io/b\"\nallow_empty = true\n";
+    assert_eq!(
+        err(one),
+        "p.toml:5:15: copy.allow_empty: applies when `from` is a repository or a wildcard: one tag or digest selects one image"
     );
 }

@@ -398,6 +398,7 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
             ));
         }
     }
+    let allow_empty = allow_empty(ctx, c, &from)?;
     let (line, column) = ctx.line_col(c.from.span().start);
     Ok(CopyRule {
         number,
@@ -409,7 +410,23 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
         referrers,
         platforms: platforms.map(std::sync::Arc::new),
         prune,
+        allow_empty,
     })
+}
+
+/// `allow_empty`: only where `from` selects many tags (one tag or digest is one image).
+fn allow_empty(ctx: &Ctx, c: &RawCopy, from: &Reference) -> Result<bool, PlanError> {
+    match &c.allow_empty {
+        Some(v) if *v.get_ref() && !matches!(from.selector, Selector::AllTags | Selector::Wildcard) => {
+            Err(ctx.invalid(
+                v.span(),
+                "copy.allow_empty",
+                "applies when `from` is a repository or a wildcard: one tag or digest selects one image",
+            ))
+        }
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(false),
+    }
 }
 
 pub(super) fn regexes(

@@ -4,8 +4,8 @@
 //! 2–3-platform indexes sharing layers, some signed cosign-style, some with OCI referrers in a
 //! `sha256-<hex>` fallback index; sometimes content already at the targets) and a plan over it
 //! (whole repositories, wildcards, single tags renamed or not, digests, staged promotions, tag
-//! filters, platform subsets rewritten or sparse, referrers on, off or by artifact type; retention
-//! on targets and sources). Then `ferry plan --output json` and `ferry run --report`, and:
+//! filters, platform subsets rewritten or sparse, referrers on, off or by artifact type,
+//! `allow_empty` or not; retention on targets and sources). Then `ferry plan --output json` and `ferry run --report`, and:
 //!
 //! - the exit codes are equal (both 2 for a plan refused for its conflicts);
 //! - the plan's items, with their actions, digests and rewrites, are the report's;
@@ -724,6 +724,10 @@ fn random_plan(g: &mut Gen, seed: u64, place: &Place<'_>, state: &Path, world: &
     }
     // Target repositories the copies write (`dst/a`), for promotions and retention.
     let mut written: Vec<String> = Vec::new();
+    // `allow_empty` on some rules that select many tags, drawn apart from `g` so that every
+    // seed's world and rules stay what they were before the field existed. A rule that
+    // selects nothing without it fails (issue 21, item 5), in the plan as in the run.
+    let mut lenient = Gen::new(seed ^ 0xa110_e397);
     for number in 1..=g.range(1, 3) {
         let source = g.pick(&sources).clone();
         let src = place.reference(&format!("src/{source}"));
@@ -824,6 +828,14 @@ fn random_plan(g: &mut Gen, seed: u64, place: &Place<'_>, state: &Path, world: &
             }
         };
         lines.extend(rule_options(g, shape.sparse));
+        let one_image = from.contains('@')
+            || from
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'));
+        if !one_image && lenient.percent(30) {
+            lines.push("allow_empty = true".into());
+        }
         let (from, to) = (place.respell(g, &from), place.respell(g, &to));
         plan.push_str(&copy_rule(&from, &to, &lines));
     }

@@ -4,9 +4,11 @@
 //! the stages of a run, which item writes each target.
 
 mod claims;
+mod empty;
 mod referrers;
 
 pub use claims::{Claimed, Claims, Conflict};
+pub use empty::{Count, Empty};
 use referrers::{discover, Origin, Reads, Referred};
 
 use std::collections::{HashMap, HashSet};
@@ -50,6 +52,8 @@ pub struct Selection {
     /// What each listing of a `prune` rule found, for pruning to tell a tag gone at the
     /// source from one filtered out, and a source gone from one that failed to answer.
     pub listings: Vec<Listing>,
+    /// Rules that selected nothing (each said once, in the rule's last part).
+    pub empty: Vec<Empty>,
 }
 
 /// What one listing of a rule found at the source.
@@ -122,6 +126,7 @@ impl Selection {
         self.items.extend(part.items);
         self.errors.extend(part.errors);
         self.listings.extend(part.listings);
+        self.empty.extend(part.empty);
     }
 }
 
@@ -158,6 +163,7 @@ pub async fn resolve_into(
             parts,
             src: registry(registries, &rule.from),
             dst: registry(registries, &rule.to),
+            count: Count::default(),
         };
         let mut out = Selection::default();
         let from = &rule.from.repository;
@@ -166,6 +172,8 @@ pub async fn resolve_into(
             Selector::AllTags => cx.repository(from, &rule.to.repository, &mut out).await,
             Selector::Wildcard => cx.wildcard(&mut out).await,
         }
+        // After every part of the rule: a wildcard selects as a whole.
+        out.empty.extend(cx.count.empty(rule));
         // The receiver is gone only when the run is over.
         let _ = parts.send(out);
     }
@@ -180,6 +188,8 @@ struct RuleContext<'a> {
     parts: &'a Parts,
     src: Arc<dyn Registry>,
     dst: Arc<dyn Registry>,
+    /// What the rule selected, over all its parts.
+    count: Count,
 }
 
 impl RuleContext<'_> {
@@ -251,16 +261,20 @@ impl RuleContext<'_> {
         }
         match listed {
             Ok(tags) => {
+                let listed = tags.len();
                 let what = format!("skipped a tag of {shown}");
                 let tags = sort_out(tags, names::tag, self.rule, &what, &mut out.errors);
                 let roots = select_tags(self.rule, &tags);
+                self.count.listed(listed, roots.len());
                 self.selection(repo, target_repo)
                     .add(Ok(tags), roots, out)
                     .await;
             }
-            Err(e) => out
-                .errors
-                .push(self.error(format!("listing the tags of {shown}"), e)),
+            Err(e) => {
+                self.count.unknown();
+                let what = format!("listing the tags of {shown}");
+                out.errors.push(self.error(what, e))
+            }
         }
     }
 
@@ -282,10 +296,12 @@ impl RuleContext<'_> {
         let repos = match listed {
             Ok(r) => r,
             Err(e) => {
+                self.count.unknown();
                 let what = format!("listing the repositories under {}", rule.from);
                 return out.errors.push(self.error(what, e));
             }
         };
+        self.count.repositories(repos.len());
         // What the catalog said goes first; then each repository as soon as it is resolved.
         let _ = self.parts.send(std::mem::take(out));
         futures::stream::iter(repos)
@@ -294,6 +310,7 @@ impl RuleContext<'_> {
                 match wildcard_target(rule, &repo) {
                     Ok(target) => self.repository(&repo, &target, &mut part).await,
                     Err(e) => {
+                        self.count.unknown();
                         let what = format!("skipped a repository listed under {}", rule.from);
                         part.errors.push(self.error(what, e));
                     }
@@ -310,8 +327,8 @@ impl RuleContext<'_> {
 }
 
 /// The tags a rule's filters select, referrer tags left out: they travel with the image they
-/// name (or not at all, with `referrers = false`).
-fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<String>)> {
+/// name (or not at all, with `referrers = false`). With the target tag of each.
+pub fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<String>)> {
     let plain: Vec<String> = tags
         .iter()
         .filter(|t| referrer_tag_subject(t).is_none())

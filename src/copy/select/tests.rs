@@ -73,6 +73,7 @@ fn rule(from: &str, to: &str) -> CopyRule {
         referrers: Default::default(),
         platforms: None,
         prune: None,
+        allow_empty: false,
     }
 }
 
@@ -113,4 +114,55 @@ fn overlap_rules() {
     assert!(!w("ghcr.io/org/api", "ghcr.io/org/web"));
     assert!(!w("ghcr.io/org/api", "quay.io/org/api"));
     assert!(w("oci:./out", "oci:out:v1"));
+}
+
+/// Resolve `text`'s rules over one in-memory registry, `src.test`, holding `team/api`
+/// (`1.0`, `2.0` and a signature of `2.0`) and `team/web` (`latest`).
+async fn resolved(text: &str) -> Selection {
+    use crate::registry::memory::MemoryRegistry;
+    let plan = crate::plan::Plan::from_str(std::path::Path::new("p.toml"), text).unwrap();
+    let src = Arc::new(MemoryRegistry::new("src.test"));
+    src.push_image("team/api", "1.0", &[b"a1"], "linux/amd64");
+    let two = src.push_image("team/api", "2.0", &[b"a2"], "linux/amd64");
+    src.push_signature("team/api", &two);
+    src.push_image("team/web", "latest", &[b"w"], "linux/amd64");
+    let dst = Arc::new(MemoryRegistry::new("dst.test"));
+    let mut registries: Registries = HashMap::new();
+    registries.insert(Location::Registry("src.test".into()), src);
+    registries.insert(Location::Registry("dst.test".into()), dst);
+    let rules: Vec<&CopyRule> = plan.copies.iter().collect();
+    resolve(&rules, &registries, &crate::copy::journal::NoJournal).await
+}
+
+#[tokio::test]
+async fn a_rule_that_selects_nothing_is_said_once_with_what_it_matched() {
+    let s = resolved(
+        "version = 1\n[[copy]]\nfrom = \"src.test/tema/*\"\nto = \"dst.test/x/*\"\n\n[[copy]]\nfrom = \"src.test/team/api\"\nto = \"dst.test/api\"\ntags = { include = ['^3'] }\nallow_empty = true\n\n[[copy]]\nfrom = \"src.test/team/*\"\nto = \"dst.test/y/*\"\ntags = { include = ['^sha256-', '^nope$'] }\n\n[[copy]]\nfrom = \"src.test/team/*\"\nto = \"dst.test/z/*\"\ntags = { include = ['^1'] }\n",
+    )
+    .await;
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let said: Vec<(usize, &str, bool)> = s
+        .empty
+        .iter()
+        .map(|e| (e.rule, e.what.as_str(), e.allowed))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (1, "0 repositories match src.test/tema/*", false),
+            (
+                2,
+                "no tag of src.test/team/api matches the rule's tags filters (3 tags listed)",
+                true
+            ),
+            // The signature tag matches the filter, but is no selected tag on its own.
+            (
+                3,
+                "no tag of the 2 repositories under src.test/team/* matches the rule's tags filters (4 tags listed)",
+                false
+            ),
+        ]
+    );
+    // Rule 4 selects team/api:1.0 only; team/web has no such tag, and that is fine.
+    assert!(s.items.iter().any(|i| i.rule == 4 && i.source_ref == "1.0"));
 }
