@@ -393,9 +393,19 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
         status.stdout
     );
     let state = &m.runs.state;
-    let json = m.runs.ferry(&["status", "--state", state, "--output", "json"]).await;
+    let json = m
+        .runs
+        .ferry(&["status", "--state", state, "--output", "json"])
+        .await;
     let json: Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!((json["totals"]["deleted"].as_u64(), json["totals"]["pruned"].as_u64()), (Some(0), Some(5)), "{json}");
+    assert_eq!(
+        (
+            json["totals"]["deleted"].as_u64(),
+            json["totals"]["pruned"].as_u64()
+        ),
+        (Some(0), Some(5)),
+        "{json}"
+    );
     let again = m.run().await;
     again.assert_code(0);
     assert!(again.stdout.contains(", 0 pruned"), "{}", again.stdout);

@@ -203,15 +203,33 @@ async fn unchanged_is_counted_apart_and_the_last_success_outlives_a_failed_run()
 
     let shown = ferry(&["plan", p], &[]).await;
     shown.assert_code(0);
-    let closing = format!("plan: 0 images to copy (0 B), 1 already present, {unchanged}, 0 to delete, 0 errors");
-    assert!(shown.stdout.ends_with(&format!("{closing}\n")), "{}", shown.stdout);
+    let closing = format!(
+        "plan: 0 images to copy (0 B), 1 already present, {unchanged}, 0 to delete, 0 errors"
+    );
+    assert!(
+        shown.stdout.ends_with(&format!("{closing}\n")),
+        "{}",
+        shown.stdout
+    );
 
     let second = run(&[]).await;
     second.assert_code(0);
     let summary = format!("ferry: 0 images copied, 1 already present, {unchanged}, 0 failed;");
-    assert!(second.summary().starts_with(&summary), "{}", second.summary());
+    assert!(
+        second.summary().starts_with(&summary),
+        "{}",
+        second.summary()
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
-    assert_eq!((v["totals"]["present"].as_u64(), v["totals"]["unchanged"].as_u64()), (Some(1), Some(n as u64)), "{}", v["totals"]);
+    assert_eq!(
+        (
+            v["totals"]["present"].as_u64(),
+            v["totals"]["unchanged"].as_u64()
+        ),
+        (Some(1), Some(n as u64)),
+        "{}",
+        v["totals"]
+    );
     let m = samples(std::path::Path::new(metrics));
     assert_eq!(m["ferry_images{outcome=\"present\"}"], 1.0);
     assert_eq!(m["ferry_images{outcome=\"unchanged\"}"], n as f64);
@@ -220,16 +238,36 @@ async fn unchanged_is_counted_apart_and_the_last_success_outlives_a_failed_run()
     let status = ferry(&["status", p, "--output", "json"], &[]).await;
     status.assert_code(0);
     let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    assert_eq!((s["totals"]["present"].as_u64(), s["totals"]["unchanged"].as_u64()), (Some(1), Some(n as u64)), "{s}");
+    assert_eq!(
+        (
+            s["totals"]["present"].as_u64(),
+            s["totals"]["unchanged"].as_u64()
+        ),
+        (Some(1), Some(n as u64)),
+        "{s}"
+    );
     let status = ferry(&["status", p], &[]).await;
-    assert!(status.stdout.contains(&format!("1 already present, {unchanged}")), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("1 already present, {unchanged}")),
+        "{}",
+        status.stdout
+    );
 
     // A rule that reads nothing fails the next run: the last success stays where it was.
-    let broken = format!("{text}\n[[copy]]\nfrom = \"{}/team/nope:v9\"\nto = \"{}/nope:v9\"\n", src.addr, dst.addr);
+    let broken = format!(
+        "{text}\n[[copy]]\nfrom = \"{}/team/nope:v9\"\nto = \"{}/nope:v9\"\n",
+        src.addr, dst.addr
+    );
     plan(dir.path(), &broken);
     run(&[]).await.assert_code(1);
     let m = samples(std::path::Path::new(metrics));
     assert_eq!(m["ferry_last_run_success"], 0.0);
-    assert_eq!(m.get("ferry_last_success_timestamp_seconds"), Some(&succeeded), "{m:?}");
+    assert_eq!(
+        m.get("ferry_last_success_timestamp_seconds"),
+        Some(&succeeded),
+        "{m:?}"
+    );
     assert!(m["ferry_last_run_timestamp_seconds"] >= succeeded);
 }

@@ -277,7 +277,11 @@ async fn a_registry_that_refuses_deletes_names_the_setting() {
 
 /// The summary's "N failed" is the number of `failed:` lines above it, and at least `min`.
 fn assert_failed_lines_counted(run: &Run, min: usize) {
-    let lines = run.stderr.lines().filter(|l| l.starts_with("failed: ")).count();
+    let lines = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .count();
     assert!(lines >= min, "{}", run.stderr);
     assert!(
         run.summary().contains(&format!(", {lines} failed")),
@@ -374,9 +378,16 @@ async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
     shown.assert_code(1);
     let run = ferry(&["run", p, "--report", report.to_str().unwrap()], &[]).await;
     run.assert_code(1);
+    // Issue 21, "What was seen" 6: the conflicts are failures of the summary too.
     assert!(
         run.summary()
-            .starts_with("ferry: 11 images copied, 0 already present, 0 failed, 0 deleted"),
+            .starts_with("ferry: 11 images copied, 0 already present, "),
+        "{}",
+        run.summary()
+    );
+    assert_failed_lines_counted(&run, 3);
+    assert!(
+        run.summary().contains(" failed, 0 deleted;"),
         "{}",
         run.summary()
     );
@@ -410,9 +421,15 @@ async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
     let again = ferry(&["run", p], &[]).await;
     again.assert_code(1);
     assert!(
-        again
-            .summary()
-            .starts_with("ferry: 0 images copied, 11 already present, 0 failed, 0 deleted"),
+        again.summary().starts_with(
+            "ferry: 0 images copied, 0 already present, 11 unchanged (trusted from the checkpoint), "
+        ),
+        "{}",
+        again.summary()
+    );
+    assert_failed_lines_counted(&again, 3);
+    assert!(
+        again.summary().contains(" failed, 0 deleted;"),
         "{}",
         again.summary()
     );
