@@ -523,7 +523,10 @@ async fn last_success(state: State) -> Option<i64> {
     match tokio::task::spawn_blocking(move || state.last_success()).await {
         Ok(Ok(at)) => at,
         Ok(Err(e)) => {
-            tracing::warn!("reading the last success from the checkpoint: {}", error_chain(&e));
+            tracing::warn!(
+                "reading the last success from the checkpoint: {}",
+                error_chain(&e)
+            );
             None
         }
         Err(_) => None,

@@ -236,7 +236,12 @@ mod tests {
             digest,
             rewritten: None,
         };
-        let mut t = Totals::of(&[Some(present), Some(unchanged.clone()), Some(unchanged), None]);
+        let mut t = Totals::of(&[
+            Some(present),
+            Some(unchanged.clone()),
+            Some(unchanged),
+            None,
+        ]);
         assert_eq!((t.present, t.unchanged, t.interrupted), (1, 2, 1));
         t.add(&t.clone());
         assert_eq!((t.present, t.unchanged), (2, 4));

@@ -374,7 +374,12 @@ mod tests {
             registries,
             merged_from: None,
         };
-        let m = metrics(&report, 1_800_000_000, Duration::from_millis(1500), Some(17));
+        let m = metrics(
+            &report,
+            1_800_000_000,
+            Duration::from_millis(1500),
+            Some(17),
+        );
         assert!(m.contains("ferry_images{outcome=\"copied\"} 3\n"), "{m}");
         // Issue 21, "What was seen" 6: unchanged apart from present; failed images apart
         // from every failure; the last success as given (the checkpoint's after a failure).
@@ -388,7 +393,10 @@ mod tests {
             assert!(m.contains(sample), "{sample}: {m}");
         }
         let never = metrics(&report, 1_800_000_000, Duration::ZERO, None);
-        assert!(!never.contains("ferry_last_success_timestamp_seconds"), "{never}");
+        assert!(
+            !never.contains("ferry_last_success_timestamp_seconds"),
+            "{never}"
+        );
         assert!(m.contains("ferry_transferred_bytes 100\n"));
         assert!(m.contains("ferry_registry_requests{registry=\"ghcr.io\"} 12\n"));
         assert!(m.contains("ferry_registry_wait_seconds{registry=\"ghcr.io\"} 3.5\n"));

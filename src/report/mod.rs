@@ -422,10 +422,16 @@ mod tests {
         let before = drawn();
         assert!(before.contains("resolving the plan"), "{before}");
         assert!(before.contains("bytes"), "{before}");
-        assert!(!before.contains("images") && !before.contains("0/0"), "{before}");
+        assert!(
+            !before.contains("images") && !before.contains("0/0"),
+            "{before}"
+        );
         bars.items_selected(3);
         let after = drawn();
-        assert!(after.contains("images [") && after.contains("0/3"), "{after}");
+        assert!(
+            after.contains("images [") && after.contains("0/3"),
+            "{after}"
+        );
         bars.finish();
     }
 

@@ -471,6 +471,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod runs_tests;
+#[cfg(test)]
+mod tests;
