@@ -102,10 +102,14 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         audit: None,
     };
     let execution = execute(&plan, &cx).await;
+    // The registries the plan's rules use, and any other that got requests: a section no
+    // rule names costs nothing and gets no line.
+    let used = plan.rule_hosts();
     let requests: Vec<(String, u64)> = handles
         .iter()
         .filter(|(name, _)| name != "oci:")
         .map(|(name, o)| (name.clone(), o.requests()))
+        .filter(|(name, n)| *n > 0 || used.contains(name))
         .collect();
     let notes = std::mem::take(&mut *notes.0.lock().expect("notes"));
     print_plan(&plan, &execution, &notes, &requests, args.output)?;

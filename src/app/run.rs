@@ -30,6 +30,8 @@ use crate::report::{error_chain, plural, BarReporter, PlainReporter, Reporter, S
 use crate::state::{RunId, RunOutcome, RunSummary, RunTotals, Snapshot, State};
 
 mod files;
+#[cfg(test)]
+mod tests;
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
@@ -118,16 +120,33 @@ pub fn state_path(flag: Option<&Path>, plan: Option<&Plan>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE))
 }
 
-/// The one-line summary that ends every run (`deleted` when the plan has retention).
-pub fn summary(totals: &Totals, unresolved: usize, deleted: Option<usize>) -> String {
+/// The one-line summary that ends every run. `failed` counts every failure the run lists
+/// (items, rules, and what retention and pruning could not do: the `failed:` lines above
+/// it), so a run that exits 1 for them never says 0 failed. `deleted` (retention's) when
+/// the plan has retention, `pruned` when it has `prune` rules; `unchanged` only when some
+/// item was trusted from the checkpoint.
+pub fn summary(
+    totals: &Totals,
+    failed: usize,
+    deleted: Option<usize>,
+    pruned: Option<usize>,
+) -> String {
     let mut line = format!(
-        "ferry: {} images copied, {} already present, {} failed",
-        totals.copied,
-        totals.present,
-        totals.failed + unresolved
+        "ferry: {} images copied, {} already present",
+        totals.copied, totals.present
     );
+    if totals.unchanged > 0 {
+        line.push_str(&format!(
+            ", {} unchanged (trusted from the checkpoint)",
+            totals.unchanged
+        ));
+    }
+    line.push_str(&format!(", {failed} failed"));
     if let Some(n) = deleted {
         line.push_str(&format!(", {n} deleted"));
+    }
+    if let Some(n) = pruned {
+        line.push_str(&format!(", {n} pruned"));
     }
     if totals.skipped > 0 {
         line.push_str(&format!(
@@ -247,8 +266,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let interrupted = signal.load(Ordering::SeqCst);
     let ended = Ended::new(run_id, interrupted, &execution, totals, failures);
-    let saved_ok = save(state, &ended, json).await?;
-    let files_ok = files::write_files(&args, shard, &ended, &execution, &registries, json);
+    let saved_ok = save(state.clone(), &ended, json).await?;
+    let last_success = match args.metrics {
+        Some(_) => last_success(state).await,
+        None => None,
+    };
+    let files_ok = files::write_files(
+        &args,
+        shard,
+        &ended,
+        &execution,
+        &registries,
+        last_success,
+        json,
+    );
     if let Some(spool) =
         spool.filter(|_| ended.totals.interrupted == 0 && ended.failures.is_empty())
     {
@@ -290,11 +321,9 @@ fn resolve_shard(
 /// The closing lines, and the exit code: the signal's after an interruption, else 0 when
 /// nothing failed and the checkpoint and files were written (`saved`), else 1.
 fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -> ExitCode {
-    let deleted = (!plan.retains.is_empty()).then_some(ended.deleted - ended.pruned);
-    let mut line = summary(&ended.totals, ended.select_errors, deleted);
-    if super::prune::any(plan) {
-        line.push_str(&format!(", {} pruned", ended.pruned));
-    }
+    let deleted = (!plan.retains.is_empty()).then_some(ended.deleted);
+    let pruned = super::prune::any(plan).then_some(ended.pruned);
+    let line = summary(&ended.totals, ended.failures.len(), deleted, pruned);
     println!("{}", super::log_line(json, "INFO", &line));
     if interrupted != 0 {
         emit(
@@ -472,13 +501,13 @@ struct Ended {
     outcome: RunOutcome,
     /// With the run's wall time.
     totals: Totals,
-    /// Rules (or repositories of wildcard rules) that could not be resolved: failures too.
-    select_errors: usize,
-    /// Deletions that went through.
-    /// Deletions made, retention's and pruning's.
+    /// Retention's deletions that went through.
     deleted: usize,
-    /// Of those, pruning's (manifests deleted and tags removed alone).
+    /// Pruning's that went through: manifests deleted, and tags removed alone.
     pruned: usize,
+    /// Every failure, one line each: failed items, rules (or repositories of wildcard
+    /// rules) that could not be resolved, what retention and pruning could not do. Their
+    /// number is what the summary, the report and the checkpoint call failed.
     failures: Vec<String>,
 }
 
@@ -501,11 +530,26 @@ impl Ended {
                 _ => RunOutcome::Interrupted,
             },
             totals,
-            select_errors: execution.select_errors.len() + execution.selected_nothing().count(),
-            deleted: execution.deleted() + pruned,
+            deleted: execution.deleted(),
             pruned,
             failures,
         }
+    }
+}
+
+/// When the checkpoint's last succeeded run ended (this one, once saved, if it succeeded),
+/// for the metrics; `None` when none did or the checkpoint cannot say (said).
+async fn last_success(state: State) -> Option<i64> {
+    match tokio::task::spawn_blocking(move || state.last_success()).await {
+        Ok(Ok(at)) => at,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "reading the last success from the checkpoint: {}",
+                error_chain(&e)
+            );
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -516,11 +560,13 @@ async fn save(state: State, ended: &Ended, json: bool) -> anyhow::Result<bool> {
     let totals = RunTotals {
         copied: t.copied as u64,
         present: t.present as u64,
-        failed: (t.failed + ended.select_errors) as u64,
+        unchanged: t.unchanged as u64,
+        failed: ended.failures.len() as u64,
         skipped: t.skipped as u64,
         interrupted: t.interrupted as u64,
         bytes: t.bytes,
         deleted: ended.deleted as u64,
+        pruned: ended.pruned as u64,
     };
     let (run, outcome) = (ended.run, ended.outcome);
     let saved =

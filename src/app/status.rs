@@ -135,11 +135,13 @@ fn to_json(run: &RunSummary) -> serde_json::Value {
         "totals": {
             "copied": run.totals.copied,
             "present": run.totals.present,
+            "unchanged": run.totals.unchanged,
             "failed": run.totals.failed,
             "skipped": run.totals.skipped,
             "interrupted": run.totals.interrupted,
             "bytes": run.totals.bytes,
             "deleted": run.totals.deleted,
+            "pruned": run.totals.pruned,
         },
         "deletions": run.deletions.iter().map(|(what, tags, reason)| json!({"manifest": what, "tags": tags, "reason": reason})).collect::<Vec<_>>(),
         "items_by_status": run.items_by_status,
@@ -166,15 +168,18 @@ fn to_text(run: &RunSummary) -> String {
             .map(|e| format!(", ended {}", when(e)))
             .unwrap_or_default(),
     ));
+    let t = &run.totals;
     out.push_str(&format!(
-        "  images: {} copied, {} already present, {} failed, {} skipped (referrers not carried), {} interrupted; {} transferred\n",
-        run.totals.copied,
-        run.totals.present,
-        run.totals.failed,
-        run.totals.skipped,
-        run.totals.interrupted,
-        HumanBytes(run.totals.bytes)
+        "  images: {} copied, {} already present, {} unchanged (trusted from the checkpoint), {} skipped (referrers not carried), {} interrupted; {} transferred\n",
+        t.copied,
+        t.present,
+        t.unchanged,
+        t.skipped,
+        t.interrupted,
+        HumanBytes(t.bytes)
     ));
+    // As the run's summary counts them: failed items, rules, retention and pruning.
+    out.push_str(&format!("  failures: {}\n", t.failed));
     if !run.items_by_status.is_empty() {
         let counts: Vec<String> = run
             .items_by_status
@@ -186,8 +191,11 @@ fn to_text(run: &RunSummary) -> String {
     for (item, error) in &run.failures {
         out.push_str(&format!("  failed: {item}: {error}\n"));
     }
-    if !run.deletions.is_empty() {
-        out.push_str(&format!("  deleted: {}\n", run.deletions.len()));
+    if !run.deletions.is_empty() || t.deleted + t.pruned > 0 {
+        out.push_str(&format!(
+            "  deleted: {} by retention, {} pruned\n",
+            t.deleted, t.pruned
+        ));
         // The JSON output has them all; a terminal gets the first ones.
         for (what, tags, reason) in run.deletions.iter().take(20) {
             let tags = if tags.is_empty() { "untagged" } else { tags };

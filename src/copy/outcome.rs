@@ -268,7 +268,10 @@ impl TransferTotals {
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
     pub copied: usize,
+    /// Checked at the target in this run ([`Outcome::Present`]).
     pub present: usize,
+    /// Trusted from the checkpoint without asking the target ([`Outcome::Unchanged`]).
+    pub unchanged: usize,
     pub failed: usize,
     /// Referrers not copied on purpose ([`Outcome::Skipped`]).
     pub skipped: usize,
@@ -288,7 +291,8 @@ impl Totals {
                     totals.copied += 1;
                     totals.bytes += stats.bytes;
                 }
-                Some(Outcome::Present { .. } | Outcome::Unchanged { .. }) => totals.present += 1,
+                Some(Outcome::Present { .. }) => totals.present += 1,
+                Some(Outcome::Unchanged { .. }) => totals.unchanged += 1,
                 Some(Outcome::Skipped { .. }) => totals.skipped += 1,
                 Some(Outcome::Failed { .. }) => totals.failed += 1,
                 None => totals.interrupted += 1,
@@ -302,9 +306,39 @@ impl Totals {
     pub fn add(&mut self, other: &Totals) {
         self.copied += other.copied;
         self.present += other.present;
+        self.unchanged += other.unchanged;
         self.failed += other.failed;
         self.skipped += other.skipped;
         self.interrupted += other.interrupted;
         self.bytes += other.bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21, "What was seen" 6: what was checked at the target and what was trusted from
+    /// the checkpoint are counted apart.
+    #[test]
+    fn present_and_unchanged_are_counted_apart() {
+        let digest = Digest::sha256_of(b"image");
+        let present = Outcome::Present {
+            digest: digest.clone(),
+            rewritten: None,
+        };
+        let unchanged = Outcome::Unchanged {
+            digest,
+            rewritten: None,
+        };
+        let mut t = Totals::of(&[
+            Some(present),
+            Some(unchanged.clone()),
+            Some(unchanged),
+            None,
+        ]);
+        assert_eq!((t.present, t.unchanged, t.interrupted), (1, 2, 1));
+        t.add(&t.clone());
+        assert_eq!((t.present, t.unchanged), (2, 4));
     }
 }

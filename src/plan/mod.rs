@@ -228,17 +228,27 @@ impl Plan {
 
     /// Every registry host the plan names in a rule or a section, sorted.
     pub fn hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self.registries.keys().cloned().collect();
+        let mut hosts = self.rule_hosts();
+        hosts.extend(self.registries.keys().cloned());
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// The registry hosts the plan's rules name (copy sources and targets, retained
+    /// repositories), sorted: a `[registry]` section alone does not put a host to use.
+    pub fn rule_hosts(&self) -> Vec<String> {
         let refs = self
             .copies
             .iter()
             .flat_map(|c| [&c.from, &c.to])
             .chain(self.retains.iter().map(|r| &r.repository));
-        for r in refs {
-            if let Location::Registry(h) = &r.location {
-                hosts.push(h.clone());
-            }
-        }
+        let mut hosts: Vec<String> = refs
+            .filter_map(|r| match &r.location {
+                Location::Registry(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts

@@ -59,11 +59,19 @@ pub struct MergedFrom {
 #[serde(default)]
 pub struct ReportTotals {
     pub copied: usize,
+    /// Already at the target with the source digest: checked there in this run.
     pub present: usize,
+    /// Recorded done by an earlier run and trusted without asking the target. Reports
+    /// written before it was counted apart have none (read as 0) and count these in
+    /// `present`.
+    pub unchanged: usize,
+    /// Every failure the run lists (`failures`): failed items, rules that could not be
+    /// resolved, what retention and pruning could not do.
     pub failed: usize,
     /// Referrers not carried on purpose (their subject failed or was rewritten).
     pub skipped: usize,
     pub interrupted: usize,
+    /// Retention's deletions made (not pruning's: `pruned`).
     pub deleted: usize,
     pub bytes: u64,
     pub seconds: f64,
@@ -237,6 +245,7 @@ impl ReportTotals {
     pub fn add(&mut self, other: &ReportTotals) {
         self.copied += other.copied;
         self.present += other.present;
+        self.unchanged += other.unchanged;
         self.failed += other.failed;
         self.skipped += other.skipped;
         self.interrupted += other.interrupted;
@@ -363,26 +372,64 @@ mod tests {
             outcome: "succeeded".into(),
             totals: ReportTotals {
                 copied: 3,
+                present: 1,
+                unchanged: 5,
+                failed: 2,
                 bytes: 100,
                 ..Default::default()
             },
-            failures: vec![],
-            items: vec![],
+            failures: vec!["a".into(), "b".into()],
+            items: vec![failed_item()],
             deletions: vec![],
             prune: vec![],
             registries,
             merged_from: None,
         };
-        let m = metrics(&report, 1_800_000_000, Duration::from_millis(1500));
+        let m = metrics(
+            &report,
+            1_800_000_000,
+            Duration::from_millis(1500),
+            Some(17),
+        );
         assert!(m.contains("ferry_images{outcome=\"copied\"} 3\n"), "{m}");
+        // Issue 21, "What was seen" 6: unchanged apart from present; failed images apart
+        // from every failure; the last success as given (the checkpoint's after a failure).
+        for sample in [
+            "ferry_images{outcome=\"present\"} 1\n",
+            "ferry_images{outcome=\"unchanged\"} 5\n",
+            "ferry_images{outcome=\"failed\"} 1\n",
+            "ferry_failures 2\n",
+            "ferry_last_success_timestamp_seconds 17\n",
+        ] {
+            assert!(m.contains(sample), "{sample}: {m}");
+        }
+        let never = metrics(&report, 1_800_000_000, Duration::ZERO, None);
+        assert!(
+            !never.contains("ferry_last_success_timestamp_seconds"),
+            "{never}"
+        );
         assert!(m.contains("ferry_transferred_bytes 100\n"));
-        assert!(m.contains("ferry_last_success_timestamp_seconds 1800000000\n"));
         assert!(m.contains("ferry_registry_requests{registry=\"ghcr.io\"} 12\n"));
         assert!(m.contains("ferry_registry_wait_seconds{registry=\"ghcr.io\"} 3.5\n"));
         assert!(m.contains("# TYPE ferry_run_duration_seconds gauge\n"));
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(!name.is_empty() && value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    fn failed_item() -> ReportItem {
+        ReportItem {
+            source: "a.io/x:1".into(),
+            target: "b.io/x:1".into(),
+            digest: None,
+            action: "failed".into(),
+            bytes: 0,
+            seconds: 0.0,
+            error: Some("no".into()),
+            rewritten: None,
+            updated: None,
+            put_back: Vec::new(),
         }
     }
 
@@ -407,6 +454,7 @@ mod tests {
             outcome: outcome.into(),
             totals: ReportTotals {
                 copied,
+                unchanged: copied + 1,
                 seconds: 1.5,
                 ..Default::default()
             },
@@ -437,6 +485,7 @@ mod tests {
         assert_eq!(m.ended_at, "2026-01-01T03:00:00Z");
         assert_eq!(m.outcome, "partial");
         assert_eq!((m.totals.copied, m.totals.seconds), (3, 3.0));
+        assert_eq!(m.totals.unchanged, 5);
         assert_eq!(m.registries["ghcr.io"].requests, 20);
         assert_eq!(m.registries["ghcr.io"].wait_seconds, 1.0);
         assert_eq!(m.failures, ["f1", "f2"]);

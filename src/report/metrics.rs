@@ -11,11 +11,18 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Prometheus text exposition format.
-pub fn metrics(report: &Report, finished_unix: u64, run_seconds: Duration) -> String {
+/// Prometheus text exposition format. `last_success`: when the last succeeded run ended
+/// (Unix time), this one or, after a run that did not succeed, the one its checkpoint
+/// records; `None` when no run succeeded yet (the gauge is then left out).
+pub fn metrics(
+    report: &Report,
+    finished_unix: u64,
+    run_seconds: Duration,
+    last_success: Option<u64>,
+) -> String {
     let mut out = Gauges::default();
     totals_metrics(&mut out, report);
-    run_metrics(&mut out, report, finished_unix, run_seconds);
+    run_metrics(&mut out, report, finished_unix, run_seconds, last_success);
     registry_metrics(&mut out, report);
     out.0
 }
@@ -43,13 +50,16 @@ impl Gauges {
 /// What the run counted: images by outcome, deletions, bytes, failures.
 fn totals_metrics(out: &mut Gauges, report: &Report) {
     let t = &report.totals;
+    // Images only: `totals.failed` counts every failure (`ferry_failures`).
+    let failed = report.items.iter().filter(|i| i.action == "failed").count();
     out.gauge(
         "ferry_images",
         "Images of the last run by outcome.",
         [
             ("copied", t.copied),
             ("present", t.present),
-            ("failed", t.failed),
+            ("unchanged", t.unchanged),
+            ("failed", failed),
             ("skipped", t.skipped),
             ("interrupted", t.interrupted),
         ]
@@ -74,13 +84,19 @@ fn totals_metrics(out: &mut Gauges, report: &Report) {
     );
     out.single(
         "ferry_failures",
-        "Failures (items, rules, deletions) in the last run.",
+        "Failures (items, rules, retention and pruning) in the last run.",
         report.failures.len(),
     );
 }
 
-/// How long the run took, when it ended, and whether it succeeded.
-fn run_metrics(out: &mut Gauges, report: &Report, finished_unix: u64, run_seconds: Duration) {
+/// How long the run took, when it ended, whether it succeeded, and when one last did.
+fn run_metrics(
+    out: &mut Gauges,
+    report: &Report,
+    finished_unix: u64,
+    run_seconds: Duration,
+    last_success: Option<u64>,
+) {
     out.single(
         "ferry_run_duration_seconds",
         "Wall time of the last run.",
@@ -96,11 +112,11 @@ fn run_metrics(out: &mut Gauges, report: &Report, finished_unix: u64, run_second
         "1 when the last run copied and deleted everything it selected.",
         u8::from(report.outcome == "succeeded"),
     );
-    if report.outcome == "succeeded" {
+    if let Some(at) = last_success {
         out.single(
             "ferry_last_success_timestamp_seconds",
-            "When the last successful run ended (Unix time).",
-            finished_unix,
+            "When the last successful run ended (Unix time), this one or an earlier one.",
+            at,
         );
     }
 }

@@ -321,17 +321,25 @@ impl Reporter for PlainReporter {
 
 /// indicatif bars on a terminal: images done/total, and bytes with rate.
 pub struct BarReporter {
-    _multi: MultiProgress,
+    multi: MultiProgress,
     images: ProgressBar,
     bytes: ProgressBar,
     /// Items are findings of `ferry verify`: every one that is not complete gets a line.
     audit: bool,
+    /// The images bar is drawn from the first selection on: before it, it would be a full
+    /// bar at 0/0 (indicatif draws a bar of length 0 as complete).
+    shown: std::sync::Once,
 }
 
 impl BarReporter {
     pub fn new() -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let images = multi.add(ProgressBar::new(0));
+        Self::with_target(ProgressDrawTarget::stderr())
+    }
+
+    /// The bars, drawn to `target`.
+    fn with_target(target: ProgressDrawTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target);
+        let images = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         images.set_style(
             ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {wide_msg}")
                 .expect("static template")
@@ -346,10 +354,11 @@ impl BarReporter {
         bytes.set_prefix("bytes");
         bytes.enable_steady_tick(Duration::from_millis(250));
         BarReporter {
-            _multi: multi,
+            multi,
             images,
             bytes,
             audit: false,
+            shown: std::sync::Once::new(),
         }
     }
 
@@ -357,6 +366,11 @@ impl BarReporter {
     pub fn audit(mut self) -> Self {
         self.audit = true;
         self
+    }
+
+    /// A line above the bars (they are redrawn below it).
+    fn println(&self, line: String) {
+        let _ = self.multi.println(line);
     }
 }
 
@@ -368,6 +382,11 @@ impl Default for BarReporter {
 
 impl Reporter for BarReporter {
     fn items_selected(&self, count: usize) {
+        self.shown.call_once(|| {
+            self.multi.insert(0, self.images.clone());
+            // Drawn on its own from now on, not only when an image finishes.
+            self.images.enable_steady_tick(Duration::from_millis(250));
+        });
         self.images.inc_length(count as u64);
     }
     fn item_started(&self, item: &Item) {
@@ -377,9 +396,9 @@ impl Reporter for BarReporter {
         self.images.inc(1);
         match (self.audit, outcome) {
             (true, Outcome::Present { .. } | Outcome::Unchanged { .. }) => {}
-            (true, _) => self.images.println(audit_line(item, outcome)),
+            (true, _) => self.println(audit_line(item, outcome)),
             (false, Outcome::Failed { .. } | Outcome::Skipped { .. }) => {
-                self.images.println(outcome_line(item, outcome))
+                self.println(outcome_line(item, outcome))
             }
             (false, _) => {}
         }
@@ -388,10 +407,10 @@ impl Reporter for BarReporter {
         self.bytes.inc(bytes);
     }
     fn note(&self, message: &str) {
-        self.images.println(message);
+        self.println(message.to_string());
     }
     fn registry_event(&self, event: &Event) {
-        self.images.println(event_line(event));
+        self.println(event_line(event));
     }
     fn finish(&self) {
         self.images.finish_and_clear();
@@ -439,6 +458,69 @@ mod tests {
         let quiet = PlainReporter::to_writer(Box::new(Buffer::default()), false, PROGRESS_EVERY);
         quiet.bytes_transferred(1);
         assert!(quiet.progress.lock().unwrap().last_line.elapsed() < PROGRESS_EVERY);
+    }
+
+    /// A terminal that keeps what is written to it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(std::sync::Arc<Mutex<String>>);
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            100
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 21, "What was seen" 6: no full bar at 0/0 while nothing is selected yet (notes
+    /// still get through), and the images bar from the first selection on.
+    #[test]
+    fn the_images_bar_waits_for_a_selection() {
+        let screen = Screen::default();
+        let bars =
+            BarReporter::with_target(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        let drawn = || {
+            // The bytes spinner's tick redraws every bar.
+            std::thread::sleep(Duration::from_millis(400));
+            std::mem::take(&mut *screen.0.lock().unwrap())
+        };
+        bars.note("resolving the plan");
+        let before = drawn();
+        assert!(before.contains("resolving the plan"), "{before}");
+        assert!(before.contains("bytes"), "{before}");
+        assert!(
+            !before.contains("images") && !before.contains("0/0"),
+            "{before}"
+        );
+        bars.items_selected(3);
+        let after = drawn();
+        assert!(
+            after.contains("images [") && after.contains("0/3"),
+            "{after}"
+        );
+        bars.finish();
     }
 
     #[test]

@@ -297,6 +297,12 @@ impl State {
         self.call(move |owner| owner.run_summary(run))
     }
 
+    /// When the last run that succeeded ended (unix seconds, as `ended_at`); `None` when no
+    /// run of this checkpoint succeeded. A failed run's metrics carry it over.
+    pub fn last_success(&self) -> Result<Option<i64>, StateError> {
+        self.call(|owner| owner.last_success())
+    }
+
     /// Runs `f` on the owner thread, after every write queued before it, and waits for the
     /// answer.
     fn call<T, F>(&self, f: F) -> Result<T, StateError>
@@ -464,5 +470,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod runs_tests;
 #[cfg(test)]
 mod tests;

@@ -159,7 +159,7 @@ impl Owner {
             .prepare_cached(
                 "UPDATE runs SET ended_at = ?2, status = ?3, copied = ?4, present = ?5,
                         failed = ?6, skipped = ?7, interrupted = ?8, bytes = ?9,
-                        deleted = ?10
+                        deleted = ?10, unchanged = ?11, pruned = ?12
                  WHERE id = ?1",
             )
             .and_then(|mut stmt| {
@@ -174,6 +174,8 @@ impl Owner {
                     to_i64(totals.interrupted),
                     to_i64(totals.bytes),
                     to_i64(totals.deleted),
+                    to_i64(totals.unchanged),
+                    to_i64(totals.pruned),
                 ])
             })
             .map_err(|e| self.err(e))?;
@@ -193,6 +195,10 @@ impl Owner {
         run: Option<RunId>,
     ) -> Result<Option<RunSummary>, StateError> {
         super::read::run_summary(&self.conn, run).map_err(|e| self.err(e))
+    }
+
+    pub(super) fn last_success(&mut self) -> Result<Option<i64>, StateError> {
+        super::read::last_success(&self.conn).map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {

@@ -112,11 +112,17 @@ pub(super) fn run_summary(
     Ok(Some(summary))
 }
 
+/// When the last run that succeeded ended (unix seconds); `None` when none did.
+pub(super) fn last_success(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT MAX(ended_at) FROM runs WHERE status = 'succeeded'")?
+        .query_row([], |row| row.get(0))
+}
+
 /// The `runs` row of `run` (`None`: the latest), without its items and deletions.
 fn run_row(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<Option<RunSummary>> {
     const COLUMNS: &str = "SELECT id, plan_path, plan_fingerprint, started_at, ended_at, status,
                                   copied, present, failed, skipped, interrupted, bytes,
-                                  deleted
+                                  deleted, unchanged, pruned
                            FROM runs";
     let to_summary = |row: &Row<'_>| -> rusqlite::Result<RunSummary> {
         Ok(RunSummary {
@@ -134,6 +140,8 @@ fn run_row(conn: &Connection, run: Option<RunId>) -> rusqlite::Result<Option<Run
                 interrupted: to_u64(row.get(10)?),
                 bytes: to_u64(row.get(11)?),
                 deleted: to_u64(row.get(12)?),
+                unchanged: to_u64(row.get(13)?),
+                pruned: to_u64(row.get(14)?),
             },
             items_by_status: BTreeMap::new(),
             failures: Vec::new(),

@@ -183,7 +183,13 @@ impl fmt::Display for RunOutcome {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunTotals {
     pub copied: u64,
+    /// Checked at the target in this run. Runs recorded before schema version 7 count
+    /// `unchanged` items here too.
     pub present: u64,
+    /// Trusted from the checkpoint without asking the target.
+    pub unchanged: u64,
+    /// Every failure the run listed: failed items, rules that could not be resolved, what
+    /// retention and pruning could not do.
     pub failed: u64,
     /// Referrers not carried on purpose (what they refer to failed, was not copied, or was
     /// rewritten to a new digest).
@@ -194,6 +200,8 @@ pub struct RunTotals {
     pub bytes: u64,
     /// Manifests retention deleted.
     pub deleted: u64,
+    /// Pruning's deletions: manifests deleted, and tags removed alone.
+    pub pruned: u64,
 }
 
 /// Everything a resuming run needs, read in one go at startup.

@@ -105,6 +105,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          since    INTEGER NOT NULL,
          PRIMARY KEY (registry, repo, tag)
      );",
+    // 7: each count by its name, again. `unchanged` counts the items trusted from the
+    // checkpoint without asking the target, which `present` counted too before (older rows
+    // keep them there: they cannot be told apart). `pruned` counts pruning's deletions, which
+    // `deleted` counted too since version 6: the deletions table tells them apart (a prune
+    // reason begins `prune:`, retention's `delete:`), so older rows are split by it.
+    "ALTER TABLE runs ADD COLUMN unchanged INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+     UPDATE runs SET pruned = (SELECT COUNT(*) FROM deletions
+                               WHERE deletions.run = runs.id AND deletions.reason LIKE 'prune:%');
+     UPDATE runs SET deleted = MAX(0, deleted - pruned);",
 ];
 
 /// The schema version this build writes and understands.

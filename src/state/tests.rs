@@ -184,6 +184,7 @@ fn a_version_3_file_keeps_its_interrupted_count_under_its_name() {
             interrupted: 7,
             bytes: 100,
             deleted: 2,
+            ..RunTotals::default()
         }
     );
 }
@@ -376,6 +377,7 @@ fn run_summary_reports_the_latest_run() {
         interrupted: 3,
         bytes: 2003,
         deleted: 1,
+        ..RunTotals::default()
     };
     state.record(Write::Deletion {
         run,

@@ -200,7 +200,7 @@ async fn side_by_side(
     );
     assert!(
         out2.contains(&format!(
-            "0 images copied, {} already present, 0 failed; 0 B transferred",
+            "0 images copied, 0 already present, {} unchanged (trusted from the checkpoint), 0 failed; 0 B transferred",
             tags.len()
         )),
         "{out2}"

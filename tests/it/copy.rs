@@ -59,13 +59,14 @@ async fn wildcard_copy_is_byte_exact_and_a_second_run_moves_nothing() {
         "each unique blob is read from the source exactly once"
     );
 
-    // Second run: everything present, no blob read, no upload.
+    // Second run: everything recorded done and trusted (issue 21: said `unchanged`, not
+    // `present`, which means checked at the target), no blob read, no upload.
     let (gets, ups) = (blob_gets(&src), uploads(&dst));
     let again = ferry(&["run", "--progress", "plain", p], &[]).await;
     again.assert_code(0);
     assert!(
         again.summary().starts_with(&format!(
-            "ferry: 0 images copied, {n} already present, 0 failed; 0 B transferred"
+            "ferry: 0 images copied, 0 already present, {n} unchanged (trusted from the checkpoint), 0 failed; 0 B transferred"
         )),
         "{}",
         again.summary()
@@ -369,7 +370,7 @@ async fn plan_previews_what_run_then_does() {
     after.assert_code(0);
     assert!(
         after.stdout.contains(&format!(
-            "plan: 0 images to copy (0 B), {n} already present"
+            "plan: 0 images to copy (0 B), 0 already present, {n} unchanged (trusted from the checkpoint)"
         )),
         "{}",
         after.stdout

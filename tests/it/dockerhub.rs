@@ -73,8 +73,9 @@ async fn namespace_wildcard_pages_through_the_hub_api() {
     .await;
     run.assert_code(0);
     assert!(
-        run.summary()
-            .starts_with("ferry: 1 images copied, 3 already present"),
+        run.summary().starts_with(
+            "ferry: 1 images copied, 0 already present, 3 unchanged (trusted from the checkpoint)"
+        ),
         "{}",
         run.summary()
     );

@@ -128,6 +128,20 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
         "{}",
         run.stderr
     );
+    // Issue 21, "What was seen" 6: the run exits 1 for it, and its summary counts every
+    // `failed:` line (the source, and what it held back), never "0 failed".
+    let lines = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .count();
+    let failed = format!(", {lines} failed");
+    assert!(
+        lines > 0 && run.summary().contains(&failed),
+        "{}\n{}",
+        run.summary(),
+        run.stderr
+    );
     let pusher = reg.pusher();
     for tag in ["v1.0.0", "v1.0.1", "v1.0.2"] {
         assert!(

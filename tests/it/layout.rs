@@ -88,8 +88,9 @@ async fn registry_to_layout_to_registry_and_layout_to_layout() {
     assert_eq!(raw, fx.image("team/multi", "oci").bytes);
     let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
     assert!(
-        run.summary()
-            .starts_with("ferry: 0 images copied, 2 already present"),
+        run.summary().starts_with(
+            "ferry: 0 images copied, 0 already present, 2 unchanged (trusted from the checkpoint)"
+        ),
         "{}",
         run.summary()
     );

@@ -334,6 +334,8 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     assert!(ran.stdout.contains(", 5 pruned"), "{}", ran.stdout);
     let report = m.runs.report();
     assert_eq!(report["totals"]["pruned"], 5);
+    // Issue 21, "What was seen" 6: `deleted` is retention's alone (this plan has none).
+    assert_eq!(report["totals"]["deleted"], 0, "{}", report["totals"]);
     assert_eq!(
         report_rows(&report),
         plan_rows(&planned),
@@ -384,6 +386,25 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
         status.stdout.contains("prune: gone at the source"),
         "{}",
         status.stdout
+    );
+    assert!(
+        status.stdout.contains("deleted: 0 by retention, 5 pruned"),
+        "{}",
+        status.stdout
+    );
+    let state = &m.runs.state;
+    let json = m
+        .runs
+        .ferry(&["status", "--state", state, "--output", "json"])
+        .await;
+    let json: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (
+            json["totals"]["deleted"].as_u64(),
+            json["totals"]["pruned"].as_u64()
+        ),
+        (Some(0), Some(5)),
+        "{json}"
     );
     let again = m.run().await;
     again.assert_code(0);
@@ -570,8 +591,14 @@ async fn prune_as_planned(runs: &Runs, expected: &[Row], refused: &[(&str, &str)
     ran.assert_code(code);
     let summary = format!(", {pruned} pruned");
     assert!(ran.stdout.contains(&summary), "{}", ran.stdout);
+    // Issue 21, "What was seen" 6: each refused deletion is a failure of the summary and
+    // the report, and `deleted` is retention's alone.
+    let failed = format!(", {} failed", refused.len());
+    assert!(ran.summary().contains(&failed), "{}", ran.summary());
     let report = runs.report();
     assert_eq!(report["totals"]["pruned"], pruned);
+    assert_eq!(report["totals"]["failed"], refused.len());
+    assert_eq!(report["totals"]["deleted"], 0);
     let done = report_rows(&report);
     assert_eq!(done, expected, "the run did what the plan said");
     for d in report["prune"].as_array().unwrap() {

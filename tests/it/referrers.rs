@@ -211,9 +211,9 @@ async fn signatures_attestations_and_sboms_travel_in_both_schemes_and_fallback_i
     let again = ferry(&["run", "--progress", "plain", p], &[]).await;
     again.assert_code(0);
     assert!(
-        again
-            .summary()
-            .starts_with("ferry: 0 images copied, 9 already present"),
+        again.summary().starts_with(
+            "ferry: 0 images copied, 0 already present, 9 unchanged (trusted from the checkpoint)"
+        ),
         "{}",
         again.summary()
     );

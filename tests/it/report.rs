@@ -153,3 +153,121 @@ async fn shards_cover_every_repository_once_and_their_reports_merge() {
     assert_eq!(v["outcome"], "succeeded");
     assert_eq!(v["merged_from"].as_array().unwrap().len(), 3);
 }
+
+/// The samples of a metrics file, by name with labels.
+fn samples(path: &std::path::Path) -> std::collections::HashMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+/// Issue 21, "What was seen" 6: `unchanged` (trusted from the checkpoint) is counted apart
+/// from `present` (checked at the target in this run) in the summary, the report, the
+/// metrics, `ferry status` and `ferry plan`; and a failed run keeps
+/// `ferry_last_success_timestamp_seconds` at the last succeeded run's end, from the
+/// checkpoint, so a staleness alert on it fires instead of going absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_is_counted_apart_and_the_last_success_outlives_a_failed_run() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let n = fx.tagged.len();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\n{}[[copy]]\nfrom = \"{}/team/*\"\nto = \"{}/team/*\"\n",
+        insecure(&[&src, &dst]),
+        src.addr,
+        dst.addr
+    );
+    let p = plan(dir.path(), &text);
+    let p = p.to_str().unwrap();
+    let (report, metrics) = (dir.path().join("r.json"), dir.path().join("m.prom"));
+    let (report, metrics) = (report.to_str().unwrap(), metrics.to_str().unwrap());
+    let run = |extra: &'static [&'static str]| {
+        let mut args = vec!["run", "--report", report, "--metrics", metrics];
+        args.extend(extra);
+        args.push(p);
+        async move { ferry(&args, &[]).await }
+    };
+    run(&[]).await.assert_code(0);
+
+    // A tag the checkpoint does not know, already at the target: checked there, present.
+    let img = image(&[layer(900, 4096)], "linux", "amd64", Format::Oci, "v3");
+    src.pusher().push("team/api", "v3.0.0", &img).await;
+    dst.pusher().push("team/api", "v3.0.0", &img).await;
+    let unchanged = format!("{n} unchanged (trusted from the checkpoint)");
+
+    let shown = ferry(&["plan", p], &[]).await;
+    shown.assert_code(0);
+    let closing = format!(
+        "plan: 0 images to copy (0 B), 1 already present, {unchanged}, 0 to delete, 0 errors"
+    );
+    assert!(
+        shown.stdout.ends_with(&format!("{closing}\n")),
+        "{}",
+        shown.stdout
+    );
+
+    let second = run(&[]).await;
+    second.assert_code(0);
+    let summary = format!("ferry: 0 images copied, 1 already present, {unchanged}, 0 failed;");
+    assert!(
+        second.summary().starts_with(&summary),
+        "{}",
+        second.summary()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(
+        (
+            v["totals"]["present"].as_u64(),
+            v["totals"]["unchanged"].as_u64()
+        ),
+        (Some(1), Some(n as u64)),
+        "{}",
+        v["totals"]
+    );
+    let m = samples(std::path::Path::new(metrics));
+    assert_eq!(m["ferry_images{outcome=\"present\"}"], 1.0);
+    assert_eq!(m["ferry_images{outcome=\"unchanged\"}"], n as f64);
+    let succeeded = m["ferry_last_success_timestamp_seconds"];
+
+    let status = ferry(&["status", p, "--output", "json"], &[]).await;
+    status.assert_code(0);
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        (
+            s["totals"]["present"].as_u64(),
+            s["totals"]["unchanged"].as_u64()
+        ),
+        (Some(1), Some(n as u64)),
+        "{s}"
+    );
+    let status = ferry(&["status", p], &[]).await;
+    assert!(
+        status
+            .stdout
+            .contains(&format!("1 already present, {unchanged}")),
+        "{}",
+        status.stdout
+    );
+
+    // A rule that reads nothing fails the next run: the last success stays where it was.
+    let broken = format!(
+        "{text}\n[[copy]]\nfrom = \"{}/team/nope:v9\"\nto = \"{}/nope:v9\"\n",
+        src.addr, dst.addr
+    );
+    plan(dir.path(), &broken);
+    run(&[]).await.assert_code(1);
+    let m = samples(std::path::Path::new(metrics));
+    assert_eq!(m["ferry_last_run_success"], 0.0);
+    assert_eq!(
+        m.get("ferry_last_success_timestamp_seconds"),
+        Some(&succeeded),
+        "{m:?}"
+    );
+    assert!(m["ferry_last_run_timestamp_seconds"] >= succeeded);
+}

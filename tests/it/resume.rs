@@ -328,12 +328,13 @@ async fn sigterm_drains_to_a_checkpoint_and_status_tells() {
     let done = v["totals"]["copied"].as_u64().unwrap();
     assert!((1..12).contains(&done), "{v}");
 
-    // The re-run finishes the rest and does not redo the finished ones.
+    // The re-run finishes the rest and does not redo the finished ones: it trusts their
+    // records (issue 21: said `unchanged`).
     let run = ferry(&["run", p], &[]).await;
     run.assert_code(0);
     assert!(
         run.summary().starts_with(&format!(
-            "ferry: {} images copied, {done} already present",
+            "ferry: {} images copied, 0 already present, {done} unchanged (trusted from the checkpoint)",
             12 - done
         )),
         "{}",
@@ -362,8 +363,9 @@ async fn a_rerun_trusts_the_checkpoint_for_immutable_tags() {
     let run = ferry(&["run", p], &[]).await;
     run.assert_code(0);
     assert!(
-        run.summary()
-            .starts_with("ferry: 0 images copied, 6 already present"),
+        run.summary().starts_with(
+            "ferry: 0 images copied, 0 already present, 6 unchanged (trusted from the checkpoint)"
+        ),
         "{}",
         run.summary()
     );

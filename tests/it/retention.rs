@@ -211,13 +211,26 @@ async fn max_deletions_holds_everything_back() {
         &reg.addr,
         &RULE.replace("max_deletions = 10", "max_deletions = 2"),
     );
-    let run = ferry(&["run", &p], &[]).await;
+    let report = dir.path().join("report.json");
+    let metrics = dir.path().join("ferry.prom");
+    let (r, m) = (report.to_str().unwrap(), metrics.to_str().unwrap());
+    let run = ferry(&["run", "--report", r, "--metrics", m, &p], &[]).await;
     run.assert_code(1);
     assert!(
         run.stderr.contains("exceed max_deletions = 2"),
         "{}",
         run.stderr
     );
+    // Issue 21, "What was seen" 6: a run that exits 1 never says "0 failed". The rule held
+    // back is one failure, in the summary, the report and `ferry_failures`; no image failed.
+    assert_failed_lines_counted(&run, 1);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["totals"]["failed"], 1, "{}", v["totals"]);
+    assert_eq!(v["failures"].as_array().unwrap().len(), 1);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for sample in ["ferry_images{outcome=\"failed\"} 0\n", "ferry_failures 1\n"] {
+        assert!(text.contains(sample), "{sample}: {text}");
+    }
     for img in &s.deleted {
         assert!(
             reg.pusher()
@@ -258,6 +271,24 @@ async fn a_registry_that_refuses_deletes_names_the_setting() {
         run.stderr
     );
     assert!(run.stderr.contains("405: UNSUPPORTED"), "{}", run.stderr);
+    // Issue 21, "What was seen" 6: each failed deletion counts in the summary.
+    assert_failed_lines_counted(&run, 1);
+}
+
+/// The summary's "N failed" is the number of `failed:` lines above it, and at least `min`.
+fn assert_failed_lines_counted(run: &Run, min: usize) {
+    let lines = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .count();
+    assert!(lines >= min, "{}", run.stderr);
+    assert!(
+        run.summary().contains(&format!(", {lines} failed")),
+        "{lines} failure lines: {}\n{}",
+        run.summary(),
+        run.stderr
+    );
 }
 
 /// A mirror kept by one plan: the copy brings the releases, the policy prunes the PR builds
@@ -347,9 +378,16 @@ async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
     shown.assert_code(1);
     let run = ferry(&["run", p, "--report", report.to_str().unwrap()], &[]).await;
     run.assert_code(1);
+    // Issue 21, "What was seen" 6: the conflicts are failures of the summary too.
     assert!(
         run.summary()
-            .starts_with("ferry: 11 images copied, 0 already present, 0 failed, 0 deleted"),
+            .starts_with("ferry: 11 images copied, 0 already present, "),
+        "{}",
+        run.summary()
+    );
+    assert_failed_lines_counted(&run, 3);
+    assert!(
+        run.summary().contains(" failed, 0 deleted;"),
         "{}",
         run.summary()
     );
@@ -383,9 +421,15 @@ async fn a_policy_never_deletes_what_a_copy_of_the_plan_writes() {
     let again = ferry(&["run", p], &[]).await;
     again.assert_code(1);
     assert!(
-        again
-            .summary()
-            .starts_with("ferry: 0 images copied, 11 already present, 0 failed, 0 deleted"),
+        again.summary().starts_with(
+            "ferry: 0 images copied, 0 already present, 11 unchanged (trusted from the checkpoint), "
+        ),
+        "{}",
+        again.summary()
+    );
+    assert_failed_lines_counted(&again, 3);
+    assert!(
+        again.summary().contains(" failed, 0 deleted;"),
         "{}",
         again.summary()
     );

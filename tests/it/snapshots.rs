@@ -63,10 +63,11 @@ async fn plan_output() {
     let fx = populate(&reg, "team").await;
     let _ = fx;
     let dir = tempfile::tempdir().unwrap();
+    // Issue 21, "What was seen" 6: a registry section no rule uses gets no line.
     let p = plan(
         dir.path(),
         &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/team/api\"\nto = \"{d}/team/api\"\ntags = {{ semver = \">=1.2\" }}\n\n[[retain]]\nrepository = \"{s}/team/api\"\nkeep_newest = 2\ndelete_tags = ['^v']\n",
+            "version = 1\n{}[registry.\"unused.example\"]\ninsecure = true\n\n[[copy]]\nfrom = \"{s}/team/api\"\nto = \"{d}/team/api\"\ntags = {{ semver = \">=1.2\" }}\n\n[[retain]]\nrepository = \"{s}/team/api\"\nkeep_newest = 2\ndelete_tags = ['^v']\n",
             insecure(&[&reg, &dst]),
             s = reg.addr,
             d = dst.addr

@@ -409,12 +409,14 @@ async fn a_record_is_checked_at_the_target_again_after_recheck_after() {
         std::fs::write(&index, serde_json::to_vec(&v).unwrap()).unwrap();
     };
     untag();
-    // Fresh records: trusted, no request (and the plan says the same).
+    // Fresh records: trusted, no request (and the plan says the same), and said so: not
+    // "present", which is checked at the target (issue 21, "What was seen" 6).
     let (_, _, run, _) = plan_then_run(&p, &[]).await;
     run.assert_code(0);
     assert!(
-        run.summary()
-            .starts_with("ferry: 0 images copied, 3 already present"),
+        run.summary().starts_with(
+            "ferry: 0 images copied, 0 already present, 3 unchanged (trusted from the checkpoint)"
+        ),
         "{}",
         run.summary()
     );

@@ -210,12 +210,18 @@ impl PlanOutput {
             0 => String::new(),
             n => format!(", {n} to prune"),
         };
+        // The run's words: present was checked at the target, unchanged is trusted from
+        // the checkpoint (said only when there are some, as the run's summary does).
+        let unchanged = match t.unchanged {
+            0 => String::new(),
+            n => format!(", {n} unchanged (trusted from the checkpoint)"),
+        };
         let _ = writeln!(
             out,
-            "plan: {} images to copy ({}), {} already present, {} to delete{prune}, {} errors",
+            "plan: {} images to copy ({}), {} already present{unchanged}, {} to delete{prune}, {} errors",
             t.copy,
             HumanBytes(t.bytes),
-            t.present + t.unchanged,
+            t.present,
             t.delete,
             t.errors
         );

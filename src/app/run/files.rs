@@ -14,14 +14,17 @@ use crate::report::files::{
 };
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;
+use crate::state::RunOutcome;
 
 /// `--report` and `--metrics`, when asked for; `false` when one could not be written (said).
+/// `last_success`: when the checkpoint's last succeeded run ended (unix seconds).
 pub(super) fn write_files(
     args: &RunArgs,
     shard: Option<Shard>,
     ended: &Ended,
     execution: &Execution,
     registries: &select::Registries,
+    last_success: Option<i64>,
     json: bool,
 ) -> bool {
     if args.report.is_none() && args.metrics.is_none() {
@@ -43,7 +46,14 @@ pub(super) fn write_files(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let text = metrics(&report, unix, ended.totals.elapsed);
+        // The checkpoint's word, which is this run's end once saved when it succeeded, so a
+        // failed run carries the last success over; this run's own end when it succeeded
+        // and the checkpoint could not say.
+        let succeeded = ended.outcome == RunOutcome::Succeeded;
+        let last_success = last_success
+            .map(|at| at.max(0) as u64)
+            .or(succeeded.then_some(unix));
+        let text = metrics(&report, unix, ended.totals.elapsed, last_success);
         if let Err(e) = write_private(path, text.as_bytes()) {
             let what = format!("error: writing the metrics {}: {e}", path.display());
             emit(json, "ERROR", &what);
@@ -75,7 +85,8 @@ fn report(
         totals: ReportTotals {
             copied: t.copied,
             present: t.present,
-            failed: t.failed + ended.select_errors,
+            unchanged: t.unchanged,
+            failed: ended.failures.len(),
             skipped: t.skipped,
             interrupted: t.interrupted,
             deleted: ended.deleted,
@@ -87,10 +98,7 @@ fn report(
             reread_bytes: execution.transfer.reread_bytes,
             parked: execution.transfer.parked,
             kept_in_use: execution.kept_in_use(),
-            pruned: {
-                let (deleted, untagged) = execution.pruned();
-                deleted + untagged
-            },
+            pruned: ended.pruned,
         },
         failures: ended.failures.clone(),
         items: execution
