@@ -210,7 +210,15 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         engine = engine.with_spool(spool.clone());
     }
     let mut out = Execution::default();
-    let mut claims = Claims::default();
+    let labels: Vec<String> = (1..=plan.copies.len())
+        .map(|n| copy_label(plan, n))
+        .collect();
+    let mut claims = Claims::labelled(move |n| {
+        labels
+            .get(n.wrapping_sub(1))
+            .cloned()
+            .unwrap_or_else(|| format!("copy #{n}"))
+    });
     for stage in select::stages(&plan.copies) {
         if cx.stop.is_cancelled() {
             break;
@@ -288,8 +296,10 @@ type Copied = (usize, Part, Vec<Option<Outcome>>, Totals);
 
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while
-/// later parts resolve; the items another rule already writes are failed (a conflict) or
-/// skipped (a referrer of one) without being copied. Parts are claimed in the order they
+/// later parts resolve. An item another rule already writes from another source is copied
+/// as contested (the engine tells a duplicate from a conflict once that rule's item is
+/// done); one it writes with other platforms is failed (a conflict) and skipped (a referrer
+/// of one) without being copied. Parts are claimed in the order they
 /// are resolved in, which is the plan's, so who wins a tag does not depend on timing; what
 /// they did is taken in in that order too.
 async fn copy_stage(
@@ -319,7 +329,7 @@ async fn copy_stage(
     let mut finished = finished.into_inner().expect("finished parts");
     finished.sort_by_key(|(n, ..)| *n);
     for (_, part, outcomes, totals) in finished {
-        take_in(plan, cx, part, outcomes, &totals, out);
+        take_in(cx, part, outcomes, &totals, out);
     }
 }
 
@@ -354,7 +364,6 @@ fn claim_part(
 
 /// Take in what one part did, and what it did not copy: conflicts and their referrers.
 fn take_in(
-    plan: &Plan,
     cx: &Context<'_>,
     part: Part,
     outcomes: Vec<Option<Outcome>>,
@@ -371,7 +380,7 @@ fn take_in(
     out.listings.extend(selection.listings);
     out.items.extend(items.into_iter().zip(outcomes));
     for c in claimed.conflicts {
-        let outcome = conflict(plan, &c);
+        let outcome = conflict(&c);
         cx.reporter.item_finished(&c.item, &outcome);
         out.totals.failed += 1;
         out.items.push((c.item, Some(outcome)));
@@ -390,18 +399,12 @@ fn take_in(
     }
 }
 
-/// A tag two rules write: the one that runs second fails, saying who wins.
-fn conflict(plan: &Plan, c: &select::Conflict) -> Outcome {
-    let reason = format!(
-        "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
-        copy_label(plan, c.item.rule),
-        c.source,
-        copy_label(plan, c.winner_rule),
-        c.winner_source,
-    );
+/// A tag two rules write with different platforms: the one that runs second fails, saying
+/// who wins.
+fn conflict(c: &select::Conflict) -> Outcome {
     let error = CopyError::Conflict {
         reference: c.item.target_display(),
-        reason,
+        reason: c.reason.clone(),
     };
     Outcome::Failed {
         error: Arc::new(error),

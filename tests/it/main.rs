@@ -11,6 +11,7 @@ mod copy;
 mod crash;
 mod differential;
 mod dockerhub;
+mod duplicates;
 mod faults;
 mod harness;
 mod harness_smoke;

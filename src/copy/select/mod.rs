@@ -354,6 +354,7 @@ impl RepoSelection<'_> {
             after: None,
             seen: None,
             read: None,
+            contest: None,
         }
     }
 

@@ -22,6 +22,7 @@ fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) ->
         after: None,
         seen: None,
         read: None,
+        contest: None,
     }
 }
 
