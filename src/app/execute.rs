@@ -296,12 +296,12 @@ type Copied = (usize, Part, Vec<Option<Outcome>>, Totals);
 
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while
-/// later parts resolve. An item another rule already writes from another source is copied
-/// as contested (the engine tells a duplicate from a conflict once that rule's item is
-/// done); one it writes with other platforms is failed (a conflict) and skipped (a referrer
-/// of one) without being copied. Parts are claimed in the order they
-/// are resolved in, which is the plan's, so who wins a tag does not depend on timing; what
-/// they did is taken in in that order too.
+/// later parts resolve. An item whose target another rule already writes from another
+/// source goes to the engine contested (it tells a duplicate from a conflict once that
+/// rule's item is done); one another rule writes with other platforms is failed (a
+/// conflict), and its referrers skipped, without being copied. Parts are claimed in the
+/// order they are resolved in, which is the plan's, so who wins a tag does not depend on
+/// timing; what they did is taken in in that order too.
 async fn copy_stage(
     plan: &Plan,
     cx: &Context<'_>,

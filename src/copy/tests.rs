@@ -344,3 +344,35 @@ async fn a_contested_tag_whose_first_writer_failed_fails_and_keeps_its_referrers
     assert_eq!(action(&outcomes[&format!("{SRC}/b/app:{sig}")]), "skipped");
     assert!(w.dst.tags("x/app").is_empty());
 }
+
+/// The winner's rule in one batch and the contested rule in another, side by side (as the
+/// parts of a stage are), one image at a time: the contested items and their signature wait
+/// for the winners across batches, and the signature for its own rule's item.
+#[tokio::test]
+async fn contested_items_wait_for_their_winners_in_another_batch() {
+    let w = world();
+    let (index, _, v2, sig) = populate_into(&w.src, "a/app");
+    populate_into(&w.src, "b/app");
+    let (b_sig, _) = w.src.push_signature("b/app", &v2);
+    let p = consolidating();
+    let rules: Vec<&_> = p.copies.iter().collect();
+    let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
+    let (a, b): (Vec<Item>, Vec<Item>) = selection.items.into_iter().partition(|i| i.rule == 1);
+    let mut claims = Claims::default();
+    let (a, b) = (claims.claim(a).items, claims.claim(b).items);
+    assert!(b.iter().any(|i| i.contest.is_some()));
+    let engine = Engine::new(Arc::new(Silent), 1);
+    let ((_, first), (outcomes, second)) = futures::join!(engine.copy_all(&a), engine.copy_all(&b));
+    assert_eq!((first.copied, first.failed), (3, 0));
+    assert_eq!(
+        (second.copied, second.present, second.failed),
+        (1, 3, 0),
+        "{outcomes:?}"
+    );
+    let tags = w.dst.tags("x/app");
+    assert_eq!((&tags["v1"], &tags["v2"]), (&index, &v2));
+    assert!(
+        tags.contains_key(&sig) && tags.contains_key(&b_sig),
+        "{tags:?}"
+    );
+}

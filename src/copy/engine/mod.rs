@@ -1,6 +1,7 @@
 //! [`Engine`]: copy items idempotently, a bounded number at a time across the whole run,
 //! referrers after what they refer to. `tree` copies what a manifest references (children,
-//! blobs through `blob`) before the manifest itself.
+//! blobs through `blob`) before the manifest itself; `follow` is who waits for whom (a
+//! referrer for what it refers to, a contested item for the first writer of its tag).
 
 mod blob;
 mod follow;
