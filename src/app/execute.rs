@@ -229,7 +229,15 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         engine = engine.audit(deep);
     }
     let mut out = Execution::default();
-    let mut claims = Claims::default();
+    let labels: Vec<String> = (1..=plan.copies.len())
+        .map(|n| copy_label(plan, n))
+        .collect();
+    let mut claims = Claims::labelled(move |n| {
+        labels
+            .get(n.wrapping_sub(1))
+            .cloned()
+            .unwrap_or_else(|| format!("copy #{n}"))
+    });
     for stage in select::stages(&plan.copies) {
         if cx.stop.is_cancelled() {
             break;
@@ -308,10 +316,12 @@ type Copied = (usize, Part, Vec<Option<Outcome>>, Totals);
 
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while
-/// later parts resolve; the items another rule already writes are failed (a conflict) or
-/// skipped (a referrer of one) without being copied. Parts are claimed in the order they
-/// are resolved in, which is the plan's, so who wins a tag does not depend on timing; what
-/// they did is taken in in that order too.
+/// later parts resolve. An item whose target another rule already writes from another
+/// source goes to the engine contested (it tells a duplicate from a conflict once that
+/// rule's item is done); one another rule writes with other platforms is failed (a
+/// conflict), and its referrers skipped, without being copied. Parts are claimed in the
+/// order they are resolved in, which is the plan's, so who wins a tag does not depend on
+/// timing; what they did is taken in in that order too.
 async fn copy_stage(
     plan: &Plan,
     cx: &Context<'_>,
@@ -399,7 +409,7 @@ fn take_in(
     }
     out.items.extend(items.into_iter().zip(outcomes));
     for c in claimed.conflicts {
-        let outcome = conflict(plan, &c);
+        let outcome = conflict(&c);
         cx.reporter.item_finished(&c.item, &outcome);
         out.totals.failed += 1;
         out.items.push((c.item, Some(outcome)));
@@ -418,18 +428,12 @@ fn take_in(
     }
 }
 
-/// A tag two rules write: the one that runs second fails, saying who wins.
-fn conflict(plan: &Plan, c: &select::Conflict) -> Outcome {
-    let reason = format!(
-        "{} would write it from {}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
-        copy_label(plan, c.item.rule),
-        c.source,
-        copy_label(plan, c.winner_rule),
-        c.winner_source,
-    );
+/// A tag two rules write with different platforms: the one that runs second fails, saying
+/// who wins.
+fn conflict(c: &select::Conflict) -> Outcome {
     let error = CopyError::Conflict {
         reference: c.item.target_display(),
-        reason,
+        reason: c.reason.clone(),
     };
     Outcome::Failed {
         error: Arc::new(error),

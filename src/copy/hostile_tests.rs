@@ -182,6 +182,7 @@ async fn copy(src: Memory, reference: &str) -> (Result<Outcome, CopyError>, Vec<
         after: None,
         seen: None,
         read: None,
+        contest: None,
     };
     let engine = Engine::new(Arc::new(Silent), 4);
     let result = tokio::time::timeout(Duration::from_secs(10), engine.copy_one(&item))

@@ -79,6 +79,9 @@ pub struct Item {
     /// The whole manifest selection read for this tag moments ago (where the copy would read
     /// it anyway), so the copy reads it no more.
     pub read: Option<crate::registry::Manifest>,
+    /// Another rule's item writes this target first, from another source: this one is a
+    /// duplicate or a conflict, told once that one is done (see [`Contest`]).
+    pub contest: Option<Contest>,
 }
 
 /// Where an item writes: target registry, repository, and tag (or digest). Two items with one
@@ -92,6 +95,22 @@ pub struct After {
     pub parent: ItemKey,
     /// The digest the referrer names.
     pub subject: Digest,
+}
+
+/// An item whose target another rule's item (the *winner*: the first to claim it, in this run)
+/// writes from another source, with the same platforms. It copies nothing: once the winner is
+/// done, its own source digest is compared with the one the winner placed. The same digest is
+/// a duplicate, which succeeds as the winner did (`present`, or `unchanged`); another is a
+/// conflict, which fails with [`Contest::conflict`], as does a winner that placed nothing to
+/// compare with ([`Contest::unknown`]). Its referrers follow it, not the winner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contest {
+    /// The `[[copy]]` rule of the winner (the key is the item's own).
+    pub winner_rule: usize,
+    /// Why it fails when the digests differ: two rules fight over one tag.
+    pub conflict: String,
+    /// Why it fails when the winner failed or was skipped: it cannot be compared.
+    pub unknown: String,
 }
 
 pub(crate) fn join_ref(repo: &str, reference: &str) -> String {

@@ -41,7 +41,11 @@ fn world() -> World {
 /// An amd64 + arm64 index `v1` (a cosign signature on the index) and an image `v2` sharing
 /// a base layer, in `team/app`.
 fn populate(src: &MemoryRegistry) -> (Digest, Digest, Digest, String) {
-    let repo = "team/app";
+    populate_into(src, "team/app")
+}
+
+/// [`populate`] into `repo`.
+fn populate_into(src: &MemoryRegistry, repo: &str) -> (Digest, Digest, Digest, String) {
     let amd = src.push_image(repo, "", &[b"base", b"amd64 layer"], "linux/amd64");
     let arm = src.push_image(repo, "", &[b"base", b"arm64 layer"], "linux/arm64");
     let index = src.push_index(repo, "v1", &[(&amd, "linux/amd64"), (&arm, "linux/arm64")]);
@@ -209,22 +213,166 @@ async fn a_second_repository_mounts_what_the_first_sent() {
     assert_eq!(w.src.calls()["get_blob"], 3, "{:?}", w.src.calls());
 }
 
+/// Resolve and claim every rule of `plan`, copy what it selects in one batch, and return the
+/// outcomes by source (two rules may write one target).
+async fn copy_by_source(w: &World, plan: &Plan) -> std::collections::BTreeMap<String, Outcome> {
+    let rules: Vec<&_> = plan.copies.iter().collect();
+    let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
+    assert!(selection.errors.is_empty(), "{:?}", selection.errors);
+    let claimed = Claims::default().claim(selection.items);
+    assert!(claimed.conflicts.is_empty(), "{claimed:?}");
+    let (outcomes, _) = Engine::new(Arc::new(Silent), 4)
+        .copy_all(&claimed.items)
+        .await;
+    let by_source = claimed.items.iter().zip(outcomes);
+    by_source
+        .map(|(i, o)| (i.source_display(), o.expect("not interrupted")))
+        .collect()
+}
+
+/// Two rules from `a/*` and `b/*` into `x/*`.
+fn consolidating() -> Plan {
+    plan(&format!(
+        "[[copy]]\nfrom = \"{SRC}/a/*\"\nto = \"{DST}/x/*\"\n\n[[copy]]\nfrom = \"{SRC}/b/*\"\nto = \"{DST}/x/*\"\n"
+    ))
+}
+
+fn reason(o: &Outcome) -> String {
+    match o {
+        Outcome::Failed { error } => error.to_string(),
+        Outcome::Skipped { reason } => reason.clone(),
+        o => panic!("{o:?}"),
+    }
+}
+
 #[tokio::test]
 async fn two_rules_writing_one_tag_from_two_sources_leave_one_winner() {
     let w = world();
     let a = w.src.push_image("a/app", "1.0.0", &[b"a"], "linux/amd64");
-    w.src.push_image("b/app", "1.0.0", &[b"b"], "linux/amd64");
-    let p = plan(&format!(
-        "[[copy]]\nfrom = \"{SRC}/a/*\"\nto = \"{DST}/x/*\"\n\n[[copy]]\nfrom = \"{SRC}/b/*\"\nto = \"{DST}/x/*\"\n"
-    ));
+    let b = w.src.push_image("b/app", "1.0.0", &[b"b"], "linux/amd64");
+    let (sig, _) = w.src.push_signature("b/app", &b);
+    let outcomes = copy_by_source(&w, &consolidating()).await;
+    assert_eq!(action(&outcomes[&format!("{SRC}/a/app:1.0.0")]), "copied");
+    let lost = reason(&outcomes[&format!("{SRC}/b/app:1.0.0")]);
+    assert!(
+        lost.contains("copy #2 would write it from src.test/b/app:1.0.0, but copy #1 writes it from src.test/a/app:1.0.0; two rules must not write one tag"),
+        "{lost}"
+    );
+    // The loser's signature follows the loser, not the winner.
+    let why = reason(&outcomes[&format!("{SRC}/b/app:{sig}")]);
+    assert!(
+        why.starts_with("not copied: what it refers to (dst.test/x/app:1.0.0) failed"),
+        "{why}"
+    );
+    let tags = w.dst.tags("x/app");
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["1.0.0"]);
+    assert_eq!(tags["1.0.0"], a);
+}
+
+/// Issue 21, item 3: the same images in two repositories are duplicates. The second rule's
+/// tags are `present` with the first's digests, writing nothing but its own referrers.
+#[tokio::test]
+async fn two_sources_of_the_same_images_both_succeed_and_both_sides_referrers_travel() {
+    let w = world();
+    // The same images, and the same signature of the index, in both; a signature of v2 in
+    // `b/app` only.
+    let (index, _, v2, sig) = populate_into(&w.src, "a/app");
+    let (b_index, _, b_v2, b_index_sig) = populate_into(&w.src, "b/app");
+    assert_eq!((&b_index, &b_v2, &b_index_sig), (&index, &v2, &sig));
+    let (b_sig, _) = w.src.push_signature("b/app", &v2);
+    let outcomes = copy_by_source(&w, &consolidating()).await;
+    for tag in ["v1", "v2"] {
+        assert_eq!(action(&outcomes[&format!("{SRC}/a/app:{tag}")]), "copied");
+        match &outcomes[&format!("{SRC}/b/app:{tag}")] {
+            Outcome::Present {
+                digest,
+                rewritten: None,
+            } => {
+                assert_eq!(
+                    *digest,
+                    if tag == "v1" {
+                        index.clone()
+                    } else {
+                        v2.clone()
+                    }
+                )
+            }
+            o => panic!("{tag}: {o:?}"),
+        }
+    }
+    assert_eq!(action(&outcomes[&format!("{SRC}/a/app:{sig}")]), "copied");
+    assert_eq!(action(&outcomes[&format!("{SRC}/b/app:{sig}")]), "present");
+    assert_eq!(action(&outcomes[&format!("{SRC}/b/app:{b_sig}")]), "copied");
+    let tags = w.dst.tags("x/app");
+    assert_eq!(tags["v1"], index);
+    assert_eq!(tags["v2"], v2);
+    assert!(
+        tags.contains_key(&sig) && tags.contains_key(&b_sig),
+        "{tags:?}"
+    );
+}
+
+/// A contested tag whose first writer failed cannot be compared: it fails too, saying so,
+/// and its signature is not copied.
+#[tokio::test]
+async fn a_contested_tag_whose_first_writer_failed_fails_and_keeps_its_referrers_behind() {
+    let w = world();
+    // The same manifest in both, naming a layer neither has.
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":4}}"#,
+        Digest::sha256_of(b"gone")
+    );
+    let mut digest = None;
+    for repo in ["a/app", "b/app"] {
+        let config = w.src.add_blob(repo, b"{}");
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{layer}]}}"#,
+            manifest::OCI_MANIFEST
+        );
+        w.src
+            .add_manifest(repo, "v1", manifest::OCI_MANIFEST, body.as_bytes());
+        digest = Some(Digest::sha256_of(body.as_bytes()));
+    }
+    let (sig, _) = w.src.push_signature("b/app", &digest.unwrap());
+    let outcomes = copy_by_source(&w, &consolidating()).await;
+    assert_eq!(action(&outcomes[&format!("{SRC}/a/app:v1")]), "failed");
+    let why = reason(&outcomes[&format!("{SRC}/b/app:v1")]);
+    assert!(
+        why.ends_with("copy #1 writes it from src.test/a/app:v1, which failed or was not copied, so whether src.test/b/app:v1 holds the same image cannot be told: not copied"),
+        "{why}"
+    );
+    assert_eq!(action(&outcomes[&format!("{SRC}/b/app:{sig}")]), "skipped");
+    assert!(w.dst.tags("x/app").is_empty());
+}
+
+/// The winner's rule in one batch and the contested rule in another, side by side (as the
+/// parts of a stage are), one image at a time: the contested items and their signature wait
+/// for the winners across batches, and the signature for its own rule's item.
+#[tokio::test]
+async fn contested_items_wait_for_their_winners_in_another_batch() {
+    let w = world();
+    let (index, _, v2, sig) = populate_into(&w.src, "a/app");
+    populate_into(&w.src, "b/app");
+    let (b_sig, _) = w.src.push_signature("b/app", &v2);
+    let p = consolidating();
     let rules: Vec<&_> = p.copies.iter().collect();
     let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
-    let claimed = Claims::default().claim(selection.items);
-    assert_eq!(claimed.items.len(), 1);
-    assert_eq!(claimed.conflicts.len(), 1);
-    assert_eq!(claimed.conflicts[0].winner_rule, 1);
-    Engine::new(Arc::new(Silent), 4)
-        .copy_all(&claimed.items)
-        .await;
-    assert_eq!(w.dst.tags("x/app")["1.0.0"], a);
+    let (a, b): (Vec<Item>, Vec<Item>) = selection.items.into_iter().partition(|i| i.rule == 1);
+    let mut claims = Claims::default();
+    let (a, b) = (claims.claim(a).items, claims.claim(b).items);
+    assert!(b.iter().any(|i| i.contest.is_some()));
+    let engine = Engine::new(Arc::new(Silent), 1);
+    let ((_, first), (outcomes, second)) = futures::join!(engine.copy_all(&a), engine.copy_all(&b));
+    assert_eq!((first.copied, first.failed), (3, 0));
+    assert_eq!(
+        (second.copied, second.present, second.failed),
+        (1, 3, 0),
+        "{outcomes:?}"
+    );
+    let tags = w.dst.tags("x/app");
+    assert_eq!((&tags["v1"], &tags["v2"]), (&index, &v2));
+    assert!(
+        tags.contains_key(&sig) && tags.contains_key(&b_sig),
+        "{tags:?}"
+    );
 }

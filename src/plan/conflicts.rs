@@ -8,8 +8,9 @@
 //!   policy keeps only the newest N of, by nothing else.
 //!
 //! Where it depends on what the registries hold (which tags a pattern matches, which images
-//! are newest), the run finds it instead: the engine refuses the second writer of a tag and
-//! retention keeps (and reports) what a copy of the same plan writes. Pure: no I/O.
+//! are newest), the run finds it instead: the engine compares the second writer of a tag with
+//! the first (the same digest is a duplicate, another a conflict, refused) and retention
+//! keeps (and reports) what a copy of the same plan writes. Pure: no I/O.
 
 use std::path::Path;
 

@@ -15,6 +15,9 @@
 //!   at its digest (the rewritten one where the index was rewritten), a by-digest item's
 //!   manifest is there, and a referrer is listed in its subject's fallback index.
 //!
+//! Now and then a twin of a source repository (the same images, or one tag moved) is copied
+//! into that source's target by a last rule: two sources of one tag, a duplicate or a conflict.
+//!
 //! Then a second round on the same world and checkpoint (the checkpoint paths: `unchanged`,
 //! rechecks), sometimes with `--recheck`, sometimes after the world changed as other tools
 //! change it (a tag removed at a target, a source tag moved) or after the plan was edited (and
@@ -898,10 +901,47 @@ fn random_plan(g: &mut Gen, seed: u64, place: &Place<'_>, state: &Path, world: &
     plan
 }
 
+/// Now and then (issue 21, item 3) a twin of a source repository, `src/twin`: its tags and
+/// images (so its referrers too), as a Quay copy and a Hub copy of one image are, now and then
+/// with one tag moved to another image (a real conflict) and with a referrer of its own in its
+/// fallback indexes; and a last rule consolidating it into the source's `dst/` repository, whose
+/// tags are then contested (duplicates where the images are the same). It draws from a
+/// generator of its own, so the rest of each case stays what it was.
+fn consolidate(seed: u64, place: &Place<'_>, world: &mut World, plan: &mut String) {
+    let mut g = Gen::new(seed ^ 0x0021_0003_0021_0003);
+    if !g.percent(20) {
+        return;
+    }
+    let twin_of = g.pick(&world.sources()).clone();
+    let mut tags = world.repo(&format!("src/{twin_of}")).tags.clone();
+    if g.percent(40) {
+        let moved = g.below(tags.len());
+        tags[moved].1 = (tags[moved].1 + 1) % world.pool.len();
+    }
+    world.repos.push(Repo {
+        name: "src/twin".into(),
+        tags,
+        foreign: g.percent(50),
+    });
+    let mut lines = Vec::new();
+    if g.percent(30) {
+        lines.push(tag_filter(&mut g));
+    }
+    if g.percent(20) {
+        lines.extend(rule_options(&mut g, place.shape().sparse));
+    }
+    let (from, to) = (
+        place.reference("src/twin"),
+        place.reference(&format!("dst/{twin_of}")),
+    );
+    plan.push_str(&copy_rule(&from, &to, &lines));
+}
+
 fn generate(seed: u64, place: &Place<'_>, state: &Path) -> Case {
     let mut g = Gen::new(seed);
-    let world = random_world(&mut g, seed, place.shape());
-    let plan = random_plan(&mut g, seed, place, state, &world);
+    let mut world = random_world(&mut g, seed, place.shape());
+    let mut plan = random_plan(&mut g, seed, place, state, &world);
+    consolidate(seed, place, &mut world, &mut plan);
     let between = match g.below(20) {
         0..=8 => Between::Nothing,
         9..=12 => Between::TargetTagRemoved,

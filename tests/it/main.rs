@@ -12,6 +12,7 @@ mod crash;
 mod differential;
 mod dockerhub;
 mod drift;
+mod duplicates;
 mod empty;
 mod faults;
 mod harness;

@@ -1,8 +1,11 @@
 //! [`Engine`]: copy items idempotently, a bounded number at a time across the whole run,
 //! referrers after what they refer to. `tree` copies what a manifest references (children,
-//! blobs through `blob`) before the manifest itself.
+//! blobs through `blob`) before the manifest itself; `follow` is who waits for whom (a
+//! referrer for what it refers to, a contested item for the first writer of its tag).
 
 mod blob;
+mod follow;
+use follow::{Batch, Later, Slot};
 mod graph;
 mod source;
 mod target;
@@ -19,12 +22,10 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::watch;
-
-use super::outcome::{not_carried, CopyError, ImageStats, Outcome, Totals, TransferTotals};
+use super::outcome::{CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
 use super::spool::Spool;
-use super::{Item, ItemKey, Journal, NoJournal, Reporter};
+use super::{Item, Journal, NoJournal, Reporter};
 use crate::registry::manifest;
 use crate::registry::status::code;
 use crate::registry::{Digest, Manifest};
@@ -60,18 +61,6 @@ type ManifestKey = (String, String, Digest);
 
 /// A tag in a repository of a target registry.
 type TagKey = (String, String, String);
-
-/// Where an item's outcome is announced to the referrers waiting on it.
-type Done = watch::Sender<Slot>;
-
-/// An item's outcome as its referrers see it.
-#[derive(Clone)]
-enum Slot {
-    Pending,
-    /// `None`: interrupted (an upload parked). Boxed: an outcome is large, a pending slot
-    /// nothing.
-    Done(Option<Box<Outcome>>),
-}
 
 /// The copy engine for one run.
 pub struct Engine {
@@ -112,9 +101,10 @@ pub struct Engine {
     /// Per (target registry, repository, fallback tag): one writer of a referrers index.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
     /// Every item of every [`Engine::copy_all`] call (batches running side by side, earlier
-    /// stages), by key (the first with its key), with where its outcome is announced: a
-    /// referrer follows the item that carries its subject, wherever that one runs.
-    live: std::sync::Mutex<HashMap<ItemKey, (Item, watch::Receiver<Slot>)>>,
+    /// stages), by key and rule, with where its outcome is announced: a referrer follows the
+    /// item that carries its subject, and a contested item the winner of its tag, wherever
+    /// that one runs (see [`follow`]).
+    live: follow::LiveItems,
     /// Images in flight, across the batches that run side by side.
     images: Arc<tokio::sync::Semaphore>,
     journal: Arc<dyn Journal>,
@@ -145,7 +135,7 @@ impl Engine {
             graphs: graph::Graphs::default(),
             audit: false,
             deep: false,
-            live: std::sync::Mutex::new(HashMap::new()),
+            live: std::sync::Mutex::default(),
             images: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             journal: Arc::new(NoJournal),
             spool: None,
@@ -238,46 +228,24 @@ impl Engine {
     ///
     /// A referrer ([`Item::after`]) waits for the item that carries its subject (in this
     /// batch, another one running beside it, or an earlier stage) and is copied only when
-    /// that one put the subject at the target ([`not_carried`]). Items come in an order
-    /// where that item is earlier, so a waiting referrer never holds a slot its subject
-    /// needs; it takes its place among the images in flight only once it may go.
+    /// that one put the subject at the target ([`super::not_carried`]). A contested item
+    /// ([`Item::contest`]) waits for the winner of its tag the same way, then succeeds as a
+    /// duplicate or fails as a conflict. Items come in an order where what they wait for is
+    /// earlier, so a waiting item never holds a slot that one needs; it takes its place among
+    /// the images in flight only once it may go.
     pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
         let started = Instant::now();
         let results: std::sync::Mutex<Vec<Option<Outcome>>> =
             std::sync::Mutex::new(vec![None; items.len()]);
-        let mut first: HashMap<ItemKey, usize> = HashMap::new();
-        let done: Vec<Done> = {
-            let mut live = self.live.lock().expect("live items");
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let (tx, rx) = watch::channel(Slot::Pending);
-                    first.entry(item.key()).or_insert(i);
-                    // Without the manifest selection read for it: the copy has used it.
-                    let kept = Item {
-                        read: None,
-                        ..item.clone()
-                    };
-                    live.entry(item.key()).or_insert((kept, rx));
-                    tx
-                })
-                .collect()
-        };
+        let done = self.announce(items);
+        let batch = Batch::of(items);
         let stop = self.stop.clone();
         let work = futures::stream::iter(items.iter().enumerate())
             .take_while(move |_| std::future::ready(!stop.is_cancelled()))
             .for_each_concurrent(self.concurrency, |(i, item)| {
-                let (results, done, first) = (&results, &done, &first);
+                let (results, done, batch) = (&results, &done, &batch);
                 async move {
-                    // A parent later in this very batch is not waited for (it could wait
-                    // for a slot this referrer holds).
-                    let later = item
-                        .after
-                        .as_ref()
-                        .and_then(|a| first.get(&a.parent))
-                        .is_some_and(|&p| p >= i);
-                    let outcome = self.run_item(item, later).await;
+                    let outcome = self.run_item(item, batch.later(items, i)).await;
                     done[i].send_replace(Slot::Done(outcome.clone().map(Box::new)));
                     results.lock().expect("results")[i] = outcome;
                 }
@@ -292,13 +260,19 @@ impl Engine {
         (outcomes, totals)
     }
 
-    /// One item: wait for what it refers to (if it is a referrer), then copy it, telling the
-    /// journal and the reporter.
-    async fn run_item(&self, item: &Item, parent_later: bool) -> Option<Outcome> {
+    /// One item: wait for what it refers to (if it is a referrer) and for the winner of its tag
+    /// (if it is contested), then copy it (or compare it with the winner), telling the journal
+    /// and the reporter. What comes `later` in its own batch is not waited for.
+    async fn run_item(&self, item: &Item, later: Later) -> Option<Outcome> {
         // A referrer whose subject was interrupted is interrupted too.
-        let not_carried = match parent_later {
+        let not_carried = match later.subject {
             true => None,
             false => self.wait_for_subject(item).await?,
+        };
+        // So is a contested item whose winner was; waiting, neither holds a slot.
+        let winner = match (&item.contest, &not_carried) {
+            (Some(_), None) => self.wait_for_winner(item, later.winner).await?,
+            _ => None,
         };
         let _in_flight = self.images.acquire().await.expect("never closed");
         // Stopping: an image that waited for its turn does not start.
@@ -306,9 +280,10 @@ impl Engine {
             return None;
         }
         self.reporter.item_started(item);
-        let outcome = match not_carried {
-            Some(reason) => Outcome::Skipped { reason },
-            None => {
+        let outcome = match (not_carried, &item.contest) {
+            (Some(reason), _) => Outcome::Skipped { reason },
+            (None, Some(contest)) => self.settle_contest(item, contest, winner).await,
+            (None, None) => {
                 self.journal.item_started(item);
                 match self.copy_one(item).await {
                     Ok(o) => o,
@@ -318,33 +293,15 @@ impl Engine {
                 }
             }
         };
-        self.journal.item_finished(item, &outcome);
+        // A contested item is not recorded: the checkpoint keeps one record per target tag,
+        // the winner's, and a record of this other source in its place would make the
+        // winner's tag look new to every run (`Journal::recorded` trusts only a record of the
+        // item's own source). Each run compares it again, for one HEAD at its source.
+        if item.contest.is_none() {
+            self.journal.item_finished(item, &outcome);
+        }
         self.reporter.item_finished(item, &outcome);
         Some(outcome)
-    }
-
-    /// For a referrer: wait until the item carrying its subject is done, and say why it is
-    /// not carried, if it is not (`None`: that item was interrupted).
-    async fn wait_for_subject(&self, item: &Item) -> Option<Option<String>> {
-        let Some(after) = item.after.as_ref() else {
-            return Some(None);
-        };
-        let found = self
-            .live
-            .lock()
-            .expect("live items")
-            .get(&after.parent)
-            .cloned();
-        let Some((parent, mut rx)) = found else {
-            return Some(None);
-        };
-        // Its sender lives until its batch is over; a slot left pending then was
-        // interrupted.
-        let slot = rx.wait_for(|s| !matches!(s, Slot::Pending)).await.ok()?;
-        let Slot::Done(Some(outcome)) = slot.clone() else {
-            return None;
-        };
-        Some(not_carried(&outcome, &parent, &after.subject))
     }
 
     /// Copy one image idempotently.

@@ -24,7 +24,7 @@ impl Engine {
 
     /// The source digest: from the reference itself, else from what selection saw moments
     /// ago, else a HEAD (which Docker Hub does not count as a pull).
-    async fn source_digest(&self, item: &Item) -> Result<Digest, CopyError> {
+    pub(super) async fn source_digest(&self, item: &Item) -> Result<Digest, CopyError> {
         if let Some(d) = Digest::parse(&item.source_ref) {
             return Ok(d);
         }

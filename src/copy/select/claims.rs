@@ -1,16 +1,38 @@
-//! Who writes each target tag (or digest) of a run: duplicates dropped, conflicts refused.
+//! Who writes each target tag (or digest) of a run: duplicates dropped, contests left to the
+//! engine, conflicts refused.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::copy::{Item, ItemKey};
+use crate::copy::{Contest, Item, ItemKey};
+
+/// How a rule is named in what people read: `copy #2 (plans/prod.toml:14)`.
+type Label = Box<dyn Fn(usize) -> String + Send + Sync>;
 
 /// Who writes each target tag (or digest) in a run, across its stages: the first item to
-/// claim a key writes it. A later item writing the same thing there (the same source and
-/// platforms, or the same digest) is a duplicate and is dropped; a later item writing
-/// something else there is a [`Conflict`]: two rules would fight over one tag every run.
-#[derive(Default)]
+/// claim a key writes it (the winner). A later item writing the same thing there (the same
+/// source and platforms, or the same digest) is a duplicate and is dropped. A later item
+/// from another source with the same platforms is contested ([`Contest`]): only the digests
+/// tell whether both write the same image (a duplicate, which succeeds) or two rules would
+/// fight over one tag every run (a conflict), so the engine compares them once the winner is
+/// done. With other platforms it is a [`Conflict`] at once: the two write different images
+/// into one tag whatever the sources hold.
 pub struct Claims {
-    by_key: HashMap<ItemKey, (usize, String)>,
+    by_key: HashMap<ItemKey, Claim>,
+    label: Label,
+}
+
+/// The item that claimed a key first.
+struct Claim {
+    rule: usize,
+    /// What it writes there: see [`source_identity`].
+    identity: String,
+    platforms: Option<String>,
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Claims::labelled(|n| format!("copy #{n}"))
+    }
 }
 
 /// An item that would write a target another rule's item already writes from elsewhere.
@@ -23,6 +45,8 @@ pub struct Conflict {
     pub winner_source: String,
     /// What this one would write there (its source, and platforms where it has a list).
     pub source: String,
+    /// Why it is not copied, naming both rules.
+    pub reason: String,
 }
 
 /// What an item writes, for telling a duplicate from a conflict.
@@ -38,18 +62,37 @@ fn source_identity(item: &Item) -> String {
 }
 
 impl Claims {
-    /// The rule whose item claimed `key`.
-    pub fn owner(&self, key: &ItemKey) -> Option<usize> {
-        self.by_key.get(key).map(|(rule, _)| *rule)
+    /// Claims whose messages name rule N as `label(N)` says.
+    pub fn labelled(label: impl Fn(usize) -> String + Send + Sync + 'static) -> Claims {
+        Claims {
+            by_key: HashMap::new(),
+            label: Box::new(label),
+        }
     }
 
-    /// Split `items` into those to copy, duplicates of earlier ones (dropped), conflicts,
-    /// and the referrers of conflicting items (not copied either: what they refer to is not).
+    /// The rule whose item claimed `key`.
+    pub fn owner(&self, key: &ItemKey) -> Option<usize> {
+        self.by_key.get(key).map(|c| c.rule)
+    }
+
+    /// Why the second of two rules writing one tag from different sources is not copied.
+    fn fight(&self, rule: usize, source: &str, winner: &Claim) -> String {
+        format!(
+            "{} would write it from {source}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
+            (self.label)(rule),
+            (self.label)(winner.rule),
+            winner.identity,
+        )
+    }
+
+    /// Split `items` into those to copy (contested ones among them), duplicates of earlier
+    /// ones (dropped), conflicts, and the referrers of conflicting items (not copied either:
+    /// what they refer to is not).
     pub fn claim(&mut self, items: Vec<Item>) -> Claimed {
         let mut out = Claimed::default();
         // (rule, key) of items not copied, whose referrers follow them.
         let mut lost: HashSet<(usize, ItemKey)> = HashSet::new();
-        for item in items {
+        for mut item in items {
             if let Some(after) = &item.after {
                 if lost.contains(&(item.rule, after.parent.clone())) {
                     lost.insert((item.rule, item.key()));
@@ -58,21 +101,40 @@ impl Claims {
                 }
             }
             let identity = source_identity(&item);
-            match self.by_key.get(&item.key()) {
-                None => {
-                    self.by_key.insert(item.key(), (item.rule, identity));
-                    out.items.push(item);
-                }
-                Some((_, earlier)) if *earlier == identity => out.duplicates.push(item),
-                Some((rule, earlier)) => {
-                    lost.insert((item.rule, item.key()));
-                    out.conflicts.push(Conflict {
-                        winner_rule: *rule,
-                        winner_source: earlier.clone(),
-                        source: identity,
-                        item,
-                    })
-                }
+            let platforms = item.platforms.as_ref().map(|p| p.to_string());
+            let Some(winner) = self.by_key.get(&item.key()) else {
+                let claim = Claim {
+                    rule: item.rule,
+                    identity,
+                    platforms,
+                };
+                self.by_key.insert(item.key(), claim);
+                out.items.push(item);
+                continue;
+            };
+            if winner.identity == identity {
+                out.duplicates.push(item);
+            } else if winner.platforms == platforms {
+                item.contest = Some(Contest {
+                    winner_rule: winner.rule,
+                    conflict: self.fight(item.rule, &identity, winner),
+                    unknown: format!(
+                        "{} writes it from {}, which failed or was not copied, so whether {} holds the same image cannot be told: not copied",
+                        (self.label)(winner.rule),
+                        winner.identity,
+                        identity,
+                    ),
+                });
+                out.items.push(item);
+            } else {
+                lost.insert((item.rule, item.key()));
+                out.conflicts.push(Conflict {
+                    winner_rule: winner.rule,
+                    winner_source: winner.identity.clone(),
+                    reason: self.fight(item.rule, &identity, winner),
+                    source: identity,
+                    item,
+                });
             }
         }
         out
@@ -82,10 +144,11 @@ impl Claims {
 /// What [`Claims::claim`] made of a stage's items.
 #[derive(Debug, Default)]
 pub struct Claimed {
-    /// To copy.
+    /// To copy (or, contested, to compare with what another rule's item writes there).
     pub items: Vec<Item>,
     /// The same thing another item already writes there: dropped.
     pub duplicates: Vec<Item>,
+    /// Another rule's item writes another image there (other platforms).
     pub conflicts: Vec<Conflict>,
     /// Referrers of a conflicting item (or of such a referrer).
     pub orphans: Vec<Item>,

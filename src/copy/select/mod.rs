@@ -371,6 +371,7 @@ impl RepoSelection<'_> {
             after: None,
             seen: None,
             read: None,
+            contest: None,
         }
     }
 

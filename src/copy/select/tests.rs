@@ -1,6 +1,7 @@
 //! Rule resolution: stages, claims, overlaps.
 
 use super::*;
+use crate::copy::Contest;
 use crate::plan::TagFilter;
 
 fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) -> Item {
@@ -22,44 +23,109 @@ fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) ->
         after: None,
         seen: None,
         read: None,
+        contest: None,
     }
 }
 
-#[test]
-fn the_first_writer_of_a_tag_keeps_it_and_what_hangs_off_a_loser_goes_with_it() {
-    let mut claims = Claims::default();
-    let first = claims.claim(vec![item("a", "1.0", Some("1.0"), 1)]);
-    assert_eq!(first.items.len(), 1);
-    // Across stages: the same source again is a duplicate; another source a conflict,
-    // and the signature that follows the loser is not copied either.
-    let mut sig = item("b", "sha256-x.sig", Some("sha256-x.sig"), 2);
-    sig.after = Some(After {
-        parent: item("b", "1.0", Some("1.0"), 2).key(),
-        subject: Digest::sha256_of(b"b"),
-    });
-    let mut amd64 = item("a", "1.0", Some("1.0"), 3);
-    amd64.platforms = Some(Arc::new(crate::plan::Platforms {
+fn amd64() -> Option<Arc<crate::plan::Platforms>> {
+    Some(Arc::new(crate::plan::Platforms {
         wanted: vec![crate::plan::Platform::parse("linux/amd64").unwrap()],
         mode: crate::plan::PlatformMode::Rewrite,
-    }));
+    }))
+}
+
+/// `item` after the item `parent` (a referrer of it).
+fn after(mut item: Item, parent: &Item) -> Item {
+    item.after = Some(After {
+        parent: parent.key(),
+        subject: Digest::sha256_of(parent.source_ref.as_bytes()),
+    });
+    item
+}
+
+#[test]
+fn the_first_writer_of_a_tag_keeps_it_another_source_is_contested_other_platforms_conflict() {
+    let mut claims = Claims::labelled(|n| format!("rule {n}"));
+    let mut pinned = item("a", "2.0", Some("2.0"), 1);
+    pinned.platforms = amd64();
+    let first = claims.claim(vec![item("a", "1.0", Some("1.0"), 1), pinned]);
+    assert_eq!(first.items.len(), 2);
+    assert!(first.items.iter().all(|i| i.contest.is_none()));
+    // Across stages: the same source again is a duplicate; another source with the same
+    // platforms is contested (only the digests can tell), its signature following it; other
+    // platforms are a conflict at once, and the signature that follows it is not copied.
+    let b = item("b", "1.0", Some("1.0"), 2);
+    let sig = after(item("b", "sha256-x.sig", Some("sha256-x.sig"), 2), &b);
+    let mut pinned_b = item("b", "2.0", Some("2.0"), 2);
+    pinned_b.platforms = amd64();
+    let mut amd64_a = item("a", "1.0", Some("1.0"), 3);
+    amd64_a.platforms = amd64();
+    let amd64_sig = after(item("a", "sha256-y.sig", Some("sha256-y.sig"), 3), &amd64_a);
     let second = claims.claim(vec![
         item("a", "1.0", Some("1.0"), 2),
-        item("b", "1.0", Some("1.0"), 2),
+        b,
         sig,
-        amd64,
+        pinned_b,
+        amd64_a,
+        amd64_sig,
         // By digest, untagged: the digest is the content, whichever repository has it.
         item("a", "sha256:1", None, 2),
         item("b", "sha256:1", None, 2),
     ]);
     assert_eq!(second.duplicates.len(), 2, "{second:?}");
-    assert_eq!(second.conflicts.len(), 2, "{second:?}");
-    assert!(second.conflicts.iter().all(|c| c.winner_rule == 1));
+    let contested: Vec<(&str, &Contest)> = (second.items.iter())
+        .filter_map(|i| Some((i.source_ref.as_str(), i.contest.as_ref()?)))
+        .collect();
+    assert_eq!(contested.len(), 2, "{second:?}");
+    assert_eq!(contested[0].0, "1.0");
+    assert_eq!(contested[1].0, "2.0");
+    let c = contested[0].1;
+    assert_eq!(c.winner_rule, 1);
     assert_eq!(
-        second.conflicts[1].source,
+        c.conflict,
+        "rule 2 would write it from oci:b:1.0, but rule 1 writes it from oci:a:1.0; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them"
+    );
+    assert!(
+        c.unknown
+            .starts_with("rule 1 writes it from oci:a:1.0, which failed or was not copied"),
+        "{}",
+        c.unknown
+    );
+    let names: Vec<&str> = second.items.iter().map(|i| i.source_ref.as_str()).collect();
+    assert_eq!(names, ["1.0", "sha256-x.sig", "2.0", "sha256:1"]);
+    assert_eq!(second.conflicts.len(), 1, "{second:?}");
+    let conflict = &second.conflicts[0];
+    assert_eq!(conflict.winner_rule, 1);
+    assert_eq!(
+        conflict.source,
         "oci:a:1.0 (platforms linux/amd64 (rewrite))"
     );
+    assert!(
+        conflict
+            .reason
+            .starts_with("rule 3 would write it from oci:a:1.0 (platforms linux/amd64 (rewrite)), but rule 1 writes it from oci:a:1.0;"),
+        "{}",
+        conflict.reason
+    );
     assert_eq!(second.orphans.len(), 1);
-    assert_eq!(second.items.len(), 1, "the first digest item");
+    assert_eq!(second.orphans[0].source_ref, "sha256-y.sig");
+
+    // A third source is contested against the first writer, not the second: the key stays
+    // the first writer's, and the second source is contested again (not a duplicate of a
+    // contested item, which may yet prove a conflict).
+    let third = claims.claim(vec![
+        item("c", "1.0", Some("1.0"), 4),
+        item("b", "1.0", Some("1.0"), 5),
+    ]);
+    assert_eq!(third.items.len(), 2, "{third:?}");
+    assert!(third
+        .items
+        .iter()
+        .all(|i| i.contest.as_ref().is_some_and(|c| c.winner_rule == 1)));
+    assert_eq!(
+        claims.owner(&item("c", "1.0", Some("1.0"), 4).key()),
+        Some(1)
+    );
 }
 
 fn rule(from: &str, to: &str) -> CopyRule {

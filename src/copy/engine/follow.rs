@@ -1,0 +1,216 @@
+//! Who waits for whom across the batches of a run: a referrer for the item that carries its
+//! subject ([`Item::after`]), a contested item for the first writer of its tag
+//! ([`Item::contest`]). Every item of every batch is announced here by target key and rule,
+//! so that two items writing one key (a contested item and its winner) are told apart: a
+//! referrer follows the item of its own rule, or, where that one was dropped as a duplicate,
+//! the first with the key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::Engine;
+use crate::copy::outcome::{not_carried, CopyError, Outcome};
+use crate::copy::{Contest, Item, ItemKey};
+
+/// Where an item's outcome is announced to the items waiting on it.
+pub(super) type Done = watch::Sender<Slot>;
+
+/// An item's outcome as the items waiting on it see it.
+#[derive(Clone)]
+pub(super) enum Slot {
+    Pending,
+    /// `None`: interrupted (an upload parked). Boxed: an outcome is large, a pending slot
+    /// nothing.
+    Done(Option<Box<Outcome>>),
+}
+
+/// An item of some batch, and where its outcome is announced.
+pub(super) struct Live {
+    rule: usize,
+    /// Without the manifest selection read for it: the copy has used it.
+    item: Item,
+    done: watch::Receiver<Slot>,
+}
+
+/// Every item announced so far, by target key, in the order announced.
+pub(super) type LiveItems = std::sync::Mutex<HashMap<ItemKey, Vec<Live>>>;
+
+/// Where the items of one batch are, to tell whether what an item waits for comes at or
+/// after it in the same batch (it is not waited for then: it could wait for a slot this one
+/// holds). Claims put what is waited for first, so in practice it never does.
+pub(super) struct Batch {
+    by_rule: HashMap<(ItemKey, usize), usize>,
+    first: HashMap<ItemKey, usize>,
+}
+
+/// What an item of a batch may wait for that comes at or after it there.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Later {
+    /// The item carrying its subject.
+    pub(super) subject: bool,
+    /// The winner of its tag.
+    pub(super) winner: bool,
+}
+
+impl Batch {
+    pub(super) fn of(items: &[Item]) -> Batch {
+        let mut batch = Batch {
+            by_rule: HashMap::new(),
+            first: HashMap::new(),
+        };
+        for (i, item) in items.iter().enumerate() {
+            batch.by_rule.entry((item.key(), item.rule)).or_insert(i);
+            batch.first.entry(item.key()).or_insert(i);
+        }
+        batch
+    }
+
+    /// The index of the item an item of `rule` waiting for `key` follows (see the module).
+    fn find(&self, key: &ItemKey, rule: usize) -> Option<usize> {
+        (self.by_rule.get(&(key.clone(), rule)))
+            .or_else(|| self.first.get(key))
+            .copied()
+    }
+
+    pub(super) fn later(&self, items: &[Item], i: usize) -> Later {
+        let item = &items[i];
+        let at_or_after = |found: Option<usize>| found.is_some_and(|p| p >= i);
+        Later {
+            subject: (item.after.as_ref())
+                .is_some_and(|a| at_or_after(self.find(&a.parent, item.rule))),
+            winner: (item.contest.as_ref()).is_some_and(|c| {
+                at_or_after(self.by_rule.get(&(item.key(), c.winner_rule)).copied())
+            }),
+        }
+    }
+}
+
+impl Engine {
+    /// Announce a batch's items (the first of each key and rule), and return where each one's
+    /// outcome is to be told.
+    pub(super) fn announce(&self, items: &[Item]) -> Vec<Done> {
+        let mut live = self.live.lock().expect("live items");
+        items
+            .iter()
+            .map(|item| {
+                let (tx, rx) = watch::channel(Slot::Pending);
+                let same = live.entry(item.key()).or_default();
+                if !same.iter().any(|l| l.rule == item.rule) {
+                    same.push(Live {
+                        rule: item.rule,
+                        item: Item {
+                            read: None,
+                            ..item.clone()
+                        },
+                        done: rx,
+                    });
+                }
+                tx
+            })
+            .collect()
+    }
+
+    /// The item of `rule` that writes `key`, or else the first that does; and where its
+    /// outcome is told.
+    fn followed(
+        &self,
+        key: &ItemKey,
+        rule: Option<usize>,
+    ) -> Option<(Item, watch::Receiver<Slot>)> {
+        let live = self.live.lock().expect("live items");
+        let same = live.get(key)?;
+        let found = match rule {
+            Some(rule) => same.iter().find(|l| l.rule == rule),
+            None => None,
+        };
+        found
+            .or_else(|| same.first())
+            .map(|l| (l.item.clone(), l.done.clone()))
+    }
+
+    /// Wait until `key`'s item (of `rule`, see [`Engine::followed`]) is done: its outcome
+    /// (`Some(None)`: interrupted), or `None` when there is no such item.
+    async fn wait_for(
+        &self,
+        key: &ItemKey,
+        rule: Option<usize>,
+    ) -> Option<(Item, Option<Outcome>)> {
+        let (item, mut rx) = self.followed(key, rule)?;
+        // Its sender lives until its batch is over; a slot left pending then was
+        // interrupted.
+        let outcome = match rx.wait_for(|s| !matches!(s, Slot::Pending)).await {
+            Ok(slot) => match slot.clone() {
+                Slot::Done(outcome) => outcome.map(|o| *o),
+                Slot::Pending => None,
+            },
+            Err(_) => None,
+        };
+        Some((item, outcome))
+    }
+
+    /// For a referrer: wait until the item carrying its subject is done, and say why it is
+    /// not carried, if it is not (`None`: that item was interrupted).
+    pub(super) async fn wait_for_subject(&self, item: &Item) -> Option<Option<String>> {
+        let Some(after) = item.after.as_ref() else {
+            return Some(None);
+        };
+        let Some((parent, outcome)) = self.wait_for(&after.parent, Some(item.rule)).await else {
+            return Some(None);
+        };
+        Some(not_carried(&outcome?, &parent, &after.subject))
+    }
+
+    /// For a contested item: wait until the winner of its tag is done, and say how it ended
+    /// (`Some(None)`: it cannot be compared with; `None`: the winner was interrupted).
+    pub(super) async fn wait_for_winner(
+        &self,
+        item: &Item,
+        later: bool,
+    ) -> Option<Option<Outcome>> {
+        let Some(contest) = item.contest.as_ref().filter(|_| !later) else {
+            return Some(None);
+        };
+        match self.wait_for(&item.key(), Some(contest.winner_rule)).await {
+            Some((winner, outcome)) if winner.rule == contest.winner_rule => Some(Some(outcome?)),
+            _ => Some(None),
+        }
+    }
+
+    /// A contested item, once its winner ended with `winner`: a duplicate when its own source
+    /// digest is the one the winner placed (it succeeds as the winner did, `unchanged` or
+    /// `present`), else a conflict. One HEAD at its source at most (none where selection
+    /// read the tag); it writes nothing.
+    pub(super) async fn settle_contest(
+        &self,
+        item: &Item,
+        contest: &Contest,
+        winner: Option<Outcome>,
+    ) -> Outcome {
+        let fail = |reason: &str| Outcome::Failed {
+            error: Arc::new(CopyError::Conflict {
+                reference: item.target_display(),
+                reason: reason.to_string(),
+            }),
+        };
+        let Some((placed, rewritten)) = winner.as_ref().and_then(Outcome::placed) else {
+            return fail(&contest.unknown);
+        };
+        let digest = match &item.read {
+            Some(m) => m.digest.clone(),
+            None => match self.source_digest(item).await {
+                Ok(d) => d,
+                Err(e) => return Outcome::Failed { error: Arc::new(e) },
+            },
+        };
+        if digest != *placed {
+            return fail(&contest.conflict);
+        }
+        let rewritten = rewritten.cloned();
+        match winner {
+            Some(Outcome::Unchanged { .. }) => Outcome::Unchanged { digest, rewritten },
+            _ => Outcome::Present { digest, rewritten },
+        }
+    }
+}
