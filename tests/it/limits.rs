@@ -168,6 +168,64 @@ async fn retry_after_slows_the_whole_host_and_the_run_finishes() {
     }
 }
 
+/// Issue 21 (what was seen, 6): `wait_seconds` added up the waits of concurrent requests (398 s
+/// in a 29 s run). A 429 with Retry-After holds back every request to the host at once; the
+/// report counts the time some request waited, never more than the run took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_waits_count_once_in_wait_seconds() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "held", 12).await;
+    let served = Arc::new(Mutex::new(0usize));
+    let s = served.clone();
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(move |_, uri: &str, _| {
+            let mut n = s.lock().unwrap();
+            // The first dozen requests for images (past the ping and tokens) are refused.
+            if uri.contains("/held/") && *n < 12 {
+                *n += 1;
+                return Action::Respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    vec![("retry-after", "2".into())],
+                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+                );
+            }
+            Action::Forward
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/held/*\"\nto = \"{t}/held/*\"\n",
+            insecure(&[&src]),
+            src.addr,
+            t = proxy.addr
+        ),
+    );
+    let run = ferry(
+        &["run", p.to_str().unwrap(), "--report", report.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    run.assert_code(0);
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let row = &v["registries"][&proxy.addr];
+    let (waited, seconds) = (
+        row["wait_seconds"].as_f64().unwrap(),
+        v["totals"]["seconds"].as_f64().unwrap(),
+    );
+    assert!(row["throttled"].as_u64().unwrap() >= 2, "{row:#}");
+    assert!(waited >= 1.5, "the Retry-After was waited out: {row:#}");
+    assert!(waited <= seconds, "{waited} s waited in a {seconds} s run");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried_and_every_digest_verifies() {
     // Each blob GET fails twice (503, then a body cut in half, then corrupted bytes) before
