@@ -231,7 +231,8 @@ pub trait Registry: Send + Sync {
     async fn check_push(&self, repo: &str) -> Result<()>;
 
     /// Check, where the registry allows it without deleting, that `repo` may be deleted from.
-    /// `Ok(None)` when it cannot be checked this way; `Ok(Some(how))` when it was.
+    /// `Ok(None)` when it cannot be checked this way; `Ok(Some(how))` when it was; the
+    /// registry's refusal (a 405 where deletes are disabled, a 401 or 403) as an error.
     async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
         Ok(None)
     }

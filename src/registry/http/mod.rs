@@ -88,7 +88,11 @@ impl Registry for HttpRegistry {
     async fn check_delete(&self, repo: &str) -> Result<Option<String>> {
         match &self.vendor {
             Some(v) => v.check_delete(repo).await,
-            None => Ok(None),
+            None => self
+                .retry
+                .run("check delete", || self.probe_delete_once(repo))
+                .await
+                .map(Some),
         }
     }
 
