@@ -198,8 +198,7 @@ fn delete_refused(e: &RegistryError, repo: &str, who: &str) -> String {
             "this registry has deletes disabled ({answer}): {who} cannot delete here (on CNCF distribution: storage.delete.enabled: true)"
         );
     }
-    if matches!(status, 401 | 403) || e.has_code(code::DENIED) || e.has_code(code::UNAUTHORIZED)
-    {
+    if matches!(status, 401 | 403) || e.has_code(code::DENIED) || e.has_code(code::UNAUTHORIZED) {
         return format!(
             "the credentials may not delete here ({answer}): they need the delete permission on {repo} (token scope repository:{repo}:delete); {who} cannot delete here"
         );

@@ -351,7 +351,8 @@ fn auth_shapes_and_secret_hygiene() {
 /// Issue 21 (what was seen, 6): a path or query in `endpoint` was dropped silently.
 #[test]
 fn an_endpoint_with_a_path_or_query_is_refused() {
-    let with = |url: &str| format!("version = 1\n{RULE}[registry.\"r.io\"]\nendpoint = \"{url}\"\n");
+    let with =
+        |url: &str| format!("version = 1\n{RULE}[registry.\"r.io\"]\nendpoint = \"{url}\"\n");
     for url in [
         "https://mirror.example/some/path",
         "https://mirror.example/v2/",
@@ -367,7 +368,11 @@ fn an_endpoint_with_a_path_or_query_is_refused() {
         );
         assert!(!e.contains("mirror.example"), "{e}");
     }
-    for url in ["https://mirror.example", "https://mirror.example/", "https://m.example:5000/"] {
+    for url in [
+        "https://mirror.example",
+        "https://mirror.example/",
+        "https://m.example:5000/",
+    ] {
         let p = parse(&with(url)).unwrap();
         assert!(p.registry("r.io").endpoint.is_some(), "{url}");
     }

@@ -133,8 +133,11 @@ impl Registry {
         let mut last_log = String::new();
         for attempt in 0..PORT_ATTEMPTS {
             let addr = format!("127.0.0.1:{}", free_port());
-            std::fs::write(&config, config_yaml(&storage, &addr, &tls_yaml, &auth_yaml, deletes))
-                .expect("write registry config");
+            std::fs::write(
+                &config,
+                config_yaml(&storage, &addr, &tls_yaml, &auth_yaml, deletes),
+            )
+            .expect("write registry config");
 
             // A fresh log per attempt so a failed attempt's noise never
             // shows up in log() or count_requests().

@@ -239,7 +239,11 @@ impl Inner {
             access: Vec<Access>,
         }
 
-        let withheld = self.withheld.lock().expect("withheld actions poisoned").clone();
+        let withheld = self
+            .withheld
+            .lock()
+            .expect("withheld actions poisoned")
+            .clone();
         let access = scopes
             .iter()
             .filter_map(|scope| {
