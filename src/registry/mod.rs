@@ -264,6 +264,13 @@ pub trait Registry: Send + Sync {
         None
     }
 
+    /// Count a retry that this registry caused in another's upload (the bytes read from here
+    /// failed: a reset, a cut or wrong body), and tell of it as this registry's (`event`
+    /// names it). False where this registry keeps no count (a layout).
+    fn charge_retry(&self, _event: &throttle::Event) -> bool {
+        false
+    }
+
     /// Repositories whose path starts with `prefix` (for wildcard rules), as the registry
     /// listed them: untrusted, each to be checked ([`crate::reference::names::repository`], or for layouts
     /// [`layout::join_under`]) before it is used. A request about one that fails the grammar

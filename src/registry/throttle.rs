@@ -62,7 +62,8 @@ pub struct RegistryStats {
     pub requests: u64,
     /// 429 answers.
     pub throttled: u64,
-    /// Operations tried again after a transient failure.
+    /// Operations tried again after a transient failure here, uploads to another registry
+    /// whose read from here failed included (never counted at that target).
     pub retries: u64,
     /// Wall-clock time during which at least one request waited for a rate limit or a
     /// pause (concurrent waits count once, so it never exceeds the run's time).
@@ -182,12 +183,19 @@ impl Throttle {
         }
     }
 
+    /// Count `event` against this host (a retry) and tell the observer.
     pub fn notify(&self, event: Event) {
         if matches!(event, Event::Retrying { .. }) {
             self.counts.retries.fetch_add(1, Ordering::Relaxed);
         }
+        self.tell(&event);
+    }
+
+    /// Tell the observer of `event` without counting it against this host (it was another
+    /// registry's doing).
+    pub fn tell(&self, event: &Event) {
         if let Some(o) = &self.observer {
-            o(&event);
+            o(event);
         }
     }
 

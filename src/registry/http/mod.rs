@@ -78,6 +78,11 @@ impl Registry for HttpRegistry {
         Some(stats)
     }
 
+    fn charge_retry(&self, event: &super::throttle::Event) -> bool {
+        self.throttle.notify(event.clone());
+        true
+    }
+
     async fn check_push(&self, repo: &str) -> Result<()> {
         let location = self.start_upload(repo).await?;
         // Cancel the session: the check leaves nothing behind.
