@@ -61,12 +61,13 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         lines.push(push(&rule.to, registry(&rule.to).as_ref()).await);
     }
     for rule in plan.copies.iter().filter(|r| r.prune.is_some()) {
-        let mut line = delete(&rule.to, registry(&rule.to).as_ref()).await;
+        let mut line = delete(&rule.to, registry(&rule.to).as_ref(), "pruning").await;
         line.what = format!("prune {}", rule.to);
         lines.push(line);
     }
     for policy in &plan.retains {
-        lines.push(delete(&policy.repository, registry(&policy.repository).as_ref()).await);
+        let reg = registry(&policy.repository);
+        lines.push(delete(&policy.repository, reg.as_ref(), "retention").await);
     }
     for (what, result) in crate::inuse::preflight(&plan.in_use).await {
         let (ok, detail) = match result {
@@ -215,16 +216,24 @@ async fn push(to: &Reference, dst: &dyn Registry) -> Line {
     )
 }
 
-/// Delete in a policy's repository: readable, and deletable as far as the registry shows.
-async fn delete(repository: &Reference, reg: &dyn Registry) -> Line {
-    let repo = repository.repository.clone();
+/// Delete in a policy's repository (`who`: "retention" or "pruning"): readable, and deletable
+/// as far as the registry shows. A wildcard is asked at the first repository it lists, else
+/// at a probe repository under its prefix.
+async fn delete(repository: &Reference, reg: &dyn Registry, who: &str) -> Line {
     let what = format!("delete {repository}");
     let listed = match repository.selector {
-        Selector::Wildcard => reg.list_repositories(&repo).await.map(|_| ()),
-        _ => reg.list_tags(&repo).await.map(|_| ()),
+        Selector::Wildcard => reg
+            .list_repositories(&repository.repository)
+            .await
+            .map(|r| r.into_iter().next()),
+        _ => reg.list_tags(&repository.repository).await.map(|_| None),
     };
-    if let Err(e) = listed {
-        if e.is_not_found() {
+    let repo = match listed {
+        Ok(first) => first.unwrap_or_else(|| match repository.selector {
+            Selector::Wildcard => format!("{}ferry-preflight", repository.repository),
+            _ => repository.repository.clone(),
+        }),
+        Err(e) if e.is_not_found() => {
             // A mirror's target before its first copy: nothing to delete yet.
             let detail = "not there yet, so nothing to delete".to_string();
             return Line {
@@ -233,19 +242,53 @@ async fn delete(repository: &Reference, reg: &dyn Registry) -> Line {
                 detail,
             };
         }
-        let detail = format!("cannot read it: {}", error_chain(&e));
-        return Line {
+        Err(e) => {
+            let detail = format!("cannot read it: {}", error_chain(&e));
+            return Line {
+                ok: false,
+                what,
+                detail,
+            };
+        }
+    };
+    match reg.check_delete(&repo).await {
+        Ok(how) => Line {
+            ok: true,
+            what,
+            detail: how.unwrap_or_else(|| {
+                "readable; this registry cannot show delete permission without deleting".into()
+            }),
+        },
+        Err(e) => Line {
             ok: false,
             what,
-            detail,
-        };
+            detail: delete_refused(&e, &repo, who),
+        },
     }
-    let how = reg.check_delete(&repo).await.map(|how| {
-        how.unwrap_or_else(|| {
-            "readable; this registry cannot show delete permission without deleting".into()
-        })
-    });
-    Line::of(what, how)
+}
+
+/// Why a registry refused the delete probe, in words: deletes disabled, or credentials
+/// without the permission (named as distribution's token scope names it).
+fn delete_refused(e: &RegistryError, repo: &str, who: &str) -> String {
+    use crate::registry::status::code;
+    let Some(status) = e.http_status() else {
+        return error_chain(e);
+    };
+    let answer = match e.code() {
+        Some(c) => format!("{status} {c}"),
+        None => status.to_string(),
+    };
+    if status == 405 || e.has_code(code::UNSUPPORTED) {
+        return format!(
+            "this registry has deletes disabled ({answer}): {who} cannot delete here (on CNCF distribution: storage.delete.enabled: true)"
+        );
+    }
+    if matches!(status, 401 | 403) || e.has_code(code::DENIED) || e.has_code(code::UNAUTHORIZED) {
+        return format!(
+            "the credentials may not delete here ({answer}): they need the delete permission on {repo} (token scope repository:{repo}:delete); {who} cannot delete here"
+        );
+    }
+    error_chain(e)
 }
 
 /// Every check's line, then the count; exit 3 when one failed.

@@ -246,7 +246,7 @@ impl Tee {
 /// cannot be opened.
 fn open_at(dir: &Path, path: &Path, at: u64) -> Option<std::fs::File> {
     let open = || -> std::io::Result<Option<std::fs::File>> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         // The spool holds image bytes: the owner's only, as the checkpoint is.
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -257,8 +257,14 @@ fn open_at(dir: &Path, path: &Path, at: u64) -> Option<std::fs::File> {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(path)?;
-        if f.metadata()?.len() < at {
+        let meta = f.metadata()?;
+        // `mode` applies only to a file this call creates: one left looser is tightened.
+        if meta.permissions().mode() & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        if meta.len() < at {
             return Ok(None);
         }
         f.set_len(at)?;
@@ -346,6 +352,26 @@ mod tests {
         long.update(&bytes);
         long.update(b"more");
         assert!(!lease.verified_prefix(&long).await);
+    }
+
+    /// Issue 21 (what was seen, 6): spool files were 0644 in their 0700 directory.
+    #[tokio::test]
+    async fn spool_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"), 1 << 30, 0);
+        let (bytes, d) = blob(1000);
+        let lease = spool.lease(&d, bytes.len() as u64).unwrap();
+        collect(lease.tee(pieces(&bytes), 0)).await;
+        assert_eq!(mode(spool.dir()), 0o700);
+        assert_eq!(mode(&spool.path(&d)), 0o600);
+
+        // A file left looser (by an older ferry, or by hand) is tightened when reused.
+        std::fs::set_permissions(spool.path(&d), std::fs::Permissions::from_mode(0o644)).unwrap();
+        collect(lease.tee(pieces(&bytes[500..]), 500)).await;
+        assert_eq!(mode(&spool.path(&d)), 0o600);
+        assert_eq!(std::fs::read(spool.path(&d)).unwrap(), bytes);
     }
 
     #[tokio::test]

@@ -348,6 +348,36 @@ fn auth_shapes_and_secret_hygiene() {
     assert!(e.contains("given twice"), "{e}");
 }
 
+/// Issue 21 (what was seen, 6): a path or query in `endpoint` was dropped silently.
+#[test]
+fn an_endpoint_with_a_path_or_query_is_refused() {
+    let with =
+        |url: &str| format!("version = 1\n{RULE}[registry.\"r.io\"]\nendpoint = \"{url}\"\n");
+    for url in [
+        "https://mirror.example/some/path",
+        "https://mirror.example/v2/",
+        "https://mirror.example/?x=1",
+        "https://mirror.example?x=1",
+        "https://mirror.example/#frag",
+    ] {
+        let e = err(&with(url));
+        assert!(
+            e.starts_with("p.toml:6:12: registry.\"r.io\".endpoint: ")
+                && e.contains("scheme, host and port only"),
+            "{url}: {e}"
+        );
+        assert!(!e.contains("mirror.example"), "{e}");
+    }
+    for url in [
+        "https://mirror.example",
+        "https://mirror.example/",
+        "https://m.example:5000/",
+    ] {
+        let p = parse(&with(url)).unwrap();
+        assert!(p.registry("r.io").endpoint.is_some(), "{url}");
+    }
+}
+
 #[test]
 fn in_use_is_validated_without_echoing_values() {
     use super::{InUse, KubeConfig};

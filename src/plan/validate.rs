@@ -247,12 +247,21 @@ fn registry(
     Ok((host, settings))
 }
 
-/// `endpoint`: a URL; plain HTTP only for an `insecure` registry.
+/// `endpoint`: a URL of scheme, host and port; plain HTTP only for an `insecure` registry.
 fn endpoint(ctx: &Ctx, r: &RawRegistry, field: &str) -> Result<Option<Url>, PlanError> {
     let Some(e) = &r.endpoint else {
         return Ok(None);
     };
     let url = url_field(ctx, e, &format!("{field}.endpoint"))?;
+    // The distribution API lives at `/v2/` of the host, and the client asks there: a path
+    // or query would be dropped, so the registry reached would not be the one written.
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(ctx.invalid(
+            e.span(),
+            &format!("{field}.endpoint"),
+            "give scheme, host and port only (`https://HOST[:PORT]`): the registry API is at `/v2/` of the host, so a path, query or fragment cannot be honoured",
+        ));
+    }
     if url.scheme() == "http" && !r.insecure {
         return Err(ctx.invalid(
             e.span(),

@@ -488,11 +488,13 @@ impl Registry for LayoutRegistry {
     async fn put_blob(&self, repo: &str, up: BlobUpload<'_>) -> Result<()> {
         // Local writes do not fail transiently; a remote source may, so attempts reopen it.
         let throttle = Throttle::new("oci:", None, None);
-        retry::retrying(
+        let origin = up.source.origin();
+        retry::retrying_from(
             &throttle,
             "oci:",
             "write blob",
             retry::DEFAULT_RETRIES,
+            origin.as_ref(),
             || async {
                 let data = up
                     .source

@@ -231,7 +231,8 @@ pub trait Registry: Send + Sync {
     async fn check_push(&self, repo: &str) -> Result<()>;
 
     /// Check, where the registry allows it without deleting, that `repo` may be deleted from.
-    /// `Ok(None)` when it cannot be checked this way; `Ok(Some(how))` when it was.
+    /// `Ok(None)` when it cannot be checked this way; `Ok(Some(how))` when it was; the
+    /// registry's refusal (a 405 where deletes are disabled, a 401 or 403) as an error.
     async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
         Ok(None)
     }
@@ -261,6 +262,13 @@ pub trait Registry: Send + Sync {
     /// What this registry cost the run so far (requests, 429s, retries, waits).
     fn stats(&self) -> Option<throttle::RegistryStats> {
         None
+    }
+
+    /// Count a retry that this registry caused in another's upload (the bytes read from here
+    /// failed: a reset, a cut or wrong body), and tell of it as this registry's (`event`
+    /// names it). False where this registry keeps no count (a layout).
+    fn charge_retry(&self, _event: &throttle::Event) -> bool {
+        false
     }
 
     /// Repositories whose path starts with `prefix` (for wildcard rules), as the registry

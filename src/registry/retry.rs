@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::error::RegistryError;
 use super::throttle::{Event, Throttle};
+use super::BlobOrigin;
 
 /// Tries after the first (regclient uses 5 too).
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -53,6 +54,25 @@ pub async fn retrying<T, F, Fut>(
     registry: &str,
     what: &str,
     retries: u32,
+    op: F,
+) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    retrying_from(throttle, registry, what, retries, None, op).await
+}
+
+/// [`retrying`] for an upload whose bytes come from `origin`. A failure of the source
+/// ([`RegistryError::SourceFailed`]) is the source's: its registry counts the retry and is
+/// named in the event. It is never counted against this registry, so a flaky source is no
+/// pushback from the target.
+pub async fn retrying_from<T, F, Fut>(
+    throttle: &Throttle,
+    registry: &str,
+    what: &str,
+    retries: u32,
+    origin: Option<&BlobOrigin>,
     mut op: F,
 ) -> Result<T, RegistryError>
 where
@@ -67,13 +87,26 @@ where
                 attempt += 1;
                 let delay = backoff(attempt);
                 tracing::debug!(%registry, %what, attempt, error = %e, "retrying");
-                throttle.notify(Event::Retrying {
+                let event = |registry: &str, what: String| Event::Retrying {
                     registry: registry.to_string(),
-                    what: what.to_string(),
+                    what,
                     attempt,
                     delay,
                     error: crate::error::chain(&e),
-                });
+                };
+                match (&e, origin) {
+                    (RegistryError::SourceFailed { .. }, Some(o)) => {
+                        let source = o.registry.name();
+                        let event = event(source, format!("{what} to {registry}"));
+                        if !o.registry.charge_retry(&event) {
+                            throttle.tell(&event);
+                        }
+                    }
+                    (RegistryError::SourceFailed { .. }, None) => {
+                        throttle.tell(&event(registry, what.to_string()));
+                    }
+                    _ => throttle.notify(event(registry, what.to_string())),
+                }
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),
@@ -112,6 +145,22 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, RegistryError>>,
     {
         retrying(&self.throttle, &self.registry, what, self.retries, op).await
+    }
+
+    /// [`RetryPolicy::run`] for an upload whose bytes come from `origin`: failures of the
+    /// source are charged to it (see [`retrying_from`]).
+    pub async fn run_from<T, F, Fut>(
+        &self,
+        what: &str,
+        origin: Option<&BlobOrigin>,
+        op: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let (throttle, registry) = (&self.throttle, &self.registry);
+        retrying_from(throttle, registry, what, self.retries, origin, op).await
     }
 }
 
@@ -156,6 +205,53 @@ mod tests {
             what: "x".into(),
             url: "u".into()
         }));
+    }
+
+    /// Issue 21 (what was seen, 6): a failure of an upload's source was counted as a retry of
+    /// the target, so a flaky source shrank the target's window.
+    #[tokio::test]
+    async fn a_failure_of_the_source_is_not_counted_against_the_target() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let observer: super::super::throttle::Observer =
+            Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+        let target = Throttle::new("dst", None, Some(observer));
+        let origin = BlobOrigin {
+            registry: Arc::new(crate::registry::memory::MemoryRegistry::new("src")),
+            repo: "a".into(),
+        };
+        let calls = AtomicU32::new(0);
+        let r = retrying_from(&target, "dst", "upload of x", 5, Some(&origin), || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(RegistryError::SourceFailed {
+                    source: Box::new(RegistryError::Stalled {
+                        url: "u".into(),
+                        seconds: 1,
+                    }),
+                }),
+                1 => Err(RegistryError::Stalled {
+                    url: "u".into(),
+                    seconds: 1,
+                }),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(r.is_ok());
+        // The target's own stall counts; the source's failure is told, named after the source.
+        assert_eq!(target.stats().retries, 1);
+        let seen = seen.lock().unwrap();
+        let names: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|e| match e {
+                Event::Retrying { registry, what, .. } => (registry.as_str(), what.as_str()),
+                Event::Waiting { .. } => ("", ""),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [("src", "upload of x to dst"), ("dst", "upload of x")]
+        );
     }
 
     #[tokio::test]

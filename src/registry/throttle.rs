@@ -62,9 +62,11 @@ pub struct RegistryStats {
     pub requests: u64,
     /// 429 answers.
     pub throttled: u64,
-    /// Operations tried again after a transient failure.
+    /// Operations tried again after a transient failure here, uploads to another registry
+    /// whose read from here failed included (never counted at that target).
     pub retries: u64,
-    /// Time requests spent waiting for a rate limit or a pause.
+    /// Wall-clock time during which at least one request waited for a rate limit or a
+    /// pause (concurrent waits count once, so it never exceeds the run's time).
     pub waited: Duration,
     /// Requests by method and what they were about (`HEAD manifest`, `POST upload`, …).
     pub by_kind: BTreeMap<String, u64>,
@@ -78,7 +80,59 @@ struct Counts {
     requests: AtomicU64,
     throttled: AtomicU64,
     retries: AtomicU64,
-    waited_ms: AtomicU64,
+    waits: Mutex<Waits>,
+}
+
+/// The union of the intervals in which requests waited: a count of requests waiting now,
+/// since when some have been, and the time of the intervals already closed.
+struct Waits {
+    waiting: usize,
+    since: Instant,
+    total: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Waits {
+            waiting: 0,
+            since: Instant::now(),
+            total: Duration::ZERO,
+        }
+    }
+}
+
+impl Waits {
+    fn now(&self) -> Duration {
+        match self.waiting {
+            0 => self.total,
+            _ => self.total + self.since.elapsed(),
+        }
+    }
+}
+
+/// One request waiting; dropped when it stops (also when its future is dropped mid-wait).
+struct Waiting<'a>(&'a Mutex<Waits>);
+
+impl<'a> Waiting<'a> {
+    fn start(waits: &'a Mutex<Waits>) -> Waiting<'a> {
+        let mut w = waits.lock().expect("waits lock");
+        if w.waiting == 0 {
+            w.since = Instant::now();
+        }
+        w.waiting += 1;
+        Waiting(waits)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.0.lock().expect("waits lock");
+        w.waiting -= 1;
+        if w.waiting == 0 {
+            let elapsed = w.since.elapsed();
+            w.total += elapsed;
+        }
+    }
 }
 
 /// What a request is, for counting: its method and the resource of the distribution API its
@@ -129,12 +183,19 @@ impl Throttle {
         }
     }
 
+    /// Count `event` against this host (a retry) and tell the observer.
     pub fn notify(&self, event: Event) {
         if matches!(event, Event::Retrying { .. }) {
             self.counts.retries.fetch_add(1, Ordering::Relaxed);
         }
+        self.tell(&event);
+    }
+
+    /// Tell the observer of `event` without counting it against this host (it was another
+    /// registry's doing).
+    pub fn tell(&self, event: &Event) {
         if let Some(o) = &self.observer {
-            o(&event);
+            o(event);
         }
     }
 
@@ -159,26 +220,16 @@ impl Throttle {
             requests: self.counts.requests.load(Ordering::Relaxed),
             throttled: self.counts.throttled.load(Ordering::Relaxed),
             retries: self.counts.retries.load(Ordering::Relaxed),
-            waited: Duration::from_millis(self.counts.waited_ms.load(Ordering::Relaxed)),
+            waited: self.counts.waits.lock().expect("waits lock").now(),
             by_kind: self.counts.by_kind.lock().expect("counts lock").clone(),
             single_post: None,
         }
     }
 
-    /// Wait until a request of this kind may go out.
+    /// Wait until a request of this kind may go out. Only real waits are timed: a request
+    /// that may go at once is not counted as waiting.
     pub async fn ready(&self, kind: Kind) {
-        let started = Instant::now();
-        self.wait(kind).await;
-        let waited = started.elapsed();
-        // Only real waits count: a permit taken at once costs microseconds.
-        if waited >= Duration::from_millis(5) {
-            self.counts
-                .waited_ms
-                .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
-        }
-    }
-
-    async fn wait(&self, kind: Kind) {
+        let mut waiting = None;
         loop {
             let now = Instant::now();
             let mut until = *self.paused_until.lock().expect("pause lock");
@@ -187,12 +238,18 @@ impl Throttle {
                 until = until.max(pulls);
             }
             match until {
-                Some(t) if t > now => tokio::time::sleep_until(t.into()).await,
+                Some(t) if t > now => {
+                    waiting.get_or_insert_with(|| Waiting::start(&self.counts.waits));
+                    tokio::time::sleep_until(t.into()).await
+                }
                 _ => break,
             }
         }
         if let Some(l) = &self.limiter {
-            l.until_ready().await;
+            if l.check().is_err() {
+                waiting.get_or_insert_with(|| Waiting::start(&self.counts.waits));
+                l.until_ready().await;
+            }
         }
     }
 
@@ -353,6 +410,34 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// Issue 21 (what was seen, 6): `wait_seconds` added up concurrent waits (398 s in a 29 s
+    /// run). It is the time during which some request waited: never more than the run took.
+    #[tokio::test]
+    async fn concurrent_waits_count_once() {
+        let t = Throttle::new("r", None, None);
+        let start = Instant::now();
+        t.pause(Duration::from_millis(300), "429");
+        futures::future::join_all((0..20).map(|_| t.ready(Kind::Other))).await;
+        let waited = t.stats().waited;
+        assert!(
+            waited >= Duration::from_millis(250) && waited <= start.elapsed(),
+            "{waited:?} of {:?}",
+            start.elapsed()
+        );
+        // A later wait adds its own time; time in between with no one waiting does not count.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        t.pause(Duration::from_millis(100), "429");
+        futures::future::join_all((0..5).map(|_| t.ready(Kind::Other))).await;
+        let more = t.stats().waited - waited;
+        assert!(
+            more >= Duration::from_millis(80) && more < Duration::from_millis(250),
+            "{more:?}"
+        );
+        // A request that finds nothing to wait for adds nothing.
+        t.ready(Kind::Other).await;
+        assert_eq!(t.stats().waited, waited + more);
     }
 
     #[tokio::test]

@@ -309,3 +309,83 @@ async fn check_online_names_the_missing_permission() {
         run.stdout
     );
 }
+
+/// `ferry check --online` for a retention policy at `reg` (credentials from `DST_PW` when
+/// `user` is given): the run, and its line for the policy.
+async fn check_delete(reg: &Registry, user: Option<&str>) -> (Run, String) {
+    let auth = user
+        .map(|u| format!("auth = {{ username = \"{u}\", password_env = \"DST_PW\" }}\n"))
+        .unwrap_or_default();
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{a}\"]\ninsecure = true\n{auth}[[retain]]\nrepository = \"{a}/secure/app\"\nkeep_newest = 1\n",
+            a = reg.addr
+        ),
+    );
+    let run = ferry(
+        &["check", "--online", p.to_str().unwrap()],
+        &[("DST_PW", CANARY)],
+    )
+    .await;
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("delete {}/secure/app", reg.addr)))
+        .unwrap_or_else(|| panic!("no delete line: {}", run.stdout))
+        .to_string();
+    (run, line)
+}
+
+/// Issue 21 (what was seen, 6): the delete preflight said it "cannot show delete permission
+/// without deleting". A DELETE of the all-zero digest shows it and deletes nothing: 404 where
+/// deletes are enabled and permitted, 405 UNSUPPORTED where they are disabled, 401 where the
+/// credentials may not delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_probes_delete_with_a_manifest_that_does_not_exist() {
+    let zero = format!("/manifests/sha256:{}", "0".repeat(64));
+
+    let enabled = Registry::start().await;
+    seed(&enabled).await;
+    let (run, line) = check_delete(&enabled, None).await;
+    run.assert_code(0);
+    assert!(
+        line.starts_with("ok  ")
+            && line.ends_with(
+                "deletes are enabled (a delete of a manifest that does not exist answered 404)"
+            ),
+        "{line}"
+    );
+    enabled.sync_log().await;
+    assert_eq!(enabled.count_requests("DELETE", &zero), 1);
+    assert_eq!(enabled.pusher().tags("secure/app").await, ["v1"]);
+
+    let disabled = Registry::start_without_deletes().await;
+    seed(&disabled).await;
+    let (run, line) = check_delete(&disabled, None).await;
+    run.assert_code(3);
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains(
+                "this registry has deletes disabled (405 UNSUPPORTED): retention cannot delete here"
+            ),
+        "{line}"
+    );
+
+    // A user who may pull and push but not delete (the token server withholds `delete`).
+    let tokens = TokenServer::start(&[("frank", CANARY)]).await;
+    let scoped = Registry::start_with(Auth::Token(tokens.clone())).await;
+    seed(&scoped).await;
+    tokens.withhold("delete");
+    let (run, line) = check_delete(&scoped, Some("frank")).await;
+    run.assert_code(3);
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("the credentials may not delete here (401 UNAUTHORIZED)")
+            && line.contains("repository:secure/app:delete"),
+        "{line}"
+    );
+    assert!(!run.stdout.contains(CANARY) && !run.stderr.contains(CANARY));
+    assert_eq!(scoped.pusher().tags("secure/app").await, ["v1"]);
+}

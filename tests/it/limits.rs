@@ -168,6 +168,69 @@ async fn retry_after_slows_the_whole_host_and_the_run_finishes() {
     }
 }
 
+/// Issue 21 (what was seen, 6): `wait_seconds` added up the waits of concurrent requests (398 s
+/// in a 29 s run). A 429 with Retry-After holds back every request to the host at once; the
+/// report counts the time some request waited, never more than the run took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_waits_count_once_in_wait_seconds() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "held", 12).await;
+    let served = Arc::new(Mutex::new(0usize));
+    let s = served.clone();
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(move |_, uri: &str, _| {
+            let mut n = s.lock().unwrap();
+            // The first dozen requests for images (past the ping and tokens) are refused.
+            if uri.contains("/held/") && *n < 12 {
+                *n += 1;
+                return Action::Respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    vec![("retry-after", "2".into())],
+                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+                );
+            }
+            Action::Forward
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/held/*\"\nto = \"{t}/held/*\"\n",
+            insecure(&[&src]),
+            src.addr,
+            t = proxy.addr
+        ),
+    );
+    let run = ferry(
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(0);
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let row = &v["registries"][&proxy.addr];
+    let (waited, seconds) = (
+        row["wait_seconds"].as_f64().unwrap(),
+        v["totals"]["seconds"].as_f64().unwrap(),
+    );
+    assert!(row["throttled"].as_u64().unwrap() >= 2, "{row:#}");
+    assert!(waited >= 1.5, "the Retry-After was waited out: {row:#}");
+    assert!(waited <= seconds, "{waited} s waited in a {seconds} s run");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried_and_every_digest_verifies() {
     // Each blob GET fails twice (503, then a body cut in half, then corrupted bytes) before
@@ -321,4 +384,122 @@ async fn a_registry_that_pushes_back_halves_the_window_of_transfers() {
         row["by_kind"]["POST upload"].as_u64().unwrap() >= 32,
         "{row:#}"
     );
+}
+
+/// Issue 21 (what was seen, 6): faults at the source shrank the target's window (1 of peak 8
+/// with only the source flaky), because an upload whose source read failed was retried as if
+/// the target had failed. Each blob GET at the source fails three times (a 503, then a body
+/// with a byte flipped, then one a byte short) before it is served: the source's `retries`
+/// count all three, the target's window never shrinks and the target has no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_source_is_charged_to_the_source_not_the_targets_window() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "flaky", 16).await;
+    let tries: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let faults = Arc::new(Mutex::new(0usize));
+    let (t, f) = (tries.clone(), faults.clone());
+    let proxy = Proxy::start(
+        &src.url,
+        Arc::new(move |m, uri: &str, _| {
+            if m != "GET" || !uri.contains("/blobs/sha256:") {
+                return Action::Forward;
+            }
+            let mut map = t.lock().unwrap();
+            let n = map.entry(uri.to_string()).or_default();
+            *n += 1;
+            let action = match *n {
+                1 => Action::registry_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "try later",
+                ),
+                2 => Action::Corrupt,
+                3 => Action::Shorten(1),
+                _ => return Action::Forward,
+            };
+            *f.lock().unwrap() += 1;
+            action
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let p = plan_through(dir.path(), &proxy.addr, &dst, "flaky", "");
+    let run = ferry(&["run", &p, "--report", report.to_str().unwrap()], &[]).await;
+    run.assert_code(0);
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (source, target) = (&v["registries"][&proxy.addr], &v["registries"][&dst.addr]);
+    let faults = *faults.lock().unwrap() as u64;
+    assert_eq!(faults, 96, "three faults for each of 32 blobs");
+    assert!(
+        source["retries"].as_u64().unwrap() >= faults,
+        "{faults} faults: {source:#}"
+    );
+    assert_eq!(target["retries"], 0, "{target:#}");
+    // The window starts at 8 and only a pushback of the target shrinks it.
+    assert!(target["window"].as_u64().unwrap() >= 8, "{target:#}");
+    // The retries of an upload whose source failed name the source.
+    assert!(
+        run.stderr
+            .contains(&format!(" to {} at {} in ", dst.addr, proxy.addr)),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Issue 21 (what was seen, 6), the other side: a target that fails uploads with a 5xx (tried
+/// again) still pushes its window back, as a 429 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_target_still_halves_its_window() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, "shaky", 16).await;
+    let failed = Arc::new(Mutex::new(0usize));
+    let f = failed.clone();
+    let proxy = Proxy::start(
+        &dst.url,
+        Arc::new(move |m, uri: &str, _| {
+            let mut n = f.lock().unwrap();
+            if m == "POST" && uri.contains("/blobs/uploads/") && *n < 3 {
+                *n += 1;
+                return Action::registry_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "try later",
+                );
+            }
+            Action::Forward
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/shaky/*\"\nto = \"{t}/shaky/*\"\n",
+            insecure(&[&src]),
+            src.addr,
+            t = proxy.addr
+        ),
+    );
+    let report_arg = report.to_str().unwrap();
+    let run = ferry(&["run", p.to_str().unwrap(), "--report", report_arg], &[]).await;
+    run.assert_code(0);
+    for (repo, img) in &imgs {
+        assert_copied(&dst, repo, "1.0.0", img).await;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let row = &v["registries"][&proxy.addr];
+    assert!(row["retries"].as_u64().unwrap() >= 3, "{row:#}");
+    // Halved from 8 in the round of the 503s; 32 uploads leave room for three rounds' growth.
+    assert!(
+        (1..=7).contains(&row["window"].as_u64().unwrap()),
+        "{row:#}"
+    );
+    assert_eq!(row["window_peak"], 8, "{row:#}");
 }

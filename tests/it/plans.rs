@@ -273,6 +273,25 @@ async fn a_plan_that_is_not_utf8_is_refused_at_the_bad_byte() {
     }
 }
 
+/// Issue 21 (what was seen, 6): a path or query in `endpoint` was dropped silently; `check`
+/// refuses it (exit 2) naming file:line:column and the field, never the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_with_a_path_is_refused_at_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        "version = 1\n[[copy]]\nfrom = \"r.example/a\"\nto = \"m.example/b\"\n\n[registry.\"m.example\"]\nendpoint = \"https://mirror.example/some/path?x=1\"\n",
+    );
+    let run = ferry(&["check", p.to_str().unwrap()], &[]).await;
+    run.assert_code(2);
+    let expected = format!(
+        "error: {}:7:12: registry.\"m.example\".endpoint: give scheme, host and port only",
+        p.display()
+    );
+    assert!(run.stderr.starts_with(&expected), "{}", run.stderr);
+    assert!(!run.stderr.contains("mirror.example"), "{}", run.stderr);
+}
+
 /// Issue 11, item 8: a type error says what the field takes in words, with its range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_error_says_what_is_expected() {

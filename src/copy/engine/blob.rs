@@ -250,6 +250,8 @@ impl Engine {
         let (src, dst) = (&item.source, &item.target);
         let window = self.window(dst.registry.name());
         let _slot = window.enter().await;
+        // The target's own 429s and retries; a retry because the source failed is counted
+        // at the source (`Registry::charge_retry`), so a flaky source does not shrink this.
         let pushback = || dst.registry.stats().map(|s| s.throttled + s.retries);
         let before = pushback();
         let registry = dst.registry.name();

@@ -2,8 +2,9 @@
 //! link carries, the way TCP's congestion control does (additive increase, multiplicative
 //! decrease). After each round (as many transfers finished as the window is wide) it grows
 //! by one while the round's throughput rose and nothing pushed back; a pushback (a 429, a
-//! retried 5xx or timeout) halves it. It stays between 1 and its bound, the plan's
-//! `concurrency`.
+//! retried 5xx or timeout of the target) halves it. A failed read of the source is no
+//! pushback: the registry layer counts it at the source. It stays between 1 and its bound,
+//! the plan's `concurrency`.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! Manifests: HEAD (what a tag or digest resolves to), GET (verified against the reference
 //! or the registry's digest, bounded in size), PUT (the registry's reported digest checked)
-//! and DELETE by digest; and a tag removed by pushing a placeholder under it and deleting
+//! and DELETE by digest (and a DELETE of a digest no manifest has, to ask whether deletes
+//! are allowed); and a tag removed by pushing a placeholder under it and deleting
 //! that ([`placeholder`]).
 
 use bytes::Bytes;
@@ -168,6 +169,35 @@ impl HttpRegistry {
             s if s.is_success() => Ok(()),
             // Already gone: the decision holds.
             StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
+    /// Ask whether `repo` may be deleted from without deleting anything: a DELETE of the
+    /// all-zero digest, which no manifest has. CNCF distribution answers 404 where deletes are
+    /// enabled and permitted, 405 UNSUPPORTED where they are disabled, 401 or 403 where the
+    /// credentials may not delete; the error answer is returned as it came.
+    pub(super) async fn probe_delete_once(&self, repo: &str) -> Result<String> {
+        let nothing = Digest::parse(&format!("sha256:{}", "0".repeat(64))).expect("a digest");
+        let url = self.manifest_url(repo, nothing.as_str()).await?;
+        let (resp, _permit) = self
+            .send(
+                Method::DELETE,
+                &url,
+                &Scope::delete(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(
+                "deletes are enabled (a delete of a manifest that does not exist answered 404)"
+                    .into(),
+            ),
+            s if s.is_success() => Ok(format!(
+                "deletes are enabled (a delete of a manifest that does not exist answered {})",
+                s.as_u16()
+            )),
             _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
         }
     }

@@ -78,6 +78,11 @@ impl Registry for HttpRegistry {
         Some(stats)
     }
 
+    fn charge_retry(&self, event: &super::throttle::Event) -> bool {
+        self.throttle.notify(event.clone());
+        true
+    }
+
     async fn check_push(&self, repo: &str) -> Result<()> {
         let location = self.start_upload(repo).await?;
         // Cancel the session: the check leaves nothing behind.
@@ -88,7 +93,11 @@ impl Registry for HttpRegistry {
     async fn check_delete(&self, repo: &str) -> Result<Option<String>> {
         match &self.vendor {
             Some(v) => v.check_delete(repo).await,
-            None => Ok(None),
+            None => self
+                .retry
+                .run("check delete", || self.probe_delete_once(repo))
+                .await
+                .map(Some),
         }
     }
 

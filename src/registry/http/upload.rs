@@ -95,8 +95,10 @@ impl HttpRegistry {
     pub(super) async fn upload(&self, repo: &str, up: BlobUpload<'_>) -> Result<()> {
         let session: Session = Mutex::new(up.resume.clone());
         let what = format!("upload of {}", up.digest.short());
+        // A failure reading the source is the source registry's, not a pushback from here.
+        let origin = up.source.origin();
         self.retry
-            .run(&what, || async {
+            .run_from(&what, origin.as_ref(), || async {
                 let result = self.upload_attempt(repo, &up, &session).await;
                 if let Err(e) = &result {
                     if e.is_mismatch() {

@@ -73,15 +73,22 @@ impl Registry {
     }
 
     pub async fn start_with(auth: Auth) -> Registry {
-        Registry::start_opts(auth, None).await
+        Registry::start_opts(auth, None, true).await
+    }
+
+    /// A registry without authentication whose deletes are disabled
+    /// (`storage.delete.enabled: false`, distribution's default): a manifest DELETE
+    /// answers 405 UNSUPPORTED.
+    pub async fn start_without_deletes() -> Registry {
+        Registry::start_opts(Auth::None, None, false).await
     }
 
     /// A registry serving HTTPS (`http.tls`) with a certificate for 127.0.0.1 from `ca`.
     pub async fn start_tls(auth: Auth, ca: &TestCa) -> Registry {
-        Registry::start_opts(auth, Some(ca)).await
+        Registry::start_opts(auth, Some(ca), true).await
     }
 
-    async fn start_opts(auth: Auth, tls: Option<&TestCa>) -> Registry {
+    async fn start_opts(auth: Auth, tls: Option<&TestCa>, deletes: bool) -> Registry {
         let dir = tempfile::TempDir::new().expect("create registry temp dir");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("create registry storage dir");
@@ -126,8 +133,11 @@ impl Registry {
         let mut last_log = String::new();
         for attempt in 0..PORT_ATTEMPTS {
             let addr = format!("127.0.0.1:{}", free_port());
-            std::fs::write(&config, config_yaml(&storage, &addr, &tls_yaml, &auth_yaml))
-                .expect("write registry config");
+            std::fs::write(
+                &config,
+                config_yaml(&storage, &addr, &tls_yaml, &auth_yaml, deletes),
+            )
+            .expect("write registry config");
 
             // A fresh log per attempt so a failed attempt's noise never
             // shows up in log() or count_requests().
@@ -281,7 +291,13 @@ fn yaml_str(s: &str) -> String {
 }
 
 /// `tls_yaml`: lines under `http:` (indented two spaces), empty for plain HTTP.
-fn config_yaml(storage: &Path, addr: &str, tls_yaml: &str, auth_yaml: &str) -> String {
+fn config_yaml(
+    storage: &Path,
+    addr: &str,
+    tls_yaml: &str,
+    auth_yaml: &str,
+    deletes: bool,
+) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("system clock before 1970")
@@ -303,7 +319,7 @@ storage:
   filesystem:
     rootdirectory: {storage}
   delete:
-    enabled: true
+    enabled: {deletes}
   maintenance:
     uploadpurging:
       enabled: false

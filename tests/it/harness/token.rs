@@ -72,6 +72,8 @@ struct Inner {
     /// `rootcertbundle`.
     x5c: String,
     requests: Mutex<Vec<TokenRequest>>,
+    /// Actions no token grants, whoever asks (a user who may push but not delete).
+    withheld: Mutex<Vec<String>>,
     /// Every token signed, for tests that search output for leaked tokens.
     issued: Mutex<Vec<String>>,
     jti: AtomicU64,
@@ -134,6 +136,7 @@ impl TokenServer {
                 .expect("load token signing key into jsonwebtoken"),
             x5c: base64::engine::general_purpose::STANDARD.encode(cert.der()),
             requests: Mutex::new(Vec::new()),
+            withheld: Mutex::new(Vec::new()),
             issued: Mutex::new(Vec::new()),
             jti: AtomicU64::new(0),
         });
@@ -187,6 +190,16 @@ impl TokenServer {
             .clear();
     }
 
+    /// From now on no token grants `action` (`delete`, say): the registry answers a request
+    /// that needs it as it does a user without that permission (401, insufficient scope).
+    pub fn withhold(&self, action: &str) {
+        self.inner
+            .withheld
+            .lock()
+            .expect("withheld actions poisoned")
+            .push(action.to_string());
+    }
+
     /// A valid token granting every action in `scopes`, minted without a
     /// request so the test's own fixture pushes do not show up in
     /// [`TokenServer::requests`].
@@ -226,6 +239,11 @@ impl Inner {
             access: Vec<Access>,
         }
 
+        let withheld = self
+            .withheld
+            .lock()
+            .expect("withheld actions poisoned")
+            .clone();
         let access = scopes
             .iter()
             .filter_map(|scope| {
@@ -236,6 +254,7 @@ impl Inner {
                 let actions = actions
                     .split(',')
                     .filter(|a| !a.is_empty() && (full || *a == "pull"))
+                    .filter(|a| !withheld.iter().any(|w| w == a))
                     .map(str::to_string)
                     .collect();
                 Some(Access {
