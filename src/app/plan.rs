@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::execute::{execute, overlays, Context, Execution};
 use super::journal::StateJournal;
 use super::run::{registries, state_path};
+use super::shard::Shard;
 use crate::cli::{Output, PlanArgs};
 use crate::copy::{Item, Outcome};
 use crate::plan::Plan;
@@ -81,12 +82,27 @@ impl crate::report::Reporter for Notes {
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let real = registries(&plan, None)?;
+    // Checked where `run` checks it, and said in its words.
+    let shard = Shard::resolve(args.shard.as_deref(), args.shards)?;
+    let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
     let (simulated, handles) = overlays(&real);
-    // The checkpoint a run would consult, read as it stands; nothing is written.
+    // The checkpoint a run would consult (the shard's own under `--shard`), read as it
+    // stands; nothing is written.
     let path = state_path(args.state.as_deref(), Some(&plan));
+    let path = match shard {
+        Some(s) => s.state_path(&path),
+        None => path,
+    };
     let snapshot = State::read_only_snapshot(&path)?;
     let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
     let notes = std::sync::Arc::new(Notes::default());
+    if let Some(s) = shard {
+        // What the run says first.
+        crate::report::Reporter::note(
+            notes.as_ref(),
+            &format!("shard {s}: this run takes its share of the repositories"),
+        );
+    }
     let cx = Context {
         registries: &simulated,
         journal,
@@ -94,7 +110,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         concurrency: plan.concurrency,
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
-        owns: &|_| true,
+        owns: &owns,
         spool: None,
     };
     let execution = execute(&plan, &cx).await;
