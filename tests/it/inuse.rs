@@ -382,9 +382,14 @@ async fn client_certificates_kubectl_proxy_and_the_in_cluster_account_all_work()
         assert_eq!(shown.code, 0, "{auth}: {}\n{}", shown.stdout, shown.stderr);
         // The cluster by the name its kubeconfig gives its current context (issue 21, item
         // 6), or `in-cluster`: a pod cannot learn its cluster's name.
-        let cluster = if auth == "in-cluster" { "in-cluster" } else { "c" };
-        let reason =
-            format!("kept: in use by pod prod/api-7d9f8 (container api, running), cluster {cluster}");
+        let cluster = if auth == "in-cluster" {
+            "in-cluster"
+        } else {
+            "c"
+        };
+        let reason = format!(
+            "kept: in use by pod prod/api-7d9f8 (container api, running), cluster {cluster}"
+        );
         assert!(
             shown.stdout.contains(&reason),
             "{auth}: {reason}\n{}",
@@ -440,7 +445,11 @@ async fn a_kubeconfig_without_a_context_names_its_current_context() {
     let shown = ferry(&["plan", &p], &[]).await;
     shown.assert_code(0);
     assert!(shown.stdout.contains(why), "{}", shown.stdout);
-    assert!(!shown.stdout.contains("current context"), "{}", shown.stdout);
+    assert!(
+        !shown.stdout.contains("current context"),
+        "{}",
+        shown.stdout
+    );
     let json = ferry(&["plan", &p, "--output", "json"], &[]).await;
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     let planned = v["prune"][0]["repositories"][0]["decisions"]

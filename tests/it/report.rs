@@ -156,7 +156,10 @@ async fn shards_cover_every_repository_once_and_their_reports_merge() {
 
 /// (source, target, action in the run's words) of every item `ferry plan --output json`
 /// printed, sorted; and its exit code.
-async fn planned_items(args: &[&str], env: &[(&str, &str)]) -> (Vec<(String, String, String)>, i32) {
+async fn planned_items(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<(String, String, String)>, i32) {
     let shown = ferry(args, env).await;
     let v: serde_json::Value = serde_json::from_str(&shown.stdout)
         .unwrap_or_else(|e| panic!("{args:?}: {e}\n{}\n{}", shown.stdout, shown.stderr));
@@ -244,7 +247,14 @@ async fn plan_shows_what_each_shard_of_the_run_does() {
         let report = dir.path().join(format!("shard-{index}.json"));
         let shard = format!("{index}/2");
         let run = ferry(
-            &["run", "--shard", &shard, "--report", report.to_str().unwrap(), p],
+            &[
+                "run",
+                "--shard",
+                &shard,
+                "--report",
+                report.to_str().unwrap(),
+                p,
+            ],
             &[],
         )
         .await;
@@ -272,7 +282,11 @@ async fn plan_shows_what_each_shard_of_the_run_does() {
     let (again, _) =
         planned_items(&[&["plan", "--shard", "0/2", p][..], &json].concat(), &[]).await;
     for (source, _, action) in &again {
-        let want = if source.contains("broken") { "failed" } else { "unchanged" };
+        let want = if source.contains("broken") {
+            "failed"
+        } else {
+            "unchanged"
+        };
         assert_eq!(action, want, "{again:?}");
     }
     let (unsharded, _) = planned_items(&[&["plan", p][..], &json].concat(), &[]).await;
@@ -289,7 +303,11 @@ async fn plan_shows_what_each_shard_of_the_run_does() {
         ran.assert_code(2);
         let last = |s: &str| s.lines().last().unwrap_or_default().to_string();
         assert_eq!(last(&shown.stderr), last(&ran.stderr), "--shard {bad}");
-        assert!(last(&shown.stderr).starts_with("error: "), "{}", shown.stderr);
+        assert!(
+            last(&shown.stderr).starts_with("error: "),
+            "{}",
+            shown.stderr
+        );
     }
     let shown = ferry(&["plan", "--shards", "2", p], &[]).await;
     shown.assert_code(2);
