@@ -59,8 +59,9 @@ pub struct PlanItem {
     #[serde(serialize_with = "optional_digest")]
     pub subject: Option<Digest>,
     pub target: String,
-    /// What only the run can tell.
-    pub uncertain: Option<&'static str>,
+    /// What only the run can tell: whether the target accepts the item (an index that
+    /// leaves children out), or the item it depends on.
+    pub uncertain: Option<String>,
 }
 
 /// One repository of a `[[retain]]` policy: its decisions, or why it was not read.
@@ -292,7 +293,7 @@ impl PlanItem {
         if let Some(e) = &self.error {
             let _ = write!(out, ": {e}");
         }
-        if let Some(u) = self.uncertain {
+        if let Some(u) = &self.uncertain {
             let _ = write!(out, " ({u})");
         }
         out.push('\n');
