@@ -36,20 +36,32 @@ fn foreign(dir: &Path, depth: usize) -> io::Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         r => r?,
     };
-    if dir.join("oci-layout").is_file() {
+    let layout = || dir.join("oci-layout").is_file();
+    if layout() {
         return Ok(None);
     }
     for e in entries {
         let e = e?;
         let name = e.file_name();
         // Not followed: a link may lead anywhere, so it is someone's.
-        let is_dir = e.file_type()?.is_dir();
-        if is_dir && depth > 0 {
-            if let Some(below) = foreign(&e.path(), depth - 1)? {
-                return Ok(Some(format!("{}/{below}", name.to_string_lossy())));
-            }
+        let is_dir = match e.file_type() {
+            Ok(t) => t.is_dir(),
+            // Gone since it was listed: a writer's temporary file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let found = if is_dir && depth > 0 {
+            foreign(&e.path(), depth - 1)?
+                .map(|below| format!("{}/{below}", name.to_string_lossy()))
         } else if is_dir || !temporary(&name) {
-            return Ok(Some(name.to_string_lossy().into_owned()));
+            Some(name.to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        // A writer beside this one may have made it a layout since: its `oci-layout` comes
+        // before anything else it writes, so asked again, it tells.
+        if found.is_some() {
+            return Ok(found.filter(|_| !layout()));
         }
     }
     Ok(None)
