@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 
-use super::super::error::{RegistryError, Result};
+use crate::registry::error::{RegistryError, Result};
 
 /// How deep below a target directory layouts are looked for (nested layouts, as a wildcard
 /// target makes for repositories `team/api` and `team/api/worker`).
@@ -59,7 +59,7 @@ fn foreign(dir: &Path, depth: usize) -> io::Result<Option<String>> {
             None
         };
         // A writer beside this one may have made it a layout since: its `oci-layout` comes
-        // before anything else it writes, so asked again, it tells.
+        // before any file it writes there, so asked again, it tells.
         if found.is_some() {
             return Ok(found.filter(|_| !layout()));
         }
