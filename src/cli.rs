@@ -76,8 +76,10 @@ source digest, 1 when some failed (each is listed with its reason; the rest are 
         long_about = "Resolve every rule into concrete rows without writing anything: for each copy, \
 the source tag, its digest and the action (copy / already present); for each retention \
 policy, every image of every repository with its tags, the decision (keep / delete) and the \
-reason. `ferry run` carries out exactly these decisions (one code path).",
-        after_help = "Examples:\n  ferry plan plans/prod.toml\n  ferry plan plans/prod.toml --output json"
+reason. `ferry run` carries out exactly these decisions (one code path).\n\nWith --shard or \
+--shards, one shard's share of the repositories, as `ferry run` with the same flag takes it, \
+with that shard's own state file.",
+        after_help = "Examples:\n  ferry plan plans/prod.toml\n  ferry plan plans/prod.toml --output json\n  ferry plan --shard 2/8 plans/prod.toml"
     )]
     Plan(PlanArgs),
     /// Check that every image the plan selects is at its target, whole; change nothing.
@@ -139,6 +141,15 @@ pub struct PlanArgs {
     /// Plan as `ferry run --recheck` would run: trust no record of the checkpoint.
     #[arg(long)]
     pub recheck: bool,
+
+    /// Plan one shard of the repositories, as `ferry run --shard INDEX/COUNT` runs it (with
+    /// that shard's own state file).
+    #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "shards")]
+    pub shard: Option<String>,
+
+    /// Plan shard `$JOB_COMPLETION_INDEX` of COUNT, as `ferry run --shards COUNT` runs it.
+    #[arg(long, value_name = "COUNT")]
+    pub shards: Option<u32>,
 
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,

@@ -94,6 +94,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.downcast_ref::<PlanError>().is_some()
             || cause.downcast_ref::<StateUnusable>().is_some()
+            || cause.downcast_ref::<shard::ShardError>().is_some()
         {
             return exit::INVALID;
         }

@@ -4,7 +4,7 @@
 //! with the checkpoint read but never written. Each line is an outcome the run would have,
 //! given unchanged registries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::execute::{execute, overlays, Context, Execution};
 use super::journal::StateJournal;
 use super::run::{registries, state_path};
+use super::shard::Shard;
 use crate::cli::{Output, PlanArgs};
-use crate::copy::{Item, Outcome};
+use crate::copy::{Item, ItemKey, Outcome};
 use crate::plan::Plan;
 use crate::report::error_chain;
 use crate::retention::prune::{PruneAction, PruneDecision, Pruned};
@@ -27,8 +28,56 @@ pub use output::{
     PlanTotals,
 };
 
-/// One item as the plan shows it: the outcome the run would have.
-fn item(item: &Item, outcome: Option<&Outcome>) -> PlanItem {
+/// May the target refuse this item, though the plan copies it? A registry that refuses an
+/// index whose children are missing says so only when it is written to.
+fn refusable(item: &Item, outcome: Option<&Outcome>) -> bool {
+    matches!(
+        (outcome, &item.platforms),
+        (Some(Outcome::Copied { stats, .. }), Some(p))
+            if stats.left_out > 0
+                && p.mode == crate::plan::PlatformMode::Sparse
+                && item.target.registry.name() != "oci:"
+    )
+}
+
+/// What only the run can tell of each item: whether an index that leaves children out is
+/// accepted, and so whether the referrers that wait for it ([`Item::after`], through any
+/// chain of them) are copied or skipped.
+fn uncertainties(items: &[(Item, Option<Outcome>)]) -> Vec<Option<String>> {
+    let refused: Vec<bool> = items
+        .iter()
+        .map(|(i, o)| refusable(i, o.as_ref()))
+        .collect();
+    // A referrer waits for the first item with its parent's key, as the engine does.
+    let mut first: HashMap<ItemKey, usize> = HashMap::new();
+    for (n, (i, _)) in items.iter().enumerate() {
+        first.entry(i.key()).or_insert(n);
+    }
+    // The uncertain item that item `n` waits for, through any chain of referrers.
+    let root = |mut n: usize| {
+        // Bounded: a chain visits each item at most once.
+        for _ in 0..items.len() {
+            n = *first.get(&items[n].0.after.as_ref()?.parent)?;
+            if refused[n] {
+                return Some(n);
+            }
+        }
+        None
+    };
+    (0..items.len())
+        .map(|n| match refused[n] {
+            true => Some("the target may refuse an index whose children are missing (CNCF distribution does); only the run can tell".to_string()),
+            false => root(n).map(|r| format!(
+                "depends on {}, which the target may refuse; only the run can tell",
+                items[r].0.target_display()
+            )),
+        })
+        .collect()
+}
+
+/// One item as the plan shows it: the outcome the run would have, and what only the run can
+/// tell of it.
+fn item(item: &Item, outcome: Option<&Outcome>, uncertain: Option<String>) -> PlanItem {
     let placed = outcome.and_then(Outcome::placed);
     let rewritten = placed.and_then(|(old, new)| new.map(|new| format!("{old} → {new}")));
     let (action, bytes, left_out, error) = match outcome {
@@ -38,18 +87,6 @@ fn item(item: &Item, outcome: Option<&Outcome>) -> PlanItem {
         Some(Outcome::Skipped { reason }) => ("skip", None, 0, Some(reason.clone())),
         Some(Outcome::Failed { error }) => ("error", None, 0, Some(error_chain(error.as_ref()))),
         None => ("error", None, 0, Some("not reached".to_string())),
-    };
-    // A registry that refuses an index whose children are missing says so only when it is
-    // written to: the plan cannot know, and says that instead of guessing.
-    let uncertain = match (outcome, &item.platforms) {
-        (Some(Outcome::Copied { stats, .. }), Some(p))
-            if stats.left_out > 0
-                && p.mode == crate::plan::PlatformMode::Sparse
-                && item.target.registry.name() != "oci:" =>
-        {
-            Some("the target may refuse an index whose children are missing (CNCF distribution does); only the run can tell")
-        }
-        _ => None,
     };
     let (updated, put_back) = outcome.map(Outcome::changes).unwrap_or_default();
     PlanItem {
@@ -84,12 +121,27 @@ impl crate::report::Reporter for Notes {
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let real = registries(&plan, None)?;
+    // Checked where `run` checks it, and said in its words.
+    let shard = Shard::resolve(args.shard.as_deref(), args.shards)?;
+    let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
     let (simulated, handles) = overlays(&real);
-    // The checkpoint a run would consult, read as it stands; nothing is written.
+    // The checkpoint a run would consult (the shard's own under `--shard`), read as it
+    // stands; nothing is written.
     let path = state_path(args.state.as_deref(), Some(&plan));
+    let path = match shard {
+        Some(s) => s.state_path(&path),
+        None => path,
+    };
     let snapshot = State::read_only_snapshot(&path)?;
     let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
     let notes = std::sync::Arc::new(Notes::default());
+    if let Some(s) = shard {
+        // What the run says first.
+        crate::report::Reporter::note(
+            notes.as_ref(),
+            &format!("shard {s}: this run takes its share of the repositories"),
+        );
+    }
     let cx = Context {
         registries: &simulated,
         journal,
@@ -97,7 +149,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         concurrency: plan.concurrency,
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
-        owns: &|_| true,
+        owns: &owns,
         spool: None,
         audit: None,
     };
@@ -148,10 +200,12 @@ fn output_of(
     let unresolved = (execution.select_errors.iter().map(|e| error_chain(e)))
         .chain(empty)
         .map(|error| PlanCopy::Unresolved { error });
+    let uncertain = uncertainties(&execution.items);
     let items = execution
         .items
         .iter()
-        .map(|(i, o)| PlanCopy::Item(Box::new(item(i, o.as_ref()))));
+        .zip(uncertain)
+        .map(|((i, o), u)| PlanCopy::Item(Box::new(item(i, o.as_ref(), u))));
     let retention = execution
         .retained
         .iter()

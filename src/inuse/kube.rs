@@ -41,17 +41,6 @@ impl KubeSource {
         KubeSource { settings }
     }
 
-    /// The cluster as people know it, in reasons (never in errors: a plan value): its
-    /// context, or `in-cluster`.
-    fn cluster(&self) -> String {
-        match &self.settings.config {
-            KubeConfig::InCluster => "in-cluster".to_string(),
-            KubeConfig::File { context, .. } => context
-                .clone()
-                .unwrap_or_else(|| "the kubeconfig's current context".to_string()),
-        }
-    }
-
     fn fail(&self, reason: String) -> SourceError {
         SourceError {
             source_name: format!("in_use.kubernetes (plan line {})", self.settings.line),
@@ -59,22 +48,35 @@ impl KubeSource {
         }
     }
 
-    async fn client(&self) -> Result<Client, SourceError> {
-        let config = match &self.settings.config {
-            KubeConfig::InCluster => in_cluster().map_err(|e| self.fail(e))?,
+    /// A client for the cluster, and the cluster as people know it, for reasons (never for
+    /// errors: it may be a plan value): the context's name, the one the plan gives or else
+    /// the kubeconfig's `current-context` (a name, nothing of its credentials), or
+    /// `in-cluster` for the pod's own cluster (a pod cannot learn the name people give it).
+    async fn client(&self) -> Result<(Client, String), SourceError> {
+        let (config, cluster) = match &self.settings.config {
+            KubeConfig::InCluster => (
+                in_cluster().map_err(|e| self.fail(e))?,
+                "in-cluster".to_string(),
+            ),
             KubeConfig::File { path, context } => {
                 let kubeconfig =
                     Kubeconfig::read_from(path).map_err(|e| self.fail(kubeconfig_error(&e)))?;
+                let cluster = context
+                    .clone()
+                    .or_else(|| kubeconfig.current_context.clone())
+                    .unwrap_or_default();
                 let options = KubeConfigOptions {
                     context: context.clone(),
                     ..KubeConfigOptions::default()
                 };
-                Config::from_custom_kubeconfig(kubeconfig, &options)
+                let config = Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|e| self.fail(kubeconfig_error(&e)))?
+                    .map_err(|e| self.fail(kubeconfig_error(&e)))?;
+                (config, cluster)
             }
         };
-        Client::try_from(config).map_err(|e| self.fail(format!("no client: {e}")))
+        let client = Client::try_from(config).map_err(|e| self.fail(format!("no client: {e}")))?;
+        Ok((client, cluster))
     }
 
     /// `K` cluster-wide, or in each namespace asked for.
@@ -97,7 +99,7 @@ impl KubeSource {
     /// as it comes (a page is dropped before the next is read).
     async fn list<K>(
         &self,
-        client: &Client,
+        (client, cluster): (&Client, &str),
         out: &mut Vec<Use>,
         uses_of: impl Fn(&K, &str) -> Vec<Use>,
     ) -> Result<(), SourceError>
@@ -107,7 +109,6 @@ impl KubeSource {
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        let cluster = self.cluster();
         let apis: Vec<Api<K>> = self.apis(client);
         for api in apis {
             // A continue token that expired restarts the list, once.
@@ -123,7 +124,7 @@ impl KubeSource {
                     match api.list(&params).await {
                         Ok(page) => {
                             for obj in &page.items {
-                                found.extend(uses_of(obj, &cluster));
+                                found.extend(uses_of(obj, cluster));
                             }
                             token = page.metadata.continue_.filter(|t| !t.is_empty());
                             if token.is_none() {
@@ -149,7 +150,7 @@ impl KubeSource {
     /// kind (in each namespace asked for): (what, Ok(detail) or Err(why)).
     pub async fn preflight(&self) -> Vec<(String, Result<String, String>)> {
         let client = match self.client().await {
-            Ok(c) => c,
+            Ok((c, _)) => c,
             Err(e) => return vec![(e.source_name.clone(), Err(e.reason))],
         };
         let mut out = Vec::new();
@@ -189,19 +190,17 @@ impl KubeSource {
 #[async_trait]
 impl Source for KubeSource {
     async fn uses(&self) -> Result<Vec<Use>, SourceError> {
-        let client = self.client().await?;
+        let (client, cluster) = self.client().await?;
+        let at = (&client, cluster.as_str());
         let mut out = Vec::new();
-        self.list::<Pod>(&client, &mut out, pod_uses).await?;
-        self.list::<Deployment>(&client, &mut out, templated)
-            .await?;
-        self.list::<StatefulSet>(&client, &mut out, templated)
-            .await?;
-        self.list::<DaemonSet>(&client, &mut out, templated).await?;
-        self.list::<ReplicaSet>(&client, &mut out, templated)
-            .await?;
-        self.list::<Job>(&client, &mut out, templated).await?;
-        self.list::<CronJob>(&client, &mut out, templated).await?;
-        self.list::<ControllerRevision>(&client, &mut out, revision_uses)
+        self.list::<Pod>(at, &mut out, pod_uses).await?;
+        self.list::<Deployment>(at, &mut out, templated).await?;
+        self.list::<StatefulSet>(at, &mut out, templated).await?;
+        self.list::<DaemonSet>(at, &mut out, templated).await?;
+        self.list::<ReplicaSet>(at, &mut out, templated).await?;
+        self.list::<Job>(at, &mut out, templated).await?;
+        self.list::<CronJob>(at, &mut out, templated).await?;
+        self.list::<ControllerRevision>(at, &mut out, revision_uses)
             .await?;
         Ok(out)
     }

@@ -113,6 +113,10 @@ pub enum RegistryError {
         root: PathBuf,
         reason: String,
     },
+    /// An `oci:` target that is a directory of other files: a layout is written only into a
+    /// missing or empty directory or an existing layout.
+    #[error("oci:{path}: a directory of other files, not an OCI image layout (no oci-layout file): it holds {found:?}; ferry writes a layout only into a missing or empty directory or an existing layout", path = path.display())]
+    NotALayout { path: PathBuf, found: String },
     #[error("{path}")]
     Io {
         path: PathBuf,

@@ -78,9 +78,13 @@ impl LayoutRegistry {
         })
     }
 
-    /// Create the layout skeleton if the directory is not one yet.
+    /// Create the layout skeleton if the directory is not one yet, and only where a layout
+    /// may be written ([`writable::check`]).
     async fn ensure_layout(repo: &str) -> Result<()> {
         let dir = Path::new(repo);
+        if !dir.join("oci-layout").is_file() {
+            writable::check(repo)?;
+        }
         tokio::fs::create_dir_all(dir.join("blobs"))
             .await
             .map_err(|e| RegistryError::io(dir, e))?;
@@ -568,6 +572,8 @@ impl Registry for LayoutRegistry {
         Ok(false)
     }
 }
+
+pub mod writable;
 
 #[cfg(test)]
 mod tests;

@@ -142,6 +142,15 @@ impl Overlay {
         }
     }
 
+    /// What a layout refuses before its first write to a directory (one of other files),
+    /// the overlay refuses too; what it has written there it may write again.
+    fn writable(&self, repo: &str) -> Result<()> {
+        match self.inner.name() == "oci:" && !self.exists(repo) {
+            true => super::layout::writable::check(repo),
+            false => Ok(()),
+        }
+    }
+
     /// A read of the registry underneath, where "not found" means "empty" for a repository
     /// the simulation created.
     fn absent_is_empty<T>(&self, repo: &str, r: Result<T>, empty: T) -> Result<T> {
@@ -338,6 +347,7 @@ impl Registry for Overlay {
 
     async fn put_manifest(&self, repo: &str, reference: &str, m: &Manifest) -> Result<Pushed> {
         self.count(1);
+        self.writable(repo)?;
         // A registry with the referrers API indexes a manifest's subject itself.
         let subject_indexed = manifest::subject_of(&m.bytes).is_some()
             && self.inner.supports_referrers(repo).await.unwrap_or(false);
@@ -441,6 +451,7 @@ impl Registry for Overlay {
                 });
             }
         }
+        self.writable(repo)?;
         let bytes = upload
             .source
             .origin()

@@ -265,3 +265,16 @@ pub fn mounts(reg: &Registry) -> usize {
         .filter(|r| r.method == "POST" && r.uri.contains("mount=") && r.status == 201)
         .count()
 }
+
+/// Copy the directory tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

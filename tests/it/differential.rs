@@ -1145,7 +1145,8 @@ async fn round(
             continue;
         }
         if !c["uncertain"].is_null() {
-            // Only sparse indexes into a registry are uncertain; the generator makes none.
+            // Only sparse indexes into a registry, and the referrers that wait for them, are
+            // uncertain; the generator makes none.
             return fail(format!(
                 "an uncertain item the generator should not make: {c}"
             ));

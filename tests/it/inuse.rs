@@ -394,12 +394,104 @@ async fn client_certificates_kubectl_proxy_and_the_in_cluster_account_all_work()
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let shown = ferry(&["plan", &p], &env).await;
         assert_eq!(shown.code, 0, "{auth}: {}\n{}", shown.stdout, shown.stderr);
+        // The cluster by the name its kubeconfig gives its current context (issue 21, item
+        // 6), or `in-cluster`: a pod cannot learn its cluster's name.
+        let cluster = if auth == "in-cluster" {
+            "in-cluster"
+        } else {
+            "c"
+        };
+        let reason = format!(
+            "kept: in use by pod prod/api-7d9f8 (container api, running), cluster {cluster}"
+        );
         assert!(
-            shown.stdout.contains("kept: in use by pod prod/api-7d9f8"),
-            "{auth}: {}",
+            shown.stdout.contains(&reason),
+            "{auth}: {reason}\n{}",
             shown.stdout
         );
     }
+}
+
+/// Issue 21, item 6: an `[in_use]` kubeconfig without `context` names the cluster by its
+/// current context, in `ferry plan` (text and JSON) and in the report, not as "the
+/// kubeconfig's current context".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_without_a_context_names_its_current_context() {
+    let reg = Registry::start().await;
+    let imgs = releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::Token("kube-canary-token".into())).await;
+    // The mirror's v1.0.0 runs (its spec names a tag that has moved on).
+    kube.add(
+        Kind::Pod,
+        pod(
+            "prod",
+            "api-7d9f8",
+            &[(
+                "api",
+                &format!("{}/mirror/api:stable", reg.addr),
+                &format!("{}/mirror/api@{}", reg.addr, imgs[0].digest),
+            )],
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&config, "prod-eu");
+    let host = &reg.addr;
+    let in_use = format!(
+        "[in_use]\nkubernetes = [{{ kubeconfig = \"{}\" }}]\n",
+        config.display()
+    );
+    // First every release is mirrored; then the rule keeps only v1.0.2 and prunes the rest.
+    let mirror = |tags: &str| {
+        format!(
+            "version = 1\n[registry.\"{host}\"]\ninsecure = true\n[[copy]]\nfrom = \"{host}/team/api\"\nto = \"{host}/mirror/api\"\n{tags}\n{in_use}"
+        )
+    };
+    let p = plan(dir.path(), &mirror("")).display().to_string();
+    ferry(&["run", &p], &[]).await.assert_code(0);
+    plan(
+        dir.path(),
+        &mirror("tags = { include = ['^v1\\.0\\.2$'] }\nprune = true"),
+    );
+
+    // The tag is pruned; the image it names stays, and says why.
+    let why = "in use by pod prod/api-7d9f8 (container api, running), cluster prod-eu";
+    let shown = ferry(&["plan", &p], &[]).await;
+    shown.assert_code(0);
+    assert!(shown.stdout.contains(why), "{}", shown.stdout);
+    assert!(
+        !shown.stdout.contains("current context"),
+        "{}",
+        shown.stdout
+    );
+    let json = ferry(&["plan", &p, "--output", "json"], &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let planned = v["prune"][0]["repositories"][0]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["digest"] == imgs[0].digest.as_str())
+        .expect("v1.0.0 among the plan's prune decisions");
+    assert!(planned["reason"].as_str().unwrap().contains(why), "{v}");
+
+    let report = dir.path().join("report.json");
+    let run = ferry(&["run", "--report", report.to_str().unwrap(), &p], &[]).await;
+    run.assert_code(0);
+    assert!(!run.stderr.contains("kube-canary-token"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let reported = r["prune"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["digest"] == imgs[0].digest.as_str())
+        .expect("v1.0.0 among the report's prune decisions");
+    assert_eq!(reported["reason"], planned["reason"], "{r}");
+    let pusher = reg.pusher();
+    assert!(pusher
+        .manifest("mirror/api", &imgs[0].digest)
+        .await
+        .is_some());
+    assert!(pusher.manifest("mirror/api", "v1.0.1").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,3 +140,159 @@ async fn a_corrupt_layout_blob_is_refused_and_nothing_is_pushed() {
         "no manifest points at missing content"
     );
 }
+
+/// The entries of a directory, sorted.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `ferry plan --output json` and `ferry run --report` of plan `p`: both exit codes, and
+/// (target, action in the run's words, error) of every item of each, sorted.
+async fn plan_and_run(p: &std::path::Path) -> [(i32, Vec<(String, String, String)>); 2] {
+    let p = p.to_str().unwrap();
+    let shown = ferry(&["plan", "--output", "json", p], &[]).await;
+    let report = std::path::Path::new(p).with_file_name("report.json");
+    let run = ferry(&["run", "--report", report.to_str().unwrap(), p], &[]).await;
+    let rows = |items: &serde_json::Value, planned: bool| {
+        let mut out: Vec<(String, String, String)> = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let action = match (planned, i["action"].as_str().unwrap()) {
+                    (true, "copy") => "copied",
+                    (true, "skip") => "skipped",
+                    (true, "error") => "failed",
+                    (_, other) => other,
+                };
+                let error = i["error"].as_str().unwrap_or_default().to_string();
+                (
+                    i["target"].as_str().unwrap().to_string(),
+                    action.to_string(),
+                    error,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let planned: serde_json::Value = serde_json::from_str(&shown.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", shown.stdout, shown.stderr));
+    let reported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    [
+        (shown.code, rows(&planned["copies"], true)),
+        (run.code, rows(&reported["items"], false)),
+    ]
+}
+
+/// What ferry says of an `oci:` target directory that holds other files.
+fn refusal(dir: &std::path::Path) -> String {
+    format!(
+        "oci:{}: a directory of other files, not an OCI image layout (no oci-layout file)",
+        dir.display()
+    )
+}
+
+/// Issue 21, item 6: an `oci:` target that is an existing directory of other files (no
+/// `oci-layout` file, not empty) is refused, its items fail naming it, and nothing is
+/// written there; a missing or empty directory and an existing layout are written to.
+/// `ferry plan` says the same, item for item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_target_that_holds_other_files_is_refused() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/demo/layout");
+    let dir = tempfile::tempdir().unwrap();
+    let projects = dir.path().join("projects");
+    std::fs::create_dir_all(projects.join("src")).unwrap();
+    std::fs::write(projects.join("notes.txt"), "mine").unwrap();
+    std::fs::write(projects.join("src/main.rs"), "fn main() {}").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = dir.path().join("missing");
+    let existing = dir.path().join("existing");
+    copy_dir(&demo, &existing);
+    let mut text = String::from("version = 1\n");
+    for to in [&projects, &empty, &missing, &existing] {
+        text += &format!(
+            "[[copy]]\nfrom = \"oci:{}\"\nto = \"oci:{}\"\n",
+            demo.display(),
+            to.display()
+        );
+    }
+    let p = plan(dir.path(), &text);
+
+    let [planned, ran] = plan_and_run(&p).await;
+    assert_eq!(planned, ran, "ferry plan and ferry run disagree");
+    assert_eq!(ran.0, 1);
+    let why = refusal(&projects);
+    for (target, action, error) in &ran.1 {
+        let refused = target.starts_with(&format!("oci:{}:", projects.display()));
+        match (refused, action.as_str()) {
+            // The signature waits for the index it signs, which failed.
+            (true, "failed") => assert!(error.contains(&why), "{target}: {error}"),
+            (true, "skipped") => assert!(error.contains("failed"), "{target}: {error}"),
+            (false, "copied" | "present") => {}
+            _ => panic!("{target}: {action} {error}"),
+        }
+    }
+    assert_eq!(entries(&projects), vec!["notes.txt", "src"]);
+    assert_eq!(entries(&projects.join("src")), vec!["main.rs"]);
+    for layout in [&empty, &missing, &existing] {
+        assert!(layout.join("oci-layout").is_file(), "{}", layout.display());
+    }
+    // `ferry check --online` refuses it too.
+    let checked = ferry(&["check", "--online", p.to_str().unwrap()], &[]).await;
+    checked.assert_code(3);
+    assert!(checked.stdout.contains(&why), "{}", checked.stdout);
+    assert_eq!(entries(&projects), vec!["notes.txt", "src"]);
+}
+
+/// Issue 21, item 6, for a wildcard target: each repository's directory is checked (the
+/// directory holding them may hold anything), so one that holds other files fails its items
+/// while the others are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_oci_target_refuses_each_repository_directory_that_holds_other_files() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/demo/layout");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for repo in ["app", "web", "team/api"] {
+        copy_dir(&demo, &src.join(repo));
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("app")).unwrap();
+    std::fs::write(out.join("README.md"), "layouts below").unwrap();
+    std::fs::write(out.join("app/build.log"), "mine").unwrap();
+    // `team` holds one layout already: a directory of layouts is no directory of other files.
+    copy_dir(&demo, &out.join("team/old"));
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[[copy]]\nfrom = \"oci:{}/*\"\nto = \"oci:{}/*\"\n",
+            src.display(),
+            out.display()
+        ),
+    );
+
+    let [planned, ran] = plan_and_run(&p).await;
+    assert_eq!(planned, ran, "ferry plan and ferry run disagree");
+    assert_eq!(ran.0, 1);
+    let why = refusal(&out.join("app"));
+    for (target, action, error) in &ran.1 {
+        let refused = target.starts_with(&format!("oci:{}:", out.join("app").display()));
+        match (refused, action.as_str()) {
+            (true, "failed") => assert!(error.contains(&why), "{target}: {error}"),
+            (true, "skipped") => assert!(error.contains("failed"), "{target}: {error}"),
+            (false, "copied") => {}
+            _ => panic!("{target}: {action} {error}"),
+        }
+    }
+    assert_eq!(entries(&out), vec!["README.md", "app", "team", "web"]);
+    assert_eq!(entries(&out.join("app")), vec!["build.log"]);
+    assert!(out.join("web/oci-layout").is_file());
+    assert!(out.join("team/api/oci-layout").is_file());
+}

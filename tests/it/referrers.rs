@@ -3,6 +3,8 @@
 //! fallback index), and platform subsets copy honestly (`sparse` keeps the digest,
 //! `rewrite` reports the new one).
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::common::*;
@@ -849,4 +851,83 @@ async fn a_registry_is_asked_once_whether_it_has_a_referrers_api() {
     src.sync_log().await;
     let probes = src.count_requests("GET", &format!("/referrers/sha256:{}", "0".repeat(64)));
     assert_eq!(probes, 1, "one referrers-API probe per registry");
+}
+
+/// Issue 21, item 6: `platform_mode = "sparse"` into a registry makes the index uncertain in
+/// `ferry plan` (the target may refuse it; CNCF distribution does), and with it every
+/// referrer that waits for it (the index's signature by tag, the child's referrer by
+/// digest), each naming what it depends on; the run then skips exactly those. Referrers of
+/// an index the plan is sure of stay certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_of_an_uncertain_sparse_index_are_uncertain_too() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    push_multi(&src.pusher(), "team/multi").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{regs}\n\
+             [[copy]]\nfrom = \"{s}/team/multi:multi\"\nto = \"{d}/rewritten/multi\"\nplatforms = ['linux/amd64', 'linux/arm64']\nplatform_mode = 'rewrite'\n\n\
+             [[copy]]\nfrom = \"{s}/team/multi:multi\"\nto = \"{d}/sparse/multi\"\nplatforms = ['linux/arm64']\nplatform_mode = 'sparse'\n",
+            regs = insecure(&[&src, &dst]),
+            s = src.addr,
+            d = dst.addr,
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let index = format!("{}/sparse/multi:multi", dst.addr);
+    let depends = format!("depends on {index}, which the target may refuse; only the run can tell");
+
+    let shown = ferry(&["plan", "--output", "json", p], &[]).await;
+    shown.assert_code(0);
+    let v: Value = serde_json::from_str(&shown.stdout).unwrap();
+    let copies = v["copies"].as_array().unwrap();
+    let sparse = format!("{}/sparse/", dst.addr);
+    let mut dependents = Vec::new();
+    for c in copies {
+        let target = c["target"].as_str().unwrap();
+        let uncertain = c["uncertain"].as_str();
+        if target == index {
+            assert!(
+                uncertain.is_some_and(|u| u.starts_with("the target may refuse")),
+                "{c}"
+            );
+        } else if target.starts_with(&sparse) {
+            assert_eq!(uncertain, Some(depends.as_str()), "{c}");
+            dependents.push(target.to_string());
+        } else {
+            assert!(c["uncertain"].is_null(), "{c}");
+        }
+    }
+    // The index's cosign signature and the arm64 child's OCI referrer.
+    assert_eq!(dependents.len(), 2, "{v}");
+    let text = ferry(&["plan", p], &[]).await;
+    assert_eq!(
+        text.stdout.matches(&format!("({depends})")).count(),
+        2,
+        "{}",
+        text.stdout
+    );
+
+    // The run: the index is refused, and what depends on it is not copied; the rest goes as
+    // the plan said.
+    let planned: BTreeMap<&str, &str> = copies
+        .iter()
+        .map(|c| (c["target"].as_str().unwrap(), c["action"].as_str().unwrap()))
+        .collect();
+    let report = dir.path().join("report.json");
+    let run = ferry(&["run", "--report", report.to_str().unwrap(), p], &[]).await;
+    run.assert_code(1);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for i in r["items"].as_array().unwrap() {
+        let target = i["target"].as_str().unwrap();
+        let want = match (target, planned[target]) {
+            (t, _) if t == index => "failed",
+            (t, _) if dependents.iter().any(|d| d == t) => "skipped",
+            (_, "copy") => "copied",
+            (_, "skip") => "skipped",
+            (_, other) => panic!("{target}: planned {other}"),
+        };
+        assert_eq!(i["action"], want, "{i}");
+    }
 }

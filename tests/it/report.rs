@@ -271,3 +271,167 @@ async fn unchanged_is_counted_apart_and_the_last_success_outlives_a_failed_run()
     );
     assert!(m["ferry_last_run_timestamp_seconds"] >= succeeded);
 }
+
+/// (source, target, action in the run's words) of every item `ferry plan --output json`
+/// printed, sorted; and its exit code.
+async fn planned_items(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<(String, String, String)>, i32) {
+    let shown = ferry(args, env).await;
+    let v: serde_json::Value = serde_json::from_str(&shown.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}\n{}\n{}", shown.stdout, shown.stderr));
+    let mut items: Vec<_> = v["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let action = match c["action"].as_str().unwrap() {
+                "copy" => "copied",
+                "present" => "present",
+                "unchanged" => "unchanged",
+                "skip" => "skipped",
+                "error" => "failed",
+                other => panic!("plan action {other}"),
+            };
+            (
+                c["source"].as_str().unwrap().to_string(),
+                c["target"].as_str().unwrap().to_string(),
+                action.to_string(),
+            )
+        })
+        .collect();
+    items.sort();
+    (items, shown.code)
+}
+
+/// Issue 21, item 6: `ferry plan --shard I/N` (and `--shards N` with the Job's completion
+/// index) shows what `ferry run` with the same flag does: a disjoint share of the plan's
+/// items, the same items and exit code as that shard's run, and that shard's own checkpoint,
+/// read and never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_what_each_shard_of_the_run_does() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(&[layer(51, 2048)], "linux", "amd64", Format::Oci, "shard");
+    for r in 0..8 {
+        src.pusher()
+            .push(&format!("fleet/svc-{r}"), "1.0.0", &img)
+            .await;
+    }
+    // One repository whose layer the source lost: its item fails, in the plan as in the run.
+    let broken = image(&[layer(52, 2048)], "linux", "amd64", Format::Oci, "broken");
+    src.pusher().push("fleet/broken", "1.0.0", &broken).await;
+    let gone = src
+        .pusher()
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/fleet/broken/blobs/{}", broken.layers()[0].digest),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(gone.status(), reqwest::StatusCode::ACCEPTED);
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(
+        dir.path(),
+        &[&src.addr, &dst.addr],
+        "",
+        &format!("{}/fleet/*", src.addr),
+        &format!("{}/fleet/*", dst.addr),
+    );
+    let p = p.to_str().unwrap();
+    let json = ["--output", "json"];
+
+    let (all, all_code) = planned_items(&[&["plan", p][..], &json].concat(), &[]).await;
+    assert_eq!(all.len(), 9, "{all:?}");
+    assert_eq!(all_code, 1, "the broken repository fails");
+    let (zero, zero_code) =
+        planned_items(&[&["plan", "--shard", "0/2", p][..], &json].concat(), &[]).await;
+    let (one, one_code) = planned_items(
+        &[&["plan", "--shards", "2", p][..], &json].concat(),
+        &[("JOB_COMPLETION_INDEX", "1")],
+    )
+    .await;
+    assert!(zero.iter().all(|i| !one.contains(i)), "{zero:?}\n{one:?}");
+    let mut union = [zero.clone(), one.clone()].concat();
+    union.sort();
+    assert_eq!(union, all);
+    // Read only: the plan creates no checkpoint.
+    for i in 0..2 {
+        assert!(!dir.path().join(format!("ferry.shard-{i}-of-2.db")).exists());
+    }
+
+    for (index, planned, code) in [(0, &zero, zero_code), (1, &one, one_code)] {
+        let report = dir.path().join(format!("shard-{index}.json"));
+        let shard = format!("{index}/2");
+        let run = ferry(
+            &[
+                "run",
+                "--shard",
+                &shard,
+                "--report",
+                report.to_str().unwrap(),
+                p,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, code, "shard {shard}: {}", run.stderr);
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let mut ran: Vec<_> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["source"].as_str().unwrap().to_string(),
+                    i["target"].as_str().unwrap().to_string(),
+                    i["action"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        ran.sort();
+        assert_eq!(&ran, planned, "shard {shard}");
+    }
+
+    // Each shard's plan reads that shard's checkpoint: what its run copied is recorded there
+    // (`unchanged`), not in the unsharded one (`present`, asked at the target).
+    let (again, _) =
+        planned_items(&[&["plan", "--shard", "0/2", p][..], &json].concat(), &[]).await;
+    for (source, _, action) in &again {
+        let want = if source.contains("broken") {
+            "failed"
+        } else {
+            "unchanged"
+        };
+        assert_eq!(action, want, "{again:?}");
+    }
+    let (unsharded, _) = planned_items(&[&["plan", p][..], &json].concat(), &[]).await;
+    assert!(
+        unsharded.iter().all(|(_, _, a)| a != "unchanged"),
+        "{unsharded:?}"
+    );
+
+    // The flags are checked as `run` checks them, with the same words.
+    for bad in ["2/2", "x"] {
+        let shown = ferry(&["plan", "--shard", bad, p], &[]).await;
+        let ran = ferry(&["run", "--shard", bad, p], &[]).await;
+        shown.assert_code(2);
+        ran.assert_code(2);
+        let last = |s: &str| s.lines().last().unwrap_or_default().to_string();
+        assert_eq!(last(&shown.stderr), last(&ran.stderr), "--shard {bad}");
+        assert!(
+            last(&shown.stderr).starts_with("error: "),
+            "{}",
+            shown.stderr
+        );
+    }
+    let shown = ferry(&["plan", "--shards", "2", p], &[]).await;
+    shown.assert_code(2);
+    assert!(
+        shown.stderr.contains("--shards needs JOB_COMPLETION_INDEX"),
+        "{}",
+        shown.stderr
+    );
+}

@@ -325,18 +325,6 @@ async fn two_rules_never_write_one_tag_silently() {
     assert_eq!(layout_tags(&dst.join("x"))["1.0.0"], tags["1.0.0"]);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Item 1's second half: a tag ferry itself deleted (retention) is not trusted from the
 /// checkpoint again: the next run copies it back instead of calling it unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,8 +59,9 @@ pub struct PlanItem {
     #[serde(serialize_with = "optional_digest")]
     pub subject: Option<Digest>,
     pub target: String,
-    /// What only the run can tell.
-    pub uncertain: Option<&'static str>,
+    /// What only the run can tell: whether the target accepts the item (an index that
+    /// leaves children out), or the item it depends on.
+    pub uncertain: Option<String>,
     /// `sha256:old → sha256:new`: the source moved since an earlier run recorded it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated: Option<String>,
@@ -310,7 +311,7 @@ impl PlanItem {
         if let Some(e) = &self.error {
             let _ = write!(out, ": {e}");
         }
-        if let Some(u) = self.uncertain {
+        if let Some(u) = &self.uncertain {
             let _ = write!(out, " ({u})");
         }
         out.push('\n');
