@@ -174,6 +174,15 @@ pub struct VerifyArgs {
     #[arg(long, env = "FERRY_STATE")]
     pub state: Option<PathBuf>,
 
+    /// Audit one shard of the repositories, as `ferry run --shard INDEX/COUNT` copies it
+    /// (reading that shard's own state file).
+    #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "shards")]
+    pub shard: Option<String>,
+
+    /// Audit shard `$JOB_COMPLETION_INDEX` of COUNT, as `ferry run --shards COUNT` copies it.
+    #[arg(long, value_name = "COUNT")]
+    pub shards: Option<u32>,
+
     /// Images checked at once [default: the plan's `concurrency`, else 16].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: Option<u16>,

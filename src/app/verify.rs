@@ -40,7 +40,14 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let real = registries(&plan, Some(observer))?;
     let (simulated, _) = overlays(&real);
+    // One shard's share, as `run` takes it, with that shard's state file.
+    let shard = super::shard::Shard::resolve(args.shard.as_deref(), args.shards)?;
+    let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
     let path = state_path(args.state.as_deref(), Some(&plan));
+    let path = match shard {
+        Some(s) => s.state_path(&path),
+        None => path,
+    };
     let snapshot = State::read_only_snapshot(&path)?;
     // Every record as `--recheck` treats it: read (to tell a source that moved), trusted for
     // nothing.
@@ -53,7 +60,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.map_or(plan.concurrency, usize::from),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
-        owns: &|_| true,
+        owns: &owns,
         spool: None,
         audit: Some(args.deep),
     };

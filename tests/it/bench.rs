@@ -207,8 +207,9 @@ async fn side_by_side(
     );
     check.sync_log().await;
     assert_eq!(uploads(check), before, "the no-op run uploaded nothing");
-    // The nightly run a day later: every record is older than `recheck_after`, so each tag
-    // costs one HEAD at the target (and mutable ones one at the source) once.
+    // The nightly run a day later: every record is older than `recheck_after`, so each tag is
+    // read at its source once and checked at its target whole (issue 21): one HEAD per tag,
+    // one GET per child manifest and one HEAD per blob, each once per repository.
     let stale = dir.path().join("stale.toml");
     std::fs::write(
         &stale,
@@ -231,6 +232,35 @@ async fn side_by_side(
         check.requests().len() - asked,
         out3.trim()
     );
+
+    // The audit (issue 21): every tag checked at its target whole, changing nothing; then
+    // the same reading every blob.
+    for deep in [false, true] {
+        let mut args = vec!["verify", "--progress", "none", "--output", "json", p];
+        if deep {
+            args.insert(1, "--deep");
+        }
+        let (t, rss, out, _) = timed(ferry_bin, &args, &state).await;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(v["totals"]["complete"], tags.len(), "{}", v["totals"]);
+        let per_image = |host: &str| {
+            let r = &v["registries"][host];
+            format!(
+                "{} requests ({:.2} per image: {})",
+                r["requests"],
+                r["requests"].as_f64().unwrap_or(0.0) / tags.len() as f64,
+                r["by_kind"]
+            )
+        };
+        println!(
+            "[{label}] ferry verify{}: {t:.2} s, peak RSS {} MiB; source {}; target {}",
+            if deep { " --deep" } else { "" },
+            rss / 1024,
+            per_image(source),
+            per_image(ferry_target)
+        );
+    }
 
     let _ = std::fs::remove_file("/var/lib/containers/cache/blob-info-cache-v1.boltdb");
     let mut repos: Vec<&String> = tags.iter().map(|(r, _, _)| r).collect();

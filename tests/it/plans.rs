@@ -29,25 +29,26 @@ async fn every_plan_in_plans_dir_is_valid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_plan_in_the_kubernetes_configmap_is_valid() {
-    let yaml =
-        std::fs::read_to_string(repo_root().join("deploy/kubernetes/retention-cronjob.yaml"))
-            .unwrap();
-    let start = yaml
-        .find("plan.toml: |")
-        .expect("the ConfigMap holds plan.toml")
-        + "plan.toml: |".len();
-    let plan_text: String = yaml[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let dir = tempfile::tempdir().unwrap();
-    let p = plan(dir.path(), &plan_text);
-    let run = ferry(&["check", p.to_str().unwrap()], &[]).await;
-    run.assert_code(0);
+async fn the_plans_in_the_kubernetes_configmaps_are_valid() {
+    for name in ["retention-cronjob.yaml", "verify-cronjob.yaml"] {
+        let yaml =
+            std::fs::read_to_string(repo_root().join("deploy/kubernetes").join(name)).unwrap();
+        let start = yaml
+            .find("plan.toml: |")
+            .unwrap_or_else(|| panic!("{name}: the ConfigMap holds plan.toml"))
+            + "plan.toml: |".len();
+        let plan_text: String = yaml[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path(), &plan_text);
+        let run = ferry(&["check", p.to_str().unwrap()], &[]).await;
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +135,7 @@ async fn every_subcommand_has_help_with_an_example() {
         vec!["--help"],
         vec!["run", "--help"],
         vec!["check", "--help"],
+        vec!["verify", "--help"],
     ] {
         let run = ferry(&args, &[]).await;
         run.assert_code(0);
