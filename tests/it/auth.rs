@@ -311,8 +311,8 @@ async fn check_online_names_the_missing_permission() {
 }
 
 /// `ferry check --online` for a retention policy at `reg` (credentials from `DST_PW` when
-/// `user` is given): the run, and its line for the policy.
-async fn check_delete(reg: &Registry, user: Option<&str>) -> (Run, String) {
+/// `user` is given) exits with `code` and never shows the password: its line for the policy.
+async fn check_delete(reg: &Registry, user: Option<&str>, code: i32) -> String {
     let auth = user
         .map(|u| format!("auth = {{ username = \"{u}\", password_env = \"DST_PW\" }}\n"))
         .unwrap_or_default();
@@ -329,13 +329,13 @@ async fn check_delete(reg: &Registry, user: Option<&str>) -> (Run, String) {
         &[("DST_PW", CANARY)],
     )
     .await;
-    let line = run
-        .stdout
+    run.assert_code(code);
+    assert!(!run.stdout.contains(CANARY) && !run.stderr.contains(CANARY));
+    run.stdout
         .lines()
         .find(|l| l.contains(&format!("delete {}/secure/app", reg.addr)))
         .unwrap_or_else(|| panic!("no delete line: {}", run.stdout))
-        .to_string();
-    (run, line)
+        .to_string()
 }
 
 /// Issue 21 (what was seen, 6): the delete preflight said it "cannot show delete permission
@@ -348,8 +348,7 @@ async fn check_online_probes_delete_with_a_manifest_that_does_not_exist() {
 
     let enabled = Registry::start().await;
     seed(&enabled).await;
-    let (run, line) = check_delete(&enabled, None).await;
-    run.assert_code(0);
+    let line = check_delete(&enabled, None, 0).await;
     assert!(
         line.starts_with("ok  ")
             && line.ends_with(
@@ -363,8 +362,7 @@ async fn check_online_probes_delete_with_a_manifest_that_does_not_exist() {
 
     let disabled = Registry::start_without_deletes().await;
     seed(&disabled).await;
-    let (run, line) = check_delete(&disabled, None).await;
-    run.assert_code(3);
+    let line = check_delete(&disabled, None, 3).await;
     assert!(
         line.starts_with("FAIL")
             && line.contains(
@@ -378,14 +376,12 @@ async fn check_online_probes_delete_with_a_manifest_that_does_not_exist() {
     let scoped = Registry::start_with(Auth::Token(tokens.clone())).await;
     seed(&scoped).await;
     tokens.withhold("delete");
-    let (run, line) = check_delete(&scoped, Some("frank")).await;
-    run.assert_code(3);
+    let line = check_delete(&scoped, Some("frank"), 3).await;
     assert!(
         line.starts_with("FAIL")
             && line.contains("the credentials may not delete here (401 UNAUTHORIZED)")
             && line.contains("repository:secure/app:delete"),
         "{line}"
     );
-    assert!(!run.stdout.contains(CANARY) && !run.stderr.contains(CANARY));
     assert_eq!(scoped.pusher().tags("secure/app").await, ["v1"]);
 }

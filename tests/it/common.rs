@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use crate::harness::*;
 
 /// What one `ferry` invocation did.
@@ -95,6 +97,83 @@ pub fn insecure(regs: &[&Registry]) -> String {
     regs.iter()
         .map(|r| format!("[registry.\"{}\"]\ninsecure = true\n", r.addr))
         .collect()
+}
+
+/// A plan's text: the insecure sections of `regs`, a blank line, then `rules` (see
+/// [`copy_section`]) a blank line apart. With two registries, the first rule's `from` is on
+/// line 8.
+pub fn plan_text(regs: &[&Registry], rules: &[String]) -> String {
+    format!("version = 1\n{}\n{}", insecure(regs), rules.join("\n"))
+}
+
+/// A `[[copy]]` section: its `from`, its `to`, then `more` (whole lines of its own).
+pub fn copy_section(from: &str, to: &str, more: &str) -> String {
+    format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n{more}")
+}
+
+/// JSON that must parse; the text is shown where it does not.
+pub fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// `ferry run --progress plain --report R EXTRA… PLAN`, R being `report.json` beside the plan:
+/// the run, and its report.
+pub async fn run_reported(plan: &Path, extra: &[&str]) -> (Run, Value) {
+    let report = plan.with_file_name("report.json");
+    let mut args = vec![
+        "run",
+        "--progress",
+        "plain",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    args.push(plan.to_str().unwrap());
+    let run = ferry(&args, &[]).await;
+    let body = std::fs::read_to_string(&report).unwrap_or_else(|_| panic!("{}", run.stderr));
+    (run, json(&body))
+}
+
+/// A plan item's action (`ferry plan --output json`) in the run's words, as the report has it.
+pub fn reported_action(plan_action: &str) -> &'static str {
+    match plan_action {
+        "copy" => "copied",
+        "present" => "present",
+        "unchanged" => "unchanged",
+        "skip" => "skipped",
+        "error" => "failed",
+        other => panic!("plan action {other}"),
+    }
+}
+
+/// (source, target, action in the run's words) of every item `ferry plan --output json`
+/// lists, sorted. A rule that could not be resolved (no action) is no item.
+pub fn planned_rows(plan: &Value) -> Vec<(String, String, String)> {
+    let items = plan["copies"].as_array().unwrap().iter();
+    let mut out: Vec<_> = items
+        .filter(|c| c["action"].is_string())
+        .map(|c| row(c, reported_action(c["action"].as_str().unwrap())))
+        .collect();
+    out.sort();
+    out
+}
+
+/// (source, target, action) of every item of a report, sorted.
+pub fn reported_rows(report: &Value) -> Vec<(String, String, String)> {
+    let items = report["items"].as_array().unwrap().iter();
+    let mut out: Vec<_> = items
+        .map(|i| row(i, i["action"].as_str().unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn row(item: &Value, action: &str) -> (String, String, String) {
+    (
+        item["source"].as_str().unwrap().to_string(),
+        item["target"].as_str().unwrap().to_string(),
+        action.to_string(),
+    )
 }
 
 /// The images of the copy tests, so assertions can name what was pushed.
@@ -237,6 +316,23 @@ pub async fn assert_copied(dst: &Registry, repo: &str, tag: &str, img: &Image) {
             b.digest
         );
     }
+}
+
+/// The digests the `sha256-<hex>` fallback referrers index of `subject` lists in `repo`, in
+/// order (none where there is no such index).
+pub async fn fallback_entries(reg: &Registry, repo: &str, subject: &Image) -> Vec<String> {
+    let tag = format!("sha256-{}", hex_of(&subject.digest));
+    let Some((ct, bytes, _)) = reg.pusher().manifest(repo, &tag).await else {
+        return Vec::new();
+    };
+    assert_eq!(ct, OCI_INDEX, "{repo}:{tag} is an OCI index");
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Blob bytes that left a registry: GETs of blobs answered 200.

@@ -993,18 +993,6 @@ impl Row {
     }
 }
 
-/// The plan's action in the report's words.
-fn reported_action(plan_action: &str) -> &'static str {
-    match plan_action {
-        "copy" => "copied",
-        "present" => "present",
-        "unchanged" => "unchanged",
-        "skip" => "skipped",
-        "error" => "failed",
-        other => panic!("plan action {other}"),
-    }
-}
-
 /// What the cases exercised, summed, to keep the generator honest.
 #[derive(Default)]
 struct Tally {

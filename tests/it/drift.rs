@@ -12,10 +12,6 @@ use serde_json::Value;
 use crate::common::*;
 use crate::harness::*;
 
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
-
 /// The report item whose target ends with `target`.
 fn item<'a>(report: &'a Value, target: &str) -> &'a Value {
     report["items"]
@@ -26,21 +22,19 @@ fn item<'a>(report: &'a Value, target: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no item for {target}: {report}"))
 }
 
-/// `ferry run --report` of `plan` with `extra` flags, and the report.
-async fn run(plan: &Path, extra: &[&str]) -> (Run, Value) {
-    let report = plan.with_file_name("report.json");
-    let mut args = vec![
-        "run",
-        "--progress",
-        "plain",
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    args.push(plan.to_str().unwrap());
-    let run = ferry(&args, &[]).await;
-    let body = std::fs::read_to_string(&report).unwrap_or_else(|_| panic!("{}", run.stderr));
-    (run, json(&body))
+/// `skopeo inspect` of `reference`'s linux/arm64 image, over plain HTTP.
+async fn inspect_arm64(reference: &str) -> std::process::Output {
+    tokio::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            "arm64",
+            reference,
+        ])
+        .output()
+        .await
+        .unwrap()
 }
 
 /// DELETE at the registry (a manifest or a blob, by digest): 202.
@@ -88,12 +82,12 @@ async fn a_release_tag_repushed_at_the_source_is_copied_again_after_recheck_afte
             dst.addr
         ),
     );
-    let (first, _) = run(&p, &[]).await;
+    let (first, _) = run_reported(&p, &[]).await;
     first.assert_code(0);
     src.pusher().push("lib/nginx", "1.27.3", &new).await;
 
     // Within recheck_after the record of a release tag is trusted: no request, unchanged.
-    let (within, report) = run(&p, &[]).await;
+    let (within, report) = run_reported(&p, &[]).await;
     within.assert_code(0);
     assert_eq!(item(&report, ":1.27.3")["action"], "unchanged", "{report}");
 
@@ -106,7 +100,7 @@ async fn a_release_tag_repushed_at_the_source_is_copied_again_after_recheck_afte
     assert_eq!(planned["action"], "copy", "{planned}");
     assert_eq!(planned["updated"], moved.as_str(), "{planned}");
 
-    let (after, report) = run(&p, &[]).await;
+    let (after, report) = run_reported(&p, &[]).await;
     after.assert_code(0);
     let copied = item(&report, ":1.27.3");
     assert_eq!(copied["action"], "copied", "{report}");
@@ -160,7 +154,7 @@ async fn mirrored(
             dst.addr
         ),
     );
-    let (first, _) = run(&p, &[]).await;
+    let (first, _) = run_reported(&p, &[]).await;
     first.assert_code(0);
     (p, multi, sig_tag)
 }
@@ -178,20 +172,12 @@ async fn a_deleted_child_and_layer_come_back_with_recheck() {
     let lost_layer = &amd.layers()[1].digest;
     delete(&dst, "mirror/app", "blobs", lost_layer).await;
     let arm_ref = format!("docker://{}/mirror/app:v1", dst.addr);
-    let mut skopeo = tokio::process::Command::new("skopeo");
-    skopeo.args([
-        "inspect",
-        "--tls-verify=false",
-        "--override-arch",
-        "arm64",
-        &arm_ref,
-    ]);
     assert!(
-        !skopeo.output().await.unwrap().status.success(),
+        !inspect_arm64(&arm_ref).await.status.success(),
         "arm64 is gone"
     );
 
-    let (run, report) = run(&p, &["--recheck"]).await;
+    let (run, report) = run_reported(&p, &["--recheck"]).await;
     run.assert_code(0);
     let repaired = item(&report, ":v1");
     assert_eq!(repaired["action"], "copied", "{report}");
@@ -202,15 +188,7 @@ async fn a_deleted_child_and_layer_come_back_with_recheck() {
     );
     assert_eq!(item(&report, ":v2")["action"], "present", "{report}");
     assert_copied(&dst, "mirror/app", "v1", &multi).await;
-    let mut skopeo = tokio::process::Command::new("skopeo");
-    skopeo.args([
-        "inspect",
-        "--tls-verify=false",
-        "--override-arch",
-        "arm64",
-        &arm_ref,
-    ]);
-    let out = skopeo.output().await.unwrap();
+    let out = inspect_arm64(&arm_ref).await;
     assert!(
         out.status.success(),
         "{}",
@@ -295,7 +273,7 @@ async fn verify_names_what_is_missing_and_is_green_after_the_repair() {
     assert_eq!(v["totals"]["missing"], 1, "{v}");
     assert_eq!(v["repair"], format!("ferry run --recheck {ps}").as_str());
 
-    let (repair, _) = run(&p, &["--recheck"]).await;
+    let (repair, _) = run_reported(&p, &["--recheck"]).await;
     repair.assert_code(0);
     ferry(&["verify", ps], &[]).await.assert_code(0);
     assert_copied(&dst, "mirror/app", "v1", &multi).await;

@@ -86,15 +86,12 @@ async fn push_sources(src: &Registry, conflict: bool) -> Sources {
 
 /// `quay/app` and `hub/app` into `mirror/app`, in that order.
 fn consolidate(dir: &Path, src: &Registry, dst: &Registry) -> std::path::PathBuf {
-    plan(
-        dir,
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{s}/{A}\"\nto = \"{d}/{T}\"\n\n[[copy]]\nfrom = \"{s}/{B}\"\nto = \"{d}/{T}\"\n",
-            insecure(&[src, dst]),
-            s = src.addr,
-            d = dst.addr
-        ),
-    )
+    let (s, d) = (&src.addr, &dst.addr);
+    let rules = [
+        copy_section(&format!("{s}/{A}"), &format!("{d}/{T}"), ""),
+        copy_section(&format!("{s}/{B}"), &format!("{d}/{T}"), ""),
+    ];
+    plan(dir, &plan_text(&[src, dst], &rules))
 }
 
 /// `copy #N (PLAN:LINE)`: the line of the rule's `from` that names `repo`.
@@ -107,7 +104,8 @@ fn label(p: &Path, number: usize, repo: &str) -> String {
     format!("copy #{number} ({}:{})", p.display(), line + 1)
 }
 
-/// (source, target, action in the report's words, digest) of every item, sorted.
+/// (source, target, action in the report's words, digest) of every item of a plan
+/// (`copies`) or a report (`items`), sorted.
 fn rows(items: &Value, key: &str) -> Vec<(String, String, String, String)> {
     let mut out: Vec<_> = items[key]
         .as_array()
@@ -115,11 +113,10 @@ fn rows(items: &Value, key: &str) -> Vec<(String, String, String, String)> {
         .iter()
         .map(|i| {
             let text = |k: &str| i[k].as_str().unwrap_or_default().to_string();
-            let action = match i["action"].as_str().unwrap() {
-                "copy" => "copied",
-                "skip" => "skipped",
-                "error" => "failed",
-                other => other,
+            let action = i["action"].as_str().unwrap();
+            let action = match key {
+                "copies" => reported_action(action),
+                _ => action,
             };
             (
                 text("source"),
@@ -165,21 +162,6 @@ fn item<'r>(report: &'r Value, source: &str) -> &'r Value {
         .unwrap_or_else(|| panic!("no item from {source}: {report:#}"))
 }
 
-/// The digests the `sha256-<hex>` fallback index of `subject` lists in `repo`.
-async fn fallback_entries(reg: &Registry, repo: &str, subject: &Image) -> BTreeSet<String> {
-    let tag = format!("sha256-{}", hex_of(&subject.digest));
-    let Some((_, bytes, _)) = reg.pusher().manifest(repo, &tag).await else {
-        return BTreeSet::new();
-    };
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
-    v["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Item 3: a Quay copy and a Hub copy of one image into one repository. Both rules succeed
 /// (the second's tags are `present`: the same digest is there), the signature of one and the
 /// SBOM of the other both reach the target, `ferry plan` says the same, and a second run is
@@ -207,8 +189,12 @@ async fn byte_identical_sources_into_one_repository_both_succeed_with_their_refe
     // one fallback index of the index.
     assert_copied(&dst, T, &s.a_sig.0, &s.a_sig.1).await;
     assert_copied(&dst, T, &s.b_sig.0, &s.b_sig.1).await;
+    let listed: BTreeSet<String> = fallback_entries(&dst, T, &s.idx)
+        .await
+        .into_iter()
+        .collect();
     assert_eq!(
-        fallback_entries(&dst, T, &s.idx).await,
+        listed,
         BTreeSet::from([s.a_att.digest.clone(), s.b_sbom.digest.clone()])
     );
     let sbom = item(&report, &format!("{}/{B}@{}", src.addr, s.b_sbom.digest));

@@ -5,35 +5,19 @@
 use crate::common::*;
 use crate::harness::*;
 
-/// A plan of two rules after two insecure sections: copy #1's `from` is on line 8, copy
-/// #2's on line 12. `extra` goes at the end of copy #2.
-fn two_rules(
-    src: &Registry,
-    dst: &Registry,
-    first: (&str, &str),
-    second: (&str, &str),
-    extra: &str,
-) -> String {
-    format!(
-        "version = 1\n{}\n[[copy]]\nfrom = \"{}\"\nto = \"{}\"\n\n[[copy]]\nfrom = \"{}\"\nto = \"{}\"\n{extra}",
-        insecure(&[src, dst]),
-        first.0,
-        first.1,
-        second.0,
-        second.1,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typoed_wildcard_fails_its_rule_and_the_valid_rule_still_copies() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let fx = populate(&src, "team").await;
     let (s, d) = (&src.addr, &dst.addr);
     let dir = tempfile::tempdir().unwrap();
-    let web = (format!("{s}/team/web:1.0"), format!("{d}/x/web"));
-    let typo = (format!("{s}/tema/*"), format!("{d}/y/*"));
-    let text = two_rules(&src, &dst, (&web.0, &web.1), (&typo.0, &typo.1), "");
-    let p = plan(dir.path(), &text);
+    // Two rules after two insecure sections: copy #1's `from` is on line 8, copy #2's on 12.
+    let web = copy_section(&format!("{s}/team/web:1.0"), &format!("{d}/x/web"), "");
+    let typo = |more| copy_section(&format!("{s}/tema/*"), &format!("{d}/y/*"), more);
+    let p = plan(
+        dir.path(),
+        &plan_text(&[&src, &dst], &[web.clone(), typo("")]),
+    );
     let p = p.to_str().unwrap();
     let error = format!("copy #2 ({p}:12): 0 repositories match {s}/tema/*");
 
@@ -73,14 +57,8 @@ async fn a_typoed_wildcard_fails_its_rule_and_the_valid_rule_still_copies() {
     assert_copied(&dst, "x/web", "1.0", fx.image("team/web", "1.0")).await;
 
     // An empty namespace on purpose: accepted, said, and nothing fails.
-    let text = two_rules(
-        &src,
-        &dst,
-        (&web.0, &web.1),
-        (&typo.0, &typo.1),
-        "allow_empty = true\n",
-    );
-    let p = plan(dir.path(), &text);
+    let rules = [web, typo("allow_empty = true\n")];
+    let p = plan(dir.path(), &plan_text(&[&src, &dst], &rules));
     let p = p.to_str().unwrap();
     let planned = ferry(&["plan", p], &[]).await;
     planned.assert_code(0);
@@ -103,21 +81,19 @@ async fn tag_filters_that_select_nothing_fail_their_rule() {
     let dir = tempfile::tempdir().unwrap();
     // copy #1's filter matches none of team/api's 6 tags; copy #2's matches only the
     // signature tag of team/multi, which is no selected tag on its own.
-    let api = (format!("{s}/team/api"), format!("{d}/x/api"));
-    let multi = (format!("{s}/team/multi"), format!("{d}/x/multi"));
-    let text = two_rules(
-        &src,
-        &dst,
-        (&api.0, &api.1),
-        (&multi.0, &multi.1),
-        "tags = { include = ['^sha256-'] }\n",
-    )
-    .replacen(
-        &format!("to = \"{}\"\n", api.1),
-        &format!("to = \"{}\"\ntags = {{ include = ['^nomatch$'] }}\n", api.1),
-        1,
-    );
-    let p = plan(dir.path(), &text);
+    let rules = [
+        copy_section(
+            &format!("{s}/team/api"),
+            &format!("{d}/x/api"),
+            "tags = { include = ['^nomatch$'] }\n",
+        ),
+        copy_section(
+            &format!("{s}/team/multi"),
+            &format!("{d}/x/multi"),
+            "tags = { include = ['^sha256-'] }\n",
+        ),
+    ];
+    let p = plan(dir.path(), &plan_text(&[&src, &dst], &rules));
     let p = p.to_str().unwrap();
     let first = format!(
         "copy #1 ({p}:8): no tag of {s}/team/api matches the rule's tags filters (6 tags listed)"
@@ -159,15 +135,12 @@ async fn a_wildcard_selects_as_a_whole_and_a_shard_that_owns_none_of_it_passes()
     let dir = tempfile::tempdir().unwrap();
     // Only team/api has `v` tags: the three other repositories select nothing, the rule
     // selects four tags.
-    let p = plan(
-        dir.path(),
-        &format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/*\"\nto = \"{}/x/*\"\ntags = {{ include = ['^v\\d'] }}\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        ),
+    let rule = copy_section(
+        &format!("{}/team/*", src.addr),
+        &format!("{}/x/*", dst.addr),
+        "tags = { include = ['^v\\d'] }\n",
     );
+    let p = plan(dir.path(), &plan_text(&[&src, &dst], &[rule]));
     let p = p.to_str().unwrap();
     ferry(&["plan", p], &[]).await.assert_code(0);
     ferry(&["check", "--online", p], &[]).await.assert_code(0);
@@ -205,13 +178,13 @@ async fn a_prune_rule_that_selects_nothing_fails_and_prunes_nothing() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     populate(&src, "team").await;
     let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (
+        format!("{}/team/api", src.addr),
+        format!("{}/x/api", dst.addr),
+    );
     let text = |tags: &str| {
-        format!(
-            "version = 1\n{}\n[[copy]]\nfrom = \"{}/team/api\"\nto = \"{}/x/api\"\n{tags}prune = true\n",
-            insecure(&[&src, &dst]),
-            src.addr,
-            dst.addr
-        )
+        let rule = copy_section(&from, &to, &format!("{tags}prune = true\n"));
+        plan_text(&[&src, &dst], &[rule])
     };
     let p = plan(dir.path(), &text(""));
     let p = p.to_str().unwrap();

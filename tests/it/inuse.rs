@@ -205,22 +205,21 @@ fn kubeconfig_plan(dir: &std::path::Path, host: &str, kube: &FakeKube, context: 
     )
 }
 
+/// Pod `prod/api-7d9f8` running `repo@digest`; its spec names `repo:stable`, a tag that has
+/// moved on.
+fn running_pod(kube: &FakeKube, repo: &str, digest: &str) {
+    let (spec, running) = (format!("{repo}:stable"), format!("{repo}@{digest}"));
+    kube.add(
+        Kind::Pod,
+        pod("prod", "api-7d9f8", &[("api", &spec, &running)]),
+    );
+}
+
 /// A cluster that runs v1.0.0 by digest (its spec names a tag that has moved on), a
 /// Deployment naming v1.0.1, a ReplicaSet of its rollback history naming v1.0.2, and a
 /// StatefulSet revision naming v1.0.5 (kept anyway).
 fn populate(kube: &FakeKube, host: &str, imgs: &[Image]) {
-    kube.add(
-        Kind::Pod,
-        pod(
-            "prod",
-            "api-7d9f8",
-            &[(
-                "api",
-                &format!("{host}/team/api:stable"),
-                &format!("{host}/team/api@{}", imgs[0].digest),
-            )],
-        ),
-    );
+    running_pod(kube, &format!("{host}/team/api"), &imgs[0].digest);
     kube.add(
         Kind::Deployment,
         workload(
@@ -421,18 +420,7 @@ async fn a_kubeconfig_without_a_context_names_its_current_context() {
     let imgs = releases(&reg).await;
     let kube = FakeKube::start(KubeAuth::Token("kube-canary-token".into())).await;
     // The mirror's v1.0.0 runs (its spec names a tag that has moved on).
-    kube.add(
-        Kind::Pod,
-        pod(
-            "prod",
-            "api-7d9f8",
-            &[(
-                "api",
-                &format!("{}/mirror/api:stable", reg.addr),
-                &format!("{}/mirror/api@{}", reg.addr, imgs[0].digest),
-            )],
-        ),
-    );
+    running_pod(&kube, &format!("{}/mirror/api", reg.addr), &imgs[0].digest);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kubeconfig");
     kube.write_kubeconfig(&config, "prod-eu");

@@ -3,10 +3,12 @@
 //! plan's own `rate_limit` observed at the proxy.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 
 use crate::common::*;
 use crate::harness::*;
@@ -29,22 +31,95 @@ async fn images(reg: &Registry, prefix: &str, count: u64) -> Vec<(String, Image)
     out
 }
 
-/// Copy `prefix/*` from `source` (a proxy address) to `dst`.
-fn plan_through(
-    dir: &std::path::Path,
-    source: &str,
-    dst: &Registry,
-    prefix: &str,
-    settings: &str,
-) -> String {
-    let p = copy_plan(
+/// A plan in `dir` copying `prefix/*` from host `source` to host `target` (either may be a
+/// proxy's address), both with `settings`.
+fn plan_through(dir: &Path, source: &str, target: &str, prefix: &str, settings: &str) -> PathBuf {
+    copy_plan(
         dir,
-        &[source, &dst.addr],
+        &[source, target],
         settings,
         &format!("{source}/{prefix}/*"),
-        &format!("{}/{prefix}/*", dst.addr),
-    );
-    p.to_str().unwrap().to_string()
+        &format!("{target}/{prefix}/*"),
+    )
+}
+
+/// Every image of [`images`] is at `dst`, byte for byte.
+async fn assert_all_copied(dst: &Registry, imgs: &[(String, Image)]) {
+    for (repo, img) in imgs {
+        assert_copied(dst, repo, "1.0.0", img).await;
+    }
+}
+
+/// `ferry run --report` of `plan` exits 0 having copied every image of `imgs` to `dst`: the run
+/// and its report.
+async fn run_copying_all(plan: &Path, dst: &Registry, imgs: &[(String, Image)]) -> (Run, Value) {
+    let (run, report) = run_reported(plan, &[]).await;
+    run.assert_code(0);
+    assert_all_copied(dst, imgs).await;
+    (run, report)
+}
+
+/// `count` images under `prefix/` copied to a target behind a proxy with `hook`, as
+/// [`run_copying_all`] does: the proxy's address (the target's name in the plan), and the report.
+async fn copy_to_proxied_target(prefix: &str, count: u64, hook: Hook) -> (String, Value) {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let imgs = images(&src, prefix, count).await;
+    let proxy = Proxy::start(&dst.url, hook).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan_through(dir.path(), &src.addr, &proxy.addr, prefix, "");
+    let (_, report) = run_copying_all(&p, &dst, &imgs).await;
+    (proxy.addr.clone(), report)
+}
+
+/// 429 Too Many Requests with `Retry-After: SECONDS` and distribution's error body.
+fn too_many_requests(seconds: &str) -> Action {
+    Action::Respond(
+        StatusCode::TOO_MANY_REQUESTS,
+        vec![("retry-after", seconds.into())],
+        br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+    )
+}
+
+/// 503 Service Unavailable, as distribution answers it.
+fn unavailable() -> Action {
+    Action::registry_error(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "try later")
+}
+
+/// A hook that answers the first `n` requests that `matches` with `answer()`, and forwards
+/// the rest.
+fn refuse_first(n: usize, matches: fn(&Method, &str) -> bool, answer: fn() -> Action) -> Hook {
+    let refused = Mutex::new(0usize);
+    Arc::new(move |m, uri: &str, _| {
+        let mut k = refused.lock().unwrap();
+        if matches(m, uri) && *k < n {
+            *k += 1;
+            return answer();
+        }
+        Action::Forward
+    })
+}
+
+/// An upload opened: a POST to `/blobs/uploads/`.
+fn upload_post(m: &Method, uri: &str) -> bool {
+    m == "POST" && uri.contains("/blobs/uploads/")
+}
+
+/// A hook that shows `fault` each GET with the how-many-th time its path is asked (1 the
+/// first time); every other request goes through.
+fn on_gets(fault: impl Fn(&str, usize) -> Action + Send + Sync + 'static) -> Hook {
+    let tries: Mutex<HashMap<String, usize>> = Mutex::default();
+    Arc::new(move |m, uri: &str, _| {
+        if m != "GET" {
+            return Action::Forward;
+        }
+        let n = {
+            let mut map = tries.lock().unwrap();
+            let n = map.entry(uri.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        fault(uri, n)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,16 +161,13 @@ async fn a_spent_pull_budget_is_waited_out_not_failed() {
     let dir = tempfile::tempdir().unwrap();
     // One image at a time, so the pulls happen in order and the budget is seen running out
     // (with several in flight, some pulls would meet the 429 first, which is also handled).
-    let p = plan_through(dir.path(), &proxy.addr, &dst, "hub", "");
-    let p = {
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("version = 1\n", "version = 1\nconcurrency = 1\n");
-        std::fs::write(&p, text).unwrap();
-        p
-    };
+    let p = plan_through(dir.path(), &proxy.addr, &dst.addr, "hub", "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("version = 1\n", "version = 1\nconcurrency = 1\n");
+    std::fs::write(&p, text).unwrap();
     let started = Instant::now();
-    let run = ferry(&["run", "--progress", "plain", &p], &[]).await;
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
     assert!(run.stderr.contains("pull limit reached"), "{}", run.stderr);
     assert!(
@@ -104,9 +176,7 @@ async fn a_spent_pull_budget_is_waited_out_not_failed() {
         "{}",
         run.stderr
     );
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
+    assert_all_copied(&dst, &imgs).await;
     // Six pulls at three per 2 s: at least one full wait.
     assert!(
         started.elapsed() >= Duration::from_millis(900),
@@ -120,34 +190,11 @@ async fn a_spent_pull_budget_is_waited_out_not_failed() {
 async fn retry_after_slows_the_whole_host_and_the_run_finishes() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let imgs = images(&src, "busy", 4).await;
-    let served = Arc::new(Mutex::new(0usize));
-    let s = served.clone();
-    let proxy = Proxy::start(
-        &dst.url,
-        Arc::new(move |_, _, _| {
-            let mut n = s.lock().unwrap();
-            *n += 1;
-            if *n <= 3 {
-                return Action::Respond(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    vec![("retry-after", "2".into())],
-                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
-                );
-            }
-            Action::Forward
-        }),
-    )
-    .await;
+    // The first three requests, whatever they are.
+    let hook = refuse_first(3, |_, _| true, || too_many_requests("2"));
+    let proxy = Proxy::start(&dst.url, hook).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
-        dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/busy/*\"\nto = \"{t}/busy/*\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = proxy.addr
-        ),
-    );
+    let p = plan_through(dir.path(), &src.addr, &proxy.addr, "busy", "");
     let started = Instant::now();
     let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
@@ -163,9 +210,7 @@ async fn retry_after_slows_the_whole_host_and_the_run_finishes() {
         "{}",
         run.stderr
     );
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
+    assert_all_copied(&dst, &imgs).await;
 }
 
 /// Issue 21 (what was seen, 6): `wait_seconds` added up the waits of concurrent requests (398 s
@@ -173,55 +218,11 @@ async fn retry_after_slows_the_whole_host_and_the_run_finishes() {
 /// report counts the time some request waited, never more than the run took.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_waits_count_once_in_wait_seconds() {
-    let (src, dst) = (Registry::start().await, Registry::start().await);
-    let imgs = images(&src, "held", 12).await;
-    let served = Arc::new(Mutex::new(0usize));
-    let s = served.clone();
-    let proxy = Proxy::start(
-        &dst.url,
-        Arc::new(move |_, uri: &str, _| {
-            let mut n = s.lock().unwrap();
-            // The first dozen requests for images (past the ping and tokens) are refused.
-            if uri.contains("/held/") && *n < 12 {
-                *n += 1;
-                return Action::Respond(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    vec![("retry-after", "2".into())],
-                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
-                );
-            }
-            Action::Forward
-        }),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let p = plan(
-        dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/held/*\"\nto = \"{t}/held/*\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = proxy.addr
-        ),
-    );
-    let run = ferry(
-        &[
-            "run",
-            p.to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
-    run.assert_code(0);
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let row = &v["registries"][&proxy.addr];
+    // The first dozen requests for images (past the ping and tokens) are refused.
+    let held = |_: &Method, uri: &str| uri.contains("/held/");
+    let hook = refuse_first(12, held, || too_many_requests("2"));
+    let (target, v) = copy_to_proxied_target("held", 12, hook).await;
+    let row = &v["registries"][&target];
     let (waited, seconds) = (
         row["wait_seconds"].as_f64().unwrap(),
         v["totals"]["seconds"].as_f64().unwrap(),
@@ -237,43 +238,26 @@ async fn transient_faults_are_retried_and_every_digest_verifies() {
     // it is served; manifest GETs fail once with a reset body.
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let imgs = images(&src, "flaky", 5).await;
-    let tries: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let t = tries.clone();
-    let proxy = Proxy::start(
-        &src.url,
-        Arc::new(move |m, uri: &str, _| {
-            if m != "GET" {
-                return Action::Forward;
-            }
-            let mut map = t.lock().unwrap();
-            let n = map.entry(uri.to_string()).or_default();
-            *n += 1;
-            match (
-                uri.contains("/blobs/sha256:"),
-                uri.contains("/manifests/sha256:"),
-                *n,
-            ) {
-                (true, _, 1) => Action::registry_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "try later",
-                ),
-                (true, _, 2) => Action::Truncate,
-                (true, _, 3) => Action::Corrupt,
-                (_, true, 1) => Action::Truncate,
-                _ => Action::Forward,
-            }
-        }),
-    )
-    .await;
+    let hook = on_gets(|uri, n| {
+        match (
+            uri.contains("/blobs/sha256:"),
+            uri.contains("/manifests/sha256:"),
+            n,
+        ) {
+            (true, _, 1) => unavailable(),
+            (true, _, 2) => Action::Truncate,
+            (true, _, 3) => Action::Corrupt,
+            (_, true, 1) => Action::Truncate,
+            _ => Action::Forward,
+        }
+    });
+    let proxy = Proxy::start(&src.url, hook).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = plan_through(dir.path(), &proxy.addr, &dst, "flaky", "");
-    let run = ferry(&["run", "--progress", "plain", &p], &[]).await;
+    let p = plan_through(dir.path(), &proxy.addr, &dst.addr, "flaky", "");
+    let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
     run.assert_code(0);
     assert!(run.stderr.contains("retrying"), "{}", run.stderr);
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
+    assert_all_copied(&dst, &imgs).await;
     // Wrong bytes never made it to a complete upload: ferry aborted those uploads before
     // their last bytes (the registry logs the aborts as 500 "client disconnected"), so the
     // registry never had to refuse a finished upload for its digest (400 DIGEST_INVALID).
@@ -296,11 +280,13 @@ async fn the_plan_rate_limit_holds_at_the_proxy() {
     let p = plan_through(
         dir.path(),
         &proxy.addr,
-        &dst,
+        &dst.addr,
         "paced",
         &format!("rate_limit = {{ requests_per_second = {rps}, burst = {burst} }}"),
     );
-    ferry(&["run", &p], &[]).await.assert_code(0);
+    ferry(&["run", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
     let times: Vec<Instant> = proxy.seen().iter().map(|s| s.at).collect();
     assert!(
         times.len() >= 30,
@@ -326,54 +312,9 @@ async fn the_plan_rate_limit_holds_at_the_proxy() {
 async fn a_registry_that_pushes_back_halves_the_window_of_transfers() {
     // 16 images of two blobs (config and layer): 32 uploads. The target answers the first
     // three upload POSTs with 429.
-    let (src, dst) = (Registry::start().await, Registry::start().await);
-    let imgs = images(&src, "window", 16).await;
-    let refused = Arc::new(Mutex::new(0usize));
-    let r = refused.clone();
-    let proxy = Proxy::start(
-        &dst.url,
-        Arc::new(move |m, uri: &str, _| {
-            let mut n = r.lock().unwrap();
-            if m == "POST" && uri.contains("/blobs/uploads/") && *n < 3 {
-                *n += 1;
-                return Action::Respond(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    vec![("retry-after", "1".into())],
-                    br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
-                );
-            }
-            Action::Forward
-        }),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let p = plan(
-        dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/window/*\"\nto = \"{t}/window/*\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = proxy.addr
-        ),
-    );
-    let run = ferry(
-        &[
-            "run",
-            p.to_str().unwrap(),
-            "--report",
-            report.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
-    run.assert_code(0);
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let row = &v["registries"][&proxy.addr];
+    let hook = refuse_first(3, upload_post, || too_many_requests("1"));
+    let (target, v) = copy_to_proxied_target("window", 16, hook).await;
+    let row = &v["registries"][&target];
     assert!(row["throttled"].as_u64().unwrap() >= 3, "{row:#}");
     // It starts at 8 and halves to 4 in the round that saw the 429s; after that it can grow by
     // one per round, and 32 uploads leave room for at most three more rounds (4 + 5 + 6).
@@ -395,43 +336,25 @@ async fn a_registry_that_pushes_back_halves_the_window_of_transfers() {
 async fn a_flaky_source_is_charged_to_the_source_not_the_targets_window() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     let imgs = images(&src, "flaky", 16).await;
-    let tries: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let faults = Arc::new(Mutex::new(0usize));
-    let (t, f) = (tries.clone(), faults.clone());
-    let proxy = Proxy::start(
-        &src.url,
-        Arc::new(move |m, uri: &str, _| {
-            if m != "GET" || !uri.contains("/blobs/sha256:") {
-                return Action::Forward;
-            }
-            let mut map = t.lock().unwrap();
-            let n = map.entry(uri.to_string()).or_default();
-            *n += 1;
-            let action = match *n {
-                1 => Action::registry_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "try later",
-                ),
-                2 => Action::Corrupt,
-                3 => Action::Shorten(1),
-                _ => return Action::Forward,
-            };
-            *f.lock().unwrap() += 1;
-            action
-        }),
-    )
-    .await;
+    let f = faults.clone();
+    let hook = on_gets(move |uri, n| {
+        if !uri.contains("/blobs/sha256:") {
+            return Action::Forward;
+        }
+        let action = match n {
+            1 => unavailable(),
+            2 => Action::Corrupt,
+            3 => Action::Shorten(1),
+            _ => return Action::Forward,
+        };
+        *f.lock().unwrap() += 1;
+        action
+    });
+    let proxy = Proxy::start(&src.url, hook).await;
     let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let p = plan_through(dir.path(), &proxy.addr, &dst, "flaky", "");
-    let run = ferry(&["run", &p, "--report", report.to_str().unwrap()], &[]).await;
-    run.assert_code(0);
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let p = plan_through(dir.path(), &proxy.addr, &dst.addr, "flaky", "");
+    let (run, v) = run_copying_all(&p, &dst, &imgs).await;
     let (source, target) = (&v["registries"][&proxy.addr], &v["registries"][&dst.addr]);
     let faults = *faults.lock().unwrap() as u64;
     assert_eq!(faults, 96, "three faults for each of 32 blobs");
@@ -455,46 +378,9 @@ async fn a_flaky_source_is_charged_to_the_source_not_the_targets_window() {
 /// again) still pushes its window back, as a 429 does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_target_still_halves_its_window() {
-    let (src, dst) = (Registry::start().await, Registry::start().await);
-    let imgs = images(&src, "shaky", 16).await;
-    let failed = Arc::new(Mutex::new(0usize));
-    let f = failed.clone();
-    let proxy = Proxy::start(
-        &dst.url,
-        Arc::new(move |m, uri: &str, _| {
-            let mut n = f.lock().unwrap();
-            if m == "POST" && uri.contains("/blobs/uploads/") && *n < 3 {
-                *n += 1;
-                return Action::registry_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "try later",
-                );
-            }
-            Action::Forward
-        }),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let p = plan(
-        dir.path(),
-        &format!(
-            "version = 1\n{}[registry.\"{t}\"]\ninsecure = true\n[[copy]]\nfrom = \"{}/shaky/*\"\nto = \"{t}/shaky/*\"\n",
-            insecure(&[&src]),
-            src.addr,
-            t = proxy.addr
-        ),
-    );
-    let report_arg = report.to_str().unwrap();
-    let run = ferry(&["run", p.to_str().unwrap(), "--report", report_arg], &[]).await;
-    run.assert_code(0);
-    for (repo, img) in &imgs {
-        assert_copied(&dst, repo, "1.0.0", img).await;
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let row = &v["registries"][&proxy.addr];
+    let hook = refuse_first(3, upload_post, unavailable);
+    let (target, v) = copy_to_proxied_target("shaky", 16, hook).await;
+    let row = &v["registries"][&target];
     assert!(row["retries"].as_u64().unwrap() >= 3, "{row:#}");
     // Halved from 8 in the round of the 503s; 32 uploads leave room for three rounds' growth.
     assert!(

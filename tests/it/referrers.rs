@@ -106,22 +106,6 @@ async fn push_listed(pusher: &Pusher, repo: &str, subject: &Image, referrers: &[
         .await;
 }
 
-/// The digests a fallback referrers index lists, in order.
-async fn fallback_entries(reg: &Registry, repo: &str, subject: &Image) -> Vec<String> {
-    let tag = format!("sha256-{}", hex_of(&subject.digest));
-    let Some((ct, bytes, _)) = reg.pusher().manifest(repo, &tag).await else {
-        return Vec::new();
-    };
-    assert_eq!(ct, OCI_INDEX, "{repo}:{tag} is an OCI index");
-    let v: Value = serde_json::from_slice(&bytes).unwrap();
-    v["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 async fn assert_same_manifest(reg: &Registry, repo: &str, reference: &str, img: &Image) {
     let (_, bytes, digest) = reg
         .pusher()

@@ -58,12 +58,7 @@ async fn report_and_metrics_agree_with_the_registry() {
     let src_stats = &v["registries"][src.addr.as_str()];
     assert!(src_stats["requests"].as_u64().unwrap() > 0, "{v}");
 
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let mut samples = std::collections::HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (name, value) = line.rsplit_once(' ').unwrap();
-        samples.insert(name.to_string(), value.parse::<f64>().unwrap());
-    }
+    let samples = samples(&metrics);
     assert_eq!(
         samples["ferry_images{outcome=\"copied\"}"],
         fx.tagged.len() as f64
@@ -77,23 +72,33 @@ async fn report_and_metrics_agree_with_the_registry() {
     )));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shards_cover_every_repository_once_and_their_reports_merge() {
-    let (src, dst) = (Registry::start().await, Registry::start().await);
-    let img = image(&[layer(50, 2048)], "linux", "amd64", Format::Oci, "shard");
-    for r in 0..9 {
+/// `count` repositories `fleet/svc-N` at `src`, each with one image (layer `seed`) as `1.0.0`.
+async fn fleet(src: &Registry, count: usize, seed: u64) {
+    let img = image(&[layer(seed, 2048)], "linux", "amd64", Format::Oci, "shard");
+    for r in 0..count {
         src.pusher()
             .push(&format!("fleet/svc-{r}"), "1.0.0", &img)
             .await;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+}
+
+/// A plan in `dir` copying `fleet/*` from `src` to `dst`.
+fn fleet_plan(dir: &std::path::Path, src: &Registry, dst: &Registry) -> std::path::PathBuf {
+    copy_plan(
+        dir,
         &[&src.addr, &dst.addr],
         "",
         &format!("{}/fleet/*", src.addr),
         &format!("{}/fleet/*", dst.addr),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_cover_every_repository_once_and_their_reports_merge() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    fleet(&src, 9, 50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = fleet_plan(dir.path(), &src, &dst);
     let p = p.to_str().unwrap();
     let mut reports = Vec::new();
     let mut targets = Vec::new();
@@ -281,28 +286,7 @@ async fn planned_items(
     let shown = ferry(args, env).await;
     let v: serde_json::Value = serde_json::from_str(&shown.stdout)
         .unwrap_or_else(|e| panic!("{args:?}: {e}\n{}\n{}", shown.stdout, shown.stderr));
-    let mut items: Vec<_> = v["copies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let action = match c["action"].as_str().unwrap() {
-                "copy" => "copied",
-                "present" => "present",
-                "unchanged" => "unchanged",
-                "skip" => "skipped",
-                "error" => "failed",
-                other => panic!("plan action {other}"),
-            };
-            (
-                c["source"].as_str().unwrap().to_string(),
-                c["target"].as_str().unwrap().to_string(),
-                action.to_string(),
-            )
-        })
-        .collect();
-    items.sort();
-    (items, shown.code)
+    (planned_rows(&v), shown.code)
 }
 
 /// Issue 21, item 6: `ferry plan --shard I/N` (and `--shards N` with the Job's completion
@@ -312,12 +296,7 @@ async fn planned_items(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_what_each_shard_of_the_run_does() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
-    let img = image(&[layer(51, 2048)], "linux", "amd64", Format::Oci, "shard");
-    for r in 0..8 {
-        src.pusher()
-            .push(&format!("fleet/svc-{r}"), "1.0.0", &img)
-            .await;
-    }
+    fleet(&src, 8, 51).await;
     // One repository whose layer the source lost: its item fails, in the plan as in the run.
     let broken = image(&[layer(52, 2048)], "linux", "amd64", Format::Oci, "broken");
     src.pusher().push("fleet/broken", "1.0.0", &broken).await;
@@ -332,13 +311,7 @@ async fn plan_shows_what_each_shard_of_the_run_does() {
         .await;
     assert_eq!(gone.status(), reqwest::StatusCode::ACCEPTED);
     let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&src.addr, &dst.addr],
-        "",
-        &format!("{}/fleet/*", src.addr),
-        &format!("{}/fleet/*", dst.addr),
-    );
+    let p = fleet_plan(dir.path(), &src, &dst);
     let p = p.to_str().unwrap();
     let json = ["--output", "json"];
 
@@ -379,20 +352,7 @@ async fn plan_shows_what_each_shard_of_the_run_does() {
         assert_eq!(run.code, code, "shard {shard}: {}", run.stderr);
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-        let mut ran: Vec<_> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["source"].as_str().unwrap().to_string(),
-                    i["target"].as_str().unwrap().to_string(),
-                    i["action"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        ran.sort();
-        assert_eq!(&ran, planned, "shard {shard}");
+        assert_eq!(&reported_rows(&v), planned, "shard {shard}");
     }
 
     // Each shard's plan reads that shard's checkpoint: what its run copied is recorded there

@@ -47,75 +47,16 @@ fn layout_tags(dir: &Path) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
-
-/// (source, target, action) of every plan item, in the run's words, sorted.
-fn planned(plan: &Value) -> Vec<(String, String, String)> {
-    let mut out: Vec<_> = plan["copies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"].is_string())
-        .map(|c| {
-            let action = match c["action"].as_str().unwrap() {
-                "copy" => "copied",
-                "skip" => "skipped",
-                "error" => "failed",
-                other => other,
-            };
-            (
-                c["source"].as_str().unwrap().to_string(),
-                c["target"].as_str().unwrap().to_string(),
-                action.to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// (source, target, action) of every report item, sorted.
-fn reported(report: &Value) -> Vec<(String, String, String)> {
-    let mut out: Vec<_> = report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["source"].as_str().unwrap().to_string(),
-                i["target"].as_str().unwrap().to_string(),
-                i["action"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// `ferry plan --output json`, then `ferry run --report`: both outcomes, and the items of both.
 async fn plan_then_run(p: &Path, extra: &[&str]) -> (Run, Value, Run, Value) {
-    let p = p.to_str().unwrap();
-    let mut args = vec!["plan", "--output", "json", p];
+    let mut args = vec!["plan", "--output", "json", p.to_str().unwrap()];
     args.extend(extra);
     let shown = ferry(&args, &[]).await;
-    let report = Path::new(p).with_file_name("report.json");
-    let mut args = vec![
-        "run",
-        "--progress",
-        "plain",
-        "--report",
-        report.to_str().unwrap(),
-        p,
-    ];
-    args.extend(extra);
-    let run = ferry(&args, &[]).await;
+    let (run, report) = run_reported(p, extra).await;
     let plan = json(&shown.stdout);
-    let report = json(&std::fs::read_to_string(report).unwrap());
     assert_eq!(
-        planned(&plan),
-        reported(&report),
+        planned_rows(&plan),
+        reported_rows(&report),
         "plan and run disagree\n--- plan\n{}\n--- run\n{}",
         shown.stdout,
         run.stderr
