@@ -150,7 +150,9 @@ impl Engine {
             .map(|c| &c.manifest)
             .or(d.source_manifest.as_ref())
             .filter(|m| m.digest == d.push_digest);
-        if known.is_some() || dst.registry.counts_pulls() || self.deep {
+        // A HEAD first where it saves a read: the body is in hand (and is not to be read
+        // again, as `deep` does), or a GET would count as a pull.
+        if (known.is_some() && !self.deep) || dst.registry.counts_pulls() {
             let head = dst
                 .registry
                 .head_manifest(&dst.repo, &d.reference)

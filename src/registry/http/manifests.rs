@@ -155,16 +155,7 @@ impl HttpRegistry {
     }
 
     pub(super) async fn delete_manifest_once(&self, repo: &str, digest: &Digest) -> Result<()> {
-        let url = self.manifest_url(repo, digest.as_str()).await?;
-        let (resp, _permit) = self
-            .send(
-                Method::DELETE,
-                &url,
-                &Scope::delete(repo),
-                HeaderMap::new(),
-                Body::Empty,
-            )
-            .await?;
+        let (url, (resp, _permit)) = self.send_delete(repo, digest).await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             // Already gone: the decision holds.
@@ -179,16 +170,7 @@ impl HttpRegistry {
     /// credentials may not delete; the error answer is returned as it came.
     pub(super) async fn probe_delete_once(&self, repo: &str) -> Result<String> {
         let nothing = Digest::parse(&format!("sha256:{}", "0".repeat(64))).expect("a digest");
-        let url = self.manifest_url(repo, nothing.as_str()).await?;
-        let (resp, _permit) = self
-            .send(
-                Method::DELETE,
-                &url,
-                &Scope::delete(repo),
-                HeaderMap::new(),
-                Body::Empty,
-            )
-            .await?;
+        let (url, (resp, _permit)) = self.send_delete(repo, &nothing).await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(
                 "deletes are enabled (a delete of a manifest that does not exist answered 404)"
@@ -200,6 +182,22 @@ impl HttpRegistry {
             )),
             _ => Err(self.status_error(&Method::DELETE, &url, resp).await),
         }
+    }
+
+    /// One `DELETE` of manifest `digest` in `repo`: its URL, and the answer (with the
+    /// connection permit, held while its body is read).
+    async fn send_delete(&self, repo: &str, digest: &Digest) -> Result<(Url, super::send::Answer)> {
+        let url = self.manifest_url(repo, digest.as_str()).await?;
+        let answer = self
+            .send(
+                Method::DELETE,
+                &url,
+                &Scope::delete(repo),
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        Ok((url, answer))
     }
 
     /// Remove `tag` (checked to point at the manifest it is removed from) the
