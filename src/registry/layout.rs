@@ -373,8 +373,10 @@ impl Registry for LayoutRegistry {
                 media_type: None,
             }));
         }
+        // A tag whose manifest blob is gone (a file deleted by hand) points at nothing there.
         Ok(Self::tagged(repo, reference)
             .await?
+            .filter(|(digest, _)| Self::blob_path(repo, digest).exists())
             .map(|(digest, media_type)| ManifestHead { digest, media_type }))
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::graph::BlobState;
 use super::{Counters, Engine, TransferCounters};
 use crate::copy::spool::Lease;
 use crate::copy::{CopyError, Endpoint, Item, Reporter, Transfer};
@@ -193,6 +194,22 @@ impl Engine {
         known: Option<String>,
     ) -> Result<Option<Placed>, CopyError> {
         let (src, dst) = (&item.source, &item.target);
+        // A whole check of another image already found it there: nothing to ask.
+        if matches!(
+            self.blob_seen(dst, &blob.digest),
+            Some(BlobState::There | BlobState::Damaged)
+        ) {
+            return Ok(Some(Placed::Existing));
+        }
+        // A repository that existed before the run is asked first (one HEAD, the first time
+        // anyone in the run asks), so whole checks of other images are told what it held
+        // before this run wrote to it. One the registry listed no tags of when the run first
+        // looked, and that no earlier run recorded writing into (one stopped before its
+        // manifests leaves blobs and no tag), holds only what this run put there
+        // (`blob_placed`, asked before): a mount is its existence check.
+        if !self.target_is_fresh(dst) && self.blob_there(item, blob).await? != BlobState::Missing {
+            return Ok(Some(Placed::Existing));
+        }
         // An earlier run put it somewhere in this registry: a mount candidate only, never
         // trusted as present (a garbage collection may have removed it since).
         let recorded = match known {
@@ -208,8 +225,6 @@ impl Engine {
             .or(recorded)
             .filter(|from| from != &dst.repo)
             .or_else(|| same_registry.then(|| src.repo.clone()));
-        // The mount is itself the existence check: a registry mounts (201) a blob the
-        // repository already holds too. Only when it declines is there anything to ask.
         if let Some(from) = from {
             match dst
                 .registry
@@ -222,18 +237,6 @@ impl Engine {
                     tracing::debug!(error = %e, digest = %blob.digest, "mount refused; transferring");
                 }
             }
-        }
-        // A repository the registry listed no tags of when the run first looked, and that no
-        // earlier run recorded writing into (one stopped before its manifests leaves blobs
-        // and no tag), holds only what this run put there (`blob_placed`, asked before).
-        if !self.target_is_fresh(dst)
-            && dst
-                .registry
-                .blob_exists(&dst.repo, &blob.digest)
-                .await
-                .map_err(|e| target_error(dst, blob, e))?
-        {
-            return Ok(Some(Placed::Existing));
         }
         Ok(None)
     }

@@ -4,9 +4,12 @@
 //! digest is not enough: a clean-up that deletes "untagged" versions removes an index's
 //! children, and a pull of that platform then fails while the tag looks fine.
 //!
-//! Each manifest and blob of a target repository is asked about at most once per run,
-//! however many tags reach it: what was found whole (or put there by this run) is
-//! remembered, and so is what was found missing, until a copy puts it back.
+//! Each manifest and blob of a target repository is looked at once per run, however many
+//! tags reach it, and what that first look saw is what every check of the run is told (a
+//! [`Sighting`]): the target as it was before this run wrote to it. So whether an image is
+//! whole does not depend on which image's copy got to a shared piece first, and `ferry plan`
+//! (the same code over a simulation) says what `ferry run` finds. The copy's own existence
+//! checks of children and blobs go through the same sightings.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use tokio::sync::OnceCell;
 
 use super::target::{repo_digest_key, Destined};
 use super::{Engine, ManifestKey};
-use crate::copy::{join_ref, CopyError, Gap, Item, Part};
+use crate::copy::{join_ref, CopyError, Endpoint, Gap, Item, Part};
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
 use crate::registry::{Digest, Manifest, RegistryError};
 
@@ -33,67 +36,127 @@ pub(super) enum AtTarget {
     Elsewhere(Option<Digest>),
 }
 
-/// What a blob check found.
+/// A manifest of a target repository as the run first saw it.
+#[derive(Clone, Debug)]
+enum Sighting {
+    Missing,
+    /// There, with its body when the look read it (a `GET`; a `HEAD` does not).
+    There(Option<Manifest>),
+}
+
+/// A blob of a target repository as the run first saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BlobState {
+pub(super) enum BlobState {
     There,
     Missing,
     /// Read whole, its bytes do not hash to its digest.
     Damaged,
 }
 
-/// The run's knowledge of target repositories as wholes.
+/// The run's first looks at target repositories' manifests and blobs.
 #[derive(Default)]
 pub(super) struct Graphs {
-    /// Manifests whose whole graph is known to be at the target: found whole, or put there
-    /// by this run after everything they reference.
-    whole: std::sync::Mutex<HashSet<ManifestKey>>,
-    /// Each child manifest looked at: what it lacks (empty: nothing). One look per run; a
-    /// second caller waits for the first.
-    walked: std::sync::Mutex<HashMap<ManifestKey, Arc<OnceCell<Vec<Gap>>>>>,
-    /// Each blob asked about (or read whole).
+    manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<OnceCell<Sighting>>>>,
     blobs: std::sync::Mutex<HashMap<ManifestKey, Arc<OnceCell<BlobState>>>>,
+    /// Manifests whose whole graph the first looks found there (a memo of a walk).
+    whole: std::sync::Mutex<HashSet<ManifestKey>>,
 }
 
 impl Graphs {
+    fn manifest(&self, key: &ManifestKey) -> Arc<OnceCell<Sighting>> {
+        let mut cells = self.manifests.lock().expect("manifest sightings");
+        cells.entry(key.clone()).or_default().clone()
+    }
+
+    fn blob(&self, key: &ManifestKey) -> Arc<OnceCell<BlobState>> {
+        let mut cells = self.blobs.lock().expect("blob sightings");
+        cells.entry(key.clone()).or_default().clone()
+    }
+
     fn is_whole(&self, key: &ManifestKey) -> bool {
         self.whole.lock().expect("whole graphs").contains(key)
     }
 
-    fn walked(&self, key: &ManifestKey) -> Arc<OnceCell<Vec<Gap>>> {
-        let mut walked = self.walked.lock().expect("walked manifests");
-        walked.entry(key.clone()).or_default().clone()
-    }
-
-    fn blob(&self, key: &ManifestKey) -> Arc<OnceCell<BlobState>> {
-        let mut blobs = self.blobs.lock().expect("checked blobs");
-        blobs.entry(key.clone()).or_default().clone()
+    fn found_whole(&self, key: ManifestKey) {
+        self.whole.lock().expect("whole graphs").insert(key);
     }
 }
 
 impl Engine {
-    /// Remember that manifest `digest` is at the target with everything it references (a
-    /// copy put it there after its children and blobs, or a check found it so).
-    pub(super) fn placed_whole(&self, dst: &crate::copy::Endpoint, digest: &Digest) {
-        let mut whole = self.graphs.whole.lock().expect("whole graphs");
-        whole.insert(repo_digest_key(dst, digest));
+    /// Does the target repository have manifest `digest`, as the run first saw it? One `HEAD`
+    /// the first time it is asked in this run (a copy's existence check, or its look before
+    /// it writes).
+    pub(super) async fn manifest_there(
+        &self,
+        dst: &Endpoint,
+        digest: &Digest,
+    ) -> Result<bool, CopyError> {
+        let cell = self.graphs.manifest(&repo_digest_key(dst, digest));
+        let seen = cell
+            .get_or_try_init(|| async {
+                let head = dst.registry.head_manifest(&dst.repo, digest.as_str()).await;
+                Ok::<_, RegistryError>(match head? {
+                    Some(_) => Sighting::There(None),
+                    None => Sighting::Missing,
+                })
+            })
+            .await
+            .map_err(|e| CopyError::Target {
+                reference: join_ref(&dst.display(), digest.as_str()),
+                source: e,
+            })?;
+        Ok(matches!(seen, Sighting::There(_)))
     }
 
-    /// Did a check of child manifest `digest` find something missing below it (so finding
-    /// the manifest itself there does not make it whole)?
-    pub(super) fn lacks_below(&self, dst: &crate::copy::Endpoint, digest: &Digest) -> bool {
-        let key = repo_digest_key(dst, digest);
-        let found = self
-            .graphs
-            .walked
-            .lock()
-            .expect("walked manifests")
-            .get(&key)
-            .cloned();
-        !self.graphs.is_whole(&key)
-            && found
-                .and_then(|c| c.get().cloned())
-                .is_some_and(|g| !g.is_empty())
+    /// Did the run's first looks find something missing below manifest `digest` (so finding
+    /// the manifest itself there does not make it whole)? Asks nothing.
+    pub(super) fn lacks_below(&self, dst: &Endpoint, digest: &Digest) -> bool {
+        self.known_lacking(dst, digest, 0)
+    }
+
+    fn known_lacking(&self, dst: &Endpoint, digest: &Digest, depth: usize) -> bool {
+        let cell = self.graphs.manifest(&repo_digest_key(dst, digest));
+        let Some(Sighting::There(Some(m))) = cell.get() else {
+            return false;
+        };
+        match manifest::parse(&m.media_type, &m.bytes) {
+            Ok(Parsed::Index { children }) if depth < MAX_INDEX_DEPTH => children.iter().any(|c| {
+                let child = self.graphs.manifest(&repo_digest_key(dst, &c.digest));
+                matches!(child.get(), Some(Sighting::Missing))
+                    || self.known_lacking(dst, &c.digest, depth + 1)
+            }),
+            Ok(Parsed::Image { config, layers }) => std::iter::once(&config)
+                .chain(&layers)
+                .filter(|b| !b.is_foreign())
+                .any(|b| {
+                    let cell = self.graphs.blob(&repo_digest_key(dst, &b.digest));
+                    matches!(cell.get(), Some(BlobState::Missing))
+                }),
+            _ => false,
+        }
+    }
+
+    /// Does the target repository have blob `b`, as the run first saw it? One `HEAD` the
+    /// first time it is asked in this run (read whole and verified under `deep`).
+    pub(super) async fn blob_there(&self, item: &Item, b: &Desc) -> Result<BlobState, CopyError> {
+        let dst = &item.target;
+        let cell = self.graphs.blob(&repo_digest_key(dst, &b.digest));
+        let state = cell
+            .get_or_try_init(|| self.check_blob(item, b))
+            .await
+            .map_err(|e| CopyError::Target {
+                reference: format!("{} blob {}", dst.display(), b.digest),
+                source: e,
+            })?;
+        Ok(*state)
+    }
+
+    /// What the run already saw of blob `digest` in the target repository, without asking.
+    pub(super) fn blob_seen(&self, dst: &Endpoint, digest: &Digest) -> Option<BlobState> {
+        self.graphs
+            .blob(&repo_digest_key(dst, digest))
+            .get()
+            .copied()
     }
 
     /// Does the target hold what this item would put there, whole?
@@ -103,18 +166,24 @@ impl Engine {
             Ok(top) => top,
             Err(elsewhere) => return Ok(AtTarget::Elsewhere(elsewhere)),
         };
-        let mut gaps = match self.graphs.is_whole(&repo_digest_key(dst, &top.digest)) {
-            true => Vec::new(),
-            false => {
-                let only = d.chosen.as_ref().map(|c| c.children.as_slice());
-                let found = self.gaps_below(item, &top, only, Vec::new()).await?;
-                if found.is_empty() {
-                    self.placed_whole(dst, &top.digest);
-                    self.placed_manifest(dst, &top.digest);
-                }
-                found
+        let key = repo_digest_key(dst, &top.digest);
+        let cell = self.graphs.manifest(&key);
+        // A tag that pointed at a manifest the run first saw missing (a layout whose blob
+        // file was deleted; a copy of another image may have put it back since) pointed at
+        // nothing.
+        if let Some(Sighting::Missing) = cell.get() {
+            return Ok(AtTarget::Elsewhere(None));
+        }
+        // What a tag points at is there: a later look at it by digest is told so.
+        let _ = cell.set(Sighting::There(Some(top.clone())));
+        let mut gaps = Vec::new();
+        if !self.graphs.is_whole(&key) {
+            let only = d.chosen.as_ref().map(|c| c.children.as_slice());
+            gaps = self.gaps_below(item, &top, only, Vec::new()).await?;
+            if gaps.is_empty() && only.is_none() {
+                self.graphs.found_whole(key);
             }
-        };
+        }
         if let Some(subject) = &item.subject {
             if !self.listed(item, subject, &top).await? {
                 gaps.push(Gap {
@@ -131,15 +200,22 @@ impl Engine {
     }
 
     /// The manifest the item's target reference points at, when it is the one the item puts
-    /// there; else what it points at (`None`: nothing). A body already in hand (the source's,
-    /// or the index a platform list chose) needs only a HEAD; otherwise one GET gives digest
-    /// and body (a HEAD first where a GET counts as a pull).
+    /// there; else what it points at (`None`: nothing). By digest, the run's first look at
+    /// that digest. By tag, a body already in hand (the source's, or the index a platform
+    /// list chose) needs only a HEAD; otherwise one GET gives digest and body (a HEAD first
+    /// where a GET counts as a pull).
     async fn target_top(
         &self,
         item: &Item,
         d: &Destined,
     ) -> Result<Result<Manifest, Option<Digest>>, CopyError> {
         let dst = &item.target;
+        if item.target_tag.is_none() {
+            return Ok(match self.sight(item, &d.push_digest).await? {
+                Some(m) => Ok(m),
+                None => Err(None),
+            });
+        }
         let err = |e| CopyError::Target {
             reference: item.target_display(),
             source: e,
@@ -239,7 +315,7 @@ impl Engine {
     }
 
     /// What the target lacks of child manifest `child` of index `within`: the manifest
-    /// itself, or something below it. Looked at once per run.
+    /// itself, or something below it.
     async fn child_gaps(
         &self,
         item: &Item,
@@ -261,63 +337,70 @@ impl Engine {
                 ),
             });
         }
-        let cell = self.graphs.walked(&key);
-        let gaps = cell
-            .get_or_try_init(|| async {
-                let Some(m) = self.target_child(item, child).await? else {
-                    return Ok(vec![Gap {
-                        part: Part::Manifest {
-                            platform: child.platform.clone(),
-                        },
-                        digest: child.digest.clone(),
-                        within: Some(within.clone()),
-                    }]);
-                };
-                let gaps = self.gaps_below(item, &m, None, path.to_vec()).await?;
-                // Lacking something below, it is not "placed": a copy must go through it.
-                if gaps.is_empty() {
-                    self.placed_manifest(dst, &child.digest);
-                    self.placed_whole(dst, &child.digest);
-                }
-                Ok::<_, CopyError>(gaps)
-            })
-            .await?;
-        Ok(gaps.clone())
+        let Some(m) = self.sight(item, &child.digest).await? else {
+            return Ok(vec![Gap {
+                part: Part::Manifest {
+                    platform: child.platform.clone(),
+                },
+                digest: child.digest.clone(),
+                within: Some(within.clone()),
+            }]);
+        };
+        let gaps = self.gaps_below(item, &m, None, path.to_vec()).await?;
+        if gaps.is_empty() {
+            self.graphs.found_whole(key);
+        }
+        Ok(gaps)
     }
 
-    /// A child manifest at the target, or `None` when it is not there. One GET gives presence
-    /// and body; where a GET counts as a pull, a HEAD says whether it is there and the body
-    /// is read from the source (the digest is the same).
-    async fn target_child(&self, item: &Item, child: &Desc) -> Result<Option<Manifest>, CopyError> {
+    /// Manifest `digest` of the item's target repository as the run first saw it, with its
+    /// body (`None`: missing). One GET gives presence and body; where a GET counts as a pull,
+    /// a HEAD says whether it is there and the body is read from the source (the digest is
+    /// the same).
+    async fn sight(&self, item: &Item, digest: &Digest) -> Result<Option<Manifest>, CopyError> {
         let dst = &item.target;
-        let reference = child.digest.as_str();
+        let reference = digest.as_str();
         let err = |e| CopyError::Target {
             reference: join_ref(&dst.display(), reference),
             source: e,
         };
-        if dst.registry.counts_pulls() && !self.deep {
-            let head = dst.registry.head_manifest(&dst.repo, reference).await;
-            if head.map_err(err)?.is_none() {
-                return Ok(None);
-            }
-            let src = &item.source;
-            if !src.registry.counts_pulls() {
-                let m = src.registry.get_manifest(&src.repo, reference).await;
-                return m.map(Some).map_err(|e| CopyError::Source {
+        let cell = self.graphs.manifest(&repo_digest_key(dst, digest));
+        let seen = cell
+            .get_or_try_init(|| async {
+                if dst.registry.counts_pulls() && !self.deep {
+                    let head = dst.registry.head_manifest(&dst.repo, reference).await;
+                    return Ok(match head.map_err(err)? {
+                        Some(_) => Sighting::There(None),
+                        None => Sighting::Missing,
+                    });
+                }
+                match dst.registry.get_manifest(&dst.repo, reference).await {
+                    Ok(m) => Ok(Sighting::There(Some(m))),
+                    Err(e) if e.is_not_found() => Ok(Sighting::Missing),
+                    Err(e) => Err(err(e)),
+                }
+            })
+            .await?;
+        match seen {
+            Sighting::Missing => Ok(None),
+            Sighting::There(Some(m)) => Ok(Some(m.clone())),
+            // Seen by a HEAD: the body, from the source where a GET there counts no pull.
+            Sighting::There(None) => {
+                let src = &item.source;
+                let m = match src.registry.counts_pulls() {
+                    false => src.registry.get_manifest(&src.repo, reference).await,
+                    true => dst.registry.get_manifest(&dst.repo, reference).await,
+                };
+                m.map(Some).map_err(|e| CopyError::Source {
                     reference: join_ref(&src.display(), reference),
                     source: e,
-                });
+                })
             }
-        }
-        match dst.registry.get_manifest(&dst.repo, reference).await {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(err(e)),
         }
     }
 
-    /// Whether blob `b` (a `part` of image `within`) is at the target: asked once per run
-    /// (read whole and verified under `deep`), unless this run put it there.
+    /// Whether blob `b` (a `part` of image `within`) is at the target, as the run first saw
+    /// it.
     async fn blob_gap(
         &self,
         item: &Item,
@@ -325,25 +408,8 @@ impl Engine {
         part: Part,
         within: &Digest,
     ) -> Result<Vec<Gap>, CopyError> {
-        let dst = &item.target;
-        if !self.deep && self.blob_placed(dst, &b.digest) {
-            return Ok(Vec::new());
-        }
-        let cell = self.graphs.blob(&repo_digest_key(dst, &b.digest));
-        let state = *cell
-            .get_or_try_init(|| self.check_blob(item, &b))
-            .await
-            .map_err(|e| CopyError::Target {
-                reference: format!("{} blob {}", dst.display(), b.digest),
-                source: e,
-            })?;
-        let part = match state {
-            BlobState::There => {
-                self.placed_blob(dst, &b.digest);
-                return Ok(Vec::new());
-            }
-            // Put back by this run since it was found missing.
-            BlobState::Missing if self.blob_placed(dst, &b.digest) => return Ok(Vec::new()),
+        let part = match self.blob_there(item, &b).await? {
+            BlobState::There => return Ok(Vec::new()),
             BlobState::Missing => part,
             BlobState::Damaged => Part::Damaged,
         };

@@ -464,6 +464,12 @@ impl Engine {
         let pushed = {
             let slot = self.manifest_slot(dst, &to_push.digest);
             let _writing = slot.write().await;
+            // Before writing it, look once, so whole checks of other images reaching this
+            // manifest are told what the target held before this run (a repository that did
+            // not exist held nothing).
+            if !self.target_is_fresh(dst) {
+                self.manifest_there(dst, &to_push.digest).await?;
+            }
             let _children = self.hold_children(dst, to_push).await;
             dst.registry
                 .put_manifest(&dst.repo, reference, to_push)
@@ -492,7 +498,6 @@ impl Engine {
                 })?
         };
         self.placed_manifest(dst, &to_push.digest);
-        self.placed_whole(dst, &to_push.digest);
         if let Some(subject) = manifest::subject_of(&to_push.bytes) {
             if !pushed.subject_indexed {
                 self.index_referrer(dst, &subject, to_push).await?;

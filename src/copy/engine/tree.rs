@@ -203,20 +203,14 @@ impl Engine {
         if self.manifest_placed(dst, &child.digest) {
             return Ok(());
         }
+        // As the run first saw it (one HEAD the first time anyone asks).
         let present = match self.target_is_fresh(dst) {
-            true => None,
-            false => dst
-                .registry
-                .head_manifest(&dst.repo, child.digest.as_str())
-                .await
-                .map_err(|e| CopyError::Target {
-                    reference: child_dst.clone(),
-                    source: e,
-                })?,
+            true => false,
+            false => self.manifest_there(dst, &child.digest).await?,
         };
         // There, and not found lacking anything below it by a whole check: nothing to do.
         // (Found lacking a layer, it is copied again below: its PUT is harmless.)
-        if present.is_some() && !self.lacks_below(dst, &child.digest) {
+        if present && !self.lacks_below(dst, &child.digest) {
             self.placed_manifest(dst, &child.digest);
             return Ok(());
         }
@@ -248,7 +242,6 @@ impl Engine {
                 source: e,
             })?;
         self.placed_manifest(dst, &child.digest);
-        self.placed_whole(dst, &child.digest);
         counters.manifests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
