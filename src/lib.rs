@@ -15,12 +15,14 @@
 //!
 //! - [`cli`]: clap types only.
 //! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes. `app::execute`
-//!   runs a plan's copy stages and retention for `run` and `plan` alike.
+//!   runs a plan's copy stages and retention for `run` and `plan` alike, and the copy stages
+//!   alone, changing nothing, for `verify`.
 //! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics; implements
 //!   [`copy::Reporter`].
 //! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
-//! - [`copy`]: rule resolution and the idempotent, concurrent copy engine; the
-//!   [`copy::Journal`] and [`copy::Reporter`] traits it calls.
+//! - [`copy`]: rule resolution and the idempotent, concurrent copy engine (which also checks
+//!   an image at its target whole); the [`copy::Journal`] and [`copy::Reporter`] traits it
+//!   calls.
 //! - [`retention`]: inventory, pure selection with graph protection, top-down deletion.
 //! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, column and field,
 //!   never a value from the plan.
