@@ -56,6 +56,22 @@ async fn namespace_wildcard_pages_through_the_hub_api() {
         .count();
     assert_eq!(pages, 2, "{:?}", hub.requests());
 
+    // Issue 21: an audit of a Docker Hub mirror spends no pull of the budget: the source's
+    // tags are asked with HEADs, the manifests read at the target.
+    reg.sync_log().await;
+    let before = reg.requests().len();
+    ferry(&["verify", p.to_str().unwrap()], &[])
+        .await
+        .assert_code(0);
+    reg.sync_log().await;
+    let asked: Vec<String> = reg.requests()[before..]
+        .iter()
+        .filter(|r| r.uri.contains("/manifests/"))
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect();
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert!(asked.iter().all(|r| r.starts_with("HEAD ")), "{asked:?}");
+
     // Logged in with the registry credentials: private repositories too.
     let p = plan(
         dir.path(),

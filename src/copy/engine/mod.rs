@@ -309,7 +309,7 @@ impl Engine {
     /// A fresh record ([`crate::copy::Recorded::fresh`]) of an immutable tag or a digest is trusted
     /// outright, and of a mutable tag after one look at the source. Anything else is checked
     /// against both registries now: the source (a tag re-pushed there is copied again,
-    /// reported `updated`) and the target, whole ([`graph`]: a child or layer missing there
+    /// reported `updated`) and the target, whole (`graph`: a child or layer missing there
     /// is put back).
     pub async fn copy_one(&self, item: &Item) -> Result<Outcome, CopyError> {
         let started = Instant::now();
