@@ -127,20 +127,8 @@ async fn a_failed_subject_leaves_no_referrer_at_the_target() {
     let w = world();
     let repo = "team/app";
     // v1's manifest names a layer the source does not have.
-    let layer = format!(
-        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":4}}"#,
-        Digest::sha256_of(b"gone")
-    );
-    let config = w.src.add_blob(repo, b"{}");
-    let body = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{layer}]}}"#,
-        manifest::OCI_MANIFEST
-    );
-    w.src
-        .add_manifest(repo, "v1", manifest::OCI_MANIFEST, body.as_bytes());
-    let (sig, _) = w
-        .src
-        .push_signature(repo, &Digest::sha256_of(body.as_bytes()));
+    let v1 = lacking_a_layer(&w, repo);
+    let (sig, _) = w.src.push_signature(repo, &v1);
     let p = plan(&format!(
         "[[copy]]\nfrom = \"{SRC}/team/app\"\nto = \"{DST}/team/app\"\n"
     ));
@@ -318,22 +306,9 @@ async fn two_sources_of_the_same_images_both_succeed_and_both_sides_referrers_tr
 async fn a_contested_tag_whose_first_writer_failed_fails_and_keeps_its_referrers_behind() {
     let w = world();
     // The same manifest in both, naming a layer neither has.
-    let layer = format!(
-        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":4}}"#,
-        Digest::sha256_of(b"gone")
-    );
-    let mut digest = None;
-    for repo in ["a/app", "b/app"] {
-        let config = w.src.add_blob(repo, b"{}");
-        let body = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{layer}]}}"#,
-            manifest::OCI_MANIFEST
-        );
-        w.src
-            .add_manifest(repo, "v1", manifest::OCI_MANIFEST, body.as_bytes());
-        digest = Some(Digest::sha256_of(body.as_bytes()));
-    }
-    let (sig, _) = w.src.push_signature("b/app", &digest.unwrap());
+    lacking_a_layer(&w, "a/app");
+    let digest = lacking_a_layer(&w, "b/app");
+    let (sig, _) = w.src.push_signature("b/app", &digest);
     let outcomes = copy_by_source(&w, &consolidating()).await;
     assert_eq!(action(&outcomes[&format!("{SRC}/a/app:v1")]), "failed");
     let why = reason(&outcomes[&format!("{SRC}/b/app:v1")]);
@@ -375,4 +350,21 @@ async fn contested_items_wait_for_their_winners_in_another_batch() {
         tags.contains_key(&sig) && tags.contains_key(&b_sig),
         "{tags:?}"
     );
+}
+
+/// Tag `v1` of `repo` at the source: a manifest naming a layer the source does not have (its
+/// copy fails); its digest.
+fn lacking_a_layer(w: &World, repo: &str) -> Digest {
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":4}}"#,
+        Digest::sha256_of(b"gone")
+    );
+    let config = w.src.add_blob(repo, b"{}");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{layer}]}}"#,
+        manifest::OCI_MANIFEST
+    );
+    w.src
+        .add_manifest(repo, "v1", manifest::OCI_MANIFEST, body.as_bytes());
+    Digest::sha256_of(body.as_bytes())
 }
