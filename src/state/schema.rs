@@ -115,6 +115,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      UPDATE runs SET pruned = (SELECT COUNT(*) FROM deletions
                                WHERE deletions.run = runs.id AND deletions.reason LIKE 'prune:%');
      UPDATE runs SET deleted = MAX(0, deleted - pruned);",
+    // 8: deletion that can be undone, and refusals that are not tried again. A deletion keeps
+    // what `ferry restore` needs to put it back: the manifest's media type and exact bytes (a
+    // GHCR package version is restored by its `version_id` instead), and when a restore put it
+    // back (NULL: not restored; a second restore skips it). A deletion the registry refuses for
+    // good (GHCR: a public version with more than 5,000 downloads) is remembered in
+    // `refusals`, with the registry's reason, so the next run reports it instead of asking
+    // again.
+    "ALTER TABLE deletions ADD COLUMN media_type TEXT;
+     ALTER TABLE deletions ADD COLUMN manifest BLOB;
+     ALTER TABLE deletions ADD COLUMN restored_at INTEGER;
+     CREATE TABLE refusals (
+         registry   TEXT NOT NULL,
+         repo       TEXT NOT NULL,
+         digest     TEXT NOT NULL,
+         version_id TEXT,
+         reason     TEXT NOT NULL,
+         first_at   INTEGER NOT NULL,
+         last_at    INTEGER NOT NULL,
+         PRIMARY KEY (registry, repo, digest)
+     );",
 ];
 
 /// The schema version this build writes and understands.
