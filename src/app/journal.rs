@@ -12,7 +12,9 @@ use crate::registry::{Digest, Midstate, Parked, UploadProgress};
 use crate::report::error_chain;
 use crate::retention::prune::{Copied, Ledger};
 use crate::retention::{self, Deletion};
-use crate::state::{ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write};
+use crate::state::{
+    DeletionRecord, ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write,
+};
 
 /// What an execution records through: the copy engine's journal and retention's, one
 /// checkpoint.
@@ -272,6 +274,10 @@ impl Journal for StateJournal {
 }
 
 impl retention::Journal for StateJournal {
+    fn keeps_manifests(&self) -> bool {
+        self.state.is_some()
+    }
+
     fn ledger(&self) -> Ledger {
         let mut ledger = Ledger::default();
         for ((registry, repo, reference), item) in &self.snapshot.items {
@@ -314,11 +320,13 @@ impl retention::Journal for StateJournal {
             digest: d.digest.to_string(),
             tags: d.tags.join(", "),
             reason: if d.tags_only {
-                format!("{} (tag only)", d.reason)
+                format!("{}{}", d.reason, DeletionRecord::TAG_ONLY)
             } else {
                 d.reason.to_string()
             },
             version_id: d.version_id.map(str::to_string),
+            media_type: d.manifest.map(|m| m.media_type.clone()),
+            manifest: d.manifest.map(|m| m.bytes.to_vec()),
         });
         // Whatever a record said about these references is no longer true at the target.
         let mut refs = d.tags.to_vec();

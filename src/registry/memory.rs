@@ -108,6 +108,15 @@ impl MemoryRegistry {
             .unwrap_or_default()
     }
 
+    /// Take a blob out of `repo`, as a registry's garbage collection does once nothing names
+    /// it.
+    pub fn collect_blob(&self, repo: &str, digest: &Digest) {
+        let mut inner = self.inner.lock().expect("memory registry");
+        if let Some(r) = inner.repos.get_mut(repo) {
+            r.blobs.remove(digest);
+        }
+    }
+
     /// Does `repo` hold this manifest?
     pub fn has_manifest(&self, repo: &str, digest: &Digest) -> bool {
         let inner = self.inner.lock().expect("memory registry");

@@ -358,6 +358,15 @@ pub trait Registry: Send + Sync {
     /// ([`placeholder`]), which is then deleted.
     async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>>;
 
+    /// Put back a manifest its registry's own API deleted, by the id it recorded for it
+    /// ([`Registry::delete_manifest`]'s: a GHCR package version, which GitHub keeps restorable
+    /// for 30 days). `Ok(false)` where the registry has no such API: push the manifest's
+    /// bytes back instead. A version the registry no longer has is an error that
+    /// [`RegistryError::is_not_found`].
+    async fn restore_version(&self, _repo: &str, _id: &str) -> Result<bool> {
+        Ok(false)
+    }
+
     /// What the registry records beyond the distribution API: every manifest of a repository
     /// with its own id, tags and push time, untagged ones included (GHCR's package versions).
     /// `None` where the registry has no such API.

@@ -11,7 +11,11 @@ use futures::{StreamExt, TryStreamExt};
 use super::Image;
 use crate::reference::names;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, ManifestRecord, Registry, RegistryError};
+use crate::registry::{Digest, Manifest, ManifestRecord, Registry, RegistryError};
+
+/// The manifests an inventory read, by digest, exactly as the registry gave them: what a
+/// deletion keeps so `ferry restore` can put it back, at no extra request.
+pub type Manifests = HashMap<Digest, Manifest>;
 
 /// Tags and manifests read at once.
 const READ_CONCURRENCY: usize = 8;
@@ -34,6 +38,8 @@ fn parse_created(bytes: &[u8]) -> Option<SystemTime> {
 }
 
 struct Read {
+    /// The manifest as read.
+    raw: Manifest,
     media_type: String,
     parsed: Parsed,
     subject: Option<Digest>,
@@ -57,7 +63,8 @@ async fn read_manifest(
     })?;
     let subject = manifest::subject_of(&m.bytes);
     Ok(Read {
-        media_type: m.media_type,
+        media_type: m.media_type.clone(),
+        raw: m,
         parsed,
         subject,
         referrers: Vec::new(),
@@ -87,18 +94,58 @@ async fn created_of(
 /// Every image of a repository: tagged manifests, the children of indexes (recursively), and
 /// referrers found through cosign-style tags. An index's creation time is its newest child's.
 pub async fn read(registry: &dyn Registry, repo: &str) -> Result<Vec<Image>, RegistryError> {
+    Ok(read_keeping(registry, repo).await?.0)
+}
+
+/// [`read`], and the manifests it read on the way (none where the registry's own API
+/// described the repository).
+pub async fn read_keeping(
+    registry: &dyn Registry,
+    repo: &str,
+) -> Result<(Vec<Image>, Manifests), RegistryError> {
     // Where the registry's own API describes the repository whole (Docker Hub's tag list),
     // read nothing else: every manifest GET there counts against the pull limit.
     let records = registry.manifest_records(repo).await?.unwrap_or_default();
     if !records.is_empty() && records.iter().all(|r| r.children.is_some()) {
-        return Ok(from_records(records));
+        return Ok((from_records(records), Manifests::new()));
     }
     let tagged = tagged(registry, repo).await?;
-    let mut images = walk(registry, repo, &tagged, &records).await?;
+    let (mut images, manifests) = walk(registry, repo, &tagged, &records).await?;
     date(&mut images, &records);
     let mut out: Vec<Image> = images.into_values().collect();
     out.sort_by(|a, b| a.digest.cmp(&b.digest));
-    Ok(out)
+    Ok((out, manifests))
+}
+
+/// Read the manifests of `digests` that `manifests` lacks, so their deletion keeps them: one
+/// GET each (on Docker Hub, a pull each). One that cannot be read is left out, and its
+/// deletion is recorded without it (`ferry restore` then says it cannot put it back).
+pub async fn keep_for_restore<'a>(
+    registry: &dyn Registry,
+    repo: &str,
+    digests: impl IntoIterator<Item = &'a Digest>,
+    manifests: &mut Manifests,
+) {
+    let missing: Vec<&Digest> = digests
+        .into_iter()
+        .filter(|d| !manifests.contains_key(*d))
+        .collect();
+    let read: Vec<Option<Manifest>> = futures::stream::iter(missing)
+        .map(|d| async move {
+            match registry.get_manifest(repo, d.as_str()).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::debug!("{}/{repo}@{d}: not kept for restore: {e}", registry.name());
+                    None
+                }
+            }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    for m in read.into_iter().flatten() {
+        manifests.insert(m.digest.clone(), m);
+    }
 }
 
 /// Every tag of the repository, by the digest it points at.
@@ -137,8 +184,9 @@ async fn walk(
     repo: &str,
     tagged: &BTreeMap<Digest, Vec<String>>,
     records: &[ManifestRecord],
-) -> Result<HashMap<Digest, Image>, RegistryError> {
+) -> Result<(HashMap<Digest, Image>, Manifests), RegistryError> {
     let mut images: HashMap<Digest, Image> = HashMap::new();
+    let mut manifests = Manifests::new();
     let mut frontier: Vec<(Digest, usize)> = tagged
         .keys()
         .chain(records.iter().map(|r| &r.digest))
@@ -185,10 +233,11 @@ async fn walk(
                 children,
                 subject,
             };
+            manifests.insert(digest.clone(), r.raw);
             images.insert(digest, image);
         }
     }
-    Ok(images)
+    Ok((images, manifests))
 }
 
 /// One manifest, what the referrers API (where `api`) lists for it, and its creation time.

@@ -4,13 +4,20 @@
 
 use std::time::SystemTime;
 
-use crate::registry::Digest;
+use crate::registry::{Digest, Manifest};
 
 pub trait Journal: Send + Sync {
     /// Retention deleted `digest` from `repo` of registry `registry`, and with it `tags`:
     /// recorded for the audit, and every record that would let a later run trust what is gone
     /// is forgotten.
     fn deleted(&self, _deletion: &Deletion<'_>) {}
+
+    /// Does this journal keep what [`Journal::deleted`] is given (a checkpoint that
+    /// `ferry restore` reads)? Only then is a manifest the inventory did not read (Docker
+    /// Hub's, described by its tag API) read before it is deleted, so it can be kept.
+    fn keeps_manifests(&self) -> bool {
+        false
+    }
 
     /// What the checkpoint recorded that pruning judges ownership by (none: prune nothing).
     fn ledger(&self) -> super::prune::Ledger {
@@ -36,4 +43,7 @@ pub struct Deletion<'a> {
     pub version_id: Option<&'a str>,
     /// Only `tags` were removed; the manifest stays (pruning a tag an image kept shares).
     pub tags_only: bool,
+    /// The manifest as it was (media type and exact bytes), kept so `ferry restore` can put
+    /// it back; `None` where it could not be read.
+    pub manifest: Option<&'a Manifest>,
 }

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod inventory;
 pub mod journal;
 pub mod prune;
+pub mod restore;
 pub mod run;
 pub mod select;
 
@@ -147,6 +148,8 @@ pub struct RepoPlan {
     pub repository: String,
     pub repo: String,
     pub images: Vec<Image>,
+    /// The manifests the inventory read, for the deletions to keep ([`Deletion::manifest`]).
+    pub manifests: inventory::Manifests,
     pub decisions: Result<RepoDecisions, crate::registry::RegistryError>,
 }
 
@@ -179,6 +182,7 @@ pub async fn plan_policy(
                     repository: policy.repository.to_string(),
                     repo: e.name.clone(),
                     images: Vec::new(),
+                    manifests: Default::default(),
                     decisions: Err(e.into()),
                 }));
                 good
@@ -189,6 +193,7 @@ pub async fn plan_policy(
                     repository: policy.repository.to_string(),
                     repo: policy.repository.repository.clone(),
                     images: Vec::new(),
+                    manifests: Default::default(),
                     decisions: Err(e),
                 }]
             }
@@ -200,13 +205,14 @@ pub async fn plan_policy(
         if !owns(&repository) {
             continue;
         }
-        match inventory::read(registry, &repo).await {
-            Ok(images) => {
+        match inventory::read_keeping(registry, &repo).await {
+            Ok((images, manifests)) => {
                 let decisions = select::select_pinned(&images, &policy.rule, now, &pins(&repo));
                 out.push(RepoPlan {
                     repository,
                     repo,
                     images,
+                    manifests,
                     decisions: Ok(decisions),
                 });
             }
@@ -214,6 +220,7 @@ pub async fn plan_policy(
                 repository,
                 repo,
                 images: Vec::new(),
+                manifests: Default::default(),
                 decisions: Err(e),
             }),
         }

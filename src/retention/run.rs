@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::apply::{apply, Deleted};
-use super::{plan_policy, Deletion, Journal, Pins, RepoPlan};
+use super::inventory::keep_for_restore;
+use super::{plan_policy, Action, Deletion, Journal, Pins, RepoPlan};
 use crate::plan::{Location, RetainPolicy};
-use crate::registry::Registry;
+use crate::registry::{Digest, Registry};
 
 /// Pins by repository: what other steps of the plan need in each one.
 #[derive(Clone, Debug, Default)]
@@ -105,7 +106,10 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
     let name = registry.name().to_string();
     let pins_for = |repo: &str| cx.pins.get(&name, repo);
     let mut out = Vec::new();
-    for plan in plan_policy(policy, registry.as_ref(), cx.now, cx.owns, &pins_for).await {
+    for mut plan in plan_policy(policy, registry.as_ref(), cx.now, cx.owns, &pins_for).await {
+        if cx.journal.keeps_manifests() {
+            keep_doomed(registry.as_ref(), &mut plan).await;
+        }
         let deletions = carry_out(registry.as_ref(), &plan).await;
         for d in &deletions {
             if let Ok(version_id) = &d.result {
@@ -118,6 +122,7 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
                     reason: &d.decision.reason,
                     version_id: version_id.as_deref(),
                     tags_only: false,
+                    manifest: plan.manifests.get(&d.decision.digest),
                 });
             }
         }
@@ -137,6 +142,21 @@ async fn carry_out(registry: &dyn Registry, plan: &RepoPlan) -> Vec<Deleted> {
         Ok(d) if d.held_back.is_none() => apply(registry, &plan.repo, &plan.images, d).await,
         _ => Vec::new(),
     }
+}
+
+/// Read, before anything is deleted, the manifests of the deletions to come that the
+/// inventory did not read (Docker Hub's), so each deletion keeps what restores it.
+async fn keep_doomed(registry: &dyn Registry, plan: &mut RepoPlan) {
+    let doomed: Vec<Digest> = match &plan.decisions {
+        Ok(d) if d.held_back.is_none() => d
+            .decisions
+            .iter()
+            .filter(|d| d.action == Action::Delete)
+            .map(|d| d.digest.clone())
+            .collect(),
+        _ => return,
+    };
+    keep_for_restore(registry, &plan.repo, &doomed, &mut plan.manifests).await;
 }
 
 /// `deleted REPOSITORY@SHORT (TAGS): REASON`, the line people read for a deletion made.
@@ -161,8 +181,7 @@ pub(crate) fn told(verb: &str, repository: &str, d: &super::Decision) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Digest;
-    use crate::retention::{Action, Decision};
+    use crate::retention::Decision;
 
     #[test]
     fn a_layout_path_has_one_key_however_it_is_spelled() {

@@ -30,8 +30,8 @@ use rusqlite::Connection;
 
 use owner::{Command, Owner};
 pub use records::{
-    BlobState, ItemRecord, ItemState, ItemStatus, RunOutcome, RunSummary, RunTotals, Snapshot,
-    UploadState, Write, MAX_ERROR_CHARS,
+    BlobState, DeletionRecord, ItemRecord, ItemState, ItemStatus, RunOutcome, RunSummary,
+    RunTotals, Snapshot, UploadState, Write, MAX_ERROR_CHARS,
 };
 
 /// The id of a row in `runs`, as SQLite assigns it.
@@ -297,6 +297,16 @@ impl State {
         self.call(move |owner| owner.run_summary(run))
     }
 
+    /// The deletions of `run` (`None`: the last run that deleted something), in the order
+    /// they were made, with what each kept for `ferry restore`; `Ok(None)` when that run
+    /// deleted nothing (or there is none).
+    pub fn deletions(
+        &self,
+        run: Option<RunId>,
+    ) -> Result<Option<(RunId, Vec<DeletionRecord>)>, StateError> {
+        self.call(move |owner| owner.deletions(run))
+    }
+
     /// When the last run that succeeded ended (unix seconds, as `ended_at`); `None` when no
     /// run of this checkpoint succeeded. A failed run's metrics carry it over.
     pub fn last_success(&self) -> Result<Option<i64>, StateError> {
@@ -470,6 +480,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod restore_tests;
 #[cfg(test)]
 mod runs_tests;
 #[cfg(test)]

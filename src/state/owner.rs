@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection};
 
 use super::{
-    ItemRecord, RunId, RunOutcome, RunSummary, RunTotals, Snapshot, StateError, Write, BATCH_DELAY,
-    BATCH_WRITES, MAX_ERROR_CHARS,
+    DeletionRecord, ItemRecord, RunId, RunOutcome, RunSummary, RunTotals, Snapshot, StateError,
+    Write, BATCH_DELAY, BATCH_WRITES, MAX_ERROR_CHARS,
 };
 
 /// A request run on the owner thread; it sends its own reply.
@@ -197,6 +197,13 @@ impl Owner {
         super::read::run_summary(&self.conn, run).map_err(|e| self.err(e))
     }
 
+    pub(super) fn deletions(
+        &mut self,
+        run: Option<RunId>,
+    ) -> Result<Option<(RunId, Vec<DeletionRecord>)>, StateError> {
+        super::read::deletion_records(&self.conn, run).map_err(|e| self.err(e))
+    }
+
     pub(super) fn last_success(&mut self) -> Result<Option<i64>, StateError> {
         super::read::last_success(&self.conn).map_err(|e| self.err(e))
     }
@@ -265,12 +272,21 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             tags,
             reason,
             version_id,
+            media_type,
+            manifest,
         } => {
             conn.prepare_cached(
-                "INSERT INTO deletions (run, registry, repo, digest, tags, reason, version_id, deleted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO deletions (run, registry, repo, digest, tags, reason, version_id,
+                                        deleted_at, media_type, manifest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
-            .execute(params![run, registry, repo, digest, tags, reason, version_id, now])?;
+            .execute(params![
+                run, registry, repo, digest, tags, reason, version_id, now, media_type, manifest
+            ])?;
+        }
+        Write::Restored { id } => {
+            conn.prepare_cached("UPDATE deletions SET restored_at = ?2 WHERE id = ?1")?
+                .execute(params![id, now])?;
         }
     }
     Ok(())

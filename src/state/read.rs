@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::owner::to_u64;
 use super::{
-    BlobState, ItemState, ItemStatus, RunId, RunSummary, RunTotals, Snapshot, UploadState,
+    BlobState, DeletionRecord, ItemState, ItemStatus, RunId, RunSummary, RunTotals, Snapshot,
+    UploadState,
 };
 
 pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
@@ -177,6 +178,49 @@ fn deletions(conn: &Connection, run: RunId) -> rusqlite::Result<Vec<(String, Str
         out.push((at, row.get(3)?, row.get(4)?));
     }
     Ok(out)
+}
+
+/// The deletions of `run` (`None`: the last run with any), in the order made.
+pub(super) fn deletion_records(
+    conn: &Connection,
+    run: Option<RunId>,
+) -> rusqlite::Result<Option<(RunId, Vec<DeletionRecord>)>> {
+    let run: Option<RunId> = match run {
+        Some(id) => Some(id),
+        None => conn
+            .prepare_cached("SELECT MAX(run) FROM deletions")?
+            .query_row([], |row| row.get(0))?,
+    };
+    let Some(run) = run else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, registry, repo, digest, tags, reason, version_id, media_type, manifest,
+                restored_at
+         FROM deletions WHERE run = ?1 ORDER BY id",
+    )?;
+    let mut rows = stmt.query([run])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let tags: String = row.get(4)?;
+        out.push(DeletionRecord {
+            id: row.get(0)?,
+            run,
+            registry: row.get(1)?,
+            repo: row.get(2)?,
+            digest: row.get(3)?,
+            // Written joined by ", " (`Write::Deletion`); a tag never holds a comma.
+            tags: tags
+                .split(", ")
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            reason: row.get(5)?,
+            version_id: row.get(6)?,
+            media_type: row.get(7)?,
+            manifest: row.get(8)?,
+            restored_at: row.get(9)?,
+        });
+    }
+    Ok((!out.is_empty()).then_some((run, out)))
 }
 
 /// A run's failed items as (`source:ref -> target:ref`, last error), ordered by target.

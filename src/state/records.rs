@@ -82,7 +82,46 @@ pub enum Write {
         reason: String,
         /// The registry's own id for it (a GHCR package version id), where it has one.
         version_id: Option<String>,
+        /// The manifest's media type and exact bytes, for `ferry restore` (`None` where they
+        /// could not be read).
+        media_type: Option<String>,
+        manifest: Option<Vec<u8>>,
     },
+    /// `ferry restore` put the deletion with this row id back (or found it already there).
+    Restored { id: i64 },
+}
+
+/// One deletion as the checkpoint keeps it, with what `ferry restore` needs to put it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionRecord {
+    /// The row's id: deletions are numbered in the order they were made.
+    pub id: i64,
+    pub run: RunId,
+    pub registry: String,
+    pub repo: String,
+    pub digest: String,
+    /// The tags it had (those removed, for a tag-only removal).
+    pub tags: Vec<String>,
+    pub reason: String,
+    /// The registry's own id for what it deleted (a GHCR package version id).
+    pub version_id: Option<String>,
+    /// The manifest's media type and exact bytes; `None` for a deletion recorded before they
+    /// were kept (schema version 8), or whose manifest could not be read.
+    pub media_type: Option<String>,
+    pub manifest: Option<Vec<u8>>,
+    /// Unix seconds when `ferry restore` put it back; `None` while it is not.
+    pub restored_at: Option<i64>,
+}
+
+impl DeletionRecord {
+    /// The reason pruning gives a tag removed alone ([`Write::Deletion`] of a tag-only
+    /// removal): the manifest stayed.
+    pub const TAG_ONLY: &'static str = " (tag only)";
+
+    /// Only the tags were removed; the manifest stayed.
+    pub fn tags_only(&self) -> bool {
+        self.reason.ends_with(Self::TAG_ONLY)
+    }
 }
 
 /// Where one copy item stands. Stored as `pending`, `done`, `failed`, `skipped`.

@@ -387,6 +387,8 @@ fn run_summary_reports_the_latest_run() {
         tags: "pr-1".into(),
         reason: "delete: matches ^pr-\\d+$".into(),
         version_id: None,
+        media_type: None,
+        manifest: None,
     });
     state.finish_run(run, RunOutcome::Partial, &totals).unwrap();
 

@@ -231,6 +231,14 @@ impl Registry for HttpRegistry {
         }
     }
 
+    async fn restore_version(&self, repo: &str, id: &str) -> Result<bool> {
+        let restored = match &self.vendor {
+            Some(v) => v.restore_version(repo, id).await,
+            None => None,
+        };
+        restored.transpose().map(|r| r.is_some())
+    }
+
     async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
         match &self.vendor {
             Some(v) => Ok(Some(v.manifest_records(repo).await?)),

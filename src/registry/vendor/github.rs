@@ -355,6 +355,34 @@ impl PackagesApi {
         }
     }
 
+    /// Restore a deleted version (GitHub keeps one 30 days), through the owner's endpoint as
+    /// [`PackagesApi::versions`] finds it: the organisation's, else the token user's.
+    pub async fn restore(&self, owner: &str, package: &str, id: u64) -> Result<()> {
+        let kinds = match self.owners.lock().await.get(owner).copied() {
+            Some(k) => vec![k],
+            None => vec![Owner::Org, Owner::Me],
+        };
+        let mut last_err = None;
+        for kind in kinds {
+            let kind = match kind {
+                Owner::Me => self.user_kind(owner).await?,
+                k => k,
+            };
+            let path = Self::versions_path(kind, owner, package);
+            let url = self.url(&format!("{path}/{id}/restore"))?;
+            let resp = self.send(Method::POST, &url).await?;
+            if resp.status().is_success() {
+                self.owners.lock().await.insert(owner.to_string(), kind);
+                return Ok(());
+            }
+            match self.error(&Method::POST, &url, resp).await {
+                e if e.is_not_found() => last_err = Some(e),
+                e => return Err(e),
+            }
+        }
+        Err(last_err.expect("tried at least one owner kind"))
+    }
+
     /// The container packages of an organisation (or of the token's user), as repository
     /// paths (`owner/package`): GHCR has no catalog.
     pub async fn packages(&self, owner: &str) -> Result<Vec<String>> {
@@ -498,6 +526,20 @@ impl VendorApi for Ghcr {
         })?;
         api.delete(owner, package, id).await?;
         Ok(Some(version.id))
+    }
+
+    /// `POST …/versions/{id}/restore`: not retried, as a restore that went through answers
+    /// 404 the second time.
+    async fn restore_version(&self, repo: &str, id: &str) -> Option<Result<()>> {
+        let restore = async {
+            let (api, owner, package) = self.package(repo)?;
+            let number: u64 = id.parse().map_err(|_| RegistryError::Protocol {
+                url: format!("{}/{repo}", self.registry),
+                reason: format!("package version id {id:?} is not a number"),
+            })?;
+            api.restore(owner, package, number).await
+        };
+        Some(restore.await)
     }
 }
 

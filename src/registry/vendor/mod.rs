@@ -60,6 +60,12 @@ pub trait VendorApi: Send + Sync {
     async fn delete_tag(&self, _repo: &str, _tag: &str) -> Option<Result<Option<String>>> {
         None
     }
+
+    /// Restore the manifest `repo` had under the API's id `id` (see
+    /// [`super::Registry::restore_version`]). `None` when this API restores nothing.
+    async fn restore_version(&self, _repo: &str, _id: &str) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// What a vendor API client is built from: the registry's client and settings.

@@ -14,8 +14,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use crate::retention::inventory::{self, Manifests};
 use crate::retention::select::{decide, format_rule, Role, Seen};
-use crate::retention::{inventory, Action, Deletion, Image, InUsePins, Journal};
+use crate::retention::{Action, Deletion, Image, InUsePins, Journal};
 
 pub mod run;
 use crate::plan::Prune;
@@ -359,18 +360,19 @@ pub fn hold(repo: &mut RepoPrune, why: &str) {
     }
 }
 
-/// Read one target repository and decide it. A repository that does not exist at the target
+/// Read one target repository and decide it: its images, the manifests read on the way (for
+/// the deletions to keep) and the decisions. A repository that does not exist at the target
 /// has nothing to prune.
 pub async fn plan_repo(
     registry: &dyn Registry,
     judge: &Judge<'_>,
-) -> Result<(Vec<Image>, RepoPrune), RegistryError> {
-    match inventory::read(registry, &judge.scope.repo).await {
-        Ok(images) => {
+) -> Result<(Vec<Image>, Manifests, RepoPrune), RegistryError> {
+    match inventory::read_keeping(registry, &judge.scope.repo).await {
+        Ok((images, manifests)) => {
             let decided = select(&images, judge);
-            Ok((images, decided))
+            Ok((images, manifests, decided))
         }
-        Err(e) if e.is_not_found() => Ok((Vec::new(), RepoPrune::default())),
+        Err(e) if e.is_not_found() => Ok(Default::default()),
         Err(e) => Err(e),
     }
 }
@@ -385,11 +387,12 @@ pub struct PruneDone {
 
 /// Carry out a repository's deletions: whole manifests top-down (parents and subjects before
 /// what they reference, as retention does), then tags removed alone. Each one made is
-/// recorded through `journal` and told through `note`.
+/// recorded through `journal`, with its manifest from `manifests`, and told through `note`.
 pub async fn apply(
     registry: &dyn Registry,
     repo: &str,
     images: &[Image],
+    manifests: &mut Manifests,
     decided: &RepoPrune,
     journal: &dyn Journal,
     note: &(dyn Fn(&str) + Sync),
@@ -410,6 +413,10 @@ pub async fn apply(
             })
             .collect(),
     };
+    if journal.keeps_manifests() {
+        let doomed = whole.decisions.iter().map(|d| &d.digest);
+        inventory::keep_for_restore(registry, repo, doomed, manifests).await;
+    }
     let mut out: Vec<PruneDone> = crate::retention::apply::apply(registry, repo, images, &whole)
         .await
         .into_iter()
@@ -461,6 +468,7 @@ pub async fn apply(
                 reason: &done.decision.reason,
                 version_id: version_id.as_deref(),
                 tags_only: done.decision.action == PruneAction::Untag,
+                manifest: manifests.get(&done.decision.digest),
             });
         }
     }

@@ -10,6 +10,7 @@ use super::{apply, hold, plan_repo, valve, Judge, Ledger, PruneDone, RepoPrune, 
 use crate::plan::{Location, Prune};
 use crate::reference::display_repo;
 use crate::registry::{Registry, RegistryError};
+use crate::retention::inventory::Manifests;
 use crate::retention::{Image, Journal, PinMap};
 
 /// What one `prune` rule covers this run.
@@ -81,14 +82,13 @@ async fn run_rule(rule: &RuleScope, cx: &Context<'_>) -> Pruned {
         .expect("a registry for every location")
         .clone();
     let name = registry.name().to_string();
-    let mut read: Vec<(PrunedRepo, Vec<Image>)> = Vec::new();
+    let mut read: Vec<(PrunedRepo, Vec<Image>, Manifests)> = Vec::new();
     for scope in &rule.scopes {
-        let (repo, images) = decide_repo(registry.as_ref(), rule, scope, cx).await;
-        read.push((repo, images));
+        read.push(decide_repo(registry.as_ref(), rule, scope, cx).await);
     }
     let deletions: usize = read
         .iter()
-        .filter_map(|(r, _)| r.decisions.as_ref().ok())
+        .filter_map(|(r, _, _)| r.decisions.as_ref().ok())
         .map(RepoPrune::deletions)
         .sum();
     let held_back = valve(&rule.prune, deletions).or_else(|| {
@@ -97,7 +97,7 @@ async fn run_rule(rule: &RuleScope, cx: &Context<'_>) -> Pruned {
             .flatten()
     });
     let mut repos = Vec::with_capacity(read.len());
-    for (mut repo, images) in read {
+    for (mut repo, images, mut manifests) in read {
         if let Ok(decided) = &mut repo.decisions {
             if let Some(why) = &held_back {
                 hold(decided, why);
@@ -108,6 +108,7 @@ async fn run_rule(rule: &RuleScope, cx: &Context<'_>) -> Pruned {
                 registry.as_ref(),
                 &repo.repo,
                 &images,
+                &mut manifests,
                 decided,
                 cx.journal,
                 &note,
@@ -131,7 +132,7 @@ async fn decide_repo(
     rule: &RuleScope,
     scope: &Scope,
     cx: &Context<'_>,
-) -> (PrunedRepo, Vec<Image>) {
+) -> (PrunedRepo, Vec<Image>, Manifests) {
     let name = registry.name();
     let copied = cx.ledger.copied_from(name, &scope.repo, &scope.source);
     let missing = cx
@@ -149,9 +150,9 @@ async fn decide_repo(
         in_use: &pins.in_use,
         now: cx.now,
     };
-    let (images, decisions) = match plan_repo(registry, &judge).await {
-        Ok((images, decided)) => (images, Ok(decided)),
-        Err(e) => (Vec::new(), Err(e)),
+    let (images, manifests, decisions) = match plan_repo(registry, &judge).await {
+        Ok((images, manifests, decided)) => (images, manifests, Ok(decided)),
+        Err(e) => (Vec::new(), Manifests::new(), Err(e)),
     };
     let repo = PrunedRepo {
         repository: display_repo(&rule.target, &scope.repo),
@@ -159,7 +160,7 @@ async fn decide_repo(
         decisions,
         done: Vec::new(),
     };
-    (repo, images)
+    (repo, images, manifests)
 }
 
 /// Record which tags are missing from now on, and which are not any more.
