@@ -104,6 +104,26 @@ file is --state, else the plan's `state`, else state/ferry.db.",
         after_help = "Examples:\n  ferry status\n  ferry status plans/prod.toml --output json\n  ferry status --state /state/ferry.db --run 12"
     )]
     Status(StatusArgs),
+    /// Put back what a run deleted (retention and pruning).
+    #[command(
+        long_about = "Put back what a run's retention and pruning deleted, from what the \
+checkpoint kept of each deletion: the manifest's exact bytes and media type, its tags and, on \
+GHCR, its package version id. The run is the last one that deleted something, or --run; \
+--repository and --tag narrow it (an index comes back with its children, an image with its \
+signatures).\n\n\
+Children and referrers come back first, then what names them, then the tags. On GHCR each \
+package version is restored through the GitHub Packages API (GitHub keeps a deleted version \
+for 30 days). Elsewhere the kept bytes are pushed back by digest once a HEAD has shown that \
+every blob they name is still there: a registry's garbage collection may have taken them. \
+What is already there is not written again, and a tag pushed since is left alone; a second \
+restore changes nothing. The next retention run decides afresh: it may delete again what \
+its policy still says to delete.\n\n\
+Exit code 0 when everything asked for is back, 1 when something cannot be put back (each \
+is listed with its reason; the rest are put back), 2 for an invalid plan or a state file \
+that cannot be used, 3 when credentials cannot be loaded. Nothing to restore is exit 0.",
+        after_help = "Examples:\n  ferry restore plans/prod.toml\n  ferry restore plans/prod.toml --run 42 --dry-run\n  ferry restore plans/prod.toml --repository ghcr.io/org/app --tag v1.2.0"
+    )]
+    Restore(RestoreArgs),
     /// Work with run reports.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -217,6 +237,41 @@ pub struct StatusArgs {
     #[arg(long)]
     pub run: Option<i64>,
 
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// Filled from the global `--log-format`.
+    #[arg(skip = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The plan file (TOML): its registries, credentials and state file.
+    pub plan: PathBuf,
+
+    /// The checkpoint the run recorded its deletions in [default: the plan's `state`, else
+    /// state/ferry.db].
+    #[arg(long, env = "FERRY_STATE")]
+    pub state: Option<PathBuf>,
+
+    /// Which run's deletions [default: the last run that deleted something].
+    #[arg(long)]
+    pub run: Option<i64>,
+
+    /// Only this repository (`registry/repo`, as the plan writes it).
+    #[arg(long, value_name = "REPO")]
+    pub repository: Option<String>,
+
+    /// Only the image that had this tag, with its children and referrers.
+    #[arg(long)]
+    pub tag: Option<String>,
+
+    /// Say what would be put back, and write nothing (the registries are asked with HEADs).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// What to print on stdout: a line per deletion and a summary, or one JSON object.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }

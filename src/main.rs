@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     match &mut cli.command {
         ferry::cli::Command::Run(args) => args.log_format = cli.log_format,
         ferry::cli::Command::Verify(args) => args.log_format = cli.log_format,
+        ferry::cli::Command::Restore(args) => args.log_format = cli.log_format,
         _ => {}
     }
     let json = cli.log_format == ferry::cli::LogFormat::Json;

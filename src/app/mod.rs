@@ -7,6 +7,7 @@ pub mod journal;
 pub mod plan;
 pub mod prune;
 pub mod report;
+pub mod restore;
 pub mod run;
 pub mod shard;
 pub mod status;
@@ -54,6 +55,12 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(verify::verify(args))
         }
         Command::Status(args) => status::status(&args),
+        Command::Restore(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(restore::restore(args))
+        }
         Command::Report(crate::cli::ReportCommand::Merge { output, inputs }) => {
             report::merge(&output, &inputs)
         }

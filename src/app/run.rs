@@ -265,7 +265,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         emit(json, "ERROR", &format!("failed: {f}"));
     }
     let interrupted = signal.load(Ordering::SeqCst);
-    let ended = Ended::new(run_id, interrupted, &execution, totals, failures);
+    let mut ended = Ended::new(run_id, interrupted, &execution, totals, failures);
+    let state_flag = (args.state.is_some() || shard.is_some()).then_some(opened.path.as_path());
+    ended.undo = (ended.deleted + ended.pruned > 0)
+        .then(|| super::restore::undo_command(&args.plan, state_flag, run_id));
     let saved_ok = save(state.clone(), &ended, json).await?;
     let last_success = match args.metrics {
         Some(_) => last_success(state).await,
@@ -324,6 +327,9 @@ fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -
     let deleted = (!plan.retains.is_empty()).then_some(ended.deleted);
     let pruned = super::prune::any(plan).then_some(ended.pruned);
     let line = summary(&ended.totals, ended.failures.len(), deleted, pruned);
+    if let Some(undo) = &ended.undo {
+        emit(json, "INFO", &format!("to undo its deletions: {undo}"));
+    }
     println!("{}", super::log_line(json, "INFO", &line));
     if interrupted != 0 {
         emit(
@@ -509,6 +515,8 @@ struct Ended {
     /// rules) that could not be resolved, what retention and pruning could not do. Their
     /// number is what the summary, the report and the checkpoint call failed.
     failures: Vec<String>,
+    /// `ferry restore …`, the command that undoes the run's deletions, when it made some.
+    undo: Option<String>,
 }
 
 impl Ended {
@@ -533,6 +541,7 @@ impl Ended {
             deleted: execution.deleted(),
             pruned,
             failures,
+            undo: None,
         }
     }
 }

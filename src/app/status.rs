@@ -31,13 +31,29 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         });
     };
     let parked = parked_uploads(&state, &path, &run)?;
+    // How to undo the run's deletions, as the run itself said.
+    let state_flag = args.state.is_some().then_some(path.as_path());
+    let undo = (!run.deletions.is_empty()).then(|| {
+        super::restore::undo_command(std::path::Path::new(&run.plan_path), state_flag, run.id)
+    });
     match args.output {
         Output::Json => {
             let mut doc = to_json(&run);
             doc["parked"] = serde_json::to_value(&parked)?;
+            if let Some(undo) = &undo {
+                doc["restore"] = json!(undo);
+            }
             println!("{}", serde_json::to_string_pretty(&doc)?)
         }
-        Output::Text => print!("{}{}", to_text(&run), parked_text(&parked)),
+        Output::Text => {
+            let undo = undo.map(|u| format!("  to undo its deletions: {u}\n"));
+            print!(
+                "{}{}{}",
+                to_text(&run),
+                undo.unwrap_or_default(),
+                parked_text(&parked)
+            )
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

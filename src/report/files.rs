@@ -44,6 +44,11 @@ pub struct Report {
     /// The reports a merged one was made from; absent from a run's own report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<Vec<MergedFrom>>,
+    /// The command that undoes the run's deletions (`ferry restore PLAN --run 42`), when it
+    /// deleted or pruned something; absent otherwise, and from a merged report (each shard
+    /// undoes its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 /// One report a merged report was made from.
@@ -196,6 +201,7 @@ impl Report {
             prune: Vec::new(),
             registries: BTreeMap::new(),
             merged_from: Some(Vec::new()),
+            restore: None,
         }
     }
 
@@ -384,6 +390,7 @@ mod tests {
             prune: vec![],
             registries,
             merged_from: None,
+            restore: None,
         };
         let m = metrics(
             &report,
@@ -464,6 +471,7 @@ mod tests {
             prune: vec![],
             registries,
             merged_from: None,
+            restore: None,
         }
     }
 

@@ -110,6 +110,7 @@ fn report(
         prune: prune_rows(execution),
         registries: registry_rows(registries, execution),
         merged_from: None,
+        restore: ended.undo.clone(),
     }
 }
 
