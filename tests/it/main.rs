@@ -28,6 +28,7 @@ mod preflight;
 mod prune;
 mod referrers;
 mod report;
+mod restore;
 mod resume;
 mod retention;
 mod secrets;

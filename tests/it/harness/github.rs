@@ -1,7 +1,8 @@
 //! An in-process fake of the GitHub Packages REST API for container packages (what GHCR's
 //! retention goes through), written from GitHub's public "Packages" documentation: version
 //! listing paged by `per_page`/`page` with a `Link` header, `state=active|deleted`, version
-//! deletion and restore, an owner's container packages (`GET /orgs/{org}/packages`,
+//! deletion and restore (204 within 30 days of the deletion; 404 after that, and for an id it
+//! does not hold as deleted), an owner's container packages (`GET /orgs/{org}/packages`,
 //! `/user/packages`), `GET /user` to check a token, classic-PAT scopes reported in
 //! `X-OAuth-Scopes` and enforced (`read:packages` to list; `read:packages` + `delete:packages`
 //! to delete; `read:packages` + `write:packages` to restore), `X-RateLimit-*` headers on every
@@ -14,7 +15,9 @@
 //! proxy in front of a real registry that keeps the packages in step as GHCR does (each
 //! manifest pushed is a version, a tag moves to the version pushed under it, the registry's own
 //! manifest DELETE answers 405 UNSUPPORTED), and deleting a version then deletes its manifest,
-//! and so its tags, in that registry.
+//! and so its tags, in that registry; restoring it puts the manifest back there, with the tags
+//! no other version took since (or untagged: `set_restore_tags(false)`, as GitHub does not say
+//! which it does).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,8 @@ pub const GITHUB_DEFAULT_PER_PAGE: usize = 30;
 pub const GITHUB_MAX_PER_PAGE: usize = 100;
 /// Versions with more downloads than this cannot be deleted while the package is public.
 pub const GITHUB_DOWNLOAD_DELETE_CAP: u64 = 5000;
+/// How long GitHub keeps a deleted package version restorable.
+pub const GITHUB_RESTORE_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 const DOCS: &str = "https://docs.github.com/rest";
 const DOCS_PACKAGES: &str = "https://docs.github.com/rest/packages/packages";
@@ -50,6 +55,8 @@ pub struct FakeVersion {
     pub downloads: u64,
     /// Deleted through the API (and not restored since).
     pub deleted: bool,
+    /// When it was deleted: GitHub restores a version for 30 days after.
+    pub deleted_at: Option<SystemTime>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -121,6 +128,12 @@ struct Inner {
     requests: Mutex<Vec<String>>,
     /// The registry behind `registry_front`, where deleting a version deletes its manifest.
     upstream: Mutex<Option<String>>,
+    /// What deleting a version took from that registry, by `OWNER/PACKAGE@DIGEST`: its
+    /// media type and bytes, which restoring the version puts back (GitHub keeps them).
+    kept: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Does a restored version get its tags back (those no other version took since)? GitHub
+    /// does not say; `false` restores it untagged.
+    restore_tags: Mutex<bool>,
 }
 
 /// A running fake; dropped with the test.
@@ -183,6 +196,8 @@ impl GitHubFake {
             }),
             requests: Mutex::new(Vec::new()),
             upstream: Mutex::new(None),
+            kept: Mutex::new(HashMap::new()),
+            restore_tags: Mutex::new(true),
         });
         let app = Router::new()
             .route("/user", get(get_user))
@@ -270,6 +285,7 @@ impl GitHubFake {
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 downloads: *downloads,
                 deleted: false,
+                deleted_at: None,
             });
         }
         if !data.packages.contains_key(&key) {
@@ -302,6 +318,26 @@ impl GitHubFake {
         l.start_wall = SystemTime::now();
         l.used.clear();
         l.deletes_used.clear();
+    }
+
+    /// Whether a restored version gets back the tags no other version took since (the
+    /// default), or comes back untagged.
+    pub fn set_restore_tags(&self, tags: bool) {
+        *self.inner.restore_tags.lock().expect("github restore_tags") = tags;
+    }
+
+    /// Move the deletion of version `id` of package `name` back in time by `by` (past
+    /// [`GITHUB_RESTORE_WINDOW`], it can no longer be restored).
+    pub fn age_deletion(&self, org: Option<&str>, name: &str, id: u64, by: Duration) {
+        let key = self.key(org, name);
+        let mut data = self.inner.data.lock().expect("github data");
+        let p = data.packages.get_mut(&key).expect("a package");
+        let v = p
+            .versions
+            .iter_mut()
+            .find(|v| v.id == id)
+            .expect("a version");
+        v.deleted_at = v.deleted_at.map(|at| at - by);
     }
 
     /// The package's versions in insertion (id) order; deleted ones only if asked. Empty for
@@ -554,6 +590,7 @@ fn record_push(inner: &Inner, name: &str, digest: &str, tag: Option<&str>) {
                 tags: Vec::new(),
                 downloads: 0,
                 deleted: false,
+                deleted_at: None,
             });
             data.next_id += 1;
             p.versions.len() - 1
@@ -571,6 +608,28 @@ async fn delete_upstream(inner: &Inner, key: &(OwnerKind, String, String), diges
     };
     let (_, owner, package) = key;
     let url = format!("{upstream}/v2/{owner}/{package}/manifests/{digest}");
+    // What GitHub keeps of a deleted version, so that restoring it brings it back.
+    let got = reqwest::Client::new()
+        .get(&url)
+        .header("accept", MANIFEST_TYPES)
+        .send()
+        .await
+        .expect("read the manifest behind the GHCR front");
+    if got.status().is_success() {
+        let media_type = got
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = got.bytes().await.expect("manifest bytes").to_vec();
+        let at = format!("{owner}/{package}@{digest}");
+        inner
+            .kept
+            .lock()
+            .expect("kept")
+            .insert(at, (media_type, bytes));
+    }
     let resp = reqwest::Client::new()
         .delete(&url)
         .send()
@@ -581,6 +640,39 @@ async fn delete_upstream(inner: &Inner, key: &(OwnerKind, String, String), diges
         "DELETE {url}: {}",
         resp.status()
     );
+}
+
+/// Every manifest media type, for reading one back from the registry behind the front.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// What restoring a version does in the registry behind `registry_front`: the manifest its
+/// deletion took comes back, by digest and under `tags`.
+async fn restore_upstream(
+    inner: &Inner,
+    key: &(OwnerKind, String, String),
+    digest: &str,
+    tags: &[String],
+) {
+    let upstream = inner.upstream.lock().expect("github upstream").clone();
+    let Some(upstream) = upstream else {
+        return;
+    };
+    let (_, owner, package) = key;
+    let at = format!("{owner}/{package}@{digest}");
+    let Some((media_type, bytes)) = inner.kept.lock().expect("kept").get(&at).cloned() else {
+        return;
+    };
+    for reference in std::iter::once(digest).chain(tags.iter().map(String::as_str)) {
+        let url = format!("{upstream}/v2/{owner}/{package}/manifests/{reference}");
+        let resp = reqwest::Client::new()
+            .put(&url)
+            .header("content-type", &media_type)
+            .body(bytes.clone())
+            .send()
+            .await
+            .expect("put back in the registry behind the GHCR front");
+        assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
+    }
 }
 
 /// Which package a route names: the owner from `{org}`, `{username}` or the caller.
@@ -974,6 +1066,7 @@ async fn delete_version(
                     )),
                     Some(v) => {
                         v.deleted = true;
+                        v.deleted_at = Some(SystemTime::now());
                         Ok(v.digest.clone())
                     }
                 }
@@ -1017,25 +1110,46 @@ async fn restore_version(
     }
     let key = package_key(&params, &caller);
     let id: Option<u64> = params.get("id").and_then(|s| s.parse().ok());
+    let with_tags = *inner.restore_tags.lock().expect("github restore_tags");
     let outcome = {
         let mut data = inner.data.lock().expect("github data");
         match data.packages.get_mut(&key) {
             None => Err("Package not found."),
-            Some(p) => match p
-                .versions
-                .iter_mut()
-                .find(|v| Some(v.id) == id && v.deleted)
-            {
-                None => Err("Not Found"),
-                Some(v) => {
-                    v.deleted = false;
-                    Ok(())
+            Some(p) => {
+                // Tags another version took since stay with it.
+                let held: Vec<String> = p
+                    .versions
+                    .iter()
+                    .filter(|v| !v.deleted)
+                    .flat_map(|v| v.tags.clone())
+                    .collect();
+                let restorable = |v: &FakeVersion| {
+                    v.deleted
+                        && v.deleted_at.is_none_or(|at| {
+                            at.elapsed().unwrap_or_default() < GITHUB_RESTORE_WINDOW
+                        })
+                };
+                match p
+                    .versions
+                    .iter_mut()
+                    .find(|v| Some(v.id) == id && restorable(v))
+                {
+                    None => Err("Not Found"),
+                    Some(v) => {
+                        v.deleted = false;
+                        v.deleted_at = None;
+                        v.tags.retain(|t| with_tags && !held.contains(t));
+                        Ok((v.digest.clone(), v.tags.clone()))
+                    }
                 }
-            },
+            }
         }
     };
+    if let Ok((digest, tags)) = &outcome {
+        restore_upstream(&inner, &key, digest, tags).await;
+    }
     match outcome {
-        Ok(()) => answer(
+        Ok(_) => answer(
             &inner,
             c,
             ACCEPTED,
@@ -1287,6 +1401,25 @@ mod tests {
         assert_eq!(gh.versions(Some("acme"), "team/app", false).len(), 3);
         let (status, _, _) = call(reqwest::Method::POST, &restore, Some("tok-admin")).await;
         assert_eq!(status, 404, "not deleted any more");
+
+        // GitHub restores a version for 30 days after its deletion, and never an unknown id.
+        let delete = format!("{base}/{}", ids[1]);
+        let (status, _, _) = call(reqwest::Method::DELETE, &delete, Some("tok-admin")).await;
+        assert_eq!(status, 204);
+        let day = Duration::from_secs(86_400);
+        gh.age_deletion(Some("acme"), "team/app", ids[1], 29 * day);
+        let restore = format!("{base}/{}/restore", ids[1]);
+        let (status, _, _) = call(reqwest::Method::POST, &restore, Some("tok-admin")).await;
+        assert_eq!(status, 204, "29 days after");
+        let (status, _, _) = call(reqwest::Method::DELETE, &delete, Some("tok-admin")).await;
+        assert_eq!(status, 204);
+        gh.age_deletion(Some("acme"), "team/app", ids[1], 31 * day);
+        let (status, _, body) = call(reqwest::Method::POST, &restore, Some("tok-admin")).await;
+        assert_eq!(status, 404, "31 days after");
+        assert_eq!(body["message"], "Not Found");
+        let unknown = format!("{base}/42/restore");
+        let (status, _, _) = call(reqwest::Method::POST, &unknown, Some("tok-admin")).await;
+        assert_eq!(status, 404);
     }
 
     #[tokio::test]

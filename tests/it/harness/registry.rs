@@ -232,6 +232,27 @@ impl Registry {
         }
     }
 
+    /// Distribution's garbage collection over this registry's storage
+    /// (`docker-registry garbage-collect CONFIG`), as an operator runs it after deletions:
+    /// every blob no manifest of any repository names goes (the manifests deleted included).
+    /// Distribution wants no writes meanwhile (read-only mode, or the registry stopped); the
+    /// tests that call this write nothing while it runs, and the registry keeps no blob
+    /// cache (none is configured), so it sees the blobs gone at once. Returns its output.
+    pub fn garbage_collect(&self) -> String {
+        let out = Command::new(REGISTRY_BIN)
+            .arg("garbage-collect")
+            .arg(self._dir.path().join("config.yml"))
+            .output()
+            .unwrap_or_else(|e| panic!("spawn {REGISTRY_BIN} garbage-collect: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "garbage-collect failed:\n{text}");
+        text
+    }
+
     pub fn storage_dir(&self) -> &Path {
         &self.storage
     }

@@ -1,0 +1,360 @@
+//! Undo (issue 22, "Undo: `ferry restore PLAN`"): after a retention run on a real registry,
+//! `ferry restore` puts back every deleted tag with its digest (children and signatures
+//! included), a second restore writes nothing, `--dry-run` writes nothing, `--tag` narrows,
+//! and after the registry's garbage collection each image whose blobs are gone is reported
+//! and the rest come back. On GHCR, through the Packages API's restore endpoint.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::harness::*;
+
+const REPO: &str = "team/app";
+
+/// What retention keeps and deletes in [`scene`].
+struct Scene {
+    /// (tag, image) kept: releases, one a signed multi-arch index.
+    kept: Vec<(String, Image)>,
+    /// (tag, image) deleted: PR builds, a signature, an index.
+    deleted: Vec<(String, Image)>,
+    /// pr-4's own child (untagged), deleted with it.
+    pr4_arm: Image,
+    /// The child pr-4 shares with v1.1.0: kept.
+    shared: Image,
+    /// pr-9: v1.0.0's twin in Docker format, naming only blobs v1.0.0 names (so garbage
+    /// collection leaves them).
+    twin: Image,
+}
+
+/// team/app: v1.0.0, v1.1.0 (an index, signed); pr-1, pr-2 (signed), pr-4 (an index sharing a
+/// child with v1.1.0), pr-9 (a twin of v1.0.0).
+async fn scene(p: &Pusher, repo: &str) -> Scene {
+    let base = layer(1, 8 * 1024);
+    let single = |label: &str, seed: u64, format: Format| {
+        image(
+            &[base.clone(), layer(seed, 2048)],
+            "linux",
+            "amd64",
+            format,
+            label,
+        )
+    };
+    let v100 = single("v1.0.0", 10, Format::Oci);
+    let amd = single("v1.1.0", 11, Format::Oci);
+    let arm = image(
+        &[base.clone(), layer(12, 2048)],
+        "linux",
+        "arm64",
+        Format::Oci,
+        "v1.1.0",
+    );
+    let v110 = index(vec![amd.clone(), arm], Format::Oci);
+    let (v110_sig_tag, v110_sig) = cosign_signature(&v110, repo);
+    let pr1 = single("pr-1", 20, Format::Oci);
+    let pr2 = single("pr-2", 21, Format::Oci);
+    let (pr2_sig_tag, pr2_sig) = cosign_signature(&pr2, repo);
+    let pr4_arm = image(
+        &[base.clone(), layer(23, 2048)],
+        "linux",
+        "arm64",
+        Format::Oci,
+        "pr-4",
+    );
+    let pr4 = index(vec![amd.clone(), pr4_arm.clone()], Format::Oci);
+    let twin = single("v1.0.0", 10, Format::Docker);
+    assert_ne!(twin.digest, v100.digest);
+    let kept = vec![
+        ("v1.0.0".to_string(), v100),
+        ("v1.1.0".to_string(), v110),
+        (v110_sig_tag, v110_sig),
+    ];
+    let deleted = vec![
+        ("pr-1".to_string(), pr1),
+        ("pr-2".to_string(), pr2),
+        (pr2_sig_tag, pr2_sig),
+        ("pr-4".to_string(), pr4),
+        ("pr-9".to_string(), twin.clone()),
+    ];
+    for (tag, img) in kept.iter().chain(&deleted) {
+        p.push(repo, tag, img).await;
+    }
+    Scene {
+        kept,
+        deleted,
+        pr4_arm,
+        shared: amd,
+        twin,
+    }
+}
+
+const RULE: &str = r#"keep_tags = ['^v\d+\.\d+\.\d+$']
+delete_tags = ['^pr-\d+$']"#;
+
+fn retain_plan(dir: &std::path::Path, host: &str) -> String {
+    let text = format!(
+        "version = 1\n[registry.\"{host}\"]\ninsecure = true\n[[retain]]\nrepository = \"{host}/{REPO}\"\n{RULE}\n"
+    );
+    plan(dir, &text).to_str().unwrap().to_string()
+}
+
+/// The tag reads back, through skopeo, as exactly these bytes.
+async fn assert_back(reg: &Registry, tag: &str, img: &Image) {
+    let raw = skopeo_inspect_raw(&format!("docker://{}/{REPO}:{tag}", reg.addr), None).await;
+    assert_eq!(raw, img.bytes, "{tag}");
+}
+
+async fn puts(reg: &Registry) -> usize {
+    reg.sync_log().await;
+    reg.count_requests("PUT", "/manifests/")
+}
+
+/// The undo command a run's report names, as arguments to ferry.
+fn undo_args(report: &serde_json::Value) -> Vec<String> {
+    let line = report["restore"]
+        .as_str()
+        .expect("the report says how to undo");
+    let words: Vec<String> = line.split(' ').map(str::to_string).collect();
+    assert_eq!(words[..2], ["ferry", "restore"], "{line}");
+    words[1..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_puts_back_every_deleted_tag_with_its_children_and_signatures() {
+    let reg = Registry::start().await;
+    let pusher = reg.pusher();
+    let s = scene(&pusher, REPO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = retain_plan(dir.path(), &reg.addr);
+    let report = dir.path().join("report.json");
+    let run = ferry(&["run", "--report", report.to_str().unwrap(), &p], &[]).await;
+    run.assert_code(0);
+    // The run says how to undo it: its report, its closing lines, `ferry status`.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let state = dir.path().join("ferry.db");
+    let expected = format!("ferry restore {p} --run 1 --state {}", state.display());
+    assert_eq!(v["restore"], expected.as_str());
+    assert!(
+        run.stderr
+            .contains(&format!("to undo its deletions: {expected}")),
+        "{}",
+        run.stderr
+    );
+    let status = ferry(&["status", &p, "--output", "json"], &[]).await;
+    assert_eq!(json(&status.stdout)["restore"], expected.as_str());
+    for (_, img) in &s.deleted {
+        assert!(pusher.manifest(REPO, &img.digest).await.is_none());
+    }
+    assert!(pusher.manifest(REPO, &s.pr4_arm.digest).await.is_none());
+
+    // A dry run says what it would put back, and writes nothing.
+    let before = puts(&reg).await;
+    let dry = ferry(&["restore", &p, "--dry-run"], &[]).await;
+    dry.assert_code(0);
+    assert!(dry.stdout.contains("would restore"), "{}", dry.stdout);
+    assert!(
+        dry.summary().contains("6 manifests would be put back"),
+        "{}",
+        dry.summary()
+    );
+    assert_eq!(puts(&reg).await, before, "a dry run writes nothing");
+    assert!(pusher.manifest(REPO, "pr-1").await.is_none());
+
+    // --tag narrows: pr-4 comes back with its own child, nothing else does.
+    let narrow = ferry(&["restore", &p, "--tag", "pr-4"], &[]).await;
+    narrow.assert_code(0);
+    assert_back(&reg, "pr-4", &s.deleted[3].1).await;
+    assert!(pusher.manifest(REPO, &s.pr4_arm.digest).await.is_some());
+    assert!(pusher.manifest(REPO, "pr-1").await.is_none());
+    assert!(pusher.manifest(REPO, "pr-2").await.is_none());
+
+    // The rest, by the command the report gave.
+    let args = undo_args(&v);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let all = ferry(&args, &[]).await;
+    all.assert_code(0);
+    for (tag, img) in &s.deleted {
+        assert_back(&reg, tag, img).await;
+    }
+    for (tag, img) in &s.kept {
+        assert_back(&reg, tag, img).await;
+    }
+    assert!(pusher.manifest(REPO, &s.shared.digest).await.is_some());
+    let mut tags = pusher.tags(REPO).await;
+    tags.sort();
+    let mut expected: Vec<String> = s
+        .kept
+        .iter()
+        .chain(&s.deleted)
+        .map(|(t, _)| t.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(tags, expected);
+
+    // A second restore changes nothing: no PUT reaches the registry.
+    let before = puts(&reg).await;
+    let again = ferry(&["restore", &p], &[]).await;
+    again.assert_code(0);
+    assert!(
+        again
+            .stderr
+            .contains("nothing to restore: everything run 1 deleted was put back already"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(puts(&reg).await, before);
+
+    // The next retention run decides afresh: the policy still deletes the PR builds.
+    let rerun = ferry(&["run", &p], &[]).await;
+    rerun.assert_code(0);
+    assert!(
+        rerun.summary().contains(", 6 deleted"),
+        "{}",
+        rerun.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_garbage_collection_each_image_whose_blobs_are_gone_is_named_and_the_rest_come_back()
+{
+    let reg = Registry::start().await;
+    let s = scene(&reg.pusher(), REPO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = retain_plan(dir.path(), &reg.addr);
+    ferry(&["run", &p], &[]).await.assert_code(0);
+    reg.garbage_collect();
+
+    let out = ferry(&["restore", &p, "--output", "json"], &[]).await;
+    out.assert_code(1);
+    let v = json(&out.stdout);
+    let failures: Vec<&str> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let at = |img: &Image| format!("cannot restore {}/{REPO}@{}: ", reg.addr, img.digest);
+    // pr-1, pr-2 and its signature, and pr-4's own child lost their blobs; pr-4 its child.
+    for img in [
+        &s.deleted[0].1,
+        &s.deleted[1].1,
+        &s.deleted[2].1,
+        &s.pr4_arm,
+    ] {
+        let line = failures
+            .iter()
+            .find(|f| f.starts_with(&at(img)))
+            .unwrap_or_else(|| panic!("{} not reported: {failures:?}", img.digest));
+        assert!(
+            line.contains(": blob sha256:") && line.ends_with(" is gone"),
+            "{line}"
+        );
+    }
+    let pr4 = failures
+        .iter()
+        .find(|f| f.starts_with(&at(&s.deleted[3].1)))
+        .unwrap();
+    assert!(
+        pr4.ends_with(&format!(
+            "child manifest {} could not be put back",
+            s.pr4_arm.digest
+        )),
+        "{pr4}"
+    );
+    assert_eq!(failures.len(), 5, "{failures:?}");
+    assert_eq!(v["totals"]["put_back"], 1, "{}", v["totals"]);
+    // The twin names only blobs a kept image names: it comes back whole.
+    assert_back(&reg, "pr-9", &s.twin).await;
+    for (tag, _) in &s.deleted[..4] {
+        assert!(reg.pusher().manifest(REPO, tag).await.is_none(), "{tag}");
+    }
+    // In text, each is said on its own line, and the run exits 1.
+    let text = ferry(&["restore", &p], &[]).await;
+    text.assert_code(1);
+    assert!(
+        text.stderr.contains(&at(&s.deleted[0].1)),
+        "{}",
+        text.stderr
+    );
+    assert!(
+        text.summary().contains("5 cannot be restored"),
+        "{}",
+        text.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_ghcr_restore_asks_the_packages_api_for_each_version_it_deleted() {
+    let reg = Registry::start().await;
+    let scopes: &[&str] = &["read:packages", "write:packages", "delete:packages"];
+    let github = GitHubFake::start(&[("ghp_restore_1f", "bot", scopes)]).await;
+    // GitHub does not say whether a restored version gets its tags back: this one does not,
+    // so ferry puts them back itself.
+    github.set_restore_tags(false);
+    let ghcr = github.registry_front(&reg.url).await;
+    let s = scene(&Pusher::new(&ghcr.url, None), "myorg/app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{a}\"]\ninsecure = true\nflavor = \"ghcr\"\napi = \"{api}\"\nauth = {{ username = \"bot\", password_env = \"GHCR_TOKEN\" }}\n[[retain]]\nrepository = \"{a}/myorg/app\"\n{RULE}\n",
+            a = ghcr.addr,
+            api = github.url
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let env = [("GHCR_TOKEN", "ghp_restore_1f")];
+    ferry(&["run", p], &env).await.assert_code(0);
+    let deleted: Vec<FakeVersion> = github
+        .versions(Some("myorg"), "app", true)
+        .into_iter()
+        .filter(|v| v.deleted)
+        .collect();
+    assert_eq!(deleted.len(), 6, "{deleted:?}");
+    // pr-1 was deleted 31 days ago: GitHub no longer restores it.
+    let pr1 = deleted
+        .iter()
+        .find(|v| v.digest == s.deleted[0].1.digest)
+        .unwrap()
+        .id;
+    github.age_deletion(Some("myorg"), "app", pr1, Duration::from_secs(31 * 86_400));
+
+    let out = ferry(&["restore", p], &env).await;
+    out.assert_code(1);
+    assert!(!out.stdout.contains("ghp_restore") && !out.stderr.contains("ghp_restore"));
+    let posts: Vec<String> = github
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("POST "))
+        .collect();
+    for v in &deleted {
+        let path = format!(
+            "POST /orgs/myorg/packages/container/app/versions/{}/restore",
+            v.id
+        );
+        assert!(
+            posts.iter().any(|r| r.starts_with(&path)),
+            "{path}: {posts:?}"
+        );
+    }
+    assert_eq!(posts.len(), deleted.len(), "{posts:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot restore {}/myorg/app@{}: the registry no longer has package version {pr1}",
+            ghcr.addr, s.deleted[0].1.digest
+        )),
+        "{}",
+        out.stderr
+    );
+    // The others are back, as versions and in the registry, with their tags put back.
+    let now = github.versions(Some("myorg"), "app", true);
+    for v in now.iter().filter(|v| v.id != pr1) {
+        assert!(!v.deleted, "{v:?}");
+    }
+    for (tag, img) in &s.deleted[1..] {
+        let (_, bytes, _) = reg.pusher().manifest("myorg/app", tag).await.unwrap();
+        assert_eq!(bytes, img.bytes, "{tag}");
+        let version = now.iter().find(|v| v.digest == img.digest).unwrap();
+        assert!(version.tags.contains(tag), "{version:?}");
+    }
+    assert!(reg.pusher().manifest("myorg/app", "pr-1").await.is_none());
+}
