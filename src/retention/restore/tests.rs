@@ -281,3 +281,22 @@ async fn narrowing_to_a_tag_brings_its_children_and_referrers_along() {
     assert_eq!(only_pr2.iter().filter(|c| **c).count(), 1);
     assert!(select(&items, &|_| false).iter().all(|c| !c));
 }
+
+#[tokio::test]
+async fn a_manifest_the_inventory_did_not_read_is_read_once_before_it_is_deleted() {
+    use crate::retention::inventory::{keep_for_restore, Manifests};
+    let w = world();
+    let gets = || w.reg.calls().get("get_manifest").copied().unwrap_or(0);
+    let mut kept = Manifests::new();
+    let pr = w.reg.get_manifest(REPO, w.pr.as_str()).await.unwrap();
+    kept.insert(w.pr.clone(), pr);
+    let before = gets();
+    let gone = Digest::sha256_of(b"never pushed");
+    keep_for_restore(w.reg.as_ref(), REPO, [&w.pr, &w.pr2, &gone], &mut kept).await;
+    // Only what was not kept yet is read (on Docker Hub, a pull each); what cannot be read
+    // is left out, and its deletion goes on without it.
+    assert_eq!(gets() - before, 2);
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[&w.pr2].digest, w.pr2);
+    assert!(!kept.contains_key(&gone));
+}
