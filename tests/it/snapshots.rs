@@ -26,6 +26,7 @@ async fn help_texts() {
         ("help_plan", vec!["plan", "--help"]),
         ("help_status", vec!["status", "--help"]),
         ("help_verify", vec!["verify", "--help"]),
+        ("help_restore", vec!["restore", "--help"]),
         ("help_report_merge", vec!["report", "merge", "--help"]),
     ] {
         let run = ferry(&args, &[]).await;
