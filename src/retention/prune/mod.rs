@@ -430,23 +430,7 @@ pub async fn apply(
             result: d.result,
         })
         .collect();
-    for d in decided
-        .decisions
-        .iter()
-        .filter(|d| d.action == PruneAction::Untag)
-    {
-        let mut result = Ok(None);
-        for tag in &d.tags {
-            result = registry.delete_tag(repo, tag, &d.digest).await;
-            if result.is_err() {
-                break;
-            }
-        }
-        out.push(PruneDone {
-            decision: d.clone(),
-            result,
-        });
-    }
+    out.extend(remove_tags(registry, repo, decided).await);
     for done in &out {
         if let Ok(version_id) = &done.result {
             let shown = crate::retention::Decision {
@@ -471,6 +455,30 @@ pub async fn apply(
                 manifest: manifests.get(&done.decision.digest),
             });
         }
+    }
+    out
+}
+
+/// The tags removed alone (the manifest stays: an image kept shares it), each decision's
+/// tags in turn until one fails.
+async fn remove_tags(registry: &dyn Registry, repo: &str, decided: &RepoPrune) -> Vec<PruneDone> {
+    let mut out = Vec::new();
+    for d in decided
+        .decisions
+        .iter()
+        .filter(|d| d.action == PruneAction::Untag)
+    {
+        let mut result = Ok(None);
+        for tag in &d.tags {
+            result = registry.delete_tag(repo, tag, &d.digest).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        out.push(PruneDone {
+            decision: d.clone(),
+            result,
+        });
     }
     out
 }
