@@ -109,9 +109,25 @@ pub enum CredentialsError {
         missing: Vec<&'static str>,
         have: Vec<String>,
     },
+    /// The token lacks scopes that restoring GHCR package versions needs.
+    #[error("the token lacks the {} scope{} that restoring GHCR package versions needs (it has: {})", .missing.join(" and "), if .missing.len() > 1 { "s" } else { "" }, if .have.is_empty() { "none".to_string() } else { .have.join(", ") })]
+    RestoreScopes {
+        missing: Vec<&'static str>,
+        have: Vec<String>,
+    },
     /// Deleting on Docker Hub without a login.
     #[error("deleting on Docker Hub needs a login: give `auth = {{ username = \"…\", password_env = \"…\" }}` with a personal access token that may delete")]
     HubLogin,
+}
+
+/// The scopes of `need` that a classic token with scopes `have` lacks (`write:packages`
+/// includes `read:packages` in GitHub's scope hierarchy).
+pub fn lacking(have: &[String], need: [&'static str; 2]) -> Vec<&'static str> {
+    let has = |s: &str| {
+        have.iter().any(|h| h == s)
+            || (s == "read:packages" && have.iter().any(|h| h == "write:packages"))
+    };
+    need.into_iter().filter(|n| !has(n)).collect()
 }
 
 /// Resolve the credentials for `host` (as the plan names it, `docker.io` for Docker Hub).

@@ -159,6 +159,18 @@ async fn restore_puts_back_every_deleted_tag_with_its_children_and_signatures() 
     assert_eq!(puts(&reg).await, before, "a dry run writes nothing");
     assert!(pusher.manifest(REPO, "pr-1").await.is_none());
 
+    // --repository narrows: a repository the run deleted nothing in has nothing to restore.
+    let other = ferry(&["restore", &p, "--repository", "team/other"], &[]).await;
+    other.assert_code(0);
+    assert!(
+        other
+            .stderr
+            .contains("nothing to restore: run 1 deleted nothing that --repository and --tag name"),
+        "{}",
+        other.stderr
+    );
+    assert_eq!(puts(&reg).await, before);
+
     // --tag narrows: pr-4 comes back with its own child, nothing else does.
     let narrow = ferry(&["restore", &p, "--tag", "pr-4"], &[]).await;
     narrow.assert_code(0);
@@ -286,7 +298,12 @@ async fn after_garbage_collection_each_image_whose_blobs_are_gone_is_named_and_t
 async fn on_ghcr_restore_asks_the_packages_api_for_each_version_it_deleted() {
     let reg = Registry::start().await;
     let scopes: &[&str] = &["read:packages", "write:packages", "delete:packages"];
-    let github = GitHubFake::start(&[("ghp_restore_1f", "bot", scopes)]).await;
+    let cannot_write: &[&str] = &["read:packages", "delete:packages"];
+    let github = GitHubFake::start(&[
+        ("ghp_restore_1f", "bot", scopes),
+        ("ghp_noscope_2a", "bot", cannot_write),
+    ])
+    .await;
     // GitHub does not say whether a restored version gets its tags back: this one does not,
     // so ferry puts them back itself.
     github.set_restore_tags(false);
@@ -317,6 +334,23 @@ async fn on_ghcr_restore_asks_the_packages_api_for_each_version_it_deleted() {
         .unwrap()
         .id;
     github.age_deletion(Some("myorg"), "app", pr1, Duration::from_secs(31 * 86_400));
+
+    // A token that may delete but not write cannot restore: it is told which scope it lacks,
+    // before any restore is asked, and nothing is recorded as put back.
+    let weak = ferry(&["restore", p], &[("GHCR_TOKEN", "ghp_noscope_2a")]).await;
+    weak.assert_code(1);
+    assert!(
+        weak.stderr.contains(
+            "the token lacks the write:packages scope that restoring GHCR package versions needs"
+        ),
+        "{}",
+        weak.stderr
+    );
+    assert!(!weak.stdout.contains("ghp_noscope") && !weak.stderr.contains("ghp_noscope"));
+    assert!(github
+        .versions(Some("myorg"), "app", true)
+        .iter()
+        .all(|v| v.deleted == deleted.iter().any(|d| d.id == v.id)));
 
     let out = ferry(&["restore", p], &env).await;
     out.assert_code(1);

@@ -17,7 +17,7 @@ use url::Url;
 
 use super::{Context, RecordCache, VendorApi};
 use crate::reference::names;
-use crate::registry::credentials::{Credential, CredentialsError};
+use crate::registry::credentials::{lacking, Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
@@ -206,23 +206,25 @@ impl PackagesApi {
 
     /// Check once that the token may list and delete packages, from `X-OAuth-Scopes`.
     pub async fn check_delete_scopes(&self) -> Result<()> {
+        self.check_scopes(["read:packages", "delete:packages"], |missing, have| {
+            CredentialsError::PackagesScopes { missing, have }
+        })
+        .await
+    }
+
+    /// Check that the token has the scopes of `need`, from `X-OAuth-Scopes` (read once).
+    async fn check_scopes(
+        &self,
+        need: [&'static str; 2],
+        lacks: impl FnOnce(Vec<&'static str>, Vec<String>) -> CredentialsError,
+    ) -> Result<()> {
         let (_, have) = self.user().await?;
-        // write:packages includes read:packages in GitHub's scope hierarchy.
-        let has = |s: &str| {
-            have.iter().any(|h| h == s)
-                || (s == "read:packages" && have.iter().any(|h| h == "write:packages"))
-        };
-        let missing: Vec<&str> = ["read:packages", "delete:packages"]
-            .into_iter()
-            .filter(|need| !has(need))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(RegistryError::Credentials {
+        match lacking(&have, need) {
+            missing if missing.is_empty() => Ok(()),
+            missing => Err(RegistryError::Credentials {
                 registry: self.registry.clone(),
-                reason: CredentialsError::PackagesScopes { missing, have },
-            })
+                reason: lacks(missing, have),
+            }),
         }
     }
 
@@ -358,6 +360,11 @@ impl PackagesApi {
     /// Restore a deleted version (GitHub keeps one 30 days), through the owner's endpoint as
     /// [`PackagesApi::versions`] finds it: the organisation's, else the token user's.
     pub async fn restore(&self, owner: &str, package: &str, id: u64) -> Result<()> {
+        // GitHub asks for write:packages: a token that may only delete is told so by name,
+        // and no restore is asked.
+        let lacks = |missing, have| CredentialsError::RestoreScopes { missing, have };
+        self.check_scopes(["read:packages", "write:packages"], lacks)
+            .await?;
         let kinds = match self.owners.lock().await.get(owner).copied() {
             Some(k) => vec![k],
             None => vec![Owner::Org, Owner::Me],
