@@ -392,3 +392,49 @@ async fn on_ghcr_restore_asks_the_packages_api_for_each_version_it_deleted() {
     }
     assert!(reg.pusher().manifest("myorg/app", "pr-1").await.is_none());
 }
+
+/// The tags of an OCI layout, each with its digest.
+fn layout_tags(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let index = json(&std::fs::read_to_string(dir.join("index.json")).unwrap());
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            let tag = m["annotations"]["org.opencontainers.image.ref.name"].as_str()?;
+            Some((tag.to_string(), m["digest"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_an_oci_layout_a_deleted_index_comes_back_with_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("dst");
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/demo/layout"),
+        &dst,
+    );
+    let before = layout_tags(&dst);
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[[retain]]\nrepository = \"oci:{}\"\ndelete_tags = ['^1\\.1\\.0$']\n",
+            dst.display()
+        ),
+    );
+    let p = p.to_str().unwrap();
+    ferry(&["run", p], &[]).await.assert_code(0);
+    // 1.1.0 and its signature are gone; 1.0.0 stays.
+    assert_eq!(layout_tags(&dst).len(), 1, "{:?}", layout_tags(&dst));
+    let out = ferry(&["restore", p], &[]).await;
+    out.assert_code(0);
+    assert_eq!(layout_tags(&dst), before);
+    let again = ferry(&["restore", p], &[]).await;
+    again.assert_code(0);
+    assert!(
+        again.stderr.contains("nothing to restore"),
+        "{}",
+        again.stderr
+    );
+}
