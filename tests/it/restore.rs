@@ -438,3 +438,43 @@ async fn in_an_oci_layout_a_deleted_index_comes_back_with_its_signature() {
         again.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_docker_hub_restore_puts_the_tags_back_and_spends_no_pull() {
+    let reg = Registry::start().await;
+    let hub = HubFake::start(&[], &[("me", "dckr_pat_restore_7c")], 100, 1000).await;
+    let front = hub.registry_front(&reg).await;
+    let s = scene(&Pusher::new(&front.url, None), REPO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"docker.io\"]\nendpoint = \"{}\"\ninsecure = true\napi = \"{}\"\nauth = {{ username = \"me\", password_env = \"HUB_PAT\" }}\n[[retain]]\nrepository = \"docker.io/{REPO}\"\n{RULE}\n",
+            front.url, hub.url
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let env = [("HUB_PAT", "dckr_pat_restore_7c")];
+    ferry(&["run", p], &env).await.assert_code(0);
+    for (tag, _) in &s.deleted {
+        assert!(reg.pusher().manifest(REPO, tag).await.is_none(), "{tag}");
+    }
+
+    let before = front.seen().len();
+    let out = ferry(&["restore", p], &env).await;
+    out.assert_code(0);
+    assert!(!out.stdout.contains("dckr_pat") && !out.stderr.contains("dckr_pat"));
+    for (tag, img) in s.deleted.iter().chain(&s.kept) {
+        assert_back(&reg, tag, img).await;
+    }
+    let tags = reg.pusher().tags(REPO).await;
+    assert_eq!(tags.len(), s.kept.len() + s.deleted.len(), "{tags:?}");
+    // The kept bytes are pushed back: HEADs and PUTs, no manifest GET (no pull).
+    let pulls: Vec<String> = front.seen()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.uri.contains("/manifests/"))
+        .map(|r| r.uri.clone())
+        .collect();
+    assert!(pulls.is_empty(), "{pulls:?}");
+    ferry(&["restore", p], &env).await.assert_code(0);
+}
