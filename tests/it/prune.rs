@@ -409,6 +409,27 @@ async fn a_mirror_prunes_exactly_what_ferry_copied_and_the_source_dropped() {
     let again = m.run().await;
     again.assert_code(0);
     assert!(again.stdout.contains(", 0 pruned"), "{}", again.stdout);
+
+    // Issue 22, undo: `ferry restore` puts back what pruning deleted (v1.0.2 with its own
+    // child, mirror/c whole) and the tag it removed alone (mirror/b's v1.0.1), each with its
+    // digest.
+    let restored = m
+        .runs
+        .ferry(&["restore", &m.runs.plan, "--state", state])
+        .await;
+    restored.assert_code(0);
+    let (_, _, d102) = p.manifest("mirror/a", "v1.0.2").await.unwrap();
+    let (_, _, d101) = p.manifest("mirror/a", "v1.0.1").await.unwrap();
+    assert_ne!(d102, d101);
+    assert!(p.manifest("mirror/a", &m.lone_child.digest).await.is_some());
+    let (_, _, b100) = p.manifest("mirror/b", "v1.0.0").await.unwrap();
+    let (_, _, b101) = p.manifest("mirror/b", "v1.0.1").await.unwrap();
+    assert_eq!(b101, b100);
+    for (tag, img) in [("v1.0.0", single(30, "c")), ("v1.1.0", single(31, "c-1.1"))] {
+        let raw =
+            skopeo_inspect_raw(&format!("docker://{}/mirror/c:{tag}", m.dst.addr), None).await;
+        assert_eq!(raw, img.bytes, "{tag}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
