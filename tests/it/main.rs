@@ -7,6 +7,7 @@ mod bench_interrupt;
 mod bench_many;
 mod bench_many_wan;
 mod common;
+mod concurrent;
 mod copy;
 mod crash;
 mod differential;
