@@ -223,6 +223,8 @@ fn below<'a>(images: &'a [Image], doomed: &HashMap<&'a Digest, &'a Decision>) ->
                 .push((&image.digest, Hangs::Referrer));
         }
     }
+    // In digest order, so what is kept with an image is told in a stable order.
+    out.values_mut().for_each(|v| v.sort_by_key(|(d, _)| *d));
     out
 }
 

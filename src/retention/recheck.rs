@@ -207,3 +207,6 @@ impl<'a> Recheck<'a> {
         Ok(children)
     }
 }
+
+#[cfg(test)]
+mod tests;
