@@ -63,7 +63,15 @@ async fn an_untagged_manifest_pushed_within_the_grace_is_kept_and_an_old_one_del
     let reg = Registry::start().await;
     let p = reg.pusher();
     let base = layer(1, 2048);
-    let single = |label: &str| image(&[base.clone()], "linux", "amd64", Format::Oci, label);
+    let single = |label: &str| {
+        image(
+            std::slice::from_ref(&base),
+            "linux",
+            "amd64",
+            Format::Oci,
+            label,
+        )
+    };
     let now = SystemTime::now();
     let release = single("v1");
     let old = single("old");
