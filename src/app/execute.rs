@@ -201,6 +201,14 @@ impl Execution {
             .sum()
     }
 
+    /// The longest time between a digest's last look at its repository and its DELETE, over
+    /// retention and pruning (`None`: no DELETE was sent).
+    pub fn delete_window(&self) -> Option<std::time::Duration> {
+        let retained = self.retained.iter().map(|r| r.window);
+        let pruned = self.pruned.iter().flat_map(|p| &p.repos).map(|r| r.window);
+        retained.chain(pruned).flatten().max()
+    }
+
     /// Deletions that went through.
     pub fn deleted(&self) -> usize {
         self.retained

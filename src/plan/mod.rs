@@ -87,6 +87,10 @@ pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
 /// on the next run after this long. A day keeps a nightly CronJob's no-op run cheap.
 pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// How long an untagged manifest is taken for a push in progress (children before their index,
+/// a manifest before its tag) and kept, unless the plan says otherwise (`untagged_grace`).
+pub const DEFAULT_UNTAGGED_GRACE: Duration = Duration::from_secs(3600);
+
 /// Where the checkpoint lives unless `--state` or the plan says otherwise.
 pub const DEFAULT_STATE: &str = "state/ferry.db";
 
@@ -103,6 +107,9 @@ pub struct RetainRule {
     pub older_than: Option<Duration>,
     /// Untagged manifests (not reachable from a tagged image) are candidates too.
     pub untagged: bool,
+    /// An untagged manifest younger than this is a push in progress and is kept (zero: none
+    /// is); one whose age is unknown is kept too, unless this is zero.
+    pub untagged_grace: Duration,
     /// More deletions than this in one repository: delete nothing there and say why.
     pub max_deletions: Option<usize>,
 }

@@ -35,6 +35,7 @@ pub(super) struct RawRetain {
     pub(super) older_than: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) untagged: bool,
+    pub(super) untagged_grace: Option<Spanned<String>>,
     pub(super) max_deletions: Option<Spanned<i64>>,
 }
 

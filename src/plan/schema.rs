@@ -90,6 +90,7 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "retain.repository" => "a repository or a wildcard (a string)",
         "retain.keep_newest" => return bounds(KEEP_NEWEST),
         "retain.older_than" => "a duration like \"30d\" (a string)",
+        "retain.untagged_grace" => "a duration like \"1h\", or \"0s\" for none (a string)",
         "retain.max_deletions" => return bounds(MAX_DELETIONS),
         "in_use" => "a table: [in_use] with kubernetes, files and aliases",
         "in_use.kubernetes" => {
@@ -159,6 +160,7 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "delete_tags",
             "older_than",
             "untagged",
+            "untagged_grace",
             "max_deletions",
         ],
         "in_use" => &["kubernetes", "files", "aliases"],

@@ -518,3 +518,33 @@ fn allow_empty_is_a_switch_of_rules_that_select_many() {
         "p.toml:5:15: copy.allow_empty: applies when `from` is a repository or a wildcard: one tag or digest selects one image"
     );
 }
+
+/// Issue 22: `untagged_grace` is an hour unless the plan says otherwise; "0s" turns it off;
+/// a bad value is refused naming file:line:column and the field, never echoing it.
+#[test]
+fn untagged_grace_defaults_to_an_hour_and_is_validated() {
+    let retain = |extra: &str| {
+        format!("version = 1\n[[retain]]\nrepository = \"r.io/org/app\"\nuntagged = true\n{extra}")
+    };
+    let grace = |extra: &str| {
+        parse(&retain(extra)).unwrap().retains[0]
+            .rule
+            .untagged_grace
+    };
+    assert_eq!(grace(""), Duration::from_secs(3600));
+    assert_eq!(
+        grace("untagged_grace = \"90m\"\n"),
+        Duration::from_secs(5400)
+    );
+    assert_eq!(grace("untagged_grace = \"0s\"\n"), Duration::ZERO);
+    let e = err(&retain("untagged_grace = \"SECRET-ish\"\n"));
+    assert!(
+        e.starts_with("p.toml:5:18: retain.untagged_grace: not a duration"),
+        "{e}"
+    );
+    assert!(!e.contains("SECRET"), "{e}");
+    assert_eq!(
+        err(&retain("untagged_grace = 3600\n")),
+        "p.toml:5:18: retain.untagged_grace: expected a duration like \"1h\", or \"0s\" for none (a string), found an integer"
+    );
+}

@@ -92,7 +92,20 @@ pub(super) fn int_in(
 
 /// A humantime duration (`90s`, `2m`, `1h 30m`), at least one second.
 pub(super) fn duration(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
-    let d = humantime::parse_duration(v.get_ref()).map_err(|e| {
+    let d = any_duration(ctx, v, field)?;
+    if d < Duration::from_secs(1) {
+        return Err(ctx.invalid(v.span(), field, "must be at least 1s"));
+    }
+    Ok(d)
+}
+
+/// A humantime duration, zero (`"0s"`) included: for a field where zero turns something off.
+pub(super) fn any_duration(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    field: &str,
+) -> Result<Duration, PlanError> {
+    humantime::parse_duration(v.get_ref()).map_err(|e| {
         ctx.invalid(
             v.span(),
             field,
@@ -101,11 +114,7 @@ pub(super) fn duration(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Du
                 errors::duration_reason(v.get_ref(), &e)
             ),
         )
-    })?;
-    if d < Duration::from_secs(1) {
-        return Err(ctx.invalid(v.span(), field, "must be at least 1s"));
-    }
-    Ok(d)
+    })
 }
 
 pub(super) fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
@@ -505,6 +514,12 @@ pub(super) fn validate_retain(
         .as_ref()
         .map(|v| int_in(ctx, v, "retain.max_deletions", errors::MAX_DELETIONS))
         .transpose()?;
+    let untagged_grace = r
+        .untagged_grace
+        .as_ref()
+        .map(|v| any_duration(ctx, v, "retain.untagged_grace"))
+        .transpose()?
+        .unwrap_or(super::DEFAULT_UNTAGGED_GRACE);
     let (line, column) = ctx.line_col(r.repository.span().start);
     Ok(RetainPolicy {
         number,
@@ -517,6 +532,7 @@ pub(super) fn validate_retain(
             delete_tags: regexes(ctx, &r.delete_tags, "retain.delete_tags")?,
             older_than,
             untagged: r.untagged,
+            untagged_grace,
             max_deletions,
         },
     })

@@ -230,6 +230,7 @@ fn tomlish() -> impl Strategy<Value = String> {
             "delete_tags",
             "older_than",
             "untagged",
+            "untagged_grace",
             "max_deletions",
             "auth",
             "insecure",

@@ -74,6 +74,14 @@ pub enum RegistryError {
         expected: String,
         actual: String,
     },
+    /// The look at a repository's tags right before one of its manifests was to be deleted
+    /// failed (retention deletes nothing it could not look at again): not deleted.
+    #[error("{shown_url}: not deleted: looking at the repository's tags again right before deleting failed", shown_url = shown(.url))]
+    NotRechecked {
+        url: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
     #[error("{what} not found: {shown_url}", shown_url = shown(.url))]
     NotFound { what: String, url: String },
     #[error("authentication at {shown_url} failed: {reason}", shown_url = shown(.url))]

@@ -259,6 +259,16 @@ pub trait Registry: Send + Sync {
         true
     }
 
+    /// Take `requests` places in this registry's rate budget now, waiting for them as a
+    /// request waits for its turn, for requests that must go out the moment the work before
+    /// them ends: sent inside [`throttle::Turns::spend`], they do not wait for the rate limit
+    /// again (a 429 pause still holds them). Retention takes the place of each DELETE before
+    /// it looks at the repository again, so the look and the DELETE go back to back. Where
+    /// nothing is throttled (layouts, overlays), no turns.
+    async fn reserve(&self, _requests: u32) -> throttle::Turns {
+        throttle::Turns::none()
+    }
+
     /// What this registry cost the run so far (requests, 429s, retries, waits).
     fn stats(&self) -> Option<throttle::RegistryStats> {
         None

@@ -1,7 +1,9 @@
 //! Per-host throttling: a governor rate limit (the plan's `rate_limit`), a shared pause that
 //! a 429 (`Retry-After`) or an exhausted Docker Hub pull budget (`ratelimit-remaining`) sets
 //! for every request to the host, and the events that explain each wait. The copy engine never
-//! sleeps; requests wait here.
+//! sleeps; requests wait here. [`Turns`] are places in the budget taken ahead of the requests
+//! that use them, for a request that must go out the moment the work before it ends (see
+//! `turns`).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -11,6 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
+
+mod turns;
+pub use turns::Turns;
 
 /// Waits longer than this are not sat out: the request fails with the registry's answer.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -158,6 +163,8 @@ pub fn request_kind(method: &str, path: &str) -> String {
 }
 
 pub struct Throttle {
+    /// Tells this throttle's [`Turns`] from another host's.
+    id: u64,
     counts: Counts,
     host: String,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -173,7 +180,9 @@ impl Throttle {
         let limiter = rate.map(|r| {
             RateLimiter::direct(Quota::per_second(r.requests_per_second).allow_burst(r.burst))
         });
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Throttle {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             counts: Counts::default(),
             host: host.to_string(),
             limiter,
@@ -227,8 +236,10 @@ impl Throttle {
     }
 
     /// Wait until a request of this kind may go out. Only real waits are timed: a request
-    /// that may go at once is not counted as waiting.
+    /// that may go at once is not counted as waiting. Inside [`Turns::spend`] with turns of
+    /// this host left, the request takes one instead of waiting for the rate limit.
     pub async fn ready(&self, kind: Kind) {
+        let turns = Turns::current(self.id);
         let mut waiting = None;
         loop {
             let now = Instant::now();
@@ -245,12 +256,31 @@ impl Throttle {
                 _ => break,
             }
         }
-        if let Some(l) = &self.limiter {
+        let prepaid = turns.as_ref().is_some_and(Turns::take);
+        if let Some(l) = self.limiter.as_ref().filter(|_| !prepaid) {
             if l.check().is_err() {
                 waiting.get_or_insert_with(|| Waiting::start(&self.counts.waits));
                 l.until_ready().await;
             }
         }
+        if let Some(t) = &turns {
+            t.sent();
+        }
+    }
+
+    /// Take `n` places in the rate budget now, waiting for each as a request would, for the
+    /// requests sent later inside [`Turns::spend`]: they go without waiting again.
+    pub async fn reserve(&self, n: u32) -> Turns {
+        if let Some(l) = &self.limiter {
+            let mut waiting = None;
+            for _ in 0..n {
+                if l.check().is_err() {
+                    waiting.get_or_insert_with(|| Waiting::start(&self.counts.waits));
+                    l.until_ready().await;
+                }
+            }
+        }
+        Turns::taken(Some(self.id), n)
     }
 
     /// Make every request to the host wait `duration` (extending, never shortening, a pause).

@@ -94,6 +94,12 @@ pub struct ReportTotals {
     pub kept_in_use: usize,
     /// Prune deletions made: manifests deleted, and tags removed alone.
     pub pruned: usize,
+    /// The longest time, in milliseconds, between a manifest's last look at its repository
+    /// and the moment its DELETE was sent, over retention and pruning; absent when the run
+    /// sent no DELETE (and from reports written before it was measured). A merged report
+    /// has the longest of its shards'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_window_ms: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -265,6 +271,10 @@ impl ReportTotals {
         self.parked += other.parked;
         self.kept_in_use += other.kept_in_use;
         self.pruned += other.pruned;
+        self.delete_window_ms = match (self.delete_window_ms, other.delete_window_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 

@@ -1,9 +1,25 @@
 //! Carry out delete decisions through the registry trait, parents and subjects before their
 //! children and referrers: if a deletion fails midway, nothing that a surviving manifest
 //! still references has been deleted.
+//!
+//! Each DELETE is guarded against writers of the same registry (retention and pruning alike,
+//! every backend): right before it, the repository is looked at again ([`Recheck`]), and a
+//! digest some tag reaches now that did not when the inventory was read is kept, with
+//! everything doomed it reaches (its children and referrers, deleted after it in top-down
+//! order, so still there). The look and the DELETE go back to back: the DELETE's place in
+//! the registry's rate budget is taken before the look starts ([`Registry::reserve`]), and
+//! the DELETE spends it ([`Turns::spend`]), so no rate-limit wait falls between the look's
+//! last answer and the DELETE. Retention never sleeps itself: the registry layer owns every
+//! wait. What remains between the two (the DELETE's own way out: a token, a connection) is
+//! measured per deletion, and the longest is [`Applied::window`].
+//!
+//! [`Turns::spend`]: crate::registry::throttle::Turns::spend
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
+use super::recheck::{Reach, Recheck};
+use super::select::{platform_suffix, referrer_kind};
 use super::{Action, Decision, Image, RepoDecisions};
 use crate::registry::{Digest, Registry, RegistryError};
 
@@ -15,16 +31,41 @@ pub struct Deleted {
     pub result: Result<Option<String>, RegistryError>,
 }
 
+/// What [`apply`] did in one repository.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Every deletion attempted, in the order made (top-down), and how it went.
+    pub deleted: Vec<Deleted>,
+    /// Doomed images the look before their DELETE found tagged since the inventory, and the
+    /// doomed images they reach: kept, each with why (`kept: tagged since the inventory
+    /// (hotfix)`), in the order met.
+    pub kept: Vec<Decision>,
+    /// The longest time between a digest's last look and the moment its DELETE was sent
+    /// (`None`: no DELETE was sent).
+    pub window: Option<Duration>,
+}
+
 /// Who references whom among the doomed: child -> parents, referrer -> subject.
 type Referenced<'a> = HashMap<&'a Digest, Vec<&'a Digest>>;
 
-/// Delete what `decisions` says to delete in `repo`.
+/// How a doomed image hangs off another: a child (with its platform), or a referrer.
+#[derive(Clone, Copy)]
+enum Hangs<'a> {
+    Child(Option<&'a str>),
+    Referrer,
+}
+
+/// What each doomed image reaches among the doomed: parent -> children, subject -> referrers.
+type Below<'a> = HashMap<&'a Digest, Vec<(&'a Digest, Hangs<'a>)>>;
+
+/// Delete what `decisions` says to delete in `repo`, each DELETE guarded (see the module
+/// docs).
 pub async fn apply(
     registry: &dyn Registry,
     repo: &str,
     images: &[Image],
     decisions: &RepoDecisions,
-) -> Vec<Deleted> {
+) -> Applied {
     let doomed: HashMap<&Digest, &Decision> = decisions
         .decisions
         .iter()
@@ -32,27 +73,158 @@ pub async fn apply(
         .map(|d| (&d.digest, d))
         .collect();
     let parents = referenced_by(images, &doomed);
+    let below = below(images, &doomed);
+    let mut look = Recheck::new(registry, repo, images);
     let mut failed: HashSet<&Digest> = HashSet::new();
-    let mut out = Vec::with_capacity(doomed.len());
+    let mut kept: HashSet<&Digest> = HashSet::new();
+    let mut out = Applied::default();
     for digest in top_down(&doomed, &parents) {
+        if kept.contains(digest) {
+            continue;
+        }
         let decision = (*doomed[digest]).clone();
         let blocked = parents
             .get(digest)
             .is_some_and(|ps| ps.iter().any(|p| failed.contains(p)));
-        let result = if blocked {
-            Err(RegistryError::Protocol {
-                url: format!("{}/{repo}@{digest}", registry.name()),
-                reason: "not deleted: deleting what references it failed, so it is still in use"
-                    .into(),
-            })
+        let (result, window) = if blocked {
+            let reason = "not deleted: deleting what references it failed, so it is still in use";
+            let url = format!("{}/{repo}@{digest}", registry.name());
+            let reason = reason.into();
+            (Err(RegistryError::Protocol { url, reason }), None)
         } else {
-            registry.delete_manifest(repo, digest).await
+            match guarded(registry, repo, digest, &mut look).await {
+                Guarded::Tagged(reach) => {
+                    let late = Late {
+                        reach: &reach,
+                        root: digest,
+                        doomed: &doomed,
+                        below: &below,
+                    };
+                    out.kept.extend(late.keep(&mut kept));
+                    continue;
+                }
+                Guarded::Sent(result, window) => (result, window),
+            }
         };
+        out.window = out.window.max(window);
         if result.is_err() {
             failed.insert(digest);
         }
-        out.push(Deleted { decision, result });
+        out.deleted.push(Deleted { decision, result });
     }
+    out
+}
+
+/// How one guarded deletion went.
+enum Guarded {
+    /// A tag reaches the digest now: not deleted.
+    Tagged(Reach),
+    /// The DELETE's outcome, and the time from the end of the look to the DELETE (`None`:
+    /// the look failed, and nothing was sent).
+    Sent(Result<Option<String>, RegistryError>, Option<Duration>),
+}
+
+/// One deletion, guarded: the DELETE's turn taken, the look, then the DELETE at once.
+async fn guarded(
+    registry: &dyn Registry,
+    repo: &str,
+    digest: &Digest,
+    look: &mut Recheck<'_>,
+) -> Guarded {
+    let turn = registry.reserve(1).await;
+    let looked = match look.look(digest).await {
+        Ok(None) => Instant::now(),
+        Ok(Some(reach)) => return Guarded::Tagged(reach),
+        Err(e) => {
+            let url = format!("{}/{repo}@{digest}", registry.name());
+            let source = Box::new(e);
+            return Guarded::Sent(Err(RegistryError::NotRechecked { url, source }), None);
+        }
+    };
+    let result = turn.spend(registry.delete_manifest(repo, digest)).await;
+    // When the DELETE went: as the host's throttle let it go (its last try), else when the
+    // call returned, an upper bound (a vendor API's own client, a registry without one).
+    let sent = turn.sent_at().unwrap_or_else(Instant::now);
+    Guarded::Sent(result, Some(sent.saturating_duration_since(looked)))
+}
+
+/// A doomed image found tagged again, and what it takes with it.
+struct Late<'r, 'a> {
+    reach: &'r Reach,
+    root: &'a Digest,
+    doomed: &'r HashMap<&'a Digest, &'a Decision>,
+    below: &'r Below<'a>,
+}
+
+impl<'a> Late<'_, 'a> {
+    /// The root kept, then every doomed image it reaches (breadth first, so each reason names
+    /// the closest kept image), each added to `kept` and saying why.
+    fn keep(&self, kept: &mut HashSet<&'a Digest>) -> Vec<Decision> {
+        let keep = |digest: &Digest, reason: String| Decision {
+            action: Action::Keep,
+            reason,
+            ..(*self.doomed[digest]).clone()
+        };
+        let root = name(self.doomed[self.root]);
+        let why = self.reach.why();
+        let mut out = vec![keep(self.root, format!("kept: {why}"))];
+        kept.insert(self.root);
+        let mut queue = VecDeque::from([self.root]);
+        while let Some(x) = queue.pop_front() {
+            for &(y, hangs) in self.below.get(x).into_iter().flatten() {
+                if !kept.insert(y) {
+                    continue;
+                }
+                let of = match hangs {
+                    Hangs::Child(platform) => format!(
+                        "child of {}{}",
+                        name(self.doomed[x]),
+                        platform_suffix(platform)
+                    ),
+                    Hangs::Referrer => format!(
+                        "{} of {}",
+                        referrer_kind(&self.doomed[y].tags),
+                        name(self.doomed[x])
+                    ),
+                };
+                let reason = match x == self.root {
+                    true => format!("kept: {of}, which is {why}"),
+                    false => format!("kept: {of}, kept with {root}, which is {why}"),
+                };
+                out.push(keep(y, reason));
+                queue.push_back(y);
+            }
+        }
+        out
+    }
+}
+
+/// An image as reasons name it: its first tag, else its short digest.
+fn name(d: &Decision) -> String {
+    d.tags
+        .first()
+        .cloned()
+        .unwrap_or_else(|| d.digest.short().to_string())
+}
+
+/// For each doomed image, the doomed images it reaches: its children, and its referrers.
+fn below<'a>(images: &'a [Image], doomed: &HashMap<&'a Digest, &'a Decision>) -> Below<'a> {
+    let mut out: Below<'a> = HashMap::new();
+    for image in images.iter().filter(|i| doomed.contains_key(&i.digest)) {
+        for (child, platform) in &image.children {
+            if doomed.contains_key(child) {
+                let hangs = Hangs::Child(platform.as_deref());
+                out.entry(&image.digest).or_default().push((child, hangs));
+            }
+        }
+        if let Some(subject) = image.subject.as_ref().filter(|s| doomed.contains_key(s)) {
+            out.entry(subject)
+                .or_default()
+                .push((&image.digest, Hangs::Referrer));
+        }
+    }
+    // In digest order, so what is kept with an image is told in a stable order.
+    out.values_mut().for_each(|v| v.sort_by_key(|(d, _)| *d));
     out
 }
 

@@ -4,7 +4,9 @@
 //! Three steps, each its own module: `inventory` reads a repository (tags, digests, children,
 //! creation times, signature tags) through the registry trait; `select` is pure (inventory +
 //! rule + now -> decisions with human-readable reasons) and protects everything a kept image
-//! reaches; `apply` carries the decisions out. [`run()`] strings them together for every policy
+//! reaches; `apply` carries the decisions out, looking at the repository again right before
+//! each DELETE (`recheck`), so a tag pushed since the inventory keeps its image. [`run()`]
+//! strings them together for every policy
 //! of a plan and records each deletion through retention's own [`Journal`]; `ferry plan` and
 //! `ferry run` both call it (against overlays or the registries), so the dry run cannot lie.
 //!
@@ -14,6 +16,7 @@ pub mod apply;
 pub mod inventory;
 pub mod journal;
 pub mod prune;
+pub mod recheck;
 pub mod restore;
 pub mod run;
 pub mod select;

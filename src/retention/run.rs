@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::apply::{apply, Deleted};
+use super::apply::{apply, Applied, Deleted};
 use super::inventory::keep_for_restore;
-use super::{plan_policy, Action, Deletion, Journal, Pins, RepoPlan};
+use super::{plan_policy, Action, Decision, Deletion, Journal, Pins, RepoPlan};
 use crate::plan::{Location, RetainPolicy};
 use crate::registry::{Digest, Registry};
 
@@ -74,7 +74,8 @@ pub struct Context<'a> {
     /// Images each repository keeps whatever its policy says.
     pub pins: &'a PinMap,
     pub journal: &'a dyn Journal,
-    /// Told of each deletion made, one line each ("deleted …").
+    /// Told of each deletion made, and of each image kept because it was tagged since the
+    /// inventory, one line each ("deleted …", "kept …").
     pub note: &'a (dyn Fn(&str) + Sync),
 }
 
@@ -82,10 +83,14 @@ pub struct Context<'a> {
 pub struct Retained {
     /// The policy's number (1-based).
     pub policy: usize,
+    /// Its decisions as carried out: an image the look before its DELETE found tagged since
+    /// the inventory is a keep here, saying why.
     pub plan: RepoPlan,
     /// Every deletion attempted, in the order made (top-down); empty when the repository was
     /// not read or was held back.
     pub deletions: Vec<Deleted>,
+    /// The longest time between a digest's last look and its DELETE (`None`: none sent).
+    pub window: Option<Duration>,
 }
 
 /// Apply `policies` in order, each repository read, decided and pruned before the next.
@@ -110,7 +115,17 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
         if cx.journal.keeps_manifests() {
             keep_doomed(registry.as_ref(), &mut plan).await;
         }
-        let deletions = carry_out(registry.as_ref(), &plan).await;
+        let Applied {
+            deleted: deletions,
+            kept,
+            window,
+        } = carry_out(registry.as_ref(), &plan).await;
+        for k in &kept {
+            (cx.note)(&told("kept", &plan.repository, k));
+        }
+        if let Ok(decided) = &mut plan.decisions {
+            overrule(&mut decided.decisions, &kept);
+        }
         for d in &deletions {
             if let Ok(version_id) = &d.result {
                 (cx.note)(&note(&plan.repository, d));
@@ -130,6 +145,7 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
             policy: policy.number,
             plan,
             deletions,
+            window,
         });
     }
     out
@@ -137,10 +153,23 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
 
 /// The deletions a repository's decisions call for, made; none when it was not read or the
 /// `max_deletions` valve held it back.
-async fn carry_out(registry: &dyn Registry, plan: &RepoPlan) -> Vec<Deleted> {
+async fn carry_out(registry: &dyn Registry, plan: &RepoPlan) -> Applied {
     match &plan.decisions {
         Ok(d) if d.held_back.is_none() => apply(registry, &plan.repo, &plan.images, d).await,
-        _ => Vec::new(),
+        _ => Applied::default(),
+    }
+}
+
+/// The decisions as carried out: each of `kept` (found tagged since the inventory, or
+/// reached from such an image) replaces the deletion decided for its digest.
+pub(crate) fn overrule(decisions: &mut [Decision], kept: &[Decision]) {
+    for k in kept {
+        if let Some(d) = decisions
+            .iter_mut()
+            .find(|d| d.digest == k.digest && d.action == Action::Delete)
+        {
+            *d = k.clone();
+        }
     }
 }
 

@@ -804,17 +804,18 @@ async fn a_docker_hub_mirror_deletes_exactly_the_pruned_tags_through_the_hub_api
 
     let before = front.seen().len();
     prune_as_planned(&runs, &s.expected("docker.io/myorg"), &[]).await;
-    // The registry was only asked where stable points, and read each manifest deleted once,
-    // by digest, right before (a pull each, kept for `ferry restore`, issue 22): the
-    // inventory is the Hub API's (no pull), and no placeholder was pushed, nothing deleted
-    // there.
+    // The registry was only asked where tags point and which tags there are (where stable
+    // points, and issue 22's look before each deletion: listings and HEADs, none of them a
+    // pull), and read each manifest deleted once, by digest, right before (a pull each, kept
+    // for `ferry restore`): the inventory is the Hub API's, and no placeholder was pushed,
+    // nothing deleted there.
     let seen: Vec<String> = front.seen()[before..]
         .iter()
         .map(|r| format!("{} {}", r.method, r.uri))
         .collect();
     let (heads, gets): (Vec<&String>, Vec<&String>) = seen
         .iter()
-        .partition(|r| *r == "HEAD /v2/myorg/app/manifests/stable");
+        .partition(|r| r.starts_with("HEAD ") || r.contains("/tags/list"));
     assert!(!heads.is_empty(), "{seen:?}");
     assert_eq!(gets.len(), 3, "v2, stable and old's 1.0: {seen:?}");
     assert!(
@@ -822,6 +823,7 @@ async fn a_docker_hub_mirror_deletes_exactly_the_pruned_tags_through_the_hub_api
             .all(|r| r.starts_with("GET /v2/myorg/") && r.contains("/manifests/sha256:")),
         "{seen:?}"
     );
+    assert!(seen.contains(&"HEAD /v2/myorg/app/manifests/stable".to_string()));
     // v2's tag, stable and old's 1.0, through the Hub API's tag DELETE, logged in; v2's
     // platform manifests have no tag of their own and go with it.
     let mut deletes: Vec<String> = hub

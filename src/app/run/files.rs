@@ -99,6 +99,9 @@ fn report(
             parked: execution.transfer.parked,
             kept_in_use: execution.kept_in_use(),
             pruned: ended.pruned,
+            delete_window_ms: execution
+                .delete_window()
+                .map(|w| w.as_micros() as f64 / 1000.0),
         },
         failures: ended.failures.clone(),
         items: execution

@@ -228,6 +228,7 @@ fn type_errors_say_what_is_expected() {
         "copy.tags.semver",
         "retain.repository",
         "retain.older_than",
+        "retain.untagged_grace",
     ];
     let wrong = |shape: &str| match STRINGS.contains(&shape) {
         true => format!("{{ x = \"{c}\" }}"),

@@ -200,23 +200,53 @@ impl HttpRegistry {
         Ok((url, answer))
     }
 
-    /// Remove `tag` (checked to point at the manifest it is removed from) the
+    /// Does `tag` of `repo` still point at `digest`? `false` when the tag is gone;
+    /// [`RegistryError::TagMoved`] when it points at another manifest now.
+    pub(super) async fn tag_is_at(&self, repo: &str, tag: &str, digest: &Digest) -> Result<bool> {
+        match self.head_manifest(repo, tag).await? {
+            None => Ok(false),
+            Some(h) if h.digest != *digest => {
+                let url = self.manifest_url(repo, tag).await?;
+                Err(RegistryError::tag_moved(url, tag, digest, &h.digest))
+            }
+            Some(_) => Ok(true),
+        }
+    }
+
+    /// Remove `tag` (checked to point at `digest`, the manifest it is removed from) the
     /// [`placeholder`] way: move it onto a throw-away manifest, then delete that by digest
     /// (through the vendor API where the registry has one: GHCR deletes its package version).
     /// Returns the deleted placeholder's id where the registry has one. Where the vendor API
     /// can tell beforehand that deleting will be refused (GHCR's token scopes), nothing is
     /// pushed: a placeholder that cannot be deleted would hold the tag.
+    ///
+    /// The PUT is what takes the tag, so the last look at it goes right before, back to back:
+    /// both places in the rate budget are taken first, and a tag moved or gone by then is
+    /// left alone. A push over the tag after the PUT moves it off the placeholder, whose
+    /// deletion then takes nothing else.
     pub(super) async fn untag_by_placeholder(
         &self,
         repo: &str,
         tag: &str,
+        digest: &Digest,
     ) -> Result<Option<String>> {
         if let Some(v) = &self.vendor {
             v.check_delete(repo).await?;
         }
         self.ensure_empty_config(repo).await?;
         let throwaway = placeholder::manifest(tag);
-        self.put_manifest(repo, tag, &throwaway).await?;
+        let turns = self.throttle.reserve(2).await;
+        let moved = turns
+            .spend(async {
+                if !self.tag_is_at(repo, tag, digest).await? {
+                    return Ok(false);
+                }
+                self.put_manifest(repo, tag, &throwaway).await.map(|_| true)
+            })
+            .await?;
+        if !moved {
+            return Ok(None);
+        }
         let id = self.delete_manifest(repo, &throwaway.digest).await?;
         if id.is_none() && self.record_style() == RecordStyle::Versions {
             // A registry of package versions answers with the id of what it deleted: without

@@ -42,7 +42,7 @@ pub use client::HttpRegistry;
 pub use pager::{next_link, Pager, MAX_PAGES};
 pub use single::PROBE_MAX;
 
-use super::error::{RegistryError, Result};
+use super::error::Result;
 use super::throttle::RegistryStats;
 use super::{
     BlobStream, BlobTail, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed,
@@ -76,6 +76,10 @@ impl Registry for HttpRegistry {
         let mut stats = self.throttle.stats();
         stats.single_post = self.single_post.known();
         Some(stats)
+    }
+
+    async fn reserve(&self, requests: u32) -> super::throttle::Turns {
+        self.throttle.reserve(requests).await
     }
 
     fn charge_retry(&self, event: &super::throttle::Event) -> bool {
@@ -210,16 +214,12 @@ impl Registry for HttpRegistry {
     }
 
     /// Checked first with a HEAD (no pull on Docker Hub); then the vendor API where it deletes
-    /// tags (Docker Hub), else the [`placeholder`](crate::registry::placeholder) way.
+    /// tags (Docker Hub), else the [`placeholder`](crate::registry::placeholder) way, which
+    /// looks again right before it moves the tag.
     async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {
         names::tag(tag)?;
-        match self.head_manifest(repo, tag).await? {
-            None => return Ok(None),
-            Some(h) if h.digest != *digest => {
-                let url = self.manifest_url(repo, tag).await?;
-                return Err(RegistryError::tag_moved(url, tag, digest, &h.digest));
-            }
-            Some(_) => {}
+        if !self.tag_is_at(repo, tag, digest).await? {
+            return Ok(None);
         }
         let by_vendor = match &self.vendor {
             Some(v) => v.delete_tag(repo, tag).await,
@@ -227,7 +227,7 @@ impl Registry for HttpRegistry {
         };
         match by_vendor {
             Some(done) => done,
-            None => self.untag_by_placeholder(repo, tag).await,
+            None => self.untag_by_placeholder(repo, tag, digest).await,
         }
     }
 

@@ -386,17 +386,20 @@ pub struct PruneDone {
 }
 
 /// Carry out a repository's deletions: whole manifests top-down (parents and subjects before
-/// what they reference, as retention does), then tags removed alone. Each one made is
-/// recorded through `journal`, with its manifest from `manifests`, and told through `note`.
+/// what they reference, as retention does, each looked at again right before its DELETE),
+/// then tags removed alone. Each one made is recorded through `journal`, with its manifest
+/// from `manifests`, and told through `note`; an image found tagged since the inventory is
+/// kept, its decision in `decided` turned into that keep, and told too. Returns what was
+/// done, and the longest time between a digest's last look and its DELETE.
 pub async fn apply(
     registry: &dyn Registry,
     repo: &str,
     images: &[Image],
     manifests: &mut Manifests,
-    decided: &RepoPrune,
+    decided: &mut RepoPrune,
     journal: &dyn Journal,
     note: &(dyn Fn(&str) + Sync),
-) -> Vec<PruneDone> {
+) -> (Vec<PruneDone>, Option<Duration>) {
     let whole = crate::retention::RepoDecisions {
         held_back: None,
         conflicts: Vec::new(),
@@ -417,8 +420,24 @@ pub async fn apply(
         let doomed = whole.decisions.iter().map(|d| &d.digest);
         inventory::keep_for_restore(registry, repo, doomed, manifests).await;
     }
-    let mut out: Vec<PruneDone> = crate::retention::apply::apply(registry, repo, images, &whole)
-        .await
+    let applied = crate::retention::apply::apply(registry, repo, images, &whole).await;
+    let repository = match registry.name() {
+        "oci:" => format!("oci:{repo}"),
+        host => format!("{host}/{repo}"),
+    };
+    for k in &applied.kept {
+        note(&crate::retention::run::told("kept", &repository, k));
+        let late = decided
+            .decisions
+            .iter_mut()
+            .find(|d| d.digest == k.digest && d.action == PruneAction::Delete);
+        if let Some(d) = late {
+            d.action = PruneAction::Keep;
+            d.reason = k.reason.clone();
+        }
+    }
+    let mut out: Vec<PruneDone> = applied
+        .deleted
         .into_iter()
         .map(|d| PruneDone {
             decision: PruneDecision {
@@ -431,7 +450,21 @@ pub async fn apply(
         })
         .collect();
     out.extend(remove_tags(registry, repo, decided).await);
-    for done in &out {
+    record(registry.name(), repo, &repository, &out, manifests, journal, note);
+    (out, applied.window)
+}
+
+/// Tell and record each deletion pruning made, with its manifest from `manifests`.
+fn record(
+    registry: &str,
+    repo: &str,
+    repository: &str,
+    done: &[PruneDone],
+    manifests: &Manifests,
+    journal: &dyn Journal,
+    note: &(dyn Fn(&str) + Sync),
+) {
+    for done in done {
         if let Ok(version_id) = &done.result {
             let shown = crate::retention::Decision {
                 digest: done.decision.digest.clone(),
@@ -439,13 +472,9 @@ pub async fn apply(
                 action: Action::Delete,
                 reason: done.decision.reason.clone(),
             };
-            let repository = match registry.name() {
-                "oci:" => format!("oci:{repo}"),
-                host => format!("{host}/{repo}"),
-            };
-            note(&crate::retention::run::told("pruned", &repository, &shown));
+            note(&crate::retention::run::told("pruned", repository, &shown));
             journal.deleted(&Deletion {
-                registry: registry.name(),
+                registry,
                 repo,
                 digest: &done.decision.digest,
                 tags: &done.decision.tags,
@@ -456,7 +485,6 @@ pub async fn apply(
             });
         }
     }
-    out
 }
 
 /// The tags removed alone (the manifest stays: an image kept shares it), each decision's

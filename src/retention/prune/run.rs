@@ -48,8 +48,12 @@ pub struct PrunedRepo {
     /// `registry/repo`, for people.
     pub repository: String,
     pub repo: String,
+    /// Its decisions as carried out: an image the look before its DELETE found tagged since
+    /// the inventory is a keep here, saying why.
     pub decisions: Result<RepoPrune, RegistryError>,
     pub done: Vec<PruneDone>,
+    /// The longest time between a digest's last look and its DELETE (`None`: none sent).
+    pub window: Option<std::time::Duration>,
 }
 
 /// One `prune` rule, carried out.
@@ -104,7 +108,7 @@ async fn run_rule(rule: &RuleScope, cx: &Context<'_>) -> Pruned {
             }
             remember(&name, &repo.repo, decided, cx);
             let note = |line: &str| (cx.note)(line);
-            repo.done = apply(
+            (repo.done, repo.window) = apply(
                 registry.as_ref(),
                 &repo.repo,
                 &images,
@@ -159,6 +163,7 @@ async fn decide_repo(
         repo: scope.repo.clone(),
         decisions,
         done: Vec::new(),
+        window: None,
     };
     (repo, images, manifests)
 }

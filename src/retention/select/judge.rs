@@ -72,7 +72,9 @@ pub(super) fn judge_tagged(
     (Action::Delete, format!("delete: {}", parts.join(", ")))
 }
 
-/// An untagged manifest nothing in the inventory reaches.
+/// An untagged manifest nothing in the inventory reaches. One younger than `untagged_grace`
+/// may be a push in progress (children before their index, a manifest before its tag), and
+/// so may one whose age is unknown: both are kept while the grace is not zero.
 pub(super) fn judge_untagged(img: &Image, rule: &RetainRule, now: SystemTime) -> (Action, String) {
     if !rule.untagged {
         return (
@@ -81,6 +83,9 @@ pub(super) fn judge_untagged(img: &Image, rule: &RetainRule, now: SystemTime) ->
         );
     }
     let age = img.created.map(|c| age_of(c, now));
+    if let Some(why) = in_grace(age, rule.untagged_grace) {
+        return (Action::Keep, why);
+    }
     match (rule.older_than, age) {
         (Some(_), None) => (Action::Keep, "kept: untagged, age unknown".to_string()),
         (Some(older_than), Some(age)) if age < older_than => (
@@ -99,18 +104,52 @@ pub(super) fn judge_untagged(img: &Image, rule: &RetainRule, now: SystemTime) ->
     }
 }
 
+/// Why an untagged manifest of age `age` may be a push in progress and is kept: younger than
+/// `grace`, or of unknown age (`None` when `grace` is zero, or it is older).
+fn in_grace(age: Option<Duration>, grace: Duration) -> Option<String> {
+    let grace_is = format!("untagged_grace = {}", format_rule(grace));
+    match age {
+        _ if grace.is_zero() => None,
+        None => Some(format!(
+            "kept: untagged, age unknown, may be a push in progress ({grace_is})"
+        )),
+        Some(age) if age < grace => Some(format!(
+            "kept: untagged, {} old, may be a push in progress ({grace_is})",
+            ago(age)
+        )),
+        Some(_) => None,
+    }
+}
+
+/// `12 minutes`, `3 hours`: how long, in the largest whole unit (at least a second).
+fn ago(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0..60 => (s, "second"),
+        60..3600 => (s / 60, "minute"),
+        3600..DAY => (s / 3600, "hour"),
+        _ => (s / DAY, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// How long ago `created` was; zero for a time in the future (clock skew).
 fn age_of(created: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(created).unwrap_or(Duration::ZERO)
 }
 
-/// `older_than` as people wrote it: whole days (`30d`), else whole hours (`36h`), else seconds.
+/// A duration as people write it in a plan: whole days (`30d`), else whole hours (`36h`),
+/// else whole minutes (`90m`), else seconds; zero is `0s`.
 pub(in crate::retention) fn format_rule(d: Duration) -> String {
     let s = d.as_secs();
-    if s.is_multiple_of(DAY) {
+    if s == 0 {
+        "0s".to_string()
+    } else if s.is_multiple_of(DAY) {
         format!("{}d", s / DAY)
     } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
     } else {
         format!("{s}s")
     }

@@ -5,6 +5,7 @@ use regex::Regex;
 use super::*;
 use Action::{Delete as D, Keep as K};
 
+mod grace;
 mod graph;
 
 /// A digest whose short form shows `n`: `sha256:00000000000n`.
@@ -64,6 +65,7 @@ fn cosign_tag(subject: u64, suffix: &str) -> String {
     format!("sha256-{}.{suffix}", d(subject).hex())
 }
 
+/// A rule as a plan that sets nothing has it (`untagged_grace` at its default, 1h).
 fn rule() -> RetainRule {
     RetainRule {
         keep_newest: 0,
@@ -71,6 +73,7 @@ fn rule() -> RetainRule {
         delete_tags: Vec::new(),
         older_than: None,
         untagged: false,
+        untagged_grace: crate::plan::DEFAULT_UNTAGGED_GRACE,
         max_deletions: None,
     }
 }
@@ -360,8 +363,12 @@ fn untagged_images_follow_untagged_and_older_than() {
     assert_eq!(
         run(&images, &r),
         want(&[
+            (
+                2,
+                K,
+                "kept: untagged, age unknown, may be a push in progress (untagged_grace = 1h)"
+            ),
             (1, D, "delete: untagged, 41 days old"),
-            (2, D, "delete: untagged"),
             (3, D, "delete: untagged, 10 days old"),
         ])
     );
@@ -379,7 +386,11 @@ fn untagged_images_follow_untagged_and_older_than() {
     assert_eq!(
         run(&images, &r),
         want(&[
-            (2, K, "kept: untagged, age unknown"),
+            (
+                2,
+                K,
+                "kept: untagged, age unknown, may be a push in progress (untagged_grace = 1h)"
+            ),
             (3, K, "kept: untagged, 10 days old, younger than 30d"),
             (1, D, "delete: untagged, 41 days old"),
             (4, D, "delete: untagged, 30 days old"),
@@ -466,7 +477,12 @@ fn output_is_kept_then_deleted_ranked_first_then_by_name_and_digest() {
             (1, K, "kept: tag keep matches ^keep$".to_string()),
             (4, K, "kept: tag aa-newer matches ^aa-".to_string()),
             (7, K, "kept: signature of keep".to_string()),
-            (2, K, "kept: untagged, age unknown".to_string()),
+            (
+                2,
+                K,
+                "kept: untagged, age unknown, may be a push in progress (untagged_grace = 1h)"
+                    .to_string()
+            ),
             (
                 8,
                 K,
