@@ -1,7 +1,8 @@
 //! Per-host throttling: a governor rate limit (the plan's `rate_limit`), a shared pause that
 //! a 429 (`Retry-After`) or an exhausted Docker Hub pull budget (`ratelimit-remaining`) sets
-//! for every request to the host, and the events that explain each wait. The copy engine never
-//! sleeps; requests wait here.
+//! for every request to the host, and the events that explain each wait. Beside it, a [`Pace`]
+//! for a service with limits of its own (GitHub's REST API): its pause, and a pace for the
+//! requests it counts dearest. The copy engine never sleeps; requests wait here.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -302,6 +303,91 @@ impl Throttle {
     }
 }
 
+/// A service's own limits, beside the host's (GitHub's REST API, where GHCR deletes): a pause
+/// every request to it waits out when it says to wait, and for the requests its secondary
+/// limit counts dearest (DELETEs) a pace, at most so many a minute and so many in flight. Its
+/// waits count as the host's ([`Throttle::paced`], [`Throttle::held`]).
+pub struct Pace {
+    /// Who says to wait, as waits name it (the API's host).
+    service: String,
+    limiter: DefaultDirectRateLimiter,
+    slots: tokio::sync::Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Pace {
+    /// At most `per_minute` paced requests a minute, evenly spaced (no burst), and
+    /// `in_flight` at once.
+    pub fn new(service: &str, per_minute: NonZeroU32, in_flight: usize) -> Pace {
+        Pace {
+            service: service.to_string(),
+            limiter: RateLimiter::direct(
+                Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN),
+            ),
+            slots: tokio::sync::Semaphore::new(in_flight.max(1)),
+            paused_until: Mutex::new(None),
+        }
+    }
+}
+
+impl Throttle {
+    /// Wait out `pace`'s pause (a request to its service that is not paced).
+    pub async fn held(&self, pace: &Pace) {
+        let mut waiting = None;
+        loop {
+            let until = *pace.paused_until.lock().expect("pause lock");
+            match until {
+                Some(t) if t > Instant::now() => {
+                    waiting.get_or_insert_with(|| Waiting::start(&self.counts.waits));
+                    tokio::time::sleep_until(t.into()).await
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Wait for a slot of `pace`, its pause and its rate; the slot is held until the permit
+    /// returned is dropped (the request answered).
+    pub async fn paced<'a>(&self, pace: &'a Pace) -> tokio::sync::SemaphorePermit<'a> {
+        let permit = match pace.slots.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let _waiting = Waiting::start(&self.counts.waits);
+                pace.slots
+                    .acquire()
+                    .await
+                    .expect("pace slots are never closed")
+            }
+        };
+        self.held(pace).await;
+        if pace.limiter.check().is_err() {
+            let _waiting = Waiting::start(&self.counts.waits);
+            pace.limiter.until_ready().await;
+        }
+        permit
+    }
+
+    /// `pace`'s service said to wait `duration` (a 403 or 429 with `Retry-After` or
+    /// `x-ratelimit-reset`): every request to it waits, extending and never shortening a
+    /// pause, and the wait is told when it extends one.
+    pub fn pause_service(&self, pace: &Pace, duration: Duration, reason: &str) {
+        let until = Instant::now() + duration;
+        {
+            let mut cur = pace.paused_until.lock().expect("pause lock");
+            if cur.is_some_and(|c| c >= until) {
+                return;
+            }
+            *cur = Some(until);
+        }
+        tracing::info!(service = %pace.service, seconds = duration.as_secs(), "{reason}");
+        self.notify(Event::Waiting {
+            registry: pace.service.clone(),
+            duration,
+            reason: reason.to_string(),
+        });
+    }
+}
+
 /// `ratelimit-remaining: 76;w=21600` -> (76, 21600).
 fn header_budget(headers: &HeaderMap, name: &str) -> Option<(u64, u64)> {
     let v = headers.get(name)?.to_str().ok()?;
@@ -438,6 +524,38 @@ mod tests {
         // A request that finds nothing to wait for adds nothing.
         t.ready(Kind::Other).await;
         assert_eq!(t.stats().waited, waited + more);
+    }
+
+    /// Issue 22: a pace spaces its requests evenly (no burst), holds them to its slots, and
+    /// a pause its service asks for holds every request to it, told once per extension.
+    #[tokio::test]
+    async fn a_pace_spaces_requests_and_its_pause_holds_them_all() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let observer: Observer = Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+        let t = Throttle::new("ghcr.example", None, Some(observer));
+        let pace = Pace::new("api.example", NonZeroU32::new(600).unwrap(), 1);
+        let start = Instant::now();
+        for _ in 0..4 {
+            drop(t.paced(&pace).await);
+        }
+        // One at once, then three at 100 ms intervals.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(290), "{took:?}");
+        // One slot: a second paced request waits for the first to be answered.
+        let held = t.paced(&pace).await;
+        let second = tokio::time::timeout(Duration::from_millis(250), t.paced(&pace)).await;
+        assert!(second.is_err(), "the only slot is held");
+        drop(held);
+        t.pause_service(&pace, Duration::from_millis(300), "API rate limit");
+        t.pause_service(&pace, Duration::from_millis(100), "API rate limit");
+        let start = Instant::now();
+        t.held(&pace).await;
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        let told = events.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(matches!(&told[0], Event::Waiting { registry, .. } if registry == "api.example"));
+        assert!(t.stats().waited >= Duration::from_millis(500));
     }
 
     #[tokio::test]

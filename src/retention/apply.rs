@@ -1,18 +1,30 @@
 //! Carry out delete decisions through the registry trait, parents and subjects before their
 //! children and referrers: if a deletion fails midway, nothing that a surviving manifest
-//! still references has been deleted.
+//! still references has been deleted. A deletion the registry refuses for good becomes a keep
+//! ([`super::refusals`]), and so does every doomed image it references.
 
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
+use super::refusals::{failure, kept_instead};
 use super::{Action, Decision, Image, RepoDecisions};
 use crate::registry::{Digest, Registry, RegistryError};
 
-/// One deletion and how it went (`Ok` carries the registry's own id of what it deleted,
-/// where it has one).
+/// One deletion and how it went: `Ok` when made (with the registry's own id of what it
+/// deleted, where it has one), `Err` when not. When the registry refused it for good, or
+/// kept what references it, `decision` is a keep that says why (its reason as selection
+/// would have given it).
 #[derive(Debug)]
 pub struct Deleted {
     pub decision: Decision,
     pub result: Result<Option<String>, RegistryError>,
+}
+
+impl Deleted {
+    /// Why this is a failure of the run, if it is (see [`super::refusals`]).
+    pub fn failure(&self) -> Option<&RegistryError> {
+        failure(self.decision.action == Action::Keep, &self.result)
+    }
 }
 
 /// Who references whom among the doomed: child -> parents, referrer -> subject.
@@ -33,27 +45,55 @@ pub async fn apply(
         .collect();
     let parents = referenced_by(images, &doomed);
     let mut failed: HashSet<&Digest> = HashSet::new();
+    let mut kept: HashSet<&Digest> = HashSet::new();
     let mut out = Vec::with_capacity(doomed.len());
     for digest in top_down(&doomed, &parents) {
-        let decision = (*doomed[digest]).clone();
-        let blocked = parents
-            .get(digest)
-            .is_some_and(|ps| ps.iter().any(|p| failed.contains(p)));
-        let result = if blocked {
-            Err(RegistryError::Protocol {
-                url: format!("{}/{repo}@{digest}", registry.name()),
-                reason: "not deleted: deleting what references it failed, so it is still in use"
-                    .into(),
-            })
-        } else {
-            registry.delete_manifest(repo, digest).await
+        let mut decision = (*doomed[digest]).clone();
+        let above: &[&Digest] = parents.get(digest).map_or(&[], Vec::as_slice);
+        let not_deleted = |reason: &str| RegistryError::Protocol {
+            url: format!("{}/{repo}@{digest}", registry.name()),
+            reason: format!("not deleted: {reason}"),
         };
-        if result.is_err() {
-            failed.insert(digest);
+        let result = if above.iter().any(|p| failed.contains(p)) {
+            Err(not_deleted(
+                "deleting what references it failed, so it is still in use",
+            ))
+        } else if let Some(p) = above.iter().find(|p| kept.contains(*p)) {
+            decision.action = Action::Keep;
+            decision.reason = format!("kept: {}", hangs_off(images, digest, p));
+            Err(not_deleted("what references it is kept"))
+        } else {
+            let r = registry.delete_manifest(repo, digest).await;
+            if let Err(e) = &r {
+                kept_instead(&mut decision, e, SystemTime::now());
+            }
+            r
+        };
+        match (&result, decision.action) {
+            (Ok(_), _) => {}
+            (Err(_), Action::Keep) => {
+                kept.insert(digest);
+            }
+            (Err(_), Action::Delete) => {
+                failed.insert(digest);
+            }
         }
         out.push(Deleted { decision, result });
     }
     out
+}
+
+/// What `digest` is of `above`, which references it: `child of pr-3`, `referrer of pr-3`
+/// (`above` by its first tag, else its short digest).
+fn hangs_off(images: &[Image], digest: &Digest, above: &Digest) -> String {
+    let image = |d: &Digest| images.iter().find(|i| &i.digest == d);
+    let name = image(above)
+        .and_then(|i| i.tags.iter().min().cloned())
+        .unwrap_or_else(|| above.short().to_string());
+    match image(digest).and_then(|i| i.subject.as_ref()) == Some(above) {
+        true => format!("referrer of {name}"),
+        false => format!("child of {name}"),
+    }
 }
 
 /// For each doomed image, the doomed images that reference it: the indexes listing it as a

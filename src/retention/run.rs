@@ -1,6 +1,6 @@
 //! Retention carried out: every policy read and decided ([`super::plan_policy`]), its
 //! deletions made top-down ([`super::apply`]), each one told to people and recorded through
-//! [`Journal`]. `ferry run` runs it against the registries, `ferry plan` against overlays of
+//! [`Journal`], as is each keep the registry imposed ([`super::refusals`]). `ferry run` runs it against the registries, `ferry plan` against overlays of
 //! them, with the same pins, so the dry run deletes what the run deletes.
 
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::apply::{apply, Deleted};
+use super::refusals::{Refusals, Told};
 use super::{plan_policy, Deletion, Journal, Pins, RepoPlan};
 use crate::plan::{Location, RetainPolicy};
 use crate::registry::Registry;
@@ -103,11 +104,21 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
         .expect("a registry for every location")
         .clone();
     let name = registry.name().to_string();
-    let pins_for = |repo: &str| cx.pins.get(&name, repo);
+    let pins_for = |repo: &str| Pins {
+        refusals: Refusals::of(registry.as_ref(), cx.journal.refusals(&name, repo)),
+        ..cx.pins.get(&name, repo)
+    };
     let mut out = Vec::new();
     for plan in plan_policy(policy, registry.as_ref(), cx.now, cx.owns, &pins_for).await {
         let deletions = carry_out(registry.as_ref(), &plan).await;
+        let told = Told::new(&name, &plan.repo, &plan.repository, cx.journal, cx.note);
+        for d in plan.decisions.iter().flat_map(|d| &d.decisions) {
+            told.planned(d);
+        }
         for d in &deletions {
+            if let Err(e) = &d.result {
+                told.met(&d.decision, e, SystemTime::now());
+            }
             if let Ok(version_id) = &d.result {
                 (cx.note)(&note(&plan.repository, d));
                 cx.journal.deleted(&Deletion {

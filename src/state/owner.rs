@@ -226,6 +226,22 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             not_missing(conn, registry, repo, refs)?;
         }
         Write::Missing { .. } | Write::NotMissing { .. } => apply_missing(conn, write)?,
+        Write::Refusal {
+            registry,
+            repo,
+            digest,
+            version_id,
+            reason,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO refusals (registry, repo, digest, version_id, reason, first_at, last_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT (registry, repo, digest) DO UPDATE SET
+                     version_id = COALESCE(excluded.version_id, version_id),
+                     reason = excluded.reason, last_at = excluded.last_at",
+            )?
+            .execute(params![registry, repo, digest, version_id, reason, now])?;
+        }
         Write::Blob {
             registry,
             digest,

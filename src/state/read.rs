@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::owner::to_u64;
 use super::{
-    BlobState, ItemState, ItemStatus, RunId, RunSummary, RunTotals, Snapshot, UploadState,
+    BlobState, ItemState, ItemStatus, RefusalState, RunId, RunSummary, RunTotals, Snapshot,
+    UploadState,
 };
 
 pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
@@ -86,6 +87,25 @@ pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
             snapshot
                 .missing
                 .insert((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?);
+        }
+    }
+
+    // And version 8.
+    if version >= 8 {
+        let mut stmt = conn.prepare_cached(
+            "SELECT registry, repo, digest, version_id, reason, first_at, last_at FROM refusals",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            snapshot.refusals.insert(
+                (row.get(0)?, row.get(1)?, row.get(2)?),
+                RefusalState {
+                    version_id: row.get(3)?,
+                    reason: row.get(4)?,
+                    first_at: row.get(5)?,
+                    last_at: row.get(6)?,
+                },
+            );
         }
     }
 

@@ -83,6 +83,15 @@ pub enum Write {
         /// The registry's own id for it (a GHCR package version id), where it has one.
         version_id: Option<String>,
     },
+    /// A registry refused for good to delete `digest` of `repo` (`reason`, its own words): the
+    /// row keeps when it first did and, updated, when a run last met it.
+    Refusal {
+        registry: String,
+        repo: String,
+        digest: String,
+        version_id: Option<String>,
+        reason: String,
+    },
 }
 
 /// Where one copy item stands. Stored as `pending`, `done`, `failed`, `skipped`.
@@ -218,6 +227,20 @@ pub struct Snapshot {
     /// `(registry, repo, tag)` of a target to when a `prune` rule first found it missing
     /// (unix seconds).
     pub missing: HashMap<(String, String, String), i64>,
+    /// `(registry, repo, digest)` of what a registry refused for good to delete.
+    pub refusals: HashMap<(String, String, String), RefusalState>,
+}
+
+/// A deletion a registry refused for good, as remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalState {
+    pub version_id: Option<String>,
+    /// The registry's own words.
+    pub reason: String,
+    /// Unix seconds: when it first refused, and when a run last met the refusal (refused
+    /// again, or kept it without asking).
+    pub first_at: i64,
+    pub last_at: i64,
 }
 
 /// A copy item as last recorded, by any run.

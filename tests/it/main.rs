@@ -15,6 +15,7 @@ mod drift;
 mod duplicates;
 mod empty;
 mod faults;
+mod ghcr;
 mod harness;
 mod harness_smoke;
 mod hostile;

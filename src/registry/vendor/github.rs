@@ -1,8 +1,11 @@
 //! GHCR's [`VendorApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
 //! do: list a namespace's container packages, list package versions (id, digest, tags, push
 //! time, untagged ones included) and delete versions. Honours GitHub's rate limits (403/429
-//! with `Retry-After` or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`) and checks the
-//! token's scopes before the first deletion.
+//! with `Retry-After` or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`: every request
+//! to the API waits), paces deletions below its secondary limit and tells its refusals for
+//! good apart ([`deletes`]), and checks the token's scopes before the first deletion.
+
+pub mod deletes;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -22,7 +25,7 @@ use crate::registry::error::{RegistryError, Result};
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::status::Service;
-use crate::registry::throttle::{self, Event, Throttle};
+use crate::registry::throttle::{self, Pace, Throttle};
 use crate::registry::{Digest, ManifestRecord, RecordStyle};
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
@@ -60,6 +63,8 @@ pub struct PackagesApi {
     client: reqwest::Client,
     registry: String,
     throttle: std::sync::Arc<Throttle>,
+    /// The API's own pause, and the pace of version DELETEs ([`deletes`]).
+    pace: Pace,
     retries: u32,
     /// Which kind of owner each namespace turned out to be.
     owners: Mutex<HashMap<String, Owner>>,
@@ -95,7 +100,13 @@ impl PackagesApi {
         throttle: std::sync::Arc<Throttle>,
         retries: u32,
     ) -> Self {
+        let service = base.host_str().unwrap_or("the GitHub API").to_string();
         PackagesApi {
+            pace: Pace::new(
+                &service,
+                deletes::DELETES_PER_MINUTE,
+                deletes::DELETES_IN_FLIGHT,
+            ),
             base,
             token,
             client,
@@ -114,10 +125,12 @@ impl PackagesApi {
         })
     }
 
-    /// One request with the token; waits out GitHub's rate limits (bounded by `retries`).
+    /// One request with the token; waits out GitHub's rate limits (bounded by `retries`), and
+    /// has every other request to the API wait with it.
     async fn send(&self, method: Method, url: &Url) -> Result<reqwest::Response> {
         let mut waits = 0;
         loop {
+            self.throttle.held(&self.pace).await;
             let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
                 .map_err(|_| RegistryError::Auth {
                     url: url.to_string(),
@@ -145,12 +158,8 @@ impl PackagesApi {
             if limited && waits < self.retries {
                 waits += 1;
                 let wait = rate_limit_wait(resp.headers());
-                self.throttle.notify(Event::Waiting {
-                    registry: self.base.host_str().unwrap_or("the GitHub API").to_string(),
-                    duration: wait,
-                    reason: "GitHub API rate limit".into(),
-                });
-                tokio::time::sleep(wait).await;
+                self.throttle
+                    .pause_service(&self.pace, wait, "GitHub API rate limit");
                 continue;
             }
             return Ok(resp);
@@ -333,7 +342,8 @@ impl PackagesApi {
             .collect()
     }
 
-    /// Delete one version; returns its id for the audit trail.
+    /// Delete one version, at the pace GitHub's secondary limit allows; a refusal for good is
+    /// [`RegistryError::Refused`].
     pub async fn delete(&self, owner: &str, package: &str, id: u64) -> Result<()> {
         self.check_delete_scopes().await?;
         let kind = self
@@ -347,11 +357,15 @@ impl PackagesApi {
             "{}/{id}",
             Self::versions_path(kind, owner, package)
         ))?;
+        let _slot = self.throttle.paced(&self.pace).await;
         let resp = self.send(Method::DELETE, &url).await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(self.error(&Method::DELETE, &url, resp).await),
+            _ => Err(deletes::refused(
+                self.error(&Method::DELETE, &url, resp).await,
+                id,
+            )),
         }
     }
 

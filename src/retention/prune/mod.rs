@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use crate::retention::refusals::{failure, imposed, Refusals, Told};
 use crate::retention::select::{decide, format_rule, Role, Seen};
 use crate::retention::{inventory, Action, Deletion, Image, InUsePins, Journal};
 
@@ -89,6 +90,8 @@ pub struct Judge<'a> {
     pub missing: &'a HashMap<String, SystemTime>,
     pub scope: &'a Scope,
     pub in_use: &'a InUsePins,
+    /// What the registry will not delete: kept with its tags.
+    pub refusals: &'a Refusals,
     pub now: SystemTime,
 }
 
@@ -207,9 +210,8 @@ pub fn select(images: &[Image], judge: &Judge<'_>) -> RepoPrune {
                 .collect()
         })
         .collect();
-    let whole = decide(images, &|seen: &Seen<'_>| {
-        own(seen, &fates[seen.index], judge)
-    });
+    let judged = |seen: &Seen<'_>| own(seen, &fates[seen.index], judge);
+    let whole = decide(images, &judged, judge.refusals);
     let mut out = RepoPrune::default();
     let by_digest: HashMap<&Digest, usize> = images
         .iter()
@@ -273,7 +275,9 @@ fn in_use_by(image: &Image, in_use: &InUsePins) -> Option<String> {
 }
 
 /// For a kept image: its pruned tags removed alone (never a referrer's tag, which is how its
-/// subject finds it), and each tag that is not selected, with why it stays.
+/// subject finds it, nor a tag of what the registry will not delete: GHCR's last tagged
+/// version must keep one, and a popular version is pulled by it), and each tag that is not
+/// selected, with why it stays.
 fn kept_tags(
     digest: &Digest,
     reason: &str,
@@ -298,7 +302,7 @@ fn kept_tags(
                 PruneAction::Keep,
                 format!("kept: {}", judge.in_use.tags[tag]),
             )),
-            Fate::Prune(_) if referrer_tag_subject(tag).is_some() => {
+            Fate::Prune(_) if referrer_tag_subject(tag).is_some() || imposed(reason) => {
                 out.push(one(tag, PruneAction::Keep, reason.to_string()))
             }
             Fate::Prune(why) => out.push(one(
@@ -376,16 +380,24 @@ pub async fn plan_repo(
 }
 
 /// One deletion pruning made, and how it went (`Ok`: the registry's id of what it deleted,
-/// where it has one).
+/// where it has one). A deletion the registry refused for good is a `Keep` that says why (see
+/// [`crate::retention::apply::Deleted`]).
 #[derive(Debug)]
 pub struct PruneDone {
     pub decision: PruneDecision,
     pub result: Result<Option<String>, RegistryError>,
 }
 
+impl PruneDone {
+    /// Why this is a failure of the run, if it is (see [`crate::retention::refusals`]).
+    pub fn failure(&self) -> Option<&RegistryError> {
+        failure(self.decision.action == PruneAction::Keep, &self.result)
+    }
+}
+
 /// Carry out a repository's deletions: whole manifests top-down (parents and subjects before
 /// what they reference, as retention does), then tags removed alone. Each one made is
-/// recorded through `journal` and told through `note`.
+/// recorded through `journal` and told through `note`, as is each keep the registry imposed.
 pub async fn apply(
     registry: &dyn Registry,
     repo: &str,
@@ -402,27 +414,41 @@ pub async fn apply(
             .decisions
             .iter()
             .filter(|d| d.action == PruneAction::Delete)
-            .map(|d| crate::retention::Decision {
-                digest: d.digest.clone(),
-                tags: d.tags.clone(),
-                action: Action::Delete,
-                reason: d.reason.clone(),
-            })
+            .map(|d| whole_decision(d, Action::Delete))
             .collect(),
     };
-    let mut out: Vec<PruneDone> = crate::retention::apply::apply(registry, repo, images, &whole)
-        .await
-        .into_iter()
-        .map(|d| PruneDone {
+    let repository = match registry.name() {
+        "oci:" => format!("oci:{repo}"),
+        host => format!("{host}/{repo}"),
+    };
+    let told = Told::new(registry.name(), repo, &repository, journal, note);
+    let imposed_keeps = decided
+        .decisions
+        .iter()
+        .filter(|d| d.action == PruneAction::Keep && imposed(&d.reason));
+    for d in imposed_keeps {
+        told.planned(&whole_decision(d, Action::Keep));
+    }
+    let deleted = crate::retention::apply::apply(registry, repo, images, &whole).await;
+    let mut out: Vec<PruneDone> = Vec::with_capacity(deleted.len());
+    for d in deleted {
+        if let Err(e) = &d.result {
+            told.met(&d.decision, e, SystemTime::now());
+        }
+        let action = match d.decision.action {
+            Action::Keep => PruneAction::Keep,
+            Action::Delete => PruneAction::Delete,
+        };
+        out.push(PruneDone {
             decision: PruneDecision {
                 digest: d.decision.digest,
                 tags: d.decision.tags,
-                action: PruneAction::Delete,
+                action,
                 reason: d.decision.reason,
             },
             result: d.result,
-        })
-        .collect();
+        });
+    }
     for d in decided
         .decisions
         .iter()
@@ -442,16 +468,7 @@ pub async fn apply(
     }
     for done in &out {
         if let Ok(version_id) = &done.result {
-            let shown = crate::retention::Decision {
-                digest: done.decision.digest.clone(),
-                tags: done.decision.tags.clone(),
-                action: Action::Delete,
-                reason: done.decision.reason.clone(),
-            };
-            let repository = match registry.name() {
-                "oci:" => format!("oci:{repo}"),
-                host => format!("{host}/{repo}"),
-            };
+            let shown = whole_decision(&done.decision, Action::Delete);
             note(&crate::retention::run::told("pruned", &repository, &shown));
             journal.deleted(&Deletion {
                 registry: registry.name(),
@@ -465,6 +482,16 @@ pub async fn apply(
         }
     }
     out
+}
+
+/// A prune decision as retention's, with `action`.
+fn whole_decision(d: &PruneDecision, action: Action) -> crate::retention::Decision {
+    crate::retention::Decision {
+        digest: d.digest.clone(),
+        tags: d.tags.clone(),
+        action,
+        reason: d.reason.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ struct Case {
     scope: Scope,
     prune: Prune,
     in_use: InUsePins,
+    refusals: Refusals,
 }
 
 impl Case {
@@ -76,6 +77,7 @@ impl Case {
             },
             prune: Prune::default(),
             in_use: InUsePins::default(),
+            refusals: Refusals::default(),
         }
     }
 
@@ -86,6 +88,7 @@ impl Case {
             missing: &self.missing,
             scope: &self.scope,
             in_use: &self.in_use,
+            refusals: &self.refusals,
             now: day(100),
         }
     }
