@@ -6,6 +6,7 @@ use super::*;
 use Action::{Delete as D, Keep as K};
 
 mod graph;
+mod refused;
 
 /// A digest whose short form shows `n`: `sha256:00000000000n`.
 fn d(n: u64) -> Digest {
