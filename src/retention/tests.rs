@@ -292,9 +292,12 @@ async fn a_source_that_failed_holds_every_deletion() {
     assert!(d.decisions.iter().all(|x| x.action == super::Action::Keep));
 }
 
-/// What a run recorded of refusals: (repo, digest, version id, reason).
+/// One refusal a run recorded: (repo, digest, version id, reason).
+type RefusalRow = (String, Digest, Option<String>, String);
+
+/// What a run recorded of refusals.
 #[derive(Default)]
-struct Refusals(Mutex<Vec<(String, Digest, Option<String>, String)>>);
+struct Refusals(Mutex<Vec<RefusalRow>>);
 
 impl Journal for Refusals {
     fn refused(&self, _registry: &str, repo: &str, r: &super::Refused) {
