@@ -449,6 +449,28 @@ pub async fn apply(
             result: d.result,
         });
     }
+    out.extend(untag(registry, repo, decided).await);
+    for done in &out {
+        if let Ok(version_id) = &done.result {
+            let shown = whole_decision(&done.decision, Action::Delete);
+            note(&crate::retention::run::told("pruned", &repository, &shown));
+            journal.deleted(&Deletion {
+                registry: registry.name(),
+                repo,
+                digest: &done.decision.digest,
+                tags: &done.decision.tags,
+                reason: &done.decision.reason,
+                version_id: version_id.as_deref(),
+                tags_only: done.decision.action == PruneAction::Untag,
+            });
+        }
+    }
+    out
+}
+
+/// Remove the tags pruning removes alone, image by image (the first failure ends an image's).
+async fn untag(registry: &dyn Registry, repo: &str, decided: &RepoPrune) -> Vec<PruneDone> {
+    let mut out = Vec::new();
     for d in decided
         .decisions
         .iter()
@@ -465,21 +487,6 @@ pub async fn apply(
             decision: d.clone(),
             result,
         });
-    }
-    for done in &out {
-        if let Ok(version_id) = &done.result {
-            let shown = whole_decision(&done.decision, Action::Delete);
-            note(&crate::retention::run::told("pruned", &repository, &shown));
-            journal.deleted(&Deletion {
-                registry: registry.name(),
-                repo,
-                digest: &done.decision.digest,
-                tags: &done.decision.tags,
-                reason: &done.decision.reason,
-                version_id: version_id.as_deref(),
-                tags_only: done.decision.action == PruneAction::Untag,
-            });
-        }
     }
     out
 }
