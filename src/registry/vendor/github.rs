@@ -1,17 +1,18 @@
 //! GHCR's [`VendorApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
 //! do: list a namespace's container packages, list package versions (id, digest, tags, push
-//! time, untagged ones included) and delete versions. Honours GitHub's rate limits (403/429
-//! with `Retry-After` or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`: every request
-//! to the API waits), paces deletions below its secondary limit and tells its refusals for
-//! good apart ([`deletes`]), and checks the token's scopes before the first deletion.
+//! time, untagged ones included) and delete versions. Honours GitHub's rate limits as its docs
+//! say (`limits`: every request to the API waits), paces deletions below its secondary limit
+//! and tells its refusals for good apart ([`deletes`]), and checks the token's scopes before
+//! the first deletion.
 
 pub mod deletes;
+mod limits;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use crate::registry::error::{RegistryError, Result};
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::status::Service;
-use crate::registry::throttle::{self, Pace, Throttle};
+use crate::registry::throttle::{Pace, Throttle};
 use crate::registry::{Digest, ManifestRecord, RecordStyle};
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
@@ -146,18 +147,9 @@ impl PackagesApi {
                 .send()
                 .await
                 .map_err(|e| RegistryError::transport(&method, url, e))?;
-            let limited = matches!(
-                resp.status(),
-                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
-            ) && (resp.headers().contains_key(header::RETRY_AFTER)
-                || resp
-                    .headers()
-                    .get("x-ratelimit-remaining")
-                    .and_then(|v| v.to_str().ok())
-                    == Some("0"));
-            if limited && waits < self.retries {
+            let limited = limits::rate_limited(resp.status(), resp.headers());
+            if let Some(wait) = limited.filter(|_| waits < self.retries) {
                 waits += 1;
-                let wait = rate_limit_wait(resp.headers());
                 self.throttle
                     .pause_service(&self.pace, wait, "GitHub API rate limit");
                 continue;
@@ -515,17 +507,6 @@ impl VendorApi for Ghcr {
     }
 }
 
-/// How long GitHub asks to wait: `Retry-After`, else until `x-ratelimit-reset`.
-fn rate_limit_wait(headers: &HeaderMap) -> Duration {
-    if let Some(d) = throttle::retry_after(headers) {
-        return d.min(throttle::MAX_WAIT);
-    }
-    match throttle::until_reset(headers) {
-        Some(d) => d.max(Duration::from_secs(1)).min(throttle::MAX_WAIT),
-        None => Duration::from_secs(60),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,17 +527,11 @@ mod tests {
     }
 
     #[test]
-    fn names_and_waits() {
+    fn names() {
         assert_eq!(
             split_repository("myorg/team/app"),
             Some(("myorg", "team/app"))
         );
         assert_eq!(encode("team/app"), "team%2Fapp");
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(rate_limit_wait(&h), Duration::from_secs(3));
-        let mut h = HeaderMap::new();
-        h.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
-        assert_eq!(rate_limit_wait(&h), Duration::from_secs(1));
     }
 }
