@@ -20,6 +20,7 @@ use crate::inuse;
 use crate::plan::Plan;
 use crate::report::{error_chain, Reporter};
 use crate::retention::prune::{PruneAction, Pruned};
+use crate::retention::refusals::remembered;
 use crate::retention::{self, PinMap, Retained};
 
 /// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
@@ -125,11 +126,12 @@ impl Execution {
                 }
             }
             for d in &r.deletions {
-                if let Err(e) = &d.result {
+                if let Some(e) = d.failure() {
                     out.push(format!(
-                        "deleting {repository}@{}: {}",
+                        "deleting {repository}@{}: {}{}",
                         d.decision.digest,
-                        error_chain(e)
+                        error_chain(e),
+                        remembered(e)
                     ));
                 }
             }
@@ -154,13 +156,14 @@ impl Execution {
                     ));
                 }
                 for d in &r.done {
-                    if let Err(e) = &d.result {
+                    if let Some(e) = d.failure() {
                         out.push(format!(
-                            "pruning {}@{} ({}): {}",
+                            "pruning {}@{} ({}): {}{}",
                             r.repository,
                             d.decision.digest,
                             d.decision.tags.join(", "),
-                            error_chain(e)
+                            error_chain(e),
+                            remembered(e)
                         ));
                     }
                 }

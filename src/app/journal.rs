@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::registry::{Digest, Midstate, Parked, UploadProgress};
 use crate::report::error_chain;
 use crate::retention::prune::{Copied, Ledger};
-use crate::retention::{self, Deletion};
+use crate::retention::{self, Deletion, Refused};
 use crate::state::{
     DeletionRecord, ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write,
 };
@@ -367,5 +367,34 @@ impl retention::Journal for StateJournal {
                 tags: tags.to_vec(),
             });
         }
+    }
+
+    fn refusals(&self, registry: &str, repo: &str) -> Vec<Refused> {
+        let mut out: Vec<Refused> = self
+            .snapshot
+            .refusals
+            .iter()
+            .filter(|((r, p, _), _)| r == registry && p == repo)
+            .filter_map(|((_, _, digest), s)| {
+                Some(Refused {
+                    digest: Digest::parse(digest)?,
+                    version_id: s.version_id.clone(),
+                    reason: s.reason.clone(),
+                    at: SystemTime::UNIX_EPOCH + Duration::from_secs(s.first_at.max(0) as u64),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        out
+    }
+
+    fn refused(&self, registry: &str, repo: &str, r: &Refused) {
+        self.record(Write::Refusal {
+            registry: registry.to_string(),
+            repo: repo.to_string(),
+            digest: r.digest.to_string(),
+            version_id: r.version_id.clone(),
+            reason: r.reason.clone(),
+        });
     }
 }

@@ -111,8 +111,10 @@ struct Notes(std::sync::Mutex<Vec<String>>);
 
 impl crate::report::Reporter for Notes {
     fn note(&self, message: &str) {
-        // Deletions are listed with their repository's decisions already.
-        if !message.starts_with("deleted ") && !message.starts_with("pruned ") {
+        // Deletions, and the keeps a registry imposes, are listed with their repository's
+        // decisions already.
+        let decided = ["deleted ", "pruned ", "kept "];
+        if !decided.iter().any(|d| message.starts_with(d)) {
             self.0.lock().expect("notes").push(message.to_string());
         }
     }

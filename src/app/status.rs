@@ -36,6 +36,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let undo = (!run.deletions.is_empty()).then(|| {
         super::restore::undo_command(std::path::Path::new(&run.plan_path), state_flag, run.id)
     });
+    let refusals = refusals(&state)?;
     match args.output {
         Output::Json => {
             let mut doc = to_json(&run);
@@ -43,19 +44,74 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             if let Some(undo) = &undo {
                 doc["restore"] = json!(undo);
             }
+            doc["refusals"] = serde_json::to_value(&refusals)?;
             println!("{}", serde_json::to_string_pretty(&doc)?)
         }
         Output::Text => {
             let undo = undo.map(|u| format!("  to undo its deletions: {u}\n"));
             print!(
-                "{}{}{}",
+                "{}{}{}{}",
                 to_text(&run),
                 undo.unwrap_or_default(),
-                parked_text(&parked)
+                parked_text(&parked),
+                refusals_text(&refusals)
             )
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A deletion a registry refused for good: kept by every run since, without asking again.
+#[derive(serde::Serialize)]
+struct Refusal {
+    /// `registry/repo@digest`.
+    manifest: String,
+    version_id: Option<String>,
+    /// The registry's own words.
+    reason: String,
+    /// When it first refused, and when a run last kept it for that.
+    first_at: String,
+    last_at: String,
+}
+
+/// Every refusal the checkpoint remembers (whichever run met it), by manifest.
+fn refusals(state: &State) -> anyhow::Result<Vec<Refusal>> {
+    let mut out: Vec<Refusal> = state
+        .snapshot()?
+        .refusals
+        .into_iter()
+        .map(|((registry, repo, digest), r)| Refusal {
+            manifest: format!("{registry}/{repo}@{digest}"),
+            version_id: r.version_id,
+            reason: r.reason,
+            first_at: when(r.first_at),
+            last_at: when(r.last_at),
+        })
+        .collect();
+    out.sort_by(|a, b| a.manifest.cmp(&b.manifest));
+    Ok(out)
+}
+
+fn refusals_text(refusals: &[Refusal]) -> String {
+    if refusals.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "  refused by the registry: {} (kept, not asked again)\n",
+        refusals.len()
+    );
+    for r in refusals {
+        let version = r
+            .version_id
+            .as_ref()
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    {}{version}: {}; first {}, last kept {}\n",
+            r.manifest, r.reason, r.first_at, r.last_at
+        ));
+    }
+    out
 }
 
 /// An upload the checkpoint can continue.

@@ -84,6 +84,16 @@ pub enum RegistryError {
     },
     #[error("{what} not found: {shown_url}", shown_url = shown(.url))]
     NotFound { what: String, url: String },
+    /// The registry refused a deletion for a reason asking again will not change (see
+    /// [`Refusal`]); `message` is its own words, `id` the id of what it would not delete (a
+    /// GHCR package version).
+    #[error("DELETE {shown_url}: refused: {message}", shown_url = shown(.url))]
+    Refused {
+        url: String,
+        refusal: Refusal,
+        message: String,
+        id: Option<String>,
+    },
     #[error("authentication at {shown_url} failed: {reason}", shown_url = shown(.url))]
     Auth { url: String, reason: String },
     #[error("credentials for {registry}: {reason}")]
@@ -133,7 +143,26 @@ pub enum RegistryError {
     },
 }
 
+/// Why a registry will not delete something, whoever asks and however often: these are
+/// planned for, not failures to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The last tagged version of a GHCR package (GitHub deletes it only with the package).
+    LastVersion,
+    /// A version of a public GHCR package with more than 5,000 downloads (only GitHub support
+    /// can delete it).
+    Downloads,
+}
+
 impl RegistryError {
+    /// What the registry refused for good, when it did.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            RegistryError::Refused { refusal, .. } => Some(*refusal),
+            _ => None,
+        }
+    }
+
     /// Bytes that were not the blob's (a wrong digest or size), wherever they came from.
     pub fn is_mismatch(&self) -> bool {
         match self {

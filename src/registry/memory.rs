@@ -37,6 +37,8 @@ struct Inner {
     /// Blob bytes, by digest (shared by every repository that links the blob).
     bytes: HashMap<Digest, Bytes>,
     calls: BTreeMap<&'static str, usize>,
+    /// Manifests whose deletion is refused for good, and the registry's words.
+    refused: HashMap<Digest, (super::error::Refusal, String)>,
 }
 
 /// See the module docs.
@@ -64,6 +66,15 @@ impl MemoryRegistry {
             what,
             url: format!("{}/{repo}", self.name),
         }
+    }
+
+    /// Refuse for good to delete `digest` (as GHCR refuses a package's last tagged version or
+    /// a popular one), saying `message`.
+    pub fn refuse_delete(&self, digest: &Digest, refusal: super::error::Refusal, message: &str) {
+        let mut inner = self.inner.lock().expect("memory registry");
+        inner
+            .refused
+            .insert(digest.clone(), (refusal, message.to_string()));
     }
 
     /// Store a blob's bytes in `repo`, as a test fixture.
@@ -356,13 +367,22 @@ impl Registry for MemoryRegistry {
     }
 
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let url = format!("{}/{repo}@{digest}", self.name);
         self.with("delete_manifest", |i| {
+            if let Some((refusal, message)) = i.refused.get(digest) {
+                return Err(RegistryError::Refused {
+                    url,
+                    refusal: *refusal,
+                    message: message.clone(),
+                    id: None,
+                });
+            }
             if let Some(r) = i.repos.get_mut(repo) {
                 r.manifests.remove(digest);
                 r.tags.retain(|_, d| d != digest);
             }
-        });
-        Ok(None)
+            Ok(None)
+        })
     }
 
     async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {

@@ -264,7 +264,9 @@ pub trait Registry: Send + Sync {
     /// them ends: sent inside [`throttle::Turns::spend`], they do not wait for the rate limit
     /// again (a 429 pause still holds them). Retention takes the place of each DELETE before
     /// it looks at the repository again, so the look and the DELETE go back to back. Where
-    /// nothing is throttled (layouts, overlays), no turns.
+    /// the registry deletes through a vendor API with a pace of its own (GHCR's version
+    /// DELETEs), the next deletion's place in that pace is taken too. Where nothing is
+    /// throttled (layouts, overlays), no turns.
     async fn reserve(&self, _requests: u32) -> throttle::Turns {
         throttle::Turns::none()
     }

@@ -1,9 +1,10 @@
 //! Per-host throttling: a governor rate limit (the plan's `rate_limit`), a shared pause that
 //! a 429 (`Retry-After`) or an exhausted Docker Hub pull budget (`ratelimit-remaining`) sets
-//! for every request to the host, and the events that explain each wait. The copy engine never
-//! sleeps; requests wait here. [`Turns`] are places in the budget taken ahead of the requests
-//! that use them, for a request that must go out the moment the work before it ends (see
-//! `turns`).
+//! for every request to the host, and the events that explain each wait. [`Turns`] are places
+//! in the budget taken ahead of the requests that use them, for a request that must go out the
+//! moment the work before it ends (see `turns`). Beside it, a [`Pace`] for a service with
+//! limits of its own (GitHub's REST API): its pause, and a pace for the requests it counts
+//! dearest. The copy engine never sleeps; requests wait here.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 
+mod pace;
 mod turns;
+pub use pace::Pace;
 pub use turns::Turns;
 
 /// Waits longer than this are not sat out: the request fails with the registry's answer.
@@ -468,6 +471,38 @@ mod tests {
         // A request that finds nothing to wait for adds nothing.
         t.ready(Kind::Other).await;
         assert_eq!(t.stats().waited, waited + more);
+    }
+
+    /// Issue 22: a pace spaces its requests evenly (no burst), holds them to its slots, and
+    /// a pause its service asks for holds every request to it, told once per extension.
+    #[tokio::test]
+    async fn a_pace_spaces_requests_and_its_pause_holds_them_all() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let observer: Observer = Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+        let t = Throttle::new("ghcr.example", None, Some(observer));
+        let pace = Pace::new("api.example", NonZeroU32::new(600).unwrap(), 1);
+        let start = Instant::now();
+        for _ in 0..4 {
+            drop(t.paced(&pace).await);
+        }
+        // One at once, then three at 100 ms intervals.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(290), "{took:?}");
+        // One slot: a second paced request waits for the first to be answered.
+        let held = t.paced(&pace).await;
+        let second = tokio::time::timeout(Duration::from_millis(250), t.paced(&pace)).await;
+        assert!(second.is_err(), "the only slot is held");
+        drop(held);
+        t.pause_service(&pace, Duration::from_millis(300), "API rate limit");
+        t.pause_service(&pace, Duration::from_millis(100), "API rate limit");
+        let start = Instant::now();
+        t.held(&pace).await;
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        let told = events.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(matches!(&told[0], Event::Waiting { registry, .. } if registry == "api.example"));
+        assert!(t.stats().waited >= Duration::from_millis(500));
     }
 
     #[tokio::test]

@@ -36,6 +36,11 @@ pub struct Report {
     pub failures: Vec<String>,
     pub items: Vec<ReportItem>,
     pub deletions: Vec<ReportDeletion>,
+    /// What retention would delete that stays because the registry will not let it go
+    /// (GHCR: a package's last tagged version, a version GitHub refused to delete), and what
+    /// such a keep references; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<ReportKept>,
     /// Every decision of the plan's `prune` rules: deletions (`delete`, `untag`) with how
     /// they went, and what stays that a rule does not select (`keep`: not ours, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -136,6 +141,17 @@ pub struct ReportDeletion {
     pub version_id: Option<String>,
 }
 
+/// An image the registry keeps (see [`Report::kept`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReportKept {
+    pub repository: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// `kept: GHCR keeps a package's last version`, `kept: GitHub refused to delete it on
+    /// DATE: REASON`, or what references it that stays.
+    pub reason: String,
+}
+
 /// One decision of a `prune` rule.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ReportPrune {
@@ -204,6 +220,7 @@ impl Report {
             failures: Vec::new(),
             items: Vec::new(),
             deletions: Vec::new(),
+            kept: Vec::new(),
             prune: Vec::new(),
             registries: BTreeMap::new(),
             merged_from: Some(Vec::new()),
@@ -229,6 +246,7 @@ impl Report {
         self.failures.extend(other.failures);
         self.items.extend(other.items);
         self.deletions.extend(other.deletions);
+        self.kept.extend(other.kept);
         self.prune.extend(other.prune);
         for (host, stats) in other.registries {
             self.registries.entry(host).or_default().add(&stats);
@@ -397,6 +415,7 @@ mod tests {
             failures: vec!["a".into(), "b".into()],
             items: vec![failed_item()],
             deletions: vec![],
+            kept: vec![],
             prune: vec![],
             registries,
             merged_from: None,
@@ -478,6 +497,7 @@ mod tests {
             failures: vec![format!("f{copied}")],
             items: vec![],
             deletions: vec![],
+            kept: vec![],
             prune: vec![],
             registries,
             merged_from: None,

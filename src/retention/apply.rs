@@ -1,6 +1,7 @@
 //! Carry out delete decisions through the registry trait, parents and subjects before their
 //! children and referrers: if a deletion fails midway, nothing that a surviving manifest
-//! still references has been deleted.
+//! still references has been deleted. A deletion the registry refuses for good becomes a keep
+//! ([`super::refusals`]), and so does every doomed image it references.
 //!
 //! Each DELETE is guarded against writers of the same registry (retention and pruning alike,
 //! every backend): right before it, the repository is looked at again ([`Recheck`]), and a
@@ -16,15 +17,18 @@
 //! [`Turns::spend`]: crate::registry::throttle::Turns::spend
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::recheck::{Reach, Recheck};
+use super::refusals::{failure, kept_instead};
 use super::select::{platform_suffix, referrer_kind};
 use super::{Action, Decision, Image, RepoDecisions};
 use crate::registry::{Digest, Registry, RegistryError};
 
-/// One deletion and how it went (`Ok` carries the registry's own id of what it deleted,
-/// where it has one).
+/// One deletion and how it went: `Ok` when made (with the registry's own id of what it
+/// deleted, where it has one), `Err` when not. When the registry refused it for good, or
+/// kept what references it, `decision` is a keep that says why (its reason as selection
+/// would have given it).
 #[derive(Debug)]
 pub struct Deleted {
     pub decision: Decision,
@@ -43,6 +47,13 @@ pub struct Applied {
     /// The longest time between a digest's last look and the moment its DELETE was sent
     /// (`None`: no DELETE was sent).
     pub window: Option<Duration>,
+}
+
+impl Deleted {
+    /// Why this is a failure of the run, if it is (see [`super::refusals`]).
+    pub fn failure(&self) -> Option<&RegistryError> {
+        failure(self.decision.action == Action::Keep, &self.result)
+    }
 }
 
 /// Who references whom among the doomed: child -> parents, referrer -> subject.
@@ -82,15 +93,19 @@ pub async fn apply(
         if kept.contains(digest) {
             continue;
         }
-        let decision = (*doomed[digest]).clone();
-        let blocked = parents
-            .get(digest)
-            .is_some_and(|ps| ps.iter().any(|p| failed.contains(p)));
-        let (result, window) = if blocked {
-            let reason = "not deleted: deleting what references it failed, so it is still in use";
-            let url = format!("{}/{repo}@{digest}", registry.name());
-            let reason = reason.into();
-            (Err(RegistryError::Protocol { url, reason }), None)
+        let mut decision = (*doomed[digest]).clone();
+        let above: &[&Digest] = parents.get(digest).map_or(&[], Vec::as_slice);
+        let not_deleted = |reason: &str| RegistryError::Protocol {
+            url: format!("{}/{repo}@{digest}", registry.name()),
+            reason: format!("not deleted: {reason}"),
+        };
+        let (result, window) = if above.iter().any(|p| failed.contains(p)) {
+            let why = "deleting what references it failed, so it is still in use";
+            (Err(not_deleted(why)), None)
+        } else if let Some(p) = above.iter().find(|p| kept.contains(*p)) {
+            decision.action = Action::Keep;
+            decision.reason = format!("kept: {}", hangs_off(images, digest, p));
+            (Err(not_deleted("what references it is kept")), None)
         } else {
             match guarded(registry, repo, digest, &mut look).await {
                 Guarded::Tagged(reach) => {
@@ -103,12 +118,23 @@ pub async fn apply(
                     out.kept.extend(late.keep(&mut kept));
                     continue;
                 }
-                Guarded::Sent(result, window) => (result, window),
+                Guarded::Sent(result, window) => {
+                    if let Err(e) = &result {
+                        kept_instead(&mut decision, e, SystemTime::now());
+                    }
+                    (result, window)
+                }
             }
         };
         out.window = out.window.max(window);
-        if result.is_err() {
-            failed.insert(digest);
+        match (&result, decision.action) {
+            (Ok(_), _) => {}
+            (Err(_), Action::Keep) => {
+                kept.insert(digest);
+            }
+            (Err(_), Action::Delete) => {
+                failed.insert(digest);
+            }
         }
         out.deleted.push(Deleted { decision, result });
     }
@@ -226,6 +252,19 @@ fn below<'a>(images: &'a [Image], doomed: &HashMap<&'a Digest, &'a Decision>) ->
     // In digest order, so what is kept with an image is told in a stable order.
     out.values_mut().for_each(|v| v.sort_by_key(|(d, _)| *d));
     out
+}
+
+/// What `digest` is of `above`, which references it: `child of pr-3`, `referrer of pr-3`
+/// (`above` by its first tag, else its short digest).
+fn hangs_off(images: &[Image], digest: &Digest, above: &Digest) -> String {
+    let image = |d: &Digest| images.iter().find(|i| &i.digest == d);
+    let name = image(above)
+        .and_then(|i| i.tags.iter().min().cloned())
+        .unwrap_or_else(|| above.short().to_string());
+    match image(digest).and_then(|i| i.subject.as_ref()) == Some(above) {
+        true => format!("referrer of {name}"),
+        false => format!("child of {name}"),
+    }
 }
 
 /// For each doomed image, the doomed images that reference it: the indexes listing it as a

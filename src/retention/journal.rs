@@ -29,6 +29,29 @@ pub trait Journal: Send + Sync {
 
     /// `tags` of `repo` are no longer missing (selected again, not ours, or gone).
     fn not_missing(&self, _registry: &str, _repo: &str, _tags: &[String]) {}
+
+    /// The deletions `registry` refused for good in `repo` on earlier runs, which selection
+    /// keeps without asking again (none: ask).
+    fn refusals(&self, _registry: &str, _repo: &str) -> Vec<Refused> {
+        Vec::new()
+    }
+
+    /// `registry` refused for good to delete a manifest of `repo`, now or again: remembered
+    /// (when first and last), so later runs keep it without asking.
+    fn refused(&self, _registry: &str, _repo: &str, _refused: &Refused) {}
+}
+
+/// A deletion a registry refused for good (see [`Journal::refused`]): a public GHCR version
+/// with more than 5,000 downloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub digest: Digest,
+    /// The registry's own id of what it would not delete (the package version).
+    pub version_id: Option<String>,
+    /// Why, in the registry's own words.
+    pub reason: String,
+    /// When it first refused.
+    pub at: SystemTime,
 }
 
 /// One manifest deleted (see [`Journal::deleted`]).

@@ -10,13 +10,15 @@
 //! of a plan and records each deletion through retention's own [`Journal`]; `ferry plan` and
 //! `ferry run` both call it (against overlays or the registries), so the dry run cannot lie.
 //!
-//! Retention does not use the copy engine: what the copies need kept comes in as [`Pins`].
+//! Retention does not use the copy engine: what the copies need kept comes in as [`Pins`],
+//! and what the registry will not delete as [`refusals::Refusals`] with them.
 
 pub mod apply;
 pub mod inventory;
 pub mod journal;
 pub mod prune;
 pub mod recheck;
+pub mod refusals;
 pub mod restore;
 pub mod run;
 pub mod select;
@@ -29,7 +31,7 @@ use std::time::SystemTime;
 use crate::registry::Digest;
 
 pub use crate::plan::RetainRule;
-pub use journal::{Deletion, Journal};
+pub use journal::{Deletion, Journal, Refused};
 pub use run::{run, Context, PinMap, Retained};
 
 /// One manifest of a repository, as the inventory found it.
@@ -94,6 +96,8 @@ pub struct Pins {
     /// Set when an `[in_use]` source could not be read whole: nothing is deleted, and this
     /// says why (protection fails closed).
     pub hold: Option<String>,
+    /// What the registry will not delete: kept, never a conflict.
+    pub refusals: refusals::Refusals,
 }
 
 /// Images in use, by tag and by digest, each with who uses it.
@@ -131,6 +135,7 @@ impl Pins {
             && self.in_use.tags.is_empty()
             && self.in_use.digests.is_empty()
             && self.hold.is_none()
+            && self.refusals.is_empty()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Retention carried out: every policy read and decided ([`super::plan_policy`]), its
 //! deletions made top-down ([`super::apply`]), each one told to people and recorded through
-//! [`Journal`]. `ferry run` runs it against the registries, `ferry plan` against overlays of
+//! [`Journal`], as is each keep the registry imposed ([`super::refusals`]). `ferry run` runs it against the registries, `ferry plan` against overlays of
 //! them, with the same pins, so the dry run deletes what the run deletes.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::apply::{apply, Applied, Deleted};
 use super::inventory::keep_for_restore;
+use super::refusals::{Refusals, Told};
 use super::{plan_policy, Action, Decision, Deletion, Journal, Pins, RepoPlan};
 use crate::plan::{Location, RetainPolicy};
 use crate::registry::{Digest, Registry};
@@ -109,7 +110,10 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
         .expect("a registry for every location")
         .clone();
     let name = registry.name().to_string();
-    let pins_for = |repo: &str| cx.pins.get(&name, repo);
+    let pins_for = |repo: &str| Pins {
+        refusals: Refusals::of(registry.as_ref(), cx.journal.refusals(&name, repo)),
+        ..cx.pins.get(&name, repo)
+    };
     let mut out = Vec::new();
     for mut plan in plan_policy(policy, registry.as_ref(), cx.now, cx.owns, &pins_for).await {
         if cx.journal.keeps_manifests() {
@@ -126,7 +130,14 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
         if let Ok(decided) = &mut plan.decisions {
             overrule(&mut decided.decisions, &kept);
         }
+        let told = Told::new(&name, &plan.repo, &plan.repository, cx.journal, cx.note);
+        for d in plan.decisions.iter().flat_map(|d| &d.decisions) {
+            told.planned(d);
+        }
         for d in &deletions {
+            if let Err(e) = &d.result {
+                told.met(&d.decision, e, SystemTime::now());
+            }
             if let Ok(version_id) = &d.result {
                 (cx.note)(&note(&plan.repository, d));
                 cx.journal.deleted(&Deletion {

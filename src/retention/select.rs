@@ -4,14 +4,16 @@
 //! Decisions are per digest, never per tag. Tagged images that are not referrers are ranked and
 //! judged by the rule; untagged top-level manifests by `untagged` and `older_than`; children of
 //! indexes and referrers (cosign `.sig/.att/.sbom` tags, OCI 1.1 `subject`) follow what they
-//! hang off. Everything reachable from a kept image (children, referrers, recursively) is kept,
-//! and the `max_deletions` valve is applied last.
+//! hang off. Everything reachable from a kept image (children, referrers, recursively) is kept;
+//! what the registry will not delete ([`Refusals`]) stays, with all it reaches; and the
+//! `max_deletions` valve is applied last.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 use semver::Version;
 
+use super::refusals::Refusals;
 use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions, RetainRule};
 use crate::plan::filter::parse_version;
 use crate::registry::Digest;
@@ -33,11 +35,19 @@ pub(super) enum Role {
 
 /// Decide, per image, keep or delete; pure (no I/O).
 pub fn select(images: &[Image], rule: &RetainRule, now: SystemTime) -> RepoDecisions {
-    select_with(images, rule, now, &vec![None; images.len()])
+    select_with(
+        images,
+        rule,
+        now,
+        &vec![None; images.len()],
+        &Refusals::default(),
+    )
 }
 
 /// [`select`], with images the policy must keep whatever its rule says ([`Pins`]): each is
-/// kept with everything it reaches, and each the rule alone would delete is a [`Conflict`].
+/// kept with everything it reaches, and each the rule alone would delete is a [`Conflict`]
+/// when a copy needs it. What the registry will not delete (`pins.refusals`) is kept too,
+/// never a conflict.
 pub fn select_pinned(
     images: &[Image],
     rule: &RetainRule,
@@ -52,10 +62,10 @@ pub fn select_pinned(
         .map(|(c, u)| c.clone().or_else(|| u.clone()))
         .collect();
     let mut out = if pinned.iter().all(Option::is_none) {
-        select(images, rule, now)
+        select_with(images, rule, now, &pinned, &pins.refusals)
     } else {
         let wanted = select(images, rule, now);
-        let mut out = select_with(images, rule, now, &pinned);
+        let mut out = select_with(images, rule, now, &pinned, &pins.refusals);
         for (i, img) in images.iter().enumerate() {
             let Some(d) = wanted
                 .decisions
@@ -110,10 +120,10 @@ fn select_with(
     rule: &RetainRule,
     now: SystemTime,
     pinned: &[Option<String>],
+    refusals: &Refusals,
 ) -> RepoDecisions {
-    let mut decisions = decide(images, &|seen: &Seen<'_>| {
-        own_decision(seen, rule, now, pinned)
-    });
+    let own = |seen: &Seen<'_>| own_decision(seen, rule, now, pinned);
+    let mut decisions = decide(images, &own, refusals);
     let held_back = valve(rule, &mut decisions);
     RepoDecisions {
         decisions,
@@ -140,10 +150,12 @@ pub(super) struct Seen<'a> {
 
 /// Phases 1 to 6 with `own` as phase 3: an image's own decision, or `None` to have it follow
 /// what it hangs off (a child its parents, a referrer its subject). Everything a kept image
-/// reaches is kept; an orphan goes with what it hangs off.
+/// reaches is kept; an orphan goes with what it hangs off; what the registry will not delete
+/// stays (phase 5b).
 pub(super) fn decide(
     images: &[Image],
     own: &dyn Fn(&Seen<'_>) -> Option<(Action, String)>,
+    refusals: &Refusals,
 ) -> Vec<Decision> {
     let mut graph = Graph::new(images);
     let order = Order::new(&graph);
@@ -163,6 +175,7 @@ pub(super) fn decide(
         .collect();
     protect(&graph, &order, &mut decided);
     decide_orphans(&graph, &order, &mut decided);
+    refused::keep(&graph, &order, &mut decided, refusals);
     in_order(&graph, &order, decided)
 }
 
@@ -516,6 +529,7 @@ pub(super) fn platform_suffix(platform: Option<&str>) -> String {
 }
 
 mod judge;
+mod refused;
 
 pub(in crate::retention) use judge::format_rule;
 use judge::{judge_tagged, judge_untagged};

@@ -291,3 +291,90 @@ async fn a_source_that_failed_holds_every_deletion() {
     );
     assert!(d.decisions.iter().all(|x| x.action == super::Action::Keep));
 }
+
+/// One refusal a run recorded: (repo, digest, version id, reason).
+type RefusalRow = (String, Digest, Option<String>, String);
+
+/// What a run recorded of refusals.
+#[derive(Default)]
+struct Refusals(Mutex<Vec<RefusalRow>>);
+
+impl Journal for Refusals {
+    fn refused(&self, _registry: &str, repo: &str, r: &super::Refused) {
+        let row = (
+            repo.to_string(),
+            r.digest.clone(),
+            r.version_id.clone(),
+            r.reason.clone(),
+        );
+        self.0.lock().unwrap().push(row);
+    }
+}
+
+/// Issue 22, GHCR's refusals: a deletion the registry refuses for good while deleting becomes
+/// the keep selection would have made, and so does everything doomed that it references (its
+/// child, its signature); a download refusal fails the run once and is remembered, the last
+/// tagged version does neither; each keep is told.
+#[tokio::test]
+async fn a_refusal_met_while_deleting_keeps_the_image_and_what_it_references() {
+    use crate::registry::error::Refusal;
+    use crate::retention::refusals::LAST_VERSION;
+    let w = world();
+    w.reg
+        .refuse_delete(&w.pr, Refusal::Downloads, "too popular");
+    w.reg
+        .refuse_delete(&w.pr2, Refusal::LastVersion, "the last tagged version");
+    let plan = plan("delete_tags = ['^pr-']\n");
+    let mut registries: HashMap<Location, Arc<dyn Registry>> = HashMap::new();
+    registries.insert(Location::Registry("reg.test".into()), w.reg.clone());
+    let journal = Refusals::default();
+    let notes = Mutex::new(Vec::new());
+    let note = |line: &str| notes.lock().unwrap().push(line.to_string());
+    let cx = Context {
+        registries: &registries,
+        now: SystemTime::now(),
+        owns: &|_| true,
+        pins: &PinMap::default(),
+        journal: &journal,
+        note: &note,
+    };
+    let out = run(&plan.retains, &cx).await;
+
+    let today = &humantime::format_rfc3339_seconds(SystemTime::now()).to_string()[..10];
+    let popular = format!("kept: GitHub refused to delete it on {today}: too popular");
+    let by = |d: &Digest| {
+        out[0]
+            .deletions
+            .iter()
+            .find(|x| &x.decision.digest == d)
+            .unwrap()
+    };
+    for (digest, reason, fails) in [
+        (&w.pr, popular.as_str(), true),
+        (&w.pr_arm, "kept: child of pr-1", false),
+        (&w.pr_sig, "kept: referrer of pr-1", false),
+        (&w.pr2, LAST_VERSION, false),
+    ] {
+        let d = by(digest);
+        assert_eq!(d.decision.action, super::Action::Keep, "{digest}");
+        assert_eq!(d.decision.reason, reason);
+        assert_eq!(d.failure().is_some(), fails, "{reason}");
+        assert!(w.reg.has_manifest(REPO, digest), "{reason}");
+    }
+    let refused = journal.0.lock().unwrap().clone();
+    assert_eq!(
+        refused,
+        [(REPO.to_string(), w.pr.clone(), None, "too popular".into())]
+    );
+    let notes = notes.lock().unwrap().clone();
+    assert_eq!(notes.len(), 4, "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.starts_with("kept reg.test/team/app@")),
+        "{notes:?}"
+    );
+    assert!(notes
+        .iter()
+        .any(|n| n.ends_with(&format!("(pr-1): {popular}"))));
+}

@@ -30,8 +30,8 @@ use rusqlite::Connection;
 
 use owner::{Command, Owner};
 pub use records::{
-    BlobState, DeletionRecord, ItemRecord, ItemState, ItemStatus, RunOutcome, RunSummary,
-    RunTotals, Snapshot, UploadState, Write, MAX_ERROR_CHARS,
+    BlobState, DeletionRecord, ItemRecord, ItemState, ItemStatus, RefusalState, RunOutcome,
+    RunSummary, RunTotals, Snapshot, UploadState, Write, MAX_ERROR_CHARS,
 };
 
 /// The id of a row in `runs`, as SQLite assigns it.

@@ -233,6 +233,7 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             not_missing(conn, registry, repo, refs)?;
         }
         Write::Missing { .. } | Write::NotMissing { .. } => apply_missing(conn, write)?,
+        Write::Refusal { .. } => apply_refusal(conn, write, now)?,
         Write::Blob {
             registry,
             digest,
@@ -288,6 +289,29 @@ fn apply_one(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()>
             conn.prepare_cached("UPDATE deletions SET restored_at = ?2 WHERE id = ?1")?
                 .execute(params![id, now])?;
         }
+    }
+    Ok(())
+}
+
+/// [`Write::Refusal`]: what a registry refused for good to delete, kept with when it first
+/// did; a refusal met again (or kept without asking) updates when a run last met it.
+fn apply_refusal(conn: &Connection, write: &Write, now: i64) -> rusqlite::Result<()> {
+    if let Write::Refusal {
+        registry,
+        repo,
+        digest,
+        version_id,
+        reason,
+    } = write
+    {
+        conn.prepare_cached(
+            "INSERT INTO refusals (registry, repo, digest, version_id, reason, first_at, last_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (registry, repo, digest) DO UPDATE SET
+                 version_id = COALESCE(excluded.version_id, version_id),
+                 reason = excluded.reason, last_at = excluded.last_at",
+        )?
+        .execute(params![registry, repo, digest, version_id, reason, now])?;
     }
     Ok(())
 }

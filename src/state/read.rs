@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::owner::to_u64;
 use super::{
-    BlobState, DeletionRecord, ItemState, ItemStatus, RunId, RunSummary, RunTotals, Snapshot,
-    UploadState,
+    BlobState, DeletionRecord, ItemState, ItemStatus, RefusalState, RunId, RunSummary, RunTotals,
+    Snapshot, UploadState,
 };
 
 pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
@@ -89,8 +89,36 @@ pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
                 .insert((row.get(0)?, row.get(1)?, row.get(2)?), row.get(3)?);
         }
     }
-
+    snapshot.refusals = refusals(conn, version)?;
     Ok(snapshot)
+}
+
+/// What registries refused for good to delete: none in a file read without migrating it that
+/// predates version 8.
+fn refusals(
+    conn: &Connection,
+    version: i64,
+) -> rusqlite::Result<std::collections::HashMap<(String, String, String), RefusalState>> {
+    let mut out = std::collections::HashMap::new();
+    if version < 8 {
+        return Ok(out);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT registry, repo, digest, version_id, reason, first_at, last_at FROM refusals",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        out.insert(
+            (row.get(0)?, row.get(1)?, row.get(2)?),
+            RefusalState {
+                version_id: row.get(3)?,
+                reason: row.get(4)?,
+                first_at: row.get(5)?,
+                last_at: row.get(6)?,
+            },
+        );
+    }
+    Ok(out)
 }
 
 pub(super) fn run_summary(

@@ -89,6 +89,15 @@ pub enum Write {
     },
     /// `ferry restore` put the deletion with this row id back (or found it already there).
     Restored { id: i64 },
+    /// A registry refused for good to delete `digest` of `repo` (`reason`, its own words): the
+    /// row keeps when it first did and, updated, when a run last met it.
+    Refusal {
+        registry: String,
+        repo: String,
+        digest: String,
+        version_id: Option<String>,
+        reason: String,
+    },
 }
 
 /// One deletion as the checkpoint keeps it, with what `ferry restore` needs to put it back.
@@ -257,6 +266,20 @@ pub struct Snapshot {
     /// `(registry, repo, tag)` of a target to when a `prune` rule first found it missing
     /// (unix seconds).
     pub missing: HashMap<(String, String, String), i64>,
+    /// `(registry, repo, digest)` of what a registry refused for good to delete.
+    pub refusals: HashMap<(String, String, String), RefusalState>,
+}
+
+/// A deletion a registry refused for good, as remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalState {
+    pub version_id: Option<String>,
+    /// The registry's own words.
+    pub reason: String,
+    /// Unix seconds: when it first refused, and when a run last met the refusal (refused
+    /// again, or kept it without asking).
+    pub first_at: i64,
+    pub last_at: i64,
 }
 
 /// A copy item as last recorded, by any run.

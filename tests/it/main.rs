@@ -16,6 +16,7 @@ mod drift;
 mod duplicates;
 mod empty;
 mod faults;
+mod ghcr;
 mod grace;
 mod harness;
 mod harness_smoke;

@@ -9,11 +9,13 @@ use crate::cli::RunArgs;
 use crate::copy::select;
 use crate::report::error_chain;
 use crate::report::files::{
-    item_row, metrics, write_private, Report, ReportDeletion, ReportPrune, ReportRegistry,
-    ReportTotals, REPORT_VERSION,
+    item_row, metrics, write_private, Report, ReportDeletion, ReportKept, ReportPrune,
+    ReportRegistry, ReportTotals, REPORT_VERSION,
 };
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;
+use crate::retention::refusals::imposed;
+use crate::retention::Action;
 use crate::state::RunOutcome;
 
 /// `--report` and `--metrics`, when asked for; `false` when one could not be written (said).
@@ -110,6 +112,7 @@ fn report(
             .map(|(item, o)| item_row(item, o.as_ref()))
             .collect(),
         deletions: deletions(execution),
+        kept: kept(execution),
         prune: prune_rows(execution),
         registries: registry_rows(registries, execution),
         merged_from: None,
@@ -142,15 +145,19 @@ fn prune_rows(execution: &Execution) -> Vec<ReportPrune> {
         let rule = p.label.clone();
         for r in &p.repos {
             let Ok(decided) = &r.decisions else { continue };
-            for x in &decided.decisions {
-                let result = r
-                    .done
-                    .iter()
-                    .find(|d| d.decision == *x)
-                    .map(|d| match &d.result {
-                        Ok(_) => "done".to_string(),
-                        Err(e) => error_chain(e),
-                    });
+            for planned in &decided.decisions {
+                // A deletion the registry refused for good is the keep it became.
+                let done = r.done.iter().find(|d| {
+                    d.decision == *planned
+                        || (d.decision.action == PruneAction::Keep
+                            && planned.action == PruneAction::Delete
+                            && d.decision.digest == planned.digest)
+                });
+                let x = done.map_or(planned, |d| &d.decision);
+                let result = done.map(|d| match &d.result {
+                    Ok(_) => "done".to_string(),
+                    Err(e) => error_chain(e),
+                });
                 out.push(ReportPrune {
                     rule: rule.clone(),
                     repository: r.repository.clone(),
@@ -166,6 +173,26 @@ fn prune_rows(execution: &Execution) -> Vec<ReportPrune> {
                     result,
                 });
             }
+        }
+    }
+    out
+}
+
+/// What retention would delete that the registry keeps: keeps it imposed on the decisions,
+/// and deletions that became keeps.
+fn kept(execution: &Execution) -> Vec<ReportKept> {
+    let mut out = Vec::new();
+    for r in &execution.retained {
+        let planned = r.plan.decisions.iter().flat_map(|d| &d.decisions);
+        let planned = planned.filter(|d| d.action == Action::Keep && imposed(&d.reason));
+        let met = r.deletions.iter().map(|d| &d.decision);
+        for d in planned.chain(met.filter(|d| d.action == Action::Keep)) {
+            out.push(ReportKept {
+                repository: r.plan.repository.clone(),
+                digest: d.digest.to_string(),
+                tags: d.tags.clone(),
+                reason: d.reason.clone(),
+            });
         }
     }
     out

@@ -79,7 +79,11 @@ impl Registry for HttpRegistry {
     }
 
     async fn reserve(&self, requests: u32) -> super::throttle::Turns {
-        self.throttle.reserve(requests).await
+        let turns = self.throttle.reserve(requests).await;
+        if let Some(v) = &self.vendor {
+            v.reserve_delete().await;
+        }
+        turns
     }
 
     fn charge_retry(&self, event: &super::throttle::Event) -> bool {

@@ -1,14 +1,18 @@
 //! GHCR's [`VendorApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
 //! do: list a namespace's container packages, list package versions (id, digest, tags, push
-//! time, untagged ones included) and delete versions. Honours GitHub's rate limits (403/429
-//! with `Retry-After` or `x-ratelimit-remaining: 0` until `x-ratelimit-reset`) and checks the
-//! token's scopes before the first deletion.
+//! time, untagged ones included) and delete versions. Honours GitHub's rate limits as its docs
+//! say (`limits`: every request to the API waits), paces deletions below its secondary limit
+//! and tells its refusals for good apart ([`deletes`]), and checks the token's scopes before
+//! the first deletion.
+
+pub mod deletes;
+mod limits;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,7 +26,7 @@ use crate::registry::error::{RegistryError, Result};
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::status::Service;
-use crate::registry::throttle::{self, Event, Throttle};
+use crate::registry::throttle::{Pace, Throttle};
 use crate::registry::{Digest, ManifestRecord, RecordStyle};
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
@@ -60,6 +64,8 @@ pub struct PackagesApi {
     client: reqwest::Client,
     registry: String,
     throttle: std::sync::Arc<Throttle>,
+    /// The API's own pause, and the pace of version DELETEs ([`deletes`]).
+    pace: Pace,
     retries: u32,
     /// Which kind of owner each namespace turned out to be.
     owners: Mutex<HashMap<String, Owner>>,
@@ -95,7 +101,13 @@ impl PackagesApi {
         throttle: std::sync::Arc<Throttle>,
         retries: u32,
     ) -> Self {
+        let service = base.host_str().unwrap_or("the GitHub API").to_string();
         PackagesApi {
+            pace: Pace::new(
+                &service,
+                deletes::DELETES_PER_MINUTE,
+                deletes::DELETES_IN_FLIGHT,
+            ),
             base,
             token,
             client,
@@ -114,10 +126,12 @@ impl PackagesApi {
         })
     }
 
-    /// One request with the token; waits out GitHub's rate limits (bounded by `retries`).
+    /// One request with the token; waits out GitHub's rate limits (bounded by `retries`), and
+    /// has every other request to the API wait with it.
     async fn send(&self, method: Method, url: &Url) -> Result<reqwest::Response> {
         let mut waits = 0;
         loop {
+            self.throttle.held(&self.pace).await;
             let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
                 .map_err(|_| RegistryError::Auth {
                     url: url.to_string(),
@@ -133,24 +147,11 @@ impl PackagesApi {
                 .send()
                 .await
                 .map_err(|e| RegistryError::transport(&method, url, e))?;
-            let limited = matches!(
-                resp.status(),
-                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
-            ) && (resp.headers().contains_key(header::RETRY_AFTER)
-                || resp
-                    .headers()
-                    .get("x-ratelimit-remaining")
-                    .and_then(|v| v.to_str().ok())
-                    == Some("0"));
-            if limited && waits < self.retries {
+            let limited = limits::rate_limited(resp.status(), resp.headers());
+            if let Some(wait) = limited.filter(|_| waits < self.retries) {
                 waits += 1;
-                let wait = rate_limit_wait(resp.headers());
-                self.throttle.notify(Event::Waiting {
-                    registry: self.base.host_str().unwrap_or("the GitHub API").to_string(),
-                    duration: wait,
-                    reason: "GitHub API rate limit".into(),
-                });
-                tokio::time::sleep(wait).await;
+                self.throttle
+                    .pause_service(&self.pace, wait, "GitHub API rate limit");
                 continue;
             }
             return Ok(resp);
@@ -335,7 +336,8 @@ impl PackagesApi {
             .collect()
     }
 
-    /// Delete one version; returns its id for the audit trail.
+    /// Delete one version, at the pace GitHub's secondary limit allows; a refusal for good is
+    /// [`RegistryError::Refused`].
     pub async fn delete(&self, owner: &str, package: &str, id: u64) -> Result<()> {
         self.check_delete_scopes().await?;
         let kind = self
@@ -349,12 +351,21 @@ impl PackagesApi {
             "{}/{id}",
             Self::versions_path(kind, owner, package)
         ))?;
+        let _slot = self.throttle.paced(&self.pace).await;
         let resp = self.send(Method::DELETE, &url).await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(self.error(&Method::DELETE, &url, resp).await),
+            _ => Err(deletes::refused(
+                self.error(&Method::DELETE, &url, resp).await,
+                id,
+            )),
         }
+    }
+
+    /// Take the next version DELETE's place in the pace now (see [`Throttle::prepay`]).
+    pub async fn prepay_delete(&self) {
+        self.throttle.prepay(&self.pace).await
     }
 
     /// Restore a deleted version (GitHub keeps one 30 days), through the owner's endpoint as
@@ -519,6 +530,12 @@ impl VendorApi for Ghcr {
         Ok(records)
     }
 
+    async fn reserve_delete(&self) {
+        if let Some(api) = &self.api {
+            api.prepay_delete().await;
+        }
+    }
+
     /// Find the package version holding this digest and delete it.
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         let (api, owner, package) = self.package(repo)?;
@@ -550,17 +567,6 @@ impl VendorApi for Ghcr {
     }
 }
 
-/// How long GitHub asks to wait: `Retry-After`, else until `x-ratelimit-reset`.
-fn rate_limit_wait(headers: &HeaderMap) -> Duration {
-    if let Some(d) = throttle::retry_after(headers) {
-        return d.min(throttle::MAX_WAIT);
-    }
-    match throttle::until_reset(headers) {
-        Some(d) => d.max(Duration::from_secs(1)).min(throttle::MAX_WAIT),
-        None => Duration::from_secs(60),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,17 +587,11 @@ mod tests {
     }
 
     #[test]
-    fn names_and_waits() {
+    fn names() {
         assert_eq!(
             split_repository("myorg/team/app"),
             Some(("myorg", "team/app"))
         );
         assert_eq!(encode("team/app"), "team%2Fapp");
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(rate_limit_wait(&h), Duration::from_secs(3));
-        let mut h = HeaderMap::new();
-        h.insert("x-ratelimit-reset", HeaderValue::from_static("1"));
-        assert_eq!(rate_limit_wait(&h), Duration::from_secs(1));
     }
 }

@@ -50,6 +50,11 @@ pub trait VendorApi: Send + Sync {
     /// [`super::Registry::manifest_records`]).
     async fn manifest_records(&self, repo: &str) -> Result<Vec<ManifestRecord>>;
 
+    /// Take the place of the next [`VendorApi::delete_manifest`] in the API's own pace now,
+    /// so that it goes without waiting for it (see [`super::Registry::reserve`]); nothing
+    /// where the API paces nothing.
+    async fn reserve_delete(&self) {}
+
     /// Delete the manifest `digest` of `repo` the API's way; its id or tags, for the audit.
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>>;
 

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use crate::retention::inventory::{self, Manifests};
+use crate::retention::refusals::{failure, imposed, Refusals, Told};
 use crate::retention::select::{decide, format_rule, Role, Seen};
 use crate::retention::{Action, Deletion, Image, InUsePins, Journal};
 
@@ -90,6 +91,8 @@ pub struct Judge<'a> {
     pub missing: &'a HashMap<String, SystemTime>,
     pub scope: &'a Scope,
     pub in_use: &'a InUsePins,
+    /// What the registry will not delete: kept with its tags.
+    pub refusals: &'a Refusals,
     pub now: SystemTime,
 }
 
@@ -208,9 +211,8 @@ pub fn select(images: &[Image], judge: &Judge<'_>) -> RepoPrune {
                 .collect()
         })
         .collect();
-    let whole = decide(images, &|seen: &Seen<'_>| {
-        own(seen, &fates[seen.index], judge)
-    });
+    let judged = |seen: &Seen<'_>| own(seen, &fates[seen.index], judge);
+    let whole = decide(images, &judged, judge.refusals);
     let mut out = RepoPrune::default();
     let by_digest: HashMap<&Digest, usize> = images
         .iter()
@@ -274,7 +276,9 @@ fn in_use_by(image: &Image, in_use: &InUsePins) -> Option<String> {
 }
 
 /// For a kept image: its pruned tags removed alone (never a referrer's tag, which is how its
-/// subject finds it), and each tag that is not selected, with why it stays.
+/// subject finds it, nor a tag of what the registry will not delete: GHCR's last tagged
+/// version must keep one, and a popular version is pulled by it), and each tag that is not
+/// selected, with why it stays.
 fn kept_tags(
     digest: &Digest,
     reason: &str,
@@ -299,7 +303,7 @@ fn kept_tags(
                 PruneAction::Keep,
                 format!("kept: {}", judge.in_use.tags[tag]),
             )),
-            Fate::Prune(_) if referrer_tag_subject(tag).is_some() => {
+            Fate::Prune(_) if referrer_tag_subject(tag).is_some() || imposed(reason) => {
                 out.push(one(tag, PruneAction::Keep, reason.to_string()))
             }
             Fate::Prune(why) => out.push(one(
@@ -378,19 +382,28 @@ pub async fn plan_repo(
 }
 
 /// One deletion pruning made, and how it went (`Ok`: the registry's id of what it deleted,
-/// where it has one).
+/// where it has one). A deletion the registry refused for good is a `Keep` that says why (see
+/// [`crate::retention::apply::Deleted`]).
 #[derive(Debug)]
 pub struct PruneDone {
     pub decision: PruneDecision,
     pub result: Result<Option<String>, RegistryError>,
 }
 
+impl PruneDone {
+    /// Why this is a failure of the run, if it is (see [`crate::retention::refusals`]).
+    pub fn failure(&self) -> Option<&RegistryError> {
+        failure(self.decision.action == PruneAction::Keep, &self.result)
+    }
+}
+
 /// Carry out a repository's deletions: whole manifests top-down (parents and subjects before
 /// what they reference, as retention does, each looked at again right before its DELETE),
 /// then tags removed alone. Each one made is recorded through `journal`, with its manifest
-/// from `manifests`, and told through `note`; an image found tagged since the inventory is
-/// kept, its decision in `decided` turned into that keep, and told too. Returns what was
-/// done, and the longest time between a digest's last look and its DELETE.
+/// from `manifests`, and told through `note`, as is each keep the registry imposed; an image
+/// found tagged since the inventory is kept, its decision in `decided` turned into that keep,
+/// and told too. Returns what was done, and the longest time between a digest's last look
+/// and its DELETE.
 pub async fn apply(
     registry: &dyn Registry,
     repo: &str,
@@ -408,25 +421,69 @@ pub async fn apply(
             .decisions
             .iter()
             .filter(|d| d.action == PruneAction::Delete)
-            .map(|d| crate::retention::Decision {
-                digest: d.digest.clone(),
-                tags: d.tags.clone(),
-                action: Action::Delete,
-                reason: d.reason.clone(),
-            })
+            .map(|d| whole_decision(d, Action::Delete))
             .collect(),
     };
     if journal.keeps_manifests() {
         let doomed = whole.decisions.iter().map(|d| &d.digest);
         inventory::keep_for_restore(registry, repo, doomed, manifests).await;
     }
-    let applied = crate::retention::apply::apply(registry, repo, images, &whole).await;
     let repository = match registry.name() {
         "oci:" => format!("oci:{repo}"),
         host => format!("{host}/{repo}"),
     };
-    for k in &applied.kept {
-        note(&crate::retention::run::told("kept", &repository, k));
+    let told = Told::new(registry.name(), repo, &repository, journal, note);
+    let imposed_keeps = decided
+        .decisions
+        .iter()
+        .filter(|d| d.action == PruneAction::Keep && imposed(&d.reason));
+    for d in imposed_keeps {
+        told.planned(&whole_decision(d, Action::Keep));
+    }
+    let applied = crate::retention::apply::apply(registry, repo, images, &whole).await;
+    late_keeps(decided, &applied.kept, &repository, note);
+    let mut out: Vec<PruneDone> = Vec::with_capacity(applied.deleted.len());
+    for d in applied.deleted {
+        if let Err(e) = &d.result {
+            told.met(&d.decision, e, SystemTime::now());
+        }
+        let action = match d.decision.action {
+            Action::Keep => PruneAction::Keep,
+            Action::Delete => PruneAction::Delete,
+        };
+        out.push(PruneDone {
+            decision: PruneDecision {
+                digest: d.decision.digest,
+                tags: d.decision.tags,
+                action,
+                reason: d.decision.reason,
+            },
+            result: d.result,
+        });
+    }
+    out.extend(untag(registry, repo, decided).await);
+    record(
+        registry.name(),
+        repo,
+        &repository,
+        &out,
+        manifests,
+        journal,
+        note,
+    );
+    (out, applied.window)
+}
+
+/// Tell each image the look before its DELETE found tagged since the inventory, and turn its
+/// decision in `decided` into that keep.
+fn late_keeps(
+    decided: &mut RepoPrune,
+    kept: &[crate::retention::Decision],
+    repository: &str,
+    note: &(dyn Fn(&str) + Sync),
+) {
+    for k in kept {
+        note(&crate::retention::run::told("kept", repository, k));
         let late = decided
             .decisions
             .iter_mut()
@@ -436,22 +493,6 @@ pub async fn apply(
             d.reason = k.reason.clone();
         }
     }
-    let mut out: Vec<PruneDone> = applied
-        .deleted
-        .into_iter()
-        .map(|d| PruneDone {
-            decision: PruneDecision {
-                digest: d.decision.digest,
-                tags: d.decision.tags,
-                action: PruneAction::Delete,
-                reason: d.decision.reason,
-            },
-            result: d.result,
-        })
-        .collect();
-    out.extend(remove_tags(registry, repo, decided).await);
-    record(registry.name(), repo, &repository, &out, manifests, journal, note);
-    (out, applied.window)
 }
 
 /// Tell and record each deletion pruning made, with its manifest from `manifests`.
@@ -466,12 +507,7 @@ fn record(
 ) {
     for done in done {
         if let Ok(version_id) = &done.result {
-            let shown = crate::retention::Decision {
-                digest: done.decision.digest.clone(),
-                tags: done.decision.tags.clone(),
-                action: Action::Delete,
-                reason: done.decision.reason.clone(),
-            };
+            let shown = whole_decision(&done.decision, Action::Delete);
             note(&crate::retention::run::told("pruned", repository, &shown));
             journal.deleted(&Deletion {
                 registry,
@@ -487,9 +523,8 @@ fn record(
     }
 }
 
-/// The tags removed alone (the manifest stays: an image kept shares it), each decision's
-/// tags in turn until one fails.
-async fn remove_tags(registry: &dyn Registry, repo: &str, decided: &RepoPrune) -> Vec<PruneDone> {
+/// Remove the tags pruning removes alone, image by image (the first failure ends an image's).
+async fn untag(registry: &dyn Registry, repo: &str, decided: &RepoPrune) -> Vec<PruneDone> {
     let mut out = Vec::new();
     for d in decided
         .decisions
@@ -509,6 +544,16 @@ async fn remove_tags(registry: &dyn Registry, repo: &str, decided: &RepoPrune) -
         });
     }
     out
+}
+
+/// A prune decision as retention's, with `action`.
+fn whole_decision(d: &PruneDecision, action: Action) -> crate::retention::Decision {
+    crate::retention::Decision {
+        digest: d.digest.clone(),
+        tags: d.tags.clone(),
+        action,
+        reason: d.reason.clone(),
+    }
 }
 
 #[cfg(test)]

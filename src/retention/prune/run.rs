@@ -11,6 +11,7 @@ use crate::plan::{Location, Prune};
 use crate::reference::display_repo;
 use crate::registry::{Registry, RegistryError};
 use crate::retention::inventory::Manifests;
+use crate::retention::refusals::Refusals;
 use crate::retention::{Image, Journal, PinMap};
 
 /// What one `prune` rule covers this run.
@@ -42,7 +43,8 @@ pub struct Context<'a> {
     pub note: &'a (dyn Fn(&str) + Sync),
 }
 
-/// One target repository of a rule: its decisions and the deletions made.
+/// One target repository of a rule: its decisions and the deletions made (a deletion the
+/// registry refused for good made a keep, see [`super::PruneDone`]).
 #[derive(Debug)]
 pub struct PrunedRepo {
     /// `registry/repo`, for people.
@@ -146,12 +148,14 @@ async fn decide_repo(
         .cloned()
         .unwrap_or_default();
     let pins = cx.pins.get(name, &scope.repo);
+    let refusals = Refusals::of(registry, cx.journal.refusals(name, &scope.repo));
     let judge = Judge {
         prune: &rule.prune,
         copied: &copied,
         missing: &missing,
         scope,
         in_use: &pins.in_use,
+        refusals: &refusals,
         now: cx.now,
     };
     let (images, manifests, decisions) = match plan_repo(registry, &judge).await {

@@ -50,6 +50,7 @@ struct Case {
     scope: Scope,
     prune: Prune,
     in_use: InUsePins,
+    refusals: Refusals,
 }
 
 impl Case {
@@ -76,6 +77,7 @@ impl Case {
             },
             prune: Prune::default(),
             in_use: InUsePins::default(),
+            refusals: Refusals::default(),
         }
     }
 
@@ -86,6 +88,7 @@ impl Case {
             missing: &self.missing,
             scope: &self.scope,
             in_use: &self.in_use,
+            refusals: &self.refusals,
             now: day(100),
         }
     }
@@ -320,4 +323,61 @@ fn pruning_never_touches_what_it_keeps_or_does_not_own() {
             }
         }
     });
+}
+
+/// Issue 22, GHCR's refusals: where the registry keeps a package's last tagged version,
+/// pruning every tag keeps the newest image with all its tags (untagging it would leave GHCR a
+/// placeholder it refuses to delete); a refusal remembered keeps its image and tags too, and
+/// then nothing else needs to stay. An image that keeps a tag of its own is a tagged version
+/// already: its pruned tag goes alone.
+#[test]
+fn what_the_registry_will_not_delete_keeps_its_tags() {
+    use crate::retention::refusals::{refused_reason, LAST_VERSION};
+    use crate::retention::Refused;
+    let mut case = Case::new(&[("a", 1), ("b", 2), ("c", 3), ("c2", 3)], &[], &[]);
+    case.refusals.last_tagged = true;
+    let newest = Image {
+        created: Some(day(3)),
+        ..img(3, &["c", "c2"])
+    };
+    let images = [img(1, &["a"]), img(2, &["b"]), newest];
+    assert_eq!(
+        case.run(&images),
+        vec![
+            row(1, D, "a", "prune: gone at the source"),
+            row(2, D, "b", "prune: gone at the source"),
+            row(3, K, "c", LAST_VERSION),
+            row(3, K, "c2", LAST_VERSION),
+        ]
+    );
+    let refused = Refused {
+        digest: d(1),
+        version_id: None,
+        reason: "too popular".into(),
+        at: day(90),
+    };
+    let why = refused_reason(&refused);
+    case.refusals.refused.insert(d(1), refused);
+    assert_eq!(
+        case.run(&images),
+        vec![
+            row(3, D, "c,c2", "prune: gone at the source"),
+            row(2, D, "b", "prune: gone at the source"),
+            row(1, K, "a", &why),
+        ]
+    );
+    // Not ours, c2 keeps image 3 tagged: c is removed alone.
+    case.copied.remove("c2");
+    case.refusals.refused.clear();
+    let out = case.run(&images);
+    assert!(out.contains(&row(
+        3,
+        K,
+        "c2",
+        "kept: not ours (ferry did not copy this tag here)"
+    )));
+    assert!(
+        out.iter().any(|r| r.0 == 3 && r.1 == U && r.2 == "c"),
+        "{out:?}"
+    );
 }

@@ -7,6 +7,7 @@ use Action::{Delete as D, Keep as K};
 
 mod grace;
 mod graph;
+mod refused;
 
 /// A digest whose short form shows `n`: `sha256:00000000000n`.
 fn d(n: u64) -> Digest {

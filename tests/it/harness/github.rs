@@ -6,10 +6,15 @@
 //! `/user/packages`), `GET /user` to check a token, classic-PAT scopes reported in
 //! `X-OAuth-Scopes` and enforced (`read:packages` to list; `read:packages` + `delete:packages`
 //! to delete; `read:packages` + `write:packages` to restore), `X-RateLimit-*` headers on every
-//! answer, 403 once the primary budget is spent, and a secondary limit on DELETEs answered
-//! 403 with `Retry-After`. Package names may contain `/` and arrive percent-encoded
-//! (`team%2Fapp`). It refuses what GitHub refuses: deleting a public version with more than
-//! 5000 downloads, and deleting the last active version of a package.
+//! answer, 403 once the primary budget is spent, and GitHub's secondary limit on DELETEs (900
+//! points a minute per endpoint at 5 points a DELETE: 180 in any minute), answered 403 (or
+//! 429, see `set_secondary`) with `Retry-After`. Package names may contain `/` and arrive
+//! percent-encoded (`team%2Fapp`). It refuses what GitHub refuses: deleting a public version
+//! with more than 5,000 downloads (403, the endpoint's documented refusal, with the docs'
+//! sentence as its message), and deleting the last tagged version of a package (400, "You
+//! cannot delete the last tagged version of a package. You must delete the package
+//! instead."). It keeps when each DELETE of a version arrived and what it answered
+//! (`deletes`), so tests measure ferry's pace.
 //!
 //! For tests that push and delete, `registry_front` stands in for GHCR's registry side: a
 //! proxy in front of a real registry that keeps the packages in step as GHCR does (each
@@ -38,6 +43,16 @@ pub const GITHUB_MAX_PER_PAGE: usize = 100;
 pub const GITHUB_DOWNLOAD_DELETE_CAP: u64 = 5000;
 /// How long GitHub keeps a deleted package version restorable.
 pub const GITHUB_RESTORE_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// A version's downloads when a test wants it popular: GitHub refuses to delete it while its
+/// package is public.
+pub const POPULAR: u64 = GITHUB_DOWNLOAD_DELETE_CAP + 1;
+/// GitHub's secondary limit on DELETEs: 900 points a minute per endpoint, 5 points each.
+pub const GITHUB_DELETES_PER_MINUTE: u64 = 180;
+/// The documented refusals of a version DELETE (the message of the first is the REST docs'
+/// own sentence; the endpoint documents 403 as its refusal).
+pub const REFUSED_DOWNLOADS: &str = "If the package is public and the package version has more than 5,000 downloads, you cannot delete the package version. In this scenario, contact GitHub support for further assistance.";
+pub const REFUSED_LAST_TAGGED: &str =
+    "You cannot delete the last tagged version of a package. You must delete the package instead.";
 
 const DOCS: &str = "https://docs.github.com/rest";
 const DOCS_PACKAGES: &str = "https://docs.github.com/rest/packages/packages";
@@ -71,16 +86,21 @@ struct Package {
     versions: Vec<FakeVersion>,
 }
 
-/// One fixed window shared by the primary and the secondary (DELETE) limit; counters are
-/// per login (unauthenticated requests count under "").
+/// The primary limit, a fixed window, and the secondary (DELETE) limit, a sliding one: at
+/// most `deletes` DELETEs accepted in any `delete_window`. Counters are per login
+/// (unauthenticated requests count under "").
 struct Limits {
     requests: u64,
     deletes: u64,
     window: Duration,
+    delete_window: Duration,
+    /// What a DELETE over the secondary limit is answered (403 or 429).
+    secondary_status: StatusCode,
     start: Instant,
     start_wall: SystemTime,
     used: HashMap<String, u64>,
-    deletes_used: HashMap<String, u64>,
+    /// When each accepted DELETE arrived, per login, within the last `delete_window`.
+    deletes_at: HashMap<String, std::collections::VecDeque<Instant>>,
 }
 
 impl Limits {
@@ -89,8 +109,27 @@ impl Limits {
             self.start = Instant::now();
             self.start_wall = SystemTime::now();
             self.used.clear();
-            self.deletes_used.clear();
         }
+    }
+
+    /// Take one DELETE of `login` under the secondary limit: `None` when accepted, else the
+    /// whole seconds until the oldest DELETE in the window leaves it (at least 1).
+    fn take_delete(&mut self, login: &str) -> Option<u64> {
+        let now = Instant::now();
+        let window = self.delete_window;
+        let seen = self.deletes_at.entry(login.to_string()).or_default();
+        while seen
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            seen.pop_front();
+        }
+        if (seen.len() as u64) < self.deletes {
+            seen.push_back(now);
+            return None;
+        }
+        let left = window.saturating_sub(now.duration_since(seen[0]));
+        Some((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1))
     }
 
     /// Unix seconds at which the current window ends (rounded up).
@@ -126,6 +165,8 @@ struct Inner {
     tokens: Vec<Token>,
     data: Mutex<Data>,
     requests: Mutex<Vec<String>>,
+    /// Every DELETE of a version: when it arrived, its id and the status answered.
+    deletes: Mutex<Vec<FakeDelete>>,
     /// The registry behind `registry_front`, where deleting a version deletes its manifest.
     upstream: Mutex<Option<String>>,
     /// What deleting a version took from that registry, by `OWNER/PACKAGE@DIGEST`: its
@@ -134,6 +175,14 @@ struct Inner {
     /// Does a restored version get its tags back (those no other version took since)? GitHub
     /// does not say; `false` restores it untagged.
     restore_tags: Mutex<bool>,
+}
+
+/// One DELETE of a package version, as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct FakeDelete {
+    pub at: Instant,
+    pub id: u64,
+    pub status: u16,
 }
 
 /// A running fake; dropped with the test.
@@ -151,8 +200,8 @@ impl Drop for GitHubFake {
 }
 
 impl GitHubFake {
-    /// `tokens`: (token, login, scopes). Limits start at GitHub's 5000 requests an hour and
-    /// no secondary limit on deletes; see `set_limits`.
+    /// `tokens`: (token, login, scopes). Limits start at GitHub's: 5000 requests an hour, and
+    /// 180 DELETEs in any minute; see `set_limits` and `set_secondary`.
     pub async fn start(tokens: &[(&str, &str, &[&str])]) -> GitHubFake {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -186,15 +235,18 @@ impl GitHubFake {
                 next_id: 1_000_001,
                 limits: Limits {
                     requests: 5000,
-                    deletes: u64::MAX,
+                    deletes: GITHUB_DELETES_PER_MINUTE,
                     window: Duration::from_secs(3600),
+                    delete_window: Duration::from_secs(60),
+                    secondary_status: StatusCode::FORBIDDEN,
                     start: Instant::now(),
                     start_wall: SystemTime::now(),
                     used: HashMap::new(),
-                    deletes_used: HashMap::new(),
+                    deletes_at: HashMap::new(),
                 },
             }),
             requests: Mutex::new(Vec::new()),
+            deletes: Mutex::new(Vec::new()),
             upstream: Mutex::new(None),
             kept: Mutex::new(HashMap::new()),
             restore_tags: Mutex::new(true),
@@ -306,18 +358,35 @@ impl GitHubFake {
         ids
     }
 
-    /// Primary budget per window per login, DELETEs allowed per window per login, and the
-    /// window; starts a fresh window.
+    /// Primary budget per window per login, DELETEs allowed in any such window per login, and
+    /// the window; starts afresh.
     pub fn set_limits(&self, requests_per_window: u64, deletes_per_window: u64, window: Duration) {
+        {
+            let mut data = self.inner.data.lock().expect("github data");
+            let l = &mut data.limits;
+            l.requests = requests_per_window;
+            l.window = window;
+            l.start = Instant::now();
+            l.start_wall = SystemTime::now();
+            l.used.clear();
+        }
+        self.set_secondary(deletes_per_window, window, StatusCode::FORBIDDEN);
+    }
+
+    /// The secondary limit: at most `deletes` DELETEs per login in any `window`, a DELETE over
+    /// it answered `status` (GitHub answers 403 or 429) with `Retry-After`; starts afresh.
+    pub fn set_secondary(&self, deletes: u64, window: Duration, status: StatusCode) {
         let mut data = self.inner.data.lock().expect("github data");
         let l = &mut data.limits;
-        l.requests = requests_per_window;
-        l.deletes = deletes_per_window;
-        l.window = window;
-        l.start = Instant::now();
-        l.start_wall = SystemTime::now();
-        l.used.clear();
-        l.deletes_used.clear();
+        l.deletes = deletes;
+        l.delete_window = window;
+        l.secondary_status = status;
+        l.deletes_at.clear();
+    }
+
+    /// Every DELETE of a version so far, in the order they arrived.
+    pub fn deletes(&self) -> Vec<FakeDelete> {
+        self.inner.deletes.lock().expect("github deletes").clone()
     }
 
     /// Whether a restored version gets back the tags no other version took since (the
@@ -1008,6 +1077,7 @@ async fn delete_version(
     headers: HeaderMap,
 ) -> Response {
     const ACCEPTED: &str = "delete:packages, read:packages";
+    let arrived = Instant::now();
     let caller = match begin(&inner, &method, &uri, &headers) {
         Ok(c) => c,
         Err(r) => return *r,
@@ -1019,25 +1089,42 @@ async fn delete_version(
             "You must have admin permissions on the package and the read:packages and delete:packages scopes to delete a package version.",
             DOCS_PACKAGES);
     }
-    // The secondary limit: DELETE attempts per window per login.
+    let id: Option<u64> = params.get("id").and_then(|s| s.parse().ok());
+    let response = delete_checked(&inner, &caller, &params, id).await;
+    inner
+        .deletes
+        .lock()
+        .expect("github deletes")
+        .push(FakeDelete {
+            at: arrived,
+            id: id.unwrap_or(0),
+            status: response.status().as_u16(),
+        });
+    response
+}
+
+/// A version DELETE from a caller allowed to delete: the secondary limit, then what GitHub
+/// refuses, then the deletion.
+async fn delete_checked(
+    inner: &Inner,
+    caller: &Caller,
+    params: &HashMap<String, String>,
+    id: Option<u64>,
+) -> Response {
+    const ACCEPTED: &str = "delete:packages, read:packages";
+    let c = Some(caller);
     let retry = {
         let mut data = inner.data.lock().expect("github data");
         let l = &mut data.limits;
-        l.roll();
-        let n = l.deletes_used.entry(caller.login.clone()).or_insert(0);
-        if *n >= l.deletes {
-            Some(l.retry_after())
-        } else {
-            *n += 1;
-            None
-        }
+        l.take_delete(&caller.login)
+            .map(|s| (s, l.secondary_status))
     };
-    if let Some(secs) = retry {
+    if let Some((secs, status)) = retry {
         return answer(
-            &inner,
+            inner,
             c,
             ACCEPTED,
-            StatusCode::FORBIDDEN,
+            status,
             vec![("retry-after", secs.to_string())],
             Some(
                 json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
@@ -1045,47 +1132,54 @@ async fn delete_version(
             ),
         );
     }
-    let key = package_key(&params, &caller);
-    let id: Option<u64> = params.get("id").and_then(|s| s.parse().ok());
+    let key = package_key(params, caller);
     let outcome: Result<String, (StatusCode, &str)> = {
         let mut data = inner.data.lock().expect("github data");
         match data.packages.get_mut(&key) {
             None => Err((StatusCode::NOT_FOUND, "Package not found.")),
-            Some(p) => {
-                let active = p.versions.iter().filter(|v| !v.deleted).count();
-                let public = p.public;
-                match p.versions.iter_mut().find(|v| Some(v.id) == id && !v.deleted) {
-                    None => Err((StatusCode::NOT_FOUND, "Not Found")),
-                    Some(v) if public && v.downloads > GITHUB_DOWNLOAD_DELETE_CAP => Err((
-                        StatusCode::BAD_REQUEST,
-                        "Publicly visible package versions with more than 5000 downloads cannot be deleted. Contact GitHub support for further assistance.",
-                    )),
-                    Some(_) if active <= 1 => Err((
-                        StatusCode::BAD_REQUEST,
-                        "You cannot delete the last tagged version of a package. You must delete the package instead.",
-                    )),
-                    Some(v) => {
-                        v.deleted = true;
-                        v.deleted_at = Some(SystemTime::now());
-                        Ok(v.digest.clone())
-                    }
-                }
-            }
+            Some(p) => refuse_or_delete(p, id),
         }
     };
     match outcome {
         Ok(digest) => {
-            delete_upstream(&inner, &key, &digest).await;
-            answer(
-                &inner,
-                c,
-                ACCEPTED,
-                StatusCode::NO_CONTENT,
-                Vec::new(),
-                None,
-            )
+            delete_upstream(inner, &key, &digest).await;
+            answer(inner, c, ACCEPTED, StatusCode::NO_CONTENT, Vec::new(), None)
         }
-        Err((status, msg)) => message(&inner, c, ACCEPTED, status, msg, DOCS_PACKAGES),
+        Err((status, msg)) => message(inner, c, ACCEPTED, status, msg, DOCS_PACKAGES),
+    }
+}
+
+/// What GitHub refuses of a version DELETE, else the version deleted (its digest): a public
+/// version with more than 5,000 downloads, and the last tagged version of the package (or
+/// its last version at all).
+fn refuse_or_delete(
+    p: &mut Package,
+    id: Option<u64>,
+) -> Result<String, (StatusCode, &'static str)> {
+    let active = p.versions.iter().filter(|v| !v.deleted).count();
+    let tagged_others = p
+        .versions
+        .iter()
+        .filter(|v| !v.deleted && Some(v.id) != id && !v.tags.is_empty())
+        .count();
+    let public = p.public;
+    match p
+        .versions
+        .iter_mut()
+        .find(|v| Some(v.id) == id && !v.deleted)
+    {
+        None => Err((StatusCode::NOT_FOUND, "Not Found")),
+        Some(v) if public && v.downloads > GITHUB_DOWNLOAD_DELETE_CAP => {
+            Err((StatusCode::FORBIDDEN, REFUSED_DOWNLOADS))
+        }
+        Some(v) if active <= 1 || (!v.tags.is_empty() && tagged_others == 0) => {
+            Err((StatusCode::BAD_REQUEST, REFUSED_LAST_TAGGED))
+        }
+        Some(v) => {
+            v.deleted = true;
+            v.deleted_at = Some(SystemTime::now());
+            Ok(v.digest.clone())
+        }
     }
 }
 
@@ -1435,14 +1529,8 @@ mod tests {
             Some("tok-admin"),
         )
         .await;
-        assert_eq!(status, 400);
-        assert!(
-            body["message"]
-                .as_str()
-                .unwrap()
-                .contains("more than 5000 downloads"),
-            "{body}"
-        );
+        assert_eq!(status, 403);
+        assert_eq!(body["message"], REFUSED_DOWNLOADS);
         assert!(body["documentation_url"].is_string());
 
         // The same downloads on a private package are fine, until one version is left.
@@ -1472,14 +1560,77 @@ mod tests {
         )
         .await;
         assert_eq!(status, 400);
-        assert!(
-            body["message"]
-                .as_str()
-                .unwrap()
-                .contains("last tagged version"),
-            "{body}"
-        );
+        assert_eq!(body["message"], REFUSED_LAST_TAGGED);
         assert_eq!(gh.versions(Some("acme"), "private", false).len(), 1);
+
+        // The last tagged version is refused while untagged ones remain; they go.
+        let (d3, d4, d5) = (digest(3), digest(4), digest(5));
+        let ids = gh.add_package(
+            Some("acme"),
+            "tagged",
+            false,
+            &[
+                (&d3, "2026-01-01T00:00:00Z", &["a"], 0),
+                (&d4, "2026-01-02T00:00:00Z", &["b"], 0),
+                (&d5, "2026-01-03T00:00:00Z", &[], 0),
+            ],
+        );
+        let base = format!("{}/orgs/acme/packages/container/tagged/versions", gh.url);
+        let statuses = [ids[0], ids[1], ids[2]].map(|id| {
+            let url = format!("{base}/{id}");
+            async move {
+                call(reqwest::Method::DELETE, &url, Some("tok-admin"))
+                    .await
+                    .0
+            }
+        });
+        let mut got = Vec::new();
+        for s in statuses {
+            got.push(s.await);
+        }
+        assert_eq!(got, [204, 400, 204]);
+        let left = gh.versions(Some("acme"), "tagged", false);
+        assert_eq!(
+            (left.len(), left[0].tags.clone()),
+            (1, vec!["b".to_string()])
+        );
+        let seen: Vec<(u64, u16)> = gh.deletes().iter().map(|d| (d.id, d.status)).collect();
+        assert_eq!(
+            &seen[seen.len() - 3..],
+            [(ids[0], 204), (ids[1], 400), (ids[2], 204)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_secondary_limit_is_a_sliding_window_answered_as_set() {
+        let (gh, ids) = fake_with(5, false, 0).await;
+        gh.set_secondary(
+            2,
+            Duration::from_millis(1500),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        let base = format!(
+            "{}/orgs/acme/packages/container/team%2Fapp/versions",
+            gh.url
+        );
+        let delete = |id: u64| {
+            let url = format!("{base}/{id}");
+            async move { call(reqwest::Method::DELETE, &url, Some("tok-admin")).await }
+        };
+        assert_eq!(delete(ids[0]).await.0, 204);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(delete(ids[1]).await.0, 204);
+        let (status, h, _) = delete(ids[2]).await;
+        assert_eq!(status, 429);
+        assert_eq!(
+            header(&h, "retry-after"),
+            "1",
+            "the first leaves the window in 0.7 s"
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The first left the window, the second is still in it.
+        assert_eq!(delete(ids[2]).await.0, 204);
+        assert_eq!(delete(ids[3]).await.0, 429);
     }
 
     #[tokio::test]
