@@ -243,6 +243,10 @@ fn registry(
             None => DEFAULT_STALL_TIMEOUT,
             Some(v) => duration(ctx, v, &format!("{field}.stall_timeout"))?,
         },
+        lease: match &r.lease {
+            None => Default::default(),
+            Some(l) => super::lease::validate(ctx, l.get_ref(), &format!("{field}.lease"))?,
+        },
     };
     Ok((host, settings))
 }
