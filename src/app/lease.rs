@@ -123,7 +123,7 @@ struct Refusal {
 
 fn held_by(place: &Place, theirs: &Lease) -> Refusal {
     let hold = format!(
-        "another ferry run holds the run lease {} ({}) until {}",
+        "another ferry run holds the run lease {}: {}, until {}",
         place.shown(),
         theirs.holder,
         theirs.expires_shown()

@@ -61,10 +61,19 @@ pub fn is_lease_repository(repo: &str) -> bool {
     repo.trim_end_matches('/').rsplit('/').next() == Some(REPOSITORY_NAME)
 }
 
-/// How long to wait between writing a lease and reading it back: a writer that read before
-/// this run wrote has written by then. A tenth of the expiry, at most [`MAX_SETTLE`].
-pub fn settle(expiry: Duration) -> Duration {
-    (expiry / 10).min(MAX_SETTLE)
+/// How long a run waits between writing a lease at a set of layouts and reading it back.
+pub const LAYOUT_SETTLE: Duration = Duration::from_millis(50);
+
+/// How long to wait between writing a lease and reading it back: long enough that another
+/// writer which read before this one wrote has written by then. At a registry, that writer's
+/// read and write are two requests apart, and its rate limit may hold the second back: a
+/// tenth of the expiry, at most [`MAX_SETTLE`]. At layouts, a few file operations apart
+/// ([`LAYOUT_SETTLE`]).
+pub fn settle(registry: &dyn Registry, expiry: Duration) -> Duration {
+    match registry.name() {
+        "oci:" => LAYOUT_SETTLE,
+        _ => (expiry / 10).min(MAX_SETTLE),
+    }
 }
 
 /// How often a held lease is renewed: three times per expiry, so one failed renewal does not
@@ -267,9 +276,28 @@ pub fn parse(m: &Manifest) -> std::result::Result<Lease, String> {
     })
 }
 
+/// The digest under the lease's tag, or `None` when there is none (no such tag or
+/// repository). A HEAD: where a GET counts as a pull (Docker Hub), a run that takes, renews
+/// and gives up its lease spends none.
+async fn current(registry: &dyn Registry, at: &Spot) -> Result<Option<Digest>> {
+    match registry.head_manifest(&at.repo, &at.tag).await {
+        Ok(head) => Ok(head.map(|h| h.digest)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The lease at `at`, or `None` when there is none (no such tag or repository).
 pub async fn read(registry: &dyn Registry, at: &Spot) -> Result<Option<Lease>> {
-    let m = match registry.get_manifest(&at.repo, &at.tag).await {
+    match current(registry, at).await? {
+        Some(digest) => read_at(registry, at, &digest).await,
+        None => Ok(None),
+    }
+}
+
+/// The lease manifest `digest` under the tag (`None`: given up since).
+async fn read_at(registry: &dyn Registry, at: &Spot, digest: &Digest) -> Result<Option<Lease>> {
+    let m = match registry.get_manifest(&at.repo, digest.as_str()).await {
         Ok(m) => m,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
@@ -310,22 +338,26 @@ pub async fn acquire(
         }
     }
     let ours = write(registry, at, holder, SystemTime::now() + expiry).await?;
-    tokio::time::sleep(settle(expiry)).await;
-    match read(registry, at).await? {
-        Some(found) if found.digest == ours.digest => {
+    tokio::time::sleep(settle(registry, expiry)).await;
+    let gone = || RegistryError::Protocol {
+        url: at.shown(registry.name()),
+        reason: "the lease just written is gone when read back (another run removed it)".into(),
+    };
+    match current(registry, at).await? {
+        Some(d) if d == ours.digest => {
             if let Some(old) = before {
                 forget(registry, at, &old.digest).await;
             }
             Ok(Acquired::Ours(ours))
         }
-        Some(theirs) => {
+        Some(d) => {
             forget(registry, at, &ours.digest).await;
-            Ok(Acquired::Held(theirs))
+            read_at(registry, at, &d)
+                .await?
+                .map(Acquired::Held)
+                .ok_or_else(gone)
         }
-        None => Err(RegistryError::Protocol {
-            url: at.shown(registry.name()),
-            reason: "the lease just written is gone when read back (another run removed it)".into(),
-        }),
+        None => Err(gone()),
     }
 }
 
@@ -345,29 +377,38 @@ pub async fn renew(
     ours: &Lease,
     expiry: Duration,
 ) -> Result<Renewed> {
-    match read(registry, at).await? {
-        Some(found) if found.digest == ours.digest => {}
-        other => return Ok(Renewed::Lost(other)),
+    match current(registry, at).await? {
+        Some(d) if d == ours.digest => {}
+        Some(d) => return Ok(Renewed::Lost(read_at(registry, at, &d).await?)),
+        None => return Ok(Renewed::Lost(None)),
     }
     let renewed = write(registry, at, &ours.holder, SystemTime::now() + expiry).await?;
     forget(registry, at, &ours.digest).await;
     Ok(Renewed::Ours(renewed))
 }
 
-/// Give the lease up: delete its manifest. Where the registry refuses (GHCR keeps a package's
-/// last version), an expired lease of the same holder takes its place, which frees it too.
-/// A lease that is no longer ours is left alone.
+/// Give the lease up: delete its manifest. Where the registry keeps it (GHCR refuses to
+/// delete a package's last version, and deletes nothing its API does not list), an expired
+/// lease of the same holder takes its place, which frees it as well. A lease that is no
+/// longer ours is left alone.
 pub async fn release(registry: &dyn Registry, at: &Spot, ours: &Lease) -> Result<()> {
-    let refused = match registry.delete_manifest(&at.repo, &ours.digest).await {
-        Ok(_) => return Ok(()),
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => e,
+    let deleted = registry.delete_manifest(&at.repo, &ours.digest).await;
+    let kept = match current(registry, at).await {
+        Ok(d) => d.as_ref() == Some(&ours.digest),
+        Err(e) => {
+            return match deleted {
+                Ok(_) => Ok(()),
+                Err(refused) if refused.is_not_found() => Ok(()),
+                Err(_) => Err(e),
+            }
+        }
     };
-    match read(registry, at).await {
-        Ok(Some(found)) if found.digest == ours.digest => {}
-        _ => return Err(refused),
+    if !kept {
+        return Ok(());
     }
-    write(registry, at, &ours.holder, SystemTime::now()).await?;
+    if let Err(e) = write(registry, at, &ours.holder, SystemTime::now()).await {
+        return Err(deleted.err().unwrap_or(e));
+    }
     forget(registry, at, &ours.digest).await;
     Ok(())
 }
