@@ -198,14 +198,12 @@ async fn take(places: Vec<Place>, holder: &Holder) -> Result<Leases, Refusal> {
     let mut taken: Vec<Taken> = Vec::new();
     for place in places {
         let written = Instant::now();
-        let acquired = lease::acquire(place.registry.as_ref(), &place.spot, holder, place.expiry);
-        let refusal = match acquired.await {
-            Ok(Acquired::Ours(l)) => {
+        let refusal = match take_one(&place, holder).await {
+            Ok(l) => {
                 taken.push(Taken::new(place, l, written));
                 continue;
             }
-            Ok(Acquired::Held(l)) => held_by(&place, &l),
-            Err(e) => unusable(&place, "written", &e),
+            Err(r) => r,
         };
         for t in taken {
             // Should this fail too, the lease expires.
@@ -216,6 +214,37 @@ async fn take(places: Vec<Place>, holder: &Holder) -> Result<Leases, Refusal> {
         return Err(refusal);
     }
     Ok(Leases::start(taken))
+}
+
+/// Take the lease at `place`, after checking that it can be given up.
+async fn take_one(place: &Place, holder: &Holder) -> Result<Lease, Refusal> {
+    // A lease is given up, and each renewal's old manifest removed, by deleting: where that
+    // is refused, every lease this run wrote would stay behind. Asked before writing any.
+    if let Err(e) = place.registry.check_delete(&place.spot.repo).await {
+        return Err(undeletable(place, &e));
+    }
+    let acquired = lease::acquire(place.registry.as_ref(), &place.spot, holder, place.expiry);
+    match acquired.await {
+        Ok(Acquired::Ours(l)) => Ok(l),
+        Ok(Acquired::Held(l)) => Err(held_by(place, &l)),
+        Err(e) => Err(unusable(place, "written", &e)),
+    }
+}
+
+/// The registry refuses deletes in the lease's repository.
+fn undeletable(place: &Place, e: &RegistryError) -> Refusal {
+    let repo = &place.spot.repo;
+    Refusal {
+        failure: format!(
+            "run lease {} could not be given up: deleting in {repo} is refused: {}; give the credentials the delete permission on {repo} (token scope repository:{repo}:delete) or name another repository with `lease = {{ repository = \"NAMESPACE/{REPOSITORY_NAME}\" }}`; this run deletes nothing (the lease fails closed)",
+            place.shown(),
+            error_chain(e)
+        ),
+        hold: format!(
+            "the run lease {} could not be given up (deleting in {repo} is refused), so nothing is deleted (the lease fails closed)",
+            place.shown()
+        ),
+    }
 }
 
 /// A lease this run took: `None` once lost.

@@ -325,16 +325,16 @@ async fn plan_and_run_both_hold_every_deletion_while_another_holds_the_lease() {
     assert_eq!(lease(&reg).await, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_that_cannot_be_written_holds_every_deletion() {
+/// A run whose credentials may delete in team/ but not `method` in ops/ferry-lease (the
+/// lease's repository) deletes nothing, exits 1, and says `line` (after the proxy's address)
+/// and the registry's answer.
+async fn denied_at_the_lease(method: reqwest::Method, line: &str) {
     let reg = Registry::start().await;
     images(&reg, 2).await;
-    // A token that may delete in team/ but not push to ops/ferry-lease.
     let proxy = Proxy::start(
         &reg.url,
-        std::sync::Arc::new(|method, uri: &str, _: &_| {
-            if *method == reqwest::Method::PUT && uri.starts_with("/v2/ops/ferry-lease/manifests/")
-            {
+        std::sync::Arc::new(move |m: &reqwest::Method, uri: &str, _: &_| {
+            if *m == method && uri.starts_with("/v2/ops/ferry-lease/manifests/") {
                 Action::registry_error(
                     StatusCode::FORBIDDEN,
                     "DENIED",
@@ -356,11 +356,16 @@ async fn a_lease_that_cannot_be_written_holds_every_deletion() {
     let run = ferry(&["run", "--progress", "plain", p.to_str().unwrap()], &[]).await;
     run.assert_code(1);
     let line = format!(
-        "failed: run lease {}/ops/ferry-lease:lease could not be written: ",
+        "failed: run lease {}/ops/ferry-lease:lease {line}",
         proxy.addr
     );
     assert!(run.stderr.contains(&line), "{}", run.stderr);
-    assert!(run.stderr.contains("DENIED"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("DENIED: requested access to the resource is denied"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr
             .contains("this run deletes nothing (the lease fails closed)"),
@@ -369,4 +374,84 @@ async fn a_lease_that_cannot_be_written_holds_every_deletion() {
     );
     assert!(deletes(&reg).await.is_empty(), "nothing deleted");
     assert_eq!(reg.pusher().tags("team/app").await, ["pr-1", "pr-2", "v1"]);
+    assert_eq!(
+        reg.pusher().tags("ops/ferry-lease").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_written_holds_every_deletion() {
+    denied_at_the_lease(reqwest::Method::PUT, "could not be written: ").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_given_up_holds_every_deletion() {
+    // Deleting is how a lease is given up: without that right, every lease written would stay.
+    let line = "could not be given up: deleting in ops/ferry-lease is refused: ";
+    denied_at_the_lease(reqwest::Method::DELETE, line).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wildcard_rule_copies_or_prunes_a_lease() {
+    let reg = Registry::start().await;
+    images(&reg, 1).await;
+    // Another plan's live lease at the source: no rule of this plan reads it, and it stops
+    // nothing here (this run's lease is at mirror/ferry-lease, where it prunes).
+    let theirs = foreign_lease(SystemTime::now() + Duration::from_secs(600));
+    reg.pusher().push(LEASE_REPO, "lease", &theirs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "version = 1\n[registry.\"{a}\"]\ninsecure = true\n[[copy]]\nfrom = \"{a}/team/*\"\nto = \"{a}/mirror/*\"\nprune = true\n",
+        a = reg.addr
+    );
+    let p = plan(dir.path(), &text);
+
+    let (run, report) = run_reported(&p, &[]).await;
+    run.assert_code(0);
+    let sources: Vec<&str> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["source"].as_str().unwrap())
+        .collect();
+    let a = &reg.addr;
+    assert_eq!(
+        sources,
+        [format!("{a}/team/app:pr-1"), format!("{a}/team/app:v1")],
+        "{}",
+        run.stdout
+    );
+    // A second run selects v1 alone: pruning lists mirror/* while this run's own lease is
+    // there, and judges mirror/app alone (pr-1 goes).
+    let narrower = text.replace("prune = true", "tags = { include = ['^v'] }\nprune = true");
+    let p = plan(dir.path(), &narrower);
+    let (run, report) = run_reported(&p, &[]).await;
+    run.assert_code(0);
+    let pruned = report["prune"].as_array().unwrap();
+    assert!(!pruned.is_empty(), "{}", run.stdout);
+    for d in pruned {
+        assert_eq!(d["repository"], format!("{a}/mirror/app"), "{d}");
+    }
+    assert_eq!(reg.pusher().tags("mirror/app").await, ["v1"]);
+    assert_eq!(
+        reg.pusher().tags("mirror/ferry-lease").await,
+        Vec::<String>::new()
+    );
+    let (_, _, digest) = reg.pusher().manifest(LEASE_REPO, "lease").await.unwrap();
+    assert_eq!(digest, theirs.digest, "their lease is left alone");
+    // The registry's catalog lists the lease repository; a plan of the wildcard shows none.
+    let catalog: Value = reqwest::get(format!("{}/v2/_catalog", reg.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        catalog["repositories"].to_string().contains(LEASE_REPO),
+        "{catalog}"
+    );
+    let shown = ferry(&["plan", p.to_str().unwrap()], &[]).await;
+    shown.assert_code(0);
+    assert!(!shown.stdout.contains("ferry-lease"), "{}", shown.stdout);
 }
