@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use toml::Spanned;
+
 use super::errors::PlanError;
 use super::raw::RawLease;
 use super::validate::{duration, Ctx};
+use super::{Reference, Selector};
 use crate::registry::config::LeaseSettings;
 use crate::registry::lease::{is_lease_repository, REPOSITORY_NAME};
 
@@ -43,4 +46,23 @@ pub(super) fn validate(ctx: &Ctx, raw: &RawLease, field: &str) -> Result<LeaseSe
         }
     }
     Ok(out)
+}
+
+/// Refuse a rule's `field` that names a lease repository (`team/ferry-lease`, not the
+/// namespace `ferry-lease/*`): leases are ferry's own, and a rule that copied, judged or
+/// overwrote one would act on another run's lease.
+pub(super) fn not_a_lease(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    field: &str,
+    r: &Reference,
+) -> Result<(), PlanError> {
+    if r.selector == Selector::Wildcard || !is_lease_repository(&r.repository) {
+        return Ok(());
+    }
+    Err(ctx.invalid(
+        v.span(),
+        field,
+        format!("holds ferry's run leases (every repository named `{REPOSITORY_NAME}` does): no rule copies from, to or retains in one"),
+    ))
 }
