@@ -22,14 +22,13 @@ async fn images(reg: &Registry, prs: u64) -> Vec<String> {
     let p = reg.pusher();
     let base = layer(1, 4096);
     let one = |label: &str, seed: u64| {
-        let img = image(
+        image(
             &[base.clone(), layer(seed, 512)],
             "linux",
             "amd64",
             Format::Oci,
             label,
-        );
-        img
+        )
     };
     p.push("team/app", "v1", &one("v1", 100)).await;
     let mut doomed = Vec::new();
