@@ -102,6 +102,9 @@ fn places(plan: &Plan, registries: &Registries, shard: Option<Shard>) -> Vec<Pla
             _ => LeaseSettings::default(),
         };
         let repo = settings.repository.unwrap_or_else(|| default_repository(r));
+        if location == Location::Layout && !parent_exists(&repo) {
+            return None;
+        }
         Some(Place {
             location,
             registry,
@@ -113,6 +116,17 @@ fn places(plan: &Plan, registries: &Registries, shard: Option<Shard>) -> Vec<Pla
         })
     };
     deleting(plan).into_iter().filter_map(place).collect()
+}
+
+/// Does the directory a layout lease would go in exist? Writing the lease would create it,
+/// and change what a wildcard rule there reads (a directory that is not there is an error,
+/// an empty one is not); where it is missing, nothing there has been copied to delete, so no
+/// lease is taken (and `ferry plan` reads none).
+fn parent_exists(repo: &str) -> bool {
+    match std::path::Path::new(repo).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.is_dir(),
+        _ => true,
+    }
 }
 
 /// Why the run deletes nothing: its failure line, and the reason each held deletion gives.
