@@ -172,12 +172,14 @@ async fn of_two_runs_from_two_checkpoints_only_the_lease_holder_deletes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_runs_lease_expires_and_a_later_run_deletes_the_rest() {
     let reg = Registry::start().await;
-    let doomed = images(&reg, 8).await;
+    let doomed = images(&reg, 12).await;
     let dir = tempfile::tempdir().unwrap();
+    // Renewals wait at the rate limit behind the run's other requests (up to 16 in flight):
+    // the expiry leaves them room.
     let p = retain_plan(
         dir.path(),
         &reg,
-        "rate_limit = { requests_per_second = 2 }\nlease = { expiry = \"10s\" }",
+        "rate_limit = { requests_per_second = 4 }\nlease = { expiry = \"20s\" }",
     );
     let state = dir.path().join("a.db");
 
