@@ -118,6 +118,23 @@ fn places(plan: &Plan, registries: &Registries, shard: Option<Shard>) -> Vec<Pla
     deleting(plan).into_iter().filter_map(place).collect()
 }
 
+/// The registries where a run of `plan` (unsharded) takes a lease: each with its lease's
+/// repository and how the lease is shown (`ferry check --online` asks for push and delete
+/// there). Layouts are left out: a check writes nothing to a directory.
+pub fn at_registries(
+    plan: &Plan,
+    registries: &Registries,
+) -> Vec<(Arc<dyn Registry>, String, String)> {
+    places(plan, registries, None)
+        .into_iter()
+        .filter(|p| p.location != Location::Layout)
+        .map(|p| {
+            let shown = p.shown();
+            (p.registry, p.spot.repo, shown)
+        })
+        .collect()
+}
+
 /// Does the directory a layout lease would go in exist? Writing the lease would create it,
 /// and change what a wildcard rule there reads (a directory that is not there is an error,
 /// an empty one is not); where it is missing, nothing there has been copied to delete, so no

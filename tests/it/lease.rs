@@ -329,7 +329,7 @@ async fn plan_and_run_both_hold_every_deletion_while_another_holds_the_lease() {
 /// A run whose credentials may delete in team/ but not `method` in ops/ferry-lease (the
 /// lease's repository) deletes nothing, exits 1, and says `line` (after the proxy's address)
 /// and the registry's answer.
-async fn denied_at_the_lease(method: reqwest::Method, line: &str) {
+async fn denied_at_the_lease(method: reqwest::Method, line: &str, check: Option<&str>) {
     let reg = Registry::start().await;
     images(&reg, 2).await;
     let proxy = Proxy::start(
@@ -379,18 +379,29 @@ async fn denied_at_the_lease(method: reqwest::Method, line: &str) {
         reg.pusher().tags("ops/ferry-lease").await,
         Vec::<String>::new()
     );
+    // `ferry check --online` says so before any run.
+    if let Some(check) = check {
+        let checked = ferry(&["check", "--online", p.to_str().unwrap()], &[]).await;
+        checked.assert_code(3);
+        let line = format!(
+            "FAIL run lease {}/ops/ferry-lease:lease: {check}",
+            proxy.addr
+        );
+        assert!(checked.stdout.contains(&line), "{}", checked.stdout);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_cannot_be_written_holds_every_deletion() {
-    denied_at_the_lease(reqwest::Method::PUT, "could not be written: ").await;
+    denied_at_the_lease(reqwest::Method::PUT, "could not be written: ", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_cannot_be_given_up_holds_every_deletion() {
     // Deleting is how a lease is given up: without that right, every lease written would stay.
     let line = "could not be given up: deleting in ops/ferry-lease is refused: ";
-    denied_at_the_lease(reqwest::Method::DELETE, line).await;
+    let check = "the credentials may not delete here (403 DENIED): they need the delete permission on ops/ferry-lease (token scope repository:ops/ferry-lease:delete); ferry, which gives its lease up by deleting it, cannot delete here";
+    denied_at_the_lease(reqwest::Method::DELETE, line, Some(check)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
