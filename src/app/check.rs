@@ -69,6 +69,9 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         let reg = registry(&policy.repository);
         lines.push(delete(&policy.repository, reg.as_ref(), "retention").await);
     }
+    for (reg, repo, shown) in super::lease::at_registries(&plan, &registries) {
+        lines.push(lease(reg.as_ref(), &repo, shown).await);
+    }
     for (what, result) in crate::inuse::preflight(&plan.in_use).await {
         let (ok, detail) = match result {
             Ok(d) => (true, d),
@@ -263,6 +266,32 @@ async fn delete(repository: &Reference, reg: &dyn Registry, who: &str) -> Line {
             ok: false,
             what,
             detail: delete_refused(&e, &repo, who),
+        },
+    }
+}
+
+/// The run lease's repository, where every run that deletes pushes its lease and deletes it
+/// again: both asked, neither leaving anything behind.
+async fn lease(reg: &dyn Registry, repo: &str, shown: String) -> Line {
+    let what = format!("run lease {shown}");
+    if let Err(e) = reg.check_push(repo).await {
+        return Line::of(what, Err(e));
+    }
+    match reg.check_delete(repo).await {
+        Ok(how) => Line {
+            ok: true,
+            what,
+            detail: format!(
+                "an upload was opened and cancelled; {}",
+                how.unwrap_or_else(|| {
+                    "this registry cannot show delete permission without deleting".into()
+                })
+            ),
+        },
+        Err(e) => Line {
+            ok: false,
+            what,
+            detail: delete_refused(&e, repo, "ferry, which gives its lease up by deleting it,"),
         },
     }
 }

@@ -58,6 +58,9 @@ pub struct Context<'a> {
     /// `ferry verify`: audit the copies only (`Some(deep)`): check each item at its target
     /// whole, copy nothing, and run no retention or pruning.
     pub audit: Option<bool>,
+    /// Take the run lease where the plan deletes (`ferry run`), only read it (`ferry plan`),
+    /// or neither.
+    pub lease: super::lease::Leasing,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -86,6 +89,9 @@ pub struct Execution {
     pub retention_skipped: bool,
     /// `[in_use]` sources that could not be read whole (retention then deleted nothing).
     pub in_use_failures: Vec<String>,
+    /// The run lease held by another run or unusable (nothing was deleted), or lost while
+    /// deleting.
+    pub lease_failures: Vec<String>,
 }
 
 impl Execution {
@@ -96,6 +102,7 @@ impl Execution {
         let mut out: Vec<String> = self.select_errors.iter().map(|e| error_chain(e)).collect();
         out.extend(self.selected_nothing().map(|e| empty_line(plan, e)));
         out.extend(self.in_use_failures.iter().cloned());
+        out.extend(self.lease_failures.iter().cloned());
         for (item, outcome) in &self.items {
             if let Some(Outcome::Failed { error }) = outcome {
                 out.push(format!("{item}: {}", error_chain(error.as_ref())));
@@ -278,13 +285,29 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     if !plan.in_use.is_empty() && (!plan.retains.is_empty() || super::prune::any(plan)) {
         in_use(plan, &mut pins, &mut out.in_use_failures).await;
     }
-    out.pruned = prune(plan, cx, &out, &pins).await;
-    out.retained = retain(plan, cx, &pins).await;
+    // Deleting waits for the run lease (copies do not: they are safe to run twice).
+    let (leases, refused) = super::lease::begin(plan, cx, &mut pins).await;
+    out.lease_failures.extend(refused);
+    let guarded = leases.as_ref().map(|l| l.guard(cx.registries));
+    let registries = guarded.as_ref().unwrap_or(cx.registries);
+    out.pruned = prune(plan, cx, registries, &out, &pins).await;
+    out.retained = retain(plan, cx, registries, &pins).await;
+    if let Some(leases) = leases {
+        let note = |message: &str| cx.reporter.note(message);
+        out.lease_failures.extend(leases.end(&note).await);
+    }
     out
 }
 
 /// Every `prune` rule, after the copies: what they copied and no longer select, deleted.
-async fn prune(plan: &Plan, cx: &Context<'_>, out: &Execution, pins: &PinMap) -> Vec<Pruned> {
+/// `registries`: what the deletions go through.
+async fn prune(
+    plan: &Plan,
+    cx: &Context<'_>,
+    registries: &Registries,
+    out: &Execution,
+    pins: &PinMap,
+) -> Vec<Pruned> {
     if !super::prune::any(plan) {
         return Vec::new();
     }
@@ -305,7 +328,7 @@ async fn prune(plan: &Plan, cx: &Context<'_>, out: &Execution, pins: &PinMap) ->
     }
     let note = |message: &str| cx.reporter.note(message);
     let prune = retention::prune::Context {
-        registries: cx.registries,
+        registries,
         now: SystemTime::now(),
         pins,
         ledger: &ledger,
@@ -470,11 +493,17 @@ async fn in_use(plan: &Plan, pins: &mut PinMap, out: &mut Vec<String>) {
     );
 }
 
-/// Every `[[retain]]` policy, with what the copies put at their targets pinned.
-async fn retain(plan: &Plan, cx: &Context<'_>, pins: &PinMap) -> Vec<Retained> {
+/// Every `[[retain]]` policy, with what the copies put at their targets pinned; `registries`:
+/// what the deletions go through.
+async fn retain(
+    plan: &Plan,
+    cx: &Context<'_>,
+    registries: &Registries,
+    pins: &PinMap,
+) -> Vec<Retained> {
     let note = |message: &str| cx.reporter.note(message);
     let retention = retention::Context {
-        registries: cx.registries,
+        registries,
         now: SystemTime::now(),
         owns: cx.owns,
         pins,

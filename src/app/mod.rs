@@ -4,6 +4,7 @@
 pub mod check;
 pub mod execute;
 pub mod journal;
+pub mod lease;
 pub mod plan;
 pub mod prune;
 pub mod report;

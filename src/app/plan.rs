@@ -154,6 +154,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         owns: &owns,
         spool: None,
         audit: None,
+        lease: super::lease::Leasing::Look { shard },
     };
     let execution = execute(&plan, &cx).await;
     // The registries the plan's rules use, and any other that got requests: a section no

@@ -252,6 +252,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         owns: &owns,
         spool: spool.clone(),
         audit: None,
+        lease: super::lease::taking(run_id, &args.plan, shard),
     };
     let execution = execute(&plan, &cx).await;
     let mut totals = execution.totals.clone();

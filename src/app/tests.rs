@@ -201,6 +201,7 @@ async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Execution
         owns: &|_| true,
         spool: None,
         audit: None,
+        lease: super::lease::Leasing::Off,
     };
     execute(plan, &cx).await
 }

@@ -63,6 +63,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         owns: &owns,
         spool: None,
         audit: Some(args.deep),
+        lease: super::lease::Leasing::Off,
     };
     let execution = execute(&plan, &cx).await;
     reporter.finish();

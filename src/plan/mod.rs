@@ -11,6 +11,7 @@ pub mod conflicts;
 pub mod errors;
 pub mod filter;
 pub mod in_use;
+mod lease;
 pub mod prune;
 mod raw;
 mod schema;

@@ -54,6 +54,14 @@ pub(super) struct RawRegistry {
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(super) retries: Option<Spanned<i64>>,
     pub(super) stall_timeout: Option<Spanned<String>>,
+    pub(super) lease: Option<Spanned<RawLease>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLease {
+    pub(super) repository: Option<Spanned<String>>,
+    pub(super) expiry: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -70,6 +70,9 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         }
         "registry.*.retries" => return bounds(RETRIES),
         "registry.*.stall_timeout" => "a duration like \"90s\" or \"2m\" (a string)",
+        "registry.*.lease" => "a table: { repository = \"NAMESPACE/ferry-lease\", expiry = \"10m\" }",
+        "registry.*.lease.repository" => "a repository path ending in /ferry-lease (a string)",
+        "registry.*.lease.expiry" => "a duration like \"10m\" (a string)",
         "copy" => "[[copy]] tables",
         "copy.from" | "copy.to" => "an image reference (a string)",
         "copy.tags" => "a table: { include = […], exclude = […], semver = \"…\", newest = N }",
@@ -139,9 +142,11 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "rate_limit",
             "retries",
             "stall_timeout",
+            "lease",
         ],
         "registry.*.auth" => &["username", "password_env", "config", "anonymous"],
         "registry.*.rate_limit" => &["requests_per_second", "burst"],
+        "registry.*.lease" => &["repository", "expiry"],
         "copy" => &[
             "from",
             "to",

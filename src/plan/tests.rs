@@ -548,3 +548,45 @@ fn untagged_grace_defaults_to_an_hour_and_is_validated() {
         "p.toml:5:18: retain.untagged_grace: expected a duration like \"1h\", or \"0s\" for none (a string), found an integer"
     );
 }
+
+#[test]
+fn lease_settings_and_lease_repositories() {
+    // Issue 22, the run lease: where it lives and how long it lasts, and no rule of the plan
+    // may name a repository where leases live.
+    let p = parse(&format!("version = 1\n{RULE}[registry.\"r.io\"]\nlease = {{ repository = \"ops/ferry-lease\", expiry = \"30s\" }}\n")).unwrap();
+    let l = p.registry("r.io").lease;
+    assert_eq!(l.repository.as_deref(), Some("ops/ferry-lease"));
+    assert_eq!(l.expiry, Duration::from_secs(30));
+    assert_eq!(p.registry("x.io").lease.expiry, Duration::from_secs(600));
+    let e = err("version = 1\n[registry.\"r.io\"]\nlease = { repository = \"ops/locks\" }\n");
+    assert!(
+        e.contains("registry.\"r.io\".lease.repository: must end in `ferry-lease`"),
+        "{e}"
+    );
+    let e = err("version = 1\n[registry.\"r.io\"]\nlease = { expiry = \"1s\" }\n");
+    assert!(e.contains("lease.expiry: must be at least 3s"), "{e}");
+    assert!(!e.contains("1s\""), "the value is not echoed: {e}");
+
+    for (text, field) in [
+        (
+            "[[retain]]\nrepository = \"r.io/team/ferry-lease\"\n",
+            "retain.repository",
+        ),
+        (
+            "[[copy]]\nfrom = \"r.io/team/ferry-lease\"\nto = \"s.io/team/x\"\n",
+            "copy.from",
+        ),
+        (
+            "[[copy]]\nfrom = \"r.io/a/b:v1\"\nto = \"s.io/ferry-lease:v1\"\n",
+            "copy.to",
+        ),
+    ] {
+        let e = err(&format!("version = 1\n{text}"));
+        assert!(
+            e.contains(&format!("{field}: holds ferry's run leases")),
+            "{e}"
+        );
+    }
+    // A namespace of that name is only a namespace.
+    parse("version = 1\n[[retain]]\nrepository = \"r.io/ferry-lease/*\"\n").unwrap();
+}

@@ -98,6 +98,28 @@ pub struct RegistrySettings {
     /// Retries of a failed request or transfer (backoff 0.25 s doubling to 30 s, jittered).
     pub retries: u32,
     pub stall_timeout: Duration,
+    /// The run lease at this registry (`lease = { … }`).
+    pub lease: LeaseSettings,
+}
+
+/// Where the run lease at a registry lives and how long it lasts unless renewed
+/// ([`super::lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// The lease's repository, whose last component is
+    /// [`super::lease::REPOSITORY_NAME`]; `None`: beside the first repository the run deletes
+    /// in.
+    pub repository: Option<String>,
+    pub expiry: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            repository: None,
+            expiry: super::lease::DEFAULT_EXPIRY,
+        }
+    }
 }
 
 impl RegistrySettings {
@@ -123,6 +145,7 @@ impl Default for RegistrySettings {
             rate_limit: None,
             retries: super::retry::DEFAULT_RETRIES,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            lease: LeaseSettings::default(),
         }
     }
 }

@@ -335,6 +335,8 @@ impl Registry for LayoutRegistry {
         // Present them as `prefix` + relative path, so the target mapping strips the prefix.
         let mut repos: Vec<String> = out
             .into_iter()
+            // ferry's own run leases are no rule's to copy or judge.
+            .filter(|p| !super::lease::is_lease_repository(p))
             .map(|p| {
                 let rel = Path::new(&p)
                     .strip_prefix(&root)

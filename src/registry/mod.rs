@@ -10,7 +10,8 @@
 //! the distribution API does not do; [`auth`] and [`credentials`]; [`throttle`] and [`retry`],
 //! the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
 //! what the registry answered as data; [`manifest`] and [`digest`], what is read is checked;
-//! [`placeholder`], how one tag is removed where a registry deletes only manifests.
+//! [`placeholder`], how one tag is removed where a registry deletes only manifests; [`lease`],
+//! the run lease two runs deleting at one registry tell each other apart by.
 
 pub mod auth;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod digest;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 #[cfg(test)]
 pub mod memory;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
 use super::manifest::OCI_MANIFEST;
-use super::{Digest, Manifest};
+use super::{BlobUpload, BytesSource, Digest, Manifest, Registry, Result};
 
 /// The placeholder's config: the empty JSON object, as OCI's empty descriptor has it. A
 /// registry that checks an image manifest's blobs (distribution does) must hold it first.
@@ -36,6 +36,26 @@ pub fn empty_config_digest() -> Digest {
 /// The bytes of [`EMPTY_CONFIG`], to upload.
 pub fn empty_config() -> Bytes {
     Bytes::from_static(EMPTY_CONFIG)
+}
+
+/// Upload [`EMPTY_CONFIG`] to `repo` unless it holds it: distribution refuses an image
+/// manifest whose config it does not hold. The placeholder and the run lease
+/// ([`super::lease`]) both need it.
+pub async fn upload_empty_config(registry: &dyn Registry, repo: &str) -> Result<()> {
+    let digest = empty_config_digest();
+    if registry.blob_exists(repo, &digest).await? {
+        return Ok(());
+    }
+    let source = BytesSource(empty_config());
+    let upload = BlobUpload {
+        digest: &digest,
+        size: EMPTY_CONFIG.len() as u64,
+        source: &source,
+        resume: None,
+        progress: &|_| {},
+        park: &|| false,
+    };
+    registry.put_blob(repo, upload).await
 }
 
 /// A throw-away OCI image manifest for `tag`: the `{}` config, no layers, and annotations that

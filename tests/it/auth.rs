@@ -357,7 +357,15 @@ async fn check_online_probes_delete_with_a_manifest_that_does_not_exist() {
         "{line}"
     );
     enabled.sync_log().await;
-    assert_eq!(enabled.count_requests("DELETE", &zero), 1);
+    // One probe for the policy's repository, one for the run lease's (issue 22).
+    assert_eq!(
+        enabled.count_requests("DELETE", &format!("/v2/secure/app{zero}")),
+        1
+    );
+    assert_eq!(
+        enabled.count_requests("DELETE", &format!("/v2/secure/ferry-lease{zero}")),
+        1
+    );
     assert_eq!(enabled.pusher().tags("secure/app").await, ["v1"]);
 
     let disabled = Registry::start_without_deletes().await;

@@ -24,6 +24,7 @@ mod hostile;
 mod inuse;
 mod large;
 mod layout;
+mod lease;
 mod limits;
 mod ocireg;
 mod plans;

@@ -485,6 +485,8 @@ async fn on_ghcr_the_same_decisions_become_package_version_deletions() {
     for out in [&run.stdout, &run.stderr] {
         assert!(!out.contains("ghp_canary"), "the token leaked:\n{out}");
     }
+    // The run lease (issue 22) was taken and given up without a word.
+    assert!(!run.stderr.contains("run lease"), "{}", run.stderr);
     let deleted: std::collections::BTreeSet<String> = fake
         .versions(Some("myorg"), "app", true)
         .into_iter()

@@ -16,10 +16,7 @@ use super::HttpRegistry;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
-use crate::registry::{
-    placeholder, BlobUpload, BytesSource, Digest, Manifest, ManifestHead, Pushed, RecordStyle,
-    Registry,
-};
+use crate::registry::{placeholder, Digest, Manifest, ManifestHead, Pushed, RecordStyle, Registry};
 
 /// The operations, each tried once; the `Registry` implementation wraps them in retries.
 impl HttpRegistry {
@@ -264,20 +261,7 @@ impl HttpRegistry {
     /// Upload the placeholder's `{}` config unless `repo` has it: distribution refuses an
     /// image manifest whose config it does not hold.
     async fn ensure_empty_config(&self, repo: &str) -> Result<()> {
-        let digest = placeholder::empty_config_digest();
-        if self.blob_exists(repo, &digest).await? {
-            return Ok(());
-        }
-        let source = BytesSource(placeholder::empty_config());
-        let upload = BlobUpload {
-            digest: &digest,
-            size: placeholder::EMPTY_CONFIG.len() as u64,
-            source: &source,
-            resume: None,
-            progress: &|_| {},
-            park: &|| false,
-        };
-        self.put_blob(repo, upload).await
+        placeholder::upload_empty_config(self, repo).await
     }
 
     /// A manifest-sized body (a manifest, a referrers page), or `None` when it is over the

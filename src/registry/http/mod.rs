@@ -110,14 +110,17 @@ impl Registry for HttpRegistry {
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
-        match &self.vendor {
+        let mut repos = match &self.vendor {
             Some(v) => v.list_repositories(prefix).await,
             None => {
                 self.retry
                     .run("list repositories", || self.catalog_once(prefix))
                     .await
             }
-        }
+        }?;
+        // ferry's own run leases are no rule's to copy or judge.
+        repos.retain(|r| !crate::registry::lease::is_lease_repository(r));
+        Ok(repos)
     }
 
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
