@@ -125,6 +125,10 @@ impl Registry for Guarded {
         self.inner.charge_retry(event)
     }
 
+    async fn reserve(&self, requests: u32) -> throttle::Turns {
+        self.inner.reserve(requests).await
+    }
+
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         self.inner.list_repositories(prefix).await
     }
@@ -197,6 +201,11 @@ impl Registry for Guarded {
 
     async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
         self.inner.manifest_records(repo).await
+    }
+
+    /// Putting back is not deleting: no lease is needed for it.
+    async fn restore_version(&self, repo: &str, id: &str) -> Result<bool> {
+        self.inner.restore_version(repo, id).await
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
