@@ -28,10 +28,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
-use super::manifest::OCI_MANIFEST;
 use super::placeholder::{empty_config_digest, EMPTY_CONFIG};
 use super::{Digest, Manifest, Registry, RegistryError, Result};
 
@@ -238,12 +236,7 @@ pub fn manifest(holder: &Holder, expires: SystemTime) -> Manifest {
         .annotations(annotations)
         .build()
         .expect("every required field is set");
-    let bytes = Bytes::from(serde_json::to_vec(&image).expect("a manifest serialises"));
-    Manifest {
-        media_type: OCI_MANIFEST.to_string(),
-        digest: Digest::sha256_of(&bytes),
-        bytes,
-    }
+    super::placeholder::oci_manifest(&image)
 }
 
 /// The lease a manifest holds, or why it is none.

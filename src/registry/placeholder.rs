@@ -88,7 +88,12 @@ pub fn manifest(tag: &str) -> Manifest {
         .annotations(annotations)
         .build()
         .expect("every required field is set");
-    let bytes = Bytes::from(serde_json::to_vec(&image).expect("a manifest serialises"));
+    oci_manifest(&image)
+}
+
+/// An OCI image manifest ferry wrote itself, as it is pushed: its JSON, media type and digest.
+pub fn oci_manifest(image: &oci_spec::image::ImageManifest) -> Manifest {
+    let bytes = Bytes::from(serde_json::to_vec(image).expect("a manifest serialises"));
     Manifest {
         media_type: OCI_MANIFEST.to_string(),
         digest: Digest::sha256_of(&bytes),

@@ -192,27 +192,49 @@ async fn assert_survives(
     assert!((0.0..500.0).contains(&window), "{window} ms");
 }
 
+/// A race's start: the scene, its plan (paced at one request a second), the order the run
+/// deletes in, and the doomed image it deletes last, which the test writes to meanwhile.
+struct Start {
+    s: Scene,
+    _dir: tempfile::TempDir,
+    plan: String,
+    order: Vec<String>,
+    last: Image,
+}
+
+async fn start(reg: &Registry, stable: bool) -> Start {
+    let s = scene(reg, stable).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = policy(dir.path(), reg, true);
+    let order = deletion_order(reg).await;
+    assert_eq!(order.len(), 3);
+    let (_, last) = s.doomed.iter().find(|(_, i)| i.digest == order[2]).unwrap();
+    let last = last.clone();
+    Start {
+        s,
+        _dir: dir,
+        plan,
+        order,
+        last,
+    }
+}
+
 /// Issue 22, done when 1: a new tag pushed onto an image the run has not deleted yet keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_pushed_while_the_run_deletes_keeps_its_image() {
     let reg = Registry::start().await;
-    let s = scene(&reg, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), &reg, true);
-    let order = deletion_order(&reg).await;
-    assert_eq!(order.len(), 3);
-    let last = order[2].clone();
-    let (_, img) = s.doomed.iter().find(|(_, i)| i.digest == last).unwrap();
-    let raced = race(&reg, &p, &order, async {
-        reg.pusher().push(REPO, "hotfix", img).await;
+    let st = start(&reg, false).await;
+    let raced = race(&reg, &st.plan, &st.order, async {
+        reg.pusher().push(REPO, "hotfix", &st.last).await;
     })
     .await;
+    let last = &st.last.digest;
     assert_survives(
         &reg,
-        &s,
+        &st.s,
         &raced,
-        &last,
-        ("hotfix", &last),
+        last,
+        ("hotfix", last),
         "kept: tagged since the inventory (hotfix)",
     )
     .await;
@@ -223,50 +245,41 @@ async fn a_tag_pushed_while_the_run_deletes_keeps_its_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_moved_onto_a_doomed_image_keeps_it() {
     let reg = Registry::start().await;
-    let s = scene(&reg, true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), &reg, true);
-    let order = deletion_order(&reg).await;
-    let last = order[2].clone();
-    let (_, img) = s.doomed.iter().find(|(_, i)| i.digest == last).unwrap();
-    let raced = race(&reg, &p, &order, async {
-        reg.pusher().push(REPO, "stable", img).await;
+    let st = start(&reg, true).await;
+    let raced = race(&reg, &st.plan, &st.order, async {
+        reg.pusher().push(REPO, "stable", &st.last).await;
     })
     .await;
+    let last = &st.last.digest;
     assert_survives(
         &reg,
-        &s,
+        &st.s,
         &raced,
-        &last,
-        ("stable", &last),
+        last,
+        ("stable", last),
         "kept: tagged since the inventory (stable)",
     )
     .await;
     // The kept image lost `stable` to it and keeps `v1.0.0`.
     let (_, _, v1) = reg.pusher().manifest(REPO, "v1.0.0").await.unwrap();
-    assert_eq!(v1, s.kept.digest);
+    assert_eq!(v1, st.s.kept.digest);
 }
 
 /// Issue 22: a new tag on an index that names a doomed image as a child keeps the child.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_index_naming_a_doomed_child_keeps_the_child() {
     let reg = Registry::start().await;
-    let s = scene(&reg, false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), &reg, true);
-    let order = deletion_order(&reg).await;
-    let last = order[2].clone();
-    let (_, img) = s.doomed.iter().find(|(_, i)| i.digest == last).unwrap();
-    let hotfix = index(vec![img.clone()], Format::Oci);
-    let raced = race(&reg, &p, &order, async {
+    let st = start(&reg, false).await;
+    let hotfix = index(vec![st.last.clone()], Format::Oci);
+    let raced = race(&reg, &st.plan, &st.order, async {
         reg.pusher().push(REPO, "hotfix", &hotfix).await;
     })
     .await;
     assert_survives(
         &reg,
-        &s,
+        &st.s,
         &raced,
-        &last,
+        &st.last.digest,
         ("hotfix", &hotfix.digest),
         &format!(
             "kept: tagged since the inventory (hotfix, through index {})",
