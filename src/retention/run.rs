@@ -92,6 +92,9 @@ pub struct Retained {
     pub deletions: Vec<Deleted>,
     /// The longest time between a digest's last look and its DELETE (`None`: none sent).
     pub window: Option<Duration>,
+    /// The images the look before their DELETE found tagged since the inventory, and what
+    /// they reach, each with why (also keeps in `plan`).
+    pub late: Vec<Decision>,
 }
 
 /// Apply `policies` in order, each repository read, decided and pruned before the next.
@@ -157,6 +160,7 @@ async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
             plan,
             deletions,
             window,
+            late: kept,
         });
     }
     out

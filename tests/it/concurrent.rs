@@ -184,6 +184,14 @@ async fn assert_survives(
         "{line} … {reason}:\n{}",
         raced.out
     );
+    // The report lists the survivor under `kept`, with the same reason.
+    let kept = raced.report["kept"].as_array().cloned().unwrap_or_default();
+    assert!(
+        kept.iter()
+            .any(|k| k["digest"] == survivor && k["reason"].as_str().unwrap_or("").contains(reason)),
+        "{}",
+        raced.report
+    );
     let totals = &raced.report["totals"];
     assert_eq!(totals["deleted"], s.doomed.len() - 1, "{totals}");
     let window = totals["delete_window_ms"]

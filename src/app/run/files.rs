@@ -179,14 +179,16 @@ fn prune_rows(execution: &Execution) -> Vec<ReportPrune> {
 }
 
 /// What retention would delete that the registry keeps: keeps it imposed on the decisions,
-/// and deletions that became keeps.
+/// deletions that became keeps, and images found tagged since the inventory right before
+/// their DELETE.
 fn kept(execution: &Execution) -> Vec<ReportKept> {
     let mut out = Vec::new();
     for r in &execution.retained {
         let planned = r.plan.decisions.iter().flat_map(|d| &d.decisions);
         let planned = planned.filter(|d| d.action == Action::Keep && imposed(&d.reason));
         let met = r.deletions.iter().map(|d| &d.decision);
-        for d in planned.chain(met.filter(|d| d.action == Action::Keep)) {
+        let met = met.filter(|d| d.action == Action::Keep);
+        for d in planned.chain(met).chain(&r.late) {
             out.push(ReportKept {
                 repository: r.plan.repository.clone(),
                 digest: d.digest.to_string(),
