@@ -156,3 +156,28 @@ pub(super) fn begin(
         ))
     })
 }
+
+/// The scopes a listing (of packages or of a package's versions) needs.
+pub(super) const LIST_SCOPES: &str = "read:packages";
+
+/// [`begin`] for a listing: the caller, who must also hold `read:packages` (a 403 worded as
+/// GitHub words it otherwise).
+pub(super) fn begin_listing(
+    inner: &Inner,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Caller, Box<Response>> {
+    let caller = begin(inner, method, uri, headers)?;
+    if !caller.has("read:packages") {
+        return Err(Box::new(message(
+            inner,
+            Some(&caller),
+            LIST_SCOPES,
+            StatusCode::FORBIDDEN,
+            "You need at least read:packages scope to list packages.",
+            DOCS_PACKAGES,
+        )));
+    }
+    Ok(caller)
+}

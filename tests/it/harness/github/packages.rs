@@ -105,22 +105,12 @@ pub(super) async fn list_packages(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    const ACCEPTED: &str = "read:packages";
-    let caller = match begin(&inner, &method, &uri, &headers) {
+    const ACCEPTED: &str = LIST_SCOPES;
+    let caller = match begin_listing(&inner, &method, &uri, &headers) {
         Ok(c) => c,
         Err(r) => return *r,
     };
     let c = Some(&caller);
-    if !caller.has("read:packages") {
-        return message(
-            &inner,
-            c,
-            ACCEPTED,
-            StatusCode::FORBIDDEN,
-            "You need at least read:packages scope to list packages.",
-            DOCS_PACKAGES,
-        );
-    }
     match q.package_type.as_deref() {
         Some("container") => {}
         Some(_) => {

@@ -17,22 +17,12 @@ pub(super) async fn list(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    const ACCEPTED: &str = "read:packages";
-    let caller = match begin(&inner, &method, &uri, &headers) {
+    const ACCEPTED: &str = LIST_SCOPES;
+    let caller = match begin_listing(&inner, &method, &uri, &headers) {
         Ok(c) => c,
         Err(r) => return *r,
     };
     let c = Some(&caller);
-    if !caller.has("read:packages") {
-        return message(
-            &inner,
-            c,
-            ACCEPTED,
-            StatusCode::FORBIDDEN,
-            "You need at least read:packages scope to list packages.",
-            DOCS_PACKAGES,
-        );
-    }
     let deleted = match q.state.as_deref() {
         None | Some("active") => false,
         Some("deleted") => true,
