@@ -26,20 +26,23 @@ const NO_HANG: Duration = Duration::from_secs(60);
 
 /// Copy `team/*` from the proxy to `dst` with the module's settings, bounded in time.
 async fn copy_through(proxy: &str, dst: &Registry) -> (Run, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    bounded(run_copy(
         &[proxy, &dst.addr],
         SETTINGS,
         &format!("{proxy}/team/*"),
         &format!("{}/team/*", dst.addr),
-    );
-    run_bounded(&p).await
+    ))
+    .await
 }
 
 async fn run_bounded(plan: &std::path::Path) -> (Run, Duration) {
+    bounded(ferry(&["run", plan.to_str().unwrap()], &[])).await
+}
+
+/// A run of ferry, bounded by [`NO_HANG`], and how long it took.
+async fn bounded(run: impl std::future::Future<Output = Run>) -> (Run, Duration) {
     let started = Instant::now();
-    let run = tokio::time::timeout(NO_HANG, ferry(&["run", plan.to_str().unwrap()], &[]))
+    let run = tokio::time::timeout(NO_HANG, run)
         .await
         .expect("ferry must not hang on a lying registry");
     (run, started.elapsed())
@@ -366,15 +369,13 @@ async fn a_slow_transfer_that_keeps_moving_is_no_stall() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    let (run, took) = bounded(run_copy(
         &[&link.addr, &dst.addr],
         SETTINGS,
         &format!("{}/team/steady:v1", link.addr),
         &format!("{}/team/steady", dst.addr),
-    );
-    let (run, took) = run_bounded(&p).await;
+    ))
+    .await;
     run.assert_code(0);
     assert_copied(&dst, "team/steady", "v1", &img).await;
     assert!(

@@ -81,15 +81,13 @@ async fn a_hostile_catalog_cannot_lead_a_copy_outside_its_target_directory() {
     // `<work>/data/out/../../escaped`, that is `<work>/escaped`.
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("data/out");
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    let (run, _) = bounded(run_copy(
         &[&proxy.addr],
         SETTINGS,
         &format!("{}/org/*", proxy.addr),
         &format!("oci:{}/*", out.display()),
-    );
-    let (run, _) = run_bounded(&p).await;
+    ))
+    .await;
     for path in walk(work.path()) {
         assert!(
             path.starts_with("data/out") || path == std::path::Path::new("data"),
@@ -138,15 +136,13 @@ async fn bad_tags_in_a_tag_list_are_named_errors_and_the_good_ones_copy() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    let (run, _) = bounded(run_copy(
         &[&proxy.addr, &dst.addr],
         SETTINGS,
         &format!("{}/org/app", proxy.addr),
         &format!("{}/org/app", dst.addr),
-    );
-    let (run, _) = run_bounded(&p).await;
+    ))
+    .await;
     run.assert_code(1);
     assert_copied(&dst, "org/app", "v1", &v1).await;
     assert_eq!(dst.pusher().tags("org/app").await, vec!["v1".to_string()]);
@@ -214,15 +210,13 @@ async fn a_fallback_referrers_entry_with_a_malformed_digest_is_a_named_error() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let plan = copy_plan(
-        dir.path(),
+    let (run, _) = bounded(run_copy(
         &[&proxy.addr, &dst.addr],
         SETTINGS,
         &format!("{}/org/app:v1", proxy.addr),
         &format!("{}/org/app", dst.addr),
-    );
-    let (run, _) = run_bounded(&plan).await;
+    ))
+    .await;
     run.assert_code(1);
     assert_copied(&dst, "org/app", "v1", &app).await;
     // The verifiable referrer travelled, by digest.
