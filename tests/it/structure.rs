@@ -293,7 +293,12 @@ fn test_files_stay_short() {
         .map(|(rel, text)| (format!("src/{rel}"), text));
     for (rel, text) in tests.chain(unit) {
         let lines = text.lines().count();
-        if lines > MAX_FILE_LINES && !allowed.contains(&rel) {
+        // A unit-test file under src/ may be listed as the other check names it (from src/).
+        let listed = allowed.contains(&rel)
+            || rel
+                .strip_prefix("src/")
+                .is_some_and(|r| allowed.contains(r));
+        if lines > MAX_FILE_LINES && !listed {
             over.push(format!("{rel}: {lines} lines (at most {MAX_FILE_LINES})"));
         }
     }
