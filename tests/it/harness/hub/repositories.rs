@@ -2,16 +2,10 @@
 
 use super::*;
 
-#[derive(Deserialize)]
-pub(super) struct ListQuery {
-    pub(super) page_size: Option<usize>,
-    pub(super) page: Option<usize>,
-}
-
 pub(super) async fn list(
     State(inner): State<Arc<Inner>>,
     Path(namespace): Path<String>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
     let auth = headers
@@ -86,6 +80,7 @@ pub(super) async fn list(
         .into_response()
 }
 
+/// `page` and `page_size`, as both listings take them.
 #[derive(Deserialize)]
 pub(super) struct PageQuery {
     pub(super) page_size: Option<usize>,
