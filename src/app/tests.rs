@@ -1,7 +1,7 @@
 //! `ferry plan` against `ferry run`, in-process: the same generated plans executed over
 //! overlays of in-memory registries (what `plan` does) and over the registries themselves
 //! (what `run` does), compared outcome for outcome and deletion for deletion. The suite's
-//! `tests/it/differential.rs` does the same through the binary, on layouts and a real
+//! `tests/it/differential/` does the same through the binary, on layouts and a real
 //! registry; this one runs thousands of cases in a second.
 
 use std::collections::HashMap;

@@ -92,6 +92,15 @@ pub fn copy_plan(dir: &Path, hosts: &[&str], settings: &str, from: &str, to: &st
     plan(dir, &text)
 }
 
+/// `ferry run` of [`copy_plan`] (`hosts`, `settings`, one rule from `from` to `to`) written
+/// in a temporary directory of its own: the set-up of the tests that copy through a proxy
+/// (faults, hostile).
+pub async fn run_copy(hosts: &[&str], settings: &str, from: &str, to: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_plan(dir.path(), hosts, settings, from, to);
+    ferry(&["run", p.to_str().unwrap()], &[]).await
+}
+
 /// `[registry."ADDR"] insecure = true` for each registry (they speak plain HTTP).
 pub fn insecure(regs: &[&Registry]) -> String {
     regs.iter()

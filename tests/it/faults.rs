@@ -34,15 +34,13 @@ async fn catalog_and_tag_lists_are_followed_across_pages() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    let run = run_copy(
         &[&proxy.addr, &dst.addr],
         ONE_RETRY,
         &format!("{}/paged/*", proxy.addr),
         &format!("{}/paged/*", dst.addr),
-    );
-    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    )
+    .await;
     run.assert_code(0);
     assert!(
         run.summary().starts_with("ferry: 15 images copied"),
@@ -89,17 +87,14 @@ async fn a_registry_refusing_chunked_uploads_gets_one_put() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    run_copy(
         &[&src.addr, &proxy.addr],
         ONE_RETRY,
         &format!("{}/big/app", src.addr),
         &format!("{}/big/app", proxy.addr),
-    );
-    ferry(&["run", p.to_str().unwrap()], &[])
-        .await
-        .assert_code(0);
+    )
+    .await
+    .assert_code(0);
     assert_copied(&dst, "big/app", "v1", &img).await;
     let seen = proxy.seen();
     assert_eq!(
@@ -148,15 +143,13 @@ async fn a_registry_that_lies_costs_an_item_not_the_target() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    let run = run_copy(
         &[&proxy.addr, &dst.addr],
         ONE_RETRY,
         &format!("{}/team/*", proxy.addr),
         &format!("{}/team/*", dst.addr),
-    );
-    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    )
+    .await;
     run.assert_code(1);
     assert!(
         run.summary()
@@ -204,15 +197,13 @@ async fn server_errors_are_decoded_per_item() {
         }),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
+    let run = run_copy(
         &[&src.addr, &proxy.addr],
         ONE_RETRY,
         &format!("{}/team/*", src.addr),
         &format!("{}/team/*", proxy.addr),
-    );
-    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    )
+    .await;
     run.assert_code(1);
     assert!(
         run.stderr

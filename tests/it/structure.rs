@@ -1,8 +1,9 @@
 //! The shape of the code, checked (issue 12): dependencies between the top-level modules of
 //! `src/` point one way (no cycle), no file is over [`MAX_FILE_LINES`] lines and no function
 //! outside tests over [`MAX_FN_LINES`], except those the README's Development section lists
-//! with a reason. Read from the source text: a new cycle or a long function fails here, with
-//! the path that makes it.
+//! with a reason. Test files (under `tests/`, and `tests.rs` or `tests/` under `src/`) have
+//! the same file size limit (issue 23). Read from the source text: a new cycle or a long
+//! function fails here, with the path that makes it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,12 @@ fn root() -> PathBuf {
 
 /// Every `.rs` file under `src/`, with its path relative to `src/`.
 fn sources() -> Vec<(String, String)> {
+    rust_files("src")
+}
+
+/// Every `.rs` file under `dir` (relative to the package root), with its path relative to
+/// `dir`, sorted.
+fn rust_files(dir: &str) -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -26,14 +33,14 @@ fn sources() -> Vec<(String, String)> {
             }
         }
     }
-    let src = root().join("src");
+    let base = root().join(dir);
     let mut files = Vec::new();
-    walk(&src, &mut files);
+    walk(&base, &mut files);
     files.sort();
     files
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(&src).unwrap().display().to_string();
+            let rel = p.strip_prefix(&base).unwrap().display().to_string();
             (rel, std::fs::read_to_string(&p).unwrap())
         })
         .collect()
@@ -265,6 +272,40 @@ fn files_and_functions_stay_short() {
         over.is_empty(),
         "split these, or list them with a reason in the README (Development, size \
          exceptions):\n{}",
+        over.join("\n")
+    );
+}
+
+/// Test code follows the same file size rule as the code it tests (issue 23, item 6): every
+/// file under `tests/` (the integration binary, its harness and fakes) and every unit-test
+/// file under `src/` (`tests.rs`, `tests/*.rs`; [`files_and_functions_stay_short`] reads all
+/// of `src/` already). Function sizes in tests are not checked.
+#[test]
+fn test_files_stay_short() {
+    let allowed = exceptions();
+    let mut over = Vec::new();
+    let tests = rust_files("tests")
+        .into_iter()
+        .map(|(rel, text)| (format!("tests/{rel}"), text));
+    let unit = sources()
+        .into_iter()
+        .filter(|(rel, _)| is_test_file(rel))
+        .map(|(rel, text)| (format!("src/{rel}"), text));
+    for (rel, text) in tests.chain(unit) {
+        let lines = text.lines().count();
+        // A unit-test file under src/ may be listed as the other check names it (from src/).
+        let listed = allowed.contains(&rel)
+            || rel
+                .strip_prefix("src/")
+                .is_some_and(|r| allowed.contains(r));
+        if lines > MAX_FILE_LINES && !listed {
+            over.push(format!("{rel}: {lines} lines (at most {MAX_FILE_LINES})"));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "split these test files by topic (a fake by resource, as the client is), or list \
+         them with a reason in the README (Development, size exceptions):\n{}",
         over.join("\n")
     );
 }
