@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod credential_source;
 pub mod credentials;
 pub mod digest;
 pub mod error;

@@ -216,6 +216,7 @@ fn type_errors_say_what_is_expected() {
         "recheck_after",
         "registry.*.auth.username",
         "registry.*.auth.password_env",
+        "registry.*.auth.password_file",
         "registry.*.auth.config",
         "registry.*.ca_file",
         "registry.*.endpoint",
