@@ -237,4 +237,91 @@ mod tests {
         );
         assert!(!e.contains("canary"), "{e}");
     }
+
+    /// What a token service asked with Basic credentials answers: a token while the password
+    /// is the one it takes, else 401. Records each status it gave.
+    async fn token_service(
+        takes: Arc<Mutex<String>>,
+        gave: Arc<Mutex<Vec<u16>>>,
+    ) -> std::net::SocketAddr {
+        use axum::http::{HeaderMap, StatusCode};
+        use base64::Engine;
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::get(move |headers: HeaderMap| async move {
+                let basic = base64::engine::general_purpose::STANDARD
+                    .encode(format!("u:{}", takes.lock().unwrap()));
+                let sent = headers.get("authorization").and_then(|v| v.to_str().ok());
+                let ok = sent == Some(format!("Basic {basic}").as_str());
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                gave.lock().unwrap().push(status.as_u16());
+                let body = if ok {
+                    r#"{"token":"tok","expires_in":300}"#
+                } else {
+                    ""
+                };
+                (status, body)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    /// Issue 23, item 4: a token service that refuses the credential makes the source be read
+    /// again, and asked once more only when that gives another credential (no loop).
+    #[tokio::test]
+    async fn a_token_service_refusal_reads_the_source_again_once() {
+        use crate::registry::auth::{Authenticator, Scope};
+        let takes = Arc::new(Mutex::new("old-canary".to_string()));
+        let gave = Arc::new(Mutex::new(Vec::new()));
+        let addr = token_service(takes.clone(), gave.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "old-canary\n").unwrap();
+        let settings = AuthSettings::PasswordFile {
+            username: "u".into(),
+            path: path.clone(),
+        };
+        let auth = Authenticator::new(
+            "r.example",
+            for_settings("r.example", &settings).unwrap(),
+            true,
+        );
+        let client = reqwest::Client::new();
+        let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"r\"");
+        let learned = auth
+            .unauthorized(&client, Some(&challenge), &Scope::pull("a"), None, false)
+            .await
+            .unwrap();
+        assert!(learned.is_some());
+        assert_eq!(*gave.lock().unwrap(), [200]);
+
+        // The password changes; the file is rewritten so that its metadata looks the same (in
+        // place, same length, time put back): only the refusal can tell.
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        *takes.lock().unwrap() = "new-canary".into();
+        std::fs::write(&path, "new-canary\n").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(modified).unwrap();
+        let header = auth.header(&client, &Scope::pull("b")).await.unwrap();
+        assert!(header.is_some());
+        assert_eq!(*gave.lock().unwrap(), [200, 401, 200]);
+
+        // Refused again with what the file says now: the refusal is the answer, asked once.
+        *takes.lock().unwrap() = "third-canary".into();
+        let e = auth
+            .header(&client, &Scope::pull("c"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(*gave.lock().unwrap(), [200, 401, 200, 401]);
+        assert!(e.contains("refused the configured credentials"), "{e}");
+        assert!(!e.contains("canary"), "{e}");
+    }
 }
