@@ -186,3 +186,29 @@ async fn a_mounted_docker_config_swapped_mid_run_is_read_again() {
     let rotate = move |host: &str| publish(&mount, "..v2", &docker_config(host, NEW));
     copy_across_a_rotation(auth, rotate).await;
 }
+
+/// A `password_file` that is not there stops the run before any work (exit 3), naming the
+/// registry and the field, never the path (a plan value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_password_file_stops_the_run_naming_the_field() {
+    let src = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("Kanarie-path/password");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n[registry.\"{s}\"]\ninsecure = true\nauth = {{ username = \"{USER}\", password_file = {missing:?} }}\n\n[[copy]]\nfrom = \"{s}/team/app\"\nto = \"{s}/other/app\"\n",
+            s = src.addr,
+        ),
+    );
+    let run = ferry(&["run", p.to_str().unwrap()], &[]).await;
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains(&format!("credentials for {}", src.addr))
+            && run.stderr.contains("`auth.password_file`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Kanarie"), "{}", run.stderr);
+}
