@@ -76,6 +76,7 @@ pub(super) struct RawRateLimit {
 pub(super) struct RawAuth {
     pub(super) username: Option<String>,
     pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<String>,
     pub(super) config: Option<String>,
     #[serde(default)]
     pub(super) anonymous: bool,

@@ -51,10 +51,12 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "immutable_tags[]" => REGEX,
         "registry" => "tables like [registry.\"HOST\"]",
         "registry.*" => "a table of settings for this registry host",
-        "registry.*.auth" => "a table: { username = \"…\", password_env = \"VAR\" }, { config = \"PATH\" } or { anonymous = true }",
+        "registry.*.auth" => "a table: { username = \"…\", password_env = \"VAR\" }, { username = \"…\", password_file = \"PATH\" }, { config = \"PATH\" } or { anonymous = true }",
         "registry.*.auth.username" => "a user name (a string)",
         "registry.*.auth.password_env" => "the name of an environment variable (a string)",
-        "registry.*.auth.config" | "registry.*.ca_file" => "a file path (a string)",
+        "registry.*.auth.config" | "registry.*.auth.password_file" | "registry.*.ca_file" => {
+            "a file path (a string)"
+        }
         "registry.*.auth.anonymous"
         | "registry.*.insecure"
         | "retain.untagged"
@@ -144,7 +146,13 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "stall_timeout",
             "lease",
         ],
-        "registry.*.auth" => &["username", "password_env", "config", "anonymous"],
+        "registry.*.auth" => &[
+            "username",
+            "password_env",
+            "password_file",
+            "config",
+            "anonymous",
+        ],
         "registry.*.rate_limit" => &["requests_per_second", "burst"],
         "registry.*.lease" => &["repository", "expiry"],
         "copy" => &[

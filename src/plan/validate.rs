@@ -328,6 +328,25 @@ pub(super) fn validate_auth(
     let span = a.span();
     let a = a.get_ref();
     let field = format!("{field}.auth");
+    if let (Some(u), Some(file)) = (&a.username, &a.password_file) {
+        if a.password_env.is_some() || a.config.is_some() || a.anonymous {
+            return Err(ctx.invalid(span, &field, AUTH_FORMS));
+        }
+        if u.is_empty() || file.is_empty() {
+            return Err(ctx.invalid(span, &field, "username and password_file must not be empty"));
+        }
+        return Ok(AuthSettings::PasswordFile {
+            username: u.clone(),
+            path: PathBuf::from(file),
+        });
+    }
+    if a.password_file.is_some() {
+        return Err(ctx.invalid(
+            span,
+            &field,
+            "password_file needs a username beside it: { username = \"…\", password_file = \"PATH\" }",
+        ));
+    }
     match (&a.username, &a.password_env, &a.config, a.anonymous) {
         (Some(u), Some(env), None, false) => {
             if u.is_empty() || env.is_empty() {
@@ -345,13 +364,12 @@ pub(super) fn validate_auth(
         (None, None, Some(path), false) => Ok(AuthSettings::ConfigFile(PathBuf::from(path))),
         (None, None, None, true) => Ok(AuthSettings::Anonymous),
         (None, None, None, false) => Ok(AuthSettings::Default),
-        _ => Err(ctx.invalid(
-            span,
-            &field,
-            "use one of { username = \"…\", password_env = \"VAR\" }, { config = \"PATH\" } or { anonymous = true }; the secret itself never goes in the plan",
-        )),
+        _ => Err(ctx.invalid(span, &field, AUTH_FORMS)),
     }
 }
+
+/// The forms `auth` takes, for an error that mixes or misses them.
+const AUTH_FORMS: &str = "use one of { username = \"…\", password_env = \"VAR\" }, { username = \"…\", password_file = \"PATH\" }, { config = \"PATH\" } or { anonymous = true }; the secret itself never goes in the plan";
 
 pub(super) fn parse_ref(
     ctx: &Ctx,

@@ -1,10 +1,13 @@
 //! Registry authentication: the `WWW-Authenticate` challenge (Bearer realm/service/scope, or
-//! Basic), the token flow, and a token cache keyed by scope (repository + actions).
+//! Basic), the token flow, and a token cache keyed by scope (repository + actions). The
+//! credential comes from a [`CredentialSource`] asked at each use, and read again when the
+//! registry or its token service refuses it (a rotated password, a renewed Secret).
 //!
 //! The challenge parser is written by hand: no maintained crate covers the registry dialect
 //! (several challenges in one header, quoted values with commas inside, unquoted values).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -13,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
+use super::credential_source::CredentialSource;
 use super::credentials::Credential;
 use super::error::RegistryError;
 use super::http::{read_limited, MAX_ERROR_BODY, MAX_TOKEN_ANSWER};
@@ -161,12 +165,25 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// The header to send a refused request again with. `fresh`: the credential was read again
+/// after the refusal and is not the one refused, which earns the request one more try.
+pub struct Retry {
+    pub header: SecretString,
+    pub fresh: bool,
+}
+
+/// A token service's answer: a token, or a refusal with its status.
+enum TokenAnswer {
+    Token(CachedToken),
+    Refused(reqwest::StatusCode, RegistryError),
+}
+
 /// Per-registry authentication state: what the registry asked for and the tokens it gave.
 /// Its `Debug` shows the challenge and the cached scopes, never a credential or a token.
 #[derive(Debug)]
 pub struct Authenticator {
     host: String,
-    credential: Credential,
+    source: Arc<dyn CredentialSource>,
     /// Plain-HTTP token realms are accepted only for registries the plan marks insecure.
     insecure: bool,
     challenge: std::sync::RwLock<Option<Challenge>>,
@@ -174,10 +191,10 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(host: &str, credential: Credential, insecure: bool) -> Self {
+    pub fn new(host: &str, source: Arc<dyn CredentialSource>, insecure: bool) -> Self {
         Authenticator {
             host: host.to_string(),
-            credential,
+            source,
             insecure,
             challenge: std::sync::RwLock::new(None),
             tokens: Mutex::new(HashMap::new()),
@@ -197,7 +214,7 @@ impl Authenticator {
     ) -> Result<Option<SecretString>, RegistryError> {
         match self.known_challenge() {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.credential.basic_header()),
+            Some(Challenge::Basic) => Ok(self.source.current().basic_header()),
             Some(Challenge::Bearer { realm, service }) => {
                 let mut tokens = self.tokens.lock().await;
                 if let Some(t) = tokens.get(&scope.key()) {
@@ -217,29 +234,62 @@ impl Authenticator {
         }
     }
 
-    /// After a 401: learn the challenge, drop the cached token for this scope and return the
-    /// header to retry with, or `None` when there is nothing better to try.
+    /// After a 401: learn the challenge, drop the cached token for this scope, read the
+    /// credential source again when the request carried credentials, and return the header to
+    /// retry with, or `None` when there is nothing better to try. `only_fresh`: the request
+    /// was already sent again once, so only a credential that changed on the re-read is worth
+    /// a try (a token fetched from an unchanged credential is not).
     pub async fn unauthorized(
         &self,
         client: &reqwest::Client,
         www_authenticate: Option<&str>,
         scope: &Scope,
-        sent: bool,
-    ) -> Result<Option<SecretString>, RegistryError> {
+        sent: Option<&SecretString>,
+        only_fresh: bool,
+    ) -> Result<Option<Retry>, RegistryError> {
         let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
             return Ok(None);
         };
+        if only_fresh && !matches!(challenge, Challenge::Basic) {
+            // A token comes from the token service, which re-reads the source itself when it
+            // refuses: a second 401 with a fresh token is the answer.
+            return Ok(None);
+        }
         let changed = self.known_challenge().as_ref() != Some(&challenge);
         *self.challenge.write().expect("challenge lock") = Some(challenge.clone());
         self.tokens.lock().await.remove(&scope.key());
-        if matches!(challenge, Challenge::Basic)
-            && (self.credential.is_anonymous() || (sent && !changed))
-        {
-            return Ok(None);
+        if sent.is_some() {
+            // What was refused may have been rotated since it was read.
+            self.reread().await?;
         }
-        self.header(client, scope).await
+        if matches!(challenge, Challenge::Basic) {
+            let Some(header) = self.source.current().basic_header() else {
+                return Ok(None);
+            };
+            let same = sent.is_some_and(|s| s.expose_secret() == header.expose_secret());
+            if same && !changed {
+                return Ok(None);
+            }
+            let fresh = sent.is_some() && !same;
+            return Ok(Some(Retry { header, fresh }));
+        }
+        let header = self.header(client, scope).await?;
+        Ok(header.map(|header| Retry {
+            header,
+            fresh: false,
+        }))
     }
 
+    /// Read the credential source again (a file read, a helper run: off the async threads).
+    async fn reread(&self) -> Result<Credential, RegistryError> {
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || source.refresh())
+            .await
+            .expect("reading the credential source does not panic")
+    }
+
+    /// A token for `scope` with the current credential; when the token service refuses it,
+    /// the source is read again and, if that gives another credential, asked once more.
     async fn fetch_token(
         &self,
         client: &reqwest::Client,
@@ -247,8 +297,42 @@ impl Authenticator {
         service: Option<&str>,
         scope: &Scope,
     ) -> Result<CachedToken, RegistryError> {
+        let credential = self.source.current();
+        let (status, refusal) = match self
+            .ask_token(client, realm, service, scope, &credential)
+            .await?
+        {
+            TokenAnswer::Token(t) => return Ok(t),
+            TokenAnswer::Refused(status, e) => (status, e),
+        };
+        if !matches!(status.as_u16(), 401 | 403) {
+            return Err(refusal);
+        }
+        let again = self.reread().await?;
+        if again.same(&credential) {
+            return Err(refusal);
+        }
+        match self
+            .ask_token(client, realm, service, scope, &again)
+            .await?
+        {
+            TokenAnswer::Token(t) => Ok(t),
+            TokenAnswer::Refused(_, e) => Err(e),
+        }
+    }
+
+    /// One token request with `credential`.
+    async fn ask_token(
+        &self,
+        client: &reqwest::Client,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+        credential: &Credential,
+    ) -> Result<TokenAnswer, RegistryError> {
         let url = self.realm_url(realm)?;
-        let (method, request) = self.token_request(client, realm, &url, service, scope)?;
+        let (method, request) =
+            self.token_request(client, realm, &url, service, scope, credential)?;
         let resp = request
             .send()
             .await
@@ -260,12 +344,16 @@ impl Authenticator {
                 ),
             })?;
         if !resp.status().is_success() {
-            return Err(self.refused(resp, &method, realm, &url, scope).await);
+            let status = resp.status();
+            let refusal = self
+                .refused(resp, &method, realm, &url, scope, credential)
+                .await;
+            return Ok(TokenAnswer::Refused(status, refusal));
         }
         let body = read_limited(resp, &method, &url, MAX_TOKEN_ANSWER, ANSWER_STALL)
             .await
             .map_err(|e| auth_error(realm, format!("reading the token answer failed: {e}")))?;
-        token_from(realm, &body)
+        token_from(realm, &body).map(TokenAnswer::Token)
     }
 
     /// The token realm, refused unless HTTPS (or plain HTTP for a registry marked insecure):
@@ -295,8 +383,9 @@ impl Authenticator {
         url: &Url,
         service: Option<&str>,
         scope: &Scope,
+        credential: &Credential,
     ) -> Result<(Method, reqwest::RequestBuilder), RegistryError> {
-        if let Credential::IdentityToken { token } = &self.credential {
+        if let Credential::IdentityToken { token } = credential {
             let mut form = vec![
                 ("grant_type", "refresh_token".to_string()),
                 ("refresh_token", token.expose_secret().to_string()),
@@ -319,7 +408,7 @@ impl Authenticator {
             }
         }
         let mut r = client.get(u);
-        if let Some(h) = self.credential.basic_header() {
+        if let Some(h) = credential.basic_header() {
             let mut value =
                 reqwest::header::HeaderValue::from_str(h.expose_secret()).map_err(|_| {
                     auth_error(
@@ -343,13 +432,14 @@ impl Authenticator {
         realm: &str,
         url: &Url,
         scope: &Scope,
+        credential: &Credential,
     ) -> RegistryError {
         let status = resp.status();
         let body = read_limited(resp, method, url, MAX_ERROR_BODY, ANSWER_STALL)
             .await
             .unwrap_or_default();
         let detail = super::status::decode_error_body(&body);
-        let who = if self.credential.is_anonymous() {
+        let who = if credential.is_anonymous() {
             "anonymous access"
         } else {
             "the configured credentials"
@@ -459,7 +549,8 @@ mod tests {
         };
         let header = credential.basic_header().unwrap();
         assert!(!format!("{header:?}").contains("Basic"), "{header:?}");
-        let auth = Authenticator::new("r.example", credential, false);
+        let source = Arc::new(crate::registry::credential_source::Fixed(credential));
+        let auth = Authenticator::new("r.example", source, false);
         *auth.challenge.write().unwrap() = Some(Challenge::Bearer {
             realm: "https://auth.example/token".into(),
             service: None,

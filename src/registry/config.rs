@@ -30,7 +30,11 @@ pub enum AuthSettings {
         username: String,
         password_env: String,
     },
-    /// A docker `config.json` or Kubernetes `.dockerconfigjson` at this path.
+    /// A user name in the plan, the secret in a file (a mounted Secret, a sidecar's token),
+    /// read again when the file changes or the registry refuses it.
+    PasswordFile { username: String, path: PathBuf },
+    /// A docker `config.json` or Kubernetes `.dockerconfigjson` at this path, read again when
+    /// it changes or the registry refuses what it gave.
     ConfigFile(PathBuf),
     /// No credentials, even if a docker config has some.
     Anonymous,
@@ -48,6 +52,10 @@ impl fmt::Debug for AuthSettings {
             } => write!(
                 f,
                 "Basic {{ username: {username:?}, password_env: {password_env:?} }}"
+            ),
+            AuthSettings::PasswordFile { username, path } => write!(
+                f,
+                "PasswordFile {{ username: {username:?}, path: {path:?} }}"
             ),
             AuthSettings::ConfigFile(p) => write!(f, "ConfigFile({p:?})"),
             AuthSettings::Anonymous => f.write_str("Anonymous"),

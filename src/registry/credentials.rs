@@ -65,6 +65,24 @@ impl Credential {
     pub fn is_anonymous(&self) -> bool {
         matches!(self, Credential::Anonymous)
     }
+
+    /// The same credential (secrets compared too), to tell whether a re-read changed it.
+    pub fn same(&self, other: &Credential) -> bool {
+        match (self, other) {
+            (Credential::Anonymous, Credential::Anonymous) => true,
+            (
+                Credential::Basic { username, password },
+                Credential::Basic {
+                    username: u,
+                    password: p,
+                },
+            ) => username == u && password.expose_secret() == p.expose_secret(),
+            (Credential::IdentityToken { token }, Credential::IdentityToken { token: t }) => {
+                token.expose_secret() == t.expose_secret()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why the credentials for a registry cannot be had or used: the reason as data. Shown inside
@@ -73,6 +91,16 @@ impl Credential {
 pub enum CredentialsError {
     #[error("the plan takes the password from environment variable {variable}, which is not set or empty")]
     PasswordEnv { variable: String },
+    /// A file the plan names: the field is said, not the path (a plan value is never echoed).
+    #[error("cannot read the file that the plan's `auth.{field}` names: {source}")]
+    ReadPlanFile {
+        field: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the file that the plan's `auth.password_file` names is empty")]
+    EmptyPasswordFile,
+    #[error("the file that the plan's `auth.config` names is not a docker config.json: {message}")]
+    PlanConfigSyntax { message: String },
     #[error("cannot read {}: {source}", path.display())]
     ReadConfig {
         path: PathBuf,
@@ -150,8 +178,12 @@ pub fn resolve(host: &str, settings: &AuthSettings) -> Result<Credential, Regist
                 variable: password_env.clone(),
             })),
         },
+        AuthSettings::PasswordFile { username, path } => Ok(Credential::Basic {
+            username: username.clone(),
+            password: read_password_file(path).map_err(err)?,
+        }),
         AuthSettings::ConfigFile(path) => {
-            let config = read_config(path).map_err(err)?;
+            let config = read_config(path).map_err(|e| err(plan_named(e)))?;
             Ok(config.lookup(host).map_err(err)?.unwrap_or_default())
         }
         AuthSettings::Default => {
@@ -166,6 +198,48 @@ pub fn resolve(host: &str, settings: &AuthSettings) -> Result<Credential, Regist
             }
             Ok(Credential::Anonymous)
         }
+    }
+}
+
+/// The password in the file at `path`: its text without the line end a file usually has
+/// (`echo`, `kubectl create secret --from-file` of such a file).
+fn read_password_file(path: &Path) -> Result<SecretString, CredentialsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::ReadPlanFile {
+        field: "password_file",
+        source,
+    })?;
+    let text = SecretString::from(text);
+    let password = text.expose_secret().trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(CredentialsError::EmptyPasswordFile);
+    }
+    Ok(SecretString::from(password.to_string()))
+}
+
+/// An error reading the config file the plan names, said with the plan's field instead of
+/// the path.
+fn plan_named(e: CredentialsError) -> CredentialsError {
+    match e {
+        CredentialsError::ReadConfig { source, .. } => CredentialsError::ReadPlanFile {
+            field: "config",
+            source,
+        },
+        CredentialsError::ConfigSyntax { message, .. } => {
+            CredentialsError::PlanConfigSyntax { message }
+        }
+        other => other,
+    }
+}
+
+/// The files whose contents `settings` reads: a change to any of them (or one appearing)
+/// means the credentials may have changed.
+pub fn watched_paths(settings: &AuthSettings) -> Vec<PathBuf> {
+    match settings {
+        AuthSettings::PasswordFile { path, .. } | AuthSettings::ConfigFile(path) => {
+            vec![path.clone()]
+        }
+        AuthSettings::Default => default_config_paths(),
+        AuthSettings::Basic { .. } | AuthSettings::Anonymous => Vec::new(),
     }
 }
 

@@ -7,14 +7,16 @@
 //! knows nothing of plans' rules, SQLite or terminals, and never prints.
 //!
 //! Beside them: [`vendor`], the APIs of GHCR and Docker Hub behind their own trait, for what
-//! the distribution API does not do; [`auth`] and [`credentials`]; [`throttle`] and [`retry`],
-//! the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
+//! the distribution API does not do; [`auth`], [`credentials`] and [`credential_source`]
+//! (credentials read again when their files change or a registry refuses them); [`throttle`]
+//! and [`retry`], the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
 //! what the registry answered as data; [`manifest`] and [`digest`], what is read is checked;
 //! [`placeholder`], how one tag is removed where a registry deletes only manifests; [`lease`],
 //! the run lease two runs deleting at one registry tell each other apart by.
 
 pub mod auth;
 pub mod config;
+pub mod credential_source;
 pub mod credentials;
 pub mod digest;
 pub mod error;

@@ -35,6 +35,7 @@ mod report;
 mod restore;
 mod resume;
 mod retention;
+mod rotation;
 mod secrets;
 mod snapshots;
 mod structure;

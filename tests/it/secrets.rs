@@ -1,6 +1,7 @@
 //! The canary test: the whole CLI, at its most verbose, with every kind of secret ferry
-//! handles (a registry password sent as Basic auth over HTTPS/HTTP2, a password exchanged for
-//! bearer tokens, a docker-config identity token), through every command, with and without
+//! handles (a registry password sent as Basic auth over HTTPS/HTTP2, a password read from a
+//! `password_file` and exchanged for bearer tokens, a docker-config identity token), through
+//! every command, with and without
 //! failures; then everything it printed and every file it wrote is searched for the secrets
 //! in plain text and in base64.
 
@@ -106,6 +107,9 @@ async fn no_secret_in_anything_ferry_prints_or_writes() {
         ),
     )
     .unwrap();
+    // The target's password is read from a file (issue 23, item 4): ours too, outside the
+    // dirs searched.
+    let password_file = docker_config.path().join("dst-password");
     let state = work.path().join("state/ferry.db");
     let p = plan(
         work.path(),
@@ -116,7 +120,7 @@ ca_file = {ca:?}
 auth = {{ username = "alice", password_env = "SRC_PW" }}
 [registry."{d}"]
 insecure = true
-auth = {{ username = "bob", password_env = "DST_PW" }}
+auth = {{ username = "bob", password_file = {pw:?} }}
 [registry."{m}"]
 insecure = true
 retries = 0
@@ -138,6 +142,7 @@ delete_tags = ['^v0\.']
             d = dst.addr,
             m = mirror.addr,
             ca = ca.pem.to_str().unwrap(),
+            pw = password_file.to_str().unwrap(),
         ),
     );
     let p = p.to_str().unwrap();
@@ -148,9 +153,9 @@ delete_tags = ['^v0\.']
     let mut runs: Vec<(String, Run)> = Vec::new();
     for (fmt, label) in [("text", "text"), ("json", "json")] {
         for (password, good) in [(PASSWORD, true), (WRONG, false)] {
+            std::fs::write(&password_file, format!("{password}\n")).unwrap();
             let env = [
                 ("SRC_PW", password),
-                ("DST_PW", password),
                 ("RUST_LOG", "trace"),
                 ("FERRY_STATE", state_s),
                 ("DOCKER_CONFIG", config_s),

@@ -216,6 +216,7 @@ fn type_errors_say_what_is_expected() {
         "recheck_after",
         "registry.*.auth.username",
         "registry.*.auth.password_env",
+        "registry.*.auth.password_file",
         "registry.*.auth.config",
         "registry.*.ca_file",
         "registry.*.endpoint",
@@ -449,4 +450,46 @@ fn semver_and_duration_reasons_keep_only_operators() {
     );
     assert_eq!(reason("Q"), "a number is expected at position 1");
     assert_eq!(reason(""), "it is empty");
+}
+
+/// Issue 23, item 4: `{ username, password_file }` is a form of its own; mixed with another
+/// form, empty, or without a user name it is refused at its position, naming the field and
+/// never the path.
+#[test]
+fn password_file_is_a_form_of_its_own() {
+    let auth = |a: &str| format!("version = 1\n{RULE}[registry.\"r.io\"]\nauth = {a}\n");
+    let ok = Plan::from_str(
+        Path::new("p.toml"),
+        &auth("{ username = \"u\", password_file = \"secrets/pw\" }"),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.registry("r.io").auth,
+        crate::registry::config::AuthSettings::PasswordFile {
+            username: "u".into(),
+            path: "secrets/pw".into()
+        }
+    );
+    for (a, says) in [
+        (
+            format!("{{ username = \"u\", password_file = \"{CANARY}\", password_env = \"V\" }}"),
+            "use one of",
+        ),
+        (
+            format!("{{ username = \"u\", password_file = \"{CANARY}\", config = \"c\" }}"),
+            "use one of",
+        ),
+        (
+            format!("{{ password_file = \"{CANARY}\" }}"),
+            "needs a username",
+        ),
+        (
+            "{ username = \"u\", password_file = \"\" }".to_string(),
+            "must not be empty",
+        ),
+    ] {
+        let e = err(&auth(&a));
+        assert!(e.starts_with("p.toml:6:8: registry.\"r.io\".auth: "), "{e}");
+        assert!(e.contains(says) && !e.contains(CANARY), "{e}");
+    }
 }

@@ -14,7 +14,7 @@ use super::body::status_error;
 use crate::reference::{names, DOCKER_HUB};
 use crate::registry::auth::Authenticator;
 use crate::registry::config::RegistrySettings;
-use crate::registry::credentials;
+use crate::registry::credential_source;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::status::Service;
@@ -142,7 +142,9 @@ impl HttpRegistry {
         settings: &RegistrySettings,
         observer: Option<Observer>,
     ) -> Result<HttpRegistry> {
-        let credential = credentials::resolve(host, &settings.auth)?;
+        let source = credential_source::for_settings(host, &settings.auth)?;
+        // The hosted APIs (GitHub Packages, Docker Hub) take the credential as it is now.
+        let credential = source.current();
         let (client, upload_client) = clients(host, settings)?;
         let configured = settings.endpoint.clone().or_else(|| {
             (host == DOCKER_HUB).then(|| Url::parse(DOCKER_HUB_REGISTRY).expect("static URL"))
@@ -169,7 +171,7 @@ impl HttpRegistry {
             client,
             upload_client,
             credentials: !credential.is_anonymous(),
-            auth: Authenticator::new(host, credential, settings.insecure),
+            auth: Authenticator::new(host, source, settings.insecure),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             vendor,
             throttle,

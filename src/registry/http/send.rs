@@ -12,7 +12,7 @@ use url::Url;
 
 use super::body::{stalled, tracked, BodyProgress};
 use super::HttpRegistry;
-use crate::registry::auth::Scope;
+use crate::registry::auth::{Retry, Scope};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::throttle::{self, Kind};
 use crate::registry::BlobStream;
@@ -52,7 +52,9 @@ impl HttpRegistry {
             true => self.auth.header(&self.client, scope).await?,
             false => None,
         };
-        let mut retried = false;
+        // One try again after a 401, and one more when the credential read again after a
+        // refusal is not the one refused (a rotated password); never more.
+        let (mut retried, mut retried_fresh) = (false, false);
         loop {
             let (resp, permit) = self
                 .send_once(&method, url, &headers, &mut body, auth.as_ref())
@@ -63,13 +65,19 @@ impl HttpRegistry {
             if !own_host {
                 return Err(self.foreign_unauthorized(url));
             }
-            if retried || !body.replayable() {
+            if retried_fresh || !body.replayable() {
                 return Ok((resp, permit));
             }
-            retried = true;
-            match self.reauthorize(&resp, scope, auth.is_some()).await? {
-                Some(h) => auth = Some(h),
-                None => return Ok((resp, permit)),
+            match self
+                .reauthorize(&resp, scope, auth.as_ref(), retried)
+                .await?
+            {
+                Some(r) if !retried || r.fresh => {
+                    retried_fresh |= retried;
+                    retried = true;
+                    auth = Some(r.header);
+                }
+                _ => return Ok((resp, permit)),
             }
         }
     }
@@ -180,13 +188,16 @@ impl HttpRegistry {
         &self,
         resp: &Response,
         scope: &Scope,
-        sent: bool,
-    ) -> Result<Option<SecretString>> {
+        sent: Option<&SecretString>,
+        only_fresh: bool,
+    ) -> Result<Option<Retry>> {
         let www = resp
             .headers()
             .get(header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok());
-        self.auth.unauthorized(&self.client, www, scope, sent).await
+        self.auth
+            .unauthorized(&self.client, www, scope, sent, only_fresh)
+            .await
     }
 
     /// A 401 from a host the registry sent a request to: ferry's credentials are not for it.

@@ -51,7 +51,8 @@ pub struct Registry {
     child: Child,
     storage: PathBuf,
     log_path: PathBuf,
-    credentials: Credentials,
+    /// Changed by [`Registry::set_password`] while the registry runs.
+    credentials: std::sync::Mutex<Credentials>,
     // Kept so the token server (and its cert file) outlive the registry.
     _token: Option<Arc<TokenServer>>,
     // Dropped last: holds config, storage and log.
@@ -165,7 +166,7 @@ impl Registry {
                     child,
                     storage,
                     log_path,
-                    credentials,
+                    credentials: std::sync::Mutex::new(credentials),
                     _token: token,
                     _dir: dir,
                 };
@@ -257,9 +258,25 @@ impl Registry {
         &self.storage
     }
 
+    /// Give the htpasswd user another password while the registry runs: distribution reads
+    /// its htpasswd file again when the file's modification time changes, so the next
+    /// request with the old password is refused (401).
+    pub fn set_password(&self, password: &str) {
+        let mut credentials = self.credentials.lock().unwrap();
+        let Credentials::Basic {
+            user,
+            password: old,
+        } = &mut *credentials
+        else {
+            panic!("set_password needs a registry started with Auth::Htpasswd");
+        };
+        write_htpasswd(&self._dir.path().join("htpasswd"), user, password);
+        *old = password.to_string();
+    }
+
     /// The htpasswd user and password, for handing to the code under test.
     pub fn credentials(&self) -> Option<(String, String)> {
-        match &self.credentials {
+        match &*self.credentials.lock().unwrap() {
             Credentials::Basic { user, password } => Some((user.clone(), password.clone())),
             _ => None,
         }
@@ -269,7 +286,8 @@ impl Registry {
     /// htpasswd, locally minted tokens for token auth (so fixture pushes do
     /// not show up in `TokenServer::requests()`).
     pub fn pusher(&self) -> Pusher {
-        Pusher::with_client(&self.url, self.credentials.clone(), self.client.clone())
+        let credentials = self.credentials.lock().unwrap().clone();
+        Pusher::with_client(&self.url, credentials, self.client.clone())
     }
 }
 
@@ -372,7 +390,11 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) {
         "htpasswd failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::write(path, &out.stdout).expect("write htpasswd file");
+    // Written beside and renamed over, so a registry reading it while it changes sees the old
+    // file or the new one, never half of one.
+    let part = path.with_extension("part");
+    std::fs::write(&part, &out.stdout).expect("write htpasswd file");
+    std::fs::rename(&part, path).expect("put the htpasswd file in place");
 }
 
 /// Parses the combined-format access line distribution writes once per

@@ -1,0 +1,327 @@
+//! Credentials as a source that can be asked again, not a value read once: a password file a
+//! sidecar rotates, a docker config a Kubernetes Secret updates in place, a credential helper
+//! that hands out short-lived tokens. [`CredentialSource`] is the seam; native cloud
+//! credentials (ECR, GAR, a GitHub App) plug in as further implementations.
+//!
+//! Files are watched by path: each use compares the path's metadata (followed through
+//! symlinks: modification time, length, inode, device) with what was read, so a Secret swapped
+//! in by renaming its `..data` symlink is seen as a change although no file was written. A
+//! refusal (a 401, or a token service refusing) reads the source again whatever the files look
+//! like, which also runs credential helpers again.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::config::AuthSettings;
+use super::credentials::{self, Credential};
+use super::error::RegistryError;
+
+/// Where a registry's credentials come from, asked before each use and again after a refusal.
+/// Its `Debug` never shows a secret.
+pub trait CredentialSource: Send + Sync + fmt::Debug {
+    /// The credential to use now. Cheap: it reads again only when the source says it changed
+    /// (for files, a `stat` of each). When a changed file cannot be read (a sidecar halfway
+    /// through writing it), the last credential read stays in use and the next call tries
+    /// again.
+    fn current(&self) -> Credential;
+
+    /// Read the source again after the registry refused the credential: files re-read,
+    /// helpers run again. The error says why the source cannot be read now.
+    fn refresh(&self) -> Result<Credential, RegistryError>;
+}
+
+/// The source for `host` as the plan's `auth` gives it, read once now so that a missing
+/// secret is reported before any work starts.
+pub fn for_settings(
+    host: &str,
+    settings: &AuthSettings,
+) -> Result<Arc<dyn CredentialSource>, RegistryError> {
+    let paths = credentials::watched_paths(settings);
+    if paths.is_empty() {
+        // An environment variable or no credentials: nothing outside the process changes them.
+        return Ok(Arc::new(Fixed(credentials::resolve(host, settings)?)));
+    }
+    let seen = fingerprints(&paths);
+    let credential = credentials::resolve(host, settings)?;
+    Ok(Arc::new(Files {
+        host: host.to_string(),
+        settings: settings.clone(),
+        paths,
+        state: Mutex::new(State { seen, credential }),
+    }))
+}
+
+/// A credential that never changes.
+#[derive(Debug)]
+pub struct Fixed(pub Credential);
+
+impl CredentialSource for Fixed {
+    fn current(&self) -> Credential {
+        self.0.clone()
+    }
+    fn refresh(&self) -> Result<Credential, RegistryError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// What identifies one version of a file at a path: `None` when the path has no file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+    device: u64,
+}
+
+fn fingerprints(paths: &[PathBuf]) -> Vec<Option<Fingerprint>> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            // `metadata` follows symlinks: the file the path leads to now.
+            std::fs::metadata(p).ok().map(|m| Fingerprint {
+                modified: m.modified().ok(),
+                len: m.len(),
+                inode: m.ino(),
+                device: m.dev(),
+            })
+        })
+        .collect()
+}
+
+/// Credentials read from files (a password file, a docker config, docker's lookup paths).
+/// `Debug` is derived: the credential's own `Debug` redacts its secret.
+#[derive(Debug)]
+struct Files {
+    host: String,
+    settings: AuthSettings,
+    paths: Vec<PathBuf>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The files as they were when `credential` was read from them.
+    seen: Vec<Option<Fingerprint>>,
+    credential: Credential,
+}
+
+impl Files {
+    /// Read the files now; on success the result is what `current` gives from then on.
+    fn read(&self) -> Result<Credential, RegistryError> {
+        let seen = fingerprints(&self.paths);
+        let credential = credentials::resolve(&self.host, &self.settings)?;
+        let mut state = self.state.lock().expect("credential state lock");
+        *state = State {
+            seen,
+            credential: credential.clone(),
+        };
+        Ok(credential)
+    }
+}
+
+impl CredentialSource for Files {
+    fn current(&self) -> Credential {
+        {
+            let state = self.state.lock().expect("credential state lock");
+            if state.seen == fingerprints(&self.paths) {
+                return state.credential.clone();
+            }
+        }
+        match self.read() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(registry = %self.host, error = %e, "a credential file changed and cannot be read yet; keeping the last credential");
+                self.state
+                    .lock()
+                    .expect("credential state lock")
+                    .credential
+                    .clone()
+            }
+        }
+    }
+
+    fn refresh(&self) -> Result<Credential, RegistryError> {
+        self.read()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn password(c: &Credential) -> String {
+        match c {
+            Credential::Basic { password, .. } => password.expose_secret().to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_password_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "first-canary\n").unwrap();
+        let settings = AuthSettings::PasswordFile {
+            username: "u".into(),
+            path: path.clone(),
+        };
+        let source = for_settings("r.example", &settings).unwrap();
+        assert_eq!(password(&source.current()), "first-canary");
+        std::fs::write(&path, "second-canary-longer\r\n").unwrap();
+        assert_eq!(password(&source.current()), "second-canary-longer");
+        // Halfway through a rewrite (empty) or gone: the last password stays in use, and a
+        // refresh says why the file cannot be read, naming the field and not the path.
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(password(&source.current()), "second-canary-longer");
+        let e = source.refresh().unwrap_err().to_string();
+        assert!(
+            e.contains("`auth.password_file`") && e.contains("empty"),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(password(&source.current()), "second-canary-longer");
+        let e = source.refresh().unwrap_err().to_string();
+        assert!(
+            e.contains("r.example") && e.contains("`auth.password_file`"),
+            "{e}"
+        );
+        assert!(!e.contains(&dir.path().display().to_string()), "{e}");
+        assert!(!format!("{source:?}").contains("canary"), "{source:?}");
+    }
+
+    /// A Kubernetes Secret volume: `config.json -> ..data/config.json`, `..data ->
+    /// ..VERSION`; an update renames a new `..data` symlink over the old one.
+    #[test]
+    fn a_secret_swapped_in_by_symlink_is_seen() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let config = |pw: &str| {
+            format!(r#"{{"auths":{{"r.example":{{"username":"u","password":"{pw}"}}}}}}"#)
+        };
+        for (version, pw) in [("..v1", "one-canary"), ("..v2", "two-canary")] {
+            std::fs::create_dir(dir.path().join(version)).unwrap();
+            std::fs::write(dir.path().join(version).join("config.json"), config(pw)).unwrap();
+        }
+        symlink("..v1", dir.path().join("..data")).unwrap();
+        symlink("..data/config.json", dir.path().join("config.json")).unwrap();
+        let settings = AuthSettings::ConfigFile(dir.path().join("config.json"));
+        let source = for_settings("r.example", &settings).unwrap();
+        assert_eq!(password(&source.current()), "one-canary");
+        symlink("..v2", dir.path().join("..data.tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data.tmp"), dir.path().join("..data")).unwrap();
+        assert_eq!(password(&source.current()), "two-canary");
+    }
+
+    #[test]
+    fn a_config_the_plan_names_is_refused_by_field_not_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.json");
+        let e = for_settings("r.example", &AuthSettings::ConfigFile(path))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`auth.config`"), "{e}");
+        assert!(!e.contains("missing.json"), "{e}");
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{\"auths\": canary}").unwrap();
+        let e = for_settings("r.example", &AuthSettings::ConfigFile(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`auth.config`") && !e.contains("bad.json"),
+            "{e}"
+        );
+        assert!(!e.contains("canary"), "{e}");
+    }
+
+    /// What a token service asked with Basic credentials answers: a token while the password
+    /// is the one it takes, else 401. Records each status it gave.
+    async fn token_service(
+        takes: Arc<Mutex<String>>,
+        gave: Arc<Mutex<Vec<u16>>>,
+    ) -> std::net::SocketAddr {
+        use axum::http::{HeaderMap, StatusCode};
+        use base64::Engine;
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::get(move |headers: HeaderMap| async move {
+                let basic = base64::engine::general_purpose::STANDARD
+                    .encode(format!("u:{}", takes.lock().unwrap()));
+                let sent = headers.get("authorization").and_then(|v| v.to_str().ok());
+                let ok = sent == Some(format!("Basic {basic}").as_str());
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                gave.lock().unwrap().push(status.as_u16());
+                let body = if ok {
+                    r#"{"token":"tok","expires_in":300}"#
+                } else {
+                    ""
+                };
+                (status, body)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    /// Issue 23, item 4: a token service that refuses the credential makes the source be read
+    /// again, and asked once more only when that gives another credential (no loop).
+    #[tokio::test]
+    async fn a_token_service_refusal_reads_the_source_again_once() {
+        use crate::registry::auth::{Authenticator, Scope};
+        let takes = Arc::new(Mutex::new("old-canary".to_string()));
+        let gave = Arc::new(Mutex::new(Vec::new()));
+        let addr = token_service(takes.clone(), gave.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "old-canary\n").unwrap();
+        let settings = AuthSettings::PasswordFile {
+            username: "u".into(),
+            path: path.clone(),
+        };
+        let auth = Authenticator::new(
+            "r.example",
+            for_settings("r.example", &settings).unwrap(),
+            true,
+        );
+        let client = reqwest::Client::new();
+        let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"r\"");
+        let learned = auth
+            .unauthorized(&client, Some(&challenge), &Scope::pull("a"), None, false)
+            .await
+            .unwrap();
+        assert!(learned.is_some());
+        assert_eq!(*gave.lock().unwrap(), [200]);
+
+        // The password changes; the file is rewritten so that its metadata looks the same (in
+        // place, same length, time put back): only the refusal can tell.
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        *takes.lock().unwrap() = "new-canary".into();
+        std::fs::write(&path, "new-canary\n").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(modified).unwrap();
+        let header = auth.header(&client, &Scope::pull("b")).await.unwrap();
+        assert!(header.is_some());
+        assert_eq!(*gave.lock().unwrap(), [200, 401, 200]);
+
+        // Refused again with what the file says now: the refusal is the answer, asked once.
+        *takes.lock().unwrap() = "third-canary".into();
+        let e = auth
+            .header(&client, &Scope::pull("c"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(*gave.lock().unwrap(), [200, 401, 200, 401]);
+        assert!(e.contains("refused the configured credentials"), "{e}");
+        assert!(!e.contains("canary"), "{e}");
+    }
+}
