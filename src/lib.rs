@@ -6,17 +6,20 @@
 //! cycle between these modules):
 //!
 //! ```text
-//!   cli ── app ──┬── report, state      (implement the engine's Reporter and Journal)
-//!                ├── copy, retention    (the engines; they never speak HTTP)
-//!                ├── plan               (TOML -> validated rules)
-//!                └── registry           (the Registry trait and what implements it)
-//!                      └── reference, error   (leaves)
+//!   cli ── app                  (one module per subcommand)
+//!           └── execute ──┬── report, state      (implement the engines' Reporter and Journal)
+//!                         ├── copy, retention, inuse (the engines; they never speak HTTP)
+//!                         ├── plan               (TOML -> validated rules)
+//!                         └── registry           (the Registry trait and what implements it)
+//!                               └── reference, error   (leaves)
 //! ```
 //!
 //! - [`cli`]: clap types only.
-//! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes. `app::execute`
-//!   runs a plan's copy stages and retention for `run` and `plan` alike, and the copy stages
-//!   alone, changing nothing, for `verify`.
+//! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes.
+//! - [`execute`]: the run's core, shared by the subcommands: runs a plan's copy stages and
+//!   retention for `run` and `plan` alike, and the copy stages alone, changing nothing, for
+//!   `verify`; the checkpoint as the engines' journals ([`execute::checkpoint`]), the run
+//!   lease, the scopes of `prune` rules, `--shard`.
 //! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics; implements
 //!   [`copy::Reporter`].
 //! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
@@ -24,6 +27,8 @@
 //!   an image at its target whole); the [`copy::Journal`] and [`copy::Reporter`] traits it
 //!   calls.
 //! - [`retention`]: inventory, pure selection with graph protection, top-down deletion.
+//! - [`inuse`]: the images in use, from the plan's `[in_use]` sources (Kubernetes, GitOps
+//!   files), that retention and pruning keep.
 //! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, column and field,
 //!   never a value from the plan.
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
@@ -35,6 +40,7 @@ pub mod app;
 pub mod cli;
 pub mod copy;
 pub mod error;
+pub mod execute;
 pub mod inuse;
 pub mod plan;
 pub mod reference;

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::execute::{copy_label, empty_line};
 use crate::copy::select::{select_tags, Count};
+use crate::execute::label::{copy_label, empty_line};
 use crate::plan::conflicts::writes_into;
 use crate::plan::reference::display_repo;
 use crate::plan::{CopyRule, Plan, Reference, Selector};
@@ -69,7 +69,7 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         let reg = registry(&policy.repository);
         lines.push(delete(&policy.repository, reg.as_ref(), "retention").await);
     }
-    for (reg, repo, shown) in super::lease::at_registries(&plan, &registries) {
+    for (reg, repo, shown) in crate::execute::leasing::at_registries(&plan, &registries) {
         lines.push(lease(reg.as_ref(), &repo, shown).await);
     }
     for (what, result) in crate::inuse::preflight(&plan.in_use).await {

@@ -2,15 +2,10 @@
 //! place errors become exit codes.
 
 pub mod check;
-pub mod execute;
-pub mod journal;
-pub mod lease;
 pub mod plan;
-pub mod prune;
 pub mod report;
 pub mod restore;
 pub mod run;
-pub mod shard;
 pub mod status;
 pub mod verify;
 
@@ -102,7 +97,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.downcast_ref::<PlanError>().is_some()
             || cause.downcast_ref::<StateUnusable>().is_some()
-            || cause.downcast_ref::<shard::ShardError>().is_some()
+            || cause
+                .downcast_ref::<crate::execute::shard::ShardError>()
+                .is_some()
         {
             return exit::INVALID;
         }
@@ -118,6 +115,3 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
     exit::PARTIAL
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,5 @@
 //! `ferry plan PLAN`: what `ferry run` would do, writing nothing. It executes the plan the way
-//! `run` does ([`super::execute`]: the same stages in the same order, the same engine, the
+//! `run` does ([`crate::execute`]: the same stages in the same order, the same engine, the
 //! same retention), against overlays of the registries that keep every write in memory, and
 //! with the checkpoint read but never written. Each line is an outcome the run would have,
 //! given unchanged registries.
@@ -9,12 +9,12 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, overlays, Context, Execution};
-use super::journal::StateJournal;
 use super::run::{registries, state_path};
-use super::shard::Shard;
 use crate::cli::{Output, PlanArgs};
 use crate::copy::{Item, ItemKey, Outcome};
+use crate::execute::checkpoint::StateJournal;
+use crate::execute::shard::Shard;
+use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
 use crate::report::error_chain;
 use crate::retention::prune::{PruneAction, PruneDecision, Pruned};
@@ -154,7 +154,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         owns: &owns,
         spool: None,
         audit: None,
-        lease: super::lease::Leasing::Look { shard },
+        lease: crate::execute::leasing::Leasing::Look { shard },
     };
     let execution = execute(&plan, &cx).await;
     // The registries the plan's rules use, and any other that got requests: a section no
@@ -199,7 +199,7 @@ fn output_of(
 ) -> PlanOutput {
     let empty = execution
         .selected_nothing()
-        .map(|e| super::execute::empty_line(plan, e));
+        .map(|e| crate::execute::label::empty_line(plan, e));
     let unresolved = (execution.select_errors.iter().map(|e| error_chain(e)))
         .chain(empty)
         .map(|error| PlanCopy::Unresolved { error });

@@ -1,4 +1,4 @@
-//! `ferry run PLAN`: open the checkpoint, execute the plan ([`super::execute`]: its stages,
+//! `ferry run PLAN`: open the checkpoint, execute the plan ([`crate::execute`]: its stages,
 //! then its retention), record, summarise, and write the report and metrics (`files`).
 //! SIGINT/SIGTERM stop new work, park chunked uploads at their next chunk boundary, give the
 //! rest in flight a grace period, save the checkpoint and exit 130/143.
@@ -16,11 +16,11 @@ use indicatif::HumanBytes;
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, Context as Execute, Execution};
-use super::journal::StateJournal;
 use crate::cli::{Progress, RunArgs};
 use crate::copy::spool::{Spool, SPOOL_MIN};
 use crate::copy::{select, Outcome, Totals};
+use crate::execute::checkpoint::StateJournal;
+use crate::execute::{execute, Context as Execute, Execution};
 use crate::plan::{Location, Plan, DEFAULT_STATE};
 use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
@@ -252,7 +252,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         owns: &owns,
         spool: spool.clone(),
         audit: None,
-        lease: super::lease::taking(run_id, &args.plan, shard),
+        lease: crate::execute::leasing::taking(run_id, &args.plan, shard),
     };
     let execution = execute(&plan, &cx).await;
     let mut totals = execution.totals.clone();
@@ -305,8 +305,8 @@ fn resolve_shard(
     args: &RunArgs,
     json: bool,
     reporter: &dyn Reporter,
-) -> Result<Option<super::shard::Shard>, ExitCode> {
-    match super::shard::Shard::resolve(args.shard.as_deref(), args.shards) {
+) -> Result<Option<crate::execute::shard::Shard>, ExitCode> {
+    match crate::execute::shard::Shard::resolve(args.shard.as_deref(), args.shards) {
         Ok(shard) => {
             if let Some(s) = shard {
                 reporter.note(&format!(
@@ -326,7 +326,7 @@ fn resolve_shard(
 /// nothing failed and the checkpoint and files were written (`saved`), else 1.
 fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -> ExitCode {
     let deleted = (!plan.retains.is_empty()).then_some(ended.deleted);
-    let pruned = super::prune::any(plan).then_some(ended.pruned);
+    let pruned = crate::execute::pruning::any(plan).then_some(ended.pruned);
     let line = summary(&ended.totals, ended.failures.len(), deleted, pruned);
     if let Some(undo) = &ended.undo {
         emit(json, "INFO", &format!("to undo its deletions: {undo}"));
@@ -422,7 +422,7 @@ struct Opened {
 async fn open_checkpoint(
     args: &RunArgs,
     plan: &Plan,
-    shard: Option<super::shard::Shard>,
+    shard: Option<crate::execute::shard::Shard>,
     fingerprint: &str,
 ) -> anyhow::Result<Opened> {
     let path = state_path(args.state.as_deref(), Some(plan));

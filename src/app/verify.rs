@@ -1,5 +1,5 @@
 //! `ferry verify PLAN`: an audit that changes nothing. It executes the plan's copy stages the
-//! way `run` does ([`super::execute`]: the same selection, the same referrers, the same
+//! way `run` does ([`crate::execute`]: the same selection, the same referrers, the same
 //! engine), with every record treated as `--recheck` treats it and the engine in audit mode:
 //! each item is checked at its target whole (its top manifest with the source's digest, every
 //! child manifest, every config and layer blob, a referrer's fallback-index entry), and what a
@@ -14,11 +14,11 @@ use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, overlays, Context, Execution};
-use super::journal::StateJournal;
 use super::run::{emit, registries, reporter, state_path};
 use crate::cli::{Output, VerifyArgs};
 use crate::copy::{Item, Outcome, Part};
+use crate::execute::checkpoint::StateJournal;
+use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
 use crate::registry::throttle::Observer;
 use crate::report::files::{write_private, ReportRegistry};
@@ -41,7 +41,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let real = registries(&plan, Some(observer))?;
     let (simulated, _) = overlays(&real);
     // One shard's share, as `run` takes it, with that shard's state file.
-    let shard = super::shard::Shard::resolve(args.shard.as_deref(), args.shards)?;
+    let shard = crate::execute::shard::Shard::resolve(args.shard.as_deref(), args.shards)?;
     let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
     let path = state_path(args.state.as_deref(), Some(&plan));
     let path = match shard {
@@ -63,7 +63,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         owns: &owns,
         spool: None,
         audit: Some(args.deep),
-        lease: super::lease::Leasing::Off,
+        lease: crate::execute::leasing::Leasing::Off,
     };
     let execution = execute(&plan, &cx).await;
     reporter.finish();

@@ -3,10 +3,10 @@
 use std::time::SystemTime;
 
 use super::{emit, Ended};
-use crate::app::execute::Execution;
-use crate::app::shard::Shard;
 use crate::cli::RunArgs;
 use crate::copy::select;
+use crate::execute::shard::Shard;
+use crate::execute::Execution;
 use crate::report::error_chain;
 use crate::report::files::{
     item_row, metrics, write_private, Report, ReportDeletion, ReportKept, ReportPrune,

@@ -38,7 +38,7 @@ pub fn scopes(
             };
             let mut scope = RuleScope {
                 rule: rule.number,
-                label: super::execute::copy_label(plan, rule.number),
+                label: super::label::copy_label(plan, rule.number),
                 prune,
                 target: rule.to.location.clone(),
                 scopes: Vec::new(),

@@ -3,6 +3,17 @@
 //! with what the copies bring pinned. `run` calls it with the registries themselves and the
 //! checkpoint; `plan` with overlays of them ([`crate::registry::overlay::Overlay`]) and a
 //! dry journal. One code path decides both, so the dry run says what the run does.
+//!
+//! The run's core, below the subcommands that share it (`run`, `plan`, `verify`, `check`):
+//! it maps the plan onto the engines. [`checkpoint`] is the checkpoint as the engines'
+//! journals, [`leasing`] the run lease where the run deletes, [`pruning`] what each `prune`
+//! rule covers, [`shard`] a pod's share of the repositories, [`label`] how a rule is named.
+
+pub mod checkpoint;
+pub mod label;
+pub mod leasing;
+pub mod pruning;
+pub mod shard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +21,8 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
-use super::journal::Checkpoint;
+use self::checkpoint::Checkpoint;
+use self::label::{copy_label, empty_line, retain_label};
 use crate::copy::select::{self, Claims, Registries, SelectError};
 use crate::copy::spool::Spool;
 use futures::StreamExt;
@@ -22,22 +34,6 @@ use crate::report::{error_chain, Reporter};
 use crate::retention::prune::{PruneAction, Pruned};
 use crate::retention::refusals::remembered;
 use crate::retention::{self, PinMap, Retained};
-
-/// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
-pub fn copy_label(plan: &Plan, number: usize) -> String {
-    match plan.copies.get(number.wrapping_sub(1)) {
-        Some(rule) => format!("copy #{number} ({}:{})", plan.path.display(), rule.line),
-        None => format!("copy #{number}"),
-    }
-}
-
-/// `retain #1 (plans/prod.toml:30)`.
-pub fn retain_label(plan: &Plan, number: usize) -> String {
-    match plan.retains.get(number.wrapping_sub(1)) {
-        Some(rule) => format!("retain #{number} ({}:{})", plan.path.display(), rule.line),
-        None => format!("retain #{number}"),
-    }
-}
 
 /// What an execution needs besides the plan.
 pub struct Context<'a> {
@@ -60,7 +56,7 @@ pub struct Context<'a> {
     pub audit: Option<bool>,
     /// Take the run lease where the plan deletes (`ferry run`), only read it (`ferry plan`),
     /// or neither.
-    pub lease: super::lease::Leasing,
+    pub lease: leasing::Leasing,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -229,11 +225,6 @@ impl Execution {
     }
 }
 
-/// `copy #2 (plans/x.toml:9): 0 repositories match docker.io/tema/*`.
-pub fn empty_line(plan: &Plan, e: &select::Empty) -> String {
-    format!("{}: {}", copy_label(plan, e.rule), e.what)
-}
-
 /// Run the plan's stages, then its retention policies.
 pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     let mut engine = Engine::new(cx.reporter.clone(), cx.concurrency)
@@ -282,11 +273,11 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         return out;
     }
     let mut pins = pins(plan, &out.items);
-    if !plan.in_use.is_empty() && (!plan.retains.is_empty() || super::prune::any(plan)) {
+    if !plan.in_use.is_empty() && (!plan.retains.is_empty() || pruning::any(plan)) {
         in_use(plan, &mut pins, &mut out.in_use_failures).await;
     }
     // Deleting waits for the run lease (copies do not: they are safe to run twice).
-    let (leases, refused) = super::lease::begin(plan, cx, &mut pins).await;
+    let (leases, refused) = leasing::begin(plan, &cx.lease, cx.registries, &mut pins).await;
     out.lease_failures.extend(refused);
     let guarded = leases.as_ref().map(|l| l.guard(cx.registries));
     let registries = guarded.as_ref().unwrap_or(cx.registries);
@@ -308,11 +299,11 @@ async fn prune(
     out: &Execution,
     pins: &PinMap,
 ) -> Vec<Pruned> {
-    if !super::prune::any(plan) {
+    if !pruning::any(plan) {
         return Vec::new();
     }
     let ledger = cx.journal.ledger();
-    let scopes = super::prune::scopes(
+    let scopes = pruning::scopes(
         plan,
         cx.registries,
         &out.listings,
@@ -581,3 +572,6 @@ pub fn overlays(
     handles.sort_by(|a, b| a.0.cmp(&b.0));
     (wrapped, handles)
 }
+
+#[cfg(test)]
+mod tests;

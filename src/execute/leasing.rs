@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::execute::Context;
 use super::shard::Shard;
 use crate::copy::select::Registries;
 use crate::plan::{Location, Plan, Reference, Selector};
@@ -187,15 +186,16 @@ fn unusable(place: &Place, what: &str, e: &RegistryError) -> Refusal {
 /// taken when every deletion is held already (an `[in_use]` source failed).
 pub async fn begin(
     plan: &Plan,
-    cx: &Context<'_>,
+    leasing: &Leasing,
+    registries: &Registries,
     pins: &mut PinMap,
 ) -> (Option<Leases>, Option<String>) {
-    let (holder, shard) = match &cx.lease {
+    let (holder, shard) = match leasing {
         Leasing::Off => return (None, None),
         Leasing::Look { shard } => (None, *shard),
         Leasing::Take { holder, shard } => (Some(holder), *shard),
     };
-    let places = places(plan, cx.registries, shard);
+    let places = places(plan, registries, shard);
     if places.is_empty() || pins.held().is_some() {
         return (None, None);
     }

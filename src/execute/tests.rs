@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, overlays, Context, Execution};
+use super::{execute, overlays, Context, Execution};
 use crate::copy::select::Registries;
 use crate::copy::{Outcome, Silent};
 use crate::plan::{Location, Plan};
@@ -201,7 +201,7 @@ async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Execution
         owns: &|_| true,
         spool: None,
         audit: None,
-        lease: super::lease::Leasing::Off,
+        lease: super::leasing::Leasing::Off,
     };
     execute(plan, &cx).await
 }
