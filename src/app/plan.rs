@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use super::run::{registries, state_path};
 use crate::cli::{Output, PlanArgs};
 use crate::copy::{Item, ItemKey, Outcome};
+use crate::error::chain as error_chain;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::shard::Shard;
 use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
-use crate::report::error_chain;
 use crate::retention::prune::{PruneAction, PruneDecision, Pruned};
 use crate::retention::{Action, RepoPlan};
 use crate::state::State;
@@ -109,7 +109,7 @@ fn item(item: &Item, outcome: Option<&Outcome>, uncertain: Option<String>) -> Pl
 #[derive(Default)]
 struct Notes(std::sync::Mutex<Vec<String>>);
 
-impl crate::report::Reporter for Notes {
+impl crate::copy::Reporter for Notes {
     fn note(&self, message: &str) {
         // Deletions, and the keeps a registry imposes, are listed with their repository's
         // decisions already.
@@ -139,7 +139,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let notes = std::sync::Arc::new(Notes::default());
     if let Some(s) = shard {
         // What the run says first.
-        crate::report::Reporter::note(
+        crate::copy::Reporter::note(
             notes.as_ref(),
             &format!("shard {s}: this run takes its share of the repositories"),
         );

@@ -15,9 +15,11 @@ use serde::Serialize;
 use super::run::{emit, registries, state_path};
 use super::StateUnusable;
 use crate::cli::{Output, RestoreArgs};
+use crate::error::chain as error_chain;
 use crate::plan::Plan;
-use crate::registry::{Digest, Manifest, Registry};
-use crate::report::{error_chain, plural};
+use crate::reference::Digest;
+use crate::registry::{Manifest, Registry};
+use crate::report::plural;
 use crate::retention::restore::{self, Put, Restored, Stored, TagPut};
 use crate::state::{DeletionRecord, RunId, State, Write};
 

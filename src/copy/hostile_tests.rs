@@ -14,9 +14,10 @@ use crate::registry::digest::VerifyingStream;
 use crate::registry::manifest::{OCI_INDEX, OCI_MANIFEST};
 use std::time::Duration;
 
+use crate::reference::Digest;
 use crate::registry::manifest::{Desc, MAX_INDEX_DEPTH};
 use crate::registry::{
-    BlobStream, BlobUpload, Digest, Manifest, ManifestHead, Pushed, RegistryError, Result,
+    BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, RegistryError, Result,
 };
 use futures::StreamExt;
 
@@ -135,7 +136,7 @@ impl Registry for Memory {
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {
         let mut data = upload
             .source
-            .open(&crate::registry::Midstate::new())
+            .open(&crate::reference::Midstate::new())
             .await?;
         while let Some(chunk) = data.next().await {
             chunk?;

@@ -5,7 +5,8 @@
 //! continues where the registry says it stands.
 
 use super::{Endpoint, Item, Outcome};
-use crate::registry::{Digest, Parked, UploadProgress};
+use crate::reference::Digest;
+use crate::registry::{Parked, UploadProgress};
 
 /// What the checkpoint holds for an item an earlier run finished.
 #[derive(Clone, Debug, PartialEq, Eq)]

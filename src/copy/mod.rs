@@ -28,7 +28,8 @@ pub use reporter::{Reporter, Silent};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::registry::{Digest, Registry};
+use crate::reference::Digest;
+use crate::registry::Registry;
 
 /// One side of a copy: a registry and a repository in it.
 #[derive(Clone)]
@@ -128,7 +129,7 @@ impl Item {
         (
             registry.to_string(),
             match registry {
-                "oci:" => crate::registry::layout::canonical(&self.target.repo),
+                "oci:" => crate::reference::names::canonical_layout_path(&self.target.repo),
                 _ => self.target.repo.clone(),
             },
             self.target_tag

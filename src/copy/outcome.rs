@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Item;
-use crate::registry::{Digest, RegistryError};
+use crate::reference::Digest;
+use crate::registry::RegistryError;
 
 /// Why copying one image failed; names the reference and keeps the registry's error.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 
 use crate::plan::{PlatformMode, Platforms};
+use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed};
-use crate::registry::{Digest, Manifest};
+use crate::registry::Manifest;
 
 /// A child that names no real platform (`unknown/unknown`, or none at all).
 fn platformless(d: &Desc) -> bool {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::select::{self, Claims, Registries};
 use super::*;
-use crate::plan::{Location, Plan};
+use crate::plan::Plan;
+use crate::reference::Location;
 use crate::registry::manifest;
 use crate::registry::memory::MemoryRegistry;
 

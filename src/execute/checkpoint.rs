@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 use regex::Regex;
 
 use crate::copy::{Endpoint, Item, Journal, Outcome, Recorded, Transfer};
+use crate::error::chain as error_chain;
 use crate::plan::Plan;
-use crate::registry::{Digest, Midstate, Parked, UploadProgress};
-use crate::report::error_chain;
+use crate::reference::{Digest, Midstate};
+use crate::registry::{Parked, UploadProgress};
 use crate::retention::prune::{Copied, Ledger};
 use crate::retention::{self, Deletion, Refused};
 use crate::state::{
@@ -335,7 +336,7 @@ impl retention::Journal for StateJournal {
         }
         // Keyed as the item records are (`Item::key`): a layout path in one spelling.
         let repo = match d.registry {
-            "oci:" => crate::registry::layout::canonical(d.repo),
+            "oci:" => crate::reference::names::canonical_layout_path(d.repo),
             _ => d.repo.to_string(),
         };
         self.record(Write::Forget {

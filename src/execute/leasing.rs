@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::shard::Shard;
 use crate::copy::select::Registries;
-use crate::plan::{Location, Plan, Reference, Selector};
+use crate::error::chain as error_chain;
+use crate::plan::Plan;
+use crate::reference::{Location, Reference, Selector};
 use crate::registry::config::LeaseSettings;
 use crate::registry::lease::guard::{Guarded, Hold};
 use crate::registry::lease::{self, Acquired, Holder, Lease, Renewed, Spot, REPOSITORY_NAME};
 use crate::registry::{Registry, RegistryError};
-use crate::report::error_chain;
 use crate::retention::PinMap;
 
 /// What an execution does about the lease.

@@ -27,10 +27,11 @@ use crate::copy::select::{self, Claims, Registries, SelectError};
 use crate::copy::spool::Spool;
 use futures::StreamExt;
 
+use crate::copy::Reporter;
 use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
+use crate::error::chain as error_chain;
 use crate::inuse;
 use crate::plan::Plan;
-use crate::report::{error_chain, Reporter};
 use crate::retention::prune::{PruneAction, Pruned};
 use crate::retention::refusals::remembered;
 use crate::retention::{self, PinMap, Retained};

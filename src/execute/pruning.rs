@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::copy::select::{wildcard_target, Empty, Found, Listing, Registries};
 use crate::copy::{Item, Outcome};
-use crate::plan::{CopyRule, Plan, Selector};
+use crate::plan::{CopyRule, Plan};
 use crate::reference::display_repo;
-use crate::registry::layout;
+use crate::reference::Selector;
 use crate::retention::prune::{Ledger, RuleScope, Scope, SourceTags};
 
 /// The scopes of the plan's `prune` rules, in plan order. A rule that selected nothing
@@ -109,7 +109,7 @@ impl RuleCx<'_> {
     /// A target repository as the checkpoint keys it (a layout path in one spelling).
     fn key(&self, repo: &str) -> String {
         match self.target.as_str() {
-            "oci:" => layout::canonical(repo),
+            "oci:" => crate::reference::names::canonical_layout_path(repo),
             _ => repo.to_string(),
         }
     }

@@ -14,8 +14,8 @@
 
 use std::path::Path;
 
-use super::reference::{Location, Reference, Selector};
 use super::{CopyRule, PlanError, RetainPolicy};
+use crate::reference::{Location, Reference, Selector};
 
 /// Could a rule whose target is `to` write into what `from` names (a repository, or every
 /// repository under a wildcard prefix)?

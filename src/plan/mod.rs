@@ -27,17 +27,14 @@ use regex::Regex;
 use raw::RawPlan;
 use validate::Ctx;
 
-pub use crate::reference::{self, Location, Reference, Selector};
 pub use artifacts::{Platform, PlatformMode, Platforms, Referrers};
 pub use errors::PlanError;
 pub use filter::TagFilter;
 pub use in_use::{FilePattern, InUse, KubeConfig, KubeSource};
 pub use prune::Prune;
 
-pub use crate::registry::config::{
-    AuthSettings, Flavor, RateLimit, RegistrySettings, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_STALL_TIMEOUT,
-};
+use crate::reference::{Location, Reference};
+use crate::registry::config::RegistrySettings;
 
 /// The most blob transfers in flight to one target registry (and images in flight), unless
 /// the plan or `--concurrency` says otherwise. Each registry's window starts at

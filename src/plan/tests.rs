@@ -1,6 +1,7 @@
 //! Plan validation: every field, every message.
 
 use super::*;
+use crate::registry::config::{AuthSettings, Flavor};
 
 /// A rule, for plans whose subject is something else: a plan without one is refused.
 const RULE: &str = "[[copy]]\nfrom = \"r.io/a/b\"\nto = \"r.io/c/d\"\n";

@@ -12,12 +12,13 @@ use toml::Spanned;
 use url::Url;
 
 use super::raw::{RawAuth, RawCopy, RawRateLimit, RawRegistry, RawRetain, RawTags};
-use super::{
-    artifacts, errors, AuthSettings, CopyRule, Flavor, Location, PlanError, RateLimit, Reference,
-    RegistrySettings, RetainPolicy, RetainRule, Selector, TagFilter, DEFAULT_MAX_CONNECTIONS,
+use super::{artifacts, errors, CopyRule, PlanError, RetainPolicy, RetainRule, TagFilter};
+use crate::reference;
+use crate::reference::{Location, Reference, Selector};
+use crate::registry::config::{
+    AuthSettings, Flavor, RateLimit, RegistrySettings, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_STALL_TIMEOUT,
 };
-use crate::reference;
 
 /// Validation context: the file and its text, to turn spans into line and column.
 pub(super) struct Ctx<'a> {

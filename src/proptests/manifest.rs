@@ -7,11 +7,11 @@ use serde_json::{json, Map, Value};
 
 use super::reference::digest_like;
 use super::{config, nasty_text};
+use crate::reference::Digest;
 use crate::registry::manifest::{
     self, media_type_of, Parsed, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_SIZE, OCI_INDEX,
     OCI_MANIFEST,
 };
-use crate::registry::Digest;
 
 /// Stands for a number no JSON parser holds in 64 bits; replaced in the serialised text.
 const HUGE: &str = "__HUGE_NUMBER__";

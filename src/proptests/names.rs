@@ -12,8 +12,8 @@ use regex::Regex;
 
 use super::{config, nasty_text};
 use crate::reference::names::{self, Broken, Kind, NameError};
+use crate::reference::Digest;
 use crate::registry::layout::join_under;
-use crate::registry::Digest;
 
 /// The grammars as the distribution spec writes them, compiled here apart from the module
 /// under test, so the two are compared rather than one with itself.

@@ -4,9 +4,9 @@
 use proptest::prelude::*;
 
 use super::{config, nasty_text};
+use crate::reference::Digest;
 use crate::reference::{is_valid_digest, is_valid_repository, Location, Reference, Selector};
 use crate::registry::manifest::referrer_tag_subject;
-use crate::registry::Digest;
 
 /// Digests, most of them almost right.
 pub(super) fn digest_like() -> impl Strategy<Value = String> {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::error::RegistryError;
-pub use crate::reference::{Digest, Hasher};
+use crate::reference::{Digest, Hasher};
 use bytes::Bytes;
 use futures::Stream;
 

@@ -17,13 +17,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio_util::io::ReaderStream;
 
-use super::digest::{Digest, VerifyingStream};
+use super::digest::VerifyingStream;
 use super::error::{RegistryError, Result};
 use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::Throttle;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
 use crate::reference::names;
+use crate::reference::Digest;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -235,8 +236,6 @@ fn tmp_path(path: &Path) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
-
-pub use crate::reference::names::canonical_layout_path as canonical;
 
 /// The layout directory `rel` below `root` (a wildcard target's prefix, as in
 /// `oci:/data/out/*`), refused unless it stays under `root`: `rel` (a repository a registry
@@ -506,7 +505,7 @@ impl Registry for LayoutRegistry {
             || async {
                 let data = up
                     .source
-                    .open(&crate::registry::Midstate::new())
+                    .open(&crate::reference::Midstate::new())
                     .await
                     .map_err(|e| RegistryError::SourceFailed {
                         source: Box::new(e),

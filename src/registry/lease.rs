@@ -31,7 +31,8 @@ use std::time::{Duration, SystemTime};
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
 use super::placeholder::{empty_config_digest, EMPTY_CONFIG};
-use super::{Digest, Manifest, Registry, RegistryError, Result};
+use super::{Manifest, Registry, RegistryError, Result};
+use crate::reference::Digest;
 
 /// The lease manifest's `artifactType`.
 pub const ARTIFACT_TYPE: &str = "application/vnd.ferry.lease.v1+json";

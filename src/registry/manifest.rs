@@ -5,7 +5,7 @@
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
-use super::digest::Digest;
+use crate::reference::Digest;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -20,9 +20,10 @@ use futures::StreamExt;
 use super::digest::VerifyingStream;
 use super::manifest::{self, Parsed};
 use super::{
-    BlobStream, BlobUpload, Digest, Manifest, ManifestHead, Pushed, Registry, RegistryError,
-    Result, UploadProgress,
+    BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, RegistryError, Result,
+    UploadProgress,
 };
+use crate::reference::Digest;
 
 #[derive(Default)]
 struct Repo {
@@ -342,7 +343,7 @@ impl Registry for MemoryRegistry {
         let url = format!("{}/{repo}@{}", self.name, upload.digest);
         let source = upload
             .source
-            .open(&crate::registry::Midstate::new())
+            .open(&crate::reference::Midstate::new())
             .await
             .map_err(|e| RegistryError::SourceFailed {
                 source: Box::new(e),

@@ -40,9 +40,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use crate::reference::names::NameError;
-pub use crate::reference::Midstate;
-pub use digest::Digest;
+use crate::reference::names::NameError;
+use crate::reference::{Digest, Midstate};
+
 pub use error::{RegistryError, Result};
 
 /// A stream of blob bytes. Streams returned by [`Registry::get_blob`] are already verified:

@@ -29,9 +29,10 @@ use async_trait::async_trait;
 
 use super::manifest::{self, Parsed};
 use super::{
-    BlobOrigin, BlobStream, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed,
+    BlobOrigin, BlobStream, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed,
     RecordStyle, Referrer, ReferrerList, Registry, RegistryError, Result, UploadProgress,
 };
+use crate::reference::Digest;
 
 /// A manifest written by the simulation.
 #[derive(Clone)]
@@ -106,7 +107,7 @@ impl Overlay {
     /// Layout paths name one directory in several ways (`./out/a`, `out/a`): one key each.
     fn key(&self, repo: &str) -> String {
         match self.inner.name() {
-            "oci:" => super::layout::canonical(repo),
+            "oci:" => crate::reference::names::canonical_layout_path(repo),
             _ => repo.to_string(),
         }
     }

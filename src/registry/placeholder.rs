@@ -14,7 +14,8 @@ use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
 use super::manifest::OCI_MANIFEST;
-use super::{BlobUpload, BytesSource, Digest, Manifest, Registry, Result};
+use super::{BlobUpload, BytesSource, Manifest, Registry, Result};
+use crate::reference::Digest;
 
 /// The placeholder's config: the empty JSON object, as OCI's empty descriptor has it. A
 /// registry that checks an image manifest's blobs (distribution does) must hold it first.

@@ -333,7 +333,7 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
             None,
             0,
             0.0,
-            Some(super::error_chain(error.as_ref())),
+            Some(crate::error::chain(error.as_ref())),
         ),
         None => ("interrupted", None, 0, 0.0, None),
     };

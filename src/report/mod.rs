@@ -14,7 +14,7 @@ use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Prog
 use crate::copy::{Item, Outcome};
 use crate::registry::throttle::Event;
 
-pub use crate::copy::reporter::{Reporter, Silent};
+use crate::copy::Reporter;
 
 /// One line explaining a registry event.
 pub fn event_line(event: &Event) -> String {
@@ -50,8 +50,6 @@ pub fn json_line(level: &str, message: &str) -> String {
     })
     .to_string()
 }
-
-pub use crate::error::chain as error_chain;
 
 /// One line describing an item's outcome, for logs and bars alike.
 pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
@@ -104,7 +102,9 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
             )
         }
         Outcome::Skipped { reason } => format!("skipped {item}: {reason}"),
-        Outcome::Failed { error } => format!("FAILED  {item}: {}", error_chain(error.as_ref())),
+        Outcome::Failed { error } => {
+            format!("FAILED  {item}: {}", crate::error::chain(error.as_ref()))
+        }
     }
 }
 
@@ -141,7 +141,7 @@ pub fn audit_line(item: &Item, outcome: &Outcome) -> String {
         Outcome::Failed { error } => {
             format!(
                 "FAILED     {item}: not checked: {}",
-                error_chain(error.as_ref())
+                crate::error::chain(error.as_ref())
             )
         }
     }
@@ -150,7 +150,7 @@ pub fn audit_line(item: &Item, outcome: &Outcome) -> String {
 /// What a copy changed at the target beyond adding an image: `; updated: old → new` (the
 /// source moved since the last run), `; replaced sha256:…` (the target tag pointed elsewhere),
 /// `; put back: …` (what the target lacked of an image it held).
-pub fn changes(digest: &crate::registry::Digest, stats: &crate::copy::ImageStats) -> String {
+pub fn changes(digest: &crate::reference::Digest, stats: &crate::copy::ImageStats) -> String {
     let mut out = String::new();
     if let Some(old) = &stats.updated {
         out.push_str(&format!("; updated: {old} → {digest}"));

@@ -23,7 +23,8 @@ use super::recheck::{Reach, Recheck};
 use super::refusals::{failure, kept_instead};
 use super::select::{platform_suffix, referrer_kind};
 use super::{Action, Decision, Image, RepoDecisions};
-use crate::registry::{Digest, Registry, RegistryError};
+use crate::reference::Digest;
+use crate::registry::{Registry, RegistryError};
 
 /// One deletion and how it went: `Ok` when made (with the registry's own id of what it
 /// deleted, where it has one), `Err` when not. When the registry refused it for good, or

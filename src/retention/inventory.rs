@@ -10,8 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::Image;
 use crate::reference::names;
+use crate::reference::Digest;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, Manifest, ManifestRecord, Registry, RegistryError};
+use crate::registry::{Manifest, ManifestRecord, Registry, RegistryError};
 
 /// The manifests an inventory read, by digest, exactly as the registry gave them: what a
 /// deletion keeps so `ferry restore` can put it back, at no extra request.

@@ -4,7 +4,8 @@
 
 use std::time::SystemTime;
 
-use crate::registry::{Digest, Manifest};
+use crate::reference::Digest;
+use crate::registry::Manifest;
 
 pub trait Journal: Send + Sync {
     /// Retention deleted `digest` from `repo` of registry `registry`, and with it `tags`:

@@ -28,9 +28,8 @@ mod tests;
 
 use std::time::SystemTime;
 
-use crate::registry::Digest;
+use crate::reference::Digest;
 
-pub use crate::plan::RetainRule;
 pub use journal::{Deletion, Journal, Refused};
 pub use run::{run, Context, PinMap, Retained};
 
@@ -170,7 +169,7 @@ pub async fn plan_policy(
     owns: &(dyn Fn(&str) -> bool + Sync),
     pins: &(dyn Fn(&str) -> Pins + Sync),
 ) -> Vec<RepoPlan> {
-    use crate::plan::{reference::display_repo, Selector};
+    use crate::reference::{display_repo, Selector};
     let location = &policy.repository.location;
     let mut out = Vec::new();
     let repos = match &policy.repository.selector {
@@ -180,7 +179,7 @@ pub async fn plan_policy(
         {
             // A name the catalog lists that fails the grammar is that repository's error:
             // nothing is read or deleted under it, and the others go on.
-            Ok(r) if matches!(location, crate::plan::Location::Registry(_)) => {
+            Ok(r) if matches!(location, crate::reference::Location::Registry(_)) => {
                 use crate::reference::names;
                 let (good, bad) = names::sort_out(r, names::repository);
                 let bad = bad

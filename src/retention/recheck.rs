@@ -20,8 +20,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::Image;
 use crate::reference::names;
+use crate::reference::Digest;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, ManifestHead, Registry, RegistryError};
+use crate::registry::{ManifestHead, Registry, RegistryError};
 
 /// A listing of a repository's tags younger than this serves the next look too.
 pub const LISTING_REUSE: Duration = Duration::from_secs(1);

@@ -17,8 +17,9 @@ use std::time::SystemTime;
 
 use super::run::told;
 use super::{Action, Decision, Journal, Refused};
+use crate::reference::Digest;
 use crate::registry::error::Refusal;
-use crate::registry::{Digest, RecordStyle, Registry, RegistryError};
+use crate::registry::{RecordStyle, Registry, RegistryError};
 
 /// The reason of the version GHCR would refuse to delete because it is the package's last
 /// tagged one.

@@ -13,8 +13,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::reference::Digest;
 use crate::registry::manifest::{self, Parsed};
-use crate::registry::{Digest, Manifest, RecordStyle, Registry, RegistryError};
+use crate::registry::{Manifest, RecordStyle, Registry, RegistryError};
 
 /// One deletion to put back, as it was recorded.
 #[derive(Clone, Debug)]

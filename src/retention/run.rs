@@ -11,8 +11,10 @@ use super::apply::{apply, Applied, Deleted};
 use super::inventory::keep_for_restore;
 use super::refusals::{Refusals, Told};
 use super::{plan_policy, Action, Decision, Deletion, Journal, Pins, RepoPlan};
-use crate::plan::{Location, RetainPolicy};
-use crate::registry::{Digest, Registry};
+use crate::plan::RetainPolicy;
+use crate::reference::Digest;
+use crate::reference::Location;
+use crate::registry::Registry;
 
 /// Pins by repository: what other steps of the plan need in each one.
 #[derive(Clone, Debug, Default)]

@@ -14,9 +14,10 @@ use std::time::SystemTime;
 use semver::Version;
 
 use super::refusals::Refusals;
-use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions, RetainRule};
+use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions};
 use crate::plan::filter::parse_version;
-use crate::registry::Digest;
+use crate::plan::RetainRule;
+use crate::reference::Digest;
 
 const DAY: u64 = 86_400;
 

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::{run, Context, Deletion, Journal, PinMap, Retained};
-use crate::plan::{Location, Plan};
+use crate::plan::Plan;
 use crate::reference::Digest;
+use crate::reference::Location;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::Registry;
 

@@ -4,10 +4,11 @@
 //! its registry front over a real registry) and on Docker Hub (the Hub API fake's tag DELETE).
 //! Every time the manifest and its other tags stay, and nothing is left behind.
 
+use ferry::reference::Digest;
 use ferry::registry::config::{AuthSettings, Flavor, RegistrySettings};
 use ferry::registry::http::HttpRegistry;
 use ferry::registry::layout::LayoutRegistry;
-use ferry::registry::{Digest, Registry as _, RegistryError};
+use ferry::registry::{Registry as _, RegistryError};
 use url::Url;
 
 use crate::harness::*;

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use indicatif::HumanBytes;
 use serde::{Serialize, Serializer};
 
-use crate::registry::Digest;
+use crate::reference::Digest;
 
 #[derive(Serialize)]
 pub struct PlanOutput {

@@ -11,10 +11,11 @@ use super::graph::BlobState;
 use super::{Counters, Engine, TransferCounters};
 use crate::copy::spool::Lease;
 use crate::copy::{CopyError, Endpoint, Item, Reporter, Transfer};
+use crate::reference::Digest;
 use crate::reference::Midstate;
 use crate::registry::manifest::Desc;
 use crate::registry::{
-    skip_bytes, BlobSource, BlobStream, BlobUpload, Digest, RegistryError, UploadProgress,
+    skip_bytes, BlobSource, BlobStream, BlobUpload, RegistryError, UploadProgress,
 };
 
 /// The bytes of one blob, for an upload that may reopen them at any offset: from the spool

@@ -21,8 +21,9 @@ use tokio::sync::OnceCell;
 use super::target::{repo_digest_key, Destined};
 use super::{Engine, ManifestKey};
 use crate::copy::{join_ref, CopyError, Endpoint, Gap, Item, Part};
+use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, Manifest, RegistryError};
+use crate::registry::{Manifest, RegistryError};
 
 /// What the target holds for an item.
 #[derive(Debug)]

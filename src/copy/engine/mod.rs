@@ -26,9 +26,10 @@ use super::outcome::{CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
 use super::spool::Spool;
 use super::{Item, Journal, NoJournal, Reporter};
+use crate::reference::Digest;
 use crate::registry::manifest;
 use crate::registry::status::code;
-use crate::registry::{Digest, Manifest};
+use crate::registry::Manifest;
 
 /// One image's counts, and its own stop: a failed blob parks its siblings' uploads at their
 /// next chunk boundary instead of cutting them (a cut PATCH loses the session).

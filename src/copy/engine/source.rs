@@ -3,7 +3,8 @@
 
 use super::{target, Engine};
 use crate::copy::{CopyError, Item};
-use crate::registry::{Digest, Manifest, RegistryError};
+use crate::reference::Digest;
+use crate::registry::{Manifest, RegistryError};
 
 impl Engine {
     /// The source digest, and the manifest itself where it was read whole: a tag no fresh

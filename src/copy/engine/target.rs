@@ -12,7 +12,8 @@ use tokio::sync::OnceCell;
 use super::Engine;
 use crate::copy::outcome::CopyError;
 use crate::copy::{platform, Endpoint, Item};
-use crate::registry::{Digest, Manifest};
+use crate::reference::Digest;
+use crate::registry::Manifest;
 
 /// A target repository as the run first saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use futures::FutureExt;
 
 use super::{Counters, Engine};
 use crate::copy::{join_ref, CopyError, Endpoint, Item};
+use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
-use crate::registry::{Digest, Manifest};
+use crate::registry::Manifest;
 
 impl Engine {
     /// List a referrer under its subject's fallback tag (`sha256-<hex>`) at a target without

@@ -7,7 +7,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::plan::{CopyRule, Selector};
+use crate::plan::CopyRule;
+use crate::reference::Selector;
 
 /// A rule that selected nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,10 +19,13 @@ use futures::StreamExt;
 
 use super::{After, Endpoint, Item, ItemKey, Journal};
 use crate::plan::conflicts::writes_into;
-use crate::plan::{CopyRule, Location, Reference, Selector};
+use crate::plan::CopyRule;
 use crate::reference::names;
+use crate::reference::names::NameError;
+use crate::reference::Digest;
+use crate::reference::{Location, Reference, Selector};
 use crate::registry::manifest::referrer_tag_subject;
-use crate::registry::{layout, Digest, NameError, Registry, RegistryError};
+use crate::registry::{layout, Registry, RegistryError};
 
 /// How many repositories' tag lists are read at once while resolving a wildcard.
 const LIST_CONCURRENCY: usize = 8;

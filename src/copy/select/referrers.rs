@@ -9,8 +9,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::LIST_CONCURRENCY;
 use crate::plan::CopyRule;
+use crate::reference::names::NameError;
+use crate::reference::Digest;
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
-use crate::registry::{Digest, Manifest, NameError, Registry, RegistryError};
+use crate::registry::{Manifest, Registry, RegistryError};
 
 /// The item a found referrer follows: a selected root (by its source reference), or another
 /// referrer (a signature of an SBOM).

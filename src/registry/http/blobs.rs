@@ -9,10 +9,11 @@ use super::body::watched_body;
 use super::send::Body;
 use super::HttpRegistry;
 use crate::reference::names;
+use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::digest::VerifyingStream;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::{BlobStream, BlobTail, Digest};
+use crate::registry::{BlobStream, BlobTail};
 
 /// The first byte of a `Content-Range: bytes <first>-<last>/<size>` answer.
 fn content_range_start(v: &str) -> Option<u64> {

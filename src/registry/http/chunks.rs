@@ -7,9 +7,10 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::mpsc::Sender;
 
+use crate::reference::Digest;
 use crate::reference::{Hasher, Midstate};
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::{BlobStream, Digest};
+use crate::registry::BlobStream;
 
 /// One chunk, ending at byte `end` of the blob.
 #[derive(Debug)]

@@ -13,10 +13,11 @@ use super::body::read_limited;
 use super::send::Body;
 use super::wire::{check_reported_digest, verify_manifest_digest};
 use super::HttpRegistry;
+use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
-use crate::registry::{placeholder, Digest, Manifest, ManifestHead, Pushed, RecordStyle, Registry};
+use crate::registry::{placeholder, Manifest, ManifestHead, Pushed, RecordStyle, Registry};
 
 /// The operations, each tried once; the `Registry` implementation wraps them in retries.
 impl HttpRegistry {

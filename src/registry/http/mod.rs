@@ -45,10 +45,11 @@ pub use single::PROBE_MAX;
 use super::error::Result;
 use super::throttle::RegistryStats;
 use super::{
-    BlobStream, BlobTail, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord, Pushed,
-    RecordStyle, ReferrerList, Registry,
+    BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, RecordStyle,
+    ReferrerList, Registry,
 };
 use crate::reference::names;
+use crate::reference::Digest;
 
 /// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
 /// broken connection costs one chunk and the upload can resume.

@@ -9,10 +9,11 @@ use url::Url;
 use super::pager::Pager;
 use super::send::Body;
 use super::HttpRegistry;
+use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
-use crate::registry::{Digest, ReferrerList, Registry};
+use crate::registry::{ReferrerList, Registry};
 
 impl HttpRegistry {
     /// Does the registry answer the referrers API? What its vendor knows, else what an

@@ -22,8 +22,8 @@ use url::Url;
 use super::send::Body;
 use super::wire::check_reported_digest;
 use super::HttpRegistry;
+use crate::reference::Digest;
 use crate::registry::auth::Scope;
-use crate::registry::digest::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::{BlobStream, BlobUpload};
 

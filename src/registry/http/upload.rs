@@ -16,11 +16,12 @@ use super::send::Body;
 use super::single::Posted;
 use super::wire::{check_reported_digest, upload_offset};
 use super::{HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
+use crate::reference::Digest;
+use crate::reference::Midstate;
 use crate::registry::auth::Scope;
-use crate::registry::digest::Digest;
 use crate::registry::digest::VerifyingStream;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::{BlobStream, BlobUpload, Midstate, Parked, UploadProgress};
+use crate::registry::{BlobStream, BlobUpload, Parked, UploadProgress};
 
 /// The rest of a chunk channel as a stream.
 fn tokio_stream_from(

@@ -3,7 +3,7 @@
 use reqwest::Response;
 use url::Url;
 
-use crate::registry::digest::Digest;
+use crate::reference::Digest;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::ManifestError;
 

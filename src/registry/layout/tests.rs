@@ -13,7 +13,7 @@ fn one_spelling_per_layout_path() {
         ("/", "/"),
         ("../up", "../up"),
     ] {
-        assert_eq!(canonical(a), b, "{a}");
+        assert_eq!(crate::reference::names::canonical_layout_path(a), b, "{a}");
     }
 }
 

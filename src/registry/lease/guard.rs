@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use crate::reference::Digest;
 use crate::registry::{
-    throttle, BlobStream, BlobTail, BlobUpload, Digest, Manifest, ManifestHead, ManifestRecord,
-    Pushed, RecordStyle, ReferrerList, Registry, RegistryError, Result,
+    throttle, BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed,
+    RecordStyle, ReferrerList, Registry, RegistryError, Result,
 };
 
 /// Whether the run may delete under one lease: until when (as renewals extend it), and why

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{Context, RecordCache, VendorApi};
+use crate::reference::Digest;
 use crate::reference::{names, DOCKER_HUB};
 use crate::registry::credentials::{Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
@@ -25,7 +26,7 @@ use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_
 use crate::registry::retry::RetryPolicy;
 use crate::registry::status::Service;
 use crate::registry::throttle::{self, Event, Throttle};
-use crate::registry::{Digest, ManifestRecord, RecordStyle};
+use crate::registry::{ManifestRecord, RecordStyle};
 
 /// Docker Hub's API, for `docker.io` unless the plan names another.
 const DOCKER_HUB_API: &str = "https://hub.docker.com";

@@ -21,7 +21,8 @@ use super::credentials::Credential;
 use super::error::Result;
 use super::retry::RetryPolicy;
 use super::throttle::Throttle;
-use super::{Digest, ManifestRecord, RecordStyle};
+use super::{ManifestRecord, RecordStyle};
+use crate::reference::Digest;
 
 /// A registry's own API, for what the distribution API does not do (see the module docs).
 #[async_trait]

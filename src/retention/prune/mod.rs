@@ -21,8 +21,9 @@ use crate::retention::{Action, Deletion, Image, InUsePins, Journal};
 
 pub mod run;
 use crate::plan::Prune;
+use crate::reference::Digest;
 use crate::registry::manifest::referrer_tag_subject;
-use crate::registry::{Digest, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 pub use run::{run, Context, Pruned, PrunedRepo, RuleScope};
 
 const DAY: u64 = 86_400;

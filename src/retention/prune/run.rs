@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{apply, hold, plan_repo, valve, Judge, Ledger, PruneDone, RepoPrune, Scope};
-use crate::plan::{Location, Prune};
+use crate::plan::Prune;
 use crate::reference::display_repo;
+use crate::reference::Location;
 use crate::registry::{Registry, RegistryError};
 use crate::retention::inventory::Manifests;
 use crate::retention::refusals::Refusals;

@@ -7,9 +7,10 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::plan::Plan;
+use crate::reference::Digest;
 use crate::registry::manifest::OCI_INDEX;
 use crate::registry::memory::MemoryRegistry;
-use crate::registry::{Digest, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 use crate::retention::apply::{apply, Applied};
 use crate::retention::prune::{PruneAction, PruneDecision, RepoPrune};
 use crate::retention::{inventory, select, Action, Decision, Image, Journal};

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::*;
-use crate::plan::{Location, Plan};
+use crate::plan::Plan;
+use crate::reference::Location;
 use crate::registry::memory::MemoryRegistry;
 use crate::retention::{run, Context as RetainContext, Deletion, Journal, PinMap};
 

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Action, Image, RetainRule, DAY};
+use super::{Action, Image, DAY};
+use crate::plan::RetainRule;
 
 /// A tagged top-level image: the first keep rule that holds, else delete.
 pub(super) fn judge_tagged(
