@@ -8,7 +8,7 @@
 //! after the plan's `aliases`. Sources live behind [`Source`], so retention never sees a
 //! cluster or a file.
 
-pub mod files;
+pub mod gitops;
 pub mod kube;
 
 use async_trait::async_trait;
@@ -54,7 +54,7 @@ pub struct Gathered {
 pub async fn gather(in_use: &InUse) -> Gathered {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !in_use.files.is_empty() {
-        sources.push(Box::new(files::FileSource::new(in_use.files.clone())));
+        sources.push(Box::new(gitops::FileSource::new(in_use.files.clone())));
     }
     for k in &in_use.kubernetes {
         sources.push(Box::new(kube::KubeSource::new(k.clone())));
@@ -78,7 +78,7 @@ pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, String>)> 
     let mut out = Vec::new();
     for f in &in_use.files {
         let what = format!("in use: files (plan line {})", f.line);
-        let source = files::FileSource::new(vec![f.clone()]);
+        let source = gitops::FileSource::new(vec![f.clone()]);
         out.push(match source.uses().await {
             Ok(uses) => (what, Ok(format!("{} image references", uses.len()))),
             Err(e) => (what, Err(e.reason)),
