@@ -13,10 +13,10 @@
 //! is refused.
 //! An exclusive lock on the sidecar keeps two ferry runs from interleaving their checkpoints.
 
+mod migrations;
 mod owner;
 mod read;
 mod records;
-mod schema;
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions, Permissions, TryLockError};
@@ -38,7 +38,7 @@ pub use records::{
 pub type RunId = i64;
 
 /// The newest schema version this ferry reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = schema::SUPPORTED;
+pub const SCHEMA_VERSION: i64 = migrations::SUPPORTED;
 
 /// Why the checkpoint could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -224,11 +224,11 @@ impl State {
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(sqlite_err)?;
-        if found > schema::SUPPORTED {
+        if found > migrations::SUPPORTED {
             return Err(StateError::NewerSchema {
                 path: path.to_path_buf(),
                 found,
-                supported: schema::SUPPORTED,
+                supported: migrations::SUPPORTED,
             });
         }
         if found == 0 {
@@ -425,12 +425,12 @@ fn connect(path: &Path) -> Result<Connection, StateError> {
     let sqlite_err = |source| StateError::from_sqlite(path, source);
     let mut conn = Connection::open(path).map_err(sqlite_err)?;
     configure(&conn).map_err(sqlite_err)?;
-    schema::migrate(&mut conn).map_err(|e| match e {
-        schema::MigrateError::Sqlite(source) => sqlite_err(source),
-        schema::MigrateError::Newer(found) => StateError::NewerSchema {
+    migrations::migrate(&mut conn).map_err(|e| match e {
+        migrations::MigrateError::Sqlite(source) => sqlite_err(source),
+        migrations::MigrateError::Newer(found) => StateError::NewerSchema {
             path: path.to_path_buf(),
             found,
-            supported: schema::SUPPORTED,
+            supported: migrations::SUPPORTED,
         },
     })?;
     // The lock is ours, so no run is alive: a run still marked `running` died without a

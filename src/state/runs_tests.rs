@@ -13,7 +13,7 @@ fn a_version_6_file_splits_its_deletions_into_retention_and_pruning() {
     let path = dir.path().join("state.db");
     {
         let conn = Connection::open(&path).unwrap();
-        for sql in &schema::MIGRATIONS[..6] {
+        for sql in &migrations::MIGRATIONS[..6] {
             conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", 6).unwrap();

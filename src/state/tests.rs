@@ -159,7 +159,7 @@ fn a_version_3_file_keeps_its_interrupted_count_under_its_name() {
     let path = dir.path().join("state.db");
     {
         let conn = Connection::open(&path).unwrap();
-        for sql in &schema::MIGRATIONS[..3] {
+        for sql in &migrations::MIGRATIONS[..3] {
             conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", 3).unwrap();
