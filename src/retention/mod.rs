@@ -16,11 +16,11 @@
 pub mod apply;
 pub mod inventory;
 pub mod journal;
+pub mod policies;
 pub mod prune;
 pub mod recheck;
 pub mod refusals;
 pub mod restore;
-pub mod run;
 pub mod select;
 
 #[cfg(test)]
@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use crate::reference::Digest;
 
 pub use journal::{Deletion, Journal, Refused};
-pub use run::{run, Context, PinMap, Retained};
+pub use policies::{run, Context, PinMap, Retained};
 
 /// One manifest of a repository, as the inventory found it.
 #[derive(Clone, Debug, PartialEq, Eq)]

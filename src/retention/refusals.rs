@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::run::told;
+use super::policies::told;
 use super::{Action, Decision, Journal, Refused};
 use crate::reference::Digest;
 use crate::registry::error::Refusal;

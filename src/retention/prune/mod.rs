@@ -484,7 +484,7 @@ fn late_keeps(
     note: &(dyn Fn(&str) + Sync),
 ) {
     for k in kept {
-        note(&crate::retention::run::told("kept", repository, k));
+        note(&crate::retention::policies::told("kept", repository, k));
         let late = decided
             .decisions
             .iter_mut()
@@ -509,7 +509,9 @@ fn record(
     for done in done {
         if let Ok(version_id) = &done.result {
             let shown = whole_decision(&done.decision, Action::Delete);
-            note(&crate::retention::run::told("pruned", repository, &shown));
+            note(&crate::retention::policies::told(
+                "pruned", repository, &shown,
+            ));
             journal.deleted(&Deletion {
                 registry,
                 repo,

@@ -335,6 +335,6 @@ fn a_late_keep_overrules_the_deletion_decided() {
     };
     let mut decisions = vec![decision(Action::Delete, "delete: matches ^pr-")];
     let kept = decision(Action::Keep, "kept: tagged since the inventory (hotfix)");
-    crate::retention::run::overrule(&mut decisions, std::slice::from_ref(&kept));
+    crate::retention::policies::overrule(&mut decisions, std::slice::from_ref(&kept));
     assert_eq!(decisions, vec![kept]);
 }

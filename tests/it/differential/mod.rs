@@ -293,7 +293,7 @@ fn write_layouts(root: &Path, repos: &[(&str, &[(&str, &Image)])]) {
 /// Seed 11 of the layout cases (25, 138 and 192 too), before the fix: a copy
 /// writes `ROOT//dst/b`, a `[[retain]]` of the same plan reads `ROOT/dst/*`, one directory.
 /// Retention deletes the images the copy has just written and the report calls copied: the
-/// copy's pins are keyed by the path as spelled (`repo_key` in src/retention/run.rs normalizes a
+/// copy's pins are keyed by the path as spelled (`repo_key` in src/retention/policies.rs normalizes a
 /// leading `./` and a trailing `/`, not `//` or `/./` as `Overlay::key` in
 /// src/registry/overlay.rs does), so the policy does not see them. Plan and run agree here;
 /// where the layout does not exist before the run they do not (seed 150's kind): the overlay
