@@ -19,12 +19,12 @@ use crate::retention::refusals::{failure, imposed, Refusals, Told};
 use crate::retention::select::{decide, format_rule, Role, Seen};
 use crate::retention::{Action, Deletion, Image, InUsePins, Journal};
 
-pub mod run;
+pub mod rules;
 use crate::plan::Prune;
 use crate::reference::Digest;
 use crate::registry::manifest::referrer_tag_subject;
 use crate::registry::{Registry, RegistryError};
-pub use run::{run, Context, Pruned, PrunedRepo, RuleScope};
+pub use rules::{run, Context, Pruned, PrunedRepo, RuleScope};
 
 const DAY: u64 = 86_400;
 
