@@ -14,8 +14,8 @@
 //! and what the registry will not delete as [`refusals::Refusals`] with them.
 
 pub mod apply;
+pub mod deletions;
 pub mod inventory;
-pub mod journal;
 pub mod policies;
 pub mod prune;
 pub mod recheck;
@@ -30,7 +30,7 @@ use std::time::SystemTime;
 
 use crate::reference::Digest;
 
-pub use journal::{Deletion, Journal, Refused};
+pub use deletions::{Deletion, Journal, Refused};
 pub use policies::{run, Context, PinMap, Retained};
 
 /// One manifest of a repository, as the inventory found it.
