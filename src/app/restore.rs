@@ -1,7 +1,7 @@
 //! `ferry restore PLAN`: put back what a run's retention and pruning deleted. Reads the
 //! deletions the checkpoint kept ([`State::deletions`]), narrows them (`--repository`, `--tag`,
-//! with each image's children and referrers: [`restore::select`]), puts them back through the
-//! plan's registries ([`restore::restore`]: bottom-up, then the tags) and records each one put
+//! with each image's children and referrers: [`undo::select`]), puts them back through the
+//! plan's registries ([`undo::restore`]: bottom-up, then the tags) and records each one put
 //! back, so a second restore changes nothing. The checkpoint's lock is held throughout: no run
 //! of the same state deletes meanwhile.
 
@@ -20,7 +20,7 @@ use crate::plan::Plan;
 use crate::reference::Digest;
 use crate::registry::{Manifest, Registry};
 use crate::report::plural;
-use crate::retention::restore::{self, Put, Restored, Stored, TagPut};
+use crate::retention::undo::{self, Put, Restored, Stored, TagPut};
 use crate::state::{DeletionRecord, RunId, State, Write};
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
@@ -42,7 +42,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let (items, ids) = pending(&rows);
-    let chosen = restore::select(&items, &|s| wanted(s, &args));
+    let chosen = undo::select(&items, &|s| wanted(s, &args));
     let (items, ids): (Vec<Stored>, Vec<i64>) = items
         .into_iter()
         .zip(ids)
@@ -68,12 +68,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             tell(json, &items[i], r, args.dry_run);
         }
     };
-    let cx = restore::Context {
+    let cx = undo::Context {
         registries: &by_name,
         dry_run: args.dry_run,
         note: &note,
     };
-    let outcomes = restore::restore(&items, &cx).await;
+    let outcomes = undo::restore(&items, &cx).await;
     let recorded = match args.dry_run {
         true => true,
         false => record(&state, &ids, &outcomes, json).await,

@@ -20,8 +20,8 @@ pub mod policies;
 pub mod prune;
 pub mod recheck;
 pub mod refusals;
-pub mod restore;
 pub mod select;
+pub mod undo;
 
 #[cfg(test)]
 mod tests;
