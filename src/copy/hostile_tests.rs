@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::copy::Silent;
-use crate::registry::digest::VerifyingStream;
 use crate::registry::manifest::{OCI_INDEX, OCI_MANIFEST};
+use crate::registry::verifying::VerifyingStream;
 use std::time::Duration;
 
 use crate::reference::Digest;

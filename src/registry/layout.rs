@@ -17,11 +17,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio_util::io::ReaderStream;
 
-use super::digest::VerifyingStream;
 use super::error::{RegistryError, Result};
 use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
 use super::retry;
 use super::throttle::Throttle;
+use super::verifying::VerifyingStream;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
 use crate::reference::names;
 use crate::reference::Digest;

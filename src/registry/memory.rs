@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::digest::VerifyingStream;
 use super::manifest::{self, Parsed};
+use super::verifying::VerifyingStream;
 use super::{
     BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, RegistryError, Result,
     UploadProgress,

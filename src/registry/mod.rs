@@ -10,7 +10,7 @@
 //! the distribution API does not do; [`auth`], [`credentials`] and [`credential_source`]
 //! (credentials read again when their files change or a registry refuses them); [`throttle`]
 //! and [`retry`], the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
-//! what the registry answered as data; [`manifest`] and [`digest`], what is read is checked;
+//! what the registry answered as data; [`manifest`] and [`verifying`], what is read is checked;
 //! [`placeholder`], how one tag is removed where a registry deletes only manifests; [`lease`],
 //! the run lease two runs deleting at one registry tell each other apart by.
 
@@ -18,7 +18,6 @@ pub mod auth;
 pub mod config;
 pub mod credential_source;
 pub mod credentials;
-pub mod digest;
 pub mod error;
 pub mod http;
 pub mod layout;
@@ -33,6 +32,7 @@ pub mod status;
 pub mod throttle;
 pub mod tls;
 pub mod vendor;
+pub mod verifying;
 
 use std::pin::Pin;
 

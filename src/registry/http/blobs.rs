@@ -11,8 +11,8 @@ use super::HttpRegistry;
 use crate::reference::names;
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
-use crate::registry::digest::VerifyingStream;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::verifying::VerifyingStream;
 use crate::registry::{BlobStream, BlobTail};
 
 /// The first byte of a `Content-Range: bytes <first>-<last>/<size>` answer.

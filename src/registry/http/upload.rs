@@ -19,8 +19,8 @@ use super::{HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
 use crate::reference::Digest;
 use crate::reference::Midstate;
 use crate::registry::auth::Scope;
-use crate::registry::digest::VerifyingStream;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::verifying::VerifyingStream;
 use crate::registry::{BlobStream, BlobUpload, Parked, UploadProgress};
 
 /// The rest of a chunk channel as a stream.
