@@ -1,15 +1,15 @@
 //! Turn the plan's `[[copy]]` rules into concrete items: expand wildcards through the
 //! registry's catalog, list tags, apply the tag filters, map source repositories to targets,
-//! and find what refers to what is selected (`referrers`). [`Claims`] then decides, across
+//! and find what refers to what is selected (`referrer_search`). [`Claims`] then decides, across
 //! the stages of a run, which item writes each target.
 
 mod claims;
 mod empty;
-mod referrers;
+mod referrer_search;
 
 pub use claims::{Claimed, Claims, Conflict};
 pub use empty::{Count, Empty};
-use referrers::{discover, Origin, Reads, Referred};
+use referrer_search::{discover, Origin, Reads, Referred};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
@@ -450,7 +450,7 @@ impl RepoSelection<'_> {
     /// referrers' items, and the referrers refused.
     fn take_in(
         &self,
-        mut found: referrers::Found,
+        mut found: referrer_search::Found,
         first_root: usize,
         root_keys: &HashMap<String, ItemKey>,
         out: &mut Selection,
@@ -475,7 +475,7 @@ impl RepoSelection<'_> {
     }
 
     /// The item for a referrer found, after the item that carries its subject.
-    fn referrer(&self, r: referrers::Referral, root_keys: &HashMap<String, ItemKey>) -> Item {
+    fn referrer(&self, r: referrer_search::Referral, root_keys: &HashMap<String, ItemKey>) -> Item {
         let parent = match r.origin {
             Origin::Root(source_ref) => root_keys[&source_ref].clone(),
             Origin::Tag(tag) => self.item(tag.clone(), Some(tag)).key(),
