@@ -1,5 +1,5 @@
 //! `ferry run PLAN`: open the checkpoint, execute the plan ([`crate::execute`]: its stages,
-//! then its retention), record, summarise, and write the report and metrics (`files`).
+//! then its retention), record, summarise, and write the report and metrics (`report_files`).
 //! SIGINT/SIGTERM stop new work, park chunked uploads at their next chunk boundary, give the
 //! rest in flight a grace period, save the checkpoint and exit 130/143.
 
@@ -33,7 +33,7 @@ use crate::registry::Registry;
 use crate::report::{plural, BarReporter, PlainReporter};
 use crate::state::{RunId, RunOutcome, RunSummary, RunTotals, Snapshot, State};
 
-mod files;
+mod report_files;
 #[cfg(test)]
 mod tests;
 
@@ -279,7 +279,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(_) => last_success(state).await,
         None => None,
     };
-    let files_ok = files::write_files(
+    let files_ok = report_files::write_files(
         &args,
         shard,
         &ended,
