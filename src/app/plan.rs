@@ -21,9 +21,9 @@ use crate::retention::prune::{PruneAction, PruneDecision, Pruned};
 use crate::retention::{Action, RepoPlan};
 use crate::state::State;
 
-mod output;
+mod plan_output;
 
-pub use output::{
+pub use plan_output::{
     PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanRegistry, PlanRepo,
     PlanTotals,
 };

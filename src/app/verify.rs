@@ -27,9 +27,9 @@ use crate::report::files::{write_private, ReportRegistry};
 use crate::report::metrics::{verify_metrics, VerifyFigures};
 use crate::state::State;
 
-mod output;
+mod verify_output;
 
-pub use output::{VerifyGap, VerifyItem, VerifyOutput, VerifyTotals};
+pub use verify_output::{VerifyGap, VerifyItem, VerifyOutput, VerifyTotals};
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
