@@ -11,7 +11,7 @@ pub mod conflicts;
 pub mod errors;
 pub mod filter;
 pub mod in_use;
-mod lease;
+mod lease_settings;
 pub mod prune;
 mod raw;
 mod schema;

@@ -255,7 +255,9 @@ fn registry(
         },
         lease: match &r.lease {
             None => Default::default(),
-            Some(l) => super::lease::validate(ctx, l.get_ref(), &format!("{field}.lease"))?,
+            Some(l) => {
+                super::lease_settings::validate(ctx, l.get_ref(), &format!("{field}.lease"))?
+            }
         },
     };
     Ok((host, settings))
@@ -383,8 +385,8 @@ pub(super) fn parse_ref(
 pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, PlanError> {
     let from = parse_ref(ctx, &c.from, "copy.from")?;
     let to = parse_ref(ctx, &c.to, "copy.to")?;
-    super::lease::not_a_lease(ctx, &c.from, "copy.from", &from)?;
-    super::lease::not_a_lease(ctx, &c.to, "copy.to", &to)?;
+    super::lease_settings::not_a_lease(ctx, &c.from, "copy.from", &from)?;
+    super::lease_settings::not_a_lease(ctx, &c.to, "copy.to", &to)?;
     let to_err = |reason: &str| ctx.invalid(c.to.span(), "copy.to", reason);
     match (&from.selector, &to.selector) {
         (Selector::Wildcard, Selector::Wildcard) => {}
@@ -506,7 +508,7 @@ pub(super) fn validate_retain(
             "name a repository (or a wildcard like ghcr.io/org/*), not a tag or digest: retention decides per image",
         ));
     }
-    super::lease::not_a_lease(ctx, &r.repository, "retain.repository", &repository)?;
+    super::lease_settings::not_a_lease(ctx, &r.repository, "retain.repository", &repository)?;
     if let Location::Registry(host) = &repository.location {
         let flavor = registries
             .get(host)
