@@ -300,7 +300,7 @@ async fn lease(reg: &dyn Registry, repo: &str, shown: String) -> Line {
 /// Why a registry refused the delete probe, in words: deletes disabled, or credentials
 /// without the permission (named as distribution's token scope names it).
 fn delete_refused(e: &RegistryError, repo: &str, who: &str) -> String {
-    use crate::registry::status::code;
+    use crate::registry::error_body::code;
     let Some(status) = e.http_status() else {
         return error_chain(e);
     };

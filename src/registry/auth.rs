@@ -438,7 +438,7 @@ impl Authenticator {
         let body = read_limited(resp, method, url, MAX_ERROR_BODY, ANSWER_STALL)
             .await
             .unwrap_or_default();
-        let detail = super::status::decode_error_body(&body);
+        let detail = super::error_body::decode_error_body(&body);
         let who = if credential.is_anonymous() {
             "anonymous access"
         } else {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::status::{code, hint, rendered, OciError, Service};
+use super::error_body::{code, hint, rendered, OciError, Service};
 
 /// A registry or layout operation that failed.
 #[derive(Debug, thiserror::Error)]

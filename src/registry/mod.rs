@@ -9,7 +9,7 @@
 //! Beside them: [`vendor`], the APIs of GHCR and Docker Hub behind their own trait, for what
 //! the distribution API does not do; [`auth`], [`credentials`] and [`credential_source`]
 //! (credentials read again when their files change or a registry refuses them); [`throttle`]
-//! and [`retry`], the per-host limits and the one retry policy; [`error`] and [`status`], errors that keep
+//! and [`retry`], the per-host limits and the one retry policy; [`error`] and [`error_body`], errors that keep
 //! what the registry answered as data; [`manifest`] and [`verifying`], what is read is checked;
 //! [`placeholder`], how one tag is removed where a registry deletes only manifests; [`lease`],
 //! the run lease two runs deleting at one registry tell each other apart by.
@@ -19,6 +19,7 @@ pub mod config;
 pub mod credential_source;
 pub mod credentials;
 pub mod error;
+pub mod error_body;
 pub mod http;
 pub mod layout;
 pub mod lease;
@@ -28,7 +29,6 @@ pub mod memory;
 pub mod overlay;
 pub mod placeholder;
 pub mod retry;
-pub mod status;
 pub mod throttle;
 pub mod tls;
 pub mod vendor;

@@ -28,7 +28,7 @@ pub fn is_transient(e: &RegistryError) -> bool {
         | RegistryError::SizeMismatch { .. } => true,
         RegistryError::Status { status, .. } => {
             matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-                || e.has_code(super::status::code::TOOMANYREQUESTS)
+                || e.has_code(super::error_body::code::TOOMANYREQUESTS)
         }
         RegistryError::SourceFailed { source } => is_transient(source),
         _ => false,
@@ -187,7 +187,7 @@ mod tests {
             url: "u".into(),
             status: s,
             errors: Vec::new(),
-            service: crate::registry::status::Service::GitHubApi,
+            service: crate::registry::error_body::Service::GitHubApi,
         };
         assert!(is_transient(&status(503)));
         assert!(is_transient(&status(429)));
@@ -196,7 +196,7 @@ mod tests {
         // The code says it whatever the status.
         let mut slow = status(403);
         if let RegistryError::Status { errors, .. } = &mut slow {
-            *errors = crate::registry::status::OciError::decode(
+            *errors = crate::registry::error_body::OciError::decode(
                 br#"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#,
             );
         }

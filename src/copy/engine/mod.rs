@@ -27,8 +27,8 @@ use super::platform;
 use super::spool::Spool;
 use super::{Item, Journal, NoJournal, Reporter};
 use crate::reference::Digest;
+use crate::registry::error_body::code;
 use crate::registry::manifest;
-use crate::registry::status::code;
 use crate::registry::Manifest;
 
 /// One image's counts, and its own stop: a failed blob parks its siblings' uploads at their

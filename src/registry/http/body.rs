@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 use url::Url;
 
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::status::{OciError, Service};
+use crate::registry::error_body::{OciError, Service};
 
 /// A response body must bring at least this many bytes, or its end, in every `stall_timeout`
 /// spent waiting for it. A server that dribbles a few bytes at a time (a slow-loris response)

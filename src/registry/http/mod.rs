@@ -34,7 +34,7 @@ mod upload;
 mod wire;
 
 /// An error body as messages show it (kept here for the header proptests).
-pub use crate::registry::status::decode_error_body;
+pub use crate::registry::error_body::decode_error_body;
 pub use body::{
     read_limited, status_error, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER, MIN_PROGRESS,
 };

@@ -13,7 +13,7 @@ use super::send::Body;
 use super::HttpRegistry;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::status::rendered;
+use crate::registry::error_body::rendered;
 
 /// Page size asked of tag lists and catalogs (distribution caps catalogs at 1000).
 const PAGE_SIZE: usize = 1000;

@@ -24,9 +24,9 @@ use crate::reference::names;
 use crate::reference::Digest;
 use crate::registry::credentials::{lacking, Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::error_body::Service;
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
-use crate::registry::status::Service;
 use crate::registry::throttle::{Pace, Throttle};
 use crate::registry::{ManifestRecord, RecordStyle};
 

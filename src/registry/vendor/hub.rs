@@ -22,9 +22,9 @@ use crate::reference::Digest;
 use crate::reference::{names, DOCKER_HUB};
 use crate::registry::credentials::{Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::error_body::Service;
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
-use crate::registry::status::Service;
 use crate::registry::throttle::{self, Event, Throttle};
 use crate::registry::{ManifestRecord, RecordStyle};
 

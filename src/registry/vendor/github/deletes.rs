@@ -59,7 +59,7 @@ pub fn refused(e: RegistryError, id: u64) -> RegistryError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::status::{OciError, Service};
+    use crate::registry::error_body::{OciError, Service};
 
     fn answer(status: u16, body: &str) -> RegistryError {
         RegistryError::Status {
