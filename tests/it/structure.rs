@@ -483,8 +483,6 @@ fn shared_file_names() -> Vec<String> {
 
 /// One name, one meaning (issue 23, item 5): a file name is not reused for another concern.
 #[test]
-#[ignore = "issue 23: 10 file names are still shared (digest, files, journal, lease, output, \
-            referrers, restore, run, schema, status .rs)"]
 fn no_two_files_share_a_name() {
     let shared = shared_file_names();
     assert!(
