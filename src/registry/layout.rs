@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio_util::io::ReaderStream;
 
+use super::capabilities::Capabilities;
 use super::error::{RegistryError, Result};
 use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
 use super::retry;
@@ -311,8 +312,12 @@ impl Registry for LayoutRegistry {
         "oci:"
     }
 
-    fn can_mount(&self) -> bool {
-        false
+    /// A layout never mounts.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            can_mount: false,
+            ..Capabilities::default()
+        }
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {

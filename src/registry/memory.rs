@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::capabilities::Capabilities;
 use super::manifest::{self, Parsed};
 use super::verifying::VerifyingStream;
 use super::{
@@ -45,6 +46,7 @@ struct Inner {
 /// See the module docs.
 pub struct MemoryRegistry {
     name: String,
+    capabilities: Capabilities,
     inner: Mutex<Inner>,
 }
 
@@ -52,7 +54,17 @@ impl MemoryRegistry {
     pub fn new(name: &str) -> MemoryRegistry {
         MemoryRegistry {
             name: name.to_string(),
+            capabilities: Capabilities::default(),
             inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The same registry answering [`Registry::capabilities`] with `capabilities`; one that
+    /// cannot mount declines every mount.
+    pub fn with_capabilities(self, capabilities: Capabilities) -> MemoryRegistry {
+        MemoryRegistry {
+            capabilities,
+            ..self
         }
     }
 
@@ -252,6 +264,10 @@ impl Registry for MemoryRegistry {
         &self.name
     }
 
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
     async fn check_push(&self, _repo: &str) -> Result<()> {
         Ok(())
     }
@@ -406,8 +422,9 @@ impl Registry for MemoryRegistry {
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
+        let can = self.capabilities.can_mount;
         Ok(self.with("mount_blob", |i| {
-            let there = i.repos.get(from).is_some_and(|r| r.blobs.contains(digest));
+            let there = can && i.repos.get(from).is_some_and(|r| r.blobs.contains(digest));
             if there {
                 i.repos
                     .entry(repo.to_string())

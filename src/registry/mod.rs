@@ -12,9 +12,11 @@
 //! and [`retry`], the per-host limits and the one retry policy; [`error`] and [`error_body`], errors that keep
 //! what the registry answered as data; [`manifest`] and [`verifying`], what is read is checked;
 //! [`placeholder`], how one tag is removed where a registry deletes only manifests; [`lease`],
-//! the run lease two runs deleting at one registry tell each other apart by.
+//! the run lease two runs deleting at one registry tell each other apart by; [`capabilities`],
+//! what a registry can do, known without a request.
 
 pub mod auth;
+pub mod capabilities;
 pub mod config;
 pub mod credential_source;
 pub mod credentials;
@@ -42,6 +44,7 @@ use futures::Stream;
 
 use crate::reference::names::NameError;
 use crate::reference::{Digest, Midstate};
+use capabilities::Capabilities;
 
 pub use error::{RegistryError, Result};
 
@@ -87,18 +90,6 @@ impl BlobSource for BytesSource {
 pub struct BlobOrigin {
     pub registry: std::sync::Arc<dyn Registry>,
     pub repo: String,
-}
-
-/// How a registry's own API records manifests ([`Registry::manifest_records`]), for a
-/// simulation that must record its writes the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordStyle {
-    /// No such API (CNCF distribution, OCI layouts).
-    None,
-    /// Every manifest pushed is a version of its own, tagged or not (GHCR packages).
-    Versions,
-    /// One entry per tag, with the platforms of an index (Docker Hub's tag API).
-    Tags,
 }
 
 /// A blob read from an offset ([`Registry::get_blob_from`]): raw bytes from `start` on.
@@ -241,26 +232,9 @@ pub trait Registry: Send + Sync {
         Ok(None)
     }
 
-    /// How [`Registry::manifest_records`] describes a repository.
-    fn record_style(&self) -> RecordStyle {
-        RecordStyle::None
-    }
-
-    /// Can an upload outlive the process that began it (an upload session a later run
-    /// continues)? Only then is a large blob worth spooling on its way here.
-    fn resumable_uploads(&self) -> bool {
-        false
-    }
-
-    /// Does a manifest GET cost more than a HEAD here (Docker Hub counts each GET as a pull
-    /// against its limit)? Then a tag is resolved with a HEAD before its manifest is read.
-    fn counts_pulls(&self) -> bool {
-        false
-    }
-
-    /// Can [`Registry::mount_blob`] ever succeed here? (A layout never mounts.)
-    fn can_mount(&self) -> bool {
-        true
+    /// What this registry can do, known without asking it (see [`Capabilities`]).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
     /// Take `requests` places in this registry's rate budget now, waiting for them as a
@@ -313,7 +287,8 @@ pub trait Registry: Send + Sync {
     ) -> Result<Pushed>;
 
     /// Does this registry answer the OCI 1.1 referrers API? Asked once per registry (a
-    /// registry without it answers 404) and remembered; `repo` is where to ask.
+    /// registry without it answers 404) and remembered; `repo` is where to ask. Not one of
+    /// the [`Capabilities`]: learning it may take a request.
     async fn supports_referrers(&self, _repo: &str) -> Result<bool> {
         Ok(false)
     }

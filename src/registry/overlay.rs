@@ -27,10 +27,11 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use super::capabilities::{Capabilities, RecordStyle};
 use super::manifest::{self, Parsed};
 use super::{
-    BlobOrigin, BlobStream, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed,
-    RecordStyle, Referrer, ReferrerList, Registry, RegistryError, Result, UploadProgress,
+    BlobOrigin, BlobStream, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, Referrer,
+    ReferrerList, Registry, RegistryError, Result, UploadProgress,
 };
 use crate::reference::Digest;
 
@@ -137,7 +138,7 @@ impl Overlay {
     /// (Docker Hub's API, a layout's index), else the placeholder's config check, push and
     /// deletion.
     fn untag_requests(&self) -> u64 {
-        match (self.inner.name(), self.inner.record_style()) {
+        match (self.inner.name(), self.inner.capabilities().record_style) {
             ("oci:", _) | (_, RecordStyle::Tags) => 1,
             _ => 3,
         }
@@ -188,16 +189,13 @@ impl Registry for Overlay {
         self.inner.check_delete(repo).await
     }
 
-    fn record_style(&self) -> RecordStyle {
-        self.inner.record_style()
-    }
-
-    fn can_mount(&self) -> bool {
-        self.inner.can_mount()
-    }
-
-    fn counts_pulls(&self) -> bool {
-        self.inner.counts_pulls()
+    /// The registry underneath's, but no upload outlives the process: the simulation keeps
+    /// nothing.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            resumable_uploads: false,
+            ..self.inner.capabilities()
+        }
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
@@ -504,7 +502,7 @@ impl Registry for Overlay {
 
     async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
         self.count(1);
-        let style = self.inner.record_style();
+        let style = self.inner.capabilities().record_style;
         let listed = self.inner.manifest_records(repo).await;
         let empty = (style != RecordStyle::None).then(Vec::new);
         let Some(mut records) = self.absent_is_empty(repo, listed, empty)? else {
@@ -568,7 +566,7 @@ impl Registry for Overlay {
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
         self.count(1);
-        if !self.inner.can_mount() || !self.blob_exists(from, digest).await? {
+        if !self.inner.capabilities().can_mount || !self.blob_exists(from, digest).await? {
             return Ok(false);
         }
         // A repository that holds the blob already keeps what it has (a registry answers 201

@@ -18,8 +18,9 @@ use std::time::SystemTime;
 use super::policies::told;
 use super::{Action, Decision, Journal, Refused};
 use crate::reference::Digest;
+use crate::registry::capabilities::RecordStyle;
 use crate::registry::error::Refusal;
-use crate::registry::{RecordStyle, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 
 /// The reason of the version GHCR would refuse to delete because it is the package's last
 /// tagged one.
@@ -43,7 +44,7 @@ impl Refusals {
     /// For a repository of `registry`, with the refusals the checkpoint remembers there.
     pub fn of(registry: &dyn Registry, remembered: Vec<Refused>) -> Refusals {
         Refusals {
-            last_tagged: registry.record_style() == RecordStyle::Versions,
+            last_tagged: registry.capabilities().record_style == RecordStyle::Versions,
             refused: remembered
                 .into_iter()
                 .map(|r| (r.digest.clone(), r))

@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::reference::Digest;
+use crate::registry::capabilities::RecordStyle;
 use crate::registry::manifest::{self, Parsed};
-use crate::registry::{Manifest, RecordStyle, Registry, RegistryError};
+use crate::registry::{Manifest, Registry, RegistryError};
 
 /// One deletion to put back, as it was recorded.
 #[derive(Clone, Debug)]
@@ -265,7 +266,7 @@ async fn put_back(
     }
     // A tag-only removal's id is the placeholder's (GHCR), never the manifest's.
     let version = item.version_id.as_ref().filter(|_| !item.tags_only);
-    if let (Some(id), RecordStyle::Versions) = (version, reg.record_style()) {
+    if let (Some(id), RecordStyle::Versions) = (version, reg.capabilities().record_style) {
         if dry_run {
             return Ok(Put::Version(id.clone()));
         }

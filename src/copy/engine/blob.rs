@@ -265,7 +265,7 @@ impl Engine {
         let lease = self
             .spool
             .as_ref()
-            .filter(|_| dst.registry.resumable_uploads())
+            .filter(|_| dst.registry.capabilities().resumable_uploads)
             .and_then(|s| s.lease(&blob.digest, blob.size));
         let source = SourceBlob {
             endpoint: src,

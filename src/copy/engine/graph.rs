@@ -229,7 +229,7 @@ impl Engine {
             .filter(|m| m.digest == d.push_digest);
         // A HEAD first where it saves a read: the body is in hand (and is not to be read
         // again, as `deep` does), or a GET would count as a pull.
-        if (known.is_some() && !self.deep) || dst.registry.counts_pulls() {
+        if (known.is_some() && !self.deep) || dst.registry.capabilities().counts_pulls {
             let head = dst
                 .registry
                 .head_manifest(&dst.repo, &d.reference)
@@ -368,7 +368,7 @@ impl Engine {
         let cell = self.graphs.manifest(&repo_digest_key(dst, digest));
         let seen = cell
             .get_or_try_init(|| async {
-                if dst.registry.counts_pulls() && !self.deep {
+                if dst.registry.capabilities().counts_pulls && !self.deep {
                     let head = dst.registry.head_manifest(&dst.repo, reference).await;
                     return Ok(match head.map_err(err)? {
                         Some(_) => Sighting::There(None),
@@ -388,7 +388,7 @@ impl Engine {
             // Seen by a HEAD: the body, from the source where a GET there counts no pull.
             Sighting::There(None) => {
                 let src = &item.source;
-                let m = match src.registry.counts_pulls() {
+                let m = match src.registry.capabilities().counts_pulls {
                     false => src.registry.get_manifest(&src.repo, reference).await,
                     true => dst.registry.get_manifest(&dst.repo, reference).await,
                 };

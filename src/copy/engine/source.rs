@@ -16,7 +16,7 @@ impl Engine {
         unconfirmed: bool,
     ) -> Result<(Digest, Option<Manifest>), CopyError> {
         let by_tag = Digest::parse(&item.source_ref).is_none();
-        match unconfirmed && by_tag && !item.source.registry.counts_pulls() {
+        match unconfirmed && by_tag && !item.source.registry.capabilities().counts_pulls {
             true if item.read.is_some() => Ok(self.read_by_selection(item)),
             true => Box::pin(self.source_manifest(item)).await,
             false => Ok((self.source_digest(item).await?, None)),

@@ -179,7 +179,7 @@ impl Discovery<'_> {
     /// what they lead to.
     async fn round(&mut self) -> Result<(), RegistryError> {
         let (src, repo) = (self.src, self.repo);
-        let whole = !src.counts_pulls();
+        let whole = !src.capabilities().counts_pulls;
         let reads = self.reads;
         let nodes: Vec<(bool, Origin, Option<Node>)> =
             futures::stream::iter(std::mem::take(&mut self.tags))

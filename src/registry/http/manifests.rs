@@ -15,9 +15,10 @@ use super::wire::{check_reported_digest, verify_manifest_digest};
 use super::HttpRegistry;
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
+use crate::registry::capabilities::RecordStyle;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
-use crate::registry::{placeholder, Manifest, ManifestHead, Pushed, RecordStyle, Registry};
+use crate::registry::{placeholder, Manifest, ManifestHead, Pushed, Registry};
 
 /// The operations, each tried once; the `Registry` implementation wraps them in retries.
 impl HttpRegistry {
@@ -246,7 +247,7 @@ impl HttpRegistry {
             return Ok(None);
         }
         let id = self.delete_manifest(repo, &throwaway.digest).await?;
-        if id.is_none() && self.record_style() == RecordStyle::Versions {
+        if id.is_none() && self.capabilities().record_style == RecordStyle::Versions {
             // A registry of package versions answers with the id of what it deleted: without
             // one, the version was not found, and the placeholder still holds the tag.
             return Err(RegistryError::Protocol {

@@ -42,11 +42,12 @@ pub use client::HttpRegistry;
 pub use pager::{next_link, Pager, MAX_PAGES};
 pub use single::PROBE_MAX;
 
+use super::capabilities::{Capabilities, RecordStyle};
 use super::error::Result;
 use super::throttle::RegistryStats;
 use super::{
-    BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, RecordStyle,
-    ReferrerList, Registry,
+    BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
+    Registry,
 };
 use crate::reference::names;
 use crate::reference::Digest;
@@ -67,10 +68,16 @@ impl Registry for HttpRegistry {
         &self.name
     }
 
-    fn record_style(&self) -> RecordStyle {
-        self.vendor
-            .as_ref()
-            .map_or(RecordStyle::None, |v| v.record_style())
+    /// Uploads resume across runs; the registry's vendor API, where it has one, tells how it
+    /// records manifests and whether it counts pulls.
+    fn capabilities(&self) -> Capabilities {
+        let vendor = self.vendor.as_ref();
+        Capabilities {
+            record_style: vendor.map_or(RecordStyle::None, |v| v.record_style()),
+            resumable_uploads: true,
+            counts_pulls: vendor.is_some_and(|v| v.counts_pulls()),
+            can_mount: true,
+        }
     }
 
     fn stats(&self) -> Option<RegistryStats> {
@@ -195,14 +202,6 @@ impl Registry for HttpRegistry {
         self.retry
             .run("GET blob", || self.get_blob_from_once(repo, digest, offset))
             .await
-    }
-
-    fn resumable_uploads(&self) -> bool {
-        true
-    }
-
-    fn counts_pulls(&self) -> bool {
-        self.vendor.as_ref().is_some_and(|v| v.counts_pulls())
     }
 
     async fn put_blob(&self, repo: &str, upload: BlobUpload<'_>) -> Result<()> {

@@ -11,9 +11,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::reference::Digest;
+use crate::registry::capabilities::Capabilities;
 use crate::registry::{
     throttle, BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed,
-    RecordStyle, ReferrerList, Registry, RegistryError, Result,
+    ReferrerList, Registry, RegistryError, Result,
 };
 
 /// Whether the run may delete under one lease: until when (as renewals extend it), and why
@@ -102,20 +103,8 @@ impl Registry for Guarded {
         self.inner.check_delete(repo).await
     }
 
-    fn record_style(&self) -> RecordStyle {
-        self.inner.record_style()
-    }
-
-    fn resumable_uploads(&self) -> bool {
-        self.inner.resumable_uploads()
-    }
-
-    fn counts_pulls(&self) -> bool {
-        self.inner.counts_pulls()
-    }
-
-    fn can_mount(&self) -> bool {
-        self.inner.can_mount()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
 
     fn stats(&self) -> Option<throttle::RegistryStats> {

@@ -210,3 +210,19 @@ async fn a_guarded_registry_deletes_only_while_the_hold_lasts() {
     );
     assert!(reg.has_manifest("team/app", &c));
 }
+
+/// Issue 23, item 3: the capabilities are one value, forwarded whole: a guarded registry
+/// answers with the ones of the registry it guards, none left at the default.
+#[test]
+fn a_guarded_registry_answers_with_the_capabilities_it_guards() {
+    use crate::registry::capabilities::{Capabilities, RecordStyle};
+    let unusual = Capabilities {
+        record_style: RecordStyle::Versions,
+        resumable_uploads: true,
+        counts_pulls: true,
+        can_mount: false,
+    };
+    let reg = Arc::new(MemoryRegistry::new("reg.example").with_capabilities(unusual));
+    let hold = Arc::new(Hold::new("x".into(), Instant::now() + EXPIRY));
+    assert_eq!(Guarded::new(reg, hold).capabilities(), unusual);
+}

@@ -128,8 +128,11 @@ impl Registry for Records {
     fn name(&self) -> &str {
         "records.example"
     }
-    fn record_style(&self) -> RecordStyle {
-        self.0
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            record_style: self.0,
+            ..Capabilities::default()
+        }
     }
     async fn check_push(&self, _: &str) -> Result<()> {
         Ok(())
@@ -239,4 +242,30 @@ async fn records_lose_a_deleted_tag_the_way_the_registry_keeps_them() {
             _ => assert!(records.is_empty()),
         }
     }
+}
+
+/// Issue 23, item 3: a simulation answers with the capabilities of the registry underneath
+/// (so `plan` asks what `run` asks), except that no upload of its own outlives the process.
+#[test]
+fn an_overlay_has_the_capabilities_underneath_but_no_resumable_uploads() {
+    use crate::registry::memory::MemoryRegistry;
+    for style in [RecordStyle::None, RecordStyle::Versions, RecordStyle::Tags] {
+        for (flag, resumable) in [(false, false), (true, true)] {
+            let under = Capabilities {
+                record_style: style,
+                resumable_uploads: resumable,
+                counts_pulls: flag,
+                can_mount: !flag,
+            };
+            let reg = MemoryRegistry::new("reg.example").with_capabilities(under);
+            let o = Overlay::new(Arc::new(reg));
+            let expected = Capabilities {
+                resumable_uploads: false,
+                ..under
+            };
+            assert_eq!(o.capabilities(), expected);
+        }
+    }
+    let layouts = Overlay::new(Arc::new(LayoutRegistry::new()));
+    assert!(!layouts.capabilities().can_mount);
 }

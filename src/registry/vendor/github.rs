@@ -22,13 +22,14 @@ use url::Url;
 use super::{Context, RecordCache, VendorApi};
 use crate::reference::names;
 use crate::reference::Digest;
+use crate::registry::capabilities::RecordStyle;
 use crate::registry::credentials::{lacking, Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::throttle::{Pace, Throttle};
-use crate::registry::{ManifestRecord, RecordStyle};
+use crate::registry::ManifestRecord;
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
 /// Enterprise).

@@ -20,13 +20,14 @@ use url::Url;
 use super::{Context, RecordCache, VendorApi};
 use crate::reference::Digest;
 use crate::reference::{names, DOCKER_HUB};
+use crate::registry::capabilities::RecordStyle;
 use crate::registry::credentials::{Credential, CredentialsError};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
 use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::retry::RetryPolicy;
 use crate::registry::throttle::{self, Event, Throttle};
-use crate::registry::{ManifestRecord, RecordStyle};
+use crate::registry::ManifestRecord;
 
 /// Docker Hub's API, for `docker.io` unless the plan names another.
 const DOCKER_HUB_API: &str = "https://hub.docker.com";

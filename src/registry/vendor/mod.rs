@@ -16,12 +16,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use url::Url;
 
+use super::capabilities::RecordStyle;
 use super::config::Flavor;
 use super::credentials::Credential;
 use super::error::Result;
 use super::retry::RetryPolicy;
 use super::throttle::Throttle;
-use super::{ManifestRecord, RecordStyle};
+use super::ManifestRecord;
 use crate::reference::Digest;
 
 /// A registry's own API, for what the distribution API does not do (see the module docs).
