@@ -3,28 +3,33 @@
 //! that hands out short-lived tokens. [`CredentialSource`] is the seam; native cloud
 //! credentials (ECR, GAR, a GitHub App) plug in as further implementations.
 //!
-//! Files are watched by path: each use compares the path's metadata (followed through
-//! symlinks: modification time, length, inode, device) with what was read, so a Secret swapped
-//! in by renaming its `..data` symlink is seen as a change although no file was written. A
-//! refusal (a 401, or a token service refusing) reads the source again whatever the files look
-//! like, which also runs credential helpers again.
+//! Files are watched by path: a use compares the path's metadata (followed through symlinks:
+//! modification time, length, inode, device) with what was read, so a Secret swapped in by
+//! renaming its `..data` symlink is seen as a change although no file was written. It looks at
+//! most once a second ([`LOOK_EVERY`]): a run sends thousands of requests a second, a Secret
+//! changes once an hour. A refusal (a 401, or a token service refusing) reads the source again
+//! at once whatever the files look like, which also runs credential helpers again.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::config::AuthSettings;
 use super::credentials::{self, Credential};
 use super::error::RegistryError;
 
+/// How often the files behind a credential are looked at (a `stat` of each), however many
+/// requests use it: a change is seen at most this late, unless a refusal reads them first.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+
 /// Where a registry's credentials come from, asked before each use and again after a refusal.
 /// Its `Debug` never shows a secret.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     /// The credential to use now. Cheap: it reads again only when the source says it changed
-    /// (for files, a `stat` of each). When a changed file cannot be read (a sidecar halfway
-    /// through writing it), the last credential read stays in use and the next call tries
-    /// again.
+    /// (for files, a `stat` of each, at most once per [`LOOK_EVERY`]). When a changed file
+    /// cannot be read (a sidecar halfway through writing it), the last credential read stays
+    /// in use and the next look tries again.
     fn current(&self) -> Credential;
 
     /// Read the source again after the registry refused the credential: files re-read,
@@ -43,14 +48,7 @@ pub fn for_settings(
         // An environment variable or no credentials: nothing outside the process changes them.
         return Ok(Arc::new(Fixed(credentials::resolve(host, settings)?)));
     }
-    let seen = fingerprints(&paths);
-    let credential = credentials::resolve(host, settings)?;
-    Ok(Arc::new(Files {
-        host: host.to_string(),
-        settings: settings.clone(),
-        paths,
-        state: Mutex::new(State { seen, credential }),
-    }))
+    Ok(Arc::new(Files::open(host, settings, paths)?))
 }
 
 /// A credential that never changes.
@@ -106,31 +104,59 @@ struct State {
     /// The files as they were when `credential` was read from them.
     seen: Vec<Option<Fingerprint>>,
     credential: Credential,
+    /// When the files were last looked at (read, or compared with `seen`).
+    looked: Instant,
 }
 
 impl Files {
-    /// Read the files now; on success the result is what `current` gives from then on.
-    fn read(&self) -> Result<Credential, RegistryError> {
+    /// The files at `paths`, read now.
+    fn open(
+        host: &str,
+        settings: &AuthSettings,
+        paths: Vec<PathBuf>,
+    ) -> Result<Files, RegistryError> {
+        let seen = fingerprints(&paths);
+        let credential = credentials::resolve(host, settings)?;
+        Ok(Files {
+            host: host.to_string(),
+            settings: settings.clone(),
+            paths,
+            state: Mutex::new(State {
+                seen,
+                credential,
+                looked: Instant::now(),
+            }),
+        })
+    }
+
+    /// Read the files at `now`; on success the result is what `current` gives from then on.
+    fn read(&self, now: Instant) -> Result<Credential, RegistryError> {
         let seen = fingerprints(&self.paths);
         let credential = credentials::resolve(&self.host, &self.settings)?;
         let mut state = self.state.lock().expect("credential state lock");
         *state = State {
             seen,
             credential: credential.clone(),
+            looked: now,
         };
         Ok(credential)
     }
-}
 
-impl CredentialSource for Files {
-    fn current(&self) -> Credential {
+    /// [`CredentialSource::current`] with the clock read at `now` (a parameter, for tests).
+    fn current_at(&self, now: Instant) -> Credential {
         {
-            let state = self.state.lock().expect("credential state lock");
+            let mut state = self.state.lock().expect("credential state lock");
+            if now.saturating_duration_since(state.looked) < LOOK_EVERY {
+                return state.credential.clone();
+            }
+            // Counted as a look even when what changed cannot be read yet: the next try is a
+            // look later, not at the next request.
+            state.looked = now;
             if state.seen == fingerprints(&self.paths) {
                 return state.credential.clone();
             }
         }
-        match self.read() {
+        match self.read(now) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(registry = %self.host, error = %e, "a credential file changed and cannot be read yet; keeping the last credential");
@@ -142,9 +168,15 @@ impl CredentialSource for Files {
             }
         }
     }
+}
+
+impl CredentialSource for Files {
+    fn current(&self) -> Credential {
+        self.current_at(Instant::now())
+    }
 
     fn refresh(&self) -> Result<Credential, RegistryError> {
-        self.read()
+        self.read(Instant::now())
     }
 }
 
@@ -161,6 +193,16 @@ mod tests {
         }
     }
 
+    /// The files `settings` names, read now (the source `for_settings` gives, as its type).
+    fn files(settings: &AuthSettings) -> Files {
+        Files::open("r.example", settings, credentials::watched_paths(settings)).unwrap()
+    }
+
+    /// `n` looks after `start`, each past the interval.
+    fn look(start: Instant, n: u32) -> Instant {
+        start + (LOOK_EVERY + Duration::from_millis(1)) * n
+    }
+
     #[test]
     fn a_password_file_is_read_again_when_it_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -170,21 +212,31 @@ mod tests {
             username: "u".into(),
             path: path.clone(),
         };
-        let source = for_settings("r.example", &settings).unwrap();
+        let source = files(&settings);
+        let start = Instant::now();
         assert_eq!(password(&source.current()), "first-canary");
         std::fs::write(&path, "second-canary-longer\r\n").unwrap();
-        assert_eq!(password(&source.current()), "second-canary-longer");
+        assert_eq!(
+            password(&source.current_at(look(start, 1))),
+            "second-canary-longer"
+        );
         // Halfway through a rewrite (empty) or gone: the last password stays in use, and a
         // refresh says why the file cannot be read, naming the field and not the path.
         std::fs::write(&path, "").unwrap();
-        assert_eq!(password(&source.current()), "second-canary-longer");
+        assert_eq!(
+            password(&source.current_at(look(start, 2))),
+            "second-canary-longer"
+        );
         let e = source.refresh().unwrap_err().to_string();
         assert!(
             e.contains("`auth.password_file`") && e.contains("empty"),
             "{e}"
         );
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(password(&source.current()), "second-canary-longer");
+        assert_eq!(
+            password(&source.current_at(look(start, 3))),
+            "second-canary-longer"
+        );
         let e = source.refresh().unwrap_err().to_string();
         assert!(
             e.contains("r.example") && e.contains("`auth.password_file`"),
@@ -192,6 +244,42 @@ mod tests {
         );
         assert!(!e.contains(&dir.path().display().to_string()), "{e}");
         assert!(!format!("{source:?}").contains("canary"), "{source:?}");
+    }
+
+    /// Issue 23, item 3b: the files are looked at at most once a second, not at every
+    /// request; a refusal reads them at once, and what it read is used from then on.
+    #[test]
+    fn files_are_looked_at_once_a_second_and_read_at_once_after_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "first-canary\n").unwrap();
+        let settings = AuthSettings::PasswordFile {
+            username: "u".into(),
+            path: path.clone(),
+        };
+        let source = files(&settings);
+        let start = Instant::now();
+        std::fs::write(&path, "second-canary-longer\n").unwrap();
+        // Within the second since the files were read: not looked at.
+        let soon = start + LOOK_EVERY / 2;
+        assert_eq!(password(&source.current_at(soon)), "first-canary");
+        // A second on: looked at, the change read; then not again for a second.
+        let first = look(start, 1);
+        assert_eq!(password(&source.current_at(first)), "second-canary-longer");
+        std::fs::write(&path, "third-canary\n").unwrap();
+        let within = first + LOOK_EVERY - Duration::from_millis(1);
+        assert_eq!(password(&source.current_at(within)), "second-canary-longer");
+        assert_eq!(password(&source.current_at(look(first, 1))), "third-canary");
+        // A refusal reads the file whenever it comes, and its credential is the current one.
+        std::fs::write(&path, "fourth-canary\n").unwrap();
+        assert_eq!(password(&source.refresh().unwrap()), "fourth-canary");
+        assert_eq!(password(&source.current()), "fourth-canary");
+        // `for_settings` gives this source, with the same interval.
+        std::fs::write(&path, "first-canary\n").unwrap();
+        let source = for_settings("r.example", &settings).unwrap();
+        std::fs::write(&path, "second-canary-longer\n").unwrap();
+        assert_eq!(password(&source.current()), "first-canary");
+        assert_eq!(password(&source.refresh().unwrap()), "second-canary-longer");
     }
 
     /// A Kubernetes Secret volume: `config.json -> ..data/config.json`, `..data ->
@@ -210,11 +298,12 @@ mod tests {
         symlink("..v1", dir.path().join("..data")).unwrap();
         symlink("..data/config.json", dir.path().join("config.json")).unwrap();
         let settings = AuthSettings::ConfigFile(dir.path().join("config.json"));
-        let source = for_settings("r.example", &settings).unwrap();
+        let source = files(&settings);
+        let start = Instant::now();
         assert_eq!(password(&source.current()), "one-canary");
         symlink("..v2", dir.path().join("..data.tmp")).unwrap();
         std::fs::rename(dir.path().join("..data.tmp"), dir.path().join("..data")).unwrap();
-        assert_eq!(password(&source.current()), "two-canary");
+        assert_eq!(password(&source.current_at(look(start, 1))), "two-canary");
     }
 
     #[test]
