@@ -9,9 +9,10 @@ use crate::error::chain as error_chain;
 use crate::execute::shard::Shard;
 use crate::execute::Execution;
 use crate::report::files::{
-    item_row, metrics, write_private, Report, ReportDeletion, ReportKept, ReportPrune,
-    ReportRegistry, ReportTotals, REPORT_VERSION,
+    item_row, write_private, Report, ReportDeletion, ReportKept, ReportPrune, ReportRegistry,
+    ReportTotals, REPORT_VERSION,
 };
+use crate::report::metrics::metrics;
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;
 use crate::retention::refusals::imposed;
