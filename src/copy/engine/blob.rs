@@ -9,8 +9,11 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::graph::BlobState;
 use super::{Counters, Engine, TransferCounters};
+use crate::copy::item::{Endpoint, Item};
+use crate::copy::journal::Transfer;
+use crate::copy::outcome::CopyError;
+use crate::copy::reporter::Reporter;
 use crate::copy::spool::Lease;
-use crate::copy::{CopyError, Endpoint, Item, Reporter, Transfer};
 use crate::reference::Digest;
 use crate::reference::Midstate;
 use crate::registry::manifest::Desc;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::Engine;
+use crate::copy::item::{Contest, Item, ItemKey};
 use crate::copy::outcome::{not_carried, CopyError, Outcome};
-use crate::copy::{Contest, Item, ItemKey};
 
 /// Where an item's outcome is announced to the items waiting on it.
 pub(super) type Done = watch::Sender<Slot>;

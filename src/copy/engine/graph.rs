@@ -20,7 +20,8 @@ use tokio::sync::OnceCell;
 
 use super::target::{repo_digest_key, Destined};
 use super::{Engine, ManifestKey};
-use crate::copy::{join_ref, CopyError, Endpoint, Gap, Item, Part};
+use crate::copy::item::{join_ref, Endpoint, Item};
+use crate::copy::outcome::{CopyError, Gap, Part};
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
 use crate::registry::{Manifest, RegistryError};

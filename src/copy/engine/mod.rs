@@ -22,10 +22,12 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::item::Item;
+use super::journal::{Journal, NoJournal};
 use super::outcome::{CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
+use super::reporter::Reporter;
 use super::spool::Spool;
-use super::{Item, Journal, NoJournal, Reporter};
 use crate::reference::Digest;
 use crate::registry::error_body::code;
 use crate::registry::manifest;

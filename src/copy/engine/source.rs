@@ -2,7 +2,8 @@
 //! or its whole manifest (one GET, where the copy or a whole check needs the body anyway).
 
 use super::{target, Engine};
-use crate::copy::{CopyError, Item};
+use crate::copy::item::Item;
+use crate::copy::outcome::CopyError;
 use crate::reference::Digest;
 use crate::registry::{Manifest, RegistryError};
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use super::Engine;
+use crate::copy::item::{Endpoint, Item};
 use crate::copy::outcome::CopyError;
-use crate::copy::{platform, Endpoint, Item};
+use crate::copy::platform;
 use crate::reference::Digest;
 use crate::registry::Manifest;
 

@@ -8,7 +8,8 @@ use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 
 use super::{Counters, Engine};
-use crate::copy::{join_ref, CopyError, Endpoint, Item};
+use crate::copy::item::{join_ref, Endpoint, Item};
+use crate::copy::outcome::CopyError;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
 use crate::registry::Manifest;
