@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::graph::BlobState;
+use super::sightings::BlobState;
 use super::{Counters, Engine, TransferCounters};
 use crate::copy::item::{Endpoint, Item};
 use crate::copy::journal::Transfer;

@@ -1,7 +1,8 @@
 //! Reading an item's source: its digest (from the reference, what selection saw, or a HEAD)
 //! or its whole manifest (one GET, where the copy or a whole check needs the body anyway).
 
-use super::{target, Engine};
+use super::destined::source_at;
+use super::Engine;
 use crate::copy::item::Item;
 use crate::copy::outcome::CopyError;
 use crate::reference::Digest;
@@ -57,7 +58,7 @@ impl Engine {
 
     /// The source manifest by the item's tag, in one GET: its digest and body.
     async fn source_manifest(&self, item: &Item) -> Result<(Digest, Option<Manifest>), CopyError> {
-        let m = target::source_at(item, &item.source_ref).await?;
+        let m = source_at(item, &item.source_ref).await?;
         self.journal
             .tag_seen(&item.source, &item.source_ref, &m.digest);
         Ok((m.digest.clone(), Some(m)))

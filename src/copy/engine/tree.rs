@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 
+use super::keys::repo_digest_key;
 use super::{Counters, Engine};
 use crate::copy::item::{join_ref, Endpoint, Item};
 use crate::copy::outcome::CopyError;
@@ -101,7 +102,7 @@ impl Engine {
         self.manifests
             .lock()
             .expect("manifest map")
-            .entry(super::target::repo_digest_key(dst, digest))
+            .entry(repo_digest_key(dst, digest))
             .or_default()
             .clone()
     }
