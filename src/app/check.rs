@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::exit;
+use super::lines::log_line;
+use super::run::registries;
 use crate::copy::select::{select_tags, Count};
 use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};
@@ -26,7 +29,7 @@ pub fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             h => h.join(", "),
         }
     );
-    println!("{}", super::log_line(json, "INFO", &line));
+    println!("{}", log_line(json, "INFO", &line));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -40,7 +43,7 @@ struct Line {
 /// `ferry check --online`: validate, then ask every registry what the run will need.
 pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;
-    let registries = super::run::registries(&plan, None)?;
+    let registries = registries(&plan, None)?;
     let registry = |r: &Reference| {
         registries
             .get(&r.location)
@@ -332,7 +335,7 @@ fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
             l.detail
         );
         let level = if l.ok { "INFO" } else { "ERROR" };
-        println!("{}", super::log_line(json, level, &text));
+        println!("{}", log_line(json, level, &text));
     }
     let text = format!(
         "{}: {} checks, {} failed",
@@ -341,10 +344,10 @@ fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
         failed
     );
     let level = if failed == 0 { "INFO" } else { "ERROR" };
-    println!("{}", super::log_line(json, level, &text));
+    println!("{}", log_line(json, level, &text));
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(super::exit::CREDENTIALS)
+        ExitCode::from(exit::CREDENTIALS)
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::SystemTime;
 
-use super::{emit, Ended};
+use super::ended::Ended;
+use crate::app::lines::emit;
 use crate::cli::RunArgs;
 use crate::copy::select;
 use crate::error::chain as error_chain;
