@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use super::exit;
 use super::lines::log_line;
-use super::run::registries;
 use crate::copy::select::{select_tags, Count};
 use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};
@@ -43,7 +42,7 @@ struct Line {
 /// `ferry check --online`: validate, then ask every registry what the run will need.
 pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;
-    let registries = registries(&plan, None)?;
+    let registries = super::run::registries(&plan, None)?;
     let registry = |r: &Reference| {
         registries
             .get(&r.location)

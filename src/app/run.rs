@@ -39,10 +39,10 @@ use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};
 
 mod ended;
 mod report_files;
-
-use ended::Ended;
 #[cfg(test)]
 mod tests;
+
+use ended::Ended;
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
