@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::exit;
+use super::lines::log_line;
 use crate::copy::select::{select_tags, Count};
 use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};
@@ -26,7 +28,7 @@ pub fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             h => h.join(", "),
         }
     );
-    println!("{}", super::log_line(json, "INFO", &line));
+    println!("{}", log_line(json, "INFO", &line));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -332,7 +334,7 @@ fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
             l.detail
         );
         let level = if l.ok { "INFO" } else { "ERROR" };
-        println!("{}", super::log_line(json, level, &text));
+        println!("{}", log_line(json, level, &text));
     }
     let text = format!(
         "{}: {} checks, {} failed",
@@ -341,10 +343,10 @@ fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
         failed
     );
     let level = if failed == 0 { "INFO" } else { "ERROR" };
-    println!("{}", super::log_line(json, level, &text));
+    println!("{}", log_line(json, level, &text));
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(super::exit::CREDENTIALS)
+        ExitCode::from(exit::CREDENTIALS)
     }
 }

@@ -1,28 +1,30 @@
 //! One module per subcommand; composition only. The only place `anyhow` is used, and the one
 //! place errors become exit codes.
+//!
+//! What the subcommands share lives in leaves that import none of them: [`exit`] (the codes),
+//! [`lines`] (text or JSON lines), [`state_file`] (which checkpoint, and why it cannot be
+//! used), [`restore_command`] (the command that undoes a run's deletions).
 
 pub mod check;
+pub mod exit;
+pub mod lines;
 pub mod plan;
 pub mod report;
 pub mod restore;
+pub mod restore_command;
 pub mod run;
+pub mod state_file;
 pub mod status;
 pub mod verify;
 
-use std::path::PathBuf;
+pub use lines::log_line;
+
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::plan::PlanError;
 use crate::registry::RegistryError;
-
-/// Exit codes, documented in `--help` and the README.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const PARTIAL: u8 = 1;
-    pub const INVALID: u8 = 2;
-    pub const CREDENTIALS: u8 = 3;
-}
+use state_file::StateUnusable;
 
 /// Run a parsed command line.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -67,29 +69,6 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(plan::plan(args))
         }
     }
-}
-
-/// A line as `--log-format` asks: the text, or a JSON object (the shape of tracing's JSON
-/// lines) for a log collector that reads every line ferry writes.
-pub fn log_line(json: bool, level: &str, text: &str) -> String {
-    match json {
-        true => crate::report::json_line(level, text),
-        false => text.to_string(),
-    }
-}
-
-/// The checkpoint could not be opened or created: a path where no file can be (under
-/// `/proc`, below a regular file), a directory in its place, no permission, a file that is
-/// not SQLite, a newer schema, another run holding it. A configuration error (exit 2), told
-/// apart from a write that fails once the run is under way (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum StateUnusable {
-    /// Says the path and the reason itself.
-    #[error(transparent)]
-    Open(#[from] crate::state::StateError),
-    /// `ferry status` on a state file that does not exist.
-    #[error("no state file at {}: nothing has run with it yet (ferry run creates it)", .0.display())]
-    Missing(PathBuf),
 }
 
 /// The exit code for an error that ended the run.

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::run::{registries, state_path};
+use super::exit;
+use super::run::registries;
+use super::state_file::state_path;
 use crate::cli::{Output, PlanArgs};
 use crate::copy::{Item, ItemKey, Outcome};
 use crate::error::chain as error_chain;
@@ -171,7 +173,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(if execution.failures(&plan).is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(super::exit::PARTIAL)
+        ExitCode::from(exit::PARTIAL)
     })
 }
 

@@ -6,14 +6,15 @@
 //! of the same state deletes meanwhile.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::run::{emit, registries, state_path};
-use super::StateUnusable;
+use super::exit;
+use super::lines::{emit, log_line};
+use super::run::registries;
+use super::state_file::{state_path, StateUnusable};
 use crate::cli::{Output, RestoreArgs};
 use crate::error::chain as error_chain;
 use crate::plan::Plan;
@@ -81,33 +82,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let out = RestoreOutput::new(run, args.dry_run, &items, &outcomes);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-        Output::Text => println!("{}", super::log_line(json, "INFO", &out.summary())),
+        Output::Text => println!("{}", log_line(json, "INFO", &out.summary())),
     }
     Ok(match out.totals.failed == 0 && recorded {
         true => ExitCode::SUCCESS,
-        false => ExitCode::from(super::exit::PARTIAL),
+        false => ExitCode::from(exit::PARTIAL),
     })
-}
-
-/// The command that undoes run `run`'s deletions, for the run's closing lines and report:
-/// with `--state` when the run's checkpoint is not the plan's own (a flag, `FERRY_STATE`, or a
-/// shard's).
-pub fn undo_command(plan: &Path, state: Option<&Path>, run: RunId) -> String {
-    let mut line = format!("ferry restore {} --run {run}", shell_word(plan));
-    if let Some(state) = state {
-        line.push_str(&format!(" --state {}", shell_word(state)));
-    }
-    line
-}
-
-/// A path as a shell word: as it is when it needs no quoting, else in single quotes.
-fn shell_word(path: &Path) -> String {
-    let s = path.display().to_string();
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c);
-    match !s.is_empty() && s.chars().all(plain) {
-        true => s,
-        false => format!("'{}'", s.replace('\'', r"'\''")),
-    }
 }
 
 /// Why there is nothing to restore at all.
@@ -184,7 +164,7 @@ fn tell(json: bool, item: &Stored, r: &Restored, dry_run: bool) {
         true => "untagged".to_string(),
         false => item.tags.join(", "),
     };
-    let line = |text: String| println!("{}", super::log_line(json, "INFO", &text));
+    let line = |text: String| println!("{}", log_line(json, "INFO", &text));
     let verb = if dry_run { "would restore" } else { "restored" };
     match &r.manifest {
         Err(e) => emit(
@@ -341,25 +321,4 @@ fn out_item(
     totals.tags_put_back += out.tags_put_back.len();
     totals.tags_left += out.tags_left.len();
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_undo_command_quotes_what_a_shell_would_split() {
-        assert_eq!(
-            undo_command(Path::new("plans/prod.toml"), None, 42),
-            "ferry restore plans/prod.toml --run 42"
-        );
-        assert_eq!(
-            undo_command(
-                Path::new("my plans/it's.toml"),
-                Some(Path::new("/state/ferry-2-of-8.db")),
-                7
-            ),
-            r"ferry restore 'my plans/it'\''s.toml' --run 7 --state /state/ferry-2-of-8.db"
-        );
-    }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,10 @@ use indicatif::HumanBytes;
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
+use super::exit;
+use super::lines::{emit, log_line};
+use super::restore_command::undo_command;
+use super::state_file::{state_path, StateUnusable};
 use crate::cli::{Progress, RunArgs};
 use crate::copy::spool::{Spool, SPOOL_MIN};
 use crate::copy::{select, Outcome, Totals};
@@ -23,7 +27,7 @@ use crate::copy::{Reporter, Silent};
 use crate::error::chain as error_chain;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, Context as Execute, Execution};
-use crate::plan::{Plan, DEFAULT_STATE};
+use crate::plan::Plan;
 use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::http::HttpRegistry;
@@ -31,11 +35,14 @@ use crate::registry::layout::LayoutRegistry;
 use crate::registry::throttle::Observer;
 use crate::registry::Registry;
 use crate::report::{plural, BarReporter, PlainReporter};
-use crate::state::{RunId, RunOutcome, RunSummary, RunTotals, Snapshot, State};
+use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};
 
+mod ended;
 mod report_files;
 #[cfg(test)]
 mod tests;
+
+use ended::Ended;
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
@@ -106,22 +113,6 @@ pub(super) fn reporter(
         Progress::Auto if std::io::stderr().is_terminal() => bars(),
         Progress::Auto => plain(PlainReporter::stderr()),
     }
-}
-
-/// A closing line on stderr: text, or a JSON object under `--log-format json`.
-pub(super) fn emit(json: bool, level: &str, message: &str) {
-    if json {
-        eprintln!("{}", crate::report::json_line(level, message));
-    } else {
-        eprintln!("{message}");
-    }
-}
-
-/// The state file: `--state`, else the plan's `state`, else `state/ferry.db`.
-pub fn state_path(flag: Option<&Path>, plan: Option<&Plan>) -> PathBuf {
-    flag.map(Path::to_path_buf)
-        .or_else(|| plan.and_then(|p| p.state.clone()))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE))
 }
 
 /// The one-line summary that ends every run. `failed` counts every failure the run lists
@@ -272,8 +263,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let interrupted = signal.load(Ordering::SeqCst);
     let mut ended = Ended::new(run_id, interrupted, &execution, totals, failures);
     let state_flag = (args.state.is_some() || shard.is_some()).then_some(opened.path.as_path());
-    ended.undo = (ended.deleted + ended.pruned > 0)
-        .then(|| super::restore::undo_command(&args.plan, state_flag, run_id));
+    ended.undo =
+        (ended.deleted + ended.pruned > 0).then(|| undo_command(&args.plan, state_flag, run_id));
     let saved_ok = save(state.clone(), &ended, json).await?;
     let last_success = match args.metrics {
         Some(_) => last_success(state).await,
@@ -321,7 +312,7 @@ fn resolve_shard(
         }
         Err(e) => {
             emit(json, "ERROR", &format!("error: {e}"));
-            Err(ExitCode::from(super::exit::INVALID))
+            Err(ExitCode::from(exit::INVALID))
         }
     }
 }
@@ -335,7 +326,7 @@ fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -
     if let Some(undo) = &ended.undo {
         emit(json, "INFO", &format!("to undo its deletions: {undo}"));
     }
-    println!("{}", super::log_line(json, "INFO", &line));
+    println!("{}", log_line(json, "INFO", &line));
     if interrupted != 0 {
         emit(
             json,
@@ -350,7 +341,7 @@ fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -
     if ended.failures.is_empty() && saved {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(super::exit::PARTIAL)
+        ExitCode::from(exit::PARTIAL)
     }
 }
 
@@ -437,7 +428,7 @@ async fn open_checkpoint(
     let plan_path = args.plan.display().to_string();
     let fp = fingerprint.to_string();
     tokio::task::spawn_blocking(move || {
-        let state = State::open(&path).map_err(super::StateUnusable::Open)?;
+        let state = State::open(&path).map_err(StateUnusable::Open)?;
         let previous = state.run_summary(None)?;
         let run = state.begin_run(&plan_path, &fp)?;
         let snapshot = state.snapshot()?;
@@ -503,51 +494,6 @@ fn after_notes(json: bool, execution: &Execution, recorded: &HashSet<(String, St
                 plural(foreign, "non-distributable layer")
             ),
         );
-    }
-}
-
-/// How a run ended: what the checkpoint, the report and the closing lines say.
-struct Ended {
-    run: RunId,
-    outcome: RunOutcome,
-    /// With the run's wall time.
-    totals: Totals,
-    /// Retention's deletions that went through.
-    deleted: usize,
-    /// Pruning's that went through: manifests deleted, and tags removed alone.
-    pruned: usize,
-    /// Every failure, one line each: failed items, rules (or repositories of wildcard
-    /// rules) that could not be resolved, what retention and pruning could not do. Their
-    /// number is what the summary, the report and the checkpoint call failed.
-    failures: Vec<String>,
-    /// `ferry restore …`, the command that undoes the run's deletions, when it made some.
-    undo: Option<String>,
-}
-
-impl Ended {
-    /// `interrupted`: the signal's exit code, 0 when none came.
-    fn new(
-        run: RunId,
-        interrupted: u8,
-        execution: &Execution,
-        totals: Totals,
-        failures: Vec<String>,
-    ) -> Ended {
-        let (deleted, untagged) = execution.pruned();
-        let pruned = deleted + untagged;
-        Ended {
-            run,
-            outcome: match (interrupted, failures.is_empty()) {
-                (0, true) => RunOutcome::Succeeded,
-                (0, false) => RunOutcome::Partial,
-                _ => RunOutcome::Interrupted,
-            },
-            totals,
-            deleted: execution.deleted(),
-            pruned,
-            failures,
-            undo: None,
-        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use indicatif::HumanBytes;
 use serde_json::json;
 
-use super::run::state_path;
-use super::StateUnusable;
+use super::restore_command::undo_command;
+use super::state_file::{state_path, StateUnusable};
 use crate::cli::{Output, StatusArgs};
 use crate::plan::Plan;
 use crate::report::timestamp;
@@ -33,9 +33,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let parked = parked_uploads(&state, &path, &run)?;
     // How to undo the run's deletions, as the run itself said.
     let state_flag = args.state.is_some().then_some(path.as_path());
-    let undo = (!run.deletions.is_empty()).then(|| {
-        super::restore::undo_command(std::path::Path::new(&run.plan_path), state_flag, run.id)
-    });
+    let undo = (!run.deletions.is_empty())
+        .then(|| undo_command(std::path::Path::new(&run.plan_path), state_flag, run.id));
     let refusals = refusals(&state)?;
     match args.output {
         Output::Json => {

@@ -14,7 +14,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::run::{emit, registries, reporter, state_path};
+use super::exit;
+use super::lines::emit;
+use super::run::{registries, reporter};
+use super::state_file::state_path;
 use crate::cli::{Output, VerifyArgs};
 use crate::copy::{Item, Outcome, Part};
 use crate::error::chain as error_chain;
@@ -83,7 +86,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(match ok {
         true => ExitCode::SUCCESS,
-        false => ExitCode::from(super::exit::PARTIAL),
+        false => ExitCode::from(exit::PARTIAL),
     })
 }
 

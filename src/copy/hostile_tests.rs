@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::reference::Digest;
 use crate::registry::manifest::{Desc, MAX_INDEX_DEPTH};
 use crate::registry::{
-    BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, RegistryError, Result,
+    BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, RegistryError, Result,
 };
 use futures::StreamExt;
 

@@ -4,7 +4,8 @@
 //! one HEAD at the source, blobs already sent are mounted, and a half-finished chunked upload
 //! continues where the registry says it stands.
 
-use super::{Endpoint, Item, Outcome};
+use super::item::{Endpoint, Item};
+use super::outcome::Outcome;
 use crate::reference::Digest;
 use crate::registry::{Parked, UploadProgress};
 

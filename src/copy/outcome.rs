@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Item;
+use super::item::Item;
 use crate::reference::Digest;
 use crate::registry::RegistryError;
 

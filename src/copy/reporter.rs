@@ -2,7 +2,8 @@
 //! with the engine that calls it (as uv keeps its reporter with the resolver); `report`
 //! implements it with plain lines and indicatif bars, and nothing here prints.
 
-use super::{Item, Outcome};
+use super::item::Item;
+use super::outcome::Outcome;
 use crate::registry::throttle::Event;
 
 /// Events of a copy run.

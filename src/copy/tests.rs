@@ -7,9 +7,10 @@ use std::sync::Arc;
 use super::select::{self, Claims, Registries};
 use super::*;
 use crate::plan::Plan;
-use crate::reference::Location;
+use crate::reference::{Digest, Location};
 use crate::registry::manifest;
 use crate::registry::memory::MemoryRegistry;
+use crate::registry::Registry;
 
 const SRC: &str = "src.test";
 const DST: &str = "dst.test";

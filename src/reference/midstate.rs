@@ -8,7 +8,7 @@ use std::fmt;
 
 use sha2::digest::generic_array::GenericArray;
 
-use super::Digest;
+use super::digest::Digest;
 
 const BLOCK: usize = 64;
 

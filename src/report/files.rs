@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::copy::{Item, Outcome};
 use crate::registry::throttle::RegistryStats;
 
-pub use super::metrics::metrics;
-
 /// The report's schema version; bumped on any incompatible change (documented in
 /// docs/report.md).
 pub const REPORT_VERSION: u32 = 1;
@@ -380,6 +378,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::metrics::metrics;
     use std::time::Duration;
 
     #[test]

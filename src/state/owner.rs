@@ -5,14 +5,21 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection};
 
-use super::{
-    DeletionRecord, ItemRecord, RunId, RunOutcome, RunSummary, RunTotals, Snapshot, StateError,
-    Write, BATCH_DELAY, BATCH_WRITES, MAX_ERROR_CHARS,
+use super::error::StateError;
+use super::records::{
+    DeletionRecord, ItemRecord, RunId, RunOutcome, RunSummary, RunTotals, Snapshot, Write,
+    MAX_ERROR_CHARS,
 };
+
+/// Writes pending in the owner before it commits them.
+const BATCH_WRITES: usize = 500;
+/// How long the first pending write waits for company before the owner commits anyway: bounds
+/// what a crash loses without paying an fsync per write.
+pub(super) const BATCH_DELAY: Duration = Duration::from_millis(200);
 
 /// A request run on the owner thread; it sends its own reply.
 pub(super) type Job = Box<dyn FnOnce(&mut Owner) + Send>;
@@ -452,11 +459,6 @@ fn truncate_chars(s: &str, max: usize) -> &str {
 /// only there to keep a corrupt value from wrapping into a negative one.
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The reverse of [`to_i64`]; a negative value can only come from a hand-edited file.
-pub(super) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 fn unix_now() -> i64 {

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::owner::to_u64;
-use super::{
+use super::records::{
     BlobState, DeletionRecord, ItemState, ItemStatus, RefusalState, RunId, RunSummary, RunTotals,
     Snapshot, UploadState,
 };
@@ -301,6 +300,12 @@ fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<ItemStatus> {
             format!("unknown item status {text:?}").into(),
         )
     })
+}
+
+/// SQLite integers are i64; the owner saturates what it stores (`to_i64`), so a negative
+/// value can only come from a hand-edited file.
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use super::RunId;
+/// The id of a row in `runs`, as SQLite assigns it.
+pub type RunId = i64;
 
 /// One change to the checkpoint, queued by [`State::record`](super::State::record).
 ///

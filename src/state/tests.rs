@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
+use super::owner::BATCH_DELAY;
 use super::*;
 
 fn mode(path: &Path) -> u32 {

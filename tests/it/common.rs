@@ -1,4 +1,5 @@
-//! Running the real `ferry` binary, writing plans, and the image sets the copy tests share.
+//! Running the real `ferry` binary, writing plans, and the image sets the copy, retention and
+//! restore tests share.
 
 #![allow(dead_code)]
 
@@ -291,6 +292,61 @@ pub async fn populate(reg: &Registry, prefix: &str) -> Fixture {
         pusher.push(repo, tag, img).await;
     }
     Fixture { tagged }
+}
+
+/// The images the retention and restore scenes are made of, over one base layer: releases
+/// v1.0.0 and v1.1.0 (a multi-arch index, signed), and PR builds pr-1, pr-2 (signed) and pr-4
+/// (an index sharing its amd64 child with v1.1.0). Each scene adds its own and pushes them.
+pub struct Releases {
+    pub v100: Image,
+    /// v1.1.0's amd64 child, which pr-4 shares.
+    pub amd: Image,
+    pub v110: Image,
+    /// v1.1.0's cosign signature: (tag, image).
+    pub v110_sig: (String, Image),
+    pub pr1: Image,
+    pub pr2: Image,
+    /// pr-2's cosign signature: (tag, image).
+    pub pr2_sig: (String, Image),
+    /// pr-4's own arm64 child (untagged).
+    pub pr4_arm: Image,
+    pub pr4: Image,
+}
+
+/// A linux/amd64 image labelled `label`: the releases' base layer and one layer of its own
+/// (`seed`).
+pub fn release_image(label: &str, seed: u64, format: Format) -> Image {
+    release_child(label, seed, "amd64", format)
+}
+
+fn release_child(label: &str, seed: u64, arch: &str, format: Format) -> Image {
+    image(
+        &[layer(1, 8 * 1024), layer(seed, 2048)],
+        "linux",
+        arch,
+        format,
+        label,
+    )
+}
+
+/// [`Releases`], its signatures naming `signed_in` as their repository.
+pub fn releases(signed_in: &str) -> Releases {
+    let amd = release_child("v1.1.0", 11, "amd64", Format::Oci);
+    let arm = release_child("v1.1.0", 12, "arm64", Format::Oci);
+    let v110 = index(vec![amd.clone(), arm], Format::Oci);
+    let pr2 = release_image("pr-2", 21, Format::Oci);
+    let pr4_arm = release_child("pr-4", 23, "arm64", Format::Oci);
+    Releases {
+        v100: release_image("v1.0.0", 10, Format::Oci),
+        v110_sig: cosign_signature(&v110, signed_in),
+        pr4: index(vec![amd.clone(), pr4_arm.clone()], Format::Oci),
+        amd,
+        v110,
+        pr1: release_image("pr-1", 20, Format::Oci),
+        pr2_sig: cosign_signature(&pr2, signed_in),
+        pr2,
+        pr4_arm,
+    }
 }
 
 /// Assert the target holds `repo:tag` with exactly the fixture's bytes and digest.

@@ -227,13 +227,14 @@ async fn start(reg: &Registry, stable: bool) -> Start {
     }
 }
 
-/// Issue 22, done when 1: a new tag pushed onto an image the run has not deleted yet keeps it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tag_pushed_while_the_run_deletes_keeps_its_image() {
+/// Push `tag` onto the image the run deletes last while it deletes (with `stable` on the kept
+/// image from the start, or not): that image survives, kept for `tag`. The registry and the
+/// race's start come back for what a test checks besides.
+async fn tag_the_last_doomed_image(stable: bool, tag: &str) -> (Registry, Start) {
     let reg = Registry::start().await;
-    let st = start(&reg, false).await;
+    let st = start(&reg, stable).await;
     let raced = race(&reg, &st.plan, &st.order, async {
-        reg.pusher().push(REPO, "hotfix", &st.last).await;
+        reg.pusher().push(REPO, tag, &st.last).await;
     })
     .await;
     let last = &st.last.digest;
@@ -242,32 +243,24 @@ async fn a_tag_pushed_while_the_run_deletes_keeps_its_image() {
         &st.s,
         &raced,
         last,
-        ("hotfix", last),
-        "kept: tagged since the inventory (hotfix)",
+        (tag, last),
+        &format!("kept: tagged since the inventory ({tag})"),
     )
     .await;
+    (reg, st)
+}
+
+/// Issue 22, done when 1: a new tag pushed onto an image the run has not deleted yet keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_pushed_while_the_run_deletes_keeps_its_image() {
+    tag_the_last_doomed_image(false, "hotfix").await;
 }
 
 /// Issue 22, done when 1: a tag the inventory saw on a kept image, moved onto a doomed one
 /// while the run deletes, keeps the doomed one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_moved_onto_a_doomed_image_keeps_it() {
-    let reg = Registry::start().await;
-    let st = start(&reg, true).await;
-    let raced = race(&reg, &st.plan, &st.order, async {
-        reg.pusher().push(REPO, "stable", &st.last).await;
-    })
-    .await;
-    let last = &st.last.digest;
-    assert_survives(
-        &reg,
-        &st.s,
-        &raced,
-        last,
-        ("stable", last),
-        "kept: tagged since the inventory (stable)",
-    )
-    .await;
+    let (reg, st) = tag_the_last_doomed_image(true, "stable").await;
     // The kept image lost `stable` to it and keeps `v1.0.0`.
     let (_, _, v1) = reg.pusher().manifest(REPO, "v1.0.0").await.unwrap();
     assert_eq!(v1, st.s.kept.digest);

@@ -29,39 +29,18 @@ struct Scene {
 /// team/app: v1.0.0, v1.1.0 (an index, signed); pr-1, pr-2 (signed), pr-4 (an index sharing a
 /// child with v1.1.0), pr-9 (a twin of v1.0.0).
 async fn scene(p: &Pusher, repo: &str) -> Scene {
-    let base = layer(1, 8 * 1024);
-    let single = |label: &str, seed: u64, format: Format| {
-        image(
-            &[base.clone(), layer(seed, 2048)],
-            "linux",
-            "amd64",
-            format,
-            label,
-        )
-    };
-    let v100 = single("v1.0.0", 10, Format::Oci);
-    let amd = single("v1.1.0", 11, Format::Oci);
-    let arm = image(
-        &[base.clone(), layer(12, 2048)],
-        "linux",
-        "arm64",
-        Format::Oci,
-        "v1.1.0",
-    );
-    let v110 = index(vec![amd.clone(), arm], Format::Oci);
-    let (v110_sig_tag, v110_sig) = cosign_signature(&v110, repo);
-    let pr1 = single("pr-1", 20, Format::Oci);
-    let pr2 = single("pr-2", 21, Format::Oci);
-    let (pr2_sig_tag, pr2_sig) = cosign_signature(&pr2, repo);
-    let pr4_arm = image(
-        &[base.clone(), layer(23, 2048)],
-        "linux",
-        "arm64",
-        Format::Oci,
-        "pr-4",
-    );
-    let pr4 = index(vec![amd.clone(), pr4_arm.clone()], Format::Oci);
-    let twin = single("v1.0.0", 10, Format::Docker);
+    let Releases {
+        v100,
+        amd,
+        v110,
+        v110_sig: (v110_sig_tag, v110_sig),
+        pr1,
+        pr2,
+        pr2_sig: (pr2_sig_tag, pr2_sig),
+        pr4_arm,
+        pr4,
+    } = releases(repo);
+    let twin = release_image("v1.0.0", 10, Format::Docker);
     assert_ne!(twin.digest, v100.digest);
     let kept = vec![
         ("v1.0.0".to_string(), v100),

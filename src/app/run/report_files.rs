@@ -2,16 +2,18 @@
 
 use std::time::SystemTime;
 
-use super::{emit, Ended};
+use super::ended::Ended;
+use crate::app::lines::emit;
 use crate::cli::RunArgs;
 use crate::copy::select;
 use crate::error::chain as error_chain;
 use crate::execute::shard::Shard;
 use crate::execute::Execution;
 use crate::report::files::{
-    item_row, metrics, write_private, Report, ReportDeletion, ReportKept, ReportPrune,
-    ReportRegistry, ReportTotals, REPORT_VERSION,
+    item_row, write_private, Report, ReportDeletion, ReportKept, ReportPrune, ReportRegistry,
+    ReportTotals, REPORT_VERSION,
 };
+use crate::report::metrics::metrics;
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;
 use crate::retention::refusals::imposed;

@@ -112,7 +112,7 @@ impl VerifyOutput {
     pub fn text(&self, json: bool) -> String {
         let mut out = String::new();
         let mut line = |level: &str, text: &str| {
-            let _ = writeln!(out, "{}", crate::app::log_line(json, level, text));
+            let _ = writeln!(out, "{}", crate::app::lines::log_line(json, level, text));
         };
         for i in self
             .items

@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::graph::BlobState;
+use super::sightings::BlobState;
 use super::{Counters, Engine, TransferCounters};
+use crate::copy::item::{Endpoint, Item};
+use crate::copy::journal::Transfer;
+use crate::copy::outcome::CopyError;
+use crate::copy::reporter::Reporter;
 use crate::copy::spool::Lease;
-use crate::copy::{CopyError, Endpoint, Item, Reporter, Transfer};
 use crate::reference::Digest;
 use crate::reference::Midstate;
 use crate::registry::manifest::Desc;

@@ -5,87 +5,14 @@
 //! referrer follows the item of its own rule, or, where that one was dropped as a duplicate,
 //! the first with the key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::live::{Done, Live, Slot};
 use super::Engine;
+use crate::copy::item::{Contest, Item, ItemKey};
 use crate::copy::outcome::{not_carried, CopyError, Outcome};
-use crate::copy::{Contest, Item, ItemKey};
-
-/// Where an item's outcome is announced to the items waiting on it.
-pub(super) type Done = watch::Sender<Slot>;
-
-/// An item's outcome as the items waiting on it see it.
-#[derive(Clone)]
-pub(super) enum Slot {
-    Pending,
-    /// `None`: interrupted (an upload parked). Boxed: an outcome is large, a pending slot
-    /// nothing.
-    Done(Option<Box<Outcome>>),
-}
-
-/// An item of some batch, and where its outcome is announced.
-pub(super) struct Live {
-    rule: usize,
-    /// Without the manifest selection read for it: the copy has used it.
-    item: Item,
-    done: watch::Receiver<Slot>,
-}
-
-/// Every item announced so far, by target key, in the order announced.
-pub(super) type LiveItems = std::sync::Mutex<HashMap<ItemKey, Vec<Live>>>;
-
-/// Where the items of one batch are, to tell whether what an item waits for comes at or
-/// after it in the same batch (it is not waited for then: it could wait for a slot this one
-/// holds). Claims put what is waited for first, so in practice it never does.
-pub(super) struct Batch {
-    by_rule: HashMap<(ItemKey, usize), usize>,
-    first: HashMap<ItemKey, usize>,
-}
-
-/// What an item of a batch may wait for that comes at or after it there.
-#[derive(Clone, Copy, Default)]
-pub(super) struct Later {
-    /// The item carrying its subject.
-    pub(super) subject: bool,
-    /// The winner of its tag.
-    pub(super) winner: bool,
-}
-
-impl Batch {
-    pub(super) fn of(items: &[Item]) -> Batch {
-        let mut batch = Batch {
-            by_rule: HashMap::new(),
-            first: HashMap::new(),
-        };
-        for (i, item) in items.iter().enumerate() {
-            batch.by_rule.entry((item.key(), item.rule)).or_insert(i);
-            batch.first.entry(item.key()).or_insert(i);
-        }
-        batch
-    }
-
-    /// The index of the item an item of `rule` waiting for `key` follows (see the module).
-    fn find(&self, key: &ItemKey, rule: usize) -> Option<usize> {
-        (self.by_rule.get(&(key.clone(), rule)))
-            .or_else(|| self.first.get(key))
-            .copied()
-    }
-
-    pub(super) fn later(&self, items: &[Item], i: usize) -> Later {
-        let item = &items[i];
-        let at_or_after = |found: Option<usize>| found.is_some_and(|p| p >= i);
-        Later {
-            subject: (item.after.as_ref())
-                .is_some_and(|a| at_or_after(self.find(&a.parent, item.rule))),
-            winner: (item.contest.as_ref()).is_some_and(|c| {
-                at_or_after(self.by_rule.get(&(item.key(), c.winner_rule)).copied())
-            }),
-        }
-    }
-}
 
 impl Engine {
     /// Announce a batch's items (the first of each key and rule), and return where each one's

@@ -11,77 +11,18 @@
 //! (the same code over a simulation) says what `ferry run` finds. The copy's own existence
 //! checks of children and blobs go through the same sightings.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
 use futures::future::{try_join_all, BoxFuture};
 use futures::{FutureExt, StreamExt};
-use tokio::sync::OnceCell;
 
-use super::target::{repo_digest_key, Destined};
-use super::{Engine, ManifestKey};
-use crate::copy::{join_ref, CopyError, Endpoint, Gap, Item, Part};
+use super::destined::Destined;
+use super::keys::repo_digest_key;
+use super::sightings::{AtTarget, BlobState, Sighting};
+use super::Engine;
+use crate::copy::item::{join_ref, Endpoint, Item};
+use crate::copy::outcome::{CopyError, Gap, Part};
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
 use crate::registry::{Manifest, RegistryError};
-
-/// What the target holds for an item.
-#[derive(Debug)]
-pub(super) enum AtTarget {
-    /// The reference points at the digest the item puts there, and everything it reaches is
-    /// there.
-    Whole,
-    /// It points there, but these are missing.
-    Gaps(Vec<Gap>),
-    /// The reference does not exist there (`None`), or points at this other digest.
-    Elsewhere(Option<Digest>),
-}
-
-/// A manifest of a target repository as the run first saw it.
-#[derive(Clone, Debug)]
-enum Sighting {
-    Missing,
-    /// There, with its body when the look read it (a `GET`; a `HEAD` does not).
-    There(Option<Manifest>),
-}
-
-/// A blob of a target repository as the run first saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum BlobState {
-    There,
-    Missing,
-    /// Read whole, its bytes do not hash to its digest.
-    Damaged,
-}
-
-/// The run's first looks at target repositories' manifests and blobs.
-#[derive(Default)]
-pub(super) struct Graphs {
-    manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<OnceCell<Sighting>>>>,
-    blobs: std::sync::Mutex<HashMap<ManifestKey, Arc<OnceCell<BlobState>>>>,
-    /// Manifests whose whole graph the first looks found there (a memo of a walk).
-    whole: std::sync::Mutex<HashSet<ManifestKey>>,
-}
-
-impl Graphs {
-    fn manifest(&self, key: &ManifestKey) -> Arc<OnceCell<Sighting>> {
-        let mut cells = self.manifests.lock().expect("manifest sightings");
-        cells.entry(key.clone()).or_default().clone()
-    }
-
-    fn blob(&self, key: &ManifestKey) -> Arc<OnceCell<BlobState>> {
-        let mut cells = self.blobs.lock().expect("blob sightings");
-        cells.entry(key.clone()).or_default().clone()
-    }
-
-    fn is_whole(&self, key: &ManifestKey) -> bool {
-        self.whole.lock().expect("whole graphs").contains(key)
-    }
-
-    fn found_whole(&self, key: ManifestKey) {
-        self.whole.lock().expect("whole graphs").insert(key);
-    }
-}
 
 impl Engine {
     /// Does the target repository have manifest `digest`, as the run first saw it? One `HEAD`

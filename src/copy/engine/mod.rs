@@ -2,16 +2,27 @@
 //! referrers after what they refer to. `tree` copies what a manifest references (children,
 //! blobs through `blob`) before the manifest itself; `follow` is who waits for whom (a
 //! referrer for what it refers to, a contested item for the first writer of its tag).
+//!
+//! Those files extend [`Engine`]; what it holds and they share lives in leaves that import
+//! none of them: `keys`, `live` (every item announced), `sightings` (what the targets held
+//! when first seen) and `destined` (what a target gets for an item).
 
 mod blob;
+mod destined;
 mod follow;
-use follow::{Batch, Later, Slot};
 mod graph;
+mod keys;
+mod live;
+mod sightings;
 mod source;
 mod target;
-use target::destined;
 mod tree;
 mod window;
+
+use destined::{destined, source_by_digest, Destined};
+use keys::{BlobKey, ManifestKey, TagKey};
+use live::{Batch, Later, LiveItems, Slot};
+use sightings::{AtTarget, Graphs, Targets};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,10 +33,12 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::item::Item;
+use super::journal::{Journal, NoJournal};
 use super::outcome::{CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
+use super::reporter::Reporter;
 use super::spool::Spool;
-use super::{Item, Journal, NoJournal, Reporter};
 use crate::reference::Digest;
 use crate::registry::error_body::code;
 use crate::registry::manifest;
@@ -54,15 +67,6 @@ struct TransferCounters {
     parked: AtomicU64,
 }
 
-/// Where a blob is known to exist in a target registry during this run.
-type BlobKey = (String, Digest);
-
-/// A manifest in a repository of a target registry.
-type ManifestKey = (String, String, Digest);
-
-/// A tag in a repository of a target registry.
-type TagKey = (String, String, String);
-
 /// The copy engine for one run.
 pub struct Engine {
     reporter: Arc<dyn Reporter>,
@@ -85,14 +89,14 @@ pub struct Engine {
     /// each other.
     manifests: std::sync::Mutex<HashMap<ManifestKey, Arc<tokio::sync::RwLock<()>>>>,
     /// What each target repository held when first listed (see [`target`]).
-    targets: target::Targets,
+    targets: Targets,
     /// Manifests put at (or found at) a target repository in this run.
     placed: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
     /// Blobs placed in (or found in) a target repository in this run.
     placed_blobs: std::sync::Mutex<std::collections::HashSet<ManifestKey>>,
     /// What this run knows of each target repository's manifests and blobs as wholes
     /// (see [`graph`]).
-    graphs: graph::Graphs,
+    graphs: Graphs,
     /// Change nothing: find what the targets lack and say what a run would copy
     /// (`ferry verify`).
     audit: bool,
@@ -105,7 +109,7 @@ pub struct Engine {
     /// stages), by key and rule, with where its outcome is announced: a referrer follows the
     /// item that carries its subject, and a contested item the winner of its tag, wherever
     /// that one runs (see [`follow`]).
-    live: follow::LiveItems,
+    live: LiveItems,
     /// Images in flight, across the batches that run side by side.
     images: Arc<tokio::sync::Semaphore>,
     journal: Arc<dyn Journal>,
@@ -133,7 +137,7 @@ impl Engine {
             targets: std::sync::Mutex::new(HashMap::new()),
             placed: std::sync::Mutex::default(),
             placed_blobs: std::sync::Mutex::default(),
-            graphs: graph::Graphs::default(),
+            graphs: Graphs::default(),
             audit: false,
             deep: false,
             live: std::sync::Mutex::default(),
@@ -344,13 +348,13 @@ impl Engine {
         let (replaced, gaps) = match absent {
             true => (None, Vec::new()),
             false => match self.at_target(item, &destined).await? {
-                graph::AtTarget::Whole => {
+                AtTarget::Whole => {
                     let rewritten =
                         (destined.push_digest != digest).then_some(destined.push_digest);
                     return Ok(Outcome::Present { digest, rewritten });
                 }
-                graph::AtTarget::Gaps(gaps) => (None, gaps),
-                graph::AtTarget::Elsewhere(other) => (other, Vec::new()),
+                AtTarget::Gaps(gaps) => (None, gaps),
+                AtTarget::Elsewhere(other) => (other, Vec::new()),
             },
         };
         let mut stats = ImageStats {
@@ -379,7 +383,7 @@ impl Engine {
         &self,
         item: &Item,
         digest: &Digest,
-        destined: target::Destined,
+        destined: Destined,
         mut stats: ImageStats,
         started: Instant,
     ) -> Result<Outcome, CopyError> {
@@ -433,7 +437,7 @@ impl Engine {
     ) -> Result<(Manifest, Option<platform::Chosen>), CopyError> {
         let manifest = match source_manifest {
             Some(m) => m,
-            None => target::source_by_digest(item, digest).await?,
+            None => source_by_digest(item, digest).await?,
         };
         match &chosen {
             Some(c) => {

@@ -1,8 +1,10 @@
 //! Reading an item's source: its digest (from the reference, what selection saw, or a HEAD)
 //! or its whole manifest (one GET, where the copy or a whole check needs the body anyway).
 
-use super::{target, Engine};
-use crate::copy::{CopyError, Item};
+use super::destined::source_at;
+use super::Engine;
+use crate::copy::item::Item;
+use crate::copy::outcome::CopyError;
 use crate::reference::Digest;
 use crate::registry::{Manifest, RegistryError};
 
@@ -56,7 +58,7 @@ impl Engine {
 
     /// The source manifest by the item's tag, in one GET: its digest and body.
     async fn source_manifest(&self, item: &Item) -> Result<(Digest, Option<Manifest>), CopyError> {
-        let m = target::source_at(item, &item.source_ref).await?;
+        let m = source_at(item, &item.source_ref).await?;
         self.journal
             .tag_seen(&item.source, &item.source_ref, &m.digest);
         Ok((m.digest.clone(), Some(m)))

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use futures::future::{join_all, BoxFuture};
 use futures::FutureExt;
 
+use super::keys::repo_digest_key;
 use super::{Counters, Engine};
-use crate::copy::{join_ref, CopyError, Endpoint, Item};
+use crate::copy::item::{join_ref, Endpoint, Item};
+use crate::copy::outcome::CopyError;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
 use crate::registry::Manifest;
@@ -100,7 +102,7 @@ impl Engine {
         self.manifests
             .lock()
             .expect("manifest map")
-            .entry(super::target::repo_digest_key(dst, digest))
+            .entry(repo_digest_key(dst, digest))
             .or_default()
             .clone()
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::copy::{Contest, Item, ItemKey};
+use crate::copy::item::{Contest, Item, ItemKey};
 
 /// How a rule is named in what people read: `copy #2 (plans/prod.toml:14)`.
 type Label = Box<dyn Fn(usize) -> String + Send + Sync>;

@@ -3,10 +3,12 @@
 //! and find what refers to what is selected (`referrer_search`). [`Claims`] then decides, across
 //! the stages of a run, which item writes each target.
 
+mod budget;
 mod claims;
 mod empty;
 mod referrer_search;
 
+use budget::{LIST_CONCURRENCY, READ_BUDGET};
 pub use claims::{Claimed, Claims, Conflict};
 pub use empty::{Count, Empty};
 use referrer_search::{discover, Origin, Reads, Referred};
@@ -17,7 +19,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::{After, Endpoint, Item, ItemKey, Journal};
+use super::item::{After, Endpoint, Item, ItemKey};
+use super::journal::Journal;
 use crate::plan::conflicts::writes_into;
 use crate::plan::CopyRule;
 use crate::reference::names;
@@ -26,13 +29,6 @@ use crate::reference::Digest;
 use crate::reference::{Location, Reference, Selector};
 use crate::registry::manifest::referrer_tag_subject;
 use crate::registry::{layout, Registry, RegistryError};
-
-/// How many repositories' tag lists are read at once while resolving a wildcard.
-const LIST_CONCURRENCY: usize = 8;
-
-/// How many bytes of manifests selection may hold for the copy (read whole where a cold copy
-/// would read them anyway): some 30,000 typical manifests. Beyond it, digests only.
-const READ_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The registries of a run, by location.
 pub type Registries = HashMap<Location, Arc<dyn Registry>>;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::LIST_CONCURRENCY;
+use super::budget::LIST_CONCURRENCY;
 use crate::plan::CopyRule;
 use crate::reference::names::NameError;
 use crate::reference::Digest;

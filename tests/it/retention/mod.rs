@@ -27,46 +27,19 @@ async fn scenario(reg: &Registry) -> Scenario {
 
 async fn scenario_in(reg: &Registry, repo: &str) -> Scenario {
     let p = reg.pusher();
-    let base = layer(1, 8 * 1024);
-    let single = |label: &str, seed: u64| {
-        image(
-            &[base.clone(), layer(seed, 2048)],
-            "linux",
-            "amd64",
-            Format::Oci,
-            label,
-        )
-    };
-    let v100 = single("v1.0.0", 10);
-    let amd = image(
-        &[base.clone(), layer(11, 2048)],
-        "linux",
-        "amd64",
-        Format::Oci,
-        "v1.1.0",
-    );
-    let arm = image(
-        &[base.clone(), layer(12, 2048)],
-        "linux",
-        "arm64",
-        Format::Oci,
-        "v1.1.0",
-    );
-    let v110 = index(vec![amd.clone(), arm], Format::Oci);
-    let (v110_sig_tag, v110_sig) = cosign_signature(&v110, "team/app");
-    let v200 = single("v2.0.0", 13);
-    let pr1 = single("pr-1", 20);
-    let pr2 = single("pr-2", 21);
-    let (pr2_sig_tag, pr2_sig) = cosign_signature(&pr2, "team/app");
-    let pr3 = single("pr-3", 22);
-    let pr4_arm = image(
-        &[base.clone(), layer(23, 2048)],
-        "linux",
-        "arm64",
-        Format::Oci,
-        "pr-4",
-    );
-    let pr4 = index(vec![amd.clone(), pr4_arm.clone()], Format::Oci);
+    let Releases {
+        v100,
+        amd,
+        v110,
+        v110_sig: (v110_sig_tag, v110_sig),
+        pr1,
+        pr2,
+        pr2_sig: (pr2_sig_tag, pr2_sig),
+        pr4_arm,
+        pr4,
+    } = releases("team/app");
+    let v200 = release_image("v2.0.0", 13, Format::Oci);
+    let pr3 = release_image("pr-3", 22, Format::Oci);
     for (tag, img) in [
         ("v1.0.0", &v100),
         ("v1.1.0", &v110),

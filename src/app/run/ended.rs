@@ -1,0 +1,51 @@
+//! [`Ended`]: how a run ended, which the checkpoint, the report files and the closing lines
+//! all read.
+
+use crate::copy::Totals;
+use crate::execute::Execution;
+use crate::state::{RunId, RunOutcome};
+
+/// How a run ended: what the checkpoint, the report and the closing lines say.
+pub(super) struct Ended {
+    pub(super) run: RunId,
+    pub(super) outcome: RunOutcome,
+    /// With the run's wall time.
+    pub(super) totals: Totals,
+    /// Retention's deletions that went through.
+    pub(super) deleted: usize,
+    /// Pruning's that went through: manifests deleted, and tags removed alone.
+    pub(super) pruned: usize,
+    /// Every failure, one line each: failed items, rules (or repositories of wildcard
+    /// rules) that could not be resolved, what retention and pruning could not do. Their
+    /// number is what the summary, the report and the checkpoint call failed.
+    pub(super) failures: Vec<String>,
+    /// `ferry restore …`, the command that undoes the run's deletions, when it made some.
+    pub(super) undo: Option<String>,
+}
+
+impl Ended {
+    /// `interrupted`: the signal's exit code, 0 when none came.
+    pub(super) fn new(
+        run: RunId,
+        interrupted: u8,
+        execution: &Execution,
+        totals: Totals,
+        failures: Vec<String>,
+    ) -> Ended {
+        let (deleted, untagged) = execution.pruned();
+        let pruned = deleted + untagged;
+        Ended {
+            run,
+            outcome: match (interrupted, failures.is_empty()) {
+                (0, true) => RunOutcome::Succeeded,
+                (0, false) => RunOutcome::Partial,
+                _ => RunOutcome::Interrupted,
+            },
+            totals,
+            deleted: execution.deleted(),
+            pruned,
+            failures,
+            undo: None,
+        }
+    }
+}
