@@ -336,7 +336,7 @@ impl Authenticator {
         let resp = request
             .send()
             .await
-            .map_err(|e| match super::tls::certificate_problem(&e) {
+            .map_err(|e| match super::reasons::certificate_problem(&e) {
                 Some(_) => RegistryError::transport("GET", realm, e),
                 None => auth_error(
                     realm,

@@ -28,6 +28,8 @@ pub mod manifest;
 pub mod memory;
 pub mod overlay;
 pub mod placeholder;
+pub mod reasons;
+pub mod referrer_lists;
 pub mod retry;
 pub mod throttle;
 pub mod tls;

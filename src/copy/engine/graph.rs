@@ -23,6 +23,7 @@ use super::{Engine, ManifestKey};
 use crate::copy::{join_ref, CopyError, Endpoint, Gap, Item, Part};
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::referrer_lists;
 use crate::registry::{Manifest, RegistryError};
 
 /// What the target holds for an item.
@@ -469,9 +470,9 @@ impl Engine {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(err(e)),
         };
-        let merged = manifest::merge_fallback_index(
+        let merged = referrer_lists::merge_fallback_index(
             existing.as_ref().map(|i| &i.bytes[..]),
-            manifest::referrer_entry(m),
+            referrer_lists::referrer_entry(m),
         )
         .map_err(|reason| CopyError::Manifest {
             reference: join_ref(&dst.display(), &tag),

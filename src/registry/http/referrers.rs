@@ -13,6 +13,7 @@ use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
+use crate::registry::referrer_lists;
 use crate::registry::{ReferrerList, Registry};
 
 impl HttpRegistry {
@@ -93,7 +94,7 @@ impl HttpRegistry {
                     url: url.to_string(),
                     reason: format!("a referrers page over the {MAX_MANIFEST_SIZE}-byte limit"),
                 })?;
-        manifest::referrer_list(&body).map_err(|e| RegistryError::Protocol {
+        referrer_lists::referrer_list(&body).map_err(|e| RegistryError::Protocol {
             url: url.to_string(),
             reason: format!("not a referrers index: {e}"),
         })
