@@ -3,7 +3,7 @@
 //! implements it with plain lines and indicatif bars, and nothing here prints.
 
 use super::{Item, Outcome};
-use crate::registry::throttle::Event;
+use crate::registry::transport::throttle::Event;
 
 /// Events of a copy run.
 pub trait Reporter: Send + Sync {

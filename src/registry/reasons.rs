@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 /// Why the credentials for a registry cannot be had or used: the reason as data. Shown inside
-/// [`RegistryError::Credentials`], which names the registry. Never holds a secret.
+/// [`RegistryError::Credentials`](super::error::RegistryError::Credentials), which names the registry. Never holds a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     #[error("the plan takes the password from environment variable {variable}, which is not set or empty")]
@@ -68,9 +68,9 @@ pub enum CredentialsError {
     HubLogin,
 }
 
-/// Why a CA file cannot be used: the reason as data. [`root_certificates`](super::tls::root_certificates)' reasons say what
+/// Why a CA file cannot be used: the reason as data. [`root_certificates`](crate::registry::transport::tls::root_certificates)' reasons say what
 /// is wrong with the contents and name no path (the plan's message names the field);
-/// [`read_root_certificates`](super::tls::read_root_certificates) adds the file.
+/// [`read_root_certificates`](crate::registry::transport::tls::read_root_certificates) adds the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CaFileError {
     /// Certificate `n` (1-based) is not valid PEM.

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{Item, Outcome};
-use crate::registry::throttle::RegistryStats;
+use crate::registry::transport::throttle::RegistryStats;
 
 pub use super::metrics::metrics;
 

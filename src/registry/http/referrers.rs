@@ -6,18 +6,18 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::pager::Pager;
+use super::client::HttpRegistry;
 use super::send::Body;
-use super::HttpRegistry;
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
 use crate::registry::referrer_lists;
+use crate::registry::transport::pager::Pager;
 use crate::registry::{ReferrerList, Registry};
 
 impl HttpRegistry {
-    /// Does the registry answer the referrers API? What its vendor knows, else what an
+    /// Does the registry answer the referrers API? What its hosted API knows, else what an
     /// earlier request told, else one request: a registry with the API answers 200 and an
     /// empty index even for a subject it does not hold.
     pub(super) async fn has_referrers_api(&self, repo: &str) -> Result<bool> {

@@ -11,9 +11,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::reference::Digest;
+use crate::registry::transport::throttle;
 use crate::registry::{
-    throttle, BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed,
-    RecordStyle, ReferrerList, Registry, RegistryError, Result,
+    BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, RecordStyle,
+    ReferrerList, Registry, RegistryError, Result,
 };
 
 /// Whether the run may delete under one lease: until when (as renewals extend it), and why

@@ -10,7 +10,7 @@ use std::path::Path;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use super::reasons::CaFileError;
+use crate::registry::reasons::CaFileError;
 
 /// The certificates of a PEM file (a CA bundle: one or more `BEGIN CERTIFICATE` blocks; other
 /// blocks such as keys are skipped), each checked to be a usable X.509 trust anchor, so a
