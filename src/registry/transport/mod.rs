@@ -14,3 +14,6 @@ pub mod retry;
 pub mod throttle;
 pub mod tls;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
