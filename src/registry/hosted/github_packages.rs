@@ -20,8 +20,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use super::{Context, HostedApi, RecordCache};
-use crate::reference::names;
-use crate::reference::Digest;
+use crate::reference::{names, Digest};
 use crate::registry::credentials::{lacking, Credential};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
@@ -29,8 +28,7 @@ use crate::registry::reasons::CredentialsError;
 use crate::registry::transport::body::{read_limited, status_error, MAX_LISTING, MAX_TOKEN_ANSWER};
 use crate::registry::transport::pager::Pager;
 use crate::registry::transport::retry::RetryPolicy;
-use crate::registry::transport::throttle::pace::Pace;
-use crate::registry::transport::throttle::Throttle;
+use crate::registry::transport::throttle::{pace::Pace, Throttle};
 use crate::registry::{ManifestRecord, RecordStyle};
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
