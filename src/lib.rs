@@ -33,7 +33,11 @@
 //!   never a value from the plan.
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
 //!   the overlay `ferry plan` runs against, and an in-memory one for tests); the only code that
-//!   speaks the distribution API. [`registry::config`] holds per-registry settings.
+//!   speaks the distribution API. In floors: [`registry::http`] and [`registry::hosted`] (the
+//!   GitHub Packages and Docker Hub APIs) over [`registry::auth`] over
+//!   [`registry::transport`] (throttle, retry, bodies, paging, TLS) over the leaves
+//!   ([`registry::error`], [`registry::reasons`]). [`registry::config`] holds per-registry
+//!   settings.
 //! - [`reference`](mod@reference): references, digests and the names grammar; [`error`]: error chains.
 
 pub mod app;

@@ -32,7 +32,7 @@ use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
-use crate::registry::throttle::Observer;
+use crate::registry::transport::throttle::Observer;
 use crate::registry::Registry;
 use crate::report::{plural, BarReporter, PlainReporter};
 use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};

@@ -24,7 +24,7 @@ use crate::error::chain as error_chain;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
-use crate::registry::throttle::Observer;
+use crate::registry::transport::throttle::Observer;
 use crate::report::audit_line;
 use crate::report::files::{write_private, ReportRegistry};
 use crate::report::metrics::{verify_metrics, VerifyFigures};

@@ -4,7 +4,7 @@
 
 use super::item::Item;
 use super::outcome::Outcome;
-use crate::registry::throttle::Event;
+use crate::registry::transport::throttle::Event;
 
 /// Events of a copy run.
 pub trait Reporter: Send + Sync {

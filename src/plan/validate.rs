@@ -156,7 +156,7 @@ pub(super) fn ca_file(
     }
     let path = PathBuf::from(v.get_ref());
     let pem = std::fs::read(&path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
-    crate::registry::tls::root_certificates(&pem).map_err(|e| invalid(e.to_string()))?;
+    crate::registry::transport::tls::root_certificates(&pem).map_err(|e| invalid(e.to_string()))?;
     Ok(path)
 }
 
@@ -247,7 +247,7 @@ fn registry(
             .transpose()?,
         retries: match &r.retries {
             Some(v) => int_in(ctx, v, &format!("{field}.retries"), errors::RETRIES)? as u32,
-            None => crate::registry::retry::DEFAULT_RETRIES,
+            None => crate::registry::transport::retry::DEFAULT_RETRIES,
         },
         stall_timeout: match &r.stall_timeout {
             None => DEFAULT_STALL_TIMEOUT,

@@ -9,8 +9,9 @@ use url::Url;
 
 use super::{config, nasty_text};
 use crate::registry::auth::{parse_challenge, Challenge};
-use crate::registry::http::{decode_error_body, next_link};
-use crate::registry::throttle::{self, Kind, Throttle, MAX_WAIT};
+use crate::registry::error_body::decode_error_body;
+use crate::registry::transport::pager::next_link;
+use crate::registry::transport::throttle::{self, Kind, Throttle, MAX_WAIT};
 
 /// Every byte a header value may hold (visible ASCII, space, tab, obs-text).
 fn header_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {

@@ -19,9 +19,9 @@ use url::Url;
 use super::credential_source::CredentialSource;
 use super::credentials::Credential;
 use super::error::RegistryError;
-use super::http::{read_limited, MAX_ERROR_BODY, MAX_TOKEN_ANSWER};
+use super::transport::body::{read_limited, MAX_ERROR_BODY, MAX_TOKEN_ANSWER};
 
-/// Progress a token service's answer must make (see [`super::http::MIN_PROGRESS`]): the
+/// Progress a token service's answer must make (see [`super::transport::body::MIN_PROGRESS`]): the
 /// client's read timeout is the plan's `stall_timeout`; this bounds a dribbling answer.
 const ANSWER_STALL: Duration = super::config::DEFAULT_STALL_TIMEOUT;
 
@@ -333,16 +333,17 @@ impl Authenticator {
         let url = self.realm_url(realm)?;
         let (method, request) =
             self.token_request(client, realm, &url, service, scope, credential)?;
-        let resp = request
-            .send()
-            .await
-            .map_err(|e| match super::tls::certificate_problem(&e) {
-                Some(_) => RegistryError::transport("GET", realm, e),
-                None => auth_error(
-                    realm,
-                    format!("token request failed: {}", crate::error::chain(&e)),
-                ),
-            })?;
+        let resp =
+            request
+                .send()
+                .await
+                .map_err(|e| match super::reasons::certificate_problem(&e) {
+                    Some(_) => RegistryError::transport("GET", realm, e),
+                    None => auth_error(
+                        realm,
+                        format!("token request failed: {}", crate::error::chain(&e)),
+                    ),
+                })?;
         if !resp.status().is_success() {
             let status = resp.status();
             let refusal = self

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
-pub use super::throttle::RateLimit;
+pub use super::transport::throttle::RateLimit;
 
 /// Connections ferry opens to one registry host at most (regclient uses 3 requests per host;
 /// distribution and GHCR comfortably serve more).
@@ -151,7 +151,7 @@ impl Default for RegistrySettings {
             flavor: Flavor::Distribution,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_limit: None,
-            retries: super::retry::DEFAULT_RETRIES,
+            retries: super::transport::retry::DEFAULT_RETRIES,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             lease: LeaseSettings::default(),
         }

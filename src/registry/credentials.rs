@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::config::AuthSettings;
 use super::error::RegistryError;
+use super::reasons::CredentialsError;
 use crate::reference::{normalize_host, DOCKER_HUB};
 
 /// Credentials for one registry.
@@ -83,69 +84,6 @@ impl Credential {
             _ => false,
         }
     }
-}
-
-/// Why the credentials for a registry cannot be had or used: the reason as data. Shown inside
-/// [`RegistryError::Credentials`], which names the registry. Never holds a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    #[error("the plan takes the password from environment variable {variable}, which is not set or empty")]
-    PasswordEnv { variable: String },
-    /// A file the plan names: the field is said, not the path (a plan value is never echoed).
-    #[error("cannot read the file that the plan's `auth.{field}` names: {source}")]
-    ReadPlanFile {
-        field: &'static str,
-        source: std::io::Error,
-    },
-    #[error("the file that the plan's `auth.password_file` names is empty")]
-    EmptyPasswordFile,
-    #[error("the file that the plan's `auth.config` names is not a docker config.json: {message}")]
-    PlanConfigSyntax { message: String },
-    #[error("cannot read {}: {source}", path.display())]
-    ReadConfig {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// `message` is serde_json's, which names line and column but never echoes the content.
-    #[error("{} is not a docker config.json: {message}", path.display())]
-    ConfigSyntax { path: PathBuf, message: String },
-    #[error("the `auth` entry for {host} is not base64 of user:password")]
-    AuthEntry { host: String },
-    #[error("cannot run credential helper {program}: {source}")]
-    HelperStart {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("credential helper {program}: {source}")]
-    HelperIo {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("credential helper {program} failed ({status})")]
-    HelperFailed {
-        program: String,
-        status: std::process::ExitStatus,
-    },
-    #[error("credential helper {program} printed something that is not its JSON answer")]
-    HelperAnswer { program: String },
-    /// GHCR without a token for the GitHub Packages API.
-    #[error("GHCR lists packages and deletes versions through the GitHub Packages API, which needs a classic personal access token: give `auth = {{ username = \"…\", password_env = \"…\" }}` for it")]
-    PackagesToken,
-    /// The token lacks scopes that deleting GHCR package versions needs.
-    #[error("the token lacks the {} scope{} that deleting GHCR package versions needs (it has: {})", .missing.join(" and "), if .missing.len() > 1 { "s" } else { "" }, if .have.is_empty() { "none".to_string() } else { .have.join(", ") })]
-    PackagesScopes {
-        missing: Vec<&'static str>,
-        have: Vec<String>,
-    },
-    /// The token lacks scopes that restoring GHCR package versions needs.
-    #[error("the token lacks the {} scope{} that restoring GHCR package versions needs (it has: {})", .missing.join(" and "), if .missing.len() > 1 { "s" } else { "" }, if .have.is_empty() { "none".to_string() } else { .have.join(", ") })]
-    RestoreScopes {
-        missing: Vec<&'static str>,
-        have: Vec<String>,
-    },
-    /// Deleting on Docker Hub without a login.
-    #[error("deleting on Docker Hub needs a login: give `auth = {{ username = \"…\", password_env = \"…\" }}` with a personal access token that may delete")]
-    HubLogin,
 }
 
 /// The scopes of `need` that a classic token with scopes `have` lacks (`write:packages`

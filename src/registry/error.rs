@@ -44,7 +44,7 @@ pub enum RegistryError {
     #[error("ca_file for {registry}: {reason}")]
     CaFile {
         registry: String,
-        reason: super::tls::CaFileError,
+        reason: super::reasons::CaFileError,
     },
     #[error("{shown_url}: digest mismatch: expected {expected}, the bytes hash to {actual}", shown_url = shown(.url))]
     DigestMismatch {
@@ -99,7 +99,7 @@ pub enum RegistryError {
     #[error("credentials for {registry}: {reason}")]
     Credentials {
         registry: String,
-        reason: super::credentials::CredentialsError,
+        reason: super::reasons::CredentialsError,
     },
     #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
     NoCatalog { registry: String, reason: String },
@@ -230,7 +230,7 @@ impl RegistryError {
     /// [`RegistryError::Certificate`], which names the host and says what to do.
     pub fn transport(method: impl ToString, url: impl ToString, source: reqwest::Error) -> Self {
         let url = url.to_string();
-        if let Some(reason) = super::tls::certificate_problem(&source) {
+        if let Some(reason) = super::reasons::certificate_problem(&source) {
             let host = url::Url::parse(&url)
                 .ok()
                 .and_then(|u| {

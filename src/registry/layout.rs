@@ -20,8 +20,8 @@ use tokio_util::io::ReaderStream;
 use super::capabilities::Capabilities;
 use super::error::{RegistryError, Result};
 use super::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
-use super::retry;
-use super::throttle::Throttle;
+use super::transport::retry::{self, Origin};
+use super::transport::throttle::Throttle;
 use super::verifying::VerifyingStream;
 use super::{BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, UploadProgress};
 use crate::reference::names;
@@ -506,7 +506,7 @@ impl Registry for LayoutRegistry {
             "oci:",
             "write blob",
             retry::DEFAULT_RETRIES,
-            origin.as_ref(),
+            origin.as_ref().map(|o| o as &dyn Origin),
             || async {
                 let data = up
                     .source

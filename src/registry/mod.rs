@@ -6,14 +6,20 @@
 //! layout directories), and [`overlay::Overlay`] simulates writes over either. This module
 //! knows nothing of plans' rules, SQLite or terminals, and never prints.
 //!
-//! Beside them: [`vendor`], the APIs of GHCR and Docker Hub behind their own trait, for what
+//! Beside them: [`hosted`], the APIs of GHCR and Docker Hub behind their own trait, for what
 //! the distribution API does not do; [`auth`], [`credentials`] and [`credential_source`]
-//! (credentials read again when their files change or a registry refuses them); [`throttle`]
-//! and [`retry`], the per-host limits and the one retry policy; [`error`] and [`error_body`], errors that keep
-//! what the registry answered as data; [`manifest`] and [`verifying`], what is read is checked;
-//! [`placeholder`], how one tag is removed where a registry deletes only manifests; [`lease`],
-//! the run lease two runs deleting at one registry tell each other apart by; [`capabilities`],
-//! what a registry can do, known without a request.
+//! (credentials read again when their files change or a registry refuses them);
+//! [`transport`], the floor every request stands on (the per-host throttle, the one retry
+//! policy, bodies read within limits, paging, wire headers, TLS); [`error`], [`reasons`] and
+//! [`error_body`], errors that keep what the registry answered as data; [`manifest`],
+//! [`referrer_lists`] and [`verifying`], what is read is checked; [`placeholder`], how one
+//! tag is removed where a registry deletes only manifests; [`lease`], the run lease two runs
+//! deleting at one registry tell each other apart by; [`capabilities`], what a registry can do,
+//! known without a request.
+//!
+//! Arrows point down the floors and never back up: `http` and `hosted` import `auth` and
+//! `transport`; `auth` imports `transport`; `transport` imports only the leaves (`error`,
+//! `reasons`, `error_body`, `manifest`), which import nothing above them.
 
 pub mod auth;
 pub mod capabilities;
@@ -22,6 +28,7 @@ pub mod credential_source;
 pub mod credentials;
 pub mod error;
 pub mod error_body;
+pub mod hosted;
 pub mod http;
 pub mod layout;
 pub mod lease;
@@ -30,10 +37,9 @@ pub mod manifest;
 pub mod memory;
 pub mod overlay;
 pub mod placeholder;
-pub mod retry;
-pub mod throttle;
-pub mod tls;
-pub mod vendor;
+pub mod reasons;
+pub mod referrer_lists;
+pub mod transport;
 pub mod verifying;
 
 use std::pin::Pin;
@@ -47,6 +53,7 @@ use crate::reference::{Digest, Midstate};
 use capabilities::Capabilities;
 
 pub use error::{RegistryError, Result};
+use transport::throttle;
 
 /// A stream of blob bytes. Streams returned by [`Registry::get_blob`] are already verified:
 /// they end with an error instead of a last chunk when size or digest is wrong.
@@ -90,6 +97,17 @@ impl BlobSource for BytesSource {
 pub struct BlobOrigin {
     pub registry: std::sync::Arc<dyn Registry>,
     pub repo: String,
+}
+
+/// A failed read of an upload's bytes is charged to the registry they come from.
+impl transport::retry::Origin for BlobOrigin {
+    fn name(&self) -> &str {
+        self.registry.name()
+    }
+
+    fn charge_retry(&self, event: &throttle::Event) -> bool {
+        self.registry.charge_retry(event)
+    }
 }
 
 /// A blob read from an offset ([`Registry::get_blob_from`]): raw bytes from `start` on.
@@ -242,7 +260,7 @@ pub trait Registry: Send + Sync {
     /// them ends: sent inside [`throttle::Turns::spend`], they do not wait for the rate limit
     /// again (a 429 pause still holds them). Retention takes the place of each DELETE before
     /// it looks at the repository again, so the look and the DELETE go back to back. Where
-    /// the registry deletes through a vendor API with a pace of its own (GHCR's version
+    /// the registry deletes through a hosted API with a pace of its own (GHCR's version
     /// DELETEs), the next deletion's place in that pace is taken too. Where nothing is
     /// throttled (layouts, overlays), no turns.
     async fn reserve(&self, _requests: u32) -> throttle::Turns {

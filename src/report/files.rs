@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::copy::{Item, Outcome};
-use crate::registry::throttle::RegistryStats;
+use crate::registry::transport::throttle::RegistryStats;
 
 /// The report's schema version; bumped on any incompatible change (documented in
 /// docs/report.md).

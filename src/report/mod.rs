@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::copy::{Item, Outcome};
-use crate::registry::throttle::Event;
+use crate::registry::transport::throttle::Event;
 
 use crate::copy::Reporter;
 

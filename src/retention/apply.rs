@@ -14,7 +14,7 @@
 //! wait. What remains between the two (the DELETE's own way out: a token, a connection) is
 //! measured per deletion, and the longest is [`Applied::window`].
 //!
-//! [`Turns::spend`]: crate::registry::throttle::Turns::spend
+//! [`Turns::spend`]: crate::registry::transport::throttle::Turns::spend
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
@@ -170,7 +170,7 @@ async fn guarded(
     };
     let result = turn.spend(registry.delete_manifest(repo, digest)).await;
     // When the DELETE went: as the host's throttle let it go (its last try), else when the
-    // call returned, an upper bound (a vendor API's own client, a registry without one).
+    // call returned, an upper bound (a hosted API's own client, a registry without one).
     let sent = turn.sent_at().unwrap_or_else(Instant::now);
     Guarded::Sent(result, Some(sent.saturating_duration_since(looked)))
 }

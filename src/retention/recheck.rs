@@ -11,7 +11,7 @@
 //! child, keeps it. An index is read once, by digest (content never changes under a digest);
 //! manifests the inventory read are not read again. The look sends reads only; `apply`
 //! takes the DELETE's turn in the rate budget before it, so the look and the DELETE go
-//! back to back ([`crate::registry::throttle::Turns`]).
+//! back to back ([`crate::registry::transport::throttle::Turns`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -22,6 +22,7 @@ use crate::copy::item::{join_ref, Endpoint, Item};
 use crate::copy::outcome::{CopyError, Gap, Part};
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::referrer_lists;
 use crate::registry::{Manifest, RegistryError};
 
 impl Engine {
@@ -410,9 +411,9 @@ impl Engine {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(err(e)),
         };
-        let merged = manifest::merge_fallback_index(
+        let merged = referrer_lists::merge_fallback_index(
             existing.as_ref().map(|i| &i.bytes[..]),
-            manifest::referrer_entry(m),
+            referrer_lists::referrer_entry(m),
         )
         .map_err(|reason| CopyError::Manifest {
             reference: join_ref(&dst.display(), &tag),

@@ -13,6 +13,7 @@ use crate::copy::item::{join_ref, Endpoint, Item};
 use crate::copy::outcome::CopyError;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed, MAX_INDEX_DEPTH};
+use crate::registry::referrer_lists;
 use crate::registry::Manifest;
 
 impl Engine {
@@ -48,9 +49,9 @@ impl Engine {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(target_err(e)),
         };
-        let merged = manifest::merge_fallback_index(
+        let merged = referrer_lists::merge_fallback_index(
             existing.as_ref().map(|m| &m.bytes[..]),
-            manifest::referrer_entry(referrer),
+            referrer_lists::referrer_entry(referrer),
         )
         .map_err(|reason| CopyError::Manifest {
             reference: reference.clone(),

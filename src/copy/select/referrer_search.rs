@@ -12,6 +12,7 @@ use crate::plan::CopyRule;
 use crate::reference::names::NameError;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};
+use crate::registry::referrer_lists;
 use crate::registry::{Manifest, Registry, RegistryError};
 
 /// The item a found referrer follows: a selected root (by its source reference), or another
@@ -379,7 +380,7 @@ async fn visit(
         }
         if let Some(tag) = fallback.get(subject) {
             let index = src.get_manifest(repo, tag).await?;
-            let entries = manifest::fallback_entries(&index.bytes).map_err(|reason| {
+            let entries = referrer_lists::fallback_entries(&index.bytes).map_err(|reason| {
                 RegistryError::InvalidManifest {
                     url: format!(
                         "{}:{tag}",

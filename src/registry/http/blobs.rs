@@ -5,13 +5,13 @@ use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use super::body::watched_body;
+use super::client::HttpRegistry;
 use super::send::Body;
-use super::HttpRegistry;
 use crate::reference::names;
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::transport::body::watched_body;
 use crate::registry::verifying::VerifyingStream;
 use crate::registry::{BlobStream, BlobTail};
 

@@ -10,17 +10,20 @@ use reqwest::{Method, Response};
 use tokio::sync::{OnceCell, Semaphore};
 use url::Url;
 
-use super::body::status_error;
 use crate::reference::{names, DOCKER_HUB};
 use crate::registry::auth::Authenticator;
+use crate::registry::config::Flavor;
 use crate::registry::config::RegistrySettings;
 use crate::registry::credential_source;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
-use crate::registry::retry::RetryPolicy;
-use crate::registry::throttle::{Observer, Throttle};
-use crate::registry::tls;
-use crate::registry::vendor::{self, VendorApi};
+use crate::registry::hosted::docker_hub::DockerHub;
+use crate::registry::hosted::github_packages::Ghcr;
+use crate::registry::hosted::{self, HostedApi};
+use crate::registry::transport::body::status_error;
+use crate::registry::transport::retry::RetryPolicy;
+use crate::registry::transport::throttle::{Observer, Throttle};
+use crate::registry::transport::tls;
 
 /// Docker Hub's registry endpoint.
 const DOCKER_HUB_REGISTRY: &str = "https://registry-1.docker.io";
@@ -50,7 +53,7 @@ pub struct HttpRegistry {
     pub(super) retry: RetryPolicy,
     /// The registry's own API (GHCR's, Docker Hub's), for what the distribution API does not
     /// do; chosen once, from the flavor.
-    pub(super) vendor: Option<Box<dyn VendorApi>>,
+    pub(super) vendor: Option<Box<dyn HostedApi>>,
     pub(super) stall: Duration,
     /// Whether the registry answers the OCI 1.1 referrers API, once a request told.
     pub(super) referrers_api: std::sync::OnceLock<bool>,
@@ -58,9 +61,9 @@ pub struct HttpRegistry {
     /// answer instead of each sending a probe.
     pub(super) referrers_probe: tokio::sync::Mutex<()>,
     /// Whether the registry takes a whole blob in one POST, once an upload told.
-    pub(super) single_post: super::single::SinglePost,
+    pub(super) single_post: super::single_post::SinglePost,
     /// Sessions declined mounts opened, for the uploads that follow them.
-    pub(super) declined: super::single::Declined,
+    pub(super) declined: super::single_post::Declined,
 }
 
 /// Why a redirect from `from` to `to` (after `hops` earlier ones) is not followed: a loop, or
@@ -151,9 +154,9 @@ impl HttpRegistry {
         });
         let throttle = Arc::new(Throttle::new(host, settings.rate_limit, observer));
         let retry = RetryPolicy::new(host, throttle.clone(), settings.retries);
-        let vendor = vendor::for_flavor(
+        let vendor = hosted_api(
             settings.flavor,
-            vendor::Context {
+            hosted::Context {
                 registry: host.to_string(),
                 client: client.clone(),
                 credential: credential.clone(),
@@ -283,5 +286,15 @@ impl HttpRegistry {
             credentials: self.credentials,
         };
         status_error(resp, method, url, self.stall, service).await
+    }
+}
+
+/// The hosted API a registry of this flavor has, if any: chosen once, when the client is
+/// built.
+fn hosted_api(flavor: Flavor, cx: hosted::Context) -> Option<Box<dyn HostedApi>> {
+    match flavor {
+        Flavor::Distribution => None,
+        Flavor::Ghcr => Some(Box::new(Ghcr::new(cx))),
+        Flavor::Dockerhub => Some(Box::new(DockerHub::new(cx))),
     }
 }

@@ -9,15 +9,15 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::body::read_limited;
+use super::client::HttpRegistry;
 use super::send::Body;
-use super::wire::{check_reported_digest, verify_manifest_digest};
-use super::HttpRegistry;
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::capabilities::RecordStyle;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, ManifestError, MAX_MANIFEST_SIZE};
+use crate::registry::transport::body::read_limited;
+use crate::registry::transport::wire::{check_reported_digest, verify_manifest_digest};
 use crate::registry::{placeholder, Manifest, ManifestHead, Pushed, Registry};
 
 /// The operations, each tried once; the `Registry` implementation wraps them in retries.
@@ -214,8 +214,8 @@ impl HttpRegistry {
 
     /// Remove `tag` (checked to point at `digest`, the manifest it is removed from) the
     /// [`placeholder`] way: move it onto a throw-away manifest, then delete that by digest
-    /// (through the vendor API where the registry has one: GHCR deletes its package version).
-    /// Returns the deleted placeholder's id where the registry has one. Where the vendor API
+    /// (through the hosted API where the registry has one: GHCR deletes its package version).
+    /// Returns the deleted placeholder's id where the registry has one. Where the hosted API
     /// can tell beforehand that deleting will be refused (GHCR's token scopes), nothing is
     /// pushed: a placeholder that cannot be deleted would hold the tag.
     ///

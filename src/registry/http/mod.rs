@@ -6,45 +6,43 @@
 //!   answered once with the challenge's credentials) and 429 pauses;
 //! - `manifests.rs`, `blobs.rs` and `upload.rs`, `tags.rs` (tags and catalog),
 //!   `referrers.rs`: one file per resource;
-//! - `pager.rs`: the one [`Pager`] of every paged listing; `body.rs`: bounded, watched bodies
-//!   and error answers; `wire.rs`: digest checks and upload offsets.
+//! - `single.rs` and `single_post.rs`: the single-request upload and what the run knows of
+//!   it; `upload_source.rs`: an upload's source bytes and their failures;
+//! - below, in [`transport`](crate::registry::transport): the one
+//!   [`Pager`](crate::registry::transport::pager::Pager) of every paged listing, bounded and
+//!   watched bodies and error answers (`body.rs`), digest checks and upload offsets
+//!   (`wire.rs`).
 //!
 //! Every operation runs under the registry's one [`RetryPolicy`], uploads included. What the
 //! distribution API does not do (listing a namespace, deleting on GHCR and Docker Hub, deleting
-//! one tag on Docker Hub) the registry's [`VendorApi`], chosen once when the client is built,
+//! one tag on Docker Hub) the registry's [`HostedApi`], chosen once when the client is built,
 //! does; one tag elsewhere is removed the [`placeholder`](crate::registry::placeholder) way.
 //! Blob bodies are streamed both ways and verified while they flow.
 //!
-//! [`RetryPolicy`]: crate::registry::retry::RetryPolicy
-//! [`VendorApi`]: crate::registry::vendor::VendorApi
+//! [`RetryPolicy`]: crate::registry::transport::retry::RetryPolicy
+//! [`HostedApi`]: crate::registry::hosted::HostedApi
 
 use async_trait::async_trait;
 
 mod blobs;
-mod body;
 mod chunks;
 mod client;
 mod manifests;
-mod pager;
 mod referrers;
 mod send;
 mod single;
+mod single_post;
 mod tags;
 mod upload;
-mod wire;
+mod upload_source;
 
-/// An error body as messages show it (kept here for the header proptests).
-pub use crate::registry::error_body::decode_error_body;
-pub use body::{
-    read_limited, status_error, MAX_ERROR_BODY, MAX_LISTING, MAX_TOKEN_ANSWER, MIN_PROGRESS,
-};
 pub use client::HttpRegistry;
-pub use pager::{next_link, Pager, MAX_PAGES};
-pub use single::PROBE_MAX;
+pub use single_post::PROBE_MAX;
+pub use upload::{CHUNK_SIZE, MONOLITHIC_MAX};
 
 use super::capabilities::{Capabilities, RecordStyle};
 use super::error::Result;
-use super::throttle::RegistryStats;
+use super::transport::throttle::RegistryStats;
 use super::{
     BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
     Registry,
@@ -52,15 +50,7 @@ use super::{
 use crate::reference::names;
 use crate::reference::Digest;
 
-/// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
-/// broken connection costs one chunk and the upload can resume.
-pub const MONOLITHIC_MAX: u64 = 16 * 1024 * 1024;
-
-/// Size of one PATCH of a chunked upload; at most one chunk per in-flight upload is held in
-/// memory (Harbor uses 10 MiB).
-pub const CHUNK_SIZE: usize = 8 * 1024 * 1024;
-
-/// The trait, each operation under the retry policy; the vendor API where the registry has
+/// The trait, each operation under the retry policy; the hosted API where the registry has
 /// one for it.
 #[async_trait]
 impl Registry for HttpRegistry {
@@ -86,7 +76,7 @@ impl Registry for HttpRegistry {
         Some(stats)
     }
 
-    async fn reserve(&self, requests: u32) -> super::throttle::Turns {
+    async fn reserve(&self, requests: u32) -> super::transport::throttle::Turns {
         let turns = self.throttle.reserve(requests).await;
         if let Some(v) = &self.vendor {
             v.reserve_delete().await;
@@ -94,7 +84,7 @@ impl Registry for HttpRegistry {
         turns
     }
 
-    fn charge_retry(&self, event: &super::throttle::Event) -> bool {
+    fn charge_retry(&self, event: &super::transport::throttle::Event) -> bool {
         self.throttle.notify(event.clone());
         true
     }
@@ -220,7 +210,7 @@ impl Registry for HttpRegistry {
         Ok(None)
     }
 
-    /// Checked first with a HEAD (no pull on Docker Hub); then the vendor API where it deletes
+    /// Checked first with a HEAD (no pull on Docker Hub); then the hosted API where it deletes
     /// tags (Docker Hub), else the [`placeholder`](crate::registry::placeholder) way, which
     /// looks again right before it moves the tag.
     async fn delete_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<Option<String>> {

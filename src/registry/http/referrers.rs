@@ -6,17 +6,18 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::pager::Pager;
+use super::client::HttpRegistry;
 use super::send::Body;
-use super::HttpRegistry;
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::manifest::{self, MAX_MANIFEST_SIZE};
+use crate::registry::referrer_lists;
+use crate::registry::transport::pager::Pager;
 use crate::registry::{ReferrerList, Registry};
 
 impl HttpRegistry {
-    /// Does the registry answer the referrers API? What its vendor knows, else what an
+    /// Does the registry answer the referrers API? What its hosted API knows, else what an
     /// earlier request told, else one request: a registry with the API answers 200 and an
     /// empty index even for a subject it does not hold.
     pub(super) async fn has_referrers_api(&self, repo: &str) -> Result<bool> {
@@ -93,7 +94,7 @@ impl HttpRegistry {
                     url: url.to_string(),
                     reason: format!("a referrers page over the {MAX_MANIFEST_SIZE}-byte limit"),
                 })?;
-        manifest::referrer_list(&body).map_err(|e| RegistryError::Protocol {
+        referrer_lists::referrer_list(&body).map_err(|e| RegistryError::Protocol {
             url: url.to_string(),
             reason: format!("not a referrers index: {e}"),
         })

@@ -10,11 +10,11 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
-use super::body::{stalled, tracked, BodyProgress};
-use super::HttpRegistry;
+use super::client::HttpRegistry;
 use crate::registry::auth::{Retry, Scope};
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::throttle::{self, Kind};
+use crate::registry::transport::body::{stalled, tracked, BodyProgress};
+use crate::registry::transport::throttle::{self, Kind};
 use crate::registry::BlobStream;
 
 /// A request body that can be sent again after a 401 (bytes), or only once (a stream).

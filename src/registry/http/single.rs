@@ -4,14 +4,10 @@
 //!   blob; the OCI distribution spec's "single POST"). A registry that does not take it
 //!   answers 202 with an ordinary session, which the upload then uses; ferry remembers that
 //!   answer for the run and asks with an empty POST from then on. While it does not know, one
-//!   small blob at a time asks (at most [`PROBE_MAX`] bytes, held in memory), so a registry
+//!   small blob at a time asks (at most [`PROBE_MAX`](super::single_post::PROBE_MAX) bytes, held in memory), so a registry
 //!   that drops the body costs that much upload once, and no second read of the source.
 //! - the session a declined cross-repository mount opens (202): kept for the upload of that
 //!   blob, and cancelled only if the repository turns out to hold the blob after all.
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -19,86 +15,14 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::client::HttpRegistry;
 use super::send::Body;
-use super::wire::check_reported_digest;
-use super::HttpRegistry;
+use super::upload_source::{guarded, source_failed, whole_blob};
 use crate::reference::Digest;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
+use crate::registry::transport::wire::check_reported_digest;
 use crate::registry::{BlobStream, BlobUpload};
-
-/// Blobs up to this size ask a registry whether it takes single-request uploads: what it
-/// drops when it does not is at most this much, once.
-pub const PROBE_MAX: u64 = 256 * 1024;
-
-/// What ferry knows of a registry's single-request uploads.
-#[derive(Debug, Default)]
-pub(super) struct SinglePost(AtomicU8);
-
-const UNKNOWN: u8 = 0;
-const ASKING: u8 = 1;
-const TAKEN: u8 = 2;
-const REFUSED: u8 = 3;
-
-impl SinglePost {
-    /// Should an upload of `size` bytes try the single request? While nothing is known, the
-    /// one that may ask holds the question until [`Asking::answer`] (or its drop).
-    fn try_for(&self, size: u64) -> Option<Asking<'_>> {
-        match self.0.load(Ordering::Acquire) {
-            TAKEN => Some(Asking {
-                state: self,
-                probe: false,
-            }),
-            UNKNOWN if size <= PROBE_MAX => self
-                .0
-                .compare_exchange(UNKNOWN, ASKING, Ordering::AcqRel, Ordering::Acquire)
-                .ok()
-                .map(|_| Asking {
-                    state: self,
-                    probe: true,
-                }),
-            _ => None,
-        }
-    }
-
-    /// Whether the registry took a single-request upload (`Some(false)`: refused it).
-    pub(super) fn known(&self) -> Option<bool> {
-        match self.0.load(Ordering::Acquire) {
-            TAKEN => Some(true),
-            REFUSED => Some(false),
-            _ => None,
-        }
-    }
-}
-
-/// One try of a single-request upload; unanswered (an error that says nothing about the
-/// registry), it gives the question back.
-struct Asking<'a> {
-    state: &'a SinglePost,
-    probe: bool,
-}
-
-impl Asking<'_> {
-    fn answer(self, taken: bool) {
-        let to = if taken { TAKEN } else { REFUSED };
-        self.state.0.store(to, Ordering::Release);
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Asking<'_> {
-    fn drop(&mut self) {
-        if self.probe {
-            let _ =
-                self.state
-                    .0
-                    .compare_exchange(ASKING, UNKNOWN, Ordering::AcqRel, Ordering::Acquire);
-        }
-    }
-}
-
-/// Sessions declined mounts opened, by (repository, digest), for the upload that follows.
-pub(super) type Declined = Mutex<HashMap<(String, Digest), Url>>;
 
 /// How a single-request upload went; the bytes sent, when they were read whole, to send
 /// again.
@@ -154,16 +78,14 @@ impl HttpRegistry {
         let mut url = self.repo_url(repo, "blobs/uploads/").await?;
         url.query_pairs_mut()
             .append_pair("digest", up.digest.as_str());
-        let data = super::upload::whole_blob(up).await?;
+        let data = whole_blob(up).await?;
         let (held, body, failure) = match asking.probe {
             true => {
-                let bytes = read_all(data, up.size)
-                    .await
-                    .map_err(super::upload::source_failed)?;
+                let bytes = read_all(data, up.size).await.map_err(source_failed)?;
                 (Some(bytes.clone()), Body::Bytes(bytes), None)
             }
             false => {
-                let (data, failure) = super::upload::guarded(data);
+                let (data, failure) = guarded(data);
                 (None, Body::Stream(Some(data)), Some(failure))
             }
         };
@@ -177,7 +99,7 @@ impl HttpRegistry {
             .send(Method::POST, &url, &Scope::push(repo), headers, body)
             .await;
         if let Some(e) = failure.and_then(|f| f.lock().expect("failure slot").take()) {
-            return Err(super::upload::source_failed(e));
+            return Err(source_failed(e));
         }
         let (resp, _permit) = match sent {
             Ok(answer) => answer,
@@ -220,38 +142,5 @@ impl HttpRegistry {
             StatusCode::UNAUTHORIZED => Ok(Posted::Not(held)),
             _ => Err(self.status_error(&Method::POST, &url, resp).await),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_small_blob_asks_at_a_time_and_the_answer_is_kept() {
-        let s = SinglePost::default();
-        assert!(
-            s.try_for(PROBE_MAX + 1).is_none(),
-            "a large blob never asks"
-        );
-        let asking = s.try_for(1024).expect("the first small blob asks");
-        assert!(s.try_for(1024).is_none(), "one question at a time");
-        assert_eq!(s.known(), None);
-        asking.answer(true);
-        assert_eq!(s.known(), Some(true));
-        let large = s.try_for(16 * 1024 * 1024).expect("once taken, every size");
-        assert!(!large.probe);
-        drop(large);
-        assert_eq!(s.known(), Some(true), "an unanswered try changes nothing");
-    }
-
-    #[test]
-    fn an_unanswered_question_is_asked_again_and_a_refusal_is_final() {
-        let s = SinglePost::default();
-        drop(s.try_for(10).expect("asks"));
-        assert_eq!(s.known(), None, "a 5xx or a 401 tells nothing");
-        s.try_for(10).expect("asked again").answer(false);
-        assert_eq!(s.known(), Some(false));
-        assert!(s.try_for(10).is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! Tags and the catalog: `GET /v2/<repo>/tags/list` and `GET /v2/_catalog`, every page (see
-//! [`super::Pager`]).
+//! [`Pager`](crate::registry::transport::pager::Pager)).
 
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -7,13 +7,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
-use super::body::{read_limited, MAX_LISTING};
-use super::pager::Pager;
+use super::client::HttpRegistry;
 use super::send::Body;
-use super::HttpRegistry;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::rendered;
+use crate::registry::transport::body::{read_limited, MAX_LISTING};
+use crate::registry::transport::pager::Pager;
 
 /// Page size asked of tag lists and catalogs (distribution caps catalogs at 1000).
 const PAGE_SIZE: usize = 1000;

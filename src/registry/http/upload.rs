@@ -3,7 +3,7 @@
 //! reopening the source, and resumed from the offset the registry confirms for an upload
 //! session.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -12,16 +12,25 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::chunks::{self, Chunk, Cut};
+use super::client::HttpRegistry;
 use super::send::Body;
 use super::single::Posted;
-use super::wire::{check_reported_digest, upload_offset};
-use super::{HttpRegistry, CHUNK_SIZE, MONOLITHIC_MAX};
+use super::upload_source::{guarded, source_failed, source_url, whole_blob};
 use crate::reference::Digest;
 use crate::reference::Midstate;
 use crate::registry::auth::Scope;
 use crate::registry::error::{RegistryError, Result};
-use crate::registry::verifying::VerifyingStream;
+use crate::registry::transport::retry::Origin;
+use crate::registry::transport::wire::{check_reported_digest, upload_offset};
 use crate::registry::{BlobStream, BlobUpload, Parked, UploadProgress};
+
+/// Blobs up to this size are uploaded in one streamed PUT; larger ones in chunks, so a
+/// broken connection costs one chunk and the upload can resume.
+pub const MONOLITHIC_MAX: u64 = 16 * 1024 * 1024;
+
+/// Size of one PATCH of a chunked upload; at most one chunk per in-flight upload is held in
+/// memory (Harbor uses 10 MiB).
+pub const CHUNK_SIZE: usize = 8 * 1024 * 1024;
 
 /// The rest of a chunk channel as a stream.
 fn tokio_stream_from(
@@ -30,57 +39,10 @@ fn tokio_stream_from(
     stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// The whole blob from its first byte, verified as it flows (the digest and size it must
-/// have end the stream with an error otherwise).
-pub(super) async fn whole_blob(up: &BlobUpload<'_>) -> Result<BlobStream> {
-    let data = up
-        .source
-        .open(&Midstate::new())
-        .await
-        .map_err(source_failed)?;
-    let data = VerifyingStream::new(data, source_url(up), up.digest.clone(), up.size);
-    Ok(Box::pin(data))
-}
-
-/// Where an upload's bytes were read from, for errors about them.
-pub(super) fn source_url(up: &BlobUpload<'_>) -> String {
-    up.source
-        .url()
-        .unwrap_or_else(|| format!("the source of {}", up.digest))
-}
-
-pub(super) fn source_failed(e: RegistryError) -> RegistryError {
-    match e {
-        e @ RegistryError::SourceFailed { .. } => e,
-        e => RegistryError::SourceFailed {
-            source: Box::new(e),
-        },
-    }
-}
-
 /// The upload session to continue: a previous run's, then the one the last attempt left. Set
 /// after each confirmed chunk, taken at the start of each attempt (never held across an
 /// await).
 type Session = Mutex<Option<Parked>>;
-
-/// Keeps a source stream's error aside: when the source fails mid-upload the target's
-/// complaint (a reset, a 400) is not the cause, and the retry policy must know it was the
-/// source.
-pub(super) type FailureSlot = Arc<Mutex<Option<RegistryError>>>;
-
-pub(super) fn guarded(data: BlobStream) -> (BlobStream, FailureSlot) {
-    let slot: FailureSlot = Arc::default();
-    let keep = slot.clone();
-    let stream = data.map_err(move |e| {
-        let note = RegistryError::Protocol {
-            url: "blob source".into(),
-            reason: format!("upload aborted: {e}"),
-        };
-        *keep.lock().expect("failure slot") = Some(e);
-        note
-    });
-    (Box::pin(stream), slot)
-}
 
 /// Where an attempt starts: an open session, and the hash of the bytes it holds.
 struct Start {
@@ -99,7 +61,7 @@ impl HttpRegistry {
         // A failure reading the source is the source registry's, not a pushback from here.
         let origin = up.source.origin();
         self.retry
-            .run_from(&what, origin.as_ref(), || async {
+            .run_from(&what, origin.as_ref().map(|o| o as &dyn Origin), || async {
                 let result = self.upload_attempt(repo, &up, &session).await;
                 if let Err(e) = &result {
                     if e.is_mismatch() {

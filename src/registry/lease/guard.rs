@@ -12,9 +12,10 @@ use async_trait::async_trait;
 
 use crate::reference::Digest;
 use crate::registry::capabilities::Capabilities;
+use crate::registry::transport::throttle;
 use crate::registry::{
-    throttle, BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed,
-    ReferrerList, Registry, RegistryError, Result,
+    BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
+    Registry, RegistryError, Result,
 };
 
 /// Whether the run may delete under one lease: until when (as renewals extend it), and why

@@ -11,7 +11,7 @@ pub(super) fn kind(r: &LoggedRequest) -> String {
     if path == "/v2/" || path == "/v2" {
         return format!("{} base", r.method);
     }
-    let kind = ferry::registry::throttle::request_kind(&r.method, path);
+    let kind = ferry::registry::transport::throttle::request_kind(&r.method, path);
     match r.method == "POST" && kind.ends_with(" upload") && query.contains("mount=") {
         true => format!("{kind} (mount)"),
         false => kind,

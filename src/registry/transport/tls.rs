@@ -5,38 +5,12 @@
 //! roots to it (for a registry behind a private CA) and never replaces them. Only
 //! `insecure = true` turns verification off, per host.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-/// Why a CA file cannot be used: the reason as data. [`root_certificates`]' reasons say what
-/// is wrong with the contents and name no path (the plan's message names the field);
-/// [`read_root_certificates`] adds the file.
-#[derive(Debug, thiserror::Error)]
-pub enum CaFileError {
-    /// Certificate `n` (1-based) is not valid PEM.
-    #[error("certificate {n} is not valid PEM: {message}")]
-    Pem { n: usize, message: String },
-    /// Certificate `n` is PEM, but not an X.509 certificate rustls can trust.
-    #[error("certificate {n} is not a usable X.509 certificate: {message}")]
-    NotX509 { n: usize, message: String },
-    #[error("certificate {n} is not usable: {message}")]
-    Unusable { n: usize, message: String },
-    #[error("holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block); a DER file converts with `openssl x509 -inform der -in CA.der -out CA.pem`")]
-    NoCertificate,
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// What is wrong with the contents of the file at `path`.
-    #[error("{}: {reason}", path.display())]
-    InFile {
-        path: PathBuf,
-        reason: Box<CaFileError>,
-    },
-}
+use crate::registry::reasons::CaFileError;
 
 /// The certificates of a PEM file (a CA bundle: one or more `BEGIN CERTIFICATE` blocks; other
 /// blocks such as keys are skipped), each checked to be a usable X.509 trust anchor, so a
@@ -79,46 +53,6 @@ pub fn read_root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, 
         path: path.to_path_buf(),
         reason: Box::new(reason),
     })
-}
-
-/// Why the server's certificate was refused, if that is why `e` failed (rather than a refused
-/// connection, a reset or a timeout, which may pass and are retried).
-pub fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        // rustls' error arrives wrapped in io::Errors (two, from tokio-rustls and the
-        // connector), whose `source()` skips the wrapped error itself: look inside each
-        // with `get_ref`.
-        let mut inner: &(dyn std::error::Error + 'static) = err;
-        while let Some(wrapped) = inner
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            inner = wrapped;
-        }
-        let rustls_err = inner.downcast_ref::<rustls::Error>();
-        if let Some(r) = rustls_err {
-            return match r {
-                rustls::Error::InvalidCertificate(c) => Some(match c {
-                    rustls::CertificateError::UnknownIssuer => {
-                        "it is signed by an unknown certificate authority".to_string()
-                    }
-                    rustls::CertificateError::NotValidForName
-                    | rustls::CertificateError::NotValidForNameContext { .. } => {
-                        "it is not valid for this host name".to_string()
-                    }
-                    rustls::CertificateError::Expired
-                    | rustls::CertificateError::ExpiredContext { .. } => {
-                        "it has expired".to_string()
-                    }
-                    _ => r.to_string(),
-                }),
-                _ => None,
-            };
-        }
-        cur = err.source();
-    }
-    None
 }
 
 #[cfg(test)]

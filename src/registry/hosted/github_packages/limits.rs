@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
-use crate::registry::throttle;
+use crate::registry::transport::throttle;
 
 /// How long GitHub's answer says to wait, when it is a rate limit (its documented rule, for
 /// the primary and the secondary limit alike): a 403 or 429 with `Retry-After` waits that

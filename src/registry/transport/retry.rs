@@ -8,9 +8,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::RegistryError;
 use super::throttle::{Event, Throttle};
-use super::BlobOrigin;
+use crate::registry::error::RegistryError;
 
 /// Tries after the first (regclient uses 5 too).
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -28,7 +27,7 @@ pub fn is_transient(e: &RegistryError) -> bool {
         | RegistryError::SizeMismatch { .. } => true,
         RegistryError::Status { status, .. } => {
             matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-                || e.has_code(super::error_body::code::TOOMANYREQUESTS)
+                || e.has_code(crate::registry::error_body::code::TOOMANYREQUESTS)
         }
         RegistryError::SourceFailed { source } => is_transient(source),
         _ => false,
@@ -72,7 +71,7 @@ pub async fn retrying_from<T, F, Fut>(
     registry: &str,
     what: &str,
     retries: u32,
-    origin: Option<&BlobOrigin>,
+    origin: Option<&dyn Origin>,
     mut op: F,
 ) -> Result<T, RegistryError>
 where
@@ -96,9 +95,9 @@ where
                 };
                 match (&e, origin) {
                     (RegistryError::SourceFailed { .. }, Some(o)) => {
-                        let source = o.registry.name();
+                        let source = o.name();
                         let event = event(source, format!("{what} to {registry}"));
-                        if !o.registry.charge_retry(&event) {
+                        if !o.charge_retry(&event) {
                             throttle.tell(&event);
                         }
                     }
@@ -114,8 +113,19 @@ where
     }
 }
 
+/// Where the bytes of an upload come from, as the retry policy sees it: the registry that a
+/// failure of the source is charged to ([`BlobOrigin`](crate::registry::BlobOrigin) is one).
+/// A trait so that this floor does not point back up at the registry trait.
+pub trait Origin: Send + Sync {
+    /// The source registry's name, for the events.
+    fn name(&self) -> &str;
+    /// Count `event` (a retry the source caused) against the source; `false` when it keeps
+    /// no count and the target's throttle only tells the observer.
+    fn charge_retry(&self, event: &Event) -> bool;
+}
+
 /// One registry's retry policy ([`retrying`] with its throttle, name and `retries`): every
-/// operation of the HTTP client goes through it, uploads and the vendor APIs' listings too.
+/// operation of the HTTP client goes through it, uploads and the hosted APIs' listings too.
 #[derive(Clone)]
 pub struct RetryPolicy {
     throttle: Arc<Throttle>,
@@ -132,7 +142,7 @@ impl RetryPolicy {
         }
     }
 
-    /// Retries after the first try (also what bounds the rate-limit waits of the vendor APIs).
+    /// Retries after the first try (also what bounds the rate-limit waits of the hosted APIs).
     pub fn retries(&self) -> u32 {
         self.retries
     }
@@ -152,7 +162,7 @@ impl RetryPolicy {
     pub async fn run_from<T, F, Fut>(
         &self,
         what: &str,
-        origin: Option<&BlobOrigin>,
+        origin: Option<&dyn Origin>,
         op: F,
     ) -> Result<T, RegistryError>
     where
@@ -167,6 +177,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::BlobOrigin;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]

@@ -1,4 +1,4 @@
-//! Docker Hub's [`VendorApi`], its API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
+//! Docker Hub's [`HostedApi`], its API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
 //! (Hub has no catalog), the tag listing that retention reads instead of pulling manifests
 //! (every manifest GET counts against the pull limit), and tag deletion (every tag of an
 //! image, or one tag alone). Logs in with the registry credentials (a personal access token)
@@ -17,16 +17,18 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Context, RecordCache, VendorApi};
+use super::{Context, HostedApi, RecordCache};
 use crate::reference::Digest;
 use crate::reference::{names, DOCKER_HUB};
 use crate::registry::capabilities::RecordStyle;
-use crate::registry::credentials::{Credential, CredentialsError};
+use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
-use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
-use crate::registry::retry::RetryPolicy;
-use crate::registry::throttle::{self, Event, Throttle};
+use crate::registry::reasons::CredentialsError;
+use crate::registry::transport::body::{read_limited, status_error, MAX_LISTING, MAX_TOKEN_ANSWER};
+use crate::registry::transport::pager::Pager;
+use crate::registry::transport::retry::RetryPolicy;
+use crate::registry::transport::throttle::{self, Event, Throttle};
 use crate::registry::ManifestRecord;
 
 /// Docker Hub's API, for `docker.io` unless the plan names another.
@@ -40,7 +42,7 @@ struct Page<T> {
     results: Vec<T>,
 }
 
-/// Docker Hub's API as its [`VendorApi`].
+/// Docker Hub's API as its [`HostedApi`].
 pub struct DockerHub {
     /// The registry's host (`docker.io`).
     name: String,
@@ -369,7 +371,7 @@ impl DockerHub {
 }
 
 #[async_trait]
-impl VendorApi for DockerHub {
+impl HostedApi for DockerHub {
     fn record_style(&self) -> RecordStyle {
         RecordStyle::Tags
     }

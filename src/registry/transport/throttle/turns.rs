@@ -65,7 +65,7 @@ impl Turns {
     }
 
     /// When the last request sent inside [`Turns::spend`] was let go by the host's throttle;
-    /// `None` when no request went through it (a registry without one, or a vendor API's
+    /// `None` when no request went through it (a registry without one, or a hosted API's
     /// own client).
     pub fn sent_at(&self) -> Option<Instant> {
         *self.0.sent.lock().expect("turns lock")

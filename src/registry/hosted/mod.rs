@@ -1,13 +1,18 @@
-//! What some registries do only through an API of their own: listing a namespace's
-//! repositories where there is no catalog, reading every manifest as the registry records it
-//! (with ids, tags, push times), deleting (a manifest; on Docker Hub, one tag too), and
-//! checking beforehand that deleting will be allowed. [`VendorApi`] is that API; GitHub
-//! Packages ([`github`]) and Docker Hub ([`hub`]) implement it. The HTTP client picks one
-//! once, from the registry's [`Flavor`], when it is built ([`for_flavor`]), and asks it
-//! instead of the distribution API for these operations.
+//! The hosted registries' own APIs, for what some registries do only through them: listing a
+//! namespace's repositories where there is no catalog, reading every manifest as the registry
+//! records it (with ids, tags, push times), deleting (a manifest; on Docker Hub, one tag too),
+//! and checking beforehand that deleting will be allowed. [`HostedApi`] is that API; the
+//! GitHub Packages API ([`github_packages`], for GHCR) and the Docker Hub API ([`docker_hub`])
+//! implement it. The HTTP client picks one once, from the registry's
+//! [`Flavor`](super::config::Flavor), when it is built, and asks it instead of the
+//! distribution API for these operations.
+//!
+//! This module stands on [`auth`](super::auth)'s credentials and the
+//! [`transport`](super::transport) floor; this file holds what both clients share (the trait,
+//! [`Context`], [`RecordCache`]) and calls neither.
 
-pub mod github;
-pub mod hub;
+pub mod docker_hub;
+pub mod github_packages;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,18 +22,17 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::capabilities::RecordStyle;
-use super::config::Flavor;
 use super::credentials::Credential;
 use super::error::Result;
-use super::retry::RetryPolicy;
-use super::throttle::Throttle;
+use super::transport::retry::RetryPolicy;
+use super::transport::throttle::Throttle;
 use super::ManifestRecord;
 use crate::reference::Digest;
 
 /// A registry's own API, for what the distribution API does not do (see the module docs).
 #[async_trait]
-pub trait VendorApi: Send + Sync {
-    /// How [`VendorApi::manifest_records`] describes a repository.
+pub trait HostedApi: Send + Sync {
+    /// How [`HostedApi::manifest_records`] describes a repository.
     fn record_style(&self) -> RecordStyle;
 
     /// What is known of the registry's OCI referrers API without asking it: `Some(false)` to
@@ -52,7 +56,7 @@ pub trait VendorApi: Send + Sync {
     /// [`super::Registry::manifest_records`]).
     async fn manifest_records(&self, repo: &str) -> Result<Vec<ManifestRecord>>;
 
-    /// Take the place of the next [`VendorApi::delete_manifest`] in the API's own pace now,
+    /// Take the place of the next [`HostedApi::delete_manifest`] in the API's own pace now,
     /// so that it goes without waiting for it (see [`super::Registry::reserve`]); nothing
     /// where the API paces nothing.
     async fn reserve_delete(&self) {}
@@ -75,30 +79,21 @@ pub trait VendorApi: Send + Sync {
     }
 }
 
-/// What a vendor API client is built from: the registry's client and settings.
+/// What a hosted API client is built from: the registry's client and settings.
 pub struct Context {
     /// The registry's host, as the plan names it.
     pub registry: String,
     /// The registry's HTTP client (with its read timeout and trusted roots).
     pub client: reqwest::Client,
     pub credential: Credential,
-    /// The plan's `api` for the registry; each vendor has its default.
+    /// The plan's `api` for the registry; each hosted API has its default.
     pub api: Option<Url>,
     pub throttle: Arc<Throttle>,
     pub retry: RetryPolicy,
     pub stall: Duration,
 }
 
-/// The vendor API a registry of this flavor has, if any.
-pub fn for_flavor(flavor: Flavor, cx: Context) -> Option<Box<dyn VendorApi>> {
-    match flavor {
-        Flavor::Distribution => None,
-        Flavor::Ghcr => Some(Box::new(github::Ghcr::new(cx))),
-        Flavor::Dockerhub => Some(Box::new(hub::DockerHub::new(cx))),
-    }
-}
-
-/// The records [`VendorApi::manifest_records`] last read per repository: deletions right
+/// The records [`HostedApi::manifest_records`] last read per repository: deletions right
 /// after the inventory look ids and tags up here instead of listing the repository again.
 #[derive(Default)]
 pub struct RecordCache(std::sync::Mutex<HashMap<String, Vec<ManifestRecord>>>);

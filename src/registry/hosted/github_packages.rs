@@ -1,4 +1,4 @@
-//! GHCR's [`VendorApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
+//! GHCR's [`HostedApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
 //! do: list a namespace's container packages, list package versions (id, digest, tags, push
 //! time, untagged ones included) and delete versions. Honours GitHub's rate limits as its docs
 //! say (`limits`: every request to the API waits), paces deletions below its secondary limit
@@ -19,16 +19,17 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{Context, RecordCache, VendorApi};
-use crate::reference::names;
-use crate::reference::Digest;
+use super::{Context, HostedApi, RecordCache};
+use crate::reference::{names, Digest};
 use crate::registry::capabilities::RecordStyle;
-use crate::registry::credentials::{lacking, Credential, CredentialsError};
+use crate::registry::credentials::{lacking, Credential};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
-use crate::registry::http::{read_limited, status_error, Pager, MAX_LISTING, MAX_TOKEN_ANSWER};
-use crate::registry::retry::RetryPolicy;
-use crate::registry::throttle::{Pace, Throttle};
+use crate::registry::reasons::CredentialsError;
+use crate::registry::transport::body::{read_limited, status_error, MAX_LISTING, MAX_TOKEN_ANSWER};
+use crate::registry::transport::pager::Pager;
+use crate::registry::transport::retry::RetryPolicy;
+use crate::registry::transport::throttle::{pace::Pace, Throttle};
 use crate::registry::ManifestRecord;
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
@@ -38,7 +39,7 @@ const GITHUB_API: &str = "https://api.github.com";
 /// Versions asked per page (GitHub's maximum).
 const PER_PAGE: usize = 100;
 
-/// Progress the API's answers must make (see [`crate::registry::http::MIN_PROGRESS`]); the
+/// Progress the API's answers must make (see [`crate::registry::transport::body::MIN_PROGRESS`]); the
 /// client's read timeout is the plan's `stall_timeout` for the registry.
 const API_STALL: Duration = crate::registry::config::DEFAULT_STALL_TIMEOUT;
 
@@ -434,7 +435,7 @@ impl PackagesApi {
     }
 }
 
-/// GHCR: the GitHub Packages API as its [`VendorApi`].
+/// GHCR: the GitHub Packages API as its [`HostedApi`].
 pub struct Ghcr {
     registry: String,
     /// `None` without a token for it (a user name and a classic personal access token).
@@ -487,7 +488,7 @@ impl Ghcr {
 }
 
 #[async_trait]
-impl VendorApi for Ghcr {
+impl HostedApi for Ghcr {
     fn record_style(&self) -> RecordStyle {
         RecordStyle::Versions
     }

@@ -2,7 +2,7 @@
 //! a 429 (`Retry-After`) or an exhausted Docker Hub pull budget (`ratelimit-remaining`) sets
 //! for every request to the host, and the events that explain each wait. [`Turns`] are places
 //! in the budget taken ahead of the requests that use them, for a request that must go out the
-//! moment the work before it ends (see `turns`). Beside it, a [`Pace`] for a service with
+//! moment the work before it ends (see `turns`). Beside it, a [`Pace`](pace::Pace) for a service with
 //! limits of its own (GitHub's REST API): its pause, and a pace for the requests it counts
 //! dearest. The copy engine never sleeps; requests wait here.
 
@@ -15,9 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 
-mod pace;
+pub mod pace;
 mod turns;
-pub use pace::Pace;
 pub use turns::Turns;
 
 /// Waits longer than this are not sat out: the request fails with the registry's answer.
@@ -145,7 +144,7 @@ impl Drop for Waiting<'_> {
 
 /// What a request is, for counting: its method and the resource of the distribution API its
 /// path names (`HEAD manifest`, `GET blob`, `POST upload`, `PATCH upload`, `GET tags`, …;
-/// `other` for tokens and vendor APIs).
+/// `other` for tokens and hosted APIs).
 pub fn request_kind(method: &str, path: &str) -> String {
     let what = if path.contains("/blobs/uploads") {
         "upload"
@@ -481,7 +480,7 @@ mod tests {
         let sink = events.clone();
         let observer: Observer = Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
         let t = Throttle::new("ghcr.example", None, Some(observer));
-        let pace = Pace::new("api.example", NonZeroU32::new(600).unwrap(), 1);
+        let pace = pace::Pace::new("api.example", NonZeroU32::new(600).unwrap(), 1);
         let start = Instant::now();
         for _ in 0..4 {
             drop(t.paced(&pace).await);
