@@ -1,22 +1,14 @@
 //! `prune` on a `[[copy]]` rule: delete at the target what this rule copied there once the
-//! rule no longer selects it (gone at the source, or filtered out), and nothing else.
+//! rule no longer selects it (gone at the source, or filtered out), and nothing else. Checked
+//! here into retention's [`Prune`]; `retention::prune` carries it out.
 
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::errors::{self, PlanError};
-use super::validate::Ctx;
-
-/// A validated `prune`: the rule's safety valves.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Prune {
-    /// More deletions than this for the rule in one run: delete nothing and say why.
-    pub max_deletions: Option<usize>,
-    /// A tag must have been missing from what the rule selects for this long first (`None`:
-    /// pruned on the first run that finds it missing).
-    pub older_than: Option<Duration>,
-}
+use super::spans::Ctx;
+use crate::retention::prune::Prune;
 
 const SHAPE: &str = "expected `true`, `false` or `{ max_deletions = N, older_than = \"7d\" }`";
 

@@ -14,9 +14,9 @@ use std::time::SystemTime;
 use semver::Version;
 
 use super::refusals::Refusals;
+use super::rule::RetainRule;
 use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions};
-use crate::plan::filter::parse_version;
-use crate::plan::RetainRule;
+use crate::reference::version::parse_version;
 use crate::reference::Digest;
 
 const DAY: u64 = 86_400;

@@ -8,7 +8,7 @@
 //! is "not ours" and stays. Decisions are made per image through the same graph walk as
 //! retention (`select::decide`): what a kept tag, a referrer or an `[in_use]`
 //! reference reaches stays; an image that also carries a kept tag loses only the pruned tag
-//! ([`Registry::delete_tag`]). [`select()`] is pure; [`run()`] reads, decides and deletes, and
+//! ([`Registry::delete_tag`]). [`select()`] is pure; [`rules::run()`] reads, decides and deletes, and
 //! `ferry plan` runs it over overlays, so the dry run prunes what the run prunes.
 
 use std::collections::{HashMap, HashSet};
@@ -20,13 +20,21 @@ use crate::retention::select::{decide, format_rule, Role, Seen};
 use crate::retention::{Action, Deletion, Image, InUsePins, Journal};
 
 pub mod rules;
-use crate::plan::Prune;
 use crate::reference::Digest;
 use crate::registry::manifest::referrer_tag_subject;
 use crate::registry::{Registry, RegistryError};
-pub use rules::{run, Context, Pruned, PrunedRepo, RuleScope};
 
 const DAY: u64 = 86_400;
+
+/// A copy rule's `prune` settings: the safety valves of pruning what it copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prune {
+    /// More deletions than this for the rule in one run: delete nothing and say why.
+    pub max_deletions: Option<usize>,
+    /// A tag must have been missing from what the rule selects for this long first (`None`:
+    /// pruned on the first run that finds it missing).
+    pub older_than: Option<Duration>,
+}
 
 /// What ferry put at a target reference, as the checkpoint recorded it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -484,7 +492,7 @@ fn late_keeps(
     note: &(dyn Fn(&str) + Sync),
 ) {
     for k in kept {
-        note(&crate::retention::policies::told("kept", repository, k));
+        note(&crate::retention::refusals::told("kept", repository, k));
         let late = decided
             .decisions
             .iter_mut()
@@ -509,7 +517,7 @@ fn record(
     for done in done {
         if let Ok(version_id) = &done.result {
             let shown = whole_decision(&done.decision, Action::Delete);
-            note(&crate::retention::policies::told(
+            note(&crate::retention::refusals::told(
                 "pruned", repository, &shown,
             ));
             journal.deleted(&Deletion {

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{apply, hold, plan_repo, valve, Judge, Ledger, PruneDone, RepoPrune, Scope};
-use crate::plan::Prune;
+use super::{apply, hold, plan_repo, valve, Judge, Ledger, Prune, PruneDone, RepoPrune, Scope};
 use crate::reference::display_repo;
 use crate::reference::Location;
 use crate::registry::{Registry, RegistryError};

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Action, Image, DAY};
-use crate::plan::RetainRule;
+use crate::retention::rule::RetainRule;
 
 /// A tagged top-level image: the first keep rule that holds, else delete.
 pub(super) fn judge_tagged(
