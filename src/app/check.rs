@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::copy::rule::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::copy::select::{select_tags, Count};
 use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};

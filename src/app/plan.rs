@@ -36,7 +36,7 @@ fn refusable(item: &Item, outcome: Option<&Outcome>) -> bool {
         (outcome, &item.platforms),
         (Some(Outcome::Copied { stats, .. }), Some(p))
             if stats.left_out > 0
-                && p.mode == crate::copy::rule::PlatformMode::Sparse
+                && p.mode == crate::copy::copy_rule::PlatformMode::Sparse
                 && item.target.registry.name() != "oci:"
     )
 }

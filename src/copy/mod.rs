@@ -12,12 +12,12 @@
 //! [`select`]: turning rules into items; [`journal`] and [`reporter`]: the traits through
 //! which the checkpoint and people hear of it.
 
+pub mod copy_rule;
 pub mod engine;
 pub mod journal;
 pub mod outcome;
 pub mod platform;
 pub mod reporter;
-pub mod rule;
 pub mod select;
 pub mod spool;
 pub mod tag_filter;
@@ -69,7 +69,7 @@ pub struct Item {
     /// A target without the referrers API gets it listed under the subject's fallback tag.
     pub subject: Option<Digest>,
     /// Only these platforms of an index (`None`: all of them, the index as is).
-    pub platforms: Option<Arc<rule::Platforms>>,
+    pub platforms: Option<Arc<copy_rule::Platforms>>,
     /// The `[[copy]]` rule it comes from (1-based; 0 for none).
     pub rule: usize,
     /// For a referrer (a signature, an attestation, an SBOM, by tag or by digest): the item

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::select::{self, Claims, Registries};
 use super::*;
-use crate::copy::rule::{CopyRule, Platform, PlatformMode, Platforms};
+use crate::copy::copy_rule::{CopyRule, Platform, PlatformMode, Platforms};
 use crate::reference::{Location, Reference};
 use crate::registry::manifest;
 use crate::registry::memory::MemoryRegistry;

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::copy::rule::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::copy::select::{wildcard_target, Empty, Found, Listing, Registries};
 use crate::copy::{Item, Outcome};
 use crate::plan::Plan;

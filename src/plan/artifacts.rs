@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::errors::PlanError;
 use super::spans::Ctx;
-use crate::copy::rule::{Platform, PlatformMode, Platforms, Referrers};
+use crate::copy::copy_rule::{Platform, PlatformMode, Platforms, Referrers};
 
 pub(super) fn validate_referrers(
     ctx: &Ctx,

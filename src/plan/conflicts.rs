@@ -15,9 +15,9 @@
 use std::path::Path;
 
 use super::errors::PlanError;
-use crate::copy::rule::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::reference::Selector;
-use crate::retention::rule::RetainPolicy;
+use crate::retention::retain_rule::RetainPolicy;
 
 /// The one target tag a rule writes, when the plan alone says it.
 fn single_target_tag(rule: &CopyRule) -> Option<&str> {

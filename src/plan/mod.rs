@@ -28,12 +28,12 @@ use spans::Ctx;
 
 pub use errors::PlanError;
 
-use crate::copy::rule::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::inuse::sources::InUse;
 use crate::reference::Location;
 use crate::registry::config::RegistrySettings;
 use crate::retention::prune::Prune;
-use crate::retention::rule::RetainPolicy;
+use crate::retention::retain_rule::RetainPolicy;
 
 /// The most blob transfers in flight to one target registry (and images in flight), unless
 /// the plan or `--concurrency` says otherwise. Each registry's window starts at

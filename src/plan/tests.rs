@@ -1,7 +1,7 @@
 //! Plan validation: every field, every message.
 
 use super::*;
-use crate::copy::rule::{PlatformMode, Referrers};
+use crate::copy::copy_rule::{PlatformMode, Referrers};
 use crate::registry::config::{AuthSettings, Flavor};
 
 /// A rule, for plans whose subject is something else: a plan without one is refused.

@@ -14,7 +14,7 @@ use super::errors::{self, PlanError};
 use super::raw::{RawAuth, RawCopy, RawRateLimit, RawRegistry, RawRetain, RawTags};
 use super::spans::{any_duration, duration, int_in, Ctx};
 use super::{artifacts, lease_settings, prune};
-use crate::copy::rule::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::copy::tag_filter::TagFilter;
 use crate::reference;
 use crate::reference::{Location, Reference, Selector};
@@ -23,7 +23,7 @@ use crate::registry::config::{
     DEFAULT_STALL_TIMEOUT,
 };
 use crate::retention::prune::Prune;
-use crate::retention::rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
+use crate::retention::retain_rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
 
 pub(super) fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
     let url = Url::parse(v.get_ref())
@@ -343,16 +343,7 @@ pub(super) fn validate_copy(
     let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
     let platforms =
         artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
-    let prune = prune::validate(ctx, c.prune.as_ref())?;
-    if let (Some(_), Some(raw)) = (&prune, &c.prune) {
-        if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
-            return Err(ctx.invalid(
-                raw.span(),
-                "copy.prune",
-                "pruning applies when `from` is a repository or a wildcard, not one tag or digest",
-            ));
-        }
-    }
+    let prune = prune::validate(ctx, c.prune.as_ref(), &from)?;
     let allow_empty = allow_empty(ctx, c, &from)?;
     let (line, column) = ctx.line_col(c.from.span().start);
     let rule = CopyRule {

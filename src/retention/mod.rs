@@ -20,7 +20,7 @@ pub mod policies;
 pub mod prune;
 pub mod recheck;
 pub mod refusals;
-pub mod rule;
+pub mod retain_rule;
 pub mod select;
 pub mod undo;
 
@@ -164,7 +164,7 @@ pub struct RepoPlan {
 /// Read and decide every repository a policy names (a wildcard expands through the catalog).
 /// Pure but for the reads: nothing is deleted here.
 pub async fn plan_policy(
-    policy: &rule::RetainPolicy,
+    policy: &retain_rule::RetainPolicy,
     registry: &dyn crate::registry::Registry,
     now: SystemTime,
     owns: &(dyn Fn(&str) -> bool + Sync),

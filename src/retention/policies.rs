@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::apply::{apply, Applied, Deleted};
 use super::inventory::keep_for_restore;
 use super::refusals::{told, Refusals, Told};
-use super::rule::RetainPolicy;
+use super::retain_rule::RetainPolicy;
 use super::{plan_policy, Action, Decision, Deletion, Journal, Pins, RepoPlan};
 use crate::reference::Digest;
 use crate::reference::Location;

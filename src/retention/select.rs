@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use semver::Version;
 
 use super::refusals::Refusals;
-use super::rule::RetainRule;
+use super::retain_rule::RetainRule;
 use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions};
 use crate::reference::version::parse_version;
 use crate::reference::Digest;

@@ -12,7 +12,7 @@ use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::Registry;
-use crate::retention::rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
+use crate::retention::retain_rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
 
 const REPO: &str = "team/app";
 

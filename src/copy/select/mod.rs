@@ -18,7 +18,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::{After, Endpoint, Item, ItemKey, Journal};
-use crate::copy::rule::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::reference::names;
 use crate::reference::names::NameError;
 use crate::reference::Digest;

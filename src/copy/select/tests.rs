@@ -1,7 +1,7 @@
 //! Rule resolution: stages, claims, overlaps.
 
 use super::*;
-use crate::copy::rule::{Platform, PlatformMode, Platforms};
+use crate::copy::copy_rule::{Platform, PlatformMode, Platforms};
 use crate::copy::Contest;
 
 fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) -> Item {

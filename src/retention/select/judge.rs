@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Action, Image, DAY};
-use crate::retention::rule::RetainRule;
+use crate::retention::retain_rule::RetainRule;
 
 /// A tagged top-level image: the first keep rule that holds, else delete.
 pub(super) fn judge_tagged(

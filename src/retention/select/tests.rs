@@ -74,7 +74,7 @@ fn rule() -> RetainRule {
         delete_tags: Vec::new(),
         older_than: None,
         untagged: false,
-        untagged_grace: crate::retention::rule::DEFAULT_UNTAGGED_GRACE,
+        untagged_grace: crate::retention::retain_rule::DEFAULT_UNTAGGED_GRACE,
         max_deletions: None,
     }
 }
