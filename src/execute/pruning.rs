@@ -11,8 +11,9 @@ use crate::copy::{Item, Outcome};
 use crate::plan::Plan;
 use crate::reference::display_repo;
 use crate::reference::Selector;
+use crate::retention::deletions::Ledger;
 use crate::retention::prune::rules::RuleScope;
-use crate::retention::prune::{Ledger, Scope, SourceTags};
+use crate::retention::prune::{Scope, SourceTags};
 
 /// The scopes of the plan's `prune` rules, in plan order. A rule that selected nothing
 /// without `allow_empty` (in `empty`) prunes nothing: a filter that keeps no tag is a mistake

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::apply::{apply, Applied, Deleted};
+use super::decisions::{Action, Decision};
+use super::deletions::{Deletion, Journal};
 use super::inventory::keep_for_restore;
+use super::pins::Pins;
 use super::refusals::{told, Refusals, Told};
+use super::repo_plan::{plan_policy, RepoPlan};
 use super::retain_rule::RetainPolicy;
-use super::{plan_policy, Action, Decision, Deletion, Journal, Pins, RepoPlan};
 use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::Registry;

@@ -15,7 +15,8 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::{Action, Decision, Journal, Refused};
+use super::decisions::{Action, Decision};
+use super::deletions::{Journal, Refused};
 use crate::reference::Digest;
 use crate::registry::error::Refusal;
 use crate::registry::{RecordStyle, Registry, RegistryError};

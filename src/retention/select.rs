@@ -13,9 +13,10 @@ use std::time::SystemTime;
 
 use semver::Version;
 
+use super::decisions::{Action, Conflict, Decision, Image, RepoDecisions};
+use super::pins::Pins;
 use super::refusals::Refusals;
 use super::retain_rule::RetainRule;
-use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions};
 use crate::reference::version::parse_version;
 use crate::reference::Digest;
 
@@ -532,7 +533,7 @@ pub(super) fn platform_suffix(platform: Option<&str>) -> String {
 mod judge;
 mod refused;
 
-pub(in crate::retention) use judge::format_rule;
+pub(crate) use judge::format_rule;
 use judge::{judge_tagged, judge_untagged};
 
 #[cfg(test)]

@@ -10,9 +10,11 @@ use super::{apply, hold, plan_repo, valve, Judge, Ledger, Prune, PruneDone, Repo
 use crate::reference::display_repo;
 use crate::reference::Location;
 use crate::registry::{Registry, RegistryError};
+use crate::retention::decisions::Image;
+use crate::retention::deletions::Journal;
 use crate::retention::inventory::Manifests;
+use crate::retention::policies::PinMap;
 use crate::retention::refusals::Refusals;
-use crate::retention::{Image, Journal, PinMap};
 
 /// What one `prune` rule covers this run.
 #[derive(Clone, Debug)]
