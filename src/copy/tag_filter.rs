@@ -6,7 +6,8 @@ use semver::{Version, VersionReq};
 
 use crate::reference::version::parse_version;
 
-/// A validated `tags = { … }` table. The default keeps every tag.
+/// Which tags of a repository a copy rule takes (a plan's `tags = { … }`). The default keeps
+/// every tag.
 #[derive(Clone, Debug, Default)]
 pub struct TagFilter {
     /// A tag must match at least one of these (when the list is non-empty).
