@@ -20,8 +20,6 @@ use super::retain_rule::RetainRule;
 use crate::reference::version::parse_version;
 use crate::reference::Digest;
 
-const DAY: u64 = 86_400;
-
 /// What part an image plays in its repository, which decides how it is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Role {
@@ -177,7 +175,15 @@ pub(super) fn decide(
         .collect();
     protect(&graph, &order, &mut decided);
     decide_orphans(&graph, &order, &mut decided);
-    refused::keep(&graph, &order, &mut decided, refusals);
+    if refused::keep(
+        graph.images,
+        &graph.tags,
+        &order.ranked,
+        &mut decided,
+        refusals,
+    ) {
+        protect(&graph, &order, &mut decided);
+    }
     in_order(&graph, &order, decided)
 }
 

@@ -3,8 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Action, Image, DAY};
+use crate::retention::decisions::{Action, Image};
 use crate::retention::retain_rule::RetainRule;
+
+pub(super) const DAY: u64 = 86_400;
 
 /// A tagged top-level image: the first keep rule that holds, else delete.
 pub(super) fn judge_tagged(

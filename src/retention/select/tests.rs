@@ -2,6 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use regex::Regex;
 
+use super::judge::DAY;
 use super::*;
 use Action::{Delete as D, Keep as K};
 
