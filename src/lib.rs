@@ -8,8 +8,8 @@
 //! ```text
 //!   cli ── app                  (one module per subcommand)
 //!           └── execute ──┬── report, state      (implement the engines' Reporter and Journal)
+//!                         ├── plan               (TOML -> the engines' own rule types, validated)
 //!                         ├── copy, retention, inuse (the engines; they never speak HTTP)
-//!                         ├── plan               (TOML -> validated rules)
 //!                         └── registry           (the Registry trait and what implements it)
 //!                               └── reference, error   (leaves)
 //! ```
@@ -23,14 +23,17 @@
 //! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics; implements
 //!   [`copy::Reporter`].
 //! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
-//! - [`copy`]: rule resolution and the idempotent, concurrent copy engine (which also checks
-//!   an image at its target whole); the [`copy::Journal`] and [`copy::Reporter`] traits it
-//!   calls.
-//! - [`retention`]: inventory, pure selection with graph protection, top-down deletion.
-//! - [`inuse`]: the images in use, from the plan's `[in_use]` sources (Kubernetes, GitOps
-//!   files), that retention and pruning keep.
-//! - [`plan`]: TOML to a validated [`plan::Plan`]; errors name file, line, column and field,
-//!   never a value from the plan.
+//! - [`plan`]: TOML to a validated [`plan::Plan`], which holds the engines' own rule types;
+//!   errors name file, line, column and field, never a value from the plan. No engine imports
+//!   it.
+//! - [`copy`]: its rule ([`copy::copy_rule::CopyRule`], [`copy::tag_filter::TagFilter`]), rule
+//!   resolution and the idempotent, concurrent copy engine (which also checks an image at its
+//!   target whole); the [`copy::Journal`] and [`copy::Reporter`] traits it calls.
+//! - [`retention`]: its policies ([`retention::retain_rule`]) and prune settings
+//!   ([`retention::prune::Prune`]); inventory, pure selection with graph protection, top-down
+//!   deletion.
+//! - [`inuse`]: the images in use, from the sources a plan's `[in_use]` names
+//!   ([`inuse::sources`]: Kubernetes, GitOps files), that retention and pruning keep.
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
 //!   the overlay `ferry plan` runs against, and an in-memory one for tests); the only code that
 //!   speaks the distribution API. In floors: [`registry::http`] and [`registry::hosted`] (the

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use super::exit;
 use super::lines::log_line;
+use crate::copy::copy_rule::CopyRule;
 use crate::copy::select::{select_tags, Count};
 use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};
-use crate::plan::conflicts::writes_into;
-use crate::plan::{CopyRule, Plan};
+use crate::plan::Plan;
 use crate::reference::display_repo;
 use crate::reference::{Reference, Selector};
 use crate::registry::{Registry, RegistryError};
@@ -55,7 +55,7 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         // A source an earlier rule writes (a staged promotion) may not exist before the run.
         let line = match plan.copies[..i]
             .iter()
-            .find(|earlier| writes_into(&earlier.to, &rule.from))
+            .find(|earlier| earlier.writes_into(&rule.from))
         {
             Some(earlier) => planned(&plan, earlier, rule, src.as_ref()).await,
             None => source(&plan, rule, src.as_ref()).await,
@@ -63,7 +63,11 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         lines.push(line);
         lines.push(push(&rule.to, registry(&rule.to).as_ref()).await);
     }
-    for rule in plan.copies.iter().filter(|r| r.prune.is_some()) {
+    for rule in plan
+        .copies
+        .iter()
+        .filter(|r| plan.prune(r.number).is_some())
+    {
         let mut line = delete(&rule.to, registry(&rule.to).as_ref(), "pruning").await;
         line.what = format!("prune {}", rule.to);
         lines.push(line);

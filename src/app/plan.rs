@@ -19,7 +19,8 @@ use crate::execute::checkpoint::StateJournal;
 use crate::execute::shard::Shard;
 use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
-use crate::retention::prune::{PruneAction, PruneDecision, Pruned};
+use crate::retention::prune::rules::Pruned;
+use crate::retention::prune::{PruneAction, PruneDecision};
 use crate::retention::{Action, RepoPlan};
 use crate::state::State;
 
@@ -37,7 +38,7 @@ fn refusable(item: &Item, outcome: Option<&Outcome>) -> bool {
         (outcome, &item.platforms),
         (Some(Outcome::Copied { stats, .. }), Some(p))
             if stats.left_out > 0
-                && p.mode == crate::plan::PlatformMode::Sparse
+                && p.mode == crate::copy::copy_rule::PlatformMode::Sparse
                 && item.target.registry.name() != "oci:"
     )
 }

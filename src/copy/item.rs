@@ -44,7 +44,7 @@ pub struct Item {
     /// A target without the referrers API gets it listed under the subject's fallback tag.
     pub subject: Option<Digest>,
     /// Only these platforms of an index (`None`: all of them, the index as is).
-    pub platforms: Option<Arc<crate::plan::Platforms>>,
+    pub platforms: Option<Arc<super::copy_rule::Platforms>>,
     /// The `[[copy]]` rule it comes from (1-based; 0 for none).
     pub rule: usize,
     /// For a referrer (a signature, an attestation, an SBOM, by tag or by digest): the item

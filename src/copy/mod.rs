@@ -12,6 +12,7 @@
 //! [`select`]: turning rules into items; [`journal`] and [`reporter`]: the traits through
 //! which the checkpoint and people hear of it.
 
+pub mod copy_rule;
 pub mod engine;
 pub mod item;
 pub mod journal;
@@ -20,6 +21,7 @@ pub mod platform;
 pub mod reporter;
 pub mod select;
 pub mod spool;
+pub mod tag_filter;
 
 pub use engine::Engine;
 pub use item::{After, Contest, Endpoint, Item, ItemKey};

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::plan::{PlatformMode, Platforms};
+use super::copy_rule::{PlatformMode, Platforms};
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Desc, Parsed};
 use crate::registry::Manifest;
@@ -127,7 +127,7 @@ pub fn choose(index: &Manifest, platforms: &Platforms) -> Result<Option<Chosen>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Platform;
+    use crate::copy::copy_rule::Platform;
 
     fn d(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::select::{self, Claims, Registries};
 use super::*;
-use crate::plan::Plan;
-use crate::reference::{Digest, Location};
+use crate::copy::copy_rule::{CopyRule, Platform, PlatformMode, Platforms};
+use crate::reference::{Digest, Location, Reference};
 use crate::registry::manifest;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::Registry;
@@ -56,18 +56,22 @@ fn populate_into(src: &MemoryRegistry, repo: &str) -> (Digest, Digest, Digest, S
     (index, amd, v2, sig_tag)
 }
 
-fn plan(text: &str) -> Plan {
-    Plan::from_str(
-        std::path::Path::new("p.toml"),
-        &format!("version = 1\n{text}"),
-    )
-    .unwrap()
+/// Rules numbered from 1, each `(from, to)`, copying every tag with its referrers.
+fn rules(pairs: &[(&str, &str)]) -> Vec<CopyRule> {
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (from, to))| {
+            let parse = |r: &str| Reference::parse(r).unwrap();
+            CopyRule::new(i + 1, parse(from), parse(to))
+        })
+        .collect()
 }
 
-/// Resolve every rule of `plan` and copy what it selects, in one stage; the outcomes by
+/// Resolve every rule of `rules` and copy what it selects, in one stage; the outcomes by
 /// target (`repo:tag`).
-async fn copy(w: &World, plan: &Plan) -> Vec<(String, Outcome)> {
-    let rules: Vec<&_> = plan.copies.iter().collect();
+async fn copy(w: &World, rules: &[CopyRule]) -> Vec<(String, Outcome)> {
+    let rules: Vec<&_> = rules.iter().collect();
     let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
     assert!(selection.errors.is_empty(), "{:?}", selection.errors);
     let claimed = Claims::default().claim(selection.items);
@@ -96,9 +100,7 @@ fn action(o: &Outcome) -> &'static str {
 async fn an_index_its_children_and_its_signature_arrive_byte_exact_and_once() {
     let w = world();
     let (index, amd, v2, sig) = populate(&w.src);
-    let p = plan(&format!(
-        "[[copy]]\nfrom = \"{SRC}/team/app\"\nto = \"{DST}/mirror/app\"\n"
-    ));
+    let p = rules(&[(&format!("{SRC}/team/app"), &format!("{DST}/mirror/app"))]);
     let first = copy(&w, &p).await;
     assert_eq!(
         first.iter().map(|(_, o)| action(o)).collect::<Vec<_>>(),
@@ -131,9 +133,7 @@ async fn a_failed_subject_leaves_no_referrer_at_the_target() {
     // v1's manifest names a layer the source does not have.
     let v1 = lacking_a_layer(&w, repo);
     let (sig, _) = w.src.push_signature(repo, &v1);
-    let p = plan(&format!(
-        "[[copy]]\nfrom = \"{SRC}/team/app\"\nto = \"{DST}/team/app\"\n"
-    ));
+    let p = rules(&[(&format!("{SRC}/team/app"), &format!("{DST}/team/app"))]);
     let outcomes = copy(&w, &p).await;
     let by_target: std::collections::BTreeMap<&str, &Outcome> =
         outcomes.iter().map(|(t, o)| (t.as_str(), o)).collect();
@@ -161,9 +161,11 @@ async fn a_failed_subject_leaves_no_referrer_at_the_target() {
 async fn a_rewritten_index_keeps_its_signature_behind_and_says_why() {
     let w = world();
     let (index, amd, _, sig) = populate(&w.src);
-    let p = plan(&format!(
-        "[[copy]]\nfrom = \"{SRC}/team/app:v1\"\nto = \"{DST}/team/app\"\nplatforms = [\"linux/amd64\"]\nplatform_mode = \"rewrite\"\n"
-    ));
+    let mut p = rules(&[(&format!("{SRC}/team/app:v1"), &format!("{DST}/team/app"))]);
+    p[0].platforms = Some(Arc::new(Platforms {
+        wanted: vec![Platform::parse("linux/amd64").unwrap()],
+        mode: PlatformMode::Rewrite,
+    }));
     let outcomes = copy(&w, &p).await;
     let (_, o) = &outcomes[0];
     let new = match o {
@@ -188,9 +190,10 @@ async fn a_rewritten_index_keeps_its_signature_behind_and_says_why() {
 async fn a_second_repository_mounts_what_the_first_sent() {
     let w = world();
     populate(&w.src);
-    let p = plan(&format!(
-        "[[copy]]\nfrom = \"{SRC}/team/app:v2\"\nto = \"{DST}/one/app\"\n\n[[copy]]\nfrom = \"{SRC}/team/app:v2\"\nto = \"{DST}/two/app\"\n"
-    ));
+    let p = rules(&[
+        (&format!("{SRC}/team/app:v2"), &format!("{DST}/one/app")),
+        (&format!("{SRC}/team/app:v2"), &format!("{DST}/two/app")),
+    ]);
     let outcomes = copy(&w, &p).await;
     assert!(
         outcomes.iter().all(|(_, o)| action(o) == "copied"),
@@ -203,10 +206,13 @@ async fn a_second_repository_mounts_what_the_first_sent() {
     assert_eq!(w.src.calls()["get_blob"], 3, "{:?}", w.src.calls());
 }
 
-/// Resolve and claim every rule of `plan`, copy what it selects in one batch, and return the
-/// outcomes by source (two rules may write one target).
-async fn copy_by_source(w: &World, plan: &Plan) -> std::collections::BTreeMap<String, Outcome> {
-    let rules: Vec<&_> = plan.copies.iter().collect();
+/// Resolve and claim every rule of `rules`, copy what it selects in one batch, and return
+/// the outcomes by source (two rules may write one target).
+async fn copy_by_source(
+    w: &World,
+    rules: &[CopyRule],
+) -> std::collections::BTreeMap<String, Outcome> {
+    let rules: Vec<&_> = rules.iter().collect();
     let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
     assert!(selection.errors.is_empty(), "{:?}", selection.errors);
     let claimed = Claims::default().claim(selection.items);
@@ -221,10 +227,11 @@ async fn copy_by_source(w: &World, plan: &Plan) -> std::collections::BTreeMap<St
 }
 
 /// Two rules from `a/*` and `b/*` into `x/*`.
-fn consolidating() -> Plan {
-    plan(&format!(
-        "[[copy]]\nfrom = \"{SRC}/a/*\"\nto = \"{DST}/x/*\"\n\n[[copy]]\nfrom = \"{SRC}/b/*\"\nto = \"{DST}/x/*\"\n"
-    ))
+fn consolidating() -> Vec<CopyRule> {
+    rules(&[
+        (&format!("{SRC}/a/*"), &format!("{DST}/x/*")),
+        (&format!("{SRC}/b/*"), &format!("{DST}/x/*")),
+    ])
 }
 
 fn reason(o: &Outcome) -> String {
@@ -332,7 +339,7 @@ async fn contested_items_wait_for_their_winners_in_another_batch() {
     populate_into(&w.src, "b/app");
     let (b_sig, _) = w.src.push_signature("b/app", &v2);
     let p = consolidating();
-    let rules: Vec<&_> = p.copies.iter().collect();
+    let rules: Vec<&_> = p.iter().collect();
     let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
     let (a, b): (Vec<Item>, Vec<Item>) = selection.items.into_iter().partition(|i| i.rule == 1);
     let mut claims = Claims::default();

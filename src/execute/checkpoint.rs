@@ -11,7 +11,7 @@ use crate::error::chain as error_chain;
 use crate::plan::Plan;
 use crate::reference::{Digest, Midstate};
 use crate::registry::{Parked, UploadProgress};
-use crate::retention::prune::{Copied, Ledger};
+use crate::retention::deletions::{Copied, Ledger};
 use crate::retention::{self, Deletion, Refused};
 use crate::state::{
     DeletionRecord, ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write,

@@ -71,7 +71,10 @@ fn tag(shard: Option<Shard>) -> String {
 fn deleting(plan: &Plan) -> Vec<(Location, &Reference)> {
     let mut out: Vec<(Location, &Reference)> = Vec::new();
     let retained = plan.retains.iter().map(|r| &r.repository);
-    let pruned = plan.copies.iter().filter(|c| c.prune.is_some());
+    let pruned = plan
+        .copies
+        .iter()
+        .filter(|c| plan.prune(c.number).is_some());
     for r in retained.chain(pruned.map(|c| &c.to)) {
         if !out.iter().any(|(l, _)| *l == r.location) {
             out.push((r.location.clone(), r));

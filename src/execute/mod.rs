@@ -32,7 +32,8 @@ use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
 use crate::error::chain as error_chain;
 use crate::inuse;
 use crate::plan::Plan;
-use crate::retention::prune::{PruneAction, Pruned};
+use crate::retention::prune::rules::Pruned;
+use crate::retention::prune::PruneAction;
 use crate::retention::refusals::remembered;
 use crate::retention::{self, PinMap, Retained};
 
@@ -319,7 +320,7 @@ async fn prune(
         }
     }
     let note = |message: &str| cx.reporter.note(message);
-    let prune = retention::prune::Context {
+    let prune = retention::prune::rules::Context {
         registries,
         now: SystemTime::now(),
         pins,
@@ -327,7 +328,7 @@ async fn prune(
         journal: cx.journal.as_ref(),
         note: &note,
     };
-    retention::prune::run(&scopes, &prune).await
+    retention::prune::rules::run(&scopes, &prune).await
 }
 
 /// One part of a stage's selection, claimed: what it copies, and what it does not.
@@ -531,7 +532,7 @@ fn pins(plan: &Plan, items: &[(Item, Option<Outcome>)]) -> PinMap {
 
 /// What runs or is about to, pinned where it lives: a digest protects that manifest, a tag
 /// the image it points at when the policy reads the repository.
-fn in_use_pins(pins: &mut PinMap, uses: &[inuse::Use], aliases: &[(String, String)]) {
+fn in_use_pins(pins: &mut PinMap, uses: &[inuse::uses::Use], aliases: &[(String, String)]) {
     for u in uses {
         let Some(t) = inuse::Target::of(&u.image, aliases) else {
             continue;

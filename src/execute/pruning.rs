@@ -5,12 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::copy::copy_rule::CopyRule;
 use crate::copy::select::{wildcard_target, Empty, Found, Listing, Registries};
 use crate::copy::{Item, Outcome};
-use crate::plan::{CopyRule, Plan};
+use crate::plan::Plan;
 use crate::reference::display_repo;
 use crate::reference::Selector;
-use crate::retention::prune::{Ledger, RuleScope, Scope, SourceTags};
+use crate::retention::deletions::Ledger;
+use crate::retention::prune::rules::RuleScope;
+use crate::retention::prune::{Scope, SourceTags};
 
 /// The scopes of the plan's `prune` rules, in plan order. A rule that selected nothing
 /// without `allow_empty` (in `empty`) prunes nothing: a filter that keeps no tag is a mistake
@@ -28,7 +31,7 @@ pub fn scopes(
     plan.copies
         .iter()
         .filter_map(|rule| {
-            let prune = rule.prune.clone()?;
+            let prune = plan.prune(rule.number)?.clone();
             let cx = RuleCx {
                 rule,
                 target: registries[&rule.to.location].name().to_string(),
@@ -232,5 +235,5 @@ impl RuleCx<'_> {
 
 /// The plan's rules prune only where they can: every target kind ferry writes.
 pub fn any(plan: &Plan) -> bool {
-    plan.copies.iter().any(|c| c.prune.is_some())
+    !plan.prunes.is_empty()
 }

@@ -17,7 +17,7 @@ use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::Registry;
-use crate::retention::prune::{Copied, Ledger};
+use crate::retention::deletions::{Copied, Ledger};
 
 /// splitmix64: a seeded stream of numbers, so a failing case is replayed by its seed.
 struct Rng(u64);

@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use regex::Regex;
 
-use super::{Source, SourceError, Use};
-use crate::plan::FilePattern;
+use super::sources::FilePattern;
+use super::uses::{Source, SourceError, Use};
 
 /// `registry/repo[:tag][@sha256:…]` with at least one `/` and a tag or a digest. Checked
 /// again (and normalised) by [`super::Target::of`].

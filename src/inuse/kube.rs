@@ -21,8 +21,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
-use super::{Source, SourceError, Use};
-use crate::plan::{KubeConfig, KubeSource as Settings};
+use super::sources::{KubeConfig, KubeSource as Settings};
+use super::uses::{Source, SourceError, Use};
 
 /// Objects per list page.
 const PAGE: u32 = 500;

@@ -14,30 +14,10 @@
 
 use std::path::Path;
 
-use super::{CopyRule, PlanError, RetainPolicy};
-use crate::reference::{Location, Reference, Selector};
-
-/// Could a rule whose target is `to` write into what `from` names (a repository, or every
-/// repository under a wildcard prefix)?
-pub fn writes_into(to: &Reference, from: &Reference) -> bool {
-    if to.location != from.location {
-        return false;
-    }
-    let norm = |r: &Reference| match r.location {
-        Location::Layout => r.repository.trim_start_matches("./").to_string(),
-        Location::Registry(_) => r.repository.clone(),
-    };
-    let (a, b) = (norm(to), norm(from));
-    match (
-        to.selector == Selector::Wildcard,
-        from.selector == Selector::Wildcard,
-    ) {
-        (false, false) => a.trim_end_matches('/') == b.trim_end_matches('/'),
-        (true, false) => b.starts_with(&a),
-        (false, true) => a.starts_with(&b),
-        (true, true) => a.starts_with(&b) || b.starts_with(&a),
-    }
-}
+use super::errors::PlanError;
+use crate::copy::copy_rule::CopyRule;
+use crate::reference::Selector;
+use crate::retention::retain_rule::RetainPolicy;
 
 /// The one target tag a rule writes, when the plan alone says it.
 fn single_target_tag(rule: &CopyRule) -> Option<&str> {
@@ -86,8 +66,8 @@ pub fn check(path: &Path, copies: &[CopyRule], retains: &[RetainPolicy]) -> Resu
         };
         for a in &copies[..i] {
             if single_target_tag(a) == Some(tag)
-                && writes_into(&a.to, &b.to)
-                && writes_into(&b.to, &a.to)
+                && a.writes_into(&b.to)
+                && b.writes_into(&a.to)
                 && source_of(a) != source_of(b)
             {
                 return Err(conflict(
@@ -112,7 +92,7 @@ pub fn check(path: &Path, copies: &[CopyRule], retains: &[RetainPolicy]) -> Resu
             continue;
         }
         for c in copies {
-            if !writes_into(&c.to, &r.repository) {
+            if !c.writes_into(&r.repository) {
                 continue;
             }
             let brings = most_tags(c);

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::errors::PlanError;
 use super::raw::RawLease;
-use super::validate::{duration, Ctx};
+use super::spans::{duration, Ctx};
 use crate::reference::{Reference, Selector};
 use crate::registry::config::LeaseSettings;
 use crate::registry::lease::{is_lease_repository, REPOSITORY_NAME};

@@ -9,32 +9,31 @@
 pub mod artifacts;
 pub mod conflicts;
 pub mod errors;
-pub mod filter;
 pub mod in_use;
 mod lease_settings;
 pub mod prune;
 mod raw;
 mod schema;
+mod spans;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
 
 use raw::RawPlan;
-use validate::Ctx;
+use spans::Ctx;
 
-pub use artifacts::{Platform, PlatformMode, Platforms, Referrers};
 pub use errors::PlanError;
-pub use filter::TagFilter;
-pub use in_use::{FilePattern, InUse, KubeConfig, KubeSource};
-pub use prune::Prune;
 
-use crate::reference::{Location, Reference};
+use crate::copy::copy_rule::CopyRule;
+use crate::inuse::sources::InUse;
+use crate::reference::Location;
 use crate::registry::config::RegistrySettings;
+use crate::retention::prune::Prune;
+use crate::retention::retain_rule::RetainPolicy;
 
 /// The most blob transfers in flight to one target registry (and images in flight), unless
 /// the plan or `--concurrency` says otherwise. Each registry's window starts at
@@ -47,35 +46,6 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 /// enough to keep two cores and a typical uplink busy without tripping registry limits.
 pub const WINDOW_START: usize = 8;
 
-/// One validated `[[copy]]` block.
-#[derive(Clone, Debug)]
-pub struct CopyRule {
-    /// 1-based position among the plan's `[[copy]]` blocks.
-    pub number: usize,
-    /// Line and column of its `from` field, for messages.
-    pub line: usize,
-    pub column: usize,
-    pub from: Reference,
-    pub to: Reference,
-    pub tags: TagFilter,
-    /// Carry the signatures, attestations and SBOMs of every selected image (referrer tags,
-    /// the referrers API, the fallback tag index), even where the tag filters leave them out.
-    pub referrers: Referrers,
-    /// Only these platforms of each index; `None` copies every one.
-    pub platforms: Option<std::sync::Arc<Platforms>>,
-    /// Delete at the target what this rule copied there and no longer selects.
-    pub prune: Option<Prune>,
-    /// Selecting nothing (a wildcard that lists no repository, tag filters that keep no tag)
-    /// is accepted, not a failure of the rule.
-    pub allow_empty: bool,
-}
-
-impl fmt::Display for CopyRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "copy #{} ({} -> {})", self.number, self.from, self.to)
-    }
-}
-
 /// Tags that never change once pushed, by default: semver-looking tags (`1.2.3`, `v1.2.3`,
 /// `1.2.3-rc.1`). A re-run trusts the checkpoint for these without asking any registry.
 pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
@@ -85,51 +55,8 @@ pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
 /// on the next run after this long. A day keeps a nightly CronJob's no-op run cheap.
 pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// How long an untagged manifest is taken for a push in progress (children before their index,
-/// a manifest before its tag) and kept, unless the plan says otherwise (`untagged_grace`).
-pub const DEFAULT_UNTAGGED_GRACE: Duration = Duration::from_secs(3600);
-
 /// Where the checkpoint lives unless `--state` or the plan says otherwise.
 pub const DEFAULT_STATE: &str = "state/ferry.db";
-
-/// The rule of one `[[retain]]` block, validated: what retention judges images by.
-#[derive(Clone, Debug)]
-pub struct RetainRule {
-    /// Always keep the N newest images (0: no such guarantee).
-    pub keep_newest: usize,
-    /// Images with a tag matching any of these are kept.
-    pub keep_tags: Vec<Regex>,
-    /// Only images whose tags all match one of these are candidates (empty: every tag).
-    pub delete_tags: Vec<Regex>,
-    /// Only images older than this are candidates.
-    pub older_than: Option<Duration>,
-    /// Untagged manifests (not reachable from a tagged image) are candidates too.
-    pub untagged: bool,
-    /// An untagged manifest younger than this is a push in progress and is kept (zero: none
-    /// is); one whose age is unknown is kept too, unless this is zero.
-    pub untagged_grace: Duration,
-    /// More deletions than this in one repository: delete nothing there and say why.
-    pub max_deletions: Option<usize>,
-}
-
-/// One validated `[[retain]]` block.
-#[derive(Clone, Debug)]
-pub struct RetainPolicy {
-    /// 1-based position among the plan's `[[retain]]` blocks.
-    pub number: usize,
-    /// Line and column of its `repository` field.
-    pub line: usize,
-    pub column: usize,
-    /// A repository, or a wildcard (`ghcr.io/org/*`).
-    pub repository: Reference,
-    pub rule: RetainRule,
-}
-
-impl fmt::Display for RetainPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "retain #{} ({})", self.number, self.repository)
-    }
-}
 
 /// A validated plan.
 #[derive(Clone, Debug)]
@@ -137,6 +64,9 @@ pub struct Plan {
     pub path: PathBuf,
     registries: BTreeMap<String, RegistrySettings>,
     pub copies: Vec<CopyRule>,
+    /// The `prune` settings of the copy rules that have them, by rule number, in plan order:
+    /// delete at the target what that rule copied there and no longer selects.
+    pub prunes: Vec<(usize, Prune)>,
     /// The most blob transfers in flight to one target registry (and images in flight).
     pub concurrency: usize,
     /// The checkpoint file the plan names, if any.
@@ -172,16 +102,17 @@ impl Plan {
         let ctx = Ctx { path, text };
         validate::version(&ctx, raw.version.as_ref())?;
         let concurrency = match &raw.concurrency {
-            Some(v) => validate::int_in(&ctx, v, "concurrency", errors::CONCURRENCY)?,
+            Some(v) => spans::int_in(&ctx, v, "concurrency", errors::CONCURRENCY)?,
             None => DEFAULT_CONCURRENCY,
         };
         let registries = validate::registries(&ctx, &raw.registry)?;
-        let copies = raw
-            .copy
-            .iter()
-            .enumerate()
-            .map(|(i, c)| validate::validate_copy(&ctx, i + 1, c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut copies = Vec::new();
+        let mut prunes = Vec::new();
+        for (i, c) in raw.copy.iter().enumerate() {
+            let (rule, prune) = validate::validate_copy(&ctx, i + 1, c)?;
+            prunes.extend(prune.map(|p| (rule.number, p)));
+            copies.push(rule);
+        }
         let retains = raw
             .retain
             .iter()
@@ -208,12 +139,13 @@ impl Plan {
         };
         let recheck_after = match &raw.recheck_after {
             None => DEFAULT_RECHECK_AFTER,
-            Some(v) => validate::duration(&ctx, v, "recheck_after")?,
+            Some(v) => spans::duration(&ctx, v, "recheck_after")?,
         };
         Ok(Plan {
             path: path.to_path_buf(),
             registries,
             copies,
+            prunes,
             concurrency,
             state: raw.state.as_ref().map(PathBuf::from),
             immutable_tags,
@@ -229,6 +161,14 @@ impl Plan {
             .get(host)
             .cloned()
             .unwrap_or_else(|| RegistrySettings::for_host(host))
+    }
+
+    /// The `prune` settings of copy rule `number`, if it prunes.
+    pub fn prune(&self, number: usize) -> Option<&Prune> {
+        self.prunes
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, p)| p)
     }
 
     /// Every registry host the plan names in a rule or a section, sorted.

@@ -1,33 +1,41 @@
 //! `prune` on a `[[copy]]` rule: delete at the target what this rule copied there once the
-//! rule no longer selects it (gone at the source, or filtered out), and nothing else.
+//! rule no longer selects it (gone at the source, or filtered out), and nothing else. Checked
+//! here into retention's [`Prune`]; `retention::prune` carries it out.
 
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::errors::{self, PlanError};
-use super::validate::Ctx;
-
-/// A validated `prune`: the rule's safety valves.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Prune {
-    /// More deletions than this for the rule in one run: delete nothing and say why.
-    pub max_deletions: Option<usize>,
-    /// A tag must have been missing from what the rule selects for this long first (`None`:
-    /// pruned on the first run that finds it missing).
-    pub older_than: Option<Duration>,
-}
+use super::spans::Ctx;
+use crate::reference::{Reference, Selector};
+use crate::retention::prune::Prune;
 
 const SHAPE: &str = "expected `true`, `false` or `{ max_deletions = N, older_than = \"7d\" }`";
 
-/// `prune = true`, `false`, or a table of valves; `None` when absent or `false`.
+/// `prune = true`, `false`, or a table of valves, on a rule reading `from`; `None` when
+/// absent or `false`.
 pub(super) fn validate(
     ctx: &Ctx,
     raw: Option<&Spanned<toml::Value>>,
+    from: &Reference,
 ) -> Result<Option<Prune>, PlanError> {
     let Some(raw) = raw else {
         return Ok(None);
     };
+    let prune = settings(ctx, raw)?;
+    if prune.is_some() && !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
+        return Err(ctx.invalid(
+            raw.span(),
+            "copy.prune",
+            "pruning applies when `from` is a repository or a wildcard, not one tag or digest",
+        ));
+    }
+    Ok(prune)
+}
+
+/// The settings `raw` says, before they are checked against the rule.
+fn settings(ctx: &Ctx, raw: &Spanned<toml::Value>) -> Result<Option<Prune>, PlanError> {
     let bad = |reason: String| ctx.invalid(raw.span(), "copy.prune", reason);
     let table = match raw.get_ref() {
         toml::Value::Boolean(on) => return Ok(on.then(Prune::default)),

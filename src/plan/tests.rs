@@ -1,6 +1,7 @@
 //! Plan validation: every field, every message.
 
 use super::*;
+use crate::copy::copy_rule::{PlatformMode, Referrers};
 use crate::registry::config::{AuthSettings, Flavor};
 
 /// A rule, for plans whose subject is something else: a plan without one is refused.
@@ -381,7 +382,7 @@ fn an_endpoint_with_a_path_or_query_is_refused() {
 
 #[test]
 fn in_use_is_validated_without_echoing_values() {
-    use super::{InUse, KubeConfig};
+    use crate::inuse::sources::KubeConfig;
     let base = "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nkeep_tags = ['x']\n";
     let plan = parse(&format!(
         "{base}[in_use]\nkubernetes = [\n  {{ in_cluster = true }},\n  {{ kubeconfig = \"/k/config\", context = \"prod-eu\", namespaces = [\"prod\", \"kube-system\"] }},\n]\nfiles = [\"deploy/**/*.yaml\"]\naliases = {{ \"mirror.internal/hub\" = \"index.docker.io\", \"m.io\" = \"ghcr.io\" }}\n"
@@ -460,9 +461,9 @@ fn prune_is_a_switch_or_its_valves() {
         format!("version = 1\n[[copy]]\nfrom = \"r.io/a/*\"\nto = \"s.io/b/*\"\nprune = {prune}\n")
     };
     let prune_of = |text: &str| {
-        Plan::from_str(Path::new("p.toml"), text).unwrap().copies[0]
-            .prune
-            .clone()
+        let plan = Plan::from_str(Path::new("p.toml"), text).unwrap();
+        assert_eq!(plan.copies[0].keep_listings, plan.prune(1).is_some());
+        plan.prune(1).cloned()
     };
     assert_eq!(prune_of(&rule("false")), None);
     assert_eq!(prune_of(&rule("true")), Some(Prune::default()));

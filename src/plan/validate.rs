@@ -3,120 +3,27 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use regex::Regex;
 use semver::VersionReq;
 use toml::Spanned;
 use url::Url;
 
+use super::errors::{self, PlanError};
 use super::raw::{RawAuth, RawCopy, RawRateLimit, RawRegistry, RawRetain, RawTags};
-use super::{artifacts, errors, CopyRule, PlanError, RetainPolicy, RetainRule, TagFilter};
+use super::spans::{any_duration, duration, int_in, Ctx};
+use super::{artifacts, lease_settings, prune};
+use crate::copy::copy_rule::CopyRule;
+use crate::copy::tag_filter::TagFilter;
 use crate::reference;
 use crate::reference::{Location, Reference, Selector};
 use crate::registry::config::{
     AuthSettings, Flavor, RateLimit, RegistrySettings, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_STALL_TIMEOUT,
 };
-
-/// Validation context: the file and its text, to turn spans into line and column.
-pub(super) struct Ctx<'a> {
-    pub(super) path: &'a Path,
-    pub(super) text: &'a str,
-}
-
-impl Ctx<'_> {
-    /// 1-based line and column (in characters, as editors count) of a byte offset.
-    pub(super) fn line_col(&self, offset: usize) -> (usize, usize) {
-        errors::line_col(self.text, offset)
-    }
-
-    /// A refused value: its field and why, never the value itself (it may be a secret).
-    pub(super) fn invalid(
-        &self,
-        span: std::ops::Range<usize>,
-        field: &str,
-        reason: impl Into<String>,
-    ) -> PlanError {
-        self.refused(span, field, None, reason.into())
-    }
-
-    /// A refused number, which is shown: numbers are not secrets, and `= 0` says it all.
-    pub(super) fn invalid_number(
-        &self,
-        span: std::ops::Range<usize>,
-        field: &str,
-        value: i64,
-        reason: impl Into<String>,
-    ) -> PlanError {
-        self.refused(span, field, Some(value), reason.into())
-    }
-
-    fn refused(
-        &self,
-        span: std::ops::Range<usize>,
-        field: &str,
-        value: Option<i64>,
-        reason: String,
-    ) -> PlanError {
-        let (line, column) = self.line_col(span.start);
-        PlanError::Invalid {
-            path: self.path.to_path_buf(),
-            line,
-            column,
-            field: field.to_string(),
-            value,
-            reason,
-        }
-    }
-}
-
-/// An integer within its bounds.
-pub(super) fn int_in(
-    ctx: &Ctx,
-    v: &Spanned<i64>,
-    field: &str,
-    b: errors::Bounds,
-) -> Result<usize, PlanError> {
-    let n = *v.get_ref();
-    if n < b.min || n > b.max {
-        return Err(ctx.invalid_number(
-            v.span(),
-            field,
-            n,
-            format!("must be between {} and {}", b.min, b.max),
-        ));
-    }
-    Ok(n as usize)
-}
-
-/// A humantime duration (`90s`, `2m`, `1h 30m`), at least one second.
-pub(super) fn duration(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
-    let d = any_duration(ctx, v, field)?;
-    if d < Duration::from_secs(1) {
-        return Err(ctx.invalid(v.span(), field, "must be at least 1s"));
-    }
-    Ok(d)
-}
-
-/// A humantime duration, zero (`"0s"`) included: for a field where zero turns something off.
-pub(super) fn any_duration(
-    ctx: &Ctx,
-    v: &Spanned<String>,
-    field: &str,
-) -> Result<Duration, PlanError> {
-    humantime::parse_duration(v.get_ref()).map_err(|e| {
-        ctx.invalid(
-            v.span(),
-            field,
-            format!(
-                "not a duration like \"90s\" or \"2m\": {}",
-                errors::duration_reason(v.get_ref(), &e)
-            ),
-        )
-    })
-}
+use crate::retention::prune::Prune;
+use crate::retention::retain_rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
 
 pub(super) fn url_field(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<Url, PlanError> {
     let url = Url::parse(v.get_ref())
@@ -255,9 +162,7 @@ fn registry(
         },
         lease: match &r.lease {
             None => Default::default(),
-            Some(l) => {
-                super::lease_settings::validate(ctx, l.get_ref(), &format!("{field}.lease"))?
-            }
+            Some(l) => lease_settings::validate(ctx, l.get_ref(), &format!("{field}.lease"))?,
         },
     };
     Ok((host, settings))
@@ -382,11 +287,16 @@ pub(super) fn parse_ref(
     Reference::parse(v.get_ref()).map_err(|e| ctx.invalid(v.span(), field, e.0))
 }
 
-pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<CopyRule, PlanError> {
+/// A `[[copy]]` block: the copy engine's rule, and its `prune` settings if it prunes.
+pub(super) fn validate_copy(
+    ctx: &Ctx,
+    number: usize,
+    c: &RawCopy,
+) -> Result<(CopyRule, Option<Prune>), PlanError> {
     let from = parse_ref(ctx, &c.from, "copy.from")?;
     let to = parse_ref(ctx, &c.to, "copy.to")?;
-    super::lease_settings::not_a_lease(ctx, &c.from, "copy.from", &from)?;
-    super::lease_settings::not_a_lease(ctx, &c.to, "copy.to", &to)?;
+    lease_settings::not_a_lease(ctx, &c.from, "copy.from", &from)?;
+    lease_settings::not_a_lease(ctx, &c.to, "copy.to", &to)?;
     let to_err = |reason: &str| ctx.invalid(c.to.span(), "copy.to", reason);
     match (&from.selector, &to.selector) {
         (Selector::Wildcard, Selector::Wildcard) => {}
@@ -433,19 +343,10 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
     let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
     let platforms =
         artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
-    let prune = super::prune::validate(ctx, c.prune.as_ref())?;
-    if let (Some(_), Some(raw)) = (&prune, &c.prune) {
-        if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
-            return Err(ctx.invalid(
-                raw.span(),
-                "copy.prune",
-                "pruning applies when `from` is a repository or a wildcard, not one tag or digest",
-            ));
-        }
-    }
+    let prune = prune::validate(ctx, c.prune.as_ref(), &from)?;
     let allow_empty = allow_empty(ctx, c, &from)?;
     let (line, column) = ctx.line_col(c.from.span().start);
-    Ok(CopyRule {
+    let rule = CopyRule {
         number,
         line,
         column,
@@ -454,9 +355,10 @@ pub(super) fn validate_copy(ctx: &Ctx, number: usize, c: &RawCopy) -> Result<Cop
         tags,
         referrers,
         platforms: platforms.map(std::sync::Arc::new),
-        prune,
         allow_empty,
-    })
+        keep_listings: prune.is_some(),
+    };
+    Ok((rule, prune))
 }
 
 /// `allow_empty`: only where `from` selects many tags (one tag or digest is one image).
@@ -508,7 +410,7 @@ pub(super) fn validate_retain(
             "name a repository (or a wildcard like ghcr.io/org/*), not a tag or digest: retention decides per image",
         ));
     }
-    super::lease_settings::not_a_lease(ctx, &r.repository, "retain.repository", &repository)?;
+    lease_settings::not_a_lease(ctx, &r.repository, "retain.repository", &repository)?;
     if let Location::Registry(host) = &repository.location {
         let flavor = registries
             .get(host)
@@ -547,7 +449,7 @@ pub(super) fn validate_retain(
         .as_ref()
         .map(|v| any_duration(ctx, v, "retain.untagged_grace"))
         .transpose()?
-        .unwrap_or(super::DEFAULT_UNTAGGED_GRACE);
+        .unwrap_or(DEFAULT_UNTAGGED_GRACE);
     let (line, column) = ctx.line_col(r.repository.span().start);
     Ok(RetainPolicy {
         number,

@@ -15,6 +15,7 @@ use regex::Regex;
 pub mod digest;
 pub mod midstate;
 pub mod names;
+pub mod version;
 
 pub use digest::{Digest, Hasher};
 pub use midstate::{Midstate, MidstateError};

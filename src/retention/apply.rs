@@ -19,10 +19,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::decisions::{Action, Decision, Image, RepoDecisions};
 use super::recheck::{Reach, Recheck};
 use super::refusals::{failure, kept_instead};
 use super::select::{platform_suffix, referrer_kind};
-use super::{Action, Decision, Image, RepoDecisions};
 use crate::reference::Digest;
 use crate::registry::{Registry, RegistryError};
 

@@ -2,6 +2,7 @@
 //! owns its own. The SQLite checkpoint implements it (in `app`, over `state`); retention never
 //! learns how a deletion is stored.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::reference::Digest;
@@ -21,8 +22,8 @@ pub trait Journal: Send + Sync {
     }
 
     /// What the checkpoint recorded that pruning judges ownership by (none: prune nothing).
-    fn ledger(&self) -> super::prune::Ledger {
-        super::prune::Ledger::default()
+    fn ledger(&self) -> Ledger {
+        Ledger::default()
     }
 
     /// Pruning found `tags` of `repo` missing from what their rule selects, first at `since`.
@@ -70,4 +71,38 @@ pub struct Deletion<'a> {
     /// The manifest as it was (media type and exact bytes), kept so `ferry restore` can put
     /// it back; `None` where it could not be read.
     pub manifest: Option<&'a Manifest>,
+}
+
+/// What ferry put at a target reference, as the checkpoint recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copied {
+    /// The source repository it was copied from, as people write it (`docker.io/org/app`).
+    pub source: String,
+    /// The digest ferry wrote there.
+    pub digest: Digest,
+}
+
+/// What the checkpoint knows that pruning needs, by target repository.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    /// `(registry, repo)` -> reference (tag, or digest of an untagged copy) -> what ferry
+    /// wrote there.
+    pub copied: HashMap<(String, String), HashMap<String, Copied>>,
+    /// `(registry, repo)` -> tag -> when pruning first found the tag missing.
+    pub missing: HashMap<(String, String), HashMap<String, SystemTime>>,
+}
+
+impl Ledger {
+    /// The references of `repo` at `registry` ferry copied from `source`.
+    pub fn copied_from(&self, registry: &str, repo: &str, source: &str) -> HashMap<String, Copied> {
+        self.copied
+            .get(&(registry.to_string(), repo.to_string()))
+            .map(|refs| {
+                refs.iter()
+                    .filter(|(_, c)| c.source == source)
+                    .map(|(r, c)| (r.clone(), c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::Image;
+use super::decisions::Image;
 use crate::reference::names;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};

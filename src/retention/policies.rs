@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::apply::{apply, Applied, Deleted};
+use super::decisions::{Action, Decision};
+use super::deletions::{Deletion, Journal};
 use super::inventory::keep_for_restore;
-use super::refusals::{Refusals, Told};
-use super::{plan_policy, Action, Decision, Deletion, Journal, Pins, RepoPlan};
-use crate::plan::RetainPolicy;
+use super::pins::Pins;
+use super::refusals::{told, Refusals, Told};
+use super::repo_plan::{plan_policy, RepoPlan};
+use super::retain_rule::RetainPolicy;
 use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::Registry;
@@ -208,20 +211,6 @@ async fn keep_doomed(registry: &dyn Registry, plan: &mut RepoPlan) {
 /// `deleted REPOSITORY@SHORT (TAGS): REASON`, the line people read for a deletion made.
 fn note(repository: &str, d: &Deleted) -> String {
     told("deleted", repository, &d.decision)
-}
-
-/// `VERB REPOSITORY@SHORT (TAGS): REASON`: a deletion (or a pruning) as people read it.
-pub(crate) fn told(verb: &str, repository: &str, d: &super::Decision) -> String {
-    format!(
-        "{verb} {repository}@{} ({}): {}",
-        d.digest.short(),
-        if d.tags.is_empty() {
-            "untagged".to_string()
-        } else {
-            d.tags.join(", ")
-        },
-        d.reason
-    )
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::Image;
+use super::decisions::Image;
 use crate::reference::names;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, Parsed, MAX_INDEX_DEPTH};

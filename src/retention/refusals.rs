@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::policies::told;
-use super::{Action, Decision, Journal, Refused};
+use super::decisions::{Action, Decision};
+use super::deletions::{Journal, Refused};
 use crate::reference::Digest;
 use crate::registry::capabilities::RecordStyle;
 use crate::registry::error::Refusal;
@@ -178,4 +178,18 @@ impl<'a> Told<'a> {
             self.journal.refused(self.registry, self.repo, &refused);
         }
     }
+}
+
+/// `VERB REPOSITORY@SHORT (TAGS): REASON`: a deletion (or a pruning) as people read it.
+pub(crate) fn told(verb: &str, repository: &str, d: &Decision) -> String {
+    format!(
+        "{verb} {repository}@{} ({}): {}",
+        d.digest.short(),
+        if d.tags.is_empty() {
+            "untagged".to_string()
+        } else {
+            d.tags.join(", ")
+        },
+        d.reason
+    )
 }

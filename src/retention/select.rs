@@ -13,13 +13,12 @@ use std::time::SystemTime;
 
 use semver::Version;
 
+use super::decisions::{Action, Conflict, Decision, Image, RepoDecisions};
+use super::pins::Pins;
 use super::refusals::Refusals;
-use super::{Action, Conflict, Decision, Image, Pins, RepoDecisions};
-use crate::plan::filter::parse_version;
-use crate::plan::RetainRule;
+use super::retain_rule::RetainRule;
+use crate::reference::version::parse_version;
 use crate::reference::Digest;
-
-const DAY: u64 = 86_400;
 
 /// What part an image plays in its repository, which decides how it is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +175,15 @@ pub(super) fn decide(
         .collect();
     protect(&graph, &order, &mut decided);
     decide_orphans(&graph, &order, &mut decided);
-    refused::keep(&graph, &order, &mut decided, refusals);
+    if refused::keep(
+        graph.images,
+        &graph.tags,
+        &order.ranked,
+        &mut decided,
+        refusals,
+    ) {
+        protect(&graph, &order, &mut decided);
+    }
     in_order(&graph, &order, decided)
 }
 
@@ -532,7 +539,7 @@ pub(super) fn platform_suffix(platform: Option<&str>) -> String {
 mod judge;
 mod refused;
 
-pub(in crate::retention) use judge::format_rule;
+pub(crate) use judge::format_rule;
 use judge::{judge_tagged, judge_untagged};
 
 #[cfg(test)]

@@ -4,16 +4,15 @@
 //! docker-registry; these run in milliseconds.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::{run, Context, Deletion, Journal, PinMap, Retained};
-use crate::plan::Plan;
 use crate::reference::Digest;
 use crate::reference::Location;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::Registry;
+use crate::retention::retain_rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
 
 const REPO: &str = "team/app";
 
@@ -77,13 +76,31 @@ fn world() -> World {
     }
 }
 
-fn plan(rule: &str) -> Plan {
-    let text = format!("version = 1\n[[retain]]\nrepository = \"reg.test/{REPO}\"\n{rule}");
-    Plan::from_str(Path::new("p.toml"), &text).expect("a valid plan")
+/// Policy #1 on `reg.test/team/app`: delete the images whose tags all match one of
+/// `patterns`, with every other setting at its default.
+pub(crate) fn deleting(patterns: &[&str]) -> RetainPolicy {
+    RetainPolicy {
+        number: 1,
+        line: 3,
+        column: 14,
+        repository: crate::reference::Reference::parse(&format!("reg.test/{REPO}")).unwrap(),
+        rule: RetainRule {
+            keep_newest: 0,
+            keep_tags: Vec::new(),
+            delete_tags: patterns
+                .iter()
+                .map(|p| regex::Regex::new(p).unwrap())
+                .collect(),
+            older_than: None,
+            untagged: false,
+            untagged_grace: DEFAULT_UNTAGGED_GRACE,
+            max_deletions: None,
+        },
+    }
 }
 
-async fn retain(w: &World, rule: &str, pins: &PinMap) -> (Vec<Retained>, Recorder) {
-    let plan = plan(rule);
+async fn retain(w: &World, policy: RetainPolicy, pins: &PinMap) -> (Vec<Retained>, Recorder) {
+    let policies = [policy];
     let mut registries: HashMap<Location, Arc<dyn Registry>> = HashMap::new();
     registries.insert(
         Location::Registry("reg.test".into()),
@@ -98,7 +115,7 @@ async fn retain(w: &World, rule: &str, pins: &PinMap) -> (Vec<Retained>, Recorde
         journal: &journal,
         note: &|_| {},
     };
-    (run(&plan.retains, &cx).await, journal)
+    (run(&policies, &cx).await, journal)
 }
 
 fn deleted(journal: &Recorder) -> Vec<Digest> {
@@ -121,7 +138,7 @@ fn sorted(mut d: Vec<Digest>) -> Vec<Digest> {
 #[tokio::test]
 async fn a_deleted_index_takes_its_own_children_and_signature_and_leaves_what_is_kept_whole() {
     let w = world();
-    let (out, journal) = retain(&w, "delete_tags = ['^pr-1$']\n", &PinMap::default()).await;
+    let (out, journal) = retain(&w, deleting(&["^pr-1$"]), &PinMap::default()).await;
 
     assert_eq!(out.len(), 1);
     assert_eq!(
@@ -160,7 +177,7 @@ async fn a_pinned_image_is_kept_and_reported_as_a_conflict() {
     pins.entry("reg.test", REPO)
         .tags
         .insert("pr-2".into(), "copy #1 (p.toml:2) writes it".into());
-    let (out, journal) = retain(&w, "delete_tags = ['^pr-']\n", &pins).await;
+    let (out, journal) = retain(&w, deleting(&["^pr-"]), &pins).await;
 
     assert!(w.reg.has_manifest(REPO, &w.pr2));
     assert!(!w.reg.has_manifest(REPO, &w.pr));
@@ -178,12 +195,9 @@ async fn a_pinned_image_is_kept_and_reported_as_a_conflict() {
 async fn the_valve_holds_back_every_deletion_of_the_repository() {
     let w = world();
     let before = w.reg.calls().get("delete_manifest").copied().unwrap_or(0);
-    let (out, journal) = retain(
-        &w,
-        "delete_tags = ['^pr-']\nmax_deletions = 2\n",
-        &PinMap::default(),
-    )
-    .await;
+    let mut valve = deleting(&["^pr-"]);
+    valve.rule.max_deletions = Some(2);
+    let (out, journal) = retain(&w, valve, &PinMap::default()).await;
 
     let decisions = out[0].plan.decisions.as_ref().expect("read");
     assert!(decisions.held_back.is_some());
@@ -204,12 +218,10 @@ async fn untagged_cleanup_spares_every_child_and_cannot_see_orphans_without_a_re
     let orphan = w
         .reg
         .push_image(REPO, "", &[b"base", b"old"], "linux/amd64");
-    let (_, journal) = retain(
-        &w,
-        "keep_tags = ['.']\nuntagged = true\n",
-        &PinMap::default(),
-    )
-    .await;
+    let mut untagged = deleting(&[]);
+    untagged.rule.keep_tags = vec![regex::Regex::new(".").unwrap()];
+    untagged.rule.untagged = true;
+    let (_, journal) = retain(&w, untagged, &PinMap::default()).await;
 
     assert!(deleted(&journal).is_empty());
     assert!(w.reg.has_manifest(REPO, &orphan));
@@ -238,7 +250,7 @@ async fn an_image_in_use_is_kept_with_all_it_reaches_and_is_no_conflict() {
         "pr-2".into(),
         "in use by deployment prod/api (container api), cluster c".into(),
     );
-    let (out, journal) = retain(&w, "delete_tags = ['^pr-']\n", &pins).await;
+    let (out, journal) = retain(&w, deleting(&["^pr-"]), &pins).await;
 
     assert!(deleted(&journal).is_empty());
     for kept in [&w.pr, &w.pr_arm, &w.pr_sig, &w.pr2] {
@@ -278,7 +290,7 @@ async fn a_source_that_failed_holds_every_deletion() {
     let mut pins = PinMap::default();
     pins.hold_all("an [in_use] source could not be read whole".into());
     let before = w.reg.calls().get("delete_manifest").copied().unwrap_or(0);
-    let (out, journal) = retain(&w, "delete_tags = ['^pr-']\n", &pins).await;
+    let (out, journal) = retain(&w, deleting(&["^pr-"]), &pins).await;
 
     assert!(deleted(&journal).is_empty());
     assert_eq!(
@@ -325,7 +337,7 @@ async fn a_refusal_met_while_deleting_keeps_the_image_and_what_it_references() {
         .refuse_delete(&w.pr, Refusal::Downloads, "too popular");
     w.reg
         .refuse_delete(&w.pr2, Refusal::LastVersion, "the last tagged version");
-    let plan = plan("delete_tags = ['^pr-']\n");
+    let policies = [deleting(&["^pr-"])];
     let mut registries: HashMap<Location, Arc<dyn Registry>> = HashMap::new();
     registries.insert(Location::Registry("reg.test".into()), w.reg.clone());
     let journal = Refusals::default();
@@ -339,7 +351,7 @@ async fn a_refusal_met_while_deleting_keeps_the_image_and_what_it_references() {
         journal: &journal,
         note: &note,
     };
-    let out = run(&plan.retains, &cx).await;
+    let out = run(&policies, &cx).await;
 
     let today = &humantime::format_rfc3339_seconds(SystemTime::now()).to_string()[..10];
     let popular = format!("kept: GitHub refused to delete it on {today}: too popular");

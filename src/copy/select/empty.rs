@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::plan::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::reference::Selector;
 
 /// A rule that selected nothing.

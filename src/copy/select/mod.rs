@@ -21,8 +21,7 @@ use futures::StreamExt;
 
 use super::item::{After, Endpoint, Item, ItemKey};
 use super::journal::Journal;
-use crate::plan::conflicts::writes_into;
-use crate::plan::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::reference::names;
 use crate::reference::names::NameError;
 use crate::reference::Digest;
@@ -100,7 +99,7 @@ pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
     let mut stage_of: Vec<usize> = Vec::with_capacity(rules.len());
     for (i, rule) in rules.iter().enumerate() {
         let stage = (0..i)
-            .filter(|&j| writes_into(&rules[j].to, &rule.from))
+            .filter(|&j| rules[j].writes_into(&rule.from))
             .map(|j| stage_of[j] + 1)
             .max()
             .unwrap_or(0);
@@ -242,7 +241,7 @@ impl RuleContext<'_> {
     async fn repository(&self, repo: &str, target_repo: &str, out: &mut Selection) {
         let shown = crate::reference::display_repo(&self.rule.from.location, repo);
         let listed = self.src.list_tags(repo).await;
-        if self.rule.prune.is_some() {
+        if self.rule.keep_listings {
             out.listings.push(Listing::Tags {
                 rule: self.rule.number,
                 source: Endpoint {
@@ -281,7 +280,7 @@ impl RuleContext<'_> {
     async fn wildcard(&self, out: &mut Selection) {
         let rule = self.rule;
         let listed = self.src.list_repositories(&rule.from.repository).await;
-        if rule.prune.is_some() {
+        if rule.keep_listings {
             out.listings.push(Listing::Catalog {
                 rule: rule.number,
                 targets: listed.as_ref().ok().map(|repos| {

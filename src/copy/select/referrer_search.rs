@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::{StreamExt, TryStreamExt};
 
 use super::budget::LIST_CONCURRENCY;
-use crate::plan::CopyRule;
+use crate::copy::copy_rule::CopyRule;
 use crate::reference::names::NameError;
 use crate::reference::Digest;
 use crate::registry::manifest::{self, referrer_tag_subject, Parsed};

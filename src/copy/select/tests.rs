@@ -1,8 +1,8 @@
 //! Rule resolution: stages, claims, overlaps.
 
 use super::*;
+use crate::copy::copy_rule::{Platform, PlatformMode, Platforms};
 use crate::copy::Contest;
-use crate::plan::TagFilter;
 
 fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) -> Item {
     let layouts: Arc<dyn Registry> = Arc::new(crate::registry::layout::LayoutRegistry::new());
@@ -27,10 +27,10 @@ fn item(source: &str, reference: &str, target_tag: Option<&str>, rule: usize) ->
     }
 }
 
-fn amd64() -> Option<Arc<crate::plan::Platforms>> {
-    Some(Arc::new(crate::plan::Platforms {
-        wanted: vec![crate::plan::Platform::parse("linux/amd64").unwrap()],
-        mode: crate::plan::PlatformMode::Rewrite,
+fn amd64() -> Option<Arc<Platforms>> {
+    Some(Arc::new(Platforms {
+        wanted: vec![Platform::parse("linux/amd64").unwrap()],
+        mode: PlatformMode::Rewrite,
     }))
 }
 
@@ -129,18 +129,11 @@ fn the_first_writer_of_a_tag_keeps_it_another_source_is_contested_other_platform
 }
 
 fn rule(from: &str, to: &str) -> CopyRule {
-    CopyRule {
-        number: 0,
-        line: 0,
-        column: 0,
-        from: Reference::parse(from).unwrap(),
-        to: Reference::parse(to).unwrap(),
-        tags: TagFilter::default(),
-        referrers: Default::default(),
-        platforms: None,
-        prune: None,
-        allow_empty: false,
-    }
+    CopyRule::new(
+        0,
+        Reference::parse(from).unwrap(),
+        Reference::parse(to).unwrap(),
+    )
 }
 
 #[test]
@@ -166,27 +159,10 @@ fn a_rule_reading_what_another_writes_runs_after_it() {
     assert_eq!(stages(&rules), vec![vec![0, 3], vec![1], vec![2], vec![4]]);
 }
 
-#[test]
-fn overlap_rules() {
-    let w = |to: &str, from: &str| {
-        writes_into(
-            &Reference::parse(to).unwrap(),
-            &Reference::parse(from).unwrap(),
-        )
-    };
-    assert!(w("ghcr.io/org/*", "ghcr.io/org/api"));
-    assert!(w("ghcr.io/org/api", "ghcr.io/org/*"));
-    assert!(w("ghcr.io/org/*", "ghcr.io/*"));
-    assert!(!w("ghcr.io/org/api", "ghcr.io/org/web"));
-    assert!(!w("ghcr.io/org/api", "quay.io/org/api"));
-    assert!(w("oci:./out", "oci:out:v1"));
-}
-
-/// Resolve `text`'s rules over one in-memory registry, `src.test`, holding `team/api`
-/// (`1.0`, `2.0` and a signature of `2.0`) and `team/web` (`latest`).
-async fn resolved(text: &str) -> Selection {
+/// Resolve `rules` over one in-memory registry, `src.test`, holding `team/api` (`1.0`,
+/// `2.0` and a signature of `2.0`) and `team/web` (`latest`).
+async fn resolved(rules: &[CopyRule]) -> Selection {
     use crate::registry::memory::MemoryRegistry;
-    let plan = crate::plan::Plan::from_str(std::path::Path::new("p.toml"), text).unwrap();
     let src = Arc::new(MemoryRegistry::new("src.test"));
     src.push_image("team/api", "1.0", &[b"a1"], "linux/amd64");
     let two = src.push_image("team/api", "2.0", &[b"a2"], "linux/amd64");
@@ -196,15 +172,36 @@ async fn resolved(text: &str) -> Selection {
     let mut registries: Registries = HashMap::new();
     registries.insert(Location::Registry("src.test".into()), src);
     registries.insert(Location::Registry("dst.test".into()), dst);
-    let rules: Vec<&CopyRule> = plan.copies.iter().collect();
+    let rules: Vec<&CopyRule> = rules.iter().collect();
     resolve(&rules, &registries, &crate::copy::journal::NoJournal).await
+}
+
+/// Rule `number` from `from` to `to`, keeping the tags that match one of `include`.
+fn including(number: usize, from: &str, to: &str, include: &[&str]) -> CopyRule {
+    let mut r = rule(from, to);
+    r.number = number;
+    r.tags.include = include
+        .iter()
+        .map(|p| regex::Regex::new(p).unwrap())
+        .collect();
+    r
 }
 
 #[tokio::test]
 async fn a_rule_that_selects_nothing_is_said_once_with_what_it_matched() {
-    let s = resolved(
-        "version = 1\n[[copy]]\nfrom = \"src.test/tema/*\"\nto = \"dst.test/x/*\"\n\n[[copy]]\nfrom = \"src.test/team/api\"\nto = \"dst.test/api\"\ntags = { include = ['^3'] }\nallow_empty = true\n\n[[copy]]\nfrom = \"src.test/team/*\"\nto = \"dst.test/y/*\"\ntags = { include = ['^sha256-', '^nope$'] }\n\n[[copy]]\nfrom = \"src.test/team/*\"\nto = \"dst.test/z/*\"\ntags = { include = ['^1'] }\n",
-    )
+    let mut allowed = including(2, "src.test/team/api", "dst.test/api", &["^3"]);
+    allowed.allow_empty = true;
+    let s = resolved(&[
+        including(1, "src.test/tema/*", "dst.test/x/*", &[]),
+        allowed,
+        including(
+            3,
+            "src.test/team/*",
+            "dst.test/y/*",
+            &["^sha256-", "^nope$"],
+        ),
+        including(4, "src.test/team/*", "dst.test/z/*", &["^1"]),
+    ])
     .await;
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     let said: Vec<(usize, &str, bool)> = s

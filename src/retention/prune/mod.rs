@@ -2,64 +2,40 @@
 //! no longer selects it (the tag is gone at the source, or its filters leave it out), and
 //! nothing else.
 //!
-//! Ownership comes from the checkpoint ([`Ledger`]): a target tag is this rule's when a run
+//! Ownership comes from the checkpoint ([`Ledger`], read through retention's [`Journal`]): a target tag is this rule's when a run
 //! recorded copying it from the source repository the rule maps there, and the tag still
 //! points at the digest that run wrote. A tag nobody recorded, or that someone pushed over,
 //! is "not ours" and stays. Decisions are made per image through the same graph walk as
 //! retention (`select::decide`): what a kept tag, a referrer or an `[in_use]`
 //! reference reaches stays; an image that also carries a kept tag loses only the pruned tag
-//! ([`Registry::delete_tag`]). [`select()`] is pure; [`run()`] reads, decides and deletes, and
+//! ([`Registry::delete_tag`]). [`select()`] is pure; [`rules::run()`] reads, decides and deletes, and
 //! `ferry plan` runs it over overlays, so the dry run prunes what the run prunes.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use crate::retention::decisions::{Action, Decision, Image, RepoDecisions};
+use crate::retention::deletions::{Copied, Deletion, Journal, Ledger};
 use crate::retention::inventory::{self, Manifests};
+use crate::retention::pins::InUsePins;
 use crate::retention::refusals::{failure, imposed, Refusals, Told};
 use crate::retention::select::{decide, format_rule, Role, Seen};
-use crate::retention::{Action, Deletion, Image, InUsePins, Journal};
 
 pub mod rules;
-use crate::plan::Prune;
 use crate::reference::Digest;
 use crate::registry::manifest::referrer_tag_subject;
 use crate::registry::{Registry, RegistryError};
-pub use rules::{run, Context, Pruned, PrunedRepo, RuleScope};
 
 const DAY: u64 = 86_400;
 
-/// What ferry put at a target reference, as the checkpoint recorded it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Copied {
-    /// The source repository it was copied from, as people write it (`docker.io/org/app`).
-    pub source: String,
-    /// The digest ferry wrote there.
-    pub digest: Digest,
-}
-
-/// What the checkpoint knows that pruning needs, by target repository.
-#[derive(Clone, Debug, Default)]
-pub struct Ledger {
-    /// `(registry, repo)` -> reference (tag, or digest of an untagged copy) -> what ferry
-    /// wrote there.
-    pub copied: HashMap<(String, String), HashMap<String, Copied>>,
-    /// `(registry, repo)` -> tag -> when pruning first found the tag missing.
-    pub missing: HashMap<(String, String), HashMap<String, SystemTime>>,
-}
-
-impl Ledger {
-    /// The references of `repo` at `registry` ferry copied from `source`.
-    pub fn copied_from(&self, registry: &str, repo: &str, source: &str) -> HashMap<String, Copied> {
-        self.copied
-            .get(&(registry.to_string(), repo.to_string()))
-            .map(|refs| {
-                refs.iter()
-                    .filter(|(_, c)| c.source == source)
-                    .map(|(r, c)| (r.clone(), c.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+/// A copy rule's `prune` settings: the safety valves of pruning what it copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prune {
+    /// More deletions than this for the rule in one run: delete nothing and say why.
+    pub max_deletions: Option<usize>,
+    /// A tag must have been missing from what the rule selects for this long first (`None`:
+    /// pruned on the first run that finds it missing).
+    pub older_than: Option<Duration>,
 }
 
 /// What the source said of the repository a target repository mirrors.
@@ -414,7 +390,7 @@ pub async fn apply(
     journal: &dyn Journal,
     note: &(dyn Fn(&str) + Sync),
 ) -> (Vec<PruneDone>, Option<Duration>) {
-    let whole = crate::retention::RepoDecisions {
+    let whole = RepoDecisions {
         held_back: None,
         conflicts: Vec::new(),
         in_use: 0,
@@ -479,12 +455,12 @@ pub async fn apply(
 /// decision in `decided` into that keep.
 fn late_keeps(
     decided: &mut RepoPrune,
-    kept: &[crate::retention::Decision],
+    kept: &[Decision],
     repository: &str,
     note: &(dyn Fn(&str) + Sync),
 ) {
     for k in kept {
-        note(&crate::retention::policies::told("kept", repository, k));
+        note(&crate::retention::refusals::told("kept", repository, k));
         let late = decided
             .decisions
             .iter_mut()
@@ -509,7 +485,7 @@ fn record(
     for done in done {
         if let Ok(version_id) = &done.result {
             let shown = whole_decision(&done.decision, Action::Delete);
-            note(&crate::retention::policies::told(
+            note(&crate::retention::refusals::told(
                 "pruned", repository, &shown,
             ));
             journal.deleted(&Deletion {
@@ -550,8 +526,8 @@ async fn untag(registry: &dyn Registry, repo: &str, decided: &RepoPrune) -> Vec<
 }
 
 /// A prune decision as retention's, with `action`.
-fn whole_decision(d: &PruneDecision, action: Action) -> crate::retention::Decision {
-    crate::retention::Decision {
+fn whole_decision(d: &PruneDecision, action: Action) -> Decision {
+    Decision {
         digest: d.digest.clone(),
         tags: d.tags.clone(),
         action,

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{apply, hold, plan_repo, valve, Judge, Ledger, PruneDone, RepoPrune, Scope};
-use crate::plan::Prune;
+use super::{apply, hold, plan_repo, valve, Judge, Ledger, Prune, PruneDone, RepoPrune, Scope};
 use crate::reference::display_repo;
 use crate::reference::Location;
 use crate::registry::{Registry, RegistryError};
+use crate::retention::decisions::Image;
+use crate::retention::deletions::Journal;
 use crate::retention::inventory::Manifests;
+use crate::retention::policies::PinMap;
 use crate::retention::refusals::Refusals;
-use crate::retention::{Image, Journal, PinMap};
 
 /// What one `prune` rule covers this run.
 #[derive(Clone, Debug)]

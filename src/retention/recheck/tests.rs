@@ -2,11 +2,9 @@
 //! and decided, a writer changes the repository, then the deletions are carried out. The
 //! integration suite (`concurrent`) races a real run against a real registry.
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::plan::Plan;
 use crate::reference::Digest;
 use crate::registry::manifest::OCI_INDEX;
 use crate::registry::memory::MemoryRegistry;
@@ -49,12 +47,9 @@ fn world() -> World {
 
 /// The inventory and the decisions of `delete_tags = ['^pr-']`, before any writer.
 async fn decided(w: &World) -> (Vec<Image>, crate::retention::RepoDecisions) {
-    let text = format!(
-        "version = 1\n[[retain]]\nrepository = \"reg.test/{REPO}\"\ndelete_tags = ['^pr-']\n"
-    );
-    let plan = Plan::from_str(Path::new("p.toml"), &text).expect("a valid plan");
+    let policy = crate::retention::tests::deleting(&["^pr-"]);
     let images = inventory::read(&w.reg, REPO).await.expect("read");
-    let decisions = select::select(&images, &plan.retains[0].rule, SystemTime::now());
+    let decisions = select::select(&images, &policy.rule, SystemTime::now());
     (images, decisions)
 }
 

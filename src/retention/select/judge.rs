@@ -3,8 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Action, Image, DAY};
-use crate::plan::RetainRule;
+use crate::retention::decisions::{Action, Image};
+use crate::retention::retain_rule::RetainRule;
+
+pub(super) const DAY: u64 = 86_400;
 
 /// A tagged top-level image: the first keep rule that holds, else delete.
 pub(super) fn judge_tagged(
@@ -141,7 +143,7 @@ fn age_of(created: SystemTime, now: SystemTime) -> Duration {
 
 /// A duration as people write it in a plan: whole days (`30d`), else whole hours (`36h`),
 /// else whole minutes (`90m`), else seconds; zero is `0s`.
-pub(in crate::retention) fn format_rule(d: Duration) -> String {
+pub(crate) fn format_rule(d: Duration) -> String {
     let s = d.as_secs();
     if s == 0 {
         "0s".to_string()

@@ -2,6 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use regex::Regex;
 
+use super::judge::DAY;
 use super::*;
 use Action::{Delete as D, Keep as K};
 
@@ -74,7 +75,7 @@ fn rule() -> RetainRule {
         delete_tags: Vec::new(),
         older_than: None,
         untagged: false,
-        untagged_grace: crate::plan::DEFAULT_UNTAGGED_GRACE,
+        untagged_grace: crate::retention::retain_rule::DEFAULT_UNTAGGED_GRACE,
         max_deletions: None,
     }
 }

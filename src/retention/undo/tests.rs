@@ -3,12 +3,10 @@
 //! suite proves the same against a real docker-registry and its garbage collection.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::*;
-use crate::plan::Plan;
 use crate::reference::Location;
 use crate::registry::memory::MemoryRegistry;
 use crate::retention::{run, Context as RetainContext, Deletion, Journal, PinMap};
@@ -80,10 +78,7 @@ fn world() -> World {
 
 /// Retention deleting every `pr-` image: what it kept of each deletion, in order.
 async fn delete_prs(w: &World) -> Vec<Stored> {
-    let text = format!(
-        "version = 1\n[[retain]]\nrepository = \"reg.test/{REPO}\"\ndelete_tags = ['^pr-']\n"
-    );
-    let plan = Plan::from_str(Path::new("p.toml"), &text).expect("a valid plan");
+    let policies = [crate::retention::tests::deleting(&["^pr-"])];
     let mut registries: HashMap<Location, Arc<dyn Registry>> = HashMap::new();
     registries.insert(
         Location::Registry("reg.test".into()),
@@ -98,7 +93,7 @@ async fn delete_prs(w: &World) -> Vec<Stored> {
         journal: &journal,
         note: &|_| {},
     };
-    run(&plan.retains, &cx).await;
+    run(&policies, &cx).await;
     journal.0.into_inner().unwrap()
 }
 

@@ -46,7 +46,7 @@ fn an_untagged_manifest_younger_than_the_grace_is_kept_saying_why() {
 
 /// The plan's default: `untagged = true`, `untagged_grace` unset.
 fn rule_default_grace() -> RetainRule {
-    grace(crate::plan::DEFAULT_UNTAGGED_GRACE)
+    grace(crate::retention::retain_rule::DEFAULT_UNTAGGED_GRACE)
 }
 
 #[test]

@@ -1,0 +1,96 @@
+//! One policy read and decided, repository by repository ([`plan_policy`]): what `ferry plan`
+//! shows and `ferry run` carries out. Pure but for the reads.
+
+use std::time::SystemTime;
+
+use super::decisions::{Image, RepoDecisions};
+use super::inventory;
+use super::pins::Pins;
+use super::retain_rule::RetainPolicy;
+use super::select;
+
+/// The decisions for one repository of a `[[retain]]` policy, or why it could not be read.
+pub struct RepoPlan {
+    /// `registry/repo`, for people.
+    pub repository: String,
+    pub repo: String,
+    pub images: Vec<Image>,
+    /// The manifests the inventory read, for the deletions to keep ([`super::deletions::Deletion::manifest`]).
+    pub manifests: inventory::Manifests,
+    pub decisions: Result<RepoDecisions, crate::registry::RegistryError>,
+}
+
+/// Read and decide every repository a policy names (a wildcard expands through the catalog).
+/// Pure but for the reads: nothing is deleted here.
+pub async fn plan_policy(
+    policy: &RetainPolicy,
+    registry: &dyn crate::registry::Registry,
+    now: SystemTime,
+    owns: &(dyn Fn(&str) -> bool + Sync),
+    pins: &(dyn Fn(&str) -> Pins + Sync),
+) -> Vec<RepoPlan> {
+    use crate::reference::{display_repo, Selector};
+    let location = &policy.repository.location;
+    let mut out = Vec::new();
+    let repos = match &policy.repository.selector {
+        Selector::Wildcard => match registry
+            .list_repositories(&policy.repository.repository)
+            .await
+        {
+            // A name the catalog lists that fails the grammar is that repository's error:
+            // nothing is read or deleted under it, and the others go on.
+            Ok(r) if matches!(location, crate::reference::Location::Registry(_)) => {
+                use crate::reference::names;
+                let (good, bad) = names::sort_out(r, names::repository);
+                let bad = bad
+                    .into_iter()
+                    .filter(|e| owns(&display_repo(location, &e.name)));
+                out.extend(bad.map(|e| RepoPlan {
+                    repository: policy.repository.to_string(),
+                    repo: e.name.clone(),
+                    images: Vec::new(),
+                    manifests: Default::default(),
+                    decisions: Err(e.into()),
+                }));
+                good
+            }
+            Ok(r) => r,
+            Err(e) => {
+                return vec![RepoPlan {
+                    repository: policy.repository.to_string(),
+                    repo: policy.repository.repository.clone(),
+                    images: Vec::new(),
+                    manifests: Default::default(),
+                    decisions: Err(e),
+                }]
+            }
+        },
+        _ => vec![policy.repository.repository.clone()],
+    };
+    for repo in repos {
+        let repository = display_repo(location, &repo);
+        if !owns(&repository) {
+            continue;
+        }
+        match inventory::read_keeping(registry, &repo).await {
+            Ok((images, manifests)) => {
+                let decisions = select::select_pinned(&images, &policy.rule, now, &pins(&repo));
+                out.push(RepoPlan {
+                    repository,
+                    repo,
+                    images,
+                    manifests,
+                    decisions: Ok(decisions),
+                });
+            }
+            Err(e) => out.push(RepoPlan {
+                repository,
+                repo,
+                images: Vec::new(),
+                manifests: Default::default(),
+                decisions: Err(e),
+            }),
+        }
+    }
+    out
+}
