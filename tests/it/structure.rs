@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod circles;
+
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 80;
 
