@@ -2,16 +2,17 @@
 //! enforce retention policies on them, resumably, with a dry run that runs the run's own code.
 //!
 //! # Layout
-//! Dependencies point down this diagram and never back up (`tests/it/structure.rs` fails on a
-//! cycle between these modules):
+//! A row per layer, from the top down: each module uses only modules on rows below its own,
+//! and modules on one row are siblings, neither using the other (`tests/it/structure.rs`
+//! reads this diagram and the README's and fails when the code does not match them):
 //!
 //! ```text
-//!   cli ── app                  (one module per subcommand)
-//!           └── execute ──┬── report, state      (implement the engines' Reporter and Journal)
-//!                         ├── plan               (TOML -> the engines' own rule types, validated)
-//!                         ├── copy, retention, inuse (the engines; they never speak HTTP)
-//!                         └── registry           (the Registry trait and what implements it)
-//!                               └── reference, error   (leaves)
+//! app/                      one module per subcommand
+//! execute/  report/  cli.rs the run's core; what people see; clap types
+//! plan/  state/             TOML -> the engines' own rule types, validated; the checkpoint
+//! copy/  retention/  inuse/ the engines, with their own rule types; they never speak HTTP
+//! registry/                 the Registry trait and what implements it
+//! reference/  error.rs      leaves
 //! ```
 //!
 //! - [`cli`]: clap types only.

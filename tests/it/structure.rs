@@ -5,11 +5,16 @@
 //! the same file size limit (issue 23). No module re-exports another top-level module's
 //! items (`pub use crate::…`), so each type is imported from its home (issue 23). Read from
 //! the source text: a new cycle, a long function or an alias fails here, with the path that
-//! makes it.
+//! makes it. Its children check that no two files of a module depend on each other in a circle
+//! ([`circles`]), that the engines and the modules below them never import the plan
+//! ([`layers`]), and that the README's and `lib.rs`'s layer diagrams are the layers the code
+//! has ([`diagrams`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod circles;
+mod diagrams;
 mod layers;
 
 const MAX_FILE_LINES: usize = 600;
