@@ -112,7 +112,9 @@ fn named_paths(rel: &str, code: &str, modules: &BTreeSet<Vec<String>>) -> Vec<Ve
             .map_or(at, |(j, _)| j);
         let word = &code[word_start..at];
         let before = code[..word_start].chars().last();
-        if word.is_empty() || matches!(before, Some(':') | Some('$')) {
+        // A visibility (`pub(in crate::retention)`) says who may use an item, not what it uses.
+        let visibility = code[..word_start].trim_end().ends_with("(in");
+        if word.is_empty() || visibility || matches!(before, Some(':') | Some('$')) {
             continue;
         }
         let mut base: Vec<String> = match word {
@@ -269,7 +271,10 @@ fn the_circle_check_sees_what_it_checks() {
             "copy/engine.rs",
             "use super::rule::Rule;\n// use super::f;\npub fn run() {}\n#[cfg(test)]\nmod tests {\n    use super::super::f;\n}\n",
         ),
-        ("copy/rule.rs", "pub struct Rule;\n"),
+        (
+            "copy/rule.rs",
+            "pub struct Rule;\npub(in crate::copy) fn made() -> Rule { Rule }\n",
+        ),
         ("copy/tests.rs", "use super::engine::run;\nuse super::f;\n"),
         ("plan/mod.rs", "use crate::copy::rule::Rule;\n"),
     ]);
@@ -277,4 +282,5 @@ fn the_circle_check_sees_what_it_checks() {
     let g = file_graph(&clean);
     assert_eq!(g["copy/mod.rs"], ["copy/engine.rs".to_string()].into());
     assert_eq!(g["plan/mod.rs"], ["copy/rule.rs".to_string()].into());
+    assert!(g["copy/rule.rs"].is_empty(), "a visibility is not a use");
 }
