@@ -143,7 +143,6 @@ impl HttpRegistry {
         observer: Option<Observer>,
     ) -> Result<HttpRegistry> {
         let source = credential_source::for_settings(host, &settings.auth)?;
-        // The hosted APIs (GitHub Packages, Docker Hub) take the credential as it is now.
         let credential = source.current();
         let (client, upload_client) = clients(host, settings)?;
         let configured = settings.endpoint.clone().or_else(|| {
@@ -156,7 +155,7 @@ impl HttpRegistry {
             vendor::Context {
                 registry: host.to_string(),
                 client: client.clone(),
-                credential: credential.clone(),
+                credentials: source.clone(),
                 api: settings.api.clone(),
                 throttle: throttle.clone(),
                 retry: retry.clone(),
