@@ -37,13 +37,13 @@ fn no_secret(run: &Run) {
     }
 }
 
-/// GHCR: a real registry holds the images, the GitHub Packages fake a version per image. The
-/// fake refuses the old token with 401 "Bad credentials" from its fifth request on (its first
-/// four: the token's scopes, the listing, two DELETEs).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_github_token_rotated_mid_retention_is_read_again() {
+/// GHCR: a real registry holds the images, the GitHub Packages fake (which takes `tokens`) a
+/// version per image; a plan retaining the `v1` alone, its token read from `file`. Also the
+/// ids of the versions to delete.
+async fn ghcr_package(tokens: &[&str], file: &Path) -> (Registry, GitHubFake, Vec<u64>, PathBuf) {
     let reg = Registry::start().await;
-    let fake = GitHubFake::start(&[(OLD, "bot", SCOPES), (NEW, "bot", SCOPES)]).await;
+    let known: Vec<(&str, &str, &[&str])> = tokens.iter().map(|t| (*t, "bot", SCOPES)).collect();
+    let fake = GitHubFake::start(&known).await;
     let mut rows = Vec::new();
     for (i, tag) in DELETED.iter().chain([&KEPT]).enumerate() {
         let img = single(tag, 60 + i as u64);
@@ -59,17 +59,25 @@ async fn a_github_token_rotated_mid_retention_is_read_again() {
         .map(|(d, day, tags)| (d.as_str(), day.as_str(), &tags[..], 0))
         .collect();
     let ids = fake.add_package(Some("myorg"), "app", false, &args);
-    let dir = tempfile::tempdir().unwrap();
-    let (file, rotate) = password_file(dir.path());
-    fake.revoke_after(OLD, 4, rotate);
     let p = plan(
-        dir.path(),
+        file.parent().unwrap(),
         &format!(
             "version = 1\n[registry.\"{a}\"]\ninsecure = true\nflavor = \"ghcr\"\napi = \"{api}\"\nauth = {{ username = \"bot\", password_file = {file:?} }}\n[[retain]]\nrepository = \"{a}/myorg/app\"\ndelete_tags = ['^pr-\\d+$']\n",
             a = reg.addr,
             api = fake.url
         ),
     );
+    (reg, fake, ids[..DELETED.len()].to_vec(), p)
+}
+
+/// The fake refuses the old token with 401 "Bad credentials" from its fifth request on (its
+/// first four: the token's scopes, the listing, two DELETEs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_token_rotated_mid_retention_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, rotate) = password_file(dir.path());
+    let (_reg, fake, ids, p) = ghcr_package(&[OLD, NEW], &file).await;
+    fake.revoke_after(OLD, 4, rotate);
     let (run, report) = run_reported(&p, &[]).await;
     let requests = fake.requests();
     run.assert_code(0);
@@ -96,11 +104,44 @@ async fn a_github_token_rotated_mid_retention_is_read_again() {
         assert_eq!(d.status, 204, "{:?}", fake.deletes());
         *done.entry(d.id).or_default() += 1;
     }
-    let planned: BTreeMap<u64, usize> = ids[..DELETED.len()].iter().map(|i| (*i, 1)).collect();
+    let planned: BTreeMap<u64, usize> = ids.iter().map(|i| (*i, 1)).collect();
     assert_eq!(done, planned, "{requests:?}");
     let left = fake.versions(Some("myorg"), "app", false);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].tags, [KEPT]);
+}
+
+/// The token is rotated to one GitHub does not take: each refused request is read again once
+/// and sent once more, and its second 401 is the failure, naming the URL and no secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_token_refused_after_the_reread_fails_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, rotate) = password_file(dir.path());
+    let (_reg, fake, ids, p) = ghcr_package(&[OLD], &file).await;
+    fake.revoke_after(OLD, 4, rotate);
+    let (run, report) = run_reported(&p, &[]).await;
+    let requests = fake.requests();
+    run.assert_code(1);
+    no_secret(&run);
+    let done = fake.deletes().len();
+    assert_eq!(report["totals"]["deleted"], done, "{report}");
+    assert_eq!(report["totals"]["failed"], ids.len() - done, "{report}");
+    assert!(
+        run.stderr
+            .contains("/orgs/myorg/packages/container/app/versions/")
+            && run.stderr.contains("401: Bad credentials"),
+        "{}",
+        run.stderr
+    );
+    // Each refused DELETE went twice (the old token, then the new one), no more.
+    let mut refused: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in requests.iter().filter(|r| r.starts_with("DELETE ")) {
+        if let Some(path) = r.strip_suffix(" token=none") {
+            *refused.entry(path).or_default() += 1;
+        }
+    }
+    assert!(!refused.is_empty(), "{requests:?}");
+    assert!(refused.values().all(|n| *n == 2), "{requests:?}");
 }
 
 /// Docker Hub: the images go to a real registry through the Hub's registry side, the Hub API
