@@ -36,6 +36,7 @@ mod restore;
 mod resume;
 mod retention;
 mod rotation;
+mod rotation_hosted;
 mod secrets;
 mod snapshots;
 mod structure;

@@ -2,8 +2,9 @@
 //! (Hub has no catalog), the tag listing that retention reads instead of pulling manifests
 //! (every manifest GET counts against the pull limit), and tag deletion (every tag of an
 //! image, or one tag alone). Logs in with the registry credentials (a personal access token)
-//! for private repositories and deletes, and waits out the API's own `X-RateLimit-*` budget
-//! and 429s.
+//! for private repositories and deletes, taking them from the registry's credential source at
+//! each login; a refused login or JWT reads the source again and logs in once more. Waits out
+//! the API's own `X-RateLimit-*` budget and 429s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,15 +13,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{self, HeaderValue};
 use reqwest::Method;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Context, HostedApi, RecordCache};
+use super::{reread, Context, HostedApi, RecordCache};
 use crate::reference::Digest;
 use crate::reference::{names, DOCKER_HUB};
 use crate::registry::capabilities::RecordStyle;
+use crate::registry::credential_source::CredentialSource;
 use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
@@ -42,6 +44,13 @@ struct Page<T> {
     results: Vec<T>,
 }
 
+/// A login to the Hub API for one operation: its JWT (`None`: anonymous), and the credential
+/// it was had with.
+struct Login {
+    jwt: Option<SecretString>,
+    with: Credential,
+}
+
 /// Docker Hub's API as its [`HostedApi`].
 pub struct DockerHub {
     /// The registry's host (`docker.io`).
@@ -49,7 +58,8 @@ pub struct DockerHub {
     /// The API's base URL: `None` for a registry of Docker Hub's flavor that names none.
     api: Option<Url>,
     client: reqwest::Client,
-    credential: Credential,
+    /// The registry's credential source, asked at each login.
+    credentials: Arc<dyn CredentialSource>,
     throttle: Arc<Throttle>,
     retry: RetryPolicy,
     stall: Duration,
@@ -65,7 +75,7 @@ impl DockerHub {
             name: cx.registry,
             api,
             client: cx.client,
-            credential: cx.credential,
+            credentials: cx.credentials,
             throttle: cx.throttle,
             retry: cx.retry,
             stall: cx.stall,
@@ -89,7 +99,7 @@ impl DockerHub {
     ) -> RegistryError {
         let service = Service::DockerHubApi {
             registry: self.name.clone(),
-            credentials: !self.credential.is_anonymous(),
+            credentials: !self.credentials.current().is_anonymous(),
         };
         status_error(resp, method, url, self.stall, service).await
     }
@@ -102,17 +112,20 @@ impl DockerHub {
     }
 
     /// One Hub API request, waiting out its rate limit (at most `retries` times for a 429).
+    /// A 401 to a request with a JWT (expired, or its credential replaced) reads the credential
+    /// source again and logs in anew into `login`, and the request goes once more.
     async fn hub_send(
         &self,
         method: Method,
         url: &Url,
-        bearer: Option<&secrecy::SecretString>,
+        login: &mut Login,
     ) -> Result<reqwest::Response> {
         let api_host = url.host_str().unwrap_or("the Docker Hub API").to_string();
         let mut waits_left = self.retry.retries();
+        let mut logged_in_again = false;
         loop {
             let mut req = self.client.request(method.clone(), url.clone());
-            if let Some(b) = bearer {
+            if let Some(b) = &login.jwt {
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", b.expose_secret()))
                     .map_err(|_| RegistryError::Auth {
                         url: url.to_string(),
@@ -147,6 +160,13 @@ impl DockerHub {
                 });
                 tokio::time::sleep(wait).await;
             }
+            let refused = resp.status() == reqwest::StatusCode::UNAUTHORIZED;
+            if refused && login.jwt.is_some() && !logged_in_again {
+                logged_in_again = true;
+                reread(&self.credentials, &login.with).await?;
+                *login = self.hub_login(self.hub_api()?).await?;
+                continue;
+            }
             return Ok(resp);
         }
     }
@@ -155,12 +175,12 @@ impl DockerHub {
     async fn hub_pages<T: DeserializeOwned>(
         &self,
         first: Url,
-        bearer: Option<&secrecy::SecretString>,
+        login: &mut Login,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut pager = Pager::new(first);
         while let Some(url) = pager.next_page()? {
-            let resp = self.hub_send(Method::GET, &url, bearer).await?;
+            let resp = self.hub_send(Method::GET, &url, login).await?;
             if !resp.status().is_success() {
                 return Err(self.hub_error(&Method::GET, &url, resp).await);
             }
@@ -198,9 +218,9 @@ impl DockerHub {
             });
         }
         let api = self.hub_api()?;
-        let bearer = self.hub_login(api).await?;
+        let mut login = self.hub_login(api).await?;
         let first = self.hub_url(api, &format!("/v2/repositories/{namespace}/?page_size=100"))?;
-        let repos: Vec<Repo> = self.hub_pages(first, bearer.as_ref()).await?;
+        let repos: Vec<Repo> = self.hub_pages(first, &mut login).await?;
         Ok(repos
             .into_iter()
             .map(|r| {
@@ -231,9 +251,9 @@ impl DockerHub {
         }
         names::repository(repo)?;
         let api = self.hub_api()?;
-        let bearer = self.hub_login(api).await?;
+        let mut login = self.hub_login(api).await?;
         let first = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/?page_size=100"))?;
-        let tags: Vec<Tag> = self.hub_pages(first, bearer.as_ref()).await?;
+        let tags: Vec<Tag> = self.hub_pages(first, &mut login).await?;
         let mut by_digest: BTreeMap<Digest, ManifestRecord> = BTreeMap::new();
         for t in tags {
             // Retention reads these, and deletion builds API paths from the tags: a name that
@@ -282,12 +302,13 @@ impl DockerHub {
     /// image goes with its last tag). Returns the tags deleted, for the audit.
     async fn hub_delete(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         let api = self.hub_api()?;
-        let Some(bearer) = self.hub_login(api).await? else {
+        let mut login = self.hub_login(api).await?;
+        if login.jwt.is_none() {
             return Err(RegistryError::Credentials {
                 registry: self.name.clone(),
                 reason: CredentialsError::HubLogin,
             });
-        };
+        }
         let read = self.manifest_records(repo);
         let Some(record) = self.records.record_of(repo, digest, read).await? else {
             // No tag points at it (a platform manifest of an index): Docker Hub removes it
@@ -295,7 +316,7 @@ impl DockerHub {
             return Ok(None);
         };
         for tag in &record.tags {
-            self.hub_delete_tag(api, &bearer, repo, tag).await?;
+            self.hub_delete_tag(api, &mut login, repo, tag).await?;
         }
         Ok(Some(format!("tags {}", record.tags.join(", "))))
     }
@@ -304,14 +325,14 @@ impl DockerHub {
     async fn hub_delete_tag(
         &self,
         api: &Url,
-        bearer: &secrecy::SecretString,
+        login: &mut Login,
         repo: &str,
         tag: &str,
     ) -> Result<bool> {
         names::repository(repo)?;
         names::tag(tag)?;
         let url = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/{tag}/"))?;
-        let resp = self.hub_send(Method::DELETE, &url, Some(bearer)).await?;
+        let resp = self.hub_send(Method::DELETE, &url, login).await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),
@@ -323,21 +344,43 @@ impl DockerHub {
     /// it). Returns `tag <name>` for the audit, `None` when it was gone.
     async fn hub_untag(&self, repo: &str, tag: &str) -> Result<Option<String>> {
         let api = self.hub_api()?;
-        let Some(bearer) = self.hub_login(api).await? else {
+        let mut login = self.hub_login(api).await?;
+        if login.jwt.is_none() {
             return Err(RegistryError::Credentials {
                 registry: self.name.clone(),
                 reason: CredentialsError::HubLogin,
             });
-        };
-        let deleted = self.hub_delete_tag(api, &bearer, repo, tag).await?;
+        }
+        let deleted = self.hub_delete_tag(api, &mut login, repo, tag).await?;
         self.records.forget_tag(repo, tag);
         Ok(deleted.then(|| format!("tag {tag}")))
     }
 
-    /// Log in to the Hub API with the registry credentials (private repositories are listed
-    /// only then); anonymous listing shows public repositories.
-    async fn hub_login(&self, api: &Url) -> Result<Option<secrecy::SecretString>> {
-        let Credential::Basic { username, password } = &self.credential else {
+    /// Log in to the Hub API with the registry credentials as the source gives them now
+    /// (private repositories are listed only then); anonymous listing shows public
+    /// repositories. A refused login reads the source again and, when that gives another
+    /// credential, logs in once more.
+    async fn hub_login(&self, api: &Url) -> Result<Login> {
+        let with = self.credentials.current();
+        match self.hub_login_with(api, &with).await {
+            Err(e) if e.http_status() == Some(401) => {
+                let Some(with) = reread(&self.credentials, &with).await? else {
+                    return Err(e);
+                };
+                let jwt = self.hub_login_with(api, &with).await?;
+                Ok(Login { jwt, with })
+            }
+            jwt => Ok(Login { jwt: jwt?, with }),
+        }
+    }
+
+    /// Log in to the Hub API with `credential`: its JWT, `None` for no credential.
+    async fn hub_login_with(
+        &self,
+        api: &Url,
+        credential: &Credential,
+    ) -> Result<Option<SecretString>> {
+        let Credential::Basic { username, password } = credential else {
             return Ok(None);
         };
         let url = api
@@ -348,8 +391,8 @@ impl DockerHub {
             })?;
         #[derive(Debug, Deserialize)]
         struct Login {
-            token: Option<secrecy::SecretString>,
-            access_token: Option<secrecy::SecretString>,
+            token: Option<SecretString>,
+            access_token: Option<SecretString>,
         }
         let resp = self
             .client
@@ -389,7 +432,7 @@ impl HostedApi for DockerHub {
     }
 
     async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {
-        match self.hub_login(self.hub_api()?).await? {
+        match self.hub_login(self.hub_api()?).await?.jwt {
             Some(_) => Ok(Some("logged in to the Docker Hub API".into())),
             None => Err(RegistryError::Credentials {
                 registry: self.name.clone(),

@@ -3,12 +3,14 @@
 //! time, untagged ones included) and delete versions. Honours GitHub's rate limits as its docs
 //! say (`limits`: every request to the API waits), paces deletions below its secondary limit
 //! and tells its refusals for good apart ([`deletes`]), and checks the token's scopes before
-//! the first deletion.
+//! the first deletion. The token comes from the registry's credential source for each request,
+//! and is read again after a 401 (a GitHub App installation token lasts an hour).
 
 pub mod deletes;
 mod limits;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -19,9 +21,10 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::{Context, HostedApi, RecordCache};
+use super::{reread, Context, HostedApi, RecordCache};
 use crate::reference::{names, Digest};
 use crate::registry::capabilities::RecordStyle;
+use crate::registry::credential_source::CredentialSource;
 use crate::registry::credentials::{lacking, Credential};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
@@ -39,8 +42,7 @@ const GITHUB_API: &str = "https://api.github.com";
 /// Versions asked per page (GitHub's maximum).
 const PER_PAGE: usize = 100;
 
-/// Progress the API's answers must make (see [`crate::registry::transport::body::MIN_PROGRESS`]); the
-/// client's read timeout is the plan's `stall_timeout` for the registry.
+/// How long an answer may make no progress: the registry's default `stall_timeout`.
 const API_STALL: Duration = crate::registry::config::DEFAULT_STALL_TIMEOUT;
 
 /// One package version: a manifest as GitHub records it.
@@ -60,20 +62,21 @@ enum Owner {
     OtherUser,
 }
 
-/// Its `Debug` names the API and the registry; the token prints as `[REDACTED]`.
+/// Its `Debug` names the API and the registry; the token is never shown.
 pub struct PackagesApi {
     base: Url,
-    token: SecretString,
+    /// Where the token comes from: the registry's password, asked for each request.
+    credentials: Arc<dyn CredentialSource>,
     client: reqwest::Client,
     registry: String,
-    throttle: std::sync::Arc<Throttle>,
+    throttle: Arc<Throttle>,
     /// The API's own pause, and the pace of version DELETEs ([`deletes`]).
     pace: Pace,
     retries: u32,
     /// Which kind of owner each namespace turned out to be.
     owners: Mutex<HashMap<String, Owner>>,
-    /// The token's login and scopes, from `GET /user`, read once.
-    user: Mutex<Option<(String, Vec<String>)>>,
+    /// A token, and its login and scopes from `GET /user`, read once per token.
+    user: Mutex<Option<(SecretString, String, Vec<String>)>>,
 }
 
 impl std::fmt::Debug for PackagesApi {
@@ -81,7 +84,7 @@ impl std::fmt::Debug for PackagesApi {
         f.debug_struct("PackagesApi")
             .field("base", &self.base.as_str())
             .field("registry", &self.registry)
-            .field("token", &self.token)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
@@ -98,10 +101,10 @@ fn encode(package: &str) -> String {
 impl PackagesApi {
     pub fn new(
         base: Url,
-        token: SecretString,
+        credentials: Arc<dyn CredentialSource>,
         client: reqwest::Client,
         registry: &str,
-        throttle: std::sync::Arc<Throttle>,
+        throttle: Arc<Throttle>,
         retries: u32,
     ) -> Self {
         let service = base.host_str().unwrap_or("the GitHub API").to_string();
@@ -112,7 +115,7 @@ impl PackagesApi {
                 deletes::DELETES_IN_FLIGHT,
             ),
             base,
-            token,
+            credentials,
             client,
             registry: registry.to_string(),
             throttle,
@@ -129,13 +132,29 @@ impl PackagesApi {
         })
     }
 
-    /// One request with the token; waits out GitHub's rate limits (bounded by `retries`), and
-    /// has every other request to the API wait with it.
-    async fn send(&self, method: Method, url: &Url) -> Result<reqwest::Response> {
+    /// The token in `credential`: the password of a user name and a classic token.
+    fn token(&self, credential: &Credential) -> Result<SecretString> {
+        match credential {
+            Credential::Basic { password, .. } => Ok(password.clone()),
+            _ => Err(RegistryError::Credentials {
+                registry: self.registry.clone(),
+                reason: CredentialsError::PackagesToken,
+            }),
+        }
+    }
+
+    /// One request with the token, and the token it went with; waits out GitHub's rate limits
+    /// (bounded by `retries`), and has every other request to the API wait with it. After a
+    /// 401 (GitHub did nothing) the credential source is read again, and the request sent once
+    /// more when that gives another token.
+    async fn send(&self, method: Method, url: &Url) -> Result<(reqwest::Response, SecretString)> {
         let mut waits = 0;
+        let mut credential = self.credentials.current();
+        let mut refused = false;
         loop {
+            let token = self.token(&credential)?;
             self.throttle.held(&self.pace).await;
-            let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
+            let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
                 .map_err(|_| RegistryError::Auth {
                     url: url.to_string(),
                     reason: "the token is not a valid header value".into(),
@@ -157,7 +176,14 @@ impl PackagesApi {
                     .pause_service(&self.pace, wait, "GitHub API rate limit");
                 continue;
             }
-            return Ok(resp);
+            if resp.status() == StatusCode::UNAUTHORIZED && !refused {
+                refused = true;
+                if let Some(again) = reread(&self.credentials, &credential).await? {
+                    credential = again;
+                    continue;
+                }
+            }
+            return Ok((resp, token));
         }
     }
 
@@ -165,18 +191,22 @@ impl PackagesApi {
         status_error(resp, method, url, API_STALL, Service::GitHubApi).await
     }
 
-    /// The token's login and scopes (`GET /user`, `X-OAuth-Scopes`), read once.
+    /// The token's login and scopes (`GET /user`, `X-OAuth-Scopes`), read once per token: a
+    /// new token may have other scopes.
     async fn user(&self) -> Result<(String, Vec<String>)> {
         let mut user = self.user.lock().await;
-        if let Some(u) = user.as_ref() {
-            return Ok(u.clone());
+        let now = self.token(&self.credentials.current())?;
+        if let Some((token, login, scopes)) = user.as_ref() {
+            if token.expose_secret() == now.expose_secret() {
+                return Ok((login.clone(), scopes.clone()));
+            }
         }
         #[derive(Deserialize)]
         struct Me {
             login: String,
         }
         let url = self.url("/user")?;
-        let resp = self.send(Method::GET, &url).await?;
+        let (resp, token) = self.send(Method::GET, &url).await?;
         if !resp.status().is_success() {
             return Err(self.error(&Method::GET, &url, resp).await);
         }
@@ -194,8 +224,8 @@ impl PackagesApi {
             url: url.to_string(),
             reason: format!("unexpected answer from the GitHub API: {e}"),
         })?;
-        *user = Some((me.login, scopes));
-        Ok(user.clone().expect("set above"))
+        *user = Some((token, me.login.clone(), scopes.clone()));
+        Ok((me.login, scopes))
     }
 
     /// The user kind for an owner that is not an organisation.
@@ -216,7 +246,7 @@ impl PackagesApi {
         .await
     }
 
-    /// Check that the token has the scopes of `need`, from `X-OAuth-Scopes` (read once).
+    /// Check that the token has the scopes of `need`, from `X-OAuth-Scopes` (once per token).
     async fn check_scopes(
         &self,
         need: [&'static str; 2],
@@ -281,7 +311,7 @@ impl PackagesApi {
         let mut out = Vec::new();
         let mut pager = Pager::new(first);
         while let Some(url) = pager.next_page()? {
-            let resp = self.send(Method::GET, &url).await?;
+            let (resp, _) = self.send(Method::GET, &url).await?;
             if !resp.status().is_success() {
                 return Err(self.error(&Method::GET, &url, resp).await);
             }
@@ -355,7 +385,7 @@ impl PackagesApi {
             Self::versions_path(kind, owner, package)
         ))?;
         let _slot = self.throttle.paced(&self.pace).await;
-        let resp = self.send(Method::DELETE, &url).await?;
+        let (resp, _) = self.send(Method::DELETE, &url).await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => Ok(()),
@@ -391,7 +421,7 @@ impl PackagesApi {
             };
             let path = Self::versions_path(kind, owner, package);
             let url = self.url(&format!("{path}/{id}/restore"))?;
-            let resp = self.send(Method::POST, &url).await?;
+            let (resp, _) = self.send(Method::POST, &url).await?;
             if resp.status().is_success() {
                 self.owners.lock().await.insert(owner.to_string(), kind);
                 return Ok(());
@@ -438,27 +468,24 @@ impl PackagesApi {
 /// GHCR: the GitHub Packages API as its [`HostedApi`].
 pub struct Ghcr {
     registry: String,
-    /// `None` without a token for it (a user name and a classic personal access token).
-    api: Option<PackagesApi>,
+    /// Usable while the credential source gives a token (a user name and a classic PAT).
+    api: PackagesApi,
     retry: RetryPolicy,
     records: RecordCache,
 }
 
 impl Ghcr {
     pub fn new(cx: Context) -> Ghcr {
-        let api = match &cx.credential {
-            Credential::Basic { password, .. } => Some(PackagesApi::new(
-                cx.api
-                    .clone()
-                    .unwrap_or_else(|| Url::parse(GITHUB_API).expect("static URL")),
-                password.clone(),
-                cx.client.clone(),
-                &cx.registry,
-                cx.throttle.clone(),
-                cx.retry.retries(),
-            )),
-            _ => None,
-        };
+        let api = PackagesApi::new(
+            cx.api
+                .clone()
+                .unwrap_or_else(|| Url::parse(GITHUB_API).expect("static URL")),
+            cx.credentials.clone(),
+            cx.client.clone(),
+            &cx.registry,
+            cx.throttle.clone(),
+            cx.retry.retries(),
+        );
         Ghcr {
             registry: cx.registry,
             api,
@@ -467,11 +494,10 @@ impl Ghcr {
         }
     }
 
+    /// The API, when the credential source gives a token now.
     fn api(&self) -> Result<&PackagesApi> {
-        self.api.as_ref().ok_or_else(|| RegistryError::Credentials {
-            registry: self.registry.clone(),
-            reason: CredentialsError::PackagesToken,
-        })
+        self.api.token(&self.api.credentials.current())?;
+        Ok(&self.api)
     }
 
     /// The API, the owner and the package of a repository (`OWNER/PACKAGE`).
@@ -534,7 +560,7 @@ impl HostedApi for Ghcr {
     }
 
     async fn reserve_delete(&self) {
-        if let Some(api) = &self.api {
+        if let Ok(api) = self.api() {
             api.prepay_delete().await;
         }
     }
@@ -571,30 +597,4 @@ impl HostedApi for Ghcr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_redacts_the_token() {
-        let api = PackagesApi::new(
-            Url::parse("https://api.github.com").unwrap(),
-            SecretString::from("ghp_canary0123456789".to_string()),
-            reqwest::Client::new(),
-            "ghcr.io",
-            std::sync::Arc::new(Throttle::new("ghcr.io", None, None)),
-            0,
-        );
-        let d = format!("{api:?}");
-        assert!(!d.contains("canary"), "{d}");
-        assert!(d.contains("ghcr.io") && d.contains("REDACTED"), "{d}");
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            split_repository("myorg/team/app"),
-            Some(("myorg", "team/app"))
-        );
-        assert_eq!(encode("team/app"), "team%2Fapp");
-    }
-}
+mod tests;

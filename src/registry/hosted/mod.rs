@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::capabilities::RecordStyle;
+use super::credential_source::CredentialSource;
 use super::credentials::Credential;
 use super::error::Result;
 use super::transport::retry::RetryPolicy;
@@ -85,12 +86,28 @@ pub struct Context {
     pub registry: String,
     /// The registry's HTTP client (with its read timeout and trusted roots).
     pub client: reqwest::Client,
-    pub credential: Credential,
+    /// The registry's credential source (the one its distribution client asks): each request
+    /// (GitHub) or login (Docker Hub) takes the credential it gives then.
+    pub credentials: Arc<dyn CredentialSource>,
     /// The plan's `api` for the registry; each hosted API has its default.
     pub api: Option<Url>,
     pub throttle: Arc<Throttle>,
     pub retry: RetryPolicy,
     pub stall: Duration,
+}
+
+/// The credential `source` gives after the API refused `refused`: the source read again (a
+/// file re-read, a helper run: off the async threads). `None` when that gives the same
+/// credential, so that a refusal is sent again only with a credential that changed.
+pub async fn reread(
+    source: &Arc<dyn CredentialSource>,
+    refused: &Credential,
+) -> Result<Option<Credential>> {
+    let source = source.clone();
+    let again = tokio::task::spawn_blocking(move || source.refresh())
+        .await
+        .expect("reading the credential source does not panic")?;
+    Ok((!again.same(refused)).then_some(again))
 }
 
 /// The records [`HostedApi::manifest_records`] last read per repository: deletions right

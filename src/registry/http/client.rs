@@ -53,7 +53,7 @@ pub struct HttpRegistry {
     pub(super) retry: RetryPolicy,
     /// The registry's own API (GHCR's, Docker Hub's), for what the distribution API does not
     /// do; chosen once, from the flavor.
-    pub(super) vendor: Option<Box<dyn HostedApi>>,
+    pub(super) hosted: Option<Box<dyn HostedApi>>,
     pub(super) stall: Duration,
     /// Whether the registry answers the OCI 1.1 referrers API, once a request told.
     pub(super) referrers_api: std::sync::OnceLock<bool>,
@@ -146,7 +146,6 @@ impl HttpRegistry {
         observer: Option<Observer>,
     ) -> Result<HttpRegistry> {
         let source = credential_source::for_settings(host, &settings.auth)?;
-        // The hosted APIs (GitHub Packages, Docker Hub) take the credential as it is now.
         let credential = source.current();
         let (client, upload_client) = clients(host, settings)?;
         let configured = settings.endpoint.clone().or_else(|| {
@@ -154,12 +153,12 @@ impl HttpRegistry {
         });
         let throttle = Arc::new(Throttle::new(host, settings.rate_limit, observer));
         let retry = RetryPolicy::new(host, throttle.clone(), settings.retries);
-        let vendor = hosted_api(
+        let hosted = hosted_api(
             settings.flavor,
             hosted::Context {
                 registry: host.to_string(),
                 client: client.clone(),
-                credential: credential.clone(),
+                credentials: source.clone(),
                 api: settings.api.clone(),
                 throttle: throttle.clone(),
                 retry: retry.clone(),
@@ -176,7 +175,7 @@ impl HttpRegistry {
             credentials: !credential.is_anonymous(),
             auth: Authenticator::new(host, source, settings.insecure),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
-            vendor,
+            hosted,
             throttle,
             retry,
             stall: settings.stall_timeout,

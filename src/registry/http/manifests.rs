@@ -229,7 +229,7 @@ impl HttpRegistry {
         tag: &str,
         digest: &Digest,
     ) -> Result<Option<String>> {
-        if let Some(v) = &self.vendor {
+        if let Some(v) = &self.hosted {
             v.check_delete(repo).await?;
         }
         self.ensure_empty_config(repo).await?;

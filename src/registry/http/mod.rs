@@ -58,14 +58,14 @@ impl Registry for HttpRegistry {
         &self.name
     }
 
-    /// Uploads resume across runs; the registry's vendor API, where it has one, tells how it
+    /// Uploads resume across runs; the registry's hosted API, where it has one, tells how it
     /// records manifests and whether it counts pulls.
     fn capabilities(&self) -> Capabilities {
-        let vendor = self.vendor.as_ref();
+        let hosted = self.hosted.as_ref();
         Capabilities {
-            record_style: vendor.map_or(RecordStyle::None, |v| v.record_style()),
+            record_style: hosted.map_or(RecordStyle::None, |v| v.record_style()),
             resumable_uploads: true,
-            counts_pulls: vendor.is_some_and(|v| v.counts_pulls()),
+            counts_pulls: hosted.is_some_and(|v| v.counts_pulls()),
             can_mount: true,
         }
     }
@@ -78,7 +78,7 @@ impl Registry for HttpRegistry {
 
     async fn reserve(&self, requests: u32) -> super::transport::throttle::Turns {
         let turns = self.throttle.reserve(requests).await;
-        if let Some(v) = &self.vendor {
+        if let Some(v) = &self.hosted {
             v.reserve_delete().await;
         }
         turns
@@ -97,7 +97,7 @@ impl Registry for HttpRegistry {
     }
 
     async fn check_delete(&self, repo: &str) -> Result<Option<String>> {
-        match &self.vendor {
+        match &self.hosted {
             Some(v) => v.check_delete(repo).await,
             None => self
                 .retry
@@ -108,7 +108,7 @@ impl Registry for HttpRegistry {
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut repos = match &self.vendor {
+        let mut repos = match &self.hosted {
             Some(v) => v.list_repositories(prefix).await,
             None => {
                 self.retry
@@ -199,7 +199,7 @@ impl Registry for HttpRegistry {
     }
 
     async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
-        if let Some(v) = &self.vendor {
+        if let Some(v) = &self.hosted {
             return v.delete_manifest(repo, digest).await;
         }
         self.retry
@@ -218,18 +218,18 @@ impl Registry for HttpRegistry {
         if !self.tag_is_at(repo, tag, digest).await? {
             return Ok(None);
         }
-        let by_vendor = match &self.vendor {
+        let by_hosted = match &self.hosted {
             Some(v) => v.delete_tag(repo, tag).await,
             None => None,
         };
-        match by_vendor {
+        match by_hosted {
             Some(done) => done,
             None => self.untag_by_placeholder(repo, tag, digest).await,
         }
     }
 
     async fn restore_version(&self, repo: &str, id: &str) -> Result<bool> {
-        let restored = match &self.vendor {
+        let restored = match &self.hosted {
             Some(v) => v.restore_version(repo, id).await,
             None => None,
         };
@@ -237,7 +237,7 @@ impl Registry for HttpRegistry {
     }
 
     async fn manifest_records(&self, repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
-        match &self.vendor {
+        match &self.hosted {
             Some(v) => Ok(Some(v.manifest_records(repo).await?)),
             None => Ok(None),
         }

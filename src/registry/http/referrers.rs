@@ -21,7 +21,7 @@ impl HttpRegistry {
     /// earlier request told, else one request: a registry with the API answers 200 and an
     /// empty index even for a subject it does not hold.
     pub(super) async fn has_referrers_api(&self, repo: &str) -> Result<bool> {
-        if let Some(known) = self.vendor.as_ref().and_then(|v| v.referrers_api()) {
+        if let Some(known) = self.hosted.as_ref().and_then(|v| v.referrers_api()) {
             return Ok(known);
         }
         if let Some(known) = self.referrers_api.get() {

@@ -18,6 +18,30 @@ impl Caller {
     }
 }
 
+/// A token to be revoked after `left` more requests (see `GitHubFake::revoke_after`).
+pub(super) struct Revocation {
+    pub(super) token: String,
+    pub(super) left: usize,
+    /// Run when the token is revoked; `None` once it has run.
+    pub(super) then: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Counts one request against a scheduled revocation: whether `presented` is revoked now.
+fn revoked(inner: &Inner, presented: Option<&str>) -> bool {
+    let mut revocation = inner.revocation.lock().expect("github revocation");
+    let Some(r) = revocation.as_mut() else {
+        return false;
+    };
+    if r.left > 0 {
+        r.left -= 1;
+        return false;
+    }
+    if let Some(then) = r.then.take() {
+        then();
+    }
+    presented == Some(r.token.as_str())
+}
+
 /// Builds every answer: rate headers for the caller's bucket, the scope headers when
 /// authenticated, a JSON body (or none for 204).
 pub(super) fn answer(
@@ -99,6 +123,9 @@ pub(super) fn begin(
                 .or_else(|| a.strip_prefix("token "))
         })
         .map(str::trim);
+    // Counted whoever asks; a revoked token is no token.
+    let refused = revoked(inner, presented);
+    let presented = presented.filter(|_| !refused);
     let caller = presented.and_then(|p| {
         inner.tokens.iter().find(|t| t.token == p).map(|t| Caller {
             login: t.login.clone(),

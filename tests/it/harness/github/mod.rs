@@ -131,6 +131,8 @@ struct Inner {
     /// Does a restored version get its tags back (those no other version took since)? GitHub
     /// does not say; `false` restores it untagged.
     restore_tags: Mutex<bool>,
+    /// A token the test has the fake revoke mid-run (`revoke_after`).
+    revocation: Mutex<Option<Revocation>>,
 }
 
 /// One DELETE of a package version, as the fake saw it.
@@ -206,6 +208,7 @@ impl GitHubFake {
             upstream: Mutex::new(None),
             kept: Mutex::new(HashMap::new()),
             restore_tags: Mutex::new(true),
+            revocation: Mutex::new(None),
         });
         let app = Router::new()
             .route("/user", get(get_user))
@@ -412,6 +415,19 @@ impl GitHubFake {
             }
         });
         super::Proxy::start_observed(upstream, hook, answered).await
+    }
+
+    /// Revoke `token` once `requests` more requests have been answered, as GitHub does when a
+    /// GitHub App installation token expires or a personal access token is regenerated: from
+    /// the next request on it is refused with 401 "Bad credentials". `then` runs at that
+    /// moment, before that request is answered (a test writes the new token where the plan
+    /// reads it).
+    pub fn revoke_after(&self, token: &str, requests: usize, then: impl FnOnce() + Send + 'static) {
+        *self.inner.revocation.lock().expect("github revocation") = Some(Revocation {
+            token: token.to_string(),
+            left: requests,
+            then: Some(Box::new(then)),
+        });
     }
 
     /// Every request seen: `METHOD path?query token=<login|none>`, the path as sent (still

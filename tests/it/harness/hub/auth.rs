@@ -2,8 +2,46 @@
 
 use super::*;
 
-pub(super) fn token_for(user: &str) -> String {
-    format!("hubjwt.{user}")
+/// The JWT a login gives `user`: a new one once the password changed (the old one is then
+/// refused).
+pub(super) fn token_for(inner: &Inner, user: &str) -> String {
+    match &*inner.change.lock().expect("hub password change") {
+        Some(c) if c.then.is_none() && c.user == user => format!("hubjwt.{user}.2"),
+        _ => format!("hubjwt.{user}"),
+    }
+}
+
+/// A scheduled password change (see `HubFake::change_password_after`).
+pub(super) struct PasswordChange {
+    pub(super) user: String,
+    pub(super) password: String,
+    pub(super) left: usize,
+    /// Run when the password changes; `None` once it has.
+    pub(super) then: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Every request passes here first: counts it against a scheduled password change, and
+/// makes the change when its time has come.
+pub(super) fn arrived(inner: &Inner) {
+    let mut change = inner.change.lock().expect("hub password change");
+    let Some(c) = change.as_mut() else {
+        return;
+    };
+    if c.left > 0 {
+        c.left -= 1;
+    } else if let Some(then) = c.then.take() {
+        then();
+    }
+}
+
+/// Whether `user` logs in with `password`, as things stand (see `arrived`).
+fn password_ok(inner: &Inner, user: &str, password: &str) -> bool {
+    if let Some(c) = &*inner.change.lock().expect("hub password change") {
+        if c.then.is_none() && c.user == user {
+            return c.password == password;
+        }
+    }
+    inner.users.iter().any(|(u, p)| u == user && p == password)
 }
 
 /// Roll the window over when it has passed; returns (remaining, reset as unix seconds).
@@ -60,6 +98,7 @@ pub(super) async fn login(
     State(inner): State<Arc<Inner>>,
     Json(body): Json<LoginBody>,
 ) -> Response {
+    arrived(&inner);
     inner
         .requests
         .lock()
@@ -68,10 +107,7 @@ pub(super) async fn login(
     if let Some(r) = spend(&inner) {
         return r;
     }
-    let ok = inner
-        .users
-        .iter()
-        .any(|(u, p)| *u == body.username && *p == body.password);
+    let ok = password_ok(&inner, &body.username, &body.password);
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,
@@ -83,7 +119,7 @@ pub(super) async fn login(
     (
         StatusCode::OK,
         rate_headers(&inner),
-        Json(json!({"token": token_for(&body.username)})),
+        Json(json!({"token": token_for(&inner, &body.username)})),
     )
         .into_response()
 }
@@ -94,6 +130,6 @@ pub(super) fn bearer_user(inner: &Inner, headers: &HeaderMap) -> Option<String> 
     inner
         .users
         .iter()
-        .find(|(u, _)| auth == format!("Bearer {}", token_for(u)))
+        .find(|(u, _)| auth == format!("Bearer {}", token_for(inner, u)))
         .map(|(u, _)| u.clone())
 }

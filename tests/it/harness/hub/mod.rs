@@ -54,6 +54,9 @@ struct Inner {
     upstream: Mutex<Option<Upstream>>,
     /// ("ns/repo", tag) -> when it was last pushed through `registry_front`.
     pushed: Mutex<BTreeMap<(String, String), String>>,
+    /// A password change the test scheduled (`change_password_after`), and whether it
+    /// happened.
+    change: Mutex<Option<PasswordChange>>,
 }
 
 /// The real registry behind `registry_front`: its URL, and its storage, where a tag the Hub
@@ -141,6 +144,7 @@ impl HubFake {
             tags: Mutex::new(BTreeMap::new()),
             upstream: Mutex::new(None),
             pushed: Mutex::new(BTreeMap::new()),
+            change: Mutex::new(None),
         });
         let app = Router::new()
             .route("/v2/users/login", post(login))
@@ -198,6 +202,26 @@ impl HubFake {
             .get(repository)
             .map(|t| t.iter().map(|t| t.name.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Change `user`'s password to `password` once `requests` more requests have been
+    /// answered, as a personal access token regenerated on Docker Hub: from the next request
+    /// on, login takes only the new one (the old one gets Hub's 401), and the JWTs logged in
+    /// before are refused. `then` runs at that moment, before that request is answered (a
+    /// test writes the new password where the plan reads it).
+    pub fn change_password_after(
+        &self,
+        user: &str,
+        password: &str,
+        requests: usize,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        *self.inner.change.lock().expect("hub password change") = Some(PasswordChange {
+            user: user.to_string(),
+            password: password.to_string(),
+            left: requests,
+            then: Some(Box::new(then)),
+        });
     }
 
     /// Every request line seen (`GET /v2/...?query auth=yes|no`).

@@ -8,6 +8,7 @@ pub(super) async fn list(
     Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
+    arrived(&inner);
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -26,7 +27,7 @@ pub(super) async fn list(
             let valid = inner
                 .users
                 .iter()
-                .any(|(u, _)| *a == format!("Bearer {}", token_for(u)));
+                .any(|(u, _)| *a == format!("Bearer {}", token_for(&inner, u)));
             if !valid {
                 return (
                     StatusCode::UNAUTHORIZED,
@@ -95,6 +96,7 @@ pub(super) async fn list_tags(
     Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
+    arrived(&inner);
     inner.requests.lock().expect("hub requests").push(format!(
         "GET /v2/repositories/{namespace}/{repo}/tags/ page={:?} auth={}",
         q.page,
@@ -163,6 +165,7 @@ pub(super) async fn delete_tag(
     Path((namespace, repo, tag)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    arrived(&inner);
     let user = bearer_user(&inner, &headers);
     inner.requests.lock().expect("hub requests").push(format!(
         "DELETE /v2/repositories/{namespace}/{repo}/tags/{tag}/ auth={}",
