@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::copy::select::{select_tags, Count};
-use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};
 use crate::plan::conflicts::writes_into;
 use crate::plan::{CopyRule, Plan};
 use crate::reference::display_repo;
 use crate::reference::{Reference, Selector};
 use crate::registry::{Registry, RegistryError};
+use crate::report::hints::chain as error_chain;
 
 pub fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;

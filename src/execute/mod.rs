@@ -29,9 +29,10 @@ use futures::StreamExt;
 
 use crate::copy::Reporter;
 use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
-use crate::error::chain as error_chain;
 use crate::inuse;
 use crate::plan::Plan;
+use crate::report::hints::chain as error_chain;
+use crate::report::hints::lines as hint_lines;
 use crate::retention::prune::{PruneAction, Pruned};
 use crate::retention::refusals::remembered;
 use crate::retention::{self, PinMap, Retained};
@@ -132,10 +133,11 @@ impl Execution {
             for d in &r.deletions {
                 if let Some(e) = d.failure() {
                     out.push(format!(
-                        "deleting {repository}@{}: {}{}",
+                        "deleting {repository}@{}: {}{}{}",
                         d.decision.digest,
-                        error_chain(e),
-                        remembered(e)
+                        crate::error::chain(e),
+                        remembered(e),
+                        hint_lines(e)
                     ));
                 }
             }
@@ -162,12 +164,13 @@ impl Execution {
                 for d in &r.done {
                     if let Some(e) = d.failure() {
                         out.push(format!(
-                            "pruning {}@{} ({}): {}{}",
+                            "pruning {}@{} ({}): {}{}{}",
                             r.repository,
                             d.decision.digest,
                             d.decision.tags.join(", "),
-                            error_chain(e),
-                            remembered(e)
+                            crate::error::chain(e),
+                            remembered(e),
+                            hint_lines(e)
                         ));
                     }
                 }

@@ -5,13 +5,13 @@ use std::time::SystemTime;
 use super::{emit, Ended};
 use crate::cli::RunArgs;
 use crate::copy::select;
-use crate::error::chain as error_chain;
 use crate::execute::shard::Shard;
 use crate::execute::Execution;
 use crate::report::files::{
     item_row, metrics, write_private, Report, ReportDeletion, ReportKept, ReportPrune,
     ReportRegistry, ReportTotals, REPORT_VERSION,
 };
+use crate::report::hints::chain as error_chain;
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;
 use crate::retention::refusals::imposed;
