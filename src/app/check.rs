@@ -76,7 +76,7 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for (what, result) in crate::inuse::preflight(&plan.in_use).await {
         let (ok, detail) = match result {
             Ok(d) => (true, d),
-            Err(d) => (false, d),
+            Err(why) => (false, error_chain(&why)),
         };
         lines.push(Line { ok, what, detail });
     }

@@ -480,12 +480,12 @@ async fn in_use(plan: &Plan, pins: &mut PinMap, out: &mut Vec<String>) {
                 .to_string(),
         );
     }
-    out.extend(
-        gathered
-            .failures
-            .iter()
-            .map(|f| format!("in use: {f}; nothing is deleted until it can be read")),
-    );
+    out.extend(gathered.failures.iter().map(|f| {
+        format!(
+            "in use: {}; nothing is deleted until it can be read",
+            error_chain(f)
+        )
+    }));
 }
 
 /// Every `[[retain]]` policy, with what the copies put at their targets pinned; `registries`:

@@ -8,11 +8,13 @@
 //! after the plan's `aliases`. Sources live behind [`Source`], so retention never sees a
 //! cluster or a file.
 
+pub mod error;
 pub mod gitops;
 pub mod kube;
 
 use async_trait::async_trait;
 
+use self::error::{Reason, SourceError};
 use crate::plan::InUse;
 use crate::reference::{Digest, Location, Reference, Selector};
 
@@ -24,15 +26,6 @@ pub struct Use {
     /// Who uses it, for people: `pod prod/api-7d9f8 (container api), cluster prod-eu`,
     /// `deploy/api.yaml:14`.
     pub by: String,
-}
-
-/// Why a source could not be read whole.
-#[derive(Debug, thiserror::Error)]
-#[error("{source_name}: {reason}")]
-pub struct SourceError {
-    /// The source as the plan names it (`kubernetes context prod-eu (plan.toml:12)`).
-    pub source_name: String,
-    pub reason: String,
 }
 
 /// Somewhere references of images in use come from.
@@ -74,7 +67,7 @@ pub async fn gather_from(sources: &[Box<dyn Source>]) -> Gathered {
 }
 
 /// `ferry check --online`: can each source be read? (what, Ok(detail) or Err(why)).
-pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, String>)> {
+pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, Reason>)> {
     let mut out = Vec::new();
     for f in &in_use.files {
         let what = format!("in use: files (plan line {})", f.line);
