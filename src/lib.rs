@@ -34,7 +34,8 @@
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
 //!   the overlay `ferry plan` runs against, and an in-memory one for tests); the only code that
 //!   speaks the distribution API. [`registry::config`] holds per-registry settings.
-//! - [`reference`](mod@reference): references, digests and the names grammar; [`error`]: error chains.
+//! - [`reference`](mod@reference): references, digests and the names grammar; [`error`]: error
+//!   chains and their hints, shown after the chain.
 
 pub mod app;
 pub mod cli;
