@@ -346,14 +346,23 @@ pub enum Progress {
     None,
 }
 
+/// Why a size on the command line is not one (clap names the flag and the value).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("a size is a whole number with an optional unit (8GiB, 500MB)")]
+    NotANumber,
+    #[error("units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")]
+    Unit,
+    #[error("too large")]
+    TooLarge,
+}
+
 /// `8GiB`, `512MiB`, `500MB`, `1024`: a size in bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "a size is a whole number with an optional unit (8GiB, 500MB)".to_string())?;
+    let n: u64 = digits.parse().map_err(|_| SizeError::NotANumber)?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -364,9 +373,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        _ => return Err("units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB".to_string()),
+        _ => return Err(SizeError::Unit),
     };
-    n.checked_mul(factor).ok_or_else(|| "too large".to_string())
+    n.checked_mul(factor).ok_or(SizeError::TooLarge)
 }
 
 #[cfg(test)]

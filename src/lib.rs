@@ -8,8 +8,9 @@
 //!
 //! ```text
 //! app/                      one module per subcommand
-//! execute/  report/  cli.rs the run's core; what people see; clap types
-//! plan/  state/             TOML -> the engines' own rule types, validated; the checkpoint
+//! execute/  cli.rs          the run's core; clap types
+//! plan/  state/  report/    TOML -> the engines' own rule types, validated; the checkpoint;
+//!                           what people see
 //! copy/  retention/  inuse/ the engines, with their own rule types; they never speak HTTP
 //! registry/                 the Registry trait and what implements it
 //! reference/  error.rs      leaves
@@ -42,7 +43,8 @@
 //!   [`registry::transport`] (throttle, retry, bodies, paging, TLS) over the leaves
 //!   ([`registry::error`], [`registry::reasons`]). [`registry::config`] holds per-registry
 //!   settings.
-//! - [`reference`](mod@reference): references, digests and the names grammar; [`error`]: error chains.
+//! - [`reference`](mod@reference): references, digests and the names grammar; [`error`]: error
+//!   chains and their hints, shown after the chain.
 
 pub mod app;
 pub mod cli;

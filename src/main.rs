@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     match ferry::app::main(cli) {
         Ok(code) => code,
         Err(e) => {
-            let line = format!("error: {}", ferry::error::chain(e.as_ref()));
+            let line = format!("error: {}", ferry::report::hints::chain(e.as_ref()));
             eprintln!("{}", ferry::app::log_line(json, "ERROR", &line));
             ExitCode::from(ferry::app::exit_code(&e))
         }

@@ -8,12 +8,12 @@ use super::exit;
 use super::lines::log_line;
 use crate::copy::copy_rule::CopyRule;
 use crate::copy::select::{select_tags, Count};
-use crate::error::chain as error_chain;
 use crate::execute::label::{copy_label, empty_line};
 use crate::plan::Plan;
 use crate::reference::display_repo;
 use crate::reference::{Reference, Selector};
 use crate::registry::{Registry, RegistryError};
+use crate::report::hints::chain as error_chain;
 
 pub fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(path)?;
@@ -82,7 +82,7 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for (what, result) in crate::inuse::preflight(&plan.in_use).await {
         let (ok, detail) = match result {
             Ok(d) => (true, d),
-            Err(d) => (false, d),
+            Err(why) => (false, error_chain(&why)),
         };
         lines.push(Line { ok, what, detail });
     }

@@ -24,7 +24,6 @@ use crate::cli::{Progress, RunArgs};
 use crate::copy::spool::{Spool, SPOOL_MIN};
 use crate::copy::{select, Outcome, Totals};
 use crate::copy::{Reporter, Silent};
-use crate::error::chain as error_chain;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, Context as Execute, Execution};
 use crate::plan::Plan;
@@ -34,6 +33,7 @@ use crate::registry::http::HttpRegistry;
 use crate::registry::layout::LayoutRegistry;
 use crate::registry::transport::throttle::Observer;
 use crate::registry::Registry;
+use crate::report::hints::chain as error_chain;
 use crate::report::{plural, BarReporter, PlainReporter};
 use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};
 

@@ -20,13 +20,13 @@ use super::run::{registries, reporter};
 use super::state_file::state_path;
 use crate::cli::{Output, VerifyArgs};
 use crate::copy::{Item, Outcome, Part};
-use crate::error::chain as error_chain;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
 use crate::registry::transport::throttle::Observer;
 use crate::report::audit_line;
 use crate::report::files::{write_private, ReportRegistry};
+use crate::report::hints::chain as error_chain;
 use crate::report::metrics::{verify_metrics, VerifyFigures};
 use crate::state::State;
 

@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 use regex::Regex;
 
 use crate::copy::{Endpoint, Item, Journal, Outcome, Recorded, Transfer};
-use crate::error::chain as error_chain;
 use crate::plan::Plan;
 use crate::reference::{Digest, Midstate};
 use crate::registry::{Parked, UploadProgress};
+use crate::report::hints::chain as error_chain;
 use crate::retention::deletions::{Copied, Ledger};
 use crate::retention::{self, Deletion, Refused};
 use crate::state::{

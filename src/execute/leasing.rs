@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::shard::Shard;
 use crate::copy::select::Registries;
-use crate::error::chain as error_chain;
 use crate::plan::Plan;
 use crate::reference::{Location, Reference, Selector};
 use crate::registry::config::LeaseSettings;
 use crate::registry::lease::guard::{Guarded, Hold};
 use crate::registry::lease::{self, Acquired, Holder, Lease, Renewed, Spot, REPOSITORY_NAME};
 use crate::registry::{Registry, RegistryError};
+use crate::report::hints::chain as error_chain;
+use crate::report::hints::lines as hint_lines;
 use crate::retention::PinMap;
 
 /// What an execution does about the lease.
@@ -174,9 +175,10 @@ fn held_by(place: &Place, theirs: &Lease) -> Refusal {
 fn unusable(place: &Place, what: &str, e: &RegistryError) -> Refusal {
     Refusal {
         failure: format!(
-            "run lease {} could not be {what}: {}; this run deletes nothing (the lease fails closed)",
+            "run lease {} could not be {what}: {}; this run deletes nothing (the lease fails closed){}",
             place.shown(),
-            error_chain(e)
+            crate::error::chain(e),
+            hint_lines(e)
         ),
         hold: format!(
             "the run lease {} could not be {what}, so nothing is deleted (the lease fails closed)",
@@ -271,9 +273,10 @@ fn undeletable(place: &Place, e: &RegistryError) -> Refusal {
     let repo = &place.spot.repo;
     Refusal {
         failure: format!(
-            "run lease {} could not be given up: deleting in {repo} is refused: {}; give the credentials the delete permission on {repo} (token scope repository:{repo}:delete) or name another repository with `lease = {{ repository = \"NAMESPACE/{REPOSITORY_NAME}\" }}`; this run deletes nothing (the lease fails closed)",
+            "run lease {} could not be given up: deleting in {repo} is refused: {}; give the credentials the delete permission on {repo} (token scope repository:{repo}:delete) or name another repository with `lease = {{ repository = \"NAMESPACE/{REPOSITORY_NAME}\" }}`; this run deletes nothing (the lease fails closed){}",
             place.shown(),
-            error_chain(e)
+            crate::error::chain(e),
+            hint_lines(e)
         ),
         hold: format!(
             "the run lease {} could not be given up (deleting in {repo} is refused), so nothing is deleted (the lease fails closed)",
@@ -361,10 +364,11 @@ impl Leases {
             let Some(l) = &t.lease else { continue };
             if let Err(e) = lease::release(t.place.registry.as_ref(), &t.place.spot, l).await {
                 note(&format!(
-                    "warning: the run lease {} was not given up: {}; it expires at {}",
+                    "warning: the run lease {} was not given up: {}; it expires at {}{}",
                     t.place.shown(),
-                    error_chain(&e),
-                    l.expires_shown()
+                    crate::error::chain(&e),
+                    l.expires_shown(),
+                    hint_lines(&e)
                 ));
             }
         }

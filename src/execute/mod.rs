@@ -29,9 +29,10 @@ use futures::StreamExt;
 
 use crate::copy::Reporter;
 use crate::copy::{CopyError, Engine, Item, Outcome, Totals, TransferTotals};
-use crate::error::chain as error_chain;
 use crate::inuse;
 use crate::plan::Plan;
+use crate::report::hints::chain as error_chain;
+use crate::report::hints::lines as hint_lines;
 use crate::retention::prune::rules::Pruned;
 use crate::retention::prune::PruneAction;
 use crate::retention::refusals::remembered;
@@ -133,10 +134,11 @@ impl Execution {
             for d in &r.deletions {
                 if let Some(e) = d.failure() {
                     out.push(format!(
-                        "deleting {repository}@{}: {}{}",
+                        "deleting {repository}@{}: {}{}{}",
                         d.decision.digest,
-                        error_chain(e),
-                        remembered(e)
+                        crate::error::chain(e),
+                        remembered(e),
+                        hint_lines(e)
                     ));
                 }
             }
@@ -163,12 +165,13 @@ impl Execution {
                 for d in &r.done {
                     if let Some(e) = d.failure() {
                         out.push(format!(
-                            "pruning {}@{} ({}): {}{}",
+                            "pruning {}@{} ({}): {}{}{}",
                             r.repository,
                             d.decision.digest,
                             d.decision.tags.join(", "),
-                            error_chain(e),
-                            remembered(e)
+                            crate::error::chain(e),
+                            remembered(e),
+                            hint_lines(e)
                         ));
                     }
                 }
@@ -478,12 +481,12 @@ async fn in_use(plan: &Plan, pins: &mut PinMap, out: &mut Vec<String>) {
                 .to_string(),
         );
     }
-    out.extend(
-        gathered
-            .failures
-            .iter()
-            .map(|f| format!("in use: {f}; nothing is deleted until it can be read")),
-    );
+    out.extend(gathered.failures.iter().map(|f| {
+        format!(
+            "in use: {}; nothing is deleted until it can be read",
+            error_chain(f)
+        )
+    }));
 }
 
 /// Every `[[retain]]` policy, with what the copies put at their targets pinned; `registries`:

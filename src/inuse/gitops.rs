@@ -8,8 +8,9 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use regex::Regex;
 
+use super::error::{FilesError, Reason, SourceError};
 use super::sources::FilePattern;
-use super::uses::{Source, SourceError, Use};
+use super::uses::{Source, Use};
 
 /// `registry/repo[:tag][@sha256:…]` with at least one `/` and a tag or a digest. Checked
 /// again (and normalised) by [`super::Target::of`].
@@ -43,10 +44,10 @@ impl Source for FileSource {
         let patterns = self.patterns.clone();
         tokio::task::spawn_blocking(move || scan(&patterns))
             .await
-            .unwrap_or_else(|e| {
+            .unwrap_or_else(|source| {
                 Err(SourceError {
                     source_name: "in_use.files".into(),
-                    reason: format!("scanning stopped: {e}"),
+                    reason: Reason::Files(FilesError::Stopped { source }),
                 })
             })
     }
@@ -57,20 +58,30 @@ fn scan(patterns: &[FilePattern]) -> Result<Vec<Use>, SourceError> {
     for p in patterns {
         // Never the pattern itself in a message: the line of the plan names it.
         let name = format!("in_use.files (plan line {})", p.line);
-        let fail = |reason: String| SourceError {
+        let fail = |reason: FilesError| SourceError {
             source_name: name.clone(),
-            reason,
+            reason: Reason::Files(reason),
         };
-        let paths = glob::glob(&p.pattern).map_err(|e| fail(e.msg.to_string()))?;
+        let paths =
+            glob::glob(&p.pattern).map_err(|e| fail(FilesError::Pattern { reason: e.msg }))?;
         let mut matched = 0;
         for entry in paths {
-            let path = entry.map_err(|e| fail(format!("{}: {}", e.path().display(), e.error())))?;
+            let path = entry.map_err(|e| {
+                fail(FilesError::Walk {
+                    path: e.path().to_path_buf(),
+                    source: e.into(),
+                })
+            })?;
             if !path.is_file() {
                 continue;
             }
             matched += 1;
-            let text = std::fs::read(&path)
-                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read(&path).map_err(|source| {
+                fail(FilesError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            })?;
             let text = String::from_utf8_lossy(&text);
             for (n, line) in text.lines().enumerate() {
                 for m in IMAGE.find_iter(line) {
@@ -82,9 +93,7 @@ fn scan(patterns: &[FilePattern]) -> Result<Vec<Use>, SourceError> {
             }
         }
         if matched == 0 {
-            return Err(fail(
-                "the pattern matches no file (protection fails closed: nothing is deleted)".into(),
-            ));
+            return Err(fail(FilesError::NoMatch));
         }
     }
     Ok(out)
@@ -134,7 +143,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pattern = format!("{}/nothing/*.yaml", dir.path().display());
         let e = scan(&[FilePattern { pattern, line: 7 }]).unwrap_err();
-        assert!(e.to_string().contains("plan line 7"), "{e}");
-        assert!(e.to_string().contains("matches no file"), "{e}");
+        let e = crate::error::chain(&e);
+        assert!(e.starts_with("in_use.files (plan line 7): "), "{e}");
+        assert!(e.contains("matches no file"), "{e}");
     }
 }

@@ -21,8 +21,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
+use super::error::{KubeError, Reason, SourceError};
 use super::sources::{KubeConfig, KubeSource as Settings};
-use super::uses::{Source, SourceError, Use};
+use super::uses::{Source, Use};
 
 /// Objects per list page.
 const PAGE: u32 = 500;
@@ -41,10 +42,10 @@ impl KubeSource {
         KubeSource { settings }
     }
 
-    fn fail(&self, reason: String) -> SourceError {
+    fn fail(&self, reason: KubeError) -> SourceError {
         SourceError {
             source_name: format!("in_use.kubernetes (plan line {})", self.settings.line),
-            reason,
+            reason: Reason::Kube(reason),
         }
     }
 
@@ -59,8 +60,8 @@ impl KubeSource {
                 "in-cluster".to_string(),
             ),
             KubeConfig::File { path, context } => {
-                let kubeconfig =
-                    Kubeconfig::read_from(path).map_err(|e| self.fail(kubeconfig_error(&e)))?;
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .map_err(|e| self.fail(kubeconfig_error(path, e)))?;
                 let cluster = context
                     .clone()
                     .or_else(|| kubeconfig.current_context.clone())
@@ -71,11 +72,12 @@ impl KubeSource {
                 };
                 let config = Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|e| self.fail(kubeconfig_error(&e)))?;
+                    .map_err(|e| self.fail(kubeconfig_error(path, e)))?;
                 (config, cluster)
             }
         };
-        let client = Client::try_from(config).map_err(|e| self.fail(format!("no client: {e}")))?;
+        let client =
+            Client::try_from(config).map_err(|source| self.fail(KubeError::Client { source }))?;
         Ok((client, cluster))
     }
 
@@ -136,7 +138,7 @@ impl KubeSource {
                             restarted = true;
                             continue 'list;
                         }
-                        Err(e) => return Err(self.fail(explain::<K>(&e))),
+                        Err(e) => return Err(self.fail(explain::<K>(e))),
                     }
                 }
             }
@@ -148,10 +150,13 @@ impl KubeSource {
 impl KubeSource {
     /// `ferry check --online`: may the account list each kind? One list of one object per
     /// kind (in each namespace asked for): (what, Ok(detail) or Err(why)).
-    pub async fn preflight(&self) -> Vec<(String, Result<String, String>)> {
+    pub async fn preflight(&self) -> Vec<(String, Result<String, Reason>)> {
         let client = match self.client().await {
             Ok((c, _)) => c,
-            Err(e) => return vec![(e.source_name.clone(), Err(e.reason))],
+            Err(SourceError {
+                source_name,
+                reason,
+            }) => return vec![(source_name, Err(reason))],
         };
         let mut out = Vec::new();
         out.push(self.probe::<Pod>(&client).await);
@@ -165,7 +170,7 @@ impl KubeSource {
         out
     }
 
-    async fn probe<K>(&self, client: &Client) -> (String, Result<String, String>)
+    async fn probe<K>(&self, client: &Client) -> (String, Result<String, Reason>)
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -180,7 +185,7 @@ impl KubeSource {
         let apis: Vec<Api<K>> = self.apis(client);
         for api in apis {
             if let Err(e) = api.list(&ListParams::default().limit(1)).await {
-                return (what, Err(explain::<K>(&e)));
+                return (what, Err(Reason::Kube(explain::<K>(e))));
             }
         }
         (what, Ok("allowed".to_string()))
@@ -206,12 +211,17 @@ impl Source for KubeSource {
     }
 }
 
-/// What is wrong with a kubeconfig, without the values it or the plan holds (a context name,
-/// a path, a URL): the plan line already says which one.
-fn kubeconfig_error(e: &kube::config::KubeconfigError) -> String {
+/// What is wrong with the kubeconfig at `path`, without the values it holds (see
+/// [`KubeError`]).
+fn kubeconfig_error(path: &std::path::Path, e: kube::config::KubeconfigError) -> KubeError {
     use kube::config::KubeconfigError as K;
     let what = match e {
-        K::ReadConfig(io, _) => return format!("cannot read the kubeconfig: {io}"),
+        K::ReadConfig(source, _) => {
+            return KubeError::ReadKubeconfig {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
         K::Parse(_) => "the kubeconfig is not valid YAML",
         K::CurrentContextNotSet => "the kubeconfig sets no current-context; name a `context`",
         K::LoadContext(_) => "the kubeconfig has no such context",
@@ -225,18 +235,20 @@ fn kubeconfig_error(e: &kube::config::KubeconfigError) -> String {
         K::LoadClientKey(_) => "the user's client key cannot be read",
         _ => "the kubeconfig cannot be used",
     };
-    what.to_string()
+    KubeError::Kubeconfig {
+        path: path.to_path_buf(),
+        what,
+    }
 }
 
 /// The in-cluster configuration: the API server from `KUBERNETES_SERVICE_HOST`/`_PORT`, the
 /// service account's token and CA from its directory.
-fn in_cluster() -> Result<Config, String> {
+fn in_cluster() -> Result<Config, KubeError> {
     let dir = std::env::var_os("FERRY_SERVICE_ACCOUNT_DIR").map(PathBuf::from);
     let Some(dir) = dir.filter(|d| d.as_os_str() != SERVICE_ACCOUNT_DIR) else {
-        return Config::incluster().map_err(|e| format!("in-cluster configuration: {e}"));
+        return Config::incluster().map_err(|source| KubeError::InCluster { source });
     };
-    let host = std::env::var("KUBERNETES_SERVICE_HOST")
-        .map_err(|_| "KUBERNETES_SERVICE_HOST is not set (not running in a pod?)".to_string())?;
+    let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| KubeError::NoServiceHost)?;
     let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
@@ -245,49 +257,58 @@ fn in_cluster() -> Result<Config, String> {
     };
     let url: http::Uri = format!("https://{host}:{port}")
         .parse()
-        .map_err(|e| format!("KUBERNETES_SERVICE_HOST/PORT: {e}"))?;
+        .map_err(|source| KubeError::ServiceUrl { source })?;
     let ca = dir.join("ca.crt");
-    let pem = std::fs::read(&ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-    let certs = pem_certificates(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let pem = std::fs::read(&ca).map_err(|source| KubeError::ReadCa {
+        path: ca.clone(),
+        source,
+    })?;
+    let certs = pem_certificates(&ca, &pem)?;
     let mut config = Config::new(url);
     config.root_cert = Some(certs);
     config.auth_info.token_file = Some(dir.join("token").display().to_string());
     Ok(config)
 }
 
-/// The DER certificates of a PEM bundle.
-fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+/// The DER certificates of the PEM bundle read from `path`.
+fn pem_certificates(path: &std::path::Path, pem: &[u8]) -> Result<Vec<Vec<u8>>, KubeError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let certs = CertificateDer::pem_slice_iter(pem)
         .map(|c| c.map(|c| c.to_vec()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        .map_err(|source| KubeError::CaNotPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err("no certificate in it".into());
+        return Err(KubeError::NoCa {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
 /// Why a list failed, naming the permission that is missing.
-fn explain<K: Resource<DynamicType = ()>>(e: &kube::Error) -> String {
-    let plural = K::plural(&());
+fn explain<K: Resource<DynamicType = ()>>(e: kube::Error) -> KubeError {
+    let plural = K::plural(&()).to_string();
     let group = K::group(&());
     let group = if group.is_empty() { "core" } else { &group };
-    match e {
-        kube::Error::Api(s) if s.code == 401 => format!(
-            "listing {plural}: 401 Unauthorized: the cluster refused the credentials"
-        ),
+    let why = match &e {
+        kube::Error::Api(s) if s.code == 401 => {
+            "401 Unauthorized: the cluster refused the credentials".to_string()
+        }
         kube::Error::Api(s) if s.code == 403 => format!(
-            "listing {plural}: 403 Forbidden: the account needs `list` on {plural} (API group {group}): {}",
+            "403 Forbidden: the account needs `list` on {plural} (API group {group}): {}",
             s.message
         ),
-        kube::Error::Api(s) if s.code == 410 => format!(
-            "listing {plural}: the list changed too fast to be read whole (410 Expired twice)"
-        ),
-        kube::Error::Api(s) => format!("listing {plural}: {} {}: {}", s.code, s.reason, s.message),
-        other => format!("listing {plural}: {}", crate::error::chain(other)),
-    }
+        kube::Error::Api(s) if s.code == 410 => {
+            "the list changed too fast to be read whole (410 Expired twice)".to_string()
+        }
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        _ => return KubeError::List { plural, source: e },
+    };
+    KubeError::Refused { plural, why }
 }
 
 fn describe<K: Resource<DynamicType = ()>>(kind: &str, obj: &K) -> String {
@@ -450,5 +471,36 @@ fn collect_images(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
         }
         serde_json::Value::Array(items) => items.iter().for_each(|i| collect_images(i, out)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 23, item 5: a kubeconfig that cannot be used is a typed error naming the file,
+    // with the I/O cause kept, and never quoting what the file holds.
+    #[test]
+    fn kubeconfig_errors_never_show_its_path_or_quote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let e = kubeconfig_error(&missing, Kubeconfig::read_from(&missing).unwrap_err());
+        assert!(matches!(e, KubeError::ReadKubeconfig { .. }), "{e:?}");
+        let shown = crate::error::chain(&e);
+        assert!(shown.starts_with("cannot read the kubeconfig: "), "{shown}");
+        assert!(!shown.contains(&*missing.to_string_lossy()), "{shown}");
+
+        let broken = dir.path().join("kubeconfig");
+        std::fs::write(&broken, "users:\n- user: {token: [kube-canary-token\n").unwrap();
+        let e = kubeconfig_error(&broken, Kubeconfig::read_from(&broken).unwrap_err());
+        let shown = crate::error::chain(&e);
+        assert_eq!(shown, "the kubeconfig is not valid YAML");
+
+        let ca = dir.path().join("ca.crt");
+        let e = pem_certificates(&ca, b"not pem").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: no certificate in it", ca.display())
+        );
     }
 }

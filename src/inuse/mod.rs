@@ -8,13 +8,15 @@
 //! after the plan's `aliases`. Sources live behind [`Source`], so retention never sees a
 //! cluster or a file.
 
+pub mod error;
 pub mod gitops;
 pub mod kube;
 pub mod sources;
 pub mod uses;
 
-use uses::{Source, SourceError, Use};
+use uses::{Source, Use};
 
+use self::error::{Reason, SourceError};
 use crate::reference::{Digest, Location, Reference, Selector};
 use sources::InUse;
 
@@ -49,7 +51,7 @@ pub async fn gather_from(sources: &[Box<dyn Source>]) -> Gathered {
 }
 
 /// `ferry check --online`: can each source be read? (what, Ok(detail) or Err(why)).
-pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, String>)> {
+pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, Reason>)> {
     let mut out = Vec::new();
     for f in &in_use.files {
         let what = format!("in use: files (plan line {})", f.line);

@@ -1,7 +1,9 @@
-//! What a source of images in use is ([`Source`]), what it finds ([`Use`]) and why it may
-//! fail ([`SourceError`]). A leaf of `inuse`: each source implements the trait here.
+//! What a source of images in use is ([`Source`]), what it finds ([`Use`]) and that it fails
+//! with a [`SourceError`]. Each source implements the trait here.
 
 use async_trait::async_trait;
+
+use super::error::SourceError;
 
 /// One image reference something uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,15 +13,6 @@ pub struct Use {
     /// Who uses it, for people: `pod prod/api-7d9f8 (container api), cluster prod-eu`,
     /// `deploy/api.yaml:14`.
     pub by: String,
-}
-
-/// Why a source could not be read whole.
-#[derive(Debug, thiserror::Error)]
-#[error("{source_name}: {reason}")]
-pub struct SourceError {
-    /// The source as the plan names it (`kubernetes context prod-eu (plan.toml:12)`).
-    pub source_name: String,
-    pub reason: String,
 }
 
 /// Somewhere references of images in use come from.

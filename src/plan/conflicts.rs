@@ -125,10 +125,8 @@ mod tests {
     use super::super::Plan;
     use std::path::Path;
 
-    fn check(text: &str) -> Result<(), String> {
-        Plan::from_str(Path::new("p.toml"), &format!("version = 1\n{text}"))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn check(text: &str) -> Result<(), crate::plan::errors::PlanError> {
+        Plan::from_str(Path::new("p.toml"), &format!("version = 1\n{text}")).map(|_| ())
     }
 
     #[test]
@@ -136,7 +134,8 @@ mod tests {
         let e = check(
             "[[copy]]\nfrom = \"oci:src\"\nto = \"oci:W/mirror\"\n\n[[retain]]\nrepository = \"oci:W/mirror\"\nkeep_newest = 1\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("p.toml:7:14: retain #1"), "{e}");
         assert!(e.contains("copy #1 (p.toml:3)"), "{e}");
         assert!(e.contains("tags = { newest = 1 }"), "{e}");
@@ -155,7 +154,8 @@ mod tests {
         let e = check(
             "[[copy]]\nfrom = \"oci:A:1.0.0\"\nto = \"oci:dst\"\n\n[[copy]]\nfrom = \"oci:C:1.0.0\"\nto = \"oci:dst\"\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("p.toml:7:8: copy #2"), "{e}");
         assert!(e.contains("copy #2 and copy #1 (p.toml:3)"), "{e}");
         // The tag is not repeated: any string of the plan may be a secret.

@@ -4,17 +4,17 @@
 use std::path::PathBuf;
 
 use super::error_body::{code, hint, rendered, OciError, Service};
+use crate::error::Hinted;
 
 /// A registry or layout operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The server answered with an error status. Its body is kept decoded (`errors`); the
-    /// hint is rendered when shown, from status, codes and `service`.
+    /// The server answered with an error status. Its body is kept decoded (`errors`); its
+    /// hint ([`Hinted`]) follows from status, codes and `service`.
     #[error(
-        "{method} {shown_url}: {status}{body}{hint}",
+        "{method} {shown_url}: {status}{body}",
         shown_url = shown(.url),
-        body = rendered(.errors),
-        hint = hint(.method, *.status, .errors, .service)
+        body = rendered(.errors)
     )]
     Status {
         method: String,
@@ -31,9 +31,8 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
     /// The server's TLS certificate was refused. Not retried: it will not change by itself.
-    /// The rustls reason is in the message rather than in a `#[source]` so that the hint stays
-    /// the last thing users read.
-    #[error("{method} {shown_url}: the TLS certificate of {host} is not trusted: {reason}\n  hint: if {host} uses a private certificate authority, give its certificate (PEM) as `ca_file = \"…\"` under [registry.\"{host}\"] in the plan; `insecure = true` there turns verification off", shown_url = shown(.url))]
+    /// Its hint ([`Hinted`]) points at `ca_file`.
+    #[error("{method} {shown_url}: the TLS certificate of {host} is not trusted: {reason}", shown_url = shown(.url))]
     Certificate {
         method: String,
         url: String,
@@ -101,7 +100,8 @@ pub enum RegistryError {
         registry: String,
         reason: super::reasons::CredentialsError,
     },
-    #[error("{registry} has no repository catalog ({reason}); list the repositories explicitly in the plan instead of a wildcard")]
+    /// Its hint ([`Hinted`]) says to list the repositories.
+    #[error("{registry} has no repository catalog ({reason})")]
     NoCatalog { registry: String, reason: String },
     #[error("{shown_url}: no progress for {seconds} s", shown_url = shown(.url))]
     Stalled { url: String, seconds: u64 },
@@ -152,6 +152,26 @@ pub enum Refusal {
     /// A version of a public GHCR package with more than 5,000 downloads (only GitHub support
     /// can delete it).
     Downloads,
+}
+
+/// What usually causes an error and what to do about it, shown after the whole chain.
+impl Hinted for RegistryError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            RegistryError::Status {
+                method,
+                status,
+                errors,
+                service,
+                ..
+            } => hint(method, *status, errors, service),
+            RegistryError::Certificate { host, .. } => Some(format!("if {host} uses a private certificate authority, give its certificate (PEM) as `ca_file = \"…\"` under [registry.\"{host}\"] in the plan; `insecure = true` there turns verification off")),
+            RegistryError::NoCatalog { .. } => Some(
+                "list the repositories explicitly in the plan instead of a wildcard".to_string(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 impl RegistryError {

@@ -1,7 +1,7 @@
 //! What an error answer says, kept as data: the registry's `{"errors":[…]}` body decoded into
 //! [`OciError`]s, the [`Service`] that answered, and the OCI error codes retries and callers
-//! decide on. Hints are rendered from status, code and service only when an error is shown
-//! ([`hint`]), never stored as text.
+//! decide on. Hints follow from status, code and service ([`hint`]), never stored as text, and
+//! are shown after the error's whole chain (`crate::error`).
 
 use serde::Deserialize;
 
@@ -130,10 +130,10 @@ pub enum Service {
     GitHubApi,
 }
 
-/// `"\n  hint: …"` when ferry knows what usually causes this answer, else empty.
-pub fn hint(method: &str, status: u16, errors: &[OciError], service: &Service) -> String {
+/// What usually causes this answer, when ferry knows.
+pub fn hint(method: &str, status: u16, errors: &[OciError], service: &Service) -> Option<String> {
     let has = |c: &str| errors.iter().any(|e| e.code.as_deref() == Some(c));
-    let text = match service {
+    match service {
         Service::GitHubApi => match status {
             401 => Some("the GitHub API refused the token; GHCR needs a classic personal access token (fine-grained tokens do not work with GitHub Packages)".to_string()),
             403 => Some("listing needs read:packages, deleting needs delete:packages and admin rights on the package".to_string()),
@@ -150,8 +150,7 @@ pub fn hint(method: &str, status: u16, errors: &[OciError], service: &Service) -
             registry,
             credentials,
         } => registry_hint(registry, *credentials, status, &has),
-    };
-    text.map(|t| format!("\n  hint: {t}")).unwrap_or_default()
+    }
 }
 
 /// The hint for a registry's answer (and Docker Hub's API, which takes its credentials), by
@@ -221,6 +220,7 @@ mod tests {
             credentials,
         };
         let denied = OciError::decode(br#"{"errors":[{"code":"DENIED"}]}"#);
+        let hint = |m, s, e: &[OciError], r: &Service| hint(m, s, e, r).unwrap_or_default();
         assert!(hint("GET", 401, &[], &registry(false)).contains("none are configured"));
         assert!(hint("GET", 401, &[], &registry(true)).contains("refused the configured"));
         // A code says it where the status does not.

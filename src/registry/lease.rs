@@ -240,23 +240,33 @@ pub fn manifest(holder: &Holder, expires: SystemTime) -> Manifest {
     super::placeholder::oci_manifest(&image)
 }
 
+/// Why a manifest under the lease's tag holds no lease.
+#[derive(Debug, thiserror::Error)]
+pub enum NotALease {
+    #[error("not a ferry lease (not JSON)")]
+    NotJson,
+    #[error("not a ferry lease (its artifactType is not {ARTIFACT_TYPE}); remove it or name another lease repository")]
+    ArtifactType,
+    #[error("a ferry lease without its {0} annotation")]
+    Missing(&'static str),
+    #[error("a ferry lease whose {EXPIRES} is not a time")]
+    Expires,
+}
+
 /// The lease a manifest holds, or why it is none.
-pub fn parse(m: &Manifest) -> std::result::Result<Lease, String> {
+pub fn parse(m: &Manifest) -> std::result::Result<Lease, NotALease> {
     let json: serde_json::Value =
-        serde_json::from_slice(&m.bytes).map_err(|_| "not a ferry lease (not JSON)".to_string())?;
+        serde_json::from_slice(&m.bytes).map_err(|_| NotALease::NotJson)?;
     if json["artifactType"].as_str() != Some(ARTIFACT_TYPE) {
-        return Err(format!(
-            "not a ferry lease (its artifactType is not {ARTIFACT_TYPE}); remove it or name another lease repository"
-        ));
+        return Err(NotALease::ArtifactType);
     }
-    let field = |key: &str| {
+    let field = |key: &'static str| {
         json["annotations"][key]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| format!("a ferry lease without its {key} annotation"))
+            .ok_or(NotALease::Missing(key))
     };
-    let expires = humantime::parse_rfc3339(&field(EXPIRES)?)
-        .map_err(|_| format!("a ferry lease whose {EXPIRES} is not a time"))?;
+    let expires = humantime::parse_rfc3339(&field(EXPIRES)?).map_err(|_| NotALease::Expires)?;
     Ok(Lease {
         holder: Holder {
             id: field(ID)?,
@@ -300,7 +310,7 @@ async fn read_at(registry: &dyn Registry, at: &Spot, digest: &Digest) -> Result<
         .map(Some)
         .map_err(|reason| RegistryError::Protocol {
             url: at.shown(registry.name()),
-            reason,
+            reason: reason.to_string(),
         })
 }
 

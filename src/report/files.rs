@@ -116,6 +116,10 @@ pub struct ReportItem {
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// What usually causes `error` and what to do about it, when ferry knows (one hint a
+    /// line); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// `sha256:old → sha256:new` when the target got a rewritten index (`platform_mode =
     /// "rewrite"`): the digest there is not the source's.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,6 +339,10 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         ),
         None => ("interrupted", None, 0, 0.0, None),
     };
+    let hint = match outcome {
+        Some(Outcome::Failed { error }) => super::hints::joined(error.as_ref()),
+        _ => None,
+    };
     let rewritten = outcome
         .and_then(Outcome::placed)
         .and_then(|(old, new)| new.map(|new| format!("{old} → {new}")));
@@ -349,6 +357,7 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         bytes,
         seconds,
         error,
+        hint,
         rewritten,
     }
 }
@@ -462,6 +471,7 @@ mod tests {
             bytes: 0,
             seconds: 0.0,
             error: Some("no".into()),
+            hint: None,
             rewritten: None,
             updated: None,
             put_back: Vec::new(),

@@ -3,6 +3,7 @@
 //! (a terminal), or stay silent. Nothing here decides control flow or exit codes.
 
 pub mod files;
+pub mod hints;
 pub mod metrics;
 
 use std::io::Write;
@@ -103,7 +104,7 @@ pub fn outcome_line(item: &Item, outcome: &Outcome) -> String {
         }
         Outcome::Skipped { reason } => format!("skipped {item}: {reason}"),
         Outcome::Failed { error } => {
-            format!("FAILED  {item}: {}", crate::error::chain(error.as_ref()))
+            format!("FAILED  {item}: {}", hints::chain(error.as_ref()))
         }
     }
 }
@@ -141,7 +142,7 @@ pub fn audit_line(item: &Item, outcome: &Outcome) -> String {
         Outcome::Failed { error } => {
             format!(
                 "FAILED     {item}: not checked: {}",
-                crate::error::chain(error.as_ref())
+                hints::chain(error.as_ref())
             )
         }
     }

@@ -393,3 +393,58 @@ async fn check_online_probes_delete_with_a_manifest_that_does_not_exist() {
     );
     assert_eq!(scoped.pusher().tags("secure/app").await, ["v1"]);
 }
+
+/// Issue 23, item 5: a hint is data beside the error. A target that refuses the password fails
+/// the item; the FAILED line shows the whole chain first and the hint on a line of its own,
+/// last, and the JSON report carries the hint in `hint`, not in `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_item_shows_its_hint_after_the_chain_and_in_the_report() {
+    let src = Registry::start().await;
+    seed(&src).await;
+    let dst = Registry::start_with(htpasswd_registry()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[registry.\"{d}\"]\ninsecure = true\nauth = {{ username = \"alice\", password_env = \"FERRY_TEST_WRONG\" }}\n[[copy]]\nfrom = \"{}/secure/app:v1\"\nto = \"{d}/x/app\"\n",
+            insecure(&[&src]),
+            src.addr,
+            d = dst.addr
+        ),
+    );
+    let report = dir.path().join("report.json");
+    let run = ferry(
+        &[
+            "run",
+            "--progress",
+            "plain",
+            "--report",
+            report.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ],
+        &[("FERRY_TEST_WRONG", "wrong-canary-password")],
+    )
+    .await;
+    run.assert_code(1);
+    let hint = format!("{} refused the configured credentials", dst.addr);
+    let failed = run
+        .stderr
+        .lines()
+        .position(|l| l.contains("FAILED") && l.contains("401"))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let next = run.stderr.lines().nth(failed + 1).unwrap_or_default();
+    assert!(
+        next.starts_with("  hint: ") && next.contains(&hint),
+        "{}",
+        run.stderr
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let item = &v["items"][0];
+    assert_eq!(item["action"], "failed", "{item}");
+    let error = item["error"].as_str().unwrap();
+    assert!(error.contains("401") && !error.contains("hint"), "{error}");
+    assert!(item["hint"].as_str().unwrap().contains(&hint), "{item}");
+    assert!(!run.stderr.contains("wrong-canary-password"));
+}

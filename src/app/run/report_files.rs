@@ -6,13 +6,13 @@ use super::ended::Ended;
 use crate::app::lines::emit;
 use crate::cli::RunArgs;
 use crate::copy::select;
-use crate::error::chain as error_chain;
 use crate::execute::shard::Shard;
 use crate::execute::Execution;
 use crate::report::files::{
     item_row, write_private, Report, ReportDeletion, ReportKept, ReportPrune, ReportRegistry,
     ReportTotals, REPORT_VERSION,
 };
+use crate::report::hints::chain as error_chain;
 use crate::report::metrics::metrics;
 use crate::report::timestamp;
 use crate::retention::prune::PruneAction;

@@ -59,6 +59,7 @@ fn a_lease_reads_back_as_written_and_anything_else_is_no_lease() {
     let placeholder = crate::registry::placeholder::manifest("v1");
     assert!(parse(&placeholder)
         .unwrap_err()
+        .to_string()
         .contains("not a ferry lease"));
 }
 
