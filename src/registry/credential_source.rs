@@ -203,8 +203,8 @@ mod tests {
         start + (LOOK_EVERY + Duration::from_millis(1)) * n
     }
 
-    #[test]
-    fn a_password_file_is_read_again_when_it_changes() {
+    /// A password file holding `first-canary`, and its source.
+    fn first_canary() -> (tempfile::TempDir, PathBuf, Files) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("password");
         std::fs::write(&path, "first-canary\n").unwrap();
@@ -213,6 +213,12 @@ mod tests {
             path: path.clone(),
         };
         let source = files(&settings);
+        (dir, path, source)
+    }
+
+    #[test]
+    fn a_password_file_is_read_again_when_it_changes() {
+        let (dir, path, source) = first_canary();
         let start = Instant::now();
         assert_eq!(password(&source.current()), "first-canary");
         std::fs::write(&path, "second-canary-longer\r\n").unwrap();
@@ -250,14 +256,7 @@ mod tests {
     /// request; a refusal reads them at once, and what it read is used from then on.
     #[test]
     fn files_are_looked_at_once_a_second_and_read_at_once_after_a_refusal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("password");
-        std::fs::write(&path, "first-canary\n").unwrap();
-        let settings = AuthSettings::PasswordFile {
-            username: "u".into(),
-            path: path.clone(),
-        };
-        let source = files(&settings);
+        let (_dir, path, source) = first_canary();
         let start = Instant::now();
         std::fs::write(&path, "second-canary-longer\n").unwrap();
         // Within the second since the files were read: not looked at.
@@ -276,7 +275,7 @@ mod tests {
         assert_eq!(password(&source.current()), "fourth-canary");
         // `for_settings` gives this source, with the same interval.
         std::fs::write(&path, "first-canary\n").unwrap();
-        let source = for_settings("r.example", &settings).unwrap();
+        let source = for_settings("r.example", &source.settings).unwrap();
         std::fs::write(&path, "second-canary-longer\n").unwrap();
         assert_eq!(password(&source.current()), "first-canary");
         assert_eq!(password(&source.refresh().unwrap()), "second-canary-longer");

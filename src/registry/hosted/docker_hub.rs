@@ -302,13 +302,7 @@ impl DockerHub {
     /// image goes with its last tag). Returns the tags deleted, for the audit.
     async fn hub_delete(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         let api = self.hub_api()?;
-        let mut login = self.hub_login(api).await?;
-        if login.jwt.is_none() {
-            return Err(RegistryError::Credentials {
-                registry: self.name.clone(),
-                reason: CredentialsError::HubLogin,
-            });
-        }
+        let mut login = self.hub_login_for_writes(api).await?;
         let read = self.manifest_records(repo);
         let Some(record) = self.records.record_of(repo, digest, read).await? else {
             // No tag points at it (a platform manifest of an index): Docker Hub removes it
@@ -319,6 +313,18 @@ impl DockerHub {
             self.hub_delete_tag(api, &mut login, repo, tag).await?;
         }
         Ok(Some(format!("tags {}", record.tags.join(", "))))
+    }
+
+    /// A login that may delete: an anonymous one may not, and says so.
+    async fn hub_login_for_writes(&self, api: &Url) -> Result<Login> {
+        let login = self.hub_login(api).await?;
+        if login.jwt.is_none() {
+            return Err(RegistryError::Credentials {
+                registry: self.name.clone(),
+                reason: CredentialsError::HubLogin,
+            });
+        }
+        Ok(login)
     }
 
     /// Delete one tag through the Hub API (`Ok(false)`: it was gone already).
@@ -344,13 +350,7 @@ impl DockerHub {
     /// it). Returns `tag <name>` for the audit, `None` when it was gone.
     async fn hub_untag(&self, repo: &str, tag: &str) -> Result<Option<String>> {
         let api = self.hub_api()?;
-        let mut login = self.hub_login(api).await?;
-        if login.jwt.is_none() {
-            return Err(RegistryError::Credentials {
-                registry: self.name.clone(),
-                reason: CredentialsError::HubLogin,
-            });
-        }
+        let mut login = self.hub_login_for_writes(api).await?;
         let deleted = self.hub_delete_tag(api, &mut login, repo, tag).await?;
         self.records.forget_tag(repo, tag);
         Ok(deleted.then(|| format!("tag {tag}")))

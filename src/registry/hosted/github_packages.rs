@@ -276,16 +276,19 @@ impl PackagesApi {
         }
     }
 
+    /// The kinds `owner` may be, in the order to try: the one found before, else org, then user.
+    async fn owner_kinds(&self, owner: &str) -> Vec<Owner> {
+        match self.owners.lock().await.get(owner).copied() {
+            Some(k) => vec![k],
+            None => vec![Owner::Org, Owner::Me],
+        }
+    }
+
     /// Every version of a package (paged by `Link`), trying the organisation endpoint first
     /// and the authenticated user's packages when `owner` is not an organisation.
     pub async fn versions(&self, owner: &str, package: &str) -> Result<Vec<Version>> {
-        let known = self.owners.lock().await.get(owner).copied();
-        let kinds: Vec<Owner> = match known {
-            Some(k) => vec![k],
-            None => vec![Owner::Org, Owner::Me],
-        };
         let mut last_err = None;
-        for kind in kinds {
+        for kind in self.owner_kinds(owner).await {
             let kind = match kind {
                 Owner::Me => self.user_kind(owner).await?,
                 k => k,
@@ -409,12 +412,8 @@ impl PackagesApi {
         let lacks = |missing, have| CredentialsError::RestoreScopes { missing, have };
         self.check_scopes(["read:packages", "write:packages"], lacks)
             .await?;
-        let kinds = match self.owners.lock().await.get(owner).copied() {
-            Some(k) => vec![k],
-            None => vec![Owner::Org, Owner::Me],
-        };
         let mut last_err = None;
-        for kind in kinds {
+        for kind in self.owner_kinds(owner).await {
             let kind = match kind {
                 Owner::Me => self.user_kind(owner).await?,
                 k => k,
