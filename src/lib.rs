@@ -16,18 +16,18 @@
 //! reference/  error.rs      leaves
 //! ```
 //!
-//! - [`cli`]: clap types only.
 //! - [`app`]: one module per subcommand; composition, `anyhow`, exit codes.
 //! - [`execute`]: the run's core, shared by the subcommands: runs a plan's copy stages and
 //!   retention for `run` and `plan` alike, and the copy stages alone, changing nothing, for
 //!   `verify`; the checkpoint as the engines' journals ([`execute::checkpoint`]), the run
 //!   lease, the scopes of `prune` rules, `--shard`.
-//! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics; implements
-//!   [`copy::Reporter`].
-//! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
+//! - [`cli`]: clap types only.
 //! - [`plan`]: TOML to a validated [`plan::Plan`], which holds the engines' own rule types;
 //!   errors name file, line, column and field, never a value from the plan. No engine imports
 //!   it.
+//! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
+//! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics, error chains
+//!   with their hints after them ([`report::hints`]); implements [`copy::Reporter`].
 //! - [`copy`]: its rule ([`copy::copy_rule::CopyRule`], [`copy::tag_filter::TagFilter`]), rule
 //!   resolution and the idempotent, concurrent copy engine (which also checks an image at its
 //!   target whole); the [`copy::Journal`] and [`copy::Reporter`] traits it calls.
