@@ -174,12 +174,14 @@ async fn a_killed_runs_lease_expires_and_a_later_run_deletes_the_rest() {
     let reg = Registry::start().await;
     let doomed = images(&reg, 12).await;
     let dir = tempfile::tempdir().unwrap();
-    // Renewals wait at the rate limit behind the run's other requests (up to 16 in flight):
-    // the expiry leaves them room.
+    // Renewals wait at the rate limit behind the run's other requests (up to 16 in flight, a
+    // renewal is three requests): at 8 a second they wait up to 6 s, well inside the 10 s a
+    // renewal has before the 20 s lease's deletions stop (at 4 a second, 12 s: one run in
+    // three stopped, on the build before issue 23 as after it).
     let p = retain_plan(
         dir.path(),
         &reg,
-        "rate_limit = { requests_per_second = 4 }\nlease = { expiry = \"20s\" }",
+        "rate_limit = { requests_per_second = 8 }\nlease = { expiry = \"20s\" }",
     );
     let state = dir.path().join("a.db");
 
