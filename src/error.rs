@@ -55,14 +55,17 @@ pub fn hints(e: &(dyn std::error::Error + 'static), finders: &[HintOf]) -> Vec<S
     out
 }
 
-/// The chain (see [`chain`]), then one `\n  hint: …` line per hint (see [`hints`]).
+/// One `\n  hint: …` line per hint (see [`hints`]); nothing when there is none.
+pub fn hint_lines(e: &(dyn std::error::Error + 'static), finders: &[HintOf]) -> String {
+    hints(e, finders)
+        .iter()
+        .map(|h| format!("\n  hint: {h}"))
+        .collect()
+}
+
+/// The chain (see [`chain`]), then its hint lines (see [`hint_lines`]).
 pub fn with_hints(e: &(dyn std::error::Error + 'static), finders: &[HintOf]) -> String {
-    let mut out = chain(e);
-    for hint in hints(e, finders) {
-        out.push_str("\n  hint: ");
-        out.push_str(&hint);
-    }
-    out
+    chain(e) + &hint_lines(e, finders)
 }
 
 #[cfg(test)]

@@ -16,10 +16,7 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// One `\n  hint: …` line per hint found along the chain of `e` (nothing when there is none),
 /// for a message that goes on after the chain and ends before its hints.
 pub fn lines(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::error::hints(e, HINTED)
-        .iter()
-        .map(|h| format!("\n  hint: {h}"))
-        .collect()
+    crate::error::hint_lines(e, HINTED)
 }
 
 /// The hints found along the chain of `e`, outermost first, each once, one a line; `None`

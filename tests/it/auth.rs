@@ -412,19 +412,8 @@ async fn a_failed_item_shows_its_hint_after_the_chain_and_in_the_report() {
             d = dst.addr
         ),
     );
-    let report = dir.path().join("report.json");
-    let run = ferry(
-        &[
-            "run",
-            "--progress",
-            "plain",
-            "--report",
-            report.to_str().unwrap(),
-            p.to_str().unwrap(),
-        ],
-        &[("FERRY_TEST_WRONG", "wrong-canary-password")],
-    )
-    .await;
+    let (run, v) =
+        run_reported_with(&p, &[], &[("FERRY_TEST_WRONG", "wrong-canary-password")]).await;
     run.assert_code(1);
     let hint = format!("{} refused the configured credentials", dst.addr);
     let failed = run
@@ -439,8 +428,6 @@ async fn a_failed_item_shows_its_hint_after_the_chain_and_in_the_report() {
         run.stderr
     );
 
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let item = &v["items"][0];
     assert_eq!(item["action"], "failed", "{item}");
     let error = item["error"].as_str().unwrap();

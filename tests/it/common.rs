@@ -129,6 +129,11 @@ pub fn json(s: &str) -> Value {
 /// `ferry run --progress plain --report R EXTRA… PLAN`, R being `report.json` beside the plan:
 /// the run, and its report.
 pub async fn run_reported(plan: &Path, extra: &[&str]) -> (Run, Value) {
+    run_reported_with(plan, extra, &[]).await
+}
+
+/// [`run_reported`] with `env` set for ferry.
+pub async fn run_reported_with(plan: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Run, Value) {
     let report = plan.with_file_name("report.json");
     let mut args = vec![
         "run",
@@ -139,7 +144,7 @@ pub async fn run_reported(plan: &Path, extra: &[&str]) -> (Run, Value) {
     ];
     args.extend(extra);
     args.push(plan.to_str().unwrap());
-    let run = ferry(&args, &[]).await;
+    let run = ferry(&args, env).await;
     let body = std::fs::read_to_string(&report).unwrap_or_else(|_| panic!("{}", run.stderr));
     (run, json(&body))
 }
