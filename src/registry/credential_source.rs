@@ -108,6 +108,24 @@ struct State {
     looked: Instant,
 }
 
+impl State {
+    /// The files at `paths` and the credential they give, read at `now`.
+    fn read(
+        host: &str,
+        settings: &AuthSettings,
+        paths: &[PathBuf],
+        now: Instant,
+    ) -> Result<State, RegistryError> {
+        let seen = fingerprints(paths);
+        let credential = credentials::resolve(host, settings)?;
+        Ok(State {
+            seen,
+            credential,
+            looked: now,
+        })
+    }
+}
+
 impl Files {
     /// The files at `paths`, read now.
     fn open(
@@ -115,30 +133,20 @@ impl Files {
         settings: &AuthSettings,
         paths: Vec<PathBuf>,
     ) -> Result<Files, RegistryError> {
-        let seen = fingerprints(&paths);
-        let credential = credentials::resolve(host, settings)?;
+        let state = State::read(host, settings, &paths, Instant::now())?;
         Ok(Files {
             host: host.to_string(),
             settings: settings.clone(),
             paths,
-            state: Mutex::new(State {
-                seen,
-                credential,
-                looked: Instant::now(),
-            }),
+            state: Mutex::new(state),
         })
     }
 
     /// Read the files at `now`; on success the result is what `current` gives from then on.
     fn read(&self, now: Instant) -> Result<Credential, RegistryError> {
-        let seen = fingerprints(&self.paths);
-        let credential = credentials::resolve(&self.host, &self.settings)?;
-        let mut state = self.state.lock().expect("credential state lock");
-        *state = State {
-            seen,
-            credential: credential.clone(),
-            looked: now,
-        };
+        let state = State::read(&self.host, &self.settings, &self.paths, now)?;
+        let credential = state.credential.clone();
+        *self.state.lock().expect("credential state lock") = state;
         Ok(credential)
     }
 

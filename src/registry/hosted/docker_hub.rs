@@ -390,7 +390,7 @@ impl DockerHub {
                 reason: format!("cannot build URL: {e}"),
             })?;
         #[derive(Debug, Deserialize)]
-        struct Login {
+        struct Answer {
             token: Option<SecretString>,
             access_token: Option<SecretString>,
         }
@@ -405,11 +405,12 @@ impl DockerHub {
             return Err(self.hub_error(&Method::POST, &url, resp).await);
         }
         let body = read_limited(resp, &Method::POST, &url, MAX_TOKEN_ANSWER, self.stall).await?;
-        let login: Login = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-            url: url.to_string(),
-            reason: format!("unexpected login answer: {e}"),
-        })?;
-        Ok(login.token.or(login.access_token))
+        let answer: Answer =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                url: url.to_string(),
+                reason: format!("unexpected login answer: {e}"),
+            })?;
+        Ok(answer.token.or(answer.access_token))
     }
 }
 
