@@ -265,33 +265,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let state_flag = (args.state.is_some() || shard.is_some()).then_some(opened.path.as_path());
     ended.undo =
         (ended.deleted + ended.pruned > 0).then(|| undo_command(&args.plan, state_flag, run_id));
-    let saved_ok = save(state.clone(), &ended, json).await?;
-    let last_success = match args.metrics {
-        Some(_) => last_success(state).await,
-        None => None,
-    };
-    let files_ok = report_files::write_files(
-        &args,
-        shard,
-        &ended,
-        &execution,
-        &registries,
-        last_success,
-        json,
-    );
+    let kept = save_and_write(&args, shard, state, &ended, &execution, &registries, json).await?;
     if let Some(spool) =
         spool.filter(|_| ended.totals.interrupted == 0 && ended.failures.is_empty())
     {
         // Everything finished: nothing in the spool is needed any more.
         let _ = std::fs::remove_dir_all(spool.dir());
     }
-    Ok(close(
+    Ok(close(json, &plan, &ended, interrupted, kept))
+}
+
+/// Record the run's end in the checkpoint, then write its `--report` and `--metrics` files:
+/// whether all of it was kept.
+async fn save_and_write(
+    args: &RunArgs,
+    shard: Option<crate::execute::shard::Shard>,
+    state: State,
+    ended: &Ended,
+    execution: &Execution,
+    registries: &select::Registries,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let saved_ok = save(state.clone(), ended, json).await?;
+    let last_success = match args.metrics {
+        Some(_) => last_success(state).await,
+        None => None,
+    };
+    let files_ok = report_files::write_files(
+        args,
+        shard,
+        ended,
+        execution,
+        registries,
+        last_success,
         json,
-        &plan,
-        &ended,
-        interrupted,
-        saved_ok && files_ok,
-    ))
+    );
+    Ok(saved_ok && files_ok)
 }
 
 /// `--shard`/`--shards` (or the Job's completion index), said when there is one; an invalid

@@ -63,13 +63,25 @@ fn is_test_file(rel: &str) -> bool {
         || rel.contains("/tests/")
 }
 
-/// The text of a file up to its `#[cfg(test)]` module (the code that ships).
+/// The text of a file up to its inline test module (a `#[cfg(test)]` module that opens a
+/// block): the code that ships. A `#[cfg(test)] mod tests;` declaration near the top ships
+/// the rest.
 fn shipped(text: &str) -> &str {
-    let end = text
-        .find("#[cfg(test)]\nmod ")
-        .or_else(|| text.find("#[cfg(test)]\npub mod "))
-        .unwrap_or(text.len());
-    &text[..end]
+    let inline = text.match_indices("#[cfg(test)]\n").find(|(i, _)| {
+        let line = text[*i..].lines().nth(1).unwrap_or("").trim();
+        let module = line.strip_prefix("pub ").unwrap_or(line);
+        module.starts_with("mod ") && line.ends_with('{')
+    });
+    &text[..inline.map_or(text.len(), |(i, _)| i)]
+}
+
+/// [`shipped`] without comment lines: a doc link names a module without depending on it.
+fn shipped_code(text: &str) -> String {
+    shipped(text)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The top-level module a file belongs to (`copy/select.rs` -> `copy`).
@@ -89,12 +101,7 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         if is_test_file(&rel) || matches!(from.as_str(), "main" | "lib") {
             continue;
         }
-        // Code, not comments: a doc link names a module without depending on it.
-        let code: String = shipped(&text)
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let code = shipped_code(&text);
         let mut rest = code.as_str();
         while let Some(i) = rest.find("crate::") {
             rest = &rest[i + "crate::".len()..];
@@ -366,20 +373,7 @@ fn module_path(rel: &str) -> Vec<String> {
 fn cross_module_reexports(rel: &str, text: &str) -> Vec<String> {
     let here = module_path(rel);
     let own = here.first().cloned().unwrap_or_default();
-    // Up to an inline test module: `#[cfg(test)] mod tests;` near the top ships the rest.
-    let mut end = text.len();
-    for (i, _) in text.match_indices("#[cfg(test)]\n") {
-        let line = text[i..].lines().nth(1).unwrap_or("");
-        if line.trim_end().ends_with('{') {
-            end = i;
-            break;
-        }
-    }
-    let code: String = text[..end]
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = shipped_code(text);
     let mut out = Vec::new();
     let mut rest = code.as_str();
     while let Some(i) = rest.find("pub") {

@@ -8,25 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{cycle, is_test_file, module_path, sources};
-
-/// The shipped part of a file, without comment lines: up to an inline test module (a
-/// `#[cfg(test)]` item that opens a block), as the re-export check reads it.
-fn shipped_code(text: &str) -> String {
-    let mut end = text.len();
-    for (i, _) in text.match_indices("#[cfg(test)]\n") {
-        let line = text[i..].lines().nth(1).unwrap_or("");
-        if line.trim_start().starts_with("mod ") && line.trim_end().ends_with('{') {
-            end = i;
-            break;
-        }
-    }
-    text[..end]
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use super::{cycle, is_test_file, module_path, shipped_code, sources};
 
 fn is_ident(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
