@@ -251,14 +251,15 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             .get(n.wrapping_sub(1))
             .cloned()
             .unwrap_or_else(|| format!("copy #{n}"))
-    });
+    })
+    .sharing(sharing_targets(plan));
     for stage in select::stages(&plan.copies) {
         if cx.stop.is_cancelled() {
             break;
         }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
         // Resolving and copying overlap: each part is copied as soon as it is resolved.
-        let (parts, resolved) = tokio::sync::mpsc::unbounded_channel();
+        let (parts, resolved) = tokio::sync::mpsc::channel(select::PARTS_QUEUED);
         let resolving = async move {
             tokio::select! {
                 () = select::resolve_into(&rules, cx.registries, cx.journal.as_ref(), &parts) => {}
@@ -334,6 +335,25 @@ async fn prune(
     retention::prune::rules::run(&scopes, &prune).await
 }
 
+/// The rules whose targets another rule may write into: their claims last the run.
+fn sharing_targets(plan: &Plan) -> Vec<usize> {
+    let rules = &plan.copies;
+    rules
+        .iter()
+        .filter(|a| {
+            rules
+                .iter()
+                .any(|b| a.number != b.number && (a.writes_into(&b.to) || b.writes_into(&a.to)))
+        })
+        .map(|a| a.number)
+        .collect()
+}
+
+/// Parts copied at once. The engine bounds what is in flight across them; this bounds what
+/// waits (a part is one repository's items), so memory does not grow with the number of
+/// repositories. Enough for small repositories to keep the engine busy.
+const PARTS_IN_FLIGHT: usize = 8;
+
 /// One part of a stage's selection, claimed: what it copies, and what it does not.
 struct Part {
     items: Vec<Item>,
@@ -357,7 +377,7 @@ async fn copy_stage(
     cx: &Context<'_>,
     engine: &Engine,
     claims: &mut Claims,
-    mut resolved: tokio::sync::mpsc::UnboundedReceiver<select::Selection>,
+    mut resolved: tokio::sync::mpsc::Receiver<select::Selection>,
     out: &mut Execution,
 ) {
     let parts = futures::stream::poll_fn(move |c| resolved.poll_recv(c));
@@ -365,7 +385,7 @@ async fn copy_stage(
     parts
         .enumerate()
         .map(|(n, selection)| (n, claim_part(plan, cx, claims, selection)))
-        .for_each_concurrent(None, |(n, part)| {
+        .for_each_concurrent(PARTS_IN_FLIGHT, |(n, part)| {
             let finished = &finished;
             async move {
                 let (outcomes, totals) = engine.copy_all(&part.items).await;
