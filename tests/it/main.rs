@@ -38,6 +38,7 @@ mod resume;
 mod retention;
 mod rotation;
 mod rotation_hosted;
+mod scale;
 mod secrets;
 mod snapshots;
 mod structure;
