@@ -16,15 +16,16 @@ use crate::copy::outcome::{not_carried, CopyError, Outcome};
 
 impl Engine {
     /// Announce a batch's items (the first of each key and rule), and return where each one's
-    /// outcome is to be told.
-    pub(super) fn announce(&self, items: &[Item]) -> Vec<Done> {
+    /// outcome is to be told, and whether it was announced (not an earlier one's key and rule).
+    pub(super) fn announce(&self, items: &[Item]) -> (Vec<Done>, Vec<bool>) {
         let mut live = self.live.lock().expect("live items");
         items
             .iter()
             .map(|item| {
                 let (tx, rx) = watch::channel(Slot::Pending);
                 let same = live.entry(item.key()).or_default();
-                if !same.iter().any(|l| l.rule == item.rule) {
+                let new = !same.iter().any(|l| l.rule == item.rule);
+                if new {
                     same.push(Live {
                         rule: item.rule,
                         item: Item {
@@ -34,9 +35,51 @@ impl Engine {
                         done: rx,
                     });
                 }
-                tx
+                (tx, new)
             })
-            .collect()
+            .unzip()
+    }
+
+    /// A batch is over: what it announced is forgotten, so a run keeps nothing per item it
+    /// finished, except where another rule's item may follow it later (see
+    /// [`Engine::remember_only`]); that is kept as a follower reads it ([`Slot::settled`]).
+    pub(super) fn forget(&self, items: &[Item], done: &[Done], announced: &[bool]) {
+        let mut live = self.live.lock().expect("live items");
+        for ((item, tx), _) in items.iter().zip(done).zip(announced).filter(|(_, a)| **a) {
+            let key = item.key();
+            let Some(same) = live.get_mut(&key) else {
+                continue;
+            };
+            let remember = self
+                .remember
+                .as_ref()
+                .is_none_or(|r| r.contains(&item.rule));
+            match remember {
+                true => {
+                    let (settled, rx) = watch::channel(tx.borrow().settled());
+                    // Its sender is gone, as every finished batch's is: the slot stays as set.
+                    drop(settled);
+                    if let Some(l) = same.iter_mut().find(|l| l.rule == item.rule) {
+                        l.done = rx;
+                    }
+                }
+                false => same.retain(|l| l.rule != item.rule),
+            }
+            if same.is_empty() {
+                live.remove(&key);
+            }
+        }
+    }
+
+    /// How many items are announced and not forgotten (tests: a run keeps none per item).
+    #[cfg(test)]
+    pub(crate) fn live_items(&self) -> usize {
+        self.live
+            .lock()
+            .expect("live items")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// The item of `rule` that writes `key`, or else the first that does; and where its

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tokio::sync::watch;
 
 use crate::copy::item::{Item, ItemKey};
-use crate::copy::outcome::Outcome;
+use crate::copy::outcome::{ImageStats, Outcome};
 
 /// Where an item's outcome is announced to the items waiting on it.
 pub(super) type Done = watch::Sender<Slot>;
@@ -19,6 +19,28 @@ pub(super) enum Slot {
     /// `None`: interrupted (an upload parked). Boxed: an outcome is large, a pending slot
     /// nothing.
     Done(Option<Box<Outcome>>),
+}
+
+impl Slot {
+    /// What an item that follows this one reads of it once its batch is over, and no more:
+    /// how it ended and what it placed (a copy's other figures are the report's, not a
+    /// follower's).
+    pub(super) fn settled(&self) -> Slot {
+        let Slot::Done(Some(outcome)) = self else {
+            return self.clone();
+        };
+        let outcome = match outcome.as_ref() {
+            Outcome::Copied { digest, stats } => Outcome::Copied {
+                digest: digest.clone(),
+                stats: ImageStats {
+                    rewritten: stats.rewritten.clone(),
+                    ..ImageStats::default()
+                },
+            },
+            other => other.clone(),
+        };
+        Slot::Done(Some(Box::new(outcome)))
+    }
 }
 
 /// An item of some batch, and where its outcome is announced.
