@@ -1,51 +1,63 @@
 //! Who waits for whom across the batches of a run: a referrer for the item that carries its
 //! subject ([`Item::after`]), a contested item for the first writer of its tag
-//! ([`Item::contest`]). Every item of every batch is announced here by target key and rule,
-//! so that two items writing one key (a contested item and its winner) are told apart: a
-//! referrer follows the item of its own rule, or, where that one was dropped as a duplicate,
-//! the first with the key.
+//! ([`Item::contest`]). Every item that may be followed is announced here by target key and
+//! rule, so that two items writing one key (a contested item and its winner) are told apart:
+//! a referrer follows the item of its own rule, or, where that one was dropped as a
+//! duplicate, the first with the key. What a batch announced goes when it ends, but for the
+//! rules the engine remembers.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::live::{Done, Live, Slot};
+use super::live::{Batch, Done, Live, Slot};
 use super::Engine;
 use crate::copy::item::{Contest, Item, ItemKey};
 use crate::copy::outcome::{not_carried, CopyError, Outcome};
 
 impl Engine {
-    /// Announce a batch's items (the first of each key and rule), and return where each one's
-    /// outcome is to be told, and whether it was announced (not an earlier one's key and rule).
-    pub(super) fn announce(&self, items: &[Item]) -> (Vec<Done>, Vec<bool>) {
+    /// Announce the items of a batch that others may follow (the first of each key and
+    /// rule): those an item of the batch waits for, and every item of a rule whose items
+    /// another rule's may follow later (see [`Engine::remember_only`]). Returns where each
+    /// announced one's outcome is to be told (`None`: not announced, nobody follows it).
+    pub(super) fn announce(&self, items: &[Item], batch: &Batch) -> Vec<Option<Done>> {
         let mut live = self.live.lock().expect("live items");
         items
             .iter()
             .map(|item| {
-                let (tx, rx) = watch::channel(Slot::Pending);
-                let same = live.entry(item.key()).or_default();
-                let new = !same.iter().any(|l| l.rule == item.rule);
-                if new {
-                    same.push(Live {
-                        rule: item.rule,
-                        item: Item {
-                            read: None,
-                            ..item.clone()
-                        },
-                        done: rx,
-                    });
+                let key = item.key();
+                let remembered = self
+                    .remember
+                    .as_ref()
+                    .is_none_or(|r| r.contains(&item.rule));
+                if !remembered && !batch.waited_for(&key) {
+                    return None;
                 }
-                (tx, new)
+                let same = live.entry(key).or_default();
+                if same.iter().any(|l| l.rule == item.rule) {
+                    return None;
+                }
+                let (tx, rx) = watch::channel(Slot::Pending);
+                same.push(Live {
+                    rule: item.rule,
+                    item: Item {
+                        read: None,
+                        ..item.clone()
+                    },
+                    done: rx,
+                });
+                Some(tx)
             })
-            .unzip()
+            .collect()
     }
 
     /// A batch is over: what it announced is forgotten, so a run keeps nothing per item it
     /// finished, except where another rule's item may follow it later (see
     /// [`Engine::remember_only`]); that is kept as a follower reads it ([`Slot::settled`]).
-    pub(super) fn forget(&self, items: &[Item], done: &[Done], announced: &[bool]) {
+    pub(super) fn forget(&self, items: &[Item], announced: &[Option<Done>]) {
         let mut live = self.live.lock().expect("live items");
-        for ((item, tx), _) in items.iter().zip(done).zip(announced).filter(|(_, a)| **a) {
+        for (item, tx) in items.iter().zip(announced) {
+            let Some(tx) = tx else { continue };
             let key = item.key();
             let Some(same) = live.get_mut(&key) else {
                 continue;

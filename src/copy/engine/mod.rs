@@ -103,13 +103,15 @@ pub struct Engine {
     /// Read every blob a whole check looks at, checking its digest, instead of asking
     /// whether it exists (`ferry verify --deep`).
     deep: bool,
-    /// Per (target registry, repository, fallback tag): one writer of a referrers index.
+    /// Per (target registry, repository, fallback tag): one writer of a referrers index,
+    /// while it is written.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
-    /// Every item of every [`Engine::copy_all`] call (batches running side by side, earlier
-    /// stages), by key and rule, with where its outcome is announced: a referrer follows the
-    /// item that carries its subject, and a contested item the winner of its tag, wherever
-    /// that one runs (see [`follow`]). What a batch announced is forgotten when it ends,
-    /// except the items of the rules in `remember` (all, when it is `None`).
+    /// The items others may follow, of every [`Engine::copy_each`] call (batches running
+    /// side by side, earlier stages), by key and rule, with where its outcome is announced:
+    /// a referrer follows the item that carries its subject, and a contested item the winner
+    /// of its tag, wherever that one runs (see [`follow`]). A batch announces the items its
+    /// own wait for, and every item of the rules in `remember` (all, when it is `None`); it
+    /// forgets them when it ends, but for those rules'.
     live: LiveItems,
     remember: Option<HashSet<usize>>,
     /// Images in flight, across the batches that run side by side.
@@ -274,8 +276,8 @@ impl Engine {
         let started = Instant::now();
         // The counts, and which items were handed over.
         let tally = std::sync::Mutex::new((Totals::default(), vec![false; items.len()]));
-        let (slots, announced) = self.announce(items);
         let batch = Batch::of(items);
+        let slots = self.announce(items, &batch);
         let stop = self.stop.clone();
         let work = futures::stream::iter(items.iter().enumerate())
             .take_while(move |_| std::future::ready(!stop.is_cancelled()))
@@ -283,7 +285,9 @@ impl Engine {
                 let (tally, slots, batch) = (&tally, &slots, &batch);
                 async move {
                     let outcome = self.run_item(item, batch.later(items, i)).await;
-                    slots[i].send_replace(Slot::Done(outcome.clone().map(Box::new)));
+                    if let Some(slot) = &slots[i] {
+                        slot.send_replace(Slot::Done(outcome.clone().map(Box::new)));
+                    }
                     {
                         let mut tally = tally.lock().expect("tally");
                         tally.0.count(outcome.as_ref());
@@ -301,7 +305,7 @@ impl Engine {
             totals.count(None);
             done(i, None);
         }
-        self.forget(items, &slots, &announced);
+        self.forget(items, &slots);
         totals.elapsed = started.elapsed();
         totals
     }
