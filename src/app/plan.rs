@@ -4,7 +4,7 @@
 //! with the checkpoint read but never written. Each line is an outcome the run would have,
 //! given unchanged registries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::exit;
 use super::run::registries;
 use super::state_file::state_path;
-use crate::cli::{Output, PlanArgs};
-use crate::copy::{Item, ItemKey, Outcome};
+use crate::cli::PlanArgs;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::shard::Shard;
 use crate::execute::{execute, overlays, Context, Execution};
@@ -24,104 +23,14 @@ use crate::retention::prune::{PruneAction, PruneDecision};
 use crate::retention::{Action, RepoPlan};
 use crate::state::State;
 
+mod plan_items;
 mod plan_output;
 
+use plan_items::{Notes, PlanItems};
 pub use plan_output::{
     PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanRegistry, PlanRepo,
     PlanTotals,
 };
-
-/// May the target refuse this item, though the plan copies it? A registry that refuses an
-/// index whose children are missing says so only when it is written to.
-fn refusable(item: &Item, outcome: Option<&Outcome>) -> bool {
-    matches!(
-        (outcome, &item.platforms),
-        (Some(Outcome::Copied { stats, .. }), Some(p))
-            if stats.left_out > 0
-                && p.mode == crate::copy::copy_rule::PlatformMode::Sparse
-                && item.target.registry.name() != "oci:"
-    )
-}
-
-/// What only the run can tell of each item: whether an index that leaves children out is
-/// accepted, and so whether the referrers that wait for it ([`Item::after`], through any
-/// chain of them) are copied or skipped.
-fn uncertainties(items: &[(Item, Option<Outcome>)]) -> Vec<Option<String>> {
-    let refused: Vec<bool> = items
-        .iter()
-        .map(|(i, o)| refusable(i, o.as_ref()))
-        .collect();
-    // A referrer waits for the first item with its parent's key, as the engine does.
-    let mut first: HashMap<ItemKey, usize> = HashMap::new();
-    for (n, (i, _)) in items.iter().enumerate() {
-        first.entry(i.key()).or_insert(n);
-    }
-    // The uncertain item that item `n` waits for, through any chain of referrers.
-    let root = |mut n: usize| {
-        // Bounded: a chain visits each item at most once.
-        for _ in 0..items.len() {
-            n = *first.get(&items[n].0.after.as_ref()?.parent)?;
-            if refused[n] {
-                return Some(n);
-            }
-        }
-        None
-    };
-    (0..items.len())
-        .map(|n| match refused[n] {
-            true => Some("the target may refuse an index whose children are missing (CNCF distribution does); only the run can tell".to_string()),
-            false => root(n).map(|r| format!(
-                "depends on {}, which the target may refuse; only the run can tell",
-                items[r].0.target_display()
-            )),
-        })
-        .collect()
-}
-
-/// One item as the plan shows it: the outcome the run would have, and what only the run can
-/// tell of it.
-fn item(item: &Item, outcome: Option<&Outcome>, uncertain: Option<String>) -> PlanItem {
-    let placed = outcome.and_then(Outcome::placed);
-    let rewritten = placed.and_then(|(old, new)| new.map(|new| format!("{old} → {new}")));
-    let (action, bytes, left_out, error) = match outcome {
-        Some(Outcome::Copied { stats, .. }) => ("copy", Some(stats.bytes), stats.left_out, None),
-        Some(Outcome::Present { .. }) => ("present", None, 0, None),
-        Some(Outcome::Unchanged { .. }) => ("unchanged", None, 0, None),
-        Some(Outcome::Skipped { reason }) => ("skip", None, 0, Some(reason.clone())),
-        Some(Outcome::Failed { error }) => ("error", None, 0, Some(error_chain(error.as_ref()))),
-        None => ("error", None, 0, Some("not reached".to_string())),
-    };
-    let (updated, put_back) = outcome.map(Outcome::changes).unwrap_or_default();
-    PlanItem {
-        updated,
-        put_back,
-        action,
-        bytes,
-        digest: placed.map(|(d, _)| d.clone()),
-        error,
-        left_out,
-        rewritten,
-        source: item.source_display(),
-        subject: item.subject.clone(),
-        target: item.target_display(),
-        uncertain,
-    }
-}
-
-/// Keeps the notes a run would print (a duplicate dropped, a deletion made), for the plan.
-#[derive(Default)]
-struct Notes(std::sync::Mutex<Vec<String>>);
-
-impl crate::copy::Reporter for Notes {
-    fn note(&self, message: &str) {
-        // Deletions, and the keeps a registry imposes, are listed with their repository's
-        // decisions already.
-        let decided = ["deleted ", "pruned ", "kept "];
-        if !decided.iter().any(|d| message.starts_with(d)) {
-            self.0.lock().expect("notes").push(message.to_string());
-        }
-    }
-}
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
@@ -140,6 +49,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let snapshot = State::read_only_snapshot(&path)?;
     let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
     let notes = std::sync::Arc::new(Notes::default());
+    // Each item is printed as it finishes: what the run would do, as it would do it.
+    let items = PlanItems::begin(args.output, notes.clone())?;
     if let Some(s) = shard {
         // What the run says first.
         crate::copy::Reporter::note(
@@ -158,6 +69,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         spool: None,
         audit: None,
         lease: crate::execute::leasing::Leasing::Look { shard },
+        sink: &items,
     };
     let execution = execute(&plan, &cx).await;
     // The registries the plan's rules use, and any other that got requests: a section no
@@ -169,8 +81,13 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .map(|(name, o)| (name.clone(), o.requests()))
         .filter(|(name, n)| *n > 0 || used.contains(name))
         .collect();
-    let notes = std::mem::take(&mut *notes.0.lock().expect("notes"));
-    print_plan(&plan, &execution, &notes, &requests, args.output)?;
+    let unresolved = unresolved(&plan, &execution);
+    let mut rest = output_of(&plan, &execution, &requests);
+    rest.totals = PlanTotals {
+        errors: rest.failures.len() + execution.unlisted_failures,
+        ..totals(&execution, items.totals())
+    };
+    items.end(unresolved, rest)?;
     Ok(if execution.failures(&plan).is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -178,61 +95,39 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_plan(
-    plan: &Plan,
-    execution: &Execution,
-    notes: &[String],
-    requests: &[(String, u64)],
-    output: Output,
-) -> anyhow::Result<()> {
-    let out = output_of(plan, execution, notes, requests);
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-        Output::Text => print!("{}", out.text()),
-    }
-    Ok(())
-}
-
-/// What `ferry plan` says about an execution over overlays.
-fn output_of(
-    plan: &Plan,
-    execution: &Execution,
-    notes: &[String],
-    requests: &[(String, u64)],
-) -> PlanOutput {
+/// The rules that could not be resolved, and those that selected nothing without
+/// `allow_empty`, one line each.
+fn unresolved(plan: &Plan, execution: &Execution) -> Vec<String> {
     let empty = execution
         .selected_nothing()
         .map(|e| crate::execute::label::empty_line(plan, e));
-    let unresolved = (execution.select_errors.iter().map(|e| error_chain(e)))
+    (execution.select_errors.iter().map(|e| error_chain(e)))
         .chain(empty)
-        .map(|error| PlanCopy::Unresolved { error });
-    let uncertain = uncertainties(&execution.items);
-    let items = execution
-        .items
-        .iter()
-        .zip(uncertain)
-        .map(|((i, o), u)| PlanCopy::Item(Box::new(item(i, o.as_ref(), u))));
+        .collect()
+}
+
+/// What `ferry plan` says after its items about an execution over overlays (its notes
+/// and the counts of items are the items' printer's).
+fn output_of(plan: &Plan, execution: &Execution, requests: &[(String, u64)]) -> PlanOutput {
     let retention = execution
         .retained
         .iter()
         .map(|r| repo(plan.retains[r.policy - 1].to_string(), &r.plan))
         .collect();
     let prune = execution.pruned.iter().map(prune_rule).collect();
-    let failures = execution.failures(plan);
     PlanOutput {
         prune,
-        items: unresolved.chain(items).collect(),
-        totals: totals(execution, failures.len()),
-        failures,
-        notes: notes.to_vec(),
+        failures: execution.failures(plan),
+        totals: PlanTotals::default(),
+        notes: Vec::new(),
         registries: budgets(plan, requests),
         retention,
     }
 }
 
-/// The counts of the closing line.
-fn totals(execution: &Execution, errors: usize) -> PlanTotals {
-    let mut t = PlanTotals {
+/// The counts of the closing line: the items' (`items`), and the execution's deletions.
+fn totals(execution: &Execution, items: PlanTotals) -> PlanTotals {
+    PlanTotals {
         delete: execution.retained.iter().map(|r| r.deletions.len()).sum(),
         kept_in_use: execution.kept_in_use(),
         prune: execution
@@ -241,22 +136,8 @@ fn totals(execution: &Execution, errors: usize) -> PlanTotals {
             .flat_map(|p| &p.repos)
             .map(|r| r.done.len())
             .sum(),
-        errors,
-        ..PlanTotals::default()
-    };
-    for (_, outcome) in &execution.items {
-        match outcome {
-            Some(Outcome::Copied { stats, .. }) => {
-                t.copy += 1;
-                t.bytes += stats.bytes;
-            }
-            Some(Outcome::Present { .. }) => t.present += 1,
-            Some(Outcome::Unchanged { .. }) => t.unchanged += 1,
-            Some(Outcome::Skipped { .. }) => t.skip += 1,
-            _ => {}
-        }
+        ..items
     }
-    t
 }
 
 /// What the requests cost against each registry's rate budget.

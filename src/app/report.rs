@@ -1,17 +1,20 @@
 //! `ferry report merge`: one report from the reports of several shards, merged as typed
-//! [`Report`]s ([`Report::merge`]).
+//! [`Report`]s ([`Report::merge`]) and streamed: each report is read once without its items
+//! (checked on the way), then the items of each, one at a time, go straight into the merged
+//! file. No report's items are held in memory.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::report::files::{write_private, Report, REPORT_VERSION};
+use crate::report::files::Report;
+use crate::report::report_stream::{self, ReportHead, ReportWriter};
 
 pub fn merge(output: &Path, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut merged: Option<Report> = None;
     for path in inputs {
-        let report = read(path)?;
+        let (report, _) = report_stream::read(path)?;
         let m = merged.get_or_insert_with(|| {
             Report::merged(
                 report.plan.clone(),
@@ -22,8 +25,7 @@ pub fn merge(output: &Path, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
         m.merge(report, path.display().to_string());
     }
     let merged = merged.context("no report to merge")?;
-    let body = serde_json::to_vec_pretty(&merged)?;
-    write_private(output, &body).with_context(|| format!("writing {}", output.display()))?;
+    write(output, inputs, &merged).with_context(|| format!("writing {}", output.display()))?;
     println!(
         "{}: {} reports merged, outcome {}",
         output.display(),
@@ -33,18 +35,13 @@ pub fn merge(output: &Path, inputs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One report, refused unless it is a version this ferry reads.
-fn read(path: &Path) -> anyhow::Result<Report> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let not_a_report = || format!("{} is not a ferry JSON report", path.display());
-    // The version first, so a newer report is refused as such rather than as malformed.
-    let value: serde_json::Value = serde_json::from_slice(&text).with_context(not_a_report)?;
-    if value["report_version"] != REPORT_VERSION {
-        anyhow::bail!(
-            "{}: report_version {} is not one this ferry reads ({REPORT_VERSION})",
-            path.display(),
-            value["report_version"]
-        );
+/// The merged report: its head, every input's items in turn, then the rest of `merged`.
+fn write(output: &Path, inputs: &[PathBuf], merged: &Report) -> anyhow::Result<()> {
+    let head = ReportHead::new(merged.plan.clone(), None, None, merged.started_at.clone());
+    let mut writer = ReportWriter::create(output, &head)?;
+    for path in inputs {
+        report_stream::read_items(path, &mut |item| writer.item(&item))?;
     }
-    serde_json::from_value(value).with_context(not_a_report)
+    writer.finish(merged)?;
+    Ok(())
 }

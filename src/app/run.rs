@@ -22,7 +22,7 @@ use super::restore_command::undo_command;
 use super::state_file::{state_path, StateUnusable};
 use crate::cli::{Progress, RunArgs};
 use crate::copy::spool::{Spool, SPOOL_MIN};
-use crate::copy::{select, Outcome, Totals};
+use crate::copy::{select, Totals};
 use crate::copy::{Reporter, Silent};
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, Context as Execute, Execution};
@@ -39,10 +39,12 @@ use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};
 
 mod ended;
 mod report_files;
+mod run_items;
 #[cfg(test)]
 mod tests;
 
 use ended::Ended;
+use run_items::RunItems;
 
 /// After SIGINT/SIGTERM, transfers in flight get this long to finish before they are
 /// abandoned (a Kubernetes pod gets 30 s by default between SIGTERM and SIGKILL).
@@ -222,6 +224,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opened = open_checkpoint(&args, &plan, shard, &fingerprint).await?;
     let recorded: HashSet<(String, String, String)> =
         opened.snapshot.items.keys().cloned().collect();
+    let items = RunItems::open(&args, shard, opened.run, recorded);
     tell_previous(reporter.as_ref(), opened.previous.as_ref(), &fingerprint);
     let (state, run_id) = (opened.state.clone(), opened.run);
     let spool = open_spool(&opened, args.spool_limit);
@@ -248,24 +251,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         spool: spool.clone(),
         audit: None,
         lease: crate::execute::leasing::taking(run_id, &args.plan, shard),
+        sink: &items,
     };
     let execution = execute(&plan, &cx).await;
     let mut totals = execution.totals.clone();
     totals.elapsed = started.elapsed();
     reporter.finish();
-    after_notes(json, &execution, &recorded);
+    after_notes(json, &execution, &items);
 
     // Failures are listed once more at the end, where an operator looks first.
     let failures = execution.failures(&plan);
-    for f in &failures {
-        emit(json, "ERROR", &format!("failed: {f}"));
-    }
+    tell_failures(json, &failures, execution.unlisted_failures);
     let interrupted = signal.load(Ordering::SeqCst);
     let mut ended = Ended::new(run_id, interrupted, &execution, totals, failures);
     let state_flag = (args.state.is_some() || shard.is_some()).then_some(opened.path.as_path());
     ended.undo =
         (ended.deleted + ended.pruned > 0).then(|| undo_command(&args.plan, state_flag, run_id));
-    let kept = save_and_write(&args, shard, state, &ended, &execution, &registries, json).await?;
+    let files = (&execution, &items);
+    let kept = save_and_write(&args, state, &ended, files, &registries, json).await?;
     if let Some(spool) =
         spool.filter(|_| ended.totals.interrupted == 0 && ended.failures.is_empty())
     {
@@ -279,10 +282,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// whether all of it was kept.
 async fn save_and_write(
     args: &RunArgs,
-    shard: Option<crate::execute::shard::Shard>,
     state: State,
     ended: &Ended,
-    execution: &Execution,
+    (execution, items): (&Execution, &RunItems),
     registries: &select::Registries,
     json: bool,
 ) -> anyhow::Result<bool> {
@@ -293,9 +295,8 @@ async fn save_and_write(
     };
     let files_ok = report_files::write_files(
         args,
-        shard,
         ended,
-        execution,
+        (execution, items),
         registries,
         last_success,
         json,
@@ -331,7 +332,7 @@ fn resolve_shard(
 fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -> ExitCode {
     let deleted = (!plan.retains.is_empty()).then_some(ended.deleted);
     let pruned = crate::execute::pruning::any(plan).then_some(ended.pruned);
-    let line = summary(&ended.totals, ended.failures.len(), deleted, pruned);
+    let line = summary(&ended.totals, ended.failed(), deleted, pruned);
     if let Some(undo) = &ended.undo {
         emit(json, "INFO", &format!("to undo its deletions: {undo}"));
     }
@@ -467,16 +468,30 @@ fn tell_previous(reporter: &dyn Reporter, previous: Option<&RunSummary>, fingerp
     }
 }
 
+/// Every failure, one line each, and how many failed items are not listed.
+fn tell_failures(json: bool, failures: &[String], unlisted: usize) {
+    for f in failures {
+        emit(json, "ERROR", &format!("failed: {f}"));
+    }
+    if unlisted > 0 {
+        emit(
+            json,
+            "ERROR",
+            &format!(
+                "failed: {} more, not listed (only the first {} failed items are; a --report lists every item)",
+                plural(unlisted, "item"),
+                crate::execute::sink::FAILURES_KEPT
+            ),
+        );
+    }
+}
+
 /// Notes after the run: images the checkpoint did not know, layers left where they are.
-fn after_notes(json: bool, execution: &Execution, recorded: &HashSet<(String, String, String)>) {
+fn after_notes(json: bool, execution: &Execution, items: &RunItems) {
     if let Some(line) = transfer_note(&execution.transfer) {
         emit(json, "INFO", &line);
     }
-    let results = &execution.items;
-    let new_items = results
-        .iter()
-        .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item.key()))
-        .count();
+    let new_items = items.new.load(Ordering::Relaxed);
     if new_items > 0 {
         emit(
             json,
@@ -487,13 +502,7 @@ fn after_notes(json: bool, execution: &Execution, recorded: &HashSet<(String, St
             ),
         );
     }
-    let foreign: usize = results
-        .iter()
-        .map(|(_, o)| match o {
-            Some(Outcome::Copied { stats, .. }) => stats.foreign.len(),
-            _ => 0,
-        })
-        .sum();
+    let foreign = items.foreign.load(Ordering::Relaxed);
     if foreign > 0 {
         emit(
             json,
@@ -530,7 +539,7 @@ async fn save(state: State, ended: &Ended, json: bool) -> anyhow::Result<bool> {
         copied: t.copied as u64,
         present: t.present as u64,
         unchanged: t.unchanged as u64,
-        failed: ended.failures.len() as u64,
+        failed: ended.failed() as u64,
         skipped: t.skipped as u64,
         interrupted: t.interrupted as u64,
         bytes: t.bytes,

@@ -18,19 +18,20 @@ use super::exit;
 use super::lines::emit;
 use super::run::{registries, reporter};
 use super::state_file::state_path;
-use crate::cli::{Output, VerifyArgs};
-use crate::copy::{Item, Outcome, Part};
+use crate::cli::VerifyArgs;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
 use crate::registry::transport::throttle::Observer;
-use crate::report::audit_line;
 use crate::report::files::{write_private, ReportRegistry};
 use crate::report::hints::chain as error_chain;
 use crate::report::metrics::{verify_metrics, VerifyFigures};
 use crate::state::State;
 
+mod verify_items;
 mod verify_output;
+
+use verify_items::VerifyItems;
 
 pub use verify_output::{VerifyGap, VerifyItem, VerifyOutput, VerifyTotals};
 
@@ -57,6 +58,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     // nothing.
     let journal = Arc::new(StateJournal::dry(snapshot, &plan, true));
     let started = Instant::now();
+    let items = VerifyItems::begin(args.output, json, args.deep)?;
     let cx = Context {
         registries: &simulated,
         journal,
@@ -68,6 +70,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         spool: None,
         audit: Some(args.deep),
         lease: crate::execute::leasing::Leasing::Off,
+        sink: &items,
     };
     let execution = execute(&plan, &cx).await;
     reporter.finish();
@@ -75,11 +78,8 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .values()
         .filter_map(|r| r.stats().map(|s| (r.name().to_string(), (&s).into())))
         .collect();
-    let out = output_of(&plan, &args, &execution, registries);
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-        Output::Text => print!("{}", out.text(json)),
-    }
+    let out = output_of(&plan, &args, &execution, registries, items.totals());
+    items.end(&out)?;
     let mut ok = out.complete();
     if let Some(metrics) = &args.metrics {
         ok &= write_metrics(metrics, &out, started.elapsed().as_secs_f64(), json);
@@ -90,25 +90,15 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// What `ferry verify` says about an audit.
+/// What `ferry verify` says about an audit after its findings (`totals`: theirs).
 fn output_of(
     plan: &Plan,
     args: &VerifyArgs,
     execution: &Execution,
     registries: BTreeMap<String, ReportRegistry>,
+    totals: VerifyTotals,
 ) -> VerifyOutput {
-    let items: Vec<VerifyItem> = execution
-        .items
-        .iter()
-        .map(|(item, outcome)| finding(item, outcome.as_ref()))
-        .collect();
-    let mut totals = VerifyTotals::default();
-    for i in &items {
-        totals.count(i);
-    }
-    let repairable = items
-        .iter()
-        .any(|i| matches!(i.status, "incomplete" | "missing" | "outdated"));
+    let repairable = totals.incomplete + totals.missing + totals.outdated > 0;
     VerifyOutput {
         deep: args.deep,
         failures: execution
@@ -116,68 +106,11 @@ fn output_of(
             .iter()
             .map(|e| error_chain(e))
             .collect(),
-        items,
         plan: args.plan.display().to_string(),
         registries,
         repair: repairable.then(|| format!("ferry run --recheck {}", plan.path.display())),
         totals,
     }
-}
-
-/// One item's finding. The engine's audit reports what a run would copy as `Copied`.
-fn finding(item: &Item, outcome: Option<&Outcome>) -> VerifyItem {
-    let mut out = VerifyItem {
-        digest: None,
-        error: None,
-        line: String::new(),
-        missing: Vec::new(),
-        source: item.source_display(),
-        status: "failed",
-        target: item.target_display(),
-        target_digest: None,
-    };
-    let Some(outcome) = outcome else {
-        out.error = Some("not checked: interrupted".to_string());
-        out.line = format!("FAILED     {item}: not checked: interrupted");
-        return out;
-    };
-    out.line = audit_line(item, outcome);
-    match outcome {
-        Outcome::Present { digest, rewritten } | Outcome::Unchanged { digest, rewritten } => {
-            out.status = "complete";
-            out.digest = Some(digest.to_string());
-            out.target_digest = rewritten.as_ref().map(ToString::to_string);
-        }
-        Outcome::Copied { digest, stats } => {
-            out.digest = Some(digest.to_string());
-            out.status = match (&stats.replaced, stats.gaps.is_empty()) {
-                (_, false) => "incomplete",
-                (Some(_), true) => "outdated",
-                (None, true) => "missing",
-            };
-            out.target_digest = stats.replaced.as_ref().map(ToString::to_string);
-            out.missing = stats
-                .gaps
-                .iter()
-                .map(|g| VerifyGap {
-                    part: g.part.name(),
-                    digest: g.digest.to_string(),
-                    within: g.within.as_ref().map(ToString::to_string),
-                    platform: match &g.part {
-                        Part::Manifest { platform } => platform.clone(),
-                        _ => None,
-                    },
-                    text: g.to_string(),
-                })
-                .collect();
-        }
-        Outcome::Skipped { reason } => {
-            out.status = "skipped";
-            out.error = Some(reason.clone());
-        }
-        Outcome::Failed { error } => out.error = Some(error_chain(error.as_ref())),
-    }
-    out
 }
 
 /// The `--metrics` file, carrying the last success over from the file it replaces; `false`

@@ -287,19 +287,24 @@ impl Totals {
     pub fn of(outcomes: &[Option<Outcome>]) -> Totals {
         let mut totals = Totals::default();
         for o in outcomes {
-            match o {
-                Some(Outcome::Copied { stats, .. }) => {
-                    totals.copied += 1;
-                    totals.bytes += stats.bytes;
-                }
-                Some(Outcome::Present { .. }) => totals.present += 1,
-                Some(Outcome::Unchanged { .. }) => totals.unchanged += 1,
-                Some(Outcome::Skipped { .. }) => totals.skipped += 1,
-                Some(Outcome::Failed { .. }) => totals.failed += 1,
-                None => totals.interrupted += 1,
-            }
+            totals.count(o.as_ref());
         }
         totals
+    }
+
+    /// Count one more outcome (`None`: interrupted), as items finish.
+    pub fn count(&mut self, outcome: Option<&Outcome>) {
+        match outcome {
+            Some(Outcome::Copied { stats, .. }) => {
+                self.copied += 1;
+                self.bytes += stats.bytes;
+            }
+            Some(Outcome::Present { .. }) => self.present += 1,
+            Some(Outcome::Unchanged { .. }) => self.unchanged += 1,
+            Some(Outcome::Skipped { .. }) => self.skipped += 1,
+            Some(Outcome::Failed { .. }) => self.failed += 1,
+            None => self.interrupted += 1,
+        }
     }
 
     /// Add another stage's counts (not its elapsed time: stages run one after another and

@@ -361,6 +361,72 @@ async fn contested_items_wait_for_their_winners_in_another_batch() {
     );
 }
 
+/// Issue 24, "memory independent of the number of tags": once a batch is over, the engine
+/// keeps nothing of its items (their rule is not one another rule's items follow) nor the
+/// fallback-index locks it took; each outcome was handed over once, as it finished.
+#[tokio::test]
+async fn a_finished_batch_leaves_nothing_per_item_in_the_engine() {
+    let w = world();
+    let (index, _, _, _) = populate(&w.src);
+    let p = rules(&[(&format!("{SRC}/team/app"), &format!("{DST}/mirror/app"))]);
+    let rules: Vec<&_> = p.iter().collect();
+    let selection = select::resolve(&rules, &w.registries, &NoJournal).await;
+    let mut items = Claims::default().claim(selection.items).items;
+    let v1 = items.iter().find(|i| i.source_ref == "v1").unwrap().clone();
+    items.push(referrer_of(&w, &v1, &index));
+    let engine = Engine::new(Arc::new(Silent), 4).remember_only(Default::default());
+    let handed = std::sync::Mutex::new(Vec::new());
+    let totals = engine
+        .copy_each(&items, &|i, o| handed.lock().unwrap().push((i, o)))
+        .await;
+    assert_eq!((totals.copied, totals.failed), (4, 0));
+    let mut handed: Vec<usize> = (handed.into_inner().unwrap().into_iter())
+        .map(|(i, _)| i)
+        .collect();
+    handed.sort();
+    assert_eq!(handed, [0, 1, 2, 3]);
+    // The referrer was listed in its subject's fallback index, and the lock is gone.
+    let fallback = manifest::fallback_tag(&index);
+    assert!(w.dst.tags("mirror/app").contains_key(&fallback));
+    assert_eq!((engine.live_items(), engine.fallback_locks()), (0, 0));
+    // Remembered (the default), each item stays for who may follow it.
+    let engine = Engine::new(Arc::new(Silent), 4);
+    engine.copy_all(&items).await;
+    assert_eq!(engine.live_items(), 4);
+}
+
+/// An OCI 1.1 referrer of `subject` (which `parent` carries) at the source, pushed by digest,
+/// as the item that copies it by digest after `parent`.
+fn referrer_of(w: &World, parent: &Item, subject: &Digest) -> Item {
+    let repo = &parent.source.repo;
+    let config = w.src.add_blob(repo, b"{}");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{m}","artifactType":"application/example","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[],"subject":{{"mediaType":"{i}","digest":"{subject}","size":1}}}}"#,
+        m = manifest::OCI_MANIFEST,
+        i = manifest::OCI_INDEX,
+    );
+    let digest = Digest::sha256_of(body.as_bytes());
+    w.src.add_manifest(
+        repo,
+        digest.as_str(),
+        manifest::OCI_MANIFEST,
+        body.as_bytes(),
+    );
+    Item {
+        source_ref: digest.to_string(),
+        target_tag: None,
+        subject: Some(subject.clone()),
+        after: Some(After {
+            parent: parent.key(),
+            subject: subject.clone(),
+        }),
+        seen: None,
+        read: None,
+        contest: None,
+        ..parent.clone()
+    }
+}
+
 /// Tag `v1` of `repo` at the source: a manifest naming a layer the source does not have (its
 /// copy fails); its digest.
 fn lacking_a_layer(w: &World, repo: &str) -> Digest {

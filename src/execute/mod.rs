@@ -7,22 +7,25 @@
 //! The run's core, below the subcommands that share it (`run`, `plan`, `verify`, `check`):
 //! it maps the plan onto the engines. [`checkpoint`] is the checkpoint as the engines'
 //! journals, [`leasing`] the run lease where the run deletes, [`pruning`] what each `prune`
-//! rule covers, [`shard`] a pod's share of the repositories, [`label`] how a rule is named.
+//! rule covers, [`shard`] a pod's share of the repositories, [`label`] how a rule is named,
+//! [`sink`] where each item goes as it finishes (the execution keeps counts, not items).
 
 pub mod checkpoint;
 pub mod label;
 pub mod leasing;
 pub mod pruning;
 pub mod shard;
+pub mod sink;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
 use self::checkpoint::Checkpoint;
 use self::label::{copy_label, empty_line, retain_label};
+use self::sink::{ItemSink, Tally};
 use crate::copy::select::{self, Claims, Registries, SelectError};
 use crate::copy::spool::Spool;
 use futures::StreamExt;
@@ -60,14 +63,19 @@ pub struct Context<'a> {
     /// Take the run lease where the plan deletes (`ferry run`), only read it (`ferry plan`),
     /// or neither.
     pub lease: leasing::Leasing,
+    /// Where each item goes as it finishes, stage after stage (interrupted ones too, and
+    /// those that conflict with another rule's, failed); the execution keeps none.
+    pub sink: &'a dyn ItemSink,
 }
 
 /// Everything an execution did (or, over overlays, would do).
 #[derive(Default)]
 pub struct Execution {
-    /// Every item, stage after stage, with its outcome (`None`: an interruption kept it from
-    /// finishing). Items that conflict with another rule's are here too, failed.
-    pub items: Vec<(Item, Option<Outcome>)>,
+    /// The first [`sink::FAILURES_KEPT`] failed items, one line each (every item went to
+    /// [`Context::sink`]).
+    item_failures: Vec<String>,
+    /// Failed items after those: counted, not listed.
+    pub unlisted_failures: usize,
     /// Rules, or repositories of a wildcard rule, that could not be resolved.
     pub select_errors: Vec<SelectError>,
     /// Rules that selected nothing; those without `allow_empty` are failures.
@@ -94,7 +102,8 @@ pub struct Execution {
 }
 
 impl Execution {
-    /// Every failure, one line each: rules that could not be resolved, failed items,
+    /// Every failure, one line each: rules that could not be resolved, failed items (the
+    /// first [`sink::FAILURES_KEPT`]; [`Execution::unlisted_failures`] counts the rest),
     /// repositories retention could not read or held back, conflicts, failed deletions.
     /// The run exits 1 when this is not empty, and `ferry plan` too.
     pub fn failures(&self, plan: &Plan) -> Vec<String> {
@@ -102,11 +111,7 @@ impl Execution {
         out.extend(self.selected_nothing().map(|e| empty_line(plan, e)));
         out.extend(self.in_use_failures.iter().cloned());
         out.extend(self.lease_failures.iter().cloned());
-        for (item, outcome) in &self.items {
-            if let Some(Outcome::Failed { error }) = outcome {
-                out.push(format!("{item}: {}", error_chain(error.as_ref())));
-            }
-        }
+        out.extend(self.item_failures.iter().cloned());
         out.extend(self.prune_failures(plan));
         for r in &self.retained {
             let repository = &r.plan.repository;
@@ -235,7 +240,8 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     let mut engine = Engine::new(cx.reporter.clone(), cx.concurrency)
         .adaptive(crate::plan::WINDOW_START)
         .with_journal(cx.journal.clone())
-        .with_cancellation(cx.stop.clone(), cx.abort.clone());
+        .with_cancellation(cx.stop.clone(), cx.abort.clone())
+        .remember_only(sharing_targets(plan));
     if let Some(spool) = &cx.spool {
         engine = engine.with_spool(spool.clone());
     }
@@ -243,6 +249,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         engine = engine.audit(deep);
     }
     let mut out = Execution::default();
+    let tally = Mutex::new(Tally::new(plan));
     let labels: Vec<String> = (1..=plan.copies.len())
         .map(|n| copy_label(plan, n))
         .collect();
@@ -266,7 +273,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
                 () = cx.abort.cancelled() => {}
             }
         };
-        let copying = copy_stage(plan, cx, &engine, &mut claims, resolved, &mut out);
+        let copying = copy_stage(plan, cx, &engine, &mut claims, resolved, &tally, &mut out);
         futures::join!(resolving, copying);
         if cx.abort.is_cancelled() {
             break;
@@ -274,11 +281,14 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     }
     out.transfer = engine.transfer_totals();
     out.windows = engine.windows();
+    let tally = tally.into_inner().expect("tally");
+    (out.totals, out.item_failures) = (tally.totals, tally.failures);
+    out.unlisted_failures = tally.unlisted;
     if cx.stop.is_cancelled() || cx.audit.is_some() {
         out.retention_skipped = true;
         return out;
     }
-    let mut pins = pins(plan, &out.items);
+    let mut pins = tally.pins.unwrap_or_default();
     if !plan.in_use.is_empty() && (!plan.retains.is_empty() || pruning::any(plan)) {
         in_use(plan, &mut pins, &mut out.in_use_failures).await;
     }
@@ -287,7 +297,8 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     out.lease_failures.extend(refused);
     let guarded = leases.as_ref().map(|l| l.guard(cx.registries));
     let registries = guarded.as_ref().unwrap_or(cx.registries);
-    out.pruned = prune(plan, cx, registries, &out, &pins).await;
+    let selected = tally.selected.unwrap_or_default();
+    out.pruned = prune(plan, cx, registries, &out, &selected, &pins).await;
     out.retained = retain(plan, cx, registries, &pins).await;
     if let Some(leases) = leases {
         let note = |message: &str| cx.reporter.note(message);
@@ -303,6 +314,7 @@ async fn prune(
     cx: &Context<'_>,
     registries: &Registries,
     out: &Execution,
+    selected: &pruning::Selected,
     pins: &PinMap,
 ) -> Vec<Pruned> {
     if !pruning::any(plan) {
@@ -314,7 +326,7 @@ async fn prune(
         cx.registries,
         &out.listings,
         &out.empty,
-        &out.items,
+        selected,
         &ledger,
         cx.owns,
     );
@@ -335,8 +347,11 @@ async fn prune(
     retention::prune::rules::run(&scopes, &prune).await
 }
 
-/// The rules whose targets another rule may write into: their claims last the run.
-fn sharing_targets(plan: &Plan) -> Vec<usize> {
+/// The rules whose targets another rule may write into. Only their claims last the run,
+/// and only their items are remembered by the engine once their batch is over (a contested
+/// item follows the winner of its tag, a referrer whose own item was a duplicate the first
+/// with the key): items of the others meet nothing outside their own part.
+fn sharing_targets(plan: &Plan) -> HashSet<usize> {
     let rules = &plan.copies;
     rules
         .iter()
@@ -354,99 +369,65 @@ fn sharing_targets(plan: &Plan) -> Vec<usize> {
 /// repositories. Enough for small repositories to keep the engine busy.
 const PARTS_IN_FLIGHT: usize = 8;
 
-/// One part of a stage's selection, claimed: what it copies, and what it does not.
-struct Part {
-    items: Vec<Item>,
-    claimed: select::Claimed,
-    selection: select::Selection,
-}
-
-/// A part, its place among the stage's parts, and what copying it did.
-type Copied = (usize, Part, Vec<Option<Outcome>>, Totals);
-
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while
-/// later parts resolve. An item whose target another rule already writes from another
-/// source goes to the engine contested (it tells a duplicate from a conflict once that
-/// rule's item is done); one another rule writes with other platforms is failed (a
-/// conflict), and its referrers skipped, without being copied. Parts are claimed in the
-/// order they are resolved in, which is the plan's, so who wins a tag does not depend on
-/// timing; what they did is taken in in that order too.
+/// later parts resolve, each item handed to the sink as it finishes. An item whose target
+/// another rule already writes from another source goes to the engine contested (it tells a
+/// duplicate from a conflict once that rule's item is done); one another rule writes with
+/// other platforms is failed (a conflict), and its referrers skipped, without being copied.
+/// Parts are claimed in the order they are resolved in, which is the plan's, so who wins a
+/// tag does not depend on timing.
 async fn copy_stage(
     plan: &Plan,
     cx: &Context<'_>,
     engine: &Engine,
     claims: &mut Claims,
     mut resolved: tokio::sync::mpsc::Receiver<select::Selection>,
+    tally: &Mutex<Tally>,
     out: &mut Execution,
 ) {
+    let finish = |item: &Item, outcome: Option<&Outcome>| {
+        tally.lock().expect("tally").take(plan, item, outcome);
+        cx.sink.finished(item, outcome);
+    };
     let parts = futures::stream::poll_fn(move |c| resolved.poll_recv(c));
-    let finished: std::sync::Mutex<Vec<Copied>> = std::sync::Mutex::default();
     parts
-        .enumerate()
-        .map(|(n, selection)| (n, claim_part(plan, cx, claims, selection)))
-        .for_each_concurrent(PARTS_IN_FLIGHT, |(n, part)| {
-            let finished = &finished;
+        .map(|selection| claim_part(plan, cx, claims, selection, &finish, out))
+        .for_each_concurrent(PARTS_IN_FLIGHT, |items| {
+            let finish = &finish;
             async move {
-                let (outcomes, totals) = engine.copy_all(&part.items).await;
-                finished
-                    .lock()
-                    .expect("finished parts")
-                    .push((n, part, outcomes, totals));
+                let done = |i: usize, outcome: Option<Outcome>| finish(&items[i], outcome.as_ref());
+                engine.copy_each(&items, &done).await;
             }
         })
         .await;
-    let mut finished = finished.into_inner().expect("finished parts");
-    finished.sort_by_key(|(n, ..)| *n);
-    for (_, part, outcomes, totals) in finished {
-        take_in(plan, cx, part, outcomes, &totals, out);
-    }
 }
 
-/// Claim what this run owns of one part (a note for each duplicate dropped).
+/// Claim what this run owns of one part (a note for each duplicate dropped), take in what
+/// its selection found, and finish what it does not copy: conflicts and their referrers.
+/// Returns the items to copy.
 fn claim_part(
     plan: &Plan,
     cx: &Context<'_>,
     claims: &mut Claims,
     mut selection: select::Selection,
-) -> Part {
+    finish: &dyn Fn(&Item, Option<&Outcome>),
+    out: &mut Execution,
+) -> Vec<Item> {
     let owned = std::mem::take(&mut selection.items)
         .into_iter()
         .filter(|item| (cx.owns)(&item.source.display()))
         .collect();
-    let mut claimed = claims.claim(owned);
-    for dup in std::mem::take(&mut claimed.duplicates) {
+    let claimed = claims.claim(owned);
+    for dup in &claimed.duplicates {
         cx.reporter.note(&format!(
             "skipped {dup}: {} already copies the same thing there",
-            copy_label(plan, claims_rule(claims, &dup))
+            copy_label(plan, claims_rule(claims, dup))
         ));
     }
-    let items = std::mem::take(&mut claimed.items);
-    if !items.is_empty() {
-        cx.reporter.items_selected(items.len());
+    if !claimed.items.is_empty() {
+        cx.reporter.items_selected(claimed.items.len());
     }
-    Part {
-        items,
-        claimed,
-        selection,
-    }
-}
-
-/// Take in what one part did, and what it did not copy: conflicts and their referrers.
-fn take_in(
-    plan: &Plan,
-    cx: &Context<'_>,
-    part: Part,
-    outcomes: Vec<Option<Outcome>>,
-    totals: &Totals,
-    out: &mut Execution,
-) {
-    let Part {
-        items,
-        claimed,
-        selection,
-    } = part;
-    out.totals.add(totals);
     out.select_errors.extend(selection.errors);
     out.listings.extend(selection.listings);
     for e in selection.empty {
@@ -457,14 +438,12 @@ fn take_in(
         }
         out.empty.push(e);
     }
-    out.items.extend(items.into_iter().zip(outcomes));
-    for c in claimed.conflicts {
-        let outcome = conflict(&c);
+    for c in &claimed.conflicts {
+        let outcome = conflict(c);
         cx.reporter.item_finished(&c.item, &outcome);
-        out.totals.failed += 1;
-        out.items.push((c.item, Some(outcome)));
+        finish(&c.item, Some(&outcome));
     }
-    for item in claimed.orphans {
+    for item in &claimed.orphans {
         let parent = item.after.as_ref().map(|a| a.parent.2.clone());
         let outcome = Outcome::Skipped {
             reason: format!(
@@ -472,10 +451,10 @@ fn take_in(
                 parent.unwrap_or_default()
             ),
         };
-        cx.reporter.item_finished(&item, &outcome);
-        out.totals.skipped += 1;
-        out.items.push((item, Some(outcome)));
+        cx.reporter.item_finished(item, &outcome);
+        finish(item, Some(&outcome));
     }
+    claimed.items
 }
 
 /// A tag two rules write with different platforms: the one that runs second fails, saying
@@ -527,30 +506,6 @@ async fn retain(
         note: &note,
     };
     retention::run(&plan.retains, &retention).await
-}
-
-/// What the copies put at their targets is pinned: a policy that would delete it fights the
-/// copy on every run, and the report would call a deleted tag copied.
-fn pins(plan: &Plan, items: &[(Item, Option<Outcome>)]) -> PinMap {
-    let mut pins = PinMap::default();
-    for (item, outcome) in items {
-        let Some((digest, rewritten)) = outcome.as_ref().and_then(Outcome::placed) else {
-            continue;
-        };
-        let why = format!("{} writes it", copy_label(plan, item.rule));
-        let p = pins.entry(item.target.registry.name(), &item.target.repo);
-        match &item.target_tag {
-            Some(tag) => {
-                p.tags.entry(tag.clone()).or_insert(why);
-            }
-            None => {
-                p.digests
-                    .entry(rewritten.unwrap_or(digest).clone())
-                    .or_insert(why);
-            }
-        }
-    }
-    pins
 }
 
 /// What runs or is about to, pinned where it lives: a digest protects that manifest, a tag

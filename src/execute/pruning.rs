@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::copy::copy_rule::CopyRule;
 use crate::copy::select::{wildcard_target, Empty, Found, Listing, Registries};
-use crate::copy::{Item, Outcome};
+use crate::copy::Item;
 use crate::plan::Plan;
 use crate::reference::display_repo;
 use crate::reference::Selector;
@@ -23,11 +23,10 @@ pub fn scopes(
     registries: &Registries,
     listings: &[Listing],
     empty: &[Empty],
-    items: &[(Item, Option<Outcome>)],
+    selected: &Selected,
     ledger: &Ledger,
     owns: &(dyn Fn(&str) -> bool + Sync),
 ) -> Vec<RuleScope> {
-    let selected = selected(items);
     plan.copies
         .iter()
         .filter_map(|rule| {
@@ -37,7 +36,7 @@ pub fn scopes(
                 target: registries[&rule.to.location].name().to_string(),
                 source: registries[&rule.from.location].name().to_string(),
                 ledger,
-                selected: &selected,
+                selected,
             };
             let mut scope = RuleScope {
                 rule: rule.number,
@@ -63,15 +62,14 @@ pub fn scopes(
 }
 
 /// Tags each target repository gets from some rule this run: `(registry, repo)` -> tags.
-fn selected(items: &[(Item, Option<Outcome>)]) -> HashMap<(String, String), HashSet<String>> {
-    let mut out: HashMap<(String, String), HashSet<String>> = HashMap::new();
-    for (item, _) in items {
-        if item.target_tag.is_some() {
-            let (registry, repo, tag) = item.key();
-            out.entry((registry, repo)).or_default().insert(tag);
-        }
+pub type Selected = HashMap<(String, String), HashSet<String>>;
+
+/// Add an item's target tag to what its repository gets this run.
+pub fn select(selected: &mut Selected, item: &Item) {
+    if item.target_tag.is_some() {
+        let (registry, repo, tag) = item.key();
+        selected.entry((registry, repo)).or_default().insert(tag);
     }
-    out
 }
 
 /// One rule being scoped.
@@ -81,7 +79,7 @@ struct RuleCx<'a> {
     target: String,
     source: String,
     ledger: &'a Ledger,
-    selected: &'a HashMap<(String, String), HashSet<String>>,
+    selected: &'a Selected,
 }
 
 impl RuleCx<'_> {

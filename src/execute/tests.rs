@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::sink::{ItemSink, FAILURES_KEPT};
 use super::{execute, overlays, Context, Execution};
 use crate::copy::select::Registries;
-use crate::copy::{Outcome, Silent};
+use crate::copy::{Item, Outcome, Silent};
 use crate::plan::Plan;
 use crate::reference::Digest;
 use crate::reference::Location;
@@ -191,7 +192,22 @@ impl crate::retention::Journal for Forgetful {
     }
 }
 
-async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Execution {
+/// Every item the execution handed over, with its outcome.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<(Item, Option<Outcome>)>>);
+
+impl ItemSink for Collect {
+    fn finished(&self, item: &Item, outcome: Option<&Outcome>) {
+        let mut items = self.0.lock().unwrap();
+        items.push((item.clone(), outcome.cloned()));
+    }
+}
+
+/// An execution, and every item it handed over.
+type Executed = (Execution, Vec<(Item, Option<Outcome>)>);
+
+async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Executed {
+    let items = Collect::default();
     let cx = Context {
         registries,
         journal: Arc::new(Forgetful(ledger.clone())),
@@ -203,8 +219,10 @@ async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Execution
         spool: None,
         audit: None,
         lease: super::leasing::Leasing::Off,
+        sink: &items,
     };
-    execute(plan, &cx).await
+    let e = execute(plan, &cx).await;
+    (e, items.0.into_inner().unwrap())
 }
 
 /// What an execution did, comparably: (target, action, digest) per item; (repository,
@@ -215,9 +233,8 @@ type Summary = (
     usize,
 );
 
-fn summary(plan: &Plan, e: &Execution) -> Summary {
-    let mut items: Vec<_> = e
-        .items
+fn summary(plan: &Plan, e: &Execution, items: &[(Item, Option<Outcome>)]) -> Summary {
+    let mut items: Vec<_> = items
         .iter()
         .map(|(item, o)| {
             let action = match o {
@@ -271,12 +288,13 @@ async fn plan_and_run_agree_over_memory_registries() {
         let (registries, dst) = world(seed);
         let ledger = ledger(&dst, seed);
         let (simulated, _) = overlays(&registries);
-        let planned = summary(&plan, &run(&plan, &simulated, &ledger).await);
-        let done = run(&plan, &registries, &ledger).await;
-        let ran = summary(&plan, &done);
+        let (planned, planned_items) = run(&plan, &simulated, &ledger).await;
+        let planned = summary(&plan, &planned, &planned_items);
+        let (done, items) = run(&plan, &registries, &ledger).await;
+        let ran = summary(&plan, &done, &items);
         assert_eq!(planned, ran, "seed {seed}: plan and run differ\n{text}");
         // What the run calls copied, present or unchanged is at its target.
-        for (item, o) in &done.items {
+        for (item, o) in &items {
             let Some((digest, rewritten)) = o.as_ref().and_then(Outcome::placed) else {
                 continue;
             };
@@ -325,4 +343,49 @@ async fn plan_and_run_agree_over_memory_registries() {
         compared > 0 && deleted > 0 && copied > 0 && pruned > 0,
         "{compared} {deleted} {copied} {pruned}"
     );
+}
+
+/// Issue 24, "memory independent of the number of tags": a run where every item fails keeps
+/// the first failure lines and counts the rest, so what it holds stays bounded too.
+#[tokio::test]
+async fn failed_items_beyond_the_first_thousand_are_counted_not_kept() {
+    let src = Arc::new(MemoryRegistry::new("src.test"));
+    let dst = Arc::new(MemoryRegistry::new("dst.test"));
+    // One manifest naming a layer the source lacks, under 1,200 tags: every copy fails.
+    let config = src.add_blob("team/a", b"{}");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{m}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{gone}","size":4}}]}}"#,
+        m = crate::registry::manifest::OCI_MANIFEST,
+        gone = Digest::sha256_of(b"gone"),
+    );
+    for n in 0..1200 {
+        let tag = format!("t{n}");
+        src.add_manifest(
+            "team/a",
+            &tag,
+            crate::registry::manifest::OCI_MANIFEST,
+            body.as_bytes(),
+        );
+    }
+    let mut registries: Registries = HashMap::new();
+    registries.insert(
+        Location::Registry("src.test".into()),
+        src as Arc<dyn Registry>,
+    );
+    registries.insert(
+        Location::Registry("dst.test".into()),
+        dst as Arc<dyn Registry>,
+    );
+    let text = "version = 1\n[[copy]]\nfrom = \"src.test/team/a\"\nto = \"dst.test/team/a\"\n";
+    let plan = Plan::from_str(std::path::Path::new("p.toml"), text).unwrap();
+    let (e, items) = run(&plan, &registries, &Ledger::default()).await;
+    assert_eq!(e.totals.failed, 1200);
+    let failures = e.failures(&plan);
+    assert_eq!(failures.len(), FAILURES_KEPT, "{:?}", failures.last());
+    assert_eq!(e.unlisted_failures, 200);
+    // Every item went to the sink, failed, with its error.
+    assert_eq!(items.len(), 1200);
+    assert!(items
+        .iter()
+        .all(|(_, o)| matches!(o, Some(Outcome::Failed { .. }))));
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::json_stream::PrivateFile;
 use crate::copy::{Item, Outcome};
 use crate::registry::transport::throttle::RegistryStats;
 
@@ -364,24 +365,9 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
 
 /// Write `bytes` to `path` through a 0600 temporary sibling and a rename.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report".into());
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = PrivateFile::create(path)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    f.keep()
 }
 
 #[cfg(test)]
@@ -429,8 +415,10 @@ mod tests {
             merged_from: None,
             restore: None,
         };
+        let failed_items = report.items.iter().filter(|i| i.action == "failed").count();
         let m = metrics(
             &report,
+            failed_items,
             1_800_000_000,
             Duration::from_millis(1500),
             Some(17),
@@ -447,7 +435,7 @@ mod tests {
         ] {
             assert!(m.contains(sample), "{sample}: {m}");
         }
-        let never = metrics(&report, 1_800_000_000, Duration::ZERO, None);
+        let never = metrics(&report, 1, 1_800_000_000, Duration::ZERO, None);
         assert!(
             !never.contains("ferry_last_success_timestamp_seconds"),
             "{never}"

@@ -11,17 +11,20 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Prometheus text exposition format. `last_success`: when the last succeeded run ended
-/// (Unix time), this one or, after a run that did not succeed, the one its checkpoint
-/// records; `None` when no run succeeded yet (the gauge is then left out).
+/// Prometheus text exposition format. `failed`: the items (images) that failed, which the
+/// report's `items` list (`report.items` is not read: a run writes them as they finish).
+/// `last_success`: when the last succeeded run ended (Unix time), this one or, after a run
+/// that did not succeed, the one its checkpoint records; `None` when no run succeeded yet
+/// (the gauge is then left out).
 pub fn metrics(
     report: &Report,
+    failed: usize,
     finished_unix: u64,
     run_seconds: Duration,
     last_success: Option<u64>,
 ) -> String {
     let mut out = Gauges::default();
-    totals_metrics(&mut out, report);
+    totals_metrics(&mut out, report, failed);
     run_metrics(&mut out, report, finished_unix, run_seconds, last_success);
     registry_metrics(&mut out, report);
     out.0
@@ -48,10 +51,9 @@ impl Gauges {
 }
 
 /// What the run counted: images by outcome, deletions, bytes, failures.
-fn totals_metrics(out: &mut Gauges, report: &Report) {
+fn totals_metrics(out: &mut Gauges, report: &Report, failed: usize) {
     let t = &report.totals;
-    // Images only: `totals.failed` counts every failure (`ferry_failures`).
-    let failed = report.items.iter().filter(|i| i.action == "failed").count();
+    // `failed` is images only: `totals.failed` counts every failure (`ferry_failures`).
     out.gauge(
         "ferry_images",
         "Images of the last run by outcome.",
@@ -85,7 +87,7 @@ fn totals_metrics(out: &mut Gauges, report: &Report) {
     out.single(
         "ferry_failures",
         "Failures (items, rules, retention and pruning) in the last run.",
-        report.failures.len(),
+        t.failed,
     );
 }
 

@@ -4,7 +4,9 @@
 
 pub mod files;
 pub mod hints;
+pub mod json_stream;
 pub mod metrics;
+pub mod report_stream;
 
 use std::io::Write;
 use std::sync::Mutex;

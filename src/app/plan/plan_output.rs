@@ -1,8 +1,10 @@
-//! What `ferry plan` prints, as data: [`PlanOutput`]. `--output json` is it serialized, and the
-//! text is rendered from it, so the two cannot disagree.
+//! What `ferry plan` prints, as data: each item a [`PlanItem`] (printed as it finishes, see
+//! `plan_items`), then [`PlanOutput`]. `--output json` is them serialized, and the text is
+//! rendered from them, so the two cannot disagree.
 //!
 //! Fields are declared in alphabetical order, here and in every struct below: the order the
-//! JSON has always had (it was built as a `serde_json` map, which sorts its keys).
+//! JSON has always had (it was built as a `serde_json` map, which sorts its keys). `copies`,
+//! first, is written item by item before the rest.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,12 +14,12 @@ use serde::{Serialize, Serializer};
 
 use crate::reference::Digest;
 
+/// What the plan says after its `copies` (every item as it finished, then the rules that
+/// could not be resolved).
 #[derive(Serialize)]
 pub struct PlanOutput {
-    /// Rules that could not be resolved, then every item, stage after stage.
-    #[serde(rename = "copies")]
-    pub items: Vec<PlanCopy>,
-    /// Every failure, one line each (the exit code is 1 when there are some).
+    /// Every failure, one line each (the exit code is 1 when there are some); failed items
+    /// after the first thousand are counted in `totals.errors`, not listed.
     pub failures: Vec<String>,
     /// What a run would print that is not an error (a duplicate dropped).
     pub notes: Vec<String>,
@@ -133,7 +135,7 @@ pub struct PlanRegistry {
     pub seconds_at_rate_limit: Option<f64>,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, Clone)]
 pub struct PlanTotals {
     pub bytes: u64,
     pub copy: usize,
@@ -167,21 +169,10 @@ fn optional_digest<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::
 }
 
 impl PlanOutput {
-    /// The text `ferry plan` prints: notes, items, decisions, registries, failures, and the
-    /// closing line.
+    /// The text `ferry plan` prints after its items and notes: decisions, registries,
+    /// failures, and the closing line.
     pub fn text(&self) -> String {
         let mut out = String::new();
-        for n in &self.notes {
-            let _ = writeln!(out, "note      {n}");
-        }
-        for c in &self.items {
-            match c {
-                PlanCopy::Unresolved { error } => {
-                    let _ = writeln!(out, "error   {error}");
-                }
-                PlanCopy::Item(item) => item.text(&mut out),
-            }
-        }
         let mut policy = None;
         for r in &self.retention {
             if policy != Some(r.policy()) {
@@ -207,6 +198,15 @@ impl PlanOutput {
             let _ = writeln!(out, "failed: {f}");
         }
         let t = &self.totals;
+        let listed = self.failures.len();
+        if t.errors > listed {
+            let more = crate::report::plural(t.errors - listed, "item");
+            let _ = writeln!(
+                out,
+                "failed: {more} more, not listed (only the first {} failed items are)",
+                crate::execute::sink::FAILURES_KEPT
+            );
+        }
         let prune = match t.prune {
             0 => String::new(),
             n => format!(", {n} to prune"),
@@ -284,7 +284,7 @@ impl PlanDecision {
 
 impl PlanItem {
     /// `ACTION    SOURCE -> TARGET (DIGEST)…`: the action, then what follows the item.
-    fn text(&self, out: &mut String) {
+    pub fn text(&self, out: &mut String) {
         let _ = write!(out, "{:<9} {} -> {}", self.action, self.source, self.target);
         if let Some(d) = &self.digest {
             let _ = write!(out, " ({})", d.short());

@@ -17,8 +17,11 @@ pub(super) struct Ended {
     pub(super) pruned: usize,
     /// Every failure, one line each: failed items, rules (or repositories of wildcard
     /// rules) that could not be resolved, what retention and pruning could not do. Their
-    /// number is what the summary, the report and the checkpoint call failed.
+    /// number, with the failed items not listed, is what the summary, the report and the
+    /// checkpoint call failed.
     pub(super) failures: Vec<String>,
+    /// Failed items beyond the first [`crate::execute::sink::FAILURES_KEPT`]: not listed.
+    pub(super) unlisted: usize,
     /// `ferry restore …`, the command that undoes the run's deletions, when it made some.
     pub(super) undo: Option<String>,
 }
@@ -45,7 +48,13 @@ impl Ended {
             deleted: execution.deleted(),
             pruned,
             failures,
+            unlisted: execution.unlisted_failures,
             undo: None,
         }
+    }
+
+    /// How many failures there were: those listed, and the failed items not listed.
+    pub(super) fn failed(&self) -> usize {
+        self.failures.len() + self.unlisted
     }
 }

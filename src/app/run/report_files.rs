@@ -1,16 +1,20 @@
-//! The files a run leaves for machines, `--report` and `--metrics`, from how it ended.
+//! The files a run leaves for machines, `--report` and `--metrics`, from how it ended. The
+//! report's items are in its file already ([`RunItems`] wrote each as it finished): what is
+//! written here is its end.
 
 use std::time::SystemTime;
 
+use std::sync::atomic::Ordering;
+
 use super::ended::Ended;
+use super::run_items::RunItems;
 use crate::app::lines::emit;
 use crate::cli::RunArgs;
 use crate::copy::select;
-use crate::execute::shard::Shard;
 use crate::execute::Execution;
 use crate::report::files::{
-    item_row, write_private, Report, ReportDeletion, ReportKept, ReportPrune, ReportRegistry,
-    ReportTotals, REPORT_VERSION,
+    write_private, Report, ReportDeletion, ReportKept, ReportPrune, ReportRegistry, ReportTotals,
+    REPORT_VERSION,
 };
 use crate::report::hints::chain as error_chain;
 use crate::report::metrics::metrics;
@@ -24,9 +28,8 @@ use crate::state::RunOutcome;
 /// `last_success`: when the checkpoint's last succeeded run ended (unix seconds).
 pub(super) fn write_files(
     args: &RunArgs,
-    shard: Option<Shard>,
     ended: &Ended,
-    execution: &Execution,
+    (execution, items): (&Execution, &RunItems),
     registries: &select::Registries,
     last_success: Option<i64>,
     json: bool,
@@ -35,11 +38,10 @@ pub(super) fn write_files(
         return true;
     }
     let at = SystemTime::now();
-    let report = report(args, shard, ended, execution, registries, at);
+    let report = report(args, ended, execution, registries, at);
     let mut ok = true;
-    if let Some(path) = &args.report {
-        let body = serde_json::to_vec_pretty(&report).expect("report serialises");
-        if let Err(e) = write_private(path, &body) {
+    if let (Some(path), Some(writer)) = (&args.report, items.report()) {
+        if let Err(e) = writer.and_then(|w| w.finish(&report)) {
             let what = format!("error: writing the report {}: {e}", path.display());
             emit(json, "ERROR", &what);
             ok = false;
@@ -57,7 +59,8 @@ pub(super) fn write_files(
         let last_success = last_success
             .map(|at| at.max(0) as u64)
             .or(succeeded.then_some(unix));
-        let text = metrics(&report, unix, ended.totals.elapsed, last_success);
+        let failed = items.failed.load(Ordering::Relaxed);
+        let text = metrics(&report, failed, unix, ended.totals.elapsed, last_success);
         if let Err(e) = write_private(path, text.as_bytes()) {
             let what = format!("error: writing the metrics {}: {e}", path.display());
             emit(json, "ERROR", &what);
@@ -67,10 +70,9 @@ pub(super) fn write_files(
     ok
 }
 
-/// The run's JSON report, as it ended at `at`.
+/// The run's JSON report as it ended at `at`, without its items (in the file already).
 fn report(
     args: &RunArgs,
-    shard: Option<Shard>,
     ended: &Ended,
     execution: &Execution,
     registries: &select::Registries,
@@ -81,7 +83,8 @@ fn report(
         report_version: REPORT_VERSION,
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
         plan: args.plan.display().to_string(),
-        shard: shard.map(|s| s.to_string()),
+        // In the file's head already; the metrics do not read it.
+        shard: None,
         run: Some(ended.run),
         started_at: timestamp(at - t.elapsed),
         ended_at: timestamp(at),
@@ -90,7 +93,7 @@ fn report(
             copied: t.copied,
             present: t.present,
             unchanged: t.unchanged,
-            failed: ended.failures.len(),
+            failed: ended.failed(),
             skipped: t.skipped,
             interrupted: t.interrupted,
             deleted: ended.deleted,
@@ -108,11 +111,7 @@ fn report(
                 .map(|w| w.as_micros() as f64 / 1000.0),
         },
         failures: ended.failures.clone(),
-        items: execution
-            .items
-            .iter()
-            .map(|(item, o)| item_row(item, o.as_ref()))
-            .collect(),
+        items: Vec::new(),
         deletions: deletions(execution),
         kept: kept(execution),
         prune: prune_rows(execution),

@@ -1,5 +1,7 @@
-//! What `ferry verify` prints, as data: [`VerifyOutput`]. `--output json` is it serialized,
-//! and the text is rendered from it. Fields are in alphabetical order, as in `ferry plan`'s.
+//! What `ferry verify` prints, as data: each item a [`VerifyItem`] (written as it finishes,
+//! see `verify_items`), then [`VerifyOutput`]. `--output json` is them serialized, and the
+//! text is rendered from them. Fields are in alphabetical order, as in `ferry plan`'s; `deep`
+//! and `items`, which come first, are written before the rest.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,15 +10,17 @@ use serde::Serialize;
 
 use crate::report::files::ReportRegistry;
 
+/// What the audit says after its items (every item the plan selects, with what the target
+/// holds of it, as each finished).
 #[derive(Serialize)]
 pub struct VerifyOutput {
-    /// Blobs were read whole and their digests checked (`--deep`).
+    /// Blobs were read whole and their digests checked (`--deep`): in the JSON, before the
+    /// items.
+    #[serde(skip)]
     pub deep: bool,
     /// Rules, or repositories of a wildcard rule, that could not be resolved (so what they
     /// select was not checked).
     pub failures: Vec<String>,
-    /// Every item the plan selects, stage after stage, with what the target holds of it.
-    pub items: Vec<VerifyItem>,
     pub plan: String,
     /// What the audit cost each registry.
     pub registries: BTreeMap<String, ReportRegistry>,
@@ -61,8 +65,11 @@ pub struct VerifyGap {
     pub within: Option<String>,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, Clone)]
 pub struct VerifyTotals {
+    /// Blobs found damaged (a part of `gaps`), for the note that says how to replace them.
+    #[serde(skip)]
+    pub damaged: usize,
     pub complete: usize,
     pub failed: usize,
     /// Pieces missing (or damaged) across the incomplete items.
@@ -76,6 +83,7 @@ pub struct VerifyTotals {
 impl VerifyTotals {
     pub fn count(&mut self, item: &VerifyItem) {
         self.gaps += item.missing.len();
+        self.damaged += item.missing.iter().filter(|g| g.part == "damaged").count();
         match item.status {
             "complete" => self.complete += 1,
             "incomplete" => self.incomplete += 1,
@@ -107,32 +115,21 @@ impl VerifyOutput {
         self.failures.is_empty() && t.incomplete + t.missing + t.outdated + t.failed == 0
     }
 
-    /// The findings (every item that is not complete), the rules not resolved, what each
-    /// registry answered, and the closing line with what repairs it.
+    /// What follows the findings (every item that is not complete, printed before): the
+    /// rules not resolved, what each registry answered, and the closing line with what
+    /// repairs it.
     pub fn text(&self, json: bool) -> String {
         let mut out = String::new();
         let mut line = |level: &str, text: &str| {
             let _ = writeln!(out, "{}", crate::app::lines::log_line(json, level, text));
         };
-        for i in self
-            .items
-            .iter()
-            .filter(|i| !matches!(i.status, "complete" | "skipped"))
-        {
-            line("ERROR", &i.line);
-        }
         for f in &self.failures {
             line("ERROR", &format!("failed: {f}"));
         }
         for (host, r) in &self.registries {
             line("INFO", &format!("registry {host}: {} requests", r.requests));
         }
-        let damaged = self
-            .items
-            .iter()
-            .flat_map(|i| &i.missing)
-            .filter(|g| g.part == "damaged")
-            .count();
+        let damaged = self.totals.damaged;
         if damaged > 0 {
             line(
                 "WARN",

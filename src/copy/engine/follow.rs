@@ -1,42 +1,97 @@
 //! Who waits for whom across the batches of a run: a referrer for the item that carries its
 //! subject ([`Item::after`]), a contested item for the first writer of its tag
-//! ([`Item::contest`]). Every item of every batch is announced here by target key and rule,
-//! so that two items writing one key (a contested item and its winner) are told apart: a
-//! referrer follows the item of its own rule, or, where that one was dropped as a duplicate,
-//! the first with the key.
+//! ([`Item::contest`]). Every item that may be followed is announced here by target key and
+//! rule, so that two items writing one key (a contested item and its winner) are told apart:
+//! a referrer follows the item of its own rule, or, where that one was dropped as a
+//! duplicate, the first with the key. What a batch announced goes when it ends, but for the
+//! rules the engine remembers.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::live::{Done, Live, Slot};
+use super::live::{Batch, Done, Live, Slot};
 use super::Engine;
 use crate::copy::item::{Contest, Item, ItemKey};
 use crate::copy::outcome::{not_carried, CopyError, Outcome};
 
 impl Engine {
-    /// Announce a batch's items (the first of each key and rule), and return where each one's
-    /// outcome is to be told.
-    pub(super) fn announce(&self, items: &[Item]) -> Vec<Done> {
+    /// Announce the items of a batch that others may follow (the first of each key and
+    /// rule): those an item of the batch waits for, and every item of a rule whose items
+    /// another rule's may follow later (see [`Engine::remember_only`]). Returns where each
+    /// announced one's outcome is to be told (`None`: not announced, nobody follows it).
+    pub(super) fn announce(&self, items: &[Item], batch: &Batch) -> Vec<Option<Done>> {
         let mut live = self.live.lock().expect("live items");
         items
             .iter()
             .map(|item| {
-                let (tx, rx) = watch::channel(Slot::Pending);
-                let same = live.entry(item.key()).or_default();
-                if !same.iter().any(|l| l.rule == item.rule) {
-                    same.push(Live {
-                        rule: item.rule,
-                        item: Item {
-                            read: None,
-                            ..item.clone()
-                        },
-                        done: rx,
-                    });
+                let key = item.key();
+                let remembered = self
+                    .remember
+                    .as_ref()
+                    .is_none_or(|r| r.contains(&item.rule));
+                if !remembered && !batch.waited_for(&key) {
+                    return None;
                 }
-                tx
+                let same = live.entry(key).or_default();
+                if same.iter().any(|l| l.rule == item.rule) {
+                    return None;
+                }
+                let (tx, rx) = watch::channel(Slot::Pending);
+                same.push(Live {
+                    rule: item.rule,
+                    item: Item {
+                        read: None,
+                        ..item.clone()
+                    },
+                    done: rx,
+                });
+                Some(tx)
             })
             .collect()
+    }
+
+    /// A batch is over: what it announced is forgotten, so a run keeps nothing per item it
+    /// finished, except where another rule's item may follow it later (see
+    /// [`Engine::remember_only`]); that is kept as a follower reads it ([`Slot::settled`]).
+    pub(super) fn forget(&self, items: &[Item], announced: &[Option<Done>]) {
+        let mut live = self.live.lock().expect("live items");
+        for (item, tx) in items.iter().zip(announced) {
+            let Some(tx) = tx else { continue };
+            let key = item.key();
+            let Some(same) = live.get_mut(&key) else {
+                continue;
+            };
+            let remember = self
+                .remember
+                .as_ref()
+                .is_none_or(|r| r.contains(&item.rule));
+            match remember {
+                true => {
+                    let (settled, rx) = watch::channel(tx.borrow().settled());
+                    // Its sender is gone, as every finished batch's is: the slot stays as set.
+                    drop(settled);
+                    if let Some(l) = same.iter_mut().find(|l| l.rule == item.rule) {
+                        l.done = rx;
+                    }
+                }
+                false => same.retain(|l| l.rule != item.rule),
+            }
+            if same.is_empty() {
+                live.remove(&key);
+            }
+        }
+    }
+
+    /// How many items are announced and not forgotten (tests: a run keeps none per item).
+    #[cfg(test)]
+    pub(crate) fn live_items(&self) -> usize {
+        self.live
+            .lock()
+            .expect("live items")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// The item of `rule` that writes `key`, or else the first that does; and where its

@@ -24,7 +24,7 @@ use keys::{BlobKey, ManifestKey, TagKey};
 use live::{Batch, Later, LiveItems, Slot};
 use sightings::{AtTarget, Graphs, Targets};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,13 +103,17 @@ pub struct Engine {
     /// Read every blob a whole check looks at, checking its digest, instead of asking
     /// whether it exists (`ferry verify --deep`).
     deep: bool,
-    /// Per (target registry, repository, fallback tag): one writer of a referrers index.
+    /// Per (target registry, repository, fallback tag): one writer of a referrers index,
+    /// while it is written.
     fallback_tags: std::sync::Mutex<HashMap<TagKey, Arc<Mutex<()>>>>,
-    /// Every item of every [`Engine::copy_all`] call (batches running side by side, earlier
-    /// stages), by key and rule, with where its outcome is announced: a referrer follows the
-    /// item that carries its subject, and a contested item the winner of its tag, wherever
-    /// that one runs (see [`follow`]).
+    /// The items others may follow, of every [`Engine::copy_each`] call (batches running
+    /// side by side, earlier stages), by key and rule, with where its outcome is announced:
+    /// a referrer follows the item that carries its subject, and a contested item the winner
+    /// of its tag, wherever that one runs (see [`follow`]). A batch announces the items its
+    /// own wait for, and every item of the rules in `remember` (all, when it is `None`); it
+    /// forgets them when it ends, but for those rules'.
     live: LiveItems,
+    remember: Option<HashSet<usize>>,
     /// Images in flight, across the batches that run side by side.
     images: Arc<tokio::sync::Semaphore>,
     journal: Arc<dyn Journal>,
@@ -141,6 +145,7 @@ impl Engine {
             audit: false,
             deep: false,
             live: std::sync::Mutex::default(),
+            remember: None,
             images: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             journal: Arc::new(NoJournal),
             spool: None,
@@ -203,6 +208,16 @@ impl Engine {
         self
     }
 
+    /// Once a batch is over, remember its items only for these rules: those whose items
+    /// another rule's may follow in a later batch (a contested item follows the winner of
+    /// its tag; a referrer whose own rule's item was a duplicate follows the first with the
+    /// key). The items of other rules are forgotten, so what the engine keeps does not grow
+    /// with the number of items; a referrer of the same rule is in its subject's batch.
+    pub fn remember_only(mut self, rules: HashSet<usize>) -> Engine {
+        self.remember = Some(rules);
+        self
+    }
+
     /// What the blob transfers of this engine cost and saved so far.
     pub fn transfer_totals(&self) -> TransferTotals {
         let t = &self.transfer_stats;
@@ -229,7 +244,22 @@ impl Engine {
     /// Copy every item, at most `concurrency` images at a time (across every batch this
     /// engine copies at once); per-item failures are recorded and the run goes on. Outcomes
     /// come back in item order; `None` for an item that an interruption kept from starting
-    /// or finishing.
+    /// or finishing. [`Engine::copy_each`] hands them over as they come instead.
+    pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
+        let results: std::sync::Mutex<Vec<Option<Outcome>>> =
+            std::sync::Mutex::new(vec![None; items.len()]);
+        let totals = self
+            .copy_each(items, &|i, outcome| {
+                results.lock().expect("results")[i] = outcome;
+            })
+            .await;
+        (results.into_inner().expect("results"), totals)
+    }
+
+    /// Copy every item as [`Engine::copy_all`] does, handing each one's outcome to `done`
+    /// (with the item's index) as it finishes, in no particular order: the caller keeps what
+    /// it needs of it and the engine nothing. Items an interruption kept from starting or
+    /// finishing are handed over last, as `None`.
     ///
     /// A referrer ([`Item::after`]) waits for the item that carries its subject (in this
     /// batch, another one running beside it, or an earlier stage) and is copied only when
@@ -238,31 +268,46 @@ impl Engine {
     /// duplicate or fails as a conflict. Items come in an order where what they wait for is
     /// earlier, so a waiting item never holds a slot that one needs; it takes its place among
     /// the images in flight only once it may go.
-    pub async fn copy_all(&self, items: &[Item]) -> (Vec<Option<Outcome>>, Totals) {
+    pub async fn copy_each(
+        &self,
+        items: &[Item],
+        done: &(dyn Fn(usize, Option<Outcome>) + Sync),
+    ) -> Totals {
         let started = Instant::now();
-        let results: std::sync::Mutex<Vec<Option<Outcome>>> =
-            std::sync::Mutex::new(vec![None; items.len()]);
-        let done = self.announce(items);
+        // The counts, and which items were handed over.
+        let tally = std::sync::Mutex::new((Totals::default(), vec![false; items.len()]));
         let batch = Batch::of(items);
+        let slots = self.announce(items, &batch);
         let stop = self.stop.clone();
         let work = futures::stream::iter(items.iter().enumerate())
             .take_while(move |_| std::future::ready(!stop.is_cancelled()))
             .for_each_concurrent(self.concurrency, |(i, item)| {
-                let (results, done, batch) = (&results, &done, &batch);
+                let (tally, slots, batch) = (&tally, &slots, &batch);
                 async move {
                     let outcome = self.run_item(item, batch.later(items, i)).await;
-                    done[i].send_replace(Slot::Done(outcome.clone().map(Box::new)));
-                    results.lock().expect("results")[i] = outcome;
+                    if let Some(slot) = &slots[i] {
+                        slot.send_replace(Slot::Done(outcome.clone().map(Box::new)));
+                    }
+                    {
+                        let mut tally = tally.lock().expect("tally");
+                        tally.0.count(outcome.as_ref());
+                        tally.1[i] = true;
+                    }
+                    done(i, outcome);
                 }
             });
         tokio::select! {
             _ = work => {}
             _ = self.abort.cancelled() => {}
         }
-        let outcomes = results.into_inner().expect("results");
-        let mut totals = Totals::of(&outcomes);
+        let (mut totals, handed) = tally.into_inner().expect("tally");
+        for (i, _) in handed.iter().enumerate().filter(|(_, h)| !**h) {
+            totals.count(None);
+            done(i, None);
+        }
+        self.forget(items, &slots);
         totals.elapsed = started.elapsed();
-        (outcomes, totals)
+        totals
     }
 
     /// One item: wait for what it refers to (if it is a referrer) and for the winner of its tag

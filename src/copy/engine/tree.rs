@@ -27,24 +27,46 @@ impl Engine {
         referrer: &Manifest,
     ) -> Result<(), CopyError> {
         let tag = manifest::fallback_tag(subject);
-        let reference = join_ref(&dst.display(), &tag);
+        let key = (
+            dst.registry.name().to_string(),
+            dst.repo.clone(),
+            tag.clone(),
+        );
+        let slot = (self.fallback_tags.lock().expect("fallback tag map"))
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let written = self.extend_fallback(dst, &tag, referrer, &slot).await;
+        // Nobody else waits to write this index: its lock goes, so the map holds only
+        // the fallback indexes being written, not one per subject of the run.
+        let mut slots = self.fallback_tags.lock().expect("fallback tag map");
+        if Arc::strong_count(&slot) == 2 {
+            slots.remove(&key);
+        }
+        written
+    }
+
+    /// How many fallback-index locks the engine holds (tests: only those being written).
+    #[cfg(test)]
+    pub(crate) fn fallback_locks(&self) -> usize {
+        self.fallback_tags.lock().expect("fallback tag map").len()
+    }
+
+    /// Read the fallback index `tag` and put it back with `referrer` listed, holding `slot`.
+    async fn extend_fallback(
+        &self,
+        dst: &Endpoint,
+        tag: &str,
+        referrer: &Manifest,
+        slot: &tokio::sync::Mutex<()>,
+    ) -> Result<(), CopyError> {
+        let reference = join_ref(&dst.display(), tag);
         let target_err = |e| CopyError::Target {
             reference: reference.clone(),
             source: e,
         };
-        let slot = self
-            .fallback_tags
-            .lock()
-            .expect("fallback tag map")
-            .entry((
-                dst.registry.name().to_string(),
-                dst.repo.clone(),
-                tag.clone(),
-            ))
-            .or_default()
-            .clone();
         let _writing = slot.lock().await;
-        let existing = match dst.registry.get_manifest(&dst.repo, &tag).await {
+        let existing = match dst.registry.get_manifest(&dst.repo, tag).await {
             Ok(m) => Some(m),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(target_err(e)),
@@ -64,7 +86,7 @@ impl Engine {
                 bytes: bytes.into(),
             };
             dst.registry
-                .put_manifest(&dst.repo, &tag, &index)
+                .put_manifest(&dst.repo, tag, &index)
                 .await
                 .map_err(target_err)?;
         }

@@ -1,0 +1,89 @@
+//! What `ferry run` does with each item as it finishes ([`RunItems`], the execution's
+//! [`ItemSink`]): its row goes to the `--report` file, which is written as the run goes, and
+//! what the closing notes and the metrics say of items is counted. Nothing per item stays.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::cli::RunArgs;
+use crate::copy::{Item, ItemKey, Outcome};
+use crate::execute::shard::Shard;
+use crate::execute::sink::ItemSink;
+use crate::report::files::item_row;
+use crate::report::report_stream::{ReportHead, ReportWriter};
+use crate::report::timestamp;
+use crate::state::RunId;
+
+/// The run's items, as they finish.
+pub(super) struct RunItems {
+    /// The `--report` file being written (none asked for), or why it cannot be: said at the
+    /// end, where the run says the report was not written.
+    report: Mutex<Option<Result<ReportWriter, std::io::Error>>>,
+    /// The checkpoint's items when the run began, to tell the new ones.
+    recorded: HashSet<ItemKey>,
+    /// Items the checkpoint did not know.
+    pub(super) new: AtomicUsize,
+    /// Non-distributable layers left where their URLs point.
+    pub(super) foreign: AtomicUsize,
+    /// Items that failed (the metrics' failed images).
+    pub(super) failed: AtomicUsize,
+}
+
+impl RunItems {
+    /// Begin the `--report` file, if asked for, with what is known as the run starts.
+    pub(super) fn open(
+        args: &RunArgs,
+        shard: Option<Shard>,
+        run: RunId,
+        recorded: HashSet<ItemKey>,
+    ) -> RunItems {
+        let report = args.report.as_ref().map(|path| {
+            let head = ReportHead::new(
+                args.plan.display().to_string(),
+                shard.map(|s| s.to_string()),
+                Some(run),
+                timestamp(SystemTime::now()),
+            );
+            ReportWriter::create(path, &head)
+        });
+        RunItems {
+            report: Mutex::new(report),
+            recorded,
+            new: AtomicUsize::new(0),
+            foreign: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    /// The report being written, once the run is over (`None`: none was asked for).
+    pub(super) fn report(&self) -> Option<Result<ReportWriter, std::io::Error>> {
+        self.report.lock().expect("report").take()
+    }
+}
+
+impl ItemSink for RunItems {
+    fn finished(&self, item: &Item, outcome: Option<&Outcome>) {
+        if !self.recorded.is_empty() && !self.recorded.contains(&item.key()) {
+            self.new.fetch_add(1, Ordering::Relaxed);
+        }
+        match outcome {
+            Some(Outcome::Copied { stats, .. }) if !stats.foreign.is_empty() => {
+                self.foreign
+                    .fetch_add(stats.foreign.len(), Ordering::Relaxed);
+            }
+            Some(Outcome::Failed { .. }) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        let mut report = self.report.lock().expect("report");
+        if let Some(Ok(writer)) = report.as_mut() {
+            if let Err(e) = writer.item(&item_row(item, outcome)) {
+                // The report cannot be whole: the run says so at the end, and goes on.
+                *report = Some(Err(e));
+            }
+        }
+    }
+}
