@@ -137,8 +137,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Some(s) => s.state_path(&path),
         None => path,
     };
-    let snapshot = State::read_only_snapshot(&path)?;
-    let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
+    let reader = State::read_only(&path)?;
+    let journal = std::sync::Arc::new(StateJournal::dry(reader, &plan, args.recheck));
     let notes = std::sync::Arc::new(Notes::default());
     if let Some(s) = shard {
         // What the run says first.

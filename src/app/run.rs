@@ -35,7 +35,7 @@ use crate::registry::transport::throttle::Observer;
 use crate::registry::Registry;
 use crate::report::hints::chain as error_chain;
 use crate::report::{plural, BarReporter, PlainReporter};
-use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};
+use crate::state::{Reader, RunId, RunSummary, RunTotals, State};
 
 mod ended;
 mod report_files;
@@ -220,15 +220,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
 
     let opened = open_checkpoint(&args, &plan, shard, &fingerprint).await?;
-    let recorded: HashSet<(String, String, String)> =
-        opened.snapshot.items.keys().cloned().collect();
     tell_previous(reporter.as_ref(), opened.previous.as_ref(), &fingerprint);
     let (state, run_id) = (opened.state.clone(), opened.run);
     let spool = open_spool(&opened, args.spool_limit);
-    let journal = Arc::new(StateJournal::new(
+    let journal: Arc<StateJournal> = Arc::new(StateJournal::new(
         opened.state,
         opened.run,
-        opened.snapshot,
+        opened.reader,
         &plan,
         args.recheck,
     ));
@@ -239,7 +237,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let cx = Execute {
         registries: &registries,
-        journal,
+        journal: journal.clone(),
         reporter: reporter.clone(),
         concurrency,
         stop: stop.clone(),
@@ -253,7 +251,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut totals = execution.totals.clone();
     totals.elapsed = started.elapsed();
     reporter.finish();
-    after_notes(json, &execution, &recorded);
+    after_notes(json, &execution, journal.new_items());
+    // The journal's reader holds the checkpoint as the run found it: closed before the run
+    // is saved, so the old runs it pruned and compacted leave the WAL too.
+    drop((cx, journal));
 
     // Failures are listed once more at the end, where an operator looks first.
     let failures = execution.failures(&plan);
@@ -369,11 +370,12 @@ fn open_spool(opened: &Opened, limit: u64) -> Option<Arc<Spool>> {
     let mut dir = opened.path.clone().into_os_string();
     dir.push(".spool");
     let spool = Spool::new(dir.into(), limit, SPOOL_MIN);
+    // A read that fails keeps nothing: those uploads start over.
     let parked: HashSet<Digest> = opened
-        .snapshot
-        .uploads
+        .reader
+        .parked_uploads()
+        .unwrap_or_default()
         .iter()
-        .filter(|(_, u)| u.hash_state.is_some())
         .filter_map(|((_, _, digest), _)| Digest::parse(digest))
         .collect();
     spool.retain_only(&parked);
@@ -418,7 +420,8 @@ struct Opened {
     /// The run before this one, if any.
     previous: Option<RunSummary>,
     run: RunId,
-    snapshot: Snapshot,
+    /// The checkpoint as this run found it.
+    reader: Reader,
 }
 
 /// The checkpoint (the shard's own under `--shard`), opened and locked on a blocking thread,
@@ -440,13 +443,13 @@ async fn open_checkpoint(
         let state = State::open(&path).map_err(StateUnusable::Open)?;
         let previous = state.run_summary(None)?;
         let run = state.begin_run(&plan_path, &fp)?;
-        let snapshot = state.snapshot()?;
+        let reader = state.reader()?;
         anyhow::Ok(Opened {
             state,
             path,
             previous,
             run,
-            snapshot,
+            reader,
         })
     })
     .await?
@@ -468,15 +471,11 @@ fn tell_previous(reporter: &dyn Reporter, previous: Option<&RunSummary>, fingerp
 }
 
 /// Notes after the run: images the checkpoint did not know, layers left where they are.
-fn after_notes(json: bool, execution: &Execution, recorded: &HashSet<(String, String, String)>) {
+fn after_notes(json: bool, execution: &Execution, new_items: usize) {
     if let Some(line) = transfer_note(&execution.transfer) {
         emit(json, "INFO", &line);
     }
     let results = &execution.items;
-    let new_items = results
-        .iter()
-        .filter(|(item, _)| !recorded.is_empty() && !recorded.contains(&item.key()))
-        .count();
     if new_items > 0 {
         emit(
             json,

@@ -13,7 +13,9 @@
 //! is refused.
 //! An exclusive lock on the sidecar keeps two ferry runs from interleaving their checkpoints.
 
+mod cleanup;
 mod error;
+mod lookup;
 mod migrations;
 mod owner;
 mod read;
@@ -29,7 +31,9 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use cleanup::Pruned;
 pub use error::StateError;
+pub use lookup::{ParkedUpload, Reader};
 use owner::{Command, Owner};
 pub use records::{
     BlobState, DeletionRecord, ItemRecord, ItemState, ItemStatus, RefusalState, RunId, RunOutcome,
@@ -120,17 +124,15 @@ impl State {
     /// migration, no file created (an empty snapshot when there is none). For `ferry plan`,
     /// which must decide what a run would, from the same records, while writing nothing; it
     /// may run beside a run that holds the lock (SQLite's WAL lets a reader in).
+    ///
+    /// Loads every record: for tests and small files. A run, `ferry plan` and `ferry verify`
+    /// ask a [`Reader`] ([`State::read_only`]) instead.
     pub fn read_only_snapshot(path: &Path) -> Result<Snapshot, StateError> {
         if !path.exists() {
             return Ok(Snapshot::default());
         }
         let sqlite_err = |source| StateError::from_sqlite(path, source);
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err)?;
+        let conn = lookup::open_read_only(path, BUSY_TIMEOUT).map_err(sqlite_err)?;
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(sqlite_err)?;
@@ -147,6 +149,23 @@ impl State {
         read::snapshot(&conn).map_err(sqlite_err)
     }
 
+    /// The checkpoint at `path` as it is now, to be asked record by record, read without
+    /// writing anything: no lock, no migration, no file created (a reader that finds nothing
+    /// when there is none). For `ferry plan` and `ferry verify`, which decide what a run would,
+    /// from the same records, and may run beside a run that holds the lock (SQLite's WAL lets
+    /// a reader in, and keeps its view whole while the run writes).
+    pub fn read_only(path: &Path) -> Result<Reader, StateError> {
+        Reader::open(path, BUSY_TIMEOUT)
+    }
+
+    /// The checkpoint as it is once every write queued so far is committed, to be asked
+    /// record by record for as long as the reader lives, whatever is written meanwhile: what a
+    /// run starts from. Dropping the reader lets SQLite fold the WAL back into the file.
+    pub fn reader(&self) -> Result<Reader, StateError> {
+        self.flush()?;
+        Reader::open(self.path(), BUSY_TIMEOUT)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -158,7 +177,8 @@ impl State {
         self.call(move |owner| owner.begin_run(&plan_path, &plan_fingerprint))
     }
 
-    /// Everything recorded so far, including writes still queued.
+    /// Everything recorded so far, including writes still queued. Loads every record: for
+    /// tests; a run asks a [`Reader`] ([`State::reader`]) instead.
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
         self.call(|owner| owner.snapshot())
     }
@@ -215,6 +235,25 @@ impl State {
         run: Option<RunId>,
     ) -> Result<Option<(RunId, Vec<DeletionRecord>)>, StateError> {
         self.call(move |owner| owner.deletions(run))
+    }
+
+    /// Every upload session an earlier run left that can be continued (its hash state kept),
+    /// ordered by target and digest.
+    pub fn parked_uploads(&self) -> Result<Vec<ParkedUpload>, StateError> {
+        self.call(|owner| owner.query(|conn| lookup::parked_uploads(conn, migrations::SUPPORTED)))
+    }
+
+    /// Every deletion a registry refused for good, as `((registry, repo, digest), refusal)`,
+    /// ordered by that key.
+    pub fn refusals(&self) -> Result<Vec<((String, String, String), RefusalState)>, StateError> {
+        self.call(|owner| owner.query(lookup::all_refusals))
+    }
+
+    /// Deletes the rows of runs older than the newest `keep` (their deletions, and their
+    /// `runs` row where no item's latest record names it) and compacts the file when much of
+    /// it was freed. Runs after every queued write; the latest record of every item stays.
+    pub fn prune_runs(&self, keep: u32) -> Result<Pruned, StateError> {
+        self.call(move |owner| owner.query_mut(|conn| cleanup::prune_runs(conn, keep)))
     }
 
     /// When the last run that succeeded ended (unix seconds, as `ended_at`); `None` when no
@@ -390,6 +429,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod lookup_tests;
 #[cfg(test)]
 mod restore_tests;
 #[cfg(test)]

@@ -215,6 +215,22 @@ impl Owner {
         super::read::last_success(&self.conn).map_err(|e| self.err(e))
     }
 
+    /// Runs a read on the connection.
+    pub(super) fn query<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        f(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` with the connection to itself (it may open transactions).
+    pub(super) fn query_mut<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        f(&mut self.conn).map_err(|e| self.err(e))
+    }
+
     fn err(&self, source: rusqlite::Error) -> StateError {
         StateError::from_sqlite(&self.path, source)
     }
