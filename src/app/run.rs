@@ -439,9 +439,11 @@ async fn open_checkpoint(
     };
     let plan_path = args.plan.display().to_string();
     let fp = fingerprint.to_string();
+    let keep = plan.retain_runs;
     tokio::task::spawn_blocking(move || {
         let state = State::open(&path).map_err(StateUnusable::Open)?;
         let previous = state.run_summary(None)?;
+        prune_runs(&state, keep);
         let run = state.begin_run(&plan_path, &fp)?;
         let reader = state.reader()?;
         anyhow::Ok(Opened {
@@ -453,6 +455,26 @@ async fn open_checkpoint(
         })
     })
     .await?
+}
+
+/// The rows of runs older than the newest `keep` deleted (`retain_runs`), before this run
+/// begins: then no reader holds the file as it was, so a compaction rewrites it in place, and
+/// a run that was killed is cleaned up after all. A failure is said and costs nothing else:
+/// the old rows only take room.
+fn prune_runs(state: &State, keep: u32) {
+    match state.prune_runs(keep) {
+        Ok(pruned) if pruned.runs + pruned.deletions > 0 => tracing::debug!(
+            runs = pruned.runs,
+            deletions = pruned.deletions,
+            vacuumed = pruned.vacuumed,
+            "checkpoint: runs older than the newest {keep} deleted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "deleting the checkpoint's runs older than the newest {keep}: {}",
+            error_chain(&e)
+        ),
+    }
 }
 
 /// What people should know about the run before this one: the plan changed, or it did not

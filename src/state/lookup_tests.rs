@@ -247,3 +247,92 @@ fn a_thousand_nightly_runs_leave_a_bounded_file() {
     assert_eq!((pruned.runs, pruned.deletions), (970, 970 * 5));
     assert!(cleaned <= at_1000 + 16 * 4096, "{cleaned} vs {at_1000}");
 }
+
+/// Starts counting the peak resident memory afresh (Linux: 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+/// Peak resident memory of this process so far, from /proc (KiB).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The figures for issue 24 (run alone: `cargo test --lib measure_a_run -- --ignored
+/// --nocapture`): a run of 100,000 items against a checkpoint that has them all, as the
+/// journal drives it (a lookup, a pending record, a lookup, the finished record, the source
+/// tag), the time each part takes, the file and WAL sizes and the peak RSS; then what loading
+/// the old whole snapshot cost.
+#[test]
+#[ignore = "a measurement, not a check: run it alone"]
+fn measure_a_run_of_100000_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let n = 100_000;
+    let at = |i: usize| (format!("app-{}", i / 1000), i % 1000);
+    reset_peak_rss();
+    let before = peak_rss_kib();
+    let state = State::open(&path).unwrap();
+    let run = state.begin_run("plan.toml", "fp").unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        let (repo, tag) = at(i);
+        state.record(Write::Item(item(run, &repo, tag, ItemStatus::Done)));
+    }
+    state.flush().unwrap();
+    let cold = started.elapsed();
+    drop(state);
+    let size = file_size(&path);
+    println!("cold: {n} item records written in {cold:?}; file {size} B ({} B/item); peak RSS {} KiB (from {before})", size / n as u64, peak_rss_kib());
+
+    reset_peak_rss();
+    let before = peak_rss_kib();
+    let state = State::open(&path).unwrap();
+    let run = state.begin_run("plan.toml", "fp").unwrap();
+    let reader = state.reader().unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        let (repo, tag) = at(i);
+        let (r, reference) = (format!("o/{repo}"), format!("1.{tag}"));
+        assert!(reader.item("ghcr.io", &r, &reference).unwrap().is_some());
+        state.record(Write::Item(item(run, &repo, tag, ItemStatus::Pending)));
+        reader.item("ghcr.io", &r, &reference).unwrap();
+        state.record(Write::Item(item(run, &repo, tag, ItemStatus::Done)));
+        state.record(Write::TagSeen {
+            registry: "docker.io".into(),
+            repo: format!("library/{repo}"),
+            tag: reference,
+            digest: format!("sha256:{i:064x}"),
+        });
+    }
+    let queued = started.elapsed();
+    state.flush().unwrap();
+    let run_time = started.elapsed();
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let wal = file_size(Path::new(&wal));
+    println!(
+        "no-op: {n} items (2 lookups, 3 writes each) in {run_time:?} (queued in {queued:?}); WAL {wal} B while the run's reader is open; peak RSS {} KiB (from {before})",
+        peak_rss_kib()
+    );
+    drop(reader);
+    let started = Instant::now();
+    let summary = state.run_summary(Some(run)).unwrap().unwrap();
+    println!(
+        "run_summary: {:?} ({:?})",
+        started.elapsed(),
+        summary.items_by_status
+    );
+    reset_peak_rss();
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let snapshot = state.snapshot().unwrap();
+    println!(
+        "the old whole snapshot: {} items loaded in {:?}; peak RSS {} KiB (from {before})",
+        snapshot.items.len(),
+        started.elapsed(),
+        peak_rss_kib()
+    );
+}

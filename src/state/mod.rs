@@ -2,10 +2,11 @@
 //! connection across an .await; never stores a secret.
 //!
 //! A [`State`] owns one dedicated OS thread, and that thread owns the only
-//! [`rusqlite::Connection`]. Callers talk to it over a channel: [`State::record`] queues a write
-//! and returns at once, and the owner commits queued writes in batches (one transaction per 500
-//! writes, or 200 ms after the first one, or before any query or flush), so copying never waits
-//! on the disk. Queries and flushes are request/response and see every write queued before them.
+//! [`rusqlite::Connection`]. Callers talk to it over a bounded channel: [`State::record`] queues
+//! a write and returns at once, and the owner applies queued writes in batches (one transaction
+//! per 4,096 writes, or 200 ms after the first one, or before any query or flush), so copying
+//! never waits on a commit. Queries and flushes are request/response and see every write queued
+//! before them. A run reads what earlier runs recorded through a [`Reader`].
 //!
 //! The file and its `<path>.lock` sidecar are created 0600 in directories created 0700 (SQLite
 //! gives `-wal` and `-shm` the database's mode): the checkpoint names registries, repositories
@@ -60,7 +61,7 @@ impl fmt::Debug for State {
 
 struct Inner {
     path: PathBuf,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::SyncSender<Command>,
     thread: Option<JoinHandle<()>>,
     /// Held only for its lock, which the OS releases when this closes. Declared after `thread`
     /// so it drops after the owner thread has been joined and the connection closed.
@@ -78,6 +79,11 @@ impl Drop for Inner {
         }
     }
 }
+
+/// Writes (and requests) waiting for the owner, at most: a few MiB. The owner applies some
+/// 50,000 writes a second, far more than a run makes, so a caller waits for room only when the
+/// disk stalls; without a bound, a stalled disk would grow the queue by a struct per item.
+const QUEUE_WRITES: usize = 8192;
 
 /// How long SQLite waits on a lock held by another connection (a `sqlite3` shell someone has
 /// open, say) before failing; ferry itself never has two connections to one file.
@@ -103,7 +109,7 @@ impl State {
         private_dir(&path)?;
         let lock = lock(&path)?;
         let conn = connect(&path)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE_WRITES);
         let owner = Owner::new(conn, path.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("ferry-state".into())
@@ -183,9 +189,10 @@ impl State {
         self.call(|owner| owner.snapshot())
     }
 
-    /// Queues a write and returns at once; it never waits on SQLite. A write that fails (or
-    /// cannot be queued because the owner stopped) is reported by the next [`State::flush`],
-    /// [`State::flush_async`] or [`State::finish_run`].
+    /// Queues a write and returns at once; it never waits on SQLite, unless the queue is full
+    /// (the owner is thousands of writes behind, a stalled disk): then it waits for room. A
+    /// write that fails (or cannot be queued because the owner stopped) is reported by the next
+    /// [`State::flush`], [`State::flush_async`] or [`State::finish_run`].
     pub fn record(&self, write: Write) {
         // Ignoring a send error is safe: it means the owner is gone, and every later request
         // reports that as Closed.

@@ -6,6 +6,7 @@ mod bench;
 mod bench_interrupt;
 mod bench_many;
 mod bench_many_wan;
+mod checkpoint_scale;
 mod common;
 mod concurrent;
 mod copy;
