@@ -1,14 +1,16 @@
 //! The checkpoint at organisation scale (issue 24, "SQLite at scale", and "`ferry status` of a
 //! run with 100,000 items answers from SQLite in under a second"): a checkpoint of 100,000
 //! items filled through the state API, as a run records them (no registry needed), and
-//! `ferry status` timed on it.
+//! `ferry status` timed on it; `retain_runs` keeping a run's checkpoint to its newest runs,
+//! against real registries.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry::state::{ItemRecord, ItemStatus, RunOutcome, RunTotals, State, Write};
 
-use crate::common::ferry;
+use crate::common::*;
+use crate::harness::*;
 
 /// 100 repositories of 1,000 tags, as the issue's organisation mirror; one item in a hundred
 /// failed.
@@ -102,4 +104,58 @@ async fn status_of_a_run_with_100000_items_answers_from_sqlite() {
     // a debug build on a loaded two-core machine, so the bound here is generous.
     assert!(text < Duration::from_secs(5), "{text:?}");
     assert!(json < Duration::from_secs(5), "{json:?}");
+}
+
+/// `retain_runs = 2`: each run begins by deleting the runs older than the newest two; status
+/// and restore say a run that is gone is not there, and every image's record stays (the
+/// fourth run trusts the checkpoint as the second did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_keeps_the_newest_runs_of_its_checkpoint() {
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let fx = populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_text(
+        &[&src, &dst],
+        &[copy_section(
+            &format!("{}/team/*", src.addr),
+            &format!("{}/mirror/*", dst.addr),
+            "",
+        )],
+    )
+    .replacen("version = 1\n", "version = 1\nretain_runs = 2\n", 1);
+    let p = plan(dir.path(), &text);
+    let p = p.to_str().unwrap();
+    let n = fx.tagged.len();
+    for run in 1..=4 {
+        let done = ferry(&["run", p], &[]).await;
+        done.assert_code(0);
+        if run > 1 {
+            assert!(
+                done.summary().starts_with(&format!(
+                    "ferry: 0 images copied, 0 already present, {n} unchanged"
+                )),
+                "run {run}: {}",
+                done.summary()
+            );
+        }
+    }
+    // Run 4 began by deleting run 1 (runs 2 and 3 were the newest two); run 2 went at no run's
+    // start yet, so it stays until run 5.
+    let gone = ferry(&["status", p, "--run", "1"], &[]).await;
+    assert_ne!(gone.code, 0);
+    assert!(gone.stderr.contains("has no run 1"), "{}", gone.stderr);
+    for kept in ["2", "3", "4"] {
+        ferry(&["status", p, "--run", kept], &[])
+            .await
+            .assert_code(0);
+    }
+    let restore = ferry(&["restore", p, "--run", "1"], &[]).await;
+    restore.assert_code(0);
+    assert!(
+        restore
+            .stderr
+            .contains("has no run 1 (it keeps the newest runs, retain_runs in the plan)"),
+        "{}",
+        restore.stderr
+    );
 }
