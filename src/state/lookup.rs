@@ -34,6 +34,19 @@ pub struct Reader {
     conn: Option<Mutex<Connection>>,
     /// The file's schema version: a file read without migrating it (`ferry plan`) may be old.
     version: i64,
+    /// The private copy `conn` reads instead of the checkpoint, where it has no WAL. Declared
+    /// after `conn`, so the connection closes before the file goes.
+    _copy: Option<PrivateCopy>,
+}
+
+/// A file only its owner may read, deleted when dropped.
+struct PrivateCopy(PathBuf);
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        // Nothing to do about a failure here: the file is in the temporary directory, 0600.
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl std::fmt::Debug for Reader {
@@ -52,6 +65,7 @@ impl Reader {
             path: path.to_path_buf(),
             conn: None,
             version: 0,
+            _copy: None,
         }
     }
 
@@ -76,6 +90,16 @@ impl Reader {
         if version == 0 {
             return Ok(Reader::empty(path));
         }
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .map_err(sqlite_err)?;
+        let (conn, copy) = match mode.eq_ignore_ascii_case("wal") {
+            true => (conn, None),
+            false => {
+                let (copy, file) = private_copy(&conn, path, busy)?;
+                (copy, Some(file))
+            }
+        };
         // BEGIN alone takes no snapshot; the first read does. Reading the schema fixes the
         // view before anything else is written.
         conn.execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")
@@ -84,6 +108,7 @@ impl Reader {
             path: path.to_path_buf(),
             conn: Some(Mutex::new(conn)),
             version,
+            _copy: copy,
         })
     }
 
@@ -244,6 +269,41 @@ impl Reader {
             Ok(())
         })
     }
+}
+
+/// A copy of the checkpoint `conn` reads, in a file of the temporary directory only this user
+/// may read, and a read-only connection to it. For a checkpoint without WAL (a filesystem
+/// that cannot share memory): there a reader's open transaction would hold a shared lock that
+/// keeps the run's writer from committing for the whole run.
+fn private_copy(
+    conn: &Connection,
+    path: &Path,
+    busy: Duration,
+) -> Result<(Connection, PrivateCopy), StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("ferry-checkpoint-{}-{n}.db", std::process::id()));
+    // Created empty, 0600 and new (never through a file someone planted), before SQLite
+    // writes into it: VACUUM INTO takes an empty file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .map_err(|source| StateError::Open {
+            path: file.clone(),
+            source,
+        })?;
+    let copy = PrivateCopy(file);
+    let sqlite_err = |source| StateError::from_sqlite(path, source);
+    let name = copy.0.to_str().ok_or_else(|| StateError::Open {
+        path: copy.0.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not UTF-8"),
+    })?;
+    conn.execute("VACUUM INTO ?1", [name]).map_err(sqlite_err)?;
+    let conn = open_read_only(&copy.0, busy).map_err(sqlite_err)?;
+    Ok((conn, copy))
 }
 
 /// A read-only connection to `path`, for a [`Reader`] or a read that writes nothing.

@@ -136,6 +136,51 @@ fn a_reader_answers_as_the_checkpoint_was_when_it_opened() {
     assert!(!dir.path().join("state.db-wal").exists());
 }
 
+/// A checkpoint without WAL (a filesystem that cannot share memory): the reader reads a
+/// private copy, so the run's writer is never held off by the reader's view, and the copy
+/// goes with the reader.
+#[test]
+fn without_wal_a_reader_reads_a_private_copy_and_never_holds_the_writer_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let state = State::open(&path).unwrap();
+    let run = state.begin_run("plan.toml", "fp").unwrap();
+    state.record(Write::Item(item(run, "app", 1, ItemStatus::Done)));
+    drop(state);
+    let writer = Connection::open(&path).unwrap();
+    writer
+        .pragma_update(None, "journal_mode", "DELETE")
+        .unwrap();
+
+    let reader = State::read_only(&path).unwrap();
+    let copies = |pid: u32| {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy()
+                    .starts_with(&format!("ferry-checkpoint-{pid}-"))
+            })
+            .count()
+    };
+    assert!(copies(std::process::id()) >= 1);
+    // With a shared lock held by the reader this would wait, then fail as busy.
+    writer
+        .execute("UPDATE items SET status = 'failed'", [])
+        .unwrap();
+    let one = reader.item("ghcr.io", "o/app", "1.1").unwrap().unwrap();
+    assert_eq!(one.status, ItemStatus::Done);
+    drop(reader);
+    assert_eq!(
+        copies(std::process::id()),
+        0,
+        "the copy goes with its reader"
+    );
+    let fresh = State::read_only(&path).unwrap();
+    let one = fresh.item("ghcr.io", "o/app", "1.1").unwrap().unwrap();
+    assert_eq!(one.status, ItemStatus::Failed);
+}
+
 /// `ferry plan` and `ferry verify` read without writing: no file where there is none.
 #[test]
 fn a_read_only_reader_of_no_file_finds_nothing_and_creates_nothing() {
@@ -335,4 +380,9 @@ fn measure_a_run_of_100000_items() {
         started.elapsed(),
         peak_rss_kib()
     );
+    // To time `ferry status` on it by hand: FERRY_KEEP_CHECKPOINT=PATH.
+    if let Some(keep) = std::env::var_os("FERRY_KEEP_CHECKPOINT") {
+        drop(state);
+        std::fs::copy(&path, keep).unwrap();
+    }
 }

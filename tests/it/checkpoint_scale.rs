@@ -108,7 +108,7 @@ async fn status_of_a_run_with_100000_items_answers_from_sqlite() {
 
 /// `retain_runs = 2`: each run begins by deleting the runs older than the newest two; status
 /// and restore say a run that is gone is not there, and every image's record stays (the
-/// fourth run trusts the checkpoint as the second did).
+/// fourth run trusts the checkpoint as the second did; the fifth says which image is new).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_keeps_the_newest_runs_of_its_checkpoint() {
     let (src, dst) = (Registry::start().await, Registry::start().await);
@@ -139,12 +139,28 @@ async fn a_run_keeps_the_newest_runs_of_its_checkpoint() {
             );
         }
     }
-    // Run 4 began by deleting run 1 (runs 2 and 3 were the newest two); run 2 went at no run's
+    // An image the checkpoint has no record of is counted as new, from the journal's counter.
+    let (repo, _, img) = &fx.tagged[0];
+    src.pusher().push(repo, "v9.9.9", img).await;
+    let fifth = ferry(&["run", p], &[]).await;
+    fifth.assert_code(0);
+    let all = format!("{}{}", fifth.stdout, fifth.stderr);
+    assert!(
+        all.contains("note: 1 image not in the checkpoint before"),
+        "{all}"
+    );
+    // Run 5 began by deleting run 2; run 3 stays until run 6. (runs 2 and 3 were the newest two); run 2 went at no run's
     // start yet, so it stays until run 5.
-    let gone = ferry(&["status", p, "--run", "1"], &[]).await;
-    assert_ne!(gone.code, 0);
-    assert!(gone.stderr.contains("has no run 1"), "{}", gone.stderr);
-    for kept in ["2", "3", "4"] {
+    for gone in ["1", "2"] {
+        let status = ferry(&["status", p, "--run", gone], &[]).await;
+        assert_ne!(status.code, 0);
+        assert!(
+            status.stderr.contains(&format!("has no run {gone}")),
+            "{}",
+            status.stderr
+        );
+    }
+    for kept in ["3", "4", "5"] {
         ferry(&["status", p, "--run", kept], &[])
             .await
             .assert_code(0);
