@@ -26,6 +26,9 @@ use super::records::{ItemState, RefusalState, UploadState};
 /// `(registry, repo, digest)` of a target, and the upload session parked there.
 pub type ParkedUpload = ((String, String, String), UploadState);
 
+/// `(registry, repo, digest)` of a manifest, and the registry's refusal to delete it.
+pub type KnownRefusal = ((String, String, String), RefusalState);
+
 /// A consistent, read-only view of the checkpoint: the file as it was when the reader was
 /// opened. Cheap lookups by key; `Sync`, so the engine's tasks share one.
 pub struct Reader {
@@ -391,9 +394,7 @@ pub(super) fn parked_uploads(
 
 /// Every refusal the checkpoint remembers, as `((registry, repo, digest), refusal)`, ordered
 /// by that key.
-pub(super) fn all_refusals(
-    conn: &Connection,
-) -> rusqlite::Result<Vec<((String, String, String), RefusalState)>> {
+pub(super) fn all_refusals(conn: &Connection) -> rusqlite::Result<Vec<KnownRefusal>> {
     let mut stmt = conn.prepare_cached(
         "SELECT registry, repo, digest, version_id, reason, first_at, last_at FROM refusals
          ORDER BY registry, repo, digest",

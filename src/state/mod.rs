@@ -34,7 +34,7 @@ use rusqlite::Connection;
 
 pub use cleanup::Pruned;
 pub use error::StateError;
-pub use lookup::{ParkedUpload, Reader};
+pub use lookup::{KnownRefusal, ParkedUpload, Reader};
 use owner::{Command, Owner};
 pub use records::{
     BlobState, DeletionRecord, ItemRecord, ItemState, ItemStatus, RefusalState, RunId, RunOutcome,
@@ -252,7 +252,7 @@ impl State {
 
     /// Every deletion a registry refused for good, as `((registry, repo, digest), refusal)`,
     /// ordered by that key.
-    pub fn refusals(&self) -> Result<Vec<((String, String, String), RefusalState)>, StateError> {
+    pub fn refusals(&self) -> Result<Vec<KnownRefusal>, StateError> {
         self.call(|owner| owner.query(lookup::all_refusals))
     }
 
