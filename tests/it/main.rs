@@ -7,6 +7,7 @@ mod bench_interrupt;
 mod bench_many;
 mod bench_many_wan;
 mod bench_scale;
+mod checkpoint_scale;
 mod common;
 mod concurrent;
 mod copy;
