@@ -256,6 +256,7 @@ fn an_overlay_has_the_capabilities_underneath_but_no_resumable_uploads() {
                 resumable_uploads: resumable,
                 counts_pulls: flag,
                 can_mount: !flag,
+                lists_tag_digests: flag,
             };
             let reg = MemoryRegistry::new("reg.example").with_capabilities(under);
             let o = Overlay::new(Arc::new(reg));
