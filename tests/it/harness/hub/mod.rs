@@ -54,6 +54,8 @@ struct Inner {
     upstream: Mutex<Option<Upstream>>,
     /// ("ns/repo", tag) -> when it was last pushed through `registry_front`.
     pushed: Mutex<BTreeMap<(String, String), String>>,
+    /// Manifest digest -> its platforms, as read from the registry behind `registry_front`.
+    platforms: Mutex<std::collections::HashMap<String, Vec<(String, String, String)>>>,
     /// A password change the test scheduled (`change_password_after`), and whether it
     /// happened.
     change: Mutex<Option<PasswordChange>>,
@@ -144,6 +146,7 @@ impl HubFake {
             tags: Mutex::new(BTreeMap::new()),
             upstream: Mutex::new(None),
             pushed: Mutex::new(BTreeMap::new()),
+            platforms: Mutex::new(std::collections::HashMap::new()),
             change: Mutex::new(None),
         });
         let app = Router::new()
