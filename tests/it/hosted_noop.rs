@@ -285,3 +285,80 @@ async fn a_ghcr_no_op_costs_a_request_per_page_of_versions() {
     let listing = "GET /orgs/myorg/packages/container/app/versions";
     noop_recheck_and_move(&p, &front, &api, listing, 3, &moved, &dst).await;
 }
+
+/// A GHCR target: a recheck (nothing trusted) reads the target's tags from the package's
+/// versions, a page per 100 manifests, and each manifest and blob under them once, instead
+/// of a request per tag; a tag someone moved at the target is still found and put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ghcr_target_is_rechecked_from_its_versions() {
+    const TARGET_TAGS: usize = 1000;
+    let (src, reg) = (Registry::start().await, Registry::start().await);
+    let scopes: &[&str] = &["read:packages", "write:packages"];
+    let github = GitHubFake::start(&[("ghp_noop", "bot", scopes)]).await;
+    let front = github.registry_front(&reg.url).await;
+    let pusher = src.pusher();
+    let images: Vec<Image> = (0..2)
+        .map(|m| {
+            image(
+                &[layer(7, 512)],
+                "linux",
+                "amd64",
+                Format::Oci,
+                &format!("m{m}"),
+            )
+        })
+        .collect();
+    for (m, img) in images.iter().enumerate() {
+        pusher.push(REPO, &format!("t{m}"), img).await;
+        let rest: Vec<String> = (2..TARGET_TAGS)
+            .filter(|n| n % 2 == m)
+            .map(|n| format!("t{n}"))
+            .collect();
+        write_tags(&src, REPO, &img.digest, &rest);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(
+        dir.path(),
+        &format!(
+            "version = 1\n{}\n[registry.\"{a}\"]\ninsecure = true\nflavor = \"ghcr\"\napi = \"{api}\"\nauth = {{ username = \"bot\", password_env = \"GHCR_TOKEN\" }}\n[[copy]]\nfrom = \"{}/{REPO}\"\nto = \"{a}/{REPO}\"\n",
+            insecure(&[&src]),
+            src.addr,
+            a = front.addr,
+            api = github.url
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let run = ferry(&["run", p], ENV).await;
+    run.assert_code(0);
+    assert_eq!(counts(&run), (TARGET_TAGS, 0, 0), "{}", run.summary());
+
+    let listing = "GET /orgs/myorg/packages/container/app/versions";
+    let before = seen(&github.requests(), &front);
+    let run = ferry(&["run", "--recheck", p], ENV).await;
+    run.assert_code(0);
+    assert_eq!(counts(&run), (0, TARGET_TAGS, 0), "{}", run.summary());
+    let c = cost(&before, &seen(&github.requests(), &front), listing);
+    assert_eq!(c.pages, 1);
+    // Each of the two manifests read once (by digest) for the whole check; no tag asked.
+    assert!(
+        c.manifests.iter().all(|m| m.contains("/manifests/sha256:")),
+        "{:?}",
+        c.manifests
+    );
+    assert!(c.manifests.len() <= 2, "{:?}", c.manifests);
+    assert!(c.all <= 1 + CONSTANT, "{} requests", c.all);
+
+    // Someone moves t77 at the target: the next recheck finds it there and puts it back.
+    let other = image(&[layer(8, 512)], "linux", "amd64", Format::Oci, "elsewhere");
+    Pusher::new(&front.url, None)
+        .push(REPO, "t77", &other)
+        .await;
+    let run = ferry(&["run", "--recheck", p], ENV).await;
+    run.assert_code(0);
+    assert_eq!(counts(&run), (1, TARGET_TAGS - 1, 0), "{}", run.summary());
+    let (_, _, at) = Pusher::new(&front.url, None)
+        .manifest(REPO, "t77")
+        .await
+        .unwrap();
+    assert_eq!(at, images[1].digest);
+}

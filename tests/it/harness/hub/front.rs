@@ -163,8 +163,7 @@ pub(super) fn upstream(inner: &Inner) -> Option<Upstream> {
 
 /// Removes `tag` of `repository` from the registry behind `registry_front`, as distribution
 /// removes a tag; or Hub's 404 message when there is no such repository or tag.
-pub(super) async fn delete_upstream_tag(
-    inner: &Inner,
+pub(super) fn delete_upstream_tag(
     up: &Upstream,
     repository: &str,
     tag: &str,

@@ -178,7 +178,7 @@ pub(super) async fn delete_tag(
     }
     let key = format!("{namespace}/{repo}");
     if let Some(up) = upstream(&inner) {
-        return match delete_upstream_tag(&inner, &up, &key, &tag).await {
+        return match delete_upstream_tag(&up, &key, &tag) {
             Ok(()) => (StatusCode::NO_CONTENT, rate_headers(&inner)).into_response(),
             Err(message) => (
                 StatusCode::NOT_FOUND,
