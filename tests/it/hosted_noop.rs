@@ -216,24 +216,37 @@ async fn noop_recheck_and_move(
     );
 }
 
-/// A Docker Hub source: 5,000 tags over two manifests, the tags API 100 to a page.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_docker_hub_no_op_costs_a_request_per_page_of_tags() {
-    let (reg, dst) = (Registry::start().await, Registry::start().await);
+/// A Docker Hub source (its registry, the Hub API fake, the registry front) of 5,000 tags
+/// over two manifests, the tags API 100 to a page; and a plan copying what `filter` selects
+/// of it (a `tags = …` line, or nothing) to `dst`.
+async fn hub_source(
+    dir: &std::path::Path,
+    dst: &Registry,
+    filter: &str,
+) -> (Registry, std::sync::Arc<HubFake>, Proxy, std::path::PathBuf) {
+    let reg = Registry::start().await;
     let hub = std::sync::Arc::new(HubFake::start(&[], &[], PAGE, 1_000_000).await);
     let front = hub.registry_front(&reg).await;
     many_tags(&reg, &front.url, 2).await;
-    let dir = tempfile::tempdir().unwrap();
     let p = plan(
-        dir.path(),
+        dir,
         &format!(
-            "version = 1\n[registry.\"docker.io\"]\nendpoint = \"{}\"\ninsecure = true\napi = \"{}\"\n{}\n[[copy]]\nfrom = \"docker.io/{REPO}\"\nto = \"{}/mirror/app\"\n",
+            "version = 1\n[registry.\"docker.io\"]\nendpoint = \"{}\"\ninsecure = true\napi = \"{}\"\n{}\n[[copy]]\nfrom = \"docker.io/{REPO}\"\nto = \"{}/mirror/app\"\n{filter}\n",
             front.url,
             hub.url,
-            insecure(&[&dst]),
+            insecure(&[dst]),
             dst.addr
         ),
     );
+    (reg, hub, front, p)
+}
+
+/// A Docker Hub source: 5,000 tags over two manifests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_hub_no_op_costs_a_request_per_page_of_tags() {
+    let dst = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_reg, hub, front, p) = hub_source(dir.path(), &dst, "").await;
     let h = hub.clone();
     let api = move || h.requests();
     let url = front.url.clone();
@@ -248,6 +261,32 @@ async fn a_docker_hub_no_op_costs_a_request_per_page_of_tags() {
     let listing = format!("GET /v2/repositories/{REPO}/tags/");
     let pages = TAGS.div_ceil(PAGE);
     noop_recheck_and_move(&p, &front, &api, &listing, pages, &moved, &dst).await;
+}
+
+/// Ten tags of the same 5,000: the listing's 50 pages would cost more than ten HEADs. Its
+/// first page says how long it is, and ferry asks each tag instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_tags_of_a_long_listing_are_asked_one_by_one() {
+    let dst = Registry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let filter = "tags = { include = ['^t1[0-9]$'] }";
+    let (_reg, hub, front, p) = hub_source(dir.path(), &dst, filter).await;
+    let p = p.to_str().unwrap();
+    let listing = format!("GET /v2/repositories/{REPO}/tags/");
+    for (run, expected) in [(1, (10, 0, 0)), (2, (0, 0, 10))] {
+        let before = seen(&hub.requests(), &front);
+        let done = ferry(&["run", p], ENV).await;
+        done.assert_code(0);
+        assert_eq!(counts(&done), expected, "run {run}: {}", done.summary());
+        let c = cost(&before, &seen(&hub.requests(), &front), &listing);
+        assert_eq!(c.pages, 1, "run {run}: the first page only");
+        let heads = c
+            .manifests
+            .iter()
+            .filter(|m| m.starts_with("HEAD "))
+            .count();
+        assert_eq!(heads, 10, "run {run}: {:?}", c.manifests);
+    }
 }
 
 /// A GHCR source: 5,000 tags over 250 manifests, the package's versions 100 to a page.
