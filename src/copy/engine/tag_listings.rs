@@ -29,12 +29,15 @@ use crate::registry::tag_digests::TagDigests;
 /// about in the repository: at most half the requests it saves.
 const TAGS_PER_PAGE: usize = 2;
 
-/// A repository's listing (once read; `None`: there is none, ask each tag), with how many
-/// batches in flight name the repository and how many of their items may ask it.
+/// A repository's listing, once read (`None`: there is none, ask each tag).
+type Cell = Arc<OnceCell<Option<Arc<TagDigests>>>>;
+
+/// A repository's listing, with how many batches in flight name the repository and how many
+/// of their items may ask it.
 struct Shared {
     batches: usize,
     asking: usize,
-    cell: Arc<OnceCell<Option<Arc<TagDigests>>>>,
+    cell: Cell,
 }
 
 /// (registry, repository).
@@ -113,7 +116,7 @@ impl Listings {
 
     /// The listing cell of `end`'s repository and how many items may ask it, while a batch
     /// holds it.
-    fn cell(&self, end: &Endpoint) -> Option<(Arc<OnceCell<Option<Arc<TagDigests>>>>, usize)> {
+    fn cell(&self, end: &Endpoint) -> Option<(Cell, usize)> {
         let all = self.0.lock().expect("tag listings");
         all.get(&key(end)).map(|s| (s.cell.clone(), s.asking))
     }

@@ -90,7 +90,7 @@ async fn platforms_of(
     up: &Upstream,
     repository: &str,
     digest: &str,
-) -> Option<Vec<(String, String, String)>> {
+) -> Option<Platforms> {
     if let Some(known) = inner.platforms.lock().expect("hub platforms").get(digest) {
         return Some(known.clone());
     }
@@ -104,7 +104,7 @@ async fn platforms_of(
         return None;
     }
     let doc: serde_json::Value = resp.json().await.expect("a manifest");
-    let platforms: Vec<(String, String, String)> = doc["manifests"]
+    let platforms: Platforms = doc["manifests"]
         .as_array()
         .map(|m| {
             m.iter()
