@@ -286,7 +286,8 @@ impl PackagesApi {
         }
     }
 
-    /// Every version of a package (paged by `Link`; see [`PackagesApi::by_owner`]).
+    /// Every version of a package (paged by `Link`), trying the organisation endpoint first
+    /// and the authenticated user's packages when `owner` is not an organisation.
     pub async fn versions(&self, owner: &str, package: &str) -> Result<Vec<Version>> {
         self.by_owner(owner, package, |first| self.pages(first))
             .await
@@ -304,8 +305,9 @@ impl PackagesApi {
             .await
     }
 
-    /// `list` the package's versions from their first page, trying the organisation endpoint
-    /// first and the authenticated user's packages when `owner` is not an organisation.
+    /// `list` the package's versions from their first page: the organisation's endpoint first,
+    /// then the authenticated user's packages when `owner` is not an organisation (the kind
+    /// found is remembered).
     async fn by_owner<T, F>(&self, owner: &str, package: &str, list: impl Fn(Url) -> F) -> Result<T>
     where
         F: std::future::Future<Output = Result<T>>,
