@@ -52,11 +52,7 @@ impl DockerHub {
                     url: url.to_string(),
                     reason: format!("unexpected answer from the Docker Hub API: {e}"),
                 })?;
-            let per_page = page.results.len().max(1) as u64;
-            if page
-                .count
-                .is_some_and(|n| n.div_ceil(per_page) > max_pages as u64)
-            {
+            if pager.pages() == 1 && longer(page.count, page.results.len(), max_pages) {
                 return Ok(false);
             }
             each(page.results);
@@ -107,5 +103,31 @@ impl DockerHub {
             })
             .await?;
         Ok(whole.then_some(listing))
+    }
+}
+
+/// Is a listing of `count` items whose first page held `first` of them longer than
+/// `max_pages` pages? (Only the first page tells the page size: the last holds the rest.)
+fn longer(count: Option<u64>, first: usize, max_pages: usize) -> bool {
+    let per_page = first.max(1) as u64;
+    count.is_some_and(|n| n.div_ceil(per_page) > max_pages as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 24: the first page's `count` tells a listing too long to read, before a second
+    /// page is asked; a listing that does not say is read up to the limit.
+    #[test]
+    fn the_first_page_tells_how_long_the_listing_is() {
+        assert!(longer(Some(5000), 100, 49));
+        assert!(!longer(Some(5000), 100, 50));
+        assert!(!longer(Some(5001), 100, 51));
+        assert!(longer(Some(5001), 100, 50));
+        // One page holds the whole listing.
+        assert!(!longer(Some(7), 7, 1));
+        assert!(!longer(Some(0), 0, 1));
+        assert!(!longer(None, 100, 1));
     }
 }
