@@ -35,6 +35,11 @@ pub struct Capabilities {
     /// Can [`Registry::mount_blob`](crate::registry::Registry::mount_blob) ever succeed
     /// here? (A layout never mounts.)
     pub can_mount: bool,
+    /// Does the registry's own API list every tag of a repository with its digest, a page at
+    /// a time ([`Registry::tag_digests`](crate::registry::Registry::tag_digests): Docker Hub's
+    /// tags, GHCR's package versions)? Then one listing can answer what a request per tag
+    /// would.
+    pub lists_tag_digests: bool,
 }
 
 impl Default for Capabilities {
@@ -44,6 +49,7 @@ impl Default for Capabilities {
             resumable_uploads: false,
             counts_pulls: false,
             can_mount: true,
+            lists_tag_digests: false,
         }
     }
 }
@@ -53,11 +59,13 @@ mod tests {
     use super::*;
 
     /// Issue 23, item 3: the default is what the trait answered before the questions were
-    /// one value: no records API, no resumable uploads, GETs as cheap as HEADs, mounts tried.
+    /// one value: no records API, no resumable uploads, GETs as cheap as HEADs, mounts tried;
+    /// and (issue 24) no listing of tags with digests.
     #[test]
     fn the_default_is_a_plain_distribution_registry() {
         let d = Capabilities::default();
         assert_eq!(d.record_style, RecordStyle::None);
         assert!(!d.resumable_uploads && !d.counts_pulls && d.can_mount);
+        assert!(!d.lists_tag_digests);
     }
 }

@@ -19,6 +19,7 @@ use futures::StreamExt;
 
 use super::capabilities::Capabilities;
 use super::manifest::{self, Parsed};
+use super::tag_digests::TagDigests;
 use super::verifying::VerifyingStream;
 use super::{
     BlobStream, BlobUpload, Manifest, ManifestHead, Pushed, Registry, RegistryError, Result,
@@ -41,7 +42,12 @@ struct Inner {
     calls: BTreeMap<&'static str, usize>,
     /// Manifests whose deletion is refused for good, and the registry's words.
     refused: HashMap<Digest, (super::error::Refusal, String)>,
+    /// [`Registry::tag_digests`] answers an error (see [`MemoryRegistry::fail_tag_listings`]).
+    listings_fail: bool,
 }
+
+/// Tags a page of [`Registry::tag_digests`] lists, as Docker Hub's and GitHub's APIs do.
+const LISTED_PER_PAGE: usize = 100;
 
 /// See the module docs.
 pub struct MemoryRegistry {
@@ -88,6 +94,12 @@ impl MemoryRegistry {
         inner
             .refused
             .insert(digest.clone(), (refusal, message.to_string()));
+    }
+
+    /// Have every [`Registry::tag_digests`] from now on answer an error, as an API refusing
+    /// a token would (a registry whose capabilities list tags with digests).
+    pub fn fail_tag_listings(&self) {
+        self.inner.lock().expect("memory registry").listings_fail = true;
     }
 
     /// Store a blob's bytes in `repo`, as a test fixture.
@@ -287,6 +299,31 @@ impl Registry for MemoryRegistry {
             i.repos.get(repo).map(|r| r.tags.keys().cloned().collect())
         })
         .ok_or_else(|| self.not_found("repository".into(), repo))
+    }
+
+    /// Where its capabilities say it lists tags with digests: its tags, one call per listing
+    /// (counted as `tag_digests`), 100 to a page.
+    async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {
+        if !self.capabilities.lists_tag_digests {
+            return Ok(None);
+        }
+        let url = format!("{}/{repo}", self.name);
+        self.with("tag_digests", |i| {
+            if i.listings_fail {
+                let reason = "the listing is refused".into();
+                return Err(RegistryError::Protocol { url, reason });
+            }
+            let tags = i.repos.get(repo).map(|r| &r.tags);
+            let tags = tags.ok_or_else(|| self.not_found("repository".into(), repo))?;
+            let pages = tags.len().div_ceil(LISTED_PER_PAGE).max(1);
+            if pages > max_pages {
+                return Ok(None);
+            }
+            let mut listing = TagDigests::default();
+            tags.iter().for_each(|(t, d)| listing.listed(t, d.as_str()));
+            listing.requests = pages as u64;
+            Ok(Some(listing))
+        })
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {

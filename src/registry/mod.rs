@@ -15,7 +15,8 @@
 //! [`referrer_lists`] and [`verifying`], what is read is checked; [`placeholder`], how one
 //! tag is removed where a registry deletes only manifests; [`lease`], the run lease two runs
 //! deleting at one registry tell each other apart by; [`capabilities`], what a registry can do,
-//! known without a request.
+//! known without a request; [`tag_digests`], a repository's tags with their digests from one
+//! paged listing of a registry's own API.
 //!
 //! Arrows point down the floors and never back up: `http` and `hosted` import `auth` and
 //! `transport`; `auth` imports `transport`; `transport` imports only the leaves (`error`,
@@ -39,6 +40,7 @@ pub mod overlay;
 pub mod placeholder;
 pub mod reasons;
 pub mod referrer_lists;
+pub mod tag_digests;
 pub mod transport;
 pub mod verifying;
 
@@ -51,6 +53,7 @@ use futures::Stream;
 use crate::reference::names::NameError;
 use crate::reference::{Digest, Midstate};
 use capabilities::Capabilities;
+use tag_digests::TagDigests;
 
 pub use error::{RegistryError, Result};
 use transport::throttle;
@@ -288,6 +291,17 @@ pub trait Registry: Send + Sync {
     /// Every tag of a repository, as the registry listed them: untrusted, each to be checked
     /// ([`crate::reference::names::tag`], [`crate::reference::names::sort_out`]) before it is used.
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>>;
+
+    /// Every tag of `repo` with the digest it points at, from the registry's own listing, a
+    /// page at a time ([`Capabilities::lists_tag_digests`]: Docker Hub's tags API, GHCR's
+    /// package versions), when reading it takes at most `max_pages` pages. `Ok(None)` where
+    /// the registry has no such listing or cannot read it now (no token for it), and where the
+    /// listing is longer (known from its first page where the API says how long it is, else
+    /// by stopping there): the caller then asks tag by tag. A snapshot of the time its pages
+    /// were read, untrusted: see [`TagDigests`].
+    async fn tag_digests(&self, _repo: &str, _max_pages: usize) -> Result<Option<TagDigests>> {
+        Ok(None)
+    }
 
     /// The digest a tag or digest resolves to, or `None` when the manifest does not exist.
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>>;

@@ -29,6 +29,7 @@ use async_trait::async_trait;
 
 use super::capabilities::{Capabilities, RecordStyle};
 use super::manifest::{self, Parsed};
+use super::tag_digests::TagDigests;
 use super::{
     BlobOrigin, BlobStream, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, Referrer,
     ReferrerList, Registry, RegistryError, Result, UploadProgress,
@@ -271,6 +272,20 @@ impl Registry for Overlay {
         tags.sort();
         tags.dedup();
         Ok(tags)
+    }
+
+    /// The listing underneath as the run's writes would leave it (as `list_tags` does).
+    async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {
+        let listed = self.inner.tag_digests(repo, max_pages).await;
+        let empty = Some(TagDigests::default());
+        let Some(mut listing) = self.absent_is_empty(repo, listed, empty)? else {
+            return Ok(None);
+        };
+        self.count(listing.requests.max(1));
+        let (tags, wiped) = self.with(repo, |v| (v.tags.clone(), v.wiped.clone()));
+        listing.forget_digests(|d| wiped.contains(d));
+        tags.iter().for_each(|(t, d)| listing.set(t, d.as_ref()));
+        Ok(Some(listing))
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {

@@ -22,6 +22,7 @@ mod ghcr;
 mod grace;
 mod harness;
 mod harness_smoke;
+mod hosted_noop;
 mod hostile;
 mod inuse;
 mod large;

@@ -144,9 +144,9 @@ impl Engine {
 
     /// The manifest the item's target reference points at, when it is the one the item puts
     /// there; else what it points at (`None`: nothing). By digest, the run's first look at
-    /// that digest. By tag, a body already in hand (the source's, or the index a platform
-    /// list chose) needs only a HEAD; otherwise one GET gives digest and body (a HEAD first
-    /// where a GET counts as a pull).
+    /// that digest. By tag, the repository's listing where it names the tag; else a body
+    /// already in hand (the source's, or the index a platform list chose) needs only a HEAD;
+    /// otherwise one GET gives digest and body (a HEAD first where a GET counts as a pull).
     async fn target_top(
         &self,
         item: &Item,
@@ -169,6 +169,17 @@ impl Engine {
             .map(|c| &c.manifest)
             .or(d.source_manifest.as_ref())
             .filter(|m| m.digest == d.push_digest);
+        // The repository's listing names the tag: no request for it. The body is the one in
+        // hand, or the run's first look at that digest (once however many tags share it).
+        if let Some(listed) = self.listings.digest(dst, &d.reference).await {
+            if listed != d.push_digest {
+                return Ok(Err(Some(listed)));
+            }
+            if let Some(m) = known.filter(|_| !self.deep) {
+                return Ok(Ok(m.clone()));
+            }
+            return Ok(self.sight_listed(item, &d.push_digest).await?.ok_or(None));
+        }
         // A HEAD first where it saves a read: the body is in hand (and is not to be read
         // again, as `deep` does), or a GET would count as a pull.
         if (known.is_some() && !self.deep) || dst.registry.capabilities().counts_pulls {
@@ -328,18 +339,50 @@ impl Engine {
             Sighting::Missing => Ok(None),
             Sighting::There(Some(m)) => Ok(Some(m.clone())),
             // Seen by a HEAD: the body, from the source where a GET there counts no pull.
-            Sighting::There(None) => {
-                let src = &item.source;
-                let m = match src.registry.capabilities().counts_pulls {
-                    false => src.registry.get_manifest(&src.repo, reference).await,
-                    true => dst.registry.get_manifest(&dst.repo, reference).await,
-                };
-                m.map(Some).map_err(|e| CopyError::Source {
-                    reference: join_ref(&src.display(), reference),
-                    source: e,
-                })
-            }
+            Sighting::There(None) => self.body_elsewhere(item, digest).await.map(Some),
         }
+    }
+
+    /// Manifest `digest` of the item's target repository, which the repository's listing
+    /// says a tag points at, with its body: as [`Engine::sight`], except where a GET at the
+    /// target counts as a pull. There the listing stands for the `HEAD`, and the body read
+    /// from the source (see [`Engine::body_elsewhere`]) is kept for every other tag on it.
+    async fn sight_listed(
+        &self,
+        item: &Item,
+        digest: &Digest,
+    ) -> Result<Option<Manifest>, CopyError> {
+        let dst = &item.target;
+        if !dst.registry.capabilities().counts_pulls || self.deep {
+            return self.sight(item, digest).await;
+        }
+        let cell = self.graphs.manifest(&repo_digest_key(dst, digest));
+        let seen = cell
+            .get_or_try_init(|| async {
+                let m = self.body_elsewhere(item, digest).await?;
+                Ok::<_, CopyError>(Sighting::There(Some(m)))
+            })
+            .await?;
+        match seen {
+            Sighting::Missing => Ok(None),
+            Sighting::There(Some(m)) => Ok(Some(m.clone())),
+            Sighting::There(None) => self.body_elsewhere(item, digest).await.map(Some),
+        }
+    }
+
+    /// The body of manifest `digest`, known to be at the target, where reading it costs no
+    /// pull: from the source, unless a GET there counts one too.
+    async fn body_elsewhere(&self, item: &Item, digest: &Digest) -> Result<Manifest, CopyError> {
+        let (src, dst) = (&item.source, &item.target);
+        let reference = digest.as_str();
+        let m = match src.registry.capabilities().counts_pulls {
+            false => src.registry.get_manifest(&src.repo, reference).await,
+            true => dst.registry.get_manifest(&dst.repo, reference).await,
+        };
+        m.map_err(|e| CopyError::Source {
+            reference: join_ref(&src.display(), reference),
+            source: e,
+        })
     }
 
     /// Whether blob `b` (a `part` of image `within`) is at the target, as the run first saw

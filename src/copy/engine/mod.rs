@@ -5,7 +5,8 @@
 //!
 //! Those files extend [`Engine`]; what it holds and they share lives in leaves that import
 //! none of them: `keys`, `live` (every item announced), `sightings` (what the targets held
-//! when first seen) and `destined` (what a target gets for an item).
+//! when first seen), `destined` (what a target gets for an item) and `tag_listings` (a
+//! repository's tags with their digests, where the registry lists them a page at a time).
 
 mod blob;
 mod destined;
@@ -15,6 +16,7 @@ mod keys;
 mod live;
 mod sightings;
 mod source;
+mod tag_listings;
 mod target;
 mod tree;
 mod window;
@@ -23,6 +25,7 @@ use destined::{destined, source_by_digest, Destined};
 use keys::{BlobKey, ManifestKey, TagKey};
 use live::{Batch, Later, LiveItems, Slot};
 use sightings::{AtTarget, Graphs, Targets};
+use tag_listings::Listings;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -97,6 +100,9 @@ pub struct Engine {
     /// What this run knows of each target repository's manifests and blobs as wholes
     /// (see [`graph`]).
     graphs: Graphs,
+    /// The tag listings of the repositories the batches in flight name, where their
+    /// registries list tags with digests (see [`tag_listings`]).
+    listings: Listings,
     /// Change nothing: find what the targets lack and say what a run would copy
     /// (`ferry verify`).
     audit: bool,
@@ -142,6 +148,7 @@ impl Engine {
             placed: std::sync::Mutex::default(),
             placed_blobs: std::sync::Mutex::default(),
             graphs: Graphs::default(),
+            listings: Listings::default(),
             audit: false,
             deep: false,
             live: std::sync::Mutex::default(),
@@ -274,6 +281,9 @@ impl Engine {
         done: &(dyn Fn(usize, Option<Outcome>) + Sync),
     ) -> Totals {
         let started = Instant::now();
+        // Where a registry lists tags with digests, a repository the batch names is listed
+        // once, for every item of it, and dropped with the batch.
+        let _listings = self.listings.hold(items);
         // The counts, and which items were handed over.
         let tally = std::sync::Mutex::new((Totals::default(), vec![false; items.len()]));
         let batch = Batch::of(items);

@@ -1,5 +1,6 @@
-//! Reading an item's source: its digest (from the reference, what selection saw, or a HEAD)
-//! or its whole manifest (one GET, where the copy or a whole check needs the body anyway).
+//! Reading an item's source: its digest (from the reference, what selection saw, the
+//! repository's listing, or a HEAD) or its whole manifest (one GET, where the copy or a whole
+//! check needs the body anyway).
 
 use super::destined::source_at;
 use super::Engine;
@@ -11,7 +12,8 @@ use crate::registry::{Manifest, RegistryError};
 impl Engine {
     /// The source digest, and the manifest itself where it was read whole: a tag no fresh
     /// record vouches for (`unconfirmed`) is read with one GET (digest and body, which a copy
-    /// or a whole check needs), except where a GET counts as a pull and a HEAD saves it.
+    /// or a whole check needs), except where a GET counts as a pull and a HEAD saves it, and
+    /// where the repository's listing names the tag (the body is read by digest if needed).
     pub(super) async fn source_of(
         &self,
         item: &Item,
@@ -20,13 +22,17 @@ impl Engine {
         let by_tag = Digest::parse(&item.source_ref).is_none();
         match unconfirmed && by_tag && !item.source.registry.capabilities().counts_pulls {
             true if item.read.is_some() => Ok(self.read_by_selection(item)),
-            true => Box::pin(self.source_manifest(item)).await,
+            true => match self.listed_source(item).await {
+                Some(digest) => Ok((digest, None)),
+                None => Box::pin(self.source_manifest(item)).await,
+            },
             false => Ok((self.source_digest(item).await?, None)),
         }
     }
 
     /// The source digest: from the reference itself, else from what selection saw moments
-    /// ago, else a HEAD (which Docker Hub does not count as a pull).
+    /// ago, else from the repository's listing, else a HEAD (which Docker Hub does not count
+    /// as a pull).
     pub(super) async fn source_digest(&self, item: &Item) -> Result<Digest, CopyError> {
         if let Some(d) = Digest::parse(&item.source_ref) {
             return Ok(d);
@@ -35,6 +41,9 @@ impl Engine {
         if let Some(d) = &item.seen {
             self.journal.tag_seen(src, &item.source_ref, d);
             return Ok(d.clone());
+        }
+        if let Some(d) = self.listed_source(item).await {
+            return Ok(d);
         }
         let source_err = |e| CopyError::Source {
             reference: item.source_display(),
@@ -54,6 +63,15 @@ impl Engine {
             .digest;
         self.journal.tag_seen(src, &item.source_ref, &digest);
         Ok(digest)
+    }
+
+    /// The digest the source repository's listing gives the item's tag, where it has one
+    /// that names it (see [`super::tag_listings`]).
+    async fn listed_source(&self, item: &Item) -> Option<Digest> {
+        let src = &item.source;
+        let digest = self.listings.digest(src, &item.source_ref).await?;
+        self.journal.tag_seen(src, &item.source_ref, &digest);
+        Some(digest)
     }
 
     /// The source manifest by the item's tag, in one GET: its digest and body.

@@ -1,10 +1,11 @@
 //! Docker Hub's [`HostedApi`], its API (hub.docker.com): the namespace listing behind `docker.io/NAMESPACE/*`
 //! (Hub has no catalog), the tag listing that retention reads instead of pulling manifests
-//! (every manifest GET counts against the pull limit), and tag deletion (every tag of an
+//! (every manifest GET counts against the pull limit) and that a run reads instead of a HEAD
+//! per tag, and tag deletion (every tag of an
 //! image, or one tag alone). Logs in with the registry credentials (a personal access token)
 //! for private repositories and deletes, taking them from the registry's credential source at
 //! each login; a refused login or JWT reads the source again and logs in once more. Waits out
-//! the API's own `X-RateLimit-*` budget and 429s.
+//! the API's own `X-RateLimit-*` budget and 429s. `hub_pages` reads its listings page by page.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use async_trait::async_trait;
 use reqwest::header::{self, HeaderValue};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
@@ -27,18 +27,25 @@ use crate::registry::credentials::Credential;
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
 use crate::registry::reasons::CredentialsError;
-use crate::registry::transport::body::{read_limited, status_error, MAX_LISTING, MAX_TOKEN_ANSWER};
-use crate::registry::transport::pager::Pager;
+use crate::registry::tag_digests::TagDigests;
+use crate::registry::transport::body::{read_limited, status_error, MAX_TOKEN_ANSWER};
 use crate::registry::transport::retry::RetryPolicy;
 use crate::registry::transport::throttle::{self, Event, Throttle};
 use crate::registry::ManifestRecord;
 
+mod hub_pages;
+
 /// Docker Hub's API, for `docker.io` unless the plan names another.
 const DOCKER_HUB_API: &str = "https://hub.docker.com";
+
+/// Tags asked per page of the tags API (Docker Hub's maximum).
+const HUB_PAGE_SIZE: usize = 100;
 
 /// A page of a Hub API listing.
 #[derive(Deserialize)]
 struct Page<T> {
+    /// How many items the whole listing has.
+    count: Option<u64>,
     next: Option<String>,
     #[serde(default = "Vec::new")]
     results: Vec<T>,
@@ -171,38 +178,6 @@ impl DockerHub {
         }
     }
 
-    /// Every item of a listing paged by `next` (see [`Pager`]).
-    async fn hub_pages<T: DeserializeOwned>(
-        &self,
-        first: Url,
-        login: &mut Login,
-    ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        let mut pager = Pager::new(first);
-        while let Some(url) = pager.next_page()? {
-            let resp = self.hub_send(Method::GET, &url, login).await?;
-            if !resp.status().is_success() {
-                return Err(self.hub_error(&Method::GET, &url, resp).await);
-            }
-            let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, self.stall).await?;
-            let page: Page<T> =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("unexpected answer from the Docker Hub API: {e}"),
-                })?;
-            out.extend(page.results);
-            let next = match page.next.filter(|n| !n.is_empty()) {
-                None => None,
-                Some(n) => Some(url.join(&n).map_err(|e| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("invalid `next` link {n:?}: {e}"),
-                })?),
-            };
-            pager.follow(&url, next)?;
-        }
-        Ok(out)
-    }
-
     /// Docker Hub has no catalog: list a namespace's repositories through the Hub API.
     async fn hub_repositories(&self, prefix: &str) -> Result<Vec<String>> {
         #[derive(Deserialize)]
@@ -252,7 +227,10 @@ impl DockerHub {
         names::repository(repo)?;
         let api = self.hub_api()?;
         let mut login = self.hub_login(api).await?;
-        let first = self.hub_url(api, &format!("/v2/repositories/{repo}/tags/?page_size=100"))?;
+        let first = self.hub_url(
+            api,
+            &format!("/v2/repositories/{repo}/tags/?page_size={HUB_PAGE_SIZE}"),
+        )?;
         let tags: Vec<Tag> = self.hub_pages(first, &mut login).await?;
         let mut by_digest: BTreeMap<Digest, ManifestRecord> = BTreeMap::new();
         for t in tags {
@@ -430,6 +408,19 @@ impl HostedApi for DockerHub {
     /// Docker Hub's pull limit counts manifest GETs; HEADs are free.
     fn counts_pulls(&self) -> bool {
         true
+    }
+
+    /// Where the API is known (`docker.io`, or the plan's `api`).
+    fn lists_tag_digests(&self) -> bool {
+        self.api.is_some()
+    }
+
+    async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {
+        self.retry
+            .run("list Docker Hub tags", || {
+                self.hub_tag_digests(repo, max_pages)
+            })
+            .await
     }
 
     async fn check_delete(&self, _repo: &str) -> Result<Option<String>> {

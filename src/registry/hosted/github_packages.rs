@@ -1,6 +1,7 @@
 //! GHCR's [`HostedApi`]: the GitHub Packages REST API, for what GHCR's registry API does not
 //! do: list a namespace's container packages, list package versions (id, digest, tags, push
-//! time, untagged ones included) and delete versions. Honours GitHub's rate limits as its docs
+//! time, untagged ones included; or just each tag's digest, for a run: `version_pages`) and
+//! delete versions. Honours GitHub's rate limits as its docs
 //! say (`limits`: every request to the API waits), paces deletions below its secondary limit
 //! and tells its refusals for good apart ([`deletes`]), and checks the token's scopes before
 //! the first deletion. The token comes from the registry's credential source for each request,
@@ -8,6 +9,7 @@
 
 pub mod deletes;
 mod limits;
+mod version_pages;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,8 +31,8 @@ use crate::registry::credentials::{lacking, Credential};
 use crate::registry::error::{RegistryError, Result};
 use crate::registry::error_body::Service;
 use crate::registry::reasons::CredentialsError;
-use crate::registry::transport::body::{read_limited, status_error, MAX_LISTING, MAX_TOKEN_ANSWER};
-use crate::registry::transport::pager::Pager;
+use crate::registry::tag_digests::TagDigests;
+use crate::registry::transport::body::{read_limited, status_error, MAX_TOKEN_ANSWER};
 use crate::registry::transport::retry::RetryPolicy;
 use crate::registry::transport::throttle::{pace::Pace, Throttle};
 use crate::registry::ManifestRecord;
@@ -287,6 +289,29 @@ impl PackagesApi {
     /// Every version of a package (paged by `Link`), trying the organisation endpoint first
     /// and the authenticated user's packages when `owner` is not an organisation.
     pub async fn versions(&self, owner: &str, package: &str) -> Result<Vec<Version>> {
+        self.by_owner(owner, package, |first| self.pages(first))
+            .await
+    }
+
+    /// The package's tags with their digests, when its versions take at most `max_pages`
+    /// pages (see [`HostedApi::tag_digests`]).
+    pub async fn tag_digests(
+        &self,
+        owner: &str,
+        package: &str,
+        max_pages: usize,
+    ) -> Result<Option<TagDigests>> {
+        self.by_owner(owner, package, |first| self.tag_pages(first, max_pages))
+            .await
+    }
+
+    /// `list` the package's versions from their first page: the organisation's endpoint first,
+    /// then the authenticated user's packages when `owner` is not an organisation (the kind
+    /// found is remembered).
+    async fn by_owner<T, F>(&self, owner: &str, package: &str, list: impl Fn(Url) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
         let mut last_err = None;
         for kind in self.owner_kinds(owner).await {
             let kind = match kind {
@@ -297,7 +322,7 @@ impl PackagesApi {
                 "{}?per_page={PER_PAGE}",
                 Self::versions_path(kind, owner, package)
             ))?;
-            match self.pages(first).await {
+            match list(first).await {
                 Ok(v) => {
                     self.owners.lock().await.insert(owner.to_string(), kind);
                     return Ok(v);
@@ -307,69 +332,6 @@ impl PackagesApi {
             }
         }
         Err(last_err.expect("tried at least one owner kind"))
-    }
-
-    /// Every item of a listing paged by `Link` (see [`Pager`]).
-    async fn list<T: serde::de::DeserializeOwned>(&self, first: Url) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        let mut pager = Pager::new(first);
-        while let Some(url) = pager.next_page()? {
-            let (resp, _) = self.send(Method::GET, &url).await?;
-            if !resp.status().is_success() {
-                return Err(self.error(&Method::GET, &url, resp).await);
-            }
-            pager.follow_link(&url, resp.headers())?;
-            let body = read_limited(resp, &Method::GET, &url, MAX_LISTING, API_STALL).await?;
-            let page: Vec<T> =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("unexpected answer from the GitHub API: {e}"),
-                })?;
-            out.extend(page);
-        }
-        Ok(out)
-    }
-
-    async fn pages(&self, first: Url) -> Result<Vec<Version>> {
-        #[derive(Deserialize)]
-        struct Raw {
-            id: u64,
-            name: String,
-            created_at: Option<String>,
-            metadata: Option<Meta>,
-        }
-        #[derive(Deserialize)]
-        struct Meta {
-            container: Option<Container>,
-        }
-        #[derive(Deserialize)]
-        struct Container {
-            #[serde(default)]
-            tags: Vec<String>,
-        }
-        let raw: Vec<Raw> = self.list(first).await?;
-        // Only retention reads versions, and it must not judge a package it cannot read whole:
-        // a version whose digest or tag fails its check fails the listing.
-        raw.into_iter()
-            .map(|r| {
-                let tags = r
-                    .metadata
-                    .and_then(|m| m.container)
-                    .map(|c| c.tags)
-                    .unwrap_or_default();
-                for t in &tags {
-                    names::tag(t)?;
-                }
-                Ok(Version {
-                    id: r.id,
-                    digest: Digest::checked(&r.name)?,
-                    tags,
-                    created: r
-                        .created_at
-                        .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
-                })
-            })
-            .collect()
     }
 
     /// Delete one version, at the pace GitHub's secondary limit allows; a refusal for good is
@@ -536,6 +498,24 @@ impl HostedApi for Ghcr {
         repos.retain(|r| r.starts_with(prefix));
         repos.sort();
         Ok(repos)
+    }
+
+    fn lists_tag_digests(&self) -> bool {
+        true
+    }
+
+    /// A version's `name` is the manifest digest its tags point at. Without a token (GHCR
+    /// pulls public images anonymously, the API lists nothing) there is no listing.
+    async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {
+        if self.api().is_err() {
+            return Ok(None);
+        }
+        let (api, owner, package) = self.package(repo)?;
+        self.retry
+            .run("list package versions", || {
+                api.tag_digests(owner, package, max_pages)
+            })
+            .await
     }
 
     async fn manifest_records(&self, repo: &str) -> Result<Vec<ManifestRecord>> {

@@ -1,6 +1,7 @@
 //! The hosted registries' own APIs, for what some registries do only through them: listing a
 //! namespace's repositories where there is no catalog, reading every manifest as the registry
-//! records it (with ids, tags, push times), deleting (a manifest; on Docker Hub, one tag too),
+//! records it (with ids, tags, push times), listing every tag with its digest a page at a time
+//! (so that a run asks no question per tag), deleting (a manifest; on Docker Hub, one tag too),
 //! and checking beforehand that deleting will be allowed. [`HostedApi`] is that API; the
 //! GitHub Packages API ([`github_packages`], for GHCR) and the Docker Hub API ([`docker_hub`])
 //! implement it. The HTTP client picks one once, from the registry's
@@ -25,6 +26,7 @@ use super::capabilities::RecordStyle;
 use super::credential_source::CredentialSource;
 use super::credentials::Credential;
 use super::error::Result;
+use super::tag_digests::TagDigests;
 use super::transport::retry::RetryPolicy;
 use super::transport::throttle::Throttle;
 use super::ManifestRecord;
@@ -56,6 +58,18 @@ pub trait HostedApi: Send + Sync {
     /// Every manifest of `repo` as the API records it (see
     /// [`super::Registry::manifest_records`]).
     async fn manifest_records(&self, repo: &str) -> Result<Vec<ManifestRecord>>;
+
+    /// Does [`HostedApi::tag_digests`] list anything here?
+    fn lists_tag_digests(&self) -> bool {
+        false
+    }
+
+    /// Every tag of `repo` with its digest, from one paged listing, when it takes at most
+    /// `max_pages` pages (see [`super::Registry::tag_digests`]). `Ok(None)` where the API
+    /// cannot list them now, and where the listing is longer.
+    async fn tag_digests(&self, _repo: &str, _max_pages: usize) -> Result<Option<TagDigests>> {
+        Ok(None)
+    }
 
     /// Take the place of the next [`HostedApi::delete_manifest`] in the API's own pace now,
     /// so that it goes without waiting for it (see [`super::Registry::reserve`]); nothing

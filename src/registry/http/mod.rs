@@ -42,6 +42,7 @@ pub use upload::{CHUNK_SIZE, MONOLITHIC_MAX};
 
 use super::capabilities::{Capabilities, RecordStyle};
 use super::error::Result;
+use super::tag_digests::TagDigests;
 use super::transport::throttle::RegistryStats;
 use super::{
     BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
@@ -59,7 +60,7 @@ impl Registry for HttpRegistry {
     }
 
     /// Uploads resume across runs; the registry's hosted API, where it has one, tells how it
-    /// records manifests and whether it counts pulls.
+    /// records manifests, whether it counts pulls and whether it lists tags with digests.
     fn capabilities(&self) -> Capabilities {
         let hosted = self.hosted.as_ref();
         Capabilities {
@@ -67,6 +68,7 @@ impl Registry for HttpRegistry {
             resumable_uploads: true,
             counts_pulls: hosted.is_some_and(|v| v.counts_pulls()),
             can_mount: true,
+            lists_tag_digests: hosted.is_some_and(|v| v.lists_tag_digests()),
         }
     }
 
@@ -125,6 +127,13 @@ impl Registry for HttpRegistry {
         self.retry
             .run("list tags", || self.list_tags_once(repo))
             .await
+    }
+
+    async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {
+        match &self.hosted {
+            Some(v) => v.tag_digests(repo, max_pages).await,
+            None => Ok(None),
+        }
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {

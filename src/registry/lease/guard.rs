@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::reference::Digest;
 use crate::registry::capabilities::Capabilities;
+use crate::registry::tag_digests::TagDigests;
 use crate::registry::transport::throttle;
 use crate::registry::{
     BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
@@ -126,6 +127,10 @@ impl Registry for Guarded {
 
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         self.inner.list_tags(repo).await
+    }
+
+    async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {
+        self.inner.tag_digests(repo, max_pages).await
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {

@@ -222,6 +222,7 @@ fn a_guarded_registry_answers_with_the_capabilities_it_guards() {
         resumable_uploads: true,
         counts_pulls: true,
         can_mount: false,
+        lists_tag_digests: true,
     };
     let reg = Arc::new(MemoryRegistry::new("reg.example").with_capabilities(unusual));
     let hold = Arc::new(Hold::new("x".into(), Instant::now() + EXPIRY));

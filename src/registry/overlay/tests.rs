@@ -256,6 +256,7 @@ fn an_overlay_has_the_capabilities_underneath_but_no_resumable_uploads() {
                 resumable_uploads: resumable,
                 counts_pulls: flag,
                 can_mount: !flag,
+                lists_tag_digests: flag,
             };
             let reg = MemoryRegistry::new("reg.example").with_capabilities(under);
             let o = Overlay::new(Arc::new(reg));
@@ -268,4 +269,35 @@ fn an_overlay_has_the_capabilities_underneath_but_no_resumable_uploads() {
     }
     let layouts = Overlay::new(Arc::new(LayoutRegistry::new()));
     assert!(!layouts.capabilities().can_mount);
+}
+
+/// Issue 24: a registry's listing of tags with digests, as the plan sees it, says what the
+/// run's writes would leave: a tag put moves, a deleted manifest's tags are gone, and a new
+/// repository lists what the simulation put there.
+#[tokio::test]
+async fn a_tag_listing_shows_the_simulated_writes() {
+    use crate::registry::memory::MemoryRegistry;
+    let caps = Capabilities {
+        lists_tag_digests: true,
+        ..Capabilities::default()
+    };
+    let reg = MemoryRegistry::new("reg.example").with_capabilities(caps);
+    let a = reg.push_image("team/app", "a", &[b"one"], "linux/amd64");
+    let b = reg.push_image("team/app", "b", &[b"two"], "linux/amd64");
+    let o = Overlay::new(Arc::new(reg));
+    let m = image(3);
+    o.put_manifest("team/app", "a", &m).await.unwrap();
+    o.delete_manifest("team/app", &b).await.unwrap();
+    o.put_manifest("team/app", "c", &m).await.unwrap();
+    let listed = o.tag_digests("team/app", 10).await.unwrap().unwrap();
+    assert_eq!(listed.get("a"), Some(&m.digest), "was {a}");
+    assert_eq!(listed.get("b"), None);
+    assert_eq!(listed.get("c"), Some(&m.digest));
+    assert_eq!(listed.len(), 2);
+    o.put_manifest("new/app", "v1", &m).await.unwrap();
+    let fresh = o.tag_digests("new/app", 10).await.unwrap().unwrap();
+    assert_eq!(fresh.get("v1"), Some(&m.digest));
+    // A registry without such a listing: none, as underneath.
+    let many = Overlay::new(Arc::new(MemoryRegistry::new("plain.example")));
+    assert!(many.tag_digests("team/app", 10).await.unwrap().is_none());
 }

@@ -94,16 +94,32 @@ impl Pager {
 /// http(s) URL (`<a:>` resolves to the URL `a:`, which no client can fetch). Whether it may
 /// be followed (its host) is the caller's decision.
 pub fn next_link(headers: &HeaderMap, url: &Url) -> Option<Url> {
+    link(headers, url, "next")
+}
+
+/// How many pages a listing paged by `Link` has, where its page names the last one
+/// (`rel="last"`, with a `page` parameter, as the GitHub API does): the long listing a caller
+/// would not read whole is known from its first page.
+pub fn last_page(headers: &HeaderMap, url: &Url) -> Option<usize> {
+    let last = link(headers, url, "last")?;
+    let page = last.query_pairs().find(|(k, _)| k == "page")?.1;
+    page.parse().ok()
+}
+
+/// The `rel` target of a `Link` header, as [`next_link`] reads `next`.
+fn link(headers: &HeaderMap, url: &Url, rel: &str) -> Option<Url> {
+    let quoted = format!("rel=\"{rel}\"");
+    let bare = format!("rel={rel}");
     for value in headers.get_all(header::LINK) {
         let Ok(value) = value.to_str() else { continue };
         for part in value.split(',') {
             let mut pieces = part.split(';');
             let target = pieces.next()?.trim();
-            let is_next = pieces.any(|p| {
+            let is_rel = pieces.any(|p| {
                 let p = p.trim().replace(' ', "");
-                p == "rel=\"next\"" || p == "rel=next"
+                p == quoted || p == bare
             });
-            if is_next {
+            if is_rel {
                 let target = target.strip_prefix('<')?.strip_suffix('>')?;
                 return url
                     .join(target)
@@ -136,6 +152,32 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::LINK, HeaderValue::from_static("<x>; rel=\"prev\""));
         assert_eq!(next_link(&h, &url), None);
+    }
+
+    /// Issue 24: a GitHub listing's first page says how many pages it has.
+    #[test]
+    fn the_last_link_tells_how_many_pages() {
+        let url = Url::parse("https://api.test/orgs/o/packages/container/p/versions").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static(
+                "<https://api.test/x?per_page=100&page=2>; rel=\"next\", <https://api.test/x?per_page=100&page=51>; rel=\"last\"",
+            ),
+        );
+        assert_eq!(last_page(&h, &url), Some(51));
+        assert_eq!(
+            next_link(&h, &url).unwrap().as_str(),
+            "https://api.test/x?per_page=100&page=2"
+        );
+        // The last page names no last one; nor does a listing of one page.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("<https://api.test/x?page=50>; rel=\"prev\""),
+        );
+        assert_eq!(last_page(&h, &url), None);
+        assert_eq!(last_page(&HeaderMap::new(), &url), None);
     }
 
     #[test]

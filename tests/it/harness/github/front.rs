@@ -52,6 +52,36 @@ pub(super) fn record_push(inner: &Inner, name: &str, digest: &str, tag: Option<&
     p.versions[at].tags.extend(tag.map(str::to_string));
 }
 
+/// Tags of `name` (`OWNER/PACKAGE`) written into the storage of the registry behind
+/// `registry_front` (a test's way to make thousands of tags cheaply), pointing at `digest`:
+/// what pushes of those tags would have done to the package, in one step. Each tag moves to
+/// the version of that digest (made if there is none).
+pub(super) fn record_tags(inner: &Inner, name: &str, digest: &str, tags: &[String]) {
+    let Some(first) = tags.first() else {
+        return;
+    };
+    record_push(inner, name, digest, Some(first));
+    let Some((owner, package)) = name.split_once('/') else {
+        return;
+    };
+    let moving: std::collections::HashSet<&String> = tags.iter().collect();
+    let mut data = inner.data.lock().expect("github data");
+    let key = (OwnerKind::Org, owner.to_string(), package.to_string());
+    let p = data
+        .packages
+        .get_mut(&key)
+        .expect("made by the push of the first");
+    for v in &mut p.versions {
+        v.tags.retain(|t| !moving.contains(t));
+    }
+    let v = p
+        .versions
+        .iter_mut()
+        .find(|v| v.digest == digest && !v.deleted)
+        .expect("made by the push of the first");
+    v.tags.extend(tags.iter().cloned());
+}
+
 /// What deleting a version does in the registry behind `registry_front`: its manifest goes,
 /// and with it every tag pointing at it (GHCR's deletion removes the digest and its tags).
 pub(super) async fn delete_upstream(

@@ -417,6 +417,13 @@ impl GitHubFake {
         super::Proxy::start_observed(upstream, hook, answered).await
     }
 
+    /// `tags` of `name` (`OWNER/PACKAGE`), written straight into the storage of the registry
+    /// behind `registry_front`, now point at `digest`: the packages learn it as GHCR would from
+    /// pushes of those tags (see `record_tags`).
+    pub fn tagged(&self, name: &str, digest: &str, tags: &[String]) {
+        record_tags(&self.inner, name, digest, tags);
+    }
+
     /// Revoke `token` once `requests` more requests have been answered, as GitHub does when a
     /// GitHub App installation token expires or a personal access token is regenerated: from
     /// the next request on it is refused with 401 "Bad credentials". `then` runs at that

@@ -54,6 +54,8 @@ struct Inner {
     upstream: Mutex<Option<Upstream>>,
     /// ("ns/repo", tag) -> when it was last pushed through `registry_front`.
     pushed: Mutex<BTreeMap<(String, String), String>>,
+    /// Manifest digest -> its platforms, as read from the registry behind `registry_front`.
+    platforms: Mutex<std::collections::HashMap<String, Platforms>>,
     /// A password change the test scheduled (`change_password_after`), and whether it
     /// happened.
     change: Mutex<Option<PasswordChange>>,
@@ -66,6 +68,9 @@ struct Upstream {
     url: String,
     storage: std::path::PathBuf,
 }
+
+/// (digest, os, architecture) of each platform manifest of an index.
+type Platforms = Vec<(String, String, String)>;
 
 /// A tag as Hub's API shows it: the digest it points at, when it was pushed, and for a
 /// multi-platform image the per-platform manifests (`images`).
@@ -144,6 +149,7 @@ impl HubFake {
             tags: Mutex::new(BTreeMap::new()),
             upstream: Mutex::new(None),
             pushed: Mutex::new(BTreeMap::new()),
+            platforms: Mutex::new(std::collections::HashMap::new()),
             change: Mutex::new(None),
         });
         let app = Router::new()

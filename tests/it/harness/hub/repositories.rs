@@ -110,11 +110,10 @@ pub(super) async fn list_tags(
         return r;
     }
     let key = format!("{namespace}/{repo}");
-    let all = match upstream(&inner) {
-        Some(up) => upstream_tags(&inner, &up, &key).await,
-        None => set_tags_of(&inner, &key),
-    };
-    let Some(all) = all else {
+    let size = q.page_size.unwrap_or(10).clamp(1, inner.page_cap);
+    let page = q.page.unwrap_or(1).max(1);
+    let start = (page - 1) * size;
+    let Some((count, tags)) = tags_page(&inner, &key, start, size).await else {
         return (
             StatusCode::NOT_FOUND,
             rate_headers(&inner),
@@ -122,13 +121,8 @@ pub(super) async fn list_tags(
         )
             .into_response();
     };
-    let size = q.page_size.unwrap_or(10).clamp(1, inner.page_cap);
-    let page = q.page.unwrap_or(1).max(1);
-    let start = (page - 1) * size;
-    let results: Vec<serde_json::Value> = all
+    let results: Vec<serde_json::Value> = tags
         .iter()
-        .skip(start)
-        .take(size)
         .map(|t| {
             let images: Vec<serde_json::Value> = if t.platforms.is_empty() {
                 vec![json!({"architecture": "amd64", "os": "linux", "digest": t.digest, "size": 1024, "status": "active"})]
@@ -144,7 +138,7 @@ pub(super) async fn list_tags(
                    "images": images})
         })
         .collect();
-    let next = (start + size < all.len()).then(|| {
+    let next = (start + size < count).then(|| {
         format!(
             "{}/v2/repositories/{namespace}/{repo}/tags/?page={}&page_size={size}",
             inner.base,
@@ -154,7 +148,7 @@ pub(super) async fn list_tags(
     (
         StatusCode::OK,
         rate_headers(&inner),
-        Json(json!({"count": all.len(), "next": next, "previous": null, "results": results})),
+        Json(json!({"count": count, "next": next, "previous": null, "results": results})),
     )
         .into_response()
 }
@@ -184,7 +178,7 @@ pub(super) async fn delete_tag(
     }
     let key = format!("{namespace}/{repo}");
     if let Some(up) = upstream(&inner) {
-        return match delete_upstream_tag(&inner, &up, &key, &tag).await {
+        return match delete_upstream_tag(&up, &key, &tag) {
             Ok(()) => (StatusCode::NO_CONTENT, rate_headers(&inner)).into_response(),
             Err(message) => (
                 StatusCode::NOT_FOUND,
