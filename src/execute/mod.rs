@@ -364,10 +364,12 @@ fn sharing_targets(plan: &Plan) -> HashSet<usize> {
         .collect()
 }
 
-/// Parts copied at once. The engine bounds what is in flight across them; this bounds what
-/// waits (a part is one repository's items), so memory does not grow with the number of
-/// repositories. Enough for small repositories to keep the engine busy.
-const PARTS_IN_FLIGHT: usize = 8;
+/// Parts copied at once: all of them, for now. A bound here (8) is what would make a run
+/// hold a few repositories' items instead of the organisation's, but with it a cold run of
+/// 200 repositories stopped for good now and then (every task waiting, no request in
+/// flight): some item waits for one of a part not yet started. Until that wait is found, the
+/// parts are not bounded; the resolved parts waiting for the copy are ([`select::PARTS_QUEUED`]).
+const PARTS_IN_FLIGHT: Option<usize> = None;
 
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while
