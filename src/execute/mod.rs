@@ -241,7 +241,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         .adaptive(crate::plan::WINDOW_START)
         .with_journal(cx.journal.clone())
         .with_cancellation(cx.stop.clone(), cx.abort.clone())
-        .remember_only(sharing_targets(plan));
+        .remember_only(sharing_targets(plan, cx.registries));
     if let Some(spool) = &cx.spool {
         engine = engine.with_spool(spool.clone());
     }
@@ -487,12 +487,15 @@ async fn retain(
 
 /// The rules whose items another rule's may follow once their batch is over (a contested
 /// item follows the winner of its tag, a referrer whose own item was a duplicate the first
-/// with the key): those writing a target registry another rule writes too. The engine
-/// remembers only their items.
-fn sharing_targets(plan: &Plan) -> HashSet<usize> {
+/// with the key): those writing a target registry another rule writes too (items write one
+/// key only there). The engine remembers only their items.
+fn sharing_targets(plan: &Plan, registries: &Registries) -> HashSet<usize> {
+    let target = |rule: &crate::copy::copy_rule::CopyRule| {
+        (registries.get(&rule.to.location)).map(|r| r.name().to_string())
+    };
     let copies = &plan.copies;
     (copies.iter())
-        .filter(|a| (copies.iter()).any(|b| b.number != a.number && b.to.location == a.to.location))
+        .filter(|a| (copies.iter()).any(|b| b.number != a.number && target(b) == target(a)))
         .map(|c| c.number)
         .collect()
 }
