@@ -16,13 +16,18 @@
 #              and of the target by method and resource; FERRY_BENCH_BIN_BEFORE=/path/to/ferry
 #              times a second ferry build on the same corpus, interleaved
 #              (FERRY_BENCH_ORDER=before-first runs it first); registries store in /dev/shm
+#   scale      100 repositories × 1,000 tags over 1,000 manifests (issue 24; tags written
+#              straight into the source registry's storage): ferry run cold, no-op and
+#              --recheck, plan (text, JSON), verify, status and report merge, each with wall
+#              time, peak RSS and requests; FERRY_BENCH_TAGS=20000 for a smaller corpus;
+#              registries store in /dev/shm
 #   many-wan   the same corpus with source and target behind 40 ms / 200 Mbit/s proxies: ferry
 #              cold and no-op, and ferry beside skopeo on the first 10 repositories
 # ferry's result is checked tag by tag. Prints times, ratios and peak memory; the figures are
 # recorded in docs/benchmarks.md. Not part of the test suite (it moves gigabytes).
 #
 #   ./bench/compare-skopeo.sh            # every scenario, one after the other
-#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt, many, many-wan
+#   ./bench/compare-skopeo.sh loopback   # one of: loopback, wan, gib, kill, interrupt, many, many-wan, scale
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -50,8 +55,13 @@ case "${1:-all}" in
         if [ -d /dev/shm ]; then export TMPDIR="${TMPDIR:-/dev/shm}"; fi
         ;;
     many-wan) filter=bench_many_wan ;;
+    scale)
+        filter=bench_scale::bench_scale
+        exact=(--exact)
+        if [ -d /dev/shm ]; then export TMPDIR="${TMPDIR:-/dev/shm}"; fi
+        ;;
     all) filter=bench_ ;;
-    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|many|many-wan|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [loopback|wan|gib|kill|interrupt|many|many-wan|scale|all]" >&2; exit 2 ;;
 esac
 # One benchmark at a time: they would compete for the two cores.
 cargo test --release --locked --test it "$filter" -- --ignored "${exact[@]}" --nocapture --test-threads 1 2>&1 \

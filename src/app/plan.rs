@@ -46,8 +46,8 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Some(s) => s.state_path(&path),
         None => path,
     };
-    let snapshot = State::read_only_snapshot(&path)?;
-    let journal = std::sync::Arc::new(StateJournal::dry(snapshot, &plan, args.recheck));
+    let reader = State::read_only(&path)?;
+    let journal = std::sync::Arc::new(StateJournal::dry(reader, &plan, args.recheck));
     let notes = std::sync::Arc::new(Notes::default());
     // Each item is printed as it finishes: what the run would do, as it would do it.
     let items = PlanItems::begin(args.output, notes.clone())?;

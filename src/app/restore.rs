@@ -93,7 +93,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 /// Why there is nothing to restore at all.
 fn nothing(run: Option<RunId>, state: &State) -> String {
     let path = state.path().display();
+    // A run the checkpoint does not have never ran there, or was pruned (`retain_runs`).
+    let known = |id| !matches!(state.run_summary(Some(id)), Ok(None));
     match run {
+        Some(id) if !known(id) => format!(
+            "nothing to restore: {path} has no run {id} (it keeps the newest runs, retain_runs in the plan)"
+        ),
         Some(id) => format!("nothing to restore: run {id} of {path} deleted nothing"),
         None => format!("nothing to restore: no run of {path} deleted anything"),
     }

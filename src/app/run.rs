@@ -35,7 +35,7 @@ use crate::registry::transport::throttle::Observer;
 use crate::registry::Registry;
 use crate::report::hints::chain as error_chain;
 use crate::report::{plural, BarReporter, PlainReporter};
-use crate::state::{RunId, RunSummary, RunTotals, Snapshot, State};
+use crate::state::{Reader, RunId, RunSummary, RunTotals, State};
 
 mod ended;
 mod report_files;
@@ -222,16 +222,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
 
     let opened = open_checkpoint(&args, &plan, shard, &fingerprint).await?;
-    let recorded: HashSet<(String, String, String)> =
-        opened.snapshot.items.keys().cloned().collect();
-    let items = RunItems::open(&args, shard, opened.run, recorded);
+    let items = RunItems::open(&args, shard, opened.run);
     tell_previous(reporter.as_ref(), opened.previous.as_ref(), &fingerprint);
     let (state, run_id) = (opened.state.clone(), opened.run);
     let spool = open_spool(&opened, args.spool_limit);
-    let journal = Arc::new(StateJournal::new(
+    let journal: Arc<StateJournal> = Arc::new(StateJournal::new(
         opened.state,
         opened.run,
-        opened.snapshot,
+        opened.reader,
         &plan,
         args.recheck,
     ));
@@ -242,7 +240,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let cx = Execute {
         registries: &registries,
-        journal,
+        journal: journal.clone(),
         reporter: reporter.clone(),
         concurrency,
         stop: stop.clone(),
@@ -257,7 +255,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut totals = execution.totals.clone();
     totals.elapsed = started.elapsed();
     reporter.finish();
-    after_notes(json, &execution, &items);
+    after_notes(json, &execution, &items, journal.new_items());
+    // The journal's reader holds the checkpoint as the run found it: closed before the run
+    // is saved, so the old runs it pruned and compacted leave the WAL too.
+    drop((cx, journal));
 
     // Failures are listed once more at the end, where an operator looks first.
     let failures = execution.failures(&plan);
@@ -370,11 +371,12 @@ fn open_spool(opened: &Opened, limit: u64) -> Option<Arc<Spool>> {
     let mut dir = opened.path.clone().into_os_string();
     dir.push(".spool");
     let spool = Spool::new(dir.into(), limit, SPOOL_MIN);
+    // A read that fails keeps nothing: those uploads start over.
     let parked: HashSet<Digest> = opened
-        .snapshot
-        .uploads
+        .reader
+        .parked_uploads()
+        .unwrap_or_default()
         .iter()
-        .filter(|(_, u)| u.hash_state.is_some())
         .filter_map(|((_, _, digest), _)| Digest::parse(digest))
         .collect();
     spool.retain_only(&parked);
@@ -419,7 +421,8 @@ struct Opened {
     /// The run before this one, if any.
     previous: Option<RunSummary>,
     run: RunId,
-    snapshot: Snapshot,
+    /// The checkpoint as this run found it.
+    reader: Reader,
 }
 
 /// The checkpoint (the shard's own under `--shard`), opened and locked on a blocking thread,
@@ -437,20 +440,42 @@ async fn open_checkpoint(
     };
     let plan_path = args.plan.display().to_string();
     let fp = fingerprint.to_string();
+    let keep = plan.retain_runs;
     tokio::task::spawn_blocking(move || {
         let state = State::open(&path).map_err(StateUnusable::Open)?;
         let previous = state.run_summary(None)?;
+        prune_runs(&state, keep);
         let run = state.begin_run(&plan_path, &fp)?;
-        let snapshot = state.snapshot()?;
+        let reader = state.reader()?;
         anyhow::Ok(Opened {
             state,
             path,
             previous,
             run,
-            snapshot,
+            reader,
         })
     })
     .await?
+}
+
+/// The rows of runs older than the newest `keep` deleted (`retain_runs`), before this run
+/// begins: then no reader holds the file as it was, so a compaction rewrites it in place, and
+/// a run that was killed is cleaned up after all. A failure is said and costs nothing else:
+/// the old rows only take room.
+fn prune_runs(state: &State, keep: u32) {
+    match state.prune_runs(keep) {
+        Ok(pruned) if pruned.runs + pruned.deletions > 0 => tracing::debug!(
+            runs = pruned.runs,
+            deletions = pruned.deletions,
+            vacuumed = pruned.vacuumed,
+            "checkpoint: runs older than the newest {keep} deleted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "deleting the checkpoint's runs older than the newest {keep}: {}",
+            error_chain(&e)
+        ),
+    }
 }
 
 /// What people should know about the run before this one: the plan changed, or it did not
@@ -487,11 +512,10 @@ fn tell_failures(json: bool, failures: &[String], unlisted: usize) {
 }
 
 /// Notes after the run: images the checkpoint did not know, layers left where they are.
-fn after_notes(json: bool, execution: &Execution, items: &RunItems) {
+fn after_notes(json: bool, execution: &Execution, items: &RunItems, new_items: usize) {
     if let Some(line) = transfer_note(&execution.transfer) {
         emit(json, "INFO", &line);
     }
-    let new_items = items.new.load(Ordering::Relaxed);
     if new_items > 0 {
         emit(
             json,

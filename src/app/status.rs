@@ -76,8 +76,7 @@ struct Refusal {
 /// Every refusal the checkpoint remembers (whichever run met it), by manifest.
 fn refusals(state: &State) -> anyhow::Result<Vec<Refusal>> {
     let mut out: Vec<Refusal> = state
-        .snapshot()?
-        .refusals
+        .refusals()?
         .into_iter()
         .map(|((registry, repo, digest), r)| Refusal {
             manifest: format!("{registry}/{repo}@{digest}"),
@@ -144,10 +143,8 @@ fn parked_uploads(
         _ => "unknown",
     };
     let mut out: Vec<ParkedUpload> = state
-        .snapshot()?
-        .uploads
+        .parked_uploads()?
         .into_iter()
-        .filter(|(_, u)| u.hash_state.is_some())
         .map(|((registry, repo, digest), u)| {
             let file = spool.join(digest.replacen(':', "-", 1));
             let spooled = std::fs::metadata(file).map_or(0, |m| m.len());

@@ -53,10 +53,10 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Some(s) => s.state_path(&path),
         None => path,
     };
-    let snapshot = State::read_only_snapshot(&path)?;
+    let reader = State::read_only(&path)?;
     // Every record as `--recheck` treats it: read (to tell a source that moved), trusted for
     // nothing.
-    let journal = Arc::new(StateJournal::dry(snapshot, &plan, true));
+    let journal = Arc::new(StateJournal::dry(reader, &plan, true));
     let started = Instant::now();
     let items = VerifyItems::begin(args.output, json, args.deep)?;
     let cx = Context {

@@ -1,7 +1,9 @@
 //! The copy engine's [`Journal`] and retention's [`retention::Journal`] over the SQLite
-//! checkpoint: consults a snapshot taken when the run starts, and queues every change to the
-//! state's writer thread (never blocking the async threads on SQLite).
+//! checkpoint: asks a [`Reader`] (the checkpoint as the run found it, record by record), and
+//! queues every change to the state's writer thread (never blocking the async threads on a
+//! commit).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use regex::Regex;
@@ -14,7 +16,7 @@ use crate::report::hints::chain as error_chain;
 use crate::retention::deletions::{Copied, Ledger};
 use crate::retention::{self, Deletion, Refused};
 use crate::state::{
-    DeletionRecord, ItemRecord, ItemState, ItemStatus, RunId, Snapshot, State, Write,
+    DeletionRecord, ItemRecord, ItemState, ItemStatus, Reader, RunId, State, StateError, Write,
 };
 
 /// What an execution records through: the copy engine's journal and retention's, one
@@ -24,10 +26,13 @@ pub trait Checkpoint: Journal + retention::Journal {}
 impl<T: Journal + retention::Journal> Checkpoint for T {}
 
 pub struct StateJournal {
+    /// The checkpoint as the run found it. Declared before `state` so it closes first: its
+    /// read transaction ends before the writer (maybe the last handle) closes the file, and
+    /// SQLite can fold the WAL back.
+    reader: Reader,
     /// `None`: a dry journal (`ferry plan`), which consults the records and writes nothing.
     state: Option<State>,
     run: RunId,
-    snapshot: Snapshot,
     immutable: Vec<Regex>,
     /// `--recheck`: trust no record without asking the registries (records are still read,
     /// to tell a source that moved since).
@@ -36,31 +41,48 @@ pub struct StateJournal {
     recheck_after: Duration,
     /// Unix seconds, when the run started.
     now: i64,
-    /// Every target repository the snapshot records writing into.
-    targets: std::collections::HashSet<(String, String)>,
+    /// Items finished that the checkpoint had no record of, when it had some (a counter, not
+    /// a set: the run keeps no per-item state for this).
+    new_items: AtomicUsize,
+    /// The checkpoint recorded any item when the run started.
+    had_items: bool,
+    /// A read failed already (said once; each failure reads as "no record", which only
+    /// costs asking the registries).
+    read_failed: AtomicBool,
 }
 
 impl StateJournal {
-    pub fn new(state: State, run: RunId, snapshot: Snapshot, plan: &Plan, recheck: bool) -> Self {
+    pub fn new(state: State, run: RunId, reader: Reader, plan: &Plan, recheck: bool) -> Self {
         StateJournal {
             state: Some(state),
             run,
-            ..Self::dry(snapshot, plan, recheck)
+            ..Self::dry(reader, plan, recheck)
         }
     }
 
-    /// Decides from `snapshot` as a run would, and records nothing.
-    pub fn dry(snapshot: Snapshot, plan: &Plan, recheck: bool) -> Self {
-        StateJournal {
+    /// Decides from `reader` as a run would, and records nothing.
+    pub fn dry(reader: Reader, plan: &Plan, recheck: bool) -> Self {
+        let mut journal = StateJournal {
+            reader,
             state: None,
             run: 0,
             immutable: plan.immutable_tags.clone(),
             recheck,
             recheck_after: plan.recheck_after,
             now: unix_now(),
-            targets: targets_of(&snapshot),
-            snapshot,
-        }
+            new_items: AtomicUsize::new(0),
+            had_items: false,
+            read_failed: AtomicBool::new(false),
+        };
+        let had_items = journal.reader.has_items();
+        journal.had_items = journal.or_nothing(had_items);
+        journal
+    }
+
+    /// Items this run finished that the checkpoint did not record before (0 when it recorded
+    /// nothing at all: then every item is new, and that is no news).
+    pub fn new_items(&self) -> usize {
+        self.new_items.load(Ordering::Relaxed)
     }
 
     fn record(&self, write: Write) {
@@ -69,26 +91,24 @@ impl StateJournal {
         }
     }
 
-    fn previous(&self, item: &Item) -> Option<&ItemState> {
-        self.snapshot.items.get(&item.key())
+    /// A lookup's answer, or nothing when the read failed: the engine then asks the
+    /// registries, as for an item never recorded. Said once per run.
+    fn or_nothing<T: Default>(&self, read: Result<T, StateError>) -> T {
+        read.unwrap_or_else(|e| {
+            if !self.read_failed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "reading the checkpoint: {}; records that cannot be read are checked at the registries",
+                    error_chain(&e)
+                );
+            }
+            T::default()
+        })
     }
-}
 
-/// The target repositories a snapshot records writing into: items, blobs, upload sessions.
-fn targets_of(snapshot: &Snapshot) -> std::collections::HashSet<(String, String)> {
-    let items = snapshot
-        .items
-        .keys()
-        .map(|(r, repo, _)| (r.clone(), repo.clone()));
-    let blobs = snapshot
-        .blobs
-        .iter()
-        .map(|((r, _), b)| (r.clone(), b.repo.clone()));
-    let uploads = snapshot
-        .uploads
-        .keys()
-        .map(|(r, repo, _)| (r.clone(), repo.clone()));
-    items.chain(blobs).chain(uploads).collect()
+    fn previous(&self, item: &Item) -> Option<ItemState> {
+        let (registry, repo, reference) = item.key();
+        self.or_nothing(self.reader.item(&registry, &repo, &reference))
+    }
 }
 
 fn unix_now() -> i64 {
@@ -168,7 +188,10 @@ impl Journal for StateJournal {
 
     fn item_finished(&self, item: &Item, outcome: &Outcome) {
         let previous = self.previous(item);
-        let attempts = previous.map_or(0, |s| s.attempts);
+        if previous.is_none() && self.had_items {
+            self.new_items.fetch_add(1, Ordering::Relaxed);
+        }
+        let attempts = previous.as_ref().map_or(0, |s| s.attempts);
         let mut r = record(self.run, item, ItemStatus::Done);
         r.attempts = attempts + 1;
         match outcome {
@@ -205,15 +228,11 @@ impl Journal for StateJournal {
     }
 
     fn blob_location(&self, registry: &str, digest: &Digest) -> Option<String> {
-        self.snapshot
-            .blobs
-            .get(&(registry.to_string(), digest.to_string()))
-            .map(|b| b.repo.clone())
+        self.or_nothing(self.reader.blob_repo(registry, &digest.to_string()))
     }
 
     fn knows_target(&self, registry: &str, repo: &str) -> bool {
-        self.targets
-            .contains(&(registry.to_string(), repo.to_string()))
+        self.or_nothing(self.reader.knows_target(registry, repo))
     }
 
     fn blob_present(&self, registry: &str, repo: &str, digest: &Digest, size: u64) {
@@ -226,17 +245,10 @@ impl Journal for StateJournal {
     }
 
     fn upload_session(&self, registry: &str, repo: &str, digest: &Digest) -> Option<Parked> {
-        let up = self.snapshot.uploads.get(&(
-            registry.to_string(),
-            repo.to_string(),
-            digest.to_string(),
-        ))?;
+        let up = self.or_nothing(self.reader.upload(registry, repo, &digest.to_string()))?;
         // A row without a readable hash (older than schema 5, or damaged) starts over.
         let state = Midstate::decode(up.hash_state.as_deref()?).ok()?;
-        (state.offset() == up.offset).then(|| Parked {
-            url: up.url.clone(),
-            state,
-        })
+        (state.offset() == up.offset).then_some(Parked { url: up.url, state })
     }
 
     fn upload_progress(&self, t: &Transfer<'_>, p: &UploadProgress) {
@@ -281,35 +293,33 @@ impl retention::Journal for StateJournal {
 
     fn ledger(&self) -> Ledger {
         let mut ledger = Ledger::default();
-        for ((registry, repo, reference), item) in &self.snapshot.items {
-            let Some(digest) = item.target_digest.as_deref().and_then(Digest::parse) else {
-                continue;
-            };
-            // The source as the rule names it, without the platform list `source_key` adds.
-            let source = match item.source.split_once(" [platforms ") {
-                Some((source, _)) => source,
-                None => &item.source,
-            };
-            ledger
-                .copied
-                .entry((registry.clone(), repo.clone()))
-                .or_default()
-                .insert(
-                    reference.clone(),
-                    Copied {
-                        source: source.to_string(),
-                        digest,
-                    },
-                );
-        }
-        for ((registry, repo, tag), since) in &self.snapshot.missing {
-            let since = SystemTime::UNIX_EPOCH + Duration::from_secs((*since).max(0) as u64);
+        let copied = self
+            .reader
+            .each_copied(|registry, repo, reference, source, digest| {
+                let Some(digest) = Digest::parse(&digest) else {
+                    return;
+                };
+                // The source as the rule names it, without the platform list `source_key` adds.
+                let source = match source.split_once(" [platforms ") {
+                    Some((source, _)) => source.to_string(),
+                    None => source,
+                };
+                ledger
+                    .copied
+                    .entry((registry, repo))
+                    .or_default()
+                    .insert(reference, Copied { source, digest });
+            });
+        self.or_nothing(copied);
+        let missing = self.reader.each_missing(|registry, repo, tag, since| {
+            let since = SystemTime::UNIX_EPOCH + Duration::from_secs(since.max(0) as u64);
             ledger
                 .missing
-                .entry((registry.clone(), repo.clone()))
+                .entry((registry, repo))
                 .or_default()
-                .insert(tag.clone(), since);
-        }
+                .insert(tag, since);
+        });
+        self.or_nothing(missing);
         ledger
     }
 
@@ -371,22 +381,18 @@ impl retention::Journal for StateJournal {
     }
 
     fn refusals(&self, registry: &str, repo: &str) -> Vec<Refused> {
-        let mut out: Vec<Refused> = self
-            .snapshot
-            .refusals
-            .iter()
-            .filter(|((r, p, _), _)| r == registry && p == repo)
-            .filter_map(|((_, _, digest), s)| {
+        // In digest order, as the query gives them.
+        self.or_nothing(self.reader.refusals(registry, repo))
+            .into_iter()
+            .filter_map(|(digest, s)| {
                 Some(Refused {
-                    digest: Digest::parse(digest)?,
-                    version_id: s.version_id.clone(),
-                    reason: s.reason.clone(),
+                    digest: Digest::parse(&digest)?,
+                    version_id: s.version_id,
+                    reason: s.reason,
                     at: SystemTime::UNIX_EPOCH + Duration::from_secs(s.first_at.max(0) as u64),
                 })
             })
-            .collect();
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        out
+            .collect()
     }
 
     fn refused(&self, registry: &str, repo: &str, r: &Refused) {

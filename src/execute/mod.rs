@@ -241,7 +241,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         .adaptive(crate::plan::WINDOW_START)
         .with_journal(cx.journal.clone())
         .with_cancellation(cx.stop.clone(), cx.abort.clone())
-        .remember_only(sharing_targets(plan, cx.registries));
+        .remember_only(sharing_targets(plan));
     if let Some(spool) = &cx.spool {
         engine = engine.with_spool(spool.clone());
     }
@@ -258,14 +258,15 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
             .get(n.wrapping_sub(1))
             .cloned()
             .unwrap_or_else(|| format!("copy #{n}"))
-    });
+    })
+    .sharing(sharing_targets(plan));
     for stage in select::stages(&plan.copies) {
         if cx.stop.is_cancelled() {
             break;
         }
         let rules: Vec<&_> = stage.iter().map(|&i| &plan.copies[i]).collect();
         // Resolving and copying overlap: each part is copied as soon as it is resolved.
-        let (parts, resolved) = tokio::sync::mpsc::unbounded_channel();
+        let (parts, resolved) = tokio::sync::mpsc::channel(select::PARTS_QUEUED);
         let resolving = async move {
             tokio::select! {
                 () = select::resolve_into(&rules, cx.registries, cx.journal.as_ref(), &parts) => {}
@@ -346,6 +347,28 @@ async fn prune(
     retention::prune::rules::run(&scopes, &prune).await
 }
 
+/// The rules whose targets another rule may write into. Only their claims last the run,
+/// and only their items are remembered by the engine once their batch is over (a contested
+/// item follows the winner of its tag, a referrer whose own item was a duplicate the first
+/// with the key): items of the others meet nothing outside their own part.
+fn sharing_targets(plan: &Plan) -> HashSet<usize> {
+    let rules = &plan.copies;
+    rules
+        .iter()
+        .filter(|a| {
+            rules
+                .iter()
+                .any(|b| a.number != b.number && (a.writes_into(&b.to) || b.writes_into(&a.to)))
+        })
+        .map(|a| a.number)
+        .collect()
+}
+
+/// Parts copied at once. The engine bounds what is in flight across them; this bounds what
+/// waits (a part is one repository's items), so memory does not grow with the number of
+/// repositories. Enough for small repositories to keep the engine busy.
+const PARTS_IN_FLIGHT: usize = 8;
+
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while
 /// later parts resolve, each item handed to the sink as it finishes. An item whose target
@@ -359,7 +382,7 @@ async fn copy_stage(
     cx: &Context<'_>,
     engine: &Engine,
     claims: &mut Claims,
-    mut resolved: tokio::sync::mpsc::UnboundedReceiver<select::Selection>,
+    mut resolved: tokio::sync::mpsc::Receiver<select::Selection>,
     tally: &Mutex<Tally>,
     out: &mut Execution,
 ) {
@@ -370,7 +393,7 @@ async fn copy_stage(
     let parts = futures::stream::poll_fn(move |c| resolved.poll_recv(c));
     parts
         .map(|selection| claim_part(plan, cx, claims, selection, &finish, out))
-        .for_each_concurrent(None, |items| {
+        .for_each_concurrent(PARTS_IN_FLIGHT, |items| {
             let finish = &finish;
             async move {
                 let done = |i: usize, outcome: Option<Outcome>| finish(&items[i], outcome.as_ref());
@@ -483,21 +506,6 @@ async fn retain(
         note: &note,
     };
     retention::run(&plan.retains, &retention).await
-}
-
-/// The rules whose items another rule's may follow once their batch is over (a contested
-/// item follows the winner of its tag, a referrer whose own item was a duplicate the first
-/// with the key): those writing a target registry another rule writes too (items write one
-/// key only there). The engine remembers only their items.
-fn sharing_targets(plan: &Plan, registries: &Registries) -> HashSet<usize> {
-    let target = |rule: &crate::copy::copy_rule::CopyRule| {
-        (registries.get(&rule.to.location)).map(|r| r.name().to_string())
-    };
-    let copies = &plan.copies;
-    (copies.iter())
-        .filter(|a| (copies.iter()).any(|b| b.number != a.number && target(b) == target(a)))
-        .map(|c| c.number)
-        .collect()
 }
 
 /// What runs or is about to, pinned where it lives: a digest protects that manifest, a tag

@@ -55,6 +55,10 @@ pub const DEFAULT_IMMUTABLE_TAGS: &str = r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$";
 /// on the next run after this long. A day keeps a nightly CronJob's no-op run cheap.
 pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// How many runs the checkpoint keeps (their deletions, for `ferry restore`), unless the plan
+/// says otherwise (`retain_runs`): a month of a nightly job.
+pub const DEFAULT_RETAIN_RUNS: u32 = 30;
+
 /// Where the checkpoint lives unless `--state` or the plan says otherwise.
 pub const DEFAULT_STATE: &str = "state/ferry.db";
 
@@ -75,6 +79,9 @@ pub struct Plan {
     pub immutable_tags: Vec<Regex>,
     /// A record confirmed at its target longer ago than this is checked there again.
     pub recheck_after: Duration,
+    /// How many of the newest runs the checkpoint keeps when a run ends; older runs' rows
+    /// are deleted (every item's latest record stays).
+    pub retain_runs: u32,
     /// Retention policies, applied after the copies.
     pub retains: Vec<RetainPolicy>,
     /// What runs, or is about to: every policy keeps it.
@@ -141,6 +148,11 @@ impl Plan {
             None => DEFAULT_RECHECK_AFTER,
             Some(v) => spans::duration(&ctx, v, "recheck_after")?,
         };
+        let retain_runs = match &raw.retain_runs {
+            // Within RETAIN_RUNS, so it fits.
+            Some(v) => spans::int_in(&ctx, v, "retain_runs", errors::RETAIN_RUNS)? as u32,
+            None => DEFAULT_RETAIN_RUNS,
+        };
         Ok(Plan {
             path: path.to_path_buf(),
             registries,
@@ -150,6 +162,7 @@ impl Plan {
             state: raw.state.as_ref().map(PathBuf::from),
             immutable_tags,
             recheck_after,
+            retain_runs,
             retains,
             in_use,
         })

@@ -14,6 +14,7 @@ pub(super) struct RawPlan {
     pub(super) state: Option<String>,
     pub(super) immutable_tags: Option<Vec<Spanned<String>>>,
     pub(super) recheck_after: Option<Spanned<String>>,
+    pub(super) retain_runs: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) registry: BTreeMap<Spanned<String>, RawRegistry>,
     #[serde(default)]

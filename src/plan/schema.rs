@@ -22,6 +22,10 @@ pub(crate) const RATE: Bounds = Bounds {
     max: 100_000,
 };
 pub(crate) const RETRIES: Bounds = Bounds { min: 0, max: 100 };
+pub(crate) const RETAIN_RUNS: Bounds = Bounds {
+    min: 1,
+    max: 1_000_000,
+};
 pub(crate) const NEWEST: Bounds = Bounds {
     min: 1,
     max: 1_000_000,
@@ -47,6 +51,7 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "concurrency" => return bounds(CONCURRENCY),
         "state" => "a file path (a string)",
         "recheck_after" => "a duration like \"24h\" (a string)",
+        "retain_runs" => return bounds(RETAIN_RUNS),
         "immutable_tags" => REGEXES,
         "immutable_tags[]" => REGEX,
         "registry" => "tables like [registry.\"HOST\"]",
@@ -128,6 +133,7 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "state",
             "immutable_tags",
             "recheck_after",
+            "retain_runs",
             "registry",
             "copy",
             "retain",

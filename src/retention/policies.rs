@@ -1,4 +1,4 @@
-//! Retention carried out: every policy read and decided ([`super::plan_policy`]), its
+//! Retention carried out: every policy read and decided repository by repository, its
 //! deletions made top-down ([`super::apply`]), each one told to people and recorded through
 //! [`Journal`], as is each keep the registry imposed ([`super::refusals`]). `ferry run` runs it against the registries, `ferry plan` against overlays of
 //! them, with the same pins, so the dry run deletes what the run deletes.
@@ -13,7 +13,7 @@ use super::deletions::{Deletion, Journal};
 use super::inventory::keep_for_restore;
 use super::pins::Pins;
 use super::refusals::{told, Refusals, Told};
-use super::repo_plan::{plan_policy, RepoPlan};
+use super::repo_plan::{plan_repository, policy_repositories, RepoPlan};
 use super::retain_rule::RetainPolicy;
 use crate::reference::Digest;
 use crate::reference::Location;
@@ -105,70 +105,94 @@ pub struct Retained {
 /// Apply `policies` in order, each repository read, decided and pruned before the next.
 pub async fn run(policies: &[RetainPolicy], cx: &Context<'_>) -> Vec<Retained> {
     let mut out = Vec::new();
-    for policy in policies {
-        out.extend(run_policy(policy, cx).await);
-    }
+    run_each(policies, cx, &mut |r| out.push(r)).await;
     out
 }
 
-async fn run_policy(policy: &RetainPolicy, cx: &Context<'_>) -> Vec<Retained> {
-    let registry = cx
-        .registries
-        .get(&policy.repository.location)
-        .expect("a registry for every location")
-        .clone();
-    let name = registry.name().to_string();
-    let pins_for = |repo: &str| Pins {
-        refusals: Refusals::of(registry.as_ref(), cx.journal.refusals(&name, repo)),
-        ..cx.pins.get(&name, repo)
-    };
-    let mut out = Vec::new();
-    for mut plan in plan_policy(policy, registry.as_ref(), cx.now, cx.owns, &pins_for).await {
-        if cx.journal.keeps_manifests() {
-            keep_doomed(registry.as_ref(), &mut plan).await;
+/// [`run`], handing each repository to `each` as soon as it is carried out. Its inventory
+/// (images, and the manifests kept for `ferry restore`) is dropped first: what retention
+/// holds at once is one repository's, however many the policy names.
+pub async fn run_each(
+    policies: &[RetainPolicy],
+    cx: &Context<'_>,
+    each: &mut (dyn FnMut(Retained) + Send),
+) {
+    for policy in policies {
+        let registry = cx
+            .registries
+            .get(&policy.repository.location)
+            .expect("a registry for every location")
+            .clone();
+        let name = registry.name().to_string();
+        let pins_for = |repo: &str| Pins {
+            refusals: Refusals::of(registry.as_ref(), cx.journal.refusals(&name, repo)),
+            ..cx.pins.get(&name, repo)
+        };
+        let (repos, unread) = policy_repositories(policy, registry.as_ref(), cx.owns).await;
+        for plan in unread {
+            each(carry_out_told(policy, registry.as_ref(), plan, cx).await);
         }
-        let Applied {
-            deleted: deletions,
-            kept,
-            window,
-        } = carry_out(registry.as_ref(), &plan).await;
-        for k in &kept {
-            (cx.note)(&told("kept", &plan.repository, k));
+        for repo in repos {
+            let plan = plan_repository(policy, registry.as_ref(), repo, cx.now, &pins_for).await;
+            each(carry_out_told(policy, registry.as_ref(), plan, cx).await);
         }
-        if let Ok(decided) = &mut plan.decisions {
-            overrule(&mut decided.decisions, &kept);
-        }
-        let told = Told::new(&name, &plan.repo, &plan.repository, cx.journal, cx.note);
-        for d in plan.decisions.iter().flat_map(|d| &d.decisions) {
-            told.planned(d);
-        }
-        for d in &deletions {
-            if let Err(e) = &d.result {
-                told.met(&d.decision, e, SystemTime::now());
-            }
-            if let Ok(version_id) = &d.result {
-                (cx.note)(&note(&plan.repository, d));
-                cx.journal.deleted(&Deletion {
-                    registry: &name,
-                    repo: &plan.repo,
-                    digest: &d.decision.digest,
-                    tags: &d.decision.tags,
-                    reason: &d.decision.reason,
-                    version_id: version_id.as_deref(),
-                    tags_only: false,
-                    manifest: plan.manifests.get(&d.decision.digest),
-                });
-            }
-        }
-        out.push(Retained {
-            policy: policy.number,
-            plan,
-            deletions,
-            window,
-            late: kept,
-        });
     }
-    out
+}
+
+/// One repository's decisions carried out, each deletion and keep told and recorded.
+async fn carry_out_told(
+    policy: &RetainPolicy,
+    registry: &dyn Registry,
+    mut plan: RepoPlan,
+    cx: &Context<'_>,
+) -> Retained {
+    let name = registry.name();
+    if cx.journal.keeps_manifests() {
+        keep_doomed(registry, &mut plan).await;
+    }
+    let Applied {
+        deleted: deletions,
+        kept,
+        window,
+    } = carry_out(registry, &plan).await;
+    for k in &kept {
+        (cx.note)(&told("kept", &plan.repository, k));
+    }
+    if let Ok(decided) = &mut plan.decisions {
+        overrule(&mut decided.decisions, &kept);
+    }
+    let told = Told::new(name, &plan.repo, &plan.repository, cx.journal, cx.note);
+    for d in plan.decisions.iter().flat_map(|d| &d.decisions) {
+        told.planned(d);
+    }
+    for d in &deletions {
+        if let Err(e) = &d.result {
+            told.met(&d.decision, e, SystemTime::now());
+        }
+        if let Ok(version_id) = &d.result {
+            (cx.note)(&note(&plan.repository, d));
+            cx.journal.deleted(&Deletion {
+                registry: name,
+                repo: &plan.repo,
+                digest: &d.decision.digest,
+                tags: &d.decision.tags,
+                reason: &d.decision.reason,
+                version_id: version_id.as_deref(),
+                tags_only: false,
+                manifest: plan.manifests.get(&d.decision.digest),
+            });
+        }
+    }
+    // Carried out and recorded: the inventory is no longer needed.
+    plan.images = Vec::new();
+    plan.manifests = Default::default();
+    Retained {
+        policy: policy.number,
+        plan,
+        deletions,
+        window,
+        late: kept,
+    }
 }
 
 /// The deletions a repository's decisions call for, made; none when it was not read or the

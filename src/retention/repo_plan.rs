@@ -21,7 +21,9 @@ pub struct RepoPlan {
 }
 
 /// Read and decide every repository a policy names (a wildcard expands through the catalog).
-/// Pure but for the reads: nothing is deleted here.
+/// Pure but for the reads: nothing is deleted here. [`super::run`] goes repository by
+/// repository instead ([`policy_repositories`], then [`plan_repository`] for each), so that
+/// what it holds is one repository's inventory, not the organisation's.
 pub async fn plan_policy(
     policy: &RetainPolicy,
     registry: &dyn crate::registry::Registry,
@@ -29,8 +31,30 @@ pub async fn plan_policy(
     owns: &(dyn Fn(&str) -> bool + Sync),
     pins: &(dyn Fn(&str) -> Pins + Sync),
 ) -> Vec<RepoPlan> {
+    let (repos, mut out) = policy_repositories(policy, registry, owns).await;
+    for repo in repos {
+        out.push(plan_repository(policy, registry, repo, now, &pins).await);
+    }
+    out
+}
+
+/// The repositories a policy names that this run owns (a wildcard expands through the
+/// catalog), and a plan for each that cannot be read: a catalog that failed, a listed name
+/// that fails the grammar.
+pub async fn policy_repositories(
+    policy: &RetainPolicy,
+    registry: &dyn crate::registry::Registry,
+    owns: &(dyn Fn(&str) -> bool + Sync),
+) -> (Vec<String>, Vec<RepoPlan>) {
     use crate::reference::{display_repo, Selector};
     let location = &policy.repository.location;
+    let failed = |repo: String, e: crate::registry::RegistryError| RepoPlan {
+        repository: policy.repository.to_string(),
+        repo,
+        images: Vec::new(),
+        manifests: Default::default(),
+        decisions: Err(e),
+    };
     let mut out = Vec::new();
     let repos = match &policy.repository.selector {
         Selector::Wildcard => match registry
@@ -45,52 +69,50 @@ pub async fn plan_policy(
                 let bad = bad
                     .into_iter()
                     .filter(|e| owns(&display_repo(location, &e.name)));
-                out.extend(bad.map(|e| RepoPlan {
-                    repository: policy.repository.to_string(),
-                    repo: e.name.clone(),
-                    images: Vec::new(),
-                    manifests: Default::default(),
-                    decisions: Err(e.into()),
-                }));
+                out.extend(bad.map(|e| failed(e.name.clone(), e.into())));
                 good
             }
             Ok(r) => r,
             Err(e) => {
-                return vec![RepoPlan {
-                    repository: policy.repository.to_string(),
-                    repo: policy.repository.repository.clone(),
-                    images: Vec::new(),
-                    manifests: Default::default(),
-                    decisions: Err(e),
-                }]
+                let repo = policy.repository.repository.clone();
+                return (Vec::new(), vec![failed(repo, e)]);
             }
         },
         _ => vec![policy.repository.repository.clone()],
     };
-    for repo in repos {
-        let repository = display_repo(location, &repo);
-        if !owns(&repository) {
-            continue;
-        }
-        match inventory::read_keeping(registry, &repo).await {
-            Ok((images, manifests)) => {
-                let decisions = select::select_pinned(&images, &policy.rule, now, &pins(&repo));
-                out.push(RepoPlan {
-                    repository,
-                    repo,
-                    images,
-                    manifests,
-                    decisions: Ok(decisions),
-                });
-            }
-            Err(e) => out.push(RepoPlan {
+    let owned = repos
+        .into_iter()
+        .filter(|repo| owns(&display_repo(location, repo)))
+        .collect();
+    (owned, out)
+}
+
+/// One repository of a policy read and decided.
+pub async fn plan_repository(
+    policy: &RetainPolicy,
+    registry: &dyn crate::registry::Registry,
+    repo: String,
+    now: SystemTime,
+    pins: &(dyn Fn(&str) -> Pins + Sync),
+) -> RepoPlan {
+    let repository = crate::reference::display_repo(&policy.repository.location, &repo);
+    match inventory::read_keeping(registry, &repo).await {
+        Ok((images, manifests)) => {
+            let decisions = select::select_pinned(&images, &policy.rule, now, &pins(&repo));
+            RepoPlan {
                 repository,
                 repo,
-                images: Vec::new(),
-                manifests: Default::default(),
-                decisions: Err(e),
-            }),
+                images,
+                manifests,
+                decisions: Ok(decisions),
+            }
         }
+        Err(e) => RepoPlan {
+            repository,
+            repo,
+            images: Vec::new(),
+            manifests: Default::default(),
+            decisions: Err(e),
+        },
     }
-    out
 }

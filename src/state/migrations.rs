@@ -135,6 +135,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          last_at    INTEGER NOT NULL,
          PRIMARY KEY (registry, repo, digest)
      );",
+    // 9: an index for every query a run, `ferry status` and the pruning of old runs make, so
+    // none of them reads a whole table of 100,000 items. What answers each:
+    // - an item by its target (lookup, upsert, forget): items' primary key; whether a target
+    //   repository holds any item: the same key's prefix;
+    // - a run's items by status (status's counts, its failures) and which runs items still
+    //   name (pruning keeps those): `items_run` (run, status), of version 1;
+    // - a blob by digest at a registry: blobs' primary key; whether a target repository holds
+    //   any recorded blob: `blobs_repo` (new);
+    // - an upload session, and whether a repository has one: uploads' primary key and prefix;
+    // - a source tag's digest, a missing tag, a repository's refusals: the primary keys of
+    //   `tags`, `missing` and `refusals` (by prefix for a repository's refusals);
+    // - a run's deletions, the last run with any, deletions of pruned runs: `deletions_run`,
+    //   of version 2; a restored deletion: its id;
+    // - the last run that succeeded: `runs_status` (status, ended_at) (new); the latest
+    //   runs: runs' id.
+    // Not indexed on purpose: the parked uploads (a handful of rows) and pruning's ledger
+    // (every copied item, read once when a plan prunes).
+    "CREATE INDEX blobs_repo ON blobs(registry, repo);
+     CREATE INDEX runs_status ON runs(status, ended_at);",
 ];
 
 /// The schema version this build writes and understands.

@@ -2,10 +2,11 @@
 //! connection across an .await; never stores a secret.
 //!
 //! A [`State`] owns one dedicated OS thread, and that thread owns the only
-//! [`rusqlite::Connection`]. Callers talk to it over a channel: [`State::record`] queues a write
-//! and returns at once, and the owner commits queued writes in batches (one transaction per 500
-//! writes, or 200 ms after the first one, or before any query or flush), so copying never waits
-//! on the disk. Queries and flushes are request/response and see every write queued before them.
+//! [`rusqlite::Connection`]. Callers talk to it over a bounded channel: [`State::record`] queues
+//! a write and returns at once, and the owner applies queued writes in batches (one transaction
+//! per 4,096 writes, or 200 ms after the first one, or before any query or flush), so copying
+//! never waits on a commit. Queries and flushes are request/response and see every write queued
+//! before them. A run reads what earlier runs recorded through a [`Reader`].
 //!
 //! The file and its `<path>.lock` sidecar are created 0600 in directories created 0700 (SQLite
 //! gives `-wal` and `-shm` the database's mode): the checkpoint names registries, repositories
@@ -13,7 +14,9 @@
 //! is refused.
 //! An exclusive lock on the sidecar keeps two ferry runs from interleaving their checkpoints.
 
+mod cleanup;
 mod error;
+mod lookup;
 mod migrations;
 mod owner;
 mod read;
@@ -29,7 +32,9 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use cleanup::Pruned;
 pub use error::StateError;
+pub use lookup::{KnownRefusal, ParkedUpload, Reader};
 use owner::{Command, Owner};
 pub use records::{
     BlobState, DeletionRecord, ItemRecord, ItemState, ItemStatus, RefusalState, RunId, RunOutcome,
@@ -56,7 +61,7 @@ impl fmt::Debug for State {
 
 struct Inner {
     path: PathBuf,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::SyncSender<Command>,
     thread: Option<JoinHandle<()>>,
     /// Held only for its lock, which the OS releases when this closes. Declared after `thread`
     /// so it drops after the owner thread has been joined and the connection closed.
@@ -74,6 +79,11 @@ impl Drop for Inner {
         }
     }
 }
+
+/// Writes (and requests) waiting for the owner, at most: a few MiB. The owner applies some
+/// 50,000 writes a second, far more than a run makes, so a caller waits for room only when the
+/// disk stalls; without a bound, a stalled disk would grow the queue by a struct per item.
+const QUEUE_WRITES: usize = 8192;
 
 /// How long SQLite waits on a lock held by another connection (a `sqlite3` shell someone has
 /// open, say) before failing; ferry itself never has two connections to one file.
@@ -99,7 +109,7 @@ impl State {
         private_dir(&path)?;
         let lock = lock(&path)?;
         let conn = connect(&path)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE_WRITES);
         let owner = Owner::new(conn, path.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("ferry-state".into())
@@ -120,17 +130,15 @@ impl State {
     /// migration, no file created (an empty snapshot when there is none). For `ferry plan`,
     /// which must decide what a run would, from the same records, while writing nothing; it
     /// may run beside a run that holds the lock (SQLite's WAL lets a reader in).
+    ///
+    /// Loads every record: for tests and small files. A run, `ferry plan` and `ferry verify`
+    /// ask a [`Reader`] ([`State::read_only`]) instead.
     pub fn read_only_snapshot(path: &Path) -> Result<Snapshot, StateError> {
         if !path.exists() {
             return Ok(Snapshot::default());
         }
         let sqlite_err = |source| StateError::from_sqlite(path, source);
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err)?;
+        let conn = lookup::open_read_only(path, BUSY_TIMEOUT).map_err(sqlite_err)?;
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(sqlite_err)?;
@@ -147,6 +155,23 @@ impl State {
         read::snapshot(&conn).map_err(sqlite_err)
     }
 
+    /// The checkpoint at `path` as it is now, to be asked record by record, read without
+    /// writing anything: no lock, no migration, no file created (a reader that finds nothing
+    /// when there is none). For `ferry plan` and `ferry verify`, which decide what a run would,
+    /// from the same records, and may run beside a run that holds the lock (SQLite's WAL lets
+    /// a reader in, and keeps its view whole while the run writes).
+    pub fn read_only(path: &Path) -> Result<Reader, StateError> {
+        Reader::open(path, BUSY_TIMEOUT)
+    }
+
+    /// The checkpoint as it is once every write queued so far is committed, to be asked
+    /// record by record for as long as the reader lives, whatever is written meanwhile: what a
+    /// run starts from. Dropping the reader lets SQLite fold the WAL back into the file.
+    pub fn reader(&self) -> Result<Reader, StateError> {
+        self.flush()?;
+        Reader::open(self.path(), BUSY_TIMEOUT)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -158,14 +183,16 @@ impl State {
         self.call(move |owner| owner.begin_run(&plan_path, &plan_fingerprint))
     }
 
-    /// Everything recorded so far, including writes still queued.
+    /// Everything recorded so far, including writes still queued. Loads every record: for
+    /// tests; a run asks a [`Reader`] ([`State::reader`]) instead.
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
         self.call(|owner| owner.snapshot())
     }
 
-    /// Queues a write and returns at once; it never waits on SQLite. A write that fails (or
-    /// cannot be queued because the owner stopped) is reported by the next [`State::flush`],
-    /// [`State::flush_async`] or [`State::finish_run`].
+    /// Queues a write and returns at once; it never waits on SQLite, unless the queue is full
+    /// (the owner is thousands of writes behind, a stalled disk): then it waits for room. A
+    /// write that fails (or cannot be queued because the owner stopped) is reported by the next
+    /// [`State::flush`], [`State::flush_async`] or [`State::finish_run`].
     pub fn record(&self, write: Write) {
         // Ignoring a send error is safe: it means the owner is gone, and every later request
         // reports that as Closed.
@@ -215,6 +242,25 @@ impl State {
         run: Option<RunId>,
     ) -> Result<Option<(RunId, Vec<DeletionRecord>)>, StateError> {
         self.call(move |owner| owner.deletions(run))
+    }
+
+    /// Every upload session an earlier run left that can be continued (its hash state kept),
+    /// ordered by target and digest.
+    pub fn parked_uploads(&self) -> Result<Vec<ParkedUpload>, StateError> {
+        self.call(|owner| owner.query(|conn| lookup::parked_uploads(conn, migrations::SUPPORTED)))
+    }
+
+    /// Every deletion a registry refused for good, as `((registry, repo, digest), refusal)`,
+    /// ordered by that key.
+    pub fn refusals(&self) -> Result<Vec<KnownRefusal>, StateError> {
+        self.call(|owner| owner.query(lookup::all_refusals))
+    }
+
+    /// Deletes the rows of runs older than the newest `keep` (their deletions, and their
+    /// `runs` row where no item's latest record names it) and compacts the file when much of
+    /// it was freed. Runs after every queued write; the latest record of every item stays.
+    pub fn prune_runs(&self, keep: u32) -> Result<Pruned, StateError> {
+        self.call(move |owner| owner.query_mut(|conn| cleanup::prune_runs(conn, keep)))
     }
 
     /// When the last run that succeeded ended (unix seconds, as `ended_at`); `None` when no
@@ -390,6 +436,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod lookup_tests;
 #[cfg(test)]
 mod restore_tests;
 #[cfg(test)]

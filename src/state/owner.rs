@@ -1,7 +1,10 @@
-//! The owner thread: the only code that holds the connection (its queries are in `read`).
+//! The owner thread: the only code that holds the connection (its queries are in `read` and
+//! `lookup`).
 //!
 //! It batches queued writes into transactions because a commit is what costs (a WAL append and,
-//! every so often, an fsync); per-row inserts inside one transaction are cheap.
+//! every so often, an fsync); per-row inserts inside one transaction are cheap. Each write is
+//! applied as it arrives, inside the open transaction, so nothing waits in memory but what the
+//! bounded queue holds.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -15,10 +18,12 @@ use super::records::{
     MAX_ERROR_CHARS,
 };
 
-/// Writes pending in the owner before it commits them.
-const BATCH_WRITES: usize = 500;
-/// How long the first pending write waits for company before the owner commits anyway: bounds
-/// what a crash loses without paying an fsync per write.
+/// Writes in one transaction before the owner commits it. A run of 100,000 items queues some
+/// 300,000 writes; at this size that is under a hundred commits, and the WAL holds few copies
+/// of the same page (each commit appends every page it changed).
+const BATCH_WRITES: usize = 4096;
+/// How long the first write of a batch waits for company before the owner commits anyway:
+/// bounds what a crash loses without paying a commit per write.
 pub(super) const BATCH_DELAY: Duration = Duration::from_millis(200);
 
 /// A request run on the owner thread; it sends its own reply.
@@ -36,9 +41,12 @@ pub(super) struct Owner {
     conn: Connection,
     path: PathBuf,
     rx: Receiver<Command>,
-    pending: Vec<Write>,
-    /// When the pending batch must be committed; `None` while nothing is pending.
+    /// Writes applied in the open transaction.
+    batched: usize,
+    /// When the open batch must be committed; `None` while there is none.
     deadline: Option<Instant>,
+    /// Unix seconds when the open batch began: the `updated_at` of its rows.
+    batch_now: i64,
     /// The first write error since the last flush. Writes are fire-and-forget, so this is how
     /// a failure reaches a caller at all.
     write_error: Option<StateError>,
@@ -50,8 +58,9 @@ impl Owner {
             conn,
             path,
             rx,
-            pending: Vec::with_capacity(BATCH_WRITES),
+            batched: 0,
             deadline: None,
+            batch_now: 0,
             write_error: None,
         }
     }
@@ -66,11 +75,8 @@ impl Owner {
             };
             match received {
                 Ok(Command::Write(write)) => {
-                    if self.pending.is_empty() {
-                        self.deadline = Some(Instant::now() + BATCH_DELAY);
-                    }
-                    self.pending.push(*write);
-                    if self.pending.len() >= BATCH_WRITES {
+                    self.write(&write);
+                    if self.batched >= BATCH_WRITES {
                         self.commit();
                     }
                 }
@@ -91,45 +97,52 @@ impl Owner {
         }
     }
 
-    /// Commits the pending batch, if any, in one transaction.
-    fn commit(&mut self) {
-        self.deadline = None;
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.pending);
-        if let Err(e) = self.apply(&batch) {
-            if self.write_error.is_none() {
-                let e = self.err(e);
-                // Said at once, not only when the run ends: the copy goes on (it is
-                // idempotent), but an interruption from now on costs re-checking images.
-                tracing::warn!(
-                    "{}; the copy goes on without a checkpoint",
-                    crate::error::chain(&e)
-                );
-                self.write_error = Some(e);
+    /// Applies one write in the open batch, opening one if there is none.
+    fn write(&mut self, write: &Write) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + BATCH_DELAY);
+            self.batch_now = unix_now();
+            // If BEGIN fails, the writes still go, each in its own transaction.
+            if let Err(e) = self.conn.execute_batch("BEGIN") {
+                self.failed(e);
             }
         }
-        // Keep the allocation for the next batch.
-        batch.clear();
-        self.pending = batch;
-    }
-
-    fn apply(&mut self, batch: &[Write]) -> rusqlite::Result<()> {
-        let now = unix_now();
-        let tx = self.conn.transaction()?;
+        self.batched += 1;
         // One bad write (a foreign key to a run that does not exist, say) fails only its own
         // statement; SQLite keeps the transaction, so the rest of the batch still commits.
-        let mut first_error = Ok(());
-        for write in batch {
-            if let Err(e) = apply_one(&tx, write, now) {
-                if first_error.is_ok() {
-                    first_error = Err(e);
-                }
-            }
+        if let Err(e) = apply_one(&self.conn, write, self.batch_now) {
+            self.failed(e);
         }
-        tx.commit()?;
-        first_error
+    }
+
+    /// Commits the open batch, if any.
+    fn commit(&mut self) {
+        self.deadline = None;
+        self.batched = 0;
+        // An error that made SQLite roll the transaction back (a full disk) leaves nothing to
+        // commit; it was recorded when it happened.
+        if self.conn.is_autocommit() {
+            return;
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.failed(e);
+            // Leave no transaction open for the next batch to nest in.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Keeps the first write error since the last flush, and says it at once, not only when
+    /// the run ends: the copy goes on (it is idempotent), but an interruption from now on
+    /// costs re-checking images.
+    fn failed(&mut self, e: rusqlite::Error) {
+        if self.write_error.is_none() {
+            let e = self.err(e);
+            tracing::warn!(
+                "{}; the copy goes on without a checkpoint",
+                crate::error::chain(&e)
+            );
+            self.write_error = Some(e);
+        }
     }
 
     pub(super) fn take_write_error(&mut self) -> Result<(), StateError> {
@@ -213,6 +226,22 @@ impl Owner {
 
     pub(super) fn last_success(&mut self) -> Result<Option<i64>, StateError> {
         super::read::last_success(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Runs a read on the connection.
+    pub(super) fn query<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        f(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` with the connection to itself (it may open transactions).
+    pub(super) fn query_mut<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        f(&mut self.conn).map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {

@@ -291,7 +291,7 @@ fn with_ref(repo: &str, reference: &str) -> String {
     }
 }
 
-fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<ItemStatus> {
+pub(super) fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<ItemStatus> {
     let text: String = row.get(idx)?;
     ItemStatus::parse(&text).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -304,7 +304,7 @@ fn status_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<ItemStatus> {
 
 /// SQLite integers are i64; the owner saturates what it stores (`to_i64`), so a negative
 /// value can only come from a hand-edited file.
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 

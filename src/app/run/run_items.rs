@@ -2,13 +2,12 @@
 //! [`ItemSink`]): its row goes to the `--report` file, which is written as the run goes, and
 //! what the closing notes and the metrics say of items is counted. Nothing per item stays.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::cli::RunArgs;
-use crate::copy::{Item, ItemKey, Outcome};
+use crate::copy::{Item, Outcome};
 use crate::execute::shard::Shard;
 use crate::execute::sink::ItemSink;
 use crate::report::files::item_row;
@@ -21,10 +20,6 @@ pub(super) struct RunItems {
     /// The `--report` file being written (none asked for), or why it cannot be: said at the
     /// end, where the run says the report was not written.
     report: Mutex<Option<Result<ReportWriter, std::io::Error>>>,
-    /// The checkpoint's items when the run began, to tell the new ones.
-    recorded: HashSet<ItemKey>,
-    /// Items the checkpoint did not know.
-    pub(super) new: AtomicUsize,
     /// Non-distributable layers left where their URLs point.
     pub(super) foreign: AtomicUsize,
     /// Items that failed (the metrics' failed images).
@@ -37,7 +32,6 @@ impl RunItems {
         args: &RunArgs,
         shard: Option<Shard>,
         run: RunId,
-        recorded: HashSet<ItemKey>,
     ) -> RunItems {
         let report = args.report.as_ref().map(|path| {
             let head = ReportHead::new(
@@ -50,8 +44,6 @@ impl RunItems {
         });
         RunItems {
             report: Mutex::new(report),
-            recorded,
-            new: AtomicUsize::new(0),
             foreign: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
         }
@@ -65,9 +57,6 @@ impl RunItems {
 
 impl ItemSink for RunItems {
     fn finished(&self, item: &Item, outcome: Option<&Outcome>) {
-        if !self.recorded.is_empty() && !self.recorded.contains(&item.key()) {
-            self.new.fetch_add(1, Ordering::Relaxed);
-        }
         match outcome {
             Some(Outcome::Copied { stats, .. }) if !stats.foreign.is_empty() => {
                 self.foreign

@@ -5,6 +5,9 @@
 /// manifests the referrer search reads at once).
 pub(super) const LIST_CONCURRENCY: usize = 8;
 
-/// How many bytes of manifests selection may hold for the copy (read whole where a cold copy
-/// would read them anyway): some 30,000 typical manifests. Beyond it, digests only.
-pub(super) const READ_BUDGET: usize = 64 * 1024 * 1024;
+/// How many bytes of manifests selection may hold for the copy per repository (read whole
+/// where a cold copy would read them anyway): some 500 typical manifests, or 2,000 small
+/// ones. Beyond it, digests only (the copy GETs the rest itself: one HEAD more per tag).
+/// Per repository, because parts in flight are bounded: what a run holds stays bounded
+/// whatever the number of repositories.
+pub(super) const READ_BUDGET: usize = 1024 * 1024;

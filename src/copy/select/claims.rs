@@ -16,8 +16,16 @@ type Label = Box<dyn Fn(usize) -> String + Send + Sync>;
 /// fight over one tag every run (a conflict), so the engine compares them once the winner is
 /// done. With other platforms it is a [`Conflict`] at once: the two write different images
 /// into one tag whatever the sources hold.
+///
+/// A claim lives as long as a later item could meet it. The items of a rule whose targets
+/// no other rule can write into meet only items of their own part (a wildcard maps each
+/// source repository to a target repository of its own), so their claims are dropped with
+/// the part; only rules that share targets ([`Claims::sharing`]) keep theirs for the run.
+/// So a run of one rule over an organisation holds no claim per tag.
 pub struct Claims {
     by_key: HashMap<ItemKey, Claim>,
+    /// The rules whose claims are kept for the run (`None`: every rule's).
+    shared: Option<HashSet<usize>>,
     label: Label,
 }
 
@@ -66,23 +74,30 @@ impl Claims {
     pub fn labelled(label: impl Fn(usize) -> String + Send + Sync + 'static) -> Claims {
         Claims {
             by_key: HashMap::new(),
+            shared: None,
             label: Box::new(label),
         }
+    }
+
+    /// Keep claims for the run only for the items of `rules` (those whose targets another
+    /// rule may write into); every other rule's claims last as long as their part.
+    pub fn sharing(mut self, rules: impl IntoIterator<Item = usize>) -> Claims {
+        self.shared = Some(rules.into_iter().collect());
+        self
+    }
+
+    /// How many claims are kept for the run.
+    pub fn kept_claims(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn kept(&self, rule: usize) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.contains(&rule))
     }
 
     /// The rule whose item claimed `key`.
     pub fn owner(&self, key: &ItemKey) -> Option<usize> {
         self.by_key.get(key).map(|c| c.rule)
-    }
-
-    /// Why the second of two rules writing one tag from different sources is not copied.
-    fn fight(&self, rule: usize, source: &str, winner: &Claim) -> String {
-        format!(
-            "{} would write it from {source}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
-            (self.label)(rule),
-            (self.label)(winner.rule),
-            winner.identity,
-        )
     }
 
     /// Split `items` into those to copy (contested ones among them), duplicates of earlier
@@ -92,6 +107,8 @@ impl Claims {
         let mut out = Claimed::default();
         // (rule, key) of items not copied, whose referrers follow them.
         let mut lost: HashSet<(usize, ItemKey)> = HashSet::new();
+        // Claims of this part alone (see [`Claims`]).
+        let mut local: HashMap<ItemKey, Claim> = HashMap::new();
         for mut item in items {
             if let Some(after) = &item.after {
                 if lost.contains(&(item.rule, after.parent.clone())) {
@@ -102,25 +119,31 @@ impl Claims {
             }
             let identity = source_identity(&item);
             let platforms = item.platforms.as_ref().map(|p| p.to_string());
-            let Some(winner) = self.by_key.get(&item.key()) else {
+            let key = item.key();
+            let winner = self.by_key.get(&key).or_else(|| local.get(&key));
+            let Some(winner) = winner else {
                 let claim = Claim {
                     rule: item.rule,
                     identity,
                     platforms,
                 };
-                self.by_key.insert(item.key(), claim);
+                match self.kept(item.rule) {
+                    true => self.by_key.insert(key, claim),
+                    false => local.insert(key, claim),
+                };
                 out.items.push(item);
                 continue;
             };
+            let label = &self.label;
             if winner.identity == identity {
                 out.duplicates.push(item);
             } else if winner.platforms == platforms {
                 item.contest = Some(Contest {
                     winner_rule: winner.rule,
-                    conflict: self.fight(item.rule, &identity, winner),
+                    conflict: fight(label, item.rule, &identity, winner),
                     unknown: format!(
                         "{} writes it from {}, which failed or was not copied, so whether {} holds the same image cannot be told: not copied",
-                        (self.label)(winner.rule),
+                        label(winner.rule),
                         winner.identity,
                         identity,
                     ),
@@ -131,7 +154,7 @@ impl Claims {
                 out.conflicts.push(Conflict {
                     winner_rule: winner.rule,
                     winner_source: winner.identity.clone(),
-                    reason: self.fight(item.rule, &identity, winner),
+                    reason: fight(label, item.rule, &identity, winner),
                     source: identity,
                     item,
                 });
@@ -139,6 +162,16 @@ impl Claims {
         }
         out
     }
+}
+
+/// Why the second of two rules writing one tag from different sources is not copied.
+fn fight(label: &Label, rule: usize, source: &str, winner: &Claim) -> String {
+    format!(
+        "{} would write it from {source}, but {} writes it from {}; two rules must not write one tag (the one that runs first wins, so this one is not copied): exclude the tag from one of them",
+        label(rule),
+        label(winner.rule),
+        winner.identity,
+    )
 }
 
 /// What [`Claims::claim`] made of a stage's items.

@@ -116,7 +116,12 @@ pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
 /// Where resolved parts go as soon as each is ready: every rule is a part, and so is each
 /// repository a wildcard lists (as its tags are read), so that copying starts while the
 /// rest is resolved. Parts come in plan order, a wildcard's repositories in catalog order.
-pub type Parts = tokio::sync::mpsc::UnboundedSender<Selection>;
+/// The channel is bounded ([`PARTS_QUEUED`]): resolving waits while the copy is behind, so
+/// what a run holds is a few repositories' items, not the organisation's.
+pub type Parts = tokio::sync::mpsc::Sender<Selection>;
+
+/// Resolved parts waiting for the copy.
+pub const PARTS_QUEUED: usize = 4;
 
 impl Selection {
     /// Take in a later part.
@@ -134,13 +139,15 @@ pub async fn resolve(
     registries: &Registries,
     journal: &dyn Journal,
 ) -> Selection {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    resolve_into(rules, registries, journal, &tx).await;
-    drop(tx);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(PARTS_QUEUED);
+    let resolving = async move { resolve_into(rules, registries, journal, &tx).await };
     let mut selection = Selection::default();
-    while let Some(part) = rx.recv().await {
-        selection.absorb(part);
-    }
+    let absorbing = async {
+        while let Some(part) = rx.recv().await {
+            selection.absorb(part);
+        }
+    };
+    futures::join!(resolving, absorbing);
     selection
 }
 
@@ -152,12 +159,10 @@ pub async fn resolve_into(
     journal: &dyn Journal,
     parts: &Parts,
 ) {
-    let budget = AtomicUsize::new(READ_BUDGET);
     for rule in rules {
         let cx = RuleContext {
             rule,
             journal,
-            budget: &budget,
             parts,
             src: registry(registries, &rule.from),
             dst: registry(registries, &rule.to),
@@ -173,7 +178,7 @@ pub async fn resolve_into(
         // After every part of the rule: a wildcard selects as a whole.
         out.empty.extend(cx.count.empty(rule));
         // The receiver is gone only when the run is over.
-        let _ = parts.send(out);
+        let _ = parts.send(out).await;
     }
 }
 
@@ -181,8 +186,6 @@ pub async fn resolve_into(
 struct RuleContext<'a> {
     rule: &'a CopyRule,
     journal: &'a dyn Journal,
-    /// What is left of [`READ_BUDGET`].
-    budget: &'a AtomicUsize,
     parts: &'a Parts,
     src: Arc<dyn Registry>,
     dst: Arc<dyn Registry>,
@@ -203,7 +206,6 @@ impl RuleContext<'_> {
         RepoSelection {
             rule: self.rule,
             journal: self.journal,
-            budget: self.budget,
             src: &self.src,
             dst: &self.dst,
             repo: repo.to_string(),
@@ -301,7 +303,7 @@ impl RuleContext<'_> {
         };
         self.count.repositories(repos.len());
         // What the catalog said goes first; then each repository as soon as it is resolved.
-        let _ = self.parts.send(std::mem::take(out));
+        let _ = self.parts.send(std::mem::take(out)).await;
         futures::stream::iter(repos)
             .map(|repo| async move {
                 let mut part = Selection::default();
@@ -316,9 +318,8 @@ impl RuleContext<'_> {
                 part
             })
             .buffered(LIST_CONCURRENCY)
-            .for_each(|part| {
-                let _ = self.parts.send(part);
-                std::future::ready(())
+            .for_each(|part| async move {
+                let _ = self.parts.send(part).await;
             })
             .await;
     }
@@ -343,7 +344,6 @@ pub fn select_tags(rule: &CopyRule, tags: &[String]) -> Vec<(String, Option<Stri
 struct RepoSelection<'a> {
     rule: &'a CopyRule,
     journal: &'a dyn Journal,
-    budget: &'a AtomicUsize,
     src: &'a Arc<dyn Registry>,
     dst: &'a Arc<dyn Registry>,
     repo: String,
@@ -417,9 +417,12 @@ impl RepoSelection<'_> {
                 .recorded(&self.item(tag.to_string(), Some(tag.to_string())))
                 .is_none_or(|r| !r.fresh),
         };
+        // The bodies this repository's items carry to the copy: at most READ_BUDGET, so
+        // what the parts in flight hold is bounded whatever the size of the organisation.
+        let budget = AtomicUsize::new(READ_BUDGET);
         let reads = Reads {
             cold: &is_cold,
-            budget: self.budget,
+            budget: &budget,
         };
         let found = match all {
             Ok(all) => {

@@ -128,6 +128,32 @@ fn the_first_writer_of_a_tag_keeps_it_another_source_is_contested_other_platform
     );
 }
 
+#[test]
+fn a_rule_sharing_no_target_keeps_its_claims_for_its_part_alone() {
+    // Rule 1 shares targets with rule 2; rule 3 with none.
+    let mut claims = Claims::labelled(|n| format!("rule {n}")).sharing([1, 2]);
+    let part = claims.claim(vec![
+        item("a", "1.0", Some("1.0"), 3),
+        item("a", "sha256:1", None, 3),
+        // Within its part it is still a duplicate.
+        item("a", "sha256:1", None, 3),
+        item("b", "2.0", Some("2.0"), 1),
+    ]);
+    assert_eq!((part.items.len(), part.duplicates.len()), (3, 1));
+    assert_eq!(claims.owner(&item("a", "1.0", Some("1.0"), 3).key()), None);
+    assert_eq!(
+        claims.kept_claims(),
+        1,
+        "only the sharing rule's claim is kept"
+    );
+    // The sharing rule's claim still meets a later part.
+    let later = claims.claim(vec![item("c", "2.0", Some("2.0"), 2)]);
+    assert_eq!(
+        later.items[0].contest.as_ref().map(|c| c.winner_rule),
+        Some(1)
+    );
+}
+
 fn rule(from: &str, to: &str) -> CopyRule {
     CopyRule::new(
         0,

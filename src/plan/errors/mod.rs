@@ -11,7 +11,8 @@
 
 use super::schema::{expected, fields};
 pub(super) use super::schema::{
-    Bounds, CONCURRENCY, KEEP_NEWEST, MAX_CONNECTIONS, MAX_DELETIONS, NEWEST, RATE, RETRIES,
+    Bounds, CONCURRENCY, KEEP_NEWEST, MAX_CONNECTIONS, MAX_DELETIONS, NEWEST, RATE, RETAIN_RUNS,
+    RETRIES,
 };
 use std::path::{Path, PathBuf};
 

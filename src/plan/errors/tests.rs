@@ -493,3 +493,25 @@ fn password_file_is_a_form_of_its_own() {
         assert!(e.contains(says) && !e.contains(CANARY), "{e}");
     }
 }
+
+/// `retain_runs` (issue 24, "SQLite at scale"): how many runs the checkpoint keeps, 30 unless
+/// the plan says otherwise; at least one (the run that just ended).
+#[test]
+fn retain_runs_is_a_count_of_runs() {
+    let parse = |text: &str| Plan::from_str(Path::new("p.toml"), text).unwrap();
+    assert_eq!(parse(&format!("version = 1\n{RULE}")).retain_runs, 30);
+    assert_eq!(
+        parse(&format!("version = 1\nretain_runs = 7\n{RULE}")).retain_runs,
+        7
+    );
+    let e = refused_quietly(&format!("version = 1\nretain_runs = 0\n{RULE}"));
+    assert!(
+        e.contains("retain_runs = 0: must be between 1 and 1000000"),
+        "{e}"
+    );
+    let e = refused_quietly(&format!("version = 1\nretain_runs = \"all\"\n{RULE}"));
+    assert!(
+        e.ends_with("retain_runs: expected an integer from 1 to 1000000, found a string"),
+        "{e}"
+    );
+}

@@ -92,7 +92,16 @@ async fn run_rule(rule: &RuleScope, cx: &Context<'_>) -> Pruned {
     let name = registry.name().to_string();
     let mut read: Vec<(PrunedRepo, Vec<Image>, Manifests)> = Vec::new();
     for scope in &rule.scopes {
-        read.push(decide_repo(registry.as_ref(), rule, scope, cx).await);
+        let (repo, mut images, mut manifests) =
+            decide_repo(registry.as_ref(), rule, scope, cx).await;
+        // The rule's valve weighs every repository's deletions before any is made, so the
+        // inventories wait; but only those with something to delete: a repository with
+        // nothing to prune keeps its decisions alone, so what waits is bounded by what
+        // is pruned, not by the number of repositories.
+        if repo.decisions.as_ref().map_or(true, |d| d.deletions() == 0) {
+            (images, manifests) = (Vec::new(), Manifests::new());
+        }
+        read.push((repo, images, manifests));
     }
     let deletions: usize = read
         .iter()

@@ -6,7 +6,7 @@ use super::*;
 /// The resource a logged request was about, as ferry's report names it (`manifest`, `blob`,
 /// `upload`, `tags`, `catalog`), with a cross-repository mount told apart from an upload and
 /// the API root (`/v2/`) as `base`.
-pub(super) fn kind(r: &LoggedRequest) -> String {
+pub(crate) fn kind(r: &LoggedRequest) -> String {
     let (path, query) = r.uri.split_once('?').unwrap_or((&r.uri, ""));
     if path == "/v2/" || path == "/v2" {
         return format!("{} base", r.method);
@@ -20,12 +20,12 @@ pub(super) fn kind(r: &LoggedRequest) -> String {
 
 /// What one registry answered during one run: per kind, the count and the statuses.
 #[derive(Default)]
-pub(super) struct Tally {
+pub(crate) struct Tally {
     pub(super) by_kind: BTreeMap<String, BTreeMap<u16, usize>>,
 }
 
 impl Tally {
-    pub(super) fn of(requests: &[LoggedRequest]) -> Tally {
+    pub(crate) fn of(requests: &[LoggedRequest]) -> Tally {
         let mut t = Tally::default();
         for r in requests {
             *t.by_kind
@@ -37,7 +37,7 @@ impl Tally {
         t
     }
 
-    pub(super) fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+    pub(crate) fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.by_kind
             .iter()
             .filter(|(k, _)| pred(k))
@@ -45,20 +45,20 @@ impl Tally {
             .sum()
     }
 
-    pub(super) fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.count(|_| true)
     }
 
-    pub(super) fn blob_side(&self) -> usize {
+    pub(crate) fn blob_side(&self) -> usize {
         self.count(|k| k.contains(" blob") || k.contains(" upload"))
     }
 
-    pub(super) fn manifest_side(&self) -> usize {
+    pub(crate) fn manifest_side(&self) -> usize {
         self.count(|k| k.ends_with(" manifest"))
     }
 
     /// `GET blob 4706 [200×4706]; …` on one line per kind.
-    pub(super) fn breakdown(&self) -> String {
+    pub(crate) fn breakdown(&self) -> String {
         self.by_kind
             .iter()
             .map(|(k, statuses)| {
@@ -72,14 +72,14 @@ impl Tally {
 }
 
 /// Where a registry's request log stands (everything answered so far logged).
-pub(super) async fn mark(reg: &Registry) -> usize {
+pub(crate) async fn mark(reg: &Registry) -> usize {
     reg.sync_log().await;
     reg.requests().len()
 }
 
 /// What a registry answered since `mark`; with `FERRY_BENCH_LOG_DIR` set, also written
 /// there request by request (`<name>.log`: status, method, URI), for a closer look.
-pub(super) async fn since(reg: &Registry, mark: usize, name: &str) -> Tally {
+pub(crate) async fn since(reg: &Registry, mark: usize, name: &str) -> Tally {
     reg.sync_log().await;
     let requests = reg.requests().split_off(mark);
     if let Ok(dir) = std::env::var("FERRY_BENCH_LOG_DIR") {
@@ -94,7 +94,7 @@ pub(super) async fn since(reg: &Registry, mark: usize, name: &str) -> Tally {
 }
 
 /// Run `program` under GNU time and count what it asked of `src` and `dst`; with its stdout.
-pub(super) async fn measure(
+pub(crate) async fn measure(
     label: &str,
     program: &str,
     args: &[&str],
@@ -120,7 +120,7 @@ pub(super) async fn measure(
 /// hypervisor gave to other machines (`steal` in `/proc/stat`); zero where the kernel has
 /// none. The benchmark's own processes count too; a run that stalled much more than its peers
 /// shared the machine with something else.
-pub(super) fn stalls() -> [f64; 3] {
+pub(crate) fn stalls() -> [f64; 3] {
     let pressure = |what: &str| {
         std::fs::read_to_string(format!("/proc/pressure/{what}"))
             .ok()
@@ -149,13 +149,13 @@ pub(super) fn stalls() -> [f64; 3] {
 }
 
 /// One timed run of one tool and what it asked of both registries.
-pub(super) struct Measured {
-    pub(super) secs: f64,
-    pub(super) rss_mib: u64,
+pub(crate) struct Measured {
+    pub(crate) secs: f64,
+    pub(crate) rss_mib: u64,
     /// Seconds of CPU stall, IO stall and steal on the machine during the run ([`stalls`]).
-    pub(super) stalled: [f64; 3],
-    pub(super) source: Tally,
-    pub(super) target: Tally,
+    pub(crate) stalled: [f64; 3],
+    pub(crate) source: Tally,
+    pub(crate) target: Tally,
 }
 
 impl Measured {

@@ -18,7 +18,7 @@ use crate::bench::{skopeo_sync_args, timed};
 use crate::common::*;
 use crate::harness::*;
 
-mod measure;
+pub(crate) mod measure;
 
 #[allow(unused_imports)]
 use measure::*;

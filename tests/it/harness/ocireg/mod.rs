@@ -232,6 +232,18 @@ impl OciRegistry {
         Some((m.media_type.clone(), m.bytes.to_vec()))
     }
 
+    /// Point `tag` of `name` at the manifest `digest` already stored there, as a push of
+    /// that manifest under the tag would: a tag costs no request (many-tag corpora).
+    pub fn tag(&self, name: &str, tag: &str, digest: &str) {
+        let mut store = self.inner.store.lock().expect("store");
+        let repo = store.repos.get_mut(name).expect("a pushed repository");
+        assert!(
+            repo.manifests.contains_key(digest),
+            "{name}@{digest} not stored"
+        );
+        repo.tags.insert(tag.to_string(), digest.to_string());
+    }
+
     /// Tags of `name`, sorted; empty for an unknown repository.
     pub fn tags(&self, name: &str) -> Vec<String> {
         let store = self.inner.store.lock().expect("store");
