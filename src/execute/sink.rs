@@ -1,7 +1,7 @@
 //! Where each item goes once it is done, and what the execution keeps of it. The caller's
 //! [`ItemSink`] gets every item as it finishes (the run's report file, the lines and JSON of
 //! `ferry plan` and `ferry verify`), and the item is then dropped: what the execution keeps
-//! is counts ([`Tally`]): the totals, the first [`FAILURES_KEPT`] failure lines, and only
+//! is counts (`Tally`): the totals, the first [`FAILURES_KEPT`] failure lines, and only
 //! where retention or pruning runs after the copies, what they read of them (the pins, the
 //! tags each target repository gets). So a run of 100,000 items holds no struct per item.
 

@@ -395,3 +395,116 @@ async fn plan_shows_what_each_shard_of_the_run_does() {
         shown.stderr
     );
 }
+
+/// Tags `t0`, `t1`, … (`count` of them) of `repo` at `reg`, all pointing at what `tag` points
+/// at, written straight into the registry's storage as a push of the same manifest under
+/// each tag leaves them: thousands of tags in milliseconds.
+fn tag_links(reg: &Registry, repo: &str, tag: &str, count: usize) {
+    let tags = reg
+        .storage_dir()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_manifests/tags");
+    let link = std::fs::read_to_string(tags.join(tag).join("current/link")).unwrap();
+    let hex = link.trim().strip_prefix("sha256:").unwrap().to_string();
+    for t in 0..count {
+        for sub in ["current".to_string(), format!("index/sha256/{hex}")] {
+            let d = tags.join(format!("t{t}")).join(sub);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("link"), &link).unwrap();
+        }
+    }
+}
+
+/// Issue 24, "memory independent of the number of tags": the report of thousands of items is
+/// written as they finish (a temporary file that grows while the run goes and is renamed into
+/// place at its end), and is well formed; `ferry report merge`, `ferry plan --output json` and
+/// `ferry verify --output json` read and write as many, item by item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_thousands_of_items_is_written_as_they_finish() {
+    // Over several repositories: the PUTs of one manifest into one repository go one at a
+    // time (see the engine's `manifests`).
+    const REPOS: usize = 10;
+    const TAGS: usize = 2000;
+    let (src, dst) = (Registry::start().await, Registry::start().await);
+    let img = image(&[layer(24, 512)], "linux", "amd64", Format::Oci, "many");
+    for r in 0..REPOS {
+        let repo = format!("many/app{r}");
+        src.pusher().push(&repo, "base", &img).await;
+        tag_links(&src, &repo, "base", TAGS / REPOS - 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (src.addr.clone() + "/many/*", dst.addr.clone() + "/many/*");
+    let p = copy_plan(dir.path(), &[&src.addr, &dst.addr], "", &from, &to);
+    let report = dir.path().join("report.json");
+    let home = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        "--progress",
+        "none",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let args = [&args[..], &[p.to_str().unwrap()]].concat();
+    let mut child = ferry_command(&args, &[], home.path()).spawn().unwrap();
+    // The largest the temporary report was seen while the run went.
+    let mut grew = 0;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.unwrap(),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+        for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".report.json.") && name.ends_with(".tmp") {
+                grew = grew.max(e.metadata().map_or(0, |m| m.len()));
+            }
+        }
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        grew > 64 * 1024,
+        "the report grew to {grew} bytes while the run went"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    // Items before what the run's end tells: written as they came.
+    assert!(text.find("\"items\"").unwrap() < text.find("\"ended_at\"").unwrap());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["totals"]["copied"], TAGS);
+    let targets: std::collections::BTreeSet<&str> = (v["items"].as_array().unwrap().iter())
+        .filter(|i| i["action"] == "copied")
+        .map(|i| i["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets.len(), TAGS);
+
+    let merged = dir.path().join("all.json");
+    let args = ["report", "merge", "--output", merged.to_str().unwrap()];
+    ferry(&[&args[..], &[report.to_str().unwrap()]].concat(), &[])
+        .await
+        .assert_code(0);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    assert_eq!(m["items"], v["items"]);
+    assert_eq!(m["merged_from"].as_array().unwrap().len(), 1);
+
+    let planned = ferry(&["plan", "--output", "json", p.to_str().unwrap()], &[]).await;
+    planned.assert_code(0);
+    let planned = json(&planned.stdout);
+    let copies = planned["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), TAGS);
+    assert!(
+        copies.iter().all(|c| c["action"] == "unchanged"),
+        "{}",
+        copies[0]
+    );
+    assert_eq!(planned["totals"]["unchanged"], TAGS);
+    let verified = ferry(&["verify", "--output", "json", p.to_str().unwrap()], &[]).await;
+    verified.assert_code(0);
+    let verified = json(&verified.stdout);
+    assert_eq!(verified["items"].as_array().unwrap().len(), TAGS);
+    assert_eq!(verified["totals"]["complete"], TAGS);
+}

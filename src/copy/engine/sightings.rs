@@ -20,20 +20,35 @@ pub(super) enum Seen {
     Unknown,
     /// It did not exist: it holds only what this run puts there.
     Missing,
-    /// It existed, with these tags.
-    Tags(HashSet<String>),
+    /// It existed, with these tags, each kept as a 64-bit hash (a repository of 100,000
+    /// tags is 1 MiB, not 6, and each item reads it without a copy). Two tags that share a
+    /// hash only cost the `HEAD` a tag the listing holds gets anyway.
+    Tags(Arc<HashSet<u64>>),
 }
 
 impl Seen {
+    /// A repository listed with `tags`.
+    pub(super) fn listed(tags: Vec<String>) -> Seen {
+        Seen::Tags(Arc::new(tags.iter().map(|t| tag_hash(t)).collect()))
+    }
+
     /// The target is known not to have held `tag` (nothing else of this run writes it:
     /// one item per target tag).
     pub(super) fn lacks_tag(&self, tag: &str) -> bool {
         match self {
             Seen::Unknown => false,
             Seen::Missing => true,
-            Seen::Tags(tags) => !tags.contains(tag),
+            Seen::Tags(tags) => !tags.contains(&tag_hash(tag)),
         }
     }
+}
+
+/// A tag's hash, the same in every run (SipHash with fixed keys).
+fn tag_hash(tag: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tag.hash(&mut h);
+    h.finish()
 }
 
 /// One cell per target repository, filled by the first listing.

@@ -30,7 +30,7 @@ impl Engine {
         // Boxed: the listing's future is large, and an image's copy future holds it.
         Box::pin(cell.get_or_init(|| async {
                 match dst.registry.list_tags(&dst.repo).await {
-                    Ok(tags) => Seen::Tags(tags.into_iter().collect()),
+                    Ok(tags) => Seen::listed(tags),
                     Err(e) if e.is_not_found() => Seen::Missing,
                     Err(e) => {
                         tracing::debug!(error = %e, repo = %dst.repo, "target not listed; checking each item");
