@@ -270,7 +270,7 @@ async fn plan_and_run_agree_over_memory_registries() {
         };
         let (registries, dst) = world(seed);
         let ledger = ledger(&dst, seed);
-        let (simulated, _) = overlays(&registries);
+        let (simulated, _) = overlays(&registries, &plan);
         let planned = summary(&plan, &run(&plan, &simulated, &ledger).await);
         let done = run(&plan, &registries, &ledger).await;
         let ran = summary(&plan, &done);

@@ -65,8 +65,7 @@ struct RepoView {
     /// what the simulation wrote again counts.
     wiped: HashSet<Digest>,
     blobs: HashMap<Digest, BlobBytes>,
-    /// Digests of tags read from the registry underneath, to hide the tags of a deleted
-    /// manifest from later listings.
+    /// Digests of tags read underneath, to hide a deleted manifest's tags from later listings.
     seen: HashMap<String, Digest>,
 }
 
@@ -85,6 +84,8 @@ pub struct Overlay {
     repos: Mutex<HashMap<String, RepoView>>,
     /// Requests the run would send: reads made through, and writes simulated.
     requests: AtomicU64,
+    /// Remember what each tag read underneath pointed at (`seen`)? Only a deletion needs it.
+    remembers: bool,
 }
 
 impl Overlay {
@@ -93,6 +94,20 @@ impl Overlay {
             inner,
             repos: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            remembers: true,
+        }
+    }
+
+    /// The plan deletes nothing here: `seen` is not kept, so a plan of 100,000 tags keeps
+    /// nothing per tag (a deletion all the same still reads right: listings ask underneath).
+    pub fn deletes_nothing(mut self) -> Overlay {
+        self.remembers = false;
+        self
+    }
+
+    fn saw(&self, v: &mut RepoView, tag: &str, digest: &Digest) {
+        if self.remembers {
+            v.seen.insert(tag.to_string(), digest.clone());
         }
     }
 
@@ -256,7 +271,7 @@ impl Registry for Overlay {
                         self.count(1);
                         let head = self.inner.head_manifest(repo, &tag).await?;
                         if let Some(h) = &head {
-                            self.with(repo, |v| v.seen.insert(tag.clone(), h.digest.clone()));
+                            self.with(repo, |v| self.saw(v, &tag, &h.digest));
                         }
                         head.map(|h| h.digest)
                     }
@@ -284,7 +299,7 @@ impl Registry for Overlay {
                     let head = self.inner.head_manifest(repo, reference).await?;
                     return Ok(match head {
                         Some(h) => self.with(repo, |v| {
-                            v.seen.insert(reference.to_string(), h.digest.clone());
+                            self.saw(v, reference, &h.digest);
                             (!v.wiped.contains(&h.digest)).then_some(h)
                         }),
                         None => None,
@@ -320,7 +335,7 @@ impl Registry for Overlay {
                 None => {
                     let m = self.inner.get_manifest(repo, reference).await?;
                     let deleted = self.with(repo, |v| {
-                        v.seen.insert(reference.to_string(), m.digest.clone());
+                        self.saw(v, reference, &m.digest);
                         v.wiped.contains(&m.digest)
                     });
                     return match deleted {
