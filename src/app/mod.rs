@@ -40,35 +40,37 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 check::check(&plan, json)
             }
         }
-        Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(run::run(args))
-        }
-        Command::Verify(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(verify::verify(args))
-        }
+        Command::Run(args) => on_workers(run::run(args)),
+        Command::Verify(args) => on_workers(verify::verify(args)),
         Command::Status(args) => status::status(&args),
-        Command::Restore(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(restore::restore(args))
-        }
+        Command::Restore(args) => on_workers(restore::restore(args)),
         Command::Report(crate::cli::ReportCommand::Merge { output, inputs }) => {
             report::merge(&output, &inputs)
         }
-        Command::Plan(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(plan::plan(args))
-        }
+        Command::Plan(args) => on_workers(plan::plan(args)),
     }
+}
+
+/// Run `work` to its end on a multi-threaded runtime, as a task of its own rather than on
+/// the main thread: the engine then shares the worker threads with the connection tasks it
+/// hands each request to, so a request and its answer wake a task on the same thread (tokio
+/// runs a task just woken there next) instead of crossing between the main thread and a
+/// worker twice. A no-op of 20,000 tags (one HEAD each) went from about 9 context switches
+/// per tag to about 5, and spent a quarter less of ferry's CPU in the kernel (issue 24).
+fn on_workers<T: Send + 'static>(
+    work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match tokio::spawn(work).await {
+            Ok(done) => done,
+            // A panic in the run is the process's panic, as it was on the main thread.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(e.into()),
+        }
+    })
 }
 
 /// The exit code for an error that ended the run.

@@ -38,7 +38,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     // Checked where `run` checks it, and said in its words.
     let shard = Shard::resolve(args.shard.as_deref(), args.shards)?;
     let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));
-    let (simulated, handles) = overlays(&real);
+    let (simulated, handles) = overlays(&real, &plan);
     // The checkpoint a run would consult (the shard's own under `--shard`), read as it
     // stands; nothing is written.
     let path = state_path(args.state.as_deref(), Some(&plan));

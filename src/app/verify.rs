@@ -44,7 +44,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Arc::new(move |event| reporter.registry_event(event))
     };
     let real = registries(&plan, Some(observer))?;
-    let (simulated, _) = overlays(&real);
+    let (simulated, _) = overlays(&real, &plan);
     // One shard's share, as `run` takes it, with that shard's state file.
     let shard = crate::execute::shard::Shard::resolve(args.shard.as_deref(), args.shards)?;
     let owns = move |repository: &str| shard.is_none_or(|s| s.owns(repository));

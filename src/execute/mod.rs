@@ -535,16 +535,30 @@ fn claims_rule(claims: &Claims, dup: &Item) -> usize {
 }
 
 /// The registries a plan names, each behind an overlay: what `ferry plan` executes against.
+/// One where `plan` deletes nothing (no `[[retain]]` there, no rule that prunes there) keeps
+/// nothing per tag it reads.
 pub fn overlays(
     registries: &Registries,
+    plan: &Plan,
 ) -> (
     Registries,
     Vec<(String, Arc<crate::registry::overlay::Overlay>)>,
 ) {
+    let deletes_at = |location: &crate::reference::Location| {
+        plan.retains
+            .iter()
+            .any(|r| r.repository.location == *location)
+            || (plan.copies.iter())
+                .any(|c| c.to.location == *location && plan.prune(c.number).is_some())
+    };
     let mut wrapped: Registries = HashMap::new();
     let mut handles = Vec::new();
     for (location, registry) in registries {
-        let overlay = Arc::new(crate::registry::overlay::Overlay::new(registry.clone()));
+        let overlay = crate::registry::overlay::Overlay::new(registry.clone());
+        let overlay = Arc::new(match deletes_at(location) {
+            true => overlay,
+            false => overlay.deletes_nothing(),
+        });
         handles.push((registry.name().to_string(), overlay.clone()));
         wrapped.insert(
             location.clone(),

@@ -287,7 +287,7 @@ async fn plan_and_run_agree_over_memory_registries() {
         };
         let (registries, dst) = world(seed);
         let ledger = ledger(&dst, seed);
-        let (simulated, _) = overlays(&registries);
+        let (simulated, _) = overlays(&registries, &plan);
         let (planned, planned_items) = run(&plan, &simulated, &ledger).await;
         let planned = summary(&plan, &planned, &planned_items);
         let (done, items) = run(&plan, &registries, &ledger).await;

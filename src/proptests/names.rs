@@ -192,6 +192,12 @@ fn agrees_on_tag(input: &str) {
 }
 
 fn agrees_on_digest(input: &str) {
+    // The quiet question (is this reference a digest?) answers as the checked one.
+    assert_eq!(
+        Digest::parse(input),
+        Digest::checked(input).ok(),
+        "{input:?}"
+    );
     match names::digest(input) {
         Ok(()) => {
             assert!(SPEC_DIGEST.is_match(input), "{input:?} accepted");

@@ -13,7 +13,9 @@ pub struct Digest(String);
 
 impl Digest {
     pub fn parse(s: &str) -> Option<Digest> {
-        Digest::checked(s).ok()
+        // Asked of every tag too ("is this reference a digest?"): no error is built to be
+        // thrown away.
+        names::is_digest(s).then(|| Digest(s.to_string()))
     }
 
     /// A digest a registry sent, or the error that names it and says what is wrong with it.

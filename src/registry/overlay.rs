@@ -14,7 +14,7 @@
 //! deleting a tag removes that tag alone (the placeholder a registry may need is not shown); a
 //! registry's own records ([`RecordStyle`]) gain a version (GHCR) or a tag entry (Docker Hub)
 //! per write, pushed "now". Blob bytes are never read: a blob put here remembers where its
-//! bytes are ([`BlobOrigin`]), so retention can still read a copied image's config.
+//! bytes are ([`BlobOrigin`](super::BlobOrigin)), so retention can still read a copied image's config.
 //!
 //! What it cannot know it does not pretend to: whether a registry will refuse a write it would
 //! accept here (an index with missing children on CNCF distribution, a quota, a permission) is
@@ -31,54 +31,14 @@ use super::capabilities::{Capabilities, RecordStyle};
 use super::manifest::{self, Parsed};
 use super::tag_digests::TagDigests;
 use super::{
-    BlobOrigin, BlobStream, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, Referrer,
-    ReferrerList, Registry, RegistryError, Result, UploadProgress,
+    BlobStream, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, Referrer, ReferrerList,
+    Registry, RegistryError, Result, UploadProgress,
 };
 use crate::reference::Digest;
 
-/// A manifest written by the simulation.
-#[derive(Clone)]
-struct Written {
-    manifest: Manifest,
-    pushed: SystemTime,
-}
+mod repo_view;
 
-/// Where a simulated blob's bytes can be read.
-#[derive(Clone)]
-enum BlobBytes {
-    /// Put from another registry or repository (the copy's source).
-    From(BlobOrigin),
-    /// Mounted from another repository of this same registry.
-    Mounted(String),
-    /// Put by a source that cannot be reopened: present, bytes unavailable.
-    Unknown,
-}
-
-/// What the simulation changed in one repository.
-#[derive(Default)]
-struct RepoView {
-    manifests: HashMap<Digest, Written>,
-    /// Tags the simulation put (`Some`) or removed with a deleted manifest (`None`).
-    tags: BTreeMap<String, Option<Digest>>,
-    deleted: HashSet<Digest>,
-    /// Every digest the simulation deleted, even if put again since: what the registry
-    /// underneath says of it (its tags, its records, its referrers entries) is gone, and only
-    /// what the simulation wrote again counts.
-    wiped: HashSet<Digest>,
-    blobs: HashMap<Digest, BlobBytes>,
-    /// Digests of tags read from the registry underneath, to hide the tags of a deleted
-    /// manifest from later listings.
-    seen: HashMap<String, Digest>,
-}
-
-impl RepoView {
-    /// Has the simulation created anything here (a repository that may not exist yet)?
-    fn exists(&self) -> bool {
-        !self.manifests.is_empty()
-            || !self.blobs.is_empty()
-            || self.tags.values().any(Option::is_some)
-    }
-}
+use repo_view::{BlobBytes, RepoView, Written};
 
 /// See the module docs.
 pub struct Overlay {
@@ -86,6 +46,8 @@ pub struct Overlay {
     repos: Mutex<HashMap<String, RepoView>>,
     /// Requests the run would send: reads made through, and writes simulated.
     requests: AtomicU64,
+    /// Remember what each tag read underneath pointed at (`seen`)? Only a deletion needs it.
+    remembers: bool,
 }
 
 impl Overlay {
@@ -94,6 +56,20 @@ impl Overlay {
             inner,
             repos: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            remembers: true,
+        }
+    }
+
+    /// The plan deletes nothing here: `seen` is not kept, so a plan of 100,000 tags keeps
+    /// nothing per tag (a deletion all the same still reads right: listings ask underneath).
+    pub fn deletes_nothing(mut self) -> Overlay {
+        self.remembers = false;
+        self
+    }
+
+    fn saw(&self, v: &mut RepoView, tag: &str, digest: &Digest) {
+        if self.remembers {
+            v.seen.insert(tag.to_string(), digest.clone());
         }
     }
 
@@ -257,7 +233,7 @@ impl Registry for Overlay {
                         self.count(1);
                         let head = self.inner.head_manifest(repo, &tag).await?;
                         if let Some(h) = &head {
-                            self.with(repo, |v| v.seen.insert(tag.clone(), h.digest.clone()));
+                            self.with(repo, |v| self.saw(v, &tag, &h.digest));
                         }
                         head.map(|h| h.digest)
                     }
@@ -299,7 +275,7 @@ impl Registry for Overlay {
                     let head = self.inner.head_manifest(repo, reference).await?;
                     return Ok(match head {
                         Some(h) => self.with(repo, |v| {
-                            v.seen.insert(reference.to_string(), h.digest.clone());
+                            self.saw(v, reference, &h.digest);
                             (!v.wiped.contains(&h.digest)).then_some(h)
                         }),
                         None => None,
@@ -335,7 +311,7 @@ impl Registry for Overlay {
                 None => {
                     let m = self.inner.get_manifest(repo, reference).await?;
                     let deleted = self.with(repo, |v| {
-                        v.seen.insert(reference.to_string(), m.digest.clone());
+                        self.saw(v, reference, &m.digest);
                         v.wiped.contains(&m.digest)
                     });
                     return match deleted {

@@ -127,9 +127,12 @@ pub async fn keep_for_restore<'a>(
     digests: impl IntoIterator<Item = &'a Digest>,
     manifests: &mut Manifests,
 ) {
-    let missing: Vec<&Digest> = digests
+    // Owned: a stream of references here makes the run's future one the compiler cannot
+    // prove `Send` for every lifetime, and the run is spawned onto the runtime's workers.
+    let missing: Vec<Digest> = digests
         .into_iter()
         .filter(|d| !manifests.contains_key(*d))
+        .cloned()
         .collect();
     let read: Vec<Option<Manifest>> = futures::stream::iter(missing)
         .map(|d| async move {

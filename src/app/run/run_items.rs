@@ -28,11 +28,7 @@ pub(super) struct RunItems {
 
 impl RunItems {
     /// Begin the `--report` file, if asked for, with what is known as the run starts.
-    pub(super) fn open(
-        args: &RunArgs,
-        shard: Option<Shard>,
-        run: RunId,
-    ) -> RunItems {
+    pub(super) fn open(args: &RunArgs, shard: Option<Shard>, run: RunId) -> RunItems {
         let report = args.report.as_ref().map(|path| {
             let head = ReportHead::new(
                 args.plan.display().to_string(),

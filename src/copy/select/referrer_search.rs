@@ -101,11 +101,17 @@ pub(super) async fn discover(
     rule: &CopyRule,
     reads: &Reads<'_>,
 ) -> Result<Found, RegistryError> {
-    let suffixed: Vec<(&String, Digest)> = all
+    // Looked up, not searched: a repository of 10,000 tags would otherwise compare each tag
+    // with every root (10^8 comparisons), the no-op's largest cost after its HEADs.
+    let root_set: HashSet<&str> = roots.iter().map(String::as_str).collect();
+    let mut suffixed: HashMap<Digest, Vec<&String>> = HashMap::new();
+    for (tag, subject) in all
         .iter()
-        .filter(|t| !manifest::is_fallback_tag(t) && !roots.contains(t))
         .filter_map(|t| referrer_tag_subject(t).map(|d| (t, d)))
-        .collect();
+        .filter(|(t, _)| !manifest::is_fallback_tag(t) && !root_set.contains(t.as_str()))
+    {
+        suffixed.entry(subject).or_default().push(tag);
+    }
     let fallback: HashMap<Digest, &String> = all
         .iter()
         .filter(|t| manifest::is_fallback_tag(t))
@@ -121,11 +127,7 @@ pub(super) async fn discover(
         rule,
         api,
         reads,
-        candidates: suffixed
-            .iter()
-            .map(|(_, d)| d.clone())
-            .chain(fallback.keys().cloned())
-            .collect(),
+        candidates: suffixed.keys().chain(fallback.keys()).cloned().collect(),
         suffixed,
         fallback,
         seen: HashSet::new(),
@@ -160,8 +162,8 @@ struct Discovery<'a> {
     rule: &'a CopyRule,
     api: bool,
     reads: &'a Reads<'a>,
-    /// Cosign-style referrer tags and the digest each names.
-    suffixed: Vec<(&'a String, Digest)>,
+    /// Cosign-style referrer tags, by the digest they name (each digest's in listing order).
+    suffixed: HashMap<Digest, Vec<&'a String>>,
     /// Fallback-index tags, by the digest they list referrers of.
     fallback: HashMap<Digest, &'a String>,
     /// Digests some referrer tag names.
@@ -254,11 +256,9 @@ impl Discovery<'_> {
             }
         }
         for subject in v.subjects {
-            let named: Vec<String> = self
-                .suffixed
-                .iter()
-                .filter(|(t, d)| *d == subject && !self.found_tags.contains(*t))
-                .map(|(t, _)| (*t).clone())
+            let named: Vec<String> = (self.suffixed.get(&subject).into_iter().flatten())
+                .filter(|t| !self.found_tags.contains(**t))
+                .map(|t| (*t).clone())
                 .collect();
             for tag in named {
                 if !self.admitted(&tag).await? {

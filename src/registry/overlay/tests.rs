@@ -120,6 +120,36 @@ async fn deleting_a_tag_takes_that_tag_alone() {
     assert_eq!(o.list_tags(&repo).await.unwrap(), ["latest", "v1", "v2"]);
 }
 
+/// Issue 24: where the plan deletes nothing, the overlay keeps nothing per tag it reads (a
+/// no-op plan of 100,000 tags held every tag's digest); were something deleted all the same,
+/// its answers stay those of an overlay that remembers, at the cost of asking again.
+#[tokio::test]
+async fn an_overlay_where_nothing_is_deleted_keeps_nothing_per_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, layouts, one, two) = two_images(dir.path()).await;
+    let forgetful = Overlay::new(layouts.clone()).deletes_nothing();
+    let remembering = Overlay::new(layouts.clone());
+    for o in [&forgetful, &remembering] {
+        for tag in ["v1", "latest", "v2"] {
+            o.head_manifest(&repo, tag).await.unwrap().unwrap();
+        }
+        assert_eq!(
+            o.get_manifest(&repo, "v2").await.unwrap().digest,
+            two.digest
+        );
+    }
+    let kept = |o: &Overlay| o.with(&repo, |v| v.seen.len());
+    assert_eq!((kept(&forgetful), kept(&remembering)), (0, 3));
+    for o in [&forgetful, &remembering] {
+        o.delete_manifest(&repo, &one.digest).await.unwrap();
+        assert_eq!(o.list_tags(&repo).await.unwrap(), ["v2"]);
+        assert!(o.head_manifest(&repo, "latest").await.unwrap().is_none());
+        assert!(o.get_manifest(&repo, "v1").await.is_err());
+    }
+    // The listing asked underneath for the two tags it had not kept (and v2's).
+    assert!(forgetful.requests() > remembering.requests());
+}
+
 /// A registry whose own API keeps records (GHCR's versions, Docker Hub's tags), empty.
 struct Records(RecordStyle);
 

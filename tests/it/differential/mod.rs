@@ -47,6 +47,7 @@ use crate::harness::*;
 mod cases;
 mod gen;
 mod places;
+mod requests;
 mod round;
 mod world;
 
@@ -56,6 +57,8 @@ use cases::*;
 use gen::*;
 #[allow(unused_imports)]
 use places::*;
+#[allow(unused_imports)]
+use requests::*;
 #[allow(unused_imports)]
 use round::*;
 #[allow(unused_imports)]
