@@ -83,6 +83,24 @@ struct Cost {
     manifests: Vec<String>,
 }
 
+impl Cost {
+    /// One listing of `pages` pages answered for every tag: no manifest asked of the
+    /// registry, and a request per page plus a constant in all.
+    fn one_listing(&self, pages: usize) {
+        assert_eq!(self.pages, pages, "one listing");
+        assert!(
+            self.manifests.is_empty(),
+            "{:?}",
+            &self.manifests[..self.manifests.len().min(5)]
+        );
+        assert!(
+            self.all <= TAGS.div_ceil(PAGE) + CONSTANT,
+            "{} requests",
+            self.all
+        );
+    }
+}
+
 fn cost(
     before: &(Vec<String>, Vec<String>),
     now: &(Vec<String>, Vec<String>),
@@ -147,17 +165,7 @@ async fn noop_recheck_and_move(
     run.assert_code(0);
     assert_eq!(counts(&run), (0, 0, TAGS), "{}", run.summary());
     let c = cost(&before, &seen(&api(), front), listing);
-    assert_eq!(c.pages, pages, "one listing");
-    assert!(
-        c.manifests.is_empty(),
-        "{:?}",
-        &c.manifests[..c.manifests.len().min(5)]
-    );
-    assert!(
-        c.all <= TAGS.div_ceil(PAGE) + CONSTANT,
-        "{} requests",
-        c.all
-    );
+    c.one_listing(pages);
 
     // A recheck asks the source the same way (the target is checked whole, at the target).
     let before = seen(&api(), front);
@@ -165,17 +173,7 @@ async fn noop_recheck_and_move(
     run.assert_code(0);
     assert_eq!(counts(&run), (0, TAGS, 0), "{}", run.summary());
     let c = cost(&before, &seen(&api(), front), listing);
-    assert_eq!(c.pages, pages);
-    assert!(
-        c.manifests.is_empty(),
-        "{:?}",
-        &c.manifests[..c.manifests.len().min(5)]
-    );
-    assert!(
-        c.all <= TAGS.div_ceil(PAGE) + CONSTANT,
-        "{} requests",
-        c.all
-    );
+    c.one_listing(pages);
 
     // A tag moved at the source: the plan says so, from the same listing (the run's code
     // over overlays)...
