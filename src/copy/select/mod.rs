@@ -116,8 +116,9 @@ pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
 /// Where resolved parts go as soon as each is ready: every rule is a part, and so is each
 /// repository a wildcard lists (as its tags are read), so that copying starts while the
 /// rest is resolved. Parts come in plan order, a wildcard's repositories in catalog order.
-/// The channel is bounded ([`PARTS_QUEUED`]): resolving waits while the copy is behind, so
-/// what a run holds is a few repositories' items, not the organisation's.
+/// The channel is bounded ([`PARTS_QUEUED`]): resolving waits while the copy has not taken
+/// them in. (The copy takes in every part as it comes for now, so this bounds the queue, not
+/// the parts in flight.)
 pub type Parts = tokio::sync::mpsc::Sender<Selection>;
 
 /// Resolved parts waiting for the copy.
@@ -417,8 +418,8 @@ impl RepoSelection<'_> {
                 .recorded(&self.item(tag.to_string(), Some(tag.to_string())))
                 .is_none_or(|r| !r.fresh),
         };
-        // The bodies this repository's items carry to the copy: at most READ_BUDGET, so
-        // what the parts in flight hold is bounded whatever the size of the organisation.
+        // The bodies this repository's items carry to the copy: at most READ_BUDGET per
+        // repository, however many repositories the organisation has.
         let budget = AtomicUsize::new(READ_BUDGET);
         let reads = Reads {
             cold: &is_cold,
