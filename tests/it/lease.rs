@@ -423,12 +423,14 @@ async fn no_wildcard_rule_copies_or_prunes_a_lease() {
 
     let (run, report) = run_reported(&p, &[]).await;
     run.assert_code(0);
-    let sources: Vec<&str> = report["items"]
+    // Items are reported in the order they finish.
+    let mut sources: Vec<&str> = report["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["source"].as_str().unwrap())
         .collect();
+    sources.sort_unstable();
     let a = &reg.addr;
     assert_eq!(
         sources,
