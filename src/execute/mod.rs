@@ -364,12 +364,11 @@ fn sharing_targets(plan: &Plan) -> HashSet<usize> {
         .collect()
 }
 
-/// Parts copied at once: all of them, for now. A bound here (8) is what would make a run
-/// hold a few repositories' items instead of the organisation's, but with it a cold run of
-/// 200 repositories stopped for good now and then (every task waiting, no request in
-/// flight): some item waits for one of a part not yet started. Until that wait is found, the
-/// parts are not bounded; the resolved parts waiting for the copy are ([`select::PARTS_QUEUED`]).
-const PARTS_IN_FLIGHT: Option<usize> = None;
+/// Parts copied at once: what a run holds is a few repositories' items, whatever the number
+/// of repositories. Resolved parts wait for their turn in a channel of
+/// [`select::PARTS_QUEUED`]; the resolving side never leaves a read half done while it
+/// waits (see `select::in_order`).
+const PARTS_IN_FLIGHT: Option<usize> = Some(8);
 
 /// One stage, part by part as its selection resolves: what this run owns of each part,
 /// claimed against everything claimed before (earlier parts, earlier stages), copied while

@@ -34,4 +34,4 @@ pub use decisions::{Action, Conflict, Decision, Image, RepoDecisions};
 pub use deletions::{Deletion, Journal, Refused};
 pub use pins::{InUsePins, Pins};
 pub use policies::{run, run_each, Context, PinMap, Retained};
-pub use repo_plan::{plan_policy, plan_repository, policy_repositories, RepoPlan};
+pub use repo_plan::{plan_repository, policy_repositories, RepoPlan};

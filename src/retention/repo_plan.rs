@@ -1,5 +1,8 @@
-//! One policy read and decided, repository by repository ([`plan_policy`]): what `ferry plan`
-//! shows and `ferry run` carries out. Pure but for the reads.
+//! One policy read and decided, repository by repository: the repositories it names
+//! ([`policy_repositories`]), then each read and decided ([`plan_repository`]) before the
+//! next is read, so that what a run holds is one repository's inventory, not the
+//! organisation's. What `ferry plan` shows and `ferry run` carries out; pure but for the
+//! reads: nothing is deleted here.
 
 use std::time::SystemTime;
 
@@ -18,24 +21,6 @@ pub struct RepoPlan {
     /// The manifests the inventory read, for the deletions to keep ([`super::deletions::Deletion::manifest`]).
     pub manifests: inventory::Manifests,
     pub decisions: Result<RepoDecisions, crate::registry::RegistryError>,
-}
-
-/// Read and decide every repository a policy names (a wildcard expands through the catalog).
-/// Pure but for the reads: nothing is deleted here. [`super::run`] goes repository by
-/// repository instead ([`policy_repositories`], then [`plan_repository`] for each), so that
-/// what it holds is one repository's inventory, not the organisation's.
-pub async fn plan_policy(
-    policy: &RetainPolicy,
-    registry: &dyn crate::registry::Registry,
-    now: SystemTime,
-    owns: &(dyn Fn(&str) -> bool + Sync),
-    pins: &(dyn Fn(&str) -> Pins + Sync),
-) -> Vec<RepoPlan> {
-    let (repos, mut out) = policy_repositories(policy, registry, owns).await;
-    for repo in repos {
-        out.push(plan_repository(policy, registry, repo, now, &pins).await);
-    }
-    out
 }
 
 /// The repositories a policy names that this run owns (a wildcard expands through the

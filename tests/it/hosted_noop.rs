@@ -239,6 +239,19 @@ async fn hub_source(
     (reg, hub, front, p)
 }
 
+/// What moves tag `t4242` at the source (through `url`) to a new image: returns its digest.
+fn mover(url: &str) -> impl Fn() -> futures::future::BoxFuture<'static, String> {
+    let url = url.to_string();
+    move || {
+        let url = url.clone();
+        Box::pin(async move {
+            let img = image(&[layer(42, 512)], "linux", "amd64", Format::Oci, "moved");
+            Pusher::new(&url, None).push(REPO, "t4242", &img).await;
+            img.digest
+        })
+    }
+}
+
 /// A Docker Hub source: 5,000 tags over two manifests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docker_hub_no_op_costs_a_request_per_page_of_tags() {
@@ -247,15 +260,7 @@ async fn a_docker_hub_no_op_costs_a_request_per_page_of_tags() {
     let (_reg, hub, front, p) = hub_source(dir.path(), &dst, "").await;
     let h = hub.clone();
     let api = move || h.requests();
-    let url = front.url.clone();
-    let moved = move || -> futures::future::BoxFuture<'static, String> {
-        let url = url.clone();
-        Box::pin(async move {
-            let img = image(&[layer(42, 512)], "linux", "amd64", Format::Oci, "moved");
-            Pusher::new(&url, None).push(REPO, "t4242", &img).await;
-            img.digest
-        })
-    };
+    let moved = mover(&front.url);
     let listing = format!("GET /v2/repositories/{REPO}/tags/");
     let pages = TAGS.div_ceil(PAGE);
     noop_recheck_and_move(&p, &front, &api, &listing, pages, &moved, &dst).await;
@@ -310,15 +315,7 @@ async fn a_ghcr_no_op_costs_a_request_per_page_of_versions() {
     );
     let g = github.clone();
     let api = move || g.requests();
-    let url = front.url.clone();
-    let moved = move || -> futures::future::BoxFuture<'static, String> {
-        let url = url.clone();
-        Box::pin(async move {
-            let img = image(&[layer(42, 512)], "linux", "amd64", Format::Oci, "moved");
-            Pusher::new(&url, None).push(REPO, "t4242", &img).await;
-            img.digest
-        })
-    };
+    let moved = mover(&front.url);
     let listing = "GET /orgs/myorg/packages/container/app/versions";
     noop_recheck_and_move(&p, &front, &api, listing, 3, &moved, &dst).await;
 }

@@ -8,7 +8,6 @@ pub(super) const LIST_CONCURRENCY: usize = 8;
 /// How many bytes of manifests selection may hold for the copy per repository (read whole
 /// where a cold copy would read them anyway): some 500 typical manifests, or 2,000 small
 /// ones. Beyond it, digests only (the copy GETs the rest itself: one HEAD more per tag).
-/// Per repository, so that once the parts copied at once are bounded (issue 24, not yet:
-/// `execute::PARTS_IN_FLIGHT`) what a run holds is bounded whatever the number of
-/// repositories.
+/// Per repository: with the parts copied at once bounded (`execute::PARTS_IN_FLIGHT`), what
+/// a run holds is bounded whatever the number of repositories.
 pub(super) const READ_BUDGET: usize = 1024 * 1024;

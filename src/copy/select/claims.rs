@@ -87,6 +87,7 @@ impl Claims {
     }
 
     /// How many claims are kept for the run.
+    #[cfg(test)]
     pub fn kept_claims(&self) -> usize {
         self.by_key.len()
     }

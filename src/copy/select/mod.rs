@@ -6,6 +6,7 @@
 mod budget;
 mod claims;
 mod empty;
+mod in_order;
 mod referrer_search;
 
 use budget::{LIST_CONCURRENCY, READ_BUDGET};
@@ -16,8 +17,6 @@ use referrer_search::{discover, Origin, Reads, Referred};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-
-use futures::StreamExt;
 
 use super::item::{After, Endpoint, Item, ItemKey};
 use super::journal::Journal;
@@ -117,8 +116,7 @@ pub fn stages(rules: &[CopyRule]) -> Vec<Vec<usize>> {
 /// repository a wildcard lists (as its tags are read), so that copying starts while the
 /// rest is resolved. Parts come in plan order, a wildcard's repositories in catalog order.
 /// The channel is bounded ([`PARTS_QUEUED`]): resolving waits while the copy has not taken
-/// them in. (The copy takes in every part as it comes for now, so this bounds the queue, not
-/// the parts in flight.)
+/// them in, and the copy takes in a bounded number of parts at once.
 pub type Parts = tokio::sync::mpsc::Sender<Selection>;
 
 /// Resolved parts waiting for the copy.
@@ -305,24 +303,19 @@ impl RuleContext<'_> {
         self.count.repositories(repos.len());
         // What the catalog said goes first; then each repository as soon as it is resolved.
         let _ = self.parts.send(std::mem::take(out)).await;
-        futures::stream::iter(repos)
-            .map(|repo| async move {
-                let mut part = Selection::default();
-                match wildcard_target(rule, &repo) {
-                    Ok(target) => self.repository(&repo, &target, &mut part).await,
-                    Err(e) => {
-                        self.count.unknown();
-                        let what = format!("skipped a repository listed under {}", rule.from);
-                        part.errors.push(self.error(what, e));
-                    }
+        let parts = repos.into_iter().map(|repo| async move {
+            let mut part = Selection::default();
+            match wildcard_target(rule, &repo) {
+                Ok(target) => self.repository(&repo, &target, &mut part).await,
+                Err(e) => {
+                    self.count.unknown();
+                    let what = format!("skipped a repository listed under {}", rule.from);
+                    part.errors.push(self.error(what, e));
                 }
-                part
-            })
-            .buffered(LIST_CONCURRENCY)
-            .for_each(|part| async move {
-                let _ = self.parts.send(part).await;
-            })
-            .await;
+            }
+            part
+        });
+        in_order::send_in_order(parts, LIST_CONCURRENCY, self.parts).await;
     }
 }
 
