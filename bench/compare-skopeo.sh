@@ -65,4 +65,4 @@ case "${1:-all}" in
 esac
 # One benchmark at a time: they would compete for the two cores.
 cargo test --release --locked --test it "$filter" -- --ignored "${exact[@]}" --nocapture --test-threads 1 2>&1 \
-    | grep -E '^(fixture|\[|RESULT|test |running| {6}[A-Z]+ )|panicked|assert'
+    | grep -E '^(fixture|\[|RESULT|test |running| {6}[A-Z]+ |  CPU: )|panicked|assert'

@@ -125,6 +125,7 @@ async fn phase(
     (src, dst): (&Registry, &Registry),
 ) -> (Measured, String) {
     let (s0, t0) = (mark(src).await, mark(dst).await);
+    let cpu0 = (children_cpu(), src.cpu_seconds(), dst.cpu_seconds());
     // `FERRY_BENCH_BIN`: another build (or a wrapper that profiles one phase).
     let bin = std::env::var("FERRY_BENCH_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_string());
@@ -143,12 +144,34 @@ async fn phase(
         m.source.total(),
         m.target.total()
     );
+    let cpu = (
+        children_cpu() - cpu0.0,
+        src.cpu_seconds() - cpu0.1,
+        dst.cpu_seconds() - cpu0.2,
+    );
+    println!(
+        "  CPU: ferry {:.1} s, source registry {:.1} s, target registry {:.1} s ({} cores)",
+        cpu.0,
+        cpu.1,
+        cpu.2,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     for (side, t) in [("source", &m.source), ("target", &m.target)] {
         if t.total() > 0 {
             println!("  {side}:\n{}", t.breakdown());
         }
     }
     (m, out)
+}
+
+/// CPU seconds (user and system) of this process' children waited for so far: each phase's
+/// GNU time and the ferry it ran.
+fn children_cpu() -> f64 {
+    // SAFETY: rusage is plain data the kernel fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// The first and the last tag of every repository at `dst` have the source's digest.

@@ -68,6 +68,25 @@ impl Drop for Registry {
 }
 
 impl Registry {
+    /// CPU seconds (user and system) the registry process has used so far, from
+    /// `/proc/PID/stat` (benchmarks: what a phase cost the registry itself).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (in parentheses, which may hold spaces): utime and
+        // stime are the 12th and 13th of them, in clock ticks.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        ticks as f64 / hz
+    }
+
     /// A registry without authentication.
     pub async fn start() -> Registry {
         Registry::start_with(Auth::None).await
