@@ -9,7 +9,9 @@
 //! Each phase is a process of its own under GNU time: `ferry run` cold, the no-op run,
 //! `--recheck`, `ferry plan` (text and JSON), `ferry verify`, `ferry status` and `ferry report
 //! merge`; printed with wall time, peak RSS and the requests each registry's access log shows.
-//! `FERRY_BENCH_TAGS` sets the number of tags (default 100,000; a multiple of 1,000).
+//! After the no-op, the floor: the same `HEAD`s from a bare client, with the registry's CPU.
+//! `FERRY_BENCH_TAGS` sets the number of tags (default 100,000; a multiple of 1,000);
+//! `FERRY_BENCH_NOOP_ONLY` stops after the floor.
 //! Ignored in the normal suite; `bench/compare-skopeo.sh scale` runs it in release mode.
 
 use std::path::Path;
@@ -164,6 +166,38 @@ async fn phase(
     (m, out)
 }
 
+/// The floor of a no-op: the same one `HEAD` per tag the no-op sends, from a bare client in
+/// this process (16 at a time, ferry's connections per registry, keep-alive), with nothing
+/// else done per tag: what the registry itself needs. Wall time, and the registry's CPU.
+async fn floor(src: &Registry, c: &Corpus) {
+    let client = reqwest::Client::new();
+    let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+    let urls = (0..c.repos).flat_map(|r| {
+        (0..c.tags_per_repo)
+            .map(move |t| format!("{}/v2/{}/manifests/{}", src.url, repo_name(r), tag_name(t)))
+    });
+    let (cpu0, started) = (src.cpu_seconds(), Instant::now());
+    let ok = futures::stream::iter(urls)
+        .map(|url| {
+            let client = &client;
+            async move {
+                let r = client.head(url).header("Accept", accept).send().await;
+                r.is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(ok, c.tags(), "every HEAD answered 200");
+    println!(
+        "RESULT [scale] floor: {} HEADs from a bare client {:>8.2} s  source registry CPU {:.1} s",
+        c.tags(),
+        started.elapsed().as_secs_f64(),
+        src.cpu_seconds() - cpu0
+    );
+}
+
 /// CPU seconds (user and system) of this process' children waited for so far: each phase's
 /// GNU time and the ferry it ran.
 fn children_cpu() -> f64 {
@@ -228,6 +262,10 @@ async fn bench_scale() {
     println!("  {}", summary_line(&out, "images copied"));
     let (_, out) = phase("run no-op", &run, &state, regs).await;
     println!("  {}", summary_line(&out, "images copied"));
+    floor(&src, &c).await;
+    if std::env::var("FERRY_BENCH_NOOP_ONLY").is_ok() {
+        return;
+    }
     let recheck = [
         "run",
         "--progress",
