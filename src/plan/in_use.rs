@@ -273,3 +273,59 @@ fn is_dns_label(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::inuse::sources::KubeConfig;
+    use crate::plan::Plan;
+
+    const BASE: &str = "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nkeep_tags = ['x']\n";
+
+    // Issue 25, part 4: `argocd` and `git` entries, their defaults, and errors that name the
+    // field without echoing the value.
+    #[test]
+    fn argocd_and_git_sources_are_validated() {
+        let text = format!(
+            "{BASE}[in_use]\nargocd = [{{ in_cluster = true }}, {{ kubeconfig = \"/k\", context = \"c\", namespace = \"cd\" }}]\ngit = [{{ path = \"gitops-repo\", files = [\"apps/**/*.yaml\"] }}]\n"
+        );
+        let plan = Plan::from_str(Path::new("p.toml"), &text).unwrap();
+        let (argocd, git) = (&plan.in_use.argocd, &plan.in_use.git);
+        assert_eq!(argocd[0].config, KubeConfig::InCluster);
+        assert_eq!(argocd[0].namespace, "argocd");
+        assert_eq!(argocd[1].namespace, "cd");
+        assert_eq!((argocd[0].line, git[0].line), (6, 7));
+        assert_eq!(git[0].path, Path::new("gitops-repo"));
+        assert_eq!(git[0].revisions, 20);
+        assert!(!plan.in_use.is_empty());
+        for (bad, says) in [
+            (
+                "argocd = [{ namespace = \"secret-ns\" }]",
+                "in_use.argocd: each entry is",
+            ),
+            (
+                "argocd = [{ in_cluster = true, namespace = \"Bad_NS\" }]",
+                "in_use.argocd.namespace: a namespace name is a DNS label",
+            ),
+            (
+                "git = [{ path = \"g\", files = [] }]",
+                "in_use.git.files: name at least one pattern",
+            ),
+            (
+                "git = [{ path = \"g\", files = [\"a/[\"] }]",
+                "in_use.git.files: not a glob pattern",
+            ),
+            (
+                "git = [{ path = \"g\", files = [\"a\"], revisions = 0 }]",
+                "in_use.git.revisions: the number of commits to read",
+            ),
+        ] {
+            let e = Plan::from_str(Path::new("p.toml"), &format!("{BASE}[in_use]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("secret-ns") && !e.contains("Bad_NS"), "{e}");
+        }
+    }
+}
