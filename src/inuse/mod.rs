@@ -1,6 +1,8 @@
 //! In use: the images that run, or are about to, gathered from the plan's `[in_use]` sources
-//! (Kubernetes clusters, GitOps files) so retention keeps them as it keeps a kept tag. A
-//! source that cannot be read whole makes retention delete nothing: protection fails closed.
+//! (Kubernetes clusters, GitOps files, ArgoCD Applications and what its Image Updater deploys
+//! next, a GitOps repository's recent commits) so retention keeps them as it keeps a kept
+//! tag. A source that cannot be read whole makes retention delete nothing: protection fails
+//! closed.
 //!
 //! Each source says what it found as [`Use`]s (an image reference as written, and who uses
 //! it); [`Target::of`] turns a reference into the registry, repository and tag or digest it

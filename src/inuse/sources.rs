@@ -1,6 +1,6 @@
-//! The sources of images in use that the engine reads: clusters, GitOps files, and the
-//! aliases that map a mirror's names back to the registry they stand for. The plan layer
-//! builds these from its `[in_use]` table.
+//! The sources of images in use that the engine reads: clusters, GitOps files, ArgoCD
+//! instances, git checkouts, and the aliases that map a mirror's names back to the registry
+//! they stand for. The plan layer builds these from its `[in_use]` table.
 
 use std::path::PathBuf;
 
