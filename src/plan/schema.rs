@@ -118,6 +118,14 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "in_use.files[]" => "a glob pattern (a string) in the list",
         "in_use.aliases" => "a table: { \"MIRROR/PATH\" = \"REGISTRY\" }",
         "in_use.aliases.*" => "a registry host (a string)",
+        _ => return in_use_sources(shape).map(str::to_string),
+    };
+    Some(text.to_string())
+}
+
+/// [`expected`] for the ArgoCD and git sources of `[in_use]`.
+fn in_use_sources(shape: &str) -> Option<&'static str> {
+    Some(match shape {
         "in_use.argocd" => "a list of tables: [{ in_cluster = true, namespace = \"argocd\" }]",
         "in_use.argocd[]" => {
             "a table: { in_cluster = true } or { kubeconfig = \"PATH\", context = \"NAME\" }, with an optional namespace = \"argocd\""
@@ -137,8 +145,7 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "in_use.git.files[]" => "a glob pattern (a string) in the list",
         "in_use.git.revisions" => "the number of commits to read (an integer)",
         _ => return None,
-    };
-    Some(text.to_string())
+    })
 }
 
 /// The fields a table accepts, by its shape (as in [`expected`]; `""` is the top level).
