@@ -182,6 +182,40 @@ async fn a_403_on_applications_holds_every_deletion() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_image_updater_crd_applications_still_count() {
+    let reg = Registry::start().await;
+    six_releases(&reg).await;
+    let kube = FakeKube::start(KubeAuth::Token("t".into())).await;
+    argo(&kube, &reg.addr);
+    // The v0.x updater (annotations only) installs no ImageUpdater resource type: 404.
+    kube.uninstall(Kind::ImageUpdater);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&config, "prod-eu");
+    let p = argo_plan(
+        dir.path(),
+        &reg.addr,
+        &format!("argocd = [{{ kubeconfig = \"{}\" }}]\n", config.display()),
+    );
+    let run = ferry(&["run", &p], &[]).await;
+    run.assert_code(0);
+    let pusher = reg.pusher();
+    // v1.0.2 was only the v1.x resource's pick: deleted with v1.0.0 and v1.0.4.
+    for tag in ["v1.0.0", "v1.0.2", "v1.0.4"] {
+        assert!(
+            pusher.manifest("team/api", tag).await.is_none(),
+            "{tag} kept"
+        );
+    }
+    for tag in ["v1.0.1", "v1.0.3", "v1.0.5"] {
+        assert!(
+            pusher.manifest("team/api", tag).await.is_some(),
+            "{tag} deleted"
+        );
+    }
+}
+
 /// `git` in `dir` with a fixed author, committer and date.
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")

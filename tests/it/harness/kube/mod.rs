@@ -116,7 +116,7 @@ pub enum KubeAuth {
 }
 
 /// The kinds ferry reads.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub enum Kind {
     Pod,
     Deployment,
@@ -361,6 +361,8 @@ struct Data {
     /// Reads at resource versions below this fail (etcd compaction).
     compacted: u64,
     unauthorized: bool,
+    /// Custom resources whose CRD is not installed: their paths answer 404.
+    uninstalled: BTreeSet<Kind>,
     objects: HashMap<Res, BTreeMap<String, History>>,
     access: HashMap<Res, Access>,
 }
@@ -501,6 +503,7 @@ impl FakeKube {
                 rv: 1000,
                 compacted: 0,
                 unauthorized: false,
+                uninstalled: BTreeSet::new(),
                 objects: HashMap::new(),
                 access: HashMap::new(),
             }),
