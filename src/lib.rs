@@ -35,7 +35,8 @@
 //!   ([`retention::prune::Prune`]); inventory, pure selection with graph protection, top-down
 //!   deletion.
 //! - [`inuse`]: the images in use, from the sources a plan's `[in_use]` names
-//!   ([`inuse::sources`]: Kubernetes, GitOps files), that retention and pruning keep.
+//!   ([`inuse::sources`]: Kubernetes, GitOps files, ArgoCD and its Image Updater, git
+//!   history), that retention and pruning keep.
 //! - [`registry`]: the [`registry::Registry`] trait and its implementations (HTTP, OCI layouts,
 //!   the overlay `ferry plan` runs against, and an in-memory one for tests); the only code that
 //!   speaks the distribution API. In floors: [`registry::http`] and [`registry::hosted`] (the

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod label;
 pub mod leasing;
+mod picks;
 pub mod pruning;
 pub mod shard;
 pub mod sink;
@@ -290,7 +291,7 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     }
     let mut pins = tally.pins.unwrap_or_default();
     if !plan.in_use.is_empty() && (!plan.retains.is_empty() || pruning::any(plan)) {
-        in_use(plan, &mut pins, &mut out.in_use_failures).await;
+        in_use(plan, cx.registries, &mut pins, &mut out.in_use_failures).await;
     }
     // Deleting waits for the run lease (copies do not: they are safe to run twice).
     let (leases, refused) = leasing::begin(plan, &cx.lease, cx.registries, &mut pins).await;
@@ -472,10 +473,12 @@ fn conflict(c: &select::Conflict) -> Outcome {
 
 /// What runs or is about to, from every `[in_use]` source, pinned; when a source cannot be
 /// read whole, every deletion is held (protection fails closed) and `out` says why.
-async fn in_use(plan: &Plan, pins: &mut PinMap, out: &mut Vec<String>) {
+async fn in_use(plan: &Plan, registries: &Registries, pins: &mut PinMap, out: &mut Vec<String>) {
     let gathered = inuse::gather(&plan.in_use).await;
     in_use_pins(pins, &gathered.uses, &plan.in_use.aliases);
-    if !gathered.failures.is_empty() {
+    let aliases = &plan.in_use.aliases;
+    let unlisted = picks::pin_next(registries, pins, &gathered.tracked, aliases).await;
+    if !gathered.failures.is_empty() || !unlisted.is_empty() {
         pins.hold_all(
             "an [in_use] source could not be read whole, so nothing is deleted (protection fails closed)"
                 .to_string(),
@@ -487,6 +490,7 @@ async fn in_use(plan: &Plan, pins: &mut PinMap, out: &mut Vec<String>) {
             error_chain(f)
         )
     }));
+    out.extend(unlisted);
 }
 
 /// Every `[[retain]]` policy, with what the copies put at their targets pinned; `registries`:

@@ -21,6 +21,8 @@ pub enum Reason {
     Kube(#[from] KubeError),
     #[error(transparent)]
     Files(#[from] FilesError),
+    #[error(transparent)]
+    Git(#[from] GitError),
 }
 
 /// Why a Kubernetes cluster could not be reached or read. No message quotes the kubeconfig's
@@ -105,6 +107,36 @@ pub enum FilesError {
     #[error("the pattern matches no file (protection fails closed: nothing is deleted)")]
     NoMatch,
     #[error("scanning stopped")]
+    Stopped {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a git checkout's history could not be read whole. Never the checkout's path or a
+/// pattern: the plan line names them.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("the checkout is not a directory")]
+    NoCheckout,
+    #[error("a `files` pattern is not valid: {reason}")]
+    Pattern { reason: &'static str },
+    #[error("cannot run git (is it installed?)")]
+    Spawn {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("git {command} failed: {message}")]
+    Failed { command: String, message: String },
+    #[error(
+        "files[{index}] matches no file at HEAD (protection fails closed: nothing is deleted)"
+    )]
+    NoMatch { index: usize },
+    #[error(
+        "a shallow clone with {have} commits, fewer than `revisions` asks (fetch more history)"
+    )]
+    Shallow { have: usize },
+    #[error("reading stopped")]
     Stopped {
         #[source]
         source: tokio::task::JoinError,

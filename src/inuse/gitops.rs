@@ -53,6 +53,13 @@ impl Source for FileSource {
     }
 }
 
+/// The image references in `text`, each with its line number (from 1).
+pub(super) fn references(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .flat_map(|(n, line)| IMAGE.find_iter(line).map(move |m| (n + 1, m.as_str())))
+}
+
 fn scan(patterns: &[FilePattern]) -> Result<Vec<Use>, SourceError> {
     let mut out = Vec::new();
     for p in patterns {
@@ -82,14 +89,11 @@ fn scan(patterns: &[FilePattern]) -> Result<Vec<Use>, SourceError> {
                     source,
                 })
             })?;
-            let text = String::from_utf8_lossy(&text);
-            for (n, line) in text.lines().enumerate() {
-                for m in IMAGE.find_iter(line) {
-                    out.push(Use {
-                        image: m.as_str().to_string(),
-                        by: format!("referenced in {}:{}", path.display(), n + 1),
-                    });
-                }
+            for (n, image) in references(&String::from_utf8_lossy(&text)) {
+                out.push(Use {
+                    image: image.to_string(),
+                    by: format!("referenced in {}:{n}", path.display()),
+                });
             }
         }
         if matched == 0 {

@@ -54,31 +54,9 @@ impl KubeSource {
     /// the kubeconfig's `current-context` (a name, nothing of its credentials), or
     /// `in-cluster` for the pod's own cluster (a pod cannot learn the name people give it).
     async fn client(&self) -> Result<(Client, String), SourceError> {
-        let (config, cluster) = match &self.settings.config {
-            KubeConfig::InCluster => (
-                in_cluster().map_err(|e| self.fail(e))?,
-                "in-cluster".to_string(),
-            ),
-            KubeConfig::File { path, context } => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .map_err(|e| self.fail(kubeconfig_error(path, e)))?;
-                let cluster = context
-                    .clone()
-                    .or_else(|| kubeconfig.current_context.clone())
-                    .unwrap_or_default();
-                let options = KubeConfigOptions {
-                    context: context.clone(),
-                    ..KubeConfigOptions::default()
-                };
-                let config = Config::from_custom_kubeconfig(kubeconfig, &options)
-                    .await
-                    .map_err(|e| self.fail(kubeconfig_error(path, e)))?;
-                (config, cluster)
-            }
-        };
-        let client =
-            Client::try_from(config).map_err(|source| self.fail(KubeError::Client { source }))?;
-        Ok((client, cluster))
+        connect(&self.settings.config)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// `K` cluster-wide, or in each namespace asked for.
@@ -211,6 +189,33 @@ impl Source for KubeSource {
     }
 }
 
+/// A client for the cluster `config` names, and the cluster as people know it, for reasons
+/// (never for errors: it may be a plan value): the context's name, the one the plan gives
+/// or else the kubeconfig's `current-context` (a name, nothing of its credentials), or
+/// `in-cluster` for the pod's own cluster (a pod cannot learn the name people give it).
+pub(super) async fn connect(config: &KubeConfig) -> Result<(Client, String), KubeError> {
+    let (config, cluster) = match config {
+        KubeConfig::InCluster => (in_cluster()?, "in-cluster".to_string()),
+        KubeConfig::File { path, context } => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| kubeconfig_error(path, e))?;
+            let cluster = context
+                .clone()
+                .or_else(|| kubeconfig.current_context.clone())
+                .unwrap_or_default();
+            let options = KubeConfigOptions {
+                context: context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| kubeconfig_error(path, e))?;
+            (config, cluster)
+        }
+    };
+    let client = Client::try_from(config).map_err(|source| KubeError::Client { source })?;
+    Ok((client, cluster))
+}
+
 /// What is wrong with the kubeconfig at `path`, without the values it holds (see
 /// [`KubeError`]).
 fn kubeconfig_error(path: &std::path::Path, e: kube::config::KubeconfigError) -> KubeError {
@@ -291,9 +296,13 @@ fn pem_certificates(path: &std::path::Path, pem: &[u8]) -> Result<Vec<Vec<u8>>, 
 
 /// Why a list failed, naming the permission that is missing.
 fn explain<K: Resource<DynamicType = ()>>(e: kube::Error) -> KubeError {
-    let plural = K::plural(&()).to_string();
-    let group = K::group(&());
-    let group = if group.is_empty() { "core" } else { &group };
+    explain_list(&K::plural(&()), &K::group(&()), e)
+}
+
+/// Why a list of `plural` (API group `group`, "" for core) failed.
+pub(super) fn explain_list(plural: &str, group: &str, e: kube::Error) -> KubeError {
+    let plural = plural.to_string();
+    let group = if group.is_empty() { "core" } else { group };
     let why = match &e {
         kube::Error::Api(s) if s.code == 401 => {
             "401 Unauthorized: the cluster refused the credentials".to_string()

@@ -1,6 +1,8 @@
 //! In use: the images that run, or are about to, gathered from the plan's `[in_use]` sources
-//! (Kubernetes clusters, GitOps files) so retention keeps them as it keeps a kept tag. A
-//! source that cannot be read whole makes retention delete nothing: protection fails closed.
+//! (Kubernetes clusters, GitOps files, ArgoCD Applications and what its Image Updater deploys
+//! next, a GitOps repository's recent commits) so retention keeps them as it keeps a kept
+//! tag. A source that cannot be read whole makes retention delete nothing: protection fails
+//! closed.
 //!
 //! Each source says what it found as [`Use`]s (an image reference as written, and who uses
 //! it); [`Target::of`] turns a reference into the registry, repository and tag or digest it
@@ -8,10 +10,13 @@
 //! after the plan's `aliases`. Sources live behind [`Source`], so retention never sees a
 //! cluster or a file.
 
+pub mod argocd;
 pub mod error;
 pub mod gitops;
+pub mod history;
 pub mod kube;
 pub mod sources;
+pub mod updater;
 pub mod uses;
 
 use uses::{Source, Use};
@@ -24,6 +29,8 @@ use sources::InUse;
 #[derive(Debug, Default)]
 pub struct Gathered {
     pub uses: Vec<Use>,
+    /// Images the ArgoCD Image Updater tracks: the run keeps the tag it would pick next.
+    pub tracked: Vec<updater::Tracked>,
     pub failures: Vec<SourceError>,
 }
 
@@ -36,7 +43,20 @@ pub async fn gather(in_use: &InUse) -> Gathered {
     for k in &in_use.kubernetes {
         sources.push(Box::new(kube::KubeSource::new(k.clone())));
     }
-    gather_from(&sources).await
+    for g in &in_use.git {
+        sources.push(Box::new(history::History::new(g.clone())));
+    }
+    let mut out = gather_from(&sources).await;
+    for a in &in_use.argocd {
+        match argocd::ArgoCd::new(a.clone()).read().await {
+            Ok(found) => {
+                out.uses.extend(found.uses);
+                out.tracked.extend(found.tracked);
+            }
+            Err(e) => out.failures.push(e),
+        }
+    }
+    out
 }
 
 pub async fn gather_from(sources: &[Box<dyn Source>]) -> Gathered {
@@ -58,6 +78,27 @@ pub async fn preflight(in_use: &InUse) -> Vec<(String, Result<String, Reason>)> 
         let source = gitops::FileSource::new(vec![f.clone()]);
         out.push(match source.uses().await {
             Ok(uses) => (what, Ok(format!("{} image references", uses.len()))),
+            Err(e) => (what, Err(e.reason)),
+        });
+    }
+    for g in &in_use.git {
+        let what = format!("in use: git (plan line {})", g.line);
+        out.push(match history::History::new(g.clone()).uses().await {
+            Ok(uses) => (what, Ok(format!("{} image references", uses.len()))),
+            Err(e) => (what, Err(e.reason)),
+        });
+    }
+    for a in &in_use.argocd {
+        let what = format!("in use: argocd (plan line {})", a.line);
+        out.push(match argocd::ArgoCd::new(a.clone()).read().await {
+            Ok(f) => (
+                what,
+                Ok(format!(
+                    "{} images deployed, {} tracked by the Image Updater",
+                    f.uses.len(),
+                    f.tracked.len()
+                )),
+            ),
             Err(e) => (what, Err(e.reason)),
         });
     }

@@ -1,6 +1,6 @@
-//! The sources of images in use that the engine reads: clusters, GitOps files, and the
-//! aliases that map a mirror's names back to the registry they stand for. The plan layer
-//! builds these from its `[in_use]` table.
+//! The sources of images in use that the engine reads: clusters, GitOps files, ArgoCD
+//! instances, git checkouts, and the aliases that map a mirror's names back to the registry
+//! they stand for. The plan layer builds these from its `[in_use]` table.
 
 use std::path::PathBuf;
 
@@ -12,11 +12,18 @@ pub struct InUse {
     pub files: Vec<FilePattern>,
     /// Name prefix (a mirror's `host[/path]`) -> the registry host it stands for.
     pub aliases: Vec<(String, String)>,
+    /// ArgoCD instances: their Applications and Image Updater settings.
+    pub argocd: Vec<ArgoSource>,
+    /// Git checkouts whose recent history is read.
+    pub git: Vec<GitSource>,
 }
 
 impl InUse {
     pub fn is_empty(&self) -> bool {
-        self.kubernetes.is_empty() && self.files.is_empty()
+        self.kubernetes.is_empty()
+            && self.files.is_empty()
+            && self.argocd.is_empty()
+            && self.git.is_empty()
     }
 }
 
@@ -46,5 +53,25 @@ pub enum KubeConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilePattern {
     pub pattern: String,
+    pub line: usize,
+}
+
+/// One ArgoCD instance to ask (its Applications and `ImageUpdater` resources live in one
+/// namespace, `argocd` by default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgoSource {
+    pub config: KubeConfig,
+    pub namespace: String,
+    pub line: usize,
+}
+
+/// One git checkout: the files matching `files` in each of its last `revisions` commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitSource {
+    /// The checkout's directory, relative to the working directory.
+    pub path: PathBuf,
+    /// Glob patterns of paths inside the repository (`apps/**/*.yaml`).
+    pub files: Vec<String>,
+    pub revisions: usize,
     pub line: usize,
 }

@@ -8,6 +8,8 @@
 //!   { kubeconfig = "~/.kube/config", context = "prod-eu", namespaces = ["prod"] },
 //! ]
 //! files = ["deploy/**/*.yaml", "charts/*/values.yaml"]
+//! argocd = [{ kubeconfig = "~/.kube/config", context = "prod-eu", namespace = "argocd" }]
+//! git = [{ path = "gitops-repo", files = ["apps/**/*.yaml"], revisions = 20 }]
 //! aliases = { "mirror.internal/hub" = "docker.io" }
 //! ```
 
@@ -19,7 +21,7 @@ use toml::Spanned;
 
 use super::errors::PlanError;
 use super::spans::Ctx;
-use crate::inuse::sources::{FilePattern, InUse, KubeConfig, KubeSource};
+use crate::inuse::sources::{ArgoSource, FilePattern, GitSource, InUse, KubeConfig, KubeSource};
 use crate::reference::names;
 
 #[derive(Deserialize)]
@@ -31,6 +33,27 @@ pub(super) struct RawInUse {
     files: Vec<Spanned<String>>,
     #[serde(default)]
     aliases: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    argocd: Vec<Spanned<RawArgo>>,
+    #[serde(default)]
+    git: Vec<Spanned<RawGit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArgo {
+    in_cluster: Option<Spanned<bool>>,
+    kubeconfig: Option<Spanned<String>>,
+    context: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGit {
+    path: Spanned<String>,
+    files: Vec<Spanned<String>>,
+    revisions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -92,22 +115,128 @@ pub(super) fn validate(ctx: &Ctx, raw: &RawInUse) -> Result<InUse, PlanError> {
     }
     // The longest prefix is tried first.
     aliases.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    let argocd = raw
+        .argocd
+        .iter()
+        .map(|a| argo_source(ctx, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let git = raw
+        .git
+        .iter()
+        .map(|g| git_source(ctx, g))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(InUse {
         kubernetes,
         files,
         aliases,
+        argocd,
+        git,
+    })
+}
+
+/// Revisions read when a `git` entry does not say (ArgoCD keeps 10 in its history).
+const DEFAULT_REVISIONS: usize = 20;
+
+fn argo_source(ctx: &Ctx, a: &Spanned<RawArgo>) -> Result<ArgoSource, PlanError> {
+    let raw = a.get_ref();
+    let as_kube = RawKube {
+        in_cluster: raw.in_cluster.clone(),
+        kubeconfig: raw.kubeconfig.clone(),
+        context: raw.context.clone(),
+        namespaces: None,
+    };
+    let spanned = Spanned::new(a.span(), as_kube);
+    let config = kube_config(ctx, &spanned, "in_use.argocd")?;
+    let namespace =
+        match &raw.namespace {
+            Some(ns) if !is_dns_label(ns.get_ref()) => return Err(ctx.invalid(
+                ns.span(),
+                "in_use.argocd.namespace",
+                "a namespace name is a DNS label: lower-case letters, digits and '-', at most 63",
+            )),
+            Some(ns) => ns.get_ref().clone(),
+            None => "argocd".to_string(),
+        };
+    Ok(ArgoSource {
+        config,
+        namespace,
+        line: ctx.line_col(a.span().start).0,
+    })
+}
+
+fn git_source(ctx: &Ctx, g: &Spanned<RawGit>) -> Result<GitSource, PlanError> {
+    let raw = g.get_ref();
+    if raw.files.is_empty() {
+        return Err(ctx.invalid(
+            g.span(),
+            "in_use.git.files",
+            "name at least one pattern of files in the repository (`apps/**/*.yaml`)",
+        ));
+    }
+    let mut files = Vec::new();
+    for f in &raw.files {
+        glob::Pattern::new(f.get_ref()).map_err(|e| {
+            ctx.invalid(
+                f.span(),
+                "in_use.git.files",
+                format!("not a glob pattern: {}", e.msg),
+            )
+        })?;
+        files.push(f.get_ref().clone());
+    }
+    let revisions = match &raw.revisions {
+        Some(r) if !(1..=10_000).contains(r.get_ref()) => {
+            return Err(ctx.invalid(
+                r.span(),
+                "in_use.git.revisions",
+                "the number of commits to read, from 1 to 10000",
+            ))
+        }
+        Some(r) => *r.get_ref() as usize,
+        None => DEFAULT_REVISIONS,
+    };
+    Ok(GitSource {
+        path: expand_home(raw.path.get_ref()),
+        files,
+        revisions,
+        line: ctx.line_col(g.span().start).0,
     })
 }
 
 fn kube_source(ctx: &Ctx, k: &Spanned<RawKube>) -> Result<KubeSource, PlanError> {
     let raw = k.get_ref();
-    let field = "in_use.kubernetes";
-    let config = match (&raw.in_cluster, &raw.kubeconfig) {
+    let config = kube_config(ctx, k, "in_use.kubernetes")?;
+    let mut namespaces = Vec::new();
+    for ns in raw.namespaces.iter().flatten() {
+        if !is_dns_label(ns.get_ref()) {
+            return Err(ctx.invalid(
+                ns.span(),
+                "in_use.kubernetes.namespaces",
+                "a namespace name is a DNS label: lower-case letters, digits and '-', at most 63",
+            ));
+        }
+        namespaces.push(ns.get_ref().clone());
+    }
+    Ok(KubeSource {
+        config,
+        namespaces,
+        line: ctx.line_col(k.span().start).0,
+    })
+}
+
+/// `{ in_cluster = true }` or `{ kubeconfig, context }`; `field` names the table for errors.
+fn kube_config(
+    ctx: &Ctx,
+    k: &Spanned<RawKube>,
+    field: &'static str,
+) -> Result<KubeConfig, PlanError> {
+    let raw = k.get_ref();
+    Ok(match (&raw.in_cluster, &raw.kubeconfig) {
         (Some(b), None) if *b.get_ref() => {
             if let Some(c) = &raw.context {
                 return Err(ctx.invalid(
                     c.span(),
-                    "in_use.kubernetes.context",
+                    &format!("{field}.context"),
                     "a context belongs to a kubeconfig; in_cluster uses the pod's service account",
                 ));
             }
@@ -124,22 +253,6 @@ fn kube_source(ctx: &Ctx, k: &Spanned<RawKube>) -> Result<KubeSource, PlanError>
                 "each entry is `{ in_cluster = true }` or `{ kubeconfig = \"PATH\" }` (with an optional `context`)",
             ))
         }
-    };
-    let mut namespaces = Vec::new();
-    for ns in raw.namespaces.iter().flatten() {
-        if !is_dns_label(ns.get_ref()) {
-            return Err(ctx.invalid(
-                ns.span(),
-                "in_use.kubernetes.namespaces",
-                "a namespace name is a DNS label: lower-case letters, digits and '-', at most 63",
-            ));
-        }
-        namespaces.push(ns.get_ref().clone());
-    }
-    Ok(KubeSource {
-        config,
-        namespaces,
-        line: ctx.line_col(k.span().start).0,
     })
 }
 
@@ -159,4 +272,60 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::inuse::sources::KubeConfig;
+    use crate::plan::Plan;
+
+    const BASE: &str = "version = 1\n[[retain]]\nrepository = \"r.io/a\"\nkeep_tags = ['x']\n";
+
+    // Issue 25, part 4: `argocd` and `git` entries, their defaults, and errors that name the
+    // field without echoing the value.
+    #[test]
+    fn argocd_and_git_sources_are_validated() {
+        let text = format!(
+            "{BASE}[in_use]\nargocd = [{{ in_cluster = true }}, {{ kubeconfig = \"/k\", context = \"c\", namespace = \"cd\" }}]\ngit = [{{ path = \"gitops-repo\", files = [\"apps/**/*.yaml\"] }}]\n"
+        );
+        let plan = Plan::from_str(Path::new("p.toml"), &text).unwrap();
+        let (argocd, git) = (&plan.in_use.argocd, &plan.in_use.git);
+        assert_eq!(argocd[0].config, KubeConfig::InCluster);
+        assert_eq!(argocd[0].namespace, "argocd");
+        assert_eq!(argocd[1].namespace, "cd");
+        assert_eq!((argocd[0].line, git[0].line), (6, 7));
+        assert_eq!(git[0].path, Path::new("gitops-repo"));
+        assert_eq!(git[0].revisions, 20);
+        assert!(!plan.in_use.is_empty());
+        for (bad, says) in [
+            (
+                "argocd = [{ namespace = \"secret-ns\" }]",
+                "in_use.argocd: each entry is",
+            ),
+            (
+                "argocd = [{ in_cluster = true, namespace = \"Bad_NS\" }]",
+                "in_use.argocd.namespace: a namespace name is a DNS label",
+            ),
+            (
+                "git = [{ path = \"g\", files = [] }]",
+                "in_use.git.files: name at least one pattern",
+            ),
+            (
+                "git = [{ path = \"g\", files = [\"a/[\"] }]",
+                "in_use.git.files: not a glob pattern",
+            ),
+            (
+                "git = [{ path = \"g\", files = [\"a\"], revisions = 0 }]",
+                "in_use.git.revisions: the number of commits to read",
+            ),
+        ] {
+            let e = Plan::from_str(Path::new("p.toml"), &format!("{BASE}[in_use]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("secret-ns") && !e.contains("Bad_NS"), "{e}");
+        }
+    }
 }

@@ -102,7 +102,7 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "retain.older_than" => "a duration like \"30d\" (a string)",
         "retain.untagged_grace" => "a duration like \"1h\", or \"0s\" for none (a string)",
         "retain.max_deletions" => return bounds(MAX_DELETIONS),
-        "in_use" => "a table: [in_use] with kubernetes, files and aliases",
+        "in_use" => "a table: [in_use] with kubernetes, files, aliases, argocd and git",
         "in_use.kubernetes" => {
             "a list of tables: [{ in_cluster = true }, { kubeconfig = \"PATH\", context = \"NAME\" }]"
         }
@@ -118,9 +118,34 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "in_use.files[]" => "a glob pattern (a string) in the list",
         "in_use.aliases" => "a table: { \"MIRROR/PATH\" = \"REGISTRY\" }",
         "in_use.aliases.*" => "a registry host (a string)",
-        _ => return None,
+        _ => return in_use_sources(shape).map(str::to_string),
     };
     Some(text.to_string())
+}
+
+/// [`expected`] for the ArgoCD and git sources of `[in_use]`.
+fn in_use_sources(shape: &str) -> Option<&'static str> {
+    Some(match shape {
+        "in_use.argocd" => "a list of tables: [{ in_cluster = true, namespace = \"argocd\" }]",
+        "in_use.argocd[]" => {
+            "a table: { in_cluster = true } or { kubeconfig = \"PATH\", context = \"NAME\" }, with an optional namespace = \"argocd\""
+        }
+        "in_use.argocd.in_cluster" => "true or false",
+        "in_use.argocd.kubeconfig" => "a file path (a string)",
+        "in_use.argocd.context" => "a kubeconfig context name (a string)",
+        "in_use.argocd.namespace" => "the namespace of ArgoCD's Applications (a string)",
+        "in_use.git" => {
+            "a list of tables: [{ path = \"gitops-repo\", files = [\"apps/**/*.yaml\"], revisions = 20 }]"
+        }
+        "in_use.git[]" => {
+            "a table: { path = \"DIR\", files = [\"GLOB\"], revisions = N }"
+        }
+        "in_use.git.path" => "the directory of a git checkout (a string)",
+        "in_use.git.files" => "a list of glob patterns like \"apps/**/*.yaml\" (strings)",
+        "in_use.git.files[]" => "a glob pattern (a string) in the list",
+        "in_use.git.revisions" => "the number of commits to read (an integer)",
+        _ => return None,
+    })
 }
 
 /// The fields a table accepts, by its shape (as in [`expected`]; `""` is the top level).
@@ -182,8 +207,10 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "untagged_grace",
             "max_deletions",
         ],
-        "in_use" => &["kubernetes", "files", "aliases"],
+        "in_use" => &["kubernetes", "files", "aliases", "argocd", "git"],
         "in_use.kubernetes" => &["in_cluster", "kubeconfig", "context", "namespaces"],
+        "in_use.argocd" => &["in_cluster", "kubeconfig", "context", "namespace"],
+        "in_use.git" => &["path", "files", "revisions"],
         _ => return None,
     })
 }

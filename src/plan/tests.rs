@@ -392,6 +392,7 @@ fn in_use_is_validated_without_echoing_values() {
         kubernetes,
         files,
         aliases,
+        ..
     } = plan.in_use;
     assert_eq!(kubernetes.len(), 2);
     assert_eq!(kubernetes[0].config, KubeConfig::InCluster);

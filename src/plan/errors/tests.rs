@@ -368,6 +368,14 @@ fn schema_fields_match_the_raw_types() {
             "in_use.kubernetes",
             "version = 1\n[[in_use.kubernetes]]\nin_cluster = true\nzz = 1\n".into(),
         ),
+        (
+            "in_use.argocd",
+            "version = 1\n[[in_use.argocd]]\nin_cluster = true\nzz = 1\n".into(),
+        ),
+        (
+            "in_use.git",
+            "version = 1\n[[in_use.git]]\npath = \"g\"\nfiles = []\nzz = 1\n".into(),
+        ),
     ];
     for (shape, text) in cases {
         let serde = toml::from_str::<super::super::RawPlan>(&text)

@@ -218,7 +218,16 @@ async fn fake_kube_discovery_and_not_found() {
         .iter()
         .map(|g| g["name"].as_str().unwrap())
         .collect();
-    assert_eq!(groups, vec!["apps", "batch", "authorization.k8s.io"]);
+    assert_eq!(
+        groups,
+        vec![
+            "apps",
+            "batch",
+            "authorization.k8s.io",
+            "argoproj.io",
+            "argocd-image-updater.argoproj.io"
+        ]
+    );
     for (gv, resources) in [
         ("api/v1", vec!["namespaces", "pods"]),
         (

@@ -5,6 +5,7 @@
 use crate::common::*;
 use crate::harness::*;
 
+mod argocd;
 mod cluster;
 
 #[allow(unused_imports)]

@@ -160,6 +160,14 @@ impl FakeKube {
         self.set_access(Res::Namespaces, |_| Access::Nowhere);
     }
 
+    /// The CRD of a custom resource (`Kind::ARGO`) is not installed: its collections answer
+    /// 404 `Status` "the server could not find the requested resource".
+    pub fn uninstall(&self, kind: Kind) {
+        assert!(Kind::ARGO.contains(&kind), "{kind:?} is built in");
+        let mut data = self.inner.data.lock().expect("kube data");
+        data.uninstalled.insert(kind);
+    }
+
     /// Undo `forbid*` for `kind`.
     pub fn allow(&self, kind: Kind) {
         self.set_access(Res::Kind(kind), |_| Access::Everywhere);

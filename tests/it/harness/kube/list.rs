@@ -132,6 +132,17 @@ pub(super) fn collection(
     if method != Method::GET {
         return method_not_allowed(inner);
     }
+    if let Res::Kind(k) = res {
+        if inner
+            .data
+            .lock()
+            .expect("kube data")
+            .uninstalled
+            .contains(&k)
+        {
+            return not_found(inner);
+        }
+    }
     let param = |k: &str| {
         query
             .iter()

@@ -1,6 +1,8 @@
 //! An in-process fake of the Kubernetes API server, enough for ferry's in-use protection:
 //! the read side of Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets,
-//! ControllerRevisions, Jobs and CronJobs (and Namespaces), written from the Kubernetes API
+//! ControllerRevisions, Jobs and CronJobs (and Namespaces), and of ArgoCD's Applications and
+//! the Image Updater's ImageUpdaters (custom resources under `/apis/{group}/v1alpha1`, as if
+//! their CRDs were installed), written from the Kubernetes API
 //! reference and the "API concepts" page, and where those are silent, from what
 //! kube-apiserver does:
 //!
@@ -66,12 +68,15 @@ use tokio_util::either::Either;
 
 use super::tls::TestCa;
 
+mod argo;
 mod conn;
 mod control;
 mod list;
 mod objects;
 mod serve;
 
+#[allow(unused_imports)]
+pub use argo::*;
 #[allow(unused_imports)]
 pub use conn::*;
 #[allow(unused_imports)]
@@ -111,7 +116,7 @@ pub enum KubeAuth {
 }
 
 /// The kinds ferry reads.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub enum Kind {
     Pod,
     Deployment,
@@ -121,9 +126,17 @@ pub enum Kind {
     ControllerRevision,
     Job,
     CronJob,
+    /// ArgoCD's `Application` (`argoproj.io/v1alpha1`), a custom resource.
+    Application,
+    /// Image Updater v1.x's `ImageUpdater` (`argocd-image-updater.argoproj.io/v1alpha1`).
+    ImageUpdater,
 }
 
 impl Kind {
+    /// The custom resources of ArgoCD and its Image Updater, served as if their CRDs were
+    /// installed (not in `ALL`: the built-in kinds).
+    pub const ARGO: [Kind; 2] = [Kind::Application, Kind::ImageUpdater];
+
     pub const ALL: [Kind; 8] = [
         Kind::Pod,
         Kind::Deployment,
@@ -146,6 +159,8 @@ impl Kind {
             Kind::ControllerRevision => "ControllerRevision",
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
+            Kind::Application => "Application",
+            Kind::ImageUpdater => "ImageUpdater",
         }
     }
 
@@ -160,10 +175,12 @@ impl Kind {
             Kind::ControllerRevision => "controllerrevisions",
             Kind::Job => "jobs",
             Kind::CronJob => "cronjobs",
+            Kind::Application => "applications",
+            Kind::ImageUpdater => "imageupdaters",
         }
     }
 
-    /// The API group: "" (core), "apps" or "batch".
+    /// The API group: "" (core), "apps", "batch", or a custom resource's.
     pub fn group(self) -> &'static str {
         match self {
             Kind::Pod => "",
@@ -173,15 +190,21 @@ impl Kind {
             | Kind::ReplicaSet
             | Kind::ControllerRevision => "apps",
             Kind::Job | Kind::CronJob => "batch",
+            Kind::Application => "argoproj.io",
+            Kind::ImageUpdater => "argocd-image-updater.argoproj.io",
         }
     }
 
-    /// `apiVersion`: "v1", "apps/v1" or "batch/v1".
+    /// `apiVersion`: "v1", "apps/v1", "batch/v1" or a custom resource's.
     pub fn api_version(self) -> &'static str {
-        match self.group() {
-            "" => "v1",
-            "apps" => "apps/v1",
-            _ => "batch/v1",
+        match self {
+            Kind::Application => "argoproj.io/v1alpha1",
+            Kind::ImageUpdater => "argocd-image-updater.argoproj.io/v1alpha1",
+            _ => match self.group() {
+                "" => "v1",
+                "apps" => "apps/v1",
+                _ => "batch/v1",
+            },
         }
     }
 
@@ -189,7 +212,7 @@ impl Kind {
     pub fn path(self, namespace: Option<&str>) -> String {
         let base = match self.group() {
             "" => "/api/v1".to_string(),
-            g => format!("/apis/{g}/v1"),
+            g => format!("/apis/{g}/{}", group_version(g)),
         };
         match namespace {
             Some(ns) => format!("{base}/namespaces/{ns}/{}", self.resource()),
@@ -207,6 +230,8 @@ impl Kind {
             Kind::ControllerRevision => "controllerrevision",
             Kind::Job => "job",
             Kind::CronJob => "cronjob",
+            Kind::Application => "application",
+            Kind::ImageUpdater => "imageupdater",
         }
     }
 
@@ -217,9 +242,18 @@ impl Kind {
             Kind::StatefulSet => &["sts"],
             Kind::DaemonSet => &["ds"],
             Kind::ReplicaSet => &["rs"],
-            Kind::ControllerRevision | Kind::Job => &[],
+            Kind::ControllerRevision | Kind::Job | Kind::ImageUpdater => &[],
             Kind::CronJob => &["cj"],
+            Kind::Application => &["app", "apps"],
         }
+    }
+}
+
+/// The version a group serves (`v1`; `v1alpha1` for the ArgoCD custom resources).
+pub(super) fn group_version(group: &str) -> &'static str {
+    match group {
+        "argoproj.io" | "argocd-image-updater.argoproj.io" => "v1alpha1",
+        _ => "v1",
     }
 }
 
@@ -237,6 +271,7 @@ impl Res {
         }
         Kind::ALL
             .into_iter()
+            .chain(Kind::ARGO)
             .find(|k| k.group() == group && k.resource() == resource)
             .map(Res::Kind)
     }
@@ -326,6 +361,8 @@ struct Data {
     /// Reads at resource versions below this fail (etcd compaction).
     compacted: u64,
     unauthorized: bool,
+    /// Custom resources whose CRD is not installed: their paths answer 404.
+    uninstalled: BTreeSet<Kind>,
     objects: HashMap<Res, BTreeMap<String, History>>,
     access: HashMap<Res, Access>,
 }
@@ -466,6 +503,7 @@ impl FakeKube {
                 rv: 1000,
                 compacted: 0,
                 unauthorized: false,
+                uninstalled: BTreeSet::new(),
                 objects: HashMap::new(),
                 access: HashMap::new(),
             }),

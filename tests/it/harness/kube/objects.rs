@@ -305,6 +305,9 @@ pub fn workload(kind: Kind, ns: &str, name: &str, images: &[(&str, &str)]) -> Va
             let cs: Vec<(&str, &str, &str)> = images.iter().map(|(n, i)| (*n, *i, "")).collect();
             return pod(ns, name, &cs);
         }
+        Kind::Application | Kind::ImageUpdater => {
+            panic!("{kind:?} holds no pod template: build it with application() or image_updater()")
+        }
         Kind::Deployment => {
             metadata["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
             (

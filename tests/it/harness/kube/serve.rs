@@ -190,7 +190,7 @@ pub(super) async fn handle(
             json_response(&inner, StatusCode::OK, &doc)
         }
         ["api", "v1"] if get => json_response(&inner, StatusCode::OK, &resource_list("")),
-        ["apis", g, "v1"] if get && GROUPS.contains(g) => {
+        ["apis", g, v] if get && GROUPS.contains(g) && *v == group_version(g) => {
             json_response(&inner, StatusCode::OK, &resource_list(g))
         }
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => {
@@ -221,15 +221,15 @@ pub(super) async fn handle(
             Some(res) if res.namespaced() => object(&inner, &method, &user, res, Some(ns), name),
             _ => not_found(&inner),
         },
-        ["apis", g, "v1", r] => match apis_res(g, r) {
+        ["apis", g, v, r] => match apis_res(g, v, r) {
             Some(res) => collection(&inner, &method, &user, res, None, &query),
             None => not_found(&inner),
         },
-        ["apis", g, "v1", "namespaces", ns, r] => match apis_res(g, r) {
+        ["apis", g, v, "namespaces", ns, r] => match apis_res(g, v, r) {
             Some(res) => collection(&inner, &method, &user, res, Some(ns), &query),
             None => not_found(&inner),
         },
-        ["apis", g, "v1", "namespaces", ns, r, name] => match apis_res(g, r) {
+        ["apis", g, v, "namespaces", ns, r, name] => match apis_res(g, v, r) {
             Some(res) => object(&inner, &method, &user, res, Some(ns), name),
             None => not_found(&inner),
         },
@@ -238,9 +238,9 @@ pub(super) async fn handle(
     }
 }
 
-/// A resource under `/apis/{group}/v1` (named groups only).
-pub(super) fn apis_res(group: &str, resource: &str) -> Option<Res> {
-    Res::from_path(group, resource).filter(|_| !group.is_empty())
+/// A resource under `/apis/{group}/{version}` (named groups only, at the version they serve).
+pub(super) fn apis_res(group: &str, version: &str, resource: &str) -> Option<Res> {
+    Res::from_path(group, resource).filter(|_| !group.is_empty() && version == group_version(group))
 }
 
 pub(super) fn version() -> Value {
@@ -257,10 +257,17 @@ pub(super) fn version() -> Value {
     })
 }
 
-pub(super) const GROUPS: [&str; 3] = ["apps", "batch", "authorization.k8s.io"];
+pub(super) const GROUPS: [&str; 5] = [
+    "apps",
+    "batch",
+    "authorization.k8s.io",
+    "argoproj.io",
+    "argocd-image-updater.argoproj.io",
+];
 
 pub(super) fn api_group(g: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+    let v = group_version(g);
+    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
     json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
@@ -277,6 +284,7 @@ pub(super) fn resource_list(group: &str) -> Value {
     ]);
     let mut resources: Vec<Value> = Kind::ALL
         .into_iter()
+        .chain(Kind::ARGO)
         .filter(|k| k.group() == group)
         .map(|k| {
             let mut r = json!({
@@ -289,8 +297,11 @@ pub(super) fn resource_list(group: &str) -> Value {
             if !k.short_names().is_empty() {
                 r["shortNames"] = json!(k.short_names());
             }
-            if k != Kind::ControllerRevision {
+            if !matches!(k, Kind::ControllerRevision | Kind::ImageUpdater) {
                 r["categories"] = json!(["all"]);
+            }
+            if k == Kind::Application {
+                r["categories"] = json!(["argoproj"]);
             }
             r
         })
@@ -298,7 +309,7 @@ pub(super) fn resource_list(group: &str) -> Value {
     let group_version = if group.is_empty() {
         "v1".to_string()
     } else {
-        format!("{group}/v1")
+        format!("{group}/{}", group_version(group))
     };
     match group {
         "" => resources.insert(
