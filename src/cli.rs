@@ -127,6 +127,16 @@ that cannot be used, 3 when credentials cannot be loaded. Nothing to restore is 
     /// Work with run reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Print the plan's JSON Schema, for editors that check and complete TOML.
+    #[command(
+        long_about = "Print the JSON Schema (draft-07) of a plan file on standard output, generated \
+from the types ferry parses plans into. Editors that read `#:schema` in TOML (taplo, Even Better \
+TOML) use it to complete fields, show each field's description and flag unknown fields, wrong \
+types and out-of-range numbers as you type. `ferry check` remains the authority: the schema \
+cannot express every rule (references, regexes, durations, rules across fields).",
+        after_help = "Example:\n  ferry schema > ferry.schema.json\n  # then, as the first line of a plan:\n  #:schema ./ferry.schema.json"
+    )]
+    Schema,
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,6 +9,7 @@ pub mod check;
 pub mod exit;
 pub mod lines;
 pub mod plan;
+pub mod print_schema;
 pub mod report;
 pub mod restore;
 pub mod restore_command;
@@ -48,6 +49,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             report::merge(&output, &inputs)
         }
         Command::Plan(args) => on_workers(plan::plan(args)),
+        Command::Schema => print_schema::print_schema(),
     }
 }
 

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -24,14 +25,26 @@ use super::spans::Ctx;
 use crate::inuse::sources::{ArgoSource, FilePattern, GitSource, InUse, KubeConfig, KubeSource};
 use crate::reference::names;
 
-#[derive(Deserialize)]
+/// Where the images that run, or are about to, are found: every `[[retain]]` of the plan
+/// keeps what these sources name, and everything it reaches.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "InUse")]
 pub(super) struct RawInUse {
+    /// Kubernetes clusters whose pods' images are in use: `{ in_cluster = true }` or `{
+    /// kubeconfig = "PATH", context = "NAME", namespaces = ["…"] }`.
     #[serde(default)]
+    #[schemars(with = "Vec<RawKube>")]
     kubernetes: Vec<Spanned<RawKube>>,
+    /// Glob patterns of files (GitOps manifests, Helm values) whose image references are in
+    /// use (`"deploy/**/*.yaml"`).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     files: Vec<Spanned<String>>,
+    /// Other names of a retained registry: a pull-through mirror's prefix (`"mirror.internal/hub"`)
+    /// to the registry host it stands for (`"docker.io"`).
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     aliases: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     argocd: Vec<Spanned<RawArgo>>,
@@ -56,12 +69,22 @@ struct RawGit {
     revisions: Option<Spanned<i64>>,
 }
 
-#[derive(Deserialize)]
+/// One Kubernetes cluster to read running images from.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Kubernetes")]
 struct RawKube {
+    /// Use the pod's service account (ferry running in the cluster, as a CronJob).
+    #[schemars(with = "Option<bool>")]
     in_cluster: Option<Spanned<bool>>,
+    /// A kubeconfig file (`~/` is the home directory).
+    #[schemars(with = "Option<String>")]
     kubeconfig: Option<Spanned<String>>,
+    /// The kubeconfig context to use (default: its current context).
+    #[schemars(with = "Option<String>")]
     context: Option<Spanned<String>>,
+    /// Only these namespaces (default: all).
+    #[schemars(with = "Option<Vec<String>>")]
     namespaces: Option<Vec<Spanned<String>>>,
 }
 

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod conflicts;
 pub mod errors;
 pub mod in_use;
+pub mod json_schema;
 mod lease_settings;
 pub mod prune;
 mod raw;

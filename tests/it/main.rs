@@ -16,6 +16,7 @@ mod differential;
 mod dockerhub;
 mod drift;
 mod duplicates;
+mod editor_schema;
 mod empty;
 mod faults;
 mod ghcr;
