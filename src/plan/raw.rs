@@ -94,6 +94,7 @@ pub(super) struct RawCopy {
     pub(super) platform_mode: Option<Spanned<String>>,
     pub(super) prune: Option<Spanned<toml::Value>>,
     pub(super) allow_empty: Option<Spanned<bool>>,
+    pub(super) visibility: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

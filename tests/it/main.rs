@@ -19,6 +19,7 @@ mod duplicates;
 mod empty;
 mod faults;
 mod ghcr;
+mod ghcr_visibility;
 mod grace;
 mod harness;
 mod harness_smoke;
