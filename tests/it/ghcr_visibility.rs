@@ -78,7 +78,7 @@ impl Setup {
 }
 
 /// `ferry run --progress plain --report R PLAN`: the run, and its report.
-async fn run(plan: &Path) -> (Run, Value) {
+async fn run_with_report(plan: &Path) -> (Run, Value) {
     let report = plan.with_file_name("report.json");
     let args = [
         "run",
@@ -121,7 +121,7 @@ fn packages(report: &Value) -> Vec<Value> {
 #[tokio::test]
 async fn a_public_hub_repository_copied_into_a_private_package_is_listed() {
     let s = setup(&app("public"), false, &["write:packages"]).await;
-    let (run, report) = run(&s.plan("")).await;
+    let (run, report) = run_with_report(&s.plan("")).await;
     run.assert_code(0);
     let line = run
         .stderr
@@ -167,14 +167,14 @@ async fn a_public_hub_repository_copied_into_a_private_package_is_listed() {
 #[tokio::test]
 async fn a_package_as_its_source_is_not_listed() {
     let s = setup(&app("private"), true, &["write:packages"]).await;
-    let (run, report) = run(&s.plan("")).await;
+    let (run, report) = run_with_report(&s.plan("")).await;
     run.assert_code(0);
     assert!(!run.stderr.contains("visibility:"), "{}", run.stderr);
     assert!(report.get("packages").is_none(), "{report}");
 
     let s = setup(&app("public"), false, &["write:packages"]).await;
     s.github.add_package(Some("acme"), "app", true, &[]);
-    let (run, report) = run(&s.plan("")).await;
+    let (run, report) = run_with_report(&s.plan("")).await;
     run.assert_code(0);
     assert!(!run.stderr.contains("visibility:"), "{}", run.stderr);
     assert!(packages(&report).is_empty(), "{report}");
@@ -186,7 +186,7 @@ async fn a_package_as_its_source_is_not_listed() {
 #[tokio::test]
 async fn a_rule_that_wants_public_lists_a_private_package() {
     let s = setup(&linked(&app("rule")), true, &["write:packages"]).await;
-    let (run, report) = run(&s.plan("visibility = \"public\"")).await;
+    let (run, report) = run_with_report(&s.plan("visibility = \"public\"")).await;
     run.assert_code(0);
     assert!(
         run.stderr.contains(&format!(
@@ -211,7 +211,7 @@ async fn a_rule_that_wants_public_lists_a_private_package() {
 #[tokio::test]
 async fn a_refused_package_read_is_visibility_unknown() {
     let s = setup(&app("refused"), false, &[]).await;
-    let (run, report) = run(&s.plan("")).await;
+    let (run, report) = run_with_report(&s.plan("")).await;
     run.assert_code(0);
     assert!(
         run.stderr.contains(&format!(
@@ -250,7 +250,7 @@ async fn check_online_lists_a_public_source_and_a_package_that_differs() {
     );
 
     // After the run the package exists, private: the check names its settings page.
-    run(&p).await.0.assert_code(0);
+    run_with_report(&p).await.0.assert_code(0);
     let check = ferry(&["check", "--online", p.to_str().unwrap()], &env).await;
     check.assert_code(0);
     assert!(
