@@ -54,8 +54,17 @@ impl RunItems {
     }
 
     /// The packages the run copied into whose visibility is not what is expected, or could
-    /// not be read: each said as a warning, and its report row.
-    pub(super) async fn check_packages(&self, plan: &Plan, json: bool) -> Vec<ReportPackage> {
+    /// not be read: each said as a warning, and its report row. None unless `ended` (an
+    /// interrupted run leaves at once).
+    pub(super) async fn check_packages(
+        &self,
+        plan: &Plan,
+        ended: bool,
+        json: bool,
+    ) -> Vec<ReportPackage> {
+        if !ended {
+            return Vec::new();
+        }
         let attention = after_run(plan, self.packages.take()).await;
         for a in &attention {
             emit(json, "WARN", &format!("visibility: {}", a.line()));
