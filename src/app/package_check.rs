@@ -372,7 +372,6 @@ mod tests {
             found: Some(RepoVisibility {
                 visibility: Visibility::Private,
                 settings: Some("https://github.com/orgs/o/packages/container/app/settings".into()),
-                linked: None,
             }),
             expected: Some((
                 Visibility::Public,

@@ -48,8 +48,6 @@ pub struct RepoVisibility {
     /// The page where a person changes it (GitHub has no API that does), where there is one:
     /// `https://github.com/orgs/ORG/packages/container/PACKAGE/settings`.
     pub settings: Option<String>,
-    /// The repository the package is linked to (`owner/name`), when the API names one.
-    pub linked: Option<String>,
 }
 
 #[cfg(test)]

@@ -49,7 +49,6 @@ impl DockerHub {
                 false => Visibility::Public,
             },
             settings: None,
-            linked: None,
         }))
     }
 }

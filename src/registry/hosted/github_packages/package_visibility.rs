@@ -1,6 +1,6 @@
 //! A package's visibility (`GET /orgs/{org}/packages/container/{package}`, or the user's
-//! form): `public`, `private` or `internal`, the repository it is linked to, and the settings
-//! page where a person changes it (GitHub has no API that does).
+//! form): `public`, `private` or `internal`, and the settings page where a person changes it
+//! (GitHub has no API that does).
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -17,12 +17,6 @@ use crate::registry::visibility::{RepoVisibility, Visibility};
 struct Package {
     visibility: String,
     html_url: Option<String>,
-    repository: Option<Linked>,
-}
-
-#[derive(Deserialize)]
-struct Linked {
-    full_name: String,
 }
 
 impl PackagesApi {
@@ -76,7 +70,6 @@ impl PackagesApi {
                     "{web}/{owner_path}/packages/container/{}/settings",
                     encode(package)
                 )),
-                linked: p.repository.map(|r| r.full_name),
             });
         }
         Err(last_err.expect("tried at least one owner kind"))
