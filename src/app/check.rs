@@ -1,5 +1,6 @@
 //! `ferry check PLAN`: validate without network. Its result lines go to stdout, as JSON
-//! objects under `--log-format json`.
+//! objects under `--log-format json`. `--online` asks every registry what the run will need,
+//! and says which target packages' visibility will need a person.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -86,7 +87,8 @@ pub async fn preflight(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         };
         lines.push(Line { ok, what, detail });
     }
-    Ok(print(path, &lines, json))
+    let attention = super::package_check::before_run(&plan, &registries).await;
+    Ok(print(path, &lines, &attention, json))
 }
 
 impl Line {
@@ -327,8 +329,9 @@ fn delete_refused(e: &RegistryError, repo: &str, who: &str) -> String {
     error_chain(e)
 }
 
-/// Every check's line, then the count; exit 3 when one failed.
-fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
+/// Every check's line, what will need attention (warnings: see
+/// [`super::package_check::before_run`]), then the count; exit 3 when a check failed.
+fn print(path: &Path, lines: &[Line], attention: &[String], json: bool) -> ExitCode {
     let failed = lines.iter().filter(|l| !l.ok).count();
     for l in lines {
         let text = format!(
@@ -340,12 +343,18 @@ fn print(path: &Path, lines: &[Line], json: bool) -> ExitCode {
         let level = if l.ok { "INFO" } else { "ERROR" };
         println!("{}", log_line(json, level, &text));
     }
-    let text = format!(
+    for a in attention {
+        println!("{}", log_line(json, "WARN", &format!("note {a}")));
+    }
+    let mut text = format!(
         "{}: {} checks, {} failed",
         path.display(),
         lines.len(),
         failed
     );
+    if !attention.is_empty() {
+        text.push_str(&format!(", {} to see to", attention.len()));
+    }
     let level = if failed == 0 { "INFO" } else { "ERROR" };
     println!("{}", log_line(json, level, &text));
     if failed == 0 {

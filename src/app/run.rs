@@ -265,6 +265,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tell_failures(json, &failures, execution.unlisted_failures);
     let interrupted = signal.load(Ordering::SeqCst);
     let mut ended = Ended::new(run_id, interrupted, &execution, totals, failures);
+    ended.packages = items.check_packages(&plan, interrupted == 0, json).await;
     let state_flag = (args.state.is_some() || shard.is_some()).then_some(opened.path.as_path());
     ended.undo =
         (ended.deleted + ended.pruned > 0).then(|| undo_command(&args.plan, state_flag, run_id));

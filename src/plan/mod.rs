@@ -33,6 +33,7 @@ use crate::copy::copy_rule::CopyRule;
 use crate::inuse::sources::InUse;
 use crate::reference::Location;
 use crate::registry::config::RegistrySettings;
+use crate::registry::visibility::Visibility;
 use crate::retention::prune::Prune;
 use crate::retention::retain_rule::RetainPolicy;
 
@@ -72,6 +73,9 @@ pub struct Plan {
     /// The `prune` settings of the copy rules that have them, by rule number, in plan order:
     /// delete at the target what that rule copied there and no longer selects.
     pub prunes: Vec<(usize, Prune)>,
+    /// The `visibility` the copy rules that have one expect of their target packages, by
+    /// rule number.
+    pub visibilities: Vec<(usize, Visibility)>,
     /// The most blob transfers in flight to one target registry (and images in flight).
     pub concurrency: usize,
     /// The checkpoint file the plan names, if any.
@@ -116,9 +120,11 @@ impl Plan {
         let registries = validate::registries(&ctx, &raw.registry)?;
         let mut copies = Vec::new();
         let mut prunes = Vec::new();
+        let mut visibilities = Vec::new();
         for (i, c) in raw.copy.iter().enumerate() {
             let (rule, prune) = validate::validate_copy(&ctx, i + 1, c)?;
             prunes.extend(prune.map(|p| (rule.number, p)));
+            visibilities.extend(validate::visibility(&ctx, c)?.map(|v| (rule.number, v)));
             copies.push(rule);
         }
         let retains = raw
@@ -159,6 +165,7 @@ impl Plan {
             registries,
             copies,
             prunes,
+            visibilities,
             concurrency,
             state: raw.state.as_ref().map(PathBuf::from),
             immutable_tags,
@@ -183,6 +190,14 @@ impl Plan {
             .iter()
             .find(|(n, _)| *n == number)
             .map(|(_, p)| p)
+    }
+
+    /// The `visibility` copy rule `number` expects of its target packages, if it says.
+    pub fn visibility(&self, number: usize) -> Option<Visibility> {
+        self.visibilities
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, v)| *v)
     }
 
     /// Every registry host the plan names in a rule or a section, sorted.

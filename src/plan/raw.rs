@@ -250,6 +250,7 @@ pub(super) struct RawCopy {
     /// that keep no tag (default `false`).
     #[schemars(with = "Option<bool>")]
     pub(super) allow_empty: Option<Spanned<bool>>,
+    pub(super) visibility: Option<Spanned<String>>,
 }
 
 /// Tag filters of a copy rule, applied in this order.

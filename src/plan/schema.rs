@@ -95,6 +95,7 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "copy.referrers" => "true, false or { artifact_types = [\"…\"] }",
         "copy.platforms" => "\"all\" or a list like [\"linux/amd64\", \"linux/arm64\"]",
         "copy.platform_mode" => "\"sparse\" or \"rewrite\"",
+        "copy.visibility" => "\"public\", \"private\" or \"internal\"",
         "copy.prune" => "true, false or { max_deletions = N, older_than = \"7d\" }",
         "retain" => "[[retain]] tables",
         "retain.repository" => "a repository or a wildcard (a string)",
@@ -195,6 +196,7 @@ pub(super) fn fields(shape: &str) -> Option<&'static [&'static str]> {
             "platform_mode",
             "prune",
             "allow_empty",
+            "visibility",
         ],
         "copy.tags" => &["include", "exclude", "semver", "newest"],
         "retain" => &[

@@ -265,7 +265,7 @@ fn unknown_fields_name_line_and_field() {
     let e = err("version = 1\n[[copy]]\nfrom = \"a/b\"\nto = \"c/d\"\ntag = 1\n");
     assert_eq!(
         e,
-        "p.toml:5:1: unknown field `tag` in [[copy]]; expected one of `from`, `to`, `tags`, `referrers`, `platforms`, `platform_mode`, `prune`, `allow_empty`"
+        "p.toml:5:1: unknown field `tag` in [[copy]]; expected one of `from`, `to`, `tags`, `referrers`, `platforms`, `platform_mode`, `prune`, `allow_empty`, `visibility`"
     );
     let e = err("version = 1\n[registry.\"ghcr.io\"]\ninsecur = true\n");
     assert!(

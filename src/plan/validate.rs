@@ -22,6 +22,7 @@ use crate::registry::config::{
     AuthSettings, Flavor, RateLimit, RegistrySettings, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_STALL_TIMEOUT,
 };
+use crate::registry::visibility::Visibility;
 use crate::retention::prune::Prune;
 use crate::retention::retain_rule::{RetainPolicy, RetainRule, DEFAULT_UNTAGGED_GRACE};
 
@@ -359,6 +360,21 @@ pub(super) fn validate_copy(
         keep_listings: prune.is_some(),
     };
     Ok((rule, prune))
+}
+
+/// `visibility`: who should be able to pull the target package, as GitHub names it.
+pub(super) fn visibility(ctx: &Ctx, c: &RawCopy) -> Result<Option<Visibility>, PlanError> {
+    let Some(v) = &c.visibility else {
+        return Ok(None);
+    };
+    match Visibility::parse(v.get_ref()) {
+        Some(visibility) => Ok(Some(visibility)),
+        None => Err(ctx.invalid(
+            v.span(),
+            "copy.visibility",
+            "expected \"public\", \"private\" or \"internal\"",
+        )),
+    }
 }
 
 /// `allow_empty`: only where `from` selects many tags (one tag or digest is one image).

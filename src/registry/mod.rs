@@ -16,7 +16,8 @@
 //! tag is removed where a registry deletes only manifests; [`lease`], the run lease two runs
 //! deleting at one registry tell each other apart by; [`capabilities`], what a registry can do,
 //! known without a request; [`tag_digests`], a repository's tags with their digests from one
-//! paged listing of a registry's own API.
+//! paged listing of a registry's own API; [`visibility`], who may pull a repository, as a
+//! hosted registry's API says.
 //!
 //! Arrows point down the floors and never back up: `http` and `hosted` import `auth` and
 //! `transport`; `auth` imports `transport`; `transport` imports only the leaves (`error`,
@@ -43,6 +44,7 @@ pub mod referrer_lists;
 pub mod tag_digests;
 pub mod transport;
 pub mod verifying;
+pub mod visibility;
 
 use std::pin::Pin;
 
@@ -396,6 +398,14 @@ pub trait Registry: Send + Sync {
     /// A record with a tag or digest that fails its check fails the whole listing: only
     /// retention reads records, and it must not judge a repository it cannot read whole.
     async fn manifest_records(&self, _repo: &str) -> Result<Option<Vec<ManifestRecord>>> {
+        Ok(None)
+    }
+
+    /// Who may pull `repo`, as the registry's own API says (a GHCR package's `visibility`, a
+    /// Docker Hub repository's `is_private`). `Ok(None)`: this registry cannot say (no such
+    /// API, or no token for it). A repository the API does not know is an error that
+    /// [`RegistryError::is_not_found`]; a refusal (a token without `read:packages`) an error.
+    async fn visibility(&self, _repo: &str) -> Result<Option<visibility::RepoVisibility>> {
         Ok(None)
     }
 

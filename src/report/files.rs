@@ -53,6 +53,30 @@ pub struct Report {
     /// undoes its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<String>,
+    /// Target packages (GHCR) the run copied into whose visibility is not what is expected
+    /// (the rule's `visibility`, else the source's), or could not be read; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<ReportPackage>,
+}
+
+/// A target package that needs a person: its visibility differs from what is expected, or
+/// could not be read (`visibility` null, `error` says why).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReportPackage {
+    /// `ghcr.io/myorg/app`.
+    pub package: String,
+    /// public, private or internal; null when it could not be read.
+    pub visibility: Option<String>,
+    /// What it should be, and why (`rule`: the rule's `visibility`; `source`: the source's).
+    pub expected: Option<String>,
+    pub expected_from: Option<String>,
+    /// Where a person changes it (GitHub has no API that does).
+    pub settings: Option<String>,
+    /// Does the image read carry `org.opencontainers.image.source` (which links the package
+    /// to a repository)? null when it could not be read.
+    pub source_label: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One report a merged report was made from.
@@ -228,6 +252,7 @@ impl Report {
             registries: BTreeMap::new(),
             merged_from: Some(Vec::new()),
             restore: None,
+            packages: Vec::new(),
         }
     }
 
@@ -251,6 +276,7 @@ impl Report {
         self.deletions.extend(other.deletions);
         self.kept.extend(other.kept);
         self.prune.extend(other.prune);
+        self.packages.extend(other.packages);
         for (host, stats) in other.registries {
             self.registries.entry(host).or_default().add(&stats);
         }
@@ -414,6 +440,7 @@ mod tests {
             registries,
             merged_from: None,
             restore: None,
+            packages: Vec::new(),
         };
         let failed_items = report.items.iter().filter(|i| i.action == "failed").count();
         let m = metrics(
@@ -499,6 +526,7 @@ mod tests {
             registries,
             merged_from: None,
             restore: None,
+            packages: Vec::new(),
         }
     }
 

@@ -14,8 +14,8 @@ use serde::{Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::files::{
-    MergedFrom, Report, ReportDeletion, ReportItem, ReportKept, ReportPrune, ReportRegistry,
-    ReportTotals, REPORT_VERSION,
+    MergedFrom, Report, ReportDeletion, ReportItem, ReportKept, ReportPackage, ReportPrune,
+    ReportRegistry, ReportTotals, REPORT_VERSION,
 };
 use super::json_stream::{JsonStream, PrivateFile};
 
@@ -63,6 +63,8 @@ struct Tail<'a> {
     merged_from: Option<&'a Vec<MergedFrom>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restore: Option<&'a String>,
+    #[serde(skip_serializing_if = "empty")]
+    packages: &'a [ReportPackage],
 }
 
 fn empty<T>(list: &&[T]) -> bool {
@@ -102,6 +104,7 @@ impl ReportWriter {
             registries: &report.registries,
             merged_from: report.merged_from.as_ref(),
             restore: report.restore.as_ref(),
+            packages: &report.packages,
         };
         self.stream.end(&tail)?.keep()
     }

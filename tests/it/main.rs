@@ -20,6 +20,7 @@ mod editor_schema;
 mod empty;
 mod faults;
 mod ghcr;
+mod ghcr_visibility;
 mod grace;
 mod harness;
 mod harness_smoke;

@@ -3,6 +3,7 @@
 
 use crate::copy::Totals;
 use crate::execute::Execution;
+use crate::report::files::ReportPackage;
 use crate::state::{RunId, RunOutcome};
 
 /// How a run ended: what the checkpoint, the report and the closing lines say.
@@ -24,6 +25,8 @@ pub(super) struct Ended {
     pub(super) unlisted: usize,
     /// `ferry restore …`, the command that undoes the run's deletions, when it made some.
     pub(super) undo: Option<String>,
+    /// Target packages whose visibility is not what is expected (warnings, not failures).
+    pub(super) packages: Vec<ReportPackage>,
 }
 
 impl Ended {
@@ -50,6 +53,7 @@ impl Ended {
             failures,
             unlisted: execution.unlisted_failures,
             undo: None,
+            packages: Vec::new(),
         }
     }
 

@@ -118,6 +118,7 @@ fn report(
         registries: registry_rows(registries, execution),
         merged_from: None,
         restore: ended.undo.clone(),
+        packages: ended.packages.clone(),
     }
 }
 

@@ -1,16 +1,21 @@
 //! What `ferry run` does with each item as it finishes ([`RunItems`], the execution's
 //! [`ItemSink`]): its row goes to the `--report` file, which is written as the run goes, and
-//! what the closing notes and the metrics say of items is counted. Nothing per item stays.
+//! what the closing notes and the metrics say of items is counted. Nothing per item stays but
+//! the packages copied into (one per target repository), whose visibility is read at the end.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use crate::app::lines::emit;
+use crate::app::package_check::{after_run, Packages};
 use crate::cli::RunArgs;
 use crate::copy::{Item, Outcome};
 use crate::execute::shard::Shard;
 use crate::execute::sink::ItemSink;
+use crate::plan::Plan;
 use crate::report::files::item_row;
+use crate::report::files::ReportPackage;
 use crate::report::report_stream::{ReportHead, ReportWriter};
 use crate::report::timestamp;
 use crate::state::RunId;
@@ -24,6 +29,8 @@ pub(super) struct RunItems {
     pub(super) foreign: AtomicUsize,
     /// Items that failed (the metrics' failed images).
     pub(super) failed: AtomicUsize,
+    /// The packages the run copied into, for their visibility.
+    packages: Packages,
 }
 
 impl RunItems {
@@ -42,7 +49,27 @@ impl RunItems {
             report: Mutex::new(report),
             foreign: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
+            packages: Packages::default(),
         }
+    }
+
+    /// The packages the run copied into whose visibility is not what is expected, or could
+    /// not be read: each said as a warning, and its report row. None unless `ended` (an
+    /// interrupted run leaves at once).
+    pub(super) async fn check_packages(
+        &self,
+        plan: &Plan,
+        ended: bool,
+        json: bool,
+    ) -> Vec<ReportPackage> {
+        if !ended {
+            return Vec::new();
+        }
+        let attention = after_run(plan, self.packages.take()).await;
+        for a in &attention {
+            emit(json, "WARN", &format!("visibility: {}", a.line()));
+        }
+        attention.iter().map(|a| a.row()).collect()
     }
 
     /// The report being written, once the run is over (`None`: none was asked for).
@@ -53,6 +80,7 @@ impl RunItems {
 
 impl ItemSink for RunItems {
     fn finished(&self, item: &Item, outcome: Option<&Outcome>) {
+        self.packages.note(item, outcome);
         match outcome {
             Some(Outcome::Copied { stats, .. }) if !stats.foreign.is_empty() => {
                 self.foreign

@@ -185,6 +185,7 @@ fn refused_values_are_never_shown() {
             "platforms = [\"linux/amd64\"]\nplatform_mode = \"{c}\""
         )),
         copy(format!("platform_mode = \"{c}\"")),
+        copy(format!("visibility = \"{c}\"")),
         format!("version = 1\n[[retain]]\nrepository = \"{c}\"\n"),
         format!("version = 1\n[[retain]]\nrepository = \"r.io/a:{c}\"\n"),
         retain(format!("keep_newest = \"{c}\"")),
@@ -226,6 +227,7 @@ fn type_errors_say_what_is_expected() {
         "copy.from",
         "copy.to",
         "copy.platform_mode",
+        "copy.visibility",
         "copy.tags.semver",
         "retain.repository",
         "retain.older_than",

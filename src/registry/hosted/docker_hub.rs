@@ -5,7 +5,8 @@
 //! image, or one tag alone). Logs in with the registry credentials (a personal access token)
 //! for private repositories and deletes, taking them from the registry's credential source at
 //! each login; a refused login or JWT reads the source again and logs in once more. Waits out
-//! the API's own `X-RateLimit-*` budget and 429s. `hub_pages` reads its listings page by page.
+//! the API's own `X-RateLimit-*` budget and 429s. `hub_pages` reads its listings page by page;
+//! `hub_visibility` reads whether a repository is private.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,9 +32,11 @@ use crate::registry::tag_digests::TagDigests;
 use crate::registry::transport::body::{read_limited, status_error, MAX_TOKEN_ANSWER};
 use crate::registry::transport::retry::RetryPolicy;
 use crate::registry::transport::throttle::{self, Event, Throttle};
+use crate::registry::visibility::RepoVisibility;
 use crate::registry::ManifestRecord;
 
 mod hub_pages;
+mod hub_visibility;
 
 /// Docker Hub's API, for `docker.io` unless the plan names another.
 const DOCKER_HUB_API: &str = "https://hub.docker.com";
@@ -431,6 +434,10 @@ impl HostedApi for DockerHub {
                 reason: CredentialsError::HubLogin,
             }),
         }
+    }
+
+    async fn visibility(&self, repo: &str) -> Result<Option<RepoVisibility>> {
+        self.hub_visibility(repo).await
     }
 
     async fn list_repositories(&self, prefix: &str) -> Result<Vec<String>> {

@@ -3,12 +3,14 @@
 //! time, untagged ones included; or just each tag's digest, for a run: `version_pages`) and
 //! delete versions. Honours GitHub's rate limits as its docs
 //! say (`limits`: every request to the API waits), paces deletions below its secondary limit
-//! and tells its refusals for good apart ([`deletes`]), and checks the token's scopes before
-//! the first deletion. The token comes from the registry's credential source for each request,
-//! and is read again after a 401 (a GitHub App installation token lasts an hour).
+//! and tells its refusals for good apart ([`deletes`]), checks the token's scopes before the
+//! first deletion, and reads a package's visibility (`package_visibility`). The token comes
+//! from the registry's credential source for each request, and is read again after a 401 (a
+//! GitHub App installation token lasts an hour).
 
 pub mod deletes;
 mod limits;
+mod package_visibility;
 mod version_pages;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use crate::registry::tag_digests::TagDigests;
 use crate::registry::transport::body::{read_limited, status_error, MAX_TOKEN_ANSWER};
 use crate::registry::transport::retry::RetryPolicy;
 use crate::registry::transport::throttle::{pace::Pace, Throttle};
+use crate::registry::visibility::RepoVisibility;
 use crate::registry::ManifestRecord;
 
 /// The REST API GHCR's packages are managed through, unless the plan names another (GitHub
@@ -536,6 +539,10 @@ impl HostedApi for Ghcr {
             .collect();
         self.records.keep(repo, &records);
         Ok(records)
+    }
+
+    async fn visibility(&self, repo: &str) -> Result<Option<RepoVisibility>> {
+        self.package_visibility(repo).await
     }
 
     async fn reserve_delete(&self) {

@@ -29,6 +29,7 @@ use super::error::Result;
 use super::tag_digests::TagDigests;
 use super::transport::retry::RetryPolicy;
 use super::transport::throttle::Throttle;
+use super::visibility::RepoVisibility;
 use super::ManifestRecord;
 use crate::reference::Digest;
 
@@ -85,6 +86,12 @@ pub trait HostedApi: Send + Sync {
     /// tag onto a placeholder and deletes that ([`super::placeholder`]).
     async fn delete_tag(&self, _repo: &str, _tag: &str) -> Option<Result<Option<String>>> {
         None
+    }
+
+    /// Who may pull `repo` (see [`super::Registry::visibility`]); `Ok(None)` where this API
+    /// cannot say.
+    async fn visibility(&self, _repo: &str) -> Result<Option<RepoVisibility>> {
+        Ok(None)
     }
 
     /// Restore the manifest `repo` had under the API's id `id` (see

@@ -44,6 +44,7 @@ use super::capabilities::{Capabilities, RecordStyle};
 use super::error::Result;
 use super::tag_digests::TagDigests;
 use super::transport::throttle::RegistryStats;
+use super::visibility::RepoVisibility;
 use super::{
     BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
     Registry,
@@ -127,6 +128,13 @@ impl Registry for HttpRegistry {
         self.retry
             .run("list tags", || self.list_tags_once(repo))
             .await
+    }
+
+    async fn visibility(&self, repo: &str) -> Result<Option<RepoVisibility>> {
+        match &self.hosted {
+            Some(v) => v.visibility(repo).await,
+            None => Ok(None),
+        }
     }
 
     async fn tag_digests(&self, repo: &str, max_pages: usize) -> Result<Option<TagDigests>> {

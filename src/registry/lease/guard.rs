@@ -14,6 +14,7 @@ use crate::reference::Digest;
 use crate::registry::capabilities::Capabilities;
 use crate::registry::tag_digests::TagDigests;
 use crate::registry::transport::throttle;
+use crate::registry::visibility::RepoVisibility;
 use crate::registry::{
     BlobStream, BlobTail, BlobUpload, Manifest, ManifestHead, ManifestRecord, Pushed, ReferrerList,
     Registry, RegistryError, Result,
@@ -202,6 +203,10 @@ impl Registry for Guarded {
     /// Putting back is not deleting: no lease is needed for it.
     async fn restore_version(&self, repo: &str, id: &str) -> Result<bool> {
         self.inner.restore_version(repo, id).await
+    }
+
+    async fn visibility(&self, repo: &str) -> Result<Option<RepoVisibility>> {
+        self.inner.visibility(repo).await
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {

@@ -16,9 +16,12 @@ pub(super) fn record_push(inner: &Inner, name: &str, digest: &str, tag: Option<&
     if !data.packages.contains_key(&key) {
         let id = data.next_id;
         data.next_id += 1;
+        // A package a push makes is private (GHCR's default for a package no linked
+        // repository gives its visibility).
         let package = Package {
             id,
             public: false,
+            internal: false,
             versions: Vec::new(),
         };
         data.packages.insert(key.clone(), package);

@@ -3,7 +3,8 @@
 //! listing paged by `per_page`/`page` with a `Link` header, `state=active|deleted`, version
 //! deletion and restore (204 within 30 days of the deletion; 404 after that, and for an id it
 //! does not hold as deleted), an owner's container packages (`GET /orgs/{org}/packages`,
-//! `/user/packages`), `GET /user` to check a token, classic-PAT scopes reported in
+//! `/user/packages`), one package with its `visibility` (`GET /orgs/{org}/packages/container/
+//! {package}`, 404 "Package not found." for one it does not hold), `GET /user` to check a token, classic-PAT scopes reported in
 //! `X-OAuth-Scopes` and enforced (`read:packages` to list; `read:packages` + `delete:packages`
 //! to delete; `read:packages` + `write:packages` to restore), `X-RateLimit-*` headers on every
 //! answer, 403 once the primary budget is spent, and GitHub's secondary limit on DELETEs (900
@@ -100,7 +101,20 @@ enum OwnerKind {
 struct Package {
     id: u64,
     public: bool,
+    /// GitHub Enterprise's third visibility (members of the enterprise); wins over `public`.
+    internal: bool,
     versions: Vec<FakeVersion>,
+}
+
+impl Package {
+    /// As the package endpoint spells it.
+    fn visibility(&self) -> &'static str {
+        match (self.internal, self.public) {
+            (true, _) => "internal",
+            (false, true) => "public",
+            (false, false) => "private",
+        }
+    }
 }
 
 struct Data {
@@ -218,6 +232,12 @@ impl GitHubFake {
                 "/orgs/{org}/packages/container/{package}/versions",
                 get(list),
             )
+            .route("/orgs/{org}/packages/container/{package}", get(get_package))
+            .route("/user/packages/container/{package}", get(get_package))
+            .route(
+                "/users/{username}/packages/container/{package}",
+                get(get_package),
+            )
             .route("/user/packages/container/{package}/versions", get(list))
             .route(
                 "/users/{username}/packages/container/{package}/versions",
@@ -307,6 +327,7 @@ impl GitHubFake {
                 Package {
                     id,
                     public,
+                    internal: false,
                     versions: Vec::new(),
                 },
             );
@@ -315,6 +336,16 @@ impl GitHubFake {
         package.public = public;
         package.versions.extend(added);
         ids
+    }
+
+    /// Set the visibility of an existing package (`public`, `private` or `internal`), as
+    /// someone does on its settings page (GitHub has no API for it).
+    pub fn set_visibility(&self, org: Option<&str>, name: &str, visibility: &str) {
+        let key = self.key(org, name);
+        let mut data = self.inner.data.lock().expect("github data");
+        let p = data.packages.get_mut(&key).expect("a package");
+        p.public = visibility == "public";
+        p.internal = visibility == "internal";
     }
 
     /// Primary budget per window per login, DELETEs allowed in any such window per login, and

@@ -1,5 +1,5 @@
-//! An owner's container packages (`GET /orgs/{org}/packages`, `/user/packages`), `GET /user`,
-//! and the paging (`per_page`, `page`, `Link`) every listing shares.
+//! An owner's container packages (`GET /orgs/{org}/packages`, `/user/packages`), one package
+//! (`GET /orgs/{org}/packages/container/{package}`), `GET /user`, and the paging (`per_page`, `page`, `Link`) every listing shares.
 
 use super::*;
 
@@ -138,7 +138,7 @@ pub(super) async fn list_packages(
         Some(org) => (OwnerKind::Org, org.clone()),
         None => (OwnerKind::User, caller.login.clone()),
     };
-    let packages: Vec<(u64, String, bool, usize, String)> = {
+    let packages: Vec<(u64, String, &'static str, usize, String)> = {
         let data = inner.data.lock().expect("github data");
         data.packages
             .iter()
@@ -151,7 +151,7 @@ pub(super) async fn list_packages(
                     .map(|v| v.created_at.clone())
                     .min()
                     .unwrap_or_default();
-                (p.id, name.clone(), p.public, active.len(), created)
+                (p.id, name.clone(), p.visibility(), active.len(), created)
             })
             .collect()
     };
@@ -179,7 +179,7 @@ pub(super) async fn list_packages(
     };
     let body: Vec<Value> = chunk
         .iter()
-        .map(|(id, name, public, count, created)| {
+        .map(|(id, name, visibility, count, created)| {
             let enc = name.replace('/', "%2F");
             json!({
                 "id": id,
@@ -187,7 +187,7 @@ pub(super) async fn list_packages(
                 "package_type": "container",
                 "owner": {"login": owner},
                 "version_count": count,
-                "visibility": if *public { "public" } else { "private" },
+                "visibility": visibility,
                 "url": format!("{}/{api_owner}/packages/container/{enc}", inner.base),
                 "html_url": format!("{}/{html_owner}/packages/container/package/{enc}", inner.base),
                 "created_at": created,
@@ -204,4 +204,60 @@ pub(super) async fn list_packages(
         extra,
         Some(Value::Array(body)),
     )
+}
+
+/// `GET /orgs/{org}/packages/container/{package}` (and the user forms): the package with its
+/// `visibility`, as GitHub's "Get a package for an organization" answers; 404 "Package not
+/// found." for one it does not hold, 403 without `read:packages`, 401 without a token.
+pub(super) async fn get_package(
+    State(inner): State<Arc<Inner>>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    const ACCEPTED: &str = LIST_SCOPES;
+    let caller = match begin_listing(&inner, &method, &uri, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let c = Some(&caller);
+    let key = package_key(&params, &caller);
+    let found = {
+        let data = inner.data.lock().expect("github data");
+        data.packages.get(&key).map(|p| {
+            let active = p.versions.iter().filter(|v| !v.deleted).count();
+            let created = p.versions.iter().map(|v| v.created_at.clone()).min();
+            (p.id, p.visibility(), active, created.unwrap_or_default())
+        })
+    };
+    let Some((id, visibility, count, created)) = found else {
+        return message(
+            &inner,
+            c,
+            ACCEPTED,
+            StatusCode::NOT_FOUND,
+            "Package not found.",
+            DOCS_PACKAGES,
+        );
+    };
+    let (kind, owner, name) = &key;
+    let enc = name.replace('/', "%2F");
+    let (api_owner, html_owner) = match kind {
+        OwnerKind::Org => (format!("orgs/{owner}"), format!("orgs/{owner}")),
+        OwnerKind::User => (format!("users/{owner}"), format!("users/{owner}")),
+    };
+    let body = json!({
+        "id": id,
+        "name": name,
+        "package_type": "container",
+        "owner": {"login": owner},
+        "version_count": count,
+        "visibility": visibility,
+        "url": format!("{}/{api_owner}/packages/container/{enc}", inner.base),
+        "html_url": format!("{}/{html_owner}/packages/container/package/{enc}", inner.base),
+        "created_at": created,
+        "updated_at": created,
+    });
+    answer(&inner, c, ACCEPTED, StatusCode::OK, Vec::new(), Some(body))
 }

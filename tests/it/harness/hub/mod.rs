@@ -1,5 +1,6 @@
 //! An in-process fake of the Docker Hub repository API (`hub.docker.com/v2`), written from
-//! its public documentation: the namespace listing paged by `next`, JWT login at
+//! its public documentation: the namespace listing paged by `next`, one repository with its
+//! `is_private` (`/v2/namespaces/{namespace}/repositories/{repo}`), JWT login at
 //! `/v2/users/login`, private repositories visible only when logged in, `X-RateLimit-*`
 //! headers on every answer and 429 with `Retry-After` once the budget is spent, 404
 //! `object not found` for an unknown namespace. It fails the way the real service fails.
@@ -155,6 +156,10 @@ impl HubFake {
         let app = Router::new()
             .route("/v2/users/login", post(login))
             .route("/v2/repositories/{namespace}/", get(list))
+            .route(
+                "/v2/namespaces/{namespace}/repositories/{repo}",
+                get(get_repository),
+            )
             .route("/v2/repositories/{namespace}/{repo}/tags/", get(list_tags))
             .route(
                 "/v2/repositories/{namespace}/{repo}/tags/{tag}/",
@@ -165,6 +170,18 @@ impl HubFake {
             let _ = axum::serve(listener, app).await;
         });
         HubFake { url, inner, task }
+    }
+
+    /// Make `ns/repo` private or public (adding it to the namespace if need be), as its
+    /// owner does in Hub's settings.
+    pub fn set_private(&self, repository: &str, private: bool) {
+        let (ns, name) = repository.split_once('/').expect("NAMESPACE/REPOSITORY");
+        let mut repos = self.inner.repos.lock().expect("hub repos");
+        let list = repos.entry(ns.to_string()).or_default();
+        match list.iter_mut().find(|(r, _)| r == name) {
+            Some(r) => r.1 = private,
+            None => list.push((name.to_string(), private)),
+        }
     }
 
     /// Give `ns/repo` these tags in the tag API.

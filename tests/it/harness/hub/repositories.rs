@@ -206,3 +206,55 @@ pub(super) async fn delete_tag(
     }
     (StatusCode::NO_CONTENT, rate_headers(&inner)).into_response()
 }
+
+/// `GET /v2/namespaces/{namespace}/repositories/{repo}`: the repository with `is_private`. A
+/// private one is shown only to a logged-in user (to anyone else it is `object not found`, as
+/// one that does not exist); a JWT that is not one of the fake's is 401.
+pub(super) async fn get_repository(
+    State(inner): State<Arc<Inner>>,
+    Path((namespace, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    arrived(&inner);
+    let user = bearer_user(&inner, &headers);
+    let presented = headers.contains_key("authorization");
+    inner.requests.lock().expect("hub requests").push(format!(
+        "GET /v2/namespaces/{namespace}/repositories/{repo} auth={}",
+        if presented { "yes" } else { "no" }
+    ));
+    if let Some(r) = spend(&inner) {
+        return r;
+    }
+    if presented && user.is_none() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            rate_headers(&inner),
+            Json(json!({"detail": "Invalid token."})),
+        )
+            .into_response();
+    }
+    let private = inner
+        .repos
+        .lock()
+        .expect("hub repos")
+        .get(&namespace)
+        .and_then(|list| list.iter().find(|(r, _)| *r == repo).map(|(_, p)| *p));
+    match private {
+        Some(private) if !private || user.is_some() => (
+            StatusCode::OK,
+            rate_headers(&inner),
+            Json(
+                json!({"name": repo, "namespace": namespace, "repository_type": "image",
+                        "status": 1, "is_private": private, "star_count": 0, "pull_count": 0,
+                        "last_updated": "2026-11-01T00:00:00Z"}),
+            ),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            rate_headers(&inner),
+            Json(json!({"message": "object not found", "errinfo": {}})),
+        )
+            .into_response(),
+    }
+}
