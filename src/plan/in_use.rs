@@ -21,6 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::errors::PlanError;
+use super::schema::REVISIONS;
 use super::spans::Ctx;
 use crate::inuse::sources::{ArgoSource, FilePattern, GitSource, InUse, KubeConfig, KubeSource};
 use crate::reference::names;
@@ -46,26 +47,56 @@ pub(super) struct RawInUse {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     aliases: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// ArgoCD installations whose Applications' images are in use, with the tag ArgoCD Image
+    /// Updater would pick next for each image it tracks: `{ in_cluster = true }` or `{
+    /// kubeconfig = "PATH", context = "NAME", namespace = "argocd" }`.
     #[serde(default)]
+    #[schemars(with = "Vec<RawArgo>")]
     argocd: Vec<Spanned<RawArgo>>,
+    /// Local git checkouts whose files referenced images in any of their last commits, so that
+    /// a rollback finds its images: `{ path = "gitops-repo", files = ["apps/**/*.yaml"],
+    /// revisions = 20 }`.
     #[serde(default)]
+    #[schemars(with = "Vec<RawGit>")]
     git: Vec<Spanned<RawGit>>,
 }
 
-#[derive(Deserialize)]
+/// One ArgoCD installation to read Applications (and ImageUpdaters) from.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ArgoCd")]
 struct RawArgo {
+    /// Use the pod's service account (ferry running in the cluster, as a CronJob).
+    #[schemars(with = "Option<bool>")]
     in_cluster: Option<Spanned<bool>>,
+    /// A kubeconfig file (`~/` is the home directory).
+    #[schemars(with = "Option<String>")]
     kubeconfig: Option<Spanned<String>>,
+    /// The kubeconfig context to use (default: its current context).
+    #[schemars(with = "Option<String>")]
     context: Option<Spanned<String>>,
+    /// The namespace ArgoCD runs in (default `argocd`).
+    #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+/// One local git checkout whose history names images in use.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Git")]
 struct RawGit {
+    /// The checkout's directory (`~/` is the home directory).
+    #[schemars(with = "String")]
     path: Spanned<String>,
+    /// Glob patterns of files in the repository (`"apps/**/*.yaml"`); each must match a file
+    /// at HEAD.
+    #[schemars(with = "Vec<String>")]
     files: Vec<Spanned<String>>,
+    /// How many commits back, HEAD included (default `20`).
+    #[schemars(
+        with = "Option<i64>",
+        range(min = REVISIONS.min, max = REVISIONS.max)
+    )]
     revisions: Option<Spanned<i64>>,
 }
 
@@ -208,7 +239,7 @@ fn git_source(ctx: &Ctx, g: &Spanned<RawGit>) -> Result<GitSource, PlanError> {
         files.push(f.get_ref().clone());
     }
     let revisions = match &raw.revisions {
-        Some(r) if !(1..=10_000).contains(r.get_ref()) => {
+        Some(r) if !(REVISIONS.min..=REVISIONS.max).contains(r.get_ref()) => {
             return Err(ctx.invalid(
                 r.span(),
                 "in_use.git.revisions",

@@ -250,6 +250,10 @@ pub(super) struct RawCopy {
     /// that keep no tag (default `false`).
     #[schemars(with = "Option<bool>")]
     pub(super) allow_empty: Option<Spanned<bool>>,
+    /// What the target packages should be on GHCR: the run lists each one that is not, with
+    /// its settings page (default: the source's visibility, where the source can say).
+    // A string, matched in validation: serde's unknown-variant error would quote it.
+    #[schemars(with = "Option<VisibilityName>")]
     pub(super) visibility: Option<Spanned<String>>,
 }
 
@@ -288,6 +292,19 @@ pub(super) enum FlavorName {
     Ghcr,
     /// Docker Hub: Docker Hub's API lists and deletes.
     Dockerhub,
+}
+
+// `visibility`: what a GHCR package should be.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // described, never built: validation matches the string
+pub(super) enum VisibilityName {
+    /// Anyone may pull.
+    Public,
+    /// Only those granted access may pull.
+    Private,
+    /// Members of the enterprise may pull.
+    Internal,
 }
 
 // `platform_mode`: how an index is copied with a `platforms` list.

@@ -30,6 +30,10 @@ pub(crate) const NEWEST: Bounds = Bounds {
     min: 1,
     max: 1_000_000,
 };
+pub(crate) const REVISIONS: Bounds = Bounds {
+    min: 1,
+    max: 10_000,
+};
 pub(crate) const KEEP_NEWEST: Bounds = Bounds {
     min: 0,
     max: 1_000_000,
