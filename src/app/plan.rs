@@ -28,8 +28,8 @@ mod plan_output;
 
 use plan_items::{Notes, PlanItems};
 pub use plan_output::{
-    PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanRegistry, PlanRepo,
-    PlanTotals,
+    PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanPulls,
+    PlanRegistry, PlanRepo, PlanTotals,
 };
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -83,6 +83,11 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let unresolved = unresolved(&plan, &execution);
     let mut rest = output_of(&plan, &execution, &requests);
+    for (host, o) in &handles {
+        if let (Some(r), Some(p)) = (rest.registries.get_mut(host), pulls(o)) {
+            r.pulls = Some(p);
+        }
+    }
     rest.totals = PlanTotals {
         errors: rest.failures.len() + execution.unlisted_failures,
         ..totals(&execution, items.totals())
@@ -150,10 +155,30 @@ fn budgets(plan: &Plan, requests: &[(String, u64)]) -> BTreeMap<String, PlanRegi
             let budget = PlanRegistry {
                 requests: *n,
                 seconds_at_rate_limit: time,
+                pulls: None,
             };
             (host.clone(), budget)
         })
         .collect()
+}
+
+/// Where manifest GETs count as pulls, the GETs the simulated run sent (each one the run
+/// sends) and the budget the registry's manifest responses showed.
+fn pulls(o: &crate::registry::overlay::Overlay) -> Option<PlanPulls> {
+    if !o.inner().capabilities().counts_pulls {
+        return None;
+    }
+    let shown = o.inner().stats().and_then(|s| s.pull_budget);
+    let needed = o.pulls();
+    Some(PlanPulls {
+        needed,
+        limit: shown.map(|b| b.limit),
+        remaining: shown.map(|b| b.remaining),
+        window_seconds: shown.map(|b| b.window_seconds),
+        seconds_at_pull_limit: shown
+            .filter(|b| b.limit > 0)
+            .map(|b| needed as f64 / b.limit as f64 * b.window_seconds as f64),
+    })
 }
 
 /// One `prune` rule's decisions.

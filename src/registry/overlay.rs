@@ -46,6 +46,8 @@ pub struct Overlay {
     repos: Mutex<HashMap<String, RepoView>>,
     /// Requests the run would send: reads made through, and writes simulated.
     requests: AtomicU64,
+    /// Manifest GETs the run would send (Docker Hub counts each as a pull).
+    pulls: AtomicU64,
     /// Remember what each tag read underneath pointed at (`seen`)? Only a deletion needs it.
     remembers: bool,
 }
@@ -56,6 +58,7 @@ impl Overlay {
             inner,
             repos: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            pulls: AtomicU64::new(0),
             remembers: true,
         }
     }
@@ -76,6 +79,17 @@ impl Overlay {
     /// About how many requests the simulated run sends to this registry.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many manifest GETs the simulated run sends to this registry: where it counts
+    /// pulls ([`Capabilities::counts_pulls`]), the pulls the run needs.
+    pub fn pulls(&self) -> u64 {
+        self.pulls.load(Ordering::Relaxed)
+    }
+
+    /// The registry underneath, for what its responses showed (its pull budget).
+    pub fn inner(&self) -> &Arc<dyn Registry> {
+        &self.inner
     }
 
     fn count(&self, n: u64) {
@@ -303,6 +317,7 @@ impl Registry for Overlay {
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
         self.count(1);
+        self.pulls.fetch_add(1, Ordering::Relaxed);
         let digest = match Digest::parse(reference) {
             Some(d) => d,
             None => match self.with(repo, |v| v.tags.get(reference).cloned()) {

@@ -35,6 +35,7 @@ mod ocireg;
 mod plans;
 mod preflight;
 mod prune;
+mod pull_budget;
 mod referrers;
 mod report;
 mod restore;

@@ -133,6 +133,39 @@ pub struct PlanRegistry {
     pub requests: u64,
     /// At least this long at the registry's `rate_limit`, when it has one.
     pub seconds_at_rate_limit: Option<f64>,
+    /// Where manifest GETs count as pulls (Docker Hub): the pulls the run needs and the
+    /// budget the registry showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulls: Option<PlanPulls>,
+}
+
+/// A Docker Hub source's pull budget, planned (issue 25).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct PlanPulls {
+    /// Manifest GETs the run sends here.
+    pub needed: u64,
+    /// `ratelimit-limit` and `ratelimit-remaining` as the last manifest response showed them
+    /// (`None`: no response carried them).
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// The budget's window (the `w=` of those headers), in seconds.
+    pub window_seconds: Option<u64>,
+    /// `needed / limit` windows: how long the pulls take at that budget.
+    pub seconds_at_pull_limit: Option<f64>,
+}
+
+impl PlanPulls {
+    /// `, 7 pulls (budget 3 of 5 left per 60 s window; 84 s of budget)`.
+    fn text(&self) -> String {
+        let budget = match (self.remaining, self.limit, self.window_seconds) {
+            (Some(r), Some(l), Some(w)) => format!(
+                "budget {r} of {l} left per {w} s window; {:.0} s of budget",
+                self.seconds_at_pull_limit.unwrap_or_default()
+            ),
+            _ => "no budget shown".to_string(),
+        };
+        format!(", {} pulls ({budget})", self.needed)
+    }
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -187,11 +220,12 @@ impl PlanOutput {
         for (host, r) in &self.registries {
             let _ = writeln!(
                 out,
-                "registry {host}: about {} requests{}",
+                "registry {host}: about {} requests{}{}",
                 r.requests,
                 r.seconds_at_rate_limit
                     .map(|t| format!(", at least {t:.0} s at its rate_limit"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                r.pulls.as_ref().map(PlanPulls::text).unwrap_or_default()
             );
         }
         for f in &self.failures {

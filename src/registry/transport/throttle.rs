@@ -79,6 +79,21 @@ pub struct RegistryStats {
     pub by_kind: BTreeMap<String, u64>,
     /// Whether it took a whole blob in one POST (`None`: no upload asked).
     pub single_post: Option<bool>,
+    /// The pull budget the last response with `ratelimit-limit` / `ratelimit-remaining`
+    /// showed (Docker Hub; `None`: no response carried them).
+    pub pull_budget: Option<PullBudget>,
+}
+
+/// Docker Hub's pull budget as its manifest responses show it (`ratelimit-limit: 100;w=21600`,
+/// `ratelimit-remaining: 76;w=21600`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PullBudget {
+    /// Pulls a window allows.
+    pub limit: u64,
+    /// Pulls left in the current window.
+    pub remaining: u64,
+    /// The window, in seconds.
+    pub window_seconds: u64,
 }
 
 #[derive(Default)]
@@ -88,6 +103,7 @@ struct Counts {
     throttled: AtomicU64,
     retries: AtomicU64,
     waits: Mutex<Waits>,
+    budget: Mutex<Option<PullBudget>>,
 }
 
 /// The union of the intervals in which requests waited: a count of requests waiting now,
@@ -234,6 +250,7 @@ impl Throttle {
             waited: self.counts.waits.lock().expect("waits lock").now(),
             by_kind: self.counts.by_kind.lock().expect("counts lock").clone(),
             single_post: None,
+            pull_budget: *self.counts.budget.lock().expect("budget lock"),
         }
     }
 
@@ -314,17 +331,23 @@ impl Throttle {
     /// Look at a response's rate-limit headers: when Docker Hub says the pull budget is
     /// spent, hold manifest GETs back for the time one pull takes to come back in its
     /// window, rather than running into 429s.
+    /// The budget shown is kept for [`RegistryStats::pull_budget`].
     pub fn observe(&self, headers: &HeaderMap) {
         let Some((remaining, window)) = header_budget(headers, "ratelimit-remaining") else {
             return;
         };
+        let limit = header_budget(headers, "ratelimit-limit").map(|(l, _)| l);
+        if let Some(limit) = limit {
+            *self.counts.budget.lock().expect("budget lock") = Some(PullBudget {
+                limit,
+                remaining,
+                window_seconds: window,
+            });
+        }
         if remaining > 0 {
             return;
         }
-        let limit = header_budget(headers, "ratelimit-limit")
-            .map(|(l, _)| l)
-            .filter(|l| *l > 0)
-            .unwrap_or(1);
+        let limit = limit.filter(|l| *l > 0).unwrap_or(1);
         let wait = Duration::from_secs(window.div_ceil(limit).max(1));
         self.pause_slot(
             &self.pulls_paused_until,
@@ -407,6 +430,26 @@ mod tests {
         assert_eq!(header_budget(&h, "ratelimit-remaining"), Some((76, 21600)));
         h.insert("ratelimit-remaining", HeaderValue::from_static("junk"));
         assert_eq!(header_budget(&h, "ratelimit-remaining"), None);
+    }
+
+    /// Issue 25 part 2: the budget a manifest response shows is kept for the plan.
+    #[test]
+    fn the_budget_shown_is_kept() {
+        let t = Throttle::new("docker.io", None, None);
+        assert_eq!(t.stats().pull_budget, None);
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-limit", HeaderValue::from_static("100;w=21600"));
+        h.insert(
+            "ratelimit-remaining",
+            HeaderValue::from_static("76;w=21600"),
+        );
+        t.observe(&h);
+        let shown = PullBudget {
+            limit: 100,
+            remaining: 76,
+            window_seconds: 21600,
+        };
+        assert_eq!(t.stats().pull_budget, Some(shown));
     }
 
     #[tokio::test]

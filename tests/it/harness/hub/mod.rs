@@ -12,6 +12,7 @@
 //! digests and an index's platform manifests; the tag DELETE removes the tag from the registry
 //! (the manifest stays, untagged, and with it any other tag on it); the registry's own
 //! manifest DELETE answers 405 UNSUPPORTED, as Docker Hub's does (deletion is the Hub API's).
+//! With `limit_pulls`, the front counts manifest GETs against a pull budget (see `pulls`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use serde_json::json;
 
 mod auth;
 mod front;
+mod pulls;
 mod repositories;
 
 #[allow(unused_imports)]
@@ -60,6 +62,8 @@ struct Inner {
     /// A password change the test scheduled (`change_password_after`), and whether it
     /// happened.
     change: Mutex<Option<PasswordChange>>,
+    /// The registry front's pull budget (`limit_pulls`), none unless a test sets one.
+    pulls: Mutex<Option<pulls::Pulls>>,
 }
 
 /// The real registry behind `registry_front`: its URL, and its storage, where a tag the Hub
@@ -152,6 +156,7 @@ impl HubFake {
             pushed: Mutex::new(BTreeMap::new()),
             platforms: Mutex::new(std::collections::HashMap::new()),
             change: Mutex::new(None),
+            pulls: Mutex::new(None),
         });
         let app = Router::new()
             .route("/v2/users/login", post(login))
@@ -200,9 +205,13 @@ impl HubFake {
             url: upstream.url.trim_end_matches('/').to_string(),
             storage: upstream.storage_dir().to_path_buf(),
         });
-        let hook = super::proxy::manifest_delete_unsupported();
+        let hook = pulls::hook(
+            self.inner.clone(),
+            super::proxy::manifest_delete_unsupported(),
+        );
         let inner = self.inner.clone();
         let answered: super::Answered = Arc::new(move |method, uri, status, _| {
+            pulls::answered(&inner, method, uri, status);
             if *method != Method::PUT || status != StatusCode::CREATED {
                 return;
             }
