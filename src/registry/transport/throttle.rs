@@ -338,9 +338,14 @@ impl Throttle {
         };
         let limit = header_budget(headers, "ratelimit-limit").map(|(l, _)| l);
         if let Some(limit) = limit {
-            *self.counts.budget.lock().expect("budget lock") = Some(PullBudget {
+            let mut budget = self.counts.budget.lock().expect("budget lock");
+            // Answers to requests in flight together come back in any order: the fewest
+            // pulls left is the newest count of the same window (a window that began since
+            // shows more; the figure stays the lower one, never more than there is).
+            let same = (*budget).filter(|b| b.limit == limit && b.window_seconds == window);
+            *budget = Some(PullBudget {
                 limit,
-                remaining,
+                remaining: same.map_or(remaining, |b| b.remaining.min(remaining)),
                 window_seconds: window,
             });
         }
