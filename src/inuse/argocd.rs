@@ -9,18 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::Client;
 use serde_json::Value;
 
 use super::error::{KubeError, Reason, SourceError};
-use super::kube::{connect, explain_list};
+use super::kube::{connect, explain_list, list_paged};
 use super::sources::ArgoSource;
 use super::updater::{self, Strategy, Tracked};
 use super::uses::Use;
-
-/// Objects per list page.
-const PAGE: u32 = 500;
 
 /// What an ArgoCD instance says: images its Applications run, and images the updater
 /// tracks for them.
@@ -112,33 +109,10 @@ async fn list(
     missing_is_empty: bool,
 ) -> Result<Vec<DynamicObject>, KubeError> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
-    let mut restarted = false;
-    'list: loop {
-        let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut params = ListParams::default().limit(PAGE);
-            if let Some(t) = &token {
-                params = params.continue_token(t);
-            }
-            match api.list(&params).await {
-                Ok(page) => {
-                    found.extend(page.items);
-                    token = page.metadata.continue_.filter(|t| !t.is_empty());
-                    if token.is_none() {
-                        return Ok(found);
-                    }
-                }
-                Err(kube::Error::Api(s)) if s.code == 410 && !restarted => {
-                    restarted = true;
-                    continue 'list;
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 && missing_is_empty => {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(explain_list(&resource.plural, &resource.group, e)),
-            }
-        }
+    match list_paged(&api, |obj| vec![obj]).await {
+        Ok(found) => Ok(found),
+        Err(kube::Error::Api(s)) if s.code == 404 && missing_is_empty => Ok(Vec::new()),
+        Err(e) => Err(explain_list(&resource.plural, &resource.group, e)),
     }
 }
 

@@ -89,39 +89,48 @@ impl KubeSource {
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        let apis: Vec<Api<K>> = self.apis(client);
-        for api in apis {
-            // A continue token that expired restarts the list, once.
-            let mut restarted = false;
-            'list: loop {
-                let mut found = Vec::new();
-                let mut token: Option<String> = None;
-                loop {
-                    let mut params = ListParams::default().limit(PAGE);
-                    if let Some(t) = &token {
-                        params = params.continue_token(t);
-                    }
-                    match api.list(&params).await {
-                        Ok(page) => {
-                            for obj in &page.items {
-                                found.extend(uses_of(obj, cluster));
-                            }
-                            token = page.metadata.continue_.filter(|t| !t.is_empty());
-                            if token.is_none() {
-                                out.extend(found);
-                                break 'list;
-                            }
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 410 && !restarted => {
-                            restarted = true;
-                            continue 'list;
-                        }
-                        Err(e) => return Err(self.fail(explain::<K>(e))),
-                    }
-                }
-            }
+        for api in self.apis::<K>(client) {
+            let uses = list_paged(&api, |obj: K| uses_of(&obj, cluster)).await;
+            out.extend(uses.map_err(|e| self.fail(explain::<K>(e)))?);
         }
         Ok(())
+    }
+}
+
+/// What `take` makes of every object `api` lists, page by page (`limit`/`continue`; a page
+/// is dropped before the next is read). A continue token that expired (410) restarts the
+/// list, once.
+pub(super) async fn list_paged<K, T>(
+    api: &Api<K>,
+    take: impl Fn(K) -> Vec<T>,
+) -> Result<Vec<T>, kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut restarted = false;
+    'list: loop {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(PAGE);
+            if let Some(t) = &token {
+                params = params.continue_token(t);
+            }
+            match api.list(&params).await {
+                Ok(page) => {
+                    token = page.metadata.continue_.filter(|t| !t.is_empty());
+                    found.extend(page.items.into_iter().flat_map(&take));
+                    if token.is_none() {
+                        return Ok(found);
+                    }
+                }
+                Err(kube::Error::Api(s)) if s.code == 410 && !restarted => {
+                    restarted = true;
+                    continue 'list;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

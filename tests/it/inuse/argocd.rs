@@ -19,6 +19,14 @@ fn argo_plan(dir: &std::path::Path, host: &str, in_use: &str) -> String {
     .to_string()
 }
 
+/// [`argo_plan`] with `kube` as its one `argocd` source (its kubeconfig written in `dir`).
+fn kube_argo_plan(dir: &std::path::Path, host: &str, kube: &FakeKube) -> String {
+    let config = dir.join("kubeconfig");
+    kube.write_kubeconfig(&config, "prod-eu");
+    let source = format!("argocd = [{{ kubeconfig = \"{}\" }}]\n", config.display());
+    argo_plan(dir, host, &source)
+}
+
 /// ArgoCD in namespace `argocd`: Application `api` runs v1.0.1 and its v0.x annotations
 /// track `team/api` with `~1.0` and allow-tags up to v1.0.3; 520 other Applications (so
 /// the list takes two pages); Application `web` (on the second page) runs nothing of
@@ -79,13 +87,7 @@ async fn the_deployed_image_and_the_updaters_next_picks_are_kept_with_reasons() 
     let kube = FakeKube::start(KubeAuth::Token("kube-canary-token".into())).await;
     argo(&kube, &reg.addr);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&config, "prod-eu");
-    let p = argo_plan(
-        dir.path(),
-        &reg.addr,
-        &format!("argocd = [{{ kubeconfig = \"{}\" }}]\n", config.display()),
-    );
+    let p = kube_argo_plan(dir.path(), &reg.addr, &kube);
 
     let checked = ferry(&["check", "--online", &p], &[]).await;
     assert_eq!(checked.code, 0, "{}", checked.stdout);
@@ -147,13 +149,7 @@ async fn a_403_on_applications_holds_every_deletion() {
     argo(&kube, &reg.addr);
     kube.forbid(Kind::Application);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&config, "prod-eu");
-    let p = argo_plan(
-        dir.path(),
-        &reg.addr,
-        &format!("argocd = [{{ kubeconfig = \"{}\" }}]\n", config.display()),
-    );
+    let p = kube_argo_plan(dir.path(), &reg.addr, &kube);
     let shown = ferry(&["plan", &p], &[]).await;
     shown.assert_code(1);
     assert!(
@@ -191,13 +187,7 @@ async fn without_the_image_updater_crd_applications_still_count() {
     // The v0.x updater (annotations only) installs no ImageUpdater resource type: 404.
     kube.uninstall(Kind::ImageUpdater);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&config, "prod-eu");
-    let p = argo_plan(
-        dir.path(),
-        &reg.addr,
-        &format!("argocd = [{{ kubeconfig = \"{}\" }}]\n", config.display()),
-    );
+    let p = kube_argo_plan(dir.path(), &reg.addr, &kube);
     let run = ferry(&["run", &p], &[]).await;
     run.assert_code(0);
     let pusher = reg.pusher();
