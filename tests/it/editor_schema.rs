@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::common::*;
+use crate::plans::configmap_plans;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,28 +30,6 @@ fn failures(text: &str) -> Vec<(String, String)> {
         .iter_errors(&instance)
         .map(|e| (e.instance_path().as_str().to_string(), e.to_string()))
         .collect()
-}
-
-/// The plans inside the Kubernetes ConfigMaps of deploy/kubernetes.
-fn configmap_plans() -> Vec<(String, String)> {
-    let mut plans = Vec::new();
-    for name in ["retention-cronjob.yaml", "verify-cronjob.yaml"] {
-        let yaml =
-            std::fs::read_to_string(repo_root().join("deploy/kubernetes").join(name)).unwrap();
-        let start = yaml
-            .find("plan.toml: |")
-            .expect("the ConfigMap holds plan.toml")
-            + "plan.toml: |".len();
-        let text: String = yaml[start..]
-            .lines()
-            .skip(1)
-            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
-            .map(|l| l.strip_prefix("    ").unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("\n");
-        plans.push((name.to_string(), text));
-    }
-    plans
 }
 
 #[test]

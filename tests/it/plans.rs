@@ -28,22 +28,32 @@ async fn every_plan_in_plans_dir_is_valid() {
     );
 }
 
+/// The plans inside the Kubernetes ConfigMaps of deploy/kubernetes: (file name, plan text).
+pub(crate) fn configmap_plans() -> Vec<(String, String)> {
+    ["retention-cronjob.yaml", "verify-cronjob.yaml"]
+        .into_iter()
+        .map(|name| {
+            let yaml =
+                std::fs::read_to_string(repo_root().join("deploy/kubernetes").join(name)).unwrap();
+            let start = yaml
+                .find("plan.toml: |")
+                .unwrap_or_else(|| panic!("{name}: the ConfigMap holds plan.toml"))
+                + "plan.toml: |".len();
+            let text: String = yaml[start..]
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+                .map(|l| l.strip_prefix("    ").unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join("\n");
+            (name.to_string(), text)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plans_in_the_kubernetes_configmaps_are_valid() {
-    for name in ["retention-cronjob.yaml", "verify-cronjob.yaml"] {
-        let yaml =
-            std::fs::read_to_string(repo_root().join("deploy/kubernetes").join(name)).unwrap();
-        let start = yaml
-            .find("plan.toml: |")
-            .unwrap_or_else(|| panic!("{name}: the ConfigMap holds plan.toml"))
-            + "plan.toml: |".len();
-        let plan_text: String = yaml[start..]
-            .lines()
-            .skip(1)
-            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
-            .map(|l| l.strip_prefix("    ").unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("\n");
+    for (name, plan_text) in configmap_plans() {
         let dir = tempfile::tempdir().unwrap();
         let p = plan(dir.path(), &plan_text);
         let run = ferry(&["check", p.to_str().unwrap()], &[]).await;

@@ -31,9 +31,10 @@ fn join(shape: &str, key: &str) -> String {
     }
 }
 
-/// Every table of the schema by shape (as `schema::fields` names them: a map's key is `*`,
-/// array positions left out), with its properties.
-fn tables(root: &Value, node: &Value, shape: &str, out: &mut BTreeMap<String, Vec<String>>) {
+/// Every table of the schema (a node with `properties`), by shape as `schema::fields` names
+/// them (a map's key is `*`, array positions left out): `visit` gets its shape and the table,
+/// through `$ref`s, alternatives, arrays and maps.
+fn walk(root: &Value, node: &Value, shape: &str, visit: &mut dyn FnMut(&str, &Value)) {
     let node = resolve(root, node);
     for alternative in node
         .get("anyOf")
@@ -41,25 +42,33 @@ fn tables(root: &Value, node: &Value, shape: &str, out: &mut BTreeMap<String, Ve
         .into_iter()
         .flatten()
     {
-        tables(root, alternative, shape, out);
+        walk(root, alternative, shape, visit);
     }
     if let Some(items) = node.get("items") {
-        tables(root, items, shape, out);
+        walk(root, items, shape, visit);
     }
     if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
-        tables(root, values, &join(shape, "*"), out);
+        walk(root, values, &join(shape, "*"), visit);
     }
     if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+        visit(shape, node);
+        for (key, sub) in properties {
+            walk(root, sub, &join(shape, key), visit);
+        }
+    }
+}
+
+/// Every table of the schema by shape, with its properties.
+fn tables(root: &Value, out: &mut BTreeMap<String, Vec<String>>) {
+    walk(root, root, "", &mut |shape, node| {
         assert_eq!(
             node.get("additionalProperties"),
             Some(&Value::Bool(false)),
             "{shape:?}: unknown fields are errors in every table"
         );
+        let properties = node["properties"].as_object().expect("a table");
         out.insert(shape.to_string(), properties.keys().cloned().collect());
-        for (key, sub) in properties {
-            tables(root, sub, &join(shape, key), out);
-        }
-    }
+    });
 }
 
 // Issue 25, part 5: the known-fields lists that name an unknown field's neighbours in errors
@@ -68,7 +77,7 @@ fn tables(root: &Value, node: &Value, shape: &str, out: &mut BTreeMap<String, Ve
 fn every_table_of_the_schema_has_the_fields_the_plan_checks_know() {
     let root = plan_schema();
     let mut found = BTreeMap::new();
-    tables(&root, &root, "", &mut found);
+    tables(&root, &mut found);
     let mut unlisted = Vec::new();
     for (shape, properties) in &found {
         match fields(shape) {
@@ -184,7 +193,7 @@ fn fields_carry_their_doc_comment_and_toml_has_no_null() {
     let text = root.to_string();
     assert!(!text.contains("\"null\""), "{text}");
     let mut missing = Vec::new();
-    description_everywhere(&root, &root, "", &mut missing);
+    description_everywhere(&root, &mut missing);
     assert!(
         missing.is_empty(),
         "fields without a description: {missing:?}"
@@ -192,33 +201,14 @@ fn fields_carry_their_doc_comment_and_toml_has_no_null() {
 }
 
 /// Every property has a description (its doc comment, or that of the type it refers to).
-fn description_everywhere(root: &Value, node: &Value, shape: &str, missing: &mut Vec<String>) {
-    let node = resolve(root, node);
-    for alternative in node
-        .get("anyOf")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        description_everywhere(root, alternative, shape, missing);
-    }
-    if let Some(items) = node.get("items") {
-        description_everywhere(root, items, shape, missing);
-    }
-    if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
-        description_everywhere(root, values, &join(shape, "*"), missing);
-    }
-    for (key, sub) in node
-        .get("properties")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        let has =
-            sub.get("description").is_some() || resolve(root, sub).get("description").is_some();
-        if !has {
-            missing.push(join(shape, key));
+fn description_everywhere(root: &Value, missing: &mut Vec<String>) {
+    walk(root, root, "", &mut |shape, node| {
+        for (key, sub) in node["properties"].as_object().expect("a table") {
+            let has =
+                sub.get("description").is_some() || resolve(root, sub).get("description").is_some();
+            if !has {
+                missing.push(join(shape, key));
+            }
         }
-        description_everywhere(root, sub, &join(shape, key), missing);
-    }
+    });
 }
