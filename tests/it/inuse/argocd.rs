@@ -150,24 +150,11 @@ async fn a_403_on_applications_holds_every_deletion() {
     kube.forbid(Kind::Application);
     let dir = tempfile::tempdir().unwrap();
     let p = kube_argo_plan(dir.path(), &reg.addr, &kube);
-    let shown = ferry(&["plan", &p], &[]).await;
-    shown.assert_code(1);
-    assert!(
-        shown
-            .stdout
-            .contains("kept: an [in_use] source could not be read whole"),
-        "{}",
-        shown.stdout
-    );
-    let run = ferry(&["run", &p], &[]).await;
-    run.assert_code(1);
-    assert!(
-        run.stderr.contains(
-            "in use: in_use.argocd (plan line 8): listing applications: 403 Forbidden: the account needs `list` on applications (API group argoproj.io)"
-        ),
-        "{}",
-        run.stderr
-    );
+    assert_held(
+        &p,
+        "in use: in_use.argocd (plan line 8): listing applications: 403 Forbidden: the account needs `list` on applications (API group argoproj.io)",
+    )
+    .await;
     let pusher = reg.pusher();
     for i in 0..6 {
         let tag = format!("v1.0.{i}");

@@ -117,23 +117,11 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
         "{}",
         checked.stdout
     );
-    let shown = ferry(&["plan", &p], &[]).await;
-    shown.assert_code(1);
-    assert!(
-        shown
-            .stdout
-            .contains("kept: an [in_use] source could not be read whole"),
-        "{}",
-        shown.stdout
-    );
-    let run = ferry(&["run", &p], &[]).await;
-    run.assert_code(1);
-    assert!(
-        run.stderr
-            .contains("in use: in_use.files (plan line 8): the pattern matches no file"),
-        "{}",
-        run.stderr
-    );
+    let run = assert_held(
+        &p,
+        "in use: in_use.files (plan line 8): the pattern matches no file",
+    )
+    .await;
     // Issue 21, "What was seen" 6: the run exits 1 for it, and its summary counts every
     // `failed:` line (the source, and what it held back), never "0 failed".
     let lines = run
@@ -155,6 +143,24 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
             "{tag} deleted"
         );
     }
+}
+
+/// An `[in_use]` source that cannot be read holds retention back: `plan` exits 1 saying what
+/// it keeps for that, and `run` exits 1 naming the source with `says`. The run's output.
+pub(super) async fn assert_held(plan: &str, says: &str) -> Run {
+    let shown = ferry(&["plan", plan], &[]).await;
+    shown.assert_code(1);
+    assert!(
+        shown
+            .stdout
+            .contains("kept: an [in_use] source could not be read whole"),
+        "{}",
+        shown.stdout
+    );
+    let run = ferry(&["run", plan], &[]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains(says), "{}", run.stderr);
+    run
 }
 
 /// `team/api` v1.0.0 … v1.0.5; the policy would delete v1.0.0 … v1.0.4.
