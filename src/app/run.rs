@@ -215,6 +215,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or(plan.concurrency);
 
+    if let Err(code) = super::metrics_push::check(args.metrics_push.as_ref(), json) {
+        return Ok(code);
+    }
     let shard = match resolve_shard(&args, json, reporter.as_ref()) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -291,9 +294,9 @@ async fn save_and_write(
     json: bool,
 ) -> anyhow::Result<bool> {
     let saved_ok = save(state.clone(), ended, json).await?;
-    let last_success = match args.metrics {
-        Some(_) => last_success(state).await,
-        None => None,
+    let last_success = match args.metrics.is_some() || args.metrics_push.is_some() {
+        true => last_success(state).await,
+        false => None,
     };
     let files_ok = report_files::write_files(
         args,
@@ -302,7 +305,8 @@ async fn save_and_write(
         registries,
         last_success,
         json,
-    );
+    )
+    .await;
     Ok(saved_ok && files_ok)
 }
 
