@@ -6,7 +6,6 @@
 //! is said and recorded by the caller; it never changes the exit code. The URL may carry
 //! credentials (`https://user:password@host`, sent as Basic auth): no message shows them.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -142,16 +141,10 @@ impl Pushgateway {
     }
 }
 
-/// `--metrics-push` checked before the command does anything: `Err` with the exit code
-/// (said) when it is not a URL a push could go to.
-pub fn check(url: Option<&PushUrl>, json: bool) -> Result<Option<Pushgateway>, ExitCode> {
-    match url.map(|u| Pushgateway::parse(&u.0)).transpose() {
-        Ok(gateway) => Ok(gateway),
-        Err(e) => {
-            super::lines::emit(json, "ERROR", &format!("error: {e}"));
-            Err(ExitCode::from(super::exit::INVALID))
-        }
-    }
+/// `--metrics-push` checked before the command does anything: an error (exit code 2, see
+/// [`super::exit_code`]) when it is not a URL a push could go to.
+pub fn check(url: Option<&PushUrl>) -> Result<Option<Pushgateway>, PushError> {
+    url.map(|u| Pushgateway::parse(&u.0)).transpose()
 }
 
 /// The plan label: the plan file's stem (`plans/prod.toml` -> `prod`).

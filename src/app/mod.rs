@@ -87,6 +87,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<crate::execute::shard::ShardError>()
                 .is_some()
+            || cause.downcast_ref::<metrics_push::PushError>().is_some()
         {
             return exit::INVALID;
         }

@@ -202,6 +202,7 @@ fn watch_signals(
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
+    super::metrics_push::check(args.metrics_push.as_ref())?;
     let fingerprint = fingerprint(&args.plan)?;
     let json = args.log_format == crate::cli::LogFormat::Json;
     let reporter = reporter(args.progress, args.quiet, json, false);
@@ -215,9 +216,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(usize::from)
         .unwrap_or(plan.concurrency);
 
-    if let Err(code) = super::metrics_push::check(args.metrics_push.as_ref(), json) {
-        return Ok(code);
-    }
     let shard = match resolve_shard(&args, json, reporter.as_ref()) {
         Ok(s) => s,
         Err(code) => return Ok(code),

@@ -39,10 +39,7 @@ pub use verify_output::{VerifyGap, VerifyItem, VerifyOutput, VerifyTotals};
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let json = args.log_format == crate::cli::LogFormat::Json;
-    let push = match check(args.metrics_push.as_ref(), json) {
-        Ok(push) => push,
-        Err(code) => return Ok(code),
-    };
+    let push = check(args.metrics_push.as_ref())?;
     let reporter = reporter(args.progress, args.quiet, json, true);
     let observer: Observer = {
         let reporter = reporter.clone();

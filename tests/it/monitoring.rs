@@ -231,9 +231,9 @@ async fn a_run_and_a_verify_push_their_metrics_to_the_pushgateway() {
         "{}",
         run.stderr
     );
-    let copied = format!(
-        "ferry_images{{instance=\"\",job=\"ferry\",outcome=\"copied\",plan=\"nightly-mirror\"}}"
-    );
+    let copied =
+        "ferry_images{instance=\"\",job=\"ferry\",outcome=\"copied\",plan=\"nightly-mirror\"}"
+            .to_string();
     let samples = gateway_samples(&gateway, "ferry_").await;
     assert!(
         samples.contains(&(copied.clone(), fx.tagged.len().to_string())),
