@@ -126,7 +126,8 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
         "{}",
         shown.stdout
     );
-    let run = ferry(&["run", &p], &[]).await;
+    let metrics = dir.path().join("ferry.prom");
+    let run = ferry(&["run", "--metrics", metrics.to_str().unwrap(), &p], &[]).await;
     run.assert_code(1);
     assert!(
         run.stderr
@@ -134,6 +135,15 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
         "{}",
         run.stderr
     );
+    // Issue 26 (alerts): the unreadable source is a gauge of its own, apart from the
+    // max_deletions valve (which held nothing back here).
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for sample in [
+        "ferry_in_use_sources_unreadable 1\n",
+        "ferry_deletions_held_back 0\n",
+    ] {
+        assert!(text.contains(sample), "{sample}: {text}");
+    }
     // Issue 21, "What was seen" 6: the run exits 1 for it, and its summary counts every
     // `failed:` line (the source, and what it held back), never "0 failed".
     let lines = run
