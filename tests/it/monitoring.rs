@@ -205,7 +205,7 @@ async fn gateway_samples(gateway: &Server, prefix: &str) -> Vec<(String, String)
 
 /// Issue 26, "Done when" 2: a run pushes its metrics, and `GET /metrics` on a real
 /// Pushgateway shows them with the `job` and `plan` labels; `verify` pushes as
-/// `ferry-verify`.
+/// `ferry-verify`; a shard pushes to a group of its own (`shard` label).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_and_a_verify_push_their_metrics_to_the_pushgateway() {
     if !prometheus_installed("a_run_and_a_verify_push_their_metrics_to_the_pushgateway") {
@@ -272,6 +272,28 @@ async fn a_run_and_a_verify_push_their_metrics_to_the_pushgateway() {
             "ferry_verify_last_run_success{instance=\"\",job=\"ferry-verify\",plan=\"nightly-mirror\"}".to_string(),
             "1".to_string()
         )]
+    );
+
+    // A shard pushes to a group of its own: the whole plan's group stays.
+    let shard = ferry(
+        &["run", "--shard", "1/2", "--metrics-push", &gateway.url, p],
+        &[],
+    )
+    .await;
+    shard.assert_code(0);
+    let groups: Vec<String> = gateway_samples(&gateway, "push_time_seconds{")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let ferry_groups: Vec<&String> = groups
+        .iter()
+        .filter(|k| k.contains("job=\"ferry\""))
+        .collect();
+    assert_eq!(ferry_groups.len(), 2, "{groups:?}");
+    assert!(
+        ferry_groups.iter().any(|k| k.contains("shard=\"1\"")),
+        "{groups:?}"
     );
 }
 
