@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this).
 # Installs what the tests need when it is missing (Debian packages: docker-registry, skopeo,
-# apache2-utils for htpasswd, time for peak RSS), then: cargo fmt --check, clippy with
-# -D warnings, rustdoc without warnings, and every test (unit tests and the integration
-# binary against real registries on loopback ports).
+# apache2-utils for htpasswd, time for peak RSS, prometheus and prometheus-pushgateway for the
+# monitoring tests), then: cargo fmt --check, clippy with -D warnings, rustdoc without
+# warnings, and every test (unit tests and the integration binary against real registries on
+# loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,8 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 [ -x /usr/bin/time ] || missing+=(time)
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
+[ -x /usr/bin/prometheus-pushgateway ] || missing+=(prometheus-pushgateway)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -225,6 +225,12 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
 
+    /// Push the metrics to this Prometheus Pushgateway when the audit ends (job
+    /// `ferry-verify`, label `plan` = the plan file's name without `.toml`). A failed push is
+    /// said but does not change the exit code.
+    #[arg(long, value_name = "URL", env = "FERRY_METRICS_PUSH", hide_env_values = true, value_parser = push_url)]
+    pub metrics_push: Option<PushUrl>,
+
     /// How to show progress on stderr: bars on a terminal, plain timestamped lines otherwise.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -339,6 +345,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
 
+    /// Push the metrics to this Prometheus Pushgateway when the run ends (job `ferry`, label
+    /// `plan` = the plan file's name without `.toml`), e.g. `http://pushgateway:9091`. A
+    /// failed push is said and in the report but does not change the exit code.
+    #[arg(long, value_name = "URL", env = "FERRY_METRICS_PUSH", hide_env_values = true, value_parser = push_url)]
+    pub metrics_push: Option<PushUrl>,
+
     /// How to show progress: bars on a terminal, plain timestamped lines otherwise.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -365,6 +377,22 @@ pub enum SizeError {
     Unit,
     #[error("too large")]
     TooLarge,
+}
+
+/// A `--metrics-push` URL as given: it may carry a password, so `Debug` never shows it
+/// (checked when the command starts, by `app::metrics_push`, whose errors never quote it).
+#[derive(Clone)]
+pub struct PushUrl(pub String);
+
+impl std::fmt::Debug for PushUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushUrl(<redacted>)")
+    }
+}
+
+/// Takes the value as it is: clap would quote a refused value in its error.
+fn push_url(s: &str) -> Result<PushUrl, std::convert::Infallible> {
+    Ok(PushUrl(s.to_string()))
 }
 
 /// `8GiB`, `512MiB`, `500MB`, `1024`: a size in bytes.

@@ -4,11 +4,13 @@
 //! What the subcommands share lives in leaves that import none of them: [`exit`] (the codes),
 //! [`lines`] (text or JSON lines), [`state_file`] (which checkpoint, and why it cannot be
 //! used), [`restore_command`] (the command that undoes a run's deletions), [`package_check`]
-//! (target packages whose visibility is not what is expected, for `run` and `check`).
+//! (target packages whose visibility is not what is expected, for `run` and `check`),
+//! [`metrics_push`] (`--metrics-push`, for `run` and `verify`).
 
 pub mod check;
 pub mod exit;
 pub mod lines;
+pub mod metrics_push;
 pub mod package_check;
 pub mod plan;
 pub mod print_schema;
@@ -85,6 +87,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<crate::execute::shard::ShardError>()
                 .is_some()
+            || cause.downcast_ref::<metrics_push::PushError>().is_some()
         {
             return exit::INVALID;
         }

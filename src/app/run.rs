@@ -202,6 +202,7 @@ fn watch_signals(
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
+    super::metrics_push::check(args.metrics_push.as_ref())?;
     let fingerprint = fingerprint(&args.plan)?;
     let json = args.log_format == crate::cli::LogFormat::Json;
     let reporter = reporter(args.progress, args.quiet, json, false);
@@ -291,9 +292,9 @@ async fn save_and_write(
     json: bool,
 ) -> anyhow::Result<bool> {
     let saved_ok = save(state.clone(), ended, json).await?;
-    let last_success = match args.metrics {
-        Some(_) => last_success(state).await,
-        None => None,
+    let last_success = match args.metrics.is_some() || args.metrics_push.is_some() {
+        true => last_success(state).await,
+        false => None,
     };
     let files_ok = report_files::write_files(
         args,
@@ -302,7 +303,8 @@ async fn save_and_write(
         registries,
         last_success,
         json,
-    );
+    )
+    .await;
     Ok(saved_ok && files_ok)
 }
 

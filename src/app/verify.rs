@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use super::lines::emit;
+use super::metrics_push::{check, plan_label, push_and_say};
 use super::run::{registries, reporter};
 use super::state_file::state_path;
 use crate::cli::VerifyArgs;
@@ -38,6 +39,7 @@ pub use verify_output::{VerifyGap, VerifyItem, VerifyOutput, VerifyTotals};
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let json = args.log_format == crate::cli::LogFormat::Json;
+    let push = check(args.metrics_push.as_ref())?;
     let reporter = reporter(args.progress, args.quiet, json, true);
     let observer: Observer = {
         let reporter = reporter.clone();
@@ -81,8 +83,27 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let out = output_of(&plan, &args, &execution, registries, items.totals());
     items.end(&out)?;
     let mut ok = out.complete();
+    let seconds = started.elapsed().as_secs_f64();
     if let Some(metrics) = &args.metrics {
-        ok &= write_metrics(metrics, &out, started.elapsed().as_secs_f64(), json);
+        ok &= write_metrics(metrics, &out, seconds, json);
+    }
+    if let Some(gateway) = &push {
+        // A failed push is said, never the exit code. The last success is carried over
+        // from the `--metrics` file when there is one (the push replaces the group).
+        let previous = args
+            .metrics
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let text = verify_metrics(&figures(&out, seconds, previous.as_deref()));
+        let plan = plan_label(&args.plan);
+        push_and_say(
+            gateway,
+            "ferry-verify",
+            &[("plan", plan.as_str())],
+            text,
+            json,
+        )
+        .await;
     }
     Ok(match ok {
         true => ExitCode::SUCCESS,
@@ -113,22 +134,32 @@ fn output_of(
     }
 }
 
-/// The `--metrics` file, carrying the last success over from the file it replaces; `false`
-/// (said) when it could not be written.
-fn write_metrics(path: &Path, out: &VerifyOutput, seconds: f64, json: bool) -> bool {
+/// The audit's figures for its metrics, ending now; `previous`: the metrics file they
+/// replace, whose last success is carried over.
+fn figures<'a>(
+    out: &'a VerifyOutput,
+    seconds: f64,
+    previous: Option<&'a str>,
+) -> VerifyFigures<'a> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let previous = std::fs::read_to_string(path).ok();
-    let figures = VerifyFigures {
+    VerifyFigures {
         statuses: out.totals.by_status(),
         gaps: out.totals.gaps,
         seconds,
         finished_unix: now,
         success: out.complete(),
-        previous: previous.as_deref(),
+        previous,
         registries: &out.registries,
-    };
+    }
+}
+
+/// The `--metrics` file, carrying the last success over from the file it replaces; `false`
+/// (said) when it could not be written.
+fn write_metrics(path: &Path, out: &VerifyOutput, seconds: f64, json: bool) -> bool {
+    let previous = std::fs::read_to_string(path).ok();
+    let figures = figures(out, seconds, previous.as_deref());
     match write_private(path, verify_metrics(&figures).as_bytes()) {
         Ok(()) => true,
         Err(e) => {

@@ -57,6 +57,10 @@ pub struct Report {
     /// (the rule's `visibility`, else the source's), or could not be read; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<ReportPackage>,
+    /// Why the metrics could not be pushed to the Pushgateway (`--metrics-push`); absent
+    /// when they were, or when no push was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_push: Option<String>,
 }
 
 /// A target package that needs a person: its visibility differs from what is expected, or
@@ -253,6 +257,7 @@ impl Report {
             merged_from: Some(Vec::new()),
             restore: None,
             packages: Vec::new(),
+            metrics_push: None,
         }
     }
 
@@ -271,6 +276,7 @@ impl Report {
             self.outcome = other.outcome;
         }
         self.totals.add(&other.totals);
+        self.metrics_push = self.metrics_push.take().or(other.metrics_push);
         self.failures.extend(other.failures);
         self.items.extend(other.items);
         self.deletions.extend(other.deletions);
@@ -441,6 +447,7 @@ mod tests {
             merged_from: None,
             restore: None,
             packages: Vec::new(),
+            metrics_push: None,
         };
         let failed_items = report.items.iter().filter(|i| i.action == "failed").count();
         let m = metrics(
@@ -527,6 +534,7 @@ mod tests {
             merged_from: None,
             restore: None,
             packages: Vec::new(),
+            metrics_push: None,
         }
     }
 

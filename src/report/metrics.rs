@@ -89,6 +89,28 @@ fn totals_metrics(out: &mut Gauges, report: &Report, failed: usize) {
         "Failures (items, rules, retention and pruning) in the last run.",
         t.failed,
     );
+    out.single(
+        "ferry_kept_in_use",
+        "Images kept because something runs them ([in_use]) that the rules alone would delete.",
+        t.kept_in_use,
+    );
+}
+
+/// What held deletions back in a run, for the alerts: the report says it in words only.
+/// Appended to [`metrics`]' text by `ferry run`.
+pub fn held_metrics(by_max_deletions: usize, in_use_unreadable: usize) -> String {
+    let mut out = Gauges::default();
+    out.single(
+        "ferry_deletions_held_back",
+        "Repositories (retain) and prune rules whose deletions max_deletions held back in the last run.",
+        by_max_deletions,
+    );
+    out.single(
+        "ferry_in_use_sources_unreadable",
+        "[in_use] sources that could not be read whole in the last run (nothing was deleted).",
+        in_use_unreadable,
+    );
+    out.0
 }
 
 /// How long the run took, when it ended, whether it succeeded, and when one last did.
@@ -176,6 +198,29 @@ fn registry_metrics(out: &mut Gauges, report: &Report) {
         "Requests sent to each registry in the last run, by method and resource.",
         by_kind,
     );
+    for (name, help, pick) in [
+        (
+            "ferry_registry_window",
+            "Blob transfers in flight to each target when the last run ended (the adaptive window).",
+            (|r: &ReportRegistry| r.window) as fn(&ReportRegistry) -> Option<usize>,
+        ),
+        (
+            "ferry_registry_window_peak",
+            "The widest the adaptive window of blob transfers to each target was in the last run.",
+            |r: &ReportRegistry| r.window_peak,
+        ),
+    ] {
+        // Only targets blobs were sent to have a window.
+        let samples = report
+            .registries
+            .iter()
+            .filter_map(|(host, r)| {
+                let labels = format!("{{registry=\"{}\"}}", escape(host));
+                pick(r).map(|w| (labels, w.to_string()))
+            })
+            .collect();
+        out.gauge(name, help, samples);
+    }
 }
 
 /// What `ferry verify --metrics` writes.

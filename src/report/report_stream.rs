@@ -65,6 +65,8 @@ struct Tail<'a> {
     restore: Option<&'a String>,
     #[serde(skip_serializing_if = "empty")]
     packages: &'a [ReportPackage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_push: Option<&'a String>,
 }
 
 fn empty<T>(list: &&[T]) -> bool {
@@ -105,6 +107,7 @@ impl ReportWriter {
             merged_from: report.merged_from.as_ref(),
             restore: report.restore.as_ref(),
             packages: &report.packages,
+            metrics_push: report.metrics_push.as_ref(),
         };
         self.stream.end(&tail)?.keep()
     }

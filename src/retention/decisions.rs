@@ -53,6 +53,13 @@ pub struct RepoDecisions {
     pub in_use: usize,
 }
 
+/// Whether a `held_back` reason (a repository's, or a prune rule's) is the `max_deletions`
+/// valve's, not a failed `[in_use]` source's: both valves say "N … exceed max_deletions = M".
+/// The metrics count these apart, for the alert that a valve held deletions back.
+pub fn held_by_valve(why: &str) -> bool {
+    why.contains(" exceed max_deletions = ")
+}
+
 /// An image the rule would delete that a pin keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conflict {

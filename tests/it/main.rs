@@ -31,6 +31,7 @@ mod large;
 mod layout;
 mod lease;
 mod limits;
+mod monitoring;
 mod ocireg;
 mod plans;
 mod preflight;

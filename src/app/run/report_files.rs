@@ -1,6 +1,6 @@
-//! The files a run leaves for machines, `--report` and `--metrics`, from how it ended. The
-//! report's items are in its file already ([`RunItems`] wrote each as it finished): what is
-//! written here is its end.
+//! The files a run leaves for machines, `--report` and `--metrics` (and the metrics pushed,
+//! `--metrics-push`), from how it ended. The report's items are in its file already
+//! ([`RunItems`] wrote each as it finished): what is written here is its end.
 
 use std::time::SystemTime;
 
@@ -9,24 +9,28 @@ use std::sync::atomic::Ordering;
 use super::ended::Ended;
 use super::run_items::RunItems;
 use crate::app::lines::emit;
-use crate::cli::RunArgs;
+use crate::app::metrics_push::{plan_label, push_and_say, Pushgateway};
+use crate::cli::{PushUrl, RunArgs};
 use crate::copy::select;
+use crate::execute::shard::Shard;
 use crate::execute::Execution;
 use crate::report::files::{
     write_private, Report, ReportDeletion, ReportKept, ReportPrune, ReportRegistry, ReportTotals,
     REPORT_VERSION,
 };
 use crate::report::hints::chain as error_chain;
-use crate::report::metrics::metrics;
+use crate::report::metrics::{held_metrics, metrics};
 use crate::report::timestamp;
+use crate::retention::decisions::held_by_valve;
 use crate::retention::prune::PruneAction;
 use crate::retention::refusals::imposed;
 use crate::retention::Action;
 use crate::state::RunOutcome;
 
-/// `--report` and `--metrics`, when asked for; `false` when one could not be written (said).
+/// `--report`, `--metrics` and `--metrics-push`, when asked for; `false` when a file could not
+/// be written (said). A failed push is said and in the report, but is not a failure of the run.
 /// `last_success`: when the checkpoint's last succeeded run ended (unix seconds).
-pub(super) fn write_files(
+pub(super) async fn write_files(
     args: &RunArgs,
     ended: &Ended,
     (execution, items): (&Execution, &RunItems),
@@ -34,20 +38,14 @@ pub(super) fn write_files(
     last_success: Option<i64>,
     json: bool,
 ) -> bool {
-    if args.report.is_none() && args.metrics.is_none() {
+    let wants_metrics = args.metrics.is_some() || args.metrics_push.is_some();
+    if args.report.is_none() && !wants_metrics {
         return true;
     }
     let at = SystemTime::now();
-    let report = report(args, ended, execution, registries, at);
+    let mut report = report(args, ended, execution, registries, at);
     let mut ok = true;
-    if let (Some(path), Some(writer)) = (&args.report, items.report()) {
-        if let Err(e) = writer.and_then(|w| w.finish(&report)) {
-            let what = format!("error: writing the report {}: {e}", path.display());
-            emit(json, "ERROR", &what);
-            ok = false;
-        }
-    }
-    if let Some(path) = &args.metrics {
+    let text = wants_metrics.then(|| {
         let unix = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -60,14 +58,70 @@ pub(super) fn write_files(
             .map(|at| at.max(0) as u64)
             .or(succeeded.then_some(unix));
         let failed = items.failed.load(Ordering::Relaxed);
-        let text = metrics(&report, failed, unix, ended.totals.elapsed, last_success);
+        let mut text = metrics(&report, failed, unix, ended.totals.elapsed, last_success);
+        let (by_valve, in_use) = held(execution);
+        text.push_str(&held_metrics(by_valve, in_use));
+        text
+    });
+    if let (Some(path), Some(text)) = (&args.metrics, &text) {
         if let Err(e) = write_private(path, text.as_bytes()) {
             let what = format!("error: writing the metrics {}: {e}", path.display());
             emit(json, "ERROR", &what);
             ok = false;
         }
     }
+    if let (Some(url), Some(text)) = (&args.metrics_push, text) {
+        report.metrics_push = push(args, url, text, json).await;
+    }
+    if let (Some(path), Some(writer)) = (&args.report, items.report()) {
+        if let Err(e) = writer.and_then(|w| w.finish(&report)) {
+            let what = format!("error: writing the report {}: {e}", path.display());
+            emit(json, "ERROR", &what);
+            ok = false;
+        }
+    }
     ok
+}
+
+/// Push the metrics to the Pushgateway: job `ferry`, the plan's name, and the shard's index
+/// for a sharded run (each shard its own group, so none replaces another's). `Some(why)`
+/// when it failed (said).
+async fn push(args: &RunArgs, url: &PushUrl, text: String, json: bool) -> Option<String> {
+    // Checked when the run started; an error here is said like a failed push.
+    let gateway = match Pushgateway::parse(&url.0) {
+        Ok(g) => g,
+        Err(e) => {
+            emit(json, "WARN", &format!("warning: {e}"));
+            return Some(e.to_string());
+        }
+    };
+    let plan = plan_label(&args.plan);
+    let shard = Shard::resolve(args.shard.as_deref(), args.shards)
+        .ok()
+        .flatten();
+    let index = shard.map(|s| s.index.to_string());
+    let mut labels = vec![("plan", plan.as_str())];
+    if let Some(index) = &index {
+        labels.push(("shard", index.as_str()));
+    }
+    push_and_say(&gateway, "ferry", &labels, text, json).await
+}
+
+/// Repositories and prune rules whose deletions the `max_deletions` valve held back, and
+/// `[in_use]` sources that could not be read whole, for the metrics.
+fn held(execution: &Execution) -> (usize, usize) {
+    let repositories = execution
+        .retained
+        .iter()
+        .filter_map(|r| r.plan.decisions.as_ref().ok())
+        .filter(|d| d.held_back.as_deref().is_some_and(held_by_valve))
+        .count();
+    let rules = execution
+        .pruned
+        .iter()
+        .filter(|p| p.held_back.as_deref().is_some_and(held_by_valve))
+        .count();
+    (repositories + rules, execution.in_use_failures.len())
 }
 
 /// The run's JSON report as it ended at `at`, without its items (in the file already).
@@ -119,6 +173,7 @@ fn report(
         merged_from: None,
         restore: ended.undo.clone(),
         packages: ended.packages.clone(),
+        metrics_push: None,
     }
 }
 

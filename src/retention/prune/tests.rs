@@ -264,6 +264,11 @@ fn the_valve_and_a_hold_turn_every_deletion_into_a_keep() {
         "2 prune deletions exceed max_deletions = 1; nothing is pruned for this rule"
     );
     assert_eq!(valve(&prune, 1), None);
+    // Issue 26 (alerts): the metrics tell the valve from a failed [in_use] source.
+    assert!(crate::retention::decisions::held_by_valve(&why));
+    assert!(!crate::retention::decisions::held_by_valve(
+        "an [in_use] source could not be read whole, so nothing is deleted (protection fails closed)"
+    ));
     hold(&mut out, &why);
     assert_eq!(out.deletions(), 0);
     assert!(out

@@ -417,6 +417,8 @@ fn max_deletions_exceeded_keeps_everything_and_says_why() {
     let out = select(&images, &r, now());
     let why = "3 deletions exceed max_deletions = 2; nothing is deleted in this repository";
     assert_eq!(out.held_back.as_deref(), Some(why));
+    // Issue 26 (alerts): the metrics tell the valve from a failed [in_use] source.
+    assert!(crate::retention::decisions::held_by_valve(why));
     let kept = format!("kept: {why}");
     assert_eq!(
         summary(&out),

@@ -1,7 +1,8 @@
 //! Integration-test harness: real `docker-registry` processes, a bearer-token
 //! server of our own, in-process fakes (Docker Hub and GitHub APIs, an OCI v1.1
-//! registry with the referrers API, a Kubernetes API server), and in-memory image
-//! fixtures pushed by a minimal client that is independent of the code under test.
+//! registry with the referrers API, a Kubernetes API server), a real Pushgateway and
+//! Prometheus, and in-memory image fixtures pushed by a minimal client that is
+//! independent of the code under test.
 
 // Not every test uses every helper, and each test binary compiles the whole
 // harness, so unused-item warnings here would only be noise.
@@ -12,6 +13,7 @@ pub mod github;
 pub mod hub;
 pub mod kube;
 pub mod ocireg;
+pub mod prometheus;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
@@ -29,6 +31,8 @@ pub use hub::*;
 pub use kube::*;
 #[allow(unused_imports)]
 pub use ocireg::*;
+#[allow(unused_imports)]
+pub use prometheus::*;
 #[allow(unused_imports)]
 pub use proxy::*;
 #[allow(unused_imports)]

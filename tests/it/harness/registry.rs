@@ -334,7 +334,7 @@ async fn wait_ready(client: &reqwest::Client, url: &str, child: &mut Child) -> b
 }
 
 /// Binds an ephemeral loopback port and releases it for the registry.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0 to find a free port")
         .local_addr()

@@ -152,6 +152,7 @@ async fn a_403_on_applications_holds_every_deletion() {
     let p = kube_argo_plan(dir.path(), &reg.addr, &kube);
     assert_held(
         &p,
+        &[],
         "in use: in_use.argocd (plan line 8): listing applications: 403 Forbidden: the account needs `list` on applications (API group argoproj.io)",
     )
     .await;

@@ -117,11 +117,22 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
         "{}",
         checked.stdout
     );
+    let metrics = dir.path().join("ferry.prom");
     let run = assert_held(
         &p,
+        &["--metrics", metrics.to_str().unwrap()],
         "in use: in_use.files (plan line 8): the pattern matches no file",
     )
     .await;
+    // Issue 26 (alerts): the unreadable source is a gauge of its own, apart from the
+    // max_deletions valve (which held nothing back here).
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for sample in [
+        "ferry_in_use_sources_unreadable 1\n",
+        "ferry_deletions_held_back 0\n",
+    ] {
+        assert!(text.contains(sample), "{sample}: {text}");
+    }
     // Issue 21, "What was seen" 6: the run exits 1 for it, and its summary counts every
     // `failed:` line (the source, and what it held back), never "0 failed".
     let lines = run
@@ -146,8 +157,9 @@ async fn a_source_that_cannot_be_read_deletes_nothing_and_fails_the_run() {
 }
 
 /// An `[in_use]` source that cannot be read holds retention back: `plan` exits 1 saying what
-/// it keeps for that, and `run` exits 1 naming the source with `says`. The run's output.
-pub(super) async fn assert_held(plan: &str, says: &str) -> Run {
+/// it keeps for that, and `run` (with `args` before the plan) exits 1 naming the source with
+/// `says`. The run's output.
+pub(super) async fn assert_held(plan: &str, args: &[&str], says: &str) -> Run {
     let shown = ferry(&["plan", plan], &[]).await;
     shown.assert_code(1);
     assert!(
@@ -157,7 +169,7 @@ pub(super) async fn assert_held(plan: &str, says: &str) -> Run {
         "{}",
         shown.stdout
     );
-    let run = ferry(&["run", plan], &[]).await;
+    let run = ferry(&[&["run"], args, &[plan]].concat(), &[]).await;
     run.assert_code(1);
     assert!(run.stderr.contains(says), "{}", run.stderr);
     run

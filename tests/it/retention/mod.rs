@@ -206,7 +206,13 @@ async fn max_deletions_holds_everything_back() {
     assert_eq!(v["totals"]["failed"], 1, "{}", v["totals"]);
     assert_eq!(v["failures"].as_array().unwrap().len(), 1);
     let text = std::fs::read_to_string(&metrics).unwrap();
-    for sample in ["ferry_images{outcome=\"failed\"} 0\n", "ferry_failures 1\n"] {
+    // Issue 26 (alerts): the valve is a gauge of its own; no [in_use] source failed.
+    for sample in [
+        "ferry_images{outcome=\"failed\"} 0\n",
+        "ferry_failures 1\n",
+        "ferry_deletions_held_back 1\n",
+        "ferry_in_use_sources_unreadable 0\n",
+    ] {
         assert!(text.contains(sample), "{sample}: {text}");
     }
     for img in &s.deleted {
