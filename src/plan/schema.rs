@@ -87,7 +87,6 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "copy" => "[[copy]] tables",
         "copy.from" => "an image reference (a string)",
         "copy.to" => "an image reference (a string), or a list of them",
-        "copy.to[]" => "an image reference (a string) in the list",
         "copy.tags" => "a table: { include = […], exclude = […], semver = \"…\", newest = N }",
         "copy.tags.include" | "copy.tags.exclude" | "retain.keep_tags" | "retain.delete_tags" => {
             REGEXES

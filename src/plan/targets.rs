@@ -135,11 +135,11 @@ mod tests {
             ("[]".to_string(), "p.toml:4:6: copy.to: an empty list"),
             (
                 format!("[\"r.io/b/*\", \"r.io/{c}\"]"),
-                "p.toml:4:20: copy.to[2]: ",
+                "p.toml:4:19: copy.to[2]: ",
             ),
             (
                 format!("[\"r.io/b/*\", \"{c}:x/*\"]"),
-                "p.toml:4:20: copy.to[2]: ",
+                "p.toml:4:19: copy.to[2]: ",
             ),
             (
                 "[\"r.io/b/*\", \"dr.example/b/*\", \"r.io/b/*\"]".to_string(),
