@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use reqwest::StatusCode;
+use serde_json::Value;
 
 use crate::common::*;
 use crate::harness::*;
@@ -200,4 +201,56 @@ async fn plan_shows_both_pairs() {
     ] {
         assert!(text.stdout.contains(&target), "{target}:\n{}", text.stdout);
     }
+}
+
+/// One run of [`fanout_plan`] with `--spool-limit LIMIT` into two fresh targets: the source's
+/// blob reads per digest (fresh source too), and the report's `totals.fanout`.
+async fn reads_with_spool_limit(limit: &str) -> (Fixture, BTreeMap<String, usize>, Value) {
+    let (src, a, b) = (
+        Registry::start().await,
+        Registry::start().await,
+        Registry::start().await,
+    );
+    let fixture = populate(&src, "team").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = fanout_plan(dir.path(), &src, &a, &b.addr, "");
+    let (run, report) = run_reported(Path::new(&p), &["--spool-limit", limit]).await;
+    run.assert_code(0);
+    assert_same_as_source(&fixture, &a.addr, "team").await;
+    assert_same_as_source(&fixture, &b.addr, "mirror").await;
+    (
+        fixture,
+        blob_reads(&src).await,
+        report["totals"]["fanout"].clone(),
+    )
+}
+
+/// Issue 25, part 1: past the spool's limit a blob is read again for the other target, and
+/// the report counts it; `--spool-limit 0` turns the one read off (each target reads the
+/// source, as two rules would, and the report has no `fanout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_the_spool_limit_a_blob_is_read_again_and_counted() {
+    let (fixture, reads, fanout) = reads_with_spool_limit("100KiB").await;
+    let blobs = blob_digests(&fixture);
+    // The 300 KiB base layer never fits: each target read it.
+    let base = &fixture.image("team/web", "1.0").blobs[1];
+    assert!(base.bytes.len() > 100 * 1024);
+    assert_eq!(reads[&base.digest], 2, "{reads:?}");
+    let reread = fanout["reread_blobs"].as_u64().unwrap() as usize;
+    assert!(reread >= 1, "{fanout}");
+    assert!(fanout["spooled_blobs"].as_u64().unwrap() >= 1, "{fanout}");
+    assert_eq!(
+        reads.values().sum::<usize>(),
+        blobs.len() + reread,
+        "{reads:?} {fanout}"
+    );
+    assert!(reads.values().all(|n| *n <= 2), "{reads:?}");
+
+    let (fixture, reads, fanout) = reads_with_spool_limit("0").await;
+    assert!(fanout.is_null(), "{fanout}");
+    assert_eq!(
+        reads.keys().cloned().collect::<BTreeSet<_>>(),
+        blob_digests(&fixture)
+    );
+    assert!(reads.values().all(|n| *n == 2), "{reads:?}");
 }
