@@ -126,7 +126,8 @@ impl SharedReads {
     }
 
     /// Read the blob from the source into a file of its own, verifying its digest; `None`
-    /// when it does not fit in the spool.
+    /// when it does not fit in the spool, or the spool cannot be written (a full disk): the
+    /// targets then read the source themselves.
     async fn fetch(
         &self,
         source: &Endpoint,
@@ -144,42 +145,43 @@ impl SharedReads {
             .registry
             .get_blob_from(&source.repo, digest, size, 0)
             .await?;
-        let url = tail.url.clone();
-        let mut stream = tail.stream;
-        let mut file = create(&self.dir, &path)
-            .await
-            .map_err(|e| RegistryError::Protocol {
-                url: path.display().to_string(),
-                reason: format!("writing the spool: {e}"),
-            })?;
+        let (url, mut stream) = (tail.url, tail.stream);
+        let mut file = create(&self.dir, &path).await;
         let mut hash = Midstate::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             counted(chunk.len() as u64);
             hash.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| RegistryError::Protocol {
-                    url: path.display().to_string(),
-                    reason: format!("writing the spool: {e}"),
-                })?;
+            if let Ok(f) = &mut file {
+                if let Err(e) = f.write_all(&chunk).await {
+                    file = Err(e);
+                }
+            }
         }
-        file.flush().await.ok();
-        let got = hash.offset();
-        if got != size {
-            return Err(RegistryError::SizeMismatch {
-                url,
-                expected: size,
-                actual: got,
-            });
-        }
-        let actual = hash.finish();
-        if actual != *digest {
+        let written = match file {
+            Ok(mut f) => f.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot spool a fan-out's blob; each target reads the source");
             let _ = std::fs::remove_file(&path);
-            return Err(RegistryError::DigestMismatch {
-                url,
-                expected: digest.to_string(),
-                actual: actual.to_string(),
+            return Ok(None);
+        }
+        let got = hash.offset();
+        let actual = hash.finish();
+        if got != size || actual != *digest {
+            let _ = std::fs::remove_file(&path);
+            return Err(match got != size {
+                true => RegistryError::SizeMismatch {
+                    url,
+                    expected: size,
+                    actual: got,
+                },
+                false => RegistryError::DigestMismatch {
+                    url,
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                },
             });
         }
         self.spooled.fetch_add(1, Relaxed);
@@ -229,4 +231,83 @@ async fn create(dir: &Path, path: &Path) -> std::io::Result<tokio::fs::File> {
         .mode(0o600)
         .open(path)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::memory::MemoryRegistry;
+
+    fn setup(limit: u64) -> (tempfile::TempDir, SharedReads, Endpoint, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::new(dir.path().join("spool"), limit, 0));
+        // Rules 1 and 2: the two targets of block 1; rule 3 has one target.
+        let groups = HashMap::from([(1, (1, 2)), (2, (1, 2))]);
+        let registry = Arc::new(MemoryRegistry::new("src.test"));
+        let digest = registry.add_blob("team/app", b"0123456789");
+        let source = Endpoint {
+            registry,
+            repo: "team/app".into(),
+        };
+        (dir, SharedReads::new(spool, groups), source, digest)
+    }
+
+    /// Issue 25, part 1: both targets of a fan-out get the blob from one read of the source;
+    /// the file goes once both are done with it.
+    #[tokio::test]
+    async fn two_targets_share_one_read_and_the_file_goes_after_both() {
+        let (_dir, shared, source, digest) = setup(1 << 20);
+        let read = AtomicU64::new(0);
+        let counted = |n: u64| {
+            read.fetch_add(n, Relaxed);
+        };
+        let mut paths = Vec::new();
+        for rule in [1, 2] {
+            match shared
+                .open(rule, &source, &digest, 10, &counted)
+                .await
+                .unwrap()
+            {
+                Read::File(path) => paths.push(path),
+                Read::Source => panic!("rule {rule} reads the source"),
+            }
+        }
+        assert_eq!(read.load(Relaxed), 10, "one read of 10 bytes");
+        assert_eq!(paths[0], paths[1]);
+        assert_eq!(std::fs::read(&paths[0]).unwrap(), b"0123456789");
+        assert!(matches!(
+            shared.open(3, &source, &digest, 10, &counted).await,
+            Ok(Read::Source)
+        ));
+        shared.finished(1, &source, &digest);
+        assert!(paths[0].exists(), "target 2 is not done yet");
+        shared.finished(2, &source, &digest);
+        assert!(!paths[0].exists());
+        assert_eq!(shared.counts(), (1, 0));
+    }
+
+    /// Past the spool's limit each target reads the source; reads past the first are counted.
+    #[tokio::test]
+    async fn without_room_each_target_reads_the_source_and_it_is_counted() {
+        let (_dir, shared, source, digest) = setup(5);
+        for rule in [1, 2] {
+            let read = shared.open(rule, &source, &digest, 10, &|_| {}).await;
+            assert!(matches!(read, Ok(Read::Source)));
+        }
+        assert_eq!(shared.counts(), (0, 1));
+    }
+
+    /// A read the source fails is the blob's failure (a second target tries again), and
+    /// leaves no file.
+    #[tokio::test]
+    async fn a_failed_read_fails_the_blob_and_leaves_no_file() {
+        let (dir, shared, source, _) = setup(1 << 20);
+        let missing = Digest::sha256_of(b"other");
+        let e = shared.open(1, &source, &missing, 10, &|_| {}).await;
+        assert!(e.is_err());
+        let left = std::fs::read_dir(dir.path().join("spool/fanout"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0);
+    }
 }
