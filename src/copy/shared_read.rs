@@ -6,6 +6,9 @@
 //! nothing. The file goes when every target of the rule is done with the blob, or at the end
 //! of the run.
 //!
+//! Manifests read by digest are shared the same way, in memory (a few thousand at most): on
+//! Docker Hub each is a pull.
+//!
 //! Disk use counts against the spool's limit: a blob that does not fit is read from the
 //! source by each target that needs it (counted: `reread_blobs`). No network of its own: it
 //! reads through the source's [`crate::registry::Registry`].
@@ -21,19 +24,29 @@ use tokio::io::AsyncWriteExt;
 use super::item::Endpoint;
 use super::spool::{Room, Spool};
 use crate::reference::{Digest, Midstate};
-use crate::registry::RegistryError;
+use crate::registry::{Manifest, RegistryError};
 
 /// A blob of one fan-out, read from one source registry.
 type Key = (usize, String, Digest);
 
+/// A manifest of one fan-out's source repository, by digest.
+type ManifestKey = (usize, String, String, Digest);
+
+/// Manifests kept for the other targets at most: past it, each target reads its own (a
+/// manifest that some target never asks for stays until the run ends).
+const MANIFESTS_KEPT: usize = 10_000;
+
 /// See the module docs.
 pub struct SharedReads {
-    spool: Arc<Spool>,
-    dir: PathBuf,
+    /// Where blobs are kept; `None` (`--spool-limit 0`, `ferry plan`): each target reads
+    /// its blobs from the source, and only manifests are shared.
+    spool: Option<Arc<Spool>>,
+    dir: Option<PathBuf>,
     /// The fan-out rules, by number: their group (the `[[copy]]` block) and how many rules
     /// (targets) it has.
     groups: HashMap<usize, (usize, usize)>,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    manifests: Mutex<HashMap<ManifestKey, Arc<Kept>>>,
     spooled: AtomicU64,
     reread: AtomicU64,
 }
@@ -47,6 +60,14 @@ struct Entry {
     done: Mutex<HashSet<usize>>,
     /// Targets that read the source themselves (no room in the spool).
     direct: AtomicUsize,
+}
+
+/// One manifest of a fan-out's source, read once for its targets.
+#[derive(Default)]
+struct Kept {
+    manifest: tokio::sync::OnceCell<Manifest>,
+    /// The rules (targets) that took it.
+    taken: Mutex<HashSet<usize>>,
 }
 
 struct Shared {
@@ -65,13 +86,14 @@ pub enum Read {
 impl SharedReads {
     /// Shared reads for the fan-out rules in `groups` (rule number -> (group, targets in
     /// the group)), their files under the spool's directory.
-    pub fn new(spool: Arc<Spool>, groups: HashMap<usize, (usize, usize)>) -> SharedReads {
-        let dir = spool.dir().join("fanout");
+    pub fn new(spool: Option<Arc<Spool>>, groups: HashMap<usize, (usize, usize)>) -> SharedReads {
+        let dir = spool.as_ref().map(|s| s.dir().join("fanout"));
         SharedReads {
             spool,
             dir,
             groups,
             entries: Mutex::default(),
+            manifests: Mutex::default(),
             spooled: AtomicU64::new(0),
             reread: AtomicU64::new(0),
         }
@@ -84,6 +106,7 @@ impl SharedReads {
     }
 
     fn entry(&self, rule: usize, source: &Endpoint, digest: &Digest) -> Option<Arc<Entry>> {
+        self.spool.as_ref()?;
         let (group, _) = self.groups.get(&rule)?;
         let key = (*group, source.registry.name().to_string(), digest.clone());
         Some(
@@ -135,18 +158,19 @@ impl SharedReads {
         size: u64,
         counted: &(dyn Fn(u64) + Sync),
     ) -> Result<Option<Shared>, RegistryError> {
-        let Some(room) = self.spool.reserve(size) else {
+        let (Some(spool), Some(dir)) = (&self.spool, &self.dir) else {
             return Ok(None);
         };
-        let path = self
-            .dir
-            .join(format!("{}-{}", digest.algorithm(), digest.hex()));
+        let Some(room) = spool.reserve(size) else {
+            return Ok(None);
+        };
+        let path = dir.join(format!("{}-{}", digest.algorithm(), digest.hex()));
         let tail = source
             .registry
             .get_blob_from(&source.repo, digest, size, 0)
             .await?;
         let (url, mut stream) = (tail.url, tail.stream);
-        let mut file = create(&self.dir, &path).await;
+        let mut file = create(dir, &path).await;
         let mut hash = Midstate::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -188,10 +212,54 @@ impl SharedReads {
         Ok(Some(Shared { path, _room: room }))
     }
 
+    /// The source manifest `digest` for a target of rule `rule`: read by `read` for the first
+    /// target of a fan-out that asks, kept until every target took it. `read` alone for a
+    /// rule with one target.
+    pub async fn manifest<E, F, Fut>(
+        &self,
+        rule: usize,
+        source: &Endpoint,
+        digest: &Digest,
+        read: F,
+    ) -> Result<Manifest, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Manifest, E>>,
+    {
+        let Some(&(group, targets)) = self.groups.get(&rule) else {
+            return read().await;
+        };
+        let key = (
+            group,
+            source.registry.name().to_string(),
+            source.repo.clone(),
+            digest.clone(),
+        );
+        let kept = {
+            let mut manifests = self.manifests.lock().expect("manifests");
+            let room = manifests.len() < MANIFESTS_KEPT || manifests.contains_key(&key);
+            room.then(|| manifests.entry(key.clone()).or_default().clone())
+        };
+        let Some(kept) = kept else {
+            return read().await;
+        };
+        let manifest = kept.manifest.get_or_try_init(read).await?.clone();
+        let all = {
+            let mut taken = kept.taken.lock().expect("taken");
+            taken.insert(rule);
+            taken.len() >= targets
+        };
+        if all {
+            self.manifests.lock().expect("manifests").remove(&key);
+        }
+        Ok(manifest)
+    }
+
     /// A target of rule `rule` is done with the blob (it has it, or failed): once every
     /// target of the fan-out is, its file goes.
     pub fn finished(&self, rule: usize, source: &Endpoint, digest: &Digest) {
-        let Some(&(group, targets)) = self.groups.get(&rule) else {
+        let Some(&(group, targets)) = self.groups.get(&rule).filter(|_| self.spool.is_some())
+        else {
             return;
         };
         let key = (group, source.registry.name().to_string(), digest.clone());
@@ -213,7 +281,9 @@ impl SharedReads {
 
 impl Drop for SharedReads {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -237,6 +307,7 @@ async fn create(dir: &Path, path: &Path) -> std::io::Result<tokio::fs::File> {
 mod tests {
     use super::*;
     use crate::registry::memory::MemoryRegistry;
+    use crate::registry::Registry;
 
     fn setup(limit: u64) -> (tempfile::TempDir, SharedReads, Endpoint, Digest) {
         let dir = tempfile::tempdir().unwrap();
@@ -249,7 +320,7 @@ mod tests {
             registry,
             repo: "team/app".into(),
         };
-        (dir, SharedReads::new(spool, groups), source, digest)
+        (dir, SharedReads::new(Some(spool), groups), source, digest)
     }
 
     /// Issue 25, part 1: both targets of a fan-out get the blob from one read of the source;
@@ -284,6 +355,30 @@ mod tests {
         shared.finished(2, &source, &digest);
         assert!(!paths[0].exists());
         assert_eq!(shared.counts(), (1, 0));
+    }
+
+    /// Issue 25, part 1: a manifest read by digest is read once for both targets of a
+    /// fan-out, and not kept once both took it; a rule with one target reads its own.
+    #[tokio::test]
+    async fn a_manifest_is_read_once_for_both_targets() {
+        let (_dir, shared, source, _) = setup(1 << 20);
+        let registry = MemoryRegistry::new("src.test");
+        let digest = registry.push_image("team/app", "v1", &[b"layer"], "linux/amd64");
+        let reads = AtomicUsize::new(0);
+        for rule in [1, 2, 3] {
+            let read = || async {
+                reads.fetch_add(1, Relaxed);
+                registry.get_manifest("team/app", digest.as_str()).await
+            };
+            let m = shared.manifest(rule, &source, &digest, read).await.unwrap();
+            assert_eq!(m.digest, digest);
+        }
+        assert_eq!(
+            reads.load(Relaxed),
+            2,
+            "one for rules 1 and 2, one for rule 3"
+        );
+        assert!(shared.manifests.lock().unwrap().is_empty());
     }
 
     /// Past the spool's limit each target reads the source; reads past the first are counted.

@@ -246,10 +246,12 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         .remember_only(sharing_targets(plan));
     if let Some(spool) = &cx.spool {
         engine = engine.with_spool(spool.clone());
-        let groups = fanouts(plan);
-        if !groups.is_empty() {
-            engine = engine.with_shared_reads(Arc::new(SharedReads::new(spool.clone(), groups)));
-        }
+    }
+    // Without a spool (`ferry plan`, `--spool-limit 0`) a fan-out still reads each manifest
+    // once: the plan counts the pulls the run spends.
+    let groups = fanouts(plan);
+    if !groups.is_empty() {
+        engine = engine.with_shared_reads(Arc::new(SharedReads::new(cx.spool.clone(), groups)));
     }
     if let Some(deep) = cx.audit {
         engine = engine.audit(deep);

@@ -38,6 +38,20 @@ async fn blob_reads(reg: &Registry) -> BTreeMap<String, usize> {
     out
 }
 
+/// Manifest GETs by digest answered by `reg` (after [`blob_reads`] synced its log), per
+/// digest.
+fn manifest_reads_by_digest(reg: &Registry) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in reg.requests() {
+        if r.method == "GET" && r.status == 200 {
+            if let Some((_, digest)) = r.uri.split_once("/manifests/sha256:") {
+                *out.entry(digest.to_string()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
 /// A plan copying `src/team/*` to `a/team/*` and `b/mirror/*` (b may be a proxy: `b_more`
 /// adds lines to its registry section).
 fn fanout_plan(dir: &Path, src: &Registry, a: &Registry, b: &str, b_more: &str) -> String {
@@ -83,6 +97,10 @@ async fn every_source_blob_is_read_once_for_two_targets() {
     );
     assert_same_as_source(&fixture, &a.addr, "team").await;
     assert_same_as_source(&fixture, &b.addr, "mirror").await;
+    // Manifests read by digest (an index's children) are read once too.
+    let by_digest = manifest_reads_by_digest(&src);
+    assert!(!by_digest.is_empty());
+    assert!(by_digest.values().all(|n| *n == 1), "{by_digest:?}");
     // The report says how: every blob one target transferred went through the spool.
     let fanout = &report["totals"]["fanout"];
     assert!(fanout["spooled_blobs"].as_u64().unwrap() >= 1, "{fanout}");
@@ -203,9 +221,12 @@ async fn plan_shows_both_pairs() {
     }
 }
 
-/// One run of [`fanout_plan`] with `--spool-limit LIMIT` into two fresh targets: the source's
-/// blob reads per digest (fresh source too), and the report's `totals.fanout`.
-async fn reads_with_spool_limit(limit: &str) -> (Fixture, BTreeMap<String, usize>, Value) {
+/// What the source sent: blob reads and manifest reads by digest, per digest.
+type Reads = (BTreeMap<String, usize>, BTreeMap<String, usize>);
+
+/// One run of [`fanout_plan`] with `--spool-limit LIMIT` into two fresh targets: what the
+/// (fresh) source sent, and the report's `totals.fanout`.
+async fn reads_with_spool_limit(limit: &str) -> (Fixture, Reads, Value) {
     let (src, a, b) = (
         Registry::start().await,
         Registry::start().await,
@@ -218,19 +239,18 @@ async fn reads_with_spool_limit(limit: &str) -> (Fixture, BTreeMap<String, usize
     run.assert_code(0);
     assert_same_as_source(&fixture, &a.addr, "team").await;
     assert_same_as_source(&fixture, &b.addr, "mirror").await;
-    (
-        fixture,
-        blob_reads(&src).await,
-        report["totals"]["fanout"].clone(),
-    )
+    let blobs = blob_reads(&src).await;
+    let reads = (blobs, manifest_reads_by_digest(&src));
+    (fixture, reads, report["totals"]["fanout"].clone())
 }
 
 /// Issue 25, part 1: past the spool's limit a blob is read again for the other target, and
-/// the report counts it; `--spool-limit 0` turns the one read off (each target reads the
-/// source, as two rules would, and the report has no `fanout`).
+/// the report counts it; `--spool-limit 0` turns the one read of blobs off (each target
+/// reads them from the source, as two rules would, and the report has no `fanout`), not
+/// of manifests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn past_the_spool_limit_a_blob_is_read_again_and_counted() {
-    let (fixture, reads, fanout) = reads_with_spool_limit("100KiB").await;
+    let (fixture, (reads, _), fanout) = reads_with_spool_limit("100KiB").await;
     let blobs = blob_digests(&fixture);
     // The 300 KiB base layer never fits: each target read it.
     let base = &fixture.image("team/web", "1.0").blobs[1];
@@ -246,11 +266,14 @@ async fn past_the_spool_limit_a_blob_is_read_again_and_counted() {
     );
     assert!(reads.values().all(|n| *n <= 2), "{reads:?}");
 
-    let (fixture, reads, fanout) = reads_with_spool_limit("0").await;
+    let (fixture, (reads, manifests), fanout) = reads_with_spool_limit("0").await;
     assert!(fanout.is_null(), "{fanout}");
     assert_eq!(
         reads.keys().cloned().collect::<BTreeSet<_>>(),
         blob_digests(&fixture)
     );
     assert!(reads.values().all(|n| *n == 2), "{reads:?}");
+    // Manifests are shared in memory, spool or not.
+    assert!(!manifests.is_empty());
+    assert!(manifests.values().all(|n| *n == 1), "{manifests:?}");
 }

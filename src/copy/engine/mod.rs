@@ -21,7 +21,7 @@ mod target;
 mod tree;
 mod window;
 
-use destined::{destined, source_by_digest, Destined};
+use destined::{destined, Destined};
 use keys::{BlobKey, ManifestKey, TagKey};
 use live::{Batch, Later, LiveItems, Slot};
 use sightings::{AtTarget, Graphs, Targets};
@@ -505,7 +505,10 @@ impl Engine {
     ) -> Result<(Manifest, Option<platform::Chosen>), CopyError> {
         let manifest = match source_manifest {
             Some(m) => m,
-            None => source_by_digest(item, digest).await?,
+            None => {
+                self.manifest_by_digest(item, digest, &item.source_display())
+                    .await?
+            }
         };
         match &chosen {
             Some(c) => {
