@@ -336,8 +336,9 @@ pub struct RunArgs {
 
     /// Disk the spool may use: blobs of 64 MiB and more are kept beside the checkpoint while
     /// they upload, so an upload session that does not survive an interruption is rebuilt
-    /// from disk, not read from the source again. `0` turns it off. Sizes: `8GiB`, `500MB`,
-    /// `0`.
+    /// from disk, not read from the source again; a fan-out's blobs (`to = [...]`), of any
+    /// size, so the source is read once for all its targets. `0` turns it off. Sizes:
+    /// `8GiB`, `500MB`, `0`.
     #[arg(long, value_name = "SIZE", env = "FERRY_SPOOL_LIMIT", default_value = "8GiB", value_parser = parse_size)]
     pub spool_limit: u64,
 

@@ -386,7 +386,7 @@ fn open_spool(opened: &Opened, limit: u64) -> Option<Arc<Spool>> {
     Some(Arc::new(spool))
 }
 
-/// What resuming saved and cost, when it did anything.
+/// What resuming and a fan-out's one read saved and cost, when they did anything.
 fn transfer_note(t: &crate::copy::TransferTotals) -> Option<String> {
     let mut parts = Vec::new();
     if t.resumed_bytes > 0 {
@@ -413,7 +413,16 @@ fn transfer_note(t: &crate::copy::TransferTotals) -> Option<String> {
             plural(t.parked as usize, "upload")
         ));
     }
-    (!parts.is_empty()).then(|| format!("resume: {}", parts.join("; ")))
+    let mut note = (!parts.is_empty()).then(|| format!("resume: {}", parts.join("; ")));
+    if t.fanout_spooled_blobs + t.fanout_reread_blobs > 0 {
+        let fanout = format!(
+            "fan-out: {} read once for every target, {} read again (no room in the spool)",
+            plural(t.fanout_spooled_blobs as usize, "blob"),
+            t.fanout_reread_blobs
+        );
+        note = Some(note.map_or(fanout.clone(), |n| format!("{n}\n{fanout}")));
+    }
+    note
 }
 
 /// The checkpoint as a run starts with it.
@@ -516,8 +525,11 @@ fn tell_failures(json: bool, failures: &[String], unlisted: usize) {
 
 /// Notes after the run: images the checkpoint did not know, layers left where they are.
 fn after_notes(json: bool, execution: &Execution, items: &RunItems, new_items: usize) {
-    if let Some(line) = transfer_note(&execution.transfer) {
-        emit(json, "INFO", &line);
+    for line in transfer_note(&execution.transfer)
+        .iter()
+        .flat_map(|n| n.lines())
+    {
+        emit(json, "INFO", line);
     }
     if new_items > 0 {
         emit(

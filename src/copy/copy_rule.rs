@@ -1,7 +1,8 @@
 //! What a copy rule is for the engine: where it reads (`from`), where it writes (`to`), which
 //! tags ([`TagFilter`]), which referrers and which platforms travel, built by the plan layer
-//! from a `[[copy]]` block. The rule's identity (`number`) is kept apart from its target, so
-//! that a rule with several targets can later run as (rule, target) pairs. Pure: no I/O.
+//! from a `[[copy]]` block. A block with several targets (`to = [...]`, a fan-out) is one
+//! rule per target: (block, target) pairs that everything after the plan treats as rules of
+//! their own, each with its own `number`. Pure: no I/O.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,9 +13,15 @@ use crate::reference::{Location, Reference, Selector};
 /// One copy rule.
 #[derive(Clone, Debug)]
 pub struct CopyRule {
-    /// 1-based position among the plan's `[[copy]]` blocks: the rule's identity in the
-    /// checkpoint, the report and every message.
+    /// 1-based position among the plan's rules, a fan-out's pairs each counted: the rule's
+    /// identity in the run (items, listings, claims, prune scopes). Without a fan-out before
+    /// it, the position of its `[[copy]]` block.
     pub number: usize,
+    /// 1-based position of its `[[copy]]` block: the `copy #N` people see.
+    pub block: usize,
+    /// For one target of a block with several (`to = [...]`): which one (1-based) and how
+    /// many the block has. `None` for a block with one target.
+    pub fanout: Option<(usize, usize)>,
     /// Line and column of its `from` field, for messages.
     pub line: usize,
     pub column: usize,
@@ -40,6 +47,8 @@ impl CopyRule {
     pub fn new(number: usize, from: Reference, to: Reference) -> CopyRule {
         CopyRule {
             number,
+            block: number,
+            fanout: None,
             line: 0,
             column: 0,
             from,
@@ -57,11 +66,20 @@ impl CopyRule {
     pub fn writes_into(&self, other: &Reference) -> bool {
         writes_into(&self.to, other)
     }
+
+    /// How people find it: `copy #2`, or for one target of a fan-out `copy #2 -> TARGET`
+    /// (its `to` as the plan writes it).
+    pub fn name(&self) -> String {
+        match self.fanout {
+            None => format!("copy #{}", self.block),
+            Some(_) => format!("copy #{} -> {}", self.block, self.to),
+        }
+    }
 }
 
 impl fmt::Display for CopyRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "copy #{} ({} -> {})", self.number, self.from, self.to)
+        write!(f, "copy #{} ({} -> {})", self.block, self.from, self.to)
     }
 }
 

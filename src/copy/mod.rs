@@ -10,7 +10,8 @@
 //!
 //! [`item`]: what an item is; [`engine`]: copying items; [`outcome`]: what became of them;
 //! [`select`]: turning rules into items; [`journal`] and [`reporter`]: the traits through
-//! which the checkpoint and people hear of it.
+//! which the checkpoint and people hear of it; [`spool`] and [`shared_read`]: blob bytes on
+//! disk, for an upload rebuilt without the source and for the targets of a fan-out.
 
 pub mod copy_rule;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod outcome;
 pub mod platform;
 pub mod reporter;
 pub mod select;
+pub mod shared_read;
 pub mod spool;
 pub mod tag_filter;
 

@@ -253,6 +253,11 @@ pub struct TransferTotals {
     pub reread_bytes: u64,
     /// Uploads parked at a chunk boundary because the run was stopping.
     pub parked: u64,
+    /// Fan-out (`to = [...]`): blobs read from the source once into the spool for every
+    /// target that needs them.
+    pub fanout_spooled_blobs: u64,
+    /// Fan-out: blob reads from the source past the first, because the spool had no room.
+    pub fanout_reread_blobs: u64,
 }
 
 impl TransferTotals {
@@ -262,6 +267,8 @@ impl TransferTotals {
         self.spooled_bytes += other.spooled_bytes;
         self.reread_bytes += other.reread_bytes;
         self.parked += other.parked;
+        self.fanout_spooled_blobs += other.fanout_spooled_blobs;
+        self.fanout_reread_blobs += other.fanout_reread_blobs;
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -57,6 +57,18 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Room reserved under the spool's limit ([`Spool::reserve`]), given back when dropped.
+pub struct Room {
+    spool: Arc<Spool>,
+    size: u64,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.spool.inner.lock().expect("spool").reserved -= self.size;
+    }
+}
+
 impl Spool {
     /// A spool in `dir` holding at most `limit` bytes; blobs from `min` bytes up.
     pub fn new(dir: PathBuf, limit: u64, min: u64) -> Spool {
@@ -92,6 +104,21 @@ impl Spool {
         Some(Lease {
             spool: self,
             digest: digest.clone(),
+            size,
+        })
+    }
+
+    /// Room for `size` bytes under the limit, beside the blobs being spooled, until the
+    /// [`Room`] is dropped: for a file the spool does not name by digest (a fan-out's one
+    /// read of a blob, see `shared_read`), of any size. `None` when it does not fit.
+    pub fn reserve(self: &Arc<Self>, size: u64) -> Option<Room> {
+        let mut inner = self.inner.lock().expect("spool");
+        if inner.reserved + size > self.limit {
+            return None;
+        }
+        inner.reserved += size;
+        Some(Room {
+            spool: self.clone(),
             size,
         })
     }
@@ -139,34 +166,7 @@ impl Lease<'_> {
     /// Bytes `from..to` of the file, as a stream (verified beforehand by
     /// [`Lease::verified_prefix`]).
     pub fn read(&self, from: u64, to: u64) -> BlobStream {
-        let path = self.spool.path(&self.digest);
-        let shown = path.display().to_string();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RegistryError>>(2);
-        tokio::task::spawn_blocking(move || {
-            let read = || -> std::io::Result<()> {
-                let mut f = std::fs::File::open(&path)?;
-                f.seek(SeekFrom::Start(from))?;
-                let mut left = to - from;
-                while left > 0 {
-                    let mut buf = vec![0u8; WRITE_BATCH.min(left as usize)];
-                    f.read_exact(&mut buf)?;
-                    left -= buf.len() as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            };
-            if let Err(e) = read() {
-                let _ = tx.blocking_send(Err(RegistryError::Protocol {
-                    url: shown,
-                    reason: format!("reading the spool: {e}"),
-                }));
-            }
-        });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        read_file(self.spool.path(&self.digest), from, to)
     }
 
     /// Pass `data` (the blob from byte `at` on) through, writing it to the file from `at`
@@ -242,9 +242,40 @@ impl Tee {
     }
 }
 
+/// Bytes `from..to` of the file at `path`, as a stream read on a blocking thread.
+pub(crate) fn read_file(path: PathBuf, from: u64, to: u64) -> BlobStream {
+    let shown = path.display().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RegistryError>>(2);
+    tokio::task::spawn_blocking(move || {
+        let read = || -> std::io::Result<()> {
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(from))?;
+            let mut left = to - from;
+            while left > 0 {
+                let mut buf = vec![0u8; WRITE_BATCH.min(left as usize)];
+                f.read_exact(&mut buf)?;
+                left -= buf.len() as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            let _ = tx.blocking_send(Err(RegistryError::Protocol {
+                url: shown,
+                reason: format!("reading the spool: {e}"),
+            }));
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
 /// The file open for writing from byte `at` (cut there); `None` when it holds fewer bytes or
 /// cannot be opened.
-fn open_at(dir: &Path, path: &Path, at: u64) -> Option<std::fs::File> {
+pub(crate) fn open_at(dir: &Path, path: &Path, at: u64) -> Option<std::fs::File> {
     let open = || -> std::io::Result<Option<std::fs::File>> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         // The spool holds image bytes: the owner's only, as the checkpoint is.

@@ -4,10 +4,11 @@
 use crate::copy::select;
 use crate::plan::Plan;
 
-/// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file.
+/// `copy #2 (plans/prod.toml:14)`: a rule as people find it in their file; one target of a
+/// fan-out is named with it, `copy #2 -> registry.dr.example/myorg/* (plans/prod.toml:14)`.
 pub fn copy_label(plan: &Plan, number: usize) -> String {
     match plan.copies.get(number.wrapping_sub(1)) {
-        Some(rule) => format!("copy #{number} ({}:{})", plan.path.display(), rule.line),
+        Some(rule) => format!("{} ({}:{})", rule.name(), plan.path.display(), rule.line),
         None => format!("copy #{number}"),
     }
 }

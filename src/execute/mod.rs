@@ -28,6 +28,7 @@ use self::checkpoint::Checkpoint;
 use self::label::{copy_label, empty_line, retain_label};
 use self::sink::{ItemSink, Tally};
 use crate::copy::select::{self, Claims, Registries, SelectError};
+use crate::copy::shared_read::SharedReads;
 use crate::copy::spool::Spool;
 use futures::StreamExt;
 
@@ -246,6 +247,12 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     if let Some(spool) = &cx.spool {
         engine = engine.with_spool(spool.clone());
     }
+    // Without a spool (`ferry plan`, `--spool-limit 0`) a fan-out still reads each manifest
+    // once: the plan counts the pulls the run spends.
+    let groups = fanouts(plan);
+    if !groups.is_empty() {
+        engine = engine.with_shared_reads(Arc::new(SharedReads::new(cx.spool.clone(), groups)));
+    }
     if let Some(deep) = cx.audit {
         engine = engine.audit(deep);
     }
@@ -362,6 +369,14 @@ fn sharing_targets(plan: &Plan) -> HashSet<usize> {
                 .any(|b| a.number != b.number && (a.writes_into(&b.to) || b.writes_into(&a.to)))
         })
         .map(|a| a.number)
+        .collect()
+}
+
+/// The rules of each fan-out (a `[[copy]]` block with several targets), by number: their
+/// block, and how many targets it has. Their blobs are read from the source once.
+fn fanouts(plan: &Plan) -> HashMap<usize, (usize, usize)> {
+    (plan.copies.iter())
+        .filter_map(|c| c.fanout.map(|(_, of)| (c.number, (c.block, of))))
         .collect()
 }
 

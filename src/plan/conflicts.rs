@@ -74,9 +74,9 @@ pub fn check(path: &Path, copies: &[CopyRule], retains: &[RetainPolicy]) -> Resu
                     path,
                     (b.line, b.column),
                     format!(
-                        "copy #{} and copy #{} ({}) both write one tag of one target repository (the tag their `from` or `to` names), from different sources or platforms: every run would overwrite one with the other. Give one of them another target tag (`to = \"…:NEWTAG\"`), or keep one rule",
-                        b.number,
-                        a.number,
+                        "{} and {} ({}) both write one tag of one target repository (the tag their `from` or `to` names), from different sources or platforms: every run would overwrite one with the other. Give one of them another target tag (`to = \"…:NEWTAG\"`), or keep one rule",
+                        b.name(),
+                        a.name(),
                         at(a.line)
                     ),
                 ));
@@ -107,9 +107,9 @@ pub fn check(path: &Path, copies: &[CopyRule], retains: &[RetainPolicy]) -> Resu
                 path,
                 (r.line, r.column),
                 format!(
-                    "retain #{} deletes what copy #{} ({}) brings on every run: the copy writes {what} into a repository this policy keeps only the newest {} of, so each run would copy again what the last one deleted. Copy only what the policy keeps (`tags = {{ newest = {} }}` on the copy), exclude those tags from the copy, or keep them in the policy (`keep_tags`)",
+                    "retain #{} deletes what {} ({}) brings on every run: the copy writes {what} into a repository this policy keeps only the newest {} of, so each run would copy again what the last one deleted. Copy only what the policy keeps (`tags = {{ newest = {} }}` on the copy), exclude those tags from the copy, or keep them in the policy (`keep_tags`)",
                     r.number,
-                    c.number,
+                    c.name(),
                     at(c.line),
                     rule.keep_newest,
                     rule.keep_newest.max(1),

@@ -16,6 +16,7 @@ pub mod prune;
 mod raw;
 mod schema;
 mod spans;
+mod targets;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,8 @@ pub const DEFAULT_STATE: &str = "state/ferry.db";
 pub struct Plan {
     pub path: PathBuf,
     registries: BTreeMap<String, RegistrySettings>,
+    /// One rule per `[[copy]]` block, or per target of a block with several (`to = [...]`):
+    /// `copies[n - 1]` has number `n`.
     pub copies: Vec<CopyRule>,
     /// The `prune` settings of the copy rules that have them, by rule number, in plan order:
     /// delete at the target what that rule copied there and no longer selects.
@@ -122,10 +125,15 @@ impl Plan {
         let mut prunes = Vec::new();
         let mut visibilities = Vec::new();
         for (i, c) in raw.copy.iter().enumerate() {
-            let (rule, prune) = validate::validate_copy(&ctx, i + 1, c)?;
-            prunes.extend(prune.map(|p| (rule.number, p)));
-            visibilities.extend(validate::visibility(&ctx, c)?.map(|v| (rule.number, v)));
-            copies.push(rule);
+            let (rules, prune) = validate::validate_copy(&ctx, i + 1, c)?;
+            let visibility = validate::visibility(&ctx, c)?;
+            // One rule per (block, target) pair, numbered in plan order.
+            for mut rule in rules {
+                rule.number = copies.len() + 1;
+                prunes.extend(prune.clone().map(|p| (rule.number, p)));
+                visibilities.extend(visibility.map(|v| (rule.number, v)));
+                copies.push(rule);
+            }
         }
         let retains = raw
             .retain

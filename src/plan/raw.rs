@@ -224,9 +224,10 @@ pub(super) struct RawCopy {
     /// (`"docker.io/myorg/*"`), or an OCI layout (`"oci:PATH"`).
     #[schemars(with = "String")]
     pub(super) from: Spanned<String>,
-    /// Where to, in the same form as `from`.
-    #[schemars(with = "String")]
-    pub(super) to: Spanned<String>,
+    /// Where to, in the same form as `from`; or a list of targets (`["ghcr.io/myorg/*",
+    /// "registry.dr.example/myorg/*"]`), each blob read from the source once for all of them.
+    #[schemars(with = "super::targets::ToShape")]
+    pub(super) to: Spanned<super::targets::RawTo>,
     /// Tag filters, for `from` forms that select many tags (default: every tag).
     #[schemars(with = "Option<RawTags>")]
     pub(super) tags: Option<Spanned<RawTags>>,

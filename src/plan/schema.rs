@@ -85,7 +85,8 @@ pub(super) fn expected(shape: &str) -> Option<String> {
         "registry.*.lease.repository" => "a repository path ending in /ferry-lease (a string)",
         "registry.*.lease.expiry" => "a duration like \"10m\" (a string)",
         "copy" => "[[copy]] tables",
-        "copy.from" | "copy.to" => "an image reference (a string)",
+        "copy.from" => "an image reference (a string)",
+        "copy.to" => "an image reference (a string), or a list of them",
         "copy.tags" => "a table: { include = […], exclude = […], semver = \"…\", newest = N }",
         "copy.tags.include" | "copy.tags.exclude" | "retain.keep_tags" | "retain.delete_tags" => {
             REGEXES

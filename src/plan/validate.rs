@@ -13,6 +13,7 @@ use url::Url;
 use super::errors::{self, PlanError};
 use super::raw::{RawAuth, RawCopy, RawRateLimit, RawRegistry, RawRetain, RawTags};
 use super::spans::{any_duration, duration, int_in, Ctx};
+use super::targets;
 use super::{artifacts, lease_settings, prune};
 use crate::copy::copy_rule::CopyRule;
 use crate::copy::tag_filter::TagFilter;
@@ -288,17 +289,84 @@ pub(super) fn parse_ref(
     Reference::parse(v.get_ref()).map_err(|e| ctx.invalid(v.span(), field, e.0))
 }
 
-/// A `[[copy]]` block: the copy engine's rule, and its `prune` settings if it prunes.
+/// A `[[copy]]` block: the copy engine's rules, one per target (`block` is the block's
+/// number, and each rule's `number` until the plan numbers the pairs), and its `prune`
+/// settings if it prunes.
 pub(super) fn validate_copy(
     ctx: &Ctx,
-    number: usize,
+    block: usize,
     c: &RawCopy,
-) -> Result<(CopyRule, Option<Prune>), PlanError> {
+) -> Result<(Vec<CopyRule>, Option<Prune>), PlanError> {
     let from = parse_ref(ctx, &c.from, "copy.from")?;
-    let to = parse_ref(ctx, &c.to, "copy.to")?;
     lease_settings::not_a_lease(ctx, &c.from, "copy.from", &from)?;
-    lease_settings::not_a_lease(ctx, &c.to, "copy.to", &to)?;
-    let to_err = |reason: &str| ctx.invalid(c.to.span(), "copy.to", reason);
+    let mut tos: Vec<Reference> = Vec::new();
+    for (target, field) in targets::list(ctx, &c.to)? {
+        let to = validate_target(ctx, &from, &target, &field)?;
+        if let Some(k) = tos.iter().position(|t| *t == to) {
+            return Err(ctx.invalid(
+                target.span(),
+                &field,
+                format!(
+                    "names the same target as copy.to[{}]: each target once",
+                    k + 1
+                ),
+            ));
+        }
+        tos.push(to);
+    }
+    let tags = match &c.tags {
+        None => TagFilter::default(),
+        Some(t) => {
+            if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
+                return Err(ctx.invalid(
+                    t.span(),
+                    "copy.tags",
+                    "tag filters apply when `from` is a repository or a wildcard, not one tag or digest",
+                ));
+            }
+            validate_tags(ctx, t.get_ref())?
+        }
+    };
+    let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
+    let platforms =
+        artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
+    let prune = prune::validate(ctx, c.prune.as_ref(), &from)?;
+    let allow_empty = allow_empty(ctx, c, &from)?;
+    let (line, column) = ctx.line_col(c.from.span().start);
+    let count = tos.len();
+    let platforms = platforms.map(std::sync::Arc::new);
+    let rules = tos
+        .into_iter()
+        .enumerate()
+        .map(|(k, to)| CopyRule {
+            number: block,
+            block,
+            fanout: (count > 1).then_some((k + 1, count)),
+            line,
+            column,
+            from: from.clone(),
+            to,
+            tags: tags.clone(),
+            referrers: referrers.clone(),
+            platforms: platforms.clone(),
+            allow_empty,
+            keep_listings: prune.is_some(),
+        })
+        .collect();
+    Ok((rules, prune))
+}
+
+/// One target of a copy rule (`field` names it: `copy.to` or `copy.to[K]`), checked against
+/// what `from` selects.
+fn validate_target(
+    ctx: &Ctx,
+    from: &Reference,
+    target: &Spanned<String>,
+    field: &str,
+) -> Result<Reference, PlanError> {
+    let to = parse_ref(ctx, target, field)?;
+    lease_settings::not_a_lease(ctx, target, field, &to)?;
+    let to_err = |reason: &str| ctx.invalid(target.span(), field, reason);
     match (&from.selector, &to.selector) {
         (Selector::Wildcard, Selector::Wildcard) => {}
         (Selector::Wildcard, _) => {
@@ -328,38 +396,7 @@ pub(super) fn validate_copy(
         }
         _ => {}
     }
-    let tags = match &c.tags {
-        None => TagFilter::default(),
-        Some(t) => {
-            if !matches!(from.selector, Selector::AllTags | Selector::Wildcard) {
-                return Err(ctx.invalid(
-                    t.span(),
-                    "copy.tags",
-                    "tag filters apply when `from` is a repository or a wildcard, not one tag or digest",
-                ));
-            }
-            validate_tags(ctx, t.get_ref())?
-        }
-    };
-    let referrers = artifacts::validate_referrers(ctx, c.referrers.as_ref())?;
-    let platforms =
-        artifacts::validate_platforms(ctx, c.platforms.as_ref(), c.platform_mode.as_ref())?;
-    let prune = prune::validate(ctx, c.prune.as_ref(), &from)?;
-    let allow_empty = allow_empty(ctx, c, &from)?;
-    let (line, column) = ctx.line_col(c.from.span().start);
-    let rule = CopyRule {
-        number,
-        line,
-        column,
-        from,
-        to,
-        tags,
-        referrers,
-        platforms: platforms.map(std::sync::Arc::new),
-        allow_empty,
-        keep_listings: prune.is_some(),
-    };
-    Ok((rule, prune))
+    Ok(to)
 }
 
 /// `visibility`: who should be able to pull the target package, as GitHub names it.

@@ -122,6 +122,9 @@ pub struct ReportTotals {
     pub reread_bytes: u64,
     /// Uploads parked at a chunk boundary because the run was stopping.
     pub parked: u64,
+    /// Fan-out (`to = [...]`): blobs read once for every target; absent without one.
+    #[serde(skip_serializing_if = "FanoutTotals::is_empty")]
+    pub fanout: FanoutTotals,
     /// Images kept because something runs them (`[in_use]`) that the rules alone would delete.
     pub kept_in_use: usize,
     /// Prune deletions made: manifests deleted, and tags removed alone.
@@ -132,6 +135,21 @@ pub struct ReportTotals {
     /// has the longest of its shards'.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delete_window_ms: Option<f64>,
+}
+
+/// A fan-out's reads: `spooled_blobs` read from the source once into the spool for every
+/// target; `reread_blobs` read again by another target because the spool had no room.
+#[derive(Serialize, Deserialize, Default, Clone, Copy, Debug, PartialEq)]
+#[serde(default)]
+pub struct FanoutTotals {
+    pub spooled_blobs: u64,
+    pub reread_blobs: u64,
+}
+
+impl FanoutTotals {
+    pub fn is_empty(&self) -> bool {
+        *self == FanoutTotals::default()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -322,6 +340,8 @@ impl ReportTotals {
         self.spooled_bytes += other.spooled_bytes;
         self.reread_bytes += other.reread_bytes;
         self.parked += other.parked;
+        self.fanout.spooled_blobs += other.fanout.spooled_blobs;
+        self.fanout.reread_blobs += other.fanout.reread_blobs;
         self.kept_in_use += other.kept_in_use;
         self.pruned += other.pruned;
         self.delete_window_ms = match (self.delete_window_ms, other.delete_window_ms) {

@@ -18,6 +18,7 @@ mod drift;
 mod duplicates;
 mod editor_schema;
 mod empty;
+mod fanout;
 mod faults;
 mod ghcr;
 mod ghcr_visibility;

@@ -158,6 +158,10 @@ fn report(
             spooled_bytes: execution.transfer.spooled_bytes,
             reread_bytes: execution.transfer.reread_bytes,
             parked: execution.transfer.parked,
+            fanout: crate::report::files::FanoutTotals {
+                spooled_blobs: execution.transfer.fanout_spooled_blobs,
+                reread_blobs: execution.transfer.fanout_reread_blobs,
+            },
             kept_in_use: execution.kept_in_use(),
             pruned: ended.pruned,
             delete_window_ms: execution

@@ -13,6 +13,7 @@ use crate::copy::item::{Endpoint, Item};
 use crate::copy::journal::Transfer;
 use crate::copy::outcome::CopyError;
 use crate::copy::reporter::Reporter;
+use crate::copy::shared_read::Read;
 use crate::copy::spool::Lease;
 use crate::reference::Digest;
 use crate::reference::Midstate;
@@ -28,6 +29,8 @@ struct SourceBlob<'a> {
     endpoint: &'a Endpoint,
     digest: &'a Digest,
     size: u64,
+    /// A fan-out's blob, read from the source once for every target: read it here instead.
+    shared: Option<std::path::PathBuf>,
     reporter: Arc<dyn Reporter>,
     stats: Arc<TransferCounters>,
     lease: Option<Lease<'a>>,
@@ -56,6 +59,10 @@ impl SourceBlob<'_> {
     /// The source's bytes from `at` on: a range where the registry serves one, else the whole
     /// blob with the first `at` bytes dropped (counted as read again).
     async fn read_source(&self, at: u64) -> Result<BlobStream, RegistryError> {
+        if let Some(path) = &self.shared {
+            *self.url.lock().expect("source url") = Some(path.display().to_string());
+            return Ok(crate::copy::spool::read_file(path.clone(), at, self.size));
+        }
         let src = self.endpoint;
         let tail = src
             .registry
@@ -134,8 +141,22 @@ enum Placed {
 
 impl Engine {
     /// Make one blob present in the target repository: already there, mounted from a
-    /// repository that has it, or streamed from the source with its digest verified.
+    /// repository that has it, or streamed from the source with its digest verified. A
+    /// fan-out's target is then done with it, whichever way it went.
     pub(super) async fn copy_blob(
+        &self,
+        item: &Item,
+        blob: &Desc,
+        counters: &Counters,
+    ) -> Result<(), CopyError> {
+        let result = self.make_present(item, blob, counters).await;
+        if let Some(shared) = &self.shared {
+            shared.finished(item.rule, &item.source, &blob.digest);
+        }
+        result
+    }
+
+    async fn make_present(
         &self,
         item: &Item,
         blob: &Desc,
@@ -265,15 +286,18 @@ impl Engine {
         let resume = self
             .journal
             .upload_session(registry, &dst.repo, &blob.digest);
+        let shared = self.shared_read(item, blob).await?;
+        // A fan-out's file is on disk already: the spool needs no copy of its own.
         let lease = self
             .spool
             .as_ref()
-            .filter(|_| dst.registry.capabilities().resumable_uploads)
+            .filter(|_| dst.registry.capabilities().resumable_uploads && shared.is_none())
             .and_then(|s| s.lease(&blob.digest, blob.size));
         let source = SourceBlob {
             endpoint: src,
             digest: &blob.digest,
             size: blob.size,
+            shared,
             reporter: self.reporter.clone(),
             stats: self.transfer_stats.clone(),
             lease,
@@ -322,6 +346,34 @@ impl Engine {
                 })
             }
             Err(e) => Err(target_error(dst, blob, e)),
+        }
+    }
+
+    /// Where a fan-out's target reads the blob: the file one read of the source made (read
+    /// now if no target read it yet). `None` for a rule with one target, or no room.
+    async fn shared_read(
+        &self,
+        item: &Item,
+        blob: &Desc,
+    ) -> Result<Option<std::path::PathBuf>, CopyError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let stats = self.transfer_stats.clone();
+        let counted = move |n: u64| {
+            stats.source_bytes.fetch_add(n, Relaxed);
+        };
+        let src = &item.source;
+        match shared
+            .open(item.rule, src, &blob.digest, blob.size, &counted)
+            .await
+        {
+            Ok(Read::File(path)) => Ok(Some(path)),
+            Ok(Read::Source) => Ok(None),
+            Err(e) => Err(CopyError::Source {
+                reference: format!("{} blob {}", src.display(), blob.digest),
+                source: e,
+            }),
         }
     }
 
@@ -387,6 +439,7 @@ mod tests {
             endpoint: &endpoint,
             digest: &digest,
             size: data.len() as u64,
+            shared: None,
             reporter: told.clone(),
             stats: Arc::default(),
             lease: None,

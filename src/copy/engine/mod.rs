@@ -21,7 +21,7 @@ mod target;
 mod tree;
 mod window;
 
-use destined::{destined, source_by_digest, Destined};
+use destined::{destined, Destined};
 use keys::{BlobKey, ManifestKey, TagKey};
 use live::{Batch, Later, LiveItems, Slot};
 use sightings::{AtTarget, Graphs, Targets};
@@ -41,6 +41,7 @@ use super::journal::{Journal, NoJournal};
 use super::outcome::{CopyError, ImageStats, Outcome, Totals, TransferTotals};
 use super::platform;
 use super::reporter::Reporter;
+use super::shared_read::SharedReads;
 use super::spool::Spool;
 use crate::reference::Digest;
 use crate::registry::error_body::code;
@@ -125,6 +126,8 @@ pub struct Engine {
     journal: Arc<dyn Journal>,
     /// Large blobs in flight, kept on disk so a dead upload session costs no source reads.
     spool: Option<Arc<Spool>>,
+    /// The fan-outs' blobs, read from the source once for all their targets.
+    shared: Option<Arc<SharedReads>>,
     transfer_stats: Arc<TransferCounters>,
     /// Stop starting new images.
     stop: CancellationToken,
@@ -156,6 +159,7 @@ impl Engine {
             images: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             journal: Arc::new(NoJournal),
             spool: None,
+            shared: None,
             transfer_stats: Arc::default(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -215,6 +219,13 @@ impl Engine {
         self
     }
 
+    /// Read each blob of a fan-out's rules from the source once, for all their targets
+    /// (see [`SharedReads`]).
+    pub fn with_shared_reads(mut self, shared: Arc<SharedReads>) -> Engine {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Once a batch is over, remember its items only for these rules: those whose items
     /// another rule's may follow in a later batch (a contested item follows the winner of
     /// its tag; a referrer whose own rule's item was a duplicate follows the first with the
@@ -234,6 +245,8 @@ impl Engine {
             spooled_bytes: t.spooled_bytes.load(Ordering::Relaxed),
             reread_bytes: t.reread_bytes.load(Ordering::Relaxed),
             parked: t.parked.load(Ordering::Relaxed),
+            fanout_spooled_blobs: self.shared.as_ref().map_or(0, |s| s.counts().0),
+            fanout_reread_blobs: self.shared.as_ref().map_or(0, |s| s.counts().1),
         }
     }
 
@@ -492,7 +505,10 @@ impl Engine {
     ) -> Result<(Manifest, Option<platform::Chosen>), CopyError> {
         let manifest = match source_manifest {
             Some(m) => m,
-            None => source_by_digest(item, digest).await?,
+            None => {
+                self.manifest_by_digest(item, digest, &item.source_display())
+                    .await?
+            }
         };
         match &chosen {
             Some(c) => {

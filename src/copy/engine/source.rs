@@ -1,6 +1,6 @@
 //! Reading an item's source: its digest (from the reference, what selection saw, the
 //! repository's listing, or a HEAD) or its whole manifest (one GET, where the copy or a whole
-//! check needs the body anyway).
+//! check needs the body anyway), by digest shared by the targets of a fan-out.
 
 use super::destined::source_at;
 use super::Engine;
@@ -88,5 +88,28 @@ impl Engine {
         self.journal
             .tag_seen(&item.source, &item.source_ref, &m.digest);
         (m.digest.clone(), Some(m))
+    }
+
+    /// A source manifest of the item by `digest` (`shown` names it in errors): the targets
+    /// of a fan-out share one read of it (on Docker Hub, one pull).
+    pub(super) async fn manifest_by_digest(
+        &self,
+        item: &Item,
+        digest: &Digest,
+        shown: &str,
+    ) -> Result<Manifest, CopyError> {
+        let src = &item.source;
+        let read = || async {
+            (src.registry.get_manifest(&src.repo, digest.as_str()).await).map_err(|e| {
+                CopyError::Source {
+                    reference: shown.to_string(),
+                    source: e,
+                }
+            })
+        };
+        match &self.shared {
+            Some(shared) => shared.manifest(item.rule, src, digest, read).await,
+            None => read().await,
+        }
     }
 }
