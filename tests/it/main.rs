@@ -31,6 +31,7 @@ mod large;
 mod layout;
 mod lease;
 mod limits;
+mod markdown;
 mod ocireg;
 mod plans;
 mod preflight;
