@@ -18,7 +18,9 @@ use indicatif::HumanBytes;
 
 use crate::cli::Format;
 use crate::report::files::Report;
-use crate::report::markdown::{self, cell, code, html_code, text, Block, Doc, Kept, OwnedLine};
+use crate::report::markdown::{
+    self, cell, code, html, html_code, text, Block, Doc, Kept, OwnedLine,
+};
 use crate::report::report_stream;
 
 pub fn show(path: &Path, format: Format) -> anyhow::Result<ExitCode> {
@@ -211,7 +213,7 @@ fn blocks<'a>(r: &'a Report, counts: &BTreeMap<String, Counts>, kept: &'a Kept) 
             summary: format!(
                 "{}: {} ({})",
                 html_code(repository),
-                html_code(&actions.join(", ")),
+                html(&actions.join(", ")),
                 HumanBytes(c.bytes)
             ),
             lines: kept

@@ -329,11 +329,8 @@ pub fn code(s: &str) -> String {
         longest = longest.max(run);
     }
     let fence = "`".repeat(longest + 1);
-    let pad = if s.starts_with('`') || s.ends_with('`') || longest > 0 {
-        " "
-    } else {
-        ""
-    };
+    // CommonMark strips one space each side when both are there.
+    let pad = if longest > 0 { " " } else { "" };
     format!("{fence}{pad}{s}{pad}{fence}")
 }
 
@@ -342,10 +339,14 @@ pub fn cell(s: &str) -> String {
     code(s).replace('|', "\\|")
 }
 
-/// `s` in `<code>` for HTML (a `<summary>`): every character HTML or Markdown reads is an
-/// entity.
+/// `s` in `<code>` for HTML (a `<summary>`): see [`html`].
 pub fn html_code(s: &str) -> String {
-    let mut out = String::from("<code>");
+    format!("<code>{}</code>", html(s))
+}
+
+/// `s` for HTML (a `<summary>`): every character HTML or Markdown reads is an entity.
+pub fn html(s: &str) -> String {
+    let mut out = String::new();
     for c in visible(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -358,7 +359,6 @@ pub fn html_code(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push_str("</code>");
     out
 }
 
