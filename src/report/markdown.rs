@@ -132,8 +132,8 @@ enum Step {
     Grouped,
 }
 
-/// The document, within [`BUDGET`] when its deletions allow it (they are never cut; past
-/// [`LIMIT`] the document says so at its top).
+/// The document, within [`BUDGET`] when its head and deletions allow it (neither is ever
+/// cut; past [`LIMIT`] the document says so at its top).
 pub fn render(doc: &Doc) -> String {
     if doc.left_out == 0 {
         let whole = render_at(doc, Step::Whole);
@@ -150,7 +150,7 @@ pub fn render(doc: &Doc) -> String {
         return grouped;
     }
     format!(
-        "> **Too long for a GitHub comment** ({} characters): every deletion is named below, none left out.\n\n{grouped}",
+        "> **Too long for a GitHub comment** ({} characters): every failure and every deletion is named below, none left out.\n\n{grouped}",
         thousands(grouped.chars().count())
     )
 }

@@ -132,7 +132,7 @@ impl PlanItems {
                 let text = items.render(&self.notes.take(), &rest);
                 if text.chars().count() > crate::report::markdown::LIMIT {
                     eprintln!(
-                        "warning: the Markdown plan is over GitHub's {} characters: its deletions alone do not fit (none is left out)",
+                        "warning: the Markdown plan is over GitHub's {} characters: its failures and deletions alone do not fit (none is left out)",
                         crate::report::markdown::LIMIT
                     );
                 }
