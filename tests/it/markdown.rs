@@ -526,3 +526,27 @@ async fn a_report_summary_lists_every_failure_first() {
     let text = ferry(&["report", "show", path.to_str().unwrap()], &[]).await;
     assert!(text.stdout.starts_with("report: plans/p.toml, 2026-01-01T00:00:00Z to 2026-01-01T01:00:00Z: partial\n30000 copied"), "{}", text.stdout);
 }
+
+/// Memory stays flat as items stream: past the budget no line is kept, each is counted.
+#[test]
+fn lines_past_the_budget_are_counted_not_kept() {
+    use ferry::report::markdown::{Kept, OwnedLine};
+    let mut kept = Kept::default();
+    for i in 0..100_000 {
+        let line = OwnedLine {
+            action: "copy".into(),
+            digest: Some(format!("sha256:{i:064x}")),
+            names: vec![
+                format!("a.example/org/app:{i}"),
+                format!("b.example/org/app:{i}"),
+            ],
+            reason: String::new(),
+        };
+        kept.push(&format!("b.example/org/app{}", i % 7), line);
+        if i == 10 {
+            assert_eq!(kept.lines("b.example/org/app3").len(), 2);
+        }
+    }
+    assert_eq!(kept.left_out, 100_000);
+    assert!((0..7).all(|r| kept.lines(&format!("b.example/org/app{r}")).is_empty()));
+}
