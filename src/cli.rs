@@ -79,7 +79,7 @@ policy, every image of every repository with its tags, the decision (keep / dele
 reason. `ferry run` carries out exactly these decisions (one code path).\n\nWith --shard or \
 --shards, one shard's share of the repositories, as `ferry run` with the same flag takes it, \
 with that shard's own state file.",
-        after_help = "Examples:\n  ferry plan plans/prod.toml\n  ferry plan plans/prod.toml --output json\n  ferry plan --shard 2/8 plans/prod.toml"
+        after_help = "Examples:\n  ferry plan plans/prod.toml\n  ferry plan plans/prod.toml --output json\n  ferry plan plans/prod.toml --output markdown > plan.md\n  ferry plan --shard 2/8 plans/prod.toml"
     )]
     Plan(PlanArgs),
     /// Check that every image the plan selects is at its target, whole; change nothing.
@@ -156,6 +156,21 @@ counts summed, the worst outcome kept.",
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
+    /// Print a run's report: a summary, the report itself, or Markdown for a CI job summary.
+    #[command(
+        long_about = "Print a run's JSON report (from `ferry run --report`, or `ferry report merge`), \
+read item by item. Text: a short summary, then every failure. JSON: the report as it is. Markdown, \
+for a CI job summary: a summary table, every failure (never cut), then what the run deleted, pruned \
+and copied, per repository.",
+        after_help = "Examples:\n  ferry report show report.json\n  ferry report show --output markdown report.json >> \"$GITHUB_STEP_SUMMARY\""
+    )]
+    Show {
+        /// The report to print.
+        report: PathBuf,
+        /// A summary (text), the report as it is (json), or Markdown for a job summary.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,8 +196,10 @@ pub struct PlanArgs {
     #[arg(long, value_name = "COUNT")]
     pub shards: Option<u32>,
 
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    /// Text, JSON, or Markdown for a pull-request comment (a summary table, then each
+    /// repository's decisions, under GitHub's 65,536 characters; deletions are never cut).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(clap::Args, Debug)]
@@ -296,6 +313,15 @@ pub struct RestoreArgs {
 pub enum Output {
     Text,
     Json,
+}
+
+/// What `ferry plan` and `ferry report show` print: [`Output`]'s choices and Markdown, for
+/// people who review on GitHub (a pull-request comment, a job summary).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(clap::Args, Debug)]

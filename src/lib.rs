@@ -27,7 +27,8 @@
 //!   it.
 //! - [`state`]: the SQLite checkpoint behind one owner thread; [`state::State`] is its handle.
 //! - [`report`]: plain log lines, indicatif bars, the JSON report and metrics, error chains
-//!   with their hints after them ([`report::hints`]); implements [`copy::Reporter`].
+//!   with their hints after them ([`report::hints`]), Markdown for review on GitHub
+//!   ([`report::markdown`]); implements [`copy::Reporter`].
 //! - [`copy`]: its rule ([`copy::copy_rule::CopyRule`], [`copy::tag_filter::TagFilter`]), rule
 //!   resolution and the idempotent, concurrent copy engine (which also checks an image at its
 //!   target whole); the [`copy::Journal`] and [`copy::Reporter`] traits it calls.

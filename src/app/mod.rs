@@ -15,6 +15,7 @@ pub mod package_check;
 pub mod plan;
 pub mod print_schema;
 pub mod report;
+pub mod report_show;
 pub mod restore;
 pub mod restore_command;
 pub mod run;
@@ -51,6 +52,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => on_workers(restore::restore(args)),
         Command::Report(crate::cli::ReportCommand::Merge { output, inputs }) => {
             report::merge(&output, &inputs)
+        }
+        Command::Report(crate::cli::ReportCommand::Show { report, output }) => {
+            report_show::show(&report, output)
         }
         Command::Plan(args) => on_workers(plan::plan(args)),
         Command::Schema => print_schema::print_schema(),

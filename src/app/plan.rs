@@ -18,15 +18,19 @@ use crate::execute::shard::Shard;
 use crate::execute::{execute, overlays, Context, Execution};
 use crate::plan::Plan;
 use crate::report::hints::chain as error_chain;
+use crate::retention::policies::Retained;
 use crate::retention::prune::rules::Pruned;
 use crate::retention::prune::{PruneAction, PruneDecision};
-use crate::retention::{Action, RepoPlan};
+use crate::retention::Action;
 use crate::state::State;
 
 mod plan_items;
+mod plan_markdown;
 mod plan_output;
 
+use crate::execute::label::copy_label;
 use plan_items::{Notes, PlanItems};
+use plan_markdown::MarkdownItems;
 pub use plan_output::{
     PlanCopy, PlanDecision, PlanItem, PlanOutput, PlanPrune, PlanPruneRepo, PlanPulls,
     PlanRegistry, PlanRepo, PlanTotals,
@@ -50,7 +54,10 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let journal = std::sync::Arc::new(StateJournal::dry(reader, &plan, args.recheck));
     let notes = std::sync::Arc::new(Notes::default());
     // Each item is printed as it finishes: what the run would do, as it would do it.
-    let items = PlanItems::begin(args.output, notes.clone())?;
+    let items = PlanItems::begin(args.output, notes.clone(), || {
+        let labels = (1..=plan.copies.len()).map(|n| copy_label(&plan, n));
+        MarkdownItems::new(plan.path.display().to_string(), labels.collect())
+    })?;
     if let Some(s) = shard {
         // What the run says first.
         crate::copy::Reporter::note(
@@ -117,7 +124,7 @@ fn output_of(plan: &Plan, execution: &Execution, requests: &[(String, u64)]) -> 
     let retention = execution
         .retained
         .iter()
-        .map(|r| repo(plan.retains[r.policy - 1].to_string(), &r.plan))
+        .map(|r| repo(plan.retains[r.policy - 1].to_string(), r))
         .collect();
     let prune = execution.pruned.iter().map(prune_rule).collect();
     PlanOutput {
@@ -187,6 +194,7 @@ fn prune_rule(p: &Pruned) -> PlanPrune {
         held_back: p.held_back.clone(),
         rule: p.label.clone(),
         warnings: p.warnings.clone(),
+        pruning: p.repos.iter().map(|r| r.done.len()).sum(),
         repositories: p
             .repos
             .iter()
@@ -217,7 +225,8 @@ fn prune_decision(x: &PruneDecision) -> PlanDecision {
 }
 
 /// One repository's decisions, under its policy's header `policy`.
-fn repo(policy: String, p: &RepoPlan) -> PlanRepo {
+fn repo(policy: String, r: &Retained) -> PlanRepo {
+    let p = &r.plan;
     let repository = p.repository.clone();
     match &p.decisions {
         Err(e) => PlanRepo::NotRead {
@@ -242,6 +251,9 @@ fn repo(policy: String, p: &RepoPlan) -> PlanRepo {
             held_back: d.held_back.clone(),
             policy,
             repository,
+            deleting: r.deletions.len(),
+            kept_in_use: d.in_use,
+            conflicts: d.conflicts.len(),
         },
     }
 }

@@ -5,6 +5,7 @@
 pub mod files;
 pub mod hints;
 pub mod json_stream;
+pub mod markdown;
 pub mod metrics;
 pub mod report_stream;
 

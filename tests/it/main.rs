@@ -32,6 +32,7 @@ mod large;
 mod layout;
 mod lease;
 mod limits;
+mod markdown;
 mod monitoring;
 mod ocireg;
 mod plans;

@@ -28,6 +28,7 @@ async fn help_texts() {
         ("help_verify", vec!["verify", "--help"]),
         ("help_restore", vec!["restore", "--help"]),
         ("help_report_merge", vec!["report", "merge", "--help"]),
+        ("help_report_show", vec!["report", "show", "--help"]),
         ("help_schema", vec!["schema", "--help"]),
     ] {
         let run = ferry(&args, &[]).await;

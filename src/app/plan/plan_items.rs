@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::io::{self, BufWriter, Stdout, Write};
 use std::sync::{Arc, Mutex};
 
+use super::plan_markdown::MarkdownItems;
 use super::plan_output::{PlanCopy, PlanItem, PlanOutput, PlanTotals};
-use crate::cli::Output;
+use crate::cli::Format;
 use crate::copy::{Item, ItemKey, Outcome};
 use crate::execute::sink::ItemSink;
 use crate::report::hints::chain as error_chain;
@@ -42,6 +43,8 @@ impl crate::copy::Reporter for Notes {
 enum Out {
     Text(BufWriter<Stdout>),
     Json(JsonStream<BufWriter<Stdout>>),
+    /// Counted, and kept within the Markdown's budget, for the end.
+    Markdown(BufWriter<Stdout>, Box<MarkdownItems>),
 }
 
 /// The plan's items, printed as they finish.
@@ -66,12 +69,18 @@ struct Inner {
 const REFUSABLE: &str = "the target may refuse an index whose children are missing (CNCF distribution does); only the run can tell";
 
 impl PlanItems {
-    /// Begin the output (the JSON's opening, up to its `copies`).
-    pub(super) fn begin(output: Output, notes: Arc<Notes>) -> io::Result<PlanItems> {
+    /// Begin the output (the JSON's opening, up to its `copies`). `markdown`: the Markdown's
+    /// counts, with the plan's name and its copy rules' labels.
+    pub(super) fn begin(
+        output: Format,
+        notes: Arc<Notes>,
+        markdown: impl FnOnce() -> MarkdownItems,
+    ) -> io::Result<PlanItems> {
         let stdout = BufWriter::new(io::stdout());
         let out = match output {
-            Output::Text => Out::Text(stdout),
-            Output::Json => Out::Json(JsonStream::begin(stdout, &Empty {}, "copies")?),
+            Format::Text => Out::Text(stdout),
+            Format::Json => Out::Json(JsonStream::begin(stdout, &Empty {}, "copies")?),
+            Format::Markdown => Out::Markdown(stdout, Box::new(markdown())),
         };
         let inner = Inner {
             out,
@@ -118,6 +127,18 @@ impl PlanItems {
                 stdout.write_all(text.as_bytes())?;
                 stdout
             }
+            // The rules that could not be resolved are among the failures.
+            Out::Markdown(mut stdout, items) => {
+                let text = items.render(&self.notes.take(), &rest);
+                if text.chars().count() > crate::report::markdown::LIMIT {
+                    eprintln!(
+                        "warning: the Markdown plan is over GitHub's {} characters: its failures and deletions alone do not fit (none is left out)",
+                        crate::report::markdown::LIMIT
+                    );
+                }
+                stdout.write_all(text.as_bytes())?;
+                stdout
+            }
         };
         stdout.flush()
     }
@@ -134,6 +155,10 @@ impl ItemSink for PlanItems {
         let row = plan_item(item, outcome, uncertain);
         let written = match &mut inner.out {
             Out::Json(stream) => stream.element(&PlanCopy::Item(Box::new(row))),
+            Out::Markdown(_, items) => {
+                items.add(item, outcome, row);
+                Ok(())
+            }
             Out::Text(stdout) => {
                 let mut text = String::new();
                 for n in self.notes.take() {

@@ -90,6 +90,15 @@ pub enum PlanRepo {
         #[serde(skip)]
         policy: String,
         repository: String,
+        /// What the Markdown's summary counts (not in the JSON, whose `totals` sum them):
+        /// the deletions the run would attempt, the images kept because they are in use that
+        /// the policy alone would delete, and those a copy rule pins.
+        #[serde(skip)]
+        deleting: usize,
+        #[serde(skip)]
+        kept_in_use: usize,
+        #[serde(skip)]
+        conflicts: usize,
     },
 }
 
@@ -103,6 +112,10 @@ pub struct PlanPrune {
     pub rule: String,
     /// Repositories left alone, and why (a source that lists nothing).
     pub warnings: Vec<String>,
+    /// The deletions the run would make (what `totals.prune` sums; for the Markdown's
+    /// summary, not in the JSON).
+    #[serde(skip)]
+    pub pruning: usize,
 }
 
 /// One target repository of a `prune` rule.
@@ -156,7 +169,7 @@ pub struct PlanPulls {
 
 impl PlanPulls {
     /// `, 7 pulls (budget 3 of 5 left per 60 s window; 84 s of budget)`.
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         let budget = match (self.remaining, self.limit, self.window_seconds) {
             (Some(r), Some(l), Some(w)) => format!(
                 "budget {r} of {l} left per {w} s window; {:.0} s of budget",
@@ -354,7 +367,7 @@ impl PlanItem {
 
 impl PlanRepo {
     /// The policy's header line, `retain #1 (REPOSITORY)`.
-    fn policy(&self) -> &str {
+    pub(super) fn policy(&self) -> &str {
         match self {
             PlanRepo::NotRead { policy, .. } | PlanRepo::Decided { policy, .. } => policy,
         }
