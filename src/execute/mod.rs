@@ -8,8 +8,10 @@
 //! it maps the plan onto the engines. [`checkpoint`] is the checkpoint as the engines'
 //! journals, [`leasing`] the run lease where the run deletes, [`pruning`] what each `prune`
 //! rule covers, [`shard`] a pod's share of the repositories, [`label`] how a rule is named,
-//! [`sink`] where each item goes as it finishes (the execution keeps counts, not items).
+//! [`sink`] where each item goes as it finishes (the execution keeps counts, not items),
+//! [`budget_gate`] how a run spends a registry's pull budget.
 
+pub mod budget_gate;
 pub mod checkpoint;
 pub mod label;
 pub mod leasing;
@@ -67,6 +69,8 @@ pub struct Context<'a> {
     /// Where each item goes as it finishes, stage after stage (interrupted ones too, and
     /// those that conflict with another rule's, failed); the execution keeps none.
     pub sink: &'a dyn ItemSink,
+    /// How `ferry run` spends pull budgets (none: `plan` and `verify` spend what they read).
+    pub budget: Option<Arc<budget_gate::BudgetGate>>,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -100,6 +104,8 @@ pub struct Execution {
     /// The run lease held by another run or unusable (nothing was deleted), or lost while
     /// deleting.
     pub lease_failures: Vec<String>,
+    /// Registries whose pull budget ran out (their images not started are parked).
+    pub parked: Vec<budget_gate::Parked>,
 }
 
 impl Execution {
@@ -249,6 +255,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     if let Some(deep) = cx.audit {
         engine = engine.audit(deep);
     }
+    if let Some(gate) = cx.budget.clone() {
+        engine = engine.with_gate(gate.engine_gate(cx.journal.clone()));
+    }
     let mut out = Execution::default();
     let tally = Mutex::new(Tally::new(plan));
     let labels: Vec<String> = (1..=plan.copies.len())
@@ -285,7 +294,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     let tally = tally.into_inner().expect("tally");
     (out.totals, out.item_failures) = (tally.totals, tally.failures);
     out.unlisted_failures = tally.unlisted;
-    if cx.stop.is_cancelled() || cx.audit.is_some() {
+    out.parked = cx.budget.as_ref().map(|g| g.parked()).unwrap_or_default();
+    // A parked run is unfinished, as an interrupted one is: nothing is deleted after it.
+    if cx.stop.is_cancelled() || cx.audit.is_some() || !out.parked.is_empty() {
         out.retention_skipped = true;
         return out;
     }
@@ -388,7 +399,12 @@ async fn copy_stage(
     tally: &Mutex<Tally>,
     out: &mut Execution,
 ) {
+    let gate = cx.budget.as_deref();
     let finish = |item: &Item, outcome: Option<&Outcome>| {
+        if outcome.is_none() && gate.is_some_and(|g| g.kept_back(item)) {
+            tally.lock().expect("tally").park(item);
+            return cx.sink.parked(item);
+        }
         tally.lock().expect("tally").take(plan, item, outcome);
         cx.sink.finished(item, outcome);
     };
@@ -399,6 +415,11 @@ async fn copy_stage(
             let finish = &finish;
             async move {
                 let done = |i: usize, outcome: Option<Outcome>| finish(&items[i], outcome.as_ref());
+                let (journal, reporter) = (cx.journal.as_ref(), cx.reporter.as_ref());
+                let admitted = budget_gate::admit(gate, &items, journal, reporter, &cx.stop);
+                let budget_gate::Admission::Go(_turn) = admitted.await else {
+                    return items.iter().for_each(|item| finish(item, None));
+                };
                 engine.copy_each(&items, &done).await;
             }
         })

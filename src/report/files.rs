@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget_parked::ReportBudget;
 use super::json_stream::PrivateFile;
 use crate::copy::{Item, Outcome};
 use crate::registry::transport::throttle::RegistryStats;
@@ -28,7 +29,7 @@ pub struct Report {
     pub run: Option<i64>,
     pub started_at: String,
     pub ended_at: String,
-    /// succeeded, partial, interrupted
+    /// succeeded, partial, parked (a pull budget ran out), interrupted
     pub outcome: String,
     pub totals: ReportTotals,
     /// Failures first: every failed item, rule or deletion with its reason.
@@ -57,6 +58,9 @@ pub struct Report {
     /// (the rule's `visibility`, else the source's), or could not be read; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<ReportPackage>,
+    /// Registries whose pull budget ran out, parking the images not started; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_budget: Vec<ReportBudget>,
 }
 
 /// A target package that needs a person: its visibility differs from what is expected, or
@@ -253,6 +257,7 @@ impl Report {
             merged_from: Some(Vec::new()),
             restore: None,
             packages: Vec::new(),
+            pull_budget: Vec::new(),
         }
     }
 
@@ -277,6 +282,7 @@ impl Report {
         self.kept.extend(other.kept);
         self.prune.extend(other.prune);
         self.packages.extend(other.packages);
+        self.pull_budget.extend(other.pull_budget);
         for (host, stats) in other.registries {
             self.registries.entry(host).or_default().add(&stats);
         }
@@ -295,8 +301,9 @@ fn outcome_rank(outcome: &str) -> u8 {
     match outcome {
         "succeeded" => 0,
         "partial" => 1,
-        "interrupted" => 2,
-        _ => 3,
+        "parked" => 2,
+        "interrupted" => 3,
+        _ => 4,
     }
 }
 
@@ -389,6 +396,14 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
     }
 }
 
+/// The report row of an item parked: not started because its source's pull budget ran out.
+pub fn parked_row(item: &Item) -> ReportItem {
+    ReportItem {
+        action: "parked".to_string(),
+        ..item_row(item, None)
+    }
+}
+
 /// Write `bytes` to `path` through a 0600 temporary sibling and a rename.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = PrivateFile::create(path)?;
@@ -441,6 +456,7 @@ mod tests {
             merged_from: None,
             restore: None,
             packages: Vec::new(),
+            pull_budget: Vec::new(),
         };
         let failed_items = report.items.iter().filter(|i| i.action == "failed").count();
         let m = metrics(
@@ -527,6 +543,7 @@ mod tests {
             merged_from: None,
             restore: None,
             packages: Vec::new(),
+            pull_budget: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use super::budget_parked::ReportBudget;
 use super::files::{
     MergedFrom, Report, ReportDeletion, ReportItem, ReportKept, ReportPackage, ReportPrune,
     ReportRegistry, ReportTotals, REPORT_VERSION,
@@ -65,6 +66,8 @@ struct Tail<'a> {
     restore: Option<&'a String>,
     #[serde(skip_serializing_if = "empty")]
     packages: &'a [ReportPackage],
+    #[serde(skip_serializing_if = "empty")]
+    pull_budget: &'a [ReportBudget],
 }
 
 fn empty<T>(list: &&[T]) -> bool {
@@ -105,6 +108,7 @@ impl ReportWriter {
             merged_from: report.merged_from.as_ref(),
             restore: report.restore.as_ref(),
             packages: &report.packages,
+            pull_budget: &report.pull_budget,
         };
         self.stream.end(&tail)?.keep()
     }

@@ -119,6 +119,7 @@ fn report(
         merged_from: None,
         restore: ended.undo.clone(),
         packages: ended.packages.clone(),
+        pull_budget: ended.budget_rows(),
     }
 }
 

@@ -5,8 +5,9 @@
 //!
 //! Those files extend [`Engine`]; what it holds and they share lives in leaves that import
 //! none of them: `keys`, `live` (every item announced), `sightings` (what the targets held
-//! when first seen), `destined` (what a target gets for an item) and `tag_listings` (a
-//! repository's tags with their digests, where the registry lists them a page at a time).
+//! when first seen), `destined` (what a target gets for an item), `tag_listings` (a
+//! repository's tags with their digests, where the registry lists them a page at a time) and
+//! `pulled` (source manifests read where a GET counts as a pull, each read once).
 
 mod blob;
 mod destined;
@@ -14,6 +15,7 @@ mod follow;
 mod graph;
 mod keys;
 mod live;
+mod pulled;
 mod sightings;
 mod source;
 mod tag_listings;
@@ -24,6 +26,7 @@ mod window;
 use destined::{destined, source_by_digest, Destined};
 use keys::{BlobKey, ManifestKey, TagKey};
 use live::{Batch, Later, LiveItems, Slot};
+use pulled::Pulled;
 use sightings::{AtTarget, Graphs, Targets};
 use tag_listings::Listings;
 
@@ -59,6 +62,9 @@ struct Counters {
     manifests: AtomicUsize,
     foreign: std::sync::Mutex<Vec<Digest>>,
 }
+
+/// Asked before an image starts: may it? (see [`Engine::with_gate`]).
+pub type Gate = Arc<dyn Fn(&Item) -> bool + Send + Sync>;
 
 /// The engine's [`TransferTotals`], counted as bytes flow.
 #[derive(Default)]
@@ -103,6 +109,12 @@ pub struct Engine {
     /// The tag listings of the repositories the batches in flight name, where their
     /// registries list tags with digests (see [`tag_listings`]).
     listings: Listings,
+    /// Source manifests read where a GET counts as a pull, for the other tags naming them.
+    pulled: Pulled,
+    /// Asked before each image starts: may it? An image it keeps back is handed over as
+    /// not started (`None`), as an interruption's are (the run's pull budget, see
+    /// [`Engine::with_gate`]).
+    gate: Option<Gate>,
     /// Change nothing: find what the targets lack and say what a run would copy
     /// (`ferry verify`).
     audit: bool,
@@ -149,6 +161,8 @@ impl Engine {
             placed_blobs: std::sync::Mutex::default(),
             graphs: Graphs::default(),
             listings: Listings::default(),
+            pulled: Pulled::default(),
+            gate: None,
             audit: false,
             deep: false,
             live: std::sync::Mutex::default(),
@@ -235,6 +249,14 @@ impl Engine {
             reread_bytes: t.reread_bytes.load(Ordering::Relaxed),
             parked: t.parked.load(Ordering::Relaxed),
         }
+    }
+
+    /// Ask `gate` before each image starts; one it refuses is not started and is handed
+    /// over as `None`, its siblings going on (the run parks a registry's images this way
+    /// when its pull budget is spent).
+    pub fn with_gate(mut self, gate: Gate) -> Engine {
+        self.gate = Some(gate);
+        self
     }
 
     /// `stop`: start no new image; `abort`: abandon the ones in flight.
@@ -335,8 +357,9 @@ impl Engine {
             _ => None,
         };
         let _in_flight = self.images.acquire().await.expect("never closed");
-        // Stopping: an image that waited for its turn does not start.
-        if self.stop.is_cancelled() {
+        // Stopping: an image that waited for its turn does not start; nor one the gate
+        // keeps back.
+        if self.stop.is_cancelled() || self.gate.as_ref().is_some_and(|may| !may(item)) {
             return None;
         }
         self.reporter.item_started(item);
@@ -392,7 +415,7 @@ impl Engine {
         }
         let cold = recorded.is_none();
         let updated = recorded.filter(|r| r.digest != digest).map(|r| r.digest);
-        let destined = destined(item, &digest, fetched).await?;
+        let destined = destined(item, &digest, fetched, &self.pulled).await?;
         // Nothing recorded: the target as first listed tells whether the tag can be there.
         let absent = cold
             && item.target_tag.is_some()
@@ -492,7 +515,7 @@ impl Engine {
     ) -> Result<(Manifest, Option<platform::Chosen>), CopyError> {
         let manifest = match source_manifest {
             Some(m) => m,
-            None => source_by_digest(item, digest).await?,
+            None => source_by_digest(item, digest, &self.pulled).await?,
         };
         match &chosen {
             Some(c) => {

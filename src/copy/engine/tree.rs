@@ -240,14 +240,16 @@ impl Engine {
             self.placed_manifest(dst, &child.digest);
             return Ok(());
         }
-        let m = src
-            .registry
-            .get_manifest(&src.repo, child.digest.as_str())
-            .await
-            .map_err(|e| CopyError::Source {
-                reference: child_src.clone(),
-                source: e,
-            })?;
+        let read = async {
+            (src.registry
+                .get_manifest(&src.repo, child.digest.as_str())
+                .await)
+                .map_err(|e| CopyError::Source {
+                    reference: child_src.clone(),
+                    source: e,
+                })
+        };
+        let m = self.pulled.get(item, &child.digest, read).await?;
         if m.bytes.len() as u64 != child.size {
             return Err(CopyError::Manifest {
                 reference: child_src,
