@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::Checkpoint;
 use crate::copy::engine::Gate;
 use crate::copy::{Item, Journal, Reporter};
+use crate::reference::Digest;
 use crate::registry::transport::throttle::PullBudget;
 use crate::registry::Registry;
 
@@ -154,31 +155,30 @@ impl BudgetGate {
     }
 
     /// May the repository whose items are `items` (one source repository) start? Where the
-    /// source counts pulls, it waits for the registry's turn, then compares what it needs
-    /// with what is left. `stop`: the run is stopping (a wait ends).
+    /// source counts pulls and some item needs one, it waits for the registry's turn, then
+    /// compares what it needs with what is left. `stop`: the run is stopping (a wait ends).
     async fn admit(
         &self,
-        items: &[Item],
+        items: &mut [Item],
         done: &(dyn Fn(&Item) -> bool + Sync),
         reporter: &dyn Reporter,
         stop: &CancellationToken,
     ) -> Admission {
-        let Some(first) = items
-            .iter()
-            .find(|i| i.source.registry.capabilities().counts_pulls)
-        else {
+        let counts = |i: &Item| i.source.registry.capabilities().counts_pulls && !done(i);
+        let Some(first) = items.iter().position(counts) else {
             return Admission::Go(None);
         };
-        let registry = first.source.registry.clone();
+        let needed = pulls_needed(items, done);
+        let registry = items[first].source.registry.clone();
         let host = self.host(registry.name());
         let turn = host.turn.clone().lock_owned().await;
         if host.parked.lock().expect("parked").is_some() {
             return Admission::Park;
         }
-        let needed = pulls_needed(items, done);
+        let repository = items[first].source.display();
         let mut waited = false;
         loop {
-            let budget = budget_of(registry.as_ref(), first, waited).await;
+            let budget = budget_of(registry.as_ref(), &mut items[first], waited).await;
             if fits(needed, budget) {
                 return Admission::Go(Some(turn));
             }
@@ -202,7 +202,7 @@ impl BudgetGate {
                 budget.limit,
                 parked.registry,
                 needed,
-                first.source.display(),
+                repository,
                 clock(parked.resume_at())
             ));
             let wait = parked.resume_at().duration_since(since).unwrap_or_default();
@@ -219,12 +219,12 @@ impl BudgetGate {
     /// whose tag shares a digest already read needs none.
     pub fn may_start(&self, item: &Item, done: bool) -> bool {
         let registry = &item.source.registry;
-        if !registry.capabilities().counts_pulls {
+        if !registry.capabilities().counts_pulls || done {
             return true;
         }
         let host = self.host(registry.name());
         let mut parked = host.parked.lock().expect("parked");
-        if parked.is_none() && !done && self.spending == Spending::Park {
+        if parked.is_none() && self.spending == Spending::Park {
             let stats = registry.stats().filter(|s| s.throttled > 0);
             let shown = stats.and_then(|s| s.pull_budget);
             if let Some(b) = shown.filter(|b| b.remaining == 0) {
@@ -272,7 +272,7 @@ impl BudgetGate {
 /// Without a gate, it may.
 pub async fn admit(
     gate: Option<&BudgetGate>,
-    items: &[Item],
+    items: &mut [Item],
     journal: &dyn Checkpoint,
     reporter: &dyn Reporter,
     stop: &CancellationToken,
@@ -286,8 +286,9 @@ pub async fn admit(
 
 /// The budget the registry last showed; when it has shown none yet (no manifest request
 /// answered), or `again` after a wait, one HEAD of the item's manifest asks (Docker Hub
-/// counts no pull for it).
-async fn budget_of(registry: &dyn Registry, item: &Item, again: bool) -> Option<PullBudget> {
+/// counts no pull for it). That HEAD is the item's own: the digest it gives is the one the
+/// copy reads (`Item::seen`), so it costs the run no request.
+async fn budget_of(registry: &dyn Registry, item: &mut Item, again: bool) -> Option<PullBudget> {
     let stats = registry.stats()?;
     if stats.pull_budget.is_some() && !again {
         return stats.pull_budget;
@@ -296,9 +297,12 @@ async fn budget_of(registry: &dyn Registry, item: &Item, again: bool) -> Option<
     if asked && !again {
         return None;
     }
-    let _ = registry
-        .head_manifest(&item.source.repo, &item.source_ref)
-        .await;
+    let head = registry.head_manifest(&item.source.repo, &item.source_ref);
+    if let Ok(Some(head)) = head.await {
+        if Digest::parse(&item.source_ref).is_none() {
+            item.seen = Some(head.digest);
+        }
+    }
     registry.stats()?.pull_budget
 }
 

@@ -411,15 +411,15 @@ async fn copy_stage(
     let parts = futures::stream::poll_fn(move |c| resolved.poll_recv(c));
     parts
         .map(|selection| claim_part(plan, cx, claims, selection, &finish, out))
-        .for_each_concurrent(PARTS_IN_FLIGHT, |items| {
+        .for_each_concurrent(PARTS_IN_FLIGHT, |mut items| {
             let finish = &finish;
             async move {
-                let done = |i: usize, outcome: Option<Outcome>| finish(&items[i], outcome.as_ref());
                 let (journal, reporter) = (cx.journal.as_ref(), cx.reporter.as_ref());
-                let admitted = budget_gate::admit(gate, &items, journal, reporter, &cx.stop);
+                let admitted = budget_gate::admit(gate, &mut items, journal, reporter, &cx.stop);
                 let budget_gate::Admission::Go(_turn) = admitted.await else {
                     return items.iter().for_each(|item| finish(item, None));
                 };
+                let done = |i: usize, outcome: Option<Outcome>| finish(&items[i], outcome.as_ref());
                 engine.copy_each(&items, &done).await;
             }
         })
