@@ -8,7 +8,8 @@
 //! (an item recorded done costs none; one tag whose digest selection read shares its pull with
 //! every other tag naming that digest); an index's children are not known before it is read,
 //! so they are not counted, and an image the count let start may still find the budget spent:
-//! the images after it then park. `ferry plan` and `ferry verify` run without a gate.
+//! its pull waits (the throttle's pause), and once Docker Hub refuses one (429), the images
+//! not started yet park. `ferry plan` and `ferry verify` run without a gate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
