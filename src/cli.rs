@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "ferry copies repositories, tags, platforms and signatures between OCI registries \
 (and OCI layout directories) as a TOML plan describes, with no Docker daemon and with every digest \
 preserved.\n\nExit codes: 0 success, 1 some items failed, 2 invalid plan, usage or state file, 3 credentials \
-could not be loaded or a preflight check failed, 130/143 interrupted.",
+could not be loaded or a preflight check failed, 75 a pull budget ran out (run again after the time \
+it names), 130/143 interrupted.",
     after_help = "Examples:\n  ferry check plans/demo.toml\n  ferry run plans/demo.toml\n  ferry status"
 )]
 pub struct Cli {
@@ -67,7 +68,11 @@ stopped. SIGINT/SIGTERM stop new work, park chunked uploads after the chunk they
 (the next run continues them without reading their first bytes again), let other work in \
 flight finish for up to 10 s, save the checkpoint and exit 130/143.\n\nEnds with a one-line summary. Exit code 0 when every selected tag is at its target with the \
 source digest, 1 when some failed (each is listed with its reason; the rest are still copied), \
-2 for an invalid plan, 3 when credentials cannot be loaded.",
+2 for an invalid plan, 3 when credentials cannot be loaded.\n\nWhere a source counts pulls \
+(Docker Hub), its repositories start only while the pulls they need fit in the budget its \
+ratelimit headers show; when they do not, the images not started are parked and the run exits 75 \
+naming the time the budget is back (or waits for it: --wait-for-budget). The same command then \
+continues.",
         after_help = "Examples:\n  ferry run plans/demo.toml\n  DOCKERHUB_TOKEN=… ferry run --concurrency 16 plans/dockerhub-to-ghcr.toml"
     )]
     Run(RunArgs),
@@ -385,6 +390,12 @@ pub struct RunArgs {
     /// Print only failures and the summary.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// When a source's pull budget (Docker Hub's `ratelimit-remaining`) cannot pay for the
+    /// next repository, wait until its window has passed and go on, instead of parking the
+    /// rest and exiting 75.
+    #[arg(long)]
+    pub wait_for_budget: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -77,6 +77,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         audit: None,
         lease: crate::execute::leasing::Leasing::Look { shard },
         sink: &items,
+        budget: None,
     };
     let execution = execute(&plan, &cx).await;
     // The registries the plan's rules use, and any other that got requests: a section no

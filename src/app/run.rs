@@ -24,6 +24,7 @@ use crate::cli::{Progress, RunArgs};
 use crate::copy::spool::{Spool, SPOOL_MIN};
 use crate::copy::{select, Totals};
 use crate::copy::{Reporter, Silent};
+use crate::execute::budget_gate::BudgetGate;
 use crate::execute::checkpoint::StateJournal;
 use crate::execute::{execute, Context as Execute, Execution};
 use crate::plan::Plan;
@@ -253,6 +254,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         audit: None,
         lease: crate::execute::leasing::taking(run_id, &args.plan, shard),
         sink: &items,
+        budget: Some(BudgetGate::for_run(args.wait_for_budget)),
     };
     let execution = execute(&plan, &cx).await;
     let mut totals = execution.totals.clone();
@@ -274,13 +276,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         (ended.deleted + ended.pruned > 0).then(|| undo_command(&args.plan, state_flag, run_id));
     let files = (&execution, &items);
     let kept = save_and_write(&args, state, &ended, files, &registries, json).await?;
+    clear_spool(spool, &ended);
+    Ok(close(json, &plan, &ended, interrupted, kept))
+}
+
+/// Everything finished: nothing in the spool is needed any more.
+fn clear_spool(spool: Option<Arc<Spool>>, ended: &Ended) {
     if let Some(spool) =
         spool.filter(|_| ended.totals.interrupted == 0 && ended.failures.is_empty())
     {
-        // Everything finished: nothing in the spool is needed any more.
         let _ = std::fs::remove_dir_all(spool.dir());
     }
-    Ok(close(json, &plan, &ended, interrupted, kept))
 }
 
 /// Record the run's end in the checkpoint, then write its `--report` and `--metrics` files:
@@ -343,6 +349,9 @@ fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -
         emit(json, "INFO", &format!("to undo its deletions: {undo}"));
     }
     println!("{}", log_line(json, "INFO", &line));
+    for parked in ended.parked_lines() {
+        emit(json, "WARN", &parked);
+    }
     if interrupted != 0 {
         emit(
             json,
@@ -354,7 +363,9 @@ fn close(json: bool, plan: &Plan, ended: &Ended, interrupted: u8, saved: bool) -
         );
         return ExitCode::from(interrupted);
     }
-    if ended.failures.is_empty() && saved {
+    if ended.failures.is_empty() && saved && !ended.parked.is_empty() {
+        ExitCode::from(exit::BUDGET)
+    } else if ended.failures.is_empty() && saved {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::PARTIAL)
@@ -460,7 +471,10 @@ fn tell_previous(reporter: &dyn Reporter, previous: Option<&RunSummary>, fingerp
     if prev.plan_fingerprint != fingerprint {
         reporter.note("the plan changed since the last run: new images are added, finished ones are not redone");
     }
-    if matches!(prev.status.as_str(), "running" | "killed" | "interrupted") {
+    if matches!(
+        prev.status.as_str(),
+        "running" | "killed" | "interrupted" | "parked"
+    ) {
         reporter.note(&format!(
             "resuming after run {} ({}): finished work is not redone",
             prev.id, prev.status

@@ -73,6 +73,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         audit: Some(args.deep),
         lease: crate::execute::leasing::Leasing::Off,
         sink: &items,
+        budget: None,
     };
     let execution = execute(&plan, &cx).await;
     reporter.finish();

@@ -8,17 +8,21 @@
 //! it maps the plan onto the engines. [`checkpoint`] is the checkpoint as the engines'
 //! journals, [`leasing`] the run lease where the run deletes, [`pruning`] what each `prune`
 //! rule covers, [`shard`] a pod's share of the repositories, [`label`] how a rule is named,
-//! [`sink`] where each item goes as it finishes (the execution keeps counts, not items).
+//! [`sink`] where each item goes as it finishes (the execution keeps counts, not items),
+//! [`budget_gate`] how a run spends a registry's pull budget, `rule_sets` which rules share
+//! targets or a source read.
 
+pub mod budget_gate;
 pub mod checkpoint;
 pub mod label;
 pub mod leasing;
 mod picks;
 pub mod pruning;
+mod rule_sets;
 pub mod shard;
 pub mod sink;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -26,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::checkpoint::Checkpoint;
 use self::label::{copy_label, empty_line, retain_label};
+use self::rule_sets::{fanouts, sharing_targets};
 use self::sink::{ItemSink, Tally};
 use crate::copy::select::{self, Claims, Registries, SelectError};
 use crate::copy::shared_read::SharedReads;
@@ -68,6 +73,8 @@ pub struct Context<'a> {
     /// Where each item goes as it finishes, stage after stage (interrupted ones too, and
     /// those that conflict with another rule's, failed); the execution keeps none.
     pub sink: &'a dyn ItemSink,
+    /// How `ferry run` spends pull budgets (none: `plan` and `verify` spend what they read).
+    pub budget: Option<Arc<budget_gate::BudgetGate>>,
 }
 
 /// Everything an execution did (or, over overlays, would do).
@@ -101,6 +108,8 @@ pub struct Execution {
     /// The run lease held by another run or unusable (nothing was deleted), or lost while
     /// deleting.
     pub lease_failures: Vec<String>,
+    /// Registries whose pull budget ran out (their images not started are parked).
+    pub parked: Vec<budget_gate::Parked>,
 }
 
 impl Execution {
@@ -239,23 +248,7 @@ impl Execution {
 
 /// Run the plan's stages, then its retention policies.
 pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
-    let mut engine = Engine::new(cx.reporter.clone(), cx.concurrency)
-        .adaptive(crate::plan::WINDOW_START)
-        .with_journal(cx.journal.clone())
-        .with_cancellation(cx.stop.clone(), cx.abort.clone())
-        .remember_only(sharing_targets(plan));
-    if let Some(spool) = &cx.spool {
-        engine = engine.with_spool(spool.clone());
-    }
-    // Without a spool (`ferry plan`, `--spool-limit 0`) a fan-out still reads each manifest
-    // once: the plan counts the pulls the run spends.
-    let groups = fanouts(plan);
-    if !groups.is_empty() {
-        engine = engine.with_shared_reads(Arc::new(SharedReads::new(cx.spool.clone(), groups)));
-    }
-    if let Some(deep) = cx.audit {
-        engine = engine.audit(deep);
-    }
+    let engine = engine(plan, cx);
     let mut out = Execution::default();
     let tally = Mutex::new(Tally::new(plan));
     let labels: Vec<String> = (1..=plan.copies.len())
@@ -292,7 +285,9 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
     let tally = tally.into_inner().expect("tally");
     (out.totals, out.item_failures) = (tally.totals, tally.failures);
     out.unlisted_failures = tally.unlisted;
-    if cx.stop.is_cancelled() || cx.audit.is_some() {
+    out.parked = cx.budget.as_ref().map(|g| g.parked()).unwrap_or_default();
+    // A parked run is unfinished, as an interrupted one is: nothing is deleted after it.
+    if cx.stop.is_cancelled() || cx.audit.is_some() || !out.parked.is_empty() {
         out.retention_skipped = true;
         return out;
     }
@@ -313,6 +308,32 @@ pub async fn execute(plan: &Plan, cx: &Context<'_>) -> Execution {
         out.lease_failures.extend(leases.end(&note).await);
     }
     out
+}
+
+/// The engine of one execution, with what the context gives it (journal, spool, audit, the
+/// pull budget's gate) and the plan's fan-outs.
+fn engine(plan: &Plan, cx: &Context<'_>) -> Engine {
+    let mut engine = Engine::new(cx.reporter.clone(), cx.concurrency)
+        .adaptive(crate::plan::WINDOW_START)
+        .with_journal(cx.journal.clone())
+        .with_cancellation(cx.stop.clone(), cx.abort.clone())
+        .remember_only(sharing_targets(plan));
+    if let Some(spool) = &cx.spool {
+        engine = engine.with_spool(spool.clone());
+    }
+    // Without a spool (`ferry plan`, `--spool-limit 0`) a fan-out still reads each manifest
+    // once: the plan counts the pulls the run spends.
+    let groups = fanouts(plan);
+    if !groups.is_empty() {
+        engine = engine.with_shared_reads(Arc::new(SharedReads::new(cx.spool.clone(), groups)));
+    }
+    if let Some(deep) = cx.audit {
+        engine = engine.audit(deep);
+    }
+    if let Some(gate) = cx.budget.clone() {
+        engine = engine.with_gate(gate.engine_gate(cx.journal.clone()));
+    }
+    engine
 }
 
 /// Every `prune` rule, after the copies: what they copied and no longer select, deleted.
@@ -355,31 +376,6 @@ async fn prune(
     retention::prune::rules::run(&scopes, &prune).await
 }
 
-/// The rules whose targets another rule may write into. Only their claims last the run,
-/// and only their items are remembered by the engine once their batch is over (a contested
-/// item follows the winner of its tag, a referrer whose own item was a duplicate the first
-/// with the key): items of the others meet nothing outside their own part.
-fn sharing_targets(plan: &Plan) -> HashSet<usize> {
-    let rules = &plan.copies;
-    rules
-        .iter()
-        .filter(|a| {
-            rules
-                .iter()
-                .any(|b| a.number != b.number && (a.writes_into(&b.to) || b.writes_into(&a.to)))
-        })
-        .map(|a| a.number)
-        .collect()
-}
-
-/// The rules of each fan-out (a `[[copy]]` block with several targets), by number: their
-/// block, and how many targets it has. Their blobs are read from the source once.
-fn fanouts(plan: &Plan) -> HashMap<usize, (usize, usize)> {
-    (plan.copies.iter())
-        .filter_map(|c| c.fanout.map(|(_, of)| (c.number, (c.block, of))))
-        .collect()
-}
-
 /// Parts copied at once: what a run holds is a few repositories' items, whatever the number
 /// of repositories. Resolved parts wait for their turn in a channel of
 /// [`select::PARTS_QUEUED`]; the resolving side never leaves a read half done while it
@@ -403,16 +399,26 @@ async fn copy_stage(
     tally: &Mutex<Tally>,
     out: &mut Execution,
 ) {
+    let gate = cx.budget.as_deref();
     let finish = |item: &Item, outcome: Option<&Outcome>| {
+        if outcome.is_none() && gate.is_some_and(|g| g.kept_back(item)) {
+            tally.lock().expect("tally").park(item);
+            return cx.sink.parked(item);
+        }
         tally.lock().expect("tally").take(plan, item, outcome);
         cx.sink.finished(item, outcome);
     };
     let parts = futures::stream::poll_fn(move |c| resolved.poll_recv(c));
     parts
         .map(|selection| claim_part(plan, cx, claims, selection, &finish, out))
-        .for_each_concurrent(PARTS_IN_FLIGHT, |items| {
+        .for_each_concurrent(PARTS_IN_FLIGHT, |mut items| {
             let finish = &finish;
             async move {
+                let (journal, reporter) = (cx.journal.as_ref(), cx.reporter.as_ref());
+                let admitted = budget_gate::admit(gate, &mut items, journal, reporter, &cx.stop);
+                let budget_gate::Admission::Go(_turn) = admitted.await else {
+                    return items.iter().for_each(|item| finish(item, None));
+                };
                 let done = |i: usize, outcome: Option<Outcome>| finish(&items[i], outcome.as_ref());
                 engine.copy_each(&items, &done).await;
             }

@@ -16,6 +16,12 @@ use crate::retention::PinMap;
 pub trait ItemSink: Send + Sync {
     /// `item` is done: `outcome`, or `None` when an interruption kept it from finishing.
     fn finished(&self, item: &Item, outcome: Option<&Outcome>);
+
+    /// `item` was not started: its source's pull budget ran out (see
+    /// [`super::budget_gate`]). The next run copies it.
+    fn parked(&self, item: &Item) {
+        self.finished(item, None);
+    }
 }
 
 /// Keeps nothing: for callers that read only the counts.
@@ -51,6 +57,14 @@ impl Tally {
             unlisted: 0,
             pins: (prunes || !plan.retains.is_empty()).then(PinMap::default),
             selected: prunes.then(Selected::default),
+        }
+    }
+
+    /// Take in a parked item: not a failure, nor an interruption; what a `prune` rule
+    /// selects all the same.
+    pub(super) fn park(&mut self, item: &Item) {
+        if let Some(selected) = &mut self.selected {
+            pruning::select(selected, item);
         }
     }
 

@@ -220,6 +220,7 @@ async fn run(plan: &Plan, registries: &Registries, ledger: &Ledger) -> Executed 
         audit: None,
         lease: super::leasing::Leasing::Off,
         sink: &items,
+        budget: None,
     };
     let e = execute(plan, &cx).await;
     (e, items.0.into_inner().unwrap())

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget_parked::ReportBudget;
 use super::json_stream::PrivateFile;
 use crate::copy::{Item, Outcome};
 use crate::registry::transport::throttle::RegistryStats;
@@ -28,7 +29,7 @@ pub struct Report {
     pub run: Option<i64>,
     pub started_at: String,
     pub ended_at: String,
-    /// succeeded, partial, interrupted
+    /// succeeded, partial, parked (a pull budget ran out), interrupted
     pub outcome: String,
     pub totals: ReportTotals,
     /// Failures first: every failed item, rule or deletion with its reason.
@@ -61,6 +62,9 @@ pub struct Report {
     /// when they were, or when no push was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_push: Option<String>,
+    /// Registries whose pull budget ran out, parking the images not started; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_budget: Vec<ReportBudget>,
 }
 
 /// A target package that needs a person: its visibility differs from what is expected, or
@@ -276,6 +280,7 @@ impl Report {
             restore: None,
             packages: Vec::new(),
             metrics_push: None,
+            pull_budget: Vec::new(),
         }
     }
 
@@ -301,6 +306,7 @@ impl Report {
         self.kept.extend(other.kept);
         self.prune.extend(other.prune);
         self.packages.extend(other.packages);
+        self.pull_budget.extend(other.pull_budget);
         for (host, stats) in other.registries {
             self.registries.entry(host).or_default().add(&stats);
         }
@@ -319,8 +325,9 @@ fn outcome_rank(outcome: &str) -> u8 {
     match outcome {
         "succeeded" => 0,
         "partial" => 1,
-        "interrupted" => 2,
-        _ => 3,
+        "parked" => 2,
+        "interrupted" => 3,
+        _ => 4,
     }
 }
 
@@ -412,6 +419,14 @@ pub fn item_row(item: &Item, outcome: Option<&Outcome>) -> ReportItem {
         error,
         hint,
         rewritten,
+    }
+}
+
+/// The report row of an item parked: not started because its source's pull budget ran out.
+pub fn parked_row(item: &Item) -> ReportItem {
+    ReportItem {
+        action: "parked".to_string(),
+        ..item_row(item, None)
     }
 }
 

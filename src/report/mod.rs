@@ -2,6 +2,7 @@
 //! implementations here print plain timestamped lines (logs, CronJobs), draw indicatif bars
 //! (a terminal), or stay silent. Nothing here decides control flow or exit codes.
 
+pub mod budget_parked;
 pub mod files;
 pub mod hints;
 pub mod json_stream;

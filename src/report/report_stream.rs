@@ -13,6 +13,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use super::budget_parked::ReportBudget;
 use super::files::{
     MergedFrom, Report, ReportDeletion, ReportItem, ReportKept, ReportPackage, ReportPrune,
     ReportRegistry, ReportTotals, REPORT_VERSION,
@@ -67,6 +68,8 @@ struct Tail<'a> {
     packages: &'a [ReportPackage],
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_push: Option<&'a String>,
+    #[serde(skip_serializing_if = "empty")]
+    pull_budget: &'a [ReportBudget],
 }
 
 fn empty<T>(list: &&[T]) -> bool {
@@ -108,6 +111,7 @@ impl ReportWriter {
             restore: report.restore.as_ref(),
             packages: &report.packages,
             metrics_push: report.metrics_push.as_ref(),
+            pull_budget: &report.pull_budget,
         };
         self.stream.end(&tail)?.keep()
     }

@@ -201,13 +201,15 @@ pub struct ItemRecord {
 /// bound on what a registry's error body can make us store.
 pub const MAX_ERROR_CHARS: usize = 2000;
 
-/// How a run ended. Stored as `succeeded`, `partial`, `interrupted`, `failed`.
+/// How a run ended. Stored as `succeeded`, `partial`, `parked` (a pull budget ran out; the
+/// next run continues), `interrupted`, `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunOutcome {
     Succeeded,
     Partial,
     Interrupted,
     Failed,
+    Parked,
 }
 
 impl RunOutcome {
@@ -218,6 +220,7 @@ impl RunOutcome {
             RunOutcome::Partial => "partial",
             RunOutcome::Interrupted => "interrupted",
             RunOutcome::Failed => "failed",
+            RunOutcome::Parked => "parked",
         }
     }
 }

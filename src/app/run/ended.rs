@@ -2,8 +2,11 @@
 //! all read.
 
 use crate::copy::Totals;
+use crate::execute::budget_gate::Parked;
 use crate::execute::Execution;
+use crate::report::budget_parked::ReportBudget;
 use crate::report::files::ReportPackage;
+use crate::report::{plural, timestamp};
 use crate::state::{RunId, RunOutcome};
 
 /// How a run ended: what the checkpoint, the report and the closing lines say.
@@ -27,6 +30,8 @@ pub(super) struct Ended {
     pub(super) undo: Option<String>,
     /// Target packages whose visibility is not what is expected (warnings, not failures).
     pub(super) packages: Vec<ReportPackage>,
+    /// Registries whose pull budget ran out, their images not started parked.
+    pub(super) parked: Vec<Parked>,
 }
 
 impl Ended {
@@ -43,6 +48,7 @@ impl Ended {
         Ended {
             run,
             outcome: match (interrupted, failures.is_empty()) {
+                (0, true) if !execution.parked.is_empty() => RunOutcome::Parked,
                 (0, true) => RunOutcome::Succeeded,
                 (0, false) => RunOutcome::Partial,
                 _ => RunOutcome::Interrupted,
@@ -54,7 +60,33 @@ impl Ended {
             unlisted: execution.unlisted_failures,
             undo: None,
             packages: Vec::new(),
+            parked: execution.parked.clone(),
         }
+    }
+
+    /// One line per registry whose pull budget ran out: what is left, when to run again.
+    pub(super) fn parked_lines(&self) -> Vec<String> {
+        let line = |p: &Parked| {
+            let n = plural(p.images, "image");
+            format!(
+                "{}; {n} parked: run the same command again then",
+                p.message()
+            )
+        };
+        self.parked.iter().map(line).collect()
+    }
+
+    /// The report's `pull_budget` rows.
+    pub(super) fn budget_rows(&self) -> Vec<ReportBudget> {
+        let row = |p: &Parked| ReportBudget {
+            registry: p.registry.clone(),
+            remaining: p.remaining,
+            limit: p.limit,
+            window_seconds: p.window_seconds,
+            resume_after: timestamp(p.resume_at()),
+            parked: p.images,
+        };
+        self.parked.iter().map(row).collect()
     }
 
     /// How many failures there were: those listed, and the failed items not listed.

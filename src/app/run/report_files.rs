@@ -178,6 +178,7 @@ fn report(
         restore: ended.undo.clone(),
         packages: ended.packages.clone(),
         metrics_push: None,
+        pull_budget: ended.budget_rows(),
     }
 }
 

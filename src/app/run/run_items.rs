@@ -14,8 +14,8 @@ use crate::copy::{Item, Outcome};
 use crate::execute::shard::Shard;
 use crate::execute::sink::ItemSink;
 use crate::plan::Plan;
-use crate::report::files::item_row;
 use crate::report::files::ReportPackage;
+use crate::report::files::{item_row, parked_row, ReportItem};
 use crate::report::report_stream::{ReportHead, ReportWriter};
 use crate::report::timestamp;
 use crate::state::RunId;
@@ -91,9 +91,20 @@ impl ItemSink for RunItems {
             }
             _ => {}
         }
+        self.row(&item_row(item, outcome));
+    }
+
+    fn parked(&self, item: &Item) {
+        self.row(&parked_row(item));
+    }
+}
+
+impl RunItems {
+    /// An item's row, into the report being written.
+    fn row(&self, row: &ReportItem) {
         let mut report = self.report.lock().expect("report");
         if let Some(Ok(writer)) = report.as_mut() {
-            if let Err(e) = writer.item(&item_row(item, outcome)) {
+            if let Err(e) = writer.item(row) {
                 // The report cannot be whole: the run says so at the end, and goes on.
                 *report = Some(Err(e));
             }

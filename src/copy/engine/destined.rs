@@ -1,6 +1,7 @@
 //! What the target gets for an item: the source manifest, read by digest where a platform
 //! list needs it, and what that list chose from it.
 
+use super::pulled::Pulled;
 use crate::copy::item::Item;
 use crate::copy::outcome::CopyError;
 use crate::copy::platform;
@@ -26,13 +27,14 @@ pub(super) async fn destined(
     item: &Item,
     digest: &Digest,
     fetched: Option<Manifest>,
+    pulled: &Pulled,
 ) -> Result<Destined, CopyError> {
     let mut source_manifest = fetched;
     let mut chosen = None;
     if let Some(platforms) = &item.platforms {
         let m = match source_manifest.take() {
             Some(m) => m,
-            None => source_by_digest(item, digest).await?,
+            None => source_by_digest(item, digest, pulled).await?,
         };
         chosen = platform::choose(&m, platforms).map_err(|source| CopyError::Platforms {
             reference: item.source_display(),
@@ -56,9 +58,16 @@ pub(super) async fn destined(
     })
 }
 
-/// The item's source manifest `digest`, read (and verified) by digest.
-pub(super) async fn source_by_digest(item: &Item, digest: &Digest) -> Result<Manifest, CopyError> {
-    source_at(item, digest.as_str()).await
+/// The item's source manifest `digest`, read (and verified) by digest: once per run where
+/// a GET counts as a pull (see [`Pulled`]).
+pub(super) async fn source_by_digest(
+    item: &Item,
+    digest: &Digest,
+    pulled: &Pulled,
+) -> Result<Manifest, CopyError> {
+    pulled
+        .get(item, digest, source_at(item, digest.as_str()))
+        .await
 }
 
 /// The item's source manifest by `reference` (a tag or digest), verified.

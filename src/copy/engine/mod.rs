@@ -1,12 +1,14 @@
 //! [`Engine`]: copy items idempotently, a bounded number at a time across the whole run,
 //! referrers after what they refer to. `tree` copies what a manifest references (children,
 //! blobs through `blob`) before the manifest itself; `follow` is who waits for whom (a
-//! referrer for what it refers to, a contested item for the first writer of its tag).
+//! referrer for what it refers to, a contested item for the first writer of its tag);
+//! `windows` gives each target registry its window of blob transfers (`window`).
 //!
 //! Those files extend [`Engine`]; what it holds and they share lives in leaves that import
 //! none of them: `keys`, `live` (every item announced), `sightings` (what the targets held
-//! when first seen), `destined` (what a target gets for an item) and `tag_listings` (a
-//! repository's tags with their digests, where the registry lists them a page at a time).
+//! when first seen), `destined` (what a target gets for an item), `tag_listings` (a
+//! repository's tags with their digests, where the registry lists them a page at a time) and
+//! `pulled` (source manifests read where a GET counts as a pull, each read once).
 
 mod blob;
 mod destined;
@@ -14,16 +16,19 @@ mod follow;
 mod graph;
 mod keys;
 mod live;
+mod pulled;
 mod sightings;
 mod source;
 mod tag_listings;
 mod target;
 mod tree;
 mod window;
+mod windows;
 
 use destined::{destined, Destined};
 use keys::{BlobKey, ManifestKey, TagKey};
 use live::{Batch, Later, LiveItems, Slot};
+use pulled::Pulled;
 use sightings::{AtTarget, Graphs, Targets};
 use tag_listings::Listings;
 
@@ -60,6 +65,9 @@ struct Counters {
     manifests: AtomicUsize,
     foreign: std::sync::Mutex<Vec<Digest>>,
 }
+
+/// Asked before an image starts: may it? (see [`Engine::with_gate`]).
+pub type Gate = Arc<dyn Fn(&Item) -> bool + Send + Sync>;
 
 /// The engine's [`TransferTotals`], counted as bytes flow.
 #[derive(Default)]
@@ -104,6 +112,12 @@ pub struct Engine {
     /// The tag listings of the repositories the batches in flight name, where their
     /// registries list tags with digests (see [`tag_listings`]).
     listings: Listings,
+    /// Source manifests read where a GET counts as a pull, for the other tags naming them.
+    pulled: Pulled,
+    /// Asked before each image starts: may it? An image it keeps back is handed over as
+    /// not started (`None`), as an interruption's are (the run's pull budget, see
+    /// [`Engine::with_gate`]).
+    gate: Option<Gate>,
     /// Change nothing: find what the targets lack and say what a run would copy
     /// (`ferry verify`).
     audit: bool,
@@ -152,6 +166,8 @@ impl Engine {
             placed_blobs: std::sync::Mutex::default(),
             graphs: Graphs::default(),
             listings: Listings::default(),
+            pulled: Pulled::default(),
+            gate: None,
             audit: false,
             deep: false,
             live: std::sync::Mutex::default(),
@@ -171,31 +187,6 @@ impl Engine {
     pub fn adaptive(mut self, start: usize) -> Engine {
         self.window_start = start.clamp(1, self.concurrency);
         self
-    }
-
-    /// Each target registry's window of blob transfers: where it is, and the widest it was.
-    pub fn windows(&self) -> Vec<(String, usize, usize)> {
-        let mut out: Vec<(String, usize, usize)> = self
-            .windows
-            .lock()
-            .expect("windows")
-            .iter()
-            .map(|(name, w)| {
-                let (now, peak) = w.size();
-                (name.clone(), now, peak)
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
-    fn window(&self, registry: &str) -> Arc<window::Window> {
-        self.windows
-            .lock()
-            .expect("windows")
-            .entry(registry.to_string())
-            .or_insert_with(|| window::Window::new(self.window_start, self.concurrency))
-            .clone()
     }
 
     /// Change nothing: check every item at its target whole and report what a run would
@@ -248,6 +239,14 @@ impl Engine {
             fanout_spooled_blobs: self.shared.as_ref().map_or(0, |s| s.counts().0),
             fanout_reread_blobs: self.shared.as_ref().map_or(0, |s| s.counts().1),
         }
+    }
+
+    /// Ask `gate` before each image starts; one it refuses is not started and is handed
+    /// over as `None`, its siblings going on (the run parks a registry's images this way
+    /// when its pull budget is spent).
+    pub fn with_gate(mut self, gate: Gate) -> Engine {
+        self.gate = Some(gate);
+        self
     }
 
     /// `stop`: start no new image; `abort`: abandon the ones in flight.
@@ -348,8 +347,9 @@ impl Engine {
             _ => None,
         };
         let _in_flight = self.images.acquire().await.expect("never closed");
-        // Stopping: an image that waited for its turn does not start.
-        if self.stop.is_cancelled() {
+        // Stopping: an image that waited for its turn does not start; nor one the gate
+        // keeps back.
+        if self.stop.is_cancelled() || self.gate.as_ref().is_some_and(|may| !may(item)) {
             return None;
         }
         self.reporter.item_started(item);
@@ -405,7 +405,7 @@ impl Engine {
         }
         let cold = recorded.is_none();
         let updated = recorded.filter(|r| r.digest != digest).map(|r| r.digest);
-        let destined = destined(item, &digest, fetched).await?;
+        let destined = destined(item, &digest, fetched, &self.pulled).await?;
         // Nothing recorded: the target as first listed tells whether the tag can be there.
         let absent = cold
             && item.target_tag.is_some()

@@ -91,7 +91,8 @@ impl Engine {
     }
 
     /// A source manifest of the item by `digest` (`shown` names it in errors): the targets
-    /// of a fan-out share one read of it (on Docker Hub, one pull).
+    /// of a fan-out share one read of it, and where a GET counts as a pull (Docker Hub) it is
+    /// read once per run for every tag and index that names it ([`Pulled`]).
     pub(super) async fn manifest_by_digest(
         &self,
         item: &Item,
@@ -99,13 +100,16 @@ impl Engine {
         shown: &str,
     ) -> Result<Manifest, CopyError> {
         let src = &item.source;
-        let read = || async {
-            (src.registry.get_manifest(&src.repo, digest.as_str()).await).map_err(|e| {
-                CopyError::Source {
-                    reference: shown.to_string(),
-                    source: e,
-                }
-            })
+        let read = || {
+            let get = async {
+                (src.registry.get_manifest(&src.repo, digest.as_str()).await).map_err(|e| {
+                    CopyError::Source {
+                        reference: shown.to_string(),
+                        source: e,
+                    }
+                })
+            };
+            self.pulled.get(item, digest, get)
         };
         match &self.shared {
             Some(shared) => shared.manifest(item.rule, src, digest, read).await,

@@ -22,6 +22,10 @@ pub use turns::Turns;
 /// Waits longer than this are not sat out: the request fails with the registry's answer.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// Pull budgets shown within this time of each other are one count, the lowest of them (their
+/// answers cross); one shown later replaces it.
+pub const BUDGET_SETTLES: Duration = Duration::from_secs(1);
+
 /// Used when a 429 carries no usable `Retry-After`.
 pub const DEFAULT_429_WAIT: Duration = Duration::from_secs(10);
 
@@ -103,7 +107,8 @@ struct Counts {
     throttled: AtomicU64,
     retries: AtomicU64,
     waits: Mutex<Waits>,
-    budget: Mutex<Option<PullBudget>>,
+    /// The budget shown, and when it was last shown.
+    budget: Mutex<Option<(PullBudget, Instant)>>,
 }
 
 /// The union of the intervals in which requests waited: a count of requests waiting now,
@@ -250,7 +255,7 @@ impl Throttle {
             waited: self.counts.waits.lock().expect("waits lock").now(),
             by_kind: self.counts.by_kind.lock().expect("counts lock").clone(),
             single_post: None,
-            pull_budget: *self.counts.budget.lock().expect("budget lock"),
+            pull_budget: self.counts.budget.lock().expect("budget lock").map(|b| b.0),
         }
     }
 
@@ -340,14 +345,18 @@ impl Throttle {
         if let Some(limit) = limit {
             let mut budget = self.counts.budget.lock().expect("budget lock");
             // Answers to requests in flight together come back in any order: the fewest
-            // pulls left is the newest count of the same window (a window that began since
-            // shows more; the figure stays the lower one, never more than there is).
-            let same = (*budget).filter(|b| b.limit == limit && b.window_seconds == window);
-            *budget = Some(PullBudget {
-                limit,
-                remaining: same.map_or(remaining, |b| b.remaining.min(remaining)),
-                window_seconds: window,
+            // pulls left is the newest count of the same window, never more than there is.
+            // A count shown a while later (pulls came back as the window moved on: a run
+            // that waited for its budget) is taken as it is.
+            let same = (*budget).filter(|(b, at)| {
+                b.limit == limit && b.window_seconds == window && at.elapsed() < BUDGET_SETTLES
             });
+            let shown = PullBudget {
+                limit,
+                remaining: same.map_or(remaining, |(b, _)| b.remaining.min(remaining)),
+                window_seconds: window,
+            };
+            *budget = Some((shown, Instant::now()));
         }
         if remaining > 0 {
             return;

@@ -42,6 +42,7 @@ fn metrics_are_prometheus_text() {
         restore: None,
         packages: Vec::new(),
         metrics_push: None,
+        pull_budget: Vec::new(),
     };
     let failed_items = report.items.iter().filter(|i| i.action == "failed").count();
     let m = metrics(
@@ -129,6 +130,7 @@ fn shard(outcome: &str, started: &str, ended: &str, copied: usize) -> Report {
         restore: None,
         packages: Vec::new(),
         metrics_push: None,
+        pull_budget: Vec::new(),
     }
 }
 
