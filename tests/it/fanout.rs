@@ -52,6 +52,17 @@ fn manifest_reads_by_digest(reg: &Registry) -> BTreeMap<String, usize> {
     out
 }
 
+/// A source holding the `team` fixture, and two empty targets.
+async fn source_and_two_targets() -> (Registry, Registry, Registry, Fixture) {
+    let (src, a, b) = (
+        Registry::start().await,
+        Registry::start().await,
+        Registry::start().await,
+    );
+    let fixture = populate(&src, "team").await;
+    (src, a, b, fixture)
+}
+
 /// A plan copying `src/team/*` to `a/team/*` and `b/mirror/*` (b may be a proxy: `b_more`
 /// adds lines to its registry section).
 fn fanout_plan(dir: &Path, src: &Registry, a: &Registry, b: &str, b_more: &str) -> String {
@@ -78,12 +89,7 @@ async fn assert_same_as_source(fixture: &Fixture, target: &str, prefix: &str) {
 /// read exactly once, and both targets are identical to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_source_blob_is_read_once_for_two_targets() {
-    let (src, a, b) = (
-        Registry::start().await,
-        Registry::start().await,
-        Registry::start().await,
-    );
-    let fixture = populate(&src, "team").await;
+    let (src, a, b, fixture) = source_and_two_targets().await;
     let dir = tempfile::tempdir().unwrap();
     let p = fanout_plan(dir.path(), &src, &a, &b.addr, "");
     let (run, report) = run_reported(Path::new(&p), &[]).await;
@@ -124,12 +130,7 @@ async fn every_source_blob_is_read_once_for_two_targets() {
 /// source only what it lacks (once each), and writes nothing more to the target that had it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_target_down_fails_alone_and_the_rerun_completes_it() {
-    let (src, a, b) = (
-        Registry::start().await,
-        Registry::start().await,
-        Registry::start().await,
-    );
-    let fixture = populate(&src, "team").await;
+    let (src, a, b, fixture) = source_and_two_targets().await;
     let down = Arc::new(AtomicBool::new(true));
     let hook: Hook = {
         let down = down.clone();
@@ -185,12 +186,7 @@ async fn a_target_down_fails_alone_and_the_rerun_completes_it() {
 /// and in JSON, with the same items for both targets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plan_shows_both_pairs() {
-    let (src, a, b) = (
-        Registry::start().await,
-        Registry::start().await,
-        Registry::start().await,
-    );
-    let fixture = populate(&src, "team").await;
+    let (src, a, b, fixture) = source_and_two_targets().await;
     let dir = tempfile::tempdir().unwrap();
     let p = fanout_plan(dir.path(), &src, &a, &b.addr, "");
     let shown = ferry(&["plan", &p, "--output", "json"], &[]).await;
@@ -227,12 +223,7 @@ type Reads = (BTreeMap<String, usize>, BTreeMap<String, usize>);
 /// One run of [`fanout_plan`] with `--spool-limit LIMIT` into two fresh targets: what the
 /// (fresh) source sent, and the report's `totals.fanout`.
 async fn reads_with_spool_limit(limit: &str) -> (Fixture, Reads, Value) {
-    let (src, a, b) = (
-        Registry::start().await,
-        Registry::start().await,
-        Registry::start().await,
-    );
-    let fixture = populate(&src, "team").await;
+    let (src, a, b, fixture) = source_and_two_targets().await;
     let dir = tempfile::tempdir().unwrap();
     let p = fanout_plan(dir.path(), &src, &a, &b.addr, "");
     let (run, report) = run_reported(Path::new(&p), &["--spool-limit", limit]).await;

@@ -135,20 +135,27 @@ fn exported(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Issue 26, "Done when" 4: every metric the dashboard and the rules query is one ferry
-/// exports, read from a real run's and a real verify's `--metrics` files.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_and_the_rules_query_only_what_ferry_exports() {
+/// A source holding the `team` fixture, an empty target, and a plan in `dir` copying
+/// `team/*` from one to the other.
+async fn team_mirror(dir: &Path) -> (Registry, Registry, PathBuf) {
     let (src, dst) = (Registry::start().await, Registry::start().await);
     populate(&src, "team").await;
-    let dir = tempfile::tempdir().unwrap();
     let p = copy_plan(
-        dir.path(),
+        dir,
         &[&src.addr, &dst.addr],
         "",
         &format!("{}/team/*", src.addr),
         &format!("{}/team/*", dst.addr),
     );
+    (src, dst, p)
+}
+
+/// Issue 26, "Done when" 4: every metric the dashboard and the rules query is one ferry
+/// exports, read from a real run's and a real verify's `--metrics` files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_rules_query_only_what_ferry_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_src, _dst, p) = team_mirror(dir.path()).await;
     let (run_prom, verify_prom) = (dir.path().join("run.prom"), dir.path().join("verify.prom"));
     let p = p.to_str().unwrap();
     ferry(&["run", "--metrics", run_prom.to_str().unwrap(), p], &[])
@@ -302,16 +309,8 @@ async fn a_run_and_a_verify_push_their_metrics_to_the_pushgateway() {
 /// a `--metrics-push` that is not an http(s) URL is refused before the run, unquoted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_target_that_is_down_does_not_fail_the_run() {
-    let (src, dst) = (Registry::start().await, Registry::start().await);
-    populate(&src, "team").await;
     let dir = tempfile::tempdir().unwrap();
-    let p = copy_plan(
-        dir.path(),
-        &[&src.addr, &dst.addr],
-        "",
-        &format!("{}/team/*", src.addr),
-        &format!("{}/team/*", dst.addr),
-    );
+    let (_src, _dst, p) = team_mirror(dir.path()).await;
     let p = p.to_str().unwrap();
     let closed = free_port();
     let url = format!("http://pusher:push-canary@127.0.0.1:{closed}");
