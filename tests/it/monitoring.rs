@@ -378,7 +378,7 @@ async fn wait_for_alerts(
     deadline: Duration,
     what: &str,
     want: impl Fn(&[String]) -> bool,
-) {
+) -> Vec<String> {
     let until = Instant::now() + deadline;
     loop {
         let firing: Vec<String> = alerts(prometheus)
@@ -388,7 +388,7 @@ async fn wait_for_alerts(
             .map(|(name, _)| name)
             .collect();
         if want(&firing) {
-            return;
+            return firing;
         }
         assert!(
             Instant::now() < until,
@@ -478,4 +478,65 @@ async fn after_a_failed_run_the_alerts_fire_and_after_a_good_one_they_stop() {
         quiet,
     )
     .await;
+}
+
+/// Issue 26, "deploy/monitoring": the two retention alerts fire in a real Prometheus. One
+/// plan's `max_deletions` holds its deletions back (`FerryDeletionsHeldBack`); another's
+/// `[in_use]` source cannot be read, so nothing is deleted (`FerryInUseSourceUnreadable`).
+/// Neither raises the other's alert, nor the failed-items alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_back_deletions_and_an_unreadable_in_use_source_fire_their_alerts() {
+    if !prometheus_installed(
+        "held_back_deletions_and_an_unreadable_in_use_source_fire_their_alerts",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start_pushgateway().await;
+    let prometheus = start_prometheus(&gateway, &test_rules(dir.path(), 3600)).await;
+    let reg = Registry::start().await;
+    for (i, tag) in ["v1.0.0", "v1.0.1", "v1.0.2"].iter().enumerate() {
+        let img = image(
+            &[layer(60 + i as u64, 512)],
+            "linux",
+            "amd64",
+            Format::Oci,
+            tag,
+        );
+        reg.pusher().push("team/api", tag, &img).await;
+    }
+    let host = &reg.addr;
+    let retain = format!(
+        "version = 1\n[registry.\"{host}\"]\ninsecure = true\n[[retain]]\nrepository = \"{host}/team/api\"\ndelete_tags = ['^v1\\.0\\.[01]$']\n"
+    );
+    // Two plans, two Pushgateway groups (the plan label is the file's name).
+    let valve = dir.path().join("valve.toml");
+    std::fs::write(&valve, format!("{retain}max_deletions = 1\n")).unwrap();
+    let unread = dir.path().join("unread.toml");
+    let gone = dir.path().join("gone");
+    let in_use = format!(
+        "{retain}[in_use]\nfiles = [\"{}/*.yaml\"]\n",
+        gone.display()
+    );
+    std::fs::write(&unread, in_use).unwrap();
+    for p in [&valve, &unread] {
+        let args = ["run", "--metrics-push", &gateway.url, p.to_str().unwrap()];
+        ferry(&args, &[]).await.assert_code(1);
+    }
+    let fired = |f: &[String]| {
+        f.iter().any(|a| a == "FerryDeletionsHeldBack")
+            && f.iter().any(|a| a == "FerryInUseSourceUnreadable")
+    };
+    let firing = wait_for_alerts(&prometheus, Duration::from_secs(30), "both", fired).await;
+    assert!(
+        !firing.iter().any(|a| a == "FerryItemsFailed"),
+        "{firing:?}"
+    );
+    // Nothing was deleted by either.
+    for tag in ["v1.0.0", "v1.0.1"] {
+        assert!(
+            reg.pusher().manifest("team/api", tag).await.is_some(),
+            "{tag}"
+        );
+    }
 }
