@@ -53,11 +53,21 @@ pub struct RepoDecisions {
     pub in_use: usize,
 }
 
+/// What the `max_deletions` valve's `held_back` reasons say, and only they.
+const VALVE: &str = " exceed max_deletions = ";
+
+/// The `held_back` reason of a `max_deletions` valve: `what` (e.g. "3 deletions") exceed
+/// `max`, so nothing is deleted `scope` (e.g. "in this repository"). Built here only, so
+/// [`held_by_valve`] knows it.
+pub fn valve_reason(what: &str, max: usize, scope: &str) -> String {
+    format!("{what}{VALVE}{max}; nothing is {scope}")
+}
+
 /// Whether a `held_back` reason (a repository's, or a prune rule's) is the `max_deletions`
-/// valve's, not a failed `[in_use]` source's: both valves say "N … exceed max_deletions = M".
-/// The metrics count these apart, for the alert that a valve held deletions back.
+/// valve's ([`valve_reason`]), not a failed `[in_use]` source's. The metrics count these
+/// apart, for the alert that a valve held deletions back.
 pub fn held_by_valve(why: &str) -> bool {
-    why.contains(" exceed max_deletions = ")
+    why.contains(VALVE)
 }
 
 /// An image the rule would delete that a pin keeps.

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use semver::Version;
 
-use super::decisions::{Action, Conflict, Decision, Image, RepoDecisions};
+use super::decisions::{valve_reason, Action, Conflict, Decision, Image, RepoDecisions};
 use super::pins::Pins;
 use super::refusals::Refusals;
 use super::retain_rule::RetainRule;
@@ -468,9 +468,8 @@ fn valve(rule: &RetainRule, decisions: &mut [Decision]) -> Option<String> {
         .count();
     match rule.max_deletions {
         Some(max) if deletions > max => {
-            let why = format!(
-                "{deletions} deletions exceed max_deletions = {max}; nothing is deleted in this repository"
-            );
+            let what = format!("{deletions} deletions");
+            let why = valve_reason(&what, max, "deleted in this repository");
             for d in decisions.iter_mut().filter(|d| d.action == Action::Delete) {
                 d.action = Action::Keep;
                 d.reason = format!("kept: {why}");

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use crate::retention::decisions::{Action, Decision, Image, RepoDecisions};
+use crate::retention::decisions::{valve_reason, Action, Decision, Image, RepoDecisions};
 use crate::retention::deletions::{Copied, Deletion, Journal, Ledger};
 use crate::retention::inventory::{self, Manifests};
 use crate::retention::pins::InUsePins;
@@ -322,8 +322,10 @@ fn remember(out: &mut RepoPrune, fates: &[Vec<(String, Fate)>], judge: &Judge<'_
 /// all its repositories, exceed it (then nothing of the rule is pruned).
 pub fn valve(prune: &Prune, deletions: usize) -> Option<String> {
     match prune.max_deletions {
-        Some(max) if deletions > max => Some(format!(
-            "{deletions} prune deletions exceed max_deletions = {max}; nothing is pruned for this rule"
+        Some(max) if deletions > max => Some(valve_reason(
+            &format!("{deletions} prune deletions"),
+            max,
+            "pruned for this rule",
         )),
         _ => None,
     }
