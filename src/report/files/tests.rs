@@ -16,14 +16,8 @@ fn metrics_are_prometheus_text() {
         },
     );
     let report = Report {
-        report_version: REPORT_VERSION,
         ferry_version: "0".into(),
-        plan: "p.toml".into(),
-        shard: None,
         run: Some(1),
-        started_at: "x".into(),
-        ended_at: "y".into(),
-        outcome: "succeeded".into(),
         totals: ReportTotals {
             copied: 3,
             present: 1,
@@ -34,15 +28,9 @@ fn metrics_are_prometheus_text() {
         },
         failures: vec!["a".into(), "b".into()],
         items: vec![failed_item()],
-        deletions: vec![],
-        kept: vec![],
-        prune: vec![],
         registries,
         merged_from: None,
-        restore: None,
-        packages: Vec::new(),
-        metrics_push: None,
-        pull_budget: Vec::new(),
+        ..Report::merged("p.toml".into(), "x".into(), "y".into())
     };
     let failed_items = report.items.iter().filter(|i| i.action == "failed").count();
     let m = metrics(
@@ -106,13 +94,9 @@ fn shard(outcome: &str, started: &str, ended: &str, copied: usize) -> Report {
         },
     );
     Report {
-        report_version: REPORT_VERSION,
         ferry_version: "0".into(),
-        plan: "p.toml".into(),
         shard: Some(format!("{copied}/3")),
         run: Some(copied as i64),
-        started_at: started.into(),
-        ended_at: ended.into(),
         outcome: outcome.into(),
         totals: ReportTotals {
             copied,
@@ -121,16 +105,9 @@ fn shard(outcome: &str, started: &str, ended: &str, copied: usize) -> Report {
             ..Default::default()
         },
         failures: vec![format!("f{copied}")],
-        items: vec![],
-        deletions: vec![],
-        kept: vec![],
-        prune: vec![],
         registries,
         merged_from: None,
-        restore: None,
-        packages: Vec::new(),
-        metrics_push: None,
-        pull_budget: Vec::new(),
+        ..Report::merged("p.toml".into(), started.into(), ended.into())
     }
 }
 
