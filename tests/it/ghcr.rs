@@ -77,18 +77,7 @@ fn ghcr_plan(dir: &Path, reg: &Registry, fake: &GitHubFake, rule: &str) -> PathB
 
 /// `ferry run --progress plain --report R PLAN` with the token: the run, and its report.
 async fn run(plan: &Path) -> (Run, Value) {
-    let report = plan.with_file_name("report.json");
-    let args = [
-        "run",
-        "--progress",
-        "plain",
-        "--report",
-        report.to_str().unwrap(),
-        plan.to_str().unwrap(),
-    ];
-    let run = ferry(&args, ENV).await;
-    let body = std::fs::read_to_string(&report).unwrap_or_else(|_| panic!("{}", run.stderr));
-    (run, json(&body))
+    run_reported_with(plan, &[], ENV).await
 }
 
 /// The digests of the package's versions deleted so far.

@@ -79,19 +79,7 @@ impl Setup {
 
 /// `ferry run --progress plain --report R PLAN`: the run, and its report.
 async fn run_with_report(plan: &Path) -> (Run, Value) {
-    let report = plan.with_file_name("report.json");
-    let args = [
-        "run",
-        "--progress",
-        "plain",
-        "--report",
-        report.to_str().unwrap(),
-        plan.to_str().unwrap(),
-    ];
-    let env = [ENV[0], ("HUB_PAT", "hub-pat")];
-    let run = ferry(&args, &env).await;
-    let body = std::fs::read_to_string(&report).unwrap_or_else(|_| panic!("{}", run.stderr));
-    (run, json(&body))
+    run_reported_with(plan, &[], &[ENV[0], ("HUB_PAT", "hub-pat")]).await
 }
 
 fn app(label: &str) -> Image {
