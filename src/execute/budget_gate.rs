@@ -147,12 +147,9 @@ impl BudgetGate {
     }
 
     /// The engine's gate: [`BudgetGate::may_start`], an item recorded in `journal` needing
-    /// no pull.
+    /// no pull (asked only of a source that counts pulls: the engine reads the record too).
     pub fn engine_gate(self: Arc<Self>, journal: Arc<dyn Checkpoint>) -> Gate {
-        Arc::new(move |item| {
-            let done = Journal::recorded(&*journal, item).is_some();
-            self.may_start(item, done)
-        })
+        Arc::new(move |item| self.may_start(item, || Journal::recorded(&*journal, item).is_some()))
     }
 
     /// May the repository whose items are `items` (one source repository) start? Where the
@@ -217,10 +214,11 @@ impl BudgetGate {
     /// May `item` start now? Not when its source is parked, nor, under [`Spending::Park`],
     /// when it needs a pull and its source refused one (429, none left: that parks the
     /// source). A repository admitted by its count goes on while pulls are left: an image
-    /// whose tag shares a digest already read needs none.
-    pub fn may_start(&self, item: &Item, done: bool) -> bool {
+    /// whose tag shares a digest already read needs none. `done`: whether the checkpoint
+    /// records the item done (then it needs no pull).
+    pub fn may_start(&self, item: &Item, done: impl FnOnce() -> bool) -> bool {
         let registry = &item.source.registry;
-        if !registry.capabilities().counts_pulls || done {
+        if !registry.capabilities().counts_pulls || done() {
             return true;
         }
         let host = self.host(registry.name());
